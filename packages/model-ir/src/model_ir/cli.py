@@ -1,0 +1,43 @@
+"""The ``model-opt`` command. Subcommands come from the ``model_opt_cli_commands`` hook."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model_ir.errors import ModelOptError
+from model_ir.plugins import providers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="model-opt",
+        description="Memory-optimal training plans: operator order, tensor placement, proven bounds.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in sorted(providers("model_opt_cli_commands").items()):
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a user mistake, 130 on Ctrl-C)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args._run(args) or 0)
+    except ModelOptError as e:
+        print(f"model-opt: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("model-opt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Exception hierarchy shared by every layer.
+
+Every error a user can cause is a :class:`ModelOptError`; the CLI prints its message
+on one line and exits with :attr:`ModelOptError.exit_code` instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ModelOptError(Exception):
+    """Root of all errors raised by model-opt packages."""
+
+    exit_code = 2
+
+
+class GraphError(ModelOptError, ValueError):
+    """A graph is malformed (unknown ids, bad sizes, ops out of program order, ...)."""
+
+
+class FormatError(ModelOptError, ValueError):
+    """A file could not be read: missing, not JSON/CSV, or a field has a bad value."""
+
+
+class ScheduleError(ModelOptError, ValueError):
+    """An operator order is not a valid topological order of the graph."""
+
+
+class PluginError(ModelOptError, LookupError):
+    """A provider (frontend, scheduler, solver, ...) is unknown or unavailable."""

@@ -1,0 +1,248 @@
+"""Reading and writing graphs (``model-ir/1``) and plans (``model-plan/1``) as JSON.
+
+The schema is documented in ``packages/model-ir/README.md``. Load errors name the
+file, the field (e.g. ``ops[3].inputs[1]``) and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from model_ir.errors import FormatError, GraphError, ScheduleError
+from model_ir.graph import Buffer, Graph, Op
+from model_ir.plan import Placement, Plan, Schedule, order_indices
+from model_ir.simulator import validate_order
+
+GRAPH_FORMAT = "model-ir/1"
+PLAN_FORMAT = "model-plan/1"
+
+_BUFFER_FIELDS = {"id", "size", "kind", "persistent", "output", "dtype", "shape", "meta"}
+_OP_FIELDS = {"id", "inputs", "outputs", "mutates", "after", "target", "meta"}
+
+
+class _Reader:
+    """Typed field access that reports ``source: field: problem``."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> FormatError:
+        return FormatError(f"{self.source}: {where}: {problem}")
+
+    def obj(self, value: Any, where: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected an object, got {type(value).__name__}")
+        return value
+
+    def get(self, data: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in data:
+            if default is ...:
+                raise self.fail(where, f"missing required field {key!r}")
+            return default
+        value = data[key]
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _tuple(kind))
+        if not ok:
+            raise self.fail(f"{where}.{key}" if where else key, f"expected {_kind_name(kind)}, got {json.dumps(value)[:60]}")
+        return value
+
+    def str_list(self, data: Mapping[str, Any], key: str, where: str) -> list[str]:
+        value = self.get(data, key, where, list, [])
+        for i, v in enumerate(value):
+            if not isinstance(v, str):
+                raise self.fail(f"{where}.{key}[{i}]", f"expected a string id, got {json.dumps(v)[:60]}")
+        return value
+
+    def unknown(self, data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        extra = sorted(set(data) - allowed)
+        if extra:
+            raise self.fail(where, f"unknown field {extra[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", bool: "true or false", list: "a list", dict: "an object"}
+    return " or ".join(names.get(k, k.__name__) for k in _tuple(kind))
+
+
+def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
+    """Build a :class:`Graph` from parsed ``model-ir/1`` JSON; errors name ``source``."""
+    r = _Reader(source)
+    data = r.obj(data, "top level")
+    fmt = r.get(data, "format", "", str)
+    if fmt != GRAPH_FORMAT:
+        raise r.fail("format", f"expected {GRAPH_FORMAT!r}, got {fmt!r}")
+    buffers = []
+    for i, b in enumerate(r.get(data, "buffers", "", list)):
+        w = f"buffers[{i}]"
+        b = r.obj(b, w)
+        r.unknown(b, _BUFFER_FIELDS, w)
+        size = r.get(b, "size", w, int)
+        if size < 0:
+            raise r.fail(f"{w}.size", f"must be >= 0, got {size}")
+        shape = r.get(b, "shape", w, (list, type(None)), None)
+        if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise r.fail(f"{w}.shape", "expected a list of integers")
+        buffers.append(
+            Buffer(
+                id=r.get(b, "id", w, str),
+                size=size,
+                kind=r.get(b, "kind", w, (str, type(None)), None),
+                persistent=r.get(b, "persistent", w, bool, False),
+                output=r.get(b, "output", w, bool, False),
+                dtype=r.get(b, "dtype", w, (str, type(None)), None),
+                shape=shape,
+                meta=r.get(b, "meta", w, dict, {}),
+            )
+        )
+    ops = []
+    for i, o in enumerate(r.get(data, "ops", "", list)):
+        w = f"ops[{i}]"
+        o = r.obj(o, w)
+        r.unknown(o, _OP_FIELDS, w)
+        ops.append(
+            Op(
+                id=r.get(o, "id", w, str),
+                inputs=r.str_list(o, "inputs", w),
+                outputs=r.str_list(o, "outputs", w),
+                mutates=r.str_list(o, "mutates", w),
+                after=r.str_list(o, "after", w),
+                target=r.get(o, "target", w, (str, type(None)), None),
+                meta=r.get(o, "meta", w, dict, {}),
+            )
+        )
+    try:
+        return Graph(
+            buffers=buffers,
+            ops=ops,
+            name=r.get(data, "name", "", str, "graph"),
+            meta=r.get(data, "meta", "", dict, {}),
+        )
+    except GraphError as e:
+        raise FormatError(f"{source}: invalid graph: {e}") from None
+
+
+def graph_to_dict(graph: Graph) -> dict[str, Any]:
+    """The ``model-ir/1`` JSON object of ``graph``; optional fields only when set."""
+    buffers = []
+    for b in graph.buffers:
+        d: dict[str, Any] = {"id": b.id, "size": b.size}
+        if b.kind is not None:
+            d["kind"] = b.kind
+        if b.persistent:
+            d["persistent"] = True
+        if b.output:
+            d["output"] = True
+        if b.dtype is not None:
+            d["dtype"] = b.dtype
+        if b.shape is not None:
+            d["shape"] = list(b.shape)
+        if b.meta:
+            d["meta"] = dict(b.meta)
+        buffers.append(d)
+    ops = []
+    for o in graph.ops:
+        d = {"id": o.id, "inputs": list(o.inputs), "outputs": list(o.outputs)}
+        if o.mutates:
+            d["mutates"] = list(o.mutates)
+        if o.after:
+            d["after"] = list(o.after)
+        if o.target is not None:
+            d["target"] = o.target
+        if o.meta:
+            d["meta"] = dict(o.meta)
+        ops.append(d)
+    out: dict[str, Any] = {"format": GRAPH_FORMAT, "name": graph.name, "buffers": buffers, "ops": ops}
+    if graph.meta:
+        out["meta"] = dict(graph.meta)
+    return out
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file, turning I/O and syntax problems into :class:`FormatError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FormatError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{p}: is a directory, expected a JSON file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{p}: cannot read: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{p}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def load_graph(path: str | os.PathLike[str]) -> Graph:
+    """Load a ``model-ir/1`` graph file, or the graph inside a ``model-plan/1`` file."""
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("format") == PLAN_FORMAT:
+        return plan_from_dict(data, str(path)).graph
+    return graph_from_dict(data, str(path))
+
+
+def write_json(data: Any, path: str | os.PathLike[str]) -> None:
+    """Write JSON atomically (temp file then rename), so a failure leaves no half file."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
+    write_json(graph_to_dict(graph), path)
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The ``model-plan/1`` JSON object: the graph, the order, offsets and figures."""
+    out: dict[str, Any] = {
+        "format": PLAN_FORMAT,
+        "order": list(plan.schedule.order),
+        "figures": dict(plan.figures),
+    }
+    if plan.placement is not None:
+        out["arena_bytes"] = plan.placement.arena_bytes
+        out["offsets"] = dict(plan.placement.offsets)
+    out["graph"] = graph_to_dict(plan.graph)
+    return out
+
+
+def plan_from_dict(data: Any, source: str = "<plan>") -> Plan:
+    """Build a :class:`Plan` from parsed ``model-plan/1`` JSON; the order is validated."""
+    r = _Reader(source)
+    data = r.obj(data, "top level")
+    fmt = r.get(data, "format", "", str)
+    if fmt != PLAN_FORMAT:
+        raise r.fail("format", f"expected {PLAN_FORMAT!r}, got {fmt!r}")
+    graph = graph_from_dict(r.get(data, "graph", "", dict), f"{source}: graph")
+    schedule = Schedule(r.str_list(data, "order", ""))
+    try:
+        validate_order(graph, order_indices(graph, schedule))
+    except ScheduleError as e:
+        raise FormatError(f"{source}: order: {e}") from None
+    placement = None
+    if "offsets" in data:
+        offsets = r.get(data, "offsets", "", dict)
+        for k, v in offsets.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise r.fail(f"offsets.{k}", f"expected a non-negative integer, got {json.dumps(v)[:60]}")
+            if k not in graph.buffer_index:
+                raise r.fail(f"offsets.{k}", "names no buffer of the graph")
+        placement = Placement(offsets, r.get(data, "arena_bytes", "", int))
+    return Plan(graph, schedule, placement, r.get(data, "figures", "", dict, {}))
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    return plan_from_dict(read_json(path), str(path))
+
+
+def save_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
+    write_json(plan_to_dict(plan), path)

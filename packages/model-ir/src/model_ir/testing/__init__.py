@@ -1,0 +1,1 @@
+"""Test support shared by every package's tests (needs the ``hypothesis`` dev dependency)."""
