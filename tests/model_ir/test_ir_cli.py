@@ -1,0 +1,56 @@
+"""`model-opt info` and the CLI's handling of user mistakes."""
+
+import json
+import subprocess
+import sys
+
+from model_ir.cli import main
+
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json(diamond_file, capsys):
+    p = diamond_file
+    code, out, err = run(["info", str(p), "--json"], capsys)
+    assert code == 0 and err == ""
+    info = json.loads(out)
+    assert info["ops"] == 2 and info["buffers"] == 3
+    assert info["peak_bytes"] == 137 and info["persistent_bytes"] == 123
+    assert info["working_set_bound_bytes"] == 137
+
+
+def test_info_text(diamond_file, capsys):
+    p = diamond_file
+    code, out, _ = run(["info", str(p)], capsys)
+    assert code == 0
+    assert "2 ops, 3 buffers" in out and "137 B" in out
+
+
+def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "model-ir/1", "buffers": [{"id": "a", "size": -1}], "ops": []}')
+    for argv, needle in [
+        (["info", str(tmp_path / "missing.json")], "no such file"),
+        (["info", str(bad)], "buffers[0].size: must be >= 0"),
+    ]:
+        code, out, err = run(argv, capsys)
+        assert code == 2
+        assert needle in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "model_ir.cli", "info", str(tmp_path / "x.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("model-opt: error:") and "Traceback" not in proc.stderr
+
+
+def test_no_subcommand_prints_help_and_fails(capsys):
+    code, _, err = run([], capsys)
+    assert code == 2 and "info" in err

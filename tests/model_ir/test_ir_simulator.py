@@ -1,0 +1,88 @@
+"""The memory simulator on graphs whose peaks are computed by hand."""
+
+import pytest
+
+from model_ir import Buffer, Graph, Op, ScheduleError, simulate, working_set_bound
+
+
+def test_chain_peak_is_two_neighbours():
+    # a(10) -> b(20) -> c(30): while op1 runs a and b are alive; while op2 runs b and c.
+    g = Graph(
+        [Buffer("a", 10), Buffer("b", 20), Buffer("c", 30)],
+        [Op("A", outputs=["a"]), Op("B", inputs=["a"], outputs=["b"]), Op("C", inputs=["b"], outputs=["c"])],
+    )
+    p = simulate(g)
+    assert p.timeline == (10, 30, 50)
+    assert p.peak_bytes == 50
+    assert [(lt.id, lt.start, lt.end) for lt in p.lifetimes] == [("a", 0, 2), ("b", 1, 3), ("c", 2, 3)]
+
+
+def diamond():
+    # A -> t1; B(t1) -> t2; C(t1) -> t3; D(t2, t3) -> loss (output); w persistent read by B.
+    return Graph(
+        [Buffer("w", 100, persistent=True), Buffer("t1", 10), Buffer("t2", 20), Buffer("t3", 30),
+         Buffer("loss", 4, output=True)],
+        [Op("A", outputs=["t1"]), Op("B", inputs=["t1", "w"], outputs=["t2"]),
+         Op("C", inputs=["t1"], outputs=["t3"]), Op("D", inputs=["t2", "t3"], outputs=["loss"])],
+    )
+
+
+def test_diamond_both_orders():
+    g = diamond()
+    # ABCD: t1 alive 0..2, t2 1..3, t3 2..3, loss 3..3
+    assert simulate(g).timeline == (110, 130, 160, 154)
+    # ACBD: t3 2-wide earlier
+    assert simulate(g, ["A", "C", "B", "D"]).timeline == (110, 140, 160, 154)
+    assert simulate(g).peak_bytes == 160
+    assert simulate(g).transient_peak_bytes == 60
+
+
+def test_multi_output_op_and_output_lives_to_end():
+    g = Graph(
+        [Buffer("x", 7), Buffer("y", 5, output=True), Buffer("z", 1)],
+        [Op("split", outputs=["x", "y"]), Op("use", inputs=["x"], outputs=["z"]), Op("tail")],
+    )
+    p = simulate(g)
+    assert p.timeline == (12, 13, 5)
+
+
+def test_graph_input_alive_from_start_until_last_use():
+    g = Graph(
+        [Buffer("in", 50), Buffer("a", 1), Buffer("b", 2)],
+        [Op("A", outputs=["a"]), Op("B", inputs=["in", "a"], outputs=["b"]), Op("C", inputs=["b"])],
+    )
+    assert simulate(g).timeline == (51, 53, 2)
+
+
+def test_inplace_update_keeps_buffer_alive_and_allocates_nothing():
+    g = Graph(
+        [Buffer("w", 40, persistent=True), Buffer("g", 40), Buffer("h", 8)],
+        [Op("grad", outputs=["g"]), Op("other", outputs=["h"]), Op("relu_", mutates=["g"]),
+         Op("sgd_", inputs=["g"], mutates=["w"])],
+    )
+    assert simulate(g).timeline == (80, 88, 80, 80)
+    assert simulate(g, ["grad", "relu_", "sgd_", "other"]).timeline == (80, 80, 80, 48)
+
+
+def test_invalid_order_names_the_dependency():
+    g = diamond()
+    with pytest.raises(ScheduleError, match="runs op 'B' before op 'A'"):
+        simulate(g, ["B", "A", "C", "D"])
+    with pytest.raises(ScheduleError, match="unknown op 'Q'"):
+        simulate(g, ["A", "B", "C", "Q"])
+    with pytest.raises(ScheduleError, match="twice"):
+        simulate(g, ["A", "A", "C", "D"])
+    with pytest.raises(ScheduleError, match="has 3 ops"):
+        simulate(g, ["A", "B", "C"])
+
+
+def test_working_set_bound():
+    g = diamond()
+    # D reads t2 (20) and t3 (30) and writes loss (4): 54 + persistent 100
+    assert working_set_bound(g) == 154
+    assert working_set_bound(g) <= simulate(g).peak_bytes
+
+
+def test_empty_graph():
+    g = Graph([Buffer("w", 3, persistent=True)], [])
+    assert simulate(g).peak_bytes == 3
