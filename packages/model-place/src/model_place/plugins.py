@@ -1,0 +1,1 @@
+"""model-place's hook implementations (thin adapters over the placer functions)."""
