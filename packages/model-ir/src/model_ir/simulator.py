@@ -23,12 +23,17 @@ from model_ir.plan import Schedule, order_indices
 
 @attrs.frozen
 class Lifetime:
-    """A buffer alive during steps ``[start, end)`` (half-open), ``size`` bytes."""
+    """A buffer alive during steps ``[start, end)`` (half-open), ``size`` bytes.
+
+    ``alignment`` (bytes, >= 1) constrains where a placement may put it: its offset
+    must be a multiple of ``alignment``.
+    """
 
     id: str
     start: int
     end: int
     size: int
+    alignment: int = 1
 
 
 @attrs.frozen
