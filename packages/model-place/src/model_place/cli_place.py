@@ -1,0 +1,171 @@
+"""``model-opt place``: place lifetimes from a MiniMalloc CSV, or the buffers of a
+graph/plan JSON, and write the placement.
+
+Exit status: 0 when a placement within the capacity (or, without one, a
+placement) was written; 1 when the capacity is proven infeasible; 3 when the time
+limit ran out without a placement within the capacity; 2 for bad input. Nothing
+is written with status 1 or 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from model_ir import FormatError, Plan, Schedule, program_order
+from model_ir.formatting import human_bytes
+from model_ir.json_format import GRAPH_FORMAT, PLAN_FORMAT, graph_from_dict, plan_from_dict, read_json, save_plan
+
+from model_place.csv_format import read_lifetimes_csv, write_placement_csv
+from model_place.errors import PlaceError
+from model_place.lifetimes import lifetimes_from_graph
+from model_place.placers import place, placer_names
+from model_place.result import PlacementResult
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+
+
+def _nonneg_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bytes, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return v
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _is_json(path: str) -> bool:
+    if path.lower().endswith(".json"):
+        return True
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(64).lstrip().startswith("{")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _schedule_for(graph, name: str) -> Schedule:
+    """The op order to place a graph under: program order, or a model-sched scheduler."""
+    if name == "program":
+        return program_order(graph)
+    try:
+        from model_sched import schedule as run_scheduler  # optional layer, may be absent
+    except ImportError:
+        raise PlaceError(f"--schedule {name}: model-sched is not installed; use --schedule program "
+                         "or pass a plan JSON that has an order") from None
+    out = run_scheduler(graph, method=name)
+    for candidate in (out, getattr(out, "schedule", None), getattr(out, "order", None)):
+        if isinstance(candidate, Schedule):
+            return candidate
+        if isinstance(candidate, (list, tuple)) and all(isinstance(x, str) for x in candidate):
+            return Schedule(candidate)
+    raise PlaceError(f"--schedule {name}: model-sched returned {type(out).__name__}, not a schedule")
+
+
+def summary(result: PlacementResult, buffers: int) -> dict:
+    """The JSON object ``--json`` prints (bytes and seconds)."""
+    return {
+        "status": result.status, "method": result.method, "buffers": buffers,
+        "arena_bytes": result.arena_bytes, "lower_bound_bytes": result.lower_bound_bytes,
+        "gap": result.gap, "optimal": result.optimal, "capacity": result.capacity,
+        "seconds": round(result.seconds, 6), "details": dict(result.details),
+    }
+
+
+class PlaceCommand:
+    name = "place"
+    help = "assign an address to every buffer (MiniMalloc CSV, or a graph/plan JSON)"
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("input", help="lifetimes CSV (id,lower,upper,size[,alignment]) or graph/plan JSON")
+        parser.add_argument("-o", "--output", required=True,
+                            help="where to write the placement: CSV with an offset column, or a plan JSON")
+        parser.add_argument("--capacity", type=_nonneg_int, default=None,
+                            help="arena bytes to fit (decide feasibility) instead of minimising the arena")
+        parser.add_argument("--method", default="auto",
+                            help="placer name (default auto = exact search); see --list-methods")
+        parser.add_argument("--time-limit", type=_seconds, default=None,
+                            help="seconds for exact methods (default 60); the best placement so far is kept")
+        parser.add_argument("--schedule", default="program",
+                            help="for a graph JSON: op order to place under (program, or a model-sched "
+                                 "scheduler name); a plan's own order is used otherwise")
+        parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+
+    def run(self, args) -> int:
+        if os.path.exists(args.output) and _same_file(args.input, args.output):
+            raise PlaceError(f"output {args.output} is the input file; choose another -o path")
+        known = placer_names()
+        if args.method not in known:
+            raise PlaceError(f"unknown placer {args.method!r}; available: {', '.join(known)}")
+        plan = None
+        if _is_json(args.input):
+            data = read_json(args.input)
+            fmt = data.get("format") if isinstance(data, dict) else None
+            if fmt == PLAN_FORMAT:
+                plan = plan_from_dict(data, args.input)
+            elif fmt == GRAPH_FORMAT:
+                graph = graph_from_dict(data, args.input)
+                plan = Plan(graph, _schedule_for(graph, args.schedule))
+            else:
+                raise FormatError(f"{args.input}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON file, "
+                                  f"format is {fmt!r}")
+            lifetimes = lifetimes_from_graph(plan.graph, plan.schedule)
+        else:
+            lifetimes = read_lifetimes_csv(args.input)
+        result = place(lifetimes, method=args.method, capacity=args.capacity, time_limit=args.time_limit)
+        code = {"infeasible": EXIT_INFEASIBLE, "over_capacity": EXIT_TIMEOUT}.get(result.status, EXIT_OK)
+        if code == EXIT_OK:
+            if plan is not None:
+                figures = dict(plan.figures)
+                figures.update({
+                    "arena_bytes": result.arena_bytes, "placement_lower_bound_bytes": result.lower_bound_bytes,
+                    "placement_method": result.method, "placement_seconds": result.seconds,
+                    "placement_gap": result.gap, "placement_status": result.status,
+                })
+                save_plan(Plan(plan.graph, plan.schedule, result.placement(), figures), args.output)
+            else:
+                write_placement_csv(args.output, lifetimes, result.offsets)
+        if args.json:
+            print(json.dumps(summary(result, len(lifetimes))))
+        else:
+            self._report(result, len(lifetimes), args.output if code == EXIT_OK else None)
+        return code
+
+    @staticmethod
+    def _report(result: PlacementResult, buffers: int, written: str | None) -> None:
+        print(f"{result.method}: {buffers} buffers, arena {human_bytes(result.arena_bytes)}, "
+              f"lower bound {human_bytes(result.lower_bound_bytes)}, gap {100 * result.gap:.2f}%, "
+              f"{result.seconds:.3f} s, status {result.status}")
+        if written:
+            print(f"wrote {written}")
+        elif result.status == "infeasible":
+            print(f"model-opt: capacity {result.capacity} bytes is proven infeasible; nothing written",
+                  file=sys.stderr)
+        else:
+            print(f"model-opt: {result.method} found no placement within {result.capacity} bytes "
+                  "(time limit, or a heuristic), and did not prove none exists; nothing written",
+                  file=sys.stderr)

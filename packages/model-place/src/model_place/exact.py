@@ -1,0 +1,112 @@
+"""Exact placement: the smallest arena (or a decision at a capacity), with proof.
+
+The decision "do these lifetimes fit ``capacity`` bytes?" is answered by the
+compiled search in ``_search.c`` (MiniMalloc's search over canonical solutions with
+section inference, dominance pruning and dynamic decomposition). Minimising the
+arena wraps it: the peak of live bytes is a lower bound, the best heuristic
+placement an upper bound (the warm start); the search first tries the bound itself
+(zero fragmentation), then bisects between the proven bound and the best arena
+found, until both meet or the time limit runs out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from model_ir import Lifetime
+
+from model_place import _search
+from model_place.heuristics import best_fit, greedy_by_size
+from model_place.lifetimes import check_lifetimes, live_bytes_peak
+from model_place.result import PlacementResult, make_result
+from model_place.validation import arena_of
+
+#: Seconds an exact search may run when the caller gives no time limit.
+DEFAULT_TIME_LIMIT = 60.0
+
+
+def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | None) -> tuple[str, dict[str, int] | None, dict]:
+    """Search for a placement within ``capacity`` bytes.
+
+    Returns ``(status, offsets, stats)``: status ``found`` (offsets set),
+    ``infeasible`` (proven), ``timeout`` or ``interrupted`` (Ctrl-C). Zero-byte
+    buffers get offset 0 and take no part in the search. ``time_limit`` in seconds,
+    None for no limit.
+    """
+    sized = [lt for lt in lifetimes if lt.size > 0]
+    offsets = {lt.id: 0 for lt in lifetimes if lt.size == 0}
+    if not sized:
+        return "found", offsets, {"nodes": 0, "backtracks": 0}
+    if capacity < live_bytes_peak(sized):
+        return "infeasible", None, {"nodes": 0, "backtracks": 0}
+    status, found, nodes, backtracks = _search.solve(
+        [lt.start for lt in sized], [lt.end for lt in sized], [lt.size for lt in sized],
+        [lt.alignment for lt in sized], capacity, -1.0 if time_limit is None else max(0.0, time_limit))
+    stats = {"nodes": nodes, "backtracks": backtracks}
+    if status != "found":
+        return status, None, stats
+    offsets.update((lt.id, off) for lt, off in zip(sized, found))
+    return "found", offsets, stats
+
+
+def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = None,
+                    time_limit: float | None = None, method: str = "exact") -> PlacementResult:
+    """Place ``lifetimes`` exactly: the smallest arena, or (with ``capacity``) any
+    placement within ``capacity`` bytes, or a proof that none exists.
+
+    ``time_limit`` (seconds, :data:`DEFAULT_TIME_LIMIT` when None) bounds the whole
+    call; when it runs out the best placement found so far is returned with its
+    gap to the proven lower bound.
+    """
+    t0 = time.perf_counter()
+    limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
+    lifetimes = check_lifetimes(lifetimes)
+    lb = live_bytes_peak(lifetimes)
+    best = min((greedy_by_size(lifetimes), best_fit(lifetimes)), key=lambda o: arena_of(lifetimes, o))
+    best_arena = arena_of(lifetimes, best)
+    nodes = backtracks = decisions = 0
+    stopped = None  # why the search stopped early, if it did
+
+    def remaining() -> float:
+        return max(0.0, limit - (time.perf_counter() - t0))
+
+    def run(cap: int) -> tuple[str, dict[str, int] | None]:
+        nonlocal nodes, backtracks, decisions
+        status, offsets, stats = decide(lifetimes, cap, remaining())
+        nodes += stats["nodes"]
+        backtracks += stats["backtracks"]
+        decisions += 1
+        return status, offsets
+
+    if capacity is not None:
+        # Decision mode: any placement within the capacity will do.
+        if capacity < lb:
+            lb = max(lb, capacity + 1)
+        elif best_arena > capacity:
+            status, offsets = run(capacity)
+            if status == "found":
+                best, best_arena = offsets, arena_of(lifetimes, offsets)
+            elif status == "infeasible":
+                lb = capacity + 1
+            else:
+                stopped = status
+    else:
+        lo = lb  # every arena below lo is proven impossible
+        while lo < best_arena:
+            # Try the bound first: zero fragmentation is the common answer.
+            target = lo if decisions == 0 else (lo + best_arena - 1) // 2
+            status, offsets = run(target)
+            if status == "found":
+                best, best_arena = offsets, arena_of(lifetimes, offsets)
+            elif status == "infeasible":
+                lo = target + 1
+            else:
+                stopped = status
+                break
+        lb = lo
+    details = {"nodes": nodes, "backtracks": backtracks, "decisions": decisions}
+    if stopped:
+        details["stopped"] = stopped
+    return make_result(lifetimes, best, method=method, seconds=time.perf_counter() - t0, capacity=capacity,
+                       lower_bound_bytes=lb, details=details)

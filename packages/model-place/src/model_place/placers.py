@@ -1,0 +1,112 @@
+"""The built-in placer providers and :func:`place`, which runs one by name.
+
+A placer is any object with ``name``, ``help`` and
+``place(lifetimes, *, capacity=None, time_limit=None) -> PlacementResult``,
+returned by the ``model_opt_placers`` hook; third-party packages add theirs the
+same way. Every answer is validated before :func:`place` returns it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from model_ir import Lifetime
+from model_ir.plugins import provider, providers
+
+from model_place.caching_allocator import simulate_caching_allocator
+from model_place.errors import PlaceError
+from model_place.exact import exact_placement
+from model_place.heuristics import best_fit, greedy_by_size, no_reuse
+from model_place.lifetimes import check_lifetimes
+from model_place.result import PlacementResult, make_result
+from model_place.validation import validate_placement
+
+#: What ``method="auto"`` runs.
+AUTO = "exact"
+
+#: Alignment (bytes) of every block the CUDA caching allocator hands out.
+MIN_ALIGNMENT = 512
+
+
+class HeuristicPlacer:
+    """A placer from a function ``lifetimes -> offsets`` (ignores the time limit)."""
+
+    def __init__(self, name: str, help: str, fn: Callable[[Sequence[Lifetime]], Mapping[str, int]]):
+        self.name, self.help, self.fn = name, help, fn
+
+    def place(self, lifetimes, *, capacity=None, time_limit=None) -> PlacementResult:
+        t0 = time.perf_counter()
+        offsets = self.fn(lifetimes)
+        return make_result(lifetimes, offsets, method=self.name, seconds=time.perf_counter() - t0,
+                           capacity=capacity)
+
+
+class CachingAllocatorPlacer:
+    """PyTorch's CUDA caching allocator, replayed in time order; the arena is the
+    memory it reserves."""
+
+    name = "caching-allocator"
+    help = "PyTorch CUDA caching allocator simulation (arena = reserved bytes)"
+
+    def place(self, lifetimes, *, capacity=None, time_limit=None) -> PlacementResult:
+        t0 = time.perf_counter()
+        bad = [lt.id for lt in lifetimes if MIN_ALIGNMENT % lt.alignment]
+        if bad:
+            raise PlaceError(f"caching-allocator: buffer {bad[0]!r} needs an alignment the CUDA caching "
+                             f"allocator does not guarantee (it aligns to {MIN_ALIGNMENT} bytes)")
+        sim = simulate_caching_allocator(lifetimes)
+        return make_result(lifetimes, sim.offsets, method=self.name, seconds=time.perf_counter() - t0,
+                           capacity=capacity, arena_bytes=sim.reserved_bytes,
+                           details={"allocated_peak_bytes": sim.allocated_peak_bytes,
+                                    "requested_peak_bytes": sim.requested_peak_bytes,
+                                    "segments": len(sim.segments)})
+
+
+class ExactPlacer:
+    name = "exact"
+    help = ("exact search over canonical placements (MiniMalloc-style, compiled); minimises the arena "
+            "or decides a capacity, best answer and gap at the time limit")
+
+    def place(self, lifetimes, *, capacity=None, time_limit=None) -> PlacementResult:
+        return exact_placement(lifetimes, capacity=capacity, time_limit=time_limit, method=self.name)
+
+
+def builtin_placers() -> list:
+    """The placers model-place registers through its own plugin."""
+    return [
+        HeuristicPlacer("none", "no reuse: every buffer at its own address", no_reuse),
+        HeuristicPlacer("greedy-size", "TFLite's greedy by size: decreasing size, smallest fitting gap",
+                        greedy_by_size),
+        HeuristicPlacer("best-fit", "XLA heap simulator: best fit, decreasing size or lifetime (smaller wins)",
+                        best_fit),
+        CachingAllocatorPlacer(),
+        ExactPlacer(),
+    ]
+
+
+def placer_names() -> list[str]:
+    """Names of every registered placer, plus ``auto``."""
+    return sorted([*providers("model_opt_placers"), "auto"])
+
+
+def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int | None = None,
+          time_limit: float | None = None) -> PlacementResult:
+    """Choose a byte offset for every buffer so that buffers alive together never overlap.
+
+    ``method`` names a placer (``auto`` is the exact search warm-started by the
+    heuristics). ``capacity`` (bytes) turns minimisation into a decision: any
+    placement within it is accepted, and ``status`` says ``infeasible`` when it is
+    proven too small. ``time_limit`` in seconds (exact methods; 60 s when None).
+    The answer is validated: :class:`~model_place.errors.PlacementError` otherwise.
+    """
+    lifetimes = check_lifetimes(lifetimes)
+    if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0):
+        raise PlaceError(f"capacity must be a non-negative number of bytes, got {capacity!r}")
+    if time_limit is not None and not time_limit >= 0:
+        raise PlaceError(f"time limit must be >= 0 seconds, got {time_limit!r}")
+    name = AUTO if method == "auto" else method
+    result = provider("model_opt_placers", name, "placer").place(lifetimes, capacity=capacity,
+                                                                  time_limit=time_limit)
+    validate_placement(lifetimes, result.offsets, result.arena_bytes)
+    return result
