@@ -1,0 +1,79 @@
+"""``schedule()``: the one entry point, whatever the algorithm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from model_ir.graph import Graph
+from model_ir.plugins import provider, providers
+from model_ir.simulator import simulate_indices, validate_order
+from model_sched.bounds import forced_bound
+from model_sched.control import Progress, SolveControl
+from model_sched.errors import SchedError
+from model_sched.liveness import liveness, peak
+from model_sched.result import ScheduleResult
+from model_sched.schedulers import Problem
+
+#: Seconds an anytime method may run when no time limit is given.
+DEFAULT_TIME_LIMIT = 60.0
+#: Backend used by methods that need a MILP solver when none is named.
+DEFAULT_SOLVER = "highs"
+
+
+def solver_backend(name: str):
+    """The solver backend called ``name``, checked to be usable (clear error if not)."""
+    backend = provider("model_opt_solvers", name, "solver")
+    backend.available()
+    return backend
+
+
+def scheduler_names() -> list[str]:
+    return sorted(providers("model_opt_schedulers"))
+
+
+def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
+             time_limit: float | None = None,
+             progress: Callable[[Progress], None] | None = None) -> ScheduleResult:
+    """Find an op order of ``graph`` with a small peak of live bytes.
+
+    ``method``: a scheduler name (``auto``, ``greedy``, ``search``, ``milp``, ``lns``,
+    ``program``, ``lpmf``, ``bfs``, ``dfs``, or a plugin's). ``solver``: a backend
+    name (``highs``, ``cpsat``, ``gurobi``) for the MILP-based methods; ``None`` lets
+    the method choose. ``time_limit`` in seconds (default 60); when it runs out, or on
+    Ctrl-C, the best order found so far is returned with its gap. ``progress``
+    receives a :class:`Progress` at each improvement. The order is validated and its
+    peak recomputed by the simulator before it is returned.
+    """
+    sched = provider("model_opt_schedulers", method, "scheduler")
+    backend = None
+    if solver is not None:
+        backend = solver_backend(solver)
+    elif getattr(sched, "needs_solver", False):
+        backend = solver_backend(DEFAULT_SOLVER)
+    if time_limit is not None and time_limit < 0:
+        raise SchedError(f"time limit must be >= 0 seconds, got {time_limit}")
+    lv = liveness(graph)
+    control = SolveControl(lv, DEFAULT_TIME_LIMIT if time_limit is None else time_limit, progress)
+    try:
+        forced = forced_bound(lv)
+        control.raise_bound(forced.bytes, "forced-liveness bound")
+        sched.run(Problem(graph, lv, forced), control, backend)
+    except KeyboardInterrupt:
+        control.interrupted = True
+    eager = peak(lv, range(lv.n_ops))
+    if control.best_order is None:
+        control.offer(list(range(lv.n_ops)), "program")
+    order = control.best_order
+    validate_order(graph, order)
+    simulated = simulate_indices(graph, order).peak_bytes
+    if simulated != control.best_peak:
+        raise SchedError(f"internal error: {control.best_source} reported a peak of {control.best_peak} B, "
+                         f"the simulator measures {simulated} B")
+    if control.bound > simulated:
+        raise SchedError(f"internal error: lower bound {control.bound} B exceeds the peak {simulated} B "
+                         f"of a valid order (from {control.best_source})")
+    return ScheduleResult(
+        order=tuple(graph.ops[i].id for i in order), peak_bytes=simulated, eager_peak_bytes=eager,
+        lower_bound_bytes=control.bound, seconds=control.elapsed(), method=method,
+        source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
+    )

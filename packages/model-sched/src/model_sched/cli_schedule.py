@@ -1,0 +1,67 @@
+"""``model-opt schedule GRAPH.json``: the order with the smallest peak, with its bound."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from model_ir.formatting import human_bytes, percent
+from model_ir.json_format import load_graph, save_plan
+from model_ir.plan import Plan, Schedule
+from model_sched.api import schedule
+from model_sched.control import Progress
+from model_sched.errors import SchedError
+from model_sched.result import ScheduleResult
+
+
+def plan_of(graph, result: ScheduleResult) -> Plan:
+    """A ``model_ir.Plan`` holding the order and its figures (no placement yet)."""
+    figures = {k: v for k, v in result.to_dict().items() if k != "order"}
+    figures["schedule_seconds"] = figures.pop("seconds")
+    return Plan(graph, Schedule(result.order), None, figures)
+
+
+def _print_progress(event: Progress) -> None:
+    print(f"[{event.seconds:7.2f} s] {event.stage}: best {human_bytes(event.best_peak_bytes)}, "
+          f"bound {human_bytes(event.lower_bound_bytes)}", file=sys.stderr, flush=True)
+
+
+class ScheduleCommand:
+    name = "schedule"
+    help = "find the operator order with the smallest peak memory of a graph JSON file"
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("graph", help="graph (model-ir/1) or plan (model-plan/1) JSON file")
+        parser.add_argument("--method", default="auto",
+                            help="scheduler: auto (default), greedy, search, milp, lns, program, lpmf, bfs, dfs")
+        parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
+        parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                            help="seconds before returning the best order so far (default 60)")
+        parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
+        parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    def run(self, args) -> int:
+        if args.output and os.path.exists(args.output) and os.path.samefile(args.output, args.graph):
+            raise SchedError(f"refusing to overwrite the input file {args.graph!r}; choose another -o path")
+        graph = load_graph(args.graph)
+        result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
+                          progress=None if args.quiet else _print_progress)
+        if args.output:
+            save_plan(plan_of(graph, result), args.output)
+        if args.json:
+            print(json.dumps(result.to_dict()))
+            return 0
+        print(f"graph {graph.name}: {len(graph.ops)} ops, method {result.method} (best order from {result.source})")
+        print(f"eager peak:      {human_bytes(result.eager_peak_bytes)}")
+        print(f"optimized peak:  {human_bytes(result.peak_bytes)}")
+        print(f"saving:          {human_bytes(result.saving_bytes)} "
+              f"({percent(result.peak_bytes, result.eager_peak_bytes)})")
+        status = "optimal" if result.optimal else f"gap {100 * result.gap:.2f}%"
+        print(f"lower bound:     {human_bytes(result.lower_bound_bytes)} ({status})")
+        note = " (interrupted: best so far)" if result.interrupted else ""
+        print(f"time:            {result.seconds:.2f} s{note}")
+        if args.output:
+            print(f"plan written to  {args.output}")
+        return 0

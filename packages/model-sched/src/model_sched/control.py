@@ -1,0 +1,77 @@
+"""Bookkeeping shared by every scheduler during one solve: the best order found so
+far, the best lower bound, the deadline, progress reports and interruption."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from model_sched.liveness import Liveness, peak
+
+
+@attrs.frozen
+class Progress:
+    """One progress report: ``stage`` names the running step; figures in bytes and seconds."""
+
+    stage: str
+    seconds: float
+    best_peak_bytes: int
+    lower_bound_bytes: int
+
+
+class SolveControl:
+    """Holds the incumbent and the bound; schedulers offer orders and bounds to it.
+
+    ``time_limit`` (seconds, ``None`` for none) is measured from construction.
+    The incumbent is kept here rather than in a scheduler so that an interruption
+    (Ctrl-C) anywhere still leaves the best order found so far.
+    """
+
+    def __init__(self, lv: Liveness, time_limit: float | None = None,
+                 progress: Callable[[Progress], None] | None = None):
+        self.lv = lv
+        self.start = time.perf_counter()
+        self.deadline = None if time_limit is None else self.start + max(0.0, time_limit)
+        self.progress = progress
+        self.best_order: list[int] | None = None
+        self.best_peak: int | None = None
+        self.best_source = ""
+        self.bound = 0
+        self.interrupted = False
+        self.sources: dict[str, int] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.perf_counter())
+
+    def expired(self) -> bool:
+        return self.interrupted or (self.deadline is not None and time.perf_counter() >= self.deadline)
+
+    @property
+    def solved(self) -> bool:
+        """True once the incumbent's peak equals the bound."""
+        return self.best_peak is not None and self.best_peak <= self.bound
+
+    def offer(self, order: Sequence[int], source: str, peak_bytes: int | None = None) -> bool:
+        """Keep ``order`` if it beats the incumbent; returns whether it did."""
+        p = peak(self.lv, order) if peak_bytes is None else peak_bytes
+        prev = self.sources.get(source)
+        self.sources[source] = p if prev is None else min(prev, p)
+        if self.best_peak is None or p < self.best_peak:
+            self.best_order, self.best_peak, self.best_source = list(order), p, source
+            self.report(source)
+            return True
+        return False
+
+    def raise_bound(self, bound: int, stage: str = "bound") -> None:
+        if bound > self.bound:
+            self.bound = bound
+            self.report(stage)
+
+    def report(self, stage: str) -> None:
+        if self.progress is not None and self.best_peak is not None:
+            self.progress(Progress(stage, self.elapsed(), self.best_peak, self.bound))

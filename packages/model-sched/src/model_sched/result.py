@@ -1,0 +1,60 @@
+"""The answer of a scheduler: an order with its peak, bound and gap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class ScheduleResult:
+    """An order of op ids and its figures (bytes include persistent buffers; seconds wall clock).
+
+    ``optimal`` is claimed only when ``peak_bytes == lower_bound_bytes``. ``gap`` is
+    ``(peak - bound) / peak``. ``source`` names the algorithm that found the order;
+    ``candidates`` maps each algorithm tried to the best peak it reached.
+    """
+
+    order: tuple[str, ...] = attrs.field(converter=tuple)
+    peak_bytes: int
+    eager_peak_bytes: int
+    lower_bound_bytes: int
+    seconds: float
+    method: str
+    source: str = ""
+    candidates: Mapping[str, int] = attrs.field(factory=dict, hash=False)
+    interrupted: bool = False
+
+    @property
+    def optimal(self) -> bool:
+        return self.peak_bytes == self.lower_bound_bytes
+
+    @property
+    def gap(self) -> float:
+        """Relative distance to the bound, ``(peak - bound) / peak`` (0.0 when optimal)."""
+        if self.peak_bytes <= 0:
+            return 0.0
+        return (self.peak_bytes - self.lower_bound_bytes) / self.peak_bytes
+
+    @property
+    def saving_bytes(self) -> int:
+        return self.eager_peak_bytes - self.peak_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (the ``--json`` output of ``model-opt schedule``)."""
+        return {
+            "order": list(self.order),
+            "peak_bytes": self.peak_bytes,
+            "eager_peak_bytes": self.eager_peak_bytes,
+            "saving_bytes": self.saving_bytes,
+            "lower_bound_bytes": self.lower_bound_bytes,
+            "gap": self.gap,
+            "optimal": self.optimal,
+            "seconds": self.seconds,
+            "method": self.method,
+            "source": self.source,
+            "candidates": dict(self.candidates),
+            "interrupted": self.interrupted,
+        }
