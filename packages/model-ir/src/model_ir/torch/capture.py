@@ -1,0 +1,69 @@
+"""The public entry points: :func:`capture` and :func:`capture_step`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from model_ir.graph import Graph
+from model_ir.torch.step import CapturedStep
+from model_ir.torch.storage_graph import build_storage_map
+from model_ir.torch.tracing import trace_step
+
+
+def capture_step(
+    model: torch.nn.Module,
+    example_inputs,
+    *,
+    loss_fn: Callable | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    train: bool = True,
+    granularity: int = 512,
+    targets=(),
+    name: str | None = None,
+) -> CapturedStep:
+    """Capture one step of ``model`` as an IR graph plus its executable aten program.
+
+    ``example_inputs``: a tensor, a :class:`TensorSpec`, a tuple of positional
+    arguments or a dict of keyword arguments of ``model`` (tensors may be real, meta
+    or fake; only shapes and dtypes are used). Train mode (default): forward,
+    ``loss = loss_fn(output, *targets)`` (default: the sum of all floating outputs),
+    backward, and ``optimizer.step()`` when an optimizer is given (its hyper-parameters,
+    e.g. the learning rate, are constants of the captured step). Eval mode: forward
+    under ``no_grad``. Buffer sizes are storage bytes rounded up to ``granularity``
+    bytes (512: CUDA's caching allocator). Raises :class:`CaptureError` naming the
+    operator or construct that could not be captured.
+    """
+    traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets)
+    smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__)
+    return CapturedStep(
+        graph=smap.graph,
+        module=traced.module,
+        inputs=traced.slots,
+        op_nodes=smap.op_nodes,
+        node_buffers=smap.node_buffers,
+        folded=smap.folded,
+        element_buffers=smap.element_buffers,
+        outputs=smap.output_buffers,
+        train=train,
+        inputs_spec=traced.inputs_spec,
+        targets_spec=traced.targets_spec,
+    )
+
+
+def capture(
+    model: torch.nn.Module,
+    example_inputs,
+    *,
+    loss_fn: Callable | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    train: bool = True,
+    granularity: int = 512,
+    targets=(),
+) -> Graph:
+    """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
+    return capture_step(
+        model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
+        granularity=granularity, targets=targets,
+    ).graph

@@ -1,0 +1,50 @@
+"""Turning tracing failures into :class:`CaptureError`s that name what failed."""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+import torch
+
+from model_ir.torch.errors import CaptureError
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_OWN_DIR = os.path.dirname(os.path.dirname(__file__))
+
+
+def _user_frame(exc: BaseException) -> str | None:
+    """``file:line (function)`` of the innermost frame outside torch and model_ir."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = os.path.abspath(frame.filename)
+        if path.startswith(_TORCH_DIR) or path.startswith(_OWN_DIR) or "/contextlib.py" in path:
+            continue
+        found = f"{frame.filename}:{frame.lineno} ({frame.name})"
+    return found
+
+
+def _operator(exc: BaseException) -> str | None:
+    func = getattr(exc, "func", None)
+    return str(func) if func is not None else None
+
+
+def capture_error(exc: BaseException, model) -> CaptureError:
+    """A :class:`CaptureError` for ``exc`` raised while tracing ``model``."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    op = _operator(exc)
+    where = _user_frame(exc)
+    if "DataDependent" in name or "GuardOnDataDependent" in name or "data-dependent" in text.lower():
+        what = (
+            f"data-dependent operation{' ' + op if op else ''}: the model's control flow or output shapes "
+            "depend on tensor values, which capture under fake tensors cannot know"
+        )
+    elif "DynamicOutputShape" in name:
+        what = f"operator {op or '?'} has an output shape that depends on tensor values"
+    elif "UnsupportedOperator" in name or "no fake" in text.lower() or "NotImplemented" in name:
+        what = f"operator {op or text} is not supported under fake tensors"
+    else:
+        what = f"{name}{' in operator ' + op if op else ''}: {text}"
+    loc = f" at {where}" if where else ""
+    return CaptureError(f"cannot capture {type(model).__name__}: {what}{loc}")

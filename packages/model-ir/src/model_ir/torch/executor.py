@@ -1,0 +1,119 @@
+"""Executing a captured step for real, in any valid op order.
+
+This is the ``reorder`` executor: it runs the IR ops of a :class:`CapturedStep` in the
+given order on real tensors and drops every reference to a buffer right after the
+last op that uses it, so PyTorch's allocator frees it exactly when the simulator says
+(DESIGN.md, "Memory model"). Folded nodes (views, ``getitem``, scalar arithmetic) are
+evaluated when an op first needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import fx
+
+from model_ir.plan import Schedule, order_indices
+from model_ir.simulator import validate_order
+from model_ir.torch.errors import ExecutionError
+
+
+def execute(
+    step,
+    tensors: Sequence[torch.Tensor],
+    order: Sequence[str] | Schedule | None = None,
+    *,
+    on_op: Callable[[int, str], None] | None = None,
+) -> list:
+    """Run ``step`` (a :class:`~model_ir.torch.step.CapturedStep`) on ``tensors``.
+
+    ``tensors`` are the real step inputs in :attr:`CapturedStep.inputs` order (see
+    :meth:`CapturedStep.bind`); persistent ones (parameters, model buffers, optimizer
+    state) are updated in place. ``order`` is a sequence of IR op ids (default:
+    program order) and is validated first. ``on_op(t, op_id)`` is called after the
+    ``t``-th op ran and before the buffers it used for the last time are released.
+    Returns the step's outputs (``[loss]`` in train mode, the model outputs in eval).
+    """
+    graph = step.graph
+    idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
+    if order is not None:
+        validate_order(graph, idx)
+    gm = step.module
+    nodes = {n.name: n for n in gm.graph.nodes}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(tensors) != len(placeholders):
+        raise ExecutionError(f"the step takes {len(placeholders)} tensors, got {len(tensors)}")
+
+    # When each buffer is released: after its last use in this order, or right after
+    # its producer when nothing uses it; persistent and output buffers never.
+    release_at: list[list[str]] = [[] for _ in idx]
+    step_of = {op: t for t, op in enumerate(idx)}
+    for bi, buf in enumerate(graph.buffers):
+        if buf.persistent or buf.output:
+            continue
+        uses = [step_of[u] for u in graph.users[bi]]
+        prod = graph.producer[bi]
+        last = max(uses, default=step_of[prod] if prod is not None else 0)
+        release_at[last].append(buf.id)
+    holders: dict[str, list[str]] = {}
+    for name, bids in step.node_buffers.items():
+        for b in bids:
+            holders.setdefault(b, []).append(name)
+
+    env: dict[str, object] = {}
+    for node, t in zip(placeholders, tensors):
+        env[node.name] = t
+    folded = step.folded
+
+    def value(node: fx.Node):
+        try:
+            return env[node.name]
+        except KeyError:
+            pass
+        if node.name not in folded:
+            raise ExecutionError(f"node {node.name!r} is needed before the op that computes it ran")
+        if node.op == "get_attr":
+            result = getattr(gm, node.target)
+        else:
+            args = fx.node.map_arg(node.args, value)
+            kwargs = fx.node.map_arg(node.kwargs, value)
+            result = node.target(*args, **kwargs)
+        env[node.name] = list(result) if isinstance(result, tuple) else result
+        return env[node.name]
+
+    def release(bid: str) -> None:
+        for name in holders.get(bid, ()):
+            v = env.get(name)
+            if v is None:
+                continue
+            if isinstance(v, list):
+                # Multi-output values: drop only the elements living in this buffer.
+                per = step.element_buffers.get(name)
+                if per is None:
+                    del env[name]
+                    continue
+                for k, b in enumerate(per):
+                    if b == bid and k < len(v):
+                        v[k] = None
+                if all(x is None or not isinstance(x, torch.Tensor) for x in v):
+                    del env[name]
+            else:
+                del env[name]
+
+    with torch.no_grad():
+        for t, i in enumerate(idx):
+            op_id = graph.ops[i].id
+            node = nodes[op_id]
+            args = fx.node.map_arg(node.args, value)
+            kwargs = fx.node.map_arg(node.kwargs, value)
+            result = node.target(*args, **kwargs)
+            env[op_id] = list(result) if isinstance(result, tuple) else result
+            del args, kwargs, result
+            if on_op is not None:
+                on_op(t, op_id)
+            for bid in release_at[t]:
+                release(bid)
+        out_node = nodes["output"] if "output" in nodes else next(n for n in gm.graph.nodes if n.op == "output")
+        outputs = fx.node.map_arg(out_node.args[0], value)
+    return list(outputs)

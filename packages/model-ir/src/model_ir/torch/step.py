@@ -1,0 +1,136 @@
+"""A captured step: the IR graph together with the executable aten-level program."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import fx
+
+from model_ir.graph import Graph
+from model_ir.plan import Schedule
+from model_ir.torch.errors import ExecutionError
+from model_ir.torch.tracing import InputSlot, flatten_batch, split_example_inputs
+
+
+@attrs.frozen(eq=False)
+class CapturedStep:
+    """The IR :attr:`graph` of one step and the FX :attr:`module` that executes it.
+
+    - ``module`` is an aten-level ``torch.fx.GraphModule`` that takes the tensors of
+      :attr:`inputs` (in that order) and returns ``[loss]`` (train) or the model's
+      output tensors (eval); it updates parameters, model buffers and optimizer state
+      in place.
+    - ``inputs[i]`` says what the i-th argument is (:class:`InputSlot`); its IR buffer
+      id is ``"<kind>:<name>"`` (e.g. ``"parameter:fc.weight"``).
+    - ``op_nodes[op_id]``: the FX node an IR op runs (first, its name is the op id),
+      then the folded nodes (views, ``getitem``, scalar arithmetic) first needed by it.
+    - ``node_buffers[node]``: the IR buffers a node's value lives in.
+    - ``outputs``: the IR buffers of the outputs (the loss).
+    """
+
+    graph: Graph
+    module: fx.GraphModule
+    inputs: tuple[InputSlot, ...]
+    op_nodes: Mapping[str, tuple[str, ...]]
+    node_buffers: Mapping[str, tuple[str, ...]]
+    folded: frozenset[str]
+    element_buffers: Mapping[str, tuple[str | None, ...]]
+    outputs: tuple[str, ...]
+    train: bool
+    inputs_spec: Any = None
+    targets_spec: Any = None
+
+    def bind(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+             inputs=None, targets=()) -> list[torch.Tensor]:
+        """The real tensors to run the step on, in :attr:`inputs` order.
+
+        ``inputs``/``targets`` are a batch structured like the example inputs and
+        targets of the capture. An optimizer without state gets the state its first
+        ``step()`` would create (see :func:`init_optimizer_state`).
+        """
+        params = dict(model.named_parameters())
+        buffers = dict(model.named_buffers())
+        if optimizer is not None and any(s.kind == "optimizer_state" for s in self.inputs):
+            init_optimizer_state(optimizer)
+        args, kwargs = split_example_inputs(inputs) if inputs is not None else ((), {})
+        leaves, spec = flatten_batch((args, kwargs))
+        if inputs is not None and spec != self.inputs_spec:
+            raise ExecutionError(f"inputs are structured as {spec}, the step was captured with {self.inputs_spec}")
+        tleaves, tspec = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        out: list[torch.Tensor] = []
+        for slot, node in zip(self.inputs, placeholders):
+            t = self._lookup(slot, params, buffers, optimizer, leaves, tleaves)
+            want = node.meta["val"]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(want.shape) or t.dtype != want.dtype:
+                got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ExecutionError(
+                    f"{slot.kind} {slot.name!r}: captured as {tuple(want.shape)} {want.dtype}, got {got}; "
+                    "capture again for this shape"
+                )
+            out.append(t)
+        return out
+
+    @staticmethod
+    def _lookup(slot, params, buffers, optimizer, leaves, tleaves):
+        try:
+            if slot.kind == "parameter":
+                return params[slot.name]
+            if slot.kind == "model_buffer":
+                return buffers[slot.name]
+            if slot.kind == "optimizer_state":
+                pname, key = slot.name.rsplit("/", 1)
+                return optimizer.state[params[pname]][key]
+            index = int(slot.name[slot.name.index("[") + 1:-1])
+            return (leaves if slot.kind == "input" else tleaves)[index]
+        except (KeyError, IndexError, AttributeError, TypeError):
+            raise ExecutionError(f"cannot find the {slot.kind} {slot.name!r} of the captured step") from None
+
+    def run(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, inputs=None,
+            targets=(), *, order: Sequence[str] | Schedule | None = None,
+            on_op: Callable[[int, str], None] | None = None) -> list:
+        """Run one step for real in ``order`` (IR op ids; default program order).
+
+        Updates ``model``'s parameters and buffers and ``optimizer``'s state in place
+        and returns ``[loss]`` (train) or the model outputs (eval).
+        """
+        from model_ir.torch.executor import execute
+
+        return execute(self, self.bind(model, optimizer, inputs, targets), order, on_op=on_op)
+
+
+def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the state ``optimizer.step()`` creates lazily, without changing any parameter.
+
+    For every parameter with a ``requires_grad`` and no state yet: one ``step()`` with
+    zero gradients, then the parameters are restored and step counters reset to 0.
+    For SGD (momentum buffer), Adam and AdamW this gives exactly their initial state
+    (zeros), so the captured steady-state step equals eager's first step. Parameters
+    that already have state are not touched.
+    """
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    todo = [p for p in params if p.requires_grad and not optimizer.state.get(p)]
+    if not todo:
+        return
+    todo_ids = {id(p) for p in todo}
+    saved_grads = {id(p): p.grad for p in params}
+    saved_values = {id(p): p.detach().clone() for p in todo}
+    try:
+        for p in params:
+            p.grad = torch.zeros_like(p) if id(p) in todo_ids else None
+        optimizer.step()
+    finally:
+        with torch.no_grad():
+            for p in todo:
+                p.copy_(saved_values[id(p)])
+                state = optimizer.state.get(p, {})
+                if "step" in state:
+                    if isinstance(state["step"], torch.Tensor):
+                        state["step"].zero_()
+                    else:
+                        state["step"] = 0
+        for p in params:
+            p.grad = saved_grads[id(p)]

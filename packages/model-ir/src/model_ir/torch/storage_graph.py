@@ -1,0 +1,256 @@
+"""From a traced aten-level FX graph to the storage-level IR (DESIGN.md, "Data model").
+
+Buffer identity comes from the traced (fake) tensors' storages, never from operator
+names: every distinct storage is one :class:`~model_ir.graph.Buffer`, and the first
+node whose output lives in a storage not seen before allocates it. The operator schema
+is used only for what a node *writes* (``Tensor(a!)`` arguments). This handles views
+with and without alias annotations alike (``view``, ``_unsafe_view``, list-returning
+``split``/``unbind``/``chunk``), and in-place ops, which allocate nothing.
+
+Nodes that allocate nothing, write nothing and read no tensor data (views, aliases,
+``getitem``, shape queries, Python arithmetic on scalars) are *folded*: they are not
+IR ops; the executor evaluates them when a consumer needs them. Every other node is one
+IR op whose id is the FX node name.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Mapping
+
+import attrs
+import torch
+from torch import fx
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils import _pytree as pytree
+
+from model_ir.graph import Buffer, Graph, Op
+from model_ir.torch.tracing import TracedStep
+
+#: Operators that read only tensor metadata (shapes, strides), never data.
+_METADATA_OPS = {
+    "aten::sym_size", "aten::sym_stride", "aten::sym_numel", "aten::sym_storage_offset",
+    "aten::size", "aten::stride", "aten::numel", "aten::dim",
+}
+
+#: Operators that write arguments their schema does not annotate as written:
+#: (positional index of the written argument, ...), written when ``training`` is true.
+_UNANNOTATED_WRITES = {
+    "aten::native_batch_norm": ((3, 4), 5),
+    "aten::cudnn_batch_norm": ((3, 4), 5),
+    "aten::miopen_batch_norm": ((3, 4), 5),
+}
+
+#: Kind of a produced buffer by the phase of its producer.
+_PHASE_KIND = {"forward": "activation", "backward": "gradient", "optimizer": "optimizer_temp"}
+
+
+@attrs.frozen(eq=False)
+class StorageMap:
+    """The IR graph of a traced step and how it maps back to the FX graph.
+
+    ``op_nodes[op_id]`` lists the FX node the op runs first, then the folded nodes
+    first needed by it. ``node_buffers[node]`` lists the buffers a node's value refers
+    to (its storages). ``folded`` are the node names that are not IR ops.
+    """
+
+    graph: Graph
+    op_nodes: Mapping[str, tuple[str, ...]]
+    node_buffers: Mapping[str, tuple[str, ...]]
+    folded: frozenset[str]
+    output_buffers: tuple[str, ...]
+    #: for nodes whose value is a tuple/list: the buffer of each element (None: not a tensor)
+    element_buffers: Mapping[str, tuple[str | None, ...]] = attrs.field(factory=dict)
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    return [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
+def _round(nbytes: int, granularity: int) -> int:
+    return -(-nbytes // granularity) * granularity
+
+
+def _arg_values(node: fx.Node, schema) -> Iterable[tuple[int, object, object]]:
+    for i, arg in enumerate(schema.arguments):
+        if i < len(node.args):
+            yield i, arg, node.args[i]
+        elif arg.name in node.kwargs:
+            yield i, arg, node.kwargs[arg.name]
+
+
+def _written_nodes(node: fx.Node) -> list[fx.Node]:
+    """Input nodes whose tensors ``node`` writes, from its schema (and known exceptions)."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return []
+    written: list[fx.Node] = []
+    values = {i: v for i, _, v in _arg_values(node, schema)}
+    for i, arg, value in _arg_values(node, schema):
+        if arg.alias_info is not None and arg.alias_info.is_write:
+            written += [n for n in pytree.tree_leaves(value) if isinstance(n, fx.Node)]
+    extra = _UNANNOTATED_WRITES.get(schema.name)
+    if extra is not None:
+        positions, training = extra
+        if values.get(training):
+            written += [values[p] for p in positions if isinstance(values.get(p), fx.Node)]
+    return written
+
+
+def _is_rng(target) -> bool:
+    return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
+
+
+def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step") -> StorageMap:
+    """The storage-level :class:`Graph` of ``traced``; buffer sizes are storage bytes
+    rounded up to ``granularity`` bytes."""
+    if granularity < 1:
+        raise ValueError(f"granularity must be >= 1 byte, got {granularity}")
+    gm = traced.module
+    slot_of = {s.placeholder: s for s in traced.slots}
+    storage_buffer: dict[StorageWeakRef, str] = {}
+    buffers: dict[str, dict] = {}
+    node_buffers: dict[str, tuple[str, ...]] = {}
+    ops: list[Op] = []
+    op_nodes: dict[str, list[str]] = {}
+    folded: set[str] = set()
+    element_buffers: dict[str, tuple[str | None, ...]] = {}
+    scalar_src: dict[str, frozenset[str]] = {}  # node -> IR ops whose scalar results it uses
+    last_rng: str | None = None
+    phase = "forward"
+
+    def new_buffer(bid: str, t: torch.Tensor, **fields) -> str:
+        ref = StorageWeakRef(t.untyped_storage())
+        storage_buffer[ref] = bid
+        buffers[bid] = dict(
+            id=bid, size=_round(t.untyped_storage().nbytes(), granularity), dtype=str(t.dtype).removeprefix("torch."),
+            shape=tuple(int(d) for d in t.shape), **fields,
+        )
+        return bid
+
+    def buffer_of(t: torch.Tensor) -> str | None:
+        return storage_buffer.get(StorageWeakRef(t.untyped_storage()))
+
+    for node in gm.graph.nodes:
+        if node.name == traced.backward_start:
+            phase = "backward"
+        if node.name == traced.optimizer_start:
+            phase = "optimizer"
+        if node.op == "placeholder":
+            t = node.meta["val"]
+            slot = slot_of[node.name]
+            bid = buffer_of(t) or new_buffer(
+                f"{slot.kind}:{slot.name}", t, kind=slot.kind, persistent=True, meta={"node": node.name},
+            )
+            node_buffers[node.name] = (bid,)
+            continue
+        if node.op == "get_attr":
+            t = getattr(gm, node.target)
+            if isinstance(t, torch.Tensor):
+                bid = buffer_of(t) or new_buffer(
+                    f"constant:{node.target}", t, kind="constant", persistent=True, meta={"node": node.name},
+                )
+                node_buffers[node.name] = (bid,)
+            folded.add(node.name)
+            continue
+        if node.op == "output":
+            continue
+        val = node.meta.get("val")
+        outs = _tensors(val)
+        fresh = [(k, t) for k, t in enumerate(outs) if buffer_of(t) is None]
+        written = _written_nodes(node)
+        target = node.target
+        schema_name = getattr(getattr(target, "_schema", None), "name", None)
+        is_aten_op = isinstance(target, torch._ops.OpOverload)
+        fold = (
+            target is operator.getitem
+            or not is_aten_op
+            or schema_name in _METADATA_OPS
+            or (not fresh and not written and not _is_rng(target) and val is not None and len(outs) == len(pytree.tree_leaves(val)))
+        )
+        deps = frozenset().union(*(scalar_src.get(n.name, frozenset()) for n in node.all_input_nodes))
+        if fold:
+            folded.add(node.name)
+            scalar_src[node.name] = deps
+            node_buffers[node.name] = tuple(dict.fromkeys(b for t in outs if (b := buffer_of(t))))
+            if isinstance(val, (tuple, list)):
+                element_buffers[node.name] = tuple(buffer_of(v) if isinstance(v, torch.Tensor) else None for v in val)
+            continue
+        # An IR op.
+        written_ids = list(dict.fromkeys(
+            b for n in written for t in _tensors(n.meta.get("val")) if (b := buffer_of(t)) is not None
+        ))
+        read_ids = [
+            b for n in node.all_input_nodes for b in node_buffers.get(n.name, ())
+            if b not in written_ids
+        ]
+        out_ids = []
+        for k, t in fresh:
+            bid = node.name if len(fresh) == 1 else f"{node.name}.{k}"
+            out_ids.append(new_buffer(bid, t, kind=_PHASE_KIND[phase], persistent=False, meta={"node": node.name}))
+        after = set(deps)
+        if _is_rng(target):
+            if last_rng is not None:
+                after.add(last_rng)
+            last_rng = node.name
+        if any(not isinstance(v, torch.Tensor) for v in pytree.tree_leaves(val) if v is not None):
+            scalar_src[node.name] = frozenset({node.name})
+        node_buffers[node.name] = tuple(dict.fromkeys(b for t in outs if (b := buffer_of(t))))
+        if isinstance(val, (tuple, list)):
+            element_buffers[node.name] = tuple(buffer_of(v) if isinstance(v, torch.Tensor) else None for v in val)
+        ops.append(Op(
+            id=node.name,
+            inputs=tuple(dict.fromkeys(read_ids)),
+            outputs=tuple(out_ids),
+            mutates=tuple(written_ids),
+            after=tuple(sorted(after)),
+            target=str(target),
+            meta={"node": node.name, "phase": phase},
+        ))
+        op_nodes[node.name] = [node.name]
+
+    output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    output_buffers = tuple(dict.fromkeys(
+        b for n in output_node.all_input_nodes for b in node_buffers.get(n.name, ())
+    ))
+    for b in output_buffers:
+        if not buffers[b]["persistent"]:
+            buffers[b]["output"] = True
+            buffers[b]["kind"] = "output"
+
+    _attribute_folded(gm, folded, op_nodes)
+    ops = [attrs.evolve(op, meta={**op.meta, "folded": list(op_nodes[op.id][1:])}) if len(op_nodes[op.id]) > 1 else op
+           for op in ops]
+    graph = Graph(
+        buffers=tuple(Buffer(**b) for b in buffers.values()),
+        ops=tuple(ops),
+        name=name,
+        meta={"frontend": "torch", "granularity": granularity, "train": traced.train},
+    )
+    return StorageMap(
+        graph=graph,
+        op_nodes={k: tuple(v) for k, v in op_nodes.items()},
+        node_buffers=node_buffers,
+        folded=frozenset(folded),
+        output_buffers=output_buffers,
+        element_buffers=element_buffers,
+    )
+
+
+def _attribute_folded(gm: fx.GraphModule, folded: set[str], op_nodes: dict[str, list[str]]) -> None:
+    """Attribute each folded node to the first IR op (program order) that needs it."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    done: set[str] = set()
+    position = {n: i for i, n in enumerate(nodes)}
+    for op_id, names in op_nodes.items():
+        stack = [n for n in nodes[op_id].all_input_nodes if n.name in folded]
+        found: list[str] = []
+        while stack:
+            n = stack.pop()
+            if n.name in done or n.op != "call_function":
+                continue
+            done.add(n.name)
+            found.append(n.name)
+            stack += [m for m in n.all_input_nodes if m.name in folded]
+        names += sorted(found, key=position.__getitem__)
+

@@ -1,0 +1,365 @@
+"""Tracing one training (or inference) step to an aten-level FX graph under fake tensors.
+
+The step is traced with ``make_fx`` *without* functionalization: the resulting graph
+keeps eager PyTorch's views and in-place operators (``relu_``, the optimizer's
+``addcdiv_`` on the parameters, ...), so its storages and their lifetimes are those of
+the eager step. Everything runs on fake tensors: no parameter, optimizer state or
+activation memory is allocated, whatever the model size.
+
+The traced function takes one flat list of tensors (parameters, model buffers,
+optimizer state, batch inputs, loss targets), described by :class:`InputSlot`s, and
+returns the loss (train) or the model outputs (eval). Parameters, model buffers and
+optimizer state are updated in place by the graph itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import fx
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
+from torch.utils import _pytree as pytree
+
+from model_ir.torch.capture_errors import capture_error
+from model_ir.torch.errors import CaptureError
+from model_ir.torch.specs import TensorSpec
+
+#: Kinds of step inputs, in the order they appear in the traced function's arguments.
+INPUT_KINDS = ("parameter", "model_buffer", "optimizer_state", "input", "target")
+
+
+@attrs.frozen
+class InputSlot:
+    """One tensor argument of the traced step and where its real tensor lives.
+
+    ``kind`` is one of :data:`INPUT_KINDS`. ``name`` is the parameter or buffer name
+    (``"0.weight"``), ``"<param name>/<state key>"`` for optimizer state
+    (``"0.weight/exp_avg"``), or ``"inputs[i]"`` / ``"targets[i]"`` for the i-th tensor
+    leaf of the example inputs / loss targets (flattened with ``torch.utils._pytree``).
+    """
+
+    kind: str
+    name: str
+    placeholder: str = ""
+
+
+@attrs.frozen(eq=False)
+class TracedStep:
+    """The traced step: the FX graph module and the meaning of its arguments."""
+
+    module: fx.GraphModule
+    slots: tuple[InputSlot, ...]
+    train: bool
+    #: node names where the backward pass and the optimizer update start (None: absent)
+    backward_start: str | None
+    optimizer_start: str | None
+    #: how to rebuild the model call from the flat batch leaves
+    inputs_spec: Any = None
+    targets_spec: Any = None
+
+
+# -- example inputs ------------------------------------------------------------------
+
+
+def split_example_inputs(example_inputs) -> tuple[tuple, dict]:
+    """``example_inputs`` as positional and keyword arguments of ``model(...)``.
+
+    A tensor or :class:`TensorSpec` is one positional argument, a tuple or list are the
+    positional arguments, a dict the keyword arguments.
+    """
+    if isinstance(example_inputs, (torch.Tensor, TensorSpec)):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise CaptureError(
+        f"example_inputs must be a tensor, a TensorSpec, a tuple/list of positional arguments or a "
+        f"dict of keyword arguments, got {type(example_inputs).__name__}"
+    )
+
+
+def _is_leaf_tensor(x) -> bool:
+    return isinstance(x, (torch.Tensor, TensorSpec))
+
+
+def flatten_batch(value) -> tuple[list, Any]:
+    """Flatten inputs or targets; TensorSpecs count as tensor leaves."""
+    return pytree.tree_flatten(value, is_leaf=lambda x: isinstance(x, TensorSpec))
+
+
+def tensor_leaves(value) -> list[torch.Tensor]:
+    """Every tensor inside nested tuples, lists, dicts and mapping-like model outputs."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping) or (hasattr(value, "keys") and hasattr(value, "values")):
+        return [t for v in value.values() for t in tensor_leaves(v)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in tensor_leaves(v)]
+    return []
+
+
+def default_loss(output) -> torch.Tensor:
+    """The loss used when no ``loss_fn`` is given: the sum of every floating output."""
+    leaves = [t for t in tensor_leaves(output) if t.is_floating_point() and t.requires_grad]
+    if not leaves:
+        raise CaptureError(
+            "the model returned no floating-point tensor that requires grad, so the default loss "
+            "(sum of outputs) is undefined; pass loss_fn=... or capture with train=False"
+        )
+    loss = leaves[0].sum()
+    for t in leaves[1:]:
+        loss = loss + t.sum()
+    return loss
+
+
+# -- fake copies ---------------------------------------------------------------------
+
+
+def _fake(mode: FakeTensorMode, t, requires_grad: bool = False) -> torch.Tensor:
+    """A fake tensor with ``t``'s shape, strides, dtype and storage size (no data)."""
+    if isinstance(t, TensorSpec):
+        with mode:
+            f = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    elif t.device.type == "meta":
+        # Meta models are sized for the host; capture them as CPU tensors.
+        with mode:
+            f = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+    else:
+        f = mode.from_tensor(t.detach(), static_shapes=True)
+    if requires_grad:
+        f.requires_grad_(True)
+    return f
+
+
+@contextlib.contextmanager
+def optimizer_bound_to(optimizer: torch.optim.Optimizer, param_map: Mapping[int, torch.Tensor], state):
+    """Temporarily point ``optimizer`` at other parameter tensors and another state.
+
+    ``param_map`` maps ``id(real parameter)`` to its stand-in. The user's optimizer is
+    restored on exit, whatever happens.
+    """
+    saved_params = [g["params"] for g in optimizer.param_groups]
+    saved_state = optimizer.state
+    try:
+        for g in optimizer.param_groups:
+            g["params"] = [param_map[id(p)] for p in g["params"]]
+        optimizer.state = state
+        yield
+    finally:
+        for g, ps in zip(optimizer.param_groups, saved_params):
+            g["params"] = ps
+        optimizer.state = saved_state
+
+
+def _initial_fake_state(mode, optimizer, fake_params: Mapping[int, torch.Tensor]):
+    """The optimizer state a first ``step()`` creates, as fake tensors.
+
+    Runs ``optimizer.step()`` on fake parameters with fake zero gradients; the state
+    tensors it creates (``exp_avg``, ``momentum_buffer``, ``step``, ...) give the
+    shapes and dtypes of the persistent state of every later step.
+    """
+    fresh = defaultdict(dict)
+    with mode:
+        for p in fake_params.values():
+            p.grad = torch.zeros_like(p)
+        try:
+            with optimizer_bound_to(optimizer, fake_params, fresh), torch.no_grad():
+                optimizer.step()
+        finally:
+            for p in fake_params.values():
+                p.grad = None
+    return fresh
+
+
+# -- the traced step -----------------------------------------------------------------
+
+
+def trace_step(
+    model: torch.nn.Module,
+    example_inputs,
+    *,
+    loss_fn: Callable | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    train: bool = True,
+    targets=(),
+) -> TracedStep:
+    """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
+
+    Train mode: zero grads (set to None), forward, ``loss = loss_fn(output, *targets)``
+    (default: sum of the floating outputs), backward, ``optimizer.step()`` if an
+    optimizer is given. Gradients are dropped at the end of the step, so they are
+    transient buffers. Eval mode: the forward pass under ``torch.no_grad()``.
+    The user's model, optimizer and tensors are left untouched.
+    """
+    args, kwargs = split_example_inputs(example_inputs)
+    if not isinstance(targets, (tuple, list)):
+        targets = (targets,)
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=False)
+    # Optimizers read their step counter with .item(); an unbacked float keeps that
+    # value symbolic, so the Python arithmetic on it becomes part of the graph.
+    mode.allow_scalar_outputs = True
+
+    named_params = list(model.named_parameters())
+    named_buffers = [(n, b) for n, b in model.named_buffers() if b is not None]
+    fparams = {n: _fake(mode, p, p.requires_grad and train) for n, p in named_params}
+    fbuffers = {n: _fake(mode, b) for n, b in named_buffers}
+    by_id = {id(p): fparams[n] for n, p in named_params}
+    name_of = {id(p): n for n, p in named_params}
+
+    slots: list[InputSlot] = [InputSlot("parameter", n) for n in fparams]
+    slots += [InputSlot("model_buffer", n) for n in fbuffers]
+    flat: list[torch.Tensor] = list(fparams.values()) + list(fbuffers.values())
+
+    state_layout: list[tuple[int, list[tuple[str, Any]]]] = []  # (param id, [(key, value|slot)])
+    if optimizer is not None and train:
+        opt_params = [p for g in optimizer.param_groups for p in g["params"]]
+        for p in opt_params:
+            if id(p) not in by_id:
+                raise CaptureError(
+                    f"the optimizer holds a parameter of shape {tuple(p.shape)} that is not a parameter "
+                    "of the model; build the optimizer from model.parameters()"
+                )
+        fake_by_real = {id(p): by_id[id(p)] for p in opt_params}
+        missing = [p for p in opt_params if not optimizer.state.get(p)]
+        init_state = _initial_fake_state(mode, optimizer, {id(p): by_id[id(p)] for p in missing}) if missing else {}
+        for p in opt_params:
+            real_state = optimizer.state.get(p)
+            entries = []
+            source = real_state if real_state else init_state.get(by_id[id(p)], {})
+            for key, value in source.items():
+                if isinstance(value, torch.Tensor):
+                    f = _fake(mode, value) if real_state else value
+                    slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}"))
+                    flat.append(f)
+                    entries.append((key, f))
+                else:
+                    entries.append((key, value))
+            state_layout.append((id(p), entries))
+    else:
+        fake_by_real = {}
+
+    batch_leaves, inputs_spec = flatten_batch((args, kwargs))
+    target_leaves, targets_spec = flatten_batch(tuple(targets))
+    for i, leaf in enumerate(batch_leaves):
+        if _is_leaf_tensor(leaf):
+            slots.append(InputSlot("input", f"inputs[{i}]"))
+            flat.append(_fake(mode, leaf))
+    for i, leaf in enumerate(target_leaves):
+        if _is_leaf_tensor(leaf):
+            slots.append(InputSlot("target", f"targets[{i}]"))
+            flat.append(_fake(mode, leaf))
+
+    n_params, n_buffers = len(fparams), len(fbuffers)
+
+    def step(*tensors):
+        it = iter(tensors)
+        params = {n: next(it) for n in fparams}
+        buffers = {n: next(it) for n in fbuffers}
+        state = defaultdict(dict)
+        for pid, entries in state_layout:
+            state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
+        leaves = [next(it) if _is_leaf_tensor(x) else x for x in batch_leaves]
+        tleaves = [next(it) if _is_leaf_tensor(x) else x for x in target_leaves]
+        call_args, call_kwargs = pytree.tree_unflatten(leaves, inputs_spec)
+        tgts = pytree.tree_unflatten(tleaves, targets_spec)
+        if not train:
+            with torch.no_grad():
+                out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+            return tensor_leaves(out)
+        out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+        loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise CaptureError("loss_fn must return a tensor with one element (the loss)")
+        if not loss.requires_grad:
+            raise CaptureError("the loss does not require grad: no parameter of the model influences it")
+        loss.backward()
+        if optimizer is not None:
+            with optimizer_bound_to(optimizer, fake_by_real, state):
+                optimizer.step()
+            for pid, entries in state_layout:
+                now = state[fake_by_real[pid]]
+                for k, v in entries:
+                    if isinstance(v, torch.Tensor) and now.get(k) is not v:
+                        raise CaptureError(
+                            f"{type(optimizer).__name__} replaced its state tensor {k!r} instead of updating "
+                            "it in place; such optimizers cannot be captured"
+                        )
+        for p in params.values():
+            p.grad = None
+        return [loss.detach()]
+
+    was_training = model.training
+    model.train(train)
+    try:
+        with mode:
+            gm = make_fx(step, tracing_mode="real")(*flat)
+    except CaptureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every tracing failure becomes one clear error
+        raise capture_error(exc, model) from exc
+    finally:
+        model.train(was_training)
+        for p in fparams.values():
+            p.grad = None
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
+    backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
+    del n_params, n_buffers
+    return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec)
+
+
+def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
+    """Remove ``profiler._record_function_*`` nodes; return where backward and optimizer start.
+
+    The optimizer's ``Optimizer.step#...`` record-function marks its first node; the
+    backward pass starts right after the node that computes the loss.
+    """
+    nodes = list(gm.graph.nodes)
+    optimizer_start = None
+    for i, node in enumerate(nodes):
+        if node.op == "call_function" and _namespace(node.target) == "profiler":
+            if optimizer_start is None and node.args and isinstance(node.args[0], str) and node.args[0].startswith("Optimizer.step"):
+                later = [n for n in nodes[i + 1:] if not (n.op == "call_function" and _namespace(n.target) == "profiler")]
+                optimizer_start = later[0].name if later and later[0].op != "output" else None
+    for node in reversed(nodes):
+        if node.op == "call_function" and _namespace(node.target) == "profiler":
+            gm.graph.erase_node(node)
+    gm.recompile()
+    backward_start = None
+    if train:
+        out = next(n for n in gm.graph.nodes if n.op == "output")
+        loss = out.args[0][0]
+        while isinstance(loss, fx.Node) and loss.op == "call_function" and _is_view_like(loss.target):
+            loss = loss.args[0]
+        found = False
+        for node in gm.graph.nodes:
+            if found:
+                backward_start = node.name if node.op != "output" else None
+                break
+            found = node is loss
+    return backward_start, optimizer_start
+
+
+def _namespace(target) -> str | None:
+    return getattr(target, "namespace", None)
+
+
+def _is_view_like(target) -> bool:
+    schema = getattr(target, "_schema", None)
+    if schema is None or not schema.returns:
+        return False
+    ret = schema.returns[0].alias_info
+    return ret is not None and not ret.is_write
+
+
+def placeholder_values(module: fx.GraphModule) -> Sequence[torch.Tensor]:
+    return [n.meta.get("val") for n in module.graph.nodes if n.op == "placeholder"]
