@@ -1,0 +1,57 @@
+"""The caching-allocator simulation against ``torch.cuda.memory_reserved()``.
+
+Needs a CUDA GPU and torch (run with ``uv run pytest -m gpu tests/model_place``).
+It replays the same lifetimes with real ``torch.empty`` allocations in a fresh
+process (so no other tensor shares the cache) and compares reserved bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from model_place import simulate_caching_allocator
+
+KiB, MiB = 1 << 10, 1 << 20
+
+REPLAY = r"""
+import json, sys, torch
+lts = json.loads(sys.stdin.read())
+events = sorted([(s, 1, i) for i, (s, e, n) in enumerate(lts)] + [(e, 0, i) for i, (s, e, n) in enumerate(lts)])
+torch.cuda.init(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+base = torch.cuda.memory_reserved()
+live = {}
+for t, kind, i in events:
+    if kind:
+        live[i] = torch.empty(lts[i][2], dtype=torch.uint8, device="cuda")
+    else:
+        del live[i]
+print(json.dumps({"reserved": torch.cuda.max_memory_reserved() - base,
+                  "allocated": torch.cuda.max_memory_allocated()}))
+"""
+
+CASES = {
+    "small-pool": [(0, 3, 700 * KiB), (0, 2, 700 * KiB), (1, 4, 700 * KiB), (2, 5, 300 * KiB), (3, 6, 1000)],
+    "large-pool": [(0, 2, 5 * MiB), (0, 3, 12 * MiB), (1, 4, 11 * MiB), (3, 5, 3 * MiB), (4, 6, 19 * MiB)],
+    "mixed": [(i, i + 3, (i * 977 % 13 + 1) * 300 * KiB) for i in range(40)],
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_simulation_matches_torch_reserved(name):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from model_ir import Lifetime
+
+    lts = CASES[name]
+    sim = simulate_caching_allocator([Lifetime(f"b{i}", s, e, n) for i, (s, e, n) in enumerate(lts)])
+    out = subprocess.run([sys.executable, "-c", REPLAY], input=json.dumps(lts), capture_output=True,
+                         text=True, check=True)
+    real = json.loads(out.stdout)
+    assert sim.reserved_bytes == real["reserved"]
+    assert sim.allocated_peak_bytes == real["allocated"]

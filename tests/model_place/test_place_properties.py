@@ -1,0 +1,79 @@
+"""Property tests: every placer returns a valid placement; the exact method is
+optimal (checked by brute force) and never worse than any heuristic."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from model_ir import Lifetime
+
+from model_place import live_bytes_peak, place, placer_names, validate_placement
+from model_place.testing import brute_force_arena, lifetime_sets
+
+HEURISTICS = ["none", "greedy-size", "best-fit", "caching-allocator"]
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_builtin_placers_are_registered():
+    assert set(HEURISTICS) | {"exact", "auto"} <= set(placer_names())
+
+
+@FAST
+@given(lifetime_sets(max_size=10, alignments=(1, 2, 4, 8)), st.sampled_from(HEURISTICS[:3] + ["exact"]))
+def test_every_placer_is_valid_and_above_the_bound(lts, method):
+    r = place(lts, method=method)
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert r.arena_bytes >= r.lower_bound_bytes >= live_bytes_peak(lts)
+    assert r.optimal == (r.arena_bytes == r.lower_bound_bytes)
+    assert r.status in ("optimal", "feasible")
+
+
+@FAST
+@given(lifetime_sets(max_size=10))
+def test_caching_allocator_is_valid(lts):
+    r = place(lts, method="caching-allocator")
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert r.arena_bytes % (2 << 20) == 0
+    assert r.arena_bytes >= live_bytes_peak(lts)
+
+
+@FAST
+@given(lifetime_sets(max_size=6, max_bytes=12, alignments=(1, 1, 2, 4)))
+def test_exact_matches_brute_force(lts):
+    r = place(lts, method="exact")
+    assert r.optimal
+    assert r.arena_bytes == brute_force_arena(lts)
+
+
+@FAST
+@given(lifetime_sets(min_size=1, max_size=14, max_time=10))
+def test_exact_never_worse_than_heuristics(lts):
+    exact = place(lts, method="auto")
+    for h in HEURISTICS:
+        assert exact.arena_bytes <= place(lts, method=h).arena_bytes
+    assert exact.lower_bound_bytes <= exact.arena_bytes
+
+
+@FAST
+@given(lifetime_sets(min_size=1, max_size=6, max_bytes=12, alignments=(1, 2)))
+def test_decision_mode_agrees_with_the_optimum(lts):
+    best = brute_force_arena(lts)
+    yes = place(lts, method="exact", capacity=best)
+    assert yes.fits and yes.status in ("optimal", "feasible")
+    assert yes.arena_bytes <= best
+    if best > 0:
+        no = place(lts, method="exact", capacity=best - 1)
+        assert no.status == "infeasible"
+        assert no.lower_bound_bytes == best
+        assert not no.fits
+        validate_placement(lts, no.offsets, no.arena_bytes)
+
+
+@pytest.mark.parametrize("method", ["none", "greedy-size", "best-fit", "caching-allocator", "exact"])
+def test_empty_and_zero_sized(method):
+    assert place([], method=method).arena_bytes == 0
+    lts = [Lifetime("z", 0, 3, 0), Lifetime("a", 0, 2, 7)]
+    r = place(lts, method=method)
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert r.offsets["z"] == 0
