@@ -1,0 +1,179 @@
+"""``model-opt place``: CSV round trip, exit statuses, bad input, JSON graphs and plans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from hypothesis import given, settings
+from model_ir import Buffer, Graph, Op, load_plan, save_graph, save_plan, simulate
+from model_ir.errors import ModelOptError
+
+from model_place import parse_lifetimes_csv, read_lifetimes_csv, validate_placement
+from model_place.cli_place import PlaceCommand
+from model_place.csv_format import format_placement_csv
+from model_place.testing import lifetime_sets
+
+# A 4-buffer instance whose optimum (12 bytes) has zero fragmentation.
+CSV = "id,lower,upper,size\n0,0,3,4\n1,0,1,8\n2,1,3,8\n3,3,5,12\n"
+
+
+def run(argv, capsys=None):
+    """Run the place command as ``model-opt`` would (exit status, errors on stderr)."""
+    cmd = PlaceCommand()
+    parser = argparse.ArgumentParser(prog="model-opt place")
+    cmd.add_arguments(parser)
+    try:
+        return cmd.run(parser.parse_args([str(a) for a in argv]))
+    except ModelOptError as e:
+        print(f"model-opt: error: {e}")
+        return e.exit_code
+
+
+def test_place_command_is_registered():
+    from model_ir.plugins import plugin_manager
+
+    # Only this layer's plugin: other layers' commands are not under test here.
+    plugin = plugin_manager().get_plugin("model_place")
+    assert plugin is not None, "model_place entry point not installed (run uv sync)"
+    assert [c.name for c in plugin.model_opt_cli_commands()] == ["place"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(lifetime_sets(min_size=1, max_size=8, alignments=(1, 4)))
+def test_csv_round_trip(lts):
+    offsets = {lt.id: 4 * i for i, lt in enumerate(lts)}
+    text = format_placement_csv(lts, offsets)
+    assert parse_lifetimes_csv(text) == lts
+    assert text.splitlines()[0].endswith(",offset")
+
+
+def test_csv_in_csv_out(tmp_path, capsys):
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", out, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "optimal" and summary["arena_bytes"] == 12
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,lower,upper,size,offset"
+    lts = read_lifetimes_csv(out)  # the offset column is ignored on input
+    assert lts == read_lifetimes_csv(src)
+    offsets = {line.split(",")[0]: int(line.split(",")[-1]) for line in lines[1:]}
+    validate_placement(lts, offsets, 12)
+    assert src.read_text() == CSV
+
+
+def test_exit_statuses_for_capacities(tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", tmp_path / "a.csv", "--capacity", 12]) == 0
+    assert run([src, "-o", tmp_path / "b.csv", "--capacity", 11]) == 1
+    assert not (tmp_path / "b.csv").exists()
+    assert "proven infeasible" in capsys.readouterr().err
+    # no reuse cannot fit 12 bytes and proves nothing: status 3
+    assert run([src, "-o", tmp_path / "c.csv", "--capacity", 12, "--method", "none"]) == 3
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_time_limit_without_a_placement_exits_3(tmp_path):
+    # Many equal buffers in a staircase: best fit leaves a gap, so the search is
+    # needed; a zero time limit stops it after its first batch of nodes.
+    rows = ["id,lower,upper,size"]
+    import random
+
+    rng = random.Random(7)
+    for i in range(120):
+        s = rng.randrange(200)
+        rows.append(f"{i},{s},{s + rng.randint(1, 40)},{rng.randint(1, 64) * 8}")
+    src = tmp_path / "hard.csv"
+    src.write_text("\n".join(rows) + "\n")
+    lts = read_lifetimes_csv(src)
+    from model_place import live_bytes_peak
+
+    lb = live_bytes_peak(lts)
+    code = run([src, "-o", tmp_path / "o.csv", "--capacity", lb, "--time-limit", 0])
+    assert code in (0, 1, 3)
+    assert (tmp_path / "o.csv").exists() == (code == 0)
+
+
+BAD = [
+    ("", "empty file"),
+    ("id,lower,upper\n0,0,1\n", "missing column 'size'"),
+    ("id,lower,upper,size,colour\n", "unknown column 'colour'"),
+    ("id,lower,upper,size\n0,0,1,-4\n", "line 2: size must be >= 0"),
+    ("id,lower,upper,size\n0,0,1,4\n1,3,3,4\n", "line 3: need lower < upper"),
+    ("id,lower,upper,size\n0,0,1,4\n1,5,2,4\n", "line 3: need lower < upper"),
+    ("id,lower,upper,size\n0,0,1,4\n0,1,2,4\n", "line 3: duplicate id '0' (first on line 2)"),
+    ("id,lower,upper,size\n0,0,1,x\n", "line 2: size must be an integer"),
+    ("id,lower,upper,size\n0,0,1\n", "line 2: expected 4 fields"),
+    ("id,lower,upper,size,alignment\n0,0,1,4,0\n", "line 2: alignment must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_bad_input_exits_2_naming_the_line(tmp_path, capsys, text, message):
+    src = tmp_path / "bad.csv"
+    src.write_text(text)
+    assert run([src, "-o", tmp_path / "o.csv"]) == 2
+    out = capsys.readouterr().out
+    assert message in out and "model-opt: error:" in out
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_never_overwrites_the_input(tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", src]) == 2
+    assert src.read_text() == CSV
+    assert "is the input file" in capsys.readouterr().out
+
+
+def test_missing_file_and_unknown_method(tmp_path, capsys):
+    assert run([tmp_path / "nope.csv", "-o", tmp_path / "o.csv"]) == 2
+    src = tmp_path / "in.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", tmp_path / "o.csv", "--method", "magic"]) == 2
+    assert "unknown placer 'magic'" in capsys.readouterr().out
+
+
+def _graph() -> Graph:
+    return Graph(
+        [Buffer("w", 16, persistent=True), Buffer("x", 8, kind="input"), Buffer("a", 32), Buffer("b", 24),
+         Buffer("c", 8), Buffer("loss", 4, output=True)],
+        [Op("f1", inputs=["x", "w"], outputs=["a"]), Op("f2", inputs=["a"], outputs=["b"]),
+         Op("f3", inputs=["a"], outputs=["c"]), Op("f4", inputs=["b", "c"], outputs=["loss"])],
+        name="tiny")
+
+
+def test_graph_json_in_plan_out(tmp_path, capsys):
+    g = _graph()
+    src, out = tmp_path / "g.json", tmp_path / "plan.json"
+    save_graph(g, src)
+    assert run([src, "-o", out]) == 0
+    plan = load_plan(out)
+    assert plan.schedule.order == tuple(op.id for op in g.ops)
+    lts = simulate(g).lifetimes
+    validate_placement(lts, plan.placement.offsets, plan.placement.arena_bytes)
+    assert plan.figures["placement_status"] == "optimal"
+    assert plan.placement.arena_bytes == simulate(g).transient_peak_bytes
+
+
+def test_plan_json_keeps_its_order_and_figures(tmp_path):
+    from model_ir import Plan, Schedule
+
+    g = _graph()
+    order = Schedule(["f1", "f3", "f2", "f4"])
+    src, out = tmp_path / "p.json", tmp_path / "q.json"
+    save_plan(Plan(g, order, figures={"peak_bytes": 123}), src)
+    assert run([src, "-o", out, "--method", "best-fit"]) == 0
+    plan = load_plan(out)
+    assert plan.schedule == order and plan.figures["peak_bytes"] == 123
+    validate_placement(simulate(g, order).lifetimes, plan.placement.offsets, plan.placement.arena_bytes)
+
+
+def test_bad_json_exits_2(tmp_path, capsys):
+    src = tmp_path / "g.json"
+    src.write_text(json.dumps({"format": "something/9"}))
+    assert run([src, "-o", tmp_path / "o.json"]) == 2
+    assert "expected a 'model-ir/1' or 'model-plan/1'" in capsys.readouterr().out
