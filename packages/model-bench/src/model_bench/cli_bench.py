@@ -1,0 +1,254 @@
+"""``model-opt bench``: benchmark zoo models (or a graph file), ``bench max-batch`` and ``bench suite``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from model_bench.errors import BenchError
+from model_bench.optimizers import OPTIMIZERS
+from model_bench.pipeline import BenchSettings
+from model_bench.progress import Progress
+from model_bench.reports import fmt_bytes, fmt_percent
+from model_bench.sweep import SUITE_BATCH_SIZES, SUITE_MODES
+
+DEFAULT_OUT = "bench-out"
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``: lists accept commas and spaces."""
+    return [v for item in values or () for v in item.split(",") if v]
+
+
+def _batch_sizes(values: list[str]) -> list[int]:
+    out = []
+    for v in _split(values):
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise BenchError(f"batch size must be a positive integer, got {v!r}") from None
+    return out
+
+
+def _time_limit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"time limit must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"time limit must be > 0 seconds, got {text!r}")
+    return value
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every bench command: optimizer and the algorithms to run."""
+    parser.add_argument("--optimizer", default="sgd", help=f"training optimizer: {', '.join(OPTIMIZERS)} "
+                        "(default sgd: SGD(lr=0.1), MODeL's setup)")
+    parser.add_argument("--scheduler", default="auto", help="scheduling method (model_sched; default auto)")
+    parser.add_argument("--placer", default="auto", help="placement method (model_place; default auto)")
+    parser.add_argument("--solver", default=None, help="MILP/CP solver backend for exact methods (default: the "
+                        "scheduler's choice)")
+    parser.add_argument("--time-limit", type=_time_limit, default=None, metavar="SECONDS",
+                        help="time limit of each solve; the best answer found and its gap are reported")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def settings_from(args) -> BenchSettings:
+    from model_bench.optimizers import check_optimizer
+
+    return BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
+                         time_limit=args.time_limit, optimizer=check_optimizer(args.optimizer))
+
+
+def format_run(f: dict[str, Any]) -> str:
+    """The human-readable report of one run (bytes shown in GiB or MiB, exact in the JSON)."""
+    if f.get("error"):
+        return f"{f.get('model')} {f.get('mode')} batch {f.get('batch_size')}: failed: {f['error']}"
+    head = f"{f.get('model', 'graph')} {f.get('mode', '')} batch {f.get('batch_size', '?')}"
+    if f.get("optimizer"):
+        head += f" ({f['optimizer']})"
+    params = f" {f['parameters']:,} parameters," if f.get("parameters") is not None else ""
+    opt = "optimal" if f["schedule_optimal"] else f"gap {fmt_percent(f['schedule_gap'])}"
+    popt = "optimal" if f["placement_optimal"] else f"gap {fmt_percent(f['placement_gap'])}"
+    secs = ", ".join(f"{k} {v:.2f}" for k, v in f["stage_seconds"].items())
+    return "\n".join([
+        f"{head}: {f['ops']} ops, {f['buffers']} buffers,{params} persistent {fmt_bytes(f['persistent_bytes'])}",
+        f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}; reserved by the caching allocator "
+        f"{fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments)",
+        f"  optimized order         peak {fmt_bytes(f['optimized_peak_bytes'])} "
+        f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}]; "
+        f"lower bound {fmt_bytes(f['lower_bound_bytes'])}, {opt}",
+        f"  placement               arena {fmt_bytes(f['arena_bytes'])} for a transient peak of "
+        f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'])} "
+        f"[{f['placement_method']}], {popt}",
+        f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena): "
+        f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved; best possible "
+        f"{fmt_percent(-f['best_possible_saving_vs_reserved'])} (lower bound)",
+        f"  seconds                 {secs}",
+    ])
+
+
+class BenchCommand:
+    name = "bench"
+    help = "benchmark zoo models: eager vs optimized order and placement, with bounds, reports and plots"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.description = (self.help + "\n\nexamples:\n"
+                              "  model-opt bench --model alexnet --mode train --batch-size 32\n"
+                              "  model-opt bench --models resnet18,vgg11 --modes train,eval --batch-sizes 1,32\n"
+                              "  model-opt bench max-batch --model resnet50 --memory 16GiB\n"
+                              "  model-opt bench suite --out results/")
+        src = parser.add_mutually_exclusive_group()
+        src.add_argument("--model", action="append", dest="models", metavar="NAME", help="zoo model (see --list)")
+        src.add_argument("--models", action="append", metavar="A,B,...", help="zoo models to sweep")
+        src.add_argument("--graph", metavar="FILE", help="benchmark a captured graph (model-ir/1 JSON) instead")
+        parser.add_argument("--mode", "--modes", action="append", dest="modes", metavar="MODE",
+                            help="train (default) or eval; a list sweeps")
+        parser.add_argument("--batch-size", "--batch-sizes", action="append", dest="batch_sizes", metavar="B",
+                            help="batch size (default 1); a list sweeps")
+        add_optimizer_arguments(parser)
+        parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                            help=f"output directory (default {DEFAULT_OUT}/)")
+        parser.add_argument("--no-artifacts", action="store_true",
+                            help="write only the reports, not each run's graph, plan, plots and snapshots")
+        parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        parser.add_argument("--list", action="store_true", help="list the zoo's models and exit")
+        sub = parser.add_subparsers(dest="bench_command", metavar="{max-batch,suite}")
+        mb = sub.add_parser("max-batch", help="largest batch size within a memory budget, eager vs optimized")
+        mb.add_argument("--model", required=True, metavar="NAME")
+        mb.add_argument("--mode", default="train", metavar="MODE")
+        mb.add_argument("--memory", required=True, metavar="SIZE", help="budget, e.g. 16GiB, 500MiB, 16GB")
+        mb.add_argument("--limit", type=int, default=4096, metavar="B", help="largest batch size tried")
+        mb.add_argument("--measure", choices=("auto", "always", "never"), default="auto",
+                        help="measure eager on a CUDA GPU (auto: when one is available)")
+        mb.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        add_optimizer_arguments(mb)
+        su = sub.add_parser("suite", help="the benchmark suite: every zoo model, train and eval, batch 1 and 32")
+        su.add_argument("--models", action="append", metavar="A,B,...", help="default: every suite model")
+        su.add_argument("--modes", action="append", metavar="MODES", help="default: train,eval")
+        su.add_argument("--batch-sizes", action="append", metavar="B,...", help="default: 1,32")
+        su.add_argument("--out", default=f"{DEFAULT_OUT}/suite", metavar="DIR",
+                        help=f"output directory (default {DEFAULT_OUT}/suite/)")
+        su.add_argument("--artifacts", action="store_true", help="also write each run's graph, plan, plots, snapshots")
+        su.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        add_optimizer_arguments(su)
+
+    def run(self, args) -> int:
+        if args.bench_command == "max-batch":
+            return run_max_batch(args)
+        if args.bench_command == "suite":
+            return run_suite(args)
+        if args.list:
+            return list_models(args.json)
+        if args.graph:
+            return run_graph_file(args)
+        models = _split(args.models)
+        if not models:
+            raise BenchError("name a model with --model NAME (see model-opt bench --list) or a graph with --graph")
+        modes = _split(args.modes) or ["train"]
+        batch_sizes = _batch_sizes(args.batch_sizes) or [1]
+        return run_models(args, models, modes, batch_sizes, artifacts=not args.no_artifacts)
+
+
+def list_models(as_json: bool) -> int:
+    from model_bench.zoo import model_providers
+
+    found = model_providers()
+    if as_json:
+        print(json.dumps({n: {"description": getattr(p, "description", ""), "suite": getattr(p, "suite", True)}
+                          for n, p in sorted(found.items())}))
+        return 0
+    width = max(map(len, found), default=0)
+    for n, p in sorted(found.items()):
+        tag = "" if getattr(p, "suite", True) else "  (not in the default suite)"
+        print(f"{n:<{width}}  {getattr(p, 'description', '')}{tag}")
+    return 0
+
+
+def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int], *, artifacts: bool,
+               title: str = "model-opt bench") -> int:
+    from model_bench.sweep import run_sweep
+
+    settings = settings_from(args)
+    progress = Progress(quiet=args.quiet)
+
+    def show(figures, run):
+        if not args.json:
+            print(format_run(figures), flush=True)
+
+    results = run_sweep(models, modes, batch_sizes, settings, out_dir=args.out, artifacts=artifacts,
+                        progress=progress, on_run=show, title=title)
+    out = Path(args.out)
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else {"results": results, "out": str(out)}))
+    else:
+        print(f"reports written to {out}/ (results.json, results.csv, summary.md, results_table.md)")
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+def run_suite(args) -> int:
+    from model_bench.sweep import suite_models
+
+    models = _split(args.models) or suite_models()
+    modes = _split(args.modes) or list(SUITE_MODES)
+    batch_sizes = _batch_sizes(args.batch_sizes) or list(SUITE_BATCH_SIZES)
+    return run_models(args, models, modes, batch_sizes, artifacts=args.artifacts, title="model-opt bench suite")
+
+
+def run_graph_file(args) -> int:
+    from model_bench.artifacts import run_label, write_artifacts
+    from model_bench.pipeline import analyze_graph
+    from model_bench.reports import write_reports
+    from model_ir import load_graph
+
+    if args.modes or args.batch_sizes:
+        raise BenchError("--mode and --batch-size describe zoo models; a graph file was captured with its own")
+    progress = Progress(quiet=args.quiet, prefix=f"[{Path(args.graph).name}] ")
+    seconds: dict[str, float] = {}
+    with progress.stage("load", seconds):
+        graph = load_graph(args.graph)
+    run = analyze_graph(graph, settings_from(args), progress=progress, seconds=seconds,
+                        extra={"model": graph.name, "mode": graph.meta.get("mode", "graph"),
+                               "batch_size": graph.meta.get("batch_size", 0)})
+    figures = dict(run.figures)
+    out = Path(args.out)
+    if not args.no_artifacts:
+        run_dir = out / run_label(figures)
+        if (run_dir / "graph.json").resolve() == Path(args.graph).resolve():
+            raise BenchError(f"--out {out} would overwrite the input graph {args.graph}; choose another directory")
+        write_artifacts(run, run_dir)
+    write_reports([figures], out)
+    print(json.dumps(figures) if args.json else format_run(figures))
+    return 0
+
+
+def run_max_batch(args) -> int:
+    import importlib.util
+
+    from model_bench.max_batch import max_batch, parse_bytes
+
+    budget = parse_bytes(args.memory)
+    measure = args.measure == "always"
+    if args.measure == "auto" and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        measure = torch.cuda.is_available()
+    if measure:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchError("--measure always needs a CUDA GPU, and none is available")
+    progress = Progress(quiet=args.quiet, prefix=f"[{args.model} max-batch] ")
+    result = max_batch(args.model, budget, mode=args.mode, settings=settings_from(args), limit=args.limit,
+                       measure=measure, progress=progress)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model} {args.mode} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")
+    print(f"  eager ({result['eager_source']}): largest batch {result['eager_max_batch_size']}")
+    print(f"  optimized plan (simulated):  largest batch {result['optimized_max_batch_size']}"
+          + (f"  ({result['gain']:.2f}x)" if result["gain"] else ""))
+    return 0

@@ -1,0 +1,52 @@
+"""``model-opt capture``: write a zoo model's training (or eval) step as a graph JSON file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from model_bench.errors import BenchError
+from model_bench.optimizers import OPTIMIZERS
+from model_bench.progress import Progress
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+class CaptureCommand:
+    name = "capture"
+    help = "capture a zoo model's step (forward, loss, backward, optimizer) as a model-ir/1 graph JSON file"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, metavar="NAME", help="zoo model (model-opt bench --list)")
+        parser.add_argument("--mode", default="train", help="train (default) or eval")
+        parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="B")
+        parser.add_argument("--optimizer", default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
+        parser.add_argument("--granularity", type=_positive_int, default=512, metavar="BYTES",
+                            help="round storage sizes up to this allocation granularity (default 512, CUDA's)")
+        parser.add_argument("-o", "--output", required=True, metavar="FILE", help="graph JSON file to write")
+        parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    def run(self, args) -> int:
+        from model_bench.pipeline import capture_model
+        from model_ir import save_graph, simulate
+        from model_ir.formatting import human_bytes
+
+        out = Path(args.output)
+        if out.is_dir():
+            raise BenchError(f"{out} is a directory; give a file name for the graph")
+        progress = Progress(quiet=args.quiet, prefix=f"[{args.model}] ")
+        _, graph = capture_model(args.model, args.mode, args.batch_size, optimizer=args.optimizer,
+                                 granularity=args.granularity, progress=progress, seconds={})
+        save_graph(graph, out)
+        peak = simulate(graph).peak_bytes
+        print(f"wrote {out}: {len(graph.ops)} ops, {len(graph.buffers)} buffers, "
+              f"program-order peak {human_bytes(peak)}")
+        return 0

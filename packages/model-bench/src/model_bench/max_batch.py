@@ -1,0 +1,148 @@
+"""The largest batch size that fits a memory budget, eager against the optimized plan.
+
+Memory grows with the batch size, so the search doubles the batch until it no
+longer fits, then bisects. Each probe captures the step at that batch size (fake
+tensors: no real memory) and computes
+
+- eager: the memory the caching allocator reserves in program order (simulation),
+  or, with ``measure``, ``torch.cuda.max_memory_reserved`` of a real eager step on
+  the GPU (an out-of-memory error counts as not fitting);
+- optimized: the plan's memory, persistent bytes plus the placed arena of the
+  optimized order.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from model_bench.errors import BenchError
+from model_bench.pipeline import BenchSettings, capture_model, place_order, schedule_graph, simulate_eager_allocator
+from model_bench.progress import Progress
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """``"16GiB"`` -> bytes. Units: B, KB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (1024)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _UNITS:
+        raise BenchError(f"cannot read memory size {text!r}; write e.g. 16GiB, 500MiB, 16GB or 1073741824")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise BenchError(f"memory size must be positive, got {text!r}")
+    return value
+
+
+def largest_fitting(fits: Callable[[int], bool], *, limit: int) -> int:
+    """The largest ``b`` in ``[1, limit]`` with ``fits(b)``, for a monotone ``fits`` (0 if none).
+
+    Doubles from 1 until a batch does not fit or the limit is passed, then bisects:
+    about ``2 log2(answer)`` probes.
+    """
+    if not fits(1):
+        return 0
+    lo, hi = 1, limit + 1  # fits(lo); hi is the smallest batch known not to fit (limit + 1: none known)
+    b = 2
+    while b <= limit:
+        if not fits(b):
+            hi = b
+            break
+        lo, b = b, b * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def measure_eager_cuda(model: str, mode: str, batch_size: int, optimizer: str) -> int | None:
+    """Reserved bytes of one real eager step on the current CUDA device; None on out-of-memory."""
+    import torch
+
+    from model_bench.zoo import build_case
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        case = build_case(model, mode, batch_size, optimizer=optimizer, device="cuda")
+        if case.train:
+            case.optimizer.zero_grad(set_to_none=True)
+            loss = case.loss(case.model(*case.inputs))
+            loss.backward()
+            case.optimizer.step()
+        else:
+            with torch.no_grad():
+                case.model(*case.inputs)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_reserved()
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        case = loss = None  # noqa: F841 - drop references before emptying the cache
+        torch.cuda.empty_cache()
+
+
+def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: BenchSettings = BenchSettings(),
+              limit: int = 4096, measure: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Largest eager and optimized batch sizes within ``memory_bytes``, and every probe made."""
+    from model_bench.zoo import check_mode, get_model
+
+    get_model(model)
+    check_mode(mode)
+    if limit < 1:
+        raise BenchError(f"the batch size limit must be >= 1, got {limit}")
+    progress = progress or Progress(quiet=True)
+    probes: dict[int, dict[str, Any]] = {}
+
+    # The eager and the optimized searches probe mostly the same batch sizes; a few
+    # graphs are kept (large models' graphs are big).
+    @functools.lru_cache(maxsize=4)
+    def graph(b: int):
+        progress.say(f"batch {b}: capture")
+        return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity)[1]
+
+    def eager_fits(b: int) -> bool:
+        p = probes.setdefault(b, {"batch_size": b})
+        if measure:
+            reserved = measure_eager_cuda(model, mode, b, settings.optimizer)
+            p["eager_bytes"], p["eager_source"] = reserved, "measured (CUDA)"
+            ok = reserved is not None and reserved <= memory_bytes
+        else:
+            p["eager_bytes"] = simulate_eager_allocator(graph(b)).reserved_bytes
+            p["eager_source"] = "simulated (caching allocator)"
+            ok = p["eager_bytes"] <= memory_bytes
+        progress.say(f"batch {b}: eager {p['eager_bytes']} bytes {'fits' if ok else 'does not fit'}")
+        return ok
+
+    def optimized_fits(b: int) -> bool:
+        g = graph(b)
+        p = probes.setdefault(b, {"batch_size": b})
+        sched, _ = schedule_graph(g, settings)
+        if sched.lower_bound_bytes > memory_bytes:
+            # Proven: no order, hence no plan, fits; skip the placement.
+            p["optimized_bytes"], p["optimized_lower_bound_bytes"] = None, sched.lower_bound_bytes
+            ok = False
+        else:
+            placement = place_order(g, sched.order, settings)
+            p["optimized_bytes"] = g.persistent_bytes + placement.arena_bytes
+            p["optimized_lower_bound_bytes"] = sched.lower_bound_bytes
+            ok = p["optimized_bytes"] <= memory_bytes
+        progress.say(f"batch {b}: optimized plan {p['optimized_bytes']} bytes {'fits' if ok else 'does not fit'}")
+        return ok
+
+    eager_b = largest_fitting(eager_fits, limit=limit)
+    optimized_b = largest_fitting(optimized_fits, limit=limit)
+    return {
+        "model": model, "mode": mode, "optimizer": settings.optimizer, "memory_bytes": memory_bytes,
+        "limit": limit, "eager_max_batch_size": eager_b, "optimized_max_batch_size": optimized_b,
+        "eager_source": "measured (CUDA)" if measure else "simulated (caching allocator)",
+        "gain": (optimized_b / eager_b) if eager_b else None,
+        "probes": [probes[b] for b in sorted(probes)],
+    }

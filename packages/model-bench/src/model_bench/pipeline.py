@@ -1,0 +1,236 @@
+"""The benchmark pipeline: build, capture, eager baseline, schedule, place, figures.
+
+Each stage is a plain function; :func:`run_bench` chains them for one zoo model and
+:func:`analyze_graph` runs everything after capture on any graph. Every answer is
+checked here again, independently of the layer that produced it: the order is
+validated and re-simulated by the IR simulator, the placement is validated against
+the lifetimes of that order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from model_bench.errors import BenchError, StageUnavailableError
+from model_bench.progress import Progress
+from model_bench.zoo import ModelCase, build_case
+from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
+
+
+@attrs.frozen
+class BenchSettings:
+    """How to optimize: scheduler, placer and solver names, time limit (seconds per solve)."""
+
+    scheduler: str = "auto"
+    placer: str = "auto"
+    solver: str | None = None
+    time_limit: float | None = None
+    optimizer: str = "sgd"
+    granularity: int = 512
+
+
+@attrs.frozen(eq=False)
+class BenchRun:
+    """One benchmark run: the flat ``figures`` (JSON-ready) and the objects behind them."""
+
+    figures: Mapping[str, Any]
+    graph: Graph
+    order: tuple[str, ...]
+    eager: MemoryProfile
+    optimized: MemoryProfile
+    placement: Any
+    eager_allocator: Any
+    schedule: Any
+
+    def plan(self) -> Plan:
+        """The optimized plan (order, placement of the transient buffers, figures)."""
+        return Plan(self.graph, Schedule(self.order), Placement(dict(self.placement.offsets),
+                                                                self.placement.arena_bytes), dict(self.figures))
+
+
+# -- stages ----------------------------------------------------------------------------
+
+
+def _missing(what: str, module: str, exc: ImportError) -> StageUnavailableError:
+    return StageUnavailableError(f"{what} needs {module}, which is not installed or incomplete ({exc})")
+
+
+def capture_case(case: ModelCase, *, granularity: int = 512) -> Graph:
+    """Capture one training (or eval) step of ``case`` as a storage-level graph."""
+    try:
+        from model_ir.torch import capture
+    except ImportError as e:
+        raise _missing("capture", "model_ir.torch (pip install model-ir[torch])", e) from None
+    return capture(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer, train=case.train,
+                   targets=() if case.target is None else (case.target,), granularity=granularity)
+
+
+def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
+                  progress: Progress | None = None, seconds: dict[str, float] | None = None
+                  ) -> tuple[ModelCase, Graph]:
+    """Build zoo model ``name`` and capture its step; returns the case and the graph."""
+    progress = progress or Progress(quiet=True)
+    seconds = {} if seconds is None else seconds
+    with progress.stage("build", seconds):
+        case = build_case(name, mode, batch_size, optimizer=optimizer)
+    with progress.stage("capture", seconds):
+        graph = capture_case(case, granularity=granularity)
+    return case, graph
+
+
+def eager_lifetimes(graph: Graph) -> list[Lifetime]:
+    """Every buffer's lifetime in program order, persistent buffers first and alive throughout.
+
+    This is what eager PyTorch asks of its caching allocator: weights, optimizer
+    state and the batch are allocated before the step and never freed; then each
+    transient buffer in program order.
+    """
+    profile = simulate(graph)
+    n = max(len(graph.ops), 1)
+    persistent = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
+    return persistent + list(profile.lifetimes)
+
+
+def simulate_eager_allocator(graph: Graph):
+    """The caching-allocator simulation of the eager step (all buffers, program order)."""
+    return simulate_caching_allocator_on(eager_lifetimes(graph))
+
+
+def simulate_caching_allocator_on(lifetimes):
+    """The caching-allocator simulation of ``lifetimes`` replayed in time order."""
+    try:
+        from model_place.caching_allocator import simulate_caching_allocator
+    except ImportError as e:
+        raise _missing("the caching-allocator simulation", "model_place", e) from None
+    return simulate_caching_allocator(lifetimes)
+
+
+def schedule_graph(graph: Graph, settings: BenchSettings):
+    """Run the scheduler; the order is validated and its peak re-simulated here."""
+    try:
+        import model_sched
+        schedule = model_sched.schedule
+    except (ImportError, AttributeError) as e:
+        raise _missing("scheduling", "model_sched", e) from None
+    result = schedule(graph, method=settings.scheduler, solver=settings.solver, time_limit=settings.time_limit)
+    profile = simulate(graph, list(result.order))  # validates the order
+    if profile.peak_bytes != result.peak_bytes:
+        raise BenchError(f"scheduler {settings.scheduler!r} reported a peak of {result.peak_bytes} bytes but its "
+                         f"order peaks at {profile.peak_bytes} bytes in the simulator")
+    if result.lower_bound_bytes > profile.peak_bytes:
+        raise BenchError(f"scheduler {settings.scheduler!r} reported a lower bound above its own answer")
+    return result, profile
+
+
+def place_order(graph: Graph, order, settings: BenchSettings):
+    """Place the transient buffers of ``graph`` run in ``order``; validated here again."""
+    try:
+        from model_place import lifetimes_from_graph, place
+        from model_place.validation import validate_placement
+    except ImportError as e:
+        raise _missing("placement", "model_place", e) from None
+    lifetimes = lifetimes_from_graph(graph, list(order))
+    result = place(lifetimes, method=settings.placer, time_limit=settings.time_limit)
+    validate_placement(lifetimes, result.offsets, result.arena_bytes)
+    return result
+
+
+# -- the whole run ---------------------------------------------------------------------
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return None if not whole else part / whole
+
+
+def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, progress: Progress | None = None,
+                  seconds: dict[str, float] | None = None, extra: Mapping[str, Any] | None = None) -> BenchRun:
+    """Eager baseline, optimized order and placement of ``graph``, with every figure in bytes.
+
+    ``seconds`` (stage name to seconds) is filled in and copied into the figures;
+    ``extra`` figures (model name, mode, ...) come first in the result.
+    """
+    progress = progress or Progress(quiet=True)
+    seconds = {} if seconds is None else seconds
+    with progress.stage("eager", seconds):
+        eager = simulate(graph)
+        allocator = simulate_eager_allocator(graph)
+        transient_allocator = simulate_caching_allocator_on(eager.lifetimes)
+    progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
+                 f"{_gib(allocator.reserved_bytes)}")
+    with progress.stage("schedule", seconds):
+        sched, optimized = schedule_graph(graph, settings)
+    progress.say(f"  optimized peak {_gib(optimized.peak_bytes)}, lower bound {_gib(sched.lower_bound_bytes)}")
+    with progress.stage("place", seconds):
+        placement = place_order(graph, sched.order, settings)
+    progress.say(f"  arena {_gib(placement.arena_bytes)} for a transient peak of "
+                 f"{_gib(optimized.transient_peak_bytes)}")
+    persistent = graph.persistent_bytes
+    total = persistent + placement.arena_bytes
+    # The order's lower bound holds for every order, hence for every plan; the
+    # placement's bound only for this order. So "order plus placement" is bounded by
+    # the order's bound (persistent bytes included).
+    lower = sched.lower_bound_bytes
+    figures: dict[str, Any] = dict(extra or {})
+    figures.update({
+        "scheduler": settings.scheduler,
+        "placer": settings.placer,
+        "solver": settings.solver,
+        "time_limit": settings.time_limit,
+        "ops": len(graph.ops),
+        "buffers": len(graph.buffers),
+        "persistent_bytes": persistent,
+        "eager_peak_bytes": eager.peak_bytes,
+        "eager_transient_peak_bytes": eager.transient_peak_bytes,
+        "eager_reserved_bytes": allocator.reserved_bytes,
+        "eager_allocated_peak_bytes": allocator.allocated_peak_bytes,
+        "eager_transient_reserved_bytes": transient_allocator.reserved_bytes,
+        "eager_segments": len(allocator.segments),
+        "optimized_peak_bytes": optimized.peak_bytes,
+        "optimized_transient_peak_bytes": optimized.transient_peak_bytes,
+        "peak_saving": 1 - _ratio(optimized.peak_bytes, eager.peak_bytes) if eager.peak_bytes else 0.0,
+        "lower_bound_bytes": lower,
+        "schedule_method": getattr(sched, "method", settings.scheduler),
+        "schedule_gap": sched.gap,
+        "schedule_optimal": bool(sched.optimal),
+        "arena_bytes": placement.arena_bytes,
+        "placement_method": placement.method,
+        "placement_lower_bound_bytes": placement.lower_bound_bytes,
+        "placement_gap": placement.gap,
+        "placement_optimal": bool(placement.optimal),
+        "fragmentation": (placement.arena_bytes / optimized.transient_peak_bytes - 1
+                          if optimized.transient_peak_bytes else 0.0),
+        "optimized_total_bytes": total,
+        "saving_vs_reserved": 1 - total / allocator.reserved_bytes if allocator.reserved_bytes else 0.0,
+        "best_possible_saving_vs_reserved": (1 - lower / allocator.reserved_bytes
+                                             if allocator.reserved_bytes else 0.0),
+    })
+    seconds["total"] = sum(v for k, v in seconds.items() if k != "total")
+    figures["stage_seconds"] = {k: round(v, 4) for k, v in seconds.items()}
+    figures["seconds"] = round(seconds["total"], 4)
+    return BenchRun(figures, graph, tuple(sched.order), eager, optimized, placement, allocator, sched)
+
+
+def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: BenchSettings = BenchSettings(),
+              *, progress: Progress | None = None) -> BenchRun:
+    """Benchmark zoo model ``model``: build, capture, then :func:`analyze_graph`."""
+    progress = progress or Progress(quiet=True)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    case, graph = capture_model(model, mode, batch_size, optimizer=settings.optimizer,
+                                granularity=settings.granularity, progress=progress, seconds=seconds)
+    progress.say(f"  {len(graph.ops)} ops, {len(graph.buffers)} buffers, {case.parameter_count:,} parameters")
+    extra = {"model": model, "mode": mode, "batch_size": batch_size,
+             "optimizer": case.optimizer_name, "parameters": case.parameter_count}
+    run = analyze_graph(graph, settings, progress=progress, seconds=seconds, extra=extra)
+    progress.say(f"total {time.perf_counter() - t0:.2f} s")
+    return run
+
+
+def _gib(n: int) -> str:
+    from model_ir.formatting import human_bytes
+
+    return human_bytes(n)

@@ -1,0 +1,95 @@
+"""Matplotlib plots of a benchmark run (Agg backend: files only, no display needed).
+
+- :func:`plot_live_bytes`: live bytes at every step, eager order against the
+  optimized order, with the lower bound and the reserved/arena totals as lines;
+- :func:`plot_layout`: time x address, one rectangle per buffer, for a static
+  placement or for the caching-allocator simulation, so fragmentation (the white
+  space under the top of the arena) is visible at a glance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+
+from model_bench.memory_snapshot import Allocation, Segment  # noqa: E402
+
+GIB = 1024**3
+
+
+def _unit(max_bytes: float) -> tuple[float, str]:
+    for scale, name in ((GIB, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if max_bytes >= scale:
+            return scale, name
+    return 1, "B"
+
+
+def plot_live_bytes(path: str | Path, timelines: Mapping[str, Sequence[int]], *, title: str,
+                    levels: Mapping[str, int] | None = None) -> Path:
+    """Step plot of live bytes (persistent included) for each named timeline.
+
+    Timelines may have different lengths only if their orders do (they do not for
+    one graph). ``levels`` are drawn as dashed horizontal lines (e.g. the lower bound).
+    """
+    path = Path(path)
+    peak = max([max(t, default=0) for t in timelines.values()] + list((levels or {}).values()) + [1])
+    scale, unit = _unit(peak)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for name, timeline in timelines.items():
+        ax.step(range(len(timeline)), [v / scale for v in timeline], where="post", label=name, linewidth=1)
+    for i, (name, value) in enumerate((levels or {}).items()):
+        ax.axhline(value / scale, linestyle="--", linewidth=0.8, color=f"C{i + len(timelines)}", label=name)
+    ax.set_xlabel("step (op index in the order)")
+    ax.set_ylabel(f"live bytes ({unit})")
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="best", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_layout(path: str | Path, allocations: Sequence[Allocation], *, title: str, steps: int,
+                segments: Sequence[Segment] = (), peak_bytes: int | None = None) -> Path:
+    """Time x address plot, one rectangle per buffer, segments shaded in grey.
+
+    Addresses are drawn relative to the lowest segment (or allocation) address.
+    Allocations with ``start < 0`` (persistent) are drawn from step 0 to the end.
+    """
+    path = Path(path)
+    starts = [s.address for s in segments] + [a.address for a in allocations]
+    base = min(starts, default=0)
+    top = max([s.address + s.size for s in segments] + [a.address + a.size for a in allocations] + [base + 1])
+    scale, unit = _unit(top - base)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for s in segments:
+        ax.axhspan((s.address - base) / scale, (s.address + s.size - base) / scale, color="0.92", zorder=0)
+        ax.axhline((s.address + s.size - base) / scale, color="0.6", linewidth=0.5, zorder=1)
+    polys, colors = [], []
+    for i, a in enumerate(allocations):
+        x0, x1 = max(a.start, 0), min(max(a.end, a.start + 1), steps)
+        y0, y1 = (a.address - base) / scale, (a.address + a.size - base) / scale
+        polys.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+        colors.append(f"C{i % 10}")
+    ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors="black", linewidths=0.1, zorder=2))
+    if peak_bytes is not None:
+        ax.axhline(peak_bytes / scale, color="red", linestyle="--", linewidth=0.8, label="peak live bytes", zorder=3)
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_xlim(0, max(steps, 1))
+    ax.set_ylim(0, (top - base) / scale * 1.02)
+    ax.set_xlabel("step (op index in the order)")
+    ax.set_ylabel(f"address ({unit} from the first segment)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""Benchmark reports: results JSON and CSV (every figure) and a Markdown summary.
+
+A report is a list of runs' figure dicts (see :func:`model_bench.pipeline.analyze_graph`);
+a failed run is a dict with ``model``, ``mode``, ``batch_size`` and ``error``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_FORMAT = "model-bench/1"
+
+#: CSV columns, in order (figures not listed here are in the JSON only).
+CSV_COLUMNS = (
+    "model", "mode", "batch_size", "optimizer", "scheduler", "placer", "solver", "time_limit", "ops", "buffers",
+    "parameters", "persistent_bytes", "eager_peak_bytes", "eager_reserved_bytes", "eager_transient_reserved_bytes",
+    "optimized_peak_bytes", "lower_bound_bytes", "schedule_gap", "schedule_optimal", "arena_bytes",
+    "placement_lower_bound_bytes", "placement_gap", "placement_optimal", "fragmentation", "optimized_total_bytes",
+    "peak_saving", "saving_vs_reserved", "best_possible_saving_vs_reserved", "seconds", "error",
+)
+
+
+def environment() -> dict[str, Any]:
+    """Where the figures were measured (versions, machine), for the results JSON."""
+    env = {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+           "processor": platform.processor(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    try:
+        import os
+
+        env["cpus"] = os.cpu_count()
+        import torch
+
+        env["torch"] = torch.__version__
+    except ImportError:  # figures from a graph file need no torch
+        pass
+    return env
+
+
+def write_results_json(results: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    data = {"format": RESULTS_FORMAT, "environment": environment(), "results": [dict(r) for r in results]}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def load_results(path: str | Path) -> list[dict[str, Any]]:
+    """The runs of a results JSON written by :func:`write_results_json`."""
+    from model_bench.errors import BenchError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        raise BenchError(f"{path}: not a {RESULTS_FORMAT} results file")
+    return list(data["results"])
+
+
+def write_results_csv(results: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in results:
+            w.writerow({k: r.get(k, "") if r.get(k) is not None else "" for k in CSV_COLUMNS})
+    return path
+
+
+def fmt_bytes(n: int | None) -> str:
+    """GiB with 4 decimals from 1 GiB up (MODeL's precision), MiB with 1 below."""
+    if n is None:
+        return "-"
+    if n >= 1024**3:
+        return f"{n / 1024**3:.4f} GiB"
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def fmt_percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _check(flag: bool | None) -> str:
+    return " (opt.)" if flag else ""
+
+
+def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """One row per run; the average saving against eager reserved memory per mode.
+
+    Columns: eager peak live bytes (program order) and eager reserved bytes
+    (caching-allocator simulation); the optimized order's peak and its proven lower
+    bound; the plan's memory (persistent plus arena) and its fragmentation; the
+    saving against eager reserved and the best saving any plan can reach (bound).
+    """
+    head = ("| model | mode | batch | eager peak | eager reserved | optimized peak | lower bound | "
+            "plan memory | fragm. | saving vs reserved | best possible | seconds |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in results:
+        if r.get("error"):
+            lines.append(f"| {r.get('model')} | {r.get('mode')} | {r.get('batch_size')} | "
+                         f"failed: {str(r['error']).replace('|', '/')[:120]} |" + " |" * 8)
+            continue
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['batch_size']} | {fmt_bytes(r['eager_peak_bytes'])} | "
+            f"{fmt_bytes(r['eager_reserved_bytes'])} | {fmt_bytes(r['optimized_peak_bytes'])}"
+            f"{_check(r.get('schedule_optimal'))} | {fmt_bytes(r['lower_bound_bytes'])} | "
+            f"{fmt_bytes(r['optimized_total_bytes'])} | {fmt_percent(r['fragmentation'])} | "
+            f"{fmt_percent(r['saving_vs_reserved'])} | {fmt_percent(r['best_possible_saving_vs_reserved'])} | "
+            f"{r['seconds']:.1f} |")
+    for mode in ("train", "eval"):
+        ok = [r for r in results if not r.get("error") and r.get("mode") == mode]
+        if ok:
+            avg = sum(r["saving_vs_reserved"] for r in ok) / len(ok)
+            best = sum(r["best_possible_saving_vs_reserved"] for r in ok) / len(ok)
+            lines.append(f"| **average** | {mode} | {len(ok)} runs | | | | | | | **{fmt_percent(avg)}** | "
+                         f"{fmt_percent(best)} | |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary(results: Sequence[Mapping[str, Any]], *, title: str = "model-opt bench") -> str:
+    """The summary file: the table, the environment and what the columns mean."""
+    env = environment()
+    parts = [f"# {title}\n", markdown_table(results),
+             "\n`(opt.)`: the order's peak equals its lower bound (proven optimal). "
+             "Plan memory = persistent bytes + arena; fragmentation = arena over the optimized transient peak "
+             "minus 1; best possible = 1 - lower bound / eager reserved.\n",
+             f"\nMeasured with torch {env.get('torch', '?')}, Python {env['python']}, {env.get('cpus', '?')} CPUs, "
+             f"{env['date']}.\n"]
+    return "".join(parts)
+
+
+def write_reports(results: Sequence[Mapping[str, Any]], out_dir: str | Path, *, title: str = "model-opt bench"
+                  ) -> dict[str, Path]:
+    """Write ``results.json``, ``results.csv``, ``summary.md`` and ``results_table.md`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(markdown_summary(results, title=title))
+    (out / "results_table.md").write_text(markdown_table(results))
+    return {"json": write_results_json(results, out / "results.json"),
+            "csv": write_results_csv(results, out / "results.csv"),
+            "summary": out / "summary.md", "table": out / "results_table.md"}

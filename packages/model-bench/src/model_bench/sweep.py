@@ -1,0 +1,81 @@
+"""Sweeps: every (model, mode, batch size) combination, one report.
+
+A run that fails (a model the capture cannot trace, a solver error) is recorded
+with its error message and the sweep goes on; the report shows it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from model_bench.artifacts import run_label, write_artifacts
+from model_bench.pipeline import BenchRun, BenchSettings, run_bench
+from model_bench.progress import Progress
+from model_bench.reports import write_reports
+from model_bench.zoo import check_batch_size, check_mode, get_model, model_names
+from model_ir.errors import ModelOptError
+
+SUITE_MODES = ("train", "eval")
+SUITE_BATCH_SIZES = (1, 32)
+
+
+def check_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence[int]) -> None:
+    """Check every name, mode and batch size before spending minutes on the first run."""
+    if not models or not modes or not batch_sizes:
+        from model_bench.errors import BenchError
+
+        raise BenchError("a sweep needs at least one model, one mode and one batch size")
+    for m in models:
+        get_model(m)
+    for mode in modes:
+        check_mode(mode)
+    for b in batch_sizes:
+        check_batch_size(b)
+
+
+def suite_models() -> list[str]:
+    """The models ``bench suite`` runs by default (the zoo minus test-only and huge ones)."""
+    return model_names(suite_only=True)
+
+
+def run_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence[int],
+              settings: BenchSettings = BenchSettings(), *, out_dir: str | Path | None = None,
+              artifacts: bool = True, progress: Progress | None = None,
+              on_run: Callable[[dict[str, Any], BenchRun | None], None] | None = None,
+              title: str = "model-opt bench") -> list[dict[str, Any]]:
+    """Run every combination; returns the figures of each run (``error`` set for failures).
+
+    With ``out_dir``, each run's files go to ``out_dir/<model>-<mode>-b<batch>/`` and the
+    report (results JSON/CSV, summary and table Markdown) to ``out_dir``, rewritten
+    after every run so an interrupted sweep keeps what it measured.
+    """
+    progress = progress or Progress(quiet=True)
+    check_sweep(models, modes, batch_sizes)
+    combos = list(itertools.product(models, modes, batch_sizes))
+    results: list[dict[str, Any]] = []
+    for k, (model, mode, batch) in enumerate(combos, 1):
+        progress.prefix = f"[{k}/{len(combos)} {model} {mode} b{batch}] " if len(combos) > 1 else f"[{model}] "
+        run: BenchRun | None = None
+        try:
+            run = run_bench(model, mode, batch, settings, progress=progress)
+            figures = dict(run.figures)
+            if out_dir is not None and artifacts:
+                write_artifacts(run, Path(out_dir) / run_label(figures))
+        except Exception as e:  # noqa: BLE001 - one model's failure must not lose the sweep
+            if len(combos) == 1:
+                raise
+            message = str(e) if isinstance(e, ModelOptError) else f"{type(e).__name__}: {e}"
+            figures = {"model": model, "mode": mode, "batch_size": batch, "optimizer": settings.optimizer,
+                       "error": message}
+            e = message
+            progress.say(f"failed: {e}")
+        results.append(figures)
+        if on_run is not None:
+            on_run(figures, run)
+        if out_dir is not None:
+            write_reports(results, out_dir, title=title)
+    progress.prefix = ""
+    return results
