@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from model_ir import Lifetime
-from model_ir.plugins import provider, providers
+from model_ir.errors import PluginError
+from model_ir.plugins import providers
 
 from model_place.caching_allocator import simulate_caching_allocator
 from model_place.errors import PlaceError
@@ -105,8 +106,10 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
         raise PlaceError(f"capacity must be a non-negative number of bytes, got {capacity!r}")
     if time_limit is not None and not time_limit >= 0:
         raise PlaceError(f"time limit must be >= 0 seconds, got {time_limit!r}")
+    found = providers("model_opt_placers")
     name = AUTO if method == "auto" else method
-    result = provider("model_opt_placers", name, "placer").place(lifetimes, capacity=capacity,
-                                                                  time_limit=time_limit)
+    if name not in found:
+        raise PluginError(f"unknown placer {method!r}; available: {', '.join(placer_names())}")
+    result = found[name].place(lifetimes, capacity=capacity, time_limit=time_limit)
     validate_placement(lifetimes, result.offsets, result.arena_bytes)
     return result
