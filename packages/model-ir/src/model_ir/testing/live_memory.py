@@ -1,0 +1,85 @@
+"""Measuring the live storage bytes of a captured step while it really runs (needs torch).
+
+This is the ground truth the simulator is checked against (DESIGN.md, "Memory
+model"). A :class:`StorageTracker` (a ``TorchDispatchMode``) sees every tensor every
+aten operator returns and keeps a *weak* reference to its storage, so a storage counts
+as live exactly as long as PyTorch keeps it allocated. :func:`measure_live_bytes` runs
+a :class:`~model_ir.torch.CapturedStep` in a given order and records, after each IR op
+ran and before the executor drops the buffers that op used for the last time, the total
+bytes of live storages: the step's input tensors (parameters, model buffers, optimizer
+state, batch) plus every storage an operator created that is still alive.
+
+That is precisely the quantity ``simulate(graph, order).timeline[t]`` models (the op's
+inputs and outputs alive while it runs, everything freed after its last use), so for a
+graph captured with ``granularity=1`` the two must be equal op by op. Not counted on
+either side: temporaries a kernel allocates and frees internally, and allocator
+rounding (both sides round each storage up to the same ``granularity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class StorageTracker(TorchDispatchMode):
+    """Tracks every storage created by an aten op (and any registered tensor) by weak reference."""
+
+    def __init__(self, granularity: int = 1):
+        super().__init__()
+        self.granularity = granularity
+        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+
+    def track(self, t: torch.Tensor) -> None:
+        """Count ``t``'s storage while it is alive (bytes rounded up to ``granularity``)."""
+        storage = t.untyped_storage()
+        ref = StorageWeakRef(storage)
+        key = ref.cdata
+        old = self._live.get(key)
+        # A freed storage's address can be reused: replace an expired entry.
+        if old is None or old[0].expired():
+            nbytes = storage.nbytes()
+            self._live[key] = (ref, -(-nbytes // self.granularity) * self.granularity)
+
+    def live_bytes(self) -> int:
+        """Bytes of tracked storages still allocated."""
+        dead = [k for k, (ref, _) in self._live.items() if ref.expired()]
+        for k in dead:
+            del self._live[k]
+        return sum(size for _, size in self._live.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+
+def measure_live_bytes(step, tensors: Sequence[torch.Tensor], order=None, *, granularity: int = 1) -> list[int]:
+    """Run ``step`` on ``tensors`` in ``order`` and return the live bytes after each op.
+
+    ``tensors`` are the bound step inputs (:meth:`CapturedStep.bind`); the caller keeps
+    them alive, as a training loop does. Entry ``t`` is the live storage bytes right
+    after the ``t``-th op of ``order`` ran, before the buffers it used last are freed;
+    compare it with ``simulate(step.graph, order).timeline[t]`` for a graph captured
+    with the same ``granularity``.
+    """
+    from model_ir.torch.executor import execute
+
+    tracker = StorageTracker(granularity)
+    for t in tensors:
+        tracker.track(t)
+    for node in step.module.graph.nodes:
+        if node.op == "get_attr":
+            value = getattr(step.module, node.target)
+            if isinstance(value, torch.Tensor):
+                tracker.track(value)
+    measured: list[int] = []
+    with tracker:
+        execute(step, tensors, order, on_op=lambda t, op_id: measured.append(tracker.live_bytes()))
+    return measured

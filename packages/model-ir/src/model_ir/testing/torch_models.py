@@ -1,0 +1,90 @@
+"""Small PyTorch models and helpers for capture tests and benchmarks (needs torch)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from model_ir.graph import Graph
+
+
+def mlp(width: int = 32, depth: int = 3, classes: int = 10) -> nn.Module:
+    """A ReLU MLP on ``width`` features."""
+    layers: list[nn.Module] = []
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, classes))
+    return nn.Sequential(*layers)
+
+
+def small_cnn(channels: int = 8, classes: int = 10) -> nn.Module:
+    """Conv-BatchNorm-ReLU(inplace) twice, pooling and a linear head, on 3x16x16 images."""
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, classes),
+    )
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm transformer block with dropout: attention (split into q/k/v with
+    ``chunk``) and an MLP, each with a residual connection."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        q, k, v = (t.reshape(b, s, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / (d // self.heads) ** 0.5
+        att = self.drop(att.softmax(dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, s, d)
+        x = x + self.drop(self.proj(y))
+        return x + self.mlp(self.norm2(x))
+
+
+def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=()) -> torch.Tensor:
+    """One plain eager training step (the reference the captured step must reproduce)."""
+    optimizer.zero_grad(set_to_none=True)
+    if isinstance(inputs, dict):
+        out = model(**inputs)
+    elif isinstance(inputs, (tuple, list)):
+        out = model(*inputs)
+    else:
+        out = model(inputs)
+    if loss_fn is not None:
+        loss = loss_fn(out, *targets)
+    else:
+        from model_ir.torch.tracing import default_loss
+
+        loss = default_loss(out)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def random_topological_order(graph: Graph, seed: int = 0) -> list[str]:
+    """A random valid op order (each step picks a random ready op)."""
+    rng = random.Random(seed)
+    indeg = [len(p) for p in graph.predecessors]
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    order: list[str] = []
+    while ready:
+        i = ready.pop(rng.randrange(len(ready)))
+        order.append(graph.ops[i].id)
+        for s in graph.successors[i]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    return order
