@@ -75,6 +75,7 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     """Build zoo model ``name`` and capture its step; returns the case and the graph."""
     progress = progress or Progress(quiet=True)
     seconds = {} if seconds is None else seconds
+    import torch  # noqa: F401 - imported before timing: a cold import takes seconds and is not the model's
     with progress.stage("build", seconds):
         case = build_case(name, mode, batch_size, optimizer=optimizer)
     with progress.stage("capture", seconds):
@@ -103,20 +104,25 @@ def simulate_eager_allocator(graph: Graph):
 def simulate_caching_allocator_on(lifetimes):
     """The caching-allocator simulation of ``lifetimes`` replayed in time order."""
     try:
-        from model_place.caching_allocator import simulate_caching_allocator
+        from model_place import simulate_caching_allocator
     except ImportError as e:
         raise _missing("the caching-allocator simulation", "model_place", e) from None
     return simulate_caching_allocator(lifetimes)
 
 
-def schedule_graph(graph: Graph, settings: BenchSettings):
+def schedule_graph(graph: Graph, settings: BenchSettings, progress: Progress | None = None):
     """Run the scheduler; the order is validated and its peak re-simulated here."""
     try:
-        import model_sched
-        schedule = model_sched.schedule
-    except (ImportError, AttributeError) as e:
+        from model_sched import schedule
+    except ImportError as e:
         raise _missing("scheduling", "model_sched", e) from None
-    result = schedule(graph, method=settings.scheduler, solver=settings.solver, time_limit=settings.time_limit)
+    report = None
+    if progress is not None and not progress.quiet:
+        def report(p):
+            progress.say(f"  {p.stage}: best {_gib(p.best_peak_bytes)}, bound {_gib(p.lower_bound_bytes)} "
+                         f"({p.seconds:.1f} s)")
+    result = schedule(graph, method=settings.scheduler, solver=settings.solver, time_limit=settings.time_limit,
+                      progress=report)
     profile = simulate(graph, list(result.order))  # validates the order
     if profile.peak_bytes != result.peak_bytes:
         raise BenchError(f"scheduler {settings.scheduler!r} reported a peak of {result.peak_bytes} bytes but its "
@@ -129,8 +135,7 @@ def schedule_graph(graph: Graph, settings: BenchSettings):
 def place_order(graph: Graph, order, settings: BenchSettings):
     """Place the transient buffers of ``graph`` run in ``order``; validated here again."""
     try:
-        from model_place import lifetimes_from_graph, place
-        from model_place.validation import validate_placement
+        from model_place import lifetimes_from_graph, place, validate_placement
     except ImportError as e:
         raise _missing("placement", "model_place", e) from None
     lifetimes = lifetimes_from_graph(graph, list(order))
@@ -162,7 +167,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
                  f"{_gib(allocator.reserved_bytes)}")
     with progress.stage("schedule", seconds):
-        sched, optimized = schedule_graph(graph, settings)
+        sched, optimized = schedule_graph(graph, settings, progress)
     progress.say(f"  optimized peak {_gib(optimized.peak_bytes)}, lower bound {_gib(sched.lower_bound_bytes)}")
     with progress.stage("place", seconds):
         placement = place_order(graph, sched.order, settings)
@@ -193,7 +198,9 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "optimized_transient_peak_bytes": optimized.transient_peak_bytes,
         "peak_saving": 1 - _ratio(optimized.peak_bytes, eager.peak_bytes) if eager.peak_bytes else 0.0,
         "lower_bound_bytes": lower,
-        "schedule_method": getattr(sched, "method", settings.scheduler),
+        "schedule_method": sched.method,
+        "schedule_source": sched.source,
+        "schedule_interrupted": bool(sched.interrupted),
         "schedule_gap": sched.gap,
         "schedule_optimal": bool(sched.optimal),
         "arena_bytes": placement.arena_bytes,

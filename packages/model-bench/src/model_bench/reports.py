@@ -76,12 +76,16 @@ def write_results_csv(results: Sequence[Mapping[str, Any]], path: str | Path) ->
 
 
 def fmt_bytes(n: int | None) -> str:
-    """GiB with 4 decimals from 1 GiB up (MODeL's precision), MiB with 1 below."""
+    """GiB with 4 decimals from 100 MiB up (MODeL's precision), else MiB or KiB with 1 decimal."""
     if n is None:
         return "-"
-    if n >= 1024**3:
+    if abs(n) >= 100 * 1024**2:
         return f"{n / 1024**3:.4f} GiB"
-    return f"{n / 1024**2:.1f} MiB"
+    if abs(n) >= 1024**2:
+        return f"{n / 1024**2:.1f} MiB"
+    if abs(n) >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} B"
 
 
 def fmt_percent(x: float | None) -> str:
