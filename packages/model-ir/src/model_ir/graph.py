@@ -127,6 +127,8 @@ class Graph:
                 preds[i].add(self.op_index[a])
         for bi, users in enumerate(self.users):
             _add_hazards(self, bi, users, preds)
+        for i in range(len(preds)):
+            preds[i].discard(i)
         return tuple(tuple(sorted(p)) for p in preds)
 
     @cached_property
@@ -169,8 +171,6 @@ def _add_hazards(graph: Graph, bi: int, users: tuple[int, ...], preds: list[set[
             if last_write is not None:
                 preds[u].add(last_write)
             readers_since.append(u)
-    for i in range(len(preds)):
-        preds[i].discard(i)
 
 
 def validate(graph: Graph) -> None:
