@@ -56,10 +56,11 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args) -> BenchSettings:
-    from model_bench.optimizers import check_optimizer
+    """The checked settings of the command line (unknown names fail before any capture)."""
+    from model_bench.pipeline import check_settings
 
-    return BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
-                         time_limit=args.time_limit, optimizer=check_optimizer(args.optimizer))
+    return check_settings(BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
+                                        time_limit=args.time_limit, optimizer=args.optimizer))
 
 
 def format_run(f: dict[str, Any]) -> str:
@@ -172,7 +173,10 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
                title: str = "model-opt bench") -> int:
     from model_bench.sweep import run_sweep
 
+    from model_bench.sweep import check_sweep
+
     settings = settings_from(args)
+    check_sweep(models, modes, batch_sizes)
     progress = Progress(quiet=args.quiet)
 
     def show(figures, run):
@@ -231,6 +235,7 @@ def run_max_batch(args) -> int:
     from model_bench.max_batch import max_batch, parse_bytes
 
     budget = parse_bytes(args.memory)
+    settings = settings_from(args)
     measure = args.measure == "always"
     if args.measure == "auto" and importlib.util.find_spec("torch") is not None:
         import torch
@@ -242,7 +247,7 @@ def run_max_batch(args) -> int:
         if not torch.cuda.is_available():
             raise BenchError("--measure always needs a CUDA GPU, and none is available")
     progress = Progress(quiet=args.quiet, prefix=f"[{args.model} max-batch] ")
-    result = max_batch(args.model, budget, mode=args.mode, settings=settings_from(args), limit=args.limit,
+    result = max_batch(args.model, budget, mode=args.mode, settings=settings, limit=args.limit,
                        measure=measure, progress=progress)
     if args.json:
         print(json.dumps(result))

@@ -39,6 +39,12 @@ class CaptureCommand:
         from model_ir import save_graph, simulate
         from model_ir.formatting import human_bytes
 
+        from model_bench.optimizers import check_optimizer
+        from model_bench.zoo import check_mode, get_model
+
+        get_model(args.model)
+        check_mode(args.mode)
+        check_optimizer(args.optimizer)
         out = Path(args.output)
         if out.is_dir():
             raise BenchError(f"{out} is a directory; give a file name for the graph")

@@ -37,8 +37,8 @@ BASE_ADDRESS = 0x7F0000000000
 class Allocation:
     """A buffer at ``address`` (bytes) alive during steps ``[start, end)``.
 
-    ``start < 0`` means allocated before the trace (persistent); ``end`` past the last
-    step means still allocated when the snapshot is taken.
+    ``start < 0`` means allocated before the trace (persistent); ``end > steps`` means
+    still allocated when the snapshot is taken (persistent buffers, step outputs).
     """
 
     id: str
@@ -70,7 +70,7 @@ def snapshot_from_allocations(allocations: Iterable[Allocation], segments: Seque
     for a in allocations:
         if a.start >= 0:
             by_step_alloc.setdefault(a.start, []).append(a)
-        if a.end < steps:
+        if a.end <= steps:
             by_step_free.setdefault(a.end, []).append(a)
     trace: list[dict] = []
     for t in range(steps + 1):
@@ -83,7 +83,7 @@ def snapshot_from_allocations(allocations: Iterable[Allocation], segments: Seque
         for a in by_step_alloc.get(t, ()):
             trace.append({"action": "alloc", "addr": a.address, "size": a.size, "stream": 0, "time_us": t,
                           "frames": _frames(a)})
-    alive_at_end = sorted((a for a in allocations if a.end >= steps), key=lambda a: a.address)
+    alive_at_end = sorted((a for a in allocations if a.end > steps), key=lambda a: a.address)
     segs = []
     for s in sorted(segments, key=lambda s: s.address):
         blocks, cursor, allocated = [], s.address, 0
@@ -134,7 +134,8 @@ def plan_allocations(graph: Graph, order: Sequence[str] | None, offsets: Mapping
             continue
         op = producer.get(lt.id)
         label = f"{op.id} ({op.target})" if op is not None and op.target else (op.id if op else "input")
-        allocs.append(Allocation(lt.id, arena + offsets[lt.id], lt.size, lt.start, lt.end, label))
+        end = len(graph.ops) + 1 if graph.buffer(lt.id).output else lt.end
+        allocs.append(Allocation(lt.id, arena + offsets[lt.id], lt.size, lt.start, end, label))
     if arena_bytes:
         segments.append(Segment(arena, arena_bytes))
     return allocs, segments, len(graph.ops)
@@ -152,10 +153,10 @@ def allocator_allocations(graph: Graph, lifetimes, offsets: Mapping[str, int], s
     for lt in lifetimes:
         if lt.size == 0 or lt.id not in offsets:
             continue
-        persistent = lt.id in graph.buffer_index and graph.buffer(lt.id).persistent
-        start, end = (-1, len(graph.ops) + 1) if persistent else (lt.start, lt.end)
-        allocs.append(Allocation(lt.id, base + offsets[lt.id], lt.size, start, end,
-                                 graph.buffer(lt.id).kind or "" if lt.id in graph.buffer_index else ""))
+        buf = graph.buffer(lt.id)
+        start = -1 if buf.persistent else lt.start
+        end = len(graph.ops) + 1 if buf.persistent or buf.output else lt.end
+        allocs.append(Allocation(lt.id, base + offsets[lt.id], lt.size, start, end, buf.kind or ""))
     return allocs, [Segment(base + s.base, s.size) for s in segments], len(graph.ops)
 
 

@@ -52,6 +52,34 @@ class BenchRun:
                                                                 self.placement.arena_bytes), dict(self.figures))
 
 
+def check_settings(settings: BenchSettings) -> BenchSettings:
+    """Check the scheduler, placer, solver and optimizer names before any slow work.
+
+    Each layer's own lookup raises the error, which lists what is available.
+    """
+    from model_bench.optimizers import check_optimizer
+
+    check_optimizer(settings.optimizer)
+    try:
+        from model_place import placer_names
+        from model_sched import scheduler_names, solver_backend
+    except ImportError as e:
+        raise _missing("optimizing", "model_sched and model_place", e) from None
+    from model_ir.errors import PluginError
+
+    for what, name, names in (("scheduler", settings.scheduler, scheduler_names()),
+                              ("placer", settings.placer, placer_names())):
+        if name not in names:
+            raise PluginError(f"unknown {what} {name!r}; available: {', '.join(names)}")
+    if settings.solver is not None:
+        solver_backend(settings.solver)
+    if settings.time_limit is not None and not settings.time_limit > 0:
+        raise BenchError(f"time limit must be > 0 seconds, got {settings.time_limit!r}")
+    if settings.granularity < 1:
+        raise BenchError(f"granularity must be >= 1 byte, got {settings.granularity!r}")
+    return settings
+
+
 # -- stages ----------------------------------------------------------------------------
 
 

@@ -1,0 +1,144 @@
+"""End to end through the ``model-opt`` command on tiny models: figures, files, plots, errors."""
+
+import csv
+import json
+import pickle
+
+import pytest
+
+from model_bench.artifacts import ARTIFACTS
+from model_ir import load_graph, load_plan, simulate
+from model_ir.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bench_json_and_every_output_file(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = run(["bench", "--model", "tiny-cnn", "--mode", "train", "--batch-size", "4",
+                          "--out", str(out_dir), "--json", "--time-limit", "10"], capsys)
+    assert code == 0, err
+    f = json.loads(out)
+    for key in ("eager_peak_bytes", "eager_reserved_bytes", "optimized_peak_bytes", "arena_bytes",
+                "lower_bound_bytes", "seconds"):
+        assert isinstance(f[key], (int, float)), key
+    assert f["model"] == "tiny-cnn" and f["mode"] == "train" and f["batch_size"] == 4 and f["optimizer"] == "sgd"
+    assert f["lower_bound_bytes"] <= f["optimized_peak_bytes"] <= f["eager_peak_bytes"] <= f["eager_reserved_bytes"]
+    assert "capture" in err and "schedule" in err  # progress on stderr
+    run_dir = out_dir / "tiny-cnn-train-b4"
+    for name in ARTIFACTS.values():
+        assert (run_dir / name).stat().st_size > 0, name
+    for name in ("live_bytes.png", "layout_plan.png", "layout_caching_allocator.png"):
+        assert (run_dir / name).read_bytes().startswith(PNG)
+    graph = load_graph(run_dir / "graph.json")
+    assert simulate(graph).peak_bytes == f["eager_peak_bytes"]
+    plan = load_plan(run_dir / "plan.json")
+    assert simulate(plan.graph, plan.schedule).peak_bytes == f["optimized_peak_bytes"]
+    assert plan.placement.arena_bytes == f["arena_bytes"]
+    with (run_dir / "snapshot_plan.pickle").open("rb") as fh:
+        snap = pickle.load(fh)
+    assert sum(s["total_size"] for s in snap["segments"]) == f["optimized_total_bytes"]
+    with (run_dir / "snapshot_eager.pickle").open("rb") as fh:
+        assert sum(s["total_size"] for s in pickle.load(fh)["segments"]) == f["eager_reserved_bytes"]
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["format"] == "model-bench/1" and results["results"][0] == f
+    rows = list(csv.DictReader((out_dir / "results.csv").open()))
+    assert rows[0]["model"] == "tiny-cnn" and int(rows[0]["arena_bytes"]) == f["arena_bytes"]
+    assert "| tiny-cnn | train | 4 |" in (out_dir / "summary.md").read_text()
+
+
+def test_bench_text_report(tmp_path, capsys):
+    code, out, err = run(["bench", "--model", "tiny-mlp", "--mode", "eval", "--batch-size", "2", "--quiet",
+                          "--out", str(tmp_path), "--no-artifacts"], capsys)
+    assert code == 0 and err == ""
+    for needle in ("tiny-mlp eval batch 2", "eager (program order)", "reserved by the caching allocator",
+                   "optimized order", "lower bound", "fragmentation", "plan memory", "seconds"):
+        assert needle in out, needle
+    assert not (tmp_path / "tiny-mlp-eval-b2").exists()
+
+
+def test_sweep_on_a_two_model_subset(tmp_path, capsys):
+    code, out, err = run(["bench", "--models", "tiny-mlp,tiny-cnn", "--modes", "train,eval", "--batch-sizes", "1",
+                          "--batch-sizes", "3", "--out", str(tmp_path), "--json", "--no-artifacts"], capsys)
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    combos = {(r["model"], r["mode"], r["batch_size"]) for r in results}
+    assert combos == {(m, mode, b) for m in ("tiny-mlp", "tiny-cnn") for mode in ("train", "eval") for b in (1, 3)}
+    assert "[8/8 tiny-cnn eval b3]" in err
+    by = {(r["model"], r["mode"], r["batch_size"]): r for r in results}
+    # More samples, more memory; training needs more than evaluation.
+    assert by["tiny-cnn", "train", 3]["eager_peak_bytes"] > by["tiny-cnn", "train", 1]["eager_peak_bytes"]
+    assert by["tiny-cnn", "train", 3]["eager_peak_bytes"] > by["tiny-cnn", "eval", 3]["eager_peak_bytes"]
+    table = (tmp_path / "results_table.md").read_text()
+    assert table.count("| tiny-") == 8 and "| **average** | train | 4 runs |" in table
+
+
+def test_suite_subset_writes_a_table(tmp_path, capsys):
+    code, out, err = run(["bench", "suite", "--models", "tiny-mlp", "--batch-sizes", "2", "--out", str(tmp_path),
+                          "--quiet"], capsys)
+    assert code == 0, err
+    table = (tmp_path / "results_table.md").read_text()
+    assert "| tiny-mlp | train | 2 |" in table and "| tiny-mlp | eval | 2 |" in table
+    assert "reports written to" in out
+
+
+def test_capture_command(tmp_path, capsys):
+    path = tmp_path / "g.json"
+    code, out, err = run(["capture", "--model", "tiny-mlp", "--mode", "train", "--batch-size", "2", "-o", str(path),
+                          "--quiet"], capsys)
+    assert code == 0, err
+    g = load_graph(path)
+    assert f"{len(g.ops)} ops" in out and any(b.persistent for b in g.buffers)
+    # ...and bench takes the captured file.
+    code, out, err = run(["bench", "--graph", str(path), "--out", str(tmp_path / "b"), "--json", "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["eager_peak_bytes"] == simulate(g).peak_bytes
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["bench", "--model", "nope"], "unknown model 'nope'; available: alexnet"),
+    (["bench", "--model", "tiny-mlp", "--mode", "fit"], "unknown mode 'fit'; available: train, eval"),
+    (["bench", "--model", "tiny-mlp", "--batch-size", "0"], "batch size must be a positive integer, got 0"),
+    (["bench", "--model", "tiny-mlp", "--batch-size", "x"], "batch size must be a positive integer, got 'x'"),
+    (["bench", "--model", "tiny-mlp", "--optimizer", "lamb"], "unknown optimizer 'lamb'; available: sgd"),
+    (["bench", "--models", "tiny-mlp,nope"], "unknown model 'nope'"),
+    (["bench"], "name a model with --model NAME"),
+    (["bench", "--model", "tiny-mlp", "--scheduler", "magic", "--quiet"], "unknown scheduler 'magic'"),
+    (["bench", "--model", "tiny-mlp", "--placer", "magic", "--quiet"], "unknown placer 'magic'"),
+    (["bench", "max-batch", "--model", "tiny-mlp", "--memory", "lots"], "cannot read memory size 'lots'"),
+    (["capture", "--model", "nope", "-o", "x.json"], "unknown model 'nope'"),
+])
+def test_user_mistakes_are_one_line_errors(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert err.startswith("model-opt: error: ") and needle in err, err
+    assert "Traceback" not in err
+
+
+def test_list_models(capsys):
+    code, out, _ = run(["bench", "--list", "--json"], capsys)
+    assert code == 0
+    listing = json.loads(out)
+    assert listing["alexnet"]["suite"] and not listing["tiny-mlp"]["suite"]
+
+
+def test_max_batch_simulated(capsys):
+    code, out, err = run(["bench", "max-batch", "--model", "tiny-cnn", "--memory", "3MiB", "--limit", "64",
+                          "--measure", "never", "--json", "--quiet"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["memory_bytes"] == 3 * 2**20 and r["eager_source"].startswith("simulated")
+    probes = {p["batch_size"]: p for p in r["probes"]}
+    eb, ob = r["eager_max_batch_size"], r["optimized_max_batch_size"]
+    assert 0 < eb <= ob <= 64
+    assert probes[eb]["eager_bytes"] <= 3 * 2**20
+    if eb < 64:  # the next batch size was probed and did not fit
+        assert probes[eb + 1]["eager_bytes"] > 3 * 2**20
+    assert probes[ob]["optimized_bytes"] <= 3 * 2**20

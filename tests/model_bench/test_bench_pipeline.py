@@ -1,0 +1,63 @@
+"""The pipeline after capture, on hand-made and random graphs: every figure is consistent."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from model_bench.pipeline import BenchSettings, analyze_graph, eager_lifetimes
+from model_ir import simulate, working_set_bound
+from model_ir.testing.strategies import graphs
+from model_place import validate_placement
+
+
+def check_figures(run, graph):
+    f = run.figures
+    eager = simulate(graph)
+    assert f["eager_peak_bytes"] == eager.peak_bytes
+    assert f["persistent_bytes"] == graph.persistent_bytes
+    optimized = simulate(graph, list(run.order))  # validates the order
+    assert f["optimized_peak_bytes"] == optimized.peak_bytes <= eager.peak_bytes
+    assert working_set_bound(graph) <= f["optimized_peak_bytes"] or f["lower_bound_bytes"] <= f["optimized_peak_bytes"]
+    assert f["lower_bound_bytes"] <= f["optimized_peak_bytes"]
+    assert f["schedule_optimal"] == (f["lower_bound_bytes"] == f["optimized_peak_bytes"])
+    lifetimes = optimized.lifetimes
+    validate_placement(lifetimes, run.placement.offsets, f["arena_bytes"])
+    assert f["arena_bytes"] >= f["optimized_transient_peak_bytes"]
+    assert f["optimized_total_bytes"] == graph.persistent_bytes + f["arena_bytes"]
+    # The caching allocator never reserves less than what is live.
+    assert f["eager_reserved_bytes"] >= f["eager_peak_bytes"]
+    if f["eager_reserved_bytes"]:
+        assert f["saving_vs_reserved"] == pytest.approx(1 - f["optimized_total_bytes"] / f["eager_reserved_bytes"])
+        assert f["best_possible_saving_vs_reserved"] >= f["saving_vs_reserved"] - 1e-12
+    assert set(f["stage_seconds"]) >= {"eager", "schedule", "place", "total"}
+    assert f["seconds"] == pytest.approx(f["stage_seconds"]["total"], abs=1e-3)
+
+
+def test_hand_made_training_step(training_graph):
+    run = analyze_graph(training_graph, BenchSettings(time_limit=5))
+    check_figures(run, training_graph)
+    f = run.figures
+    k = 512
+    persistent = (4 + 24 + 2) * k
+    # Program order peaks at fc1_bw_w: the loss, g_a1, g_w1 and the not yet applied g_w2.
+    assert f["eager_peak_bytes"] == persistent + (1 + 16 + 24 + 2) * k
+    assert f["ops"] == 9 and f["buffers"] == 10
+    # Applying w2's update as soon as its gradient exists frees g_w2 before fc1_bw_w,
+    # and nothing can free the rest: that is the optimum.
+    assert f["optimized_peak_bytes"] == persistent + (1 + 16 + 24) * k
+    assert f["schedule_optimal"] and f["placement_optimal"] and f["fragmentation"] == 0
+    plan = run.plan()
+    assert plan.placement.arena_bytes == f["arena_bytes"] and plan.schedule.order == run.order
+
+
+def test_eager_lifetimes_put_persistent_buffers_first(training_graph):
+    lts = eager_lifetimes(training_graph)
+    assert [lt.id for lt in lts[:3]] == ["x", "w1", "w2"]
+    assert all(lt.start == 0 and lt.end == len(training_graph.ops) for lt in lts[:3])
+    assert len(lts) == len(training_graph.buffers)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(max_ops=8, max_size=5000))
+def test_random_graphs(graph):
+    run = analyze_graph(graph, BenchSettings(time_limit=2))
+    check_figures(run, graph)
