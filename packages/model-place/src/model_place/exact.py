@@ -6,7 +6,9 @@ section inference, dominance pruning and dynamic decomposition). Minimising the
 arena wraps it: the peak of live bytes is a lower bound, the best heuristic
 placement an upper bound (the warm start); the search first tries the bound itself
 (zero fragmentation), then bisects between the proven bound and the best arena
-found, until both meet or the time limit runs out.
+found, until both meet or the time limit runs out. Each decision gets a quarter
+of the remaining time, so a proof that stalls does not stop the arena from
+improving.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from model_place.validation import arena_of
 
 #: Seconds an exact search may run when the caller gives no time limit.
 DEFAULT_TIME_LIMIT = 60.0
+
+#: Share of the remaining time one decision may use while minimising the arena.
+DECISION_SHARE = 0.25
 
 
 def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | None) -> tuple[str, dict[str, int] | None, dict]:
@@ -71,9 +76,9 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     def remaining() -> float:
         return max(0.0, limit - (time.perf_counter() - t0))
 
-    def run(cap: int) -> tuple[str, dict[str, int] | None]:
+    def run(cap: int, seconds: float | None = None) -> tuple[str, dict[str, int] | None]:
         nonlocal nodes, backtracks, decisions
-        status, offsets, stats = decide(lifetimes, cap, remaining())
+        status, offsets, stats = decide(lifetimes, cap, remaining() if seconds is None else seconds)
         nodes += stats["nodes"]
         backtracks += stats["backtracks"]
         decisions += 1
@@ -92,19 +97,25 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
             else:
                 stopped = status
     else:
-        lo = lb  # every arena below lo is proven impossible
-        while lo < best_arena:
-            # Try the bound first: zero fragmentation is the common answer.
+        # Bisect between the proven bound and the best arena. Each decision gets a
+        # share of the remaining time: proofs near the optimum can be very long,
+        # and one that stalls must not stop the search from improving the arena.
+        # A decision that times out moves the search up without moving the bound.
+        proven = lo = lb
+        while lo < best_arena and remaining() > 0:
             target = lo if decisions == 0 else (lo + best_arena - 1) // 2
-            status, offsets = run(target)
+            status, offsets = run(target, remaining() * DECISION_SHARE)
             if status == "found":
                 best, best_arena = offsets, arena_of(lifetimes, offsets)
             elif status == "infeasible":
-                lo = target + 1
+                # no arena <= target exists, so every smaller one is ruled out too
+                lo = proven = max(proven, target + 1)
+            elif status == "timeout":
+                stopped, lo = status, target + 1
             else:
                 stopped = status
                 break
-        lb = lo
+        lb = proven
     details = {"nodes": nodes, "backtracks": backtracks, "decisions": decisions}
     if stopped:
         details["stopped"] = stopped
