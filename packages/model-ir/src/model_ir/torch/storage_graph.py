@@ -25,6 +25,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.graph import Buffer, Graph, Op
+from model_ir.torch.errors import CaptureError
 from model_ir.torch.tracing import TracedStep
 
 #: Operators that read only tensor metadata (shapes, strides), never data.
@@ -97,6 +98,11 @@ def _written_nodes(node: fx.Node) -> list[fx.Node]:
     return written
 
 
+def _returns_tensors(target) -> bool:
+    schema = getattr(target, "_schema", None)
+    return schema is not None and any("Tensor" in str(r.type) for r in schema.returns)
+
+
 def _is_rng(target) -> bool:
     return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
 
@@ -156,6 +162,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         if node.op == "output":
             continue
         val = node.meta.get("val")
+        if val is None and _returns_tensors(node.target):
+            raise CaptureError(f"operator {node.target} (node {node.name}) returned a tensor the tracer did not record")
         outs = _tensors(val)
         fresh = [(k, t) for k, t in enumerate(outs) if buffer_of(t) is None]
         written = _written_nodes(node)
@@ -193,7 +201,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             if last_rng is not None:
                 after.add(last_rng)
             last_rng = node.name
-        if any(not isinstance(v, torch.Tensor) for v in pytree.tree_leaves(val) if v is not None):
+        if val is None or any(not isinstance(v, torch.Tensor) for v in pytree.tree_leaves(val)):
+            # A scalar result (e.g. ``.item()``) feeds later ops through folded arithmetic.
             scalar_src[node.name] = frozenset({node.name})
         node_buffers[node.name] = tuple(dict.fromkeys(b for t in outs if (b := buffer_of(t))))
         if isinstance(val, (tuple, list)):

@@ -176,7 +176,13 @@ def _initial_fake_state(mode, optimizer, fake_params: Mapping[int, torch.Tensor]
         finally:
             for p in fake_params.values():
                 p.grad = None
-    return fresh
+        # Fake tensors made by torch.tensor(...) carry their value as a constant (Adam's
+        # step counter would be baked into the graph as 1, 2, ...): keep only the metadata.
+        return {
+            p: {k: (torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device)
+                    if isinstance(v, torch.Tensor) else v) for k, v in st.items()}
+            for p, st in fresh.items()
+        }
 
 
 # -- the traced step -----------------------------------------------------------------
