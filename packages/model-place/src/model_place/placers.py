@@ -73,6 +73,16 @@ class ExactPlacer:
         return exact_placement(lifetimes, capacity=capacity, time_limit=time_limit, method=self.name)
 
 
+class CpSatPlacer:
+    name = "cpsat"
+    help = "OR-Tools CP-SAT no-overlap-2D (extra model-place[cpsat]); minimises or decides a capacity"
+
+    def place(self, lifetimes, *, capacity=None, time_limit=None) -> PlacementResult:
+        from model_place.cpsat import cpsat_placement
+
+        return cpsat_placement(lifetimes, capacity=capacity, time_limit=time_limit)
+
+
 def builtin_placers() -> list:
     """The placers model-place registers through its own plugin."""
     return [
@@ -83,6 +93,7 @@ def builtin_placers() -> list:
                         best_fit),
         CachingAllocatorPlacer(),
         ExactPlacer(),
+        CpSatPlacer(),
     ]
 
 

@@ -1,0 +1,22 @@
+"""The optional CP-SAT placer agrees with the brute-force optimum."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+
+from model_place import place, validate_placement
+from model_place.testing import brute_force_arena, lifetime_sets
+
+pytest.importorskip("ortools")
+
+
+@settings(max_examples=25, deadline=None)
+@given(lifetime_sets(min_size=1, max_size=5, max_bytes=12, alignments=(1, 2, 4)))
+def test_cpsat_is_optimal_and_decides(lts):
+    best = brute_force_arena(lts)
+    r = place(lts, method="cpsat", time_limit=20)
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert r.arena_bytes == best and r.optimal
+    if best:
+        assert place(lts, method="cpsat", capacity=best - 1, time_limit=20).status == "infeasible"
