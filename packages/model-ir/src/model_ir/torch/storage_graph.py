@@ -115,6 +115,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     gm = traced.module
     slot_of = {s.placeholder: s for s in traced.slots}
     storage_buffer: dict[StorageWeakRef, str] = {}
+    nodes_by_name = {n.name: n for n in gm.graph.nodes}
     buffers: dict[str, dict] = {}
     node_buffers: dict[str, tuple[str, ...]] = {}
     ops: list[Op] = []
@@ -126,10 +127,17 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     phase = "forward"
 
     def new_buffer(bid: str, t: torch.Tensor, **fields) -> str:
+        nbytes = t.untyped_storage().nbytes()
+        if not isinstance(nbytes, int):
+            node = fields["meta"]["node"]
+            raise CaptureError(
+                f"operator {nodes_by_name[node].target} (node {node}) produces a tensor whose size depends on "
+                "tensor values (data-dependent shape); capture needs shapes known from the inputs' shapes"
+            )
         ref = StorageWeakRef(t.untyped_storage())
         storage_buffer[ref] = bid
         buffers[bid] = dict(
-            id=bid, size=_round(t.untyped_storage().nbytes(), granularity), dtype=str(t.dtype).removeprefix("torch."),
+            id=bid, size=_round(nbytes, granularity), dtype=str(t.dtype).removeprefix("torch."),
             shape=tuple(int(d) for d in t.shape), **fields,
         )
         return bid

@@ -1,0 +1,232 @@
+"""The storage-level IR of captured steps: buffers, aliasing, hazards, RNG order,
+kinds, the FX mapping, inputs given as specs or fake/meta models, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model_ir import graph_from_dict, graph_to_dict, simulate  # noqa: E402
+from model_ir.frontends import load  # noqa: E402
+from model_ir.testing.torch_models import TransformerBlock, mlp, small_cnn  # noqa: E402
+from model_ir.torch import CaptureError, TensorSpec, capture, capture_step  # noqa: E402
+
+
+class SplitModel(torch.nn.Module):
+    """Uses list-returning views (split, unbind, chunk) and an in-place op on a view."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 12)
+
+    def forward(self, x):
+        y = self.lin(x)
+        a, b, c = y.split(4, dim=1)
+        rows = torch.unbind(a, dim=0)
+        d, e = b.chunk(2, dim=1)
+        z = y * 1.0
+        z[:, 8:].mul_(2.0)  # in place through a view: writes z's storage
+        return rows[0].sum() + d.sum() * e.sum() + c.sum() + z.sum()
+
+
+def test_list_views_share_the_storage_of_their_base():
+    model = SplitModel()
+    step = capture_step(model, torch.randn(3, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    g = step.graph
+    addmm = next(op for op in g.ops if op.target == "aten.addmm.default")
+    assert all(op.outputs == () or op is addmm for op in g.ops[: g.op_index[addmm.id]])
+    mul = next(op for op in g.ops if op.target == "aten.mul.Tensor")
+    (y,) = mul.outputs
+    # chunk is split at the aten level; list-returning views are folded and live in addmm's storage
+    for name in ("split", "unbind"):
+        views = [n for n in step.folded if n.startswith(name)]
+        assert len(views) == (2 if name == "split" else 1), name
+        assert all(step.node_buffers[n] == addmm.outputs for n in views)
+        assert not any(op.target and f"aten.{name}." in op.target for op in g.ops)
+    mul_ = next(op for op in g.ops if op.target == "aten.mul_.Tensor" and op.meta["phase"] == "forward")
+    assert mul_.mutates == (y,) and mul_.outputs == ()
+    # every op reading y after the write is ordered after it (read-after-write)
+    for i, op in enumerate(g.ops):
+        if y in op.inputs and i > g.op_index[mul_.id]:
+            assert g.op_index[mul_.id] in g.predecessors[i]
+
+
+def test_buffers_kinds_and_persistence():
+    model = small_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = capture(model, torch.randn(2, 3, 16, 16), optimizer=opt)
+    kinds = {}
+    for b in g.buffers:
+        kinds.setdefault(b.kind, []).append(b)
+    n_params = len(list(model.parameters()))
+    assert len(kinds["parameter"]) == n_params
+    assert len(kinds["optimizer_state"]) == 3 * n_params  # step, exp_avg, exp_avg_sq
+    assert len(kinds["model_buffer"]) == len(list(model.buffers()))
+    assert len(kinds["input"]) == 1
+    assert all(b.persistent for k in ("parameter", "optimizer_state", "model_buffer", "input") for b in kinds[k])
+    (loss,) = kinds["output"]
+    assert loss.output and not loss.persistent and loss.shape == ()
+    assert kinds["activation"] and kinds["gradient"]
+    assert all(not b.persistent for k in ("activation", "gradient") for b in kinds[k])
+    # BatchNorm updates its running statistics in place
+    mutated = {b for op in g.ops for b in op.mutates}
+    assert all(b.id in mutated for b in kinds["model_buffer"])
+    # every parameter is updated in place, after every earlier reader of it
+    for b in kinds["parameter"]:
+        bi = g.buffer_index[b.id]
+        writers = [u for u in g.users[bi] if b.id in g.ops[u].mutates]
+        assert writers, b.id
+        readers = [u for u in g.users[bi] if u < writers[0]]
+        assert readers and all(r in g.predecessors[writers[0]] for r in readers)
+
+
+def test_sizes_are_storage_bytes_rounded_to_granularity():
+    model = mlp(10, 2, classes=3)
+    g = capture(model, torch.randn(5, 10), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), granularity=64)
+    w = g.buffer("parameter:0.weight")
+    assert w.shape == (10, 10) and w.dtype == "float32" and w.size == 448  # 400 bytes -> 7 * 64
+    assert g.buffer("input:inputs[0]").size == 256  # 200 bytes
+    assert all(b.size % 64 == 0 for b in g.buffers)
+
+
+def test_rng_ops_keep_their_relative_order():
+    model = TransformerBlock(8, 2, dropout=0.3)
+    g = capture(model, torch.randn(2, 4, 8), optimizer=torch.optim.AdamW(model.parameters()))
+    rng = [op for op in g.ops if torch.Tag.nondeterministic_seeded in _overload(op.target).tags]
+    assert len(rng) == 3
+    for prev, op in zip(rng, rng[1:]):
+        assert prev.id in op.after
+
+
+def _overload(target: str):
+    ns, name, overload = target.split(".")
+    return getattr(getattr(getattr(torch.ops, ns), name), overload)
+
+
+def test_every_op_maps_to_its_fx_node_and_every_node_is_an_op_or_folded():
+    model = TransformerBlock(8, 2)
+    step = capture_step(model, torch.randn(2, 4, 8), optimizer=torch.optim.Adam(model.parameters()))
+    nodes = {n.name: n for n in step.module.graph.nodes}
+    for op in step.graph.ops:
+        assert op.id in nodes and op.meta["node"] == op.id and step.op_nodes[op.id][0] == op.id
+        assert op.target == str(nodes[op.id].target)
+        assert all(n in step.folded for n in step.op_nodes[op.id][1:])
+    for n in step.module.graph.nodes:
+        if n.op == "call_function":
+            assert (n.name in step.op_nodes) != (n.name in step.folded), n.name
+    # placeholders: one IR buffer per step input, named after the slot
+    for slot in step.inputs:
+        assert step.graph.buffer(f"{slot.kind}:{slot.name}").meta["node"] == slot.placeholder
+    # optimizer .item() feeds scalar arithmetic: the consumer depends on the reader op
+    items = [op for op in step.graph.ops if op.target == "aten._local_scalar_dense.default"]
+    assert items and all(any(i.id in op.after for op in step.graph.ops) for i in items)
+
+
+def test_eval_mode_is_forward_only_with_model_outputs():
+    model = mlp(8, 2)
+    g = capture(model, torch.randn(4, 8), train=False)
+    assert {op.meta["phase"] for op in g.ops} == {"forward"}
+    assert {b.kind for b in g.buffers if b.persistent} == {"parameter", "input"}
+    (out,) = [b for b in g.buffers if b.output]
+    assert out.shape == (4, 10)
+
+
+def test_json_round_trip_keeps_the_captured_graph():
+    model = small_cnn()
+    g = capture(model, torch.randn(2, 3, 16, 16), optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    assert graph_from_dict(graph_to_dict(g)) == g
+
+
+def test_specs_fake_and_meta_models_need_no_real_memory():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake_model = mlp(64, 3)
+    with torch.device("meta"):
+        meta_model = mlp(64, 3)
+    real_model = mlp(64, 3)
+    graphs = [
+        capture(m, x, optimizer=torch.optim.Adam(m.parameters()), granularity=1)
+        for m, x in ((fake_model, TensorSpec((4, 64))), (meta_model, torch.empty(4, 64, device="meta")),
+                     (real_model, torch.randn(4, 64)))
+    ]
+    profiles = [simulate(g) for g in graphs]
+    assert len({p.timeline for p in profiles}) == 1
+    assert len({len(g.ops) for g in graphs}) == 1
+
+
+def test_capture_leaves_model_and_optimizer_untouched():
+    model = mlp(8, 2)
+    opt = torch.optim.Adam(model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    capture(model, torch.randn(4, 8), optimizer=opt)
+    assert not opt.state and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert opt.param_groups[0]["params"][0] is model[0].weight
+
+
+def test_keyword_inputs_targets_and_loss_fn():
+    model = mlp(8, 2, classes=4)
+
+    def loss_fn(out, y):
+        return torch.nn.functional.cross_entropy(out, y)
+
+    g = capture(model, {"input": torch.randn(4, 8)}, targets=(torch.tensor([0, 1, 2, 3]),), loss_fn=loss_fn,
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert g.buffer("target:targets[0]").dtype == "int64"
+    assert g.buffer("input:inputs[0]").persistent
+
+
+class DataDependent(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.lin(x)
+        if y.sum() > 0:
+            return y * 2
+        return y
+
+
+class Nonzero(DataDependent):
+    def forward(self, x):
+        y = self.lin(x)
+        return y[torch.nonzero(y > 0, as_tuple=True)].sum()
+
+
+def test_data_dependent_control_flow_is_a_clear_error():
+    with pytest.raises(CaptureError, match=r"data-dependent.*test_capture_graph.py:\d+ \(forward\)"):
+        capture(DataDependent(), torch.randn(2, 4))
+
+
+def test_data_dependent_shape_names_the_operator():
+    with pytest.raises(CaptureError, match=r"aten.nonzero.default .*data-dependent shape"):
+        capture(Nonzero(), torch.randn(2, 4))
+
+
+def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
+    model = mlp(4, 2)
+    with pytest.raises(CaptureError, match="one element"):
+        capture(model, torch.randn(2, 4), loss_fn=lambda out: out)
+    other = torch.nn.Linear(3, 3)
+    with pytest.raises(CaptureError, match="not a parameter of the model"):
+        capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+    with pytest.raises(CaptureError, match="example_inputs"):
+        capture(model, 3)
+
+
+def test_torch_frontend_provider():
+    model = mlp(8, 2)
+    g = load(model, frontend="torch", example_inputs=torch.randn(2, 8), granularity=1)
+    assert g == capture(model, torch.randn(2, 8), granularity=1)
+
+
+def test_model_ir_does_not_import_torch():
+    code = ("import sys, model_ir, model_ir.frontends, model_ir.plugins; "
+            "model_ir.plugins.providers('model_opt_frontends'); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
