@@ -71,8 +71,8 @@ def format_run(f: dict[str, Any]) -> str:
     if f.get("optimizer"):
         head += f" ({f['optimizer']})"
     params = f" {f['parameters']:,} parameters," if f.get("parameters") is not None else ""
-    opt = "optimal" if f["schedule_optimal"] else f"gap {fmt_percent(f['schedule_gap'])}"
-    popt = "optimal" if f["placement_optimal"] else f"gap {fmt_percent(f['placement_gap'])}"
+    opt = "optimal" if f["schedule_optimal"] else f"gap {fmt_percent(f['schedule_gap'], 2)}"
+    popt = "optimal" if f["placement_optimal"] else f"gap {fmt_percent(f['placement_gap'], 2)}"
     secs = ", ".join(f"{k} {v:.2f}" for k, v in f["stage_seconds"].items())
     return "\n".join([
         f"{head}: {f['ops']} ops, {f['buffers']} buffers,{params} persistent {fmt_bytes(f['persistent_bytes'])}",
@@ -82,7 +82,7 @@ def format_run(f: dict[str, Any]) -> str:
         f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}]; "
         f"lower bound {fmt_bytes(f['lower_bound_bytes'])}, {opt}",
         f"  placement               arena {fmt_bytes(f['arena_bytes'])} for a transient peak of "
-        f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'])} "
+        f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
         f"[{f['placement_method']}], {popt}",
         f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena): "
         f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved; best possible "

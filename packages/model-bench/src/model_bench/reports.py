@@ -88,12 +88,20 @@ def fmt_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def fmt_percent(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+def fmt_percent(x: float | None, digits: int = 1) -> str:
+    """``0.3101`` -> ``'31.0%'`` (no ``-0.0%``)."""
+    if x is None:
+        return "-"
+    value = round(100 * x, digits)
+    return f"{value + 0.0:.{digits}f}%"
 
 
-def _check(flag: bool | None) -> str:
-    return " (opt.)" if flag else ""
+def _order_note(r: Mapping[str, Any]) -> str:
+    """``(-31.0%, opt.)``: the order's change against the eager peak, and whether it is proven optimal."""
+    change = fmt_percent(-r["peak_saving"])
+    if not change.startswith("-"):
+        change = "+" + change if change != "0.0%" else "same"
+    return f" ({change}{', opt.' if r.get('schedule_optimal') else ''})"
 
 
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
@@ -115,8 +123,8 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['batch_size']} | {fmt_bytes(r['eager_peak_bytes'])} | "
             f"{fmt_bytes(r['eager_reserved_bytes'])} | {fmt_bytes(r['optimized_peak_bytes'])}"
-            f"{_check(r.get('schedule_optimal'))} | {fmt_bytes(r['lower_bound_bytes'])} | "
-            f"{fmt_bytes(r['optimized_total_bytes'])} | {fmt_percent(r['fragmentation'])} | "
+            f"{_order_note(r)} | {fmt_bytes(r['lower_bound_bytes'])} | "
+            f"{fmt_bytes(r['optimized_total_bytes'])} | {fmt_percent(r['fragmentation'], 2)} | "
             f"{fmt_percent(r['saving_vs_reserved'])} | {fmt_percent(r['best_possible_saving_vs_reserved'])} | "
             f"{r['seconds']:.1f} |")
     for mode in ("train", "eval"):
@@ -133,7 +141,8 @@ def markdown_summary(results: Sequence[Mapping[str, Any]], *, title: str = "mode
     """The summary file: the table, the environment and what the columns mean."""
     env = environment()
     parts = [f"# {title}\n", markdown_table(results),
-             "\n`(opt.)`: the order's peak equals its lower bound (proven optimal). "
+             "\nOptimized peak: change against the eager peak; `opt.`: equal to its lower bound (proven "
+             "optimal). "
              "Plan memory = persistent bytes + arena; fragmentation = arena over the optimized transient peak "
              "minus 1; best possible = 1 - lower bound / eager reserved.\n",
              f"\nMeasured with torch {env.get('torch', '?')}, Python {env['python']}, {env.get('cpus', '?')} CPUs, "

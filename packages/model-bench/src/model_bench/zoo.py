@@ -113,6 +113,9 @@ class ZooModel:
     large: bool = False
     suite: bool = True
 
+    def warm_up(self) -> None:
+        """Import what :meth:`make_model` needs (timed apart: imports are not the model's cost)."""
+
     def make_model(self):
         raise NotImplementedError
 

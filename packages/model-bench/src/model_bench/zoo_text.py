@@ -29,6 +29,11 @@ class HuggingFaceModel(ZooModel):
         mask = ", with attention mask" if attention_mask else ""
         self.description = f"Hugging Face {model_class} ({what or name}), sequence {sequence}{mask}"
 
+    def warm_up(self) -> None:
+        import transformers
+
+        getattr(transformers, self.model_class)  # transformers imports model classes lazily
+
     def make_config(self):
         import transformers
 

@@ -19,6 +19,11 @@ class TorchvisionModel(ZooModel):
         shape = "x".join(map(str, image))
         self.description = f"torchvision {builder}, input {shape}, {classes} classes{note}"
 
+    def warm_up(self) -> None:
+        import importlib
+
+        importlib.import_module(self.module)
+
     def make_model(self):
         import importlib
 
