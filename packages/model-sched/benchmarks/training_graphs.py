@@ -171,3 +171,30 @@ def random_layered(n_ops: int, seed: int = 0, width: int = 6, max_size: int = 1 
         ops.append(Op(f"op{i}", inputs=ins, outputs=[out], mutates=mut))
         recent.append(out)
     return Graph(buffers, ops, name=f"random_layered_{n_ops}_{seed}")
+
+
+def random_program(n_ops: int, seed: int = 0, max_size: int = 100) -> Graph:
+    """The random family of ``model_ir.testing.strategies.graphs`` with a seed instead of
+    Hypothesis: each op reads up to 3 earlier buffers, makes 0-3 outputs, sometimes
+    mutates an earlier buffer in place or must follow an earlier op."""
+    rnd = random.Random(seed)
+    buffers = [Buffer(f"w{i}", rnd.randint(0, max_size), kind="parameter", persistent=True)
+               for i in range(rnd.randint(0, 2))]
+    buffers += [Buffer(f"x{i}", rnd.randint(0, max_size), kind="input") for i in range(rnd.randint(0, 2))]
+    available = [b.id for b in buffers]
+    ops: list[Op] = []
+    outputs: set[str] = set()
+    for k in range(n_ops):
+        ins = rnd.sample(available, min(len(available), rnd.randint(0, 3)))
+        outs = [f"b{k}_{j}" for j in range(rnd.randint(0 if k else 1, 3))]
+        muts = [rnd.choice(available)] if available and rnd.randint(0, 4) == 0 else []
+        after = [rnd.choice(ops).id] if ops and rnd.randint(0, 4) == 0 else []
+        for o in outs:
+            buffers.append(Buffer(o, rnd.randint(0, max_size), kind="activation"))
+            if rnd.randint(0, 7) == 0:
+                outputs.add(o)
+        ops.append(Op(f"op{k}", inputs=ins, outputs=outs, mutates=muts, after=after))
+        available.extend(outs)
+    buffers = [Buffer(b.id, b.size, kind=b.kind, persistent=b.persistent, output=b.id in outputs)
+               for b in buffers]
+    return Graph(buffers, ops, name=f"random_program_{n_ops}_{seed}")

@@ -53,10 +53,11 @@ def milp_window_solver(backend) -> WindowSolver:
 
 def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver, *,
                        window_ops: int = 24, max_window_ops: int = 48, window_seconds: float = 2.0,
-                       seed: int = 0, stage: str = "lns") -> None:
+                       seed: int = 0, stage: str = "lns", deadline: float | None = None) -> None:
     """Improve ``control``'s incumbent by windowed re-optimisation until done (see module doc).
 
-    ``window_ops``: initial window size (ops); ``window_seconds``: budget per window.
+    ``window_ops``: initial window size (ops); ``window_seconds``: budget per window;
+    ``deadline``: a ``time.perf_counter()`` value earlier than the control's, if any.
     """
     n = lv.n_ops
     if n < 2 or control.best_order is None:
@@ -68,6 +69,8 @@ def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver
     proven: set[tuple[int, int, tuple[int, ...]]] = set()
     failures = 0
     while not control.expired() and not control.solved:
+        if deadline is not None and time.perf_counter() >= deadline:
+            return
         tl = timeline(lv, order)
         top = max(tl)
         peaks = [t for t, x in enumerate(tl) if x == top]
@@ -86,6 +89,9 @@ def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver
         w = window(lv, order, lo, hi, step, last_use)
         upper = max(tl[lo:hi])
         remaining = control.remaining()
+        if deadline is not None:
+            remaining = max(0.0, deadline - time.perf_counter()) if remaining is None else \
+                min(remaining, max(0.0, deadline - time.perf_counter()))
         budget = window_seconds if remaining is None else min(window_seconds, remaining)
         found, complete = solver(w.lv, upper, time.perf_counter() + budget)
         if found is not None:

@@ -20,11 +20,15 @@ from model_sched.lns import improve_by_windows, milp_window_solver, search_windo
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
 from model_sched.search import exact_search
 
-#: Graphs up to this many ops are first attacked by exact search over the whole graph
-#: (README: measured on random graphs; larger ones go to windowed re-optimisation).
-WHOLE_GRAPH_SEARCH_OPS = 60
-#: Share of the time limit ``auto`` gives whole-graph search before switching to windows.
-WHOLE_GRAPH_SEARCH_SHARE = 0.5
+#: Share of the time limit ``auto`` gives windowed re-optimisation before exact search.
+LNS_FIRST_SHARE = 0.2
+#: Memory the exact search may use for its table of states (bytes, estimated).
+SEARCH_MEMORY_BYTES = 1 << 30
+
+
+def search_state_cap(n_ops: int) -> int:
+    """How many states fit :data:`SEARCH_MEMORY_BYTES` (two n-bit sets plus overhead each)."""
+    return max(10_000, SEARCH_MEMORY_BYTES // (n_ops // 4 + 200))
 
 
 @attrs.frozen
@@ -65,9 +69,11 @@ class Greedy:
         run_greedy(problem, control)
 
 
-def run_search(problem: Problem, control: SolveControl, deadline: float | None) -> bool:
+def run_search(problem: Problem, control: SolveControl, deadline: float | None,
+               max_states: int | None = None) -> bool:
     """Exact search over the whole graph, warm-started; True if it proved optimality."""
-    out = exact_search(problem.lv, upper=control.best_peak, lower=control.bound, deadline=deadline)
+    out = exact_search(problem.lv, upper=control.best_peak, lower=control.bound, deadline=deadline,
+                       max_states=max_states or search_state_cap(problem.lv.n_ops))
     if out.order is not None:
         control.offer(out.order, "search")
     control.raise_bound(out.bound, "search")
@@ -124,19 +130,21 @@ def _window_solver(solver):
 
 class Auto:
     name = "auto"
-    help = "bound, greedy baselines, then exact search (small graphs) or windowed re-optimisation"
+    help = "bound, greedy baselines, windowed re-optimisation, then exact search on the residual gap"
 
     def run(self, problem, control, solver=None) -> None:
         run_greedy(problem, control)
         if control.solved:
             return
-        n = problem.lv.n_ops
-        if n <= WHOLE_GRAPH_SEARCH_OPS:
-            remaining = control.remaining()
-            deadline = None if remaining is None else time.perf_counter() + remaining * WHOLE_GRAPH_SEARCH_SHARE
-            if run_search(problem, control, deadline) or control.expired():
-                return
-        improve_by_windows(problem.lv, control, _window_solver(solver))
+        # a short windowed pass first: a tighter incumbent prunes the exact search
+        remaining = control.remaining()
+        lns_deadline = None if remaining is None else time.perf_counter() + remaining * LNS_FIRST_SHARE
+        improve_by_windows(problem.lv, control, _window_solver(solver), deadline=lns_deadline)
+        if control.solved or control.expired():
+            return
+        run_search(problem, control, control.deadline, max_states=search_state_cap(problem.lv.n_ops))
+        if not control.solved and not control.expired():
+            improve_by_windows(problem.lv, control, _window_solver(solver), seed=1)
 
 
 BUILTIN_SCHEDULERS = (PROGRAM, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto())
