@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from model_bench.artifacts import run_label, write_artifacts
 from model_bench.pipeline import BenchRun, BenchSettings, run_bench
 from model_bench.progress import Progress
 from model_bench.reports import write_reports
@@ -52,6 +51,8 @@ def run_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence
     report (results JSON/CSV, summary and table Markdown) to ``out_dir``, rewritten
     after every run so an interrupted sweep keeps what it measured.
     """
+    from model_bench.artifacts import run_label, write_artifacts  # matplotlib: only when writing
+
     progress = progress or Progress(quiet=True)
     check_sweep(models, modes, batch_sizes)
     combos = list(itertools.product(models, modes, batch_sizes))
