@@ -32,9 +32,10 @@ class TransformerBlock(nn.Module):
     """A pre-norm transformer block with dropout: attention (split into q/k/v with
     ``chunk``) and an MLP, each with a residual connection."""
 
-    def __init__(self, dim: int = 16, heads: int = 2, dropout: float = 0.1):
+    def __init__(self, dim: int = 16, heads: int = 2, dropout: float = 0.1, causal: bool = False):
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -47,10 +48,40 @@ class TransformerBlock(nn.Module):
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
         q, k, v = (t.reshape(b, s, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
         att = (q @ k.transpose(-2, -1)) / (d // self.heads) ** 0.5
+        if self.causal:
+            future = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
+            att = att.masked_fill(future, float("-inf"))
         att = self.drop(att.softmax(dim=-1))
         y = (att @ v).transpose(1, 2).reshape(b, s, d)
         x = x + self.drop(self.proj(y))
         return x + self.mlp(self.norm2(x))
+
+
+class DecoderLM(nn.Module):
+    """A decoder-only language model: token and position embeddings, ``layers`` causal
+    :class:`TransformerBlock`s, a final norm and an LM head tied to the embedding.
+    About ``12 * layers * dim**2 + (vocab + context) * dim`` parameters."""
+
+    def __init__(self, vocab: int = 256, dim: int = 32, layers: int = 2, heads: int = 2, context: int = 64,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(context, dim)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, dropout, causal=True) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of ``logits`` (batch, seq, vocab) against ``targets``."""
+    return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
 def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=()) -> torch.Tensor:
