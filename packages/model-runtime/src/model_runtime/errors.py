@@ -1,0 +1,15 @@
+"""Errors of the runtime layer, rooted in :class:`model_ir.errors.ModelOptError`."""
+
+from __future__ import annotations
+
+from model_ir.errors import ModelOptError
+
+
+class RuntimeLayerError(ModelOptError, RuntimeError):
+    """An optimized step could not be built or run."""
+
+
+class ReoptimizeError(RuntimeLayerError, ValueError):
+    """The step is called with something the plan was not made for (another input
+    shape or dtype, a replaced parameter of another shape, changed optimizer
+    hyper-parameters): the message says what changed; call ``optimize`` again."""

@@ -1,0 +1,69 @@
+"""The built-in executors, ``reorder`` and ``arena``: providers of the
+``model_opt_executors`` hook that compile a captured step and its plan to a program.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model_ir.plan import Plan
+from model_runtime.errors import RuntimeLayerError
+from model_runtime.program import CompiledProgram, build_program
+
+
+def transient_buffers(graph) -> list:
+    """Buffers the arena holds: neither persistent (parameters, state, inputs) nor
+    step outputs (returned to the caller, so they must outlive the step)."""
+    return [b for b in graph.buffers if not b.persistent and not b.output]
+
+
+def build_reorder(step, plan: Plan, *, device: torch.device, on_op=None) -> CompiledProgram:
+    """The planned order with PyTorch's own allocator; each buffer is freed after its
+    last use in that order."""
+    return build_program(step, plan.schedule, executor="reorder", device_type=device.type, on_op=on_op)
+
+
+def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> CompiledProgram:
+    """The planned order with every transient buffer at its planned offset in one arena
+    of ``plan.placement.arena_bytes`` bytes allocated once on ``device``."""
+    placement = plan.placement
+    if placement is None:
+        raise RuntimeLayerError("the arena executor needs a plan with a placement (offsets per buffer)")
+    arena = torch.empty(placement.arena_bytes, dtype=torch.uint8, device=device)
+    slots = {}
+    for buf in transient_buffers(plan.graph):
+        try:
+            offset = placement.offsets[buf.id]
+        except KeyError:
+            raise RuntimeLayerError(f"the placement gives no offset to buffer {buf.id!r}") from None
+        if offset < 0 or offset + buf.size > placement.arena_bytes:
+            raise RuntimeLayerError(
+                f"buffer {buf.id!r} at offset {offset} ({buf.size} bytes) does not fit the arena "
+                f"of {placement.arena_bytes} bytes"
+            )
+        slots[buf.id] = arena[offset:offset + buf.size]
+    return build_program(step, plan.schedule, executor="arena", slots=slots, arena=arena,
+                         device_type=device.type, on_op=on_op)
+
+
+class ReorderExecutor:
+    name = "reorder"
+    help = "planned op order, PyTorch's allocator, each buffer freed after its last use"
+    needs_placement = False
+
+    def build(self, step, plan, *, device, on_op=None) -> CompiledProgram:
+        return build_reorder(step, plan, device=device, on_op=on_op)
+
+
+class ArenaExecutor:
+    name = "arena"
+    help = "planned op order and addresses: one arena, ops write into their slot through out= overloads"
+    needs_placement = True
+
+    def build(self, step, plan, *, device, on_op=None) -> CompiledProgram:
+        return build_arena(step, plan, device=device, on_op=on_op)
+
+
+def builtin_executors() -> list:
+    """The executors model-runtime registers through its own plugin."""
+    return [ReorderExecutor(), ArenaExecutor()]

@@ -1,0 +1,15 @@
+"""Hook specifications added by model-runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_ir.hookspecs import hookspec
+
+
+@hookspec
+def model_opt_executors() -> list[Any]:
+    """Executors: providers with ``name``, ``help``, ``needs_placement`` (bool) and
+    ``build(captured, plan, *, device) -> CompiledProgram`` (see
+    :mod:`model_runtime.program`), which turns a captured step and its plan into a
+    callable program."""

@@ -1,0 +1,271 @@
+"""Generating the planned program: a new FX graph in the planned op order, compiled to
+Python code.
+
+Interpreting the captured graph node by node costs Python time on every operator of
+every step; instead the planned step is built once as a new ``torch.fx.Graph`` whose
+nodes are in the planned order and compiled by FX to straight-line Python. FX's code
+generator already drops each value right after its last use (``x = None``), so a
+buffer is freed exactly when the simulator frees it (DESIGN.md, "Memory model"),
+provided that:
+
+- folded nodes (views, ``getitem``, scalar arithmetic) are emitted only when the
+  first op that needs them in the planned order runs, never earlier;
+- the elements of a multi-output op are unpacked right after it, so that an unused
+  element dies at once and a used one lives until its own last use.
+
+With ``slots`` (the arena executor), every fresh tensor an op returns is given a
+preallocated tensor (a view of the arena at the buffer's planned offset): the op is
+called through its ``out=`` overload writing into it, or, where that is not possible,
+run normally and its result copied into the slot (a *fallback*, recorded with its
+reason). Ops that allocate nothing (views, in-place ops) run unchanged, on the
+arena views.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import fx
+
+from model_ir.graph import Graph
+from model_ir.plan import Schedule, order_indices
+from model_ir.simulator import validate_order
+from model_runtime.errors import RuntimeLayerError
+from model_runtime.out_variants import find_out_variant, named_arguments, out_call_arguments
+
+
+@attrs.frozen
+class Fallback:
+    """An op that could not write into its arena slot directly: it allocated ``bytes``
+    (storage bytes of its fresh results) outside the arena and was copied into its slot."""
+
+    op: str
+    target: str
+    reason: str
+    bytes: int
+
+
+@attrs.frozen(eq=False)
+class CompiledProgram:
+    """A planned step compiled to Python: ``run(tensors)`` executes it.
+
+    ``module`` is the generated ``fx.GraphModule`` (its source: ``module.code``).
+    ``arena`` is the one tensor holding every transient buffer (None for ``reorder``).
+    ``fallbacks`` lists the ops that allocated outside the arena; ``out_ops`` counts
+    the ops that wrote into the arena through an out overload.
+    """
+
+    module: fx.GraphModule
+    executor: str
+    arena: torch.Tensor | None = None
+    fallbacks: tuple[Fallback, ...] = ()
+    out_ops: int = 0
+
+    def run(self, tensors: Sequence[torch.Tensor]) -> list:
+        """Run one step on the bound input tensors; returns the step outputs."""
+        with torch.no_grad():
+            return self.module(*tensors)
+
+    @property
+    def code(self) -> str:
+        """The generated Python source."""
+        return self.module.code
+
+
+def _tensor_elements(val) -> list | None:
+    """The elements of a multi-output value, or None for a single value."""
+    if isinstance(val, (tuple, list)):
+        return list(val)
+    return None
+
+
+def _storage_bytes(t: torch.Tensor) -> int:
+    return int(t.untyped_storage().nbytes())
+
+
+class _Builder:
+    def __init__(self, step, order: Sequence[int], slots: Mapping[str, torch.Tensor] | None,
+                 device_type: str, on_op: Callable | None):
+        self.step = step
+        self.graph_ir: Graph = step.graph
+        self.order = order
+        self.slots = slots
+        self.device_type = device_type
+        self.on_op = on_op
+        self.src = step.module
+        self.nodes = {n.name: n for n in self.src.graph.nodes}
+        self.g = fx.Graph()
+        self.env: dict[str, fx.Node] = {}
+        self.elements: dict[tuple[str, int], fx.Node] = {}  # (op node, index) -> replacement
+        self.root: dict[str, Any] = {}
+        self.fallbacks: list[Fallback] = []
+        self.out_ops = 0
+        self.output_buffers = {b.id for b in self.graph_ir.buffers if b.output}
+
+    # -- values ---------------------------------------------------------------------
+
+    def lookup(self, node: fx.Node) -> fx.Node:
+        return self.need(node)
+
+    def need(self, node: fx.Node) -> fx.Node:
+        """The new node for ``node``, emitting it (and its folded inputs) on first use."""
+        got = self.env.get(node.name)
+        if got is not None:
+            return got
+        if node.op == "get_attr":
+            self.root[node.target] = getattr(self.src, node.target)
+            new = self.g.node_copy(node, self.lookup)
+        elif node.name in self.step.folded:
+            for inp in node.all_input_nodes:
+                self.need(inp)
+            src = node.args[0] if node.target is operator.getitem else None
+            key = (src.name, node.args[1]) if isinstance(src, fx.Node) else None
+            if key is not None and key in self.elements:
+                new = self.elements[key]
+            else:
+                new = self.g.node_copy(node, self.lookup)
+        else:
+            raise RuntimeLayerError(
+                f"internal error: node {node.name!r} is needed before the op that computes it ran"
+            )
+        self.env[node.name] = new
+        return new
+
+    def attr(self, name: str, value) -> fx.Node:
+        self.root[name] = value
+        return self.g.get_attr(name)
+
+    # -- ops ------------------------------------------------------------------------
+
+    def emit_op(self, t: int, op_index: int) -> None:
+        op = self.graph_ir.ops[op_index]
+        node = self.nodes[op.id]
+        inputs = [self.need(n) for n in node.all_input_nodes]
+        fresh = [b for b in op.outputs if b not in self.output_buffers]
+        if self.slots is None or not fresh:
+            value = self.g.node_copy(node, self.lookup)
+        else:
+            value = self.emit_into_slots(op, node)
+        self.env[node.name] = value
+        # Unpack multi-output results at once (see the module docstring).
+        for user in node.users:
+            if user.target is operator.getitem and user.name in self.step.folded:
+                self.need(user)
+        if self.on_op is not None:
+            self.g.call_function(self.on_op, (t, op.id, inputs, value))
+
+    def element_buffers(self, node: fx.Node) -> list[str | None]:
+        val = node.meta.get("val")
+        elems = _tensor_elements(val)
+        if elems is None:
+            bufs = self.step.node_buffers.get(node.name, ())
+            return [bufs[0] if bufs else None]
+        return list(self.step.element_buffers.get(node.name, (None,) * len(elems)))
+
+    def slot(self, node: fx.Node, k: int, buffer: str) -> fx.Node:
+        val = node.meta["val"]
+        fake = val if _tensor_elements(val) is None else val[k]
+        name = f"_slot_{node.name}_{k}"
+        return self.attr(name, _view_in(self.slots[buffer], fake))
+
+    def emit_into_slots(self, op, node: fx.Node) -> fx.Node:
+        val = node.meta.get("val")
+        elems = _tensor_elements(val)
+        bufs = self.element_buffers(node)
+        fresh_set = set(op.outputs)
+        tensors = [val] if elems is None else elems
+        all_fresh = (
+            all(isinstance(v, torch.Tensor) for v in tensors)
+            and all(b is not None and b in fresh_set and b not in self.output_buffers for b in bufs)
+            and len(set(bufs)) == len(bufs)
+            and all(_storage_bytes(v) == v.numel() * v.element_size() and v.storage_offset() == 0 for v in tensors)
+        )
+        target = node.target
+        reason = None
+        variant = None
+        if not isinstance(target, torch._ops.OpOverload):
+            reason = "not an aten operator"
+        elif not all_fresh:
+            reason = "returns a result that is not one fresh tensor per output"
+        else:
+            variant = find_out_variant(target, self.device_type)
+            if variant is None:
+                reason = "no out= overload"
+            elif not variant.native:
+                reason = f"{variant.overload} is a generated wrapper (computes, then copies)"
+            elif variant.list_out != (elems is not None and isinstance(val, list)):
+                reason = "out= overload returns a different structure"
+        if reason is None:
+            slot_nodes = [self.slot(node, k, b) for k, b in enumerate(bufs)]
+            named = named_arguments(target, node.args, node.kwargs)
+            named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
+            args, kwargs = out_call_arguments(variant, named, slot_nodes)
+            call = self.g.call_function(variant.overload, args, kwargs)
+            self.out_ops += 1
+            if variant.returns_nothing:
+                return self.g.call_function(list, (slot_nodes,)) if elems is not None else slot_nodes[0]
+            return call
+        # Fallback: run it normally, copy each fresh element into its slot.
+        call = self.g.node_copy(node, self.lookup)
+        nbytes = 0
+        copies = 0
+        for k, (v, b) in enumerate(zip(tensors, bufs)):
+            if not isinstance(v, torch.Tensor) or b is None or b not in fresh_set or b in self.output_buffers:
+                continue
+            src = call if elems is None else self.g.call_function(operator.getitem, (call, k))
+            copy = self.g.call_function(torch.ops.aten.copy_.default, (self.slot(node, k, b), src))
+            nbytes += _storage_bytes(v)
+            copies += 1
+            if elems is None:
+                call = copy
+            else:
+                self.elements[(node.name, k)] = copy
+        if copies:
+            self.fallbacks.append(Fallback(op.id, str(target), reason, nbytes))
+        return call
+
+    def build(self) -> fx.GraphModule:
+        for node in self.src.graph.nodes:
+            if node.op == "placeholder":
+                self.env[node.name] = self.g.node_copy(node)
+        for t, i in enumerate(self.order):
+            self.emit_op(t, i)
+        out = next(n for n in self.src.graph.nodes if n.op == "output")
+        self.g.output(fx.node.map_arg(out.args[0], self.lookup))
+        self.g.lint()
+        return fx.GraphModule(self.root, self.g, class_name="PlannedStep")
+
+
+def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """A tensor with ``fake``'s dtype, shape and strides whose storage is the bytes of
+    ``region`` (a 1-D ``uint8`` view of the arena at the buffer's offset)."""
+    itemsize = fake.element_size()
+    base = region.storage_offset()
+    if base % itemsize:
+        raise RuntimeLayerError(f"internal error: offset {base} bytes is not aligned for {fake.dtype}")
+    nbytes = _storage_bytes(fake)
+    typed = region[:nbytes].view(fake.dtype) if nbytes else region[:0].view(fake.dtype)
+    return typed.as_strided(tuple(fake.shape), tuple(fake.stride()), base // itemsize + fake.storage_offset())
+
+
+def build_program(step, order: Sequence[str] | Schedule | None = None, *, executor: str = "reorder",
+                  slots: Mapping[str, torch.Tensor] | None = None, arena: torch.Tensor | None = None,
+                  device_type: str = "cpu", on_op: Callable[[int, str, list, Any], None] | None = None,
+                  ) -> CompiledProgram:
+    """Compile ``step`` (a :class:`~model_ir.torch.CapturedStep`) for ``order`` (IR op ids;
+    program order by default; validated).
+
+    ``slots`` maps each transient buffer id to the 1-D ``uint8`` region of ``arena``
+    it lives in (arena executor). ``on_op(t, op_id, inputs, value)`` is called after
+    the ``t``-th op, while its inputs and results are still referenced (measurements).
+    """
+    graph = step.graph
+    idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
+    validate_order(graph, idx)
+    b = _Builder(step, idx, slots, device_type, on_op)
+    module = b.build()
+    return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops)
