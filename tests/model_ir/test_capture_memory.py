@@ -93,3 +93,13 @@ def test_granularity_rounds_every_storage():
     for a, b in zip(g1.buffers, g512.buffers):
         assert b.size % 512 == 0 and a.size <= b.size < a.size + 512
         assert (a.size == 0) == (b.size == 0)
+
+
+def test_measured_equals_simulated_at_cuda_granularity():
+    torch.manual_seed(0)
+    model = mlp(24, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+    x = torch.randn(5, 24)
+    step = capture_step(model, x, optimizer=opt, granularity=512)
+    measured = measure_live_bytes(step, step.bind(model, opt, x), granularity=512)
+    assert measured == list(simulate(step.graph).timeline)

@@ -100,3 +100,15 @@ def test_eval_capture_runs_forward_only():
     (out,) = captured.run(model, None, x)
     with torch.no_grad():
         assert torch.equal(out, model(x))
+
+
+@pytest.mark.parametrize("impl", [{"foreach": True}, {"fused": True}])
+@pytest.mark.parametrize("make", [
+    lambda ps, **kw: torch.optim.SGD(ps, lr=0.1, momentum=0.9, **kw),
+    lambda ps, **kw: torch.optim.Adam(ps, lr=1e-2, **kw),
+    lambda ps, **kw: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, **kw),
+], ids=["sgd", "adam", "adamw"])
+def test_foreach_and_fused_optimizers_bitwise(make, impl):
+    # multi-tensor optimizers (the CUDA default) mutate lists of tensors in one op
+    captured = _compare(lambda: mlp(8, 3), lambda m: make(m.parameters(), **impl), lambda: torch.randn(4, 8))
+    assert any("_foreach_" in op.target or "_fused_" in op.target for op in captured.graph.ops)
