@@ -98,7 +98,10 @@ def test_capture_command(tmp_path, capsys):
     # ...and bench takes the captured file.
     code, out, err = run(["bench", "--graph", str(path), "--out", str(tmp_path / "b"), "--json", "--quiet"], capsys)
     assert code == 0, err
-    assert json.loads(out)["eager_peak_bytes"] == simulate(g).peak_bytes
+    f = json.loads(out)
+    assert f["eager_peak_bytes"] == simulate(g).peak_bytes
+    assert (f["model"], f["mode"], f["batch_size"], f["optimizer"]) == ("tiny-mlp", "train", 2, "sgd")
+    assert (tmp_path / "b" / "tiny-mlp-train-b2" / "plan.json").exists()
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -33,12 +33,33 @@ def test_parse_bytes_rejects(text):
         parse_bytes(text)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_real_steps_eager_and_planned_run_on_cpu(mode):
+    """The code path max-batch measures on a GPU, run on the CPU (no memory figure there)."""
+    import torch
+
+    from model_bench.max_batch import run_real_step
+    from model_bench.pipeline import BenchSettings
+    from model_bench.zoo import build_case
+
+    eager = run_real_step(build_case("tiny-cnn", mode, 3, device="cpu"))
+    planned = run_real_step(build_case("tiny-cnn", mode, 3, device="cpu"), BenchSettings(time_limit=5),
+                            optimized=True)
+    # Same seed, same weights, same batch: the planned step computes what eager does.
+    if mode == "train":
+        assert torch.allclose(eager, planned)
+    else:
+        assert torch.allclose(eager, planned if torch.is_tensor(planned) else planned[0])
+
+
 @pytest.mark.gpu
-def test_eager_measurement_on_cuda():
+def test_measurement_on_cuda():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from model_bench.max_batch import measure_eager_cuda
+    from model_bench.max_batch import measure_cuda
 
-    reserved = measure_eager_cuda("resnet18", "train", 8, "sgd")
-    assert reserved is not None and reserved > 45 * 2**20
+    eager = measure_cuda("resnet18", "train", 8)
+    planned = measure_cuda("resnet18", "train", 8, optimized=True)
+    assert eager is not None and eager > 45 * 2**20
+    assert planned is not None and planned > 45 * 2**20

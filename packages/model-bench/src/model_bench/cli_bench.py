@@ -215,8 +215,9 @@ def run_graph_file(args) -> int:
     with progress.stage("load", seconds):
         graph = load_graph(args.graph)
     run = analyze_graph(graph, settings_from(args), progress=progress, seconds=seconds,
-                        extra={"model": graph.name, "mode": graph.meta.get("mode", "graph"),
-                               "batch_size": graph.meta.get("batch_size", 0)})
+                        extra={"model": graph.meta.get("model", graph.name), "mode": graph.meta.get("mode", "graph"),
+                               "batch_size": graph.meta.get("batch_size", 0),
+                               "optimizer": graph.meta.get("optimizer")})
     figures = dict(run.figures)
     out = Path(args.out)
     if not args.no_artifacts:
@@ -254,6 +255,6 @@ def run_max_batch(args) -> int:
         return 0
     print(f"{args.model} {args.mode} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")
     print(f"  eager ({result['eager_source']}): largest batch {result['eager_max_batch_size']}")
-    print(f"  optimized plan (simulated):  largest batch {result['optimized_max_batch_size']}"
+    print(f"  optimized plan ({result['optimized_source']}): largest batch {result['optimized_max_batch_size']}"
           + (f"  ({result['gain']:.2f}x)" if result["gain"] else ""))
     return 0

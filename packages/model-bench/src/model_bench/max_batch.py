@@ -8,7 +8,8 @@ tensors: no real memory) and computes
   or, with ``measure``, ``torch.cuda.max_memory_reserved`` of a real eager step on
   the GPU (an out-of-memory error counts as not fitting);
 - optimized: the plan's memory, persistent bytes plus the placed arena of the
-  optimized order.
+  optimized order, or, with ``measure``, the reserved bytes of the step run by
+  model_runtime's arena executor on the GPU.
 """
 
 from __future__ import annotations
@@ -62,30 +63,55 @@ def largest_fitting(fits: Callable[[int], bool], *, limit: int) -> int:
     return lo
 
 
-def measure_eager_cuda(model: str, mode: str, batch_size: int, optimizer: str) -> int | None:
-    """Reserved bytes of one real eager step on the current CUDA device; None on out-of-memory."""
+def run_real_step(case, settings: BenchSettings = BenchSettings(), *, optimized: bool = False):
+    """Run one real step of ``case`` on its device, eager or through model_runtime's plan.
+
+    Returns the loss (train) or the output (eval). The optimized step uses the
+    arena executor: planned order and planned addresses.
+    """
+    import torch
+
+    if optimized:
+        from model_runtime import optimize
+
+        step = optimize(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
+                        targets=() if case.target is None else (case.target,), train=case.train,
+                        time_limit=settings.time_limit, schedule_method=settings.scheduler,
+                        place_method=settings.placer)
+        return step(*case.inputs, targets=() if case.target is None else (case.target,))
+    if case.train:
+        case.optimizer.zero_grad(set_to_none=True)
+        loss = case.loss(case.model(*case.inputs))
+        loss.backward()
+        case.optimizer.step()
+        return loss.detach()
+    with torch.no_grad():
+        return case.model(*case.inputs)
+
+
+def measure_cuda(model: str, mode: str, batch_size: int, settings: BenchSettings = BenchSettings(), *,
+                 optimized: bool = False) -> int | None:
+    """``torch.cuda.max_memory_reserved`` of one real step on the current GPU; None on out-of-memory.
+
+    Weights, optimizer state and the batch are created on the GPU first, so they are
+    part of the figure, as they are of the simulated eager reserve.
+    """
     import torch
 
     from model_bench.zoo import build_case
 
+    case = None
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     try:
-        case = build_case(model, mode, batch_size, optimizer=optimizer, device="cuda")
-        if case.train:
-            case.optimizer.zero_grad(set_to_none=True)
-            loss = case.loss(case.model(*case.inputs))
-            loss.backward()
-            case.optimizer.step()
-        else:
-            with torch.no_grad():
-                case.model(*case.inputs)
+        case = build_case(model, mode, batch_size, optimizer=settings.optimizer, device="cuda")
+        run_real_step(case, settings, optimized=optimized)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_reserved()
     except torch.OutOfMemoryError:
         return None
     finally:
-        case = loss = None  # noqa: F841 - drop references before emptying the cache
+        del case  # drop the model before emptying the cache
         torch.cuda.empty_cache()
 
 
@@ -111,7 +137,7 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
     def eager_fits(b: int) -> bool:
         p = probes.setdefault(b, {"batch_size": b})
         if measure:
-            reserved = measure_eager_cuda(model, mode, b, settings.optimizer)
+            reserved = measure_cuda(model, mode, b, settings)
             p["eager_bytes"], p["eager_source"] = reserved, "measured (CUDA)"
             ok = reserved is not None and reserved <= memory_bytes
         else:
@@ -122,8 +148,14 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         return ok
 
     def optimized_fits(b: int) -> bool:
-        g = graph(b)
         p = probes.setdefault(b, {"batch_size": b})
+        if measure:
+            reserved = measure_cuda(model, mode, b, settings, optimized=True)
+            p["optimized_bytes"], p["optimized_source"] = reserved, "measured (CUDA, arena executor)"
+            ok = reserved is not None and reserved <= memory_bytes
+            progress.say(f"batch {b}: optimized {reserved} bytes {'fits' if ok else 'does not fit'}")
+            return ok
+        g = graph(b)
         sched, _ = schedule_graph(g, settings)
         if sched.lower_bound_bytes > memory_bytes:
             # Proven: no order, hence no plan, fits; skip the placement.
@@ -143,6 +175,7 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         "model": model, "mode": mode, "optimizer": settings.optimizer, "memory_bytes": memory_bytes,
         "limit": limit, "eager_max_batch_size": eager_b, "optimized_max_batch_size": optimized_b,
         "eager_source": "measured (CUDA)" if measure else "simulated (caching allocator)",
+        "optimized_source": "measured (CUDA, arena executor)" if measure else "simulated (plan memory)",
         "gain": (optimized_b / eager_b) if eager_b else None,
         "probes": [probes[b] for b in sorted(probes)],
     }

@@ -117,6 +117,10 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
         case = build_case(name, mode, batch_size, optimizer=optimizer)
     with progress.stage("capture", seconds):
         graph = capture_case(case, granularity=granularity)
+        # Name the graph after the zoo entry and record the request, so a saved graph
+        # says what it is (``bench --graph`` labels its report with these).
+        graph = attrs.evolve(graph, name=name, meta={**graph.meta, "model": name, "mode": mode,
+                                                     "batch_size": batch_size, "optimizer": case.optimizer_name})
     return case, graph
 
 

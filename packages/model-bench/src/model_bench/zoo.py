@@ -103,8 +103,8 @@ class ZooModel:
     """Base of the built-in providers: a module, a batch and a loss.
 
     Subclasses define :meth:`make_model`, :meth:`make_batch` (returns ``(inputs,
-    target)``) and :meth:`loss_fn`. ``large`` models are only built on the meta
-    device (their weights would not fit in this machine's memory). ``suite`` says
+    target)``) and :meth:`loss_fn`. ``large`` models are never built on the CPU
+    (their weights would not fit a workstation's memory). ``suite`` says
     whether ``bench suite`` runs the model by default.
     """
 
@@ -134,8 +134,9 @@ class ZooModel:
         check_mode(mode)
         check_batch_size(batch_size)
         check_optimizer(optimizer)
-        if self.large and torch.device(device).type != "meta":
-            raise BenchError(f"model {self.name!r} is only built on the meta device (its weights are too large)")
+        if self.large and torch.device(device).type == "cpu":
+            raise BenchError(f"model {self.name!r} is not built on the CPU (its weights are too large); "
+                             "use the meta device (capture) or a GPU")
         torch.manual_seed(0)
         with torch.device(device):
             model = self.make_model()
