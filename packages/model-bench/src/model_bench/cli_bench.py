@@ -79,7 +79,8 @@ def format_run(f: dict[str, Any]) -> str:
         f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}; reserved by the caching allocator "
         f"{fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments)",
         f"  optimized order         peak {fmt_bytes(f['optimized_peak_bytes'])} "
-        f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}]; "
+        f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}"
+        f"{': ' + f['schedule_source'] if f.get('schedule_source') else ''}]; "
         f"lower bound {fmt_bytes(f['lower_bound_bytes'])}, {opt}",
         f"  placement               arena {fmt_bytes(f['arena_bytes'])} for a transient peak of "
         f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
