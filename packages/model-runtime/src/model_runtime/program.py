@@ -36,12 +36,14 @@ from model_ir.plan import Schedule, order_indices
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.out_variants import find_out_variant, named_arguments, out_call_arguments
+from model_runtime.slot_writes import REWRITES
 
 
 @attrs.frozen
 class Fallback:
     """An op that could not write into its arena slot directly: it allocated ``bytes``
-    (storage bytes of its fresh results) outside the arena and was copied into its slot."""
+    outside the arena (its fresh results' storages, each rounded up to the graph's
+    granularity like the IR buffers) and its results were copied into their slots."""
 
     op: str
     target: str
@@ -105,6 +107,8 @@ class _Builder:
         self.fallbacks: list[Fallback] = []
         self.out_ops = 0
         self.output_buffers = {b.id for b in self.graph_ir.buffers if b.output}
+        self.granularity = int(self.graph_ir.meta.get("granularity", 1))
+        self.results: list[fx.Node] | None = None
 
     # -- values ---------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class _Builder:
         node = self.nodes[op.id]
         inputs = [self.need(n) for n in node.all_input_nodes]
         fresh = [b for b in op.outputs if b not in self.output_buffers]
+        self.results = None
         if self.slots is None or not fresh:
             value = self.g.node_copy(node, self.lookup)
         else:
@@ -156,7 +161,9 @@ class _Builder:
             if user.target is operator.getitem and user.name in self.step.folded:
                 self.need(user)
         if self.on_op is not None:
-            self.g.call_function(self.on_op, (t, op.id, inputs, value))
+            # The hook holds the op's results (for a fallback: the slots, not the temporaries).
+            results = value if self.results is None else self.results
+            self.g.call_function(self.on_op, (t, op.id, inputs, results))
 
     def element_buffers(self, node: fx.Node) -> list[str | None]:
         val = node.meta.get("val")
@@ -191,6 +198,12 @@ class _Builder:
             reason = "not an aten operator"
         elif not all_fresh:
             reason = "returns a result that is not one fresh tensor per output"
+        elif elems is None and target in REWRITES:
+            slot_node = self.slot(node, 0, bufs[0])
+            named = named_arguments(target, node.args, node.kwargs)
+            named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
+            self.out_ops += 1
+            return REWRITES[target](self.g, named, slot_node)
         else:
             variant = find_out_variant(target, self.device_type)
             if variant is None:
@@ -212,20 +225,22 @@ class _Builder:
         # Fallback: run it normally, copy each fresh element into its slot.
         call = self.g.node_copy(node, self.lookup)
         nbytes = 0
-        copies = 0
+        copies = []
         for k, (v, b) in enumerate(zip(tensors, bufs)):
             if not isinstance(v, torch.Tensor) or b is None or b not in fresh_set or b in self.output_buffers:
                 continue
             src = call if elems is None else self.g.call_function(operator.getitem, (call, k))
             copy = self.g.call_function(torch.ops.aten.copy_.default, (self.slot(node, k, b), src))
-            nbytes += _storage_bytes(v)
-            copies += 1
+            nbytes += -(-_storage_bytes(v) // self.granularity) * self.granularity
+            copies.append(copy)
             if elems is None:
                 call = copy
             else:
                 self.elements[(node.name, k)] = copy
         if copies:
             self.fallbacks.append(Fallback(op.id, str(target), reason, nbytes))
+            if elems is not None:
+                self.results = copies
         return call
 
     def build(self) -> fx.GraphModule:

@@ -1,0 +1,156 @@
+"""``optimize()``: capture a training step, plan it, and return it as a callable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from model_ir.formatting import human_bytes
+from model_ir.plan import Plan
+from model_ir.plugins import provider
+from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
+from model_runtime.binding import Binder
+from model_runtime.planning import device_alignment, make_plan
+from model_runtime.program import CompiledProgram
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for an empty model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+class OptimizedStep:
+    """One planned training (or inference) step of a model, callable like the model.
+
+    ``step(*inputs, targets=(), **kw_inputs)`` runs forward, loss, backward and the
+    optimizer update on a new batch structured and shaped like the example inputs,
+    updates the model's parameters and buffers and the optimizer's state in place, and
+    returns the loss (train) or the model's output tensors (eval: one tensor, or a
+    tuple of the flattened output tensors). Parameters' ``.grad`` are not set.
+    """
+
+    def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
+                 device: torch.device):
+        self.model = model
+        self.optimizer = optimizer
+        self.captured = captured
+        self.plan = plan
+        self.program = program
+        self.device = device
+        self.binder = Binder(captured, model, optimizer, device)
+
+    @property
+    def executor(self) -> str:
+        return self.program.executor
+
+    @property
+    def train(self) -> bool:
+        return self.captured.train
+
+    @property
+    def fallbacks(self):
+        """Ops that could not write into their arena slot directly (arena executor)."""
+        return self.program.fallbacks
+
+    def bind(self, *args, targets=(), **kwargs) -> list[torch.Tensor]:
+        """The flat input tensors of the captured step for this call (checked)."""
+        return self.binder.bind(args, kwargs, targets)
+
+    def __call__(self, *args, targets=(), **kwargs):
+        outputs = self.program.run(self.binder.bind(args, kwargs, targets))
+        if self.train:
+            return outputs[0]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def figures(self) -> dict:
+        """The plan's figures (bytes, seconds) plus the executor's fallback counts."""
+        out = dict(self.plan.figures)
+        out["executor"] = self.executor
+        if self.program.arena is not None:
+            out["arena_allocated_bytes"] = self.program.arena.untyped_storage().nbytes()
+            out["out_variant_ops"] = self.program.out_ops
+            out["fallback_ops"] = len(self.program.fallbacks)
+            out["fallback_bytes"] = sum(f.bytes for f in self.program.fallbacks)
+        return out
+
+    def report(self) -> str:
+        """A few lines comparing eager and optimized memory (simulated figures, bytes)."""
+        f = self.figures()
+        mode = "training step" if self.train else "inference step"
+        lines = [
+            f"{self.captured.graph.name} {mode}: {f['ops']} ops, executor {self.executor} on {self.device}",
+            f"  persistent (parameters, state, batch): {human_bytes(f['persistent_bytes'])}",
+            f"  peak live bytes, eager order:   {human_bytes(f['eager_peak_bytes'])}",
+            f"  peak live bytes, planned order: {human_bytes(f['peak_bytes'])}"
+            f" ({_change(f['peak_bytes'], f['eager_peak_bytes'])}; lower bound {human_bytes(f['lower_bound_bytes'])},"
+            f" gap {100 * f['schedule_gap']:.1f}%)",
+        ]
+        if "arena_bytes" in f:
+            lines += [
+                f"  transient memory, eager with PyTorch's caching allocator (simulated): "
+                f"{human_bytes(f['eager_caching_allocator_bytes'])}",
+                f"  transient memory, planned arena: {human_bytes(f['arena_bytes'])}"
+                f" ({_change(f['arena_bytes'], f['eager_caching_allocator_bytes'])}; {f['placement_status']},"
+                f" lower bound {human_bytes(f['arena_lower_bound_bytes'])})",
+            ]
+        if self.program.arena is not None:
+            fb = self.program.fallbacks
+            lines.append(
+                f"  {f['out_variant_ops']} ops write into the arena through out= overloads; "
+                f"{len(fb)} fall back (run, then copy into their slot; {human_bytes(f['fallback_bytes'])} "
+                "allocated outside the arena in total, one op at a time)"
+            )
+            counts: dict[str, int] = {}
+            for x in fb:
+                counts[x.target] = counts.get(x.target, 0) + 1
+            if counts:
+                lines.append("    fallbacks: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        f = self.plan.figures
+        return (f"OptimizedStep({self.captured.graph.name}, executor={self.executor!r}, "
+                f"peak={f['peak_bytes']} B, eager_peak={f['eager_peak_bytes']} B)")
+
+
+def _change(new: float, old: float) -> str:
+    return "n/a" if not old else f"{100.0 * (new - old) / old:+.1f}%"
+
+
+def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None = None,
+             optimizer: torch.optim.Optimizer | None = None, executor: str = "arena",
+             time_limit: float | None = None, targets=(), train: bool | None = None,
+             schedule_method: str = "auto", place_method: str = "auto",
+             granularity: int | None = None) -> OptimizedStep:
+    """Capture one step of ``model``, plan its op order and buffer addresses, and
+    return it as a callable :class:`OptimizedStep`.
+
+    ``example_inputs``: as for :func:`model_ir.torch.capture_step` (a tensor, a tuple
+    of positional arguments or a dict of keyword arguments; only shapes and dtypes
+    matter). ``targets``: example extra arguments of ``loss_fn(output, *targets)``.
+    ``train`` defaults to ``model.training``; in eval mode the step is forward only.
+    ``executor``: ``"arena"`` (planned order and addresses), ``"reorder"`` (planned
+    order, PyTorch's allocator) or a plugin's. ``time_limit``: seconds for each solver
+    (scheduling, placement; default 10). ``granularity``: bytes every buffer is
+    rounded up to (default: 512 on CUDA, 64 on CPU).
+    """
+    device = model_device(model)
+    train = model.training if train is None else train
+    targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
+    chosen = provider("model_opt_executors", executor, "executor")
+    if optimizer is not None and train:
+        # Create the optimizer's lazy state now, so the step updates it from the first call.
+        init_optimizer_state(optimizer)
+    captured = capture_step(
+        model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
+        granularity=granularity or device_alignment(device.type), targets=targets,
+    )
+    plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
+                     time_limit=time_limit, schedule_method=schedule_method, place_method=place_method)
+    program = chosen.build(captured, plan, device=device)
+    return OptimizedStep(model, optimizer if train else None, captured, plan, program, device)

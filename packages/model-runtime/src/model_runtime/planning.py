@@ -1,0 +1,75 @@
+"""Making the plan of a captured step: order (model_sched), addresses (model_place), figures."""
+
+from __future__ import annotations
+
+from model_ir import Lifetime, Plan, Schedule, simulate
+from model_place import lifetimes_from_graph, place
+from model_sched import schedule
+
+#: Seconds each solver (scheduling, placement) may run when ``time_limit`` is None.
+DEFAULT_TIME_LIMIT = 10.0
+
+
+def device_alignment(device_type: str) -> int:
+    """Bytes every buffer is aligned to and rounded up to: 512 on CUDA (the caching
+    allocator's block size), 64 elsewhere (the CPU allocator's alignment)."""
+    return 512 if device_type == "cuda" else 64
+
+
+def arena_lifetimes(graph, order, alignment: int) -> tuple[Lifetime, ...]:
+    """Lifetimes of the buffers the arena holds (transient, not a step output), each
+    aligned to ``alignment`` bytes."""
+    outputs = {b.id for b in graph.buffers if b.output}
+    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if lt.id not in outputs)
+
+
+def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
+              schedule_method: str = "auto", place_method: str = "auto") -> Plan:
+    """Schedule ``graph``, place its arena buffers (when ``placement``) and gather the figures.
+
+    ``time_limit`` (seconds) applies to each solver separately (default
+    :data:`DEFAULT_TIME_LIMIT`). Figures (bytes, seconds): ``peak_bytes`` and
+    ``eager_peak_bytes`` (persistent included), ``lower_bound_bytes``, ``schedule_gap``,
+    ``persistent_bytes``, ``arena_bytes``, ``arena_lower_bound_bytes``,
+    ``eager_caching_allocator_bytes`` (what PyTorch's caching allocator would reserve
+    for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
+    allocated outside the arena), ``schedule_seconds``, ``place_seconds``.
+    """
+    limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
+    sched = schedule(graph, method=schedule_method, time_limit=limit)
+    alignment = device_alignment(device_type)
+    figures = {
+        "ops": len(graph.ops),
+        "buffers": len(graph.buffers),
+        "persistent_bytes": graph.persistent_bytes,
+        "eager_peak_bytes": sched.eager_peak_bytes,
+        "peak_bytes": sched.peak_bytes,
+        "lower_bound_bytes": sched.lower_bound_bytes,
+        "schedule_gap": sched.gap,
+        "schedule_optimal": sched.optimal,
+        "schedule_seconds": sched.seconds,
+        "schedule_source": sched.source,
+        "output_bytes": sum(b.size for b in graph.buffers if b.output),
+        "alignment_bytes": alignment,
+    }
+    figures["transient_peak_bytes"] = sched.peak_bytes - graph.persistent_bytes
+    figures["eager_transient_peak_bytes"] = sched.eager_peak_bytes - graph.persistent_bytes
+    placed = None
+    if placement:
+        lts = arena_lifetimes(graph, sched.order, alignment)
+        result = place(lts, method=place_method, time_limit=limit)
+        eager_lts = arena_lifetimes(graph, None, alignment)
+        caching = place(eager_lts, method="caching-allocator")
+        placed = result.placement()
+        figures.update({
+            "arena_bytes": result.arena_bytes,
+            "arena_lower_bound_bytes": result.lower_bound_bytes,
+            "placement_status": result.status,
+            "place_seconds": result.seconds,
+            "place_method": result.method,
+            "eager_caching_allocator_bytes": caching.arena_bytes,
+            "eager_transient_live_peak_bytes": caching.lower_bound_bytes,
+        })
+    # The simulator is the reference: the order's peak is recomputed, never trusted.
+    assert simulate(graph, sched.order).peak_bytes == sched.peak_bytes
+    return Plan(graph, Schedule(sched.order), placed, figures)

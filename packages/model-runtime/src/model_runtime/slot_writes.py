@@ -1,0 +1,69 @@
+"""Writing an operator's result into a given tensor when its out= overload is missing
+or only a generated wrapper.
+
+Each entry rewrites one functional aten overload as the in-place or out= operation
+PyTorch itself implements it with, so the result is bitwise the same:
+``ones_like`` is ``empty_like`` then ``fill_(1)``, ``_to_copy`` and ``clone`` are
+``empty`` then ``copy_``, and ``relu`` is ``clamp_min(self, 0)`` (ATen's
+``relu`` on CPU and CUDA). A rewrite gets the call's arguments by schema name (values
+may be FX nodes) and the slot node, adds nodes to the FX graph and returns the node
+whose value is the result (the slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import fx
+
+aten = torch.ops.aten
+
+Rewrite = Callable[[fx.Graph, Mapping[str, Any], fx.Node], fx.Node]
+
+
+def _fill(value_arg: str | None, constant=None) -> Rewrite:
+    def rewrite(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+        value = named[value_arg] if value_arg is not None else constant
+        return g.call_function(aten.fill_.Scalar, (slot, value))
+    return rewrite
+
+
+def _zero(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    return g.call_function(aten.zero_.default, (slot,))
+
+
+def _nothing(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    return slot
+
+
+def _copy(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    return g.call_function(aten.copy_.default, (slot, named["self"]))
+
+
+def _relu(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    return g.call_function(aten.clamp_min.out, (named["self"], 0), {"out": slot})
+
+
+#: functional overload -> rewrite; every entry is covered by a bitwise test.
+REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
+    aten.ones_like.default: _fill(None, 1),
+    aten.zeros_like.default: _zero,
+    aten.full_like.default: _fill("fill_value"),
+    aten.empty_like.default: _nothing,
+    aten.ones.default: _fill(None, 1),
+    aten.zeros.default: _zero,
+    aten.full.default: _fill("fill_value"),
+    aten.scalar_tensor.default: _fill("s"),
+    aten.new_ones.default: _fill(None, 1),
+    aten.new_zeros.default: _zero,
+    aten.new_full.default: _fill("fill_value"),
+    aten.new_empty.default: _nothing,
+    aten.new_empty_strided.default: _nothing,
+    aten.empty_strided.default: _nothing,
+    aten._to_copy.default: _copy,
+    aten.clone.default: _copy,
+    aten.lift_fresh_copy.default: _copy,
+    aten.relu.default: _relu,
+}
