@@ -31,9 +31,9 @@ def table_from(path: str | Path) -> str:
     if path.is_dir():
         path = path / "results.json"
     if path.suffix == ".json":
-        from model_bench.reports import load_results, markdown_table
+        from model_bench.reports import load_results, results_block
 
-        return markdown_table(load_results(path))
+        return results_block(load_results(path))
     try:
         return path.read_text()
     except FileNotFoundError:

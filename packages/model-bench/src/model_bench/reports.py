@@ -137,14 +137,24 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LEGEND = (
+    "Eager peak: live bytes in program order; eager reserved: PyTorch's caching allocator (simulated). "
+    "Optimized peak: change against the eager peak, `opt.` when equal to its lower bound (proven optimal). "
+    "Plan memory = persistent bytes + arena; fragmentation = arena / optimized transient peak - 1; "
+    "best possible = 1 - lower bound / eager reserved (no order and placement can save more). "
+    "Seconds: capture to plan, imports excluded.\n"
+)
+
+
+def results_block(results: Sequence[Mapping[str, Any]]) -> str:
+    """The table and its legend: what ``results_table.md`` holds and the README shows."""
+    return markdown_table(results) + "\n" + LEGEND
+
+
 def markdown_summary(results: Sequence[Mapping[str, Any]], *, title: str = "model-opt bench") -> str:
-    """The summary file: the table, the environment and what the columns mean."""
+    """The summary file: the table, what the columns mean and where it was measured."""
     env = environment()
-    parts = [f"# {title}\n", markdown_table(results),
-             "\nOptimized peak: change against the eager peak; `opt.`: equal to its lower bound (proven "
-             "optimal). "
-             "Plan memory = persistent bytes + arena; fragmentation = arena over the optimized transient peak "
-             "minus 1; best possible = 1 - lower bound / eager reserved.\n",
+    parts = [f"# {title}\n\n", results_block(results),
              f"\nMeasured with torch {env.get('torch', '?')}, Python {env['python']}, {env.get('cpus', '?')} CPUs, "
              f"{env['date']}.\n"]
     return "".join(parts)
@@ -156,7 +166,7 @@ def write_reports(results: Sequence[Mapping[str, Any]], out_dir: str | Path, *, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(markdown_summary(results, title=title))
-    (out / "results_table.md").write_text(markdown_table(results))
+    (out / "results_table.md").write_text(results_block(results))
     return {"json": write_results_json(results, out / "results.json"),
             "csv": write_results_csv(results, out / "results.csv"),
             "summary": out / "summary.md", "table": out / "results_table.md"}
