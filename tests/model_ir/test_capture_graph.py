@@ -232,3 +232,45 @@ def test_model_ir_does_not_import_torch():
             "assert 'torch' in [f.name for f in model_ir.builtin_plugins.model_opt_frontends()]; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class WithConstants(torch.nn.Module):
+    """A plain tensor attribute and a tensor literal: persistent constants of the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.scale = torch.full((4,), 3.0)
+
+    def forward(self, x):
+        return self.lin(x) * self.scale + torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+
+def test_tensor_constants_are_persistent_and_executable():
+    from model_ir.testing.live_memory import measure_live_bytes
+
+    model = WithConstants()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = capture_step(model, torch.randn(2, 4), optimizer=opt, granularity=1)
+    constants = [b for b in step.graph.buffers if b.kind == "constant"]
+    assert len(constants) == 2 and all(b.persistent and b.size == 16 for b in constants)
+    tensors = step.bind(model, opt, torch.randn(2, 4))
+    assert measure_live_bytes(step, tensors) == list(simulate(step.graph).timeline)
+
+
+def test_binding_and_order_errors_are_clear():
+    from model_ir import ScheduleError
+    from model_ir.torch import ExecutionError
+
+    model = mlp(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = capture_step(model, torch.randn(2, 4), optimizer=opt)
+    with pytest.raises(ExecutionError, match=r"input 'inputs\[0\]': captured as \(2, 4\) torch.float32, got \(3, 4\)"):
+        step.run(model, opt, torch.randn(3, 4))
+    with pytest.raises(ExecutionError, match="structured"):
+        step.run(model, opt, (torch.randn(2, 4), torch.randn(2, 4)))
+    backwards = [op.id for op in reversed(step.graph.ops)]
+    with pytest.raises(ScheduleError):
+        step.run(model, opt, torch.randn(2, 4), order=backwards)
+    with pytest.raises(CaptureError, match="granularity"):
+        capture(model, torch.randn(2, 4), granularity=0)

@@ -110,8 +110,8 @@ def _is_rng(target) -> bool:
 def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step") -> StorageMap:
     """The storage-level :class:`Graph` of ``traced``; buffer sizes are storage bytes
     rounded up to ``granularity`` bytes."""
-    if granularity < 1:
-        raise ValueError(f"granularity must be >= 1 byte, got {granularity}")
+    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
+        raise CaptureError(f"granularity must be an integer number of bytes >= 1, got {granularity!r}")
     gm = traced.module
     slot_of = {s.placeholder: s for s in traced.slots}
     storage_buffer: dict[StorageWeakRef, str] = {}

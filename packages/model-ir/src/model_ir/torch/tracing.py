@@ -208,7 +208,8 @@ def trace_step(
     args, kwargs = split_example_inputs(example_inputs)
     if not isinstance(targets, (tuple, list)):
         targets = (targets,)
-    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=False)
+    # Plain tensor attributes of the model (not parameters or buffers) become constants.
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
     # Optimizers read their step counter with .item(); an unbacked float keeps that
     # value symbolic, so the Python arithmetic on it becomes part of the graph.
     mode.allow_scalar_outputs = True
