@@ -3,6 +3,7 @@ kinds, the FX mapping, inputs given as specs or fake/meta models, and clear erro
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -10,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_ir import graph_from_dict, graph_to_dict, simulate  # noqa: E402
-from model_ir.frontends import load  # noqa: E402
-from model_ir.testing.torch_models import TransformerBlock, mlp, small_cnn  # noqa: E402
-from model_ir.torch import CaptureError, TensorSpec, capture, capture_step  # noqa: E402
+from model_ir import graph_from_dict, graph_to_dict, simulate
+from model_ir.frontends import load
+from model_ir.testing.torch_models import TransformerBlock, mlp, small_cnn
+from model_ir.torch import CaptureError, TensorSpec, capture, capture_step
 
 
 class SplitModel(torch.nn.Module):
@@ -98,7 +99,7 @@ def test_rng_ops_keep_their_relative_order():
     g = capture(model, torch.randn(2, 4, 8), optimizer=torch.optim.AdamW(model.parameters()))
     rng = [op for op in g.ops if torch.Tag.nondeterministic_seeded in _overload(op.target).tags]
     assert len(rng) == 3
-    for prev, op in zip(rng, rng[1:]):
+    for prev, op in itertools.pairwise(rng):
         assert prev.id in op.after
 
 

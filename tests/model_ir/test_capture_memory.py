@@ -7,10 +7,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_ir import simulate  # noqa: E402
-from model_ir.testing.live_memory import StorageTracker, measure_live_bytes  # noqa: E402
-from model_ir.testing.torch_models import TransformerBlock, mlp, random_topological_order, small_cnn  # noqa: E402
-from model_ir.torch import capture_step  # noqa: E402
+from model_ir import simulate
+from model_ir.testing.live_memory import StorageTracker, measure_live_bytes
+from model_ir.testing.torch_models import (
+    TransformerBlock,
+    mlp,
+    random_topological_order,
+    small_cnn,
+)
+from model_ir.torch import capture_step
 
 
 def _check(model, inputs, optimizer, *, orders=(None,), loss_fn=None):

@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_ir import simulate  # noqa: E402
-from model_ir.testing.live_memory import measure_live_bytes  # noqa: E402
-from model_ir.testing.torch_models import eager_step  # noqa: E402
-from model_ir.torch import capture_step  # noqa: E402
+from model_ir import simulate
+from model_ir.testing.live_memory import measure_live_bytes
+from model_ir.testing.torch_models import eager_step
+from model_ir.torch import capture_step
 
 
 def _measure_matches(model, inputs, optimizer, loss_fn=None):

@@ -4,15 +4,20 @@ and optimizer state as the plain eager training step (CPU, same seed)."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_ir.testing.torch_models import (  # noqa: E402
-    TransformerBlock, eager_step, mlp, random_topological_order, small_cnn,
+from model_ir.testing.torch_models import (
+    TransformerBlock,
+    eager_step,
+    mlp,
+    random_topological_order,
+    small_cnn,
 )
-from model_ir.torch import capture_step, init_optimizer_state  # noqa: E402
+from model_ir.torch import capture_step, init_optimizer_state
 
 
 def _state_tensors(opt):
@@ -69,7 +74,7 @@ def test_transformer_block_dropout_adamw_bitwise_in_program_and_other_order():
                             lambda: torch.randn(2, 6, 16), order_seed=seed)
     rng_ops = [op for op in captured.graph.ops if "bernoulli" in (op.target or "") or "dropout" in (op.target or "")]
     assert len(rng_ops) >= 2
-    for prev, op in zip(rng_ops, rng_ops[1:]):
+    for prev, op in itertools.pairwise(rng_ops):
         assert prev.id in op.after  # random-number consumers keep their relative order
 
 

@@ -16,12 +16,11 @@ import resource
 import time
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
-
 from model_ir import simulate
 from model_ir.formatting import human_bytes
 from model_ir.testing.torch_models import DecoderLM, lm_loss
 from model_ir.torch import TensorSpec, capture
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 
 def main() -> None:

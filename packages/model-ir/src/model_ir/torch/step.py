@@ -59,7 +59,7 @@ class CapturedStep:
         leaves, spec = flatten_batch((args, kwargs))
         if inputs is not None and spec != self.inputs_spec:
             raise ExecutionError(f"inputs are structured as {spec}, the step was captured with {self.inputs_spec}")
-        tleaves, tspec = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
+        tleaves, _ = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
         out: list[torch.Tensor] = []
         for slot, node in zip(self.inputs, placeholders):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -264,8 +264,6 @@ def trace_step(
             slots.append(InputSlot("target", f"targets[{i}]"))
             flat.append(_fake(mode, leaf))
 
-    n_params, n_buffers = len(fparams), len(fbuffers)
-
     def step(*tensors):
         it = iter(tensors)
         params = {n: next(it) for n in fparams}
@@ -310,7 +308,7 @@ def trace_step(
             gm = make_fx(step, tracing_mode="real")(*flat)
     except CaptureError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every tracing failure becomes one clear error
+    except Exception as exc:
         raise capture_error(exc, model) from exc
     finally:
         model.train(was_training)
@@ -320,7 +318,6 @@ def trace_step(
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
-    del n_params, n_buffers
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec)
 
 
@@ -333,10 +330,10 @@ def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, 
     nodes = list(gm.graph.nodes)
     optimizer_start = None
     for i, node in enumerate(nodes):
-        if node.op == "call_function" and _namespace(node.target) == "profiler":
-            if optimizer_start is None and node.args and isinstance(node.args[0], str) and node.args[0].startswith("Optimizer.step"):
-                later = [n for n in nodes[i + 1:] if not (n.op == "call_function" and _namespace(n.target) == "profiler")]
-                optimizer_start = later[0].name if later and later[0].op != "output" else None
+        is_profiler = node.op == "call_function" and _namespace(node.target) == "profiler"
+        if is_profiler and optimizer_start is None and node.args and str(node.args[0]).startswith("Optimizer.step"):
+            later = [n for n in nodes[i + 1:] if not (n.op == "call_function" and _namespace(n.target) == "profiler")]
+            optimizer_start = later[0].name if later and later[0].op != "output" else None
     for node in reversed(nodes):
         if node.op == "call_function" and _namespace(node.target) == "profiler":
             gm.graph.erase_node(node)
@@ -366,7 +363,3 @@ def _is_view_like(target) -> bool:
         return False
     ret = schema.returns[0].alias_info
     return ret is not None and not ret.is_write
-
-
-def placeholder_values(module: fx.GraphModule) -> Sequence[torch.Tensor]:
-    return [n.meta.get("val") for n in module.graph.nodes if n.op == "placeholder"]
