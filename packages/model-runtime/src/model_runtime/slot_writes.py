@@ -5,7 +5,8 @@ Each entry rewrites one functional aten overload as the in-place or out= operati
 PyTorch itself implements it with, so the result is bitwise the same:
 ``ones_like`` is ``empty_like`` then ``fill_(1)``, ``_to_copy`` and ``clone`` are
 ``empty`` then ``copy_``, and ``relu`` is ``clamp_min(self, 0)`` (ATen's
-``relu`` on CPU and CUDA). A rewrite gets the call's arguments by schema name (values
+``relu`` on CPU and CUDA); ``mul.Scalar`` and friends are the ``Tensor`` overload
+with the number wrapped as a tensor. A rewrite gets the call's arguments by schema name (values
 may be FX nodes) and the slot node, adds nodes to the FX graph and returns the node
 whose value is the result (the slot).
 """
@@ -42,6 +43,15 @@ def _copy(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.copy_.default, (slot, named["self"]))
 
 
+def _tensor_out(out_overload, extra: tuple[str, ...] = ()) -> Rewrite:
+    """A ``*.Scalar`` overload as the ``Tensor`` overload's out=: the Python number
+    becomes a wrapped-number tensor, which is what the ``Scalar`` overload does too."""
+    def rewrite(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+        kwargs = {k: named[k] for k in extra if k in named}
+        return g.call_function(out_overload, (named["self"], named["other"]), {**kwargs, "out": slot})
+    return rewrite
+
+
 def _relu(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.clamp_min.out, (named["self"], 0), {"out": slot})
 
@@ -66,4 +76,9 @@ REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.clone.default: _copy,
     aten.lift_fresh_copy.default: _copy,
     aten.relu.default: _relu,
+    aten.add.Scalar: _tensor_out(aten.add.out, ("alpha",)),
+    aten.sub.Scalar: _tensor_out(aten.sub.out, ("alpha",)),
+    aten.mul.Scalar: _tensor_out(aten.mul.out),
+    aten.div.Scalar: _tensor_out(aten.div.out),
+    aten.div.Scalar_mode: _tensor_out(aten.div.out_mode, ("rounding_mode",)),
 }

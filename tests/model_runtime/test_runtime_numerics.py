@@ -1,0 +1,138 @@
+"""Three optimized steps give bitwise the same losses, parameters, model buffers and
+optimizer state as three eager steps (CPU, same seeds), for both executors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model_ir.testing.torch_models import (  # noqa: E402
+    TransformerBlock, eager_step, mlp, random_topological_order, small_cnn,
+)
+from model_ir import Plan, Schedule  # noqa: E402
+from model_runtime import optimize  # noqa: E402
+from model_runtime.executors import build_arena  # noqa: E402
+from model_runtime.planning import arena_lifetimes  # noqa: E402
+from model_place import place  # noqa: E402
+
+EXECUTORS = ("reorder", "arena")
+
+
+def _state_tensors(opt):
+    return [(k, v) for p in (p for g in opt.param_groups for p in g["params"])
+            for k, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor)]
+
+
+def assert_same_state(model_a, opt_a, model_b, opt_b):
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    sa, sb = _state_tensors(opt_a), _state_tensors(opt_b)
+    assert [k for k, _ in sa] == [k for k, _ in sb] and sa
+    for (k, a), (_, b) in zip(sa, sb):
+        assert torch.equal(a, b), k
+
+
+def compare(make_model, make_opt, make_batch, executor, *, steps=3, loss_fn=None, make_targets=None,
+            time_limit=1.0):
+    torch.manual_seed(0)
+    model = make_model()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = make_opt(model), make_opt(ref)
+    targets = make_targets() if make_targets else ()
+    step = optimize(model, make_batch(), optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
+                    time_limit=time_limit)
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = []
+    for i in range(steps):
+        batch = make_batch()
+        targets = make_targets() if make_targets else ()
+        torch.manual_seed(100 + i)
+        expected = eager_step(ref, ref_opt, batch, loss_fn, targets)
+        torch.manual_seed(100 + i)
+        loss = step(batch, targets=targets)
+        assert torch.equal(loss, expected), (executor, i, loss, expected)
+        assert_same_state(model, opt, ref, ref_opt)
+        losses.append(float(loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "the step changed nothing"
+    assert len(set(losses)) > 1, "the losses did not move: the comparison would be vacuous"
+    return step
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_mlp_sgd_momentum(executor):
+    compare(lambda: mlp(32, 3), lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+            lambda: torch.randn(16, 32), executor)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_cnn_batchnorm_adam(executor):
+    step = compare(small_cnn, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2), lambda: torch.randn(4, 3, 16, 16),
+                   executor, loss_fn=torch.nn.functional.cross_entropy,
+                   make_targets=lambda: (torch.randint(0, 10, (4,)),))
+    if executor == "arena":
+        # Batch-norm running statistics are model buffers updated in place by the step.
+        assert step.program.out_ops > 0
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_transformer_block_dropout_adamw(executor):
+    step = compare(lambda: TransformerBlock(16, 2, dropout=0.2),
+                   lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1),
+                   lambda: torch.randn(2, 6, 16), executor)
+    assert any("bernoulli" in (op.target or "") or "dropout" in (op.target or "") for op in step.plan.graph.ops)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_torchvision_resnet18_small(executor):
+    torchvision = pytest.importorskip("torchvision")
+    compare(lambda: torchvision.models.resnet18(num_classes=10),
+            lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), lambda: torch.randn(2, 3, 32, 32),
+            executor, loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 10, (2,)),))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_arena_in_random_valid_orders(seed):
+    """The arena executor is exact in any valid order with a placement made for that order."""
+    torch.manual_seed(0)
+    model = TransformerBlock(16, 2, dropout=0.2)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    step = optimize(model, torch.randn(2, 5, 16), optimizer=opt, executor="reorder", time_limit=0.5)
+    graph = step.plan.graph
+    order = random_topological_order(graph, seed)
+    placement = place(arena_lifetimes(graph, order, 64), method="greedy-size")
+    plan = Plan(graph, Schedule(order), placement.placement())
+    program = build_arena(step.captured, plan, device=torch.device("cpu"))
+    for i in range(2):
+        x = torch.randn(2, 5, 16)
+        torch.manual_seed(10 + i)
+        expected = eager_step(ref, ref_opt, x)
+        torch.manual_seed(10 + i)
+        (loss,) = program.run(step.bind(x))
+        assert torch.equal(loss, expected)
+        assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_eval_mode_forward_only_bitwise():
+    torch.manual_seed(0)
+    model = small_cnn().eval()
+    x = torch.randn(3, 3, 16, 16)
+    before = copy.deepcopy(model.state_dict())
+    for executor in EXECUTORS:
+        step = optimize(model, x, executor=executor, time_limit=0.5)
+        assert not step.train
+        for _ in range(2):
+            x = torch.randn(3, 3, 16, 16)
+            out = step(x)
+            with torch.no_grad():
+                assert torch.equal(out, model(x))
+            # The output is the caller's: the next step must not overwrite it.
+            kept = out.clone()
+            step(torch.randn(3, 3, 16, 16))
+            assert torch.equal(out, kept)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name  # running stats untouched in eval
