@@ -265,6 +265,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
 def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: BenchSettings = BenchSettings(),
               *, progress: Progress | None = None) -> BenchRun:
     """Benchmark zoo model ``model``: build, capture, then :func:`analyze_graph`."""
+    check_settings(settings)
     progress = progress or Progress(quiet=True)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
