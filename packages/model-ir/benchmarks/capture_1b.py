@@ -12,6 +12,7 @@ set size (``getrusage``), so it includes the Python interpreter and torch itself
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import time
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()

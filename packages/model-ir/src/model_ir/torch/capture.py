@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 import torch
@@ -10,6 +12,8 @@ from model_ir.graph import Graph
 from model_ir.torch.step import CapturedStep
 from model_ir.torch.storage_graph import build_storage_map
 from model_ir.torch.tracing import trace_step
+
+log = logging.getLogger(__name__)
 
 
 def capture_step(
@@ -35,8 +39,14 @@ def capture_step(
     bytes (512: CUDA's caching allocator). Raises :class:`CaptureError` naming the
     operator or construct that could not be captured.
     """
+    started = time.perf_counter()
+    log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets)
+    traced_at = time.perf_counter()
+    log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__)
+    log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
+             time.perf_counter() - traced_at)
     return CapturedStep(
         graph=smap.graph,
         module=traced.module,
