@@ -275,3 +275,22 @@ def test_binding_and_order_errors_are_clear():
         step.run(model, opt, torch.randn(2, 4), order=backwards)
     with pytest.raises(CaptureError, match="granularity"):
         capture(model, torch.randn(2, 4), granularity=0)
+
+
+@torch.library.custom_op("model_ir_test::twice", mutates_args=())
+def _twice(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+class WithCustomOp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return _twice(self.lin(x))
+
+
+def test_operator_without_fake_implementation_is_named():
+    with pytest.raises(CaptureError, match=r"operator model_ir_test::twice cannot run under fake tensors.*\(forward\)"):
+        capture(WithCustomOp(), torch.randn(2, 4), train=False)

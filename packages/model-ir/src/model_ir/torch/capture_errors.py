@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import traceback
 
 import torch
@@ -29,6 +30,11 @@ def _operator(exc: BaseException) -> str | None:
     return str(func) if func is not None else None
 
 
+def _operator_in_text(text: str) -> str | None:
+    match = re.search(r"\b([A-Za-z_]\w*::\w+(?:\.\w+)?)", text) or re.search(r"\b(aten\.\w+(?:\.\w+)?)", text)
+    return match.group(1) if match else None
+
+
 def capture_error(exc: BaseException, model) -> CaptureError:
     """A :class:`CaptureError` for ``exc`` raised while tracing ``model``."""
     name = type(exc).__name__
@@ -42,8 +48,12 @@ def capture_error(exc: BaseException, model) -> CaptureError:
         )
     elif "DynamicOutputShape" in name:
         what = f"operator {op or '?'} has an output shape that depends on tensor values"
-    elif "UnsupportedOperator" in name or "no fake" in text.lower() or "NotImplemented" in name:
-        what = f"operator {op or text} is not supported under fake tensors"
+    elif "UnsupportedOperator" in name or "fake impl" in text.lower() or "NotImplemented" in name:
+        op = op or _operator_in_text(text)
+        what = (
+            f"operator {op or '?'} cannot run under fake tensors (it has no fake/meta implementation; "
+            f"register one with torch.library.register_fake){'' if op else ': ' + text}"
+        )
     else:
         what = f"{name}{' in operator ' + op if op else ''}: {text}"
     loc = f" at {where}" if where else ""
