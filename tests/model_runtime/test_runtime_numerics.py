@@ -86,6 +86,16 @@ def test_transformer_block_dropout_adamw(executor):
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
+def test_torchvision_squeezenet_small(executor):
+    """A torchvision model with dropout in its classifier (p=0.5), at a small input size."""
+    torchvision = pytest.importorskip("torchvision")
+    compare(lambda: torchvision.models.squeezenet1_1(num_classes=10),
+            lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), lambda: torch.randn(2, 3, 32, 32),
+            executor, loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 10, (2,)),))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_torchvision_resnet18_small(executor):
     torchvision = pytest.importorskip("torchvision")
     compare(lambda: torchvision.models.resnet18(num_classes=10),

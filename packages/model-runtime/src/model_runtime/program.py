@@ -156,6 +156,7 @@ class _Builder:
         else:
             value = self.emit_into_slots(op, node)
         self.env[node.name] = value
+        value.meta.setdefault("ir_op", op.id)  # which IR op a generated node runs (tests, debugging)
         # Unpack multi-output results at once (see the module docstring).
         for user in node.users:
             if user.target is operator.getitem and user.name in self.step.folded:

@@ -1,0 +1,183 @@
+"""optimize() and OptimizedStep: plan, report, checks that ask to re-optimize, the
+executor hook, keyword inputs, and the generated program's order."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+from model_ir import ModelOptError, PluginError, validate_order  # noqa: E402
+from model_ir.hookspecs import hookimpl  # noqa: E402
+from model_ir.plan import order_indices  # noqa: E402
+from model_ir.plugins import plugin_manager, providers  # noqa: E402
+from model_ir.testing.torch_models import eager_step, mlp  # noqa: E402
+from model_place import validate_placement  # noqa: E402
+from model_ir import Plan, Schedule  # noqa: E402
+from model_ir.testing.torch_models import random_topological_order  # noqa: E402
+from model_place import place  # noqa: E402
+from model_runtime import ReoptimizeError, arena_lifetimes, build_arena, build_reorder, optimize  # noqa: E402
+
+
+def _mlp_step(executor="arena", **kw):
+    torch.manual_seed(0)
+    model = mlp(16, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return model, opt, optimize(model, torch.randn(8, 16), optimizer=opt, executor=executor, time_limit=0.5, **kw)
+
+
+def test_plan_is_valid_and_figures_are_consistent():
+    _, _, step = _mlp_step()
+    plan, f = step.plan, step.plan.figures
+    validate_order(plan.graph, order_indices(plan.graph, plan.schedule))
+    lts = arena_lifetimes(plan.graph, plan.schedule, f["alignment_bytes"])
+    validate_placement(lts, plan.placement.offsets, plan.placement.arena_bytes)
+    assert all(plan.placement.offsets[lt.id] % f["alignment_bytes"] == 0 for lt in lts)
+    assert f["lower_bound_bytes"] <= f["peak_bytes"] <= f["eager_peak_bytes"]
+    assert f["arena_lower_bound_bytes"] <= f["arena_bytes"]
+    assert f["arena_bytes"] <= f["peak_bytes"] - f["persistent_bytes"]
+
+
+def test_report_and_repr():
+    _, _, step = _mlp_step()
+    text = step.report()
+    assert "executor arena" in text and "planned arena" in text and "lower bound" in text
+    assert str(step.plan.figures["arena_bytes"]) in text
+    assert "fall back" in text
+    assert "OptimizedStep(" in repr(step)
+    _, _, reorder = _mlp_step("reorder")
+    assert "planned arena" not in reorder.report() and reorder.plan.placement is None
+
+
+def test_changed_input_shape_asks_to_reoptimize():
+    _, _, step = _mlp_step()
+    step(torch.randn(8, 16))
+    with pytest.raises(ReoptimizeError, match=r"optimize again") as info:
+        step(torch.randn(4, 16))
+    assert isinstance(info.value, ModelOptError) and info.value.exit_code == 2
+    assert "(4, 16)" in str(info.value) and "(8, 16)" in str(info.value)
+    with pytest.raises(ReoptimizeError, match="float64"):
+        step(torch.randn(8, 16, dtype=torch.float64))
+    with pytest.raises(ReoptimizeError, match="structured"):
+        step(torch.randn(8, 16), torch.randn(8, 16))
+
+
+def test_changed_learning_rate_asks_to_reoptimize():
+    model, opt, step = _mlp_step()
+    step(torch.randn(8, 16))
+    opt.param_groups[0]["lr"] = 0.01
+    with pytest.raises(ReoptimizeError, match="'lr'"):
+        step(torch.randn(8, 16))
+    step = optimize(model, torch.randn(8, 16), optimizer=opt, time_limit=0.5)
+    step(torch.randn(8, 16))
+
+
+def test_replaced_optimizer_state_is_picked_up():
+    """The optimizer stays the source of truth, even when it gets new state tensors."""
+    torch.manual_seed(0)
+    model = mlp(16, 3)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    step = optimize(model, torch.randn(8, 16), optimizer=opt, time_limit=0.5)
+    for i in range(3):
+        x = torch.randn(8, 16)
+        assert torch.equal(step(x), eager_step(ref, ref_opt, x))
+        if i == 0:
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # new state tensors, same values
+            model.load_state_dict(copy.deepcopy(model.state_dict()))
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 4)
+        self.b = nn.Linear(6, 4)
+
+    def forward(self, x, *, y):
+        return (self.a(x) * self.b(y)).tanh()
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_keyword_inputs_and_loss_targets(executor):
+    torch.manual_seed(0)
+    model = _TwoInputs()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    loss_fn = nn.functional.mse_loss
+    example = {"x": torch.randn(5, 8), "y": torch.randn(5, 6)}
+    step = optimize(model, example, optimizer=opt, loss_fn=loss_fn, targets=(torch.randn(5, 4),),
+                    executor=executor, time_limit=0.5)
+    for _ in range(2):
+        batch, target = {"x": torch.randn(5, 8), "y": torch.randn(5, 6)}, torch.randn(5, 4)
+        expected = eager_step(ref, ref_opt, batch, loss_fn, (target,))
+        assert torch.equal(step(**batch, targets=(target,)), expected)
+    with pytest.raises(ReoptimizeError):
+        step(**batch, targets=(torch.randn(3, 4),))
+
+
+def test_builtin_executors_are_plugins_and_unknown_names_are_clear():
+    found = providers("model_opt_executors")
+    assert {"reorder", "arena"} <= set(found)
+    with pytest.raises(PluginError, match="unknown executor 'nope'.*arena.*reorder"):
+        _mlp_step("nope")
+
+
+class _CountingExecutor:
+    """A third-party executor: the reorder executor that counts its builds."""
+
+    name = "counting"
+    help = "test executor"
+    needs_placement = False
+    builds = 0
+
+    def build(self, step, plan, *, device, on_op=None):
+        _CountingExecutor.builds += 1
+        return build_reorder(step, plan, device=device, on_op=on_op)
+
+
+class _Plugin:
+    @hookimpl
+    def model_opt_executors(self):
+        return [_CountingExecutor()]
+
+
+def test_third_party_executor_through_the_hook():
+    pm = plugin_manager()
+    plugin = _Plugin()
+    pm.register(plugin)
+    try:
+        _, _, step = _mlp_step("counting")
+        assert _CountingExecutor.builds == 1 and step.executor == "reorder"
+        step(torch.randn(8, 16))
+    finally:
+        pm.unregister(plugin)
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_generated_program_runs_ops_in_planned_order(executor):
+    """The generated code calls the ops in the order of the plan, here a random valid one."""
+    model, opt, step = _mlp_step(executor)
+    graph = step.plan.graph
+    order = random_topological_order(graph, 3)
+    assert order != [op.id for op in graph.ops]
+    placement = place(arena_lifetimes(graph, order, 64), method="best-fit").placement()
+    plan = Plan(graph, Schedule(order), placement)
+    build = build_arena if executor == "arena" else build_reorder
+    program = build(step.captured, plan, device=torch.device("cpu"))
+    emitted = [n.meta["ir_op"] for n in program.module.graph.nodes if "ir_op" in n.meta]
+    assert emitted == order
+    assert "Interpreter" not in program.code
+    ref = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    ref_opt.load_state_dict(opt.state_dict())
+    x = torch.randn(8, 16)
+    (loss,) = program.run(step.bind(x))
+    assert torch.equal(loss, eager_step(ref, ref_opt, x))

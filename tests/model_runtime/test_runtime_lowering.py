@@ -1,0 +1,115 @@
+"""Writing results into given tensors: out= overload lookup from the schemas and the
+hand-written slot writes, each checked bitwise against the functional operator."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import fx  # noqa: E402
+
+from model_runtime.out_variants import (  # noqa: E402
+    find_out_variant, has_native_kernel, named_arguments, out_call_arguments,
+)
+from model_runtime.slot_writes import REWRITES  # noqa: E402
+
+aten = torch.ops.aten
+
+
+def test_native_out_overloads_are_found():
+    v = find_out_variant(aten.addmm.default, "cpu")
+    assert v.overload is aten.addmm.out and v.native and v.out_names == ("out",)
+    v = find_out_variant(aten.sum.dim_IntList, "cpu")
+    assert v.overload is aten.sum.IntList_out and v.native
+    v = find_out_variant(aten.native_batch_norm.default, "cpu")
+    assert v.out_names == ("out", "save_mean", "save_invstd") and v.native
+    v = find_out_variant(aten.threshold_backward.default, "cpu")
+    assert v.out_names == ("grad_input",)
+
+
+def test_generated_wrappers_and_missing_overloads_are_told_apart():
+    v = find_out_variant(aten.convolution.default, "cpu")
+    assert v is not None and not v.native  # autogen: computes, then copies
+    assert not has_native_kernel(aten.convolution.out, "cpu")
+    v = find_out_variant(aten.relu.default, "cpu")
+    assert v is None or not v.native  # hence the clamp_min rewrite in slot_writes
+    assert find_out_variant(aten.t.default, "cpu") is None  # a view: no out overload at all
+    assert find_out_variant(aten.add_.Tensor, "cpu") is None  # in-place: nothing to allocate
+    v = find_out_variant(aten._foreach_add.List, "cpu")
+    assert v.list_out and v.returns_nothing
+
+
+def test_tensor_options_may_be_dropped_but_not_other_arguments():
+    v = find_out_variant(aten._to_copy.default, "cpu")
+    assert v is not None and "dtype" not in v.positional + v.keyword
+    # bernoulli.p(self, float p) must not match bernoulli.out(self), which has no p.
+    v = find_out_variant(aten.bernoulli.p, "cpu")
+    assert v is None or "p" in v.positional + v.keyword
+
+
+@pytest.mark.parametrize("case", [
+    (aten.addmm.default, (torch.randn(3), torch.randn(2, 4), torch.randn(4, 3)), {"beta": 0.5, "alpha": 2.0}),
+    (aten.sum.dim_IntList, (torch.randn(4, 5), [1], True), {}),
+    (aten.mean.dim, (torch.randn(4, 5), [0]), {}),
+    (aten._softmax.default, (torch.randn(3, 7), -1, False), {}),
+    (aten.native_batch_norm.default, (torch.randn(4, 3, 2, 2), torch.randn(3), torch.randn(3), torch.zeros(3),
+                                      torch.ones(3), True, 0.1, 1e-5), {}),
+    (aten.gelu.default, (torch.randn(10),), {"approximate": "tanh"}),
+], ids=lambda c: str(c[0]) if isinstance(c, tuple) else None)
+def test_out_call_is_bitwise_the_functional_call(case):
+    op, args, kwargs = case
+    variant = find_out_variant(op, "cpu")
+    assert variant is not None and variant.native
+    clone = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    expected = op(*clone, **kwargs)
+    expected = list(expected) if isinstance(expected, tuple) else [expected]
+    outs = [torch.empty_like(e) for e in expected]
+    clone = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    a, kw = out_call_arguments(variant, named_arguments(op, clone, kwargs), outs)
+    variant.overload(*a, **kw)
+    for e, o in zip(expected, outs, strict=True):
+        assert torch.equal(e, o)
+
+
+_X = torch.tensor([[-1.5, 0.0, 2.25], [3.0, -0.0, -7.125]])
+_I = torch.tensor([[-3, 0, 5], [7, 1, -2]])
+
+REWRITE_CASES = {
+    aten.ones_like.default: (_X,), aten.zeros_like.default: (_X,), aten.full_like.default: (_X, 3.5),
+    aten.empty_like.default: (_X,), aten.ones.default: ([2, 3],), aten.zeros.default: ([2, 3],),
+    aten.full.default: ([2, 3], 2.5), aten.scalar_tensor.default: (4.5,), aten.new_ones.default: (_X, [2, 3]),
+    aten.new_zeros.default: (_X, [2, 3]), aten.new_full.default: (_X, [2, 3], 1.25),
+    aten.new_empty.default: (_X, [2, 3]), aten.new_empty_strided.default: (_X, [2, 3], [3, 1]),
+    aten.empty_strided.default: ([2, 3], [3, 1]), aten._to_copy.default: (_X,), aten.clone.default: (_X,),
+    aten.lift_fresh_copy.default: (_X,), aten.relu.default: (_X,), aten.add.Scalar: (_X, 2.7),
+    aten.sub.Scalar: (_I, 2.7), aten.mul.Scalar: (_I, 2.7), aten.div.Scalar: (_X, 2.7),
+    aten.div.Scalar_mode: (_X, 2.7),
+}
+REWRITE_KWARGS = {aten._to_copy.default: {"dtype": torch.float16}, aten.add.Scalar: {"alpha": 3},
+                  aten.div.Scalar_mode: {"rounding_mode": "floor"}}
+_EMPTY = {aten.empty_like.default, aten.new_empty.default, aten.new_empty_strided.default, aten.empty_strided.default}
+
+
+def test_every_rewrite_has_a_case():
+    assert set(REWRITES) == set(REWRITE_CASES)
+
+
+@pytest.mark.parametrize("op", list(REWRITE_CASES), ids=str)
+def test_rewrite_is_bitwise_the_functional_call(op):
+    args, kwargs = REWRITE_CASES[op], REWRITE_KWARGS.get(op, {})
+    expected = op(*args, **kwargs)
+    g = fx.Graph()
+    slot_in = g.placeholder("slot")
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    placeholders = iter([g.placeholder(f"x{i}") for i in range(len(tensors))])
+    call_args = [next(placeholders) if isinstance(a, torch.Tensor) else a for a in args]
+    named = named_arguments(op, call_args, kwargs)
+    g.output(REWRITES[op](g, named, slot_in))
+    module = fx.GraphModule({}, g)
+    slot = torch.full_like(expected, 99) if expected.dtype != torch.bool else torch.empty_like(expected)
+    result = module(slot, *tensors)
+    assert result is slot or result.data_ptr() == slot.data_ptr()
+    assert slot.dtype == expected.dtype and slot.shape == expected.shape
+    if op not in _EMPTY:
+        assert torch.equal(slot, expected), (slot, expected)
