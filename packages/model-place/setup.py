@@ -7,7 +7,7 @@ setup(
         Extension(
             "model_place._search",
             sources=["src/model_place/_search.c"],
-            extra_compile_args=["-O2", "-std=c99"],
+            extra_compile_args=["-O2", "-std=gnu11"],
         )
     ]
 )

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no instances found in {args.suite}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.jsonl").unlink(missing_ok=True)
     rows = []
     for name, capacity, path in todo:
         lts = read_lifetimes_csv(path)
@@ -108,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             row = {"instance": name, "buffers": len(lts), "capacity": capacity, "live_peak_bytes": peak,
                    **run_one(lts, m, capacity, args.time_limit)}
             rows.append(row)
+            # Rows are appended as they come, so an interrupted sweep keeps its results.
+            args.out.mkdir(parents=True, exist_ok=True)
+            with open(args.out / "results.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
             print(f"{name} {m:18s} solved={row['solved']!s:5s} arena={row['arena_bytes']} "
                   f"ratio={row['arena_over_live_peak']:.3f} {row['seconds']:.2f}s", file=sys.stderr, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     fields = ["instance", "buffers", "capacity", "live_peak_bytes", "method", "solved", "status", "arena_bytes",
               "lower_bound_bytes", "arena_over_live_peak", "gap", "seconds"]
     with open(args.out / "results.csv", "w", newline="") as f:

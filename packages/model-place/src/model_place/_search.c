@@ -19,7 +19,9 @@
  *
  * Python-side preconditions (checked by model_place.exact): n >= 1, every size
  * > 0, lower < upper, alignment >= 1. All sizes and offsets are int64 bytes.
- * The GIL is held throughout; signals are polled so Ctrl-C stops the search.
+ * The search releases the GIL and recurses once per placed buffer, so callers run
+ * it in a thread with a large stack (model_place.exact does); cancel() stops every
+ * search running at that moment.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -69,6 +71,7 @@ typedef struct {
     int *affected;
     Trail otrail, strail;
     double deadline;             /* CLOCK_MONOTONIC seconds; < 0: none */
+    long generation;             /* cancel() generation when this search started */
     i64 nodes_remaining, nodes, backtracks;
     const char *heur;
     int failed;                  /* ST_NOMEM after an allocation failure */
@@ -102,8 +105,11 @@ static i64 align_up(i64 x, i64 a) {
     return r ? x + (a - r) : x;
 }
 
-/* The heuristic in force while sorting (the GIL serialises every call). */
-static const char *g_heur;
+/* Bumped by cancel(); a search stops when it differs from its own generation. */
+static long g_cancel_generation;
+
+/* qsort has no context argument: the heuristic in force, per thread. */
+static _Thread_local const char *g_heur;
 
 static int cmp_pre(const void *pa, const void *pb) {
     const Pre *a = pa, *b = pb;
@@ -134,10 +140,7 @@ static int poll(Solver *S) {
     S->nodes++;
     if ((S->nodes & 1023) == 0) {
         if (S->deadline >= 0 && now_s() > S->deadline) return ST_TIMEOUT;
-        if (PyErr_CheckSignals() < 0) {
-            PyErr_Clear(); /* reported as a status; the caller keeps the best answer */
-            return ST_INTERRUPT;
-        }
+        if (__atomic_load_n(&g_cancel_generation, __ATOMIC_RELAXED) != S->generation) return ST_INTERRUPT;
     }
     return ST_FOUND;
 }
@@ -332,7 +335,7 @@ static int cmp_point(const void *pa, const void *pb) {
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
-static const i64 *g_lower;
+static _Thread_local const i64 *g_lower;
 static int cmp_idx_lower(const void *pa, const void *pb) {
     int a = *(const int *)pa, b = *(const int *)pb;
     if (g_lower[a] != g_lower[b]) return g_lower[a] < g_lower[b] ? -1 : 1;
@@ -520,6 +523,7 @@ PyDoc_STRVAR(solve_doc,
 "or 'interrupted'. `time_limit` in seconds; negative means none.");
 
 static PyObject *py_solve(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *lo, *up, *sz, *al;
     long long capacity;
     double time_limit;
@@ -553,16 +557,19 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
     S.align = data + 3 * n;
     S.capacity = capacity;
     S.deadline = time_limit < 0 ? -1.0 : now_s() + time_limit;
+    S.generation = __atomic_load_n(&g_cancel_generation, __ATOMIC_RELAXED);
     Part *parts = NULL;
     int np = 0;
     int *part_bufs = NULL;
     int st;
+    Py_BEGIN_ALLOW_THREADS
     if (prepare(&S, &parts, &np, &part_bufs) < 0) {
         st = ST_NOMEM;
     } else {
         static const char *heurs[] = {"WAT", "TAW", "TWA"};
         st = round_robin(&S, parts, np, heurs, 3);
     }
+    Py_END_ALLOW_THREADS
     PyObject *offsets = Py_None;
     Py_INCREF(Py_None);
     if (st == ST_FOUND) {
@@ -583,13 +590,22 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
     return Py_BuildValue("sNLL", status_names[st], offsets, (long long)S.nodes, (long long)S.backtracks);
 }
 
+static PyObject *py_cancel(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    __atomic_add_fetch(&g_cancel_generation, 1, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"solve", py_solve, METH_VARARGS, solve_doc},
+    {"cancel", py_cancel, METH_NOARGS, "cancel() -> None: stop every search running now ('interrupted')."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_search", "Compiled exact placement search (see model_place.exact).", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__search(void) { return PyModule_Create(&module); }

@@ -13,6 +13,7 @@ improving.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
@@ -27,8 +28,44 @@ from model_place.validation import arena_of
 #: Seconds an exact search may run when the caller gives no time limit.
 DEFAULT_TIME_LIMIT = 60.0
 
+#: Stack of the search thread (bytes of address space; pages are used on demand).
+SEARCH_STACK_BYTES = 512 << 20
+
 #: Share of the remaining time one decision may use while minimising the arena.
 DECISION_SHARE = 0.25
+
+
+def run_search(*args):
+    """Run ``_search.solve(*args)`` in a thread with a large stack.
+
+    The search recurses once per placed buffer, deeper than a main thread's stack
+    allows for large graphs; it releases the GIL, so this thread stays free to
+    turn Ctrl-C into a cancellation (status ``interrupted``, best answer kept).
+    """
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["out"] = _search.solve(*args)
+        except BaseException as e:  # handed to the caller's thread below
+            box["err"] = e
+
+    old = threading.stack_size()
+    threading.stack_size(SEARCH_STACK_BYTES)
+    try:
+        worker = threading.Thread(target=target, name="model-place-search", daemon=True)
+        worker.start()
+    finally:
+        threading.stack_size(old)
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+    except KeyboardInterrupt:
+        _search.cancel()
+        worker.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
 
 
 def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | None) -> tuple[str, dict[str, int] | None, dict]:
@@ -45,7 +82,7 @@ def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | Non
         return "found", offsets, {"nodes": 0, "backtracks": 0}
     if capacity < live_bytes_peak(sized):
         return "infeasible", None, {"nodes": 0, "backtracks": 0}
-    status, found, nodes, backtracks = _search.solve(
+    status, found, nodes, backtracks = run_search(
         [lt.start for lt in sized], [lt.end for lt in sized], [lt.size for lt in sized],
         [lt.alignment for lt in sized], capacity, -1.0 if time_limit is None else max(0.0, time_limit))
     stats = {"nodes": nodes, "backtracks": backtracks}

@@ -1,7 +1,8 @@
 """Baseline placers: no reuse, greedy by size (TFLite), best fit (XLA heap simulator).
 
 Each takes checked lifetimes (zero-byte buffers included) and returns offsets
-(bytes). They run in O(n^2 log n) for n buffers.
+(bytes). Each buffer is checked against the buffers alive with it only, so they
+run in O(P log P) for P pairs of buffers alive together.
 """
 
 from __future__ import annotations
@@ -26,20 +27,34 @@ def no_reuse(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
     return offsets
 
 
+def overlapping(lifetimes: Sequence[Lifetime]) -> list[list[int]]:
+    """For each buffer (index), the buffers whose lifetimes intersect its own."""
+    by_start = sorted(range(len(lifetimes)), key=lambda i: lifetimes[i].start)
+    nbrs: list[list[int]] = [[] for _ in lifetimes]
+    for k, i in enumerate(by_start):
+        end = lifetimes[i].end
+        for j in by_start[k + 1:]:
+            if lifetimes[j].start >= end:
+                break
+            nbrs[i].append(j)
+            nbrs[j].append(i)
+    return nbrs
+
+
 def place_in_order(lifetimes: Sequence[Lifetime], order: Sequence[int]) -> dict[str, int]:
     """Place buffers one by one in ``order`` (indices), each in the smallest free gap
     among the buffers already placed that are alive at the same time."""
-    placed: list[tuple[int, int, int, int]] = []  # (start, end, lo, hi)
+    nbrs = overlapping(lifetimes)
+    at: list[int | None] = [None] * len(lifetimes)
     offsets: dict[str, int] = {}
     for i in order:
         lt = lifetimes[i]
         if lt.size == 0:
             offsets[lt.id] = 0
             continue
-        busy = [(lo, hi) for s, e, lo, hi in placed if s < lt.end and lt.start < e]
+        busy = [(at[j], at[j] + lifetimes[j].size) for j in nbrs[i] if at[j] is not None]
         off = best_fit_offset(busy, lt.size, lt.alignment)
-        offsets[lt.id] = off
-        placed.append((lt.start, lt.end, off, off + lt.size))
+        offsets[lt.id] = at[i] = off
     return offsets
 
 
