@@ -188,3 +188,36 @@ def test_bad_json_exits_2(tmp_path, capsys):
     src.write_text(json.dumps({"format": "something/9"}))
     assert run([src, "-o", tmp_path / "o.json"]) == 2
     assert "expected a 'model-ir/1' or 'model-plan/1'" in capsys.readouterr().out
+
+
+def test_graph_json_under_a_scheduler_order(tmp_path, monkeypatch):
+    # model-sched is another layer: a stand-in module checks the adapter, which
+    # accepts anything with an ``order`` of op ids (model_sched.ScheduleResult).
+    import sys
+    import types
+
+    calls = []
+
+    def schedule(graph, *, method):
+        calls.append(method)
+        return types.SimpleNamespace(order=("f1", "f3", "f2", "f4"))
+
+    monkeypatch.setitem(sys.modules, "model_sched", types.SimpleNamespace(schedule=schedule))
+    g = _graph()
+    src, out = tmp_path / "g.json", tmp_path / "plan.json"
+    save_graph(g, src)
+    assert run([src, "-o", out, "--schedule", "greedy"]) == 0
+    assert calls == ["greedy"]
+    plan = load_plan(out)
+    assert plan.schedule.order == ("f1", "f3", "f2", "f4")
+    validate_placement(simulate(g, plan.schedule).lifetimes, plan.placement.offsets, plan.placement.arena_bytes)
+
+
+def test_schedule_without_model_sched(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "model_sched", None)  # import fails
+    src = tmp_path / "g.json"
+    save_graph(_graph(), src)
+    assert run([src, "-o", tmp_path / "p.json", "--schedule", "greedy"]) == 2
+    assert "model-sched is not installed" in capsys.readouterr().out
