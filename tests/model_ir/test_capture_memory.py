@@ -108,3 +108,14 @@ def test_measured_equals_simulated_at_cuda_granularity():
     step = capture_step(model, x, optimizer=opt, granularity=512)
     measured = measure_live_bytes(step, step.bind(model, opt, x), granularity=512)
     assert measured == list(simulate(step.graph).timeline)
+
+
+def test_eval_and_no_optimizer_steps():
+    torch.manual_seed(0)
+    model = small_cnn().eval()
+    x = torch.randn(2, 3, 16, 16)
+    step = capture_step(model, x, train=False, granularity=1)
+    assert list(simulate(step.graph).timeline) == measure_live_bytes(step, step.bind(model, None, x))
+    model.train()
+    step = capture_step(model, x, granularity=1)  # forward and backward, gradients dropped
+    assert list(simulate(step.graph).timeline) == measure_live_bytes(step, step.bind(model, None, x))

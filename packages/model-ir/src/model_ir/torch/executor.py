@@ -73,8 +73,13 @@ def execute(
             pass
         if node.name not in folded:
             raise ExecutionError(f"node {node.name!r} is needed before the op that computes it ran")
+        known = node.meta.get("val")
         if node.op == "get_attr":
             result = getattr(gm, node.target)
+        elif type(known) in (int, float, bool):
+            # Shapes are static: a shape query's traced value is its value, and using it
+            # keeps the queried tensor from having to outlive its last real use.
+            result = known
         else:
             args = fx.node.map_arg(node.args, value)
             kwargs = fx.node.map_arg(node.kwargs, value)
