@@ -117,3 +117,17 @@ def test_foreach_and_fused_optimizers_bitwise(make, impl):
     # multi-tensor optimizers (the CUDA default) mutate lists of tensors in one op
     captured = _compare(lambda: mlp(8, 3), lambda m: make(m.parameters(), **impl), lambda: torch.randn(4, 8))
     assert any("_foreach_" in op.target or "_fused_" in op.target for op in captured.graph.ops)
+
+
+def test_frozen_submodules_and_parameters_are_respected():
+    def make():
+        model = small_cnn()
+        model[1].eval()  # a frozen BatchNorm: uses and keeps its running statistics
+        for p in model[0].parameters():
+            p.requires_grad_(False)
+        return model
+
+    captured = _compare(make, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2), lambda: torch.randn(4, 3, 16, 16))
+    assert not any(b.id.startswith("optimizer_state:0.") for b in captured.graph.buffers)
+    mutated = {b for op in captured.graph.ops for b in op.mutates}
+    assert "model_buffer:1.running_mean" not in mutated and "model_buffer:4.running_mean" in mutated

@@ -159,17 +159,19 @@ def optimizer_bound_to(optimizer: torch.optim.Optimizer, param_map: Mapping[int,
         optimizer.state = saved_state
 
 
-def _initial_fake_state(mode, optimizer, fake_params: Mapping[int, torch.Tensor]):
-    """The optimizer state a first ``step()`` creates, as fake tensors.
+def _initial_fake_state(mode, optimizer, fake_params: Mapping[int, torch.Tensor], todo: set[int]):
+    """The optimizer state a first ``step()`` creates for the parameters ``todo`` (ids
+    of real parameters), as fake tensors.
 
-    Runs ``optimizer.step()`` on fake parameters with fake zero gradients; the state
-    tensors it creates (``exp_avg``, ``momentum_buffer``, ``step``, ...) give the
-    shapes and dtypes of the persistent state of every later step.
+    Runs ``optimizer.step()`` on the fake parameters, with fake zero gradients for
+    ``todo`` only (others have no gradient and are skipped); the state tensors it
+    creates (``exp_avg``, ``momentum_buffer``, ``step``, ...) give the shapes and dtypes
+    of the persistent state of every later step.
     """
     fresh = defaultdict(dict)
     with mode:
-        for p in fake_params.values():
-            p.grad = torch.zeros_like(p)
+        for pid in todo:
+            fake_params[pid].grad = torch.zeros_like(fake_params[pid])
         try:
             with optimizer_bound_to(optimizer, fake_params, fresh), torch.no_grad():
                 optimizer.step()
@@ -235,8 +237,8 @@ def trace_step(
                     "of the model; build the optimizer from model.parameters()"
                 )
         fake_by_real = {id(p): by_id[id(p)] for p in opt_params}
-        missing = [p for p in opt_params if not optimizer.state.get(p)]
-        init_state = _initial_fake_state(mode, optimizer, {id(p): by_id[id(p)] for p in missing}) if missing else {}
+        missing = [p for p in opt_params if p.requires_grad and not optimizer.state.get(p)]
+        init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing}) if missing else {}
         for p in opt_params:
             real_state = optimizer.state.get(p)
             entries = []
@@ -301,8 +303,13 @@ def trace_step(
             p.grad = None
         return [loss.detach()]
 
-    was_training = model.training
-    model.train(train)
+    # Train mode keeps per-module modes a user chose (e.g. frozen BatchNorm in eval)
+    # unless the whole model is in eval mode; every module's flag is restored after.
+    modes = [(m, m.training) for m in model.modules()]
+    if not train:
+        model.eval()
+    elif not model.training:
+        model.train()
     try:
         with mode:
             gm = make_fx(step, tracing_mode="real")(*flat)
@@ -311,7 +318,8 @@ def trace_step(
     except Exception as exc:
         raise capture_error(exc, model) from exc
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
         for p in fparams.values():
             p.grad = None
 
