@@ -294,3 +294,13 @@ class WithCustomOp(torch.nn.Module):
 def test_operator_without_fake_implementation_is_named():
     with pytest.raises(CaptureError, match=r"operator model_ir_test::twice cannot run under fake tensors.*\(forward\)"):
         capture(WithCustomOp(), torch.randn(2, 4), train=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_training_step_without_cuda_is_a_clear_error():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        model = torch.nn.Linear(4, 4, device="cuda")
+    with pytest.raises(CaptureError, match="needs a machine with CUDA"):
+        capture(model, TensorSpec((2, 4), device="cuda"))

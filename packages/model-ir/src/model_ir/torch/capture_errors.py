@@ -19,7 +19,8 @@ def _user_frame(exc: BaseException) -> str | None:
     found = None
     for frame in traceback.extract_tb(exc.__traceback__):
         path = os.path.abspath(frame.filename)
-        if path.startswith((_TORCH_DIR, _OWN_DIR)) or "/contextlib.py" in path:
+        # Generated code (``<string>``, ``<eval_with_key>``) and library frames say nothing.
+        if frame.filename.startswith("<") or path.startswith((_TORCH_DIR, _OWN_DIR)) or "/contextlib.py" in path:
             continue
         found = f"{frame.filename}:{frame.lineno} ({frame.name})"
     return found

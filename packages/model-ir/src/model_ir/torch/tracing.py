@@ -266,6 +266,14 @@ def trace_step(
             slots.append(InputSlot("target", f"targets[{i}]"))
             flat.append(_fake(mode, leaf))
 
+    devices = {t.device.type for t in flat}
+    if train and "cuda" in devices and not torch.cuda.is_available():
+        raise CaptureError(
+            "capturing a training step on CUDA tensors needs a machine with CUDA (the autograd engine "
+            "initializes the device even for fake tensors); capture on a GPU machine, or build the model "
+            "on 'meta' or 'cpu' to capture it here"
+        )
+
     def step(*tensors):
         it = iter(tensors)
         params = {n: next(it) for n in fparams}
