@@ -173,7 +173,12 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         if val is None and _returns_tensors(node.target):
             raise CaptureError(f"operator {node.target} (node {node.name}) returned a tensor the tracer did not record")
         outs = _tensors(val)
-        fresh = [(k, t) for k, t in enumerate(outs) if buffer_of(t) is None]
+        fresh, seen = [], set()
+        for k, t in enumerate(outs):  # new storages, each once (an op may return views of its own output)
+            ref = StorageWeakRef(t.untyped_storage())
+            if buffer_of(t) is None and ref not in seen:
+                seen.add(ref)
+                fresh.append((k, t))
         written = _written_nodes(node)
         target = node.target
         schema_name = getattr(getattr(target, "_schema", None), "name", None)
