@@ -25,6 +25,9 @@ def test_keyboard_interrupt_returns_best_so_far():
 
 
 def test_ten_thousand_ops_auto_respects_a_short_time_limit():
+    from model_sched import scheduler_names
+
+    scheduler_names()  # load the plugins first: other layers' plugins may import torch
     g = layered_graph(10_000, width=16, seed=0)
     t = time.perf_counter()
     r = schedule(g, method="auto", time_limit=3)

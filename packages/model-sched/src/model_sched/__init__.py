@@ -5,7 +5,7 @@ and exact search (whole graph or windows around the peak) within a time limit, a
 returns a validated :class:`ScheduleResult`.
 """
 
-from model_sched.api import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, schedule, scheduler_names, solver_backend
+from model_sched.api import DEFAULT_TIME_LIMIT, default_solver, schedule, scheduler_names, solver_backend
 from model_sched.bounds import ForcedBound, forced_bound
 from model_sched.control import Progress
 from model_sched.errors import SchedError, SolverUnavailableError
@@ -15,7 +15,7 @@ from model_sched.result import ScheduleResult
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_SOLVER", "DEFAULT_TIME_LIMIT", "ForcedBound", "Liveness", "Progress", "SchedError",
+    "DEFAULT_TIME_LIMIT", "default_solver", "ForcedBound", "Liveness", "Progress", "SchedError",
     "ScheduleResult", "SolverUnavailableError", "forced_bound", "liveness", "peak", "schedule",
     "scheduler_names", "solver_backend", "timeline",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Callable
 
 import attrs
 
@@ -41,11 +42,15 @@ class SearchOutcome:
 
 
 def exact_search(lv: Liveness, *, upper: int | None = None, lower: int = 0,
-                 deadline: float | None = None, max_states: int | None = None) -> SearchOutcome:
+                 deadline: float | None = None, max_states: int | None = None,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 progress_seconds: float = 2.0) -> SearchOutcome:
     """Find an order with peak below ``upper`` (bytes; ``None`` for no incumbent), or prove none exists.
 
     ``lower`` is a known lower bound (it only lets the search stop early);
     ``deadline`` is a ``time.perf_counter()`` value; ``max_states`` caps the states stored.
+    ``on_progress(bound, states)`` is called about every ``progress_seconds`` with the
+    current lower bound (bytes) and the number of states stored.
     """
     n = lv.n_ops
     if n == 0:
@@ -75,6 +80,7 @@ def exact_search(lv: Liveness, *, upper: int | None = None, lower: int = 0,
     heap: list[tuple[int, int, int, int]] = [(max(lower, lv.base_bytes), 0, 0, 0)]
     pops = 0
     complete = False
+    next_report = time.perf_counter() + progress_seconds
     while heap:
         f, negdepth, s, g_pushed = heapq.heappop(heap)
         if f >= ub:
@@ -85,9 +91,14 @@ def exact_search(lv: Liveness, *, upper: int | None = None, lower: int = 0,
         if g < g_pushed:
             continue  # stale entry: the set was reached again with a lower peak
         pops += 1
-        if pops & 255 == 0 and deadline is not None and time.perf_counter() >= deadline:
-            heapq.heappush(heap, (f, negdepth, s, g_pushed))
-            break
+        if pops & 255 == 0:
+            now = time.perf_counter()
+            if deadline is not None and now >= deadline:
+                heapq.heappush(heap, (f, negdepth, s, g_pushed))
+                break
+            if on_progress is not None and now >= next_report:
+                next_report = now + progress_seconds
+                on_progress(int(min(ub, max(lower, f))), len(rec))
         if max_states is not None and len(rec) > max_states:
             heapq.heappush(heap, (f, negdepth, s, g_pushed))
             break

@@ -30,10 +30,11 @@ class SolveOutcome:
     optimal: bool
 
 
-def _missing(name: str, extra: str, module: str) -> SolverUnavailableError:
+def _missing(name: str, extra: str | None, module: str) -> SolverUnavailableError:
+    how = f"pip install 'model-sched[{extra}]'" if extra else f"pip install {module}"
     return SolverUnavailableError(
         f"solver {name!r} needs the Python package {module!r}, which is not installed; "
-        f"install it with: pip install 'model-sched[{extra}]' (or choose --solver highs)")
+        f"install it with: {how} (or choose another --solver)")
 
 
 class HighsBackend:
@@ -45,7 +46,7 @@ class HighsBackend:
         try:
             import highspy  # noqa: F401
         except ImportError:
-            raise _missing("highs", "highs", "highspy") from None
+            raise _missing("highs", None, "highspy") from None
 
     def solve(self, program: LinearProgram, *, time_limit: float | None = None,
               hint: Sequence[float] | None = None) -> SolveOutcome:
