@@ -120,12 +120,13 @@ class BenchCommand:
         parser.add_argument("--list", action="store_true", help="list the zoo's models and exit")
         sub = parser.add_subparsers(dest="bench_command", metavar="{max-batch,suite}")
         mb = sub.add_parser("max-batch", help="largest batch size within a memory budget, eager vs optimized")
-        mb.add_argument("--model", required=True, metavar="NAME")
-        mb.add_argument("--mode", default="train", metavar="MODE")
+        mb.add_argument("--model", required=True, metavar="NAME", help="zoo model (see bench --list)")
+        mb.add_argument("--mode", default="train", metavar="MODE", help="train (default) or eval")
         mb.add_argument("--memory", required=True, metavar="SIZE", help="budget, e.g. 16GiB, 500MiB, 16GB")
-        mb.add_argument("--limit", type=int, default=4096, metavar="B", help="largest batch size tried")
+        mb.add_argument("--limit", type=int, default=4096, metavar="B", help="largest batch size tried (default 4096)")
         mb.add_argument("--measure", choices=("auto", "always", "never"), default="auto",
-                        help="measure eager on a CUDA GPU (auto: when one is available)")
+                        help="measure real steps (eager, and the plan through model_runtime) on a CUDA GPU "
+                             "instead of simulating (auto: when one is available)")
         mb.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         add_optimizer_arguments(mb)
         su = sub.add_parser("suite", help="the benchmark suite: every zoo model, train and eval, batch 1 and 32")
@@ -255,7 +256,7 @@ def run_max_batch(args) -> int:
         print(json.dumps(result))
         return 0
     print(f"{args.model} {args.mode} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")
-    print(f"  eager ({result['eager_source']}): largest batch {result['eager_max_batch_size']}")
-    print(f"  optimized plan ({result['optimized_source']}): largest batch {result['optimized_max_batch_size']}"
+    print(f"  eager, {result['eager_source']}: largest batch {result['eager_max_batch_size']}")
+    print(f"  optimized plan, {result['optimized_source']}: largest batch {result['optimized_max_batch_size']}"
           + (f"  ({result['gain']:.2f}x)" if result["gain"] else ""))
     return 0

@@ -166,7 +166,10 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             p["optimized_bytes"] = g.persistent_bytes + placement.arena_bytes
             p["optimized_lower_bound_bytes"] = sched.lower_bound_bytes
             ok = p["optimized_bytes"] <= memory_bytes
-        progress.say(f"batch {b}: optimized plan {p['optimized_bytes']} bytes {'fits' if ok else 'does not fit'}")
+        if p["optimized_bytes"] is None:
+            progress.say(f"batch {b}: no plan fits (lower bound {sched.lower_bound_bytes} bytes)")
+        else:
+            progress.say(f"batch {b}: optimized plan {p['optimized_bytes']} bytes {'fits' if ok else 'does not fit'}")
         return ok
 
     eager_b = largest_fitting(eager_fits, limit=limit)
