@@ -99,3 +99,42 @@ def test_every_alloc_has_one_free_or_stays(steps):
     alive_at_end = sum(1 for a in allocs if a.end > steps)
     assert actions.count("alloc") == 6
     assert actions.count("free_completed") == actions.count("free_requested") == 6 - alive_at_end
+
+
+def _big_chain():
+    from model_ir import Buffer, Graph, Op
+
+    mib = 2**20
+    return Graph([Buffer("w", mib // 2, persistent=True), Buffer("a", 12 * mib), Buffer("b", 12 * mib),
+                  Buffer("loss", 512, output=True)],
+                 [Op("op0", inputs=["w"], outputs=["a"]), Op("op1", inputs=["a"], outputs=["b"]),
+                  Op("op2", inputs=["b"], outputs=["loss"])], name="chain")
+
+
+@pytest.mark.parametrize("which", ["hand-made", "big-chain"])
+def test_eager_snapshot_reserves_segments_as_the_allocator_does(which, training_graph):
+    from model_bench.memory_snapshot import allocator_allocations
+    from model_bench.pipeline import eager_lifetimes
+    from model_place import simulate_caching_allocator
+
+    graph = training_graph if which == "hand-made" else _big_chain()
+    lifetimes = eager_lifetimes(graph)
+    sim = simulate_caching_allocator(lifetimes)
+    allocs, segments, steps = allocator_allocations(graph, lifetimes, sim.offsets, sim.segments)
+    snap = snapshot_from_allocations(allocs, segments, steps)
+    events = _events(snap)
+    reserved_later = [e for e in events if e["action"] == "segment_alloc"]
+    initial = [s for s in segments if s.created < 0]
+    assert initial, "the persistent buffers open the first segment before the step"
+    assert sum(s.size for s in initial) + sum(e["size"] for e in reserved_later) == sim.reserved_bytes
+    # Every allocation lies in a segment reserved no later than it.
+    reserved: list[tuple[int, int]] = [(s.address, s.address + s.size) for s in initial]
+    for e in events:
+        if e["action"] == "segment_alloc":
+            reserved.append((e["addr"], e["addr"] + e["size"]))
+        elif e["action"] == "alloc":
+            assert any(lo <= e["addr"] and e["addr"] + e["size"] <= hi for lo, hi in reserved), e
+    if which == "big-chain":
+        # a and b are alive together: two 12 MiB segments, reserved at steps 0 and 1.
+        assert [(e["size"], e["time_us"]) for e in reserved_later] == [(12 * 2**20, 0), (12 * 2**20, 1)]
+        assert _memory_viz.trace(snap).count("cudaMalloc") == 2

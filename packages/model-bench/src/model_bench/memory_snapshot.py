@@ -7,9 +7,9 @@ https://pytorch.org/memory_viz read (pickled):
   ``cudaMalloc`` segment (``device``, ``address``, ``total_size``, ``stream``,
   ``blocks``), whose ``blocks`` tile the segment in address order, each
   ``active_allocated`` (``size``, ``requested_size``, ``frames``) or ``inactive``;
-- ``device_traces``: per device, the events in time order, ``alloc``,
-  ``free_requested`` and ``free_completed`` (``addr``, ``size``, ``stream``,
-  ``time_us``, ``frames``).
+- ``device_traces``: per device, the events in time order, ``segment_alloc``,
+  ``alloc``, ``free_requested`` and ``free_completed`` (``addr``, ``size``,
+  ``stream``, ``time_us``, ``frames``).
 
 The visualiser replays the trace backwards from the final segments, so a block that
 is active in ``segments`` without an ``alloc`` event (a parameter) is drawn as alive
@@ -19,6 +19,7 @@ put the op that allocates a buffer in its ``frames`` so hovering shows it.
 
 from __future__ import annotations
 
+import bisect
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -51,10 +52,15 @@ class Allocation:
 
 @attrs.frozen
 class Segment:
-    """A reserved range of ``size`` bytes at ``address`` (one ``cudaMalloc``)."""
+    """A reserved range of ``size`` bytes at ``address`` (one ``cudaMalloc``).
+
+    ``created`` is the step at which it was reserved (a ``segment_alloc`` event);
+    negative means reserved before the trace.
+    """
 
     address: int
     size: int
+    created: int = -1
 
 
 def _frames(a: Allocation) -> list[dict]:
@@ -72,6 +78,10 @@ def snapshot_from_allocations(allocations: Iterable[Allocation], segments: Seque
             by_step_alloc.setdefault(a.start, []).append(a)
         if a.end <= steps:
             by_step_free.setdefault(a.end, []).append(a)
+    new_segments: dict[int, list[Segment]] = {}
+    for seg in segments:
+        if seg.created >= 0:
+            new_segments.setdefault(seg.created, []).append(seg)
     trace: list[dict] = []
     for t in range(steps + 1):
         # Frees before allocations at the same step: a buffer whose last reader ran at
@@ -80,6 +90,10 @@ def snapshot_from_allocations(allocations: Iterable[Allocation], segments: Seque
             for action in ("free_requested", "free_completed"):
                 trace.append({"action": action, "addr": a.address, "size": a.size, "stream": 0, "time_us": t,
                               "frames": _frames(a)})
+        # A segment is reserved when an allocation of this step finds no cached block.
+        for seg in new_segments.get(t, ()):
+            trace.append({"action": "segment_alloc", "addr": seg.address, "size": seg.size, "stream": 0,
+                          "time_us": t, "frames": []})
         for a in by_step_alloc.get(t, ()):
             trace.append({"action": "alloc", "addr": a.address, "size": a.size, "stream": 0, "time_us": t,
                           "frames": _frames(a)})
@@ -146,8 +160,10 @@ def allocator_allocations(graph: Graph, lifetimes, offsets: Mapping[str, int], s
     """Allocations and segments of a caching-allocator simulation of ``lifetimes``.
 
     ``offsets`` are the simulated virtual addresses and ``segments`` the simulated
-    reservations (objects with ``base`` and ``size``). Persistent buffers of
-    ``graph`` are shown as allocated before the step.
+    reservations (objects with ``base`` and ``size``, in creation order). Persistent
+    buffers of ``graph`` are shown as allocated before the step, and so are the
+    segments they opened; every other segment is reserved at the step of the first
+    buffer placed in it.
     """
     allocs = []
     for lt in lifetimes:
@@ -157,7 +173,13 @@ def allocator_allocations(graph: Graph, lifetimes, offsets: Mapping[str, int], s
         start = -1 if buf.persistent else lt.start
         end = len(graph.ops) + 1 if buf.persistent or buf.output else lt.end
         allocs.append(Allocation(lt.id, base + offsets[lt.id], lt.size, start, end, buf.kind or ""))
-    return allocs, [Segment(base + s.base, s.size) for s in segments], len(graph.ops)
+    created = [len(graph.ops) + 1] * len(segments)
+    bounds = sorted((s.base, i) for i, s in enumerate(segments))
+    for a in allocs:
+        k = bisect.bisect_right(bounds, (a.address - base, len(segments))) - 1
+        if k >= 0:
+            created[bounds[k][1]] = min(created[bounds[k][1]], a.start)
+    return allocs, [Segment(base + s.base, s.size, created[i]) for i, s in enumerate(segments)], len(graph.ops)
 
 
 def plan_snapshot(graph: Graph, order: Sequence[str] | None, offsets: Mapping[str, int], arena_bytes: int) -> dict:
