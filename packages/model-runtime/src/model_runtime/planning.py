@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from model_ir import Lifetime, Plan, Schedule, simulate
 from model_place import lifetimes_from_graph, place
+from model_runtime.errors import RuntimeLayerError
 from model_sched import schedule
 
 #: Seconds each solver (scheduling, placement) may run when ``time_limit`` is None.
@@ -71,5 +72,8 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             "eager_transient_live_peak_bytes": caching.lower_bound_bytes,
         })
     # The simulator is the reference: the order's peak is recomputed, never trusted.
-    assert simulate(graph, sched.order).peak_bytes == sched.peak_bytes
+    simulated = simulate(graph, sched.order).peak_bytes
+    if simulated != sched.peak_bytes:
+        raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
+                                f"the simulator measures {simulated} bytes for its order")
     return Plan(graph, Schedule(sched.order), placed, figures)
