@@ -83,3 +83,44 @@ def measure_live_bytes(step, tensors: Sequence[torch.Tensor], order=None, *, gra
     with tracker:
         execute(step, tensors, order, on_op=lambda t, op_id: measured.append(tracker.live_bytes()))
     return measured
+
+
+class _PeakTracker(StorageTracker):
+    """A :class:`StorageTracker` that also records the live bytes after every aten op."""
+
+    def __init__(self, granularity: int = 1):
+        super().__init__(granularity)
+        self.after_each: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        self.after_each.append(self.live_bytes())
+        return out
+
+
+def measure_eager_live_bytes(model, optimizer, inputs, *, loss_fn=None, targets=(), granularity: int = 1) -> list[int]:
+    """Live storage bytes after every aten op of one plain eager training step.
+
+    The step is ``zero_grad(set_to_none=True)``, forward, loss (``loss_fn(output,
+    *targets)``, default: sum of the floating outputs), backward, ``optimizer.step()``,
+    ``zero_grad``, on the real tensors (the optimizer's state is created first with
+    :func:`~model_ir.torch.init_optimizer_state`). Counted: parameters, buffers,
+    optimizer state, the batch and every storage created during the step while alive.
+    Its maximum is the eager peak a ``keep_grads=True`` capture's program order models.
+    """
+    from model_ir.testing.torch_models import eager_step
+    from model_ir.torch import init_optimizer_state
+    from model_ir.torch.tracing import flatten_batch
+
+    if optimizer is not None:
+        init_optimizer_state(optimizer)
+    tracker = _PeakTracker(granularity)
+    persistent = [*model.parameters(), *model.buffers(), *flatten_batch(inputs)[0], *flatten_batch(tuple(targets))[0]]
+    if optimizer is not None:
+        persistent += [v for st in optimizer.state.values() for v in st.values()]
+    for t in persistent:
+        if isinstance(t, torch.Tensor):
+            tracker.track(t)
+    with tracker:
+        eager_step(model, optimizer, inputs, loss_fn, targets)
+    return tracker.after_each

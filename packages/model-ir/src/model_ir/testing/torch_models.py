@@ -86,7 +86,8 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=()) -> torch.Tensor:
     """One plain eager training step (the reference the captured step must reproduce)."""
-    optimizer.zero_grad(set_to_none=True)
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
     if isinstance(inputs, dict):
         out = model(**inputs)
     elif isinstance(inputs, (tuple, list)):
@@ -100,8 +101,9 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=()) ->
 
         loss = default_loss(out)
     loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    if optimizer is not None:
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
     return loss.detach()
 
 

@@ -25,6 +25,7 @@ def capture_step(
     train: bool = True,
     granularity: int = 512,
     targets=(),
+    keep_grads: bool = False,
     name: str | None = None,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
@@ -36,15 +37,19 @@ def capture_step(
     backward, and ``optimizer.step()`` when an optimizer is given (its hyper-parameters,
     e.g. the learning rate, are constants of the captured step). Eval mode: forward
     under ``no_grad``. Buffer sizes are storage bytes rounded up to ``granularity``
-    bytes (512: CUDA's caching allocator). Raises :class:`CaptureError` naming the
-    operator or construct that could not be captured.
+    bytes (512: CUDA's caching allocator). Gradients are freed after their last reader
+    (the optimizer); ``keep_grads=True`` keeps them to the end of the step, as eager
+    PyTorch's ``.grad`` does, so the program order reproduces eager's memory exactly.
+    Raises :class:`CaptureError` naming the operator or construct that could not be
+    captured.
     """
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
-    smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__)
+    smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
+                             keep_grads=keep_grads)
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
              time.perf_counter() - traced_at)
     return CapturedStep(
@@ -71,9 +76,10 @@ def capture(
     train: bool = True,
     granularity: int = 512,
     targets=(),
+    keep_grads: bool = False,
 ) -> Graph:
     """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
     return capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
-        granularity=granularity, targets=targets,
+        granularity=granularity, targets=targets, keep_grads=keep_grads,
     ).graph

@@ -107,9 +107,15 @@ def _is_rng(target) -> bool:
     return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
 
 
-def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step") -> StorageMap:
+def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step",
+                      keep_grads: bool = False) -> StorageMap:
     """The storage-level :class:`Graph` of ``traced``; buffer sizes are storage bytes
-    rounded up to ``granularity`` bytes."""
+    rounded up to ``granularity``.
+
+    The buffers backward stored in the parameters' ``.grad`` get ``meta["grad_of"]``
+    (the parameter name); with ``keep_grads`` they are outputs, alive to the end of
+    the step as eager's ``.grad`` is, instead of freed after their last reader.
+    """
     if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
         raise CaptureError(f"granularity must be an integer number of bytes >= 1, got {granularity!r}")
     gm = traced.module
@@ -239,6 +245,13 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         if not buffers[b]["persistent"]:
             buffers[b]["output"] = True
             buffers[b]["kind"] = "output"
+
+    for pname, g in traced.grads.items():
+        bid = buffer_of(g)
+        if bid is not None and not buffers[bid]["persistent"]:
+            buffers[bid]["meta"] = {**buffers[bid]["meta"], "grad_of": pname}
+            if keep_grads and not buffers[bid].get("output"):
+                buffers[bid].update(output=True, kind="gradient")
 
     _attribute_folded(gm, folded, op_nodes)
     ops = [attrs.evolve(op, meta={**op.meta, "folded": list(op_nodes[op.id][1:])}) if len(op_nodes[op.id]) > 1 else op

@@ -63,6 +63,8 @@ class TracedStep:
     #: how to rebuild the model call from the flat batch leaves
     inputs_spec: Any = None
     targets_spec: Any = None
+    #: parameter name -> the traced tensor backward stored in its ``.grad``
+    grads: Mapping[str, torch.Tensor] = attrs.field(factory=dict)
 
 
 # -- example inputs ------------------------------------------------------------------
@@ -274,6 +276,8 @@ def trace_step(
             "on 'meta' or 'cpu' to capture it here"
         )
 
+    grads: dict[str, torch.Tensor] = {}
+
     def step(*tensors):
         it = iter(tensors)
         params = {n: next(it) for n in fparams}
@@ -296,6 +300,7 @@ def trace_step(
         if not loss.requires_grad:
             raise CaptureError("the loss does not require grad: no parameter of the model influences it")
         loss.backward()
+        grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
         if optimizer is not None:
             with optimizer_bound_to(optimizer, fake_by_real, state):
                 optimizer.step()
@@ -334,7 +339,7 @@ def trace_step(
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
-    return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec)
+    return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads)
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
