@@ -145,3 +145,14 @@ def test_max_batch_simulated(capsys):
     if eb < 64:  # the next batch size was probed and did not fit
         assert probes[eb + 1]["eager_bytes"] > 3 * 2**20
     assert probes[ob]["optimized_bytes"] <= 3 * 2**20
+
+
+def test_bench_never_overwrites_its_input_graph(tmp_path, capsys):
+    run_dir = tmp_path / "tiny-mlp-train-b2"
+    run_dir.mkdir()
+    path = run_dir / "graph.json"
+    assert run(["capture", "--model", "tiny-mlp", "--batch-size", "2", "-o", str(path), "--quiet"], capsys)[0] == 0
+    before = path.read_bytes()
+    code, _, err = run(["bench", "--graph", str(path), "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 2 and "would overwrite the input graph" in err
+    assert path.read_bytes() == before
