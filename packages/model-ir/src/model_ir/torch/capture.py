@@ -49,7 +49,8 @@ def capture_step(
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
-                             keep_grads=keep_grads)
+                             keep_grads=keep_grads,
+                             meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None})
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
              time.perf_counter() - traced_at)
     return CapturedStep(

@@ -108,7 +108,7 @@ def _is_rng(target) -> bool:
 
 
 def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step",
-                      keep_grads: bool = False) -> StorageMap:
+                      keep_grads: bool = False, meta: Mapping | None = None) -> StorageMap:
     """The storage-level :class:`Graph` of ``traced``; buffer sizes are storage bytes
     rounded up to ``granularity``.
 
@@ -260,7 +260,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         buffers=tuple(Buffer(**b) for b in buffers.values()),
         ops=tuple(ops),
         name=name,
-        meta={"frontend": "torch", "granularity": granularity, "train": traced.train},
+        meta={"frontend": "torch", "granularity": granularity, "train": traced.train, "keep_grads": keep_grads,
+              **(meta or {})},
     )
     return StorageMap(
         graph=graph,
