@@ -129,26 +129,33 @@ def fmt_bytes(n) -> str:
     return f"{n} B"
 
 
-def markdown(rows: list[dict], backend_rows: list[dict], time_limit: float) -> str:
+def markdown(rows: list[dict], backend_rows: list[dict], time_limit: float, backend_time_limit: float) -> str:
     lines = [f"Time limit {time_limit:g} s per graph (`auto`); bytes include persistent buffers.", "",
-             "| graph | ops | eager peak | best greedy | auto peak | lower bound | gap | optimal | seconds | brute force |",
-             "|---|---:|---:|---:|---:|---:|---:|:-:|---:|:-:|"]
+             "| graph | family | ops | eager peak | best greedy | auto peak | lower bound | gap | optimal | seconds | brute force |",
+             "|---|---|---:|---:|---:|---:|---:|---:|:-:|---:|:-:|"]
     for r in rows:
         bf = {True: "match", False: "MISMATCH", None: "too many orders"}.get(r.get("matches_brute_force"), "")
         if "matches_brute_force" not in r:
             bf = ""
-        lines.append(f"| {r['graph']} | {r['ops']} | {fmt_bytes(r['eager_peak'])} | {fmt_bytes(r['best_heuristic'])} | "
+        family = "captured (file)" if r["family"] == "file" else r["family"]
+        lines.append(f"| {r['graph']} | {family} | {r['ops']} | {fmt_bytes(r['eager_peak'])} | {fmt_bytes(r['best_heuristic'])} | "
                      f"{fmt_bytes(r['auto_peak'])} | {fmt_bytes(r['lower_bound'])} | {100 * r['gap']:.2f}% | "
                      f"{'yes' if r['optimal'] else 'no'} | {r['seconds']:.2f} | {bf} |")
     if backend_rows:
-        lines += ["", "Exact back ends on whole random graphs (one row per graph and back end; "
-                  "`*` = proved optimal within the limit):", "",
-                  "| graph | ops | back end | seconds | proved | peak | bound | columns |", "|---|---:|---|---:|:-:|---:|---:|---:|"]
-        for r in backend_rows:
-            secs = "licence limit" if r["seconds"] is None else f"{r['seconds']:.2f}"
-            lines.append(f"| {r['graph']} | {r['ops']} | {r['backend']} | {secs} | "
-                         f"{'*' if r['proved'] else ''} | {r['peak'] if r['peak'] is not None else ''} | "
-                         f"{r['bound'] if r['bound'] is not None else ''} | {r.get('columns', '')} |")
+        names = list(dict.fromkeys(r["backend"] for r in backend_rows))
+        lines += ["", "Exact back ends on whole random graphs (3 graphs per size, "
+                  f"{backend_time_limit:g} s limit each): graphs proved optimal, and the slowest time.", "",
+                  "| ops | MILP columns | " + " | ".join(names) + " |", "|---:|---:|" + "---|" * len(names)]
+        for n in sorted({r["ops"] for r in backend_rows}):
+            cells, cols = [], [r["columns"] for r in backend_rows if r["ops"] == n and r.get("columns")]
+            for name in names:
+                rs = [r for r in backend_rows if r["ops"] == n and r["backend"] == name]
+                if all(r["seconds"] is None for r in rs):
+                    cells.append("licence limit")
+                    continue
+                proved = sum(bool(r["proved"]) for r in rs)
+                cells.append(f"{proved}/{len(rs)}, max {max(r['seconds'] for r in rs if r['seconds'] is not None):.2f} s")
+            lines.append(f"| {n} | {min(cols)}-{max(cols)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +167,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--quick", action="store_true", help="a few small graphs only")
     ap.add_argument("--no-backends", action="store_true", help="skip the back-end comparison")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite schedule.md from a schedule.json")
     args = ap.parse_args(argv)
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        md = markdown(data["graphs"], data["backends"], data["time_limit"], data.get("backend_time_limit", 30.0))
+        (Path(args.render).parent / "schedule.md").write_text(md)
+        print(md)
+        return 0
     graphs = suite(args.quick) + [("file", load_graph(p)) for p in args.graphs]
     rows = []
     for family, g in graphs:
@@ -177,8 +191,9 @@ def main(argv=None) -> int:
         w.writeheader()
         w.writerows(rows)
     (out / "schedule.json").write_text(json.dumps({"time_limit": args.time_limit, "graphs": rows,
+                                                   "backend_time_limit": args.backend_time_limit,
                                                    "backends": backend_rows}, indent=1) + "\n")
-    (out / "schedule.md").write_text(markdown(rows, backend_rows, args.time_limit))
+    (out / "schedule.md").write_text(markdown(rows, backend_rows, args.time_limit, args.backend_time_limit))
     print(f"wrote {out}/schedule.csv, schedule.json, schedule.md", file=sys.stderr)
     return 0
 
