@@ -22,6 +22,8 @@ CASES = {
     "mlp-sgd": (lambda: mlp(32, 3), lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
                 lambda: torch.randn(16, 32)),
     "cnn-adam": (small_cnn, lambda m: torch.optim.Adam(m.parameters(), lr=1e-3), lambda: torch.randn(4, 3, 16, 16)),
+    "mlp-adam-foreach": (lambda: mlp(32, 3), lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True),
+                         lambda: torch.randn(16, 32)),
     "transformer-adamw": (lambda: TransformerBlock(16, 2, dropout=0.1),
                           lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3), lambda: torch.randn(2, 8, 16)),
 }

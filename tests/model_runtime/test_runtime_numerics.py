@@ -86,6 +86,14 @@ def test_transformer_block_dropout_adamw(executor):
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
+def test_foreach_adam_list_outputs(executor):
+    """foreach optimizers (the default on CUDA) return lists of fresh tensors."""
+    step = compare(lambda: mlp(16, 3), lambda m: torch.optim.Adam(m.parameters(), lr=1e-2, foreach=True),
+                   lambda: torch.randn(8, 16), executor)
+    assert any((op.target or "").startswith("aten._foreach") for op in step.plan.graph.ops)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_torchvision_squeezenet_small(executor):
     """A torchvision model with dropout in its classifier (p=0.5), at a small input size."""
     torchvision = pytest.importorskip("torchvision")

@@ -76,7 +76,7 @@ class Binder:
         want = self.expected[pos]
         if not isinstance(t, torch.Tensor):
             raise ReoptimizeError(f"{what} must be a tensor, got {type(t).__name__}")
-        if t.shape != want.shape or t.dtype != want.dtype or t.device.type != self.device.type:
+        if t.shape != want.shape or t.dtype != want.dtype or t.device != self.device:
             raise ReoptimizeError(
                 f"{what} is {tuple(t.shape)} {t.dtype} on {t.device}; the step was optimized for "
                 f"{tuple(want.shape)} {want.dtype} on {self.device}; {_REOPTIMIZE}"
