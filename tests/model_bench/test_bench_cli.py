@@ -76,7 +76,7 @@ def test_sweep_on_a_two_model_subset(tmp_path, capsys):
     assert by["tiny-cnn", "train", 3]["eager_peak_bytes"] > by["tiny-cnn", "train", 1]["eager_peak_bytes"]
     assert by["tiny-cnn", "train", 3]["eager_peak_bytes"] > by["tiny-cnn", "eval", 3]["eager_peak_bytes"]
     table = (tmp_path / "results_table.md").read_text()
-    assert table.count("| tiny-") == 8 and "| **average** | train | 4 runs |" in table
+    assert table.count("| tiny-") == 8 and "| **average** | train | all: 4 runs |" in table and "| **average** | train | batch 3: 2 runs |" in table
 
 
 def test_suite_subset_writes_a_table(tmp_path, capsys):

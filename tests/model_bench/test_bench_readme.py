@@ -24,7 +24,7 @@ def test_markdown_table_rows_and_average():
     table = markdown_table([RUN, failed])
     assert "| m | train | 32 | 3.0000 GiB | 4.0000 GiB | 2.0000 GiB (-33.3%, opt.) | 2.0000 GiB | 2.0000 GiB |" in table
     assert "failed: capture failed / badly" in table
-    assert "| **average** | train | 1 runs |" in table and "**50.0%**" in table
+    assert "| **average** | train | all: 1 runs |" in table and "**50.0%**" in table
 
 
 def test_replace_block_keeps_the_rest():

@@ -129,11 +129,14 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"{r['seconds']:.1f} |")
     for mode in ("train", "eval"):
         ok = [r for r in results if not r.get("error") and r.get("mode") == mode]
-        if ok:
-            avg = sum(r["saving_vs_reserved"] for r in ok) / len(ok)
-            best = sum(r["best_possible_saving_vs_reserved"] for r in ok) / len(ok)
-            lines.append(f"| **average** | {mode} | {len(ok)} runs | | | | | | | **{fmt_percent(avg)}** | "
-                         f"{fmt_percent(best)} | |")
+        batches = sorted({r["batch_size"] for r in ok})
+        groups = [(f"batch {b}", [r for r in ok if r["batch_size"] == b]) for b in batches] if len(batches) > 1 else []
+        for label, runs in [*groups, ("all", ok)]:
+            if runs:
+                avg = sum(r["saving_vs_reserved"] for r in runs) / len(runs)
+                best = sum(r["best_possible_saving_vs_reserved"] for r in runs) / len(runs)
+                lines.append(f"| **average** | {mode} | {label}: {len(runs)} runs | | | | | | | **{fmt_percent(avg)}** | "
+                             f"{fmt_percent(best)} | |")
     return "\n".join(lines) + "\n"
 
 
