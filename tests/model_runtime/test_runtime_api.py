@@ -181,3 +181,30 @@ def test_generated_program_runs_ops_in_planned_order(executor):
     x = torch.randn(8, 16)
     (loss,) = program.run(step.bind(x))
     assert torch.equal(loss, eager_step(ref, ref_opt, x))
+
+
+def test_saved_plan_is_reused_and_checked(tmp_path):
+    from model_ir import Placement, save_plan
+
+    model, opt, step = _mlp_step()
+    path = tmp_path / "plan.json"
+    save_plan(step.plan, path)
+    torch.manual_seed(0)
+    model2 = mlp(16, 3)
+    ref = copy.deepcopy(model2)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    again = optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=str(path))
+    assert again.plan.schedule == step.plan.schedule
+    assert dict(again.plan.placement.offsets) == dict(step.plan.placement.offsets)
+    x = torch.randn(8, 16)
+    assert torch.equal(again(x), eager_step(ref, ref_opt, x))
+    with pytest.raises(ReoptimizeError, match="another step"):
+        optimize(model2, torch.randn(4, 16), optimizer=opt2, plan=path)
+    offsets = dict.fromkeys(step.plan.placement.offsets, 0)  # everything at offset 0: overlaps
+    bad = Plan(step.plan.graph, step.plan.schedule, Placement(offsets, step.plan.placement.arena_bytes))
+    with pytest.raises(ReoptimizeError, match="not valid"):
+        optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=bad)
+    _, _, reorder = _mlp_step("reorder")
+    with pytest.raises(ReoptimizeError, match="no placement"):
+        optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Callable
 
 import torch
 
 from model_ir.formatting import human_bytes
+from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
-from model_runtime.planning import device_alignment, make_plan
+from model_runtime.planning import check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
 
 
@@ -126,7 +130,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              optimizer: torch.optim.Optimizer | None = None, executor: str = "arena",
              time_limit: float | None = None, targets=(), train: bool | None = None,
              schedule_method: str = "auto", place_method: str = "auto",
-             granularity: int | None = None) -> OptimizedStep:
+             granularity: int | None = None, plan: Plan | str | os.PathLike | None = None) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -137,8 +141,14 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     ``executor``: ``"arena"`` (planned order and addresses), ``"reorder"`` (planned
     order, PyTorch's allocator) or a plugin's. ``time_limit``: seconds for each solver
     (scheduling, placement; default 10). ``granularity``: bytes every buffer is
-    rounded up to (default: 512 on CUDA, 64 on CPU).
+    rounded up to (default: 512 on CUDA, 64 on CPU). ``plan``: a plan saved earlier
+    (``model_ir.save_plan(step.plan, path)``, e.g. solved once with a long time limit),
+    a :class:`~model_ir.Plan` or a path to its JSON file; it is used instead of solving
+    again after checking that it was made for this very step (same ops and buffers)
+    and that its order and placement are valid.
     """
+    log = logging.getLogger("model_runtime")
+    t0 = time.perf_counter()
     device = model_device(model)
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
@@ -150,7 +160,17 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=granularity or device_alignment(device.type), targets=targets,
     )
-    plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
-                     time_limit=time_limit, schedule_method=schedule_method, place_method=place_method)
+    log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
+             len(captured.graph.buffers), time.perf_counter() - t0)
+    if plan is None:
+        plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
+                         time_limit=time_limit, schedule_method=schedule_method, place_method=place_method)
+    else:
+        plan = check_saved_plan(load_plan(plan) if isinstance(plan, (str, os.PathLike)) else plan, captured.graph,
+                                needs_placement=chosen.needs_placement, alignment=device_alignment(device.type))
+    log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
+             plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
+             time.perf_counter() - t0)
     program = chosen.build(captured, plan, device=device)
+    log.info("compiled for executor %s (%.2f s)", executor, time.perf_counter() - t0)
     return OptimizedStep(model, optimizer if train else None, captured, plan, program, device)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from model_ir import Lifetime, Plan, Schedule, simulate
-from model_place import lifetimes_from_graph, place
-from model_runtime.errors import RuntimeLayerError
+from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
+from model_ir.plan import order_indices
+from model_place import lifetimes_from_graph, place, validate_placement
+from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_sched import schedule
 
 #: Seconds each solver (scheduling, placement) may run when ``time_limit`` is None.
@@ -77,3 +78,36 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
                                 f"the simulator measures {simulated} bytes for its order")
     return Plan(graph, Schedule(sched.order), placed, figures)
+
+
+def _structure(graph) -> tuple:
+    buffers = tuple((b.id, b.size, b.persistent, b.output) for b in graph.buffers)
+    ops = tuple((o.id, tuple(o.inputs), tuple(o.outputs), tuple(o.mutates), tuple(o.after)) for o in graph.ops)
+    return buffers, ops
+
+
+def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int) -> Plan:
+    """``plan`` re-targeted to ``graph`` (the step captured now), after checking that
+    it was made for the same step and that its order (and placement, when
+    ``needs_placement``) are valid for it. Raises :class:`ReoptimizeError` otherwise."""
+    if _structure(plan.graph) != _structure(graph):
+        raise ReoptimizeError(
+            f"the saved plan was made for another step ({len(plan.graph.ops)} ops, {len(plan.graph.buffers)} "
+            f"buffers; this step has {len(graph.ops)} ops, {len(graph.buffers)} buffers, or other sizes): "
+            "the model, batch shape, optimizer or granularity differ; optimize without plan= to make a new one"
+        )
+    validate_order(graph, order_indices(graph, plan.schedule))
+    if needs_placement:
+        if plan.placement is None:
+            raise ReoptimizeError("the saved plan has no placement, which this executor needs; "
+                                  "optimize without plan= to make one")
+        lts = arena_lifetimes(graph, plan.schedule, alignment)
+        try:
+            validate_placement(lts, plan.placement.offsets, plan.placement.arena_bytes)
+        except ModelOptError as exc:
+            raise ReoptimizeError(f"the saved plan's placement is not valid for this step: {exc}") from None
+        misaligned = [lt.id for lt in lts if plan.placement.offsets[lt.id] % alignment]
+        if misaligned:
+            raise ReoptimizeError(f"the saved plan places buffer {misaligned[0]!r} at an offset that is not a "
+                                  f"multiple of {alignment} bytes, as this device needs")
+    return Plan(graph, plan.schedule, plan.placement, dict(plan.figures))
