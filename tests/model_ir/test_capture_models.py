@@ -108,6 +108,10 @@ def test_opt_and_hf_vit():
     vit = transformers.ViTModel(transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                        intermediate_size=64, image_size=32, patch_size=8))
     _measure_matches(vit, torch.randn(2, 3, 32, 32), _adamw(vit), lambda out: out.last_hidden_state.sum())
+    bert_sdpa = transformers.BertModel(transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=32, attn_implementation="sdpa"))
+    _measure_matches(bert_sdpa, _bert_inputs(), _adamw(bert_sdpa))
 
 
 # -- torchvision ----------------------------------------------------------------------
