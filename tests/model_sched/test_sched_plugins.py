@@ -60,3 +60,10 @@ def test_zero_time_limit_still_returns_a_valid_order():
     g = layered_graph(200, seed=6)
     r = schedule(g, time_limit=0)
     assert r.peak_bytes == simulate(g, r.order).peak_bytes and r.seconds < 5
+
+
+def test_whole_graph_milp_on_a_big_graph_is_a_clear_error():
+    from model_sched.errors import SchedError
+
+    with pytest.raises(SchedError, match="--method lns --solver NAME"):
+        schedule(layered_graph(3000, seed=1), method="milp", time_limit=5)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import attrs
 
 from model_sched.bounds import ancestor_masks, descendant_masks
+from model_sched.errors import SchedError
 from model_sched.liveness import Liveness
 
 
@@ -64,12 +65,26 @@ class ScheduleMilp:
     persistent_bytes: int  # bytes not modelled by columns
 
 
+#: Whole-graph models beyond this many ``y`` columns are refused: they take minutes
+#: to build and no backend proves anything on them (README, "Back ends").
+MAX_MILP_COLUMNS = 100_000
+
+
 def build_milp(lv: Liveness) -> ScheduleMilp:
-    """Formulate the minimum-peak order of ``lv`` (see the module docstring)."""
+    """Formulate the minimum-peak order of ``lv`` (see the module docstring).
+
+    Raises :class:`~model_sched.errors.SchedError` if the model would exceed
+    :data:`MAX_MILP_COLUMNS` scheduling columns.
+    """
     n = lv.n_ops
     anc, desc = ancestor_masks(lv), descendant_masks(lv)
     asap = tuple(a.bit_count() for a in anc)
     alap = tuple(n - 1 - d.bit_count() for d in desc)
+    columns = sum(alap[v] - asap[v] for v in range(n))
+    if columns > MAX_MILP_COLUMNS:
+        raise SchedError(
+            f"a whole-graph MILP of these {n} ops needs {columns} scheduling columns (limit "
+            f"{MAX_MILP_COLUMNS}); use --method auto, or --method lns --solver NAME to solve windows")
     sizes = [s for b, s in enumerate(lv.sizes) if not lv.persistent[b] and s > 0]
     unit = math.gcd(*sizes) if sizes else 1
     lower: list[float] = []
@@ -113,14 +128,15 @@ def build_milp(lv: Liveness) -> ScheduleMilp:
         for t in range(asap[v] + 1, alap[v]):
             add({y[v, t]: 1, y[v, t - 1]: -1}, 0, 0, inf)
     by_step: list[dict[int, int]] = [dict() for _ in range(n)]
-    const_by_step = [0] * n
+    done_from = [0] * (n + 1)  # ops whose y is the constant 1 from step alap on
     for v in range(n):
-        for t in range(n):
-            c, k = yterm(v, t)
-            if c is None:
-                const_by_step[t] += k
-            else:
-                by_step[t][c] = 1
+        done_from[alap[v]] += 1
+        for t in range(asap[v], alap[v]):
+            by_step[t][y[v, t]] = 1
+    const_by_step, running = [0] * n, 0
+    for t in range(n):
+        running += done_from[t]
+        const_by_step[t] = running
     for t in range(n):  # exactly t+1 ops have run by step t
         add(by_step[t], const_by_step[t], t + 1, t + 1)
     for v in range(n):  # precedence, over the transitive reduction
