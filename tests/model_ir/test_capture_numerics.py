@@ -131,3 +131,24 @@ def test_frozen_submodules_and_parameters_are_respected():
     assert not any(b.id.startswith("optimizer_state:0.") for b in captured.graph.buffers)
     mutated = {b for op in captured.graph.ops for b in op.mutates}
     assert "model_buffer:1.running_mean" not in mutated and "model_buffer:4.running_mean" in mutated
+
+
+def test_gradient_clipping_before_the_update_bitwise():
+    def clip(params):
+        torch.nn.utils.clip_grad_norm_(params.values(), max_norm=0.05)
+
+    torch.manual_seed(0)
+    model = TransformerBlock(16, 2, dropout=0.1)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    x = torch.randn(2, 6, 16)
+    captured = capture_step(model, x, optimizer=opt, before_step=clip)
+    assert any("norm" in op.target for op in captured.graph.ops if op.meta["phase"] == "backward")
+    for i in range(2):
+        torch.manual_seed(10 + i)
+        expected = eager_step(ref, ref_opt, x, before_step=clip)
+        torch.manual_seed(10 + i)
+        (loss,) = captured.run(model, opt, x)
+        assert torch.equal(loss, expected)
+        _assert_same(model, opt, ref, ref_opt)

@@ -84,7 +84,7 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
-def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=()) -> torch.Tensor:
+def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), before_step=None) -> torch.Tensor:
     """One plain eager training step (the reference the captured step must reproduce)."""
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
@@ -101,6 +101,8 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=()) ->
 
         loss = default_loss(out)
     loss.backward()
+    if before_step is not None:
+        before_step(dict(model.named_parameters()))
     if optimizer is not None:
         optimizer.step()
     model.zero_grad(set_to_none=True)

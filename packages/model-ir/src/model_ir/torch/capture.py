@@ -26,6 +26,7 @@ def capture_step(
     granularity: int = 512,
     targets=(),
     keep_grads: bool = False,
+    before_step: Callable | None = None,
     name: str | None = None,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
@@ -34,8 +35,10 @@ def capture_step(
     arguments or a dict of keyword arguments of ``model`` (tensors may be real, meta
     or fake; only shapes and dtypes are used). Train mode (default): forward,
     ``loss = loss_fn(output, *targets)`` (default: the sum of all floating outputs),
-    backward, and ``optimizer.step()`` when an optimizer is given (its hyper-parameters,
-    e.g. the learning rate, are constants of the captured step). Eval mode: forward
+    backward, ``before_step(params)`` if given (``params``: parameter name to tensor,
+    with ``.grad`` set; e.g. ``lambda ps: clip_grad_norm_(ps.values(), 1.0)``), and
+    ``optimizer.step()`` when an optimizer is given (its hyper-parameters, e.g. the
+    learning rate, are constants of the captured step). Eval mode: forward
     under ``no_grad``. Buffer sizes are storage bytes rounded up to ``granularity``
     bytes (512: CUDA's caching allocator). Gradients are freed after their last reader
     (the optimizer); ``keep_grads=True`` keeps them to the end of the step, as eager
@@ -45,7 +48,8 @@ def capture_step(
     """
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
-    traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets)
+    traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
+                        before_step=before_step)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
@@ -78,9 +82,10 @@ def capture(
     granularity: int = 512,
     targets=(),
     keep_grads: bool = False,
+    before_step: Callable | None = None,
 ) -> Graph:
     """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
     return capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
-        granularity=granularity, targets=targets, keep_grads=keep_grads,
+        granularity=granularity, targets=targets, keep_grads=keep_grads, before_step=before_step,
     ).graph

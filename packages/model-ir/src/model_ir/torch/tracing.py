@@ -200,13 +200,15 @@ def trace_step(
     optimizer: torch.optim.Optimizer | None = None,
     train: bool = True,
     targets=(),
+    before_step: Callable | None = None,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
     Train mode: zero grads (set to None), forward, ``loss = loss_fn(output, *targets)``
     (default: sum of the floating outputs), backward, ``optimizer.step()`` if an
-    optimizer is given. Gradients are dropped at the end of the step, so they are
-    transient buffers. Eval mode: the forward pass under ``torch.no_grad()``.
+    optimizer is given; ``before_step(params)`` (a dict of parameter name to tensor,
+    ``.grad`` set) runs between backward and the update, e.g. to clip gradients.
+    Gradients are dropped at the end of the step, so they are transient buffers. Eval mode: the forward pass under ``torch.no_grad()``.
     The user's model, optimizer and tensors are left untouched.
     """
     args, kwargs = split_example_inputs(example_inputs)
@@ -300,6 +302,8 @@ def trace_step(
         if not loss.requires_grad:
             raise CaptureError("the loss does not require grad: no parameter of the model influences it")
         loss.backward()
+        if before_step is not None:
+            before_step(params)
         grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
         if optimizer is not None:
             with optimizer_bound_to(optimizer, fake_by_real, state):
