@@ -221,3 +221,16 @@ def test_schedule_without_model_sched(tmp_path, monkeypatch, capsys):
     save_graph(_graph(), src)
     assert run([src, "-o", tmp_path / "p.json", "--schedule", "greedy"]) == 2
     assert "model-sched is not installed" in capsys.readouterr().out
+
+
+def test_through_the_model_opt_command(tmp_path, capsys):
+    from model_ir.cli import main
+
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    src.write_text(CSV)
+    assert main(["place", str(src), "-o", str(out), "--method", "best-fit"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["place", str(src), "-o", str(out), "--capacity", "11"]) == 1
+    src.write_text("id,lower,upper,size\n0,0,1,-1\n")
+    assert main(["place", str(src), "-o", str(out)]) == 2
+    assert "line 2: size must be >= 0" in capsys.readouterr().err
