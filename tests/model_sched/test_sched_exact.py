@@ -88,3 +88,22 @@ def test_gurobi_size_limit_is_a_clear_error():
         assert "licence" in str(e) and "--solver highs" in str(e)
     else:  # a full licence is installed
         assert res.optimal and res.objective == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(graphs(min_ops=3, max_ops=12))
+def test_milp_and_search_agree_on_window_problems(g):
+    """Windows carry inputs, outputs and constants of their own; both exact methods agree."""
+    from model_sched.windows import positions, window
+
+    lv = liveness(g)
+    order = greedy.lpmf_order(lv)
+    n = len(order)
+    lo, hi = n // 4, n // 4 + max(2, n // 2)
+    step, last_use = positions(lv, order)
+    w = window(lv, order, lo, min(hi, n), step, last_use)
+    best = exact_search(w.lv)
+    m = build_milp(w.lv)
+    res = HighsBackend().solve(m.program, time_limit=20, hint=solution_from_order(m, w.lv, list(range(w.lv.n_ops))))
+    assert res.optimal
+    assert peak(w.lv, order_from_solution(m, res.values)) == best.peak == peak_bytes_of_units(m, res.bound)
