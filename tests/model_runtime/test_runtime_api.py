@@ -92,6 +92,10 @@ def test_replaced_optimizer_state_is_picked_up():
             model.load_state_dict(copy.deepcopy(model.state_dict()))
     for a, b in zip(model.parameters(), ref.parameters()):
         assert torch.equal(a, b)
+    # The step updated the optimizer's new state tensors, not the replaced ones.
+    for p, q in zip(model.parameters(), ref.parameters()):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], ref_opt.state[q][key]), key
 
 
 class _TwoInputs(nn.Module):

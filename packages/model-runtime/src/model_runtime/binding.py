@@ -10,7 +10,8 @@ hyper-parameters, which the captured step holds as constants.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,10 +30,7 @@ def _owner(model: torch.nn.Module, qualified: str) -> tuple[torch.nn.Module, str
     return module, attr
 
 
-def _hyper_parameters(optimizer) -> list[dict]:
-    if optimizer is None:
-        return []
-    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+_MISSING = object()
 
 
 def _same(a, b) -> bool:
@@ -53,23 +51,23 @@ class Binder:
         self.optimizer = optimizer
         placeholders = [n for n in step.module.graph.nodes if n.op == "placeholder"]
         self.expected = [n.meta["val"] for n in placeholders]
-        self.getters: list[Callable[[], torch.Tensor] | None] = []
+        self.module_refs: list[tuple[int, torch.nn.Module, str]] = []  # (position, owner, attribute)
+        self.state_refs: list[tuple[int, int, str]] = []  # (position, position of its parameter, key)
         self.batch_slots: list[tuple[int, str, int]] = []  # (position, kind, leaf index)
+        position_of = {s.name: i for i, s in enumerate(step.inputs) if s.kind == "parameter"}
         for pos, slot in enumerate(step.inputs):
             if slot.kind in ("parameter", "model_buffer"):
                 owner, attr = _owner(model, slot.name)
-                self.getters.append(lambda owner=owner, attr=attr: getattr(owner, attr))
+                self.module_refs.append((pos, owner, attr))
             elif slot.kind == "optimizer_state":
                 pname, key = slot.name.rsplit("/", 1)
-                owner, attr = _owner(model, pname)
-                state = optimizer.state
-                self.getters.append(lambda owner=owner, attr=attr, key=key: state[getattr(owner, attr)][key])
+                self.state_refs.append((pos, position_of[pname], key))
             else:
                 index = int(slot.name[slot.name.index("[") + 1:-1])
-                self.getters.append(None)
                 self.batch_slots.append((pos, slot.kind, index))
-        self.hyper = _hyper_parameters(optimizer)
-        self.persistent: list[Any] = [None] * len(self.getters)
+        groups = optimizer.param_groups if optimizer is not None else []
+        self.hyper = [(len(g), [(k, v) for k, v in g.items() if k != "params"]) for g in groups]
+        self.persistent: list[Any] = [None] * len(step.inputs)
         self.device = device
 
     def _check(self, pos: int, t, what: str) -> None:
@@ -84,36 +82,46 @@ class Binder:
 
     def persistent_tensors(self) -> list:
         """Current parameters, model buffers and optimizer state, checked when replaced."""
-        out = self.persistent
-        for pos, get in enumerate(self.getters):
-            if get is None:
-                continue
-            try:
-                t = get()
-            except (KeyError, AttributeError):
-                slot = self.step.inputs[pos]
-                raise ReoptimizeError(
-                    f"cannot find the {slot.kind} {slot.name!r} the step was optimized with "
-                    "(was the model or optimizer rebuilt?); call model_runtime.optimize again"
-                ) from None
-            if t is not out[pos]:
-                slot = self.step.inputs[pos]
-                self._check(pos, t, f"{slot.kind} {slot.name!r}")
-                out[pos] = t
-        return out
+        old = self.persistent
+        new = list(old)
+        try:
+            for pos, owner, attr in self.module_refs:
+                new[pos] = getattr(owner, attr)
+            if self.state_refs:
+                # Looked up every call: load_state_dict replaces the optimizer's state dict.
+                state = self.optimizer.state
+                for pos, ppos, key in self.state_refs:
+                    new[pos] = state[new[ppos]][key]
+        except (KeyError, AttributeError):
+            raise ReoptimizeError(
+                "cannot find a parameter, buffer or optimizer state tensor the step was optimized with "
+                "(was the model or optimizer rebuilt?); call model_runtime.optimize again"
+            ) from None
+        if any(map(operator.is_not, new, old)):
+            for pos, (t, before) in enumerate(zip(new, old)):
+                if t is not before:
+                    slot = self.step.inputs[pos]
+                    self._check(pos, t, f"{slot.kind} {slot.name!r}")
+            self.persistent = new
+        return new
 
     def check_hyper_parameters(self) -> None:
-        if self.optimizer is None:
-            return
-        now = _hyper_parameters(self.optimizer)
-        for i, (old, new) in enumerate(zip(self.hyper, now)):
-            for k in old.keys() | new.keys():
-                if not _same(old.get(k), new.get(k)):
+        """Raise :class:`ReoptimizeError` if a hyper-parameter (a constant of the step) changed."""
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        if len(groups) != len(self.hyper):
+            raise ReoptimizeError("the optimizer's param groups changed; call model_runtime.optimize again")
+        for i, (g, (size, items)) in enumerate(zip(groups, self.hyper)):
+            for k, v in items:
+                now = g.get(k, _MISSING)
+                if now is not v and not _same(now, v):
                     raise ReoptimizeError(
-                        f"optimizer hyper-parameter {k!r} of param group {i} changed from {old.get(k)!r} to "
-                        f"{new.get(k)!r}; the optimized step holds it as a constant; call "
+                        f"optimizer hyper-parameter {k!r} of param group {i} changed from {v!r} to "
+                        f"{now!r}; the optimized step holds it as a constant; call "
                         "model_runtime.optimize again (e.g. after each learning-rate change)"
                     )
+            if len(g) != size:
+                raise ReoptimizeError(f"optimizer param group {i} gained or lost a hyper-parameter; "
+                                      "call model_runtime.optimize again")
 
     def bind(self, args: Sequence, kwargs: dict, targets) -> list:
         """The step's input tensors for a call ``step(*args, targets=targets, **kwargs)``."""

@@ -17,3 +17,10 @@ def model_opt_executors():
     from model_runtime.executors import builtin_executors
 
     return builtin_executors()
+
+
+@hookimpl
+def model_opt_cli_commands():
+    from model_runtime.cli_run import RunCommand
+
+    return [RunCommand()]

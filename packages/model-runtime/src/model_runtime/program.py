@@ -253,7 +253,13 @@ class _Builder:
         out = next(n for n in self.src.graph.nodes if n.op == "output")
         self.g.output(fx.node.map_arg(out.args[0], self.lookup))
         self.g.lint()
-        return fx.GraphModule(self.root, self.g, class_name="PlannedStep")
+        module = fx.GraphModule(self.root, self.g, class_name="PlannedStep")
+        # FX registers tensor attributes as buffers, read through nn.Module.__getattr__
+        # (a Python call per slot per step); plain instance attributes are a dict lookup.
+        for name in [n for n in module._buffers if n.startswith("_slot_")]:
+            value = module._buffers.pop(name)
+            object.__setattr__(module, name, value)
+        return module
 
 
 def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""``model-opt run MODEL``: optimize a zoo model's step, run it, and compare with eager.
+
+The models come from the ``model_opt_models`` hook (model-bench's zoo, or any
+plugin's); without such a plugin the command says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from model_ir.plugins import provider
+from model_runtime.errors import RuntimeLayerError
+from model_runtime.optimize import optimize
+
+
+def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer: str = "sgd",
+              executor: str = "arena", steps: int = 5, time_limit: float | None = None, device: str = "cpu",
+              compare_eager: bool = False, plan=None):
+    """Optimize and run ``steps`` steps of zoo model ``name``; returns ``(step, figures)``.
+
+    Figures (seconds): ``median_step_seconds`` and, with ``compare_eager``, the eager
+    median, the ratio, and whether every loss (train) or output (eval) was bitwise
+    equal to eager's.
+    """
+    if steps < 1:
+        raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
+    case = provider("model_opt_models", name, "model").build(mode, batch_size, optimizer=optimizer, device=device)
+    train = mode == "train"
+    targets = (case.target,) if train and case.target is not None else ()
+    ref = ref_opt = None
+    if compare_eager:
+        # One deepcopy of both: the copied optimizer then holds the copied parameters.
+        ref, ref_opt = copy.deepcopy((case.model, case.optimizer if train else None))
+    step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
+                    optimizer=case.optimizer if train else None, executor=executor, time_limit=time_limit,
+                    targets=targets, train=train, plan=plan)
+    sync = torch.cuda.synchronize if step.device.type == "cuda" else (lambda: None)
+
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return out, time.perf_counter() - t0
+
+    ours, theirs, same = [], [], True
+    for i in range(steps):
+        torch.manual_seed(i)
+        out, seconds = timed(lambda: step(*case.inputs, targets=targets))
+        ours.append(seconds)
+        if ref is not None:
+            torch.manual_seed(i)
+            if train:
+                from model_ir.testing.torch_models import eager_step
+
+                expected, seconds = timed(lambda: eager_step(ref, ref_opt, case.inputs, case.loss_fn, targets))
+            else:
+                with torch.no_grad():
+                    expected, seconds = timed(lambda: ref(*case.inputs))
+            theirs.append(seconds)
+            got = out if isinstance(out, tuple) else (out,)
+            want = [t for t in (expected if isinstance(expected, (tuple, list)) else (expected,))
+                    if isinstance(t, torch.Tensor)]
+            same = same and len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
+    figures = dict(step.figures())
+    # The first step pays one-off costs (allocator warm-up, kernel selection).
+    figures["median_step_seconds"] = statistics.median(ours[1:] or ours)
+    if theirs:
+        figures["eager_median_step_seconds"] = statistics.median(theirs[1:] or theirs)
+        figures["step_time_ratio"] = figures["median_step_seconds"] / figures["eager_median_step_seconds"]
+        figures["bitwise_equal_to_eager"] = same
+    return step, figures
+
+
+class RunCommand:
+    name = "run"
+    help = "optimize a zoo model's training step, run it with an executor, compare with eager"
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("model", help="model name from the zoo (model-opt bench lists them; needs model-bench)")
+        parser.add_argument("--batch-size", type=int, default=8)
+        parser.add_argument("--mode", choices=("train", "eval"), default="train")
+        parser.add_argument("--optimizer", default="sgd", help="optimizer name understood by the zoo (default sgd)")
+        parser.add_argument("--executor", default="arena", help="arena (default), reorder, or a plugin's")
+        parser.add_argument("--steps", type=int, default=5)
+        parser.add_argument("--time-limit", type=float, default=None, help="seconds per solver (default 10)")
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--compare-eager", action="store_true",
+                            help="also run eager steps on a copy: step time ratio and bitwise comparison")
+        parser.add_argument("--plan", default=None, help="reuse a plan JSON saved with --save-plan")
+        parser.add_argument("--save-plan", default=None, help="write the plan JSON here (must not exist)")
+        parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+    def run(self, args) -> int:
+        from model_ir import save_plan
+
+        if args.save_plan and os.path.exists(args.save_plan):
+            raise RuntimeLayerError(f"{args.save_plan} exists; not overwriting it (choose another --save-plan path)")
+        step, figures = run_model(
+            args.model, batch_size=args.batch_size, mode=args.mode, optimizer=args.optimizer,
+            executor=args.executor, steps=args.steps, time_limit=args.time_limit, device=args.device,
+            compare_eager=args.compare_eager, plan=args.plan,
+        )
+        if args.save_plan:
+            save_plan(step.plan, args.save_plan)
+        if args.json:
+            print(json.dumps(figures, default=str))
+            return 0
+        print(step.report())
+        line = f"  median step time: {1e3 * figures['median_step_seconds']:.2f} ms"
+        if "eager_median_step_seconds" in figures:
+            line += (f" (eager {1e3 * figures['eager_median_step_seconds']:.2f} ms, "
+                     f"x{figures['step_time_ratio']:.3f}); bitwise equal to eager: "
+                     f"{'yes' if figures['bitwise_equal_to_eager'] else 'NO'}")
+        print(line)
+        return 0

@@ -1,0 +1,54 @@
+"""``model-opt run``: a zoo model optimized, run, and compared with eager."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from model_ir.cli import main  # noqa: E402
+from model_ir.plugins import providers  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _needs_zoo():
+    try:
+        if "tiny-mlp" not in providers("model_opt_models"):
+            pytest.skip("no zoo model tiny-mlp (model-bench not installed)")
+    except Exception:  # noqa: BLE001 - the hook itself is missing without model-bench
+        pytest.skip("no model zoo plugin installed")
+
+
+def test_run_compares_with_eager_bitwise(capsys):
+    assert main(["run", "tiny-mlp", "--batch-size", "4", "--steps", "3", "--time-limit", "0.5",
+                 "--compare-eager", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["bitwise_equal_to_eager"] is True
+    assert figures["executor"] == "arena" and figures["arena_bytes"] > 0
+    assert figures["median_step_seconds"] > 0 and figures["step_time_ratio"] > 0
+
+
+def test_run_report_save_and_reuse_plan(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "2", "--time-limit", "0.5",
+                 "--executor", "reorder", "--save-plan", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "executor reorder" in out and "median step time" in out and plan.exists()
+    before = plan.read_text()
+    assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "1", "--executor", "reorder",
+                 "--plan", str(plan), "--save-plan", str(plan)]) == 2  # never overwrites
+    assert "not overwriting" in capsys.readouterr().err and plan.read_text() == before
+    assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "1", "--executor", "reorder",
+                 "--plan", str(plan)]) == 0
+    assert main(["run", "tiny-cnn", "--batch-size", "4", "--steps", "1", "--executor", "reorder",
+                 "--plan", str(plan)]) == 2  # another batch size: another step
+    assert "another step" in capsys.readouterr().err
+
+
+def test_run_unknown_model_and_bad_steps(capsys):
+    assert main(["run", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert main(["run", "tiny-mlp", "--steps", "0"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
