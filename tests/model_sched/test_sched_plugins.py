@@ -2,7 +2,7 @@
 
 import pytest
 
-from model_ir.graph import Buffer, Graph, Op
+from model_ir.graph import Buffer, Graph
 from model_ir.hookspecs import hookimpl
 from model_ir.plugins import plugin_manager
 from model_ir.simulator import simulate

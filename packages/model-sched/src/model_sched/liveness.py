@@ -62,7 +62,7 @@ def liveness(graph: Graph) -> Liveness:
         op_outs.append(outs)
         out_bytes.append(sum(sizes[i] for i in outs))
     base = first_free = 0
-    for i, b in enumerate(graph.buffers):
+    for i in range(len(graph.buffers)):
         if not persistent[i] and producer[i] < 0:
             base += sizes[i]
             if n_users[i] == 0 and not keep[i]:

@@ -233,7 +233,6 @@ def solution_from_order(m: ScheduleMilp, lv: Liveness, order: Sequence[int]) -> 
     for (v, t), c in m.y.items():
         values[c] = 1.0 if step[v] <= t else 0.0
     peak_units = 0
-    load = [0] * len(order)
     for (b, t), c in m.alive.items():
         p = lv.producer[b]
         start = 0 if p < 0 else step[p]
@@ -245,9 +244,8 @@ def solution_from_order(m: ScheduleMilp, lv: Liveness, order: Sequence[int]) -> 
             end = start
         if start <= t <= end:
             values[c] = 1.0
-            load[t] += lv.sizes[b] // m.unit
     # the peak column must cover the constant part of each step too: recompute via the rows
-    for (idx, coef), lo, hi in zip(m.program.rows, m.program.row_lower, m.program.row_upper):
+    for (idx, coef), hi in zip(m.program.rows, m.program.row_upper):
         if m.peak_col in idx:
             k = dict(zip(idx, coef))
             total = sum(values[c] * w for c, w in k.items() if c != m.peak_col)
