@@ -84,9 +84,10 @@ REWRITE_CASES = {
     aten.empty_strided.default: ([2, 3], [3, 1]), aten._to_copy.default: (_X,), aten.clone.default: (_X,),
     aten.lift_fresh_copy.default: (_X,), aten.relu.default: (_X,), aten.add.Scalar: (_X, 2.7),
     aten.sub.Scalar: (_I, 2.7), aten.mul.Scalar: (_I, 2.7), aten.div.Scalar: (_X, 2.7),
-    aten.div.Scalar_mode: (_X, 2.7),
+    aten.div.Scalar_mode: (_X, 2.7), aten.arange.default: (7,), aten.arange.start: (-2.5, 4),
 }
 REWRITE_KWARGS = {aten._to_copy.default: {"dtype": torch.float16}, aten.add.Scalar: {"alpha": 3},
+                  aten.arange.start: {"dtype": torch.float32},
                   aten.div.Scalar_mode: {"rounding_mode": "floor"}}
 _EMPTY = {aten.empty_like.default, aten.new_empty.default, aten.new_empty_strided.default, aten.empty_strided.default}
 

@@ -52,6 +52,12 @@ def _tensor_out(out_overload, extra: tuple[str, ...] = ()) -> Rewrite:
     return rewrite
 
 
+def _arange(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # arange(end) and arange(start, end) are arange(start=0, end, step=1) into out.
+    args = (named.get("start", 0), named["end"], named.get("step", 1))
+    return g.call_function(aten.arange.start_out, args, {"out": slot})
+
+
 def _relu(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.clamp_min.out, (named["self"], 0), {"out": slot})
 
@@ -76,6 +82,8 @@ REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.clone.default: _copy,
     aten.lift_fresh_copy.default: _copy,
     aten.relu.default: _relu,
+    aten.arange.default: _arange,
+    aten.arange.start: _arange,
     aten.add.Scalar: _tensor_out(aten.add.out, ("alpha",)),
     aten.sub.Scalar: _tensor_out(aten.sub.out, ("alpha",)),
     aten.mul.Scalar: _tensor_out(aten.mul.out),
