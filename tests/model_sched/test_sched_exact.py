@@ -107,3 +107,20 @@ def test_milp_and_search_agree_on_window_problems(g):
     res = HighsBackend().solve(m.program, time_limit=20, hint=solution_from_order(m, w.lv, list(range(w.lv.n_ops))))
     assert res.optimal
     assert peak(w.lv, order_from_solution(m, res.values)) == best.peak == peak_bytes_of_units(m, res.bound)
+
+
+@pytest.mark.parametrize("backend", [HighsBackend(), CpSatBackend(), GurobiBackend()], ids=lambda b: b.name)
+def test_warm_started_backends_return_the_optimal_solution_not_the_start(backend):
+    """Regression: HiGHS once reported objective 1 while returning the peak-2 start solution."""
+    from model_ir.graph import Buffer, Graph, Op
+
+    g = Graph([Buffer("b0_0", 1, output=True), Buffer("b1_0", 1), Buffer("b1_1", 0, output=True),
+               Buffer("b1_2", 0, output=True)],
+              [Op("op0", outputs=["b0_0"]), Op("op1", outputs=["b1_0", "b1_1", "b1_2"]),
+               Op("op2", mutates=["b0_0"], after=["op0"]), Op("op3", after=["op1"]),
+               Op("op4", mutates=["b1_1"], after=["op0"])])
+    lv = liveness(g)
+    m = build_milp(lv)
+    res = backend.solve(m.program, time_limit=10, hint=solution_from_order(m, lv, [0, 1, 2, 3, 4]))
+    assert res.optimal
+    assert peak(lv, order_from_solution(m, res.values)) == 1 == peak_bytes_of_units(m, res.objective)

@@ -94,6 +94,12 @@ class HighsBackend:
             values = tuple(h.getSolution().col_value)
             objective = info.objective_function_value
         optimal = status == highspy.HighsModelStatus.kOptimal
+        if hint is not None and values is not None and objective is not None:
+            achieved = sum(c * x for c, x in zip(program.objective, values) if c)
+            if abs(achieved - objective) > 1e-6 * max(1.0, abs(objective)):
+                # HiGHS 1.16 can report a better objective yet return the user's start
+                # solution (seen when presolve settles the whole model); solve cold instead
+                return self.solve(program, time_limit=time_limit, hint=None)
         bound = objective if optimal and objective is not None else info.mip_dual_bound
         if not math.isfinite(bound):
             bound = -math.inf
