@@ -24,6 +24,7 @@ def test_builtin_schedulers_and_solvers_are_registered():
 def check(g, r):
     sim = simulate(g, r.order)  # validates the order against every dependency and hazard
     assert r.peak_bytes == sim.peak_bytes
+    assert r.transient_peak_bytes == sim.transient_peak_bytes
     assert r.eager_peak_bytes == simulate(g).peak_bytes
     assert r.lower_bound_bytes <= r.peak_bytes
     assert r.optimal == (r.peak_bytes == r.lower_bound_bytes)

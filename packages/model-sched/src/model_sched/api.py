@@ -93,4 +93,5 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         order=tuple(graph.ops[i].id for i in order), peak_bytes=simulated, eager_peak_bytes=eager,
         lower_bound_bytes=control.bound, seconds=control.elapsed(), method=method,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
+        persistent_bytes=graph.persistent_bytes,
     )

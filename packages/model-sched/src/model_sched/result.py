@@ -26,6 +26,12 @@ class ScheduleResult:
     source: str = ""
     candidates: Mapping[str, int] = attrs.field(factory=dict, hash=False)
     interrupted: bool = False
+    persistent_bytes: int = 0
+
+    @property
+    def transient_peak_bytes(self) -> int:
+        """Peak of non-persistent buffers only (bytes)."""
+        return self.peak_bytes - self.persistent_bytes
 
     @property
     def optimal(self) -> bool:
@@ -47,6 +53,8 @@ class ScheduleResult:
         return {
             "order": list(self.order),
             "peak_bytes": self.peak_bytes,
+            "transient_peak_bytes": self.transient_peak_bytes,
+            "persistent_bytes": self.persistent_bytes,
             "eager_peak_bytes": self.eager_peak_bytes,
             "saving_bytes": self.saving_bytes,
             "lower_bound_bytes": self.lower_bound_bytes,
