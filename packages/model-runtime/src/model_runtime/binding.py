@@ -74,10 +74,12 @@ class Binder:
         want = self.expected[pos]
         if not isinstance(t, torch.Tensor):
             raise ReoptimizeError(f"{what} must be a tensor, got {type(t).__name__}")
-        if t.shape != want.shape or t.dtype != want.dtype or t.device != self.device:
+        # The device captured for this very tensor, not the model's: e.g. Adam keeps its
+        # step counters on the CPU for CUDA parameters.
+        if t.shape != want.shape or t.dtype != want.dtype or t.device != want.device:
             raise ReoptimizeError(
                 f"{what} is {tuple(t.shape)} {t.dtype} on {t.device}; the step was optimized for "
-                f"{tuple(want.shape)} {want.dtype} on {self.device}; {_REOPTIMIZE}"
+                f"{tuple(want.shape)} {want.dtype} on {want.device}; {_REOPTIMIZE}"
             )
 
     def persistent_tensors(self) -> list:
