@@ -101,6 +101,8 @@ class Search:
     def run(self, problem, control, solver=None) -> None:
         run_greedy(problem, control)
         if not control.solved:
+            run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
+        if not control.solved:
             run_search(problem, control, control.deadline)
 
 
@@ -125,6 +127,8 @@ class Milp:
     def run(self, problem, control, solver=None) -> None:
         run_greedy(problem, control)
         if not control.solved:
+            run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
+        if not control.solved:
             run_milp(problem, control, solver)
 
 
@@ -134,6 +138,8 @@ class Lns:
 
     def run(self, problem, control, solver=None) -> None:
         run_greedy(problem, control)
+        if not control.solved:
+            run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
         if not control.solved:
             improve_by_windows(problem.lv, control, _window_solver(solver))
 
