@@ -98,6 +98,8 @@ def bench_model(name: str, *, rounds: int, warmup: int, device: torch.device, ti
         "min_seconds": best, "min_ratio_to_eager": {k: best[k] / best["eager"] for k in best},
         "ops": f["ops"], "fallback_ops": f["fallback_ops"], "out_variant_ops": f["out_variant_ops"],
         "fallback_bytes": f["fallback_bytes"],
+        "memory": {k: f[k] for k in ("persistent_bytes", "eager_peak_bytes", "peak_bytes", "lower_bound_bytes",
+                                      "eager_caching_allocator_bytes", "arena_bytes")},
     }
 
 
@@ -117,6 +119,7 @@ def main(argv=None) -> int:
     if not args.json:
         print(f"{'model':<12} {'ops':>5} {'fallbk':>6} {'eager ms':>9} {'reorder ms':>10} {'arena ms':>9} "
               f"{'reorder/eager':>13} {'arena/eager':>11}  (min: reorder/eager arena/eager)")
+    memory_rows = []
     for name in args.models:
         r = bench_model(name, rounds=args.rounds, warmup=args.warmup, device=device, time_limit=args.time_limit)
         if args.json:
@@ -127,6 +130,17 @@ def main(argv=None) -> int:
                   f"{1e3 * m['reorder']:>10.2f} {1e3 * m['arena']:>9.2f} {q['reorder']:>13.3f} {q['arena']:>11.3f}"
                   f"  ({b['reorder']:.3f} {b['arena']:.3f})")
         sys.stdout.flush()
+        memory_rows.append((name, r["memory"]))
+    if not args.json:
+        print("\nmemory of the plans (MiB; peaks include the persistent bytes, arena and caching allocator "
+              "are transient only)")
+        print(f"{'model':<12} {'persistent':>10} {'eager peak':>10} {'planned':>8} {'bound':>8} "
+              f"{'caching alloc':>13} {'arena':>8}")
+        for name, m in memory_rows:
+            mib = {k: v / 2**20 for k, v in m.items()}
+            print(f"{name:<12} {mib['persistent_bytes']:>10.2f} {mib['eager_peak_bytes']:>10.2f} "
+                  f"{mib['peak_bytes']:>8.2f} {mib['lower_bound_bytes']:>8.2f} "
+                  f"{mib['eager_caching_allocator_bytes']:>13.2f} {mib['arena_bytes']:>8.2f}")
     return 0
 
 
