@@ -10,6 +10,7 @@ from model_ir.hookspecs import hookspec
 @hookspec
 def model_opt_executors() -> list[Any]:
     """Executors: providers with ``name``, ``help``, ``needs_placement`` (bool) and
-    ``build(captured, plan, *, device) -> CompiledProgram`` (see
+    ``build(captured, plan, *, device, on_op=None) -> CompiledProgram`` (see
     :mod:`model_runtime.program`), which turns a captured step and its plan into a
-    callable program."""
+    callable program; ``on_op(t, op_id, inputs, results)``, when given, is called
+    after each op (measurements)."""
