@@ -176,3 +176,35 @@ def test_lifetimes_from_graph_match_the_simulator_and_place(g):
     aligned = lifetimes_from_graph(g, alignment=16)
     ra = place(aligned, method="best-fit")
     assert all(off % 16 == 0 for off in ra.offsets.values())
+
+
+def test_progress_reports_each_decision():
+    from model_place.exact import SearchProgress
+
+    lts = [Lifetime("a", 0, 2, 3, alignment=2), Lifetime("b", 0, 2, 3, alignment=4)]
+    seen: list[SearchProgress] = []
+    r = place(lts, progress=seen.append)
+    assert [(p.capacity, p.outcome, p.lower_bound_bytes) for p in seen] == [(6, "infeasible", 7)]
+    assert r.lower_bound_bytes == 7
+    # heuristics ignore the callback
+    place(lts, method="best-fit", progress=seen.append)
+    assert len(seen) == 1
+
+
+def test_grain_of_sizes_and_alignments():
+    from model_place.exact import grain
+
+    assert grain([Lifetime("a", 0, 1, 8), Lifetime("b", 0, 1, 12), Lifetime("z", 0, 1, 0)]) == 4
+    assert grain([Lifetime("a", 0, 1, 8, alignment=6), Lifetime("b", 0, 1, 12)]) == 2
+    assert grain([Lifetime("z", 0, 1, 0)]) == 1
+
+
+def test_infeasibility_proofs_step_by_the_grain():
+    # Two 4-byte buffers aligned to 8 bytes: the best arena is 12 (0 and 8). Every
+    # size and alignment is a multiple of 4, so so is every canonical arena:
+    # proving 9 bytes impossible also rules out 10 and 11.
+    lts = [Lifetime("a", 0, 1, 4, alignment=8), Lifetime("b", 0, 1, 4, alignment=8)]
+    r = place(lts, capacity=9)
+    assert r.status == "infeasible" and r.lower_bound_bytes == 12
+    m = place(lts)
+    assert m.arena_bytes == 12 and m.optimal and m.details["decisions"] == 1

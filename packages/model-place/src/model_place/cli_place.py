@@ -96,6 +96,12 @@ def summary(result: PlacementResult, buffers: int) -> dict:
     }
 
 
+def print_progress(p) -> None:
+    """One stderr line per decision of the exact search (terminals only)."""
+    print(f"  [{p.seconds:7.2f} s] capacity {p.capacity} B: {p.outcome}; best arena {p.arena_bytes} B, "
+          f"bound {p.lower_bound_bytes} B", file=sys.stderr, flush=True)
+
+
 class PlaceCommand:
     name = "place"
     help = "assign an address to every buffer (MiniMalloc CSV, or a graph/plan JSON)"
@@ -136,7 +142,8 @@ class PlaceCommand:
             lifetimes = lifetimes_from_graph(plan.graph, plan.schedule)
         else:
             lifetimes = read_lifetimes_csv(args.input)
-        result = place(lifetimes, method=args.method, capacity=args.capacity, time_limit=args.time_limit)
+        result = place(lifetimes, method=args.method, capacity=args.capacity, time_limit=args.time_limit,
+                       progress=None if args.json or not sys.stderr.isatty() else print_progress)
         code = {"infeasible": EXIT_INFEASIBLE, "over_capacity": EXIT_TIMEOUT}.get(result.status, EXIT_OK)
         if code == EXIT_OK:
             if plan is not None:

@@ -13,9 +13,12 @@ improving.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import attrs
 
 from model_ir import Lifetime
 
@@ -33,6 +36,12 @@ SEARCH_STACK_BYTES = 512 << 20
 
 #: Share of the remaining time one decision may use while minimising the arena.
 DECISION_SHARE = 0.25
+
+
+def grain(lifetimes: Sequence[Lifetime]) -> int:
+    """Greatest common divisor of every non-zero size and every alignment above 1 (bytes)."""
+    return math.gcd(*(lt.size for lt in lifetimes if lt.size),
+                    *(lt.alignment for lt in lifetimes if lt.alignment > 1)) or 1
 
 
 def run_search(*args):
@@ -92,14 +101,28 @@ def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | Non
     return "found", offsets, stats
 
 
+@attrs.frozen
+class SearchProgress:
+    """Reported after each decision: the capacity tried (bytes), its outcome
+    (``found``, ``infeasible``, ``timeout``, ``interrupted``), the best arena and
+    the proven bound so far (bytes), and the seconds elapsed."""
+
+    capacity: int
+    outcome: str
+    arena_bytes: int
+    lower_bound_bytes: int
+    seconds: float
+
+
 def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = None,
-                    time_limit: float | None = None, method: str = "exact") -> PlacementResult:
+                    time_limit: float | None = None, method: str = "exact",
+                    progress: Callable[[SearchProgress], None] | None = None) -> PlacementResult:
     """Place ``lifetimes`` exactly: the smallest arena, or (with ``capacity``) any
     placement within ``capacity`` bytes, or a proof that none exists.
 
     ``time_limit`` (seconds, :data:`DEFAULT_TIME_LIMIT` when None) bounds the whole
     call; when it runs out the best placement found so far is returned with its
-    gap to the proven lower bound.
+    gap to the proven lower bound. ``progress`` is called after every decision.
     """
     t0 = time.perf_counter()
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
@@ -108,6 +131,13 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     best = min((greedy_by_size(lifetimes), best_fit(lifetimes)), key=lambda o: arena_of(lifetimes, o))
     best_arena = arena_of(lifetimes, best)
     nodes = backtracks = decisions = 0
+    # Every size and alignment is a multiple of g, so are all offsets of canonical
+    # placements, hence their arenas: bisect over multiples of g only, and a proof
+    # that no arena <= x exists rules out everything below the next multiple.
+    g = grain(lifetimes)
+
+    def above(x: int) -> int:
+        return (x // g + 1) * g
     stopped = None  # why the search stopped early, if it did
 
     def remaining() -> float:
@@ -119,6 +149,10 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
         nodes += stats["nodes"]
         backtracks += stats["backtracks"]
         decisions += 1
+        if progress is not None:
+            arena = best_arena if offsets is None else min(best_arena, arena_of(lifetimes, offsets))
+            bound = above(cap) if status == "infeasible" else lb
+            progress(SearchProgress(cap, status, arena, max(lb, bound), time.perf_counter() - t0))
         return status, offsets
 
     if capacity is not None:
@@ -130,7 +164,7 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
             if status == "found":
                 best, best_arena = offsets, arena_of(lifetimes, offsets)
             elif status == "infeasible":
-                lb = capacity + 1
+                lb = above(capacity)
             else:
                 stopped = status
     else:
@@ -138,21 +172,24 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
         # share of the remaining time: proofs near the optimum can be very long,
         # and one that stalls must not stop the search from improving the arena.
         # A decision that times out moves the search up without moving the bound.
-        proven = lo = lb
-        while lo < best_arena and remaining() > 0:
-            target = lo if decisions == 0 else (lo + best_arena - 1) // 2
-            status, offsets = run(target, remaining() * DECISION_SHARE)
+        lo, share = lb, DECISION_SHARE
+        while remaining() > 0 and lb < best_arena:
+            if lo >= best_arena:
+                # Every open capacity timed out: start again from the proven bound,
+                # giving each decision a larger share of the time left.
+                lo, share = lb, min(1.0, 2 * share)
+            target = lo if decisions == 0 else max(lo, (lo + best_arena - 1) // 2 // g * g)
+            status, offsets = run(target, remaining() * share)
             if status == "found":
                 best, best_arena = offsets, arena_of(lifetimes, offsets)
             elif status == "infeasible":
                 # no arena <= target exists, so every smaller one is ruled out too
-                lo = proven = max(proven, target + 1)
+                lo = lb = max(lb, above(target))
             elif status == "timeout":
-                stopped, lo = status, target + 1
+                stopped, lo = status, above(target)
             else:
                 stopped = status
                 break
-        lb = proven
     details = {"nodes": nodes, "backtracks": backtracks, "decisions": decisions}
     if stopped:
         details["stopped"] = stopped

@@ -8,6 +8,7 @@ same way. Every answer is validated before :func:`place` returns it.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -69,8 +70,9 @@ class ExactPlacer:
     help = ("exact search over canonical placements (MiniMalloc-style, compiled); minimises the arena "
             "or decides a capacity, best answer and gap at the time limit")
 
-    def place(self, lifetimes, *, capacity=None, time_limit=None) -> PlacementResult:
-        return exact_placement(lifetimes, capacity=capacity, time_limit=time_limit, method=self.name)
+    def place(self, lifetimes, *, capacity=None, time_limit=None, progress=None) -> PlacementResult:
+        return exact_placement(lifetimes, capacity=capacity, time_limit=time_limit, method=self.name,
+                               progress=progress)
 
 
 class CpSatPlacer:
@@ -103,13 +105,15 @@ def placer_names() -> list[str]:
 
 
 def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int | None = None,
-          time_limit: float | None = None) -> PlacementResult:
+          time_limit: float | None = None, progress: Callable | None = None) -> PlacementResult:
     """Choose a byte offset for every buffer so that buffers alive together never overlap.
 
     ``method`` names a placer (``auto`` is the exact search warm-started by the
     heuristics). ``capacity`` (bytes) turns minimisation into a decision: any
     placement within it is accepted, and ``status`` says ``infeasible`` when it is
     proven too small. ``time_limit`` in seconds (exact methods; 60 s when None).
+    ``progress`` receives a :class:`~model_place.exact.SearchProgress` after each
+    decision of a placer that reports progress (``exact``; others ignore it).
     The answer is validated: :class:`~model_place.errors.PlacementError` otherwise.
     """
     lifetimes = check_lifetimes(lifetimes)
@@ -121,6 +125,10 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
     name = AUTO if method == "auto" else method
     if name not in found:
         raise PluginError(f"unknown placer {method!r}; available: {', '.join(placer_names())}")
-    result = found[name].place(lifetimes, capacity=capacity, time_limit=time_limit)
+    placer = found[name]
+    kwargs = {}
+    if progress is not None and "progress" in inspect.signature(placer.place).parameters:
+        kwargs["progress"] = progress
+    result = placer.place(lifetimes, capacity=capacity, time_limit=time_limit, **kwargs)
     validate_placement(lifetimes, result.offsets, result.arena_bytes)
     return result
