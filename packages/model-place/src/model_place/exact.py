@@ -8,7 +8,10 @@ placement an upper bound (the warm start); the search first tries the bound itse
 (zero fragmentation), then bisects between the proven bound and the best arena
 found, until both meet or the time limit runs out. Each decision gets a quarter
 of the remaining time, so a proof that stalls does not stop the arena from
-improving.
+improving; once every open capacity has timed out, the bisection restarts from
+the proven bound with twice the share. Capacities tried are multiples of the
+greatest common divisor of the sizes and alignments, the only arenas a canonical
+placement can have.
 """
 
 from __future__ import annotations
