@@ -113,7 +113,7 @@ class PlaceCommand:
         parser.add_argument("--capacity", type=_nonneg_int, default=None,
                             help="arena bytes to fit (decide feasibility) instead of minimising the arena")
         parser.add_argument("--method", default="auto",
-                            help="placer name (default auto = exact search); see --list-methods")
+                            help=f"placer: {', '.join(placer_names())} (default auto = exact search)")
         parser.add_argument("--time-limit", type=_seconds, default=None,
                             help="seconds for exact methods (default 60); the best placement so far is kept")
         parser.add_argument("--schedule", default="program",
