@@ -12,7 +12,7 @@ from torch import fx  # noqa: E402
 from model_runtime.out_variants import (  # noqa: E402
     find_out_variant, has_native_kernel, named_arguments, out_call_arguments,
 )
-from model_runtime.slot_writes import REWRITES  # noqa: E402
+from model_runtime.slot_writes import REWRITES, call_foreach_into, foreach_inplace_twin  # noqa: E402
 
 aten = torch.ops.aten
 
@@ -114,3 +114,51 @@ def test_rewrite_is_bitwise_the_functional_call(op):
     assert slot.dtype == expected.dtype and slot.shape == expected.shape
     if op not in _EMPTY:
         assert torch.equal(slot, expected), (slot, expected)
+
+
+def _xs(n=3):
+    return [torch.rand(4, 3) + 0.5 for _ in range(n)]  # positive: sqrt and division stay finite
+
+
+FOREACH_CASES = [
+    (aten._foreach_sqrt.default, lambda: (_xs(),), {}),
+    (aten._foreach_add.List, lambda: (_xs(), _xs()), {"alpha": 0.5}),
+    (aten._foreach_div.ScalarList, lambda: (_xs(), [2.0, 3.0, 0.5]), {}),
+    (aten._foreach_mul.Scalar, lambda: (_xs(), 1.7), {}),
+    (aten._foreach_addcdiv.Scalar, lambda: (_xs(), _xs(), _xs()), {"value": -0.3}),
+]
+
+
+def test_foreach_twins():
+    assert foreach_inplace_twin(aten._foreach_sqrt.default) is aten._foreach_sqrt_.default
+    assert foreach_inplace_twin(aten._foreach_add.List) is aten._foreach_add_.List
+    assert foreach_inplace_twin(aten._foreach_add_.List) is None  # already in place
+    assert foreach_inplace_twin(aten.add.Tensor) is None
+
+
+@pytest.mark.parametrize("case", FOREACH_CASES, ids=lambda c: str(c[0]))
+def test_foreach_into_slots_is_bitwise_the_functional_call(case):
+    op, make_args, kwargs = case
+    torch.manual_seed(0)
+    args = make_args()
+    expected = op(*args, **kwargs)
+    g = fx.Graph()
+    slot_nodes = [g.placeholder(f"slot{i}") for i in range(len(expected))]
+    flat, placeholders = [], []
+    call_args = []
+    for a in args:
+        if isinstance(a, list) and a and isinstance(a[0], torch.Tensor):
+            nodes = [g.placeholder(f"t{len(flat) + i}") for i in range(len(a))]
+            flat += a
+            call_args.append(nodes)
+        else:
+            call_args.append(a)
+    g.output(call_foreach_into(g, foreach_inplace_twin(op), named_arguments(op, call_args, kwargs), slot_nodes))
+    slots = [torch.full_like(e, 99.0) for e in expected]
+    before = [t.clone() for t in flat]
+    result = fx.GraphModule({}, g)(*slots, *flat)
+    assert all(r is s for r, s in zip(result, slots, strict=True))
+    for s, e in zip(slots, expected, strict=True):
+        assert torch.equal(s, e)
+    for t, b in zip(flat, before):
+        assert torch.equal(t, b)  # the inputs are not modified

@@ -36,7 +36,7 @@ from model_ir.plan import Schedule, order_indices
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.out_variants import find_out_variant, named_arguments, out_call_arguments
-from model_runtime.slot_writes import REWRITES
+from model_runtime.slot_writes import REWRITES, call_foreach_into, foreach_inplace_twin
 
 
 @attrs.frozen
@@ -180,6 +180,19 @@ class _Builder:
         name = f"_slot_{node.name}_{k}"
         return self.attr(name, _view_in(self.slots[buffer], fake))
 
+    @staticmethod
+    def same_dtypes_as_self(node: fx.Node, results: list) -> bool:
+        """True when each result of a foreach op has the dtype of its ``self`` element."""
+        first = node.args[0] if node.args else node.kwargs.get("self")
+        items = first if isinstance(first, (list, tuple)) else [first]
+        vals = []
+        for item in items:
+            v = item.meta.get("val") if isinstance(item, fx.Node) else None
+            vals.extend(v if isinstance(v, (list, tuple)) else [v])
+        return len(vals) == len(results) and all(
+            isinstance(a, torch.Tensor) and a.dtype == r.dtype and a.shape == r.shape for a, r in zip(vals, results)
+        )
+
     def emit_into_slots(self, op, node: fx.Node) -> fx.Node:
         val = node.meta.get("val")
         elems = _tensor_elements(val)
@@ -205,6 +218,13 @@ class _Builder:
             named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
             self.out_ops += 1
             return REWRITES[target](self.g, named, slot_node)
+        elif isinstance(val, list) and (twin := foreach_inplace_twin(target)) is not None \
+                and self.same_dtypes_as_self(node, tensors):
+            slot_nodes = [self.slot(node, k, b) for k, b in enumerate(bufs)]
+            named = named_arguments(target, node.args, node.kwargs)
+            named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
+            self.out_ops += 1
+            return call_foreach_into(self.g, twin, named, slot_nodes)
         else:
             variant = find_out_variant(target, self.device_type)
             if variant is None:

@@ -90,3 +90,47 @@ REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.div.Scalar: _tensor_out(aten.div.out),
     aten.div.Scalar_mode: _tensor_out(aten.div.out_mode, ("rounding_mode",)),
 }
+
+
+def foreach_inplace_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """The in-place overload of a functional ``_foreach_*`` overload with the same
+    arguments (``_foreach_sqrt`` -> ``_foreach_sqrt_``), or None.
+
+    A functional foreach op returning a list of fresh tensors is written into its slots
+    as ``_foreach_copy_(slots, self)`` then the in-place twin on the slots: elementwise,
+    the same arithmetic on the same values (the caller checks that every result has its
+    input's dtype, so no type promotion is involved).
+    """
+    schema = op._schema
+    name = schema.name.removeprefix("aten::")
+    if not name.startswith("_foreach_") or name.endswith("_"):
+        return None
+    packet = getattr(aten, name + "_", None)
+    overload = schema.overload_name or "default"
+    if packet is None or overload not in packet.overloads():
+        return None
+    twin = getattr(packet, overload)
+    f_args = [(a.name, str(a.type)) for a in schema.arguments]
+    t_args = [(a.name, str(a.type)) for a in twin._schema.arguments]
+    if f_args != t_args or not schema.arguments or schema.arguments[0].name != "self":
+        return None
+    return twin
+
+
+def call_foreach_into(g: fx.Graph, twin: torch._ops.OpOverload, named: Mapping[str, Any],
+                      slots: list[fx.Node]) -> fx.Node:
+    """Emit ``_foreach_copy_(slots, self)`` and ``twin(slots, ...)``; returns the list of slots."""
+    g.call_function(aten._foreach_copy_.default, (slots, named["self"]))
+    args: list[Any] = [slots]
+    kwargs: dict[str, Any] = {}
+    positional = True
+    for a in twin._schema.arguments[1:]:
+        if a.name not in named:
+            positional = False
+            continue
+        if a.kwarg_only or not positional:
+            kwargs[a.name] = named[a.name]
+        else:
+            args.append(named[a.name])
+    g.call_function(twin, tuple(args), kwargs)
+    return g.call_function(list, (slots,))
