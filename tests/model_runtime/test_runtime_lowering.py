@@ -85,6 +85,8 @@ REWRITE_CASES = {
     aten.lift_fresh_copy.default: (_X,), aten.relu.default: (_X,), aten.add.Scalar: (_X, 2.7),
     aten.sub.Scalar: (_I, 2.7), aten.mul.Scalar: (_I, 2.7), aten.div.Scalar: (_X, 2.7),
     aten.div.Scalar_mode: (_X, 2.7), aten.arange.default: (7,), aten.arange.start: (-2.5, 4),
+    aten.select_backward.default: (torch.tensor([[1.5, -2.0], [0.25, 3.0]]), [2, 3, 2], 1, 2),
+    aten.slice_backward.default: (torch.randn(2, 2, 2), [2, 5, 2], 1, 1, 5, 2),
 }
 REWRITE_KWARGS = {aten._to_copy.default: {"dtype": torch.float16}, aten.add.Scalar: {"alpha": 3},
                   aten.arange.start: {"dtype": torch.float32},

@@ -4,7 +4,8 @@ or only a generated wrapper.
 Each entry rewrites one functional aten overload as the in-place or out= operation
 PyTorch itself implements it with, so the result is bitwise the same:
 ``ones_like`` is ``empty_like`` then ``fill_(1)``, ``_to_copy`` and ``clone`` are
-``empty`` then ``copy_``, and ``relu`` is ``clamp_min(self, 0)`` (ATen's
+``empty`` then ``copy_``, ``select_backward``/``slice_backward`` are ``zeros`` then
+a ``copy_`` into the selected part, and ``relu`` is ``clamp_min(self, 0)`` (ATen's
 ``relu`` on CPU and CUDA); ``mul.Scalar`` and friends are the ``Tensor`` overload
 with the number wrapped as a tensor. A rewrite gets the call's arguments by schema name (values
 may be FX nodes) and the slot node, adds nodes to the FX graph and returns the node
@@ -58,6 +59,23 @@ def _arange(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.arange.start_out, args, {"out": slot})
 
 
+def _select_backward(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # ATen: zeros(input_sizes), then select(dim, index).copy_(grad_output).
+    zeroed = g.call_function(aten.zero_.default, (slot,))
+    part = g.call_function(aten.select.int, (zeroed, named["dim"], named["index"]))
+    g.call_function(aten.copy_.default, (part, named["grad_output"]))
+    return zeroed
+
+
+def _slice_backward(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # ATen: zeros(input_sizes), then slice(dim, start, end, step).copy_(grad_output).
+    zeroed = g.call_function(aten.zero_.default, (slot,))
+    part = g.call_function(aten.slice.Tensor,
+                           (zeroed, named["dim"], named["start"], named["end"], named["step"]))
+    g.call_function(aten.copy_.default, (part, named["grad_output"]))
+    return zeroed
+
+
 def _relu(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.clamp_min.out, (named["self"], 0), {"out": slot})
 
@@ -83,6 +101,8 @@ REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.lift_fresh_copy.default: _copy,
     aten.relu.default: _relu,
     aten.arange.default: _arange,
+    aten.select_backward.default: _select_backward,
+    aten.slice_backward.default: _slice_backward,
     aten.arange.start: _arange,
     aten.add.Scalar: _tensor_out(aten.add.out, ("alpha",)),
     aten.sub.Scalar: _tensor_out(aten.sub.out, ("alpha",)),
