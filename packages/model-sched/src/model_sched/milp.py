@@ -86,7 +86,8 @@ def build_milp(lv: Liveness) -> ScheduleMilp:
             f"a whole-graph MILP of these {n} ops needs {columns} scheduling columns (limit "
             f"{MAX_MILP_COLUMNS}); use --method auto, or --method lns --solver NAME to solve windows")
     sizes = [s for b, s in enumerate(lv.sizes) if not lv.persistent[b] and s > 0]
-    unit = math.gcd(*sizes) if sizes else 1
+    # unused graph inputs of a window are not buffers of its problem, only bytes
+    unit = math.gcd(*sizes, lv.first_free_bytes) or 1
     lower: list[float] = []
     upper: list[float] = []
     integer: list[bool] = []
@@ -171,9 +172,7 @@ def build_milp(lv: Liveness) -> ScheduleMilp:
             enders = [p]  # never read: alive at its producer's step only
             last = alap[p]
         else:
-            if lv.first_free_bytes and n:
-                load_const[0] += size // unit  # unused graph input: alive at step 0 only
-            continue
+            continue  # unused graph input: in first_free_bytes, added below
         for t in range(first, last + 1):
             cp, kp = yterm(p, t)
             exprs = []
@@ -199,7 +198,9 @@ def build_milp(lv: Liveness) -> ScheduleMilp:
                 row = dict(terms)
                 row[a] = row.get(a, 0) - 1
                 add(row, k, -inf, 0)
-    peak_col = col(0, sum(s // unit for s in sizes), False)
+    if n and lv.first_free_bytes:
+        load_const[0] += lv.first_free_bytes // unit  # unused graph inputs: alive at step 0 only
+    peak_col = col(0, sum(s // unit for s in sizes) + lv.first_free_bytes // unit, False)
     for t in range(n):
         row = dict(load[t])
         row[peak_col] = -1
