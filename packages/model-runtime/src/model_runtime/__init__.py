@@ -4,18 +4,40 @@ planned addresses.
 >>> step = model_runtime.optimize(model, torch.randn(32, 784), optimizer=opt, loss_fn=loss_fn, targets=(y,))
 >>> loss = step(x, targets=(y,))   # one training step, model and opt updated in place
 >>> print(step.report())
+
+Names are imported lazily: the plugin manager imports this package for every
+``model-opt`` command, which must not pay for importing torch.
 """
 
-from model_runtime.errors import ReoptimizeError, RuntimeLayerError
-from model_runtime.executors import build_arena, build_reorder, builtin_executors, transient_buffers
-from model_runtime.optimize import OptimizedStep, model_device, optimize
-from model_runtime.planning import DEFAULT_TIME_LIMIT, arena_lifetimes, device_alignment, make_plan
-from model_runtime.program import CompiledProgram, Fallback, build_program
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_TIME_LIMIT", "CompiledProgram", "Fallback", "OptimizedStep", "ReoptimizeError", "RuntimeLayerError",
-    "arena_lifetimes", "build_arena", "build_program", "build_reorder", "builtin_executors", "device_alignment",
-    "make_plan", "model_device", "optimize", "transient_buffers",
-]
+_EXPORTS = {
+    "DEFAULT_TIME_LIMIT": "model_runtime.planning",
+    "CompiledProgram": "model_runtime.program",
+    "Fallback": "model_runtime.program",
+    "OptimizedStep": "model_runtime.optimized_step",
+    "ReoptimizeError": "model_runtime.errors",
+    "RuntimeLayerError": "model_runtime.errors",
+    "arena_lifetimes": "model_runtime.planning",
+    "build_arena": "model_runtime.executors",
+    "build_program": "model_runtime.program",
+    "build_reorder": "model_runtime.executors",
+    "builtin_executors": "model_runtime.executors",
+    "device_alignment": "model_runtime.planning",
+    "make_plan": "model_runtime.planning",
+    "model_device": "model_runtime.optimized_step",
+    "optimize": "model_runtime.optimized_step",
+    "transient_buffers": "model_runtime.executors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'model_runtime' has no attribute {name!r}")

@@ -12,11 +12,8 @@ import os
 import statistics
 import time
 
-import torch
-
 from model_ir.plugins import provider
 from model_runtime.errors import RuntimeLayerError
-from model_runtime.optimize import optimize
 
 
 def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer: str = "sgd",
@@ -28,6 +25,11 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
     median, the ratio, and whether every loss (train) or output (eval) was bitwise
     equal to eager's.
     """
+    # Imported here so that loading the plugin (every `model-opt` call) does not import torch.
+    import torch
+
+    from model_runtime.optimized_step import optimize
+
     if steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
     case = provider("model_opt_models", name, "model").build(mode, batch_size, optimizer=optimizer, device=device)
