@@ -86,3 +86,10 @@ def test_working_set_bound():
 def test_empty_graph():
     g = Graph([Buffer("w", 3, persistent=True)], [])
     assert simulate(g).peak_bytes == 3
+
+
+def test_empty_graph_with_a_transient_input():
+    g = Graph([Buffer("x", 5), Buffer("w", 3, persistent=True)], [])
+    p = simulate(g)
+    assert p.peak_bytes == 3 and p.timeline == ()
+    assert [(lt.id, lt.start, lt.end) for lt in p.lifetimes] == [("x", 0, 1)]

@@ -96,7 +96,7 @@ def simulate_indices(graph: Graph, order: Sequence[int]) -> MemoryProfile:
     step = [0] * len(graph.ops)
     for t, i in enumerate(order):
         step[i] = t
-    diff = [0] * (n + 1)
+    diff = [0] * (n + 2)  # +2: an unused input of an empty graph still spans [0, 1)
     lifetimes = []
     for bi, buf in enumerate(graph.buffers):
         if buf.persistent:
