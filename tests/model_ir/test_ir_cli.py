@@ -54,3 +54,28 @@ def test_console_script_runs_without_traceback(tmp_path):
 def test_no_subcommand_prints_help_and_fails(capsys):
     code, _, err = run([], capsys)
     assert code == 2 and "info" in err
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    from model_ir import FormatError, save_graph
+    from model_ir.testing.examples import diamond_json
+    from model_ir.json_format import graph_from_dict
+
+    import pytest
+
+    target = tmp_path / "no-such-dir" / "g.json"
+    with pytest.raises(FormatError, match="no-such-dir/g.json: cannot write"):
+        save_graph(graph_from_dict(diamond_json()), target)
+    assert not target.parent.exists()
+
+
+def test_os_errors_from_a_command_are_one_line(capsys, monkeypatch):
+    from model_ir import cli_info
+
+    def boom(path):
+        raise PermissionError(13, "Permission denied", "/root/secret.json")
+
+    monkeypatch.setattr(cli_info, "load_graph", boom)
+    code, _, err = run(["info", "x.json"], capsys)
+    assert code == 2
+    assert err == "model-opt: error: /root/secret.json: Permission denied\n"

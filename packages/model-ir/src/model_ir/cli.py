@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelOptError as e:
         print(f"model-opt: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # A file the user named could not be read or written: one line, not a traceback.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"model-opt: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("model-opt: interrupted", file=sys.stderr)
         return 130

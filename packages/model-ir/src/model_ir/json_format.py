@@ -193,8 +193,12 @@ def write_json(data: Any, path: str | os.PathLike[str]) -> None:
     """Write JSON atomically (temp file then rename), so a failure leaves no half file."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FormatError(f"{p}: cannot write: {e.strerror or e}") from None
 
 
 def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
