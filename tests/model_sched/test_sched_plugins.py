@@ -67,3 +67,17 @@ def test_whole_graph_milp_on_a_big_graph_is_a_clear_error():
 
     with pytest.raises(SchedError, match="--method lns --solver NAME"):
         schedule(layered_graph(3000, seed=1), method="milp", time_limit=5)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_bad_time_limit_is_a_clear_error(bad):
+    from model_sched.errors import SchedError
+
+    with pytest.raises(SchedError, match="time limit must be >= 0 seconds"):
+        schedule(layered_graph(20, seed=1), time_limit=bad)
+
+
+def test_infinite_time_limit_means_no_limit():
+    g = layered_graph(40, seed=3)
+    r = schedule(g, method="auto", time_limit=float("inf"))
+    assert r.peak_bytes == simulate(g, r.order).peak_bytes and r.lower_bound_bytes <= r.peak_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from model_ir.graph import Graph
@@ -56,8 +57,9 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     ``program``, ``lpmf``, ``bfs``, ``dfs``, or a plugin's). ``solver``: a backend
     name (``highs``, ``cpsat``, ``gurobi``): ``milp`` uses it for the whole graph
     (default: CP-SAT if installed, else HiGHS), ``lns`` and ``auto`` for their windows
-    (default: exact search, no MILP). ``time_limit`` in seconds (default 60); when it runs out, or on
-    Ctrl-C, the best order found so far is returned with its gap. ``progress``
+    (default: exact search, no MILP). ``time_limit`` in seconds (default 60, ``inf`` for
+    none); when it runs out, or on Ctrl-C, the best order found so far is returned with
+    its gap. ``progress``
     receives a :class:`Progress` at each improvement. The order is validated and its
     peak recomputed by the simulator before it is returned.
     """
@@ -67,10 +69,12 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         backend = solver_backend(solver)
     elif getattr(sched, "needs_solver", False):
         backend = solver_backend(default_solver())
-    if time_limit is not None and time_limit < 0:
+    if time_limit is None:
+        time_limit = DEFAULT_TIME_LIMIT
+    elif not time_limit >= 0:  # also rejects NaN
         raise SchedError(f"time limit must be >= 0 seconds, got {time_limit}")
     lv = liveness(graph)
-    control = SolveControl(lv, DEFAULT_TIME_LIMIT if time_limit is None else time_limit, progress)
+    control = SolveControl(lv, None if math.isinf(time_limit) else time_limit, progress)
     try:
         forced = forced_bound(lv)
         control.raise_bound(forced.bytes, "forced-liveness bound")

@@ -37,7 +37,7 @@ class ScheduleCommand:
                             help="scheduler: auto (default), greedy, search, milp, lns, program, lpmf, bfs, dfs")
         parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
         parser.add_argument("--time-limit", type=float, default=None, metavar="S",
-                            help="seconds before returning the best order so far (default 60)")
+                            help="seconds before returning the best order so far (default 60, inf for none)")
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
