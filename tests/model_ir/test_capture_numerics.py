@@ -93,6 +93,28 @@ def test_init_optimizer_state_matches_a_fresh_optimizer():
         assert not st["exp_avg"].any() and not st["exp_avg_sq"].any()
 
 
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+    lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),
+    lambda ps: torch.optim.RMSprop(ps, lr=1e-2, weight_decay=0.1),
+], ids=["sgd", "adam", "rmsprop"])
+def test_coupled_weight_decay_bitwise(make):
+    # weight decay adds wd * param to the gradient: the state created from zero gradients
+    # must still be zeros, not a fraction of the parameters
+    _compare(lambda: mlp(8, 3), lambda m: make(m.parameters()), lambda: torch.randn(4, 8), steps=3)
+
+
+def test_sgd_dampening_without_momentum_state_is_a_clear_error():
+    # eager's first SGD step copies the gradient into the momentum buffer undampened;
+    # a steady-state step from a zero buffer would scale it by (1 - dampening)
+    from model_ir.torch.errors import ExecutionError
+
+    model = mlp(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, dampening=0.5)
+    with pytest.raises(ExecutionError, match="dampening"):
+        init_optimizer_state(opt)
+
+
 def test_eval_capture_runs_forward_only():
     torch.manual_seed(0)
     model = small_cnn().eval()

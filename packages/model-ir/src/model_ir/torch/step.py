@@ -106,23 +106,43 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Create the state ``optimizer.step()`` creates lazily, without changing any parameter.
 
     For every parameter with a ``requires_grad`` and no state yet: one ``step()`` with
-    zero gradients, then the parameters are restored and step counters reset to 0.
-    For SGD (momentum buffer), Adam and AdamW this gives exactly their initial state
-    (zeros), so the captured steady-state step equals eager's first step. Parameters
-    that already have state are not touched.
+    zero gradients and no weight decay (coupled decay would turn the zero gradients
+    into ``wd * param``), then the parameters are restored and step counters reset
+    to 0. For SGD (momentum buffer), Adam, AdamW and RMSprop this gives exactly their
+    initial state (zeros), so the captured steady-state step equals eager's first
+    step. Parameters that already have state are not touched.
+
+    Raises :class:`ExecutionError` for SGD with momentum and ``dampening`` when a
+    parameter has no momentum buffer yet: eager's first step copies the gradient
+    undampened, which no steady-state step reproduces.
     """
     params = [p for g in optimizer.param_groups for p in g["params"]]
     todo = [p for p in params if p.requires_grad and not optimizer.state.get(p)]
     if not todo:
         return
     todo_ids = {id(p) for p in todo}
+    for g in optimizer.param_groups:
+        if (isinstance(optimizer, torch.optim.SGD) and g.get("momentum") and g.get("dampening")
+                and any(id(p) in todo_ids for p in g["params"])):
+            raise ExecutionError(
+                f"SGD with momentum and dampening={g['dampening']} has no momentum buffers yet; its first "
+                "step differs from every later one (the gradient is copied undampened), so the captured "
+                "step would not match eager: run one eager step first, then optimize"
+            )
     saved_grads = {id(p): p.grad for p in params}
     saved_values = {id(p): p.detach().clone() for p in todo}
+    saved_decay = [g.get("weight_decay") for g in optimizer.param_groups]
     try:
         for p in params:
             p.grad = torch.zeros_like(p) if id(p) in todo_ids else None
+        for g, wd in zip(optimizer.param_groups, saved_decay):
+            if wd is not None:
+                g["weight_decay"] = 0
         optimizer.step()
     finally:
+        for g, wd in zip(optimizer.param_groups, saved_decay):
+            if wd is not None:
+                g["weight_decay"] = wd
         with torch.no_grad():
             for p in todo:
                 p.copy_(saved_values[id(p)])
