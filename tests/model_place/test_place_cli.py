@@ -234,3 +234,25 @@ def test_through_the_model_opt_command(tmp_path, capsys):
     src.write_text("id,lower,upper,size\n0,0,1,-1\n")
     assert main(["place", str(src), "-o", str(out)]) == 2
     assert "line 2: size must be >= 0" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_a_clear_error_before_solving(tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", tmp_path / "missing" / "o.csv"]) == 2
+    assert "directory" in capsys.readouterr().out
+    assert run([src, "-o", tmp_path]) == 2
+    assert "is a directory" in capsys.readouterr().out
+    assert src.read_text() == CSV
+
+
+def test_write_failure_is_a_format_error_and_leaves_no_temp_file(tmp_path):
+    from model_ir import FormatError, Lifetime
+
+    from model_place.csv_format import write_placement_csv
+
+    target = tmp_path / "taken"
+    target.mkdir()
+    with pytest.raises(FormatError, match="cannot write"):
+        write_placement_csv(target, [Lifetime("a", 0, 1, 4)], {"a": 0})
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]

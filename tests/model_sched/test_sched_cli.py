@@ -63,3 +63,12 @@ def test_through_model_opt_main(pairs_file, capsys):
     assert main(["schedule", str(pairs_file), "--method", "nope"]) == 2
     err = capsys.readouterr().err
     assert "model-opt: error: unknown scheduler 'nope'" in err and "Traceback" not in err
+
+
+def test_unwritable_output_is_a_clear_error(pairs_file, tmp_path):
+    from model_sched.errors import SchedError
+
+    with pytest.raises(SchedError, match="no such directory"):
+        run([str(pairs_file), "-o", str(tmp_path / "missing" / "plan.json"), "--quiet"])
+    with pytest.raises(SchedError, match="is a directory"):
+        run([str(pairs_file), "-o", str(tmp_path), "--quiet"])

@@ -122,6 +122,11 @@ class PlaceCommand:
         parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
     def run(self, args) -> int:
+        if os.path.isdir(args.output):
+            raise PlaceError(f"-o {args.output}: is a directory; name an output file")
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise PlaceError(f"-o {args.output}: no such directory {parent!r}")
         if os.path.exists(args.output) and _same_file(args.input, args.output):
             raise PlaceError(f"output {args.output} is the input file; choose another -o path")
         known = placer_names()

@@ -106,5 +106,9 @@ def write_placement_csv(path: str | os.PathLike[str], lifetimes: Sequence[Lifeti
     """Write the placement CSV atomically (temp file, then rename)."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(format_placement_csv(lifetimes, offsets), encoding="utf-8")
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(format_placement_csv(lifetimes, offsets), encoding="utf-8")
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FormatError(f"{p}: cannot write: {e.strerror or e}") from None

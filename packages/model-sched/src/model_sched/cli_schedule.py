@@ -27,6 +27,17 @@ def _print_progress(event: Progress) -> None:
           f"bound {human_bytes(event.lower_bound_bytes)}", file=sys.stderr, flush=True)
 
 
+def _check_output(output: str, source: str) -> None:
+    """Refuse an ``-o`` path that cannot be written, before a solve of up to a minute."""
+    if os.path.isdir(output):
+        raise SchedError(f"-o {output}: is a directory; name a plan file")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise SchedError(f"-o {output}: no such directory {parent!r}")
+    if os.path.exists(output) and os.path.samefile(output, source):
+        raise SchedError(f"refusing to overwrite the input file {source!r}; choose another -o path")
+
+
 class ScheduleCommand:
     name = "schedule"
     help = "find the operator order with the smallest peak memory of a graph JSON file"
@@ -43,8 +54,8 @@ class ScheduleCommand:
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     def run(self, args) -> int:
-        if args.output and os.path.exists(args.output) and os.path.samefile(args.output, args.graph):
-            raise SchedError(f"refusing to overwrite the input file {args.graph!r}; choose another -o path")
+        if args.output:
+            _check_output(args.output, args.graph)
         graph = load_graph(args.graph)
         result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
                           progress=None if args.quiet else _print_progress)
