@@ -256,3 +256,10 @@ def test_write_failure_is_a_format_error_and_leaves_no_temp_file(tmp_path):
     with pytest.raises(FormatError, match="cannot write"):
         write_placement_csv(target, [Lifetime("a", 0, 1, 4)], {"a": 0})
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_csv_with_a_byte_order_mark(tmp_path):
+    # spreadsheet programs save UTF-8 CSV with a BOM before the header
+    src = tmp_path / "bom.csv"
+    src.write_bytes(b"\xef\xbb\xbf" + CSV.encode())
+    assert read_lifetimes_csv(src) == parse_lifetimes_csv(CSV)

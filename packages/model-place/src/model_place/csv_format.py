@@ -81,7 +81,7 @@ def read_lifetimes_csv(path: str | os.PathLike[str]) -> tuple[Lifetime, ...]:
     """Read a MiniMalloc CSV file (see :func:`parse_lifetimes_csv`)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # tolerate a byte order mark
     except FileNotFoundError:
         raise FormatError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
