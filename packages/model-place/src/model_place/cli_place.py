@@ -77,13 +77,7 @@ def _schedule_for(graph, name: str) -> Schedule:
     except ImportError:
         raise PlaceError(f"--schedule {name}: model-sched is not installed; use --schedule program "
                          "or pass a plan JSON that has an order") from None
-    out = run_scheduler(graph, method=name)
-    for candidate in (out, getattr(out, "schedule", None), getattr(out, "order", None)):
-        if isinstance(candidate, Schedule):
-            return candidate
-        if isinstance(candidate, (list, tuple)) and all(isinstance(x, str) for x in candidate):
-            return Schedule(candidate)
-    raise PlaceError(f"--schedule {name}: model-sched returned {type(out).__name__}, not a schedule")
+    return Schedule(run_scheduler(graph, method=name).order)  # a model_sched.ScheduleResult
 
 
 def summary(result: PlacementResult, buffers: int) -> dict:
