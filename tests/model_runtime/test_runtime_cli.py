@@ -52,3 +52,16 @@ def test_run_unknown_model_and_bad_steps(capsys):
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     assert main(["run", "tiny-mlp", "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, message", [
+    ("nosuch", "is not a device name"), ("meta", "cpu or cuda"), ("cuda:99", "CUDA device"),
+])
+def test_run_bad_device_is_one_error_line(device, message, capsys):
+    assert main(["run", "tiny-mlp", "--device", device]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_save_plan_into_missing_folder_fails_before_running(tmp_path, capsys):
+    assert main(["run", "tiny-mlp", "--save-plan", str(tmp_path / "no" / "plan.json")]) == 2
+    assert "folder does not exist" in capsys.readouterr().err

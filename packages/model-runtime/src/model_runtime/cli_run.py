@@ -32,6 +32,7 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
 
     if steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
+    _check_device(device)
     case = provider("model_opt_models", name, "model").build(mode, batch_size, optimizer=optimizer, device=device)
     train = mode == "train"
     targets = (case.target,) if train and case.target is not None else ()
@@ -80,6 +81,24 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
     return step, figures
 
 
+def _check_device(device: str) -> None:
+    """Raise :class:`RuntimeLayerError` unless ``device`` names a device of this machine."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RuntimeLayerError(f"--device {device!r} is not a device name (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise RuntimeLayerError(f"--device {device}: the runtime runs steps on cpu or cuda")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RuntimeLayerError(f"--device {device}: no CUDA device on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise RuntimeLayerError(f"--device {device}: this machine has {count} CUDA device(s)")
+
+
 class RunCommand:
     name = "run"
     help = "optimize a zoo model's training step, run it with an executor, compare with eager"
@@ -104,6 +123,8 @@ class RunCommand:
 
         if args.save_plan and os.path.exists(args.save_plan):
             raise RuntimeLayerError(f"{args.save_plan} exists; not overwriting it (choose another --save-plan path)")
+        if args.save_plan and not os.path.isdir(os.path.dirname(os.path.abspath(args.save_plan))):
+            raise RuntimeLayerError(f"{args.save_plan}: its folder does not exist (checked before running the model)")
         step, figures = run_model(
             args.model, batch_size=args.batch_size, mode=args.mode, optimizer=args.optimizer,
             executor=args.executor, steps=args.steps, time_limit=args.time_limit, device=args.device,
