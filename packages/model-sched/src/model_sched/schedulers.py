@@ -94,15 +94,20 @@ def run_search(problem: Problem, control: SolveControl, deadline: float | None,
     return out.complete
 
 
+def run_baselines(problem: Problem, control: SolveControl) -> bool:
+    """Greedy orders, then cut bounds at the incumbent's peak ops; True if they prove it optimal."""
+    run_greedy(problem, control)
+    if not control.solved:
+        run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
+    return control.solved
+
+
 class Search:
     name = "search"
     help = "exact best-first search over all topological orders (small graphs)"
 
     def run(self, problem, control, solver=None) -> None:
-        run_greedy(problem, control)
-        if not control.solved:
-            run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
-        if not control.solved:
+        if not run_baselines(problem, control):
             run_search(problem, control, control.deadline)
 
 
@@ -125,10 +130,7 @@ class Milp:
     needs_solver = True
 
     def run(self, problem, control, solver=None) -> None:
-        run_greedy(problem, control)
-        if not control.solved:
-            run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
-        if not control.solved:
+        if not run_baselines(problem, control):
             run_milp(problem, control, solver)
 
 
@@ -137,10 +139,7 @@ class Lns:
     help = "windowed re-optimisation around the peak (large graphs)"
 
     def run(self, problem, control, solver=None) -> None:
-        run_greedy(problem, control)
-        if not control.solved:
-            run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
-        if not control.solved:
+        if not run_baselines(problem, control):
             improve_by_windows(problem.lv, control, _window_solver(solver))
 
 
@@ -172,11 +171,7 @@ class Auto:
     help = "bounds, greedy baselines, windowed re-optimisation, then exact search on the residual gap"
 
     def run(self, problem, control, solver=None) -> None:
-        run_greedy(problem, control)
-        if control.solved:
-            return
-        run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
-        if control.solved or control.expired():
+        if run_baselines(problem, control) or control.expired():
             return
         # a short windowed pass first: a tighter incumbent prunes the exact search
         remaining = control.remaining()
