@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 import attrs
@@ -53,6 +54,7 @@ class HighsBackend:
         self.available()
         import highspy
 
+        start = time.perf_counter()
         h = _quiet_highs(highspy)
         h.setOptionValue("threads", 1)
         if time_limit is not None:
@@ -98,8 +100,10 @@ class HighsBackend:
             achieved = sum(c * x for c, x in zip(program.objective, values) if c)
             if abs(achieved - objective) > 1e-6 * max(1.0, abs(objective)):
                 # HiGHS 1.16 can report a better objective yet return the user's start
-                # solution (seen when presolve settles the whole model); solve cold instead
-                return self.solve(program, time_limit=time_limit, hint=None)
+                # solution (seen when presolve settles the whole model); solve cold instead,
+                # within what is left of the time limit
+                left = None if time_limit is None else time_limit - (time.perf_counter() - start)
+                return self.solve(program, time_limit=left, hint=None)
         bound = objective if optimal and objective is not None else info.mip_dual_bound
         if not math.isfinite(bound):
             bound = -math.inf
