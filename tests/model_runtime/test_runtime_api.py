@@ -212,3 +212,18 @@ def test_saved_plan_is_reused_and_checked(tmp_path):
     _, _, reorder = _mlp_step("reorder")
     with pytest.raises(ReoptimizeError, match="no placement"):
         optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan)
+
+
+def test_saved_plan_figures_are_recomputed_not_trusted():
+    """A plan made elsewhere (no figures) or edited (stale figures) gets the simulator's."""
+    _, _, step = _mlp_step()
+    stale = dict(step.plan.figures, peak_bytes=1, eager_peak_bytes=2, arena_bytes=3)
+    for figures in ({}, stale):
+        torch.manual_seed(0)
+        model = mlp(16, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        plan = Plan(step.plan.graph, step.plan.schedule, step.plan.placement, figures)
+        again = optimize(model, torch.randn(8, 16), optimizer=opt, plan=plan)
+        for key in ("peak_bytes", "eager_peak_bytes", "arena_bytes", "eager_caching_allocator_bytes"):
+            assert again.plan.figures[key] == step.plan.figures[key], key
+        assert "planned arena" in again.report() and repr(again)

@@ -91,16 +91,17 @@ class OptimizedStep:
             f"  persistent (parameters, state, batch): {human_bytes(f['persistent_bytes'])}",
             f"  peak live bytes, eager order:   {human_bytes(f['eager_peak_bytes'])}",
             f"  peak live bytes, planned order: {human_bytes(f['peak_bytes'])}"
-            f" ({_change(f['peak_bytes'], f['eager_peak_bytes'])}; lower bound {human_bytes(f['lower_bound_bytes'])},"
-            f" gap {100 * f['schedule_gap']:.1f}%)",
+            f" ({_change(f['peak_bytes'], f['eager_peak_bytes'])}{_bound(f, 'lower_bound_bytes')}"
+            + (f", gap {100 * f['schedule_gap']:.1f}%)" if "schedule_gap" in f else ")"),
         ]
         if "arena_bytes" in f:
             lines += [
                 f"  transient memory, eager with PyTorch's caching allocator (simulated): "
                 f"{human_bytes(f['eager_caching_allocator_bytes'])}",
                 f"  transient memory, planned arena: {human_bytes(f['arena_bytes'])}"
-                f" ({_change(f['arena_bytes'], f['eager_caching_allocator_bytes'])}; {f['placement_status']},"
-                f" lower bound {human_bytes(f['arena_lower_bound_bytes'])})",
+                f" ({_change(f['arena_bytes'], f['eager_caching_allocator_bytes'])}"
+                f"{'; ' + f['placement_status'] if 'placement_status' in f else ''}"
+                f"{_bound(f, 'arena_lower_bound_bytes')})",
             ]
         if self.program.arena is not None:
             fb = self.program.fallbacks
@@ -120,6 +121,11 @@ class OptimizedStep:
         f = self.plan.figures
         return (f"OptimizedStep({self.captured.graph.name}, executor={self.executor!r}, "
                 f"peak={f['peak_bytes']} B, eager_peak={f['eager_peak_bytes']} B)")
+
+
+def _bound(figures: dict, key: str) -> str:
+    # A plan made elsewhere (plan=...) may carry no solver bounds.
+    return f"; lower bound {human_bytes(figures[key])}" if key in figures else ""
 
 
 def _change(new: float, old: float) -> str:

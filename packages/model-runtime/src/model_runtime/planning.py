@@ -40,22 +40,18 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit)
     alignment = device_alignment(device_type)
-    figures = {
-        "ops": len(graph.ops),
-        "buffers": len(graph.buffers),
-        "persistent_bytes": graph.persistent_bytes,
-        "eager_peak_bytes": sched.eager_peak_bytes,
-        "peak_bytes": sched.peak_bytes,
+    figures = simulated_figures(graph, sched.order, None, alignment)
+    # The simulator is the reference: the order's peak is recomputed, never trusted.
+    if figures["peak_bytes"] != sched.peak_bytes:
+        raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
+                                f"the simulator measures {figures['peak_bytes']} bytes for its order")
+    figures.update({
         "lower_bound_bytes": sched.lower_bound_bytes,
         "schedule_gap": sched.gap,
         "schedule_optimal": sched.optimal,
         "schedule_seconds": sched.seconds,
         "schedule_source": sched.source,
-        "output_bytes": sum(b.size for b in graph.buffers if b.output),
-        "alignment_bytes": alignment,
-    }
-    figures["transient_peak_bytes"] = sched.peak_bytes - graph.persistent_bytes
-    figures["eager_transient_peak_bytes"] = sched.eager_peak_bytes - graph.persistent_bytes
+    })
     placed = None
     if placement:
         lts = arena_lifetimes(graph, sched.order, alignment)
@@ -72,11 +68,6 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             "eager_caching_allocator_bytes": caching.arena_bytes,
             "eager_transient_live_peak_bytes": caching.lower_bound_bytes,
         })
-    # The simulator is the reference: the order's peak is recomputed, never trusted.
-    simulated = simulate(graph, sched.order).peak_bytes
-    if simulated != sched.peak_bytes:
-        raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
-                                f"the simulator measures {simulated} bytes for its order")
     return Plan(graph, Schedule(sched.order), placed, figures)
 
 
@@ -110,4 +101,28 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
         if misaligned:
             raise ReoptimizeError(f"the saved plan places buffer {misaligned[0]!r} at an offset that is not a "
                                   f"multiple of {alignment} bytes, as this device needs")
-    return Plan(graph, plan.schedule, plan.placement, dict(plan.figures))
+    return Plan(graph, plan.schedule, plan.placement,
+                {**plan.figures, **simulated_figures(graph, plan.schedule, plan.placement, alignment)})
+
+
+def simulated_figures(graph, order, placement, alignment: int) -> dict:
+    """The figures of a plan the simulator recomputes (bytes): a saved plan's own are
+    not trusted (it may come from another tool, or have been edited)."""
+    peak = simulate(graph, order).peak_bytes
+    eager = simulate(graph).peak_bytes
+    figures = {
+        "ops": len(graph.ops),
+        "buffers": len(graph.buffers),
+        "persistent_bytes": graph.persistent_bytes,
+        "eager_peak_bytes": eager,
+        "peak_bytes": peak,
+        "transient_peak_bytes": peak - graph.persistent_bytes,
+        "eager_transient_peak_bytes": eager - graph.persistent_bytes,
+        "output_bytes": sum(b.size for b in graph.buffers if b.output),
+        "alignment_bytes": alignment,
+    }
+    if placement is not None:
+        figures["arena_bytes"] = placement.arena_bytes
+        eager_lts = arena_lifetimes(graph, None, alignment)
+        figures["eager_caching_allocator_bytes"] = place(eager_lts, method="caching-allocator").arena_bytes
+    return figures
