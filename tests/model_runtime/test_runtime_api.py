@@ -227,3 +227,10 @@ def test_saved_plan_figures_are_recomputed_not_trusted():
         for key in ("peak_bytes", "eager_peak_bytes", "arena_bytes", "eager_caching_allocator_bytes"):
             assert again.plan.figures[key] == step.plan.figures[key], key
         assert "planned arena" in again.report() and repr(again)
+
+
+@pytest.mark.parametrize("granularity", [0, -64])
+def test_bad_granularity_is_an_error_not_the_default(granularity):
+    model = mlp(16, 3)
+    with pytest.raises(ModelOptError, match="granularity"):
+        optimize(model, torch.randn(8, 16), granularity=granularity)

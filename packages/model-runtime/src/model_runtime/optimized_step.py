@@ -164,7 +164,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         init_optimizer_state(optimizer)
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
-        granularity=granularity or device_alignment(device.type), targets=targets,
+        granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)

@@ -10,7 +10,7 @@ import torch
 
 from model_ir.graph import Graph
 from model_ir.torch.step import CapturedStep
-from model_ir.torch.storage_graph import build_storage_map
+from model_ir.torch.storage_graph import build_storage_map, check_granularity
 from model_ir.torch.tracing import trace_step
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def capture_step(
     Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
+    check_granularity(granularity)  # before the (possibly long) trace
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,

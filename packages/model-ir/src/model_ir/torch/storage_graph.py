@@ -107,6 +107,12 @@ def _is_rng(target) -> bool:
     return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
 
 
+def check_granularity(granularity) -> None:
+    """Raise :class:`CaptureError` unless ``granularity`` is an integer number of bytes >= 1."""
+    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
+        raise CaptureError(f"granularity must be an integer number of bytes >= 1, got {granularity!r}")
+
+
 def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step",
                       keep_grads: bool = False, meta: Mapping | None = None) -> StorageMap:
     """The storage-level :class:`Graph` of ``traced``; buffer sizes are storage bytes
@@ -116,8 +122,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     (the parameter name); with ``keep_grads`` they are outputs, alive to the end of
     the step as eager's ``.grad`` is, instead of freed after their last reader.
     """
-    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
-        raise CaptureError(f"granularity must be an integer number of bytes >= 1, got {granularity!r}")
+    check_granularity(granularity)
     gm = traced.module
     slot_of = {s.placeholder: s for s in traced.slots}
     storage_buffer: dict[StorageWeakRef, str] = {}
