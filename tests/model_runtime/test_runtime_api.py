@@ -234,3 +234,30 @@ def test_bad_granularity_is_an_error_not_the_default(granularity):
     model = mlp(16, 3)
     with pytest.raises(ModelOptError, match="granularity"):
         optimize(model, torch.randn(8, 16), granularity=granularity)
+
+
+def test_non_tensor_arguments_are_constants_of_the_step():
+    """A flag or scale passed with the inputs is baked into the captured step: another
+    value is an error, never silently the captured one."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x, scale=1.0, flip=False):
+            y = self.fc(x) * scale
+            return -y if flip else y
+
+    model = Scaled().eval()
+    x = torch.randn(2, 4)
+    step = optimize(model, (x, 2.0), executor="reorder", time_limit=0.5)
+    with torch.no_grad():
+        assert torch.equal(step(x, 2.0), model(x, 2.0))
+    with pytest.raises(ReoptimizeError, match="captured with 2.0"):
+        step(x, 3.0)
+    step = optimize(model, {"x": x, "flip": True}, executor="reorder", time_limit=0.5)
+    with pytest.raises(ReoptimizeError, match="captured with True"):
+        step(x=x, flip=False)
+    with pytest.raises(ModelOptError, match="captured with True"):
+        step.captured.bind(model, None, {"x": x, "flip": False})

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from model_ir.torch.tracing import flatten_batch
+from model_ir.torch.tracing import changed_constant, flatten_batch
 from model_runtime.errors import ReoptimizeError
 
 _REOPTIMIZE = "call model_runtime.optimize again with an example of the new shape"
@@ -141,6 +141,10 @@ class Binder:
             raise ReoptimizeError(
                 f"the targets are structured as {tspec}, the step was optimized for {self.step.targets_spec}"
             )
+        changed = (changed_constant(leaves, self.step.inputs_constants)
+                   or changed_constant(tleaves, self.step.targets_constants))
+        if changed:
+            raise ReoptimizeError(f"{changed}; call model_runtime.optimize again with this value")
         for pos, kind, index in self.batch_slots:
             t = (leaves if kind == "input" else tleaves)[index]
             self._check(pos, t, f"{kind} {index}")

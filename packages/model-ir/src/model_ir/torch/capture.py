@@ -70,6 +70,8 @@ def capture_step(
         train=train,
         inputs_spec=traced.inputs_spec,
         targets_spec=traced.targets_spec,
+        inputs_constants=traced.inputs_constants,
+        targets_constants=traced.targets_constants,
     )
 
 

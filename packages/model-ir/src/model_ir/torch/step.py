@@ -12,7 +12,7 @@ from torch import fx
 from model_ir.graph import Graph
 from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
-from model_ir.torch.tracing import InputSlot, flatten_batch, split_example_inputs
+from model_ir.torch.tracing import InputSlot, changed_constant, flatten_batch, split_example_inputs
 
 
 @attrs.frozen(eq=False)
@@ -42,6 +42,10 @@ class CapturedStep:
     train: bool
     inputs_spec: Any = None
     targets_spec: Any = None
+    #: ``(leaf position, value)`` of the non-tensor leaves of the example inputs and
+    #: targets: constants of the step, so a call must pass the same values
+    inputs_constants: tuple = ()
+    targets_constants: tuple = ()
 
     def bind(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
              inputs=None, targets=()) -> list[torch.Tensor]:
@@ -59,7 +63,11 @@ class CapturedStep:
         leaves, spec = flatten_batch((args, kwargs))
         if inputs is not None and spec != self.inputs_spec:
             raise ExecutionError(f"inputs are structured as {spec}, the step was captured with {self.inputs_spec}")
-        tleaves, _ = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
+        tleaves, tspec = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
+        changed = ((inputs is not None and changed_constant(leaves, self.inputs_constants))
+                   or (tspec == self.targets_spec and changed_constant(tleaves, self.targets_constants)))
+        if changed:
+            raise ExecutionError(f"{changed}; capture again with this value")
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
         out: list[torch.Tensor] = []
         for slot, node in zip(self.inputs, placeholders):

@@ -65,6 +65,9 @@ class TracedStep:
     targets_spec: Any = None
     #: parameter name -> the traced tensor backward stored in its ``.grad``
     grads: Mapping[str, torch.Tensor] = attrs.field(factory=dict)
+    #: the non-tensor leaves of the inputs and targets (see :func:`constant_leaves`)
+    inputs_constants: tuple = ()
+    targets_constants: tuple = ()
 
 
 # -- example inputs ------------------------------------------------------------------
@@ -95,6 +98,28 @@ def _is_leaf_tensor(x) -> bool:
 def flatten_batch(value) -> tuple[list, Any]:
     """Flatten inputs or targets; TensorSpecs count as tensor leaves."""
     return pytree.tree_flatten(value, is_leaf=lambda x: isinstance(x, TensorSpec))
+
+
+def constant_leaves(leaves) -> tuple[tuple[int, Any], ...]:
+    """``(position, value)`` of the non-tensor leaves of flattened inputs or targets
+    (flags, scales, ...): the traced step holds them as constants."""
+    return tuple((i, x) for i, x in enumerate(leaves) if not _is_leaf_tensor(x))
+
+
+def changed_constant(leaves, constants) -> str | None:
+    """What differs between ``leaves`` and the captured ``constants`` (None: nothing)."""
+    for i, want in constants:
+        got = leaves[i]
+        if got is want:
+            continue
+        try:
+            same = type(got) is type(want) and bool(got == want)
+        except Exception:  # noqa: BLE001 - incomparable values are different
+            same = False
+        if not same:
+            return (f"non-tensor leaf {i} is {got!r}, the step was captured with {want!r}, "
+                    "a constant of the captured step")
+    return None
 
 
 def tensor_leaves(value) -> list[torch.Tensor]:
@@ -343,7 +368,8 @@ def trace_step(
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
-    return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads)
+    return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
+                      constant_leaves(batch_leaves), constant_leaves(target_leaves))
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
