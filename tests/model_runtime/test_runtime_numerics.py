@@ -154,3 +154,20 @@ def test_eval_mode_forward_only_bitwise():
             assert torch.equal(out, kept)
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name  # running stats untouched in eval
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_gradient_clipping_before_the_update(executor):
+    def clip(params):
+        torch.nn.utils.clip_grad_norm_(params.values(), max_norm=0.05)
+
+    torch.manual_seed(0)
+    model = mlp(16, 3)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    step = optimize(model, torch.randn(8, 16), optimizer=opt, executor=executor, time_limit=0.5, before_step=clip)
+    for _ in range(2):
+        x = torch.randn(8, 16)
+        assert torch.equal(step(x), eager_step(ref, ref_opt, x, before_step=clip))
+        assert_same_state(model, opt, ref, ref_opt)

@@ -136,7 +136,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              optimizer: torch.optim.Optimizer | None = None, executor: str = "arena",
              time_limit: float | None = None, targets=(), train: bool | None = None,
              schedule_method: str = "auto", place_method: str = "auto",
-             granularity: int | None = None, plan: Plan | str | os.PathLike | None = None) -> OptimizedStep:
+             granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
+             before_step: Callable | None = None) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -151,7 +152,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     (``model_ir.save_plan(step.plan, path)``, e.g. solved once with a long time limit),
     a :class:`~model_ir.Plan` or a path to its JSON file; it is used instead of solving
     again after checking that it was made for this very step (same ops and buffers)
-    and that its order and placement are valid.
+    and that its order and placement are valid. ``before_step(params)`` runs between
+    backward and the optimizer update and is captured with the step (``params``:
+    parameter name to tensor with ``.grad`` set; e.g. gradient clipping,
+    ``lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0)``).
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -165,6 +169,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
+        before_step=before_step,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
