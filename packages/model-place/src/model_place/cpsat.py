@@ -16,7 +16,7 @@ from model_ir import Lifetime
 
 from model_place.errors import PlaceError
 from model_place.exact import DEFAULT_TIME_LIMIT
-from model_place.heuristics import best_fit, greedy_by_size
+from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
 from model_place.result import PlacementResult, make_result
 from model_place.validation import arena_of
@@ -35,7 +35,7 @@ def cpsat_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     t0 = time.perf_counter()
     lifetimes = check_lifetimes(lifetimes)
     lb = live_bytes_peak(lifetimes)
-    best = min((greedy_by_size(lifetimes), best_fit(lifetimes)), key=lambda o: arena_of(lifetimes, o))
+    best = best_heuristic(lifetimes)
     best_arena = arena_of(lifetimes, best)
     details: dict = {"workers": workers}
     sized = [lt for lt in lifetimes if lt.size]

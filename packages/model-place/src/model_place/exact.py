@@ -26,7 +26,7 @@ import attrs
 from model_ir import Lifetime
 
 from model_place import _search
-from model_place.heuristics import best_fit, greedy_by_size
+from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
 from model_place.result import PlacementResult, make_result
 from model_place.validation import arena_of
@@ -131,7 +131,7 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     lifetimes = check_lifetimes(lifetimes)
     lb = live_bytes_peak(lifetimes)
-    best = min((greedy_by_size(lifetimes), best_fit(lifetimes)), key=lambda o: arena_of(lifetimes, o))
+    best = best_heuristic(lifetimes)
     best_arena = arena_of(lifetimes, best)
     nodes = backtracks = decisions = 0
     # Every size and alignment is a multiple of g, so are all offsets of canonical

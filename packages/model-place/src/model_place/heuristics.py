@@ -87,3 +87,9 @@ def best_fit(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
         if best is None or arena_of(lifetimes, offsets) < arena_of(lifetimes, best):
             best = offsets
     return best if best is not None else {}
+
+
+def best_heuristic(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
+    """The smaller of the greedy-by-size and best-fit placements: the warm start of the
+    exact placers."""
+    return min((greedy_by_size(lifetimes), best_fit(lifetimes)), key=lambda o: arena_of(lifetimes, o))
