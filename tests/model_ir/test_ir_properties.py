@@ -78,3 +78,47 @@ def test_unknown_buffer_reference_is_rejected(g, data):
     ops[k] = Op(op.id, inputs=op.inputs + ("no-such-buffer",), outputs=op.outputs)
     with pytest.raises(GraphError, match="unknown buffer 'no-such-buffer'"):
         Graph(g.buffers, ops)
+
+
+def _reference_timeline(g, order):
+    """Live bytes per step straight from the memory model's rules (an oracle independent
+    of the simulator's lifetimes): a buffer is alive from its producer's step (0 for a
+    graph input) to its last user's step, or to the end when it is an output."""
+    step = {op_index: t for t, op_index in enumerate(order)}
+    n = len(order)
+    live = [g.persistent_bytes] * n
+    for buf in g.buffers:
+        if buf.persistent:
+            continue
+        producers = [step[i] for i, op in enumerate(g.ops) if buf.id in op.outputs]
+        start = producers[0] if producers else 0
+        users = [step[i] for i, op in enumerate(g.ops) if buf.id in op.inputs or buf.id in op.mutates]
+        end = n - 1 if buf.output else max(users, default=start)
+        for t in range(start, max(end, start) + 1):
+            if t < n:
+                live[t] += buf.size
+    return live
+
+
+@given(graphs(max_ops=6))
+@settings(max_examples=40)
+def test_timeline_equals_an_independent_oracle_in_every_order(g):
+    for order in topological_orders(g, limit=30):
+        assert list(simulate(g, [g.ops[i].id for i in order]).timeline) == _reference_timeline(g, order)
+
+
+@given(graphs(max_ops=7))
+@settings(max_examples=60)
+def test_every_valid_order_keeps_each_write_in_program_order_with_the_other_users(g):
+    """Write-after-read, read-after-write and write-after-write hazards: a mutating op
+    keeps its program-order position relative to every other op using that buffer."""
+    pairs = []
+    for op_w in range(len(g.ops)):
+        for b in g.ops[op_w].mutates:
+            for u in range(len(g.ops)):
+                if u != op_w and (b in g.ops[u].inputs or b in g.ops[u].mutates):
+                    pairs.append((min(u, op_w), max(u, op_w)))
+    for order in topological_orders(g, limit=30):
+        pos = {i: t for t, i in enumerate(order)}
+        for first, second in pairs:
+            assert pos[first] < pos[second], (g.ops[first].id, g.ops[second].id)
