@@ -105,3 +105,11 @@ def test_plan_with_invalid_order_is_rejected(tmp_path):
     save_plan(Plan(g, Schedule(("B", "A"))), p)
     with pytest.raises(FormatError, match="order: schedule runs op 'B' before op 'A'"):
         load_plan(p)
+
+
+def test_plan_with_negative_arena_is_rejected(tmp_path):
+    g = load_graph(write(tmp_path, DIAMOND))
+    p = tmp_path / "plan.json"
+    save_plan(Plan(g, program_order(g), Placement({"t1": 0}, -1)), p)
+    with pytest.raises(FormatError, match="arena_bytes: must be >= 0"):
+        load_plan(p)

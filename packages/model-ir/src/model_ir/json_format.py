@@ -240,7 +240,10 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> Plan:
                 raise r.fail(f"offsets.{k}", f"expected a non-negative integer, got {json.dumps(v)[:60]}")
             if k not in graph.buffer_index:
                 raise r.fail(f"offsets.{k}", "names no buffer of the graph")
-        placement = Placement(offsets, r.get(data, "arena_bytes", "", int))
+        arena_bytes = r.get(data, "arena_bytes", "", int)
+        if arena_bytes < 0:
+            raise r.fail("arena_bytes", f"must be >= 0, got {arena_bytes}")
+        placement = Placement(offsets, arena_bytes)
     return Plan(graph, schedule, placement, r.get(data, "figures", "", dict, {}))
 
 
