@@ -261,3 +261,16 @@ def test_non_tensor_arguments_are_constants_of_the_step():
         step(x=x, flip=False)
     with pytest.raises(ModelOptError, match="captured with True"):
         step.captured.bind(model, None, {"x": x, "flip": False})
+
+
+def test_input_with_another_memory_layout_asks_to_reoptimize():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    step = optimize(model, torch.randn(4, 3, 8), executor="reorder", time_limit=0.5)
+    transposed = torch.randn(8, 3, 4).permute(2, 1, 0)  # same shape, other strides
+    with pytest.raises(ReoptimizeError, match="strides"):
+        step(transposed)
+    with torch.no_grad():
+        assert torch.equal(step(transposed.contiguous()), model(transposed))
+    batch = torch.randn(10, 3, 8)[2:6]  # a slice: offset storage, same strides
+    with torch.no_grad():
+        assert torch.equal(step(batch), model(batch))

@@ -81,6 +81,13 @@ class Binder:
                 f"{what} is {tuple(t.shape)} {t.dtype} on {t.device}; the step was optimized for "
                 f"{tuple(want.shape)} {want.dtype} on {want.device}; {_REOPTIMIZE}"
             )
+        # The captured ops (views above all) assume the example's memory layout.
+        if any(n > 1 and a != b for n, a, b in zip(t.shape, t.stride(), want.stride())):
+            raise ReoptimizeError(
+                f"{what} has strides {t.stride()}, the step was optimized for {tuple(want.stride())} "
+                "(another memory layout, e.g. a transposed or sliced tensor); pass a tensor laid out like "
+                "the example (e.g. .contiguous()) or call model_runtime.optimize again with this one"
+            )
 
     def persistent_tensors(self) -> list:
         """Current parameters, model buffers and optimizer state, checked when replaced."""
