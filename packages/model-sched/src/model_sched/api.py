@@ -18,8 +18,8 @@ from model_sched.schedulers import Problem
 #: Seconds an anytime method may run when no time limit is given.
 DEFAULT_TIME_LIMIT = 60.0
 #: Backends tried, in order, by methods that need a MILP solver when none is named. CP-SAT
-#: proved all whole 20- to 40-op random graphs optimal within 1.2 s where HiGHS needed
-#: 2.3 s to over 30 s (README, "Back ends"); HiGHS is the fallback, always installed.
+#: proved all whole 20- to 40-op random graphs optimal within 0.9 s where HiGHS needed
+#: 1.4 s to over 30 s (README, "Back ends"); HiGHS is the fallback, always installed.
 DEFAULT_SOLVERS = ("cpsat", "highs")
 DEFAULT_SOLVER = "highs"
 
