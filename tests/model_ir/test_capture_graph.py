@@ -4,6 +4,7 @@ kinds, the FX mapping, inputs given as specs or fake/meta models, and clear erro
 from __future__ import annotations
 
 import itertools
+import logging
 import subprocess
 import sys
 
@@ -208,6 +209,12 @@ def test_data_dependent_control_flow_is_a_clear_error():
 def test_data_dependent_shape_names_the_operator():
     with pytest.raises(CaptureError, match=r"aten.nonzero.default .*data-dependent shape"):
         capture(Nonzero(), torch.randn(2, 4))
+
+
+def test_wrong_input_shape_is_one_error_without_a_logged_traceback(caplog):
+    with pytest.raises(CaptureError, match=r"cannot capture Linear: .*\[2, 5\]"):
+        capture(torch.nn.Linear(4, 4), torch.randn(2, 5))
+    assert not [r for r in caplog.records if r.name.startswith("torch") and r.levelno >= logging.WARNING]
 
 
 def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():

@@ -15,6 +15,7 @@ optimizer state are updated in place by the graph itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -164,6 +165,23 @@ def _fake(mode: FakeTensorMode, t, requires_grad: bool = False) -> torch.Tensor:
     if requires_grad:
         f.requires_grad_(True)
     return f
+
+
+def _drop_meta_failure(record) -> bool:
+    return not str(record.msg).startswith("failed while attempting to run meta")
+
+
+@contextlib.contextmanager
+def _quiet_meta_failures():
+    """Fake tensors log a full traceback when a meta kernel fails (e.g. a shape mismatch)
+    before raising; capture turns the exception into one :class:`CaptureError`, so that
+    log is only noise."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    logger.addFilter(_drop_meta_failure)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop_meta_failure)
 
 
 @contextlib.contextmanager
@@ -353,7 +371,7 @@ def trace_step(
     elif not model.training:
         model.train()
     try:
-        with mode:
+        with mode, _quiet_meta_failures():
             gm = make_fx(step, tracing_mode="real")(*flat)
     except CaptureError:
         raise
