@@ -277,6 +277,8 @@ def test_binding_and_order_errors_are_clear():
         step.run(model, opt, torch.randn(3, 4))
     with pytest.raises(ExecutionError, match="structured"):
         step.run(model, opt, (torch.randn(2, 4), torch.randn(2, 4)))
+    with pytest.raises(ExecutionError, match="strides"):
+        step.run(model, opt, torch.randn(4, 2).t())  # same shape, transposed layout
     backwards = [op.id for op in reversed(step.graph.ops)]
     with pytest.raises(ScheduleError):
         step.run(model, opt, torch.randn(2, 4), order=backwards)

@@ -79,6 +79,11 @@ class CapturedStep:
                     f"{slot.kind} {slot.name!r}: captured as {tuple(want.shape)} {want.dtype}, got {got}; "
                     "capture again for this shape"
                 )
+            if any(n > 1 and a != b for n, a, b in zip(t.shape, t.stride(), want.stride())):
+                raise ExecutionError(
+                    f"{slot.kind} {slot.name!r}: captured with strides {tuple(want.stride())}, got {t.stride()}; "
+                    "pass a tensor laid out like the example (e.g. .contiguous()) or capture again"
+                )
             out.append(t)
         return out
 
