@@ -208,3 +208,12 @@ def test_infeasibility_proofs_step_by_the_grain():
     assert r.status == "infeasible" and r.lower_bound_bytes == 12
     m = place(lts)
     assert m.arena_bytes == 12 and m.optimal and m.details["decisions"] == 1
+
+
+def test_exact_search_refuses_figures_beyond_64_bits():
+    # the alignment case above, scaled by 2**61: the compiled search works in int64
+    k = 1 << 61
+    lts = [Lifetime("a", 0, 2, 3 * k, alignment=2 * k), Lifetime("b", 0, 2, 3 * k, alignment=4 * k)]
+    with pytest.raises(PlaceError, match="64-bit"):
+        place(lts)
+    assert place(lts, method="best-fit").arena_bytes == 7 * k  # the heuristics have no such limit

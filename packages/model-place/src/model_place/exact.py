@@ -26,6 +26,7 @@ import attrs
 from model_ir import Lifetime
 
 from model_place import _search
+from model_place.errors import PlaceError
 from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
 from model_place.result import PlacementResult, make_result
@@ -39,6 +40,9 @@ SEARCH_STACK_BYTES = 512 << 20
 
 #: Share of the remaining time one decision may use while minimising the arena.
 DECISION_SHARE = 0.25
+
+#: Largest value of the compiled search's integers.
+INT64_MAX = (1 << 63) - 1
 
 
 def grain(lifetimes: Sequence[Lifetime]) -> int:
@@ -94,6 +98,12 @@ def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | Non
         return "found", offsets, {"nodes": 0, "backtracks": 0}
     if capacity < live_bytes_peak(sized):
         return "infeasible", None, {"nodes": 0, "backtracks": 0}
+    # the compiled search adds offsets, sizes and alignments in signed 64-bit integers
+    if (capacity + sum(lt.size for lt in sized) + max(lt.alignment for lt in sized) > INT64_MAX
+            or any(not -INT64_MAX <= t <= INT64_MAX for lt in sized for t in (lt.start, lt.end))):
+        raise PlaceError("the exact search works in 64-bit integers: the sizes, alignments and capacity "
+                         "must add up to less than 2**63 bytes and every step fit in 64 bits; "
+                         "use a heuristic method (best-fit) for these lifetimes")
     status, found, nodes, backtracks = run_search(
         [lt.start for lt in sized], [lt.end for lt in sized], [lt.size for lt in sized],
         [lt.alignment for lt in sized], capacity, -1.0 if time_limit is None else max(0.0, time_limit))
