@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from model_bench.errors import BenchError
+from model_ir.cli_values import seconds
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import BenchSettings
 from model_bench.progress import Progress
@@ -32,16 +33,6 @@ def _batch_sizes(values: list[str]) -> list[int]:
     return out
 
 
-def _time_limit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"time limit must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"time limit must be > 0 seconds, got {text!r}")
-    return value
-
-
 def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every bench command: optimizer and the algorithms to run."""
     parser.add_argument("--optimizer", default="sgd", help=f"training optimizer: {', '.join(OPTIMIZERS)} "
@@ -50,7 +41,7 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placer", default="auto", help="placement method (model_place; default auto)")
     parser.add_argument("--solver", default=None, help="MILP/CP solver backend for exact methods (default: the "
                         "scheduler's choice)")
-    parser.add_argument("--time-limit", type=_time_limit, default=None, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=seconds(allow_zero=False), default=None, metavar="SECONDS",
                         help="time limit of each solve; the best answer found and its gap are reported")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 

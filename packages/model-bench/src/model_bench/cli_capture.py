@@ -6,18 +6,9 @@ import argparse
 from pathlib import Path
 
 from model_bench.errors import BenchError
+from model_ir.cli_values import whole_number
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.progress import Progress
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 class CaptureCommand:
@@ -27,9 +18,9 @@ class CaptureCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True, metavar="NAME", help="zoo model (model-opt bench --list)")
         parser.add_argument("--mode", default="train", help="train (default) or eval")
-        parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="B")
+        parser.add_argument("--batch-size", type=whole_number(1), default=1, metavar="B")
         parser.add_argument("--optimizer", default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
-        parser.add_argument("--granularity", type=_positive_int, default=512, metavar="BYTES",
+        parser.add_argument("--granularity", type=whole_number(1), default=512, metavar="BYTES",
                             help="round storage sizes up to this allocation granularity (default 512, CUDA's)")
         parser.add_argument("-o", "--output", required=True, metavar="FILE", help="graph JSON file to write")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from model_ir import FormatError, Plan, Schedule, program_order
+from model_ir.cli_values import seconds, whole_number
 from model_ir.formatting import human_bytes
 from model_ir.json_format import GRAPH_FORMAT, PLAN_FORMAT, graph_from_dict, plan_from_dict, read_json, save_plan
 
@@ -25,30 +26,6 @@ from model_place.placers import place, placer_names
 from model_place.result import PlacementResult
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
-
-
-def _nonneg_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of bytes, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
-    return v
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -104,11 +81,11 @@ class PlaceCommand:
         parser.add_argument("input", help="lifetimes CSV (id,lower,upper,size[,alignment]) or graph/plan JSON")
         parser.add_argument("-o", "--output", required=True,
                             help="where to write the placement: CSV with an offset column, or a plan JSON")
-        parser.add_argument("--capacity", type=_nonneg_int, default=None,
+        parser.add_argument("--capacity", type=whole_number(0, "bytes"), default=None,
                             help="arena bytes to fit (decide feasibility) instead of minimising the arena")
         parser.add_argument("--method", default="auto",
                             help=f"placer: {', '.join(placer_names())} (default auto = exact search)")
-        parser.add_argument("--time-limit", type=_seconds, default=None,
+        parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
                             help="seconds for exact methods (default 60); the best placement so far is kept")
         parser.add_argument("--schedule", default="program",
                             help="for a graph JSON: op order to place under (program, or a model-sched "
