@@ -46,10 +46,11 @@ class PlacementResult:
 
     @property
     def gap(self) -> float:
-        """Relative distance of the arena to the lower bound (0.0 when optimal)."""
-        if self.lower_bound_bytes == 0:
-            return 0.0 if self.arena_bytes == 0 else float("inf")
-        return (self.arena_bytes - self.lower_bound_bytes) / self.lower_bound_bytes
+        """``(arena - bound) / arena``: 0.0 when optimal; the same convention as the
+        scheduler's gap (and MILP solvers'), so the two layers' gaps compare directly."""
+        if self.arena_bytes == 0:
+            return 0.0
+        return (self.arena_bytes - self.lower_bound_bytes) / self.arena_bytes
 
     @property
     def fits(self) -> bool:
