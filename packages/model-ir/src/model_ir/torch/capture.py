@@ -28,6 +28,7 @@ def capture_step(
     keep_grads: bool = False,
     before_step: Callable | None = None,
     name: str | None = None,
+    return_outputs: bool = False,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -43,19 +44,24 @@ def capture_step(
     bytes (512: CUDA's caching allocator). Gradients are freed after their last reader
     (the optimizer); ``keep_grads=True`` keeps them to the end of the step, as eager
     PyTorch's ``.grad`` does, so the program order reproduces eager's memory exactly.
-    Raises :class:`CaptureError` naming the operator or construct that could not be
+    ``return_outputs=True`` (train mode) makes the step also return the model's output
+    tensors after the loss (``[loss, *outputs]``; :meth:`CapturedStep.model_outputs`
+    rebuilds the model's output structure): their buffers become graph outputs, alive
+    to the end of the step (an output that is a view keeps its whole storage alive).
+    Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
     check_granularity(granularity)  # before the (possibly long) trace
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
-                        before_step=before_step)
+                        before_step=before_step, return_outputs=return_outputs)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
                              keep_grads=keep_grads,
-                             meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None})
+                             meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None,
+                                   **({"return_outputs": True} if traced.return_outputs else {})})
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
              time.perf_counter() - traced_at)
     return CapturedStep(
@@ -72,6 +78,8 @@ def capture_step(
         targets_spec=traced.targets_spec,
         inputs_constants=traced.inputs_constants,
         targets_constants=traced.targets_constants,
+        return_outputs=traced.return_outputs,
+        outputs_structure=traced.outputs_structure,
     )
 
 
@@ -86,9 +94,11 @@ def capture(
     targets=(),
     keep_grads: bool = False,
     before_step: Callable | None = None,
+    return_outputs: bool = False,
 ) -> Graph:
     """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
     return capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
         granularity=granularity, targets=targets, keep_grads=keep_grads, before_step=before_step,
+        return_outputs=return_outputs,
     ).graph

@@ -33,7 +33,8 @@ def execute(
     state) are updated in place. ``order`` is a sequence of IR op ids (default:
     program order) and is validated first. ``on_op(t, op_id)`` is called after the
     ``t``-th op ran and before the buffers it used for the last time are released.
-    Returns the step's outputs (``[loss]`` in train mode, the model outputs in eval).
+    Returns the step's outputs (``[loss]`` in train mode, ``[loss, *outputs]`` when
+    captured with ``return_outputs``, the model outputs in eval).
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)

@@ -12,7 +12,9 @@ from torch import fx
 from model_ir.graph import Graph
 from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
-from model_ir.torch.tracing import InputSlot, changed_constant, flatten_batch, split_example_inputs
+from model_ir.torch.tracing import (
+    InputSlot, OutputStructure, changed_constant, flatten_batch, split_example_inputs,
+)
 
 
 @attrs.frozen(eq=False)
@@ -20,15 +22,17 @@ class CapturedStep:
     """The IR :attr:`graph` of one step and the FX :attr:`module` that executes it.
 
     - ``module`` is an aten-level ``torch.fx.GraphModule`` that takes the tensors of
-      :attr:`inputs` (in that order) and returns ``[loss]`` (train) or the model's
-      output tensors (eval); it updates parameters, model buffers and optimizer state
+      :attr:`inputs` (in that order) and returns ``[loss]`` (train; ``[loss,
+      *outputs]`` when captured with ``return_outputs``) or the model's output
+      tensors (eval); it updates parameters, model buffers and optimizer state
       in place.
     - ``inputs[i]`` says what the i-th argument is (:class:`InputSlot`); its IR buffer
       id is ``"<kind>:<name>"`` (e.g. ``"parameter:fc.weight"``).
     - ``op_nodes[op_id]``: the FX node an IR op runs (first, its name is the op id),
       then the folded nodes (views, ``getitem``, scalar arithmetic) first needed by it.
     - ``node_buffers[node]``: the IR buffers a node's value lives in.
-    - ``outputs``: the IR buffers of the outputs (the loss).
+    - ``outputs``: the IR buffers of the outputs (the loss, and the model outputs'
+      storages with ``return_outputs``); those not persistent are ``output=True``.
     """
 
     graph: Graph
@@ -46,6 +50,17 @@ class CapturedStep:
     #: targets: constants of the step, so a call must pass the same values
     inputs_constants: tuple = ()
     targets_constants: tuple = ()
+    #: train mode: the module also returns the model's output tensors after the loss
+    return_outputs: bool = False
+    outputs_structure: OutputStructure | None = None
+
+    def model_outputs(self, tensors: Sequence[torch.Tensor]):
+        """The model's output rebuilt from its tensors (``module``'s results after the
+        loss in train mode with :attr:`return_outputs`): a tensor, tuple, list, dict...
+        like the eager model's, or a flat tuple for containers pytree does not know."""
+        if self.outputs_structure is None:
+            return tuple(tensors)
+        return self.outputs_structure.rebuild(tensors)
 
     def bind(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
              inputs=None, targets=()) -> list[torch.Tensor]:
@@ -108,7 +123,8 @@ class CapturedStep:
         """Run one step for real in ``order`` (IR op ids; default program order).
 
         Updates ``model``'s parameters and buffers and ``optimizer``'s state in place
-        and returns ``[loss]`` (train) or the model outputs (eval).
+        and returns ``[loss]`` (train; ``[loss, *outputs]`` with :attr:`return_outputs`)
+        or the model outputs (eval).
         """
         from model_ir.torch.executor import execute
 

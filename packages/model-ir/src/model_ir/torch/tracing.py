@@ -8,8 +8,9 @@ activation memory is allocated, whatever the model size.
 
 The traced function takes one flat list of tensors (parameters, model buffers,
 optimizer state, batch inputs, loss targets), described by :class:`InputSlot`s, and
-returns the loss (train) or the model outputs (eval). Parameters, model buffers and
-optimizer state are updated in place by the graph itself.
+returns the loss (train; then the model's output tensors too with ``return_outputs``)
+or the model outputs (eval). Parameters, model buffers and optimizer state are updated
+in place by the graph itself.
 """
 
 from __future__ import annotations
@@ -69,6 +70,58 @@ class TracedStep:
     #: the non-tensor leaves of the inputs and targets (see :func:`constant_leaves`)
     inputs_constants: tuple = ()
     targets_constants: tuple = ()
+    #: train mode with ``return_outputs``: the graph returns ``[loss, *model output tensors]``
+    return_outputs: bool = False
+    #: how to rebuild the model's output from its tensors (see :class:`OutputStructure`)
+    outputs_structure: OutputStructure | None = None
+
+
+@attrs.frozen(eq=False)
+class OutputStructure:
+    """The structure of the model's output: ``spec`` is its ``torch.utils._pytree``
+    spec and ``constants`` its non-tensor leaves (``(position, value)``), or ``spec``
+    is None when the output is a container pytree does not know (then the output
+    tensors are handed back as a flat tuple). ``index[j]`` is which of the step's
+    returned tensors the ``j``-th tensor leaf is: a tensor the model returns several
+    times is returned once by the step and is the same object in every place."""
+
+    spec: Any
+    constants: tuple = ()
+    index: tuple[int, ...] = ()
+
+    def rebuild(self, tensors):
+        """The model's output with ``tensors`` (the step's returned output tensors) in
+        place of its tensor leaves."""
+        tensors = list(tensors)
+        leaves_t = [tensors[i] for i in self.index] if self.index else tensors
+        if self.spec is None:
+            return tuple(leaves_t)
+        consts = dict(self.constants)
+        it = iter(leaves_t)
+        leaves = [consts[i] if i in consts else next(it) for i in range(self.spec.num_leaves)]
+        return pytree.tree_unflatten(leaves, self.spec)
+
+
+def flatten_outputs(out) -> tuple[list[torch.Tensor], OutputStructure]:
+    """The distinct tensors of a model output and how to rebuild the output from them.
+
+    pytree's order is used when pytree sees every tensor of the output (tuples, lists,
+    dicts, named tuples, registered classes); otherwise :func:`tensor_leaves`' order,
+    and the output comes back as a flat tuple.
+    """
+    leaves, spec = pytree.tree_flatten(out)
+    tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+    every = tensor_leaves(out)
+    if len(tensors) == len(every) and {id(t) for t in tensors} == {id(t) for t in every}:
+        consts = tuple((i, x) for i, x in enumerate(leaves) if not isinstance(x, torch.Tensor))
+        structure = (spec, consts)
+    else:
+        tensors, structure = every, (None, ())
+    position: dict[int, int] = {}
+    for t in tensors:
+        position.setdefault(id(t), len(position))
+    distinct = list({id(t): t for t in tensors}.values())
+    return distinct, OutputStructure(*structure, index=tuple(position[id(t)] for t in tensors))
 
 
 # -- example inputs ------------------------------------------------------------------
@@ -244,6 +297,7 @@ def trace_step(
     train: bool = True,
     targets=(),
     before_step: Callable | None = None,
+    return_outputs: bool = False,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -251,7 +305,10 @@ def trace_step(
     (default: sum of the floating outputs), backward, ``optimizer.step()`` if an
     optimizer is given; ``before_step(params)`` (a dict of parameter name to tensor,
     ``.grad`` set) runs between backward and the update, e.g. to clip gradients.
-    Gradients are dropped at the end of the step, so they are transient buffers. Eval mode: the forward pass under ``torch.no_grad()``.
+    Gradients are dropped at the end of the step, so they are transient buffers. The
+    traced function returns ``[loss]``, or with ``return_outputs`` ``[loss, *outputs]``
+    (the model's output tensors, detached; see :func:`flatten_outputs`).
+    Eval mode: the forward pass under ``torch.no_grad()``, returning the output tensors.
     The user's model, optimizer and tensors are left untouched.
     """
     args, kwargs = split_example_inputs(example_inputs)
@@ -322,6 +379,7 @@ def trace_step(
         )
 
     grads: dict[str, torch.Tensor] = {}
+    structure: list[OutputStructure] = []
 
     def step(*tensors):
         it = iter(tensors)
@@ -361,7 +419,11 @@ def trace_step(
                         )
         for p in params.values():
             p.grad = None
-        return [loss.detach()]
+        if not return_outputs:
+            return [loss.detach()]
+        out_tensors, out_structure = flatten_outputs(out)
+        structure.append(out_structure)
+        return [loss.detach(), *(t.detach() for t in out_tensors)]
 
     # Train mode keeps per-module modes a user chose (e.g. frozen BatchNorm in eval)
     # unless the whole model is in eval mode; every module's flag is restored after.
@@ -387,7 +449,8 @@ def trace_step(
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
-                      constant_leaves(batch_leaves), constant_leaves(target_leaves))
+                      constant_leaves(batch_leaves), constant_leaves(target_leaves),
+                      return_outputs=bool(structure), outputs_structure=structure[0] if structure else None)
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
