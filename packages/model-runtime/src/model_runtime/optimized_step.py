@@ -34,8 +34,10 @@ class OptimizedStep:
     ``step(*inputs, targets=(), **kw_inputs)`` runs forward, loss, backward and the
     optimizer update on a new batch structured and shaped like the example inputs,
     updates the model's parameters and buffers and the optimizer's state in place, and
-    returns the loss (train) or the model's output tensors (eval: one tensor, or a
-    tuple of the flattened output tensors). Parameters' ``.grad`` are not set.
+    returns the loss (train), ``(loss, outputs)`` (train, optimized with
+    ``return_outputs=True``: ``outputs`` structured like the eager model's output) or the
+    model's output tensors (eval: one tensor, or a tuple of the flattened output
+    tensors). Parameters' ``.grad`` are not set.
     """
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
@@ -57,6 +59,11 @@ class OptimizedStep:
         return self.captured.train
 
     @property
+    def return_outputs(self) -> bool:
+        """Whether a training step returns ``(loss, outputs)`` rather than the loss."""
+        return self.captured.return_outputs
+
+    @property
     def fallbacks(self):
         """Ops that could not write into their arena slot directly (arena executor)."""
         return self.program.fallbacks
@@ -68,6 +75,8 @@ class OptimizedStep:
     def __call__(self, *args, targets=(), **kwargs):
         outputs = self.program.run(self.binder.bind(args, kwargs, targets))
         if self.train:
+            if self.captured.return_outputs:
+                return outputs[0], self.captured.model_outputs(outputs[1:])
             return outputs[0]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -137,7 +146,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              time_limit: float | None = None, targets=(), train: bool | None = None,
              schedule_method: str = "auto", place_method: str = "auto",
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
-             before_step: Callable | None = None) -> OptimizedStep:
+             before_step: Callable | None = None, return_outputs: bool = False) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -156,6 +165,14 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     backward and the optimizer update and is captured with the step (``params``:
     parameter name to tensor with ``.grad`` set; e.g. gradient clipping,
     ``lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0)``).
+    ``return_outputs=True``: a training step returns ``(loss, outputs)``, ``outputs``
+    being the model's output of that step's forward pass (detached), structured like
+    the eager model's (a tensor, a tuple, list or dict of tensors; non-tensor leaves
+    are the captured values; a container ``torch.utils._pytree`` does not know comes
+    back as a flat tuple of its tensors). The output buffers are then step outputs of
+    the plan: alive to the end of the step (the planned peak may grow), allocated
+    outside the arena and owned by the caller (still valid after the next step). No
+    effect in eval mode, whose step always returns the outputs.
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -169,7 +186,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
-        before_step=before_step,
+        before_step=before_step, return_outputs=return_outputs and train,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
