@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from model_ir.testing.torch_models import (
+    assert_same_state,
     TransformerBlock,
     eager_step,
     mlp,
@@ -18,20 +19,6 @@ from model_ir.testing.torch_models import (
     small_cnn,
 )
 from model_ir.torch import capture_step, init_optimizer_state
-
-
-def _state_tensors(opt):
-    return [(k, v) for p in (p for g in opt.param_groups for p in g["params"])
-            for k, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor)]
-
-
-def _assert_same(model_a, opt_a, model_b, opt_b):
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
-        assert torch.equal(a, b), name
-    sa, sb = _state_tensors(opt_a), _state_tensors(opt_b)
-    assert [k for k, _ in sa] == [k for k, _ in sb] and sa
-    for (k, a), (_, b) in zip(sa, sb):
-        assert torch.equal(a, b), k
 
 
 def _compare(make_model, make_opt, make_batch, *, steps=2, loss_fn=None, order_seed=None):
@@ -50,7 +37,7 @@ def _compare(make_model, make_opt, make_batch, *, steps=2, loss_fn=None, order_s
         torch.manual_seed(100 + i)
         (loss,) = captured.run(model, opt, batch, order=order)
         assert torch.equal(loss, expected), (i, loss, expected)
-        _assert_same(model, opt, ref, ref_opt)
+        assert_same_state(model, opt, ref, ref_opt)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "the step changed nothing"
     return captured
 
@@ -173,4 +160,4 @@ def test_gradient_clipping_before_the_update_bitwise():
         torch.manual_seed(10 + i)
         (loss,) = captured.run(model, opt, x)
         assert torch.equal(loss, expected)
-        _assert_same(model, opt, ref, ref_opt)
+        assert_same_state(model, opt, ref, ref_opt)

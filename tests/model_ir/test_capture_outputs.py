@@ -13,22 +13,10 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from model_ir import simulate  # noqa: E402
-from model_ir.testing.torch_models import mlp, random_topological_order, small_cnn  # noqa: E402
+from model_ir.testing.torch_models import assert_same_state, mlp, random_topological_order, small_cnn  # noqa: E402
 from model_ir.torch import capture_step  # noqa: E402
 
 F = nn.functional
-
-
-def _state_tensors(opt):
-    return [(k, v) for p in (p for g in opt.param_groups for p in g["params"])
-            for k, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor)]
-
-
-def _assert_same(model_a, opt_a, model_b, opt_b):
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    for (k, a), (_, b) in zip(_state_tensors(opt_a), _state_tensors(opt_b), strict=True):
-        assert torch.equal(a, b), k
 
 
 def eager_step_with_outputs(model, opt, batch, loss_fn=None, targets=()):
@@ -77,7 +65,7 @@ def test_outputs_match_eager_forward_bitwise(case, order_seed):
         (out,) = outs
         assert torch.equal(out, want_out), i
         assert captured.model_outputs(outs) is out  # a single tensor output comes back as itself
-        _assert_same(model, opt, ref, ref_opt)
+        assert_same_state(model, opt, ref, ref_opt)
         kept.append((out, want_out))
     # The first step's output is its own storage: the second step did not overwrite it.
     assert torch.equal(*kept[0]) and not torch.equal(kept[0][0], kept[1][0])
@@ -151,7 +139,7 @@ def test_aliasing_outputs_storage_level_and_structure():
         assert torch.equal(out["view"], want["view"]) and out["view"].shape == (4, 3)
         assert torch.equal(out["pair"][0], want["pair"][0]) and out["pair"][0] is out["pair"][1]
         assert out["input"].data_ptr() == x.data_ptr() and torch.equal(out["input"], x)
-        _assert_same(model, opt, ref, ref_opt)
+        assert_same_state(model, opt, ref, ref_opt, stateful=False)  # plain SGD
 
 
 def test_without_the_option_nothing_changes_and_eval_ignores_it():

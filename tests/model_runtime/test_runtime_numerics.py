@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from model_ir.testing.torch_models import (  # noqa: E402
+    assert_same_state,
     TransformerBlock, eager_step, mlp, random_topological_order, small_cnn,
 )
 from model_ir import Plan, Schedule  # noqa: E402
@@ -19,20 +20,6 @@ from model_runtime.planning import arena_lifetimes  # noqa: E402
 from model_place import place  # noqa: E402
 
 EXECUTORS = ("reorder", "arena")
-
-
-def _state_tensors(opt):
-    return [(k, v) for p in (p for g in opt.param_groups for p in g["params"])
-            for k, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor)]
-
-
-def assert_same_state(model_a, opt_a, model_b, opt_b):
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    sa, sb = _state_tensors(opt_a), _state_tensors(opt_b)
-    assert [k for k, _ in sa] == [k for k, _ in sb] and sa
-    for (k, a), (_, b) in zip(sa, sb):
-        assert torch.equal(a, b), k
 
 
 def compare(make_model, make_opt, make_batch, executor, *, steps=3, loss_fn=None, make_targets=None,

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from model_ir import simulate  # noqa: E402
-from model_ir.testing.torch_models import mlp, small_cnn  # noqa: E402
+from model_ir.testing.torch_models import assert_same_state, mlp, small_cnn  # noqa: E402
 from model_runtime import ReoptimizeError, optimize  # noqa: E402
 from model_runtime.measure import measure  # noqa: E402
 
@@ -26,20 +26,6 @@ CASES = {
     "cnn-bn-adam": (small_cnn, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2), lambda: torch.randn(4, 3, 16, 16),
                     F.cross_entropy, lambda: (torch.randint(0, 10, (4,)),)),
 }
-
-
-def _state_tensors(opt):
-    return [(k, v) for p in (p for g in opt.param_groups for p in g["params"])
-            for k, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor)]
-
-
-def _assert_same(model_a, opt_a, model_b, opt_b):
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    sa, sb = _state_tensors(opt_a), _state_tensors(opt_b)
-    assert sa and [k for k, _ in sa] == [k for k, _ in sb]
-    for (k, a), (_, b) in zip(sa, sb):
-        assert torch.equal(a, b), k
 
 
 def _eager(model, opt, batch, loss_fn, targets):
@@ -89,7 +75,7 @@ def test_outputs_loss_and_parameters_match_eager_bitwise(case, executor):
         assert torch.equal(loss, want_loss), (executor, i, loss, want_loss)
         assert isinstance(out, torch.Tensor) and torch.equal(out, want_out), (executor, i)
         assert not _in_arena(step, out) and not _in_arena(step, loss)
-        _assert_same(model, opt, ref, ref_opt)
+        assert_same_state(model, opt, ref, ref_opt)
         kept.append((out, out.clone(), want_out))
     # The first step's outputs are still intact after the second step ran.
     out0, copy0, want0 = kept[0]

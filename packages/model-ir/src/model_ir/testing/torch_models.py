@@ -123,3 +123,24 @@ def random_topological_order(graph: Graph, seed: int = 0) -> list[str]:
             if indeg[s] == 0:
                 ready.append(s)
     return order
+
+
+def optimizer_state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
+    """``(key, tensor)`` of every tensor in ``optimizer.state``, in parameter order."""
+    params = (p for g in optimizer.param_groups for p in g["params"])
+    return [(k, v) for p in params for k, v in sorted(optimizer.state[p].items()) if isinstance(v, torch.Tensor)]
+
+
+def assert_same_state(model_a: nn.Module, opt_a, model_b: nn.Module, opt_b, *, stateful: bool = True) -> None:
+    """Assert bitwise-equal parameters, buffers and optimizer state.
+
+    With ``stateful`` (the default) the optimizer must have state, so a comparison of
+    two empty states cannot pass by accident; plain SGD has none (``stateful=False``).
+    """
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    sa, sb = optimizer_state_tensors(opt_a), optimizer_state_tensors(opt_b)
+    assert sa or not stateful, "the optimizer has no state to compare"
+    assert [k for k, _ in sa] == [k for k, _ in sb]
+    for (k, a), (_, b) in zip(sa, sb):
+        assert torch.equal(a, b), k
