@@ -6,7 +6,7 @@ Names are imported lazily: the plugin manager imports this package for every
 
 from __future__ import annotations
 
-import importlib
+from model_ir.lazy_exports import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -30,7 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'model_bench' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
