@@ -13,20 +13,12 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from model_ir import simulate  # noqa: E402
-from model_ir.testing.torch_models import assert_same_state, mlp, random_topological_order, small_cnn  # noqa: E402
+from model_ir.testing.torch_models import (  # noqa: E402
+    assert_same_state, eager_step, mlp, random_topological_order, small_cnn,
+)
 from model_ir.torch import capture_step  # noqa: E402
 
 F = nn.functional
-
-
-def eager_step_with_outputs(model, opt, batch, loss_fn=None, targets=()):
-    opt.zero_grad(set_to_none=True)
-    out = model(batch)
-    loss = loss_fn(out, *targets) if loss_fn is not None else out.sum()
-    loss.backward()
-    opt.step()
-    model.zero_grad(set_to_none=True)
-    return loss.detach(), out.detach()
 
 
 CASES = {
@@ -59,7 +51,7 @@ def test_outputs_match_eager_forward_bitwise(case, order_seed):
     for i in range(2):
         batch = make_batch()
         targets = make_targets() if make_targets else ()
-        want_loss, want_out = eager_step_with_outputs(ref, ref_opt, batch, loss_fn, targets)
+        want_loss, want_out = eager_step(ref, ref_opt, batch, loss_fn, targets, return_outputs=True)
         loss, *outs = captured.run(model, opt, batch, targets, order=order)
         assert torch.equal(loss, want_loss), (i, loss, want_loss)
         (out,) = outs

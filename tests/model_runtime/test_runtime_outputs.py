@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from model_ir import simulate  # noqa: E402
-from model_ir.testing.torch_models import assert_same_state, mlp, small_cnn  # noqa: E402
+from model_ir.testing.torch_models import assert_same_state, eager_step, mlp, small_cnn  # noqa: E402
 from model_runtime import ReoptimizeError, optimize  # noqa: E402
 from model_runtime.measure import measure  # noqa: E402
 
@@ -26,16 +26,6 @@ CASES = {
     "cnn-bn-adam": (small_cnn, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2), lambda: torch.randn(4, 3, 16, 16),
                     F.cross_entropy, lambda: (torch.randint(0, 10, (4,)),)),
 }
-
-
-def _eager(model, opt, batch, loss_fn, targets):
-    opt.zero_grad(set_to_none=True)
-    out = model(batch)
-    loss = loss_fn(out, *targets) if loss_fn is not None else out.sum()
-    loss.backward()
-    opt.step()
-    model.zero_grad(set_to_none=True)
-    return loss.detach(), out.detach()
 
 
 def _in_arena(step, t: torch.Tensor) -> bool:
@@ -70,7 +60,7 @@ def test_outputs_loss_and_parameters_match_eager_bitwise(case, executor):
     for i in range(2):
         batch = make_batch()
         targets = make_targets() if make_targets else ()
-        want_loss, want_out = _eager(ref, ref_opt, batch, loss_fn, targets)
+        want_loss, want_out = eager_step(ref, ref_opt, batch, loss_fn, targets, return_outputs=True)
         loss, out = step(batch, targets=targets)
         assert torch.equal(loss, want_loss), (executor, i, loss, want_loss)
         assert isinstance(out, torch.Tensor) and torch.equal(out, want_out), (executor, i)

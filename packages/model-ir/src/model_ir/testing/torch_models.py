@@ -84,8 +84,13 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
-def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), before_step=None) -> torch.Tensor:
-    """One plain eager training step (the reference the captured step must reproduce)."""
+def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), before_step=None,
+               return_outputs: bool = False):
+    """One plain eager training step (the reference the captured step must reproduce).
+
+    Returns the detached loss, or ``(loss, output)`` with ``return_outputs`` (the
+    model's output, detached).
+    """
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
     if isinstance(inputs, dict):
@@ -106,6 +111,9 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), be
     if optimizer is not None:
         optimizer.step()
     model.zero_grad(set_to_none=True)
+    if return_outputs:
+        return loss.detach(), torch.utils._pytree.tree_map(
+            lambda t: t.detach() if isinstance(t, torch.Tensor) else t, out)
     return loss.detach()
 
 
