@@ -65,3 +65,29 @@ def test_run_bad_device_is_one_error_line(device, message, capsys):
 def test_run_save_plan_into_missing_folder_fails_before_running(tmp_path, capsys):
     assert main(["run", "tiny-mlp", "--save-plan", str(tmp_path / "no" / "plan.json")]) == 2
     assert "folder does not exist" in capsys.readouterr().err
+
+
+def test_measure_runs_each_variant_in_a_fresh_process(capsys):
+    assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "2", "--time-limit", "0.5",
+                 "--measure", "--allocators", "default", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    runs = result["runs"]["default"]
+    assert set(runs) == {"eager", "reorder", "arena"}
+    assert all("error" not in r for r in runs.values()), runs
+    assert result["first_loss_equal"]["default"] == {"reorder": True, "arena": True}
+    assert runs["arena"]["plan"]["arena_bytes"] > 0 and runs["arena"]["median_step_seconds"] > 0
+
+
+def test_measure_reports_a_crashed_variant_and_goes_on():
+    """A variant that dies (here: an unknown model inside the child) is an error entry,
+    not the end of the report."""
+    from model_runtime.measured_runs import spawn_variant
+
+    got = spawn_variant({"model": "no-such-model", "mode": "train", "batch_size": 1, "optimizer": "sgd",
+                         "device": "cpu", "variant": "eager", "steps": 1, "warmup": 0}, "default")
+    assert "error" in got and "exit status" in got["error"]
+
+
+def test_measure_rejects_an_unknown_allocator_setting(capsys):
+    assert main(["run", "tiny-cnn", "--measure", "--allocators", "bogus"]) == 2
+    assert "--allocators" in capsys.readouterr().err

@@ -164,3 +164,18 @@ def test_foreach_into_slots_is_bitwise_the_functional_call(case):
         assert torch.equal(s, e)
     for t, b in zip(flat, before):
         assert torch.equal(t, b)  # the inputs are not modified
+
+
+def test_cuda_tables_name_real_operators():
+    """The CUDA-only tables of model_runtime.lowering name overloads that exist, with the
+    result indices their schemas have (a typo would silently disable the protection)."""
+    from model_runtime.lowering import BROKEN_OUT, HOST_RESULTS
+
+    for name, indices in HOST_RESULTS.items():
+        packet = getattr(torch.ops.aten, name.removeprefix("aten::"))
+        returns = packet.default._schema.returns
+        assert [returns[i].name for i in indices] == ["philox_seed", "philox_offset"], name
+    variant = find_out_variant(torch.ops.aten.cudnn_batch_norm.default, "cuda")
+    assert variant is not None
+    s = variant.overload._schema
+    assert f"{s.name}.{s.overload_name}" in BROKEN_OUT["cuda"]

@@ -117,9 +117,20 @@ class RunCommand:
         parser.add_argument("--plan", default=None, help="reuse a plan JSON saved with --save-plan")
         parser.add_argument("--save-plan", default=None, help="write the plan JSON here (must not exist)")
         parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+        parser.add_argument("--measure", action="store_true",
+                            help="run eager, reorder and arena each in a fresh process, with PyTorch's default "
+                                 "allocator and with expandable segments, and report measured memory (CUDA: "
+                                 "max_memory_allocated/reserved) and step times next to the plan")
+        parser.add_argument("--allocators", default="default,expandable",
+                            help="with --measure: allocator settings to run (default,expandable)")
+        parser.add_argument("--variants", default="eager,reorder,arena",
+                            help="with --measure: eager and executor names to run (default eager,reorder,arena)")
 
     def run(self, args) -> int:
         from model_ir import save_plan
+
+        if args.measure:
+            return _run_measure(args)
 
         if args.save_plan and os.path.exists(args.save_plan):
             raise RuntimeLayerError(f"{args.save_plan} exists; not overwriting it (choose another --save-plan path)")
@@ -143,3 +154,31 @@ class RunCommand:
                      f"{'yes' if figures['bitwise_equal_to_eager'] else 'NO'}")
         print(line)
         return 0
+
+
+def _run_measure(args) -> int:
+    """``model-opt run MODEL --measure``: every variant in a fresh process (see
+    :mod:`model_runtime.measured_runs`); a crashed variant is reported, not fatal."""
+    import sys
+
+    from model_runtime.measured_runs import ALLOC_CONFS, measure_model, render_measurement
+
+    if args.steps < 1:
+        raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
+    _check_device(args.device)
+    allocs = tuple(a for a in args.allocators.split(",") if a)
+    unknown = [a for a in allocs if a not in ALLOC_CONFS]
+    if unknown or not allocs:
+        raise RuntimeLayerError(f"--allocators: unknown setting {unknown[0] if unknown else '(none)'!r}; "
+                                f"choose from {', '.join(ALLOC_CONFS)}")
+    variants = tuple(v for v in args.variants.split(",") if v)
+    for v in variants:
+        if v != "eager":
+            provider("model_opt_executors", v, "executor")  # a clear error for an unknown executor
+    provider("model_opt_models", args.model, "model")
+    result = measure_model(args.model, mode=args.mode, batch_size=args.batch_size, optimizer=args.optimizer,
+                           device=args.device, variants=variants, allocs=allocs, steps=args.steps,
+                           time_limit=args.time_limit,
+                           progress=None if args.json else (lambda m: print(f"  running {m}", file=sys.stderr)))
+    print(json.dumps(result) if args.json else render_measurement(result))
+    return 0

@@ -8,6 +8,7 @@ import torch
 
 from model_ir.plan import Plan
 from model_runtime.errors import RuntimeLayerError
+from model_runtime.lowering import fallback_buffers
 from model_runtime.program import CompiledProgram, build_program
 
 
@@ -31,7 +32,10 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
         raise RuntimeLayerError("the arena executor needs a plan with a placement (offsets per buffer)")
     arena = torch.empty(placement.arena_bytes, dtype=torch.uint8, device=device)
     slots = {}
+    unplaced = fallback_buffers(step, device.type)
     for buf in transient_buffers(plan.graph):
+        if buf.id in unplaced:
+            continue
         try:
             offset = placement.offsets[buf.id]
         except KeyError:
@@ -62,6 +66,10 @@ class ArenaExecutor:
 
     def build(self, step, plan, *, device, on_op=None) -> CompiledProgram:
         return build_arena(step, plan, device=device, on_op=on_op)
+
+    def unplaced(self, step, device) -> frozenset:
+        """Transient buffers this executor leaves to PyTorch's allocator: its fallbacks' results."""
+        return fallback_buffers(step, torch.device(device).type)
 
 
 def builtin_executors() -> list:

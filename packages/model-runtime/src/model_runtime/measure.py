@@ -95,3 +95,44 @@ def measure(step, *args, targets=(), **kwargs) -> Measurement:
         order=tuple(step.plan.schedule.order), timeline=tuple(timeline), created=created,
         arena_bytes=None if arena is None else arena.untyped_storage().nbytes(), outputs=outputs,
     )
+
+
+def _describe(t) -> dict:
+    return {"shape": list(t.shape), "stride": list(t.stride()), "dtype": str(t.dtype), "device": str(t.device),
+            "storage_bytes": int(t.untyped_storage().nbytes()) if t.device.type != "meta" else None}
+
+
+def kernel_mismatches(step, *args, targets=(), **kwargs) -> list[dict]:
+    """Ops whose real results differ from what the capture recorded (shape, strides,
+    dtype, device or storage size), found by running one step of ``step`` with the
+    ``reorder`` executor (the model and optimizer are updated).
+
+    The capture runs fake tensors through meta kernels; on a GPU the real kernels
+    (cuDNN, fused attention) may return other metadata, and then the plan's buffer
+    sizes are not what the step allocates. Each entry: ``op``, ``target``, ``index``
+    (result element), ``captured`` and ``real`` (see :func:`_describe`).
+    """
+    nodes = {n.name: n for n in step.captured.module.graph.nodes}
+    found: list[dict] = []
+
+    def on_op(t, op_id, inputs, value):
+        node = nodes[op_id]
+        fakes = node.meta.get("val")
+        fakes = list(fakes) if isinstance(fakes, (tuple, list)) else [fakes]
+        reals = list(value) if isinstance(value, (tuple, list)) else [value]
+        for k, (f, r) in enumerate(zip(fakes, reals)):
+            if not isinstance(f, torch.Tensor) or not isinstance(r, torch.Tensor):
+                if isinstance(f, torch.Tensor) != isinstance(r, torch.Tensor):
+                    found.append({"op": op_id, "target": str(node.target), "index": k,
+                                  "captured": type(f).__name__, "real": type(r).__name__})
+                continue
+            want, got = _describe(f), _describe(r)
+            want["storage_bytes"] = int(f.untyped_storage().nbytes())
+            if want != got:
+                found.append({"op": op_id, "target": str(node.target), "index": k, "captured": want, "real": got})
+
+    tensors = step.bind(*args, targets=targets, **kwargs)
+    executor = provider("model_opt_executors", "reorder", "executor")
+    program = executor.build(step.captured, step.plan, device=step.device, on_op=on_op)
+    program.run(tensors)
+    return found

@@ -115,9 +115,10 @@ class OptimizedStep:
         if self.program.arena is not None:
             fb = self.program.fallbacks
             lines.append(
-                f"  {f['out_variant_ops']} ops write into the arena through out= overloads; "
-                f"{len(fb)} fall back (run, then copy into their slot; {human_bytes(f['fallback_bytes'])} "
-                "allocated outside the arena in total, one op at a time)"
+                f"  {f['out_variant_ops']} ops write into the arena (out= overloads, slot writes); "
+                f"{len(fb)} fall back (run as in eager; their results, {human_bytes(f['fallback_bytes'])} in all, "
+                f"are left to PyTorch's allocator: live peak {human_bytes(f.get('unplaced_live_peak_bytes', 0))}, "
+                f"caching allocator (simulated) {human_bytes(f.get('unplaced_caching_allocator_bytes', 0))})"
             )
             counts: dict[str, int] = {}
             for x in fb:
@@ -190,12 +191,17 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
+    # An executor may leave some transient buffers to PyTorch's allocator (the arena's
+    # fallbacks): the plan must know them before placing.
+    unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()
     if plan is None:
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
-                         time_limit=time_limit, schedule_method=schedule_method, place_method=place_method)
+                         time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
+                         unplaced=unplaced)
     else:
         plan = check_saved_plan(load_plan(plan) if isinstance(plan, (str, os.PathLike)) else plan, captured.graph,
-                                needs_placement=chosen.needs_placement, alignment=device_alignment(device.type))
+                                needs_placement=chosen.needs_placement, alignment=device_alignment(device.type),
+                                unplaced=unplaced)
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)

@@ -18,15 +18,28 @@ def device_alignment(device_type: str) -> int:
     return 512 if device_type == "cuda" else 64
 
 
-def arena_lifetimes(graph, order, alignment: int) -> tuple[Lifetime, ...]:
-    """Lifetimes of the buffers the arena holds (transient, not a step output), each
-    aligned to ``alignment`` bytes."""
-    outputs = {b.id for b in graph.buffers if b.output}
-    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if lt.id not in outputs)
+def arena_lifetimes(graph, order, alignment: int, unplaced=frozenset()) -> tuple[Lifetime, ...]:
+    """Lifetimes of the buffers the arena holds (transient, not a step output, not in
+    ``unplaced``), each aligned to ``alignment`` bytes."""
+    outside = {b.id for b in graph.buffers if b.output} | set(unplaced)
+    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if lt.id not in outside)
+
+
+def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
+    """Figures (bytes) of the transient buffers an executor leaves to PyTorch's
+    allocator (``unplaced``, e.g. the arena executor's fallbacks): their total, the peak
+    of their live bytes in ``order``, and what PyTorch's caching allocator reserves for
+    them (simulated, default setting)."""
+    if not unplaced:
+        return {"unplaced_bytes": 0, "unplaced_live_peak_bytes": 0, "unplaced_caching_allocator_bytes": 0}
+    lts = [lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if lt.id in unplaced]
+    caching = place(lts, method="caching-allocator")
+    return {"unplaced_bytes": sum(lt.size for lt in lts), "unplaced_live_peak_bytes": caching.lower_bound_bytes,
+            "unplaced_caching_allocator_bytes": caching.arena_bytes}
 
 
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
-              schedule_method: str = "auto", place_method: str = "auto") -> Plan:
+              schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset()) -> Plan:
     """Schedule ``graph``, place its arena buffers (when ``placement``) and gather the figures.
 
     ``time_limit`` (seconds) applies to each solver separately (default
@@ -35,7 +48,9 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     ``persistent_bytes``, ``arena_bytes``, ``arena_lower_bound_bytes``,
     ``eager_caching_allocator_bytes`` (what PyTorch's caching allocator would reserve
     for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
-    allocated outside the arena), ``schedule_seconds``, ``place_seconds``.
+    allocated outside the arena), ``schedule_seconds``, ``place_seconds``; with
+    ``unplaced`` (transient buffers the executor leaves to PyTorch's allocator, never
+    placed), the figures of :func:`unplaced_figures`.
     """
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit)
@@ -54,7 +69,8 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     })
     placed = None
     if placement:
-        lts = arena_lifetimes(graph, sched.order, alignment)
+        figures.update(unplaced_figures(graph, sched.order, alignment, unplaced))
+        lts = arena_lifetimes(graph, sched.order, alignment, unplaced)
         result = place(lts, method=place_method, time_limit=limit)
         eager_lts = arena_lifetimes(graph, None, alignment)
         caching = place(eager_lts, method="caching-allocator")
@@ -77,7 +93,7 @@ def _structure(graph) -> tuple:
     return buffers, ops
 
 
-def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int) -> Plan:
+def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int, unplaced=frozenset()) -> Plan:
     """``plan`` re-targeted to ``graph`` (the step captured now), after checking that
     it was made for the same step and that its order (and placement, when
     ``needs_placement``) are valid for it. Raises :class:`ReoptimizeError` otherwise."""
@@ -92,7 +108,7 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
         if plan.placement is None:
             raise ReoptimizeError("the saved plan has no placement, which this executor needs; "
                                   "optimize without plan= to make one")
-        lts = arena_lifetimes(graph, plan.schedule, alignment)
+        lts = arena_lifetimes(graph, plan.schedule, alignment, unplaced)
         try:
             validate_placement(lts, plan.placement.offsets, plan.placement.arena_bytes)
         except ModelOptError as exc:
@@ -102,10 +118,10 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
             raise ReoptimizeError(f"the saved plan places buffer {misaligned[0]!r} at an offset that is not a "
                                   f"multiple of {alignment} bytes, as this device needs")
     return Plan(graph, plan.schedule, plan.placement,
-                {**plan.figures, **simulated_figures(graph, plan.schedule, plan.placement, alignment)})
+                {**plan.figures, **simulated_figures(graph, plan.schedule, plan.placement, alignment, unplaced)})
 
 
-def simulated_figures(graph, order, placement, alignment: int) -> dict:
+def simulated_figures(graph, order, placement, alignment: int, unplaced=frozenset()) -> dict:
     """The figures of a plan the simulator recomputes (bytes): a saved plan's own are
     not trusted (it may come from another tool, or have been edited)."""
     peak = simulate(graph, order).peak_bytes
@@ -125,4 +141,5 @@ def simulated_figures(graph, order, placement, alignment: int) -> dict:
         figures["arena_bytes"] = placement.arena_bytes
         eager_lts = arena_lifetimes(graph, None, alignment)
         figures["eager_caching_allocator_bytes"] = place(eager_lts, method="caching-allocator").arena_bytes
+        figures.update(unplaced_figures(graph, order, alignment, unplaced))
     return figures

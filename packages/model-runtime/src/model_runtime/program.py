@@ -15,10 +15,11 @@ provided that:
 
 With ``slots`` (the arena executor), every fresh tensor an op returns is given a
 preallocated tensor (a view of the arena at the buffer's planned offset): the op is
-called through its ``out=`` overload writing into it, or, where that is not possible,
-run normally and its result copied into the slot (a *fallback*, recorded with its
-reason). Ops that allocate nothing (views, in-place ops) run unchanged, on the
-arena views.
+called through its ``out=`` overload or a slot write writing into it
+(``model_runtime.lowering`` decides how). Where neither is possible, the op runs
+normally and its results live in PyTorch's allocator (a *fallback*, recorded with its
+reason; the plan left those buffers out of the arena). Ops that allocate nothing
+(views, in-place ops) run unchanged, on the arena views.
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
-from model_runtime.out_variants import find_out_variant, named_arguments, out_call_arguments
-from model_runtime.slot_writes import REWRITES, call_foreach_into, foreach_inplace_twin
+from model_runtime.lowering import element_buffers, lower
+from model_runtime.out_variants import named_arguments, out_call_arguments
+from model_runtime.slot_writes import REWRITES, call_foreach_into
 
 
 @attrs.frozen
 class Fallback:
-    """An op that could not write into its arena slot directly: it allocated ``bytes``
-    outside the arena (its fresh results' storages, each rounded up to the graph's
-    granularity like the IR buffers) and its results were copied into their slots."""
+    """An op that could not write into an arena slot: it ran as in eager PyTorch and
+    its fresh results, ``bytes`` in all (each storage rounded up to the graph's
+    granularity like the IR buffers), live outside the arena until their last use, as
+    the plan says (they are not placed)."""
 
     op: str
     target: str
@@ -102,13 +105,11 @@ class _Builder:
         self.nodes = {n.name: n for n in self.src.graph.nodes}
         self.g = fx.Graph()
         self.env: dict[str, fx.Node] = {}
-        self.elements: dict[tuple[str, int], fx.Node] = {}  # (op node, index) -> replacement
         self.root: dict[str, Any] = {}
         self.fallbacks: list[Fallback] = []
         self.out_ops = 0
         self.output_buffers = {b.id for b in self.graph_ir.buffers if b.output}
         self.granularity = int(self.graph_ir.meta.get("granularity", 1))
-        self.results: list[fx.Node] | None = None
 
     # -- values ---------------------------------------------------------------------
 
@@ -126,12 +127,7 @@ class _Builder:
         elif node.name in self.step.folded:
             for inp in node.all_input_nodes:
                 self.need(inp)
-            src = node.args[0] if node.target is operator.getitem else None
-            key = (src.name, node.args[1]) if isinstance(src, fx.Node) else None
-            if key is not None and key in self.elements:
-                new = self.elements[key]
-            else:
-                new = self.g.node_copy(node, self.lookup)
+            new = self.g.node_copy(node, self.lookup)
         else:
             raise RuntimeLayerError(
                 f"internal error: node {node.name!r} is needed before the op that computes it ran"
@@ -150,7 +146,6 @@ class _Builder:
         node = self.nodes[op.id]
         inputs = [self.need(n) for n in node.all_input_nodes]
         fresh = [b for b in op.outputs if b not in self.output_buffers]
-        self.results = None
         if self.slots is None or not fresh:
             value = self.g.node_copy(node, self.lookup)
         else:
@@ -162,17 +157,8 @@ class _Builder:
             if user.target is operator.getitem and user.name in self.step.folded:
                 self.need(user)
         if self.on_op is not None:
-            # The hook holds the op's results (for a fallback: the slots, not the temporaries).
-            results = value if self.results is None else self.results
-            self.g.call_function(self.on_op, (t, op.id, inputs, results))
-
-    def element_buffers(self, node: fx.Node) -> list[str | None]:
-        val = node.meta.get("val")
-        elems = _tensor_elements(val)
-        if elems is None:
-            bufs = self.step.node_buffers.get(node.name, ())
-            return [bufs[0] if bufs else None]
-        return list(self.step.element_buffers.get(node.name, (None,) * len(elems)))
+            # The hook holds the op's results while it runs.
+            self.g.call_function(self.on_op, (t, op.id, inputs, value))
 
     def slot(self, node: fx.Node, k: int, buffer: str) -> fx.Node:
         val = node.meta["val"]
@@ -180,88 +166,34 @@ class _Builder:
         name = f"_slot_{node.name}_{k}"
         return self.attr(name, _view_in(self.slots[buffer], fake))
 
-    @staticmethod
-    def same_dtypes_as_self(node: fx.Node, results: list) -> bool:
-        """True when each result of a foreach op has the dtype of its ``self`` element."""
-        first = node.args[0] if node.args else node.kwargs.get("self")
-        items = first if isinstance(first, (list, tuple)) else [first]
-        vals = []
-        for item in items:
-            v = item.meta.get("val") if isinstance(item, fx.Node) else None
-            vals.extend(v if isinstance(v, (list, tuple)) else [v])
-        return len(vals) == len(results) and all(
-            isinstance(a, torch.Tensor) and a.dtype == r.dtype and a.shape == r.shape for a, r in zip(vals, results)
-        )
-
     def emit_into_slots(self, op, node: fx.Node) -> fx.Node:
-        val = node.meta.get("val")
-        elems = _tensor_elements(val)
-        bufs = self.element_buffers(node)
-        fresh_set = set(op.outputs)
-        tensors = [val] if elems is None else elems
-        all_fresh = (
-            all(isinstance(v, torch.Tensor) for v in tensors)
-            and all(b is not None and b in fresh_set and b not in self.output_buffers for b in bufs)
-            and len(set(bufs)) == len(bufs)
-            and all(_storage_bytes(v) == v.numel() * v.element_size() and v.storage_offset() == 0 for v in tensors)
-        )
+        how = lower(self.step, op, node, self.device_type, self.output_buffers)
         target = node.target
-        reason = None
-        variant = None
-        if not isinstance(target, torch._ops.OpOverload):
-            reason = "not an aten operator"
-        elif not all_fresh:
-            reason = "returns a result that is not one fresh tensor per output"
-        elif elems is None and target in REWRITES:
-            slot_node = self.slot(node, 0, bufs[0])
-            named = named_arguments(target, node.args, node.kwargs)
-            named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
-            self.out_ops += 1
-            return REWRITES[target](self.g, named, slot_node)
-        elif isinstance(val, list) and (twin := foreach_inplace_twin(target)) is not None \
-                and self.same_dtypes_as_self(node, tensors):
-            slot_nodes = [self.slot(node, k, b) for k, b in enumerate(bufs)]
-            named = named_arguments(target, node.args, node.kwargs)
-            named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
-            self.out_ops += 1
-            return call_foreach_into(self.g, twin, named, slot_nodes)
-        else:
-            variant = find_out_variant(target, self.device_type)
-            if variant is None:
-                reason = "no out= overload"
-            elif not variant.native:
-                reason = f"{variant.overload} is a generated wrapper (computes, then copies)"
-            elif variant.list_out != (elems is not None and isinstance(val, list)):
-                reason = "out= overload returns a different structure"
-        if reason is None:
-            slot_nodes = [self.slot(node, k, b) for k, b in enumerate(bufs)]
-            named = named_arguments(target, node.args, node.kwargs)
-            named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
-            args, kwargs = out_call_arguments(variant, named, slot_nodes)
-            call = self.g.call_function(variant.overload, args, kwargs)
-            self.out_ops += 1
-            if variant.returns_nothing:
-                return self.g.call_function(list, (slot_nodes,)) if elems is not None else slot_nodes[0]
-            return call
-        # Fallback: run it normally, copy each fresh element into its slot.
-        call = self.g.node_copy(node, self.lookup)
-        nbytes = 0
-        copies = []
-        for k, (v, b) in enumerate(zip(tensors, bufs)):
-            if not isinstance(v, torch.Tensor) or b is None or b not in fresh_set or b in self.output_buffers:
-                continue
-            src = call if elems is None else self.g.call_function(operator.getitem, (call, k))
-            copy = self.g.call_function(torch.ops.aten.copy_.default, (self.slot(node, k, b), src))
-            nbytes += -(-_storage_bytes(v) // self.granularity) * self.granularity
-            copies.append(copy)
-            if elems is None:
-                call = copy
-            else:
-                self.elements[(node.name, k)] = copy
-        if copies:
-            self.fallbacks.append(Fallback(op.id, str(target), reason, nbytes))
-            if elems is not None:
-                self.results = copies
+        if how.kind == "fallback":
+            # Run as eager does: the fresh results stay in PyTorch's allocator until their
+            # last use; the plan kept them out of the arena (lowering.fallback_buffers).
+            val = node.meta.get("val")
+            tensors = [val] if _tensor_elements(val) is None else _tensor_elements(val)
+            nbytes = sum(-(-_storage_bytes(v) // self.granularity) * self.granularity
+                         for v, b in zip(tensors, element_buffers(self.step, node))
+                         if isinstance(v, torch.Tensor) and b in op.outputs and b not in self.output_buffers)
+            self.fallbacks.append(Fallback(op.id, str(target), how.reason, nbytes))
+            return self.g.node_copy(node, self.lookup)
+        bufs = element_buffers(self.step, node)
+        named = named_arguments(target, node.args, node.kwargs)
+        named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
+        self.out_ops += 1
+        if how.kind == "rewrite":
+            return REWRITES[target](self.g, named, self.slot(node, 0, bufs[0]))
+        slot_nodes = [self.slot(node, k, b) for k, b in enumerate(bufs)]
+        if how.kind == "foreach":
+            return call_foreach_into(self.g, how.twin, named, slot_nodes)
+        variant = how.variant
+        args, kwargs = out_call_arguments(variant, named, slot_nodes)
+        call = self.g.call_function(variant.overload, args, kwargs)
+        if variant.returns_nothing:
+            return self.g.call_function(list, (slot_nodes,)) if _tensor_elements(node.meta.get("val")) is not None \
+                else slot_nodes[0]
         return call
 
     def build(self) -> fx.GraphModule:

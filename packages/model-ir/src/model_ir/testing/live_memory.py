@@ -124,3 +124,26 @@ def measure_eager_live_bytes(model, optimizer, inputs, *, loss_fn=None, targets=
     with tracker:
         eager_step(model, optimizer, inputs, loss_fn, targets)
     return tracker.after_each
+
+
+def peak_allocated_during(fn):
+    """``(peak, result)``: the peak of new CPU bytes while ``fn()`` runs, by torch.profiler
+    memory events, and what ``fn`` returned.
+
+    The profiler attributes an allocation to the operator that made it (its leaf is
+    ``aten::empty`` or ``aten::empty_strided``) and reports frees as ``[memory]``
+    events; the running sum of both, in time order, is the memory ``fn`` holds beyond
+    what existed before. Fake and meta tensors allocate nothing and do not count.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events = [e for e in prof.events()
+              if (e.name == "[memory]" and e.cpu_memory_usage < 0)
+              or (e.name in ("aten::empty", "aten::empty_strided") and e.cpu_memory_usage > 0)]
+    current = peak = 0
+    for e in sorted(events, key=lambda e: e.time_range.start):
+        current += e.cpu_memory_usage
+        peak = max(peak, current)
+    return peak, result

@@ -134,12 +134,18 @@ class CapturedStep:
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Create the state ``optimizer.step()`` creates lazily, without changing any parameter.
 
-    For every parameter with a ``requires_grad`` and no state yet: one ``step()`` with
-    zero gradients and no weight decay (coupled decay would turn the zero gradients
-    into ``wd * param``), then the parameters are restored and step counters reset
-    to 0. For SGD (momentum buffer), Adam, AdamW and RMSprop this gives exactly their
-    initial state (zeros), so the captured steady-state step equals eager's first
-    step. Parameters that already have state are not touched.
+    For every parameter with a ``requires_grad`` and no state yet: a ``step()`` with a
+    zero gradient for that parameter alone and no weight decay (coupled decay would
+    turn the zero gradient into ``wd * param``), then the parameter is restored and
+    step counters reset to 0. For SGD (momentum buffer), Adam, AdamW and RMSprop this
+    gives exactly their initial state (zeros), so the captured steady-state step equals
+    eager's first step. Parameters that already have state are not touched.
+
+    Memory: one parameter at a time, smallest first, so the only temporaries are one
+    parameter's zero gradient and saved copy; when the smallest parameter of a param
+    group gets no state tensor (plain SGD) the group is left at that, so an optimizer
+    without state costs no memory here (planning must not allocate what the step
+    does not keep).
 
     Raises :class:`ExecutionError` for SGD with momentum and ``dampening`` when a
     parameter has no momentum buffer yet: eager's first step copies the gradient
@@ -159,27 +165,41 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                 "step would not match eager: run one eager step first, then optimize"
             )
     saved_grads = {id(p): p.grad for p in params}
-    saved_values = {id(p): p.detach().clone() for p in todo}
     saved_decay = [g.get("weight_decay") for g in optimizer.param_groups]
     try:
         for p in params:
-            p.grad = torch.zeros_like(p) if id(p) in todo_ids else None
+            p.grad = None
         for g, wd in zip(optimizer.param_groups, saved_decay):
             if wd is not None:
                 g["weight_decay"] = 0
-        optimizer.step()
+        for g in optimizer.param_groups:
+            group_todo = sorted((p for p in g["params"] if id(p) in todo_ids), key=torch.Tensor.numel)
+            for i, p in enumerate(group_todo):
+                _init_one(optimizer, p)
+                if i == 0 and not any(isinstance(v, torch.Tensor) for v in optimizer.state.get(p, {}).values()):
+                    break  # this group's optimizer keeps no state tensor: nothing to create
     finally:
         for g, wd in zip(optimizer.param_groups, saved_decay):
             if wd is not None:
                 g["weight_decay"] = wd
-        with torch.no_grad():
-            for p in todo:
-                p.copy_(saved_values[id(p)])
-                state = optimizer.state.get(p, {})
-                if "step" in state:
-                    if isinstance(state["step"], torch.Tensor):
-                        state["step"].zero_()
-                    else:
-                        state["step"] = 0
         for p in params:
             p.grad = saved_grads[id(p)]
+
+
+def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
+    """One ``step()`` with a zero gradient for ``p`` only; ``p`` restored, counters reset."""
+    saved = p.detach().clone()
+    p.grad = torch.zeros_like(p)
+    try:
+        optimizer.step()
+    finally:
+        p.grad = None
+        with torch.no_grad():
+            p.copy_(saved)
+        del saved
+        state = optimizer.state.get(p, {})
+        if "step" in state:
+            if isinstance(state["step"], torch.Tensor):
+                state["step"].zero_()
+            else:
+                state["step"] = 0

@@ -1,0 +1,143 @@
+"""How the arena executor runs each op that allocates: the decision, apart from codegen.
+
+An op whose results are fresh tensors is written into its arena slots in one of three
+ways (``program`` emits the code):
+
+- ``rewrite``: a hand-written slot write (:data:`model_runtime.slot_writes.REWRITES`);
+- ``foreach``: a functional ``_foreach_*`` op as ``_foreach_copy_`` then its in-place twin;
+- ``out``: its ``out=`` overload (:func:`model_runtime.out_variants.find_out_variant`).
+
+Anything else is a *fallback*: the op runs as in eager PyTorch, and its fresh results
+live where PyTorch's caching allocator puts them until their last use. The plan knows
+these buffers before placing (:func:`fallback_buffers`): they are kept out of the
+arena, and their memory is reported (``model_runtime.planning``), so nothing is
+allocated behind the plan's back and nothing is copied.
+
+Decided here because the plan needs it before the program exists: the arena holds only
+what the executor can really put there, on that device.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import fx
+
+from model_runtime.out_variants import OutVariant, find_out_variant
+from model_runtime.slot_writes import REWRITES, foreach_inplace_twin
+
+#: Results that the CUDA kernels of these operators return in host memory, while their
+#: meta kernels (hence the capture) say CUDA: the philox seed and offset of memory-
+#: efficient attention (found on an H200, torch 2.11, with
+#: ``model_runtime.measure.kernel_mismatches``; the cuDNN kernel keeps them the same
+#: way). Kernels read them on the host, so a CUDA arena slot for them crashes the
+#: process: these operators run as fallbacks on CUDA.
+HOST_RESULTS = {
+    "aten::_scaled_dot_product_efficient_attention": (2, 3),
+    "aten::_efficient_attention_forward": (2, 3),
+    "aten::_scaled_dot_product_cudnn_attention": (6, 7),
+}
+
+#: Out overloads that must not be called with arena slots, by device type:
+#: ``cudnn_batch_norm.out`` (a native CUDA kernel since torch 2.4) replaces its
+#: ``reserve`` output with a new tensor instead of writing into it, which corrupts the
+#: Python object of the tensor passed in: on torch 2.11 an H200 run of resnet18 failed
+#: with ``has_pyobject(combined) INTERNAL ASSERT FAILED`` and then a segfault.
+BROKEN_OUT = {
+    "cuda": {"aten::cudnn_batch_norm.out": "replaces its reserve output instead of writing into it"},
+}
+
+
+@attrs.frozen
+class Lowering:
+    """``kind``: ``rewrite``, ``foreach``, ``out`` or ``fallback`` (then ``reason`` says why)."""
+
+    kind: str
+    reason: str = ""
+    variant: OutVariant | None = None
+    twin: torch._ops.OpOverload | None = None
+
+
+def _elements(val) -> list | None:
+    return list(val) if isinstance(val, (tuple, list)) else None
+
+
+def element_buffers(step, node: fx.Node) -> list[str | None]:
+    """The IR buffer of each result of ``node`` (one entry for a single result)."""
+    val = node.meta.get("val")
+    elems = _elements(val)
+    if elems is None:
+        bufs = step.node_buffers.get(node.name, ())
+        return [bufs[0] if bufs else None]
+    return list(step.element_buffers.get(node.name, (None,) * len(elems)))
+
+
+def _same_dtypes_as_self(node: fx.Node, results: list) -> bool:
+    """True when each result of a foreach op has the dtype and shape of its ``self`` element."""
+    first = node.args[0] if node.args else node.kwargs.get("self")
+    items = first if isinstance(first, (list, tuple)) else [first]
+    vals = []
+    for item in items:
+        v = item.meta.get("val") if isinstance(item, fx.Node) else None
+        vals.extend(v if isinstance(v, (list, tuple)) else [v])
+    return len(vals) == len(results) and all(
+        isinstance(a, torch.Tensor) and a.dtype == r.dtype and a.shape == r.shape for a, r in zip(vals, results)
+    )
+
+
+def _dense_fresh(t: torch.Tensor) -> bool:
+    return int(t.untyped_storage().nbytes()) == t.numel() * t.element_size() and t.storage_offset() == 0
+
+
+def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering:
+    """How the arena executor runs ``op`` (an IR op with fresh results; ``node`` its FX node)."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return Lowering("fallback", "not an aten operator")
+    if device_type == "cuda" and target._schema.name in HOST_RESULTS:
+        return Lowering("fallback", "returns some results in host memory")
+    val = node.meta.get("val")
+    elems = _elements(val)
+    tensors = [val] if elems is None else elems
+    bufs = element_buffers(step, node)
+    fresh = set(op.outputs)
+    if not (all(isinstance(v, torch.Tensor) for v in tensors)
+            and all(b is not None and b in fresh and b not in output_buffers for b in bufs)
+            and len(set(bufs)) == len(bufs)
+            and all(_dense_fresh(v) for v in tensors)):
+        return Lowering("fallback", "returns a result that is not one fresh tensor per output")
+    if elems is None and target in REWRITES:
+        return Lowering("rewrite")
+    if isinstance(val, list) and (twin := foreach_inplace_twin(target)) is not None \
+            and _same_dtypes_as_self(node, tensors):
+        return Lowering("foreach", twin=twin)
+    variant = find_out_variant(target, device_type)
+    if variant is None:
+        return Lowering("fallback", "no out= overload")
+    broken = BROKEN_OUT.get(device_type, {}).get(_qualified(variant.overload))
+    if broken:
+        return Lowering("fallback", f"{_qualified(variant.overload)} {broken}")
+    if not variant.native:
+        return Lowering("fallback", f"{variant.overload} is a generated wrapper (computes, then copies)")
+    if variant.list_out != (elems is not None and isinstance(val, list)):
+        return Lowering("fallback", "out= overload returns a different structure")
+    return Lowering("out", variant=variant)
+
+
+def _qualified(op: torch._ops.OpOverload) -> str:
+    s = op._schema
+    return f"{s.name}.{s.overload_name}" if s.overload_name else s.name
+
+
+def fallback_buffers(step, device_type: str) -> frozenset[str]:
+    """The transient buffers the arena executor leaves to PyTorch's allocator on
+    ``device_type``: the fresh results of every op it runs as a fallback."""
+    graph = step.graph
+    outputs = {b.id for b in graph.buffers if b.output}
+    nodes = {n.name: n for n in step.module.graph.nodes}
+    found: set[str] = set()
+    for op in graph.ops:
+        fresh = [b for b in op.outputs if b not in outputs]
+        if fresh and lower(step, op, nodes[op.id], device_type, outputs).kind == "fallback":
+            found.update(fresh)
+    return frozenset(found)

@@ -1,0 +1,228 @@
+"""Measuring eager and optimized steps for real, each variant in a fresh process.
+
+A variant is one way to run a zoo model's step (``eager``, ``reorder``, ``arena``, or a
+plugin executor) under one allocator setting (PyTorch's default, or
+``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``). Each runs in its own Python
+process (:func:`run_variant`, started by :func:`measure_model`) so that what one
+variant left in PyTorch's caching allocator never counts for another, and so that a
+crash (a segfault, an out-of-memory) is reported as that variant's error instead of
+ending the report.
+
+What a child measures (CUDA; bytes, seconds):
+
+- ``persistent_allocated_bytes``: ``torch.cuda.memory_allocated()`` once the model,
+  the batch and the optimizer exist (parameters, model buffers, inputs);
+- for an optimized variant, while ``optimize()`` runs: ``planning_peak_bytes`` (the
+  peak of new allocations over what existed before), ``planning_kept_bytes`` (what
+  ``optimize()`` keeps: the arena and the optimizer state it creates) and
+  ``planning_reserved_bytes`` (new bytes the caching allocator holds afterwards);
+- in steady state (after ``warmup`` steps): ``max_allocated_bytes`` and
+  ``max_reserved_bytes`` over ``steps`` steps (``torch.cuda.max_memory_*`` after
+  ``reset_peak_memory_stats``), the median step time, and every step's loss as an
+  exact float (``float.hex``), so that losses compare bitwise across processes.
+
+On the CPU the memory figures are left out (PyTorch keeps no such counters there; the
+tests measure the CPU with profiler memory events and the live-storage harness).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+#: allocator setting name -> PYTORCH_CUDA_ALLOC_CONF value (None: unset)
+ALLOC_CONFS = {"default": None, "expandable": "expandable_segments:True"}
+#: what a child prints before its JSON result
+_MARK = "MODEL_OPT_MEASUREMENT "
+
+
+def run_variant(spec: dict) -> dict:
+    """Run one variant in this process and measure it (see the module docstring).
+
+    ``spec``: ``model``, ``mode``, ``batch_size``, ``optimizer``, ``device``,
+    ``variant`` (``eager`` or an executor name), ``steps``, ``warmup``, ``time_limit``;
+    diagnostics: ``check_kernels`` (after the measured steps, one more step reporting
+    :func:`model_runtime.measure.kernel_mismatches`), ``planning_trace`` (CUDA: the
+    largest allocations made while planning, with their Python frames).
+    """
+    import torch
+
+    from model_ir.plugins import provider
+    from model_ir.testing.torch_models import eager_step
+
+    device = torch.device(spec["device"])
+    cuda = device.type == "cuda"
+    train = spec["mode"] == "train"
+    case = provider("model_opt_models", spec["model"], "model").build(
+        spec["mode"], spec["batch_size"], optimizer=spec["optimizer"], device=spec["device"])
+    targets = (case.target,) if train and case.target is not None else ()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    out: dict = {"torch": torch.__version__}
+    if cuda:
+        sync()
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["persistent_allocated_bytes"] = torch.cuda.memory_allocated(device)
+    if spec["variant"] == "eager":
+        if train:
+            def one_step():
+                return eager_step(case.model, case.optimizer, case.inputs, case.loss_fn, targets)
+        else:
+            def one_step():
+                with torch.no_grad():
+                    return case.model(*case.inputs)
+    else:
+        from model_runtime.optimized_step import optimize
+
+        if cuda:
+            base_alloc = torch.cuda.memory_allocated(device)
+            base_reserved = torch.cuda.memory_reserved(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        if cuda and spec.get("planning_trace"):
+            torch.cuda.memory._record_memory_history(max_entries=200000)
+        t0 = time.perf_counter()
+        step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
+                        optimizer=case.optimizer if train else None, executor=spec["variant"],
+                        time_limit=spec.get("time_limit"), targets=targets, train=train)
+        out["planning_seconds"] = time.perf_counter() - t0
+        if cuda:
+            sync()
+            out["planning_peak_bytes"] = torch.cuda.max_memory_allocated(device) - base_alloc
+            out["planning_kept_bytes"] = torch.cuda.memory_allocated(device) - base_alloc
+            out["planning_reserved_bytes"] = torch.cuda.memory_reserved(device) - base_reserved
+            if spec.get("planning_trace"):
+                out["planning_allocations"] = _large_allocations(torch.cuda.memory._snapshot())
+                torch.cuda.memory._record_memory_history(enabled=None)
+        out["plan"] = {k: v for k, v in step.figures().items() if isinstance(v, (int, float, str, bool))}
+
+        def one_step():
+            return step(*case.inputs, targets=targets)
+    losses, times = [], []
+    for i in range(spec["warmup"] + spec["steps"]):
+        if i == spec["warmup"] and cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats(device)
+        torch.manual_seed(i)
+        sync()
+        t0 = time.perf_counter()
+        result = one_step()
+        sync()
+        if i >= spec["warmup"]:
+            times.append(time.perf_counter() - t0)
+        first = result if isinstance(result, torch.Tensor) else torch.utils._pytree.tree_leaves(result)[0]
+        losses.append(float(first.detach().float().sum().item()).hex())
+    if cuda:
+        out["max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        out["max_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+    out["median_step_seconds"] = statistics.median(times)
+    out["losses"] = losses
+    if spec.get("check_kernels") and spec["variant"] != "eager":
+        from model_runtime.measure import kernel_mismatches
+
+        out["kernel_mismatches"] = kernel_mismatches(step, *case.inputs, targets=targets)
+    return out
+
+
+def _large_allocations(snapshot, min_bytes: int = 1 << 20, limit: int = 12) -> list:
+    """The largest allocations of a CUDA memory-history snapshot, with a few Python frames."""
+    events = [e for trace in snapshot.get("device_traces", []) for e in trace
+              if e.get("action") == "alloc" and e.get("size", 0) >= min_bytes]
+    events.sort(key=lambda e: -e["size"])
+    return [{"bytes": e["size"], "frames": [f"{f.get('filename', '?')}:{f.get('line', '?')} {f.get('name', '')}"
+                                            for f in e.get("frames", []) if ".py" in f.get("filename", "")][:8]}
+            for e in events[:limit]]
+
+
+def _child_env(alloc: str, extra: dict | None = None) -> dict:
+    env = {**os.environ, **(extra or {})}
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    if ALLOC_CONFS[alloc] is not None:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = ALLOC_CONFS[alloc]
+    return env
+
+
+def spawn_variant(spec: dict, alloc: str, *, timeout: float = 600.0, env: dict | None = None) -> dict:
+    """Run :func:`run_variant` in a fresh Python process with allocator setting ``alloc``
+    (a key of :data:`ALLOC_CONFS`); a crash, a timeout or an error is returned as
+    ``{"error": ...}`` with the end of the child's output. ``env``: extra environment variables."""
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "model_runtime.measured_runs", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, env=_child_env(alloc, env), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(_MARK):
+            return json.loads(line[len(_MARK):])
+    status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-40:])
+    return {"error": f"{status}: {tail}"}
+
+
+def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optimizer: str = "sgd",
+                  device: str = "cuda", variants=("eager", "reorder", "arena"), allocs=("default", "expandable"),
+                  steps: int = 10, warmup: int = 3, time_limit: float | None = None, progress=None) -> dict:
+    """Measure every variant under every allocator setting, each in a fresh process.
+
+    Returns ``{"model", "mode", "batch_size", "optimizer", "device", "runs": {alloc:
+    {variant: figures or {"error": ...}}}, "first_loss_equal": {alloc: {variant: bool}}}``
+    (whether the first step's loss is bitwise eager's, per optimized variant).
+    """
+    base = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": optimizer, "device": device,
+            "steps": steps, "warmup": warmup, "time_limit": time_limit}
+    runs: dict = {}
+    for alloc in allocs:
+        runs[alloc] = {}
+        for variant in variants:
+            if progress is not None:
+                progress(f"{model} {mode} b{batch_size}: {variant}, {alloc} allocator")
+            runs[alloc][variant] = spawn_variant({**base, "variant": variant}, alloc)
+    equal = {}
+    for alloc, by_variant in runs.items():
+        ref = by_variant.get("eager", {}).get("losses")
+        equal[alloc] = {v: bool(ref) and r.get("losses", [None])[0] == ref[0]
+                        for v, r in by_variant.items() if v != "eager" and "losses" in r}
+    return {**base, "runs": runs, "first_loss_equal": equal}
+
+
+def _mib(x) -> str:
+    return "-" if x is None else f"{x / 2**20:.0f}"
+
+
+def render_measurement(result: dict) -> str:
+    """A text table of :func:`measure_model`'s result (MiB, milliseconds)."""
+    lines = [f"{result['model']} {result['mode']} batch {result['batch_size']} on {result['device']} "
+             "(measured, each variant in a fresh process; MiB, ms)"]
+    head = (f"{'allocator':<11}{'variant':<9}{'max alloc':>10}{'max reserved':>13}{'planned':>9}"
+            f"{'step ms':>9}{'loss 1 = eager':>16}")
+    lines.append(head)
+    for alloc, by_variant in result["runs"].items():
+        for variant, r in by_variant.items():
+            if "error" in r:
+                lines.append(f"{alloc:<11}{variant:<9}  FAILED: {r['error'].strip().splitlines()[-1][:100]}")
+                continue
+            plan = r.get("plan", {})
+            planned = None
+            if "arena_bytes" in plan:  # what the plan says the device holds: persistent + arena + unplaced
+                planned = plan["persistent_bytes"] + plan["arena_bytes"] + plan.get("unplaced_caching_allocator_bytes", 0)
+            elif "peak_bytes" in plan:
+                planned = plan["peak_bytes"]
+            same = result["first_loss_equal"].get(alloc, {}).get(variant)
+            lines.append(f"{alloc:<11}{variant:<9}{_mib(r.get('max_allocated_bytes')):>10}"
+                         f"{_mib(r.get('max_reserved_bytes')):>13}{_mib(planned):>9}"
+                         f"{1e3 * r['median_step_seconds']:>9.2f}{'' if same is None else ('yes' if same else 'NO'):>16}")
+    first = next((r for rs in result["runs"].values() for r in rs.values() if "torch" in r), {})
+    lines.append(f"torch {first.get('torch', '?')}" + (f", {first['gpu']}" if "gpu" in first else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    result = run_variant(json.loads(argv[0]))
+    print(_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
