@@ -121,3 +121,18 @@ def test_planning_with_optimizer_state_adds_the_state_and_one_parameter():
     state = sum(p.numel() * p.element_size() for p in params)  # one momentum buffer each
     peak, step = peak_allocated_during(lambda: optimize(model, x, optimizer=opt, time_limit=0.5))
     assert peak <= step.plan.figures["arena_bytes"] + state + 2 * largest + 2**20
+
+
+def test_kernel_mismatches_finds_none_on_cpu_and_reports_a_wrong_capture():
+    """The CPU kernels return what the capture recorded; a capture edited to claim
+    another shape is reported (the check the H200 runs used to find host tensors)."""
+    from model_runtime.measure import kernel_mismatches
+
+    step, make_batch = _setup("cnn-adam", "reorder")
+    assert kernel_mismatches(step, make_batch()) == []
+    node = next(n for n in step.captured.module.graph.nodes if str(n.target) == "aten.convolution.default")
+    real = node.meta["val"]
+    node.meta["val"] = real.new_empty((1,) + tuple(real.shape[1:]))
+    found = kernel_mismatches(step, make_batch())
+    assert [(m["op"], m["index"]) for m in found] == [(node.name, 0)]
+    assert found[0]["real"]["shape"] == list(real.shape)

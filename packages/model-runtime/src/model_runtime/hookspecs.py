@@ -13,4 +13,6 @@ def model_opt_executors() -> list[Any]:
     ``build(captured, plan, *, device, on_op=None) -> CompiledProgram`` (see
     :mod:`model_runtime.program`), which turns a captured step and its plan into a
     callable program; ``on_op(t, op_id, inputs, results)``, when given, is called
-    after each op (measurements)."""
+    after each op (measurements). Optional: ``unplaced(captured, device) ->
+    frozenset`` of transient buffer ids the executor leaves to PyTorch's allocator
+    (the plan then does not place them, and reports their memory)."""

@@ -1,0 +1,146 @@
+"""Measured memory and step time of eager, ``reorder`` and ``arena`` on a CUDA GPU.
+
+Runs (on a GPU machine, from the repository root):
+
+    uv run python packages/model-runtime/benchmarks/gpu_matrix.py run results.json [--budget 430]
+
+1. the memory matrix: each of :data:`MAIN` (train) x eager / reorder / arena x PyTorch's
+   default allocator / ``expandable_segments:True``, 5 steps after 2 warm-up steps;
+2. the zoo under the arena executor: every model of :data:`MAIN` and :data:`ZOO` in train
+   at batch 1 and 32 and eval at batch 32, with eager beside it (first loss compared);
+3. step times of :data:`TIMED`, one process at a time (nothing else on the GPU),
+   20 steps after 3, with expandable segments.
+
+Every run is a fresh process (``model_runtime.measured_runs``); 1 and 2 run 14 at a time
+(memory counters are per process; their times are not used). Then
+
+    uv run python packages/model-runtime/benchmarks/gpu_matrix.py render results.json
+
+prints the Markdown tables the model-runtime README shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+MAIN = [("alexnet", 32), ("vgg16", 32), ("vit_b_16", 1), ("bert-base", 1), ("gpt2", 1), ("resnet18", 32),
+        ("mobilenet_v2", 32)]
+ZOO = ["efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5", "r3d_18", "resnet50", "squeezenet1_0",
+       "transformer", "vgg11", "vgg19"]
+TIMED = [("alexnet", 32), ("vgg16", 32), ("resnet18", 32), ("vit_b_16", 1), ("bert-base", 1), ("mobilenet_v2", 32)]
+MiB = 1 << 20
+
+
+def _spec(model, mode, batch, variant, steps, warmup):
+    return {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
+            "variant": variant, "steps": steps, "warmup": warmup}
+
+
+def run(path: str, budget: float) -> int:
+    from model_runtime.measured_runs import spawn_variant
+
+    t0 = time.time()
+    results: list[dict] = []
+
+    def save():
+        with open(path, "w") as f:
+            json.dump(results, f)
+
+    jobs = [("matrix", _spec(m, "train", b, v, 5, 2), a)
+            for m, b in MAIN for a in ("default", "expandable") for v in ("eager", "reorder", "arena")]
+    for m in [x for x, _ in MAIN] + ZOO:
+        for mode, b in (("train", 1), ("train", 32), ("eval", 32)):
+            if not (mode == "train" and (m, b) in MAIN):
+                jobs += [("zoo", _spec(m, mode, b, v, 2, 1), "default") for v in ("eager", "arena")]
+
+    def work(job):
+        kind, spec, alloc = job
+        left = t0 + 0.55 * budget - time.time()
+        r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(150, left))
+        results.append({"kind": kind, "spec": spec, "alloc": alloc, "result": r})
+        save()
+        print(kind, spec["model"], spec["mode"], spec["batch_size"], spec["variant"], alloc,
+              r.get("error", "ok").strip().splitlines()[-1][:160], flush=True)
+
+    with ThreadPoolExecutor(14) as pool:
+        list(pool.map(work, jobs))
+    for m, b in TIMED:
+        for v in ("eager", "reorder", "arena"):
+            left = t0 + budget - time.time()
+            if left < 20:
+                break
+            spec = _spec(m, "train", b, v, 20, 3)
+            r = spawn_variant(spec, "expandable", timeout=min(90, left))
+            results.append({"kind": "time", "spec": spec, "alloc": "expandable", "result": r})
+            save()
+    return 0
+
+
+def _pct(new, old) -> str:
+    return f"{100 * (new - old) / old:+.0f}%"
+
+
+def render(path: str) -> str:
+    with open(path) as f:
+        results = json.load(f)
+    by = {(r["kind"], r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"], r["alloc"],
+           r["spec"]["variant"]): r["result"] for r in results}
+    first = next(r["result"] for r in results if "gpu" in r["result"])
+    out = [f"Measured on {first['gpu']}, torch {first['torch']}: steady-state `max_memory_allocated` / "
+           "`max_memory_reserved` in MiB over 5 steps after 2, each variant in a fresh process. "
+           "'planned' is the arena executor's plan: persistent (measured) + arena + its fallbacks' buffers "
+           "(caching allocator, simulated). Savings are of reserved memory against eager with the same allocator.",
+           "",
+           "| model (train) | allocator | eager | reorder | arena | arena planned | reorder saving | arena saving |",
+           "|---|---|---|---|---|---|---|---|"]
+    for m, b in MAIN:
+        for a in ("default", "expandable"):
+            e, ro, ar = (by.get(("matrix", m, "train", b, a, v), {}) for v in ("eager", "reorder", "arena"))
+            if any("error" in x or not x for x in (e, ro, ar)):
+                out.append(f"| {m} b{b} | {a} | see JSON (failed run) | | | | | |")
+                continue
+            p = ar["plan"]
+            planned = ar["persistent_allocated_bytes"] + p["arena_bytes"] + p["unplaced_caching_allocator_bytes"]
+            cell = lambda x: f"{x['max_allocated_bytes'] / MiB:.0f} / {x['max_reserved_bytes'] / MiB:.0f}"  # noqa: E731
+            out.append(f"| {m} b{b} | {a} | {cell(e)} | {cell(ro)} | {cell(ar)} | {planned / MiB:.0f} | "
+                       f"{_pct(ro['max_reserved_bytes'], e['max_reserved_bytes'])} | "
+                       f"{_pct(ar['max_reserved_bytes'], e['max_reserved_bytes'])} |")
+    zoo = [(k, r) for k, r in by.items() if k[0] in ("zoo", "matrix") and k[5] == "arena" and k[4] == "default"]
+    ok = [(k, r) for k, r in zoo if "error" not in r]
+    same = [k for k, r in ok if r["losses"][0] == by.get(k[:5] + ("eager",), {}).get("losses", [None])[0]]
+    out += ["", f"Arena executor over the zoo (train b1 and b32, eval b32, default allocator): {len(ok)} of "
+                f"{len(zoo)} runs completed; first step's loss (eval: output sum) bitwise equal to eager in "
+                f"{len(same)}" + (f" (not: {', '.join(f'{k[1]} {k[2]} b{k[3]}' for k, _ in ok if k not in same)})"
+                                  if len(same) < len(ok) else "") + ".", ""]
+    out += ["| model (train) | eager ms | reorder ms | arena ms | reorder / eager | arena / eager |",
+            "|---|---|---|---|---|---|"]
+    for m, b in TIMED:
+        t = [by.get(("time", m, "train", b, "expandable", v), {}).get("median_step_seconds") for v in
+             ("eager", "reorder", "arena")]
+        if None in t:
+            continue
+        out.append(f"| {m} b{b} | {1e3 * t[0]:.2f} | {1e3 * t[1]:.2f} | {1e3 * t[2]:.2f} | "
+                   f"{t[1] / t[0]:.2f} | {t[2] / t[0]:.2f} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("run", help="measure on this machine's GPU, writing JSON")
+    r.add_argument("out")
+    r.add_argument("--budget", type=float, default=430.0, help="seconds for the whole run (default 430)")
+    sub.add_parser("render", help="Markdown tables from a results JSON").add_argument("results")
+    args = parser.parse_args(argv)
+    if args.what == "run":
+        return run(args.out, args.budget)
+    print(render(args.results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

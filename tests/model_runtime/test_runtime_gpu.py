@@ -1,0 +1,67 @@
+"""The executors on a real CUDA GPU (``uv run pytest -m gpu tests/model_runtime``).
+
+What fails only on CUDA: kernels the capture cannot see (cuDNN batch norm, fused
+attention returning host tensors, out= kernels that misbehave) and the memory PyTorch's
+caching allocator really reserves. Each case runs in a fresh process
+(``model_runtime.measured_runs``), so a crash is a test failure, not the end of the run.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model_ir.plugins import providers  # noqa: E402
+from model_runtime.measured_runs import spawn_variant  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+#: small zoo cases that reach the CUDA-only paths: BatchNorm (cudnn_batch_norm),
+#: memory-efficient attention (philox seed and offset on the host), plain convolutions
+CASES = [("resnet18", 4), ("mobilenet_v2", 4), ("bert-tiny", 2), ("gpt2-tiny", 2), ("alexnet", 4)]
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda_and_zoo():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if "resnet18" not in providers("model_opt_models"):
+        pytest.skip("needs the model-bench zoo")
+
+
+def _run(model, batch, *runs):
+    """Each ``(variant, allocator setting)`` of ``runs`` in its own process, concurrently
+    (memory figures are per process; times are not compared here)."""
+    spec = {"model": model, "mode": "train", "batch_size": batch, "optimizer": "sgd", "device": "cuda",
+            "steps": 3, "warmup": 2, "time_limit": 5}
+    with ThreadPoolExecutor(len(runs)) as pool:
+        got = list(pool.map(lambda r: spawn_variant({**spec, "variant": r[0]}, r[1], timeout=300), runs))
+    for (variant, alloc), g in zip(runs, got):
+        assert "error" not in g, f"{variant} ({alloc}): {g['error']}"
+    return got
+
+
+@pytest.mark.parametrize("model,batch", CASES)
+def test_arena_runs_with_eager_loss_and_planned_memory(model, batch):
+    eager, arena = _run(model, batch, ("eager", "default"), ("arena", "default"))
+    assert arena["losses"][0] == eager["losses"][0]  # same kernels, same first step
+    plan = arena["plan"]
+    # Planning keeps the arena and allocates nothing else.
+    assert arena["planning_peak_bytes"] <= plan["arena_bytes"] + MiB
+    # Steady state: persistent + arena + what the plan leaves to PyTorch's allocator,
+    # plus the libraries' workspaces (cuBLAS/cuDNN: measured < 70 MiB on an H200).
+    planned = arena["persistent_allocated_bytes"] + plan["arena_bytes"] + plan["unplaced_caching_allocator_bytes"]
+    assert arena["max_reserved_bytes"] <= 1.02 * planned + 70 * MiB
+
+
+@pytest.mark.parametrize("model,batch", CASES)
+def test_reorder_reserves_no_more_than_eager(model, batch):
+    allocs = ("default", "expandable")
+    got = _run(model, batch, *[(v, a) for a in allocs for v in ("eager", "reorder")])
+    for alloc, (eager, reorder) in zip(allocs, (got[:2], got[2:])):
+        assert reorder["losses"][0] == eager["losses"][0]
+        assert reorder["max_reserved_bytes"] <= eager["max_reserved_bytes"] * 1.02 + 2 * MiB, alloc
