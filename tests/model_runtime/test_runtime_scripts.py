@@ -29,3 +29,13 @@ def test_step_time_benchmark_prints_ratios(monkeypatch, capsys):
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert set(row["ratio_to_eager"]) == {"eager", "reorder", "arena"} and row["ratio_to_eager"]["eager"] == 1.0
     assert all(v > 0 for v in row["median_seconds"].values())
+
+
+def test_gpu_matrix_renders_the_committed_h200_results():
+    """The README's measured table is rendered from the committed results file."""
+    matrix = _load("benchmarks/gpu_matrix.py")
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert results
+    text = matrix.render(str(results[-1]))
+    assert "NVIDIA H200" in text and "| alexnet b32 | expandable |" in text
+    assert "51 of 51 runs completed" in text
