@@ -85,6 +85,8 @@ def _pct(new, old) -> str:
 
 
 def render(path: str) -> str:
+    from model_runtime.measured_runs import planned_device_bytes
+
     with open(path) as f:
         results = json.load(f)
     by = {(r["kind"], r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"], r["alloc"],
@@ -103,8 +105,7 @@ def render(path: str) -> str:
             if any("error" in x or not x for x in (e, ro, ar)):
                 out.append(f"| {m} b{b} | {a} | see JSON (failed run) | | | | | |")
                 continue
-            p = ar["plan"]
-            planned = ar["persistent_allocated_bytes"] + p["arena_bytes"] + p["unplaced_caching_allocator_bytes"]
+            planned = planned_device_bytes(ar)
             cell = lambda x: f"{x['max_allocated_bytes'] / MiB:.0f} / {x['max_reserved_bytes'] / MiB:.0f}"  # noqa: E731
             out.append(f"| {m} b{b} | {a} | {cell(e)} | {cell(ro)} | {cell(ar)} | {planned / MiB:.0f} | "
                        f"{_pct(ro['max_reserved_bytes'], e['max_reserved_bytes'])} | "

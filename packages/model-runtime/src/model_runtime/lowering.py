@@ -23,7 +23,7 @@ import attrs
 import torch
 from torch import fx
 
-from model_runtime.out_variants import OutVariant, find_out_variant
+from model_runtime.out_variants import OutVariant, find_out_variant, qualified_name
 from model_runtime.slot_writes import REWRITES, foreach_inplace_twin
 
 #: Results that the CUDA kernels of these operators return in host memory, while their
@@ -58,14 +58,20 @@ class Lowering:
     twin: torch._ops.OpOverload | None = None
 
 
-def _elements(val) -> list | None:
+def result_elements(val) -> list | None:
+    """The elements of a multi-result value (a node's ``meta["val"]``), or None for one result."""
     return list(val) if isinstance(val, (tuple, list)) else None
+
+
+def storage_bytes(t: torch.Tensor) -> int:
+    """Bytes of ``t``'s whole storage (fake tensors included)."""
+    return int(t.untyped_storage().nbytes())
 
 
 def element_buffers(step, node: fx.Node) -> list[str | None]:
     """The IR buffer of each result of ``node`` (one entry for a single result)."""
     val = node.meta.get("val")
-    elems = _elements(val)
+    elems = result_elements(val)
     if elems is None:
         bufs = step.node_buffers.get(node.name, ())
         return [bufs[0] if bufs else None]
@@ -86,7 +92,7 @@ def _same_dtypes_as_self(node: fx.Node, results: list) -> bool:
 
 
 def _dense_fresh(t: torch.Tensor) -> bool:
-    return int(t.untyped_storage().nbytes()) == t.numel() * t.element_size() and t.storage_offset() == 0
+    return storage_bytes(t) == t.numel() * t.element_size() and t.storage_offset() == 0
 
 
 def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering:
@@ -97,7 +103,7 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     if device_type == "cuda" and target._schema.name in HOST_RESULTS:
         return Lowering("fallback", "returns some results in host memory")
     val = node.meta.get("val")
-    elems = _elements(val)
+    elems = result_elements(val)
     tensors = [val] if elems is None else elems
     bufs = element_buffers(step, node)
     fresh = set(op.outputs)
@@ -114,19 +120,15 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     variant = find_out_variant(target, device_type)
     if variant is None:
         return Lowering("fallback", "no out= overload")
-    broken = BROKEN_OUT.get(device_type, {}).get(_qualified(variant.overload))
+    name = qualified_name(variant.overload)
+    broken = BROKEN_OUT.get(device_type, {}).get(name)
     if broken:
-        return Lowering("fallback", f"{_qualified(variant.overload)} {broken}")
+        return Lowering("fallback", f"{name} {broken}")
     if not variant.native:
         return Lowering("fallback", f"{variant.overload} is a generated wrapper (computes, then copies)")
     if variant.list_out != (elems is not None and isinstance(val, list)):
         return Lowering("fallback", "out= overload returns a different structure")
     return Lowering("out", variant=variant)
-
-
-def _qualified(op: torch._ops.OpOverload) -> str:
-    s = op._schema
-    return f"{s.name}.{s.overload_name}" if s.overload_name else s.name
 
 
 def fallback_buffers(step, device_type: str) -> frozenset[str]:

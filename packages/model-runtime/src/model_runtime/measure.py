@@ -20,6 +20,7 @@ from torch.utils import _pytree as pytree
 
 from model_ir.plugins import provider
 from model_ir.testing.live_memory import StorageTracker
+from model_runtime.lowering import storage_bytes
 
 
 @attrs.frozen
@@ -99,7 +100,7 @@ def measure(step, *args, targets=(), **kwargs) -> Measurement:
 
 def _describe(t) -> dict:
     return {"shape": list(t.shape), "stride": list(t.stride()), "dtype": str(t.dtype), "device": str(t.device),
-            "storage_bytes": int(t.untyped_storage().nbytes()) if t.device.type != "meta" else None}
+            "storage_bytes": storage_bytes(t)}
 
 
 def kernel_mismatches(step, *args, targets=(), **kwargs) -> list[dict]:
@@ -127,7 +128,6 @@ def kernel_mismatches(step, *args, targets=(), **kwargs) -> list[dict]:
                                   "captured": type(f).__name__, "real": type(r).__name__})
                 continue
             want, got = _describe(f), _describe(r)
-            want["storage_bytes"] = int(f.untyped_storage().nbytes())
             if want != got:
                 found.append({"op": op_id, "target": str(node.target), "index": k, "captured": want, "real": got})
 

@@ -187,6 +187,21 @@ def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optim
     return {**base, "runs": runs, "first_loss_equal": equal}
 
 
+def planned_device_bytes(run: dict) -> int | None:
+    """What the plan of one measured run says the device holds in steady state (bytes).
+
+    With a placement: persistent bytes (measured when the run has them, else the
+    plan's) + arena + the executor's unplaced buffers as PyTorch's caching allocator
+    would hold them (simulated); without one (``reorder``): the planned peak; None for
+    ``eager`` (no plan).
+    """
+    plan = run.get("plan", {})
+    if "arena_bytes" in plan:
+        persistent = run.get("persistent_allocated_bytes", plan["persistent_bytes"])
+        return persistent + plan["arena_bytes"] + plan.get("unplaced_caching_allocator_bytes", 0)
+    return plan.get("peak_bytes")
+
+
 def _mib(x) -> str:
     return "-" if x is None else f"{x / 2**20:.0f}"
 
@@ -203,12 +218,7 @@ def render_measurement(result: dict) -> str:
             if "error" in r:
                 lines.append(f"{alloc:<11}{variant:<9}  FAILED: {r['error'].strip().splitlines()[-1][:100]}")
                 continue
-            plan = r.get("plan", {})
-            planned = None
-            if "arena_bytes" in plan:  # what the plan says the device holds: persistent + arena + unplaced
-                planned = plan["persistent_bytes"] + plan["arena_bytes"] + plan.get("unplaced_caching_allocator_bytes", 0)
-            elif "peak_bytes" in plan:
-                planned = plan["peak_bytes"]
+            planned = planned_device_bytes(r)
             same = result["first_loss_equal"].get(alloc, {}).get(variant)
             lines.append(f"{alloc:<11}{variant:<9}{_mib(r.get('max_allocated_bytes')):>10}"
                          f"{_mib(r.get('max_reserved_bytes')):>13}{_mib(planned):>9}"

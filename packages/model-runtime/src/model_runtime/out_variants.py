@@ -53,7 +53,8 @@ class OutVariant:
     native: bool
 
 
-def _qualified(op: torch._ops.OpOverload) -> str:
+def qualified_name(op: torch._ops.OpOverload) -> str:
+    """``aten::name.overload`` (``aten::name`` for the default overload)."""
     schema = op._schema
     return f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
 
@@ -61,7 +62,7 @@ def _qualified(op: torch._ops.OpOverload) -> str:
 def has_native_kernel(op: torch._ops.OpOverload, device_type: str) -> bool:
     """True when ``op`` has a kernel for ``device_type``'s backend (``cpu`` -> ``CPU``)
     or a composite-implicit one, i.e. it is not only a generated wrapper."""
-    name = _qualified(op)
+    name = qualified_name(op)
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type, device_type.upper())
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     return has(name, key) or has(name, "CompositeImplicitAutograd")

@@ -36,7 +36,7 @@ from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
-from model_runtime.lowering import element_buffers, lower
+from model_runtime.lowering import element_buffers, lower, result_elements, storage_bytes
 from model_runtime.out_variants import named_arguments, out_call_arguments
 from model_runtime.slot_writes import REWRITES, call_foreach_into
 
@@ -79,17 +79,6 @@ class CompiledProgram:
     def code(self) -> str:
         """The generated Python source."""
         return self.module.code
-
-
-def _tensor_elements(val) -> list | None:
-    """The elements of a multi-output value, or None for a single value."""
-    if isinstance(val, (tuple, list)):
-        return list(val)
-    return None
-
-
-def _storage_bytes(t: torch.Tensor) -> int:
-    return int(t.untyped_storage().nbytes())
 
 
 class _Builder:
@@ -162,7 +151,7 @@ class _Builder:
 
     def slot(self, node: fx.Node, k: int, buffer: str) -> fx.Node:
         val = node.meta["val"]
-        fake = val if _tensor_elements(val) is None else val[k]
+        fake = val if result_elements(val) is None else val[k]
         name = f"_slot_{node.name}_{k}"
         return self.attr(name, _view_in(self.slots[buffer], fake))
 
@@ -173,8 +162,9 @@ class _Builder:
             # Run as eager does: the fresh results stay in PyTorch's allocator until their
             # last use; the plan kept them out of the arena (lowering.fallback_buffers).
             val = node.meta.get("val")
-            tensors = [val] if _tensor_elements(val) is None else _tensor_elements(val)
-            nbytes = sum(-(-_storage_bytes(v) // self.granularity) * self.granularity
+            elems = result_elements(val)
+            tensors = [val] if elems is None else elems
+            nbytes = sum(-(-storage_bytes(v) // self.granularity) * self.granularity
                          for v, b in zip(tensors, element_buffers(self.step, node))
                          if isinstance(v, torch.Tensor) and b in op.outputs and b not in self.output_buffers)
             self.fallbacks.append(Fallback(op.id, str(target), how.reason, nbytes))
@@ -192,7 +182,7 @@ class _Builder:
         args, kwargs = out_call_arguments(variant, named, slot_nodes)
         call = self.g.call_function(variant.overload, args, kwargs)
         if variant.returns_nothing:
-            return self.g.call_function(list, (slot_nodes,)) if _tensor_elements(node.meta.get("val")) is not None \
+            return self.g.call_function(list, (slot_nodes,)) if result_elements(node.meta.get("val")) is not None \
                 else slot_nodes[0]
         return call
 
@@ -221,7 +211,7 @@ def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     base = region.storage_offset()
     if base % itemsize:
         raise RuntimeLayerError(f"internal error: offset {base} bytes is not aligned for {fake.dtype}")
-    nbytes = _storage_bytes(fake)
+    nbytes = storage_bytes(fake)
     typed = region[:nbytes].view(fake.dtype) if nbytes else region[:0].view(fake.dtype)
     return typed.as_strided(tuple(fake.shape), tuple(fake.stride()), base // itemsize + fake.storage_offset())
 

@@ -196,7 +196,6 @@ def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
         p.grad = None
         with torch.no_grad():
             p.copy_(saved)
-        del saved
         state = optimizer.state.get(p, {})
         if "step" in state:
             if isinstance(state["step"], torch.Tensor):
