@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from model_ir import Lifetime
 
 from model_place import simulate_caching_allocator
@@ -95,3 +97,83 @@ def test_frees_happen_before_allocations_of_the_same_step():
 def test_zero_byte_requests_take_nothing():
     r = simulate_caching_allocator([lt("z", 0, 1, 0)])
     assert r.reserved_bytes == 0 and r.segments == ()
+
+
+# -- expandable segments ---------------------------------------------------------------
+
+
+def expandable(lts):
+    return simulate_caching_allocator(lts, expandable_segments=True)
+
+
+def test_expandable_maps_pages_at_the_end_and_prefers_a_fit_below_the_end():
+    # Large pool, 20 MiB pages. a maps 2 pages; b does not fit the 10 MiB left and maps
+    # one more page merged with it; c fits what is left at the end. Once a is freed, d
+    # (2 MiB) could take the 3 MiB at the end, but the allocator keeps the growable end
+    # block for later and takes the next-best fit: a's hole at address 0.
+    r = expandable([lt("a", 0, 4, 30 * MiB), lt("b", 1, 5, 15 * MiB), lt("c", 2, 5, 12 * MiB),
+                    lt("d", 4, 5, 2 * MiB)])
+    assert [r.offsets[k] for k in "abcd"] == [0, 30 * MiB, 45 * MiB, 0]
+    assert r.reserved_bytes == 60 * MiB
+    assert r.allocated_peak_bytes == 57 * MiB  # blocks are the rounded requests, never a split remainder
+    assert len(r.segments) == 1 and r.segments[0].size == 60 * MiB
+
+
+def test_expandable_rounds_to_pages_not_to_segments():
+    assert expandable([lt("a", 0, 1, 101 * MiB)]).reserved_bytes == 120 * MiB  # 6 pages of 20 MiB
+    assert simulate_caching_allocator([lt("a", 0, 1, 101 * MiB)]).reserved_bytes == 102 * MiB
+    # Small blocks pack across 2 MiB pages: 100 x 600 KiB map 30 pages (60 MiB), while
+    # default 2 MiB segments hold 3 blocks each (34 segments, 68 MiB).
+    lts = [lt(f"s{i}", 0, 1, 600 * KiB) for i in range(100)]
+    assert expandable(lts).reserved_bytes == 60 * MiB
+    assert simulate_caching_allocator(lts).reserved_bytes == 68 * MiB
+
+
+def test_expandable_pools_are_separate_segments():
+    r = expandable([lt("s", 0, 2, 100 * KiB), lt("l", 1, 2, 3 * MiB)])
+    assert r.reserved_bytes == 22 * MiB
+    assert r.offsets["l"] == 0 and r.offsets["s"] == 20 * MiB  # the large pool's segment comes first
+    assert [seg.pool for seg in r.segments] == ["large", "small"]
+    assert r.segment_of == {"s": 1, "l": 0}
+
+
+def test_expandable_removes_the_fragmentation_of_a_growing_sequence():
+    # Growing activations (eager's classic fragmentation): each freed block is too small
+    # for the next request; default segments pile up, the expandable segment reuses the
+    # hole at its end and maps only what is missing.
+    lts = [lt(f"x{i}", i, i + 2, (12 + 2 * i) * MiB) for i in range(8)]
+    assert expandable(lts).reserved_bytes < simulate_caching_allocator(lts).reserved_bytes
+
+
+@st.composite
+def mixed_lifetimes(draw):
+    """Up to 30 lifetimes whose sizes span both pools (bytes to tens of MiB)."""
+    out = []
+    for i in range(draw(st.integers(1, 30))):
+        start = draw(st.integers(0, 15))
+        unit = draw(st.sampled_from([1, KiB, 64 * KiB, MiB]))
+        out.append(lt(f"b{i}", start, draw(st.integers(start + 1, 16)), unit * draw(st.integers(0, 40))))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(mixed_lifetimes(), st.booleans())
+def test_blocks_never_overlap_and_fit_their_segments(lts, expandable_segments):
+    r = simulate_caching_allocator(lts, expandable_segments=expandable_segments)
+    live = [x for x in lts if x.size]
+    for x in live:
+        seg = r.segments[r.segment_of[x.id]]
+        assert r.block_bytes[x.id] == round_size(x.size) or not expandable_segments and r.block_bytes[x.id] > x.size
+        assert seg.base <= r.offsets[x.id] and r.offsets[x.id] + r.block_bytes[x.id] <= seg.base + seg.size
+        assert seg.pool == ("small" if round_size(x.size) <= MiB else "large")
+    for a in live:
+        for b in live:
+            if a.id < b.id and a.start < b.end and b.start < a.end:
+                assert (r.offsets[a.id] + r.block_bytes[a.id] <= r.offsets[b.id]
+                        or r.offsets[b.id] + r.block_bytes[b.id] <= r.offsets[a.id]), (a, b)
+    assert r.reserved_bytes == sum(s.size for s in r.segments)
+    assert r.reserved_bytes % (2 * MiB) == 0
+    steps = {x.start for x in live}
+    assert r.allocated_peak_bytes == max((sum(r.block_bytes[x.id] for x in live if x.start <= t < x.end)
+                                          for t in steps), default=0)
+    assert r.requested_peak_bytes <= r.allocated_peak_bytes <= r.reserved_bytes

@@ -8,6 +8,7 @@ process (so no other tensor shares the cache) and compares reserved bytes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -37,21 +38,25 @@ CASES = {
     "small-pool": [(0, 3, 700 * KiB), (0, 2, 700 * KiB), (1, 4, 700 * KiB), (2, 5, 300 * KiB), (3, 6, 1000)],
     "large-pool": [(0, 2, 5 * MiB), (0, 3, 12 * MiB), (1, 4, 11 * MiB), (3, 5, 3 * MiB), (4, 6, 19 * MiB)],
     "mixed": [(i, i + 3, (i * 977 % 13 + 1) * 300 * KiB) for i in range(40)],
+    "growing": [(i, i + 2, (12 + 2 * i) * MiB) for i in range(8)] + [(9, 12, 101 * MiB), (10, 11, 2 * MiB)],
 }
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("expandable_segments", [False, True], ids=["default", "expandable"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_simulation_matches_torch_reserved(name):
+def test_simulation_matches_torch_reserved(name, expandable_segments):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     from model_ir import Lifetime
 
     lts = CASES[name]
-    sim = simulate_caching_allocator([Lifetime(f"b{i}", s, e, n) for i, (s, e, n) in enumerate(lts)])
+    sim = simulate_caching_allocator([Lifetime(f"b{i}", s, e, n) for i, (s, e, n) in enumerate(lts)],
+                                     expandable_segments=expandable_segments)
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": f"expandable_segments:{expandable_segments}"}
     out = subprocess.run([sys.executable, "-c", REPLAY], input=json.dumps(lts), capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, env=env)
     real = json.loads(out.stdout)
     assert sim.reserved_bytes == real["reserved"]
     assert sim.allocated_peak_bytes == real["allocated"]

@@ -2,6 +2,7 @@
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from model_ir.plugins import providers
 from model_ir.simulator import simulate
@@ -13,7 +14,7 @@ from model_ir.errors import PluginError
 
 from .conftest import diamond_graph, pairs_graph
 
-ALL = ["program", "lpmf", "bfs", "dfs", "greedy", "search", "milp", "lns", "auto"]
+ALL = ["program", "optimizer-in-backward", "lpmf", "bfs", "dfs", "greedy", "search", "milp", "lns", "auto"]
 
 
 def test_builtin_schedulers_and_solvers_are_registered():
@@ -38,7 +39,7 @@ def test_every_scheduler_valid_and_exact_never_worse(g):
     for r in results.values():
         check(g, r)
     best = min(peak(liveness(g), o) for o in topological_orders(g, limit=20000))
-    heuristic = min(results[m].peak_bytes for m in ("program", "lpmf", "bfs", "dfs"))
+    heuristic = min(results[m].peak_bytes for m in ("program", "optimizer-in-backward", "lpmf", "bfs", "dfs"))
     assert results["greedy"].peak_bytes == heuristic
     for m in ("search", "milp", "auto"):
         assert results[m].peak_bytes == best  # small graphs: exact methods equal brute force
@@ -54,7 +55,7 @@ def test_independent_pairs(method):
     r = schedule(g, method=method, time_limit=5)
     check(g, r)
     assert r.eager_peak_bytes == sum(10 * (i + 1) for i in range(8))
-    if method not in ("program", "bfs"):
+    if method not in ("program", "optimizer-in-backward", "bfs"):
         assert r.peak_bytes == 80 and r.optimal  # the single largest pair
 
 
@@ -106,3 +107,20 @@ def test_milp_backends_agree_with_brute_force(solver):
     r = schedule(g, method="milp", solver=solver, time_limit=20)
     check(g, r)
     assert r.peak_bytes == best and r.optimal
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(graphs(max_ops=12), st.data())
+def test_optimizer_in_backward_moves_only_updates_and_each_as_early_as_it_can(g, data):
+    from model_sched.greedy import optimizer_in_backward_order
+
+    lv = liveness(g)
+    updates = data.draw(st.lists(st.booleans(), min_size=lv.n_ops, max_size=lv.n_ops))
+    order = optimizer_in_backward_order(lv, updates)
+    simulate(g, [g.ops[v].id for v in order])  # a valid order
+    assert [v for v in order if not updates[v]] == [v for v in range(lv.n_ops) if not updates[v]]
+    position = {v: t for t, v in enumerate(order)}
+    for t, v in enumerate(order):
+        if updates[v]:
+            ready_at = max((position[p] for p in lv.preds[v]), default=-1)
+            assert all(updates[u] for u in order[ready_at + 1:t])  # nothing but updates ran in between

@@ -1,9 +1,10 @@
 """A simulation of PyTorch's CUDA caching allocator (``c10/cuda/CUDACachingAllocator.cpp``).
 
 It replays the allocations and frees of a set of lifetimes in time order (frees of
-a step before its allocations, then input order) with the allocator's default
-rules, and reports the memory PyTorch would *reserve* from the driver, which is
-what an eager user pays:
+a step before its allocations, then input order) and reports the memory PyTorch
+would *reserve* from the driver, which is what an eager user pays. Two settings:
+
+Default (``PYTORCH_CUDA_ALLOC_CONF`` unset):
 
 - requests round up to a multiple of 512 bytes (at least 512); zero-byte requests
   take no memory;
@@ -16,10 +17,25 @@ what an eager user pays:
 - a freed block merges with free neighbours of its segment; segments are never
   released (no ``empty_cache``), so reserved memory only grows.
 
-Addresses are virtual: segments are laid end to end in creation order, so every
-buffer gets an offset in ``[0, reserved_bytes)`` that a plot can show.
-Not modelled: streams, ``max_split_size_mb``, expandable segments, garbage
-collection thresholds, and releasing cached segments after an out-of-memory retry.
+Expandable segments (``expandable_segments:True``; the same in torch 2.9 to 2.11):
+
+- each pool is one segment of virtual address space that grows by mapping pages
+  of 2 MiB (small pool) or 20 MiB (large pool); reserved memory is the mapped pages;
+- a request takes the best-fitting mapped free block, except that the free block
+  at the mapped end (which could grow) loses to the next-best fit when there is one;
+- when no mapped free block fits, the segment maps just enough pages at its end,
+  merged with the free block there if the last block is free;
+- blocks split whenever the remainder is at least 512 bytes (both pools), so a
+  block is exactly the rounded request; pages are never unmapped (no
+  ``empty_cache``, no out-of-memory retry).
+
+Addresses are virtual: default segments are laid end to end in creation order;
+with expandable segments the large pool's segment comes first, then the small
+pool's. Every buffer gets an offset in ``[0, reserved_bytes)`` that a plot can show.
+Not modelled: streams, ``max_split_size_mb``, ``roundup_power2_divisions``,
+garbage collection thresholds, and releasing cached memory after an out-of-memory
+retry. Checked against ``torch.cuda`` on an H200 (tests/model_place/test_place_cuda_reserved.py,
+``-m gpu``).
 """
 
 from __future__ import annotations
@@ -106,7 +122,98 @@ class _Block:
         self.free = True
 
 
-def simulate_caching_allocator(lifetimes: Sequence[Lifetime]) -> CachingAllocatorResult:
+#: Page size of an expandable segment, per pool (bytes).
+EXPANDABLE_PAGE = {"small": SMALL_BUFFER, "large": LARGE_BUFFER}
+
+
+class _Pool:
+    """The free blocks of one pool, by (size, address), and (expandable) its mapped end."""
+
+    def __init__(self, name: str, expandable: bool):
+        self.name, self.expandable = name, expandable
+        self.free: list[tuple[int, int]] = []
+        self.by_addr: dict[int, _Block] = {}
+        self.last: _Block | None = None  # expandable: the block at the mapped end
+        self.mapped = 0
+
+    def take(self, block: _Block) -> None:
+        del self.free[bisect.bisect_left(self.free, (block.size, block.addr))]
+
+    def give(self, block: _Block) -> None:
+        bisect.insort(self.free, (block.size, block.addr))
+
+    def best_fit(self, size: int) -> _Block | None:
+        k = bisect.bisect_left(self.free, (size, -1))
+        if k == len(self.free):
+            return None
+        block = self.by_addr[self.free[k][1]]
+        if self.expandable and block is self.last and k + 1 < len(self.free):
+            # the allocator ranks the growable end block by the size it could grow to
+            block = self.by_addr[self.free[k + 1][1]]
+        self.take(block)
+        return block
+
+    def grow(self, size: int) -> tuple[_Block, int]:
+        """Map pages at the end for ``size`` bytes; the block to serve and the bytes mapped."""
+        page = EXPANDABLE_PAGE[self.name]
+        last = self.last
+        if last is not None and last.free:
+            self.take(last)
+            grown = page * -(-(size - last.size) // page)
+            last.size += grown
+            block = last
+        else:
+            grown = page * -(-size // page)
+            block = _Block(self.mapped, grown, self.name, 0)
+            block.prev = last
+            if last is not None:
+                last.next = block
+            self.by_addr[block.addr] = block
+            self.last = block
+        self.mapped += grown
+        return block, grown
+
+    def split(self, block: _Block, size: int) -> None:
+        """Give the back of ``block`` beyond ``size`` bytes back to the pool if the rules allow."""
+        remaining = block.size - size
+        if not (remaining >= MIN_BLOCK if self.expandable else should_split(self.name, remaining)):
+            return
+        rest = _Block(block.addr + size, remaining, self.name, block.segment)
+        rest.prev, rest.next = block, block.next
+        if block.next is not None:
+            block.next.prev = rest
+        block.next = rest
+        block.size = size
+        if self.last is block:
+            self.last = rest
+        self.by_addr[rest.addr] = rest
+        self.give(rest)
+
+    def release(self, block: _Block) -> None:
+        """Free ``block``, merged with its free neighbours."""
+        block.free = True
+        del self.by_addr[block.addr]
+        for nb in (block.prev, block.next):
+            if nb is not None and nb.free:
+                self.take(nb)
+                del self.by_addr[nb.addr]
+                if nb is block.prev:
+                    block.addr, block.prev = nb.addr, nb.prev
+                    if nb.prev is not None:
+                        nb.prev.next = block
+                else:
+                    block.next = nb.next
+                    if nb.next is not None:
+                        nb.next.prev = block
+                block.size += nb.size
+                if self.last is nb:
+                    self.last = block
+        self.by_addr[block.addr] = block
+        self.give(block)
+
+
+def simulate_caching_allocator(lifetimes: Sequence[Lifetime], *,
+                               expandable_segments: bool = False) -> CachingAllocatorResult:
     """Replay ``lifetimes`` through the caching allocator; see the module docstring."""
     lifetimes = check_lifetimes(lifetimes)
     events = []
@@ -115,8 +222,7 @@ def simulate_caching_allocator(lifetimes: Sequence[Lifetime]) -> CachingAllocato
             events.append((lt.start, 1, i))
             events.append((lt.end, 0, i))
     events.sort()
-    free_lists: dict[str, list[tuple[int, int]]] = {"small": [], "large": []}  # (size, addr)
-    by_addr: dict[int, _Block] = {}
+    pools = {name: _Pool(name, expandable_segments) for name in ("small", "large")}
     segments: list[Segment] = []
     reserved = allocated = requested = 0
     allocated_peak = requested_peak = 0
@@ -125,65 +231,45 @@ def simulate_caching_allocator(lifetimes: Sequence[Lifetime]) -> CachingAllocato
     block_bytes: dict[str, int] = {lt.id: 0 for lt in lifetimes}
     segment_of: dict[str, int] = {lt.id: -1 for lt in lifetimes}
 
-    def take(block: _Block) -> None:
-        fl = free_lists[block.pool]
-        del fl[bisect.bisect_left(fl, (block.size, block.addr))]
-
-    def give(block: _Block) -> None:
-        bisect.insort(free_lists[block.pool], (block.size, block.addr))
-
     for _, kind, i in events:
         lt = lifetimes[i]
-        if kind == 1:
-            size = round_size(lt.size)
-            pool = pool_of(size)
-            fl = free_lists[pool]
-            k = bisect.bisect_left(fl, (size, -1))
-            if k < len(fl):
-                block = by_addr[fl[k][1]]
-                take(block)
-            else:
-                seg = segment_size(size)
-                block = _Block(reserved, seg, pool, len(segments))
-                segments.append(Segment(reserved, seg, pool))
-                by_addr[block.addr] = block
-                reserved += seg
-            if should_split(pool, block.size - size):
-                rest = _Block(block.addr + size, block.size - size, pool, block.segment)
-                rest.prev, rest.next = block, block.next
-                if block.next is not None:
-                    block.next.prev = rest
-                block.next = rest
-                block.size = size
-                by_addr[rest.addr] = rest
-                give(rest)
-            block.free = False
-            held[i] = block
-            offsets[lt.id], block_bytes[lt.id], segment_of[lt.id] = block.addr, block.size, block.segment
-            allocated += block.size
-            requested += lt.size
-            allocated_peak = max(allocated_peak, allocated)
-            requested_peak = max(requested_peak, requested)
-        else:
+        if kind == 0:
             block = held.pop(i)
             allocated -= block.size
             requested -= lt.size
-            block.free = True
-            del by_addr[block.addr]
-            for nb in (block.prev, block.next):
-                if nb is not None and nb.free:
-                    take(nb)
-                    del by_addr[nb.addr]
-                    if nb is block.prev:
-                        block.addr, block.prev = nb.addr, nb.prev
-                        if nb.prev is not None:
-                            nb.prev.next = block
-                    else:
-                        block.next = nb.next
-                        if nb.next is not None:
-                            nb.next.prev = block
-                    block.size += nb.size
-            by_addr[block.addr] = block
-            give(block)
+            pools[block.pool].release(block)
+            continue
+        size = round_size(lt.size)
+        pool = pools[pool_of(size)]
+        block = pool.best_fit(size)
+        if block is None and expandable_segments:
+            block, grown = pool.grow(size)
+            reserved += grown
+        elif block is None:
+            seg = segment_size(size)
+            block = _Block(reserved, seg, pool.name, len(segments))
+            segments.append(Segment(reserved, seg, pool.name))
+            pool.by_addr[block.addr] = block
+            reserved += seg
+        pool.split(block, size)
+        block.free = False
+        held[i] = block
+        offsets[lt.id], block_bytes[lt.id], segment_of[lt.id] = block.addr, block.size, block.segment
+        allocated += block.size
+        requested += lt.size
+        allocated_peak = max(allocated_peak, allocated)
+        requested_peak = max(requested_peak, requested)
+    if expandable_segments:
+        # one segment per pool that mapped pages: the large pool's first, then the small pool's
+        base = {"large": 0, "small": pools["large"].mapped}
+        for name in ("large", "small"):
+            if pools[name].mapped:
+                segments.append(Segment(base[name], pools[name].mapped, name))
+        index = {seg.pool: k for k, seg in enumerate(segments)}
+        for lt in lifetimes:
+            if lt.size:
+                name = pool_of(round_size(lt.size))
+                offsets[lt.id] += base[name]
+                segment_of[lt.id] = index[name]
     return CachingAllocatorResult(reserved, allocated_peak, requested_peak, offsets, block_bytes, segment_of,
                                   tuple(segments))

@@ -9,7 +9,7 @@ import sys
 from model_ir.formatting import human_bytes, percent
 from model_ir.json_format import load_graph, save_plan
 from model_ir.plan import Plan, Schedule
-from model_sched.api import schedule
+from model_sched.api import schedule, scheduler_names
 from model_sched.control import Progress
 from model_sched.errors import SchedError
 from model_sched.result import ScheduleResult
@@ -45,7 +45,7 @@ class ScheduleCommand:
     def add_arguments(self, parser) -> None:
         parser.add_argument("graph", help="graph (model-ir/1) or plan (model-plan/1) JSON file")
         parser.add_argument("--method", default="auto",
-                            help="scheduler: auto (default), greedy, search, milp, lns, program, lpmf, bfs, dfs")
+                            help=f"scheduler: {', '.join(scheduler_names())} (default auto)")
         parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
         parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                             help="seconds before returning the best order so far (default 60, inf for none)")

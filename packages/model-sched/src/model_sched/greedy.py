@@ -1,5 +1,6 @@
-"""Baseline orders: eager program order and the greedy memory-aware topological
-sorts of PyTorch's compiler (``torch/_inductor/memory.py``: LPMF, BFS, DFS).
+"""Baseline orders: eager program order, eager with the optimizer step fused into
+backward, and the greedy memory-aware topological sorts of PyTorch's compiler
+(``torch/_inductor/memory.py``: LPMF, BFS, DFS).
 
 All run in O((ops + uses) log ops) with heaps, so they stay fast on graphs with
 tens of thousands of ops.
@@ -8,7 +9,9 @@ tens of thousands of ops.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
+from model_ir.graph import Graph
 from model_sched.liveness import Liveness
 
 #: How many candidates LPMF inspects when looking for the least ``mem2`` among the
@@ -19,6 +22,46 @@ LPMF_SCAN = 64
 def program_order(lv: Liveness) -> list[int]:
     """The eager order: ops as listed."""
     return list(range(lv.n_ops))
+
+
+def optimizer_ops(graph: Graph) -> list[bool]:
+    """For each op, whether it belongs to the optimizer step (``meta["phase"]`` set by capture)."""
+    return [op.meta.get("phase") == "optimizer" for op in graph.ops]
+
+
+def optimizer_in_backward_order(lv: Liveness, updates: Sequence[bool]) -> list[int]:
+    """Program order with each optimizer op moved up to the first point it can run.
+
+    This models PyTorch's "optimizer step in backward" recipe
+    (``Tensor.register_post_accumulate_grad_hook`` with one optimizer per
+    parameter): a parameter is updated as soon as its gradient is complete and no
+    later backward op reads the parameter, and the gradient is freed right after.
+    The recipe's hook fires once the whole autograd node that produced the gradient
+    has run, at or after this point, so the order's peak is at most the recipe's
+    (equal for SGD; tests/model_ir/test_capture_memory.py measures both): a baseline
+    that errs low. The other ops (``updates[v]`` false) keep their program order;
+    ready updates run in program order after each of them.
+    """
+    missing = [len(p) for p in lv.preds]
+    ready = [v for v in range(lv.n_ops) if updates[v] and not missing[v]]
+    heapq.heapify(ready)
+    order: list[int] = []
+
+    def run(v: int) -> None:
+        order.append(v)
+        for s in lv.succs[v]:
+            missing[s] -= 1
+            if not missing[s] and updates[s]:
+                heapq.heappush(ready, s)
+
+    # Program order is topological, so when an op's turn comes every update it depends on
+    # has become ready and run in an earlier drain.
+    for v in [None, *(v for v in range(lv.n_ops) if not updates[v])]:
+        if v is not None:
+            run(v)
+        while ready:
+            run(heapq.heappop(ready))
+    return order
 
 
 def lpmf_order(lv: Liveness) -> list[int]:

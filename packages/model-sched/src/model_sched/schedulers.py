@@ -62,7 +62,19 @@ PROGRAM = _Heuristic("program", greedy.program_order, "eager program order (what
 LPMF = _Heuristic("lpmf", greedy.lpmf_order, "least-peak-memory-first greedy (PyTorch inductor)")
 BFS = _Heuristic("bfs", greedy.bfs_order, "BFS by input age (PyTorch inductor)")
 DFS = _Heuristic("dfs", greedy.dfs_order, "DFS by size (PyTorch inductor)")
-HEURISTICS = (PROGRAM, LPMF, BFS, DFS)
+
+
+class _OptimizerInBackward:
+    name = "optimizer-in-backward"
+    help = "eager order with each parameter's update right after its gradient (PyTorch's recipe)"
+
+    def run(self, problem: Problem, control: SolveControl, solver=None) -> None:
+        updates = greedy.optimizer_ops(problem.graph)
+        control.offer(greedy.optimizer_in_backward_order(problem.lv, updates), self.name)
+
+
+OPTIMIZER_IN_BACKWARD = _OptimizerInBackward()
+HEURISTICS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS)
 
 
 def run_greedy(problem: Problem, control: SolveControl) -> None:
@@ -73,7 +85,7 @@ def run_greedy(problem: Problem, control: SolveControl) -> None:
 
 class Greedy:
     name = "greedy"
-    help = "best of program order, LPMF, BFS and DFS"
+    help = "best of program order, optimizer-in-backward, LPMF, BFS and DFS"
 
     def run(self, problem, control, solver=None) -> None:
         run_greedy(problem, control)
@@ -187,4 +199,4 @@ class Auto:
             improve_by_windows(problem.lv, control, _window_solver(solver), seed=1)
 
 
-BUILTIN_SCHEDULERS = (PROGRAM, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto())
+BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto())

@@ -109,20 +109,52 @@ def measure_eager_live_bytes(model, optimizer, inputs, *, loss_fn=None, targets=
     Its maximum is the eager peak a ``keep_grads=True`` capture's program order models.
     """
     from model_ir.testing.torch_models import eager_step
+
+    return _measure_step(model, [] if optimizer is None else [optimizer], inputs, targets, granularity,
+                         lambda: eager_step(model, optimizer, inputs, loss_fn, targets))
+
+
+def measure_optimizer_in_backward_live_bytes(model, make_optimizer, inputs, *, loss_fn=None, targets=(),
+                                             granularity: int = 1) -> list[int]:
+    """Live storage bytes after every aten op of one eager step with the optimizer fused
+    into backward, PyTorch's recipe: ``make_optimizer([p])`` builds one optimizer per
+    parameter, and a ``register_post_accumulate_grad_hook`` steps it and drops the
+    gradient as soon as backward has accumulated it. Counted as in
+    :func:`measure_eager_live_bytes`; its maximum is the peak that the
+    ``optimizer-in-backward`` order of a capture with one whole-model optimizer models.
+    """
+    from model_ir.testing.torch_models import eager_step
+
+    optimizers = {p: make_optimizer([p]) for p in model.parameters()}
+
+    def update(p):
+        optimizers[p].step()
+        p.grad = None
+
+    handles = [p.register_post_accumulate_grad_hook(update) for p in optimizers]
+    try:
+        return _measure_step(model, list(optimizers.values()), inputs, targets, granularity,
+                             lambda: eager_step(model, None, inputs, loss_fn, targets))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _measure_step(model, optimizers, inputs, targets, granularity, run) -> list[int]:
     from model_ir.torch import init_optimizer_state
     from model_ir.torch.tracing import flatten_batch
 
-    if optimizer is not None:
-        init_optimizer_state(optimizer)
+    for opt in optimizers:
+        init_optimizer_state(opt)
     tracker = _PeakTracker(granularity)
     persistent = [*model.parameters(), *model.buffers(), *flatten_batch(inputs)[0], *flatten_batch(tuple(targets))[0]]
-    if optimizer is not None:
-        persistent += [v for st in optimizer.state.values() for v in st.values()]
+    for opt in optimizers:
+        persistent += [v for st in opt.state.values() for v in st.values()]
     for t in persistent:
         if isinstance(t, torch.Tensor):
             tracker.track(t)
     with tracker:
-        eager_step(model, optimizer, inputs, loss_fn, targets)
+        run()
     return tracker.after_each
 
 
