@@ -32,7 +32,7 @@ def training_graph() -> Graph:
         Op("fc2_bw_w", inputs=["g_a2", "a1"], outputs=["g_w2"]),
         Op("fc2_bw_x", inputs=["g_a2", "w2"], outputs=["g_a1"]),
         Op("fc1_bw_w", inputs=["g_a1", "x"], outputs=["g_w1"]),
-        Op("sgd_w2", inputs=["g_w2"], mutates=["w2"], target="aten.add_.Tensor"),
-        Op("sgd_w1", inputs=["g_w1"], mutates=["w1"], target="aten.add_.Tensor"),
+        Op("sgd_w2", inputs=["g_w2"], mutates=["w2"], target="aten.add_.Tensor", meta={"phase": "optimizer"}),
+        Op("sgd_w1", inputs=["g_w1"], mutates=["w1"], target="aten.add_.Tensor", meta={"phase": "optimizer"}),
     ]
     return Graph(buffers, ops, name="two-layer")

@@ -28,6 +28,17 @@ def check_figures(run, graph):
     if f["eager_reserved_bytes"]:
         assert f["saving_vs_reserved"] == pytest.approx(1 - f["optimized_total_bytes"] / f["eager_reserved_bytes"])
         assert f["best_possible_saving_vs_reserved"] >= f["saving_vs_reserved"] - 1e-12
+    baselines = {"eager": f["eager_reserved_bytes"], "eager-expandable": f["eager_reserved_expandable_bytes"],
+                 "optimizer-in-backward": f["optimizer_in_backward_reserved_bytes"],
+                 "optimizer-in-backward-expandable": f["optimizer_in_backward_reserved_expandable_bytes"]}
+    assert f["strongest_baseline_bytes"] == baselines[f["strongest_baseline"]] == min(baselines.values())
+    assert f["eager_reserved_expandable_bytes"] >= f["eager_peak_bytes"]
+    assert f["optimizer_in_backward_reserved_expandable_bytes"] >= f["optimizer_in_backward_peak_bytes"]
+    assert f["lower_bound_bytes"] <= f["optimizer_in_backward_peak_bytes"]
+    if f["strongest_baseline_bytes"]:
+        assert f["saving_vs_strongest"] == pytest.approx(1 - f["optimized_total_bytes"] / f["strongest_baseline_bytes"])
+        assert f["saving_vs_strongest"] <= f["saving_vs_reserved"] + 1e-12
+        assert f["best_possible_saving_vs_strongest"] >= f["saving_vs_strongest"] - 1e-12
     assert set(f["stage_seconds"]) >= {"eager", "schedule", "place", "total"}
     assert f["seconds"] == pytest.approx(f["stage_seconds"]["total"], abs=1e-3)
 
@@ -45,6 +56,8 @@ def test_hand_made_training_step(training_graph):
     # and nothing can free the rest: that is the optimum.
     assert f["optimized_peak_bytes"] == persistent + (1 + 16 + 24) * k
     assert f["schedule_optimal"] and f["placement_optimal"] and f["fragmentation"] == 0
+    # That is exactly what fusing the optimizer into backward does.
+    assert f["optimizer_in_backward_peak_bytes"] == f["optimized_peak_bytes"]
     plan = run.plan()
     assert plan.placement.arena_bytes == f["arena_bytes"] and plan.schedule.order == run.order
 

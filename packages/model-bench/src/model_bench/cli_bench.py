@@ -68,7 +68,11 @@ def format_run(f: dict[str, Any]) -> str:
     return "\n".join([
         f"{head}: {f['ops']} ops, {f['buffers']} buffers,{params} persistent {fmt_bytes(f['persistent_bytes'])}",
         f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}; reserved by the caching allocator "
-        f"{fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments)",
+        f"{fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments), "
+        f"{fmt_bytes(f['eager_reserved_expandable_bytes'])} with expandable segments",
+        f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}; reserved "
+        f"{fmt_bytes(f['optimizer_in_backward_reserved_bytes'])}, "
+        f"{fmt_bytes(f['optimizer_in_backward_reserved_expandable_bytes'])} with expandable segments",
         f"  optimized order         peak {fmt_bytes(f['optimized_peak_bytes'])} "
         f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}"
         f"{': ' + f['schedule_source'] if f.get('schedule_source') else ''}]; "
@@ -77,8 +81,10 @@ def format_run(f: dict[str, Any]) -> str:
         f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
         f"[{f['placement_method']}], {popt}",
         f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena): "
-        f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved; best possible "
-        f"{fmt_percent(-f['best_possible_saving_vs_reserved'])} (lower bound)",
+        f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved, {fmt_percent(-f['saving_vs_expandable'])} vs "
+        f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
+        f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "
+        "(lower bound)",
         f"  seconds                 {secs}",
     ])
 

@@ -124,31 +124,73 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     return case, graph
 
 
-def eager_lifetimes(graph: Graph) -> list[Lifetime]:
-    """Every buffer's lifetime in program order, persistent buffers first and alive throughout.
+def eager_lifetimes(graph: Graph, order=None) -> list[Lifetime]:
+    """Every buffer's lifetime in ``order`` (default: program order), persistent buffers
+    first and alive throughout.
 
     This is what eager PyTorch asks of its caching allocator: weights, optimizer
     state and the batch are allocated before the step and never freed; then each
-    transient buffer in program order.
+    transient buffer in the order the ops run.
     """
-    profile = simulate(graph)
+    profile = simulate(graph, order)
     n = max(len(graph.ops), 1)
     persistent = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
     return persistent + list(profile.lifetimes)
 
 
-def simulate_eager_allocator(graph: Graph):
-    """The caching-allocator simulation of the eager step (all buffers, program order)."""
-    return simulate_caching_allocator_on(eager_lifetimes(graph))
+def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):
+    """The caching-allocator simulation of the eager step (all buffers, ``order`` or program order)."""
+    return simulate_caching_allocator_on(eager_lifetimes(graph, order), expandable_segments=expandable_segments)
 
 
-def simulate_caching_allocator_on(lifetimes):
+def simulate_caching_allocator_on(lifetimes, *, expandable_segments: bool = False):
     """The caching-allocator simulation of ``lifetimes`` replayed in time order."""
     try:
         from model_place import simulate_caching_allocator
     except ImportError as e:
         raise _missing("the caching-allocator simulation", "model_place", e) from None
-    return simulate_caching_allocator(lifetimes)
+    return simulate_caching_allocator(lifetimes, expandable_segments=expandable_segments)
+
+
+def optimizer_in_backward_order(graph: Graph) -> list[str]:
+    """Eager order with the optimizer step fused into backward (PyTorch's recipe; model_sched)."""
+    try:
+        from model_sched.greedy import optimizer_in_backward_order as order_of, optimizer_ops
+        from model_sched.liveness import liveness
+    except ImportError as e:
+        raise _missing("the optimizer-in-backward baseline", "model_sched", e) from None
+    return [graph.ops[v].id for v in order_of(liveness(graph), optimizer_ops(graph))]
+
+
+#: The eager baselines, each what PyTorch reserves for the step (simulated): the
+#: order eager runs, and the caching allocator's setting.
+BASELINES = {
+    "eager": "program order, caching allocator (default setting)",
+    "eager-expandable": "program order, caching allocator with expandable_segments:True",
+    "optimizer-in-backward": "optimizer step fused into backward, caching allocator (default setting)",
+    "optimizer-in-backward-expandable": "optimizer step fused into backward, expandable_segments:True",
+}
+
+
+def eager_baselines(graph: Graph) -> dict[str, Any]:
+    """Figures of every eager baseline (bytes), and the strongest (least reserved) of them."""
+    fused = optimizer_in_backward_order(graph)
+    reserved = {
+        "eager": simulate_eager_allocator(graph).reserved_bytes,
+        "eager-expandable": simulate_eager_allocator(graph, expandable_segments=True).reserved_bytes,
+        "optimizer-in-backward": simulate_eager_allocator(graph, fused).reserved_bytes,
+        "optimizer-in-backward-expandable": simulate_eager_allocator(graph, fused,
+                                                                     expandable_segments=True).reserved_bytes,
+    }
+    strongest = min(reserved, key=lambda k: (reserved[k], list(BASELINES).index(k)))
+    return {
+        "eager_reserved_expandable_bytes": reserved["eager-expandable"],
+        "optimizer_in_backward_peak_bytes": simulate(graph, fused).peak_bytes,
+        "optimizer_in_backward_reserved_bytes": reserved["optimizer-in-backward"],
+        "optimizer_in_backward_reserved_expandable_bytes": reserved["optimizer-in-backward-expandable"],
+        "strongest_baseline": strongest,
+        "strongest_baseline_bytes": reserved[strongest],
+    }
 
 
 def schedule_graph(graph: Graph, settings: BenchSettings, progress: Progress | None = None):
@@ -192,6 +234,10 @@ def _ratio(part: float, whole: float) -> float | None:
     return None if not whole else part / whole
 
 
+def _saving(plan: int, baseline: int) -> float:
+    return 1 - plan / baseline if baseline else 0.0
+
+
 def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, progress: Progress | None = None,
                   seconds: dict[str, float] | None = None, extra: Mapping[str, Any] | None = None) -> BenchRun:
     """Eager baseline, optimized order and placement of ``graph``, with every figure in bytes.
@@ -205,8 +251,10 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         eager = simulate(graph)
         allocator = simulate_eager_allocator(graph)
         transient_allocator = simulate_caching_allocator_on(eager.lifetimes)
+        baselines = eager_baselines(graph)
     progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
-                 f"{_gib(allocator.reserved_bytes)}")
+                 f"{_gib(allocator.reserved_bytes)}; strongest baseline {baselines['strongest_baseline']} "
+                 f"{_gib(baselines['strongest_baseline_bytes'])}")
     with progress.stage("schedule", seconds):
         sched, optimized = schedule_graph(graph, settings, progress)
     progress.say(f"  optimized peak {_gib(optimized.peak_bytes)}, lower bound {_gib(sched.lower_bound_bytes)}")
@@ -235,6 +283,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "eager_allocated_peak_bytes": allocator.allocated_peak_bytes,
         "eager_transient_reserved_bytes": transient_allocator.reserved_bytes,
         "eager_segments": len(allocator.segments),
+        **baselines,
         "optimized_peak_bytes": optimized.peak_bytes,
         "optimized_transient_peak_bytes": optimized.transient_peak_bytes,
         "peak_saving": 1 - _ratio(optimized.peak_bytes, eager.peak_bytes) if eager.peak_bytes else 0.0,
@@ -255,6 +304,9 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "saving_vs_reserved": 1 - total / allocator.reserved_bytes if allocator.reserved_bytes else 0.0,
         "best_possible_saving_vs_reserved": (1 - lower / allocator.reserved_bytes
                                              if allocator.reserved_bytes else 0.0),
+        "saving_vs_expandable": _saving(total, baselines["eager_reserved_expandable_bytes"]),
+        "saving_vs_strongest": _saving(total, baselines["strongest_baseline_bytes"]),
+        "best_possible_saving_vs_strongest": _saving(lower, baselines["strongest_baseline_bytes"]),
     })
     seconds["total"] = sum(v for k, v in seconds.items() if k not in ("total", "import"))
     figures["stage_seconds"] = {k: round(v, 4) for k, v in seconds.items()}
