@@ -22,7 +22,7 @@ def check_figures(run, graph):
     lifetimes = optimized.lifetimes
     validate_placement(lifetimes, run.placement.offsets, f["arena_bytes"])
     assert f["arena_bytes"] >= f["optimized_transient_peak_bytes"]
-    assert f["optimized_total_bytes"] == graph.persistent_bytes + f["arena_bytes"]
+    assert f["optimized_total_bytes"] == graph.persistent_bytes + f["arena_bytes"] + f["workspace_bytes"]
     # The caching allocator never reserves less than what is live.
     assert f["eager_reserved_bytes"] >= f["eager_peak_bytes"]
     if f["eager_reserved_bytes"]:
@@ -74,3 +74,24 @@ def test_eager_lifetimes_put_persistent_buffers_first(training_graph):
 def test_random_graphs(graph):
     run = analyze_graph(graph, BenchSettings(time_limit=2))
     check_figures(run, graph)
+
+
+def test_a_cuda_graph_pays_the_cublas_workspaces(training_graph):
+    """Captured for CUDA, eager holds two cuBLAS workspaces in training (forward thread and
+    autograd's device thread) and a plan one; on the CPU none."""
+    import attrs
+
+    cpu = analyze_graph(training_graph, BenchSettings(time_limit=5)).figures
+    graph = attrs.evolve(training_graph, meta={**training_graph.meta, "device": "cuda", "train": True})
+    cuda = analyze_graph(graph, BenchSettings(time_limit=5)).figures
+    ws = 32 * 2**20  # Hopper's default
+    assert cpu["workspace_bytes"] == cpu["eager_workspace_bytes"] == 0
+    assert cuda["workspace_bytes"] == ws and cuda["eager_workspace_bytes"] == 2 * ws
+    assert cuda["optimized_total_bytes"] == cpu["optimized_total_bytes"] + ws
+    assert cuda["eager_allocated_peak_bytes"] == cpu["eager_allocated_peak_bytes"] + 2 * ws
+    assert cuda["eager_reserved_bytes"] == cpu["eager_reserved_bytes"] + 2 * ws  # two 32 MiB segments
+    for key in ("eager_reserved_expandable_bytes", "optimizer_in_backward_reserved_expandable_bytes"):
+        assert cuda[key] >= cpu[key] + 2 * ws
+    assert cuda["best_possible_saving_vs_strongest"] >= cuda["saving_vs_strongest"] - 1e-12
+    eval_graph = attrs.evolve(graph, meta={**graph.meta, "train": False})
+    assert analyze_graph(eval_graph, BenchSettings(time_limit=5)).figures["eager_workspace_bytes"] == ws
