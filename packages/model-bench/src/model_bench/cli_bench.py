@@ -86,8 +86,26 @@ def format_run(f: dict[str, Any]) -> str:
         f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
         f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "
         "(lower bound)",
+        *_measured_lines(f),
         f"  seconds                 {secs}",
     ])
+
+
+def _measured_lines(f: dict[str, Any]) -> list[str]:
+    """The measured figures of a ``--measure`` run (max allocated / reserved per variant and allocator)."""
+    if not f.get("measured_torch"):
+        return []
+    lines = [f"  measured                on {f.get('measured_gpu', '?')}, torch {f['measured_torch']}: "
+             "max allocated / reserved (default allocator; expandable segments)"]
+    for variant in ("eager", "reorder", "arena"):
+        cells = []
+        for suffix in ("", "_expandable"):
+            error = f.get(f"measured_{variant}_error{suffix}")
+            cells.append(f"failed: {error}" if error else
+                         f"{fmt_bytes(f.get(f'measured_{variant}_allocated{suffix}_bytes'))} / "
+                         f"{fmt_bytes(f.get(f'measured_{variant}_reserved{suffix}_bytes'))}")
+        lines.append(f"    {variant:<21}{cells[0]}; {cells[1]}")
+    return lines
 
 
 class BenchCommand:
@@ -115,6 +133,9 @@ class BenchCommand:
         parser.add_argument("--no-artifacts", action="store_true",
                             help="write only the reports, not each run's graph, plan, plots and snapshots")
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        parser.add_argument("--measure", action="store_true",
+                            help="also run eager, reorder and arena steps on the CUDA GPU (each in a fresh process, "
+                                 "default allocator and expandable segments) and report measured memory")
         parser.add_argument("--list", action="store_true", help="list the zoo's models and exit")
         sub = parser.add_subparsers(dest="bench_command", metavar="{max-batch,suite}")
         mb = sub.add_parser("max-batch", help="largest batch size within a memory budget, eager vs optimized")
@@ -135,6 +156,7 @@ class BenchCommand:
                         help=f"output directory (default {DEFAULT_OUT}/suite/)")
         su.add_argument("--artifacts", action="store_true", help="also write each run's graph, plan, plots, snapshots")
         su.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        su.add_argument("--measure", action="store_true", help="also measure every run on the CUDA GPU (see bench)")
         add_optimizer_arguments(su)
 
     def run(self, args) -> int:
@@ -145,6 +167,8 @@ class BenchCommand:
         if args.list:
             return list_models(args.json)
         if args.graph:
+            if args.measure:
+                raise BenchError("--measure runs zoo models; a graph file has no model to run")
             return run_graph_file(args)
         models = _split(args.models)
         if not models:
@@ -177,6 +201,8 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
 
     settings = settings_from(args)
     check_sweep(models, modes, batch_sizes)
+    if args.measure:
+        check_cuda("--measure")
     progress = Progress(quiet=args.quiet)
 
     def show(figures, run):
@@ -184,13 +210,23 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
             print(format_run(figures), flush=True)
 
     results = run_sweep(models, modes, batch_sizes, settings, out_dir=args.out, artifacts=artifacts,
-                        progress=progress, on_run=show, title=title)
+                        progress=progress, on_run=show, title=title, measure=args.measure)
     out = Path(args.out)
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else {"results": results, "out": str(out)}))
     else:
         print(f"reports written to {out}/ (results.json, results.csv, summary.md, results_table.md)")
     return 1 if any(r.get("error") for r in results) else 0
+
+
+def check_cuda(flag: str) -> None:
+    """Raise a one-line error unless torch sees a CUDA GPU."""
+    try:
+        import torch
+    except ImportError:
+        raise BenchError(f"{flag} needs torch with CUDA, and torch is not installed") from None
+    if not torch.cuda.is_available():
+        raise BenchError(f"{flag} runs the steps on a CUDA GPU, and none is available")
 
 
 def run_suite(args) -> int:
@@ -243,10 +279,7 @@ def run_max_batch(args) -> int:
 
         measure = torch.cuda.is_available()
     if measure:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BenchError("--measure always needs a CUDA GPU, and none is available")
+        check_cuda("--measure always")
     progress = Progress(quiet=args.quiet, prefix=f"[{args.model} max-batch] ")
     result = max_batch(args.model, budget, mode=args.mode, settings=settings, limit=args.limit,
                        measure=measure, progress=progress)

@@ -25,7 +25,10 @@ CSV_COLUMNS = (
     "optimized_peak_bytes", "lower_bound_bytes", "schedule_gap", "schedule_optimal", "arena_bytes",
     "placement_lower_bound_bytes", "placement_gap", "placement_optimal", "fragmentation", "optimized_total_bytes",
     "peak_saving", "saving_vs_reserved", "best_possible_saving_vs_reserved", "saving_vs_expandable",
-    "saving_vs_strongest", "best_possible_saving_vs_strongest", "seconds", "error",
+    "saving_vs_strongest", "best_possible_saving_vs_strongest", "device", "workspace_bytes",
+    "eager_workspace_bytes", "measured_gpu", "measured_torch", "measured_eager_allocated_bytes",
+    "measured_eager_reserved_bytes", "measured_eager_reserved_expandable_bytes",
+    "measured_reorder_reserved_expandable_bytes", "measured_arena_reserved_expandable_bytes", "seconds", "error",
 )
 
 
@@ -169,9 +172,47 @@ LEGEND = (
 )
 
 
+def _sim_vs_measured(simulated: int | None, measured: int | None) -> str:
+    """``'575 / 664 (-13%)'``: simulated and measured MiB, and the simulation's error."""
+    if measured is None:
+        return "-"
+    mib = lambda n: "-" if n is None else f"{n / 2**20:.0f}"  # noqa: E731
+    error = f" ({fmt_percent(simulated / measured - 1, 0)})" if simulated is not None and measured else ""
+    return f"{mib(simulated)} / {mib(measured)}{error}"
+
+
+def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Simulated against measured memory (MiB) for the runs measured on a GPU (``bench --measure``);
+    empty when none was."""
+    runs = [r for r in results if not r.get("error") and r.get("measured_torch")]
+    if not runs:
+        return ""
+    mib = lambda n: "-" if n is None else f"{n / 2**20:.0f}"  # noqa: E731
+    head = ("| model | mode | batch | eager allocated: sim. / meas. | eager reserved: sim. / meas. | "
+            "eager reserved, exp. seg.: sim. / meas. | plan (sim.) | reorder reserved, exp. seg. | "
+            "arena reserved, exp. seg. | measured saving vs eager, exp. seg. |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in runs:
+        eager = r.get("measured_eager_reserved_expandable_bytes")
+        optimized = [r.get(f"measured_{v}_reserved_expandable_bytes") for v in ("reorder", "arena")]
+        best = min((x for x in optimized if x is not None), default=None)
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['batch_size']} | "
+            f"{_sim_vs_measured(r.get('eager_allocated_peak_bytes'), r.get('measured_eager_allocated_bytes'))} | "
+            f"{_sim_vs_measured(r.get('eager_reserved_bytes'), r.get('measured_eager_reserved_bytes'))} | "
+            f"{_sim_vs_measured(r.get('eager_reserved_expandable_bytes'), eager)} | "
+            f"{mib(r.get('optimized_total_bytes'))} | {mib(optimized[0])} | {mib(optimized[1])} | "
+            f"{fmt_percent(1 - best / eager) if best is not None and eager else '-'} |")
+    gpus = sorted({f"{r.get('measured_gpu', '?')} (torch {r['measured_torch']})" for r in runs})
+    return ("\n".join(lines) + "\n\nMeasured on " + ", ".join(gpus) + ": steady-state `torch.cuda.max_memory_allocated`"
+            " / `max_memory_reserved`, each step in a fresh process; sim.: this report's simulation; in parentheses "
+            "the simulation's error against the measurement.\n")
+
+
 def results_block(results: Sequence[Mapping[str, Any]]) -> str:
-    """The table and its legend: what ``results_table.md`` holds and the README shows."""
-    return markdown_table(results) + "\n" + LEGEND
+    """The tables and their legend: what ``results_table.md`` holds and the README shows."""
+    measured = measured_table(results)
+    return markdown_table(results) + "\n" + LEGEND + (f"\n{measured}" if measured else "")
 
 
 def markdown_summary(results: Sequence[Mapping[str, Any]], *, title: str = "model-opt bench") -> str:

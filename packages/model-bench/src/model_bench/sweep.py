@@ -40,12 +40,25 @@ def suite_models() -> list[str]:
     return model_names(suite_only=True)
 
 
+def measure_run(model: str, mode: str, batch: int, settings: BenchSettings, progress: Progress) -> dict[str, Any]:
+    """The measured figures of one zoo run on the GPU (each variant in a fresh process)."""
+    from model_runtime.measured_runs import measure_model, measured_figures
+
+    result = measure_model(model, mode=mode, batch_size=batch, optimizer=settings.optimizer, device="cuda",
+                           time_limit=settings.time_limit, progress=progress.say)
+    return measured_figures(result)
+
+
 def run_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence[int],
               settings: BenchSettings = BenchSettings(), *, out_dir: str | Path | None = None,
               artifacts: bool = True, progress: Progress | None = None,
               on_run: Callable[[dict[str, Any], BenchRun | None], None] | None = None,
-              title: str = "model-opt bench") -> list[dict[str, Any]]:
+              title: str = "model-opt bench", measure: bool = False) -> list[dict[str, Any]]:
     """Run every combination; returns the figures of each run (``error`` set for failures).
+
+    ``measure`` (CUDA): also run the eager, ``reorder`` and ``arena`` steps for real,
+    each in a fresh process with the default allocator and with expandable segments,
+    and add the measured figures (:func:`model_runtime.measured_runs.measured_figures`).
 
     With ``out_dir``, each run's files go to ``out_dir/<model>-<mode>-b<batch>/`` and the
     report (results JSON/CSV, summary and table Markdown) to ``out_dir``, rewritten
@@ -63,6 +76,8 @@ def run_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence
         try:
             run = run_bench(model, mode, batch, settings, progress=progress)
             figures = dict(run.figures)
+            if measure:
+                figures.update(measure_run(model, mode, batch, settings, progress))
             if out_dir is not None and artifacts:
                 write_artifacts(run, Path(out_dir) / run_label(figures))
         except Exception as e:  # noqa: BLE001 - one model's failure must not lose the sweep

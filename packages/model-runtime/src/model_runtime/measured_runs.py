@@ -187,6 +187,32 @@ def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optim
     return {**base, "runs": runs, "first_loss_equal": equal}
 
 
+def measured_figures(result: dict) -> dict:
+    """The flat figures of :func:`measure_model`'s ``result``, for a benchmark report (bytes, seconds).
+
+    Per variant and allocator setting: ``measured_<variant>_allocated_bytes`` and
+    ``measured_<variant>_reserved_bytes`` (default allocator; ``..._expandable_bytes``
+    with expandable segments), ``measured_<variant>_step_seconds[_expandable]``, or
+    ``measured_<variant>_error[_expandable]``; plus ``measured_gpu`` and ``measured_torch``.
+    """
+    out: dict = {}
+    for alloc, by_variant in result["runs"].items():
+        suffix = "" if alloc == "default" else f"_{alloc}"
+        for variant, r in by_variant.items():
+            key = f"measured_{variant.replace('-', '_')}"
+            if "error" in r:
+                out[f"{key}_error{suffix}"] = r["error"].strip().splitlines()[-1][:200] if r["error"].strip() else "failed"
+                continue
+            out.setdefault("measured_torch", r.get("torch"))
+            if "gpu" in r:
+                out.setdefault("measured_gpu", r["gpu"])
+            for what in ("allocated", "reserved"):
+                if f"max_{what}_bytes" in r:
+                    out[f"{key}_{what}{suffix}_bytes"] = r[f"max_{what}_bytes"]
+            out[f"{key}_step_seconds{suffix}"] = r["median_step_seconds"]
+    return out
+
+
 def planned_device_bytes(run: dict) -> int | None:
     """What the plan of one measured run says the device holds in steady state (bytes).
 

@@ -1,0 +1,67 @@
+"""``bench --measure``: measured figures merged into the report next to the simulated ones.
+
+The measurement itself needs a CUDA GPU (``tests/model_runtime/test_runtime_gpu.py``,
+``-m gpu``); here it is replaced by a recorded result of the same shape.
+"""
+
+from model_bench.reports import markdown_summary, measured_table
+from model_ir.cli import main
+from model_runtime.measured_runs import measured_figures
+
+MiB = 1 << 20
+
+
+def fake_result(model="tiny-mlp", mode="train", batch_size=2, **_):
+    def run(alloc_mib, reserved_mib):
+        return {"torch": "2.11.0+cu130", "gpu": "NVIDIA H200", "max_allocated_bytes": alloc_mib * MiB,
+                "max_reserved_bytes": reserved_mib * MiB, "median_step_seconds": 0.01, "losses": ["0x1p+0"]}
+    return {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": "sgd", "device": "cuda",
+            "runs": {"default": {"eager": run(100, 120), "reorder": run(80, 110),
+                                 "arena": {"error": "killed by signal 11: Fatal Python error: Segmentation fault"}},
+                     "expandable": {"eager": run(100, 104), "reorder": run(80, 84), "arena": run(82, 86)}},
+            "first_loss_equal": {}}
+
+
+def test_measured_figures_are_flat_and_name_failures():
+    f = measured_figures(fake_result())
+    assert f["measured_gpu"] == "NVIDIA H200" and f["measured_torch"] == "2.11.0+cu130"
+    assert f["measured_eager_allocated_bytes"] == 100 * MiB and f["measured_eager_reserved_bytes"] == 120 * MiB
+    assert f["measured_reorder_reserved_expandable_bytes"] == 84 * MiB
+    assert f["measured_arena_error"] == "killed by signal 11: Fatal Python error: Segmentation fault"
+    assert "measured_arena_reserved_bytes" not in f and f["measured_arena_reserved_expandable_bytes"] == 86 * MiB
+
+
+def test_bench_measure_merges_measured_figures_into_every_report(tmp_path, capsys, monkeypatch):
+    import model_runtime.measured_runs as measured_runs
+
+    calls = []
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr(measured_runs, "measure_model", lambda *a, **k: calls.append((a, k)) or fake_result(*a, **k))
+    code = main(["bench", "--model", "tiny-mlp", "--batch-size", "2", "--measure", "--quiet", "--no-artifacts",
+                 "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert calls and calls[0][0] == ("tiny-mlp",) and calls[0][1]["device"] == "cuda"
+    assert "measured                on NVIDIA H200, torch 2.11.0+cu130" in out
+    assert "arena                failed: killed by signal 11" in out
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Measured on NVIDIA H200 (torch 2.11.0+cu130)" in summary
+    assert summary.count("| tiny-mlp | train | 2 |") == 2  # the simulated table and the measured one
+
+
+def test_measured_table_compares_simulated_and_measured():
+    f = {"model": "m", "mode": "train", "batch_size": 32, "eager_allocated_peak_bytes": 90 * MiB,
+         "eager_reserved_bytes": 120 * MiB, "eager_reserved_expandable_bytes": 100 * MiB,
+         "optimized_total_bytes": 70 * MiB, **measured_figures(fake_result())}
+    table = measured_table([f, {"model": "simulated only", "mode": "train", "batch_size": 1}])
+    assert "| m | train | 32 | 90 / 100 (-10%) | 120 / 120 (0%) | 100 / 104 (-4%) | 70 | 84 | 86 | 19.2% |" in table
+    assert "simulated only" not in table
+    assert measured_table([{"model": "x", "mode": "train", "batch_size": 1}]) == ""
+    assert "Measured on" not in markdown_summary([])
+
+
+def test_bench_measure_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code = main(["bench", "--model", "tiny-mlp", "--measure", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and "CUDA GPU" in err
