@@ -145,6 +145,9 @@ def test_max_batch_simulated(capsys):
     if eb < 64:  # the next batch size was probed and did not fit
         assert probes[eb + 1]["eager_bytes"] > 3 * 2**20
     assert probes[ob]["optimized_bytes"] <= 3 * 2**20
+    sb = r["strongest_baseline_max_batch_size"]
+    assert eb <= sb <= 64 and probes[sb]["strongest_bytes"] <= 3 * 2**20
+    assert all(p["strongest_bytes"] <= p["eager_bytes"] for p in r["probes"] if "eager_bytes" in p)
 
 
 def test_bench_never_overwrites_its_input_graph(tmp_path, capsys):

@@ -33,23 +33,29 @@ def test_parse_bytes_rejects(text):
         parse_bytes(text)
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_real_steps_eager_and_planned_run_on_cpu(mode):
-    """The code path max-batch measures on a GPU, run on the CPU (no memory figure there)."""
-    import torch
+def test_measured_search_runs_each_probe_in_a_fresh_process_and_counts_failures_as_not_fitting(monkeypatch):
+    """The plumbing of ``max-batch --measure`` (the child processes need a GPU; here they are faked:
+    reserved memory grows 10 MiB per sample, and batches over 12 run out of memory)."""
+    import model_runtime.measured_runs as measured_runs
 
-    from model_bench.max_batch import run_real_step
-    from model_bench.pipeline import BenchSettings
-    from model_bench.zoo import build_case
+    from model_bench.max_batch import max_batch
 
-    eager = run_real_step(build_case("tiny-cnn", mode, 3, device="cpu"))
-    planned = run_real_step(build_case("tiny-cnn", mode, 3, device="cpu"), BenchSettings(time_limit=5),
-                            optimized=True)
-    # Same seed, same weights, same batch: the planned step computes what eager does.
-    if mode == "train":
-        assert torch.allclose(eager, planned)
-    else:
-        assert torch.allclose(eager, planned if torch.is_tensor(planned) else planned[0])
+    MiB = 2**20
+    specs = []
+
+    def fake_spawn(spec, alloc, **_):
+        specs.append((spec["variant"], alloc, spec["batch_size"]))
+        if spec["batch_size"] > 12:
+            return {"error": "torch.OutOfMemoryError: CUDA out of memory"}
+        per_sample = {("eager", "default"): 10, ("eager", "expandable"): 8, ("arena", "expandable"): 5}
+        return {"max_reserved_bytes": spec["batch_size"] * per_sample[spec["variant"], alloc] * MiB}
+
+    monkeypatch.setattr(measured_runs, "spawn_variant", fake_spawn)
+    r = max_batch("tiny-mlp", 60 * MiB, measure=True, limit=64)
+    assert (r["eager_max_batch_size"], r["strongest_baseline_max_batch_size"], r["optimized_max_batch_size"]) == (6, 7, 12)
+    assert r["eager_source"].startswith("measured") and "fresh process" in r["optimized_source"]
+    assert {(v, a) for v, a, _ in specs} == {("eager", "default"), ("eager", "expandable"), ("arena", "expandable")}
+    assert r["gain"] == 2.0 and r["gain_vs_strongest"] == 12 / 7
 
 
 @pytest.mark.gpu

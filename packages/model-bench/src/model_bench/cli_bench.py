@@ -288,6 +288,10 @@ def run_max_batch(args) -> int:
         return 0
     print(f"{args.model} {args.mode} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")
     print(f"  eager, {result['eager_source']}: largest batch {result['eager_max_batch_size']}")
+    print(f"  strongest eager baseline, {result['strongest_baseline_source']}: largest batch "
+          f"{result['strongest_baseline_max_batch_size']}")
     print(f"  optimized plan, {result['optimized_source']}: largest batch {result['optimized_max_batch_size']}"
-          + (f"  ({result['gain']:.2f}x)" if result["gain"] else ""))
+          + (f"  ({result['gain']:.2f}x eager" if result["gain"] else "")
+          + (f", {result['gain_vs_strongest']:.2f}x the strongest baseline)" if result["gain_vs_strongest"]
+             else ")" if result["gain"] else ""))
     return 0

@@ -4,12 +4,17 @@ Memory grows with the batch size, so the search doubles the batch until it no
 longer fits, then bisects. Each probe captures the step at that batch size (fake
 tensors: no real memory) and computes
 
-- eager: the memory the caching allocator reserves in program order (simulation),
-  or, with ``measure``, ``torch.cuda.max_memory_reserved`` of a real eager step on
-  the GPU (an out-of-memory error counts as not fitting);
+- eager: the memory the caching allocator reserves in program order with its
+  default setting, and the strongest eager baseline (the least of program order or
+  the optimizer fused into backward, default allocator or expandable segments;
+  :func:`model_bench.pipeline.eager_baselines`), simulated; or, with ``measure``,
+  ``torch.cuda.max_memory_reserved`` of real eager steps on the GPU with the
+  default allocator and with expandable segments, each in a fresh process (an
+  out-of-memory error counts as not fitting);
 - optimized: the plan's memory, persistent bytes plus the placed arena of the
-  optimized order, or, with ``measure``, the reserved bytes of the step run by
-  model_runtime's arena executor on the GPU.
+  optimized order plus library workspaces, or, with ``measure``, the reserved bytes
+  of the step run by model_runtime's arena executor on the GPU (expandable segments,
+  a fresh process).
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ from collections.abc import Callable
 from typing import Any
 
 from model_bench.errors import BenchError
-from model_bench.pipeline import BenchSettings, capture_model, place_order, schedule_graph, simulate_eager_allocator
+from model_bench.pipeline import (
+    BenchSettings,
+    capture_model,
+    eager_baselines,
+    place_order,
+    plan_workspace_bytes,
+    schedule_graph,
+    simulate_eager_allocator,
+)
 from model_bench.progress import Progress
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
@@ -63,56 +76,21 @@ def largest_fitting(fits: Callable[[int], bool], *, limit: int) -> int:
     return lo
 
 
-def run_real_step(case, settings: BenchSettings = BenchSettings(), *, optimized: bool = False):
-    """Run one real step of ``case`` on its device, eager or through model_runtime's plan.
-
-    Returns the loss (train) or the output (eval). The optimized step uses the
-    arena executor: planned order and planned addresses.
-    """
-    import torch
-
-    if optimized:
-        from model_runtime import optimize
-
-        step = optimize(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
-                        targets=() if case.target is None else (case.target,), train=case.train,
-                        time_limit=settings.time_limit, schedule_method=settings.scheduler,
-                        place_method=settings.placer)
-        return step(*case.inputs, targets=() if case.target is None else (case.target,))
-    if case.train:
-        case.optimizer.zero_grad(set_to_none=True)
-        loss = case.loss(case.model(*case.inputs))
-        loss.backward()
-        case.optimizer.step()
-        return loss.detach()
-    with torch.no_grad():
-        return case.model(*case.inputs)
-
-
 def measure_cuda(model: str, mode: str, batch_size: int, settings: BenchSettings = BenchSettings(), *,
-                 optimized: bool = False) -> int | None:
-    """``torch.cuda.max_memory_reserved`` of one real step on the current GPU; None on out-of-memory.
+                 optimized: bool = False, alloc: str = "default") -> int | None:
+    """``torch.cuda.max_memory_reserved`` of real steps in a fresh process; None if they fail
+    (out of memory). ``optimized``: model_runtime's arena executor instead of eager;
+    ``alloc``: the allocator setting (``default`` or ``expandable``).
 
     Weights, optimizer state and the batch are created on the GPU first, so they are
     part of the figure, as they are of the simulated eager reserve.
     """
-    import torch
+    from model_runtime.measured_runs import spawn_variant
 
-    from model_bench.zoo import build_case
-
-    case = None
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    try:
-        case = build_case(model, mode, batch_size, optimizer=settings.optimizer, device="cuda")
-        run_real_step(case, settings, optimized=optimized)
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_reserved()
-    except torch.OutOfMemoryError:
-        return None
-    finally:
-        del case  # drop the model before emptying the cache
-        torch.cuda.empty_cache()
+    spec = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": settings.optimizer,
+            "device": "cuda", "variant": "arena" if optimized else "eager", "steps": 2, "warmup": 1,
+            "time_limit": settings.time_limit}
+    return spawn_variant(spec, alloc).get("max_reserved_bytes")
 
 
 def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: BenchSettings = BenchSettings(),
@@ -134,24 +112,35 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         progress.say(f"batch {b}: capture")
         return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity)[1]
 
-    def eager_fits(b: int) -> bool:
+    def eager_probe(b: int) -> dict[str, Any]:
         p = probes.setdefault(b, {"batch_size": b})
+        if "eager_bytes" in p:
+            return p
         if measure:
-            reserved = measure_cuda(model, mode, b, settings)
-            p["eager_bytes"], p["eager_source"] = reserved, "measured (CUDA)"
-            ok = reserved is not None and reserved <= memory_bytes
+            p["eager_bytes"] = measure_cuda(model, mode, b, settings)
+            p["strongest_bytes"] = measure_cuda(model, mode, b, settings, alloc="expandable")
+            p["strongest_baseline"] = "eager-expandable"
         else:
-            p["eager_bytes"] = simulate_eager_allocator(graph(b)).reserved_bytes
-            p["eager_source"] = "simulated (caching allocator)"
-            ok = p["eager_bytes"] <= memory_bytes
-        progress.say(f"batch {b}: eager {p['eager_bytes']} bytes {'fits' if ok else 'does not fit'}")
-        return ok
+            g = graph(b)
+            baselines = eager_baselines(g)
+            p["eager_bytes"] = simulate_eager_allocator(g).reserved_bytes
+            p["strongest_bytes"] = baselines["strongest_baseline_bytes"]
+            p["strongest_baseline"] = baselines["strongest_baseline"]
+        progress.say(f"batch {b}: eager {p['eager_bytes']} bytes, strongest baseline ({p['strongest_baseline']}) "
+                     f"{p['strongest_bytes']} bytes")
+        return p
+
+    def fits(key: str) -> Callable[[int], bool]:
+        def probe(b: int) -> bool:
+            reserved = eager_probe(b)[key]
+            return reserved is not None and reserved <= memory_bytes
+        return probe
 
     def optimized_fits(b: int) -> bool:
         p = probes.setdefault(b, {"batch_size": b})
         if measure:
-            reserved = measure_cuda(model, mode, b, settings, optimized=True)
-            p["optimized_bytes"], p["optimized_source"] = reserved, "measured (CUDA, arena executor)"
+            reserved = measure_cuda(model, mode, b, settings, optimized=True, alloc="expandable")
+            p["optimized_bytes"] = reserved
             ok = reserved is not None and reserved <= memory_bytes
             progress.say(f"batch {b}: optimized {reserved} bytes {'fits' if ok else 'does not fit'}")
             return ok
@@ -163,7 +152,7 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             ok = False
         else:
             placement = place_order(g, sched.order, settings)
-            p["optimized_bytes"] = g.persistent_bytes + placement.arena_bytes
+            p["optimized_bytes"] = g.persistent_bytes + placement.arena_bytes + plan_workspace_bytes(g)
             p["optimized_lower_bound_bytes"] = sched.lower_bound_bytes
             ok = p["optimized_bytes"] <= memory_bytes
         if p["optimized_bytes"] is None:
@@ -172,13 +161,21 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             progress.say(f"batch {b}: optimized plan {p['optimized_bytes']} bytes {'fits' if ok else 'does not fit'}")
         return ok
 
-    eager_b = largest_fitting(eager_fits, limit=limit)
+    eager_b = largest_fitting(fits("eager_bytes"), limit=limit)
+    strongest_b = largest_fitting(fits("strongest_bytes"), limit=limit)
     optimized_b = largest_fitting(optimized_fits, limit=limit)
     return {
         "model": model, "mode": mode, "optimizer": settings.optimizer, "memory_bytes": memory_bytes,
-        "limit": limit, "eager_max_batch_size": eager_b, "optimized_max_batch_size": optimized_b,
-        "eager_source": "measured (CUDA)" if measure else "simulated (caching allocator)",
-        "optimized_source": "measured (CUDA, arena executor)" if measure else "simulated (plan memory)",
+        "limit": limit, "eager_max_batch_size": eager_b, "strongest_baseline_max_batch_size": strongest_b,
+        "optimized_max_batch_size": optimized_b,
+        "eager_source": ("measured (CUDA, default allocator, fresh process)" if measure
+                         else "simulated (caching allocator, default setting)"),
+        "strongest_baseline_source": ("measured (CUDA, expandable segments, fresh process)" if measure else
+                                      "simulated (least of program order / optimizer in backward, default / "
+                                      "expandable segments)"),
+        "optimized_source": ("measured (CUDA, arena executor, expandable segments, fresh process)" if measure
+                             else "simulated (plan memory)"),
         "gain": (optimized_b / eager_b) if eager_b else None,
+        "gain_vs_strongest": (optimized_b / strongest_b) if strongest_b else None,
         "probes": [probes[b] for b in sorted(probes)],
     }
