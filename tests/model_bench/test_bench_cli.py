@@ -29,6 +29,8 @@ def test_bench_json_and_every_output_file(tmp_path, capsys):
                 "lower_bound_bytes", "seconds"):
         assert isinstance(f[key], (int, float)), key
     assert f["model"] == "tiny-cnn" and f["mode"] == "train" and f["batch_size"] == 4 and f["optimizer"] == "sgd"
+    # Captured for CUDA by default: CUDA's kernels (emulated here) and its cuBLAS workspaces.
+    assert f["device"] == "cuda" and f["kernels"] == "emulated" and f["workspace_bytes"] == 32 * 2**20
     assert f["lower_bound_bytes"] <= f["optimized_peak_bytes"] <= f["eager_peak_bytes"] <= f["eager_reserved_bytes"]
     assert "capture" in err and "schedule" in err  # progress on stderr
     run_dir = out_dir / "tiny-cnn-train-b4"
@@ -134,7 +136,7 @@ def test_list_models(capsys):
 
 def test_max_batch_simulated(capsys):
     code, out, err = run(["bench", "max-batch", "--model", "tiny-cnn", "--memory", "3MiB", "--limit", "64",
-                          "--measure", "never", "--json", "--quiet"], capsys)
+                          "--measure", "never", "--json", "--quiet", "--device", "cpu"], capsys)
     assert code == 0, err
     r = json.loads(out)
     assert r["memory_bytes"] == 3 * 2**20 and r["eager_source"].startswith("simulated")

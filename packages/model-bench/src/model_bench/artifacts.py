@@ -10,7 +10,7 @@ from model_bench.memory_snapshot import (
     save_snapshot,
     snapshot_from_allocations,
 )
-from model_bench.pipeline import BenchRun, eager_lifetimes
+from model_bench.pipeline import BenchRun, eager_lifetimes, eager_workspaces
 from model_bench.plots import plot_layout, plot_live_bytes
 from model_ir import save_graph, save_plan
 
@@ -44,19 +44,20 @@ def write_artifacts(run: BenchRun, out_dir: str | Path) -> dict[str, Path]:
         {"eager (program order)": run.eager.timeline, f"optimized ({f['schedule_method']})": run.optimized.timeline},
         title=f"{label}: live bytes over the step",
         levels={"eager reserved (caching allocator)": f["eager_reserved_bytes"],
-                "plan memory (persistent + arena)": f["optimized_total_bytes"],
+                "plan memory (persistent + arena + workspace)": f["optimized_total_bytes"],
                 "lower bound (any order)": f["lower_bound_bytes"]},
     )
     plan_allocs, plan_segments, steps = plan_allocations(run.graph, run.order, run.placement.offsets,
-                                                         run.placement.arena_bytes)
+                                                         run.placement.arena_bytes,
+                                                         workspace_bytes=f.get("workspace_bytes", 0))
     plot_layout(paths["plan_layout_plot"], plan_allocs, segments=plan_segments, steps=steps,
                 peak_bytes=run.optimized.peak_bytes,
                 title=f"{label}: plan layout ({f['placement_method']}), fragmentation "
                       f"{100 * f['fragmentation']:.2f}%")
     save_snapshot(snapshot_from_allocations(plan_allocs, plan_segments, steps), paths["plan_snapshot"])
     alloc = run.eager_allocator
-    eager_allocs, eager_segments, steps = allocator_allocations(run.graph, eager_lifetimes(run.graph), alloc.offsets,
-                                                                alloc.segments)
+    lifetimes = eager_lifetimes(run.graph, workspaces=eager_workspaces(run.graph))
+    eager_allocs, eager_segments, steps = allocator_allocations(run.graph, lifetimes, alloc.offsets, alloc.segments)
     plot_layout(paths["eager_layout_plot"], eager_allocs, segments=eager_segments, steps=steps,
                 peak_bytes=run.eager.peak_bytes,
                 title=f"{label}: eager caching allocator, {len(alloc.segments)} segments, "

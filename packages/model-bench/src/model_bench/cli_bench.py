@@ -10,7 +10,7 @@ from typing import Any
 from model_bench.errors import BenchError
 from model_ir.cli_values import seconds
 from model_bench.optimizers import OPTIMIZERS
-from model_bench.pipeline import BenchSettings
+from model_bench.pipeline import DEVICES, BenchSettings
 from model_bench.progress import Progress
 from model_bench.reports import fmt_bytes, fmt_percent
 from model_bench.sweep import SUITE_BATCH_SIZES, SUITE_MODES
@@ -43,6 +43,9 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
                         "scheduler's choice)")
     parser.add_argument("--time-limit", type=seconds(allow_zero=False), default=None, metavar="SECONDS",
                         help="time limit of each solve; the best answer found and its gap are reported")
+    parser.add_argument("--device", default="cuda", choices=DEVICES,
+                        help="capture the step with this device's kernels (default cuda: the attention, batch-norm "
+                             "and dropout kernels CUDA runs, emulated without a GPU, plus cuBLAS workspaces)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -51,7 +54,8 @@ def settings_from(args) -> BenchSettings:
     from model_bench.pipeline import check_settings
 
     return check_settings(BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
-                                        time_limit=args.time_limit, optimizer=args.optimizer))
+                                        time_limit=args.time_limit, optimizer=args.optimizer,
+                                        device=args.device))
 
 
 def format_run(f: dict[str, Any]) -> str:
@@ -61,6 +65,8 @@ def format_run(f: dict[str, Any]) -> str:
     head = f"{f.get('model', 'graph')} {f.get('mode', '')} batch {f.get('batch_size', '?')}"
     if f.get("optimizer"):
         head += f" ({f['optimizer']})"
+    if f.get("device"):
+        head += f" for {f['device']}" + (" (kernels emulated)" if f.get("kernels") == "emulated" else "")
     params = f" {f['parameters']:,} parameters," if f.get("parameters") is not None else ""
     opt = "optimal" if f["schedule_optimal"] else f"gap {fmt_percent(f['schedule_gap'], 2)}"
     popt = "optimal" if f["placement_optimal"] else f"gap {fmt_percent(f['placement_gap'], 2)}"

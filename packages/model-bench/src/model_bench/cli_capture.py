@@ -8,6 +8,7 @@ from pathlib import Path
 from model_bench.errors import BenchError
 from model_ir.cli_values import whole_number
 from model_bench.optimizers import OPTIMIZERS
+from model_bench.pipeline import DEVICES
 from model_bench.progress import Progress
 
 
@@ -22,6 +23,8 @@ class CaptureCommand:
         parser.add_argument("--optimizer", default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
         parser.add_argument("--granularity", type=whole_number(1), default=512, metavar="BYTES",
                             help="round storage sizes up to this allocation granularity (default 512, CUDA's)")
+        parser.add_argument("--device", default="cuda", choices=DEVICES,
+                            help="the device whose kernels the graph records (default cuda, emulated without a GPU)")
         parser.add_argument("-o", "--output", required=True, metavar="FILE", help="graph JSON file to write")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -41,7 +44,7 @@ class CaptureCommand:
             raise BenchError(f"{out} is a directory; give a file name for the graph")
         progress = Progress(quiet=args.quiet, prefix=f"[{args.model}] ")
         _, graph = capture_model(args.model, args.mode, args.batch_size, optimizer=args.optimizer,
-                                 granularity=args.granularity, progress=progress, seconds={})
+                                 granularity=args.granularity, device=args.device, progress=progress, seconds={})
         save_graph(graph, out)
         peak = simulate(graph).peak_bytes
         print(f"wrote {out}: {len(graph.ops)} ops, {len(graph.buffers)} buffers, "

@@ -110,7 +110,8 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
     @functools.lru_cache(maxsize=4)
     def graph(b: int):
         progress.say(f"batch {b}: capture")
-        return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity)[1]
+        return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity,
+                             device=settings.device)[1]
 
     def eager_probe(b: int) -> dict[str, Any]:
         p = probes.setdefault(b, {"batch_size": b})

@@ -125,13 +125,16 @@ def snapshot_from_allocations(allocations: Iterable[Allocation], segments: Seque
 
 
 def plan_allocations(graph: Graph, order: Sequence[str] | None, offsets: Mapping[str, int], arena_bytes: int,
-                     *, base: int = BASE_ADDRESS) -> tuple[list[Allocation], list[Segment], int]:
-    """Allocations and segments of a static plan: the persistent buffers, then the arena.
+                     *, base: int = BASE_ADDRESS, workspace_bytes: int = 0
+                     ) -> tuple[list[Allocation], list[Segment], int]:
+    """Allocations and segments of a static plan: the persistent buffers and library
+    workspace, then the arena.
 
     Persistent buffers (weights, optimizer state, the batch) are packed from ``base``
-    in graph order and alive throughout; the arena follows them, so the top of the
-    last segment is the plan's whole memory. Returns ``(allocations, segments,
-    steps)``. Zero-byte buffers and buffers without an offset are left out.
+    in graph order and alive throughout, followed by ``workspace_bytes`` of library
+    workspace; the arena follows them, so the top of the last segment is the plan's
+    whole memory. Returns ``(allocations, segments, steps)``. Zero-byte buffers and
+    buffers without an offset are left out.
     """
     profile = simulate(graph, order)
     producer = {b.id: graph.ops[p] for b, p in zip(graph.buffers, graph.producer) if p is not None}
@@ -140,6 +143,9 @@ def plan_allocations(graph: Graph, order: Sequence[str] | None, offsets: Mapping
         if b.persistent and b.size:
             allocs.append(Allocation(b.id, cursor, b.size, -1, len(graph.ops) + 1, b.kind or "persistent"))
             cursor += b.size
+    if workspace_bytes:
+        allocs.append(Allocation("workspace", cursor, workspace_bytes, -1, len(graph.ops) + 1, "library workspace"))
+        cursor += workspace_bytes
     if cursor > base:
         segments.append(Segment(base, cursor - base))
     arena = cursor
@@ -163,16 +169,19 @@ def allocator_allocations(graph: Graph, lifetimes, offsets: Mapping[str, int], s
     reservations (objects with ``base`` and ``size``, in creation order). Persistent
     buffers of ``graph`` are shown as allocated before the step, and so are the
     segments they opened; every other segment is reserved at the step of the first
-    buffer placed in it.
+    buffer placed in it. Lifetimes that are no buffer of ``graph`` (library
+    workspaces) are shown as persistent.
     """
     allocs = []
     for lt in lifetimes:
         if lt.size == 0 or lt.id not in offsets:
             continue
-        buf = graph.buffer(lt.id)
-        start = -1 if buf.persistent else lt.start
-        end = len(graph.ops) + 1 if buf.persistent or buf.output else lt.end
-        allocs.append(Allocation(lt.id, base + offsets[lt.id], lt.size, start, end, buf.kind or ""))
+        buf = graph.buffer(lt.id) if lt.id in graph.buffer_index else None
+        persistent = buf is None or buf.persistent
+        start = -1 if persistent else lt.start
+        end = len(graph.ops) + 1 if persistent or buf.output else lt.end
+        kind = "library workspace" if buf is None else buf.kind or ""
+        allocs.append(Allocation(lt.id, base + offsets[lt.id], lt.size, start, end, kind))
     created = [len(graph.ops) + 1] * len(segments)
     bounds = sorted((s.base, i) for i, s in enumerate(segments))
     for a in allocs:

@@ -21,9 +21,15 @@ from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 
 
+#: The devices a step can be captured for.
+DEVICES = ("cuda", "cpu")
+
+
 @attrs.frozen
 class BenchSettings:
-    """How to optimize: scheduler, placer and solver names, time limit (seconds per solve)."""
+    """How to optimize: scheduler, placer and solver names, time limit (seconds per solve),
+    and the device whose kernels the step is captured with (``cuda``: emulated on a
+    machine without a GPU; ``cpu``)."""
 
     scheduler: str = "auto"
     placer: str = "auto"
@@ -31,6 +37,7 @@ class BenchSettings:
     time_limit: float | None = None
     optimizer: str = "sgd"
     granularity: int = 512
+    device: str = "cuda"
 
 
 @attrs.frozen(eq=False)
@@ -77,6 +84,8 @@ def check_settings(settings: BenchSettings) -> BenchSettings:
         raise BenchError(f"time limit must be > 0 seconds, got {settings.time_limit!r}")
     if settings.granularity < 1:
         raise BenchError(f"granularity must be >= 1 byte, got {settings.granularity!r}")
+    if settings.device not in DEVICES:
+        raise BenchError(f"unknown device {settings.device!r}; choose one of {', '.join(DEVICES)}")
     return settings
 
 
@@ -87,18 +96,19 @@ def _missing(what: str, module: str, exc: ImportError) -> StageUnavailableError:
     return StageUnavailableError(f"{what} needs {module}, which is not installed or incomplete ({exc})")
 
 
-def capture_case(case: ModelCase, *, granularity: int = 512) -> Graph:
-    """Capture one training (or eval) step of ``case`` as a storage-level graph."""
+def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda") -> Graph:
+    """Capture one training (or eval) step of ``case`` as a storage-level graph, with
+    ``device``'s kernels."""
     try:
         from model_ir.torch import capture
     except ImportError as e:
         raise _missing("capture", "model_ir.torch (pip install model-ir[torch])", e) from None
     return capture(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer, train=case.train,
-                   targets=() if case.target is None else (case.target,), granularity=granularity)
+                   targets=() if case.target is None else (case.target,), granularity=granularity, device=device)
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
-                  progress: Progress | None = None, seconds: dict[str, float] | None = None
+                  device: str = "cuda", progress: Progress | None = None, seconds: dict[str, float] | None = None
                   ) -> tuple[ModelCase, Graph]:
     """Build zoo model ``name`` and capture its step; returns the case and the graph."""
     progress = progress or Progress(quiet=True)
@@ -116,7 +126,7 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     with progress.stage("build", seconds):
         case = build_case(name, mode, batch_size, optimizer=optimizer)
     with progress.stage("capture", seconds):
-        graph = capture_case(case, granularity=granularity)
+        graph = capture_case(case, granularity=granularity, device=device)
         # Name the graph after the zoo entry and record the request, so a saved graph
         # says what it is (``bench --graph`` labels its report with these).
         graph = attrs.evolve(graph, name=name, meta={**graph.meta, "model": name, "mode": mode,
@@ -299,6 +309,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "ops": len(graph.ops),
         "buffers": len(graph.buffers),
         "device": graph.meta.get("device"),
+        "kernels": graph.meta.get("kernels"),
         "persistent_bytes": persistent,
         "workspace_bytes": workspace,
         "eager_workspace_bytes": sum(eager_workspaces(graph)),
@@ -346,7 +357,8 @@ def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: Be
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     case, graph = capture_model(model, mode, batch_size, optimizer=settings.optimizer,
-                                granularity=settings.granularity, progress=progress, seconds=seconds)
+                                granularity=settings.granularity, device=settings.device, progress=progress,
+                                seconds=seconds)
     progress.say(f"  {len(graph.ops)} ops, {len(graph.buffers)} buffers, {case.parameter_count:,} parameters")
     extra = {"model": model, "mode": mode, "batch_size": batch_size,
              "optimizer": case.optimizer_name, "parameters": case.parameter_count}

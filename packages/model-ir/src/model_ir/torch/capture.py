@@ -29,6 +29,7 @@ def capture_step(
     before_step: Callable | None = None,
     name: str | None = None,
     return_outputs: bool = False,
+    device: str | None = None,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -48,6 +49,11 @@ def capture_step(
     tensors after the loss (``[loss, *outputs]``; :meth:`CapturedStep.model_outputs`
     rebuilds the model's output structure): their buffers become graph outputs, alive
     to the end of the step (an output that is a view keeps its whole storage alive).
+    ``device`` (``cpu`` or ``cuda``; default: the model's): the device whose kernels the
+    graph records. A model not on a GPU is captured for ``cuda`` with CUDA's kernel
+    choices emulated (:mod:`model_ir.torch.cuda_kernels`); such a graph is for planning
+    and simulation, and its module is not executable on a GPU (capture there to run).
+    The graph's ``meta`` says ``device`` and ``kernels`` (``emulated`` or ``native``).
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
@@ -55,12 +61,13 @@ def capture_step(
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
-                        before_step=before_step, return_outputs=return_outputs)
+                        before_step=before_step, return_outputs=return_outputs, device=device)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
                              keep_grads=keep_grads,
                              meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None,
+                                   "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
                                    **({"return_outputs": True} if traced.return_outputs else {})})
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
              time.perf_counter() - traced_at)
@@ -95,10 +102,11 @@ def capture(
     keep_grads: bool = False,
     before_step: Callable | None = None,
     return_outputs: bool = False,
+    device: str | None = None,
 ) -> Graph:
     """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
     return capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
         granularity=granularity, targets=targets, keep_grads=keep_grads, before_step=before_step,
-        return_outputs=return_outputs,
+        return_outputs=return_outputs, device=device,
     ).graph

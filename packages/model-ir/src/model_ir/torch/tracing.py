@@ -16,6 +16,7 @@ in place by the graph itself.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
+from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.specs import TensorSpec
 
@@ -74,6 +76,9 @@ class TracedStep:
     return_outputs: bool = False
     #: how to rebuild the model's output from its tensors (see :class:`OutputStructure`)
     outputs_structure: OutputStructure | None = None
+    #: the device the step was traced for, and whether its CUDA kernels were emulated on the CPU
+    device: str = "cpu"
+    emulated: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -204,12 +209,13 @@ def default_loss(output) -> torch.Tensor:
 # -- fake copies ---------------------------------------------------------------------
 
 
-def _fake(mode: FakeTensorMode, t, requires_grad: bool = False) -> torch.Tensor:
-    """A fake tensor with ``t``'s shape, strides, dtype and storage size (no data)."""
+def _fake(mode: FakeTensorMode, t, requires_grad: bool = False, *, host: bool = False) -> torch.Tensor:
+    """A fake tensor with ``t``'s shape, strides, dtype and storage size (no data);
+    ``host``: a CPU stand-in whatever ``t``'s device (for :func:`emulate_cuda`)."""
     if isinstance(t, TensorSpec):
         with mode:
-            f = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-    elif t.device.type == "meta":
+            f = torch.empty(t.shape, dtype=t.dtype, device="cpu" if host else t.device)
+    elif t.device.type == "meta" or (host and t.device.type != "cpu"):
         # Meta models are sized for the host; capture them as CPU tensors.
         with mode:
             f = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
@@ -298,6 +304,7 @@ def trace_step(
     targets=(),
     before_step: Callable | None = None,
     return_outputs: bool = False,
+    device: str | None = None,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -309,9 +316,25 @@ def trace_step(
     traced function returns ``[loss]``, or with ``return_outputs`` ``[loss, *outputs]``
     (the model's output tensors, detached; see :func:`flatten_outputs`).
     Eval mode: the forward pass under ``torch.no_grad()``, returning the output tensors.
+    ``device``: the device the step is traced for (``cpu`` or ``cuda``; default: the
+    parameters' device, with meta counting as ``cpu``). For ``cuda`` when the model is not
+    on a GPU, the step is traced on CPU stand-ins with CUDA's kernel choices
+    (:func:`~model_ir.torch.cuda_kernels.emulate_cuda`).
     The user's model, optimizer and tensors are left untouched.
     """
     args, kwargs = split_example_inputs(example_inputs)
+    on_gpu = any(t.device.type == "cuda" for t in itertools.chain(model.parameters(), model.buffers()))
+    if device is None:
+        device = "cuda" if on_gpu else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise CaptureError(f"capture device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu" and on_gpu:
+        raise CaptureError("the model is on a CUDA device; capture it for device 'cuda' or move it to the CPU")
+    emulated = device == "cuda" and not on_gpu
+
+    def kernels():
+        return emulate_cuda(optimizer if train else None) if emulated else contextlib.nullcontext()
+
     if not isinstance(targets, (tuple, list)):
         targets = (targets,)
     # Plain tensor attributes of the model (not parameters or buffers) become constants.
@@ -322,8 +345,8 @@ def trace_step(
 
     named_params = list(model.named_parameters())
     named_buffers = [(n, b) for n, b in model.named_buffers() if b is not None]
-    fparams = {n: _fake(mode, p, p.requires_grad and train) for n, p in named_params}
-    fbuffers = {n: _fake(mode, b) for n, b in named_buffers}
+    fparams = {n: _fake(mode, p, p.requires_grad and train, host=emulated) for n, p in named_params}
+    fbuffers = {n: _fake(mode, b, host=emulated) for n, b in named_buffers}
     by_id = {id(p): fparams[n] for n, p in named_params}
     name_of = {id(p): n for n, p in named_params}
 
@@ -342,14 +365,17 @@ def trace_step(
                 )
         fake_by_real = {id(p): by_id[id(p)] for p in opt_params}
         missing = [p for p in opt_params if p.requires_grad and not optimizer.state.get(p)]
-        init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing}) if missing else {}
+        init_state = {}
+        if missing:
+            with kernels():
+                init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing})
         for p in opt_params:
             real_state = optimizer.state.get(p)
             entries = []
             source = real_state if real_state else init_state.get(by_id[id(p)], {})
             for key, value in source.items():
                 if isinstance(value, torch.Tensor):
-                    f = _fake(mode, value) if real_state else value
+                    f = _fake(mode, value, host=emulated) if real_state else value
                     slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}"))
                     flat.append(f)
                     entries.append((key, f))
@@ -364,11 +390,11 @@ def trace_step(
     for i, leaf in enumerate(batch_leaves):
         if _is_leaf_tensor(leaf):
             slots.append(InputSlot("input", f"inputs[{i}]"))
-            flat.append(_fake(mode, leaf))
+            flat.append(_fake(mode, leaf, host=emulated))
     for i, leaf in enumerate(target_leaves):
         if _is_leaf_tensor(leaf):
             slots.append(InputSlot("target", f"targets[{i}]"))
-            flat.append(_fake(mode, leaf))
+            flat.append(_fake(mode, leaf, host=emulated))
 
     devices = {t.device.type for t in flat}
     if train and "cuda" in devices and not torch.cuda.is_available():
@@ -433,7 +459,7 @@ def trace_step(
     elif not model.training:
         model.train()
     try:
-        with mode, _quiet_meta_failures():
+        with kernels(), mode, _quiet_meta_failures():
             gm = make_fx(step, tracing_mode="real")(*flat)
     except CaptureError:
         raise
@@ -450,7 +476,8 @@ def trace_step(
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
-                      return_outputs=bool(structure), outputs_structure=structure[0] if structure else None)
+                      return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
+                      device=device, emulated=emulated)
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:

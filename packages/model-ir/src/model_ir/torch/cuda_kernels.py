@@ -1,0 +1,160 @@
+"""Tracing the kernels CUDA runs on a machine without a GPU.
+
+A training step cannot be traced on fake CUDA tensors without a driver (autograd's
+engine asks the driver for the device's streams), so a capture for CUDA traces on
+fake CPU tensors and makes, explicitly, the choices by which PyTorch's CUDA dispatch
+differs from its CPU dispatch. :func:`emulate_cuda` overrides, for the duration of a
+trace, the ``CompositeImplicitAutograd`` kernels of five aten operators (so calls from
+C++ and from other composites, such as ``nn.MultiheadAttention``, are covered):
+
+- ``scaled_dot_product_attention`` -> the fused kernel CUDA's ``select_sdp_backend``
+  picks on sm80-sm90 (``_scaled_dot_product_efficient_attention`` for fp32,
+  ``_scaled_dot_product_flash_attention`` for fp16/bf16 without a mask, ...), with the
+  composite's mask and head-dim padding; ``torch.backends.cuda.sdp_kernel`` settings
+  and the priority order are honoured;
+- ``_batch_norm_impl_index`` -> ``cudnn_batch_norm`` where cuDNN would be selected
+  (its reserve is 0 bytes in the meta kernel, as in a capture made on a GPU);
+- ``dropout`` -> ``native_dropout`` (a bool mask) in training;
+- ``softmax``/``log_softmax`` of fp16 with ``dtype=float32`` -> the fused half-to-float kernel;
+- optimizers built with ``foreach=None`` run their foreach kernels, as they do on CUDA
+  (under fake tensors PyTorch's default check fails and picks the for-loop path).
+
+Not emulated: RNNs (cuDNN), CTC loss, ``embedding_bag``, nested tensors, GQA with
+differing head counts, and user code that branches on ``torch.cuda.is_available()``.
+The SDPA choice for fp16/bf16 on Hopper depends on the cuDNN version (recent torch puts
+cuDNN attention first with cuDNN > 9.15); ``sdpa=`` forces a backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+aten = torch.ops.aten
+F = torch.nn.functional
+_HALF = (torch.float16, torch.bfloat16)
+_BACKENDS = {0: "math", 1: "flash", 2: "efficient", 3: "cudnn"}
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+
+
+def sdpa_backend(q, k, v, mask, causal: bool, gqa: bool, prefer_cudnn: bool = False) -> str:
+    """The backend ``select_sdp_backend`` (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp)
+    picks for dense inputs on sm80-sm90."""
+    flags = torch.backends.cuda
+    half = q.dtype in _HALF
+    dq, dv, sq, sk = q.size(-1), v.size(-1), q.size(-2), k.size(-2)
+    align = 8 if half else 4
+    usable = {
+        "flash": flags.flash_sdp_enabled() and mask is None and half and dq == dv <= 256
+        and not (causal and sq != sk),
+        "efficient": flags.mem_efficient_sdp_enabled() and dq % align == 0 and dv % align == 0,
+        "cudnn": flags.cudnn_sdp_enabled() and half and dq % 8 == 0 and dq <= 128 and dv <= 128 and sk > 1
+        and all(t.stride(1) == t.size(-1) for t in (q, k, v)),
+        "math": flags.math_sdp_enabled(),
+    }
+    if q.dim() != 4 or (gqa and q.size(1) != k.size(1)) or min(sq, sk) == 0:
+        return "math"
+    priority = getattr(torch._C, "_get_sdp_priority_order", lambda: [1, 2, 0, 3])()
+    order = [_BACKENDS[i] for i in priority if i in _BACKENDS]
+    if prefer_cudnn:
+        order = ["cudnn", *order]
+    return next((name for name in order if usable[name]), "math")
+
+
+def _sdpa(backend: str | None, prefer_cudnn: bool):
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
+        chosen = backend or sdpa_backend(q, k, v, attn_mask, is_causal, enable_gqa, prefer_cudnn)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill_(~attn_mask, -math.inf)
+        log_sumexp = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if chosen == "flash":  # the CUDA composite pads the head dim to a multiple of 8
+            d = q.size(-1)
+            pad = (lambda t: t) if d % 8 == 0 else (lambda t: F.pad(t, (0, -d % 8)))
+            out = aten._scaled_dot_product_flash_attention(
+                pad(q), pad(k), pad(v), dropout_p, is_causal, False, scale=d ** -0.5 if scale is None else scale)[0]
+            return out if d % 8 == 0 else out[..., :d]
+        if chosen == "efficient":
+            if attn_mask is not None:  # preprocess_mask: the last dim padded to a multiple of 16
+                n = k.size(-2)
+                attn_mask = attn_mask.expand(*q.shape[:-1], n)
+                if n % 16:
+                    attn_mask = F.pad(attn_mask, (0, -n % 16))[..., :n]
+                elif any(attn_mask.stride(i) % 16 for i in range(3)):
+                    attn_mask = attn_mask.contiguous()
+            return aten._scaled_dot_product_efficient_attention(q, k, v, attn_mask, log_sumexp, dropout_p,
+                                                                is_causal, scale=scale)[0]
+        if chosen == "cudnn":
+            return aten._scaled_dot_product_cudnn_attention(q, k, v, attn_mask, log_sumexp, dropout_p, is_causal,
+                                                            False, scale=scale)[0]
+        return aten._scaled_dot_product_attention_math(q, k, v, attn_mask, dropout_p, is_causal, None, scale=scale,
+                                                       enable_gqa=enable_gqa)[0]
+    return sdpa
+
+
+def _uses_cudnn_batch_norm(x, weight, bias, running_mean, running_var, training: bool, cudnn_enabled: bool) -> bool:
+    """``_select_batch_norm_backend``'s cuDNN rule (aten/src/ATen/native/Normalization.cpp)."""
+    return (cudnn_enabled and torch.backends.cudnn.enabled and weight is not None and bias is not None
+            and torch.bfloat16 not in (x.dtype, weight.dtype)
+            and (x.dtype != torch.float16 or weight.dtype == torch.float32)
+            and ((running_mean is not None and running_var is not None)
+                 or (running_mean is None and running_var is None and training))
+            and x.dim() >= 3 and x.size(0) <= (880801 if training else 65535) and x.numel() < 2**31 - 1)
+
+
+def _batch_norm_impl_index(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):
+    if _uses_cudnn_batch_norm(x, weight, bias, running_mean, running_var, training, cudnn_enabled):
+        def contiguous(t):
+            return None if t is None else t.contiguous()
+
+        x = x.contiguous(memory_format=torch._prims_common.suggest_memory_format(x))
+        out = aten.cudnn_batch_norm(x, contiguous(weight), contiguous(bias), contiguous(running_mean),
+                                    contiguous(running_var), training, momentum, eps)
+        return (*out, 1)
+    out = aten.native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
+    return (*out, x.new_empty(0, dtype=torch.uint8), 0)
+
+
+def _dropout(x, p, train):
+    if train and 0 < p < 1 and x.numel() > 0:  # CUDA's fused kernel (is_fused_kernel_acceptable)
+        return aten.native_dropout(x, p, train)[0]
+    if p == 0 or not train or x.numel() == 0:
+        return x
+    return x.mul(x.new_zeros(()))
+
+
+def _softmax(op):
+    def softmax(x, dim, dtype=None):  # CUDA converts half to float inside the kernel
+        if x.dtype == torch.float16 and dtype == torch.float32:
+            return op(x, dim, True)
+        return op(x if dtype is None else x.to(dtype), dim, False)
+    return softmax
+
+
+@contextlib.contextmanager
+def emulate_cuda(optimizer: torch.optim.Optimizer | None = None, *, sdpa: str | None = None,
+                 prefer_cudnn_sdpa: bool = False):
+    """Within this context, aten dispatches CPU tensors to the kernels CUDA would run
+    (see the module docstring); ``optimizer``'s groups with ``foreach=None`` use foreach.
+
+    ``sdpa``: force an attention backend (one of :data:`SDPA_BACKENDS`).
+    Process-global while active: do not run other eager work concurrently.
+    """
+    if sdpa is not None and sdpa not in SDPA_BACKENDS:
+        raise ValueError(f"unknown SDPA backend {sdpa!r}; choose one of {', '.join(SDPA_BACKENDS)}")
+    groups = [g for g in (optimizer.param_groups if optimizer is not None else [])
+              if g.get("foreach", False) is None and not g.get("fused") and not g.get("differentiable")]
+    kernels = [("scaled_dot_product_attention", _sdpa(sdpa, prefer_cudnn_sdpa)), ("dropout", _dropout),
+               ("_batch_norm_impl_index", _batch_norm_impl_index), ("softmax.int", _softmax(aten._softmax)),
+               ("log_softmax.int", _softmax(aten._log_softmax))]
+    with torch.library._scoped_library("aten", "IMPL") as lib:
+        for name, fn in kernels:
+            lib.impl(name, fn, "CompositeImplicitAutograd")
+        for g in groups:
+            g["foreach"] = True
+        try:
+            yield
+        finally:
+            for g in groups:
+                g["foreach"] = None
