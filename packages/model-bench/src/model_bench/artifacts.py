@@ -44,6 +44,9 @@ def write_artifacts(run: BenchRun, out_dir: str | Path) -> dict[str, Path]:
         {"eager (program order)": run.eager.timeline, f"optimized ({f['schedule_method']})": run.optimized.timeline},
         title=f"{label}: live bytes over the step",
         levels={"eager reserved (caching allocator)": f["eager_reserved_bytes"],
+                "eager reserved (expandable segments)": f["eager_reserved_expandable_bytes"],
+                "optimizer in backward reserved (expandable segments)":
+                    f["optimizer_in_backward_reserved_expandable_bytes"],
                 "plan memory (persistent + arena + workspace)": f["optimized_total_bytes"],
                 "lower bound (any order)": f["lower_bound_bytes"]},
     )
