@@ -104,6 +104,9 @@ def test_opt_and_hf_vit():
     opt_model = transformers.OPTForCausalLM(transformers.OPTConfig(
         vocab_size=64, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
         max_position_embeddings=32, word_embed_proj_dim=32, bos_token_id=0, eos_token_id=0, pad_token_id=1))
+    # transformers < 5.23 branches on torch.rand([]) for LayerDrop (off here) in training
+    # mode; the decoder's own flag gates only that, its layers stay in training mode.
+    opt_model.model.decoder.training = False
     _measure_matches(opt_model, _lm_inputs(), _adamw(opt_model), _hf_loss)
     vit = transformers.ViTModel(transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                        intermediate_size=64, image_size=32, patch_size=8))

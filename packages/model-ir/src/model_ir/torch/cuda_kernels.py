@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 
@@ -149,8 +150,10 @@ def emulate_cuda(optimizer: torch.optim.Optimizer | None = None, *, sdpa: str | 
                ("_batch_norm_impl_index", _batch_norm_impl_index), ("softmax.int", _softmax(aten._softmax)),
                ("log_softmax.int", _softmax(aten._log_softmax))]
     with torch.library._scoped_library("aten", "IMPL") as lib:
-        for name, fn in kernels:
-            lib.impl(name, fn, "CompositeImplicitAutograd")
+        with warnings.catch_warnings():  # torch <= 2.11 warns that the kernel replaces aten's own
+            warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel")
+            for name, fn in kernels:
+                lib.impl(name, fn, "CompositeImplicitAutograd")
         for g in groups:
             g["foreach"] = True
         try:
