@@ -2,7 +2,8 @@
 
 import pytest
 
-from model_ir.workspaces import cublas_workspace_bytes, eager_threads, workspace_bytes
+from model_ir.graph import Buffer, Graph, Op
+from model_ir.workspaces import cublas_threads, cublas_workspace_bytes, uses_cublas, workspace_bytes
 
 MiB, KiB = 1 << 20, 1 << 10
 
@@ -21,5 +22,20 @@ def test_cublas_workspace_config_overrides_the_default():
 
 def test_workspaces_only_on_cuda_and_per_thread():
     assert workspace_bytes("cpu", threads=2) == workspace_bytes(None, threads=1) == 0
-    assert workspace_bytes("cuda", threads=eager_threads(True)) == 64 * MiB
-    assert workspace_bytes("cuda", threads=eager_threads(False)) == 32 * MiB
+    assert workspace_bytes("cuda", threads=2) == 64 * MiB and workspace_bytes("cuda", threads=0) == 0
+
+
+def step(*ops):
+    return Graph([Buffer(f"b{i}", 512) for i in range(len(ops))],
+                 [Op(f"o{i}", outputs=[f"b{i}"], target=t, meta={"phase": p}) for i, (t, p) in enumerate(ops)])
+
+
+def test_threads_that_run_cublas():
+    assert uses_cublas("aten.addmm.default") and uses_cublas("aten.bmm.default")
+    assert not uses_cublas("aten.convolution.default") and not uses_cublas(None) and not uses_cublas("mm")
+    train = step(("aten.addmm.default", "forward"), ("aten.mm.default", "backward"), ("aten.add_.Tensor", "optimizer"))
+    assert cublas_threads(train, eager=True) == 2 and cublas_threads(train, eager=False) == 1
+    convs = step(("aten.convolution.default", "forward"), ("aten.convolution_backward.default", "backward"))
+    assert cublas_threads(convs, eager=True) == cublas_threads(convs, eager=False) == 0  # squeezenet: none
+    forward_only = step(("aten.mm.default", "forward"), ("aten.convolution_backward.default", "backward"))
+    assert cublas_threads(forward_only, eager=True) == 1

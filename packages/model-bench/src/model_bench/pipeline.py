@@ -152,18 +152,18 @@ def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = (
 
 def eager_workspaces(graph: Graph) -> tuple[int, ...]:
     """The library workspaces an eager step of ``graph`` holds (bytes each; none off CUDA)."""
-    from model_ir.workspaces import cublas_workspace_bytes, eager_threads
+    from model_ir.workspaces import cublas_threads, cublas_workspace_bytes
 
     if graph.meta.get("device") != "cuda":
         return ()
-    return (cublas_workspace_bytes(),) * eager_threads(bool(graph.meta.get("train", True)))
+    return (cublas_workspace_bytes(),) * cublas_threads(graph, eager=True)
 
 
 def plan_workspace_bytes(graph: Graph) -> int:
     """The library workspace bytes a planned step of ``graph`` holds (one thread runs every op)."""
-    from model_ir.workspaces import workspace_bytes
+    from model_ir.workspaces import cublas_threads, workspace_bytes
 
-    return workspace_bytes(graph.meta.get("device"), threads=1)
+    return workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
 
 
 def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):

@@ -209,6 +209,30 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
             "the simulation's error against the measurement.\n")
 
 
+def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """The eager runs of a ``gpu_matrix.py`` results file (model-runtime) as ``measured_*``
+    figures, keyed by ``(model, mode, batch_size)``."""
+    from model_runtime.measured_runs import measured_figures
+
+    grouped: dict[tuple, dict] = {}
+    for entry in gpu_results:
+        spec = entry["spec"]
+        if spec.get("variant") != "eager" or "error" in entry["result"]:
+            continue
+        key = (spec["model"], spec["mode"], spec["batch_size"])
+        grouped.setdefault(key, {}).setdefault(entry["alloc"], {"eager": entry["result"]})
+    return {key: measured_figures({"runs": runs}) for key, runs in grouped.items()}
+
+
+def simulated_vs_measured(results: Sequence[Mapping[str, Any]], gpu_results: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`measured_table` of the simulated ``results`` (a suite) joined with the eager
+    runs measured by model-runtime's ``gpu_matrix.py`` (same model, mode and batch)."""
+    measured = gpu_runs_as_figures(gpu_results)
+    joined = [{**r, **measured[key]} for r in results
+              if (key := (r.get("model"), r.get("mode"), r.get("batch_size"))) in measured]
+    return measured_table(joined)
+
+
 def results_block(results: Sequence[Mapping[str, Any]]) -> str:
     """The tables and their legend: what ``results_table.md`` holds and the README shows."""
     measured = measured_table(results)

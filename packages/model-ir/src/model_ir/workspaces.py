@@ -3,9 +3,11 @@
 cuBLAS needs a workspace for its matmuls. PyTorch allocates one per cuBLAS handle
 and stream through the caching allocator on first use and keeps it
 (``aten/src/ATen/cuda/CublasHandlePool.cpp``: ``getChosenWorkspaceSize``), and it
-hands out one handle per thread. So an eager training step holds two workspaces:
-the forward runs on the calling thread, the backward on autograd's device thread.
-A planned step runs every op on the calling thread: one workspace.
+hands out one handle per thread. So an eager training step holds up to two
+workspaces: the forward (and the optimizer) runs on the calling thread, the backward
+on autograd's device thread, and each thread that runs a cuBLAS operator holds one.
+A planned step runs every op on the calling thread: at most one workspace. A step
+without a cuBLAS operator (squeezenet: convolutions only) holds none.
 
 Default size (``CUBLAS_WORKSPACE_CONFIG`` unset): 32 MiB on compute capability 9.x,
 10.x and 12.x (Hopper, Blackwell), otherwise ``:4096:2:16:8`` = 8 MiB + 128 KiB.
@@ -45,12 +47,27 @@ def cublas_workspace_bytes(capability: tuple[int, int] = DEFAULT_CAPABILITY, con
 def workspace_bytes(device: str | None, *, threads: int, capability: tuple[int, int] = DEFAULT_CAPABILITY,
                     config: str | None = None) -> int:
     """Workspace bytes a step on ``device`` holds when ``threads`` threads run its matmuls
-    (eager training: 2, eager inference and a planned step: 1). Zero off CUDA."""
+    (:func:`cublas_threads`). Zero off CUDA."""
     if device != "cuda":
         return 0
     return threads * cublas_workspace_bytes(capability, config)
 
 
-def eager_threads(train: bool) -> int:
-    """Threads that run an eager step's ops: the caller, plus autograd's device thread in training."""
-    return 2 if train else 1
+#: aten operators that run on cuBLAS (and so need its workspace).
+CUBLAS_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "addmv", "mv", "dot", "vdot", "matmul",
+                        "linear", "_addmm_activation", "_scaled_mm"})
+
+
+def uses_cublas(target: str | None) -> bool:
+    """Whether an op with this target (``aten.addmm.default``) calls cuBLAS."""
+    parts = (target or "").split(".")
+    return len(parts) >= 2 and parts[0] == "aten" and parts[1] in CUBLAS_OPS
+
+
+def cublas_threads(graph, *, eager: bool) -> int:
+    """How many threads run cuBLAS operators in a step of ``graph``: in eager PyTorch, the
+    calling thread (forward, optimizer) and autograd's device thread (ops whose
+    ``meta["phase"]`` is ``backward``); in a planned step, the calling thread alone."""
+    threads = {("backward" if eager and op.meta.get("phase") == "backward" else "main")
+               for op in graph.ops if uses_cublas(op.target)}
+    return len(threads)

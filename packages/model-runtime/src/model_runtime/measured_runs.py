@@ -114,6 +114,8 @@ def run_variant(spec: dict) -> dict:
             times.append(time.perf_counter() - t0)
         first = result if isinstance(result, torch.Tensor) else torch.utils._pytree.tree_leaves(result)[0]
         losses.append(float(first.detach().float().sum().item()).hex())
+        # A step's outputs (eval: the logits) must not stay alive into the next step's peak.
+        del result, first
     if cuda:
         out["max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         out["max_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
