@@ -65,3 +65,37 @@ def test_bench_measure_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     code = main(["bench", "--model", "tiny-mlp", "--measure", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().count("\n") == 0 and "CUDA GPU" in err
+
+
+def test_simulated_vs_measured_joins_a_suite_with_gpu_matrix_results(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from model_bench.reports import simulated_vs_measured, write_results_json
+
+    def gpu(alloc, variant, allocated, reserved, model="m"):
+        return {"kind": "matrix", "alloc": alloc,
+                "spec": {"model": model, "mode": "train", "batch_size": 32, "variant": variant},
+                "result": {"torch": "2.11.0+cu130", "gpu": "NVIDIA H200", "max_allocated_bytes": allocated * MiB,
+                           "max_reserved_bytes": reserved * MiB, "median_step_seconds": 0.01}}
+
+    gpu_results = [gpu("default", "eager", 100, 120), gpu("expandable", "eager", 100, 104),
+                   gpu("expandable", "arena", 80, 84), gpu("default", "eager", 1, 1, model="not simulated")]
+    suite = [{"model": "m", "mode": "train", "batch_size": 32, "eager_allocated_peak_bytes": 99 * MiB,
+              "eager_reserved_bytes": 108 * MiB, "eager_reserved_expandable_bytes": 104 * MiB,
+              "optimized_total_bytes": 70 * MiB},
+             {"model": "never measured", "mode": "train", "batch_size": 1}]
+    table = simulated_vs_measured(suite, gpu_results)
+    assert "| m | train | 32 | 99 / 100 (-1%) | 108 / 120 (-10%) | 104 / 104 (0%) | 70 |" in table
+    assert "never measured" not in table and "not simulated" not in table
+    write_results_json(suite, tmp_path / "results.json")
+    (tmp_path / "gpu.json").write_text(json.dumps(gpu_results))
+    script = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "simulated_vs_measured.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "results.json"), str(tmp_path / "gpu.json")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "| m | train | 32 |" in done.stdout
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nope.json"), str(tmp_path / "gpu.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such file" in bad.stderr
