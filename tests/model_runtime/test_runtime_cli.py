@@ -39,7 +39,7 @@ def test_run_report_save_and_reuse_plan(tmp_path, capsys):
     before = plan.read_text()
     assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "1", "--executor", "reorder",
                  "--plan", str(plan), "--save-plan", str(plan)]) == 2  # never overwrites
-    assert "not overwriting" in capsys.readouterr().err and plan.read_text() == before
+    assert "pass --force" in capsys.readouterr().err and plan.read_text() == before
     assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "1", "--executor", "reorder",
                  "--plan", str(plan)]) == 0
     assert main(["run", "tiny-cnn", "--batch-size", "4", "--steps", "1", "--executor", "reorder",
@@ -64,7 +64,7 @@ def test_run_bad_device_is_one_error_line(device, message, capsys):
 
 def test_run_save_plan_into_missing_folder_fails_before_running(tmp_path, capsys):
     assert main(["run", "tiny-mlp", "--save-plan", str(tmp_path / "no" / "plan.json")]) == 2
-    assert "folder does not exist" in capsys.readouterr().err
+    assert "no such directory" in capsys.readouterr().err
 
 
 def test_measure_runs_each_variant_in_a_fresh_process(capsys):

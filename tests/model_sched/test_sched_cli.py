@@ -47,11 +47,11 @@ def test_text_output(pairs_file, capsys):
 
 
 def test_refuses_to_overwrite_its_input(pairs_file):
-    from model_sched.errors import SchedError
+    from model_ir import FormatError
 
     before = pairs_file.read_text()
-    with pytest.raises(SchedError, match="refusing to overwrite"):
-        run([str(pairs_file), "-o", str(pairs_file)])
+    with pytest.raises(FormatError, match="is the input file"):
+        run([str(pairs_file), "-o", str(pairs_file), "--force"])
     assert pairs_file.read_text() == before
 
 
@@ -66,9 +66,9 @@ def test_through_model_opt_main(pairs_file, capsys):
 
 
 def test_unwritable_output_is_a_clear_error(pairs_file, tmp_path):
-    from model_sched.errors import SchedError
+    from model_ir import FormatError
 
-    with pytest.raises(SchedError, match="no such directory"):
+    with pytest.raises(FormatError, match="no such directory"):
         run([str(pairs_file), "-o", str(tmp_path / "missing" / "plan.json"), "--quiet"])
-    with pytest.raises(SchedError, match="is a directory"):
+    with pytest.raises(FormatError, match="is a directory"):
         run([str(pairs_file), "-o", str(tmp_path), "--quiet"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model_bench.errors import BenchError
 from model_ir.cli_values import whole_number
+from model_ir.output_files import check_output
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES
 from model_bench.progress import Progress
@@ -26,6 +26,7 @@ class CaptureCommand:
         parser.add_argument("--device", default="cuda", choices=DEVICES,
                             help="the device whose kernels the graph records (default cuda, emulated without a GPU)")
         parser.add_argument("-o", "--output", required=True, metavar="FILE", help="graph JSON file to write")
+        parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     def run(self, args) -> int:
@@ -39,13 +40,12 @@ class CaptureCommand:
         get_model(args.model)
         check_mode(args.mode)
         check_optimizer(args.optimizer)
+        check_output(args.output, force=args.force, flag="-o")  # before a capture of minutes
         out = Path(args.output)
-        if out.is_dir():
-            raise BenchError(f"{out} is a directory; give a file name for the graph")
         progress = Progress(quiet=args.quiet, prefix=f"[{args.model}] ")
         _, graph = capture_model(args.model, args.mode, args.batch_size, optimizer=args.optimizer,
                                  granularity=args.granularity, device=args.device, progress=progress, seconds={})
-        save_graph(graph, out)
+        save_graph(graph, out, overwrite=args.force)
         peak = simulate(graph).peak_bytes
         print(f"wrote {out}: {len(graph.ops)} ops, {len(graph.buffers)} buffers, "
               f"program-order peak {human_bytes(peak)}")

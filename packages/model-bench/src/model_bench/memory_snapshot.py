@@ -27,6 +27,7 @@ from pathlib import Path
 import attrs
 
 from model_ir.graph import Graph
+from model_ir.output_files import write_output
 from model_ir.simulator import simulate
 
 #: Where exported arenas start: a typical CUDA virtual address, so that addresses look
@@ -199,6 +200,6 @@ def plan_snapshot(graph: Graph, order: Sequence[str] | None, offsets: Mapping[st
 def save_snapshot(snapshot: dict, path: str | Path) -> Path:
     """Pickle ``snapshot`` to ``path`` (what the visualiser's file picker opens)."""
     path = Path(path)
-    with path.open("wb") as f:
-        pickle.dump(snapshot, f)
+    # Protocol 4 is what the visualiser's loaders (and Pythons back to 3.4) read.
+    write_output(path, pickle.dumps(snapshot, protocol=4))
     return path

@@ -14,6 +14,7 @@ from typing import Any
 
 from model_ir.errors import FormatError, GraphError, ScheduleError
 from model_ir.graph import Buffer, Graph, Op
+from model_ir.output_files import write_output
 from model_ir.plan import Placement, Plan, Schedule, order_indices
 from model_ir.simulator import validate_order
 
@@ -189,20 +190,16 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
     return graph_from_dict(data, str(path))
 
 
-def write_json(data: Any, path: str | os.PathLike[str]) -> None:
-    """Write JSON atomically (temp file then rename), so a failure leaves no half file."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, p)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise FormatError(f"{p}: cannot write: {e.strerror or e}") from None
+def write_json(data: Any, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+    """Write JSON atomically (see :mod:`model_ir.output_files`); ``overwrite`` False keeps
+    an existing file (:class:`FormatError`)."""
+    write_output(path, json.dumps(data, indent=1) + "\n", overwrite=overwrite)
 
 
-def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
-    write_json(graph_to_dict(graph), path)
+def save_graph(graph: Graph, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+    """Write ``graph`` as ``model-ir/1`` JSON (atomically; an existing file is replaced
+    unless ``overwrite`` is False)."""
+    write_json(graph_to_dict(graph), path, overwrite=overwrite)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -251,5 +248,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     return plan_from_dict(read_json(path), str(path))
 
 
-def save_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
-    write_json(plan_to_dict(plan), path)
+def save_plan(plan: Plan, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+    """Write ``plan`` as ``model-plan/1`` JSON (atomically; an existing file is replaced
+    unless ``overwrite`` is False)."""
+    write_json(plan_to_dict(plan), path, overwrite=overwrite)

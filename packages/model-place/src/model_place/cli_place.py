@@ -10,13 +10,12 @@ is written with status 1 or 3.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 from model_ir import FormatError, Plan, Schedule, program_order
 from model_ir.cli_values import seconds, whole_number
 from model_ir.formatting import human_bytes
+from model_ir.output_files import check_output
 from model_ir.json_format import GRAPH_FORMAT, PLAN_FORMAT, graph_from_dict, plan_from_dict, read_json, save_plan
 
 from model_place.csv_format import read_lifetimes_csv, write_placement_csv
@@ -26,13 +25,6 @@ from model_place.placers import place, placer_names
 from model_place.result import PlacementResult
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return Path(a).resolve() == Path(b).resolve()
 
 
 def _is_json(path: str) -> bool:
@@ -81,6 +73,7 @@ class PlaceCommand:
         parser.add_argument("input", help="lifetimes CSV (id,lower,upper,size[,alignment]) or graph/plan JSON")
         parser.add_argument("-o", "--output", required=True,
                             help="where to write the placement: CSV with an offset column, or a plan JSON")
+        parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--capacity", type=whole_number(0, "bytes"), default=None,
                             help="arena bytes to fit (decide feasibility) instead of minimising the arena")
         parser.add_argument("--method", default="auto",
@@ -93,13 +86,7 @@ class PlaceCommand:
         parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
     def run(self, args) -> int:
-        if os.path.isdir(args.output):
-            raise PlaceError(f"-o {args.output}: is a directory; name an output file")
-        parent = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(parent):
-            raise PlaceError(f"-o {args.output}: no such directory {parent!r}")
-        if os.path.exists(args.output) and _same_file(args.input, args.output):
-            raise PlaceError(f"output {args.output} is the input file; choose another -o path")
+        check_output(args.output, force=args.force, inputs=[args.input], flag="-o")
         known = placer_names()
         if args.method not in known:
             raise PlaceError(f"unknown placer {args.method!r}; available: {', '.join(known)}")
@@ -129,9 +116,10 @@ class PlaceCommand:
                     "placement_method": result.method, "placement_seconds": result.seconds,
                     "placement_gap": result.gap, "placement_status": result.status,
                 })
-                save_plan(Plan(plan.graph, plan.schedule, result.placement(), figures), args.output)
+                save_plan(Plan(plan.graph, plan.schedule, result.placement(), figures), args.output,
+                          overwrite=args.force)
             else:
-                write_placement_csv(args.output, lifetimes, result.offsets)
+                write_placement_csv(args.output, lifetimes, result.offsets, overwrite=args.force)
         if args.json:
             print(json.dumps(summary(result, len(lifetimes))))
         else:

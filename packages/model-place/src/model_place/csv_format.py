@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from model_ir import FormatError, Lifetime
+from model_ir.output_files import write_output
 
 REQUIRED = ("id", "lower", "upper", "size")
 OPTIONAL = ("alignment", "offset")
@@ -102,13 +103,7 @@ def format_placement_csv(lifetimes: Sequence[Lifetime], offsets: Mapping[str, in
 
 
 def write_placement_csv(path: str | os.PathLike[str], lifetimes: Sequence[Lifetime],
-                        offsets: Mapping[str, int]) -> None:
-    """Write the placement CSV atomically (temp file, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    try:
-        tmp.write_text(format_placement_csv(lifetimes, offsets), encoding="utf-8")
-        os.replace(tmp, p)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise FormatError(f"{p}: cannot write: {e.strerror or e}") from None
+                        offsets: Mapping[str, int], *, overwrite: bool = True) -> None:
+    """Write the placement CSV atomically (see :mod:`model_ir.output_files`); ``overwrite``
+    False keeps an existing file (:class:`FormatError`)."""
+    write_output(path, format_placement_csv(lifetimes, offsets), overwrite=overwrite)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import statistics
 import time
 
@@ -115,7 +114,8 @@ class RunCommand:
         parser.add_argument("--compare-eager", action="store_true",
                             help="also run eager steps on a copy: step time ratio and bitwise comparison")
         parser.add_argument("--plan", default=None, help="reuse a plan JSON saved with --save-plan")
-        parser.add_argument("--save-plan", default=None, help="write the plan JSON here (must not exist)")
+        parser.add_argument("--save-plan", default=None, help="write the plan JSON here")
+        parser.add_argument("--force", action="store_true", help="replace the --save-plan file if it exists")
         parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
         parser.add_argument("--measure", action="store_true",
                             help="run eager, reorder and arena each in a fresh process, with PyTorch's default "
@@ -128,21 +128,21 @@ class RunCommand:
 
     def run(self, args) -> int:
         from model_ir import save_plan
+        from model_ir.output_files import check_output
 
         if args.measure:
             return _run_measure(args)
 
-        if args.save_plan and os.path.exists(args.save_plan):
-            raise RuntimeLayerError(f"{args.save_plan} exists; not overwriting it (choose another --save-plan path)")
-        if args.save_plan and not os.path.isdir(os.path.dirname(os.path.abspath(args.save_plan))):
-            raise RuntimeLayerError(f"{args.save_plan}: its folder does not exist (checked before running the model)")
+        if args.save_plan is not None:  # checked before running the model
+            check_output(args.save_plan, force=args.force, inputs=[args.plan] if args.plan else [],
+                         flag="--save-plan")
         step, figures = run_model(
             args.model, batch_size=args.batch_size, mode=args.mode, optimizer=args.optimizer,
             executor=args.executor, steps=args.steps, time_limit=args.time_limit, device=args.device,
             compare_eager=args.compare_eager, plan=args.plan,
         )
-        if args.save_plan:
-            save_plan(step.plan, args.save_plan)
+        if args.save_plan is not None:
+            save_plan(step.plan, args.save_plan, overwrite=args.force)
         if args.json:
             print(json.dumps(figures, default=str))
             return 0

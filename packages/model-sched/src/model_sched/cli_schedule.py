@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from model_ir.formatting import human_bytes, percent
 from model_ir.json_format import load_graph, save_plan
+from model_ir.output_files import check_output
 from model_ir.plan import Plan, Schedule
 from model_sched.api import schedule, scheduler_names
 from model_sched.control import Progress
-from model_sched.errors import SchedError
 from model_sched.result import ScheduleResult
 
 
@@ -27,17 +26,6 @@ def _print_progress(event: Progress) -> None:
           f"bound {human_bytes(event.lower_bound_bytes)}", file=sys.stderr, flush=True)
 
 
-def _check_output(output: str, source: str) -> None:
-    """Refuse an ``-o`` path that cannot be written, before a solve of up to a minute."""
-    if os.path.isdir(output):
-        raise SchedError(f"-o {output}: is a directory; name a plan file")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise SchedError(f"-o {output}: no such directory {parent!r}")
-    if os.path.exists(output) and os.path.samefile(output, source):
-        raise SchedError(f"refusing to overwrite the input file {source!r}; choose another -o path")
-
-
 class ScheduleCommand:
     name = "schedule"
     help = "find the operator order with the smallest peak memory of a graph JSON file"
@@ -50,17 +38,18 @@ class ScheduleCommand:
         parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                             help="seconds before returning the best order so far (default 60, inf for none)")
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
+        parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     def run(self, args) -> int:
-        if args.output:
-            _check_output(args.output, args.graph)
+        if args.output is not None:  # checked before a solve of up to a minute
+            check_output(args.output, force=args.force, inputs=[args.graph], flag="-o")
         graph = load_graph(args.graph)
         result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
                           progress=None if args.quiet else _print_progress)
-        if args.output:
-            save_plan(plan_of(graph, result), args.output)
+        if args.output is not None:
+            save_plan(plan_of(graph, result), args.output, overwrite=args.force)
         if args.json:
             print(json.dumps(result.to_dict()))
             return 0
@@ -73,6 +62,6 @@ class ScheduleCommand:
         print(f"lower bound:     {human_bytes(result.lower_bound_bytes)} ({status})")
         note = " (interrupted: best so far)" if result.interrupted else ""
         print(f"time:            {result.seconds:.2f} s{note}")
-        if args.output:
+        if args.output is not None:
             print(f"plan written to  {args.output}")
         return 0
