@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from model_ir import Lifetime, PluginError, simulate
+from model_ir.errors import PluginFailedError
 from model_ir.testing.strategies import graphs
 
 from model_place import (LifetimeError, PlaceError, PlacementError, check_lifetimes, lifetimes_from_graph,
@@ -158,8 +159,11 @@ def test_a_wrong_third_party_answer_is_caught():
     plugin = Plugin()
     pm.register(plugin)
     try:
-        with pytest.raises(PlacementError, match="alive together"):
+        # The message names the plugin; the status is a plugin failure's, not bad input's.
+        with pytest.raises(PluginFailedError, match=r"plugin Plugin .* failed: placer 'test-liar' gave an "
+                                                    r"invalid answer: .*alive together") as caught:
             place(L, method="test-liar")
+        assert caught.value.exit_code == 4
     finally:
         pm.unregister(plugin)
 

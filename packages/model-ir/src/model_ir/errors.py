@@ -27,3 +27,11 @@ class ScheduleError(ModelOptError, ValueError):
 
 class PluginError(ModelOptError, LookupError):
     """A provider (frontend, scheduler, solver, ...) is unknown or unavailable."""
+
+
+class PluginFailedError(ModelOptError):
+    """A third-party plugin raised an unexpected exception (a bug in the plugin, not a
+    user mistake). Its own status, so that scripts can tell it from the statuses the
+    commands give meanings to (``place``: 1 infeasible, 3 time limit)."""
+
+    exit_code = 4

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from model_ir import Lifetime
 from model_ir.errors import PluginError
-from model_ir.plugins import providers
+from model_ir.plugins import invalid_answer, providers
 
 from model_place.caching_allocator import simulate_caching_allocator
-from model_place.errors import PlaceError
+from model_place.errors import PlaceError, PlacementError
 from model_place.exact import exact_placement
 from model_place.heuristics import best_fit, greedy_by_size, no_reuse
 from model_place.lifetimes import check_lifetimes
@@ -101,7 +101,7 @@ def builtin_placers() -> list:
 
 def placer_names() -> list[str]:
     """Names of every registered placer, plus ``auto``."""
-    return sorted([*providers("model_opt_placers"), "auto"])
+    return sorted([*providers("model_opt_placers", reserved=("auto",)), "auto"])
 
 
 def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int | None = None,
@@ -121,7 +121,7 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
         raise PlaceError(f"capacity must be a non-negative number of bytes, got {capacity!r}")
     if time_limit is not None and not time_limit >= 0:
         raise PlaceError(f"time limit must be >= 0 seconds, got {time_limit!r}")
-    found = providers("model_opt_placers")
+    found = providers("model_opt_placers", reserved=("auto",))
     name = AUTO if method == "auto" else method
     if name not in found:
         raise PluginError(f"unknown placer {method!r}; available: {', '.join(placer_names())}")
@@ -129,6 +129,11 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
     kwargs = {}
     if progress is not None and "progress" in inspect.signature(placer.place).parameters:
         kwargs["progress"] = progress
-    result = placer.place(lifetimes, capacity=capacity, time_limit=time_limit, **kwargs)
-    validate_placement(lifetimes, result.offsets, result.arena_bytes)
+    try:
+        result = placer.place(lifetimes, capacity=capacity, time_limit=time_limit, **kwargs)
+        if not isinstance(result, PlacementResult):
+            raise PlacementError(f"it returned a {type(result).__name__}, not a PlacementResult")
+        validate_placement(lifetimes, result.offsets, result.arena_bytes)
+    except PlacementError as e:
+        raise invalid_answer(placer, f"placer {name!r}", e) from None
     return result

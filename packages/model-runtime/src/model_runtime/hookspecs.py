@@ -1,14 +1,33 @@
-"""Hook specifications added by model-runtime."""
+"""Hook specifications added by model-runtime, and the ``Protocol`` of an executor
+(``docs/plugins.md``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from model_ir.hookspecs import hookspec
 
+if TYPE_CHECKING:
+    from model_ir import Plan
+    from model_runtime.program import CompiledProgram
+
+
+class Executor(Protocol):
+    """A way to run a plan: ``build`` turns a captured step and its plan into a callable
+    program; ``on_op(t, op_id, inputs, results)``, when given, is called after each op
+    (measurements). ``needs_placement``: whether the plan must place buffers. Optional:
+    ``unplaced(captured, device) -> frozenset`` of transient buffer ids the executor
+    leaves to PyTorch's allocator (the plan then does not place them)."""
+
+    name: str
+    help: str
+    needs_placement: bool
+
+    def build(self, captured: Any, plan: Plan, *, device: Any, on_op: Any = None) -> CompiledProgram: ...
+
 
 @hookspec
-def model_opt_executors() -> list[Any]:
+def model_opt_executors() -> list[Executor]:
     """Executors: providers with ``name``, ``help``, ``needs_placement`` (bool) and
     ``build(captured, plan, *, device, on_op=None) -> CompiledProgram`` (see
     :mod:`model_runtime.program`), which turns a captured step and its plan into a

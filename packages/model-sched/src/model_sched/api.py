@@ -6,7 +6,8 @@ import math
 from collections.abc import Callable
 
 from model_ir.graph import Graph
-from model_ir.plugins import provider, providers
+from model_ir.errors import ScheduleError
+from model_ir.plugins import invalid_answer, provider, providers
 from model_ir.simulator import simulate_indices, validate_order
 from model_sched.bounds import forced_bound
 from model_sched.control import Progress, SolveControl
@@ -85,14 +86,17 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     if control.best_order is None:
         control.offer(list(range(lv.n_ops)), "program")
     order = control.best_order
-    validate_order(graph, order)
-    simulated = simulate_indices(graph, order).peak_bytes
-    if simulated != control.best_peak:
-        raise SchedError(f"internal error: {control.best_source} reported a peak of {control.best_peak} B, "
-                         f"the simulator measures {simulated} B")
-    if control.bound > simulated:
-        raise SchedError(f"internal error: lower bound {control.bound} B exceeds the peak {simulated} B "
-                         f"of a valid order (from {control.best_source})")
+    try:
+        validate_order(graph, order)
+        simulated = simulate_indices(graph, order).peak_bytes
+        if simulated != control.best_peak:
+            raise SchedError(f"{control.best_source} reported a peak of {control.best_peak} B, "
+                             f"the simulator measures {simulated} B")
+        if control.bound > simulated:
+            raise SchedError(f"lower bound {control.bound} B exceeds the peak {simulated} B "
+                             f"of a valid order (from {control.best_source})")
+    except (ScheduleError, SchedError) as e:
+        raise invalid_answer(sched, f"scheduler {method!r}", e) from None
     return ScheduleResult(
         order=tuple(graph.ops[i].id for i in order), peak_bytes=simulated, eager_peak_bytes=eager,
         lower_bound_bytes=control.bound, seconds=control.elapsed(), method=method,

@@ -1,0 +1,155 @@
+"""A broken third-party plugin is reported in one line and skipped; built-ins win name
+clashes; MODEL_OPT_DISABLE_PLUGIN_AUTOLOAD loads only model-opt's own layers.
+
+Plugins are fake installed distributions (``install_plugin``), loaded through the
+real ``model_opt`` entry-point code path.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from model_ir.frontends import load
+from model_ir.plugins import DISABLE_AUTOLOAD, plugin_manager, providers
+
+ALL_COMMANDS = {"info", "schedule", "place", "bench", "capture", "run"}
+
+GOOD = '''
+from model_ir.hookspecs import hookimpl
+
+class Constant:
+    name = "constant"
+    def load(self, source, **options):
+        from model_ir import Graph
+        return Graph([], [], name="constant")
+
+@hookimpl
+def model_opt_frontends():
+    return [Constant()]
+'''
+
+
+def warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("model-opt: warning:")]
+
+
+def assert_layers_work():
+    assert ALL_COMMANDS <= set(providers("model_opt_cli_commands"))
+    assert "auto" in providers("model_opt_schedulers") and "exact" in providers("model_opt_placers")
+
+
+@pytest.mark.parametrize("module, entry, error", [
+    (None, "no_such_module_xyz", "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
+    ("broken_import", "broken_import", "ImportError: needs libfoo"),
+    ("wrong_arg", "wrong_arg", "Argument(s) {'config'} are declared in the hookimpl"),
+    ("wrong_layer_arg", "wrong_layer_arg", "Argument(s) {'graph'} are declared in the hookimpl"),
+], ids=["missing-module", "import-error", "wrong-argument", "wrong-argument-layer-hook"])
+def test_a_broken_plugin_is_one_line_and_skipped(install_plugin, capsys, module, entry, error):
+    sources = {
+        "broken_import": "raise ImportError('needs libfoo')\n",
+        "wrong_arg": "from model_ir.hookspecs import hookimpl\n\n@hookimpl\n"
+                     "def model_opt_frontends(config):\n    return []\n",
+        "wrong_layer_arg": "from model_ir.hookspecs import hookimpl\n\n@hookimpl\n"
+                           "def model_opt_schedulers(graph):\n    return []\n",
+    }
+    install_plugin("broken-dist", {"broken": entry}, {module: sources[module]} if module else None)
+    install_plugin("good-dist", {"good": "good_plugin"}, {"good_plugin": GOOD})
+    assert_layers_work()
+    assert "constant" in providers("model_opt_frontends")  # the other plugins still load
+    [line] = warnings(capsys.readouterr().err)
+    assert line.startswith("model-opt: warning: plugin broken (broken-dist 0.1.0) is broken and was skipped: ")
+    assert error in line and DISABLE_AUTOLOAD in line
+
+
+def test_a_misspelt_hook_is_reported_and_the_plugin_skipped(install_plugin, capsys):
+    install_plugin("typo-dist", {"typo": "typo_plugin"}, {"typo_plugin": GOOD + (
+        "\n@hookimpl\ndef model_opt_scheduler():\n    return []\n")})
+    assert "constant" not in providers("model_opt_frontends")
+    assert_layers_work()
+    [line] = warnings(capsys.readouterr().err)
+    assert "plugin typo (typo-dist 0.1.0) is broken" in line and "unknown hook model_opt_scheduler " in line
+
+
+@pytest.mark.parametrize("body, message", [
+    ("return Constant()", "model_opt_frontends returned a Constant, not a list of providers"),
+    ("return [Constant(), object()]", "model_opt_frontends returned a provider without a name"),
+    ("raise RuntimeError('boom')", "model_opt_frontends failed and its providers are skipped: RuntimeError: boom"),
+], ids=["not-a-list", "no-name", "raises"])
+def test_a_bad_provider_list_is_reported_not_fatal(install_plugin, capsys, body, message):
+    install_plugin("odd-dist", {"odd": "odd_plugin"}, {"odd_plugin": GOOD.replace("return [Constant()]", body)})
+    found = providers("model_opt_frontends")
+    assert "json" in found  # the built-ins still answer
+    lines = warnings(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("model-opt: warning: plugin odd (odd-dist 0.1.0): ")
+    assert message in lines[0]
+    providers("model_opt_frontends")
+    assert not warnings(capsys.readouterr().err), "reported once, not at every lookup"
+
+
+CLASH = '''
+from model_ir.hookspecs import hookimpl
+
+class Impostor:
+    help = "not the default"
+    def __init__(self, name):
+        self.name = name
+    def run(self, *args, **kwargs):
+        raise AssertionError("a plugin replaced a built-in")
+    place = load = run
+
+@hookimpl
+def model_opt_schedulers():
+    return [Impostor("auto")]
+
+@hookimpl
+def model_opt_placers():
+    return [Impostor("auto"), Impostor("exact")]
+
+@hookimpl
+def model_opt_frontends():
+    return [Impostor("json")]
+'''
+
+
+def test_built_ins_win_name_clashes(install_plugin, capsys, diamond_file):
+    from model_place import place, placer_names
+    from model_sched import schedule
+
+    install_plugin("clash-dist", {"clash": "clash_plugin"}, {"clash_plugin": CLASH})
+    assert load(diamond_file).name == "diamond"
+    assert schedule(load(diamond_file), method="auto", time_limit=1).method == "auto"
+    from model_ir import Lifetime
+
+    assert place([Lifetime("a", 0, 1, 8)]).arena_bytes == 8
+    assert placer_names().count("auto") == 1
+    lines = warnings(capsys.readouterr().err)
+    for hook, name in [("model_opt_frontends", "json"), ("model_opt_schedulers", "auto"),
+                       ("model_opt_placers", "auto"), ("model_opt_placers", "exact")]:
+        assert (f"model-opt: warning: plugin clash (clash-dist 0.1.0): {hook} provider {name!r} is ignored: "
+                "model-opt already provides that name") in lines
+
+
+def test_autoload_can_be_disabled(install_plugin, monkeypatch):
+    install_plugin("good-dist", {"good": "good_plugin"}, {"good_plugin": GOOD})
+    assert "constant" in providers("model_opt_frontends")
+    monkeypatch.setenv(DISABLE_AUTOLOAD, "1")
+    plugin_manager.cache_clear()
+    assert "constant" not in providers("model_opt_frontends")
+    assert_layers_work()  # the project's own layers come through the same entry-point group
+
+
+def test_help_survives_a_broken_plugin(install_plugin, tmp_path):
+    """The whole command line: ``--help`` exits 0 with one warning naming the distribution."""
+    install_plugin("broken-dist", {"broken": "no_such_module_xyz"})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    env.pop(DISABLE_AUTOLOAD, None)
+    proc = subprocess.run([sys.executable, "-m", "model_ir.cli", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "schedule" in proc.stdout
+    assert proc.stderr.splitlines() == [
+        "model-opt: warning: plugin broken (broken-dist 0.1.0) is broken and was skipped: ModuleNotFoundError: "
+        f"No module named 'no_such_module_xyz' (uninstall it, or set {DISABLE_AUTOLOAD}=1)"]
+    env[DISABLE_AUTOLOAD] = "1"
+    proc = subprocess.run([sys.executable, "-m", "model_ir.cli", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and proc.stderr == ""
