@@ -72,10 +72,10 @@ def test_unwritable_output_is_one_line(tmp_path, capsys):
 def test_os_errors_from_a_command_are_one_line(capsys, monkeypatch):
     from model_ir import cli_info
 
-    def boom(path):
+    def boom(path, frontend=None):
         raise PermissionError(13, "Permission denied", "/root/secret.json")
 
-    monkeypatch.setattr(cli_info, "load_graph", boom)
+    monkeypatch.setattr(cli_info, "load_file", boom)
     code, _, err = run(["info", "x.json"], capsys)
     assert code == 2
     assert err == "model-opt: error: /root/secret.json: Permission denied\n"

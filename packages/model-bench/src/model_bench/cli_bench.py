@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from model_bench.errors import BenchError
+from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import seconds
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES, BenchSettings
@@ -128,7 +129,9 @@ class BenchCommand:
         src = parser.add_mutually_exclusive_group()
         src.add_argument("--model", action="append", dest="models", metavar="NAME", help="zoo model (see --list)")
         src.add_argument("--models", action="append", metavar="A,B,...", help="zoo models to sweep")
-        src.add_argument("--graph", metavar="FILE", help="benchmark a captured graph (model-ir/1 JSON) instead")
+        src.add_argument("--graph", metavar="FILE", help="benchmark a captured graph (model-ir/1 JSON, or any "
+                                                         "file a frontend reads) instead")
+        add_frontend_argument(parser, "the --graph file")
         parser.add_argument("--mode", "--modes", action="append", dest="modes", metavar="MODE",
                             help="train (default) or eval; a list sweeps")
         parser.add_argument("--batch-size", "--batch-sizes", action="append", dest="batch_sizes", metavar="B",
@@ -172,6 +175,8 @@ class BenchCommand:
             return run_suite(args)
         if args.list:
             return list_models(args.json)
+        if args.frontend and not args.graph:
+            raise BenchError("--frontend says how to read a --graph FILE; name one")
         if args.graph:
             if args.measure:
                 raise BenchError("--measure runs zoo models; a graph file has no model to run")
@@ -248,14 +253,14 @@ def run_graph_file(args) -> int:
     from model_bench.artifacts import run_label, write_artifacts
     from model_bench.pipeline import analyze_graph
     from model_bench.reports import write_reports
-    from model_ir import load_graph
+    from model_ir.frontends import load_file
 
     if args.modes or args.batch_sizes:
         raise BenchError("--mode and --batch-size describe zoo models; a graph file was captured with its own")
     progress = Progress(quiet=args.quiet, prefix=f"[{Path(args.graph).name}] ")
     seconds: dict[str, float] = {}
     with progress.stage("load", seconds):
-        graph = load_graph(args.graph)
+        graph = load_file(args.graph, args.frontend)
     run = analyze_graph(graph, settings_from(args), progress=progress, seconds=seconds,
                         extra={"model": graph.meta.get("model", graph.name), "mode": graph.meta.get("mode", "graph"),
                                "batch_size": graph.meta.get("batch_size", 0),

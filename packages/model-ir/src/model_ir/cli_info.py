@@ -1,11 +1,12 @@
-"""``model-opt info GRAPH.json``: sizes and memory figures of a graph in program order."""
+"""``model-opt info GRAPH``: sizes and memory figures of a graph in program order."""
 
 from __future__ import annotations
 
 import json
 
+from model_ir.cli_frontend import add_frontend_argument
 from model_ir.formatting import human_bytes
-from model_ir.json_format import load_graph
+from model_ir.frontends import load_file
 from model_ir.simulator import simulate, working_set_bound
 
 
@@ -25,14 +26,16 @@ def graph_info(graph) -> dict:
 
 class InfoCommand:
     name = "info"
-    help = "show op/buffer counts and program-order peak memory of a graph JSON file"
+    help = "show op/buffer counts and program-order peak memory of a graph file"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("graph", help="graph (model-ir/1) or plan (model-plan/1) JSON file")
+        parser.add_argument("graph", help="graph (model-ir/1) or plan (model-plan/1) JSON file, or any file a "
+                                          "frontend reads")
+        add_frontend_argument(parser)
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     def run(self, args) -> int:
-        info = graph_info(load_graph(args.graph))
+        info = graph_info(load_file(args.graph, args.frontend))
         if args.json:
             print(json.dumps(info))
             return 0

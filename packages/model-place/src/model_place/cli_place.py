@@ -1,5 +1,5 @@
 """``model-opt place``: place lifetimes from a MiniMalloc CSV, or the buffers of a
-graph/plan JSON, and write the placement.
+graph/plan JSON (or of any graph file a frontend reads), and write the placement.
 
 Exit status: 0 when a placement within the capacity (or, without one, a
 placement) was written; 1 when the capacity is proven infeasible; 3 when the time
@@ -13,8 +13,10 @@ import json
 import sys
 
 from model_ir import FormatError, Plan, Schedule, program_order
+from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import seconds, whole_number
 from model_ir.formatting import human_bytes
+from model_ir.frontends import frontend_for, load_file
 from model_ir.output_files import check_output
 from model_ir.json_format import GRAPH_FORMAT, PLAN_FORMAT, graph_from_dict, plan_from_dict, read_json, save_plan
 
@@ -49,6 +51,33 @@ def _schedule_for(graph, name: str) -> Schedule:
     return Schedule(run_scheduler(graph, method=name).order)  # a model_sched.ScheduleResult
 
 
+def read_input(path: str, frontend: str | None, schedule: str) -> tuple[Plan | None, list]:
+    """The plan (None for a CSV) and the lifetimes to place: a MiniMalloc CSV (``.csv``,
+    or any file not JSON), a graph or plan JSON, or a graph file ``frontend`` reads
+    (default: the frontend declaring the file's suffix). A graph is placed under the
+    ``schedule`` order, a plan under its own."""
+    if frontend is None and not path.lower().endswith(".csv"):
+        frontend = frontend_for(path)
+        if frontend == "json" and not _is_json(path):
+            frontend = None
+    if frontend is None:
+        return None, read_lifetimes_csv(path)
+    if frontend == "json":
+        data = read_json(path)
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt == PLAN_FORMAT:
+            plan = plan_from_dict(data, path)
+        elif fmt == GRAPH_FORMAT:
+            graph = graph_from_dict(data, path)
+            plan = Plan(graph, _schedule_for(graph, schedule))
+        else:
+            raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON file, format is {fmt!r}")
+    else:
+        graph = load_file(path, frontend)
+        plan = Plan(graph, _schedule_for(graph, schedule))
+    return plan, lifetimes_from_graph(plan.graph, plan.schedule)
+
+
 def summary(result: PlacementResult, buffers: int) -> dict:
     """The JSON object ``--json`` prints (bytes and seconds)."""
     return {
@@ -67,10 +96,12 @@ def print_progress(p) -> None:
 
 class PlaceCommand:
     name = "place"
-    help = "assign an address to every buffer (MiniMalloc CSV, or a graph/plan JSON)"
+    help = "assign an address to every buffer (MiniMalloc CSV, or a graph/plan JSON or other graph file)"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("input", help="lifetimes CSV (id,lower,upper,size[,alignment]) or graph/plan JSON")
+        parser.add_argument("input", help="lifetimes CSV (id,lower,upper,size[,alignment]), graph/plan JSON, "
+                                          "or a graph file a frontend reads")
+        add_frontend_argument(parser, "a graph input (a .csv file is lifetimes)")
         parser.add_argument("-o", "--output", required=True,
                             help="where to write the placement: CSV with an offset column, or a plan JSON")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
@@ -81,7 +112,7 @@ class PlaceCommand:
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
                             help="seconds for exact methods (default 60); the best placement so far is kept")
         parser.add_argument("--schedule", default="program",
-                            help="for a graph JSON: op order to place under (program, or a model-sched "
+                            help="for a graph: op order to place under (program, or a model-sched "
                                  "scheduler name); a plan's own order is used otherwise")
         parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
@@ -90,21 +121,7 @@ class PlaceCommand:
         known = placer_names()
         if args.method not in known:
             raise PlaceError(f"unknown placer {args.method!r}; available: {', '.join(known)}")
-        plan = None
-        if _is_json(args.input):
-            data = read_json(args.input)
-            fmt = data.get("format") if isinstance(data, dict) else None
-            if fmt == PLAN_FORMAT:
-                plan = plan_from_dict(data, args.input)
-            elif fmt == GRAPH_FORMAT:
-                graph = graph_from_dict(data, args.input)
-                plan = Plan(graph, _schedule_for(graph, args.schedule))
-            else:
-                raise FormatError(f"{args.input}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON file, "
-                                  f"format is {fmt!r}")
-            lifetimes = lifetimes_from_graph(plan.graph, plan.schedule)
-        else:
-            lifetimes = read_lifetimes_csv(args.input)
+        plan, lifetimes = read_input(args.input, args.frontend, args.schedule)
         result = place(lifetimes, method=args.method, capacity=args.capacity, time_limit=args.time_limit,
                        progress=None if args.json or not sys.stderr.isatty() else print_progress)
         code = {"infeasible": EXIT_INFEASIBLE, "over_capacity": EXIT_TIMEOUT}.get(result.status, EXIT_OK)

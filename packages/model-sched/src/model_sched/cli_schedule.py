@@ -1,12 +1,14 @@
-"""``model-opt schedule GRAPH.json``: the order with the smallest peak, with its bound."""
+"""``model-opt schedule GRAPH``: the order with the smallest peak, with its bound."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+from model_ir.cli_frontend import add_frontend_argument
 from model_ir.formatting import human_bytes, percent
-from model_ir.json_format import load_graph, save_plan
+from model_ir.frontends import load_file
+from model_ir.json_format import save_plan
 from model_ir.output_files import check_output
 from model_ir.plan import Plan, Schedule
 from model_sched.api import schedule, scheduler_names
@@ -28,10 +30,12 @@ def _print_progress(event: Progress) -> None:
 
 class ScheduleCommand:
     name = "schedule"
-    help = "find the operator order with the smallest peak memory of a graph JSON file"
+    help = "find the operator order with the smallest peak memory of a graph file"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("graph", help="graph (model-ir/1) or plan (model-plan/1) JSON file")
+        parser.add_argument("graph", help="graph (model-ir/1) or plan (model-plan/1) JSON file, or any file a "
+                                          "frontend reads")
+        add_frontend_argument(parser)
         parser.add_argument("--method", default="auto",
                             help=f"scheduler: {', '.join(scheduler_names())} (default auto)")
         parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
@@ -45,7 +49,7 @@ class ScheduleCommand:
     def run(self, args) -> int:
         if args.output is not None:  # checked before a solve of up to a minute
             check_output(args.output, force=args.force, inputs=[args.graph], flag="-o")
-        graph = load_graph(args.graph)
+        graph = load_file(args.graph, args.frontend)
         result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
                           progress=None if args.quiet else _print_progress)
         if args.output is not None:

@@ -1,0 +1,1 @@
+"""An example third-party model-opt plugin: the ``chain`` frontend and the ``example-lifo`` scheduler."""
