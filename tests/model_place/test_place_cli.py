@@ -119,6 +119,12 @@ BAD = [
     ("id,lower,upper,size\n0,0,1,x\n", "line 2: size must be an integer"),
     ("id,lower,upper,size\n0,0,1\n", "line 2: expected 4 fields"),
     ("id,lower,upper,size,alignment\n0,0,1,4,0\n", "line 2: alignment must be >= 1"),
+    # found by fuzzing (issue 14): Python's int() takes these, a CSV reader must not
+    ("id,lower,upper,size\n0,0,1,1_000\n", "line 2: size must be an integer, got '1_000'"),
+    ("id,lower,upper,size\n0,0,\u0661,4\n", "line 2: upper must be an integer"),
+    ("id,lower,upper,size\n0,0,1," + "9" * 5000 + "\n", "line 2: size must be an integer"),
+    (f"id,lower,upper,size\n0,0,1,{2**63}\n", "line 2: size must be < 2**62 bytes"),
+    (f"id,lower,upper,size,alignment\n0,0,1,4,{2**62}\n", "line 2: alignment must be < 2**62 bytes"),
 ]
 
 

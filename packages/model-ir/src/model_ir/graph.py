@@ -15,6 +15,12 @@ import attrs
 
 from model_ir.errors import GraphError
 
+#: Largest total of the buffer sizes of a graph, and so of any one buffer (bytes,
+#: 2**62 - 1 = 4 EiB). Sums of sizes (peaks, bounds, arenas, offsets plus sizes)
+#: then fit the signed 64-bit integers that numpy, the compiled placement search and
+#: PyTorch use, with room to spare for alignment.
+MAX_TOTAL_BYTES = 2**62 - 1
+
 
 def _ids(value: Sequence[str] | str) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -186,6 +192,9 @@ def validate(graph: Graph) -> None:
             raise GraphError(f"buffer {b.id!r}: size must be an integer number of bytes, got {b.size!r}")
         if b.size < 0:
             raise GraphError(f"buffer {b.id!r}: size must be >= 0, got {b.size}")
+    total = sum(b.size for b in graph.buffers)
+    if total > MAX_TOTAL_BYTES:
+        raise GraphError(f"the buffers add up to {total} bytes; a graph may hold at most 2**62 - 1 bytes (4 EiB)")
     op_pos: dict[str, int] = {}
     for i, op in enumerate(graph.ops):
         if not isinstance(op.id, str) or not op.id:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from model_ir.errors import FormatError, GraphError, ScheduleError
-from model_ir.graph import Buffer, Graph, Op
+from model_ir.graph import MAX_TOTAL_BYTES, Buffer, Graph, Op
 from model_ir.output_files import write_output
 from model_ir.plan import Placement, Plan, Schedule, order_indices
 from model_ir.simulator import validate_order
@@ -21,8 +21,15 @@ from model_ir.simulator import validate_order
 GRAPH_FORMAT = "model-ir/1"
 PLAN_FORMAT = "model-plan/1"
 
+_GRAPH_FIELDS = {"format", "name", "meta", "buffers", "ops"}
+_PLAN_FIELDS = {"format", "order", "figures", "arena_bytes", "offsets", "graph"}
 _BUFFER_FIELDS = {"id", "size", "kind", "persistent", "output", "dtype", "shape", "meta"}
 _OP_FIELDS = {"id", "inputs", "outputs", "mutates", "after", "target", "meta"}
+
+#: Deepest nesting of arrays and objects inside a free-form field (``meta``,
+#: ``figures``). Deeper values would break Python's recursive JSON encoder when the
+#: graph is saved again.
+MAX_NESTING = 64
 
 
 class _Reader:
@@ -32,7 +39,7 @@ class _Reader:
         self.source = source
 
     def fail(self, where: str, problem: str) -> FormatError:
-        return FormatError(f"{self.source}: {where}: {problem}")
+        return FormatError(f"{self.source}: {where or 'top level'}: {problem}")
 
     def obj(self, value: Any, where: str) -> Mapping[str, Any]:
         if not isinstance(value, dict):
@@ -47,20 +54,86 @@ class _Reader:
         value = data[key]
         ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _tuple(kind))
         if not ok:
-            raise self.fail(f"{where}.{key}" if where else key, f"expected {_kind_name(kind)}, got {json.dumps(value)[:60]}")
+            raise self.fail(_field(where, key), f"expected {_kind_name(kind)}, got {_show(value)}")
+        if isinstance(value, str) and _has_surrogate(value):
+            raise self.fail(_field(where, key), f"contains a lone UTF-16 surrogate: {_show(value)}")
         return value
 
     def str_list(self, data: Mapping[str, Any], key: str, where: str) -> list[str]:
         value = self.get(data, key, where, list, [])
         for i, v in enumerate(value):
             if not isinstance(v, str):
-                raise self.fail(f"{where}.{key}[{i}]", f"expected a string id, got {json.dumps(v)[:60]}")
+                raise self.fail(f"{where}.{key}[{i}]", f"expected a string id, got {_show(v)}")
+            if _has_surrogate(v):
+                raise self.fail(f"{where}.{key}[{i}]", f"contains a lone UTF-16 surrogate: {_show(v)}")
+        return value
+
+    def free_form(self, data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+        """An optional object of any JSON values (``meta``, ``figures``), checked for
+        nesting depth and lone surrogates."""
+        value = self.get(data, key, where, dict, {})
+        problem = value and _bad_value(value, [_field(where, key)], 1)
+        if problem:
+            raise self.fail(*problem)
         return value
 
     def unknown(self, data: Mapping[str, Any], allowed: set[str], where: str) -> None:
         extra = sorted(set(data) - allowed)
         if extra:
             raise self.fail(where, f"unknown field {extra[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _field(where: str, key: str) -> str:
+    """``where.key``, or ``key`` alone at the top level."""
+    return key if where in ("", "top level") else f"{where}.{key}"
+
+
+def _bad_value(value: Any, where: list[str], depth: int) -> tuple[str, str] | None:
+    """``(field, problem)`` for the first value nested deeper than :data:`MAX_NESTING`
+    or holding a lone surrogate in a string or key; None when all is well."""
+    if depth > MAX_NESTING:
+        return "".join(where), f"nested deeper than {MAX_NESTING} levels"
+    if isinstance(value, str):
+        if _has_surrogate(value):
+            return "".join(where), f"contains a lone UTF-16 surrogate: {_show(value)}"
+        return None
+    if isinstance(value, dict):
+        for k in value:
+            if isinstance(k, str) and _has_surrogate(k):
+                return "".join(where), f"a key contains a lone UTF-16 surrogate: {_show(k)}"
+        items = ((f".{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for label, v in items:
+        if isinstance(v, (dict, list, str)):
+            where.append(label)
+            problem = _bad_value(v, where, depth + 1)
+            where.pop()
+            if problem:
+                return problem
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone UTF-16 surrogate (``"\\ud800"`` in a JSON file),
+    which cannot be printed or written as UTF-8."""
+    if text.isascii():  # constant time: the common case costs nothing
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _show(value: Any) -> str:
+    """``value`` as JSON for a message, cut to 60 characters (its type if it has no JSON)."""
+    try:
+        return json.dumps(value)[:60]
+    except (RecursionError, TypeError, ValueError):
+        return type(value).__name__
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -76,17 +149,20 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
     """Build a :class:`Graph` from parsed ``model-ir/1`` JSON; errors name ``source``."""
     r = _Reader(source)
     data = r.obj(data, "top level")
-    fmt = r.get(data, "format", "", str)
+    fmt = r.get(data, "format", "top level", str)
     if fmt != GRAPH_FORMAT:
         raise r.fail("format", f"expected {GRAPH_FORMAT!r}, got {fmt!r}")
+    r.unknown(data, _GRAPH_FIELDS, "top level")
     buffers = []
-    for i, b in enumerate(r.get(data, "buffers", "", list)):
+    for i, b in enumerate(r.get(data, "buffers", "top level", list)):
         w = f"buffers[{i}]"
         b = r.obj(b, w)
         r.unknown(b, _BUFFER_FIELDS, w)
         size = r.get(b, "size", w, int)
         if size < 0:
             raise r.fail(f"{w}.size", f"must be >= 0, got {size}")
+        if size > MAX_TOTAL_BYTES:
+            raise r.fail(f"{w}.size", f"must be < 2**62 bytes (4 EiB), got {size}")
         shape = r.get(b, "shape", w, (list, type(None)), None)
         if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
             raise r.fail(f"{w}.shape", "expected a list of integers")
@@ -99,11 +175,11 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
                 output=r.get(b, "output", w, bool, False),
                 dtype=r.get(b, "dtype", w, (str, type(None)), None),
                 shape=shape,
-                meta=r.get(b, "meta", w, dict, {}),
+                meta=r.free_form(b, "meta", w),
             )
         )
     ops = []
-    for i, o in enumerate(r.get(data, "ops", "", list)):
+    for i, o in enumerate(r.get(data, "ops", "top level", list)):
         w = f"ops[{i}]"
         o = r.obj(o, w)
         r.unknown(o, _OP_FIELDS, w)
@@ -115,15 +191,15 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
                 mutates=r.str_list(o, "mutates", w),
                 after=r.str_list(o, "after", w),
                 target=r.get(o, "target", w, (str, type(None)), None),
-                meta=r.get(o, "meta", w, dict, {}),
+                meta=r.free_form(o, "meta", w),
             )
         )
     try:
         return Graph(
             buffers=buffers,
             ops=ops,
-            name=r.get(data, "name", "", str, "graph"),
-            meta=r.get(data, "meta", "", dict, {}),
+            name=r.get(data, "name", "top level", str, "graph"),
+            meta=r.free_form(data, "meta", "top level"),
         )
     except GraphError as e:
         raise FormatError(f"{source}: invalid graph: {e}") from None
@@ -166,10 +242,17 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file, turning I/O and syntax problems into :class:`FormatError`."""
+    """Parse a JSON file, turning I/O and syntax problems into :class:`FormatError`.
+
+    A UTF-8 byte order mark is skipped. Nesting too deep for Python's parser and
+    integers of more than 4300 digits are syntax errors here; the readers of each
+    format check the rest (lone surrogates, depth of free-form fields).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise FormatError(f"expected a file path, got {type(path).__name__}")
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # editors on Windows write a BOM
     except FileNotFoundError:
         raise FormatError(f"{p}: no such file") from None
     except IsADirectoryError:
@@ -177,9 +260,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{p}: cannot read: {e}") from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise FormatError(f"{p}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        msg = e.msg.removesuffix(" at")  # "Unterminated string starting at", then the place
+        raise FormatError(f"{p}: not valid JSON: {msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise FormatError(f"{p}: not valid JSON: arrays or objects nested too deeply") from None
+    except ValueError as e:  # Python's limit on integer literals (4300 digits)
+        raise FormatError(f"{p}: not valid JSON: a number has more than 4300 digits ({e.__class__.__name__})") from None
+    return data
 
 
 def load_graph(path: str | os.PathLike[str]) -> Graph:
@@ -220,28 +309,29 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> Plan:
     """Build a :class:`Plan` from parsed ``model-plan/1`` JSON; the order is validated."""
     r = _Reader(source)
     data = r.obj(data, "top level")
-    fmt = r.get(data, "format", "", str)
+    fmt = r.get(data, "format", "top level", str)
     if fmt != PLAN_FORMAT:
         raise r.fail("format", f"expected {PLAN_FORMAT!r}, got {fmt!r}")
-    graph = graph_from_dict(r.get(data, "graph", "", dict), f"{source}: graph")
-    schedule = Schedule(r.str_list(data, "order", ""))
+    r.unknown(data, _PLAN_FIELDS, "top level")
+    graph = graph_from_dict(r.get(data, "graph", "top level", dict), f"{source}: graph")
+    schedule = Schedule(r.str_list(data, "order", "top level"))
     try:
         validate_order(graph, order_indices(graph, schedule))
     except ScheduleError as e:
         raise FormatError(f"{source}: order: {e}") from None
     placement = None
     if "offsets" in data:
-        offsets = r.get(data, "offsets", "", dict)
+        offsets = r.get(data, "offsets", "top level", dict)
         for k, v in offsets.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise r.fail(f"offsets.{k}", f"expected a non-negative integer, got {json.dumps(v)[:60]}")
+                raise r.fail(f"offsets.{k}", f"expected a non-negative integer, got {_show(v)}")
             if k not in graph.buffer_index:
                 raise r.fail(f"offsets.{k}", "names no buffer of the graph")
-        arena_bytes = r.get(data, "arena_bytes", "", int)
+        arena_bytes = r.get(data, "arena_bytes", "top level", int)
         if arena_bytes < 0:
             raise r.fail("arena_bytes", f"must be >= 0, got {arena_bytes}")
         placement = Placement(offsets, arena_bytes)
-    return Plan(graph, schedule, placement, r.get(data, "figures", "", dict, {}))
+    return Plan(graph, schedule, placement, r.free_form(data, "figures", "top level"))
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

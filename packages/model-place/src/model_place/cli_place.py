@@ -33,7 +33,7 @@ def _is_json(path: str) -> bool:
     if path.lower().endswith(".json"):
         return True
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return f.read(64).lstrip().startswith("{")
     except (OSError, UnicodeDecodeError):
         return False

@@ -11,14 +11,19 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from model_ir import FormatError, Lifetime
+from model_ir.graph import MAX_TOTAL_BYTES
 from model_ir.output_files import write_output
 
 REQUIRED = ("id", "lower", "upper", "size")
 OPTIONAL = ("alignment", "offset")
+
+#: A decimal integer in ASCII digits, optionally signed.
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
 def parse_lifetimes_csv(text: str, source: str = "<csv>") -> tuple[Lifetime, ...]:
@@ -61,12 +66,16 @@ def parse_lifetimes_csv(text: str, source: str = "<csv>") -> tuple[Lifetime, ...
                 if name not in col:
                     continue
                 raw = row[col[name]].strip()
-                try:
-                    vals[name] = int(raw)
-                except ValueError:
-                    raise FormatError(f"{source}: line {line}: {name} must be an integer, got {raw!r}") from None
+                # int() would also take "1_000" and non-ASCII digits ("١٢"), and choke on 4300 digits
+                if not _INTEGER.fullmatch(raw) or len(raw) > 40:
+                    raise FormatError(f"{source}: line {line}: {name} must be an integer, got {raw[:40]!r}")
+                vals[name] = int(raw)
             if vals["size"] < 0:
                 raise FormatError(f"{source}: line {line}: size must be >= 0, got {vals['size']}")
+            for name in ("size", "alignment"):
+                if vals.get(name, 1) > MAX_TOTAL_BYTES:
+                    raise FormatError(f"{source}: line {line}: {name} must be < 2**62 bytes (4 EiB), "
+                                      f"got {vals[name]}")
             if vals["lower"] >= vals["upper"]:
                 raise FormatError(f"{source}: line {line}: need lower < upper (half-open [lower, upper)), "
                                   f"got lower={vals['lower']} upper={vals['upper']}")
