@@ -47,3 +47,20 @@ def test_third_party_plugin_adds_a_frontend():
     finally:
         pm.unregister(plugin)
     assert "constant" not in providers("model_opt_frontends")
+
+
+def test_plugin_docs_list_every_hook_and_an_importable_protocol():
+    """docs/plugins.md's table names every hook the layers specify, with its Protocol."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    rows = re.findall(r"^\| `(model_opt_\w+)[^`]*` \| [\w-]+ \| (?:`([\w.]+)`)? *\|", docs, re.M)
+    pm = plugin_manager()
+    specified = {name for name in vars(pm.hook) if getattr(pm.hook, name).has_spec()}
+    assert {hook for hook, _ in rows} == specified
+    for hook, protocol in rows:
+        if protocol:
+            module, _, name = protocol.rpartition(".")
+            assert getattr(importlib.import_module(module), name)._is_protocol
