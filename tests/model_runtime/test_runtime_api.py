@@ -15,7 +15,7 @@ from model_ir import ModelOptError, PluginError, validate_order  # noqa: E402
 from model_ir.hookspecs import hookimpl  # noqa: E402
 from model_ir.plan import order_indices  # noqa: E402
 from model_ir.plugins import plugin_manager, providers  # noqa: E402
-from model_ir.testing.torch_models import eager_step, mlp  # noqa: E402
+from model_ir.testing.torch_models import assert_same_state, eager_step, mlp  # noqa: E402
 from model_place import validate_placement  # noqa: E402
 from model_ir import Plan, Schedule  # noqa: E402
 from model_ir.testing.torch_models import random_topological_order  # noqa: E402
@@ -66,11 +66,24 @@ def test_changed_input_shape_asks_to_reoptimize():
         step(torch.randn(8, 16), torch.randn(8, 16))
 
 
-def test_changed_learning_rate_asks_to_reoptimize():
+def test_learning_rate_changes_need_no_new_plan_but_structural_changes_do():
     model, opt, step = _mlp_step()
+    ref = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    for lr, momentum in ((0.1, 0.9), (0.01, 0.8), (0.5, 0.95)):
+        for o in (opt, ref_opt):
+            o.param_groups[0].update(lr=lr, momentum=momentum)
+        x = torch.randn(8, 16)
+        assert torch.equal(step(x), eager_step(ref, ref_opt, x))
+    assert_same_state(model, opt, ref, ref_opt)
+    opt.param_groups[0]["initial_lr"] = 0.1  # a scheduler's bookkeeping: not read by step()
     step(torch.randn(8, 16))
-    opt.param_groups[0]["lr"] = 0.01
-    with pytest.raises(ReoptimizeError, match="'lr'"):
+    opt.param_groups[0]["weight_decay"] = 0.01  # was 0: the captured step skips weight decay
+    with pytest.raises(ReoptimizeError, match="weight_decay"):
+        step(torch.randn(8, 16))
+    opt.param_groups[0]["weight_decay"] = 0
+    opt.param_groups[0]["nesterov"] = True  # a constant of the step
+    with pytest.raises(ReoptimizeError, match="'nesterov'"):
         step(torch.randn(8, 16))
     step = optimize(model, torch.randn(8, 16), optimizer=opt, time_limit=0.5)
     step(torch.randn(8, 16))

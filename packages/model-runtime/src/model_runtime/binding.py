@@ -5,7 +5,10 @@ the current parameter, buffer and optimizer-state tensors from them (cheap attri
 and dict lookups, no ``named_parameters()`` walk), so ``load_state_dict`` and friends
 keep working. Anything the plan depends on is checked: input shapes, dtypes and
 devices, the shapes of replaced persistent tensors, and the optimizer's
-hyper-parameters, which the captured step holds as constants.
+hyper-parameters: the numeric ones (learning rate, momentum, betas, ...) are read
+from ``optimizer.param_groups`` at every call and passed to the step (only a change of
+sign needs a new plan, see :mod:`model_ir.torch.hyper_parameters`); the others
+(``nesterov``, ``maximize``, ...) are constants of the step and must not change.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Binder:
         self.module_refs: list[tuple[int, torch.nn.Module, str]] = []  # (position, owner, attribute)
         self.state_refs: list[tuple[int, int, str]] = []  # (position, position of its parameter, key)
         self.batch_slots: list[tuple[int, str, int]] = []  # (position, kind, leaf index)
+        self.hyper_slots: list[tuple[int, Any]] = []  # (position, HyperParameter)
         position_of = {s.name: i for i, s in enumerate(step.inputs) if s.kind == "parameter"}
         for pos, slot in enumerate(step.inputs):
             if slot.kind in ("parameter", "model_buffer"):
@@ -62,11 +66,17 @@ class Binder:
             elif slot.kind == "optimizer_state":
                 pname, key = slot.name.rsplit("/", 1)
                 self.state_refs.append((pos, position_of[pname], key))
+            elif slot.kind == "hyper_parameter":
+                self.hyper_slots.append((pos, step.hyper_parameter(slot.name)))
             else:
                 index = int(slot.name[slot.name.index("[") + 1:-1])
                 self.batch_slots.append((pos, slot.kind, index))
         groups = optimizer.param_groups if optimizer is not None else []
-        self.hyper = [(len(g), [(k, v) for k, v in g.items() if k != "params"]) for g in groups]
+        # What optimizer.step() reads is in optimizer.defaults; other keys of a param group
+        # (a scheduler's initial_lr, max_lr, ...) are none of the step's business.
+        lifted = {(hp.group, hp.key) for _, hp in self.hyper_slots}
+        self.hyper = [[(k, g[k]) for k in optimizer.defaults if k in g and (i, k) not in lifted]
+                      for i, g in enumerate(groups)]
         self.persistent: list[Any] = [None] * len(step.inputs)
         self.device = device
 
@@ -115,27 +125,34 @@ class Binder:
         return new
 
     def check_hyper_parameters(self) -> None:
-        """Raise :class:`ReoptimizeError` if a hyper-parameter (a constant of the step) changed."""
+        """Raise :class:`ReoptimizeError` if a constant hyper-parameter changed, a group was
+        added or removed, or a lifted one changed type or sign."""
         groups = self.optimizer.param_groups if self.optimizer is not None else []
         if len(groups) != len(self.hyper):
             raise ReoptimizeError("the optimizer's param groups changed; call model_runtime.optimize again")
-        for i, (g, (size, items)) in enumerate(zip(groups, self.hyper)):
+        for i, (g, items) in enumerate(zip(groups, self.hyper)):
             for k, v in items:
                 now = g.get(k, _MISSING)
                 if now is not v and not _same(now, v):
                     raise ReoptimizeError(
                         f"optimizer hyper-parameter {k!r} of param group {i} changed from {v!r} to "
-                        f"{now!r}; the optimized step holds it as a constant; call "
-                        "model_runtime.optimize again (e.g. after each learning-rate change)"
+                        f"{now!r}; the optimized step holds it as a constant; call model_runtime.optimize again"
                     )
-            if len(g) != size:
-                raise ReoptimizeError(f"optimizer param group {i} gained or lost a hyper-parameter; "
-                                      "call model_runtime.optimize again")
+
+    def hyper_parameter_tensors(self, tensors: list) -> None:
+        """Put the current value of every lifted hyper-parameter into ``tensors``."""
+        for pos, hp in self.hyper_slots:
+            value = hp.read(self.optimizer)
+            problem = hp.problem(value)
+            if problem:
+                raise ReoptimizeError(f"{problem}; call model_runtime.optimize again")
+            tensors[pos] = hp.as_input(value)
 
     def bind(self, args: Sequence, kwargs: dict, targets) -> list:
         """The step's input tensors for a call ``step(*args, targets=targets, **kwargs)``."""
         self.check_hyper_parameters()
         tensors = list(self.persistent_tensors())
+        self.hyper_parameter_tensors(tensors)
         leaves, spec = flatten_batch((tuple(args), dict(kwargs)))
         if spec != self.step.inputs_spec:
             raise ReoptimizeError(

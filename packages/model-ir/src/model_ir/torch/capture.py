@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 
 from model_ir.graph import Graph
+from model_ir.torch.errors import CaptureError
+from model_ir.torch.hyper_parameters import lifted_hyper_parameters
 from model_ir.torch.step import CapturedStep
 from model_ir.torch.storage_graph import build_storage_map, check_granularity
 from model_ir.torch.tracing import trace_step
@@ -39,8 +41,10 @@ def capture_step(
     ``loss = loss_fn(output, *targets)`` (default: the sum of all floating outputs),
     backward, ``before_step(params)`` if given (``params``: parameter name to tensor,
     with ``.grad`` set; e.g. ``lambda ps: clip_grad_norm_(ps.values(), 1.0)``), and
-    ``optimizer.step()`` when an optimizer is given (its hyper-parameters, e.g. the
-    learning rate, are constants of the captured step). Eval mode: forward
+    ``optimizer.step()`` when an optimizer is given (its numeric hyper-parameters, e.g.
+    the learning rate, momentum and betas, are inputs of the step, read from
+    ``optimizer.param_groups`` at every call, so learning-rate schedulers need no new
+    capture; see :mod:`model_ir.torch.hyper_parameters`). Eval mode: forward
     under ``no_grad``. Buffer sizes are storage bytes rounded up to ``granularity``
     bytes (512: CUDA's caching allocator). Gradients are freed after their last reader
     (the optimizer); ``keep_grads=True`` keeps them to the end of the step, as eager
@@ -60,8 +64,20 @@ def capture_step(
     check_granularity(granularity)  # before the (possibly long) trace
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
-    traced = trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
-                        before_step=before_step, return_outputs=return_outputs, device=device)
+    def trace(lift: bool):
+        return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
+                          before_step=before_step, return_outputs=return_outputs, device=device,
+                          lift_hyper_parameters=lift)
+
+    try:
+        traced = trace(True)
+    except CaptureError as e:
+        if optimizer is None or not train or not lifted_hyper_parameters(optimizer):
+            raise
+        # An optimizer whose step branches on a hyper-parameter in a way the sign does not
+        # decide: keep its hyper-parameters as constants (a change then needs a new capture).
+        log.warning("the optimizer's hyper-parameters stay constants of the captured step (%s)", e)
+        traced = trace(False)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
@@ -87,6 +103,7 @@ def capture_step(
         targets_constants=traced.targets_constants,
         return_outputs=traced.return_outputs,
         outputs_structure=traced.outputs_structure,
+        hyper_parameters=traced.hyper_parameters,
     )
 
 

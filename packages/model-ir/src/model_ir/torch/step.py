@@ -53,6 +53,12 @@ class CapturedStep:
     #: train mode: the module also returns the model's output tensors after the loss
     return_outputs: bool = False
     outputs_structure: OutputStructure | None = None
+    #: the optimizer hyper-parameters passed as inputs (slots of kind ``hyper_parameter``)
+    hyper_parameters: tuple = ()
+
+    def hyper_parameter(self, name: str):
+        """The :class:`~model_ir.torch.hyper_parameters.HyperParameter` of slot ``name``."""
+        return next(hp for hp in self.hyper_parameters if hp.name == name)
 
     def model_outputs(self, tensors: Sequence[torch.Tensor]):
         """The model's output rebuilt from its tensors (``module``'s results after the
@@ -86,7 +92,8 @@ class CapturedStep:
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
         out: list[torch.Tensor] = []
         for slot, node in zip(self.inputs, placeholders):
-            t = self._lookup(slot, params, buffers, optimizer, leaves, tleaves)
+            t = self._lookup(slot, params, buffers, optimizer, leaves, tleaves) \
+                if slot.kind != "hyper_parameter" else self._hyper_parameter(slot, optimizer)
             want = node.meta["val"]
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(want.shape) or t.dtype != want.dtype:
                 got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
@@ -101,6 +108,17 @@ class CapturedStep:
                 )
             out.append(t)
         return out
+
+    def _hyper_parameter(self, slot, optimizer) -> torch.Tensor:
+        hp = self.hyper_parameter(slot.name)
+        try:
+            value = hp.read(optimizer)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ExecutionError(f"the optimizer has no hyper-parameter {slot.name!r} any more") from None
+        problem = hp.problem(value)
+        if problem:
+            raise ExecutionError(f"{problem}; capture again")
+        return hp.as_input(value)
 
     @staticmethod
     def _lookup(slot, params, buffers, optimizer, leaves, tleaves):

@@ -33,10 +33,17 @@ from torch.utils import _pytree as pytree
 from model_ir.torch.capture_errors import capture_error
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.hyper_parameters import (
+    example_input,
+    hyper_parameters_bound,
+    lifted_hyper_parameters,
+    read_symbolic,
+    tensor_hyper_parameters_as_floats,
+)
 from model_ir.torch.specs import TensorSpec
 
 #: Kinds of step inputs, in the order they appear in the traced function's arguments.
-INPUT_KINDS = ("parameter", "model_buffer", "optimizer_state", "input", "target")
+INPUT_KINDS = ("parameter", "model_buffer", "optimizer_state", "hyper_parameter", "input", "target")
 
 
 @attrs.frozen
@@ -45,8 +52,10 @@ class InputSlot:
 
     ``kind`` is one of :data:`INPUT_KINDS`. ``name`` is the parameter or buffer name
     (``"0.weight"``), ``"<param name>/<state key>"`` for optimizer state
-    (``"0.weight/exp_avg"``), or ``"inputs[i]"`` / ``"targets[i]"`` for the i-th tensor
-    leaf of the example inputs / loss targets (flattened with ``torch.utils._pytree``).
+    (``"0.weight/exp_avg"``), ``"group<i>/<key>"`` for an optimizer hyper-parameter
+    (``"group0/lr"``, ``"group0/betas.1"``; see :mod:`model_ir.torch.hyper_parameters`), or
+    ``"inputs[i]"`` / ``"targets[i]"`` for the i-th tensor leaf of the example inputs /
+    loss targets (flattened with ``torch.utils._pytree``).
     """
 
     kind: str
@@ -79,6 +88,8 @@ class TracedStep:
     #: the device the step was traced for, and whether its CUDA kernels were emulated on the CPU
     device: str = "cpu"
     emulated: bool = False
+    #: the optimizer hyper-parameters that are inputs of the step, in slot order
+    hyper_parameters: tuple = ()
 
 
 @attrs.frozen(eq=False)
@@ -305,6 +316,7 @@ def trace_step(
     before_step: Callable | None = None,
     return_outputs: bool = False,
     device: str | None = None,
+    lift_hyper_parameters: bool = True,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -320,6 +332,9 @@ def trace_step(
     parameters' device, with meta counting as ``cpu``). For ``cuda`` when the model is not
     on a GPU, the step is traced on CPU stand-ins with CUDA's kernel choices
     (:func:`~model_ir.torch.cuda_kernels.emulate_cuda`).
+    ``lift_hyper_parameters``: the optimizer's numeric hyper-parameters (learning rate,
+    momentum, betas, ...) are inputs of the step (:mod:`model_ir.torch.hyper_parameters`)
+    instead of constants.
     The user's model, optimizer and tensors are left untouched.
     """
     args, kwargs = split_example_inputs(example_inputs)
@@ -367,7 +382,7 @@ def trace_step(
         missing = [p for p in opt_params if p.requires_grad and not optimizer.state.get(p)]
         init_state = {}
         if missing:
-            with kernels():
+            with kernels(), tensor_hyper_parameters_as_floats(optimizer):
                 init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing})
         for p in opt_params:
             real_state = optimizer.state.get(p)
@@ -384,6 +399,10 @@ def trace_step(
             state_layout.append((id(p), entries))
     else:
         fake_by_real = {}
+    hyper = lifted_hyper_parameters(optimizer) if optimizer is not None and train and lift_hyper_parameters else ()
+    for hp in hyper:
+        slots.append(InputSlot("hyper_parameter", hp.name))
+        flat.append(_fake(mode, example_input(hp, optimizer), host=emulated))
 
     batch_leaves, inputs_spec = flatten_batch((args, kwargs))
     target_leaves, targets_spec = flatten_batch(tuple(targets))
@@ -414,6 +433,7 @@ def trace_step(
         state = defaultdict(dict)
         for pid, entries in state_layout:
             state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
+        hyper_values = read_symbolic(hyper, [next(it) for _ in hyper])
         leaves = [next(it) if _is_leaf_tensor(x) else x for x in batch_leaves]
         tleaves = [next(it) if _is_leaf_tensor(x) else x for x in target_leaves]
         call_args, call_kwargs = pytree.tree_unflatten(leaves, inputs_spec)
@@ -433,7 +453,8 @@ def trace_step(
             before_step(params)
         grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
         if optimizer is not None:
-            with optimizer_bound_to(optimizer, fake_by_real, state):
+            with optimizer_bound_to(optimizer, fake_by_real, state), \
+                    hyper_parameters_bound(optimizer, hyper, hyper_values):
                 optimizer.step()
             for pid, entries in state_layout:
                 now = state[fake_by_real[pid]]
@@ -477,7 +498,7 @@ def trace_step(
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
-                      device=device, emulated=emulated)
+                      device=device, emulated=emulated, hyper_parameters=hyper)
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
