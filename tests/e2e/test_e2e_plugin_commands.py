@@ -106,6 +106,18 @@ class Liar:
     def run(self, problem, control, solver=None):
         control.offer(list(reversed(range(problem.lv.n_ops))), self.name)
 
+class CrashPlacer:
+    name = "crash-placer"
+    help = "raises"
+    def place(self, lifetimes, *, capacity=None, time_limit=None):
+        raise ValueError("no room")
+
+class DictFrontend:
+    name = "dict"
+    suffixes = (".dict",)
+    def load(self, source, **options):
+        return {"ops": []}
+
 class BrokenCommand:
     name = "broken"
     help = "its arguments cannot be added"
@@ -119,21 +131,34 @@ def model_opt_schedulers():
     return [Crash(), Liar()]
 
 @hookimpl
+def model_opt_placers():
+    return [CrashPlacer()]
+
+@hookimpl
+def model_opt_frontends():
+    return [DictFrontend()]
+
+@hookimpl
 def model_opt_cli_commands():
     return [BrokenCommand()]
 '''
 
 
-@pytest.mark.parametrize("method, message", [
-    ("crash", "model-opt: error: plugin failing (failing-dist 0.1.0) failed: ZeroDivisionError: division by zero"),
-    ("liar", "model-opt: error: plugin failing (failing-dist 0.1.0) failed: scheduler 'liar' gave an invalid "
-             "answer: schedule runs op 'B' before op 'A', which it depends on"),
-])
-def test_a_failing_plugin_exits_4_naming_it(install_plugin, diamond_json_file, capsys, method, message):
+@pytest.mark.parametrize("argv, message", [
+    (["schedule", "{graph}", "--method", "crash"], "ZeroDivisionError: division by zero"),
+    (["schedule", "{graph}", "--method", "liar"],
+     "scheduler 'liar' gave an invalid answer: schedule runs op 'B' before op 'A', which it depends on"),
+    # exit 1 would mean "capacity proven infeasible" to a script
+    (["place", "{graph}", "--method", "crash-placer", "--capacity", "1", "-o", "{tmp}/p.json"],
+     "ValueError: no room"),
+    (["info", "{tmp}/g.dict"], "frontend 'dict' gave an invalid answer: it returned a dict, not a model_ir.Graph"),
+], ids=["scheduler-raises", "scheduler-invalid-order", "placer-raises", "frontend-no-graph"])
+def test_a_failing_plugin_exits_4_naming_it(install_plugin, diamond_json_file, tmp_path, capsys, argv, message):
     install_plugin("failing-dist", {"failing": "failing_plugin"}, {"failing_plugin": FAILING})
-    code, _, err = run(["schedule", diamond_json_file, "--method", method, "--quiet"], capsys)
+    (tmp_path / "g.dict").write_text("{}")
+    code, _, err = run([a.format(graph=diamond_json_file, tmp=tmp_path) for a in argv], capsys)
     assert code == 4
-    assert err.splitlines()[-1] == message
+    assert err.splitlines()[-1] == f"model-opt: error: plugin failing (failing-dist 0.1.0) failed: {message}"
 
 
 def test_a_command_that_cannot_add_its_arguments_breaks_only_itself(install_plugin, diamond_json_file, capsys):
