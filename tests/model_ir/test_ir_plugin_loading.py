@@ -153,3 +153,12 @@ def test_help_survives_a_broken_plugin(install_plugin, tmp_path):
     env[DISABLE_AUTOLOAD] = "1"
     proc = subprocess.run([sys.executable, "-m", "model_ir.cli", "--help"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_an_entry_point_naming_a_built_in_module_leaves_it_registered(install_plugin, capsys):
+    install_plugin("copycat-dist", {"copycat": "model_sched.plugins"})
+    assert_layers_work()
+    [line] = warnings(capsys.readouterr().err)
+    assert line == ("model-opt: warning: plugin copycat (copycat-dist 0.1.0) is broken and was skipped: ValueError: "
+                    "model_sched.plugins is already registered, as plugin model_sched (uninstall it, or set "
+                    f"{DISABLE_AUTOLOAD}=1)")

@@ -104,19 +104,23 @@ def load_entry_point(pm: ModelOptPluginManager, ep: importlib.metadata.EntryPoin
     plugin = None
     try:
         plugin = ep.load()
+        if pm.is_registered(plugin):
+            raise ValueError(f"{ep.value} is already registered, as plugin {pm.get_name(plugin)}")
         pm.register(plugin, name=ep.name)
         _add_hookspecs_of(pm, plugin)
     except Exception as exc:
-        # A wrong argument name found while adding a layer's specs belongs to the
-        # plugin that declared it, which pluggy's error carries.
-        culprit = getattr(exc, "plugin", plugin)
-        if culprit is not None and pm.is_registered(culprit):
-            pm.report(f"plugin {pm.describe(culprit)} is broken and was skipped: {_error(exc)} "
-                      f"(uninstall it, or set {DISABLE_AUTOLOAD}=1)")
+        # pluggy's validation error names the plugin at fault: this one, or an earlier
+        # one whose hook has a wrong argument, found when this one added its specs.
+        culprit = exc.plugin if isinstance(exc, pluggy.PluginValidationError) else plugin
+        # Never unregister a module registered under another name (pluggy refuses to
+        # register one module twice: that error is this entry point's).
+        owned = (culprit is not None and pm.is_registered(culprit)
+                 and (culprit is not plugin or pm.get_name(plugin) == ep.name))
+        who = pm.describe(culprit) if owned else f"{ep.name} ({dist})"
+        pm.report(f"plugin {who} is broken and was skipped: {_error(exc)} "
+                  f"(uninstall it, or set {DISABLE_AUTOLOAD}=1)")
+        if owned:
             pm.unregister(culprit)
-        else:
-            pm.report(f"plugin {ep.name} ({dist}) is broken and was skipped: {_error(exc)} "
-                      f"(uninstall it, or set {DISABLE_AUTOLOAD}=1)")
 
 
 def drop_unknown_hooks(pm: ModelOptPluginManager) -> None:
