@@ -1,0 +1,87 @@
+"""Real training loops with an optimized step (issue: LR schedules): five steps bitwise
+equal to the same loop in eager PyTorch from the same seed, with the learning rate (and
+momentum / betas) changed by a scheduler after every step, without a new plan."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model_ir.testing.torch_models import TransformerBlock, assert_same_state, eager_step  # noqa: E402
+from model_runtime import optimize  # noqa: E402
+
+
+def train_both(model, make_optimizer, make_scheduler, make_batch, *, executor="arena", steps=5, loss_fn=None,
+               make_targets=None):
+    """Run ``steps`` optimized and eager steps side by side; returns the optimizers."""
+    ref = copy.deepcopy(model)
+    opt, ref_opt = make_optimizer(model), make_optimizer(ref)
+    sched, ref_sched = make_scheduler(opt), make_scheduler(ref_opt)
+    targets = (make_targets(),) if make_targets else ()
+    step = optimize(model, make_batch(), optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
+                    time_limit=2)
+    plan = step.plan
+    lrs = []
+    for i in range(steps):
+        batch, targets = make_batch(), ((make_targets(),) if make_targets else ())
+        torch.manual_seed(100 + i)
+        loss = step(batch, targets=targets)
+        torch.manual_seed(100 + i)
+        expected = eager_step(ref, ref_opt, batch, loss_fn, targets)
+        assert torch.equal(loss, expected), (i, loss, expected)
+        sched.step()
+        ref_sched.step()
+        lrs.append(float(opt.param_groups[0]["lr"]))
+    assert_same_state(model, opt, ref, ref_opt)
+    assert step.plan is plan and len(set(lrs)) == steps  # every step had another learning rate, one plan
+    return opt
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_resnet18_sgd_momentum_one_cycle(executor):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    opt = train_both(
+        model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10),
+        lambda: torch.randn(8, 3, 64, 64), loss_fn=torch.nn.functional.cross_entropy,
+        make_targets=lambda: torch.randint(0, 10, (8,)), executor=executor)
+    assert 0.85 <= opt.param_groups[0]["momentum"] <= 0.95  # OneCycleLR cycles the momentum too
+
+
+def test_resnet18_tensor_learning_rate_cosine_annealing():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    opt = train_both(
+        model, lambda m: torch.optim.SGD(m.parameters(), lr=torch.tensor(0.1), momentum=0.9),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+        lambda: torch.randn(8, 3, 64, 64), loss_fn=torch.nn.functional.cross_entropy,
+        make_targets=lambda: torch.randint(0, 10, (8,)))
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+
+
+def test_transformer_block_adamw_linear_warmup():
+    torch.manual_seed(0)
+    train_both(
+        TransformerBlock(32, 4, dropout=0.1), lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
+        lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / 8)),
+        lambda: torch.randn(4, 16, 32))
+
+
+def test_warmup_chain_and_every_optimizer_kind():
+    torch.manual_seed(0)
+    for make_opt in (lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=0.01),
+                     lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-3, momentum=0.5),
+                     lambda m: torch.optim.Adagrad(m.parameters(), lr=1e-2),
+                     lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True)):
+        def chain(o):
+            warm = torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=2)
+            decay = torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.7)
+            return torch.optim.lr_scheduler.SequentialLR(o, [warm, decay], milestones=[2])
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+        train_both(model, make_opt, chain, lambda: torch.randn(8, 16), executor="reorder")
