@@ -30,7 +30,11 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
     placement = plan.placement
     if placement is None:
         raise RuntimeLayerError("the arena executor needs a plan with a placement (offsets per buffer)")
-    arena = torch.empty(placement.arena_bytes, dtype=torch.uint8, device=device)
+    try:
+        arena = torch.empty(placement.arena_bytes, dtype=torch.uint8, device=device)
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        raise RuntimeLayerError(f"cannot allocate the arena of {placement.arena_bytes} bytes on {device}: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     slots = {}
     unplaced = fallback_buffers(step, device.type)
     for buf in transient_buffers(plan.graph):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
 from model_ir.plan import order_indices
-from model_place import lifetimes_from_graph, place, validate_placement
+from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
-from model_sched import schedule
+from model_sched import forced_bound, liveness, schedule
 
 #: Seconds each solver (scheduling, placement) may run when ``time_limit`` is None.
 DEFAULT_TIME_LIMIT = 10.0
@@ -104,21 +104,59 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
             "the model, batch shape, optimizer or granularity differ; optimize without plan= to make a new one"
         )
     validate_order(graph, order_indices(graph, plan.schedule))
-    if needs_placement:
-        if plan.placement is None:
-            raise ReoptimizeError("the saved plan has no placement, which this executor needs; "
-                                  "optimize without plan= to make one")
-        lts = arena_lifetimes(graph, plan.schedule, alignment, unplaced)
+    if needs_placement and plan.placement is None:
+        raise ReoptimizeError("the saved plan has no placement, which this executor needs; "
+                              "optimize without plan= to make one")
+    lts = arena_lifetimes(graph, plan.schedule, alignment, unplaced)
+    placement = plan.placement
+    if placement is not None:
         try:
-            validate_placement(lts, plan.placement.offsets, plan.placement.arena_bytes)
-        except ModelOptError as exc:
-            raise ReoptimizeError(f"the saved plan's placement is not valid for this step: {exc}") from None
-        misaligned = [lt.id for lt in lts if plan.placement.offsets[lt.id] % alignment]
-        if misaligned:
-            raise ReoptimizeError(f"the saved plan places buffer {misaligned[0]!r} at an offset that is not a "
-                                  f"multiple of {alignment} bytes, as this device needs")
-    return Plan(graph, plan.schedule, plan.placement,
-                {**plan.figures, **simulated_figures(graph, plan.schedule, plan.placement, alignment, unplaced)})
+            check_saved_placement(lts, placement, alignment)
+        except ReoptimizeError:
+            if needs_placement:
+                raise
+            placement = None  # this executor does not use it: dropped, not reported
+    # The saved figures are not trusted (the file may come from another tool, or have
+    # been edited): every figure is recomputed from the graph, the order and the offsets.
+    return Plan(graph, plan.schedule, placement,
+                {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced),
+                 **bound_figures(graph, plan.schedule, lts if placement is not None else None)})
+
+
+def check_saved_placement(lts, placement, alignment: int) -> None:
+    """Raise :class:`ReoptimizeError` unless ``placement`` is a valid placement of the
+    arena lifetimes ``lts`` on a device aligning to ``alignment`` bytes, in an arena no
+    larger than every buffer side by side (a larger one is a damaged or edited file,
+    and would ask the device for absurd amounts of memory)."""
+    try:
+        validate_placement(lts, placement.offsets, placement.arena_bytes)
+    except ModelOptError as exc:
+        raise ReoptimizeError(f"the saved plan's placement is not valid for this step: {exc}") from None
+    misaligned = [lt.id for lt in lts if placement.offsets[lt.id] % alignment]
+    if misaligned:
+        raise ReoptimizeError(f"the saved plan places buffer {misaligned[0]!r} at an offset that is not a "
+                              f"multiple of {alignment} bytes, as this device needs")
+    side_by_side = sum(lt.size + lt.alignment for lt in lts)
+    if placement.arena_bytes > side_by_side:
+        raise ReoptimizeError(f"the saved plan's arena of {placement.arena_bytes} bytes is larger than its "
+                              f"{len(lts)} buffers side by side ({side_by_side} bytes); optimize without "
+                              "plan= to make a new plan")
+
+
+def bound_figures(graph, order, lts=None) -> dict:
+    """Lower bounds recomputed for a saved plan (bytes): the forced-liveness bound on
+    the peak of every order, its gap to ``order``'s peak, and with arena lifetimes
+    ``lts`` the peak of their live bytes, a bound on the arena."""
+    peak = simulate(graph, order).peak_bytes
+    bound = forced_bound(liveness(graph)).bytes
+    figures = {
+        "lower_bound_bytes": bound,
+        "schedule_gap": (peak - bound) / peak if peak else 0.0,
+        "schedule_optimal": peak == bound,
+    }
+    if lts is not None:
+        figures["arena_lower_bound_bytes"] = live_bytes_peak(lts)
+    return figures
 
 
 def simulated_figures(graph, order, placement, alignment: int, unplaced=frozenset()) -> dict:
