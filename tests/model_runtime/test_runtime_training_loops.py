@@ -85,3 +85,31 @@ def test_warmup_chain_and_every_optimizer_kind():
             return torch.optim.lr_scheduler.SequentialLR(o, [warm, decay], milestones=[2])
         model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
         train_both(model, make_opt, chain, lambda: torch.randn(8, 16), executor="reorder")
+
+
+def test_transformer_block_bf16_autocast_adamw_warmup():
+    """AMP on the CPU: forward and loss under bf16 autocast, backward and update outside."""
+    torch.manual_seed(0)
+    model = TransformerBlock(32, 4, dropout=0.1)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3)
+    warmup = lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / 8))  # noqa: E731
+    sched, ref_sched = warmup(opt), warmup(ref_opt)
+    step = optimize(model, torch.randn(4, 16, 32), optimizer=opt, autocast=torch.bfloat16, time_limit=2)
+    assert step.plan.graph.meta["autocast"] == "bfloat16"
+    assert any(b.dtype == "bfloat16" for b in step.plan.graph.buffers)  # the casts are planned buffers
+    for i in range(5):
+        x = torch.randn(4, 16, 32)
+        torch.manual_seed(100 + i)
+        loss = step(x)
+        torch.manual_seed(100 + i)
+        ref_opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = ref(x).float().sum()
+        expected.backward()
+        ref_opt.step()
+        assert torch.equal(loss, expected.detach()), (i, loss, expected)
+        sched.step()
+        ref_sched.step()
+    assert_same_state(model, opt, ref, ref_opt)

@@ -147,7 +147,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              time_limit: float | None = None, targets=(), train: bool | None = None,
              schedule_method: str = "auto", place_method: str = "auto",
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
-             before_step: Callable | None = None, return_outputs: bool = False) -> OptimizedStep:
+             before_step: Callable | None = None, return_outputs: bool = False,
+             autocast: torch.dtype | None = None) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -174,6 +175,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     the plan: alive to the end of the step (the planned peak may grow), allocated
     outside the arena and owned by the caller (still valid after the next step). No
     effect in eval mode, whose step always returns the outputs.
+    ``autocast`` (``torch.bfloat16``, or ``torch.float16`` on CUDA): mixed precision as
+    in PyTorch's AMP recipe, the forward pass and the loss under
+    ``torch.autocast(device_type, dtype)`` and the backward and update outside it; the
+    casts are planned buffers and the results are bitwise those of that eager loop.
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -187,7 +192,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
-        before_step=before_step, return_outputs=return_outputs and train,
+        before_step=before_step, return_outputs=return_outputs and train, autocast=autocast,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)

@@ -32,6 +32,7 @@ def capture_step(
     name: str | None = None,
     return_outputs: bool = False,
     device: str | None = None,
+    autocast: torch.dtype | None = None,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -58,6 +59,8 @@ def capture_step(
     choices emulated (:mod:`model_ir.torch.cuda_kernels`); such a graph is for planning
     and simulation, and its module is not executable on a GPU (capture there to run).
     The graph's ``meta`` says ``device`` and ``kernels`` (``emulated`` or ``native``).
+    ``autocast`` (``torch.bfloat16``, ``torch.float16``): the forward pass and the loss
+    run under ``torch.autocast`` (the AMP recipe); its casts are buffers of the graph.
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
@@ -67,7 +70,7 @@ def capture_step(
     def trace(lift: bool):
         return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
                           before_step=before_step, return_outputs=return_outputs, device=device,
-                          lift_hyper_parameters=lift)
+                          lift_hyper_parameters=lift, autocast=autocast)
 
     try:
         traced = trace(True)
@@ -84,6 +87,7 @@ def capture_step(
                              keep_grads=keep_grads,
                              meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None,
                                    "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
+                                   **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
                                    **({"return_outputs": True} if traced.return_outputs else {})})
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
              time.perf_counter() - traced_at)
@@ -120,10 +124,11 @@ def capture(
     before_step: Callable | None = None,
     return_outputs: bool = False,
     device: str | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Graph:
     """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
     return capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
         granularity=granularity, targets=targets, keep_grads=keep_grads, before_step=before_step,
-        return_outputs=return_outputs, device=device,
+        return_outputs=return_outputs, device=device, autocast=autocast,
     ).graph

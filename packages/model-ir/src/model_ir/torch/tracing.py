@@ -317,6 +317,7 @@ def trace_step(
     return_outputs: bool = False,
     device: str | None = None,
     lift_hyper_parameters: bool = True,
+    autocast: torch.dtype | None = None,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -332,6 +333,9 @@ def trace_step(
     parameters' device, with meta counting as ``cpu``). For ``cuda`` when the model is not
     on a GPU, the step is traced on CPU stand-ins with CUDA's kernel choices
     (:func:`~model_ir.torch.cuda_kernels.emulate_cuda`).
+    ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) under which the forward
+    pass and the loss run in ``torch.autocast`` for the traced device, as in the AMP
+    recipe (backward and update outside it); the casts are ops of the graph.
     ``lift_hyper_parameters``: the optimizer's numeric hyper-parameters (learning rate,
     momentum, betas, ...) are inputs of the step (:mod:`model_ir.torch.hyper_parameters`)
     instead of constants.
@@ -349,6 +353,11 @@ def trace_step(
 
     def kernels():
         return emulate_cuda(optimizer if train else None) if emulated else contextlib.nullcontext()
+
+    def mixed_precision():
+        # The stand-ins of an emulated CUDA capture are CPU tensors: CPU autocast applies to them.
+        kind = "cpu" if emulated else device
+        return torch.autocast(kind, dtype=autocast) if autocast is not None else contextlib.nullcontext()
 
     if not isinstance(targets, (tuple, list)):
         targets = (targets,)
@@ -439,11 +448,12 @@ def trace_step(
         call_args, call_kwargs = pytree.tree_unflatten(leaves, inputs_spec)
         tgts = pytree.tree_unflatten(tleaves, targets_spec)
         if not train:
-            with torch.no_grad():
+            with torch.no_grad(), mixed_precision():
                 out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
             return tensor_leaves(out)
-        out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
-        loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
+        with mixed_precision():
+            out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+            loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise CaptureError("loss_fn must return a tensor with one element (the loss)")
         if not loss.requires_grad:
