@@ -25,6 +25,11 @@ class ScheduleError(ModelOptError, ValueError):
     """An operator order is not a valid topological order of the graph."""
 
 
+class WrongTypeError(ModelOptError, TypeError):
+    """An argument of a public function has the wrong type; the message names the
+    argument (see :mod:`model_ir.arguments`)."""
+
+
 class PluginError(ModelOptError, LookupError):
     """A provider (frontend, scheduler, solver, ...) is unknown or unavailable."""
 

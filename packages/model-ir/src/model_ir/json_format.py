@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from model_ir.arguments import check_graph, check_type
 from model_ir.errors import FormatError, GraphError, ScheduleError
 from model_ir.graph import MAX_TOTAL_BYTES, Buffer, Graph, Op
 from model_ir.output_files import write_output
@@ -248,8 +249,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     integers of more than 4300 digits are syntax errors here; the readers of each
     format check the rest (lone surrogates, depth of free-form fields).
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise FormatError(f"expected a file path, got {type(path).__name__}")
+    check_type(path, (str, os.PathLike), "path", "a file path (str or os.PathLike)")
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")  # editors on Windows write a BOM
@@ -288,7 +288,7 @@ def write_json(data: Any, path: str | os.PathLike[str], *, overwrite: bool = Tru
 def save_graph(graph: Graph, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """Write ``graph`` as ``model-ir/1`` JSON (atomically; an existing file is replaced
     unless ``overwrite`` is False)."""
-    write_json(graph_to_dict(graph), path, overwrite=overwrite)
+    write_json(graph_to_dict(check_graph(graph)), path, overwrite=overwrite)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -341,4 +341,4 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
 def save_plan(plan: Plan, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """Write ``plan`` as ``model-plan/1`` JSON (atomically; an existing file is replaced
     unless ``overwrite`` is False)."""
-    write_json(plan_to_dict(plan), path, overwrite=overwrite)
+    write_json(plan_to_dict(check_type(plan, Plan, "plan", "a model_ir.Plan")), path, overwrite=overwrite)

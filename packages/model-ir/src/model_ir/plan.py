@@ -47,7 +47,9 @@ def program_order(graph: Graph) -> Schedule:
 
 def order_indices(graph: Graph, order: Sequence[str] | Schedule) -> list[int]:
     """Op positions for a sequence of op ids (no validation of the order itself)."""
-    ids = order.order if isinstance(order, Schedule) else order
+    from model_ir.arguments import check_ids  # model_ir.arguments imports the graph module
+
+    ids = order.order if isinstance(order, Schedule) else check_ids(order)
     out = []
     for op_id in ids:
         try:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from model_ir.arguments import check_graph
 from model_ir.errors import ScheduleError
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
@@ -84,6 +85,7 @@ def simulate(graph: Graph, order: Sequence[str] | Schedule | None = None, *, che
 
     With ``check`` (the default) the order is validated first.
     """
+    check_graph(graph)
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     if check and order is not None:
         validate_order(graph, idx)

@@ -6,9 +6,11 @@ A lifetime is :class:`model_ir.Lifetime`: ``[start, end)`` in steps (half-open),
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
-from model_ir import Graph, Lifetime, Schedule, simulate
+from model_ir import Graph, Lifetime, Schedule, WrongTypeError, simulate
+from model_ir.arguments import describe
 
 from model_place.errors import LifetimeError
 
@@ -29,10 +31,18 @@ def lifetimes_from_graph(graph: Graph, order: Sequence[str] | Schedule | None = 
 
 
 def check_lifetimes(lifetimes: Iterable[Lifetime]) -> tuple[Lifetime, ...]:
-    """Return ``lifetimes`` as a tuple; raise :class:`LifetimeError` on the first bad one."""
+    """Return ``lifetimes`` as a tuple; raise :class:`LifetimeError` on the first bad one
+    (:class:`~model_ir.WrongTypeError` when they are not lifetimes at all)."""
+    if isinstance(lifetimes, (str, bytes, os.PathLike)):
+        raise WrongTypeError(f"lifetimes: expected model_ir.Lifetime values, got {describe(lifetimes)}; "
+                             "read a CSV file with model_place.read_lifetimes_csv(path)")
+    if not isinstance(lifetimes, Iterable):
+        raise WrongTypeError(f"lifetimes: expected model_ir.Lifetime values, got {describe(lifetimes)}")
     out = tuple(lifetimes)
     seen: set[str] = set()
-    for lt in out:
+    for i, lt in enumerate(out):
+        if not isinstance(lt, Lifetime):
+            raise WrongTypeError(f"lifetimes[{i}]: expected a model_ir.Lifetime, got {describe(lt)}")
         for field in ("start", "end", "size", "alignment"):
             v = getattr(lt, field, None)
             if isinstance(v, bool) or not isinstance(v, int):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from model_ir import Lifetime
+from model_ir.arguments import check_optional_callable, check_seconds, check_type
 from model_ir.errors import PluginError
 from model_ir.plugins import invalid_answer, providers
 
@@ -117,8 +118,13 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
     The answer is validated: :class:`~model_place.errors.PlacementError` otherwise.
     """
     lifetimes = check_lifetimes(lifetimes)
-    if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0):
-        raise PlaceError(f"capacity must be a non-negative number of bytes, got {capacity!r}")
+    check_type(method, str, "method", "a placer name")
+    time_limit = check_seconds(time_limit)
+    check_optional_callable(progress, "progress")
+    if capacity is not None:
+        check_type(capacity, int, "capacity", "a whole number of bytes or None")
+        if capacity < 0:
+            raise PlaceError(f"capacity must be a non-negative number of bytes, got {capacity!r}")
     if time_limit is not None and not time_limit >= 0:
         raise PlaceError(f"time limit must be >= 0 seconds, got {time_limit!r}")
     found = providers("model_opt_placers", reserved=("auto",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from model_ir.arguments import check_graph, check_optional_callable, check_seconds, check_type
 from model_ir.graph import Graph
 from model_ir.errors import ScheduleError
 from model_ir.plugins import invalid_answer, provider, providers
@@ -64,6 +65,12 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     receives a :class:`Progress` at each improvement. The order is validated and its
     peak recomputed by the simulator before it is returned.
     """
+    check_graph(graph)
+    check_type(method, str, "method", "a scheduler name")
+    if solver is not None:
+        check_type(solver, str, "solver", "a solver backend name or None")
+    time_limit = check_seconds(time_limit)
+    check_optional_callable(progress, "progress")
     sched = provider("model_opt_schedulers", method, "scheduler")
     backend = None
     if solver is not None:
