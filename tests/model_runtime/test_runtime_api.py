@@ -54,7 +54,7 @@ def test_report_and_repr():
 
 
 def test_changed_input_shape_asks_to_reoptimize():
-    _, _, step = _mlp_step()
+    _, _, step = _mlp_step(max_plans=1)
     step(torch.randn(8, 16))
     with pytest.raises(ReoptimizeError, match=r"optimize again") as info:
         step(torch.randn(4, 16))
@@ -67,7 +67,7 @@ def test_changed_input_shape_asks_to_reoptimize():
 
 
 def test_learning_rate_changes_need_no_new_plan_but_structural_changes_do():
-    model, opt, step = _mlp_step()
+    model, opt, step = _mlp_step(max_plans=1)
     ref = copy.deepcopy(model)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
     for lr, momentum in ((0.1, 0.9), (0.01, 0.8), (0.5, 0.95)):
@@ -131,7 +131,7 @@ def test_keyword_inputs_and_loss_targets(executor):
     loss_fn = nn.functional.mse_loss
     example = {"x": torch.randn(5, 8), "y": torch.randn(5, 6)}
     step = optimize(model, example, optimizer=opt, loss_fn=loss_fn, targets=(torch.randn(5, 4),),
-                    executor=executor, time_limit=0.5)
+                    executor=executor, time_limit=0.5, max_plans=1)
     for _ in range(2):
         batch, target = {"x": torch.randn(5, 8), "y": torch.randn(5, 6)}, torch.randn(5, 4)
         expected = eager_step(ref, ref_opt, batch, loss_fn, (target,))
@@ -264,12 +264,12 @@ def test_non_tensor_arguments_are_constants_of_the_step():
 
     model = Scaled().eval()
     x = torch.randn(2, 4)
-    step = optimize(model, (x, 2.0), executor="reorder", time_limit=0.5)
+    step = optimize(model, (x, 2.0), executor="reorder", time_limit=0.5, max_plans=1)
     with torch.no_grad():
         assert torch.equal(step(x, 2.0), model(x, 2.0))
     with pytest.raises(ReoptimizeError, match="captured with 2.0"):
         step(x, 3.0)
-    step = optimize(model, {"x": x, "flip": True}, executor="reorder", time_limit=0.5)
+    step = optimize(model, {"x": x, "flip": True}, executor="reorder", time_limit=0.5, max_plans=1)
     with pytest.raises(ReoptimizeError, match="captured with True"):
         step(x=x, flip=False)
     with pytest.raises(ModelOptError, match="captured with True"):
@@ -278,7 +278,7 @@ def test_non_tensor_arguments_are_constants_of_the_step():
 
 def test_input_with_another_memory_layout_asks_to_reoptimize():
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
-    step = optimize(model, torch.randn(4, 3, 8), executor="reorder", time_limit=0.5)
+    step = optimize(model, torch.randn(4, 3, 8), executor="reorder", time_limit=0.5, max_plans=1)
     transposed = torch.randn(8, 3, 4).permute(2, 1, 0)  # same shape, other strides
     with pytest.raises(ReoptimizeError, match="strides"):
         step(transposed)

@@ -113,3 +113,49 @@ def test_transformer_block_bf16_autocast_adamw_warmup():
         sched.step()
         ref_sched.step()
     assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_short_last_batch_and_an_eval_pass_get_plans_of_their_own():
+    """Batches of 8, 8, 5 and an eval pass between training steps: one plan per input
+    signature and mode, made on first use with a warning, then reused; eager's results."""
+    from model_runtime import ReoptimizeError
+    from model_runtime.optimized_step import ReplanWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.1), torch.nn.Linear(32, 4))
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    step = optimize(model, torch.randn(8, 16), optimizer=opt, time_limit=2)
+    for epoch in range(2):
+        for i, n in enumerate((8, 8, 5)):
+            x = torch.randn(n, 16)
+            torch.manual_seed(10 * epoch + i)
+            if epoch == 0 and n == 5:
+                with pytest.warns(ReplanWarning, match=r"\(5, 16\)"):
+                    loss = step(x)
+            else:
+                loss = step(x)
+            torch.manual_seed(10 * epoch + i)
+            assert torch.equal(loss, eager_step(ref, ref_opt, x))
+        model.eval()
+        ref.eval()
+        x = torch.randn(3, 16)
+        if epoch == 0:
+            with pytest.warns(ReplanWarning, match="eval mode"):
+                out = step(x)
+        else:
+            out = step(x)
+        with torch.no_grad():
+            assert torch.equal(out, ref(x))
+        model.train()
+        ref.train()
+    assert_same_state(model, opt, ref, ref_opt)
+    assert len(step.plans) == 3  # train b8, train b5, eval b3
+    # A later optimize() reuses saved plans instead of solving again.
+    again = optimize(model, torch.randn(5, 16), optimizer=opt, plan=step.plans)
+    assert again.plan.schedule == step.plans[1].schedule
+    limited = optimize(model, torch.randn(8, 16), optimizer=opt, time_limit=2, max_plans=1)
+    with pytest.raises(ReoptimizeError, match="max_plans"):
+        limited(torch.randn(5, 16))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -15,6 +16,7 @@ from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
+from model_runtime.errors import ReoptimizeError
 from model_runtime.planning import check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
 
@@ -28,6 +30,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+#: Plans one :class:`OptimizedStep` may make for new input shapes, modes or optimizer structures.
+MAX_PLANS = 8
+
+
+class ReplanWarning(UserWarning):
+    """An optimized step met a call its plans do not cover and planned a new step for it."""
+
+
 class OptimizedStep:
     """One planned training (or inference) step of a model, callable like the model.
 
@@ -38,10 +48,19 @@ class OptimizedStep:
     ``return_outputs=True``: ``outputs`` structured like the eager model's output) or the
     model's output tensors (eval: one tensor, or a tuple of the flattened output
     tensors). Parameters' ``.grad`` are not set.
+
+    A call that the plan does not cover (a batch of another shape, such as a short last
+    batch; the model switched between ``train()`` and ``eval()`` when ``optimize`` was
+    called without ``train=``; an optimizer change a plan cannot absorb, such as weight
+    decay turned on) gets a plan of its own, made on first use with a
+    :class:`ReplanWarning` naming the reason and kept for later calls, as torch.compile
+    recompiles; up to ``max_plans`` plans, then :class:`ReoptimizeError`. :attr:`plans`
+    lists them (save them to pass ``plan=[...]`` to a later ``optimize``).
     """
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
-                 device: torch.device):
+                 device: torch.device, *, replan: Callable | None = None, follow_mode: bool = False,
+                 max_plans: int = MAX_PLANS):
         self.model = model
         self.optimizer = optimizer
         self.captured = captured
@@ -49,6 +68,11 @@ class OptimizedStep:
         self.program = program
         self.device = device
         self.binder = Binder(captured, model, optimizer, device)
+        self._replan = replan
+        self._follow_mode = follow_mode
+        self.max_plans = max_plans
+        self.variants: list[OptimizedStep] = [self]
+        self._last = self
 
     @property
     def executor(self) -> str:
@@ -72,11 +96,48 @@ class OptimizedStep:
         """The flat input tensors of the captured step for this call (checked)."""
         return self.binder.bind(args, kwargs, targets)
 
+    @property
+    def plans(self) -> list[Plan]:
+        """The plans of every variant made so far, this step's first."""
+        return [v.plan for v in self.variants]
+
+    def _bind_call(self, args, kwargs, targets) -> list:
+        if self._follow_mode and self.model.training != self.train:
+            mode = "training" if self.model.training else "eval"
+            raise ReoptimizeError(f"the model is in {mode} mode and the step was planned for the other")
+        return self.binder.bind(args, kwargs, targets)
+
+    def _variant_for(self, args, kwargs, targets) -> tuple[OptimizedStep, list]:
+        """The variant that covers this call, planned now if none does."""
+        try:
+            return self._last, self._last._bind_call(args, kwargs, targets)
+        except ReoptimizeError as first:
+            reason = first
+        for v in self.variants:
+            if v is not self._last:
+                try:
+                    return v, v._bind_call(args, kwargs, targets)
+                except ReoptimizeError:
+                    pass
+        if self._replan is None:
+            raise reason
+        if len(self.variants) >= self.max_plans:
+            raise ReoptimizeError(f"{reason}; this step already has {len(self.variants)} plans (max_plans)")
+        if args and kwargs:
+            raise ReoptimizeError(f"{reason}; a new plan needs the inputs all positional or all by keyword")
+        warnings.warn(f"planning a new step ({len(self.variants) + 1} of at most {self.max_plans}): {reason}",
+                      ReplanWarning, stacklevel=3)
+        variant = self._replan(kwargs if kwargs else args, targets, [v.plan for v in self.variants])
+        self.variants.append(variant)
+        return variant, variant._bind_call(args, kwargs, targets)
+
     def __call__(self, *args, targets=(), **kwargs):
-        outputs = self.program.run(self.binder.bind(args, kwargs, targets))
-        if self.train:
-            if self.captured.return_outputs:
-                return outputs[0], self.captured.model_outputs(outputs[1:])
+        step, tensors = self._variant_for(args, kwargs, targets)
+        self._last = step
+        outputs = step.program.run(tensors)
+        if step.train:
+            if step.captured.return_outputs:
+                return outputs[0], step.captured.model_outputs(outputs[1:])
             return outputs[0]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -148,7 +209,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              schedule_method: str = "auto", place_method: str = "auto",
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
              before_step: Callable | None = None, return_outputs: bool = False,
-             autocast: torch.dtype | None = None) -> OptimizedStep:
+             autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -175,6 +236,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     the plan: alive to the end of the step (the planned peak may grow), allocated
     outside the arena and owned by the caller (still valid after the next step). No
     effect in eval mode, whose step always returns the outputs.
+    ``plan`` may also be a list of plans (e.g. ``step.plans`` saved earlier): each new
+    step uses the first that fits it and solves when none does. ``max_plans``: how many
+    plans the step may make for calls its plans do not cover (see :class:`OptimizedStep`).
     ``autocast`` (``torch.bfloat16``, or ``torch.float16`` on CUDA): mixed precision as
     in PyTorch's AMP recipe, the forward pass and the loss under
     ``torch.autocast(device_type, dtype)`` and the backward and update outside it; the
@@ -183,6 +247,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
     device = model_device(model)
+    train_given = train is not None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
     chosen = provider("model_opt_executors", executor, "executor")
@@ -199,6 +264,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     # An executor may leave some transient buffers to PyTorch's allocator (the arena's
     # fallbacks): the plan must know them before placing.
     unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()
+    candidates = list(plan) if isinstance(plan, (list, tuple)) else None
+    if candidates is not None:
+        plan = _first_fitting(candidates, captured, chosen, device, unplaced)
     if plan is None:
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
@@ -212,4 +280,27 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              time.perf_counter() - t0)
     program = chosen.build(captured, plan, device=device)
     log.info("compiled for executor %s (%.2f s)", executor, time.perf_counter() - t0)
-    return OptimizedStep(model, optimizer if train else None, captured, plan, program, device)
+
+    def replan(example, new_targets, plans):
+        return optimize(model, example, loss_fn=loss_fn, optimizer=optimizer, executor=executor,
+                        time_limit=time_limit, targets=new_targets, train=None if follow_mode else train,
+                        schedule_method=schedule_method, place_method=place_method, granularity=granularity,
+                        plan=[*(candidates or []), *plans], before_step=before_step,
+                        return_outputs=return_outputs, autocast=autocast, max_plans=1)
+
+    # Without train=, each call follows the model's train()/eval() mode.
+    follow_mode = not train_given
+    return OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
+                         follow_mode=follow_mode, max_plans=max_plans)
+
+
+def _first_fitting(candidates: Sequence, captured: CapturedStep, chosen, device: torch.device, unplaced):
+    """The first of ``candidates`` (plans or paths) made for this very step, or None."""
+    for candidate in candidates:
+        try:
+            return check_saved_plan(load_plan(candidate) if isinstance(candidate, (str, os.PathLike)) else candidate,
+                                    captured.graph, needs_placement=chosen.needs_placement,
+                                    alignment=device_alignment(device.type), unplaced=unplaced)
+        except ReoptimizeError:
+            continue
+    return None
