@@ -138,3 +138,8 @@ def test_eager_snapshot_reserves_segments_as_the_allocator_does(which, training_
         # a and b are alive together: two 12 MiB segments, reserved at steps 0 and 1.
         assert [(e["size"], e["time_us"]) for e in reserved_later] == [(12 * 2**20, 0), (12 * 2**20, 1)]
         assert _memory_viz.trace(snap).count("cudaMalloc") == 2
+
+
+def test_snapshot_pickles_with_protocol_4(tmp_path):
+    path = save_snapshot({"segments": [], "device_traces": [[]]}, tmp_path / "snapshot.pickle")
+    assert path.read_bytes()[:2] == b"\x80\x04"  # PROTO opcode, protocol 4

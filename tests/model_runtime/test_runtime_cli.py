@@ -51,7 +51,7 @@ def test_run_unknown_model_and_bad_steps(capsys):
     assert main(["run", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     assert main(["run", "tiny-mlp", "--steps", "0"]) == 2
-    assert "--steps must be >= 1" in capsys.readouterr().err
+    assert "--steps: must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("device, message", [

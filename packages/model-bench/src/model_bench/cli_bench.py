@@ -9,7 +9,7 @@ from typing import Any
 
 from model_bench.errors import BenchError
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import seconds
+from model_ir.cli_values import seconds, whole_number
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES, BenchSettings
 from model_bench.progress import Progress
@@ -151,7 +151,7 @@ class BenchCommand:
         mb.add_argument("--model", required=True, metavar="NAME", help="zoo model (see bench --list)")
         mb.add_argument("--mode", default="train", metavar="MODE", help="train (default) or eval")
         mb.add_argument("--memory", required=True, metavar="SIZE", help="budget, e.g. 16GiB, 500MiB, 16GB")
-        mb.add_argument("--limit", type=int, default=4096, metavar="B", help="largest batch size tried (default 4096)")
+        mb.add_argument("--limit", type=whole_number(1), default=4096, metavar="B", help="largest batch size tried (default 4096)")
         mb.add_argument("--measure", choices=("auto", "always", "never"), default="auto",
                         help="measure real steps (eager, and the plan through model_runtime) on a CUDA GPU "
                              "instead of simulating (auto: when one is available)")

@@ -20,11 +20,11 @@ tensors: no real memory) and computes
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
 from model_bench.errors import BenchError
+from model_ir import cli_values
 from model_bench.pipeline import (
     BenchSettings,
     capture_model,
@@ -36,17 +36,12 @@ from model_bench.pipeline import (
 )
 from model_bench.progress import Progress
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-
-
 def parse_bytes(text: str) -> int:
-    """``"16GiB"`` -> bytes. Units: B, KB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (1024)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if m is None or unit not in _UNITS:
-        raise BenchError(f"cannot read memory size {text!r}; write e.g. 16GiB, 500MiB, 16GB or 1073741824")
-    value = int(float(m.group(1)) * _UNITS[unit])
+    """``"16GiB"`` -> bytes (:func:`model_ir.cli_values.parse_bytes`), at least one byte."""
+    try:
+        value = cli_values.parse_bytes(text)
+    except ValueError:
+        raise BenchError(f"cannot read memory size {text!r}; write e.g. 16GiB, 500MiB, 16GB or 1073741824") from None
     if value <= 0:
         raise BenchError(f"memory size must be positive, got {text!r}")
     return value

@@ -8,10 +8,58 @@ interrupted. Subcommands give meanings to others (``place``: 1 and 3).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
-from model_ir.errors import ModelOptError
+from model_ir.errors import ModelOptError, UsageError
 from model_ir.plugins import plugin_manager, providers
+
+#: The distributions of the layers, in dependency order (``--version``).
+LAYERS = ("model-ir", "model-sched", "model-place", "model-runtime", "model-bench")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one line, no usage block.
+
+    Values that look like negative numbers (``-1``, ``-2.5``, ``-1e3``, ``-inf``, ``nan``)
+    are read as values, not options, so that ``--time-limit -inf`` reaches the flag's
+    own check and gets a message about seconds.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("model-opt").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see model-opt {command + ' ' if command else ''}--help)")
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the version of each installed layer, one per line (looked up
+    only when asked, to keep every other call fast)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("\n".join(layer_versions()))
+        parser.exit()
+
+
+def layer_versions() -> list[str]:
+    """``"NAME VERSION"`` for each installed layer distribution."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in LAYERS:
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def _fails_with(error: ModelOptError):
@@ -22,11 +70,12 @@ def _fails_with(error: ModelOptError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="model-opt",
         description="Memory-optimal training plans: operator order, tensor placement, proven bounds.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action=VersionAction, help="print the version of each installed layer")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # subparsers are CommandParsers too
     for name, cmd in sorted(providers("model_opt_cli_commands").items()):
         help = getattr(cmd, "help", None)
         p = sub.add_parser(name, help=help, description=help)

@@ -1,13 +1,54 @@
 """argparse ``type=`` converters shared by every layer's subcommands.
 
-A bad value becomes argparse's usual one-line usage error (exit 2), naming the flag.
+A bad value becomes argparse's one-line error (exit 2), naming the flag. Numbers are
+read in ASCII only: Python's ``int()`` and ``float()`` would also take ``1_000`` and
+digits of other scripts.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
+
+_WHOLE = re.compile(r"[+-]?[0-9]{1,40}", re.ASCII)
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?|[+-]?(inf|infinity|nan)",
+                   re.ASCII | re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]{1,30}(?:\.[0-9]{1,30})?|\.[0-9]{1,30})\s*([a-zA-Z]*)\s*", re.ASCII)
+
+#: Units of :func:`parse_bytes` (lower case): powers of 1000 and of 1024.
+BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+              "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """``"16GiB"`` -> bytes (a fraction of a byte is dropped). Units: B, KB/MB/GB/TB
+    (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024), any case.
+    Raises ``ValueError`` saying what is accepted."""
+    m = _SIZE.fullmatch(str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in BYTE_UNITS:
+        raise ValueError(f"cannot read size {text!r}; write e.g. 16GiB, 500MiB, 16GB or 1073741824")
+    whole, _, frac = m.group(1).partition(".")
+    scale = 10 ** len(frac)
+    # Exact integer arithmetic: a float would round sizes above 2**53 bytes.
+    return (int(whole or "0") * scale + int(frac or "0")) * BYTE_UNITS[unit] // scale
+
+
+def byte_size(minimum: int = 0) -> Callable[[str], int]:
+    """A converter for a size in bytes with an optional unit (see :func:`parse_bytes`)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = parse_bytes(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum} bytes, got {text}")
+        return value
+
+    return convert
 
 
 def whole_number(minimum: int, unit: str = "") -> Callable[[str], int]:
@@ -15,10 +56,9 @@ def whole_number(minimum: int, unit: str = "") -> Callable[[str], int]:
     what = f"a whole number{' of ' + unit if unit else ''}"
 
     def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not _WHOLE.fullmatch(text.strip()):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
+        value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
@@ -30,10 +70,9 @@ def seconds(*, allow_zero: bool) -> Callable[[str], float]:
     """A converter for a time limit in seconds (``inf`` allowed; ``nan`` and negatives not)."""
 
     def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        if not _REAL.fullmatch(text.strip()):
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text[:40]!r}")
+        value = float(text)
         if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(f"must be {'>=' if allow_zero else '>'} 0 seconds, got {text}")
         return value

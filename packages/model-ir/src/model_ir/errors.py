@@ -25,6 +25,11 @@ class ScheduleError(ModelOptError, ValueError):
     """An operator order is not a valid topological order of the graph."""
 
 
+class UsageError(ModelOptError, ValueError):
+    """The ``model-opt`` command line could not be parsed (unknown option, missing or
+    bad value): one line and exit status 2, as for every user mistake."""
+
+
 class WrongTypeError(ModelOptError, TypeError):
     """An argument of a public function has the wrong type; the message names the
     argument (see :mod:`model_ir.arguments`)."""

@@ -14,7 +14,7 @@ import sys
 
 from model_ir import FormatError, Plan, Schedule, program_order
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import seconds, whole_number
+from model_ir.cli_values import byte_size, seconds
 from model_ir.formatting import human_bytes
 from model_ir.frontends import frontend_for, load_file
 from model_ir.output_files import check_output
@@ -105,8 +105,9 @@ class PlaceCommand:
         parser.add_argument("-o", "--output", required=True,
                             help="where to write the placement: CSV with an offset column, or a plan JSON")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
-        parser.add_argument("--capacity", type=whole_number(0, "bytes"), default=None,
-                            help="arena bytes to fit (decide feasibility) instead of minimising the arena")
+        parser.add_argument("--capacity", type=byte_size(0), default=None, metavar="SIZE",
+                            help="arena size to fit (decide feasibility) instead of minimising the arena: bytes, "
+                                 "or with a unit as 64MiB or 1GB")
         parser.add_argument("--method", default="auto",
                             help=f"placer: {', '.join(placer_names())} (default auto = exact search)")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,

@@ -11,6 +11,7 @@ import json
 import statistics
 import time
 
+from model_ir.cli_values import seconds, whole_number
 from model_ir.plugins import provider
 from model_runtime.errors import RuntimeLayerError
 
@@ -104,12 +105,13 @@ class RunCommand:
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("model", help="model name from the zoo (model-opt bench lists them; needs model-bench)")
-        parser.add_argument("--batch-size", type=int, default=8)
+        parser.add_argument("--batch-size", type=whole_number(1), default=8)
         parser.add_argument("--mode", choices=("train", "eval"), default="train")
         parser.add_argument("--optimizer", default="sgd", help="optimizer name understood by the zoo (default sgd)")
         parser.add_argument("--executor", default="arena", help="arena (default), reorder, or a plugin's")
-        parser.add_argument("--steps", type=int, default=5)
-        parser.add_argument("--time-limit", type=float, default=None, help="seconds per solver (default 10)")
+        parser.add_argument("--steps", type=whole_number(1), default=5)
+        parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
+                            help="seconds per solver (default 10)")
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--compare-eager", action="store_true",
                             help="also run eager steps on a copy: step time ratio and bitwise comparison")

@@ -6,6 +6,7 @@ import json
 import sys
 
 from model_ir.cli_frontend import add_frontend_argument
+from model_ir.cli_values import seconds
 from model_ir.formatting import human_bytes, percent
 from model_ir.frontends import load_file
 from model_ir.json_format import save_plan
@@ -39,7 +40,7 @@ class ScheduleCommand:
         parser.add_argument("--method", default="auto",
                             help=f"scheduler: {', '.join(scheduler_names())} (default auto)")
         parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
-        parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+        parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None, metavar="S",
                             help="seconds before returning the best order so far (default 60, inf for none)")
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
