@@ -159,3 +159,34 @@ def test_short_last_batch_and_an_eval_pass_get_plans_of_their_own():
     limited = optimize(model, torch.randn(8, 16), optimizer=opt, time_limit=2, max_plans=1)
     with pytest.raises(ReoptimizeError, match="max_plans"):
         limited(torch.randn(5, 16))
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
+    """``set_grads=True``: after each step ``.grad`` holds eager's gradients (clipped by
+    ``before_step``, as the optimizer saw them), and the plan pays for keeping them."""
+    torch.manual_seed(0)
+    model = TransformerBlock(32, 4, dropout=0.0)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    clip = lambda ps: torch.nn.utils.clip_grad_norm_(list(ps.values()), 0.5)  # noqa: E731
+    x = torch.randn(4, 16, 32)
+    step = optimize(model, x, optimizer=opt, executor=executor, time_limit=2, set_grads=True, before_step=clip)
+    twin = copy.deepcopy(model)
+    plain = optimize(twin, x, optimizer=torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9),
+                     executor=executor, time_limit=2)
+    assert step.plan.figures["peak_bytes"] > plain.plan.figures["peak_bytes"]  # kept gradients cost memory
+    for i in range(3):
+        x = torch.randn(4, 16, 32)
+        loss = step(x)
+        ref_opt.zero_grad(set_to_none=True)
+        expected = ref(x).sum()
+        expected.backward()
+        clip(dict(ref.named_parameters()))
+        grads = [p.grad.clone() for p in ref.parameters()]
+        ref_opt.step()
+        assert torch.equal(loss, expected.detach())
+        for p, g in zip(model.parameters(), grads):
+            assert p.grad is not None and torch.equal(p.grad, g)
+    assert_same_state(model, opt, ref, ref_opt)

@@ -47,7 +47,7 @@ class OptimizedStep:
     returns the loss (train), ``(loss, outputs)`` (train, optimized with
     ``return_outputs=True``: ``outputs`` structured like the eager model's output) or the
     model's output tensors (eval: one tensor, or a tuple of the flattened output
-    tensors). Parameters' ``.grad`` are not set.
+    tensors). Parameters' ``.grad`` are not set (unless optimized with ``set_grads=True``).
 
     A call that the plan does not cover (a batch of another shape, such as a short last
     batch; the model switched between ``train()`` and ``eval()`` when ``optimize`` was
@@ -136,6 +136,12 @@ class OptimizedStep:
         self._last = step
         outputs = step.program.run(tensors)
         if step.train:
+            names = step.captured.returned_grads
+            if names:
+                params = dict(self.model.named_parameters())
+                for name, grad in zip(names, outputs[len(outputs) - len(names):]):
+                    params[name].grad = grad
+                outputs = outputs[:len(outputs) - len(names)]
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
             return outputs[0]
@@ -209,7 +215,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              schedule_method: str = "auto", place_method: str = "auto",
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
              before_step: Callable | None = None, return_outputs: bool = False,
-             autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS) -> OptimizedStep:
+             autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS,
+             set_grads: bool = False) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -239,6 +246,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     ``plan`` may also be a list of plans (e.g. ``step.plans`` saved earlier): each new
     step uses the first that fits it and solves when none does. ``max_plans``: how many
     plans the step may make for calls its plans do not cover (see :class:`OptimizedStep`).
+    ``set_grads=True`` (train mode): after each call the parameters' ``.grad`` hold the
+    step's gradients (as the optimizer saw them), for logging, gradient norms or a
+    hand-written update; they are step outputs of the plan, alive to its end (the
+    planned peak accounts for them) and owned by the caller.
     ``autocast`` (``torch.bfloat16``, or ``torch.float16`` on CUDA): mixed precision as
     in PyTorch's AMP recipe, the forward pass and the loss under
     ``torch.autocast(device_type, dtype)`` and the backward and update outside it; the
@@ -258,6 +269,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
         before_step=before_step, return_outputs=return_outputs and train, autocast=autocast,
+        return_grads=set_grads and train,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
@@ -286,7 +298,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                         time_limit=time_limit, targets=new_targets, train=None if follow_mode else train,
                         schedule_method=schedule_method, place_method=place_method, granularity=granularity,
                         plan=[*(candidates or []), *plans], before_step=before_step,
-                        return_outputs=return_outputs, autocast=autocast, max_plans=1)
+                        return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads)
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given

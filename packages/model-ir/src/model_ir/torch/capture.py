@@ -33,6 +33,7 @@ def capture_step(
     return_outputs: bool = False,
     device: str | None = None,
     autocast: torch.dtype | None = None,
+    return_grads: bool = False,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -61,6 +62,9 @@ def capture_step(
     The graph's ``meta`` says ``device`` and ``kernels`` (``emulated`` or ``native``).
     ``autocast`` (``torch.bfloat16``, ``torch.float16``): the forward pass and the loss
     run under ``torch.autocast`` (the AMP recipe); its casts are buffers of the graph.
+    ``return_grads`` (train mode): the module also returns the parameters' gradients
+    after its other outputs (:attr:`CapturedStep.returned_grads` names them), so they
+    are step outputs of the graph, alive to its end like eager's ``.grad``.
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
@@ -70,7 +74,7 @@ def capture_step(
     def trace(lift: bool):
         return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
                           before_step=before_step, return_outputs=return_outputs, device=device,
-                          lift_hyper_parameters=lift, autocast=autocast)
+                          lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train)
 
     try:
         traced = trace(True)
@@ -108,6 +112,7 @@ def capture_step(
         return_outputs=traced.return_outputs,
         outputs_structure=traced.outputs_structure,
         hyper_parameters=traced.hyper_parameters,
+        returned_grads=traced.returned_grads,
     )
 
 

@@ -55,6 +55,8 @@ class CapturedStep:
     outputs_structure: OutputStructure | None = None
     #: the optimizer hyper-parameters passed as inputs (slots of kind ``hyper_parameter``)
     hyper_parameters: tuple = ()
+    #: captured with ``return_grads``: the parameters whose gradients the module returns last
+    returned_grads: tuple[str, ...] = ()
 
     def hyper_parameter(self, name: str):
         """The :class:`~model_ir.torch.hyper_parameters.HyperParameter` of slot ``name``."""

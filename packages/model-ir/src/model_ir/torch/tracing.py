@@ -90,6 +90,8 @@ class TracedStep:
     emulated: bool = False
     #: the optimizer hyper-parameters that are inputs of the step, in slot order
     hyper_parameters: tuple = ()
+    #: ``return_grads``: the parameters whose gradients the step returns last, in that order
+    returned_grads: tuple[str, ...] = ()
 
 
 @attrs.frozen(eq=False)
@@ -318,6 +320,7 @@ def trace_step(
     device: str | None = None,
     lift_hyper_parameters: bool = True,
     autocast: torch.dtype | None = None,
+    return_grads: bool = False,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -336,6 +339,8 @@ def trace_step(
     ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) under which the forward
     pass and the loss run in ``torch.autocast`` for the traced device, as in the AMP
     recipe (backward and update outside it); the casts are ops of the graph.
+    ``return_grads`` (train mode): the step also returns the parameters' gradients, as
+    the optimizer saw them (after ``before_step``), after everything else.
     ``lift_hyper_parameters``: the optimizer's numeric hyper-parameters (learning rate,
     momentum, betas, ...) are inputs of the step (:mod:`model_ir.torch.hyper_parameters`)
     instead of constants.
@@ -433,6 +438,7 @@ def trace_step(
         )
 
     grads: dict[str, torch.Tensor] = {}
+    returned_grads: list[str] = []
     structure: list[OutputStructure] = []
 
     def step(*tensors):
@@ -476,11 +482,13 @@ def trace_step(
                         )
         for p in params.values():
             p.grad = None
+        returned_grads.extend(grads if return_grads else ())
+        tail = [grads[n] for n in returned_grads]
         if not return_outputs:
-            return [loss.detach()]
+            return [loss.detach(), *tail]
         out_tensors, out_structure = flatten_outputs(out)
         structure.append(out_structure)
-        return [loss.detach(), *(t.detach() for t in out_tensors)]
+        return [loss.detach(), *(t.detach() for t in out_tensors), *tail]
 
     # Train mode keeps per-module modes a user chose (e.g. frozen BatchNorm in eval)
     # unless the whole model is in eval mode; every module's flag is restored after.
@@ -508,7 +516,8 @@ def trace_step(
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
-                      device=device, emulated=emulated, hyper_parameters=hyper)
+                      device=device, emulated=emulated, hyper_parameters=hyper,
+                      returned_grads=tuple(returned_grads))
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
