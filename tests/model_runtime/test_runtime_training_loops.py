@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_ir.testing.torch_models import TransformerBlock, assert_same_state, eager_step  # noqa: E402
+from model_ir.testing.torch_models import TransformerBlock, assert_same_state, eager_step, small_cnn  # noqa: E402
 from model_runtime import optimize  # noqa: E402
 
 
@@ -190,3 +190,41 @@ def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
         for p, g in zip(model.parameters(), grads):
             assert p.grad is not None and torch.equal(p.grad, g)
     assert_same_state(model, opt, ref, ref_opt)
+
+
+@pytest.mark.parametrize("make_model,shape", [
+    (lambda: torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)), (2, 16)),
+    (lambda: small_cnn(), (2, 3, 16, 16)),
+], ids=["mlp", "cnn"])
+def test_gradient_accumulation_of_four_micro_batches(make_model, shape):
+    """Four micro-batches of 2 per update, five updates: eager's losses, parameters,
+    buffers and optimizer state bitwise; the plan covers all four passes and the update."""
+    from model_runtime import ReoptimizeError
+
+    torch.manual_seed(0)
+    model = make_model()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = lambda out, y: torch.nn.functional.cross_entropy(out, y) / 4  # noqa: E731 - mean over micro-batches
+    y = lambda: torch.randint(0, 4, (2,))  # noqa: E731
+    step = optimize(model, torch.randn(*shape), optimizer=opt, loss_fn=loss_fn, targets=(y(),),
+                    accumulation_steps=4, time_limit=2)
+    assert step.plan.graph.meta["accumulation_steps"] == 4
+    for _ in range(5):
+        batches = [torch.randn(*shape) for _ in range(4)]
+        targets = [(y(),) for _ in range(4)]
+        losses = step.accumulate(batches, targets)
+        ref_opt.zero_grad(set_to_none=True)
+        expected = []
+        for x, (t,) in zip(batches, targets):
+            loss = loss_fn(ref(x), t)
+            loss.backward()
+            expected.append(loss.detach())
+        ref_opt.step()
+        assert len(losses) == 4 and all(torch.equal(a, b) for a, b in zip(losses, expected))
+    assert_same_state(model, opt, ref, ref_opt)
+    with pytest.raises(ReoptimizeError, match="accumulate"):
+        step(torch.randn(*shape), targets=(y(),))
+    with pytest.raises(ReoptimizeError, match="4 micro-batch"):
+        step.accumulate([torch.randn(*shape)] * 3, [(y(),)] * 3)

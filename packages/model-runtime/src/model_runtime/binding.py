@@ -56,7 +56,7 @@ class Binder:
         self.expected = [n.meta["val"] for n in placeholders]
         self.module_refs: list[tuple[int, torch.nn.Module, str]] = []  # (position, owner, attribute)
         self.state_refs: list[tuple[int, int, str]] = []  # (position, position of its parameter, key)
-        self.batch_slots: list[tuple[int, str, int]] = []  # (position, kind, leaf index)
+        self.batch_slots: list[tuple[int, str, int, int]] = []  # (position, kind, leaf index, micro-batch)
         self.hyper_slots: list[tuple[int, Any]] = []  # (position, HyperParameter)
         position_of = {s.name: i for i, s in enumerate(step.inputs) if s.kind == "parameter"}
         for pos, slot in enumerate(step.inputs):
@@ -69,8 +69,9 @@ class Binder:
             elif slot.kind == "hyper_parameter":
                 self.hyper_slots.append((pos, step.hyper_parameter(slot.name)))
             else:
-                index = int(slot.name[slot.name.index("[") + 1:-1])
-                self.batch_slots.append((pos, slot.kind, index))
+                micro, _, leaf = slot.name.rpartition("/")  # "micro<k>/inputs[i]" with accumulation
+                index = int(leaf[leaf.index("[") + 1:-1])
+                self.batch_slots.append((pos, slot.kind, index, int(micro[5:]) if micro else 0))
         groups = optimizer.param_groups if optimizer is not None else []
         # What optimizer.step() reads is in optimizer.defaults; other keys of a param group
         # (a scheduler's initial_lr, max_lr, ...) are none of the step's business.
@@ -150,9 +151,26 @@ class Binder:
 
     def bind(self, args: Sequence, kwargs: dict, targets) -> list:
         """The step's input tensors for a call ``step(*args, targets=targets, **kwargs)``."""
+        return self.bind_micro_batches([(args, kwargs, targets)])
+
+    def bind_micro_batches(self, batches: Sequence[tuple[Sequence, dict, Any]]) -> list:
+        """The step's input tensors for ``(args, kwargs, targets)`` of each micro-batch
+        (one, or the step's ``accumulation_steps``)."""
+        steps = getattr(self.step, "accumulation_steps", 1)
+        if len(batches) != steps:
+            raise ReoptimizeError(f"the step was optimized for {steps} micro-batch(es) per update, got {len(batches)}")
         self.check_hyper_parameters()
         tensors = list(self.persistent_tensors())
         self.hyper_parameter_tensors(tensors)
+        flat = [self._flat_batch(args, kwargs, targets) for args, kwargs, targets in batches]
+        for pos, kind, index, micro in self.batch_slots:
+            leaves, tleaves = flat[micro]
+            t = (leaves if kind == "input" else tleaves)[index]
+            self._check(pos, t, f"{kind} {index}" + (f" of micro-batch {micro}" if steps > 1 else ""))
+            tensors[pos] = t
+        return tensors
+
+    def _flat_batch(self, args: Sequence, kwargs: dict, targets) -> tuple[list, list]:
         leaves, spec = flatten_batch((tuple(args), dict(kwargs)))
         if spec != self.step.inputs_spec:
             raise ReoptimizeError(
@@ -169,8 +187,4 @@ class Binder:
                    or changed_constant(tleaves, self.step.targets_constants))
         if changed:
             raise ReoptimizeError(f"{changed}; call model_runtime.optimize again with this value")
-        for pos, kind, index in self.batch_slots:
-            t = (leaves if kind == "input" else tleaves)[index]
-            self._check(pos, t, f"{kind} {index}")
-            tensors[pos] = t
-        return tensors
+        return leaves, tleaves

@@ -132,20 +132,45 @@ class OptimizedStep:
         return variant, variant._bind_call(args, kwargs, targets)
 
     def __call__(self, *args, targets=(), **kwargs):
+        if self.captured.accumulation_steps > 1:
+            raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
+                                  "micro-batches: call step.accumulate([batch, ...], targets=[...])")
         step, tensors = self._variant_for(args, kwargs, targets)
         self._last = step
-        outputs = step.program.run(tensors)
+        outputs = step._set_grads(step.program.run(tensors))
         if step.train:
-            names = step.captured.returned_grads
-            if names:
-                params = dict(self.model.named_parameters())
-                for name, grad in zip(names, outputs[len(outputs) - len(names):]):
-                    params[name].grad = grad
-                outputs = outputs[:len(outputs) - len(names)]
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
             return outputs[0]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def accumulate(self, batches: Sequence, targets: Sequence | None = None) -> tuple:
+        """One update from ``accumulation_steps`` micro-batches (gradient accumulation).
+
+        ``batches[k]``: the k-th micro-batch, given like the example inputs (a tensor, a
+        tuple of positional arguments or a dict of keyword arguments); ``targets[k]``:
+        its loss targets (a tuple). Returns the micro-batches' losses. As in eager, each
+        micro-batch's gradients add up in the parameters' gradients before the update:
+        divide in ``loss_fn`` for a mean.
+        """
+        from model_ir.torch.tracing import split_example_inputs
+
+        targets = [()] * len(batches) if targets is None else list(targets)
+        if len(targets) != len(batches):
+            raise ReoptimizeError(f"{len(batches)} micro-batches but {len(targets)} targets")
+        calls = [(*split_example_inputs(b), t) for b, t in zip(batches, targets)]
+        outputs = self._set_grads(self.program.run(self.binder.bind_micro_batches(calls)))
+        return tuple(outputs[:self.captured.accumulation_steps])
+
+    def _set_grads(self, outputs: list) -> list:
+        """Move the returned gradients (``set_grads``) into ``.grad``; the other outputs."""
+        names = self.captured.returned_grads
+        if not names:
+            return outputs
+        params = dict(self.model.named_parameters())
+        for name, grad in zip(names, outputs[len(outputs) - len(names):]):
+            params[name].grad = grad
+        return outputs[:len(outputs) - len(names)]
 
     def figures(self) -> dict:
         """The plan's figures (bytes, seconds) plus the executor's fallback counts."""
@@ -216,7 +241,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
              before_step: Callable | None = None, return_outputs: bool = False,
              autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS,
-             set_grads: bool = False) -> OptimizedStep:
+             set_grads: bool = False, accumulation_steps: int = 1) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -250,6 +275,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     step's gradients (as the optimizer saw them), for logging, gradient norms or a
     hand-written update; they are step outputs of the plan, alive to its end (the
     planned peak accounts for them) and owned by the caller.
+    ``accumulation_steps=N``: gradient accumulation, one update from N micro-batches
+    shaped like the example (:meth:`OptimizedStep.accumulate`); the plan covers the N
+    forward and backward passes and the update, and may interleave them.
     ``autocast`` (``torch.bfloat16``, or ``torch.float16`` on CUDA): mixed precision as
     in PyTorch's AMP recipe, the forward pass and the loss under
     ``torch.autocast(device_type, dtype)`` and the backward and update outside it; the
@@ -269,7 +297,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
         before_step=before_step, return_outputs=return_outputs and train, autocast=autocast,
-        return_grads=set_grads and train,
+        return_grads=set_grads and train, accumulation_steps=accumulation_steps,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)

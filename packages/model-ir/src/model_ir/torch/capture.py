@@ -34,6 +34,7 @@ def capture_step(
     device: str | None = None,
     autocast: torch.dtype | None = None,
     return_grads: bool = False,
+    accumulation_steps: int = 1,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -65,6 +66,9 @@ def capture_step(
     ``return_grads`` (train mode): the module also returns the parameters' gradients
     after its other outputs (:attr:`CapturedStep.returned_grads` names them), so they
     are step outputs of the graph, alive to its end like eager's ``.grad``.
+    ``accumulation_steps=N``: gradient accumulation over N micro-batches shaped like the
+    example (forward, loss and backward of each, gradients summed in ``.grad`` as eager
+    does, then one update); the module takes N copies of the batch and returns N losses.
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
@@ -74,7 +78,8 @@ def capture_step(
     def trace(lift: bool):
         return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
                           before_step=before_step, return_outputs=return_outputs, device=device,
-                          lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train)
+                          lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train,
+                          accumulation_steps=accumulation_steps)
 
     try:
         traced = trace(True)
@@ -92,6 +97,7 @@ def capture_step(
                              meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None,
                                    "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
                                    **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
+                                   **({"accumulation_steps": accumulation_steps} if accumulation_steps > 1 else {}),
                                    **({"return_outputs": True} if traced.return_outputs else {})})
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
              time.perf_counter() - traced_at)
@@ -113,6 +119,7 @@ def capture_step(
         outputs_structure=traced.outputs_structure,
         hyper_parameters=traced.hyper_parameters,
         returned_grads=traced.returned_grads,
+        accumulation_steps=traced.accumulation_steps,
     )
 
 

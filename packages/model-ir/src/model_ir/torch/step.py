@@ -57,6 +57,8 @@ class CapturedStep:
     hyper_parameters: tuple = ()
     #: captured with ``return_grads``: the parameters whose gradients the module returns last
     returned_grads: tuple[str, ...] = ()
+    #: micro-batches per update (gradient accumulation); the module returns that many losses first
+    accumulation_steps: int = 1
 
     def hyper_parameter(self, name: str):
         """The :class:`~model_ir.torch.hyper_parameters.HyperParameter` of slot ``name``."""
@@ -78,6 +80,9 @@ class CapturedStep:
         targets of the capture. An optimizer without state gets the state its first
         ``step()`` would create (see :func:`init_optimizer_state`).
         """
+        if self.accumulation_steps > 1:
+            raise ExecutionError("a step with gradient accumulation is bound per micro-batch by model_runtime "
+                                 "(OptimizedStep.accumulate)")
         params = dict(model.named_parameters())
         buffers = dict(model.named_buffers())
         if optimizer is not None and any(s.kind == "optimizer_state" for s in self.inputs):

@@ -92,6 +92,8 @@ class TracedStep:
     hyper_parameters: tuple = ()
     #: ``return_grads``: the parameters whose gradients the step returns last, in that order
     returned_grads: tuple[str, ...] = ()
+    #: micro-batches per optimizer update (their batch slots are named ``micro<k>/...``)
+    accumulation_steps: int = 1
 
 
 @attrs.frozen(eq=False)
@@ -321,6 +323,7 @@ def trace_step(
     lift_hyper_parameters: bool = True,
     autocast: torch.dtype | None = None,
     return_grads: bool = False,
+    accumulation_steps: int = 1,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -339,6 +342,10 @@ def trace_step(
     ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) under which the forward
     pass and the loss run in ``torch.autocast`` for the traced device, as in the AMP
     recipe (backward and update outside it); the casts are ops of the graph.
+    ``accumulation_steps=N`` (train mode): gradient accumulation, N micro-batches shaped
+    like the example, each forward, loss and backward in turn (gradients add up in
+    ``.grad`` as in eager), then one update; the step takes N copies of the batch
+    arguments (slots ``micro<k>/inputs[i]``) and returns the N losses first.
     ``return_grads`` (train mode): the step also returns the parameters' gradients, as
     the optimizer saw them (after ``before_step``), after everything else.
     ``lift_hyper_parameters``: the optimizer's numeric hyper-parameters (learning rate,
@@ -418,16 +425,23 @@ def trace_step(
         slots.append(InputSlot("hyper_parameter", hp.name))
         flat.append(_fake(mode, example_input(hp, optimizer), host=emulated))
 
+    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+        raise CaptureError(f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
+    if accumulation_steps > 1 and (not train or return_outputs):
+        raise CaptureError("gradient accumulation (accumulation_steps > 1) needs a training step without "
+                           "return_outputs")
     batch_leaves, inputs_spec = flatten_batch((args, kwargs))
     target_leaves, targets_spec = flatten_batch(tuple(targets))
-    for i, leaf in enumerate(batch_leaves):
-        if _is_leaf_tensor(leaf):
-            slots.append(InputSlot("input", f"inputs[{i}]"))
-            flat.append(_fake(mode, leaf, host=emulated))
-    for i, leaf in enumerate(target_leaves):
-        if _is_leaf_tensor(leaf):
-            slots.append(InputSlot("target", f"targets[{i}]"))
-            flat.append(_fake(mode, leaf, host=emulated))
+    for k in range(accumulation_steps):
+        prefix = f"micro{k}/" if accumulation_steps > 1 else ""
+        for i, leaf in enumerate(batch_leaves):
+            if _is_leaf_tensor(leaf):
+                slots.append(InputSlot("input", f"{prefix}inputs[{i}]"))
+                flat.append(_fake(mode, leaf, host=emulated))
+        for i, leaf in enumerate(target_leaves):
+            if _is_leaf_tensor(leaf):
+                slots.append(InputSlot("target", f"{prefix}targets[{i}]"))
+                flat.append(_fake(mode, leaf, host=emulated))
 
     devices = {t.device.type for t in flat}
     if train and "cuda" in devices and not torch.cuda.is_available():
@@ -449,22 +463,25 @@ def trace_step(
         for pid, entries in state_layout:
             state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
         hyper_values = read_symbolic(hyper, [next(it) for _ in hyper])
-        leaves = [next(it) if _is_leaf_tensor(x) else x for x in batch_leaves]
-        tleaves = [next(it) if _is_leaf_tensor(x) else x for x in target_leaves]
-        call_args, call_kwargs = pytree.tree_unflatten(leaves, inputs_spec)
-        tgts = pytree.tree_unflatten(tleaves, targets_spec)
-        if not train:
-            with torch.no_grad(), mixed_precision():
+        losses = []
+        for _ in range(accumulation_steps):
+            leaves = [next(it) if _is_leaf_tensor(x) else x for x in batch_leaves]
+            tleaves = [next(it) if _is_leaf_tensor(x) else x for x in target_leaves]
+            call_args, call_kwargs = pytree.tree_unflatten(leaves, inputs_spec)
+            tgts = pytree.tree_unflatten(tleaves, targets_spec)
+            if not train:
+                with torch.no_grad(), mixed_precision():
+                    out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+                return tensor_leaves(out)
+            with mixed_precision():
                 out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
-            return tensor_leaves(out)
-        with mixed_precision():
-            out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
-            loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise CaptureError("loss_fn must return a tensor with one element (the loss)")
-        if not loss.requires_grad:
-            raise CaptureError("the loss does not require grad: no parameter of the model influences it")
-        loss.backward()
+                loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise CaptureError("loss_fn must return a tensor with one element (the loss)")
+            if not loss.requires_grad:
+                raise CaptureError("the loss does not require grad: no parameter of the model influences it")
+            loss.backward()
+            losses.append(loss.detach())
         if before_step is not None:
             before_step(params)
         grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
@@ -485,10 +502,10 @@ def trace_step(
         returned_grads.extend(grads if return_grads else ())
         tail = [grads[n] for n in returned_grads]
         if not return_outputs:
-            return [loss.detach(), *tail]
+            return [*losses, *tail]
         out_tensors, out_structure = flatten_outputs(out)
         structure.append(out_structure)
-        return [loss.detach(), *(t.detach() for t in out_tensors), *tail]
+        return [*losses, *(t.detach() for t in out_tensors), *tail]
 
     # Train mode keeps per-module modes a user chose (e.g. frozen BatchNorm in eval)
     # unless the whole model is in eval mode; every module's flag is restored after.
@@ -517,7 +534,7 @@ def trace_step(
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
                       device=device, emulated=emulated, hyper_parameters=hyper,
-                      returned_grads=tuple(returned_grads))
+                      returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps)
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
