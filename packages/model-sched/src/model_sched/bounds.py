@@ -14,7 +14,6 @@ second.
 from __future__ import annotations
 
 import attrs
-import numpy as np
 
 from model_sched.liveness import Liveness
 
@@ -51,6 +50,8 @@ def descendant_masks(lv: Liveness) -> list[int]:
 
 def forced_bound(lv: Liveness) -> ForcedBound:
     """The forced-liveness lower bound of the graph behind ``lv`` (bytes)."""
+    import numpy as np  # on first use: every model-opt command imports this module
+
     n = lv.n_ops
     if n == 0:
         return ForcedBound(lv.persistent_bytes, ())

@@ -23,10 +23,12 @@ candidate ops (the incumbent's peak steps first), within a time budget.
 
 from __future__ import annotations
 
-import networkx as nx
-import numpy as np
+from typing import TYPE_CHECKING
 
 from model_sched.liveness import Liveness
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 #: Networks with more edges are not cut (networkx's max-flow would take seconds); the
@@ -42,6 +44,8 @@ def step_cut_bound(lv: Liveness, v: int, anc: list[int], desc: list[int], forced
     ``forced_at_v``: the forced-liveness bytes at ``v`` (``ForcedBound.per_op[v]``).
     Exact unless the network has more than ``max_edges`` edges (then the forced value).
     """
+    import networkx as nx  # on first use: every model-opt command imports this module
+
     n = lv.n_ops
     after_mask = desc[v] | (1 << v)
     after = _flags(after_mask, n)  # at or after v in every order
@@ -102,6 +106,8 @@ def step_cut_bound(lv: Liveness, v: int, anc: list[int], desc: list[int], forced
 
 def _flags(mask: int, n: int) -> list[bool]:
     """A bitset as a list of n booleans (one C-speed conversion instead of n big-int shifts)."""
+    import numpy as np
+
     raw = np.frombuffer(mask.to_bytes((n + 7) // 8 or 1, "little"), dtype=np.uint8)
     return np.unpackbits(raw, bitorder="little")[:n].astype(bool).tolist()
 
