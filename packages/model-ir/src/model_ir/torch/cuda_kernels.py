@@ -151,7 +151,7 @@ def emulate_cuda(optimizer: torch.optim.Optimizer | None = None, *, sdpa: str | 
                ("log_softmax.int", _softmax(aten._log_softmax))]
     with torch.library._scoped_library("aten", "IMPL") as lib:
         with warnings.catch_warnings():  # torch <= 2.11 warns that the kernel replaces aten's own
-            warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel")
+            warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
             for name, fn in kernels:
                 lib.impl(name, fn, "CompositeImplicitAutograd")
         for g in groups:
