@@ -228,3 +228,37 @@ def test_gradient_accumulation_of_four_micro_batches(make_model, shape):
         step(torch.randn(*shape), targets=(y(),))
     with pytest.raises(ReoptimizeError, match="4 micro-batch"):
         step.accumulate([torch.randn(*shape)] * 3, [(y(),)] * 3)
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_cnn_with_batch_norm_under_bf16_autocast(executor):
+    """BatchNorm under autocast takes a bf16 input with fp32 weights, which CPU's
+    native_batch_norm.out refuses: such mixed-dtype ops run as fallbacks in the arena."""
+    torch.manual_seed(0)
+    model = small_cnn()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    step = optimize(model, torch.randn(4, 3, 16, 16), optimizer=opt, autocast=torch.bfloat16, executor=executor,
+                    time_limit=2)
+    for _ in range(3):
+        x = torch.randn(4, 3, 16, 16)
+        loss = step(x)
+        ref_opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = ref(x).sum()  # the default loss: the sum of the (bf16) output
+        expected.backward()
+        ref_opt.step()
+        assert torch.equal(loss, expected.detach())
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_the_training_loop_example_runs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / "training_loop.py"
+    spec = importlib.util.spec_from_file_location("training_loop", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert 0.0 <= example.main(["--epochs", "1", "--device", "cpu"]) <= 1.0

@@ -91,6 +91,17 @@ def _same_dtypes_as_self(node: fx.Node, results: list) -> bool:
     )
 
 
+def _mixed_float_inputs(node: fx.Node) -> bool:
+    """True when the node's floating-point tensor arguments have more than one dtype."""
+    dtypes = set()
+    for arg in (*node.args, *node.kwargs.values()):
+        for item in arg if isinstance(arg, (list, tuple)) else (arg,):
+            v = item.meta.get("val") if isinstance(item, fx.Node) else None
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                dtypes.add(v.dtype)
+    return len(dtypes) > 1
+
+
 def _dense_fresh(t: torch.Tensor) -> bool:
     return storage_bytes(t) == t.numel() * t.element_size() and t.storage_offset() == 0
 
@@ -117,6 +128,11 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     if isinstance(val, list) and (twin := foreach_inplace_twin(target)) is not None \
             and _same_dtypes_as_self(node, tensors):
         return Lowering("foreach", twin=twin)
+    if _mixed_float_inputs(node):
+        # Autocast mixes dtypes (a bf16 input with fp32 BatchNorm weights) that some out=
+        # kernels refuse where the functional one accepts them: CPU native_batch_norm.out
+        # raises "expected scalar type Float but found BFloat16".
+        return Lowering("fallback", "floating-point inputs of mixed dtypes (mixed precision)")
     variant = find_out_variant(target, device_type)
     if variant is None:
         return Lowering("fallback", "no out= overload")
