@@ -1,6 +1,7 @@
-"""Fixtures shared by every package's tests."""
+"""Fixtures and the ``needs`` marker shared by every package's tests."""
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,6 +11,20 @@ from model_ir.plugins import plugin_manager
 from model_ir.testing.distributions import write_distribution
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "model-opt-example-plugin"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs(*modules): skip unless each module is installed (another layer, an optional "
+                   "backend): each package's tests pass with only that package's dependencies")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        missing = [name for mark in item.iter_markers("needs") for name in mark.args
+                   if importlib.util.find_spec(name) is None]
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)}, not installed"))
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_integer_literal_over_4300_digits(tmp_path, capsys):
     assert "more than 4300 digits" in one_line_error(["info", str(p)], capsys)
 
 
-@pytest.mark.parametrize("command", ["info", "schedule"])
+@pytest.mark.parametrize("command", ["info", pytest.param("schedule", marks=pytest.mark.needs("model_sched"))])
 def test_buffer_of_2_to_the_63_bytes(tmp_path, capsys, command):
     p = tmp_path / "huge.json"
     p.write_text(json.dumps(diamond_json()).replace('"size": 10', f'"size": {2**63}'))
@@ -60,6 +60,7 @@ def test_buffers_adding_up_past_the_limit_are_refused():
     Graph([Buffer("a", MAX_TOTAL_BYTES)], [])
 
 
+@pytest.mark.needs("model_sched")
 @pytest.mark.parametrize("field", ["name", "ops[0].id", "buffers[0].kind", "meta.note"])
 def test_lone_surrogate_is_rejected_at_load(tmp_path, capsys, field):
     data = diamond_json()

@@ -2,6 +2,7 @@
 status 2, negative-number-like values are values, ``--version``, sizes with units."""
 
 import argparse
+import importlib.util
 import subprocess
 import sys
 
@@ -11,6 +12,9 @@ from model_ir.cli import main
 from model_ir.cli_values import byte_size, parse_bytes, seconds, whole_number
 
 CSV = "id,lower,upper,size\na,0,2,512\nb,1,3,512\n"
+
+# The commands of the other layers, tested here when those are installed.
+PLACE, SCHEDULE, RUN = (pytest.mark.needs(m) for m in ("model_place", "model_sched", "model_runtime"))
 
 
 @pytest.fixture
@@ -30,25 +34,30 @@ def one_line_error(argv, capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["place", "{csv}"], "place: the following arguments are required: -o/--output"),
-    (["place", "{csv}", "-o", "{out}", "--capacity", "lots"], "argument --capacity: cannot read size 'lots'"),
-    (["place", "{csv}", "-o", "{out}", "--time-limit", "soon"], "argument --time-limit"),
-    (["place", "{csv}", "-o", "{out}", "--nope"], "unrecognized arguments: --nope"),
+    pytest.param(["place", "{csv}"], "place: the following arguments are required: -o/--output", marks=PLACE),
+    pytest.param(["place", "{csv}", "-o", "{out}", "--capacity", "lots"],
+                 "argument --capacity: cannot read size 'lots'", marks=PLACE),
+    pytest.param(["place", "{csv}", "-o", "{out}", "--time-limit", "soon"], "argument --time-limit", marks=PLACE),
+    pytest.param(["place", "{csv}", "-o", "{out}", "--nope"], "unrecognized arguments: --nope", marks=PLACE),
     (["no-such-command"], "invalid choice: 'no-such-command'"),
-    (["schedule", "{csv}", "--time-limit", "1_0"], "expected a number of seconds, got '1_0'"),
-    (["run", "tiny-mlp", "--batch-size", "\u0661\u0662"], "argument --batch-size: expected a whole number"),
+    pytest.param(["schedule", "{csv}", "--time-limit", "1_0"], "expected a number of seconds, got '1_0'",
+                 marks=SCHEDULE),
+    pytest.param(["run", "tiny-mlp", "--batch-size", "\u0661\u0662"], "argument --batch-size: expected a whole number",
+                 marks=RUN),
 ])
 def test_option_errors_are_one_line(argv, needle, csv_file, tmp_path, capsys):
     args = [a.format(csv=csv_file, out=tmp_path / "out.csv") for a in argv]
     assert needle in one_line_error(args, capsys)
 
 
+@PLACE
 @pytest.mark.parametrize("value", ["-inf", "-1", "-2.5", "-1e3"])
 def test_negative_time_limit_is_a_value_with_a_clear_message(value, csv_file, tmp_path, capsys):
     err = one_line_error(["place", csv_file, "-o", tmp_path / "out.csv", "--time-limit", value], capsys)
     assert "argument --time-limit: must be >= 0 seconds" in err
 
 
+@PLACE
 def test_console_script_error_is_one_line(csv_file):
     proc = subprocess.run([sys.executable, "-m", "model_ir.cli", "place", str(csv_file)],
                           capture_output=True, text=True)
@@ -60,9 +69,12 @@ def test_version_lists_each_installed_layer(capsys):
         main(["--version"])
     out = capsys.readouterr().out.split("\n")
     assert stop.value.code == 0
-    assert out[0].startswith("model-ir ") and any(line.startswith("model-place ") for line in out)
+    installed = [layer for layer in ("model-ir", "model-sched", "model-place", "model-runtime", "model-bench")
+                 if importlib.util.find_spec(layer.replace("-", "_"))]
+    assert [line.split()[0] for line in out if line] == installed
 
 
+@PLACE
 def test_capacity_takes_the_size_syntax_of_memory(csv_file, tmp_path, capsys):
     assert main(["place", str(csv_file), "-o", str(tmp_path / "out.csv"), "--capacity", "1KiB"]) == 0
     assert main(["place", str(csv_file), "-o", str(tmp_path / "tight.csv"), "--capacity", "1000B"]) == 1

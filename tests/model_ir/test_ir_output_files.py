@@ -83,6 +83,7 @@ def test_empty_path_is_refused():
         check_output("", flag="-o")
 
 
+@pytest.mark.needs("model_place")
 @pytest.mark.parametrize("argv", [
     ["place", "{src}", "-o", "{out}"],
     ["place", "{src}", "-o", "{out}", "--method", "best-fit"],
@@ -100,6 +101,7 @@ def test_place_refuses_an_existing_output_without_force(argv, tmp_path, capsys):
     assert out.read_text().startswith("id,lower,upper,size")
 
 
+@pytest.mark.needs("model_place")
 def test_place_refuses_a_fifo_and_an_empty_path(tmp_path, capsys):
     src, fifo = tmp_path / "in.csv", tmp_path / "fifo"
     src.write_text(CSV)
@@ -112,6 +114,7 @@ def test_place_refuses_a_fifo_and_an_empty_path(tmp_path, capsys):
     assert err.startswith("model-opt: error: -o: the path is empty") and err.count("\n") == 1
 
 
+@pytest.mark.needs("model_sched")
 def test_schedule_refuses_empty_and_existing_output(tmp_path, capsys):
     from model_ir import save_graph
     from model_ir.json_format import graph_from_dict

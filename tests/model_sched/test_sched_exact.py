@@ -15,6 +15,10 @@ from model_sched.solvers import CpSatBackend, GurobiBackend, HighsBackend
 
 from .conftest import layered_graph, pairs_graph
 
+#: Each MILP backend; those of an extra (cpsat, gurobi) are skipped when it is not installed.
+BACKENDS = [HighsBackend(), pytest.param(CpSatBackend(), marks=pytest.mark.needs("ortools"), id="cpsat"),
+            pytest.param(GurobiBackend(), marks=pytest.mark.needs("gurobipy"), id="gurobi")]
+
 
 def brute_force(g):
     lv = liveness(g)
@@ -53,7 +57,7 @@ def test_milp_equals_brute_force_and_warm_start_encodes_the_order(g):
     assert peak(lv, order) == best == peak_bytes_of_units(m, res.bound)
 
 
-@pytest.mark.parametrize("backend", [HighsBackend(), CpSatBackend(), GurobiBackend()], ids=lambda b: b.name)
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
 def test_backends_on_eight_pairs(backend):
     """MODeL's time-step compression misses this optimum; one op per step does not."""
     lv = liveness(pairs_graph(8))
@@ -64,7 +68,7 @@ def test_backends_on_eight_pairs(backend):
 
 
 
-@pytest.mark.parametrize("backend", [HighsBackend(), CpSatBackend(), GurobiBackend()], ids=lambda b: b.name)
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
 def test_backends_prove_optimality_exactly_under_a_large_constant(backend):
     """A big buffer alive throughout makes the pairs' 280-byte saving a 0.003 % gap: a
     solver stopping at its default relative MIP gap (1e-4) would call the eager order
@@ -93,6 +97,7 @@ def test_search_time_limit_returns_a_valid_bound():
         assert peak(lv, out.order) == out.peak < h
 
 
+@pytest.mark.needs("gurobipy")
 def test_gurobi_size_limit_is_a_clear_error():
     from model_sched.errors import SolverUnavailableError
     from model_sched.milp import LinearProgram
@@ -129,7 +134,7 @@ def test_milp_and_search_agree_on_window_problems(g, data):
     assert peak(w.lv, order_from_solution(m, res.values)) == best.peak == peak_bytes_of_units(m, res.bound)
 
 
-@pytest.mark.parametrize("backend", [HighsBackend(), CpSatBackend(), GurobiBackend()], ids=lambda b: b.name)
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
 def test_warm_started_backends_return_the_optimal_solution_not_the_start(backend):
     """Regression: HiGHS once reported objective 1 while returning the peak-2 start solution."""
     from model_ir.graph import Buffer, Graph, Op

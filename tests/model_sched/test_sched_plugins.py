@@ -48,7 +48,7 @@ def test_graph_without_ops():
     assert r.order == () and r.peak_bytes == 7 == r.lower_bound_bytes and r.optimal
 
 
-@pytest.mark.parametrize("solver", ["highs", "cpsat"])
+@pytest.mark.parametrize("solver", ["highs", pytest.param("cpsat", marks=pytest.mark.needs("ortools"))])
 def test_lns_with_milp_windows(solver):
     g = layered_graph(60, width=6, seed=5)
     r = schedule(g, method="lns", solver=solver, time_limit=3)

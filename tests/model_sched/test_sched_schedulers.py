@@ -98,7 +98,8 @@ def test_unknown_method_and_negative_time_limit_are_clear_errors():
         schedule(pairs_graph(2), time_limit=-1)
 
 
-@pytest.mark.parametrize("solver", ["highs", "cpsat", "gurobi"])
+@pytest.mark.parametrize("solver", ["highs", pytest.param("cpsat", marks=pytest.mark.needs("ortools")),
+                                    pytest.param("gurobi", marks=pytest.mark.needs("gurobipy"))])
 def test_milp_backends_agree_with_brute_force(solver):
     from .conftest import layered_graph
 

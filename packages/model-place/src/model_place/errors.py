@@ -19,3 +19,8 @@ class PlacementError(PlaceError, ValueError):
     Raised when an algorithm's answer fails validation, which is a bug in that
     algorithm, so the message names the buffers involved.
     """
+
+
+class SearchUnavailableError(PlaceError):
+    """The exact search was asked for, but model-place was installed without its
+    compiled extension (no C compiler at install time)."""

@@ -16,6 +16,7 @@ placement can have.
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 import time
@@ -25,12 +26,22 @@ import attrs
 
 from model_ir import Lifetime
 
-from model_place import _search
-from model_place.errors import PlaceError
+from model_place.errors import PlaceError, SearchUnavailableError
 from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
 from model_place.result import PlacementResult, make_result
 from model_place.validation import arena_of
+
+try:
+    _search = importlib.import_module("model_place._search")
+except ImportError as e:  # built without a C compiler: the heuristics still work
+    _search = None
+    #: Why the compiled search cannot be used (None when it can), completing "the search ...".
+    SEARCH_UNAVAILABLE = ("is not installed (model-place was built without a C compiler)"
+                          if isinstance(e, ModuleNotFoundError) and e.name == "model_place._search"
+                          else f"failed to load ({type(e).__name__}: {e})")
+else:
+    SEARCH_UNAVAILABLE = None
 
 #: Seconds an exact search may run when the caller gives no time limit.
 DEFAULT_TIME_LIMIT = 60.0
@@ -43,6 +54,20 @@ DECISION_SHARE = 0.25
 
 #: Largest value of the compiled search's integers.
 INT64_MAX = (1 << 63) - 1
+
+
+def search_available() -> bool:
+    """Whether the compiled search (``model_place._search``) is installed."""
+    return _search is not None
+
+
+def require_search(method: str = "exact") -> None:
+    """Raise :class:`SearchUnavailableError` unless the compiled search is installed."""
+    if _search is None:
+        raise SearchUnavailableError(
+            f"placer {method!r} needs model-place's compiled search (model_place._search), which "
+            f"{SEARCH_UNAVAILABLE}: reinstall model-place where gcc or clang and the Python headers are present, "
+            "or use a heuristic placer (--method best-fit)")
 
 
 def grain(lifetimes: Sequence[Lifetime]) -> int:
@@ -58,6 +83,7 @@ def run_search(*args):
     allows for large graphs; it releases the GIL, so this thread stays free to
     turn Ctrl-C into a cancellation (status ``interrupted``, best answer kept).
     """
+    require_search()
     box: dict = {}
 
     def target() -> None:
@@ -137,6 +163,7 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     call; when it runs out the best placement found so far is returned with its
     gap to the proven lower bound. ``progress`` is called after every decision.
     """
+    require_search(method)
     t0 = time.perf_counter()
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     lifetimes = check_lifetimes(lifetimes)

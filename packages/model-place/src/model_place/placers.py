@@ -15,18 +15,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from model_ir import Lifetime
 from model_ir.arguments import check_optional_callable, check_seconds, check_type
 from model_ir.errors import PluginError
-from model_ir.plugins import invalid_answer, providers
+from model_ir.plugins import invalid_answer, plugin_manager, providers
 
 from model_place.caching_allocator import simulate_caching_allocator
 from model_place.errors import PlaceError, PlacementError
-from model_place.exact import exact_placement
-from model_place.heuristics import best_fit, greedy_by_size, no_reuse
+from model_place.exact import SEARCH_UNAVAILABLE, exact_placement, search_available
+from model_place.heuristics import best_fit, best_heuristic, greedy_by_size, no_reuse
 from model_place.lifetimes import check_lifetimes
 from model_place.result import PlacementResult, make_result
 from model_place.validation import validate_placement
 
 #: What ``method="auto"`` runs.
 AUTO = "exact"
+
+#: What ``method="auto"`` runs when model-place was built without its compiled search.
+AUTO_WITHOUT_SEARCH = "best-heuristic"
 
 #: Alignment (bytes) of every block the CUDA caching allocator hands out.
 MIN_ALIGNMENT = 512
@@ -86,6 +89,15 @@ class CpSatPlacer:
         return cpsat_placement(lifetimes, capacity=capacity, time_limit=time_limit)
 
 
+def fallback_placer() -> HeuristicPlacer:
+    """``auto`` without the compiled search: the better of greedy-size and best-fit,
+    after a one-line warning on stderr (once per process)."""
+    plugin_manager().report(f"model-place's compiled search {SEARCH_UNAVAILABLE}: placer 'auto' uses the best "
+                            "heuristic (greedy-size or best-fit) instead of the exact search; reinstall "
+                            "model-place where gcc or clang and the Python headers are present for it")
+    return HeuristicPlacer(AUTO_WITHOUT_SEARCH, "the better of greedy-size and best-fit", best_heuristic)
+
+
 def builtin_placers() -> list:
     """The placers model-place registers through its own plugin."""
     return [
@@ -110,9 +122,12 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
     """Choose a byte offset for every buffer so that buffers alive together never overlap.
 
     ``method`` names a placer (``auto`` is the exact search warm-started by the
-    heuristics). ``capacity`` (bytes) turns minimisation into a decision: any
-    placement within it is accepted, and ``status`` says ``infeasible`` when it is
-    proven too small. ``time_limit`` in seconds (exact methods; 60 s when None).
+    heuristics; where model-place was built without its compiled search, ``auto`` is
+    the best heuristic, after a one-line warning on stderr, and ``exact`` raises
+    :class:`~model_place.errors.SearchUnavailableError`). ``capacity`` (bytes) turns
+    minimisation into a decision: any placement within it is accepted, and ``status``
+    says ``infeasible`` when it is proven too small. ``time_limit`` in seconds (exact
+    methods; 60 s when None).
     ``progress`` receives a :class:`~model_place.exact.SearchProgress` after each
     decision of a placer that reports progress (``exact``; others ignore it).
     The answer is validated: :class:`~model_place.errors.PlacementError` otherwise.
@@ -131,7 +146,10 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
     name = AUTO if method == "auto" else method
     if name not in found:
         raise PluginError(f"unknown placer {method!r}; available: {', '.join(placer_names())}")
-    placer = found[name]
+    if method == "auto" and not search_available():
+        name, placer = AUTO_WITHOUT_SEARCH, fallback_placer()
+    else:
+        placer = found[name]
     kwargs = {}
     if progress is not None and "progress" in inspect.signature(placer.place).parameters:
         kwargs["progress"] = progress

@@ -8,7 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import permutations
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ImportError as e:
+    raise ImportError("model_place.testing needs Hypothesis, which is not installed: "
+                      "pip install 'model-place[testing]'", name=e.name) from e
 from model_ir import Lifetime
 
 from model_place.lifetimes import align_up

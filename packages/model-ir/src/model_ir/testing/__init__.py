@@ -1,1 +1,2 @@
-"""Test support shared by every package's tests (needs the ``hypothesis`` dev dependency)."""
+"""Test support shared by every package's tests (``strategies`` needs Hypothesis: the
+``model-ir[testing]`` extra)."""

@@ -9,7 +9,11 @@ always valid; tests that need invalid graphs mutate a valid one.
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ImportError as e:
+    raise ImportError("model_ir.testing.strategies needs Hypothesis, which is not installed: "
+                      "pip install 'model-ir[testing]'", name=e.name) from e
 
 from model_ir.graph import Buffer, Graph, Op
 
