@@ -121,22 +121,32 @@ def _add_capacity(g: nx.DiGraph, a, b, size: int) -> None:
 
 
 def raise_bound_by_cuts(lv: Liveness, control, per_op: tuple[int, ...], ops, deadline: float | None,
-                        masks: tuple[list[int], list[int]] | None = None) -> None:
+                        masks: tuple[list[int], list[int]] | None = None) -> list[int]:
     """Offer :func:`step_cut_bound` at each op of ``ops`` (in order) to ``control`` until
-    the incumbent is proven, or ``deadline`` (a ``time.perf_counter()`` value) passes."""
+    the incumbent is proven, or ``deadline`` (a ``time.perf_counter()`` value) passes.
+
+    Returns the ops that are done with: cut in full, or already bounded as high by forced
+    liveness. The others were not reached, or were cut short to fit the time left, and
+    may be worth another try with more time."""
     import time
 
     from model_sched.bounds import ancestor_masks, descendant_masks
 
     anc, desc = masks if masks is not None else (ancestor_masks(lv), descendant_masks(lv))
+    done = []
     for v in ops:
         if control.solved or control.expired() or (deadline is not None and time.perf_counter() >= deadline):
-            return
+            break
         if lv.persistent_bytes + per_op[v] >= control.best_peak:
+            done.append(v)
             continue  # forced-liveness already says as much
         left = control.remaining()
         if deadline is not None:
             left = deadline - time.perf_counter() if left is None else min(left, deadline - time.perf_counter())
         # networkx's max-flow costs roughly 25 microseconds per edge here: fit the budget
         cap = MAX_CUT_EDGES if left is None else min(MAX_CUT_EDGES, int(left / 25e-6))
-        control.raise_bound(step_cut_bound(lv, v, anc, desc, per_op[v], max_edges=cap), "cut bound")
+        bound = step_cut_bound(lv, v, anc, desc, per_op[v], max_edges=cap)
+        control.raise_bound(bound, "cut bound")
+        if cap == MAX_CUT_EDGES or bound > lv.persistent_bytes + per_op[v]:
+            done.append(v)
+    return done

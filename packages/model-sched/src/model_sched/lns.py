@@ -53,15 +53,17 @@ def milp_window_solver(backend) -> WindowSolver:
 
 def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver, *,
                        window_ops: int = 24, max_window_ops: int = 48, window_seconds: float = 2.0,
-                       seed: int = 0, stage: str = "lns", deadline: float | None = None) -> None:
+                       seed: int = 0, stage: str = "lns", deadline: float | None = None) -> bool:
     """Improve ``control``'s incumbent by windowed re-optimisation until done (see module doc).
 
     ``window_ops``: initial window size (ops); ``window_seconds``: budget per window;
     ``deadline``: a ``time.perf_counter()`` value earlier than the control's, if any.
+    Returns True when it stopped at a local optimum (every window of the largest size
+    around every peak step proven unimprovable), False at a deadline or the bound.
     """
     n = lv.n_ops
     if n < 2 or control.best_order is None:
-        return
+        return True
     rnd = random.Random(seed)
     order = list(control.best_order)
     k = min(window_ops, n)
@@ -70,7 +72,7 @@ def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver
     failures = 0
     while not control.expired() and not control.solved:
         if deadline is not None and time.perf_counter() >= deadline:
-            return
+            return False
         tl = timeline(lv, order)
         top = max(tl)
         peaks = [t for t, x in enumerate(tl) if x == top]
@@ -82,7 +84,7 @@ def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver
             failures += 1
             if failures > 4 * len(peaks) + 8:
                 if k >= max_k:
-                    return  # every window tried around the peaks is optimal: a local optimum
+                    return True  # every window tried around the peaks is optimal: a local optimum
                 k, failures = min(max_k, k + max(2, k // 4)), 0
             continue
         step, last_use = positions(lv, order)
@@ -104,4 +106,4 @@ def improve_by_windows(lv: Liveness, control: SolveControl, solver: WindowSolver
             failures += 1
         else:
             k = max(6, k - max(2, k // 4))  # the window was too hard for its budget
-    return
+    return False

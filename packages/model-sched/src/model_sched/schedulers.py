@@ -20,11 +20,13 @@ from model_sched.control import SolveControl
 from model_sched.liveness import Liveness, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
-from model_sched.search import exact_search
+from model_sched.search import SearchOutcome, SearchRun
 
-#: Share of the time limit ``auto`` gives windowed re-optimisation before exact search.
-LNS_FIRST_SHARE = 0.2
-#: Share of the remaining time ``auto`` gives each round of cut bounds.
+#: Seconds of ``auto``'s first turn for each of its methods; each round doubles them.
+FIRST_TURN_SECONDS = 0.25
+#: Share of a turn ``auto`` gives cut bounds at more ops (a bound alone proves nothing).
+CUT_TURN_SHARE = 0.25
+#: Share of the remaining time given to cut bounds at the incumbent's peak ops.
 CUT_SHARE = 0.1
 #: Memory the exact search may use for its table of states (bytes, estimated).
 SEARCH_MEMORY_BYTES = 1 << 30
@@ -92,18 +94,30 @@ class Greedy:
 
 
 def run_search(problem: Problem, control: SolveControl, deadline: float | None,
-               max_states: int | None = None) -> bool:
-    """Exact search over the whole graph, warm-started; True if it proved optimality."""
+               max_states: int | None = None) -> SearchOutcome:
+    """Exact search over the whole graph, warm-started; ``complete`` if it proved optimality."""
+    search = start_search(problem, control, max_states)
+    return search_turn(search, control, deadline)
+
+
+def start_search(problem: Problem, control: SolveControl, max_states: int | None = None) -> SearchRun:
+    """An exact search warm-started from the incumbent and bound, reporting progress to ``control``."""
     def heartbeat(bound: int, states: int) -> None:
         control.raise_bound(bound, "search")
         control.report(f"search ({states} states)")
 
-    out = exact_search(problem.lv, upper=control.best_peak, lower=control.bound, deadline=deadline,
-                       max_states=max_states or search_state_cap(problem.lv.n_ops), on_progress=heartbeat)
+    return SearchRun(problem.lv, upper=control.best_peak, lower=control.bound,
+                     max_states=max_states or search_state_cap(problem.lv.n_ops), on_progress=heartbeat)
+
+
+def search_turn(search: SearchRun, control: SolveControl, deadline: float | None) -> SearchOutcome:
+    """Run (or resume) ``search`` until ``deadline``, with the incumbent and bound known now;
+    offer what it found."""
+    out = search.run(deadline, upper=control.best_peak, lower=control.bound)
     if out.order is not None:
         control.offer(out.order, "search")
     control.raise_bound(out.bound, "search")
-    return out.complete
+    return out
 
 
 def run_baselines(problem: Problem, control: SolveControl) -> bool:
@@ -178,25 +192,82 @@ def run_cut_bounds(problem: Problem, control: SolveControl, share: float, all_op
     raise_bound_by_cuts(lv, control, per_op, ops, deadline, problem.masks)
 
 
+def race(problem: Problem, control: SolveControl, window_solver) -> None:
+    """Exact search, windowed re-optimisation and cut bounds at every op take turns of
+    doubling length (:data:`FIRST_TURN_SECONDS`, then twice as long each round; cut
+    bounds get :data:`CUT_TURN_SHARE` of a turn) until the incumbent is proven, the
+    time is up, or none of them can do more.
+
+    So ``auto`` proves about as soon as the fastest of them would on its own (within
+    a small factor), instead of first spending a fixed share of the time limit on one:
+    many captured steps are proven by the search in a fraction of a second, others
+    only by windows reaching the bound. Each turn helps the others: a better
+    incumbent prunes the search, a higher bound stops the windows.
+
+    The search resumes where its last turn stopped; once it hits its memory cap it
+    waits for a better incumbent and then starts afresh from it (fewer states). The
+    windows start from the incumbent, and wait for a better one once they reach a
+    local optimum. Cut bounds go through the incumbent's peak ops, then the ops by
+    decreasing forced bytes, each op once. When search and windows both wait, cut
+    bounds get whole turns as long as they raise the bound.
+    """
+    lv = problem.lv
+    cap = search_state_cap(lv.n_ops)
+    cut_done: set[int] = set()
+    by_forced = sorted(range(lv.n_ops), key=lambda v: -problem.forced.per_op[v])
+    turn = FIRST_TURN_SECONDS
+    search = start_search(problem, control, cap)
+    search_from = control.best_peak  # the incumbent the search started from
+    search_capped = False
+    windows_stuck_at = None  # the incumbent at which the windows reached a local optimum
+    seed = 0
+
+    def turn_end(seconds: float) -> float:
+        end = time.perf_counter() + seconds
+        return end if control.deadline is None else min(end, control.deadline)
+
+    def finished() -> bool:
+        return control.solved or control.expired()
+
+    while True:
+        start = (control.best_peak, control.bound)
+        if search_capped and control.best_peak < search_from:
+            search = None  # free its states first
+            search = start_search(problem, control, cap)
+            search_from, search_capped = control.best_peak, False
+        if not search_capped:
+            out = search_turn(search, control, turn_end(turn))
+            if finished():
+                return
+            search_capped = not out.complete and out.states > cap
+        if windows_stuck_at != control.best_peak:
+            windows_stuck_at = None
+            if improve_by_windows(lv, control, window_solver, seed=seed, deadline=turn_end(turn)):
+                windows_stuck_at = control.best_peak
+            seed += 1
+            if finished():
+                return
+        waiting = search_capped and windows_stuck_at == control.best_peak
+        cut_left = [v for v in dict.fromkeys(peak_ops(lv, control.best_order) + by_forced) if v not in cut_done]
+        if cut_left:
+            seconds = turn if waiting else turn * CUT_TURN_SHARE
+            cut_done.update(raise_bound_by_cuts(lv, control, problem.forced.per_op, cut_left,
+                                                turn_end(seconds), problem.masks))
+            if finished():
+                return
+        if waiting and (not cut_left or (control.best_peak, control.bound) == start):
+            return  # nothing left that could improve the order or the bound
+        turn *= 2
+
+
 class Auto:
     name = "auto"
-    help = "bounds, greedy baselines, windowed re-optimisation, then exact search on the residual gap"
+    help = "bounds, greedy baselines, then exact search, windowed re-optimisation and cut bounds in turns"
 
     def run(self, problem, control, solver=None) -> None:
         if run_baselines(problem, control) or control.expired():
             return
-        # a short windowed pass first: a tighter incumbent prunes the exact search
-        remaining = control.remaining()
-        lns_deadline = None if remaining is None else time.perf_counter() + remaining * LNS_FIRST_SHARE
-        improve_by_windows(problem.lv, control, _window_solver(solver), deadline=lns_deadline)
-        if control.solved or control.expired():
-            return
-        run_cut_bounds(problem, control, CUT_SHARE, all_ops=True)
-        if control.solved or control.expired():
-            return
-        run_search(problem, control, control.deadline, max_states=search_state_cap(problem.lv.n_ops))
-        if not control.solved and not control.expired():
-            improve_by_windows(problem.lv, control, _window_solver(solver), seed=1)
+        race(problem, control, _window_solver(solver))
 
 
 BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto())
