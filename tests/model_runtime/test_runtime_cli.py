@@ -91,3 +91,14 @@ def test_measure_reports_a_crashed_variant_and_goes_on():
 def test_measure_rejects_an_unknown_allocator_setting(capsys):
     assert main(["run", "tiny-cnn", "--measure", "--allocators", "bogus"]) == 2
     assert "--allocators" in capsys.readouterr().err
+
+
+def test_run_takes_the_model_as_bench_and_capture_do(capsys):
+    assert main(["run", "--model", "tiny-mlp", "--batch-size", "4", "--steps", "1", "--time-limit", "0.5",
+                 "--executor", "reorder", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["executor"] == "reorder"
+    for argv, message in ((["run"], "name a zoo model"),
+                          (["run", "tiny-mlp", "--model", "tiny-cnn"], "two models named")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0

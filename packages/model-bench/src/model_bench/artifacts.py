@@ -12,6 +12,7 @@ from model_bench.memory_snapshot import (
 )
 from model_bench.pipeline import BenchRun, eager_lifetimes, eager_workspaces
 from model_bench.plots import plot_layout, plot_live_bytes
+from model_bench.reports import fmt_percent
 from model_ir import save_graph, save_plan
 
 ARTIFACTS = {
@@ -42,7 +43,8 @@ def write_artifacts(run: BenchRun, out_dir: str | Path) -> dict[str, Path]:
     plot_live_bytes(
         paths["live_bytes_plot"],
         {"eager (program order)": run.eager.timeline, f"optimized ({f['schedule_method']})": run.optimized.timeline},
-        title=f"{label}: live bytes over the step",
+        title=(f"{label}: live bytes over the step; plan memory {fmt_percent(-f['saving_vs_strongest'])} "
+               f"vs the strongest eager baseline ({f['strongest_baseline']})"),
         levels={"eager reserved (caching allocator)": f["eager_reserved_bytes"],
                 "eager reserved (expandable segments)": f["eager_reserved_expandable_bytes"],
                 "optimizer in backward reserved (expandable segments)":

@@ -19,7 +19,7 @@ class CaptureCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True, metavar="NAME", help="zoo model (model-opt bench --list)")
         parser.add_argument("--mode", default="train", help="train (default) or eval")
-        parser.add_argument("--batch-size", type=whole_number(1), default=1, metavar="B")
+        parser.add_argument("--batch-size", type=whole_number(1), default=1, metavar="B", help="batch size (default 1)")
         parser.add_argument("--optimizer", default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
         parser.add_argument("--granularity", type=whole_number(1), default=512, metavar="BYTES",
                             help="round storage sizes up to this allocation granularity (default 512, CUDA's)")

@@ -368,6 +368,7 @@ def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: Be
 
 
 def _gib(n: int) -> str:
-    from model_ir.formatting import human_bytes
+    # The report's format, so that one run prints its figures one way.
+    from model_bench.reports import fmt_bytes
 
-    return human_bytes(n)
+    return fmt_bytes(n)

@@ -36,7 +36,9 @@ def plot_live_bytes(path: str | Path, timelines: Mapping[str, Sequence[int]], *,
     """Step plot of live bytes (persistent included) for each named timeline.
 
     Timelines may have different lengths only if their orders do (they do not for
-    one graph). ``levels`` are drawn as dashed horizontal lines (e.g. the lower bound).
+    one graph). ``levels`` are drawn as horizontal lines (e.g. the lower bound), each
+    in its own dash pattern and width, widest first, so that equal levels stay visible;
+    the legend gives each value.
     """
     path = Path(path)
     peak = max([max(t, default=0) for t in timelines.values()] + list((levels or {}).values()) + [1])
@@ -44,8 +46,11 @@ def plot_live_bytes(path: str | Path, timelines: Mapping[str, Sequence[int]], *,
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for name, timeline in timelines.items():
         ax.step(range(len(timeline)), [v / scale for v in timeline], where="post", label=name, linewidth=1)
-    for i, (name, value) in enumerate((levels or {}).items()):
-        ax.axhline(value / scale, linestyle="--", linewidth=0.8, color=f"C{i + len(timelines)}", label=name)
+    styles = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+    items = list((levels or {}).items())
+    for i, (name, value) in enumerate(items):
+        ax.axhline(value / scale, linestyle=styles[i % len(styles)], linewidth=0.8 + 0.6 * (len(items) - 1 - i),
+                   color=f"C{i + len(timelines)}", label=f"{name}: {value / scale:.1f} {unit}", zorder=2 + i)
     ax.set_xlabel("step (op index in the order)")
     ax.set_ylabel(f"live bytes ({unit})")
     ax.set_title(title)
@@ -58,9 +63,14 @@ def plot_live_bytes(path: str | Path, timelines: Mapping[str, Sequence[int]], *,
     return path
 
 
+#: How many of the largest buffers (bytes x steps) a layout plot names.
+LABELLED_BUFFERS = 8
+
+
 def plot_layout(path: str | Path, allocations: Sequence[Allocation], *, title: str, steps: int,
                 segments: Sequence[Segment] = (), peak_bytes: int | None = None) -> Path:
-    """Time x address plot, one rectangle per buffer, segments shaded in grey.
+    """Time x address plot, one rectangle per buffer, segments shaded in grey; the
+    :data:`LABELLED_BUFFERS` largest rectangles are named.
 
     Addresses are drawn relative to the lowest segment (or allocation) address.
     Allocations with ``start < 0`` (persistent) are drawn from step 0 to the end.
@@ -81,6 +91,11 @@ def plot_layout(path: str | Path, allocations: Sequence[Allocation], *, title: s
         polys.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
         colors.append(f"C{i % 10}")
     ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors="black", linewidths=0.1, zorder=2))
+    areas = sorted(range(len(polys)), key=lambda i: -(polys[i][1][0] - polys[i][0][0]) * (polys[i][2][1] - polys[i][0][1]))
+    for i in areas[:LABELLED_BUFFERS]:
+        (x0, y0), (x1, _), (_, y1), _ = polys[i]
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, allocations[i].id, ha="center", va="center", fontsize=6,
+                zorder=4, clip_on=True)
     if peak_bytes is not None:
         ax.axhline(peak_bytes / scale, color="red", linestyle="--", linewidth=0.8, label="peak live bytes", zorder=3)
         ax.legend(loc="upper right", fontsize="small")

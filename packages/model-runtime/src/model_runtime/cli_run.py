@@ -104,15 +104,19 @@ class RunCommand:
     help = "optimize a zoo model's training step, run it with an executor, compare with eager"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("model", help="model name from the zoo (model-opt bench lists them; needs model-bench)")
-        parser.add_argument("--batch-size", type=whole_number(1), default=8)
-        parser.add_argument("--mode", choices=("train", "eval"), default="train")
+        parser.add_argument("model", nargs="?", help="model name from the zoo (model-opt bench --list; needs "
+                                                     "model-bench); or --model NAME, as bench and capture take it")
+        parser.add_argument("--model", dest="model_option", metavar="NAME", help="the zoo model (same as MODEL)")
+        parser.add_argument("--batch-size", type=whole_number(1), default=8, metavar="B",
+                            help="batch size (default 8)")
+        parser.add_argument("--mode", choices=("train", "eval"), default="train",
+                            help="train (default: forward, loss, backward, update) or eval (forward only)")
         parser.add_argument("--optimizer", default="sgd", help="optimizer name understood by the zoo (default sgd)")
         parser.add_argument("--executor", default="arena", help="arena (default), reorder, or a plugin's")
-        parser.add_argument("--steps", type=whole_number(1), default=5)
+        parser.add_argument("--steps", type=whole_number(1), default=5, help="steps to run (default 5)")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
                             help="seconds per solver (default 10)")
-        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--device", default="cpu", help="device to run on: cpu (default) or cuda")
         parser.add_argument("--compare-eager", action="store_true",
                             help="also run eager steps on a copy: step time ratio and bitwise comparison")
         parser.add_argument("--plan", default=None, help="reuse a plan JSON saved with --save-plan")
@@ -132,6 +136,12 @@ class RunCommand:
         from model_ir import save_plan
         from model_ir.output_files import check_output
 
+        if args.model and args.model_option and args.model != args.model_option:
+            raise RuntimeLayerError(f"two models named: {args.model!r} and --model {args.model_option!r}")
+        args.model = args.model or args.model_option
+        if not args.model:
+            raise RuntimeLayerError("name a zoo model: model-opt run MODEL (or --model MODEL); "
+                                    "model-opt bench --list lists them")
         if args.measure:
             return _run_measure(args)
 
