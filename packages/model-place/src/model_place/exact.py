@@ -85,12 +85,18 @@ def run_search(*args):
     """
     require_search()
     box: dict = {}
+    # Completion is signalled by an event, not by Thread.join: a KeyboardInterrupt that
+    # lands inside join() can leave the thread marked as finished while it still runs
+    # (CPython gh-90882), and the result was then read before the search had returned.
+    done = threading.Event()
 
     def target() -> None:
         try:
             box["out"] = _search.solve(*args)
         except BaseException as e:  # handed to the caller's thread below
             box["err"] = e
+        finally:
+            done.set()
 
     old = threading.stack_size()
     threading.stack_size(SEARCH_STACK_BYTES)
@@ -99,12 +105,15 @@ def run_search(*args):
         worker.start()
     finally:
         threading.stack_size(old)
-    try:
-        while worker.is_alive():
-            worker.join(0.05)
-    except KeyboardInterrupt:
-        _search.cancel()
-        worker.join()
+    interrupted = False
+    while True:
+        try:
+            if interrupted:
+                _search.cancel()  # again: the search may have started after the first cancel
+            if done.wait(0.05):
+                break
+        except KeyboardInterrupt:
+            interrupted = True
     if "err" in box:
         raise box["err"]
     return box["out"]
