@@ -204,7 +204,7 @@ def test_graph_json_under_a_scheduler_order(tmp_path, monkeypatch):
 
     calls = []
 
-    def schedule(graph, *, method):
+    def schedule(graph, *, method, time_limit=None):
         calls.append(method)
         return types.SimpleNamespace(order=("f1", "f3", "f2", "f4"))
 

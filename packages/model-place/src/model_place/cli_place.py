@@ -39,8 +39,18 @@ def _is_json(path: str) -> bool:
         return False
 
 
-def _schedule_for(graph, name: str) -> Schedule:
-    """The op order to place a graph under: program order, or a model-sched scheduler."""
+class ScheduleInterrupted(Exception):
+    """Ctrl-C stopped the ``--schedule`` scheduler; ``schedule`` is its best order so far."""
+
+    def __init__(self, schedule: Schedule):
+        super().__init__("interrupted")
+        self.schedule = schedule
+
+
+def _schedule_for(graph, name: str, time_limit: float | None = None) -> Schedule:
+    """The op order to place a graph under: program order, or a model-sched scheduler
+    run within ``time_limit`` seconds (None: its default). Raises
+    :class:`ScheduleInterrupted` when Ctrl-C stopped the scheduler."""
     if name == "program":
         return program_order(graph)
     try:
@@ -48,14 +58,20 @@ def _schedule_for(graph, name: str) -> Schedule:
     except ImportError:
         raise PlaceError(f"--schedule {name}: model-sched is not installed; use --schedule program "
                          "or pass a plan JSON that has an order") from None
-    return Schedule(run_scheduler(graph, method=name).order)  # a model_sched.ScheduleResult
+    result = run_scheduler(graph, method=name, time_limit=time_limit)  # a model_sched.ScheduleResult
+    if getattr(result, "interrupted", False):
+        raise ScheduleInterrupted(Schedule(result.order))
+    return Schedule(result.order)
 
 
-def read_input(path: str, frontend: str | None, schedule: str) -> tuple[Plan | None, list]:
+def read_input(path: str, frontend: str | None, schedule: str, time_limit: float | None = None,
+               interrupted: list | None = None) -> tuple[Plan | None, list]:
     """The plan (None for a CSV) and the lifetimes to place: a MiniMalloc CSV (``.csv``,
     or any file not JSON), a graph or plan JSON, or a graph file ``frontend`` reads
     (default: the frontend declaring the file's suffix). A graph is placed under the
-    ``schedule`` order, a plan under its own."""
+    ``schedule`` order (a scheduler gets ``time_limit`` seconds), a plan under its own.
+    When Ctrl-C stops the scheduler, its best order so far is used and True is appended
+    to ``interrupted`` (if given)."""
     if frontend is None and not path.lower().endswith(".csv"):
         frontend = frontend_for(path)
         if frontend == "json" and not _is_json(path):
@@ -69,13 +85,22 @@ def read_input(path: str, frontend: str | None, schedule: str) -> tuple[Plan | N
             plan = plan_from_dict(data, path)
         elif fmt == GRAPH_FORMAT:
             graph = graph_from_dict(data, path)
-            plan = Plan(graph, _schedule_for(graph, schedule))
+            plan = Plan(graph, _ordered(graph, schedule, time_limit, interrupted))
         else:
             raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON file, format is {fmt!r}")
     else:
         graph = load_file(path, frontend)
-        plan = Plan(graph, _schedule_for(graph, schedule))
+        plan = Plan(graph, _ordered(graph, schedule, time_limit, interrupted))
     return plan, lifetimes_from_graph(plan.graph, plan.schedule)
+
+
+def _ordered(graph, schedule: str, time_limit: float | None, interrupted: list | None) -> Schedule:
+    try:
+        return _schedule_for(graph, schedule, time_limit)
+    except ScheduleInterrupted as e:
+        if interrupted is not None:
+            interrupted.append(True)
+        return e.schedule
 
 
 def summary(result: PlacementResult, buffers: int) -> dict:
@@ -111,7 +136,8 @@ class PlaceCommand:
         parser.add_argument("--method", default="auto",
                             help=f"placer: {', '.join(placer_names())} (default auto = exact search)")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
-                            help="seconds for exact methods (default 60); the best placement so far is kept")
+                            help="seconds for exact methods (default 60), and for the --schedule "
+                                 "scheduler; the best placement so far is kept")
         parser.add_argument("--schedule", default="program",
                             help="for a graph: op order to place under (program, or a model-sched "
                                  "scheduler name); a plan's own order is used otherwise")
@@ -122,8 +148,15 @@ class PlaceCommand:
         known = placer_names()
         if args.method not in known:
             raise PlaceError(f"unknown placer {args.method!r}; available: {', '.join(known)}")
-        plan, lifetimes = read_input(args.input, args.frontend, args.schedule)
-        result = place(lifetimes, method=args.method, capacity=args.capacity, time_limit=args.time_limit,
+        interrupted: list = []
+        plan, lifetimes = read_input(args.input, args.frontend, args.schedule, args.time_limit, interrupted)
+        time_limit = args.time_limit
+        if interrupted:
+            # Ctrl-C stopped the --schedule scheduler: place under its best order so far
+            # at once (no time for an exact search), rather than start another long run
+            print("model-opt: interrupted: placing under the best schedule found so far", file=sys.stderr)
+            time_limit = 0.0
+        result = place(lifetimes, method=args.method, capacity=args.capacity, time_limit=time_limit,
                        progress=None if args.json or not sys.stderr.isatty() else print_progress)
         code = {"infeasible": EXIT_INFEASIBLE, "over_capacity": EXIT_TIMEOUT}.get(result.status, EXIT_OK)
         if code == EXIT_OK:

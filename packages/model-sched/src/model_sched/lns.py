@@ -43,6 +43,8 @@ def milp_window_solver(backend) -> WindowSolver:
         limit = None if deadline is None else max(0.01, deadline - time.perf_counter())
         hint = solution_from_order(m, sub, list(range(sub.n_ops)))
         res = backend.solve(m.program, time_limit=limit, hint=hint)
+        if getattr(res, "interrupted", False):
+            raise KeyboardInterrupt  # Ctrl-C stopped the solver: the incumbent stands
         if res.values is None:
             return None, res.optimal
         order = order_from_solution(m, res.values)

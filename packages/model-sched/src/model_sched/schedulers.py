@@ -148,6 +148,8 @@ def run_milp(problem: Problem, control: SolveControl, backend) -> None:
         control.offer(order, f"milp-{backend.name}")
     if res.bound > 0:
         control.raise_bound(peak_bytes_of_units(m, res.bound), f"milp-{backend.name}")
+    if getattr(res, "interrupted", False):
+        raise KeyboardInterrupt  # Ctrl-C stopped the solver: the caller keeps the best so far
 
 
 class Milp:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -23,12 +24,32 @@ from model_sched.milp import LinearProgram
 @attrs.frozen
 class SolveOutcome:
     """``values``: the best solution found (``None`` if none); ``objective`` its value;
-    ``bound``: a proven lower bound on the optimum; ``optimal``: proven optimal."""
+    ``bound``: a proven lower bound on the optimum; ``optimal``: proven optimal;
+    ``interrupted``: the solve was stopped by Ctrl-C (the values are the best so far)."""
 
     values: tuple[float, ...] | None
     objective: float | None
     bound: float
     optimal: bool
+    interrupted: bool = False
+
+
+def _wait_interruptibly(done: Callable[[float], bool], cancel: Callable[[], None]) -> bool:
+    """Wait until ``done(timeout)`` is true; on Ctrl-C call ``cancel`` (once) and keep
+    waiting for the solver to stop. Returns whether Ctrl-C was pressed.
+
+    A solver running in C++ on the calling thread keeps Python's SIGINT handler from
+    running until it returns; solving on a worker thread while this thread waits lets
+    KeyboardInterrupt arrive at once and stop the solve with its best solution so far."""
+    interrupted = False
+    while True:
+        try:
+            if done(0.1):
+                return interrupted
+        except KeyboardInterrupt:
+            if not interrupted:
+                interrupted = True
+                cancel()
 
 
 def _missing(name: str, extra: str | None, module: str) -> SolverUnavailableError:
@@ -90,7 +111,11 @@ class HighsBackend:
             sol.col_value = list(hint)
             sol.value_valid = True
             h.setSolution(sol)
-        h.run()
+        # solve on highspy's worker thread so that Ctrl-C here cancels it (through
+        # HiGHS's interrupt callbacks) instead of waiting for the time limit
+        h.HandleUserInterrupt = True
+        h.startSolve()
+        interrupted = _wait_interruptibly(lambda t: h.wait(t)[0], h.cancelSolve)
         status = h.getModelStatus()
         info = h.getInfo()
         values = None
@@ -99,7 +124,7 @@ class HighsBackend:
             values = tuple(h.getSolution().col_value)
             objective = info.objective_function_value
         optimal = status == highspy.HighsModelStatus.kOptimal
-        if hint is not None and values is not None and objective is not None:
+        if hint is not None and values is not None and objective is not None and not interrupted:
             achieved = sum(c * x for c, x in zip(program.objective, values) if c)
             if abs(achieved - objective) > 1e-6 * max(1.0, abs(objective)):
                 # HiGHS 1.16 can report a better objective yet return the user's start
@@ -112,7 +137,7 @@ class HighsBackend:
         bound = objective if optimal and objective is not None else info.mip_dual_bound
         if not math.isfinite(bound):
             bound = -math.inf
-        return SolveOutcome(values, objective, bound, optimal)
+        return SolveOutcome(values, objective, bound, optimal, interrupted)
 
 
 class CpSatBackend:
@@ -151,13 +176,32 @@ class CpSatBackend:
         if time_limit is not None:
             solver.parameters.max_time_in_seconds = max(0.01, float(time_limit))
         solver.parameters.num_workers = 2
-        status = solver.Solve(model)
+        # CP-SAT's own SIGINT handler stops the search but leaves no trace of it; solve on
+        # a worker thread instead and stop it from here on KeyboardInterrupt
+        solver.parameters.catch_sigint_signal = False
+        done: list = []
+        finished = threading.Event()  # not Thread.join: a KeyboardInterrupt inside join()
+        # can leave is_alive() false while the thread still runs (CPython < 3.13)
+
+        def work() -> None:
+            try:
+                done.append(solver.Solve(model))
+            except BaseException as e:  # re-raised on the calling thread
+                done.append(e)
+            finally:
+                finished.set()
+
+        threading.Thread(target=work, daemon=True).start()
+        interrupted = _wait_interruptibly(finished.wait, solver.StopSearch)
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        status = done[0]
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             values = tuple(float(solver.Value(x)) for x in xs)
             return SolveOutcome(values, solver.ObjectiveValue(), solver.BestObjectiveBound(),
-                                status == cp_model.OPTIMAL)
+                                status == cp_model.OPTIMAL, interrupted)
         bound = solver.BestObjectiveBound() if status != cp_model.INFEASIBLE else math.inf
-        return SolveOutcome(None, None, bound, False)
+        return SolveOutcome(None, None, bound, False, interrupted)
 
 
 def _quiet_highs(highspy):
@@ -236,4 +280,6 @@ class GurobiBackend:
             values = tuple(float(x.X) for x in xs.values())
             objective = model.ObjVal
         bound = model.ObjBound if model.SolCount > 0 or model.Status == gp.GRB.OPTIMAL else -math.inf
-        return SolveOutcome(values, objective, bound, model.Status == gp.GRB.OPTIMAL)
+        # Gurobi stops itself on Ctrl-C, with status INTERRUPTED
+        return SolveOutcome(values, objective, bound, model.Status == gp.GRB.OPTIMAL,
+                            model.Status == gp.GRB.INTERRUPTED)
