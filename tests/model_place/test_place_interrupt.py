@@ -51,3 +51,26 @@ def test_an_error_of_the_search_reaches_the_caller(monkeypatch):
     monkeypatch.setattr(exact, "_search", Broken())
     with pytest.raises(MemoryError, match="no room"):
         exact.run_search()
+
+
+def test_the_warm_start_stops_at_its_deadline_with_a_valid_placement():
+    """On very large inputs the heuristic passes take minutes: past the deadline the warm
+    start returns the best finished pass, or the caching allocator's O(n log n) placement."""
+    import random
+
+    from model_ir import Lifetime
+    from model_place import validate_placement
+    from model_place.heuristics import best_fit, best_heuristic, greedy_by_size
+    from model_place.validation import arena_of
+
+    r = random.Random(0)
+    lts = []
+    for i in range(2000):
+        start = r.randrange(0, 2000)
+        lts.append(Lifetime(f"b{i}", start, start + r.randrange(1, 50), r.randrange(1, 64) * 512))
+    t0 = time.perf_counter()
+    rushed = best_heuristic(lts, deadline=t0)  # already past: no pass can finish
+    assert time.perf_counter() - t0 < 1
+    validate_placement(lts, rushed, arena_of(lts, rushed))
+    full = best_heuristic(lts)
+    assert arena_of(lts, full) == min(arena_of(lts, greedy_by_size(lts)), arena_of(lts, best_fit(lts)))

@@ -162,6 +162,10 @@ class SearchProgress:
     seconds: float
 
 
+#: Share of the time limit the heuristic warm start may use.
+WARM_START_SHARE = 0.5
+
+
 def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = None,
                     time_limit: float | None = None, method: str = "exact",
                     progress: Callable[[SearchProgress], None] | None = None) -> PlacementResult:
@@ -177,7 +181,9 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     lifetimes = check_lifetimes(lifetimes)
     lb = live_bytes_peak(lifetimes)
-    best = best_heuristic(lifetimes)
+    # The warm start may take at most a share of the time limit (on 100k buffers the
+    # heuristic passes alone take minutes); the search starts from whatever it found.
+    best = best_heuristic(lifetimes, deadline=t0 + limit * WARM_START_SHARE)
     best_arena = arena_of(lifetimes, best)
     nodes = backtracks = decisions = 0
     # Every size and alignment is a multiple of g, so are all offsets of canonical

@@ -7,6 +7,7 @@ run in O(P log P) for P pairs of buffers alive together.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from model_ir import Lifetime
@@ -27,11 +28,22 @@ def no_reuse(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
     return offsets
 
 
-def overlapping(lifetimes: Sequence[Lifetime]) -> list[list[int]]:
-    """For each buffer (index), the buffers whose lifetimes intersect its own."""
+class DeadlineExceeded(Exception):
+    """A heuristic pass ran past the deadline it was given."""
+
+
+def _check(deadline: float | None, k: int) -> None:
+    if deadline is not None and k % 1024 == 0 and time.perf_counter() > deadline:
+        raise DeadlineExceeded
+
+
+def overlapping(lifetimes: Sequence[Lifetime], deadline: float | None = None) -> list[list[int]]:
+    """For each buffer (index), the buffers whose lifetimes intersect its own
+    (:class:`DeadlineExceeded` past ``deadline``, a ``time.perf_counter()`` value)."""
     by_start = sorted(range(len(lifetimes)), key=lambda i: lifetimes[i].start)
     nbrs: list[list[int]] = [[] for _ in lifetimes]
     for k, i in enumerate(by_start):
+        _check(deadline, k)
         end = lifetimes[i].end
         for j in by_start[k + 1:]:
             if lifetimes[j].start >= end:
@@ -41,13 +53,16 @@ def overlapping(lifetimes: Sequence[Lifetime]) -> list[list[int]]:
     return nbrs
 
 
-def place_in_order(lifetimes: Sequence[Lifetime], order: Sequence[int]) -> dict[str, int]:
+def place_in_order(lifetimes: Sequence[Lifetime], order: Sequence[int], *, nbrs: list[list[int]] | None = None,
+                   deadline: float | None = None) -> dict[str, int]:
     """Place buffers one by one in ``order`` (indices), each in the smallest free gap
-    among the buffers already placed that are alive at the same time."""
-    nbrs = overlapping(lifetimes)
+    among the buffers already placed that are alive at the same time (``nbrs``:
+    :func:`overlapping`, computed when not given)."""
+    nbrs = overlapping(lifetimes, deadline) if nbrs is None else nbrs
     at: list[int | None] = [None] * len(lifetimes)
     offsets: dict[str, int] = {}
-    for i in order:
+    for k, i in enumerate(order):
+        _check(deadline, k)
         lt = lifetimes[i]
         if lt.size == 0:
             offsets[lt.id] = 0
@@ -58,11 +73,14 @@ def place_in_order(lifetimes: Sequence[Lifetime], order: Sequence[int]) -> dict[
     return offsets
 
 
+def _greedy_order(lifetimes: Sequence[Lifetime]) -> list[int]:
+    return sorted(range(len(lifetimes)), key=lambda i: (-lifetimes[i].size, lifetimes[i].start, i))
+
+
 def greedy_by_size(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
     """TFLite's arena planner ("greedy by size"): decreasing size, ties by first use,
     each buffer in the smallest gap that holds it."""
-    order = sorted(range(len(lifetimes)), key=lambda i: (-lifetimes[i].size, lifetimes[i].start, i))
-    return place_in_order(lifetimes, order)
+    return place_in_order(lifetimes, _greedy_order(lifetimes))
 
 
 def _spatial(lt: Lifetime) -> tuple[int, int]:
@@ -76,20 +94,50 @@ def _temporal(lt: Lifetime) -> tuple[int, int]:
 XLA_ORDERS: dict[str, Callable[[Lifetime], tuple[int, int]]] = {"spatial": _spatial, "temporal": _temporal}
 
 
+def _xla_orders(lifetimes: Sequence[Lifetime]) -> list[list[int]]:
+    return [sorted(range(len(lifetimes)), key=lambda i: (*key(lifetimes[i]), i)) for key in XLA_ORDERS.values()]
+
+
+def _smallest(lifetimes: Sequence[Lifetime], placements) -> dict[str, int] | None:
+    best = None
+    for offsets in placements:
+        if best is None or arena_of(lifetimes, offsets) < arena_of(lifetimes, best):
+            best = offsets
+    return best
+
+
 def best_fit(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
     """XLA's GlobalDecreasingSizeBestFitHeap: best-fit gaps, run once in decreasing
     size order ("spatial") and once in decreasing lifetime order ("temporal");
     the smaller heap wins, as XLA's heap simulator chooses between them."""
-    best: dict[str, int] | None = None
-    for key in XLA_ORDERS.values():
-        order = sorted(range(len(lifetimes)), key=lambda i: (*key(lifetimes[i]), i))
-        offsets = place_in_order(lifetimes, order)
-        if best is None or arena_of(lifetimes, offsets) < arena_of(lifetimes, best):
-            best = offsets
-    return best if best is not None else {}
+    nbrs = overlapping(lifetimes)
+    return _smallest(lifetimes, (place_in_order(lifetimes, o, nbrs=nbrs) for o in _xla_orders(lifetimes))) or {}
 
 
-def best_heuristic(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
+def best_heuristic(lifetimes: Sequence[Lifetime], deadline: float | None = None) -> dict[str, int]:
     """The smaller of the greedy-by-size and best-fit placements: the warm start of the
-    exact placers."""
-    return min((greedy_by_size(lifetimes), best_fit(lifetimes)), key=lambda o: arena_of(lifetimes, o))
+    exact placers.
+
+    With a ``deadline`` (``time.perf_counter()``) the passes stop there and the best
+    finished one is returned; if none finished (very large inputs), PyTorch's caching
+    allocator's placement, which takes O(n log n).
+    """
+    placements = []
+    try:
+        nbrs = overlapping(lifetimes, deadline)
+        for order in (_greedy_order(lifetimes), *_xla_orders(lifetimes)):
+            placements.append(place_in_order(lifetimes, order, nbrs=nbrs, deadline=deadline))
+    except DeadlineExceeded:
+        if not placements:
+            return _fast_placement(lifetimes)
+    return _smallest(lifetimes, placements) or {}
+
+
+def _fast_placement(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
+    """A valid placement in O(n log n): the caching allocator's (its blocks are 512-byte
+    aligned), or no reuse when a buffer needs a larger alignment."""
+    from model_place.caching_allocator import simulate_caching_allocator
+
+    if any(512 % lt.alignment for lt in lifetimes):
+        return no_reuse(lifetimes)
+    return dict(simulate_caching_allocator(lifetimes).offsets)
