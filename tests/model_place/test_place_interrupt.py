@@ -74,3 +74,27 @@ def test_the_warm_start_stops_at_its_deadline_with_a_valid_placement():
     validate_placement(lts, rushed, arena_of(lts, rushed))
     full = best_heuristic(lts)
     assert arena_of(lts, full) == min(arena_of(lts, greedy_by_size(lts)), arena_of(lts, best_fit(lts)))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_validation_agrees_with_checking_every_pair(seed):
+    """The O(n log n) sweep of validate_placement finds an overlap exactly when some pair
+    of buffers alive together overlaps in memory."""
+    import random
+
+    from model_ir import Lifetime
+    from model_place import PlacementError, validate_placement
+
+    r = random.Random(seed)
+    lts = [Lifetime(f"b{i}", (s := r.randrange(0, 20)), s + r.randrange(1, 8), r.randrange(0, 5) * 8)
+           for i in range(r.randrange(1, 25))]
+    offsets = {lt.id: r.randrange(0, 12) * 8 for lt in lts}
+    clash = any(a.start < b.end and b.start < a.end and a.size and b.size
+                and offsets[a.id] < offsets[b.id] + b.size and offsets[b.id] < offsets[a.id] + a.size
+                for i, a in enumerate(lts) for b in lts[i + 1:])
+    arena = max(offsets[lt.id] + lt.size for lt in lts)
+    if clash:
+        with pytest.raises(PlacementError, match="overlap in memory"):
+            validate_placement(lts, offsets, arena)
+    else:
+        validate_placement(lts, offsets, arena)

@@ -3,6 +3,8 @@ alive at the same time overlapping in memory."""
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Mapping, Sequence
 
 from model_ir import Lifetime
@@ -33,20 +35,28 @@ def validate_placement(lifetimes: Sequence[Lifetime], offsets: Mapping[str, int]
         if off + lt.size > arena_bytes:
             raise PlacementError(
                 f"buffer {lt.id!r}: [{off}, {off + lt.size}) does not fit the arena of {arena_bytes} bytes")
-    # Sweep over time; a buffer is checked against the buffers alive when it starts.
+    # Sweep over time. The buffers alive when one starts are disjoint in memory (else an
+    # error was raised), so sorted by offset only its two neighbours can overlap it:
+    # O(n log n), where checking every live pair took seconds on 100k buffers.
     order = sorted((lt for lt in lifetimes if lt.size), key=lambda lt: (lt.start, lt.end))
-    active: list[Lifetime] = []
+    by_id = {lt.id: lt for lt in order}
+    alive: list[tuple[int, int, str]] = []  # (offset, end offset, id), sorted
+    expiry: list[tuple[int, int]] = []  # (end step, offset) of the alive buffers
     for lt in order:
-        active = [a for a in active if a.end > lt.start]
+        while expiry and expiry[0][0] <= lt.start:
+            _, off = heapq.heappop(expiry)
+            del alive[bisect.bisect_left(alive, (off,))]
         lo, hi = offsets[lt.id], offsets[lt.id] + lt.size
-        for a in active:
-            alo = offsets[a.id]
-            if lo < alo + a.size and alo < hi:
+        k = bisect.bisect_left(alive, (lo,))
+        for j in (k - 1, k):
+            if 0 <= j < len(alive) and lo < alive[j][1] and alive[j][0] < hi:
+                a = by_id[alive[j][2]]
                 raise PlacementError(
                     f"buffers {a.id!r} and {lt.id!r} are alive together (steps "
                     f"[{max(a.start, lt.start)}, {min(a.end, lt.end)})) and overlap in memory: "
-                    f"[{alo}, {alo + a.size}) and [{lo}, {hi})")
-        active.append(lt)
+                    f"[{alive[j][0]}, {alive[j][1]}) and [{lo}, {hi})")
+        alive.insert(k, (lo, hi, lt.id))
+        heapq.heappush(expiry, (lt.end, lo))
 
 
 def arena_of(lifetimes: Sequence[Lifetime], offsets: Mapping[str, int]) -> int:
