@@ -10,7 +10,9 @@ is written with status 1 or 3.
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 
 from model_ir import FormatError, Plan, Schedule, program_order
 from model_ir.cli_frontend import add_frontend_argument
@@ -136,8 +138,8 @@ class PlaceCommand:
         parser.add_argument("--method", default="auto",
                             help=f"placer: {', '.join(placer_names())} (default auto = exact search)")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
-                            help="seconds for exact methods (default 60), and for the --schedule "
-                                 "scheduler; the best placement so far is kept")
+                            help="seconds for the whole command (default: 60 for exact methods): a --schedule "
+                                 "scheduler gets half, the placer the rest; the best placement so far is kept")
         parser.add_argument("--schedule", default="program",
                             help="for a graph: op order to place under (program, or a model-sched "
                                  "scheduler name); a plan's own order is used otherwise")
@@ -149,8 +151,14 @@ class PlaceCommand:
         if args.method not in known:
             raise PlaceError(f"unknown placer {args.method!r}; available: {', '.join(known)}")
         interrupted: list = []
-        plan, lifetimes = read_input(args.input, args.frontend, args.schedule, args.time_limit, interrupted)
+        t0 = time.perf_counter()
+        # One budget for the whole command: a --schedule scheduler gets half of it, the
+        # placer what is left.
+        scheduler_limit = None if args.time_limit is None else args.time_limit / 2
+        plan, lifetimes = read_input(args.input, args.frontend, args.schedule, scheduler_limit, interrupted)
         time_limit = args.time_limit
+        if time_limit is not None and not math.isinf(time_limit):
+            time_limit = max(0.0, time_limit - (time.perf_counter() - t0))
         if interrupted:
             # Ctrl-C stopped the --schedule scheduler: place under its best order so far
             # at once (no time for an exact search), rather than start another long run
