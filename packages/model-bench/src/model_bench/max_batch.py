@@ -118,8 +118,9 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             p["strongest_baseline"] = "eager-expandable"
         else:
             g = graph(b)
-            baselines = eager_baselines(g)
-            p["eager_bytes"] = simulate_eager_allocator(g).reserved_bytes
+            allocator = simulate_eager_allocator(g)
+            baselines = eager_baselines(g, allocator)
+            p["eager_bytes"] = allocator.reserved_bytes
             p["strongest_bytes"] = baselines["strongest_baseline_bytes"]
             p["strongest_baseline"] = baselines["strongest_baseline"]
         progress.say(f"batch {b}: eager {p['eager_bytes']} bytes, strongest baseline ({p['strongest_baseline']}) "

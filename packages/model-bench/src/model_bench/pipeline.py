@@ -202,20 +202,29 @@ BASELINES = {
 }
 
 
-def eager_baselines(graph: Graph) -> dict[str, Any]:
-    """Figures of every eager baseline (bytes), and the strongest (least reserved) of them."""
+def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
+    """Figures of every eager baseline (bytes), and the strongest (least reserved) of them.
+
+    ``eager_allocator``: :func:`simulate_eager_allocator` of ``graph`` if the caller has it
+    already (it is the first baseline)."""
     fused = optimizer_in_backward_order(graph)
+    fused_profile = simulate(graph, fused)
+    workspaces = eager_workspaces(graph)
+    program_lifetimes = eager_lifetimes(graph, workspaces=workspaces)
+    fused_lifetimes = eager_lifetimes(graph, fused, workspaces=workspaces)
+    if eager_allocator is None:
+        eager_allocator = simulate_caching_allocator_on(program_lifetimes)
     reserved = {
-        "eager": simulate_eager_allocator(graph).reserved_bytes,
-        "eager-expandable": simulate_eager_allocator(graph, expandable_segments=True).reserved_bytes,
-        "optimizer-in-backward": simulate_eager_allocator(graph, fused).reserved_bytes,
-        "optimizer-in-backward-expandable": simulate_eager_allocator(graph, fused,
-                                                                     expandable_segments=True).reserved_bytes,
+        "eager": eager_allocator.reserved_bytes,
+        "eager-expandable": simulate_caching_allocator_on(program_lifetimes, expandable_segments=True).reserved_bytes,
+        "optimizer-in-backward": simulate_caching_allocator_on(fused_lifetimes).reserved_bytes,
+        "optimizer-in-backward-expandable": simulate_caching_allocator_on(fused_lifetimes,
+                                                                          expandable_segments=True).reserved_bytes,
     }
     strongest = min(reserved, key=lambda k: (reserved[k], list(BASELINES).index(k)))
     return {
         "eager_reserved_expandable_bytes": reserved["eager-expandable"],
-        "optimizer_in_backward_peak_bytes": simulate(graph, fused).peak_bytes,
+        "optimizer_in_backward_peak_bytes": fused_profile.peak_bytes,
         "optimizer_in_backward_reserved_bytes": reserved["optimizer-in-backward"],
         "optimizer_in_backward_reserved_expandable_bytes": reserved["optimizer-in-backward-expandable"],
         "strongest_baseline": strongest,
@@ -281,7 +290,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         eager = simulate(graph)
         allocator = simulate_eager_allocator(graph)
         transient_allocator = simulate_caching_allocator_on(eager.lifetimes)
-        baselines = eager_baselines(graph)
+        baselines = eager_baselines(graph, allocator)
     progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
                  f"{_gib(allocator.reserved_bytes)}; strongest baseline {baselines['strongest_baseline']} "
                  f"{_gib(baselines['strongest_baseline_bytes'])}")

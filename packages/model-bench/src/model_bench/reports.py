@@ -172,13 +172,16 @@ LEGEND = (
 )
 
 
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f}"
+
+
 def _sim_vs_measured(simulated: int | None, measured: int | None) -> str:
     """``'575 / 664 (-13%)'``: simulated and measured MiB, and the simulation's error."""
     if measured is None:
         return "-"
-    mib = lambda n: "-" if n is None else f"{n / 2**20:.0f}"  # noqa: E731
     error = f" ({fmt_percent(simulated / measured - 1, 0)})" if simulated is not None and measured else ""
-    return f"{mib(simulated)} / {mib(measured)}{error}"
+    return f"{_mib(simulated)} / {_mib(measured)}{error}"
 
 
 def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
@@ -187,7 +190,6 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
     runs = [r for r in results if not r.get("error") and r.get("measured_torch")]
     if not runs:
         return ""
-    mib = lambda n: "-" if n is None else f"{n / 2**20:.0f}"  # noqa: E731
     head = ("| model | mode | batch | eager allocated: sim. / meas. | eager reserved: sim. / meas. | "
             "eager reserved, exp. seg.: sim. / meas. | plan (sim.) | reorder reserved, exp. seg. | "
             "arena reserved, exp. seg. | measured saving vs eager, exp. seg. |")
@@ -201,7 +203,7 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"{_sim_vs_measured(r.get('eager_allocated_peak_bytes'), r.get('measured_eager_allocated_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_bytes'), r.get('measured_eager_reserved_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_expandable_bytes'), eager)} | "
-            f"{mib(r.get('optimized_total_bytes'))} | {mib(optimized[0])} | {mib(optimized[1])} | "
+            f"{_mib(r.get('optimized_total_bytes'))} | {_mib(optimized[0])} | {_mib(optimized[1])} | "
             f"{fmt_percent(1 - best / eager) if best is not None and eager else '-'} |")
     gpus = sorted({f"{r.get('measured_gpu', '?')} (torch {r['measured_torch']})" for r in runs})
     return ("\n".join(lines) + "\n\nMeasured on " + ", ".join(gpus) + ": steady-state `torch.cuda.max_memory_allocated`"

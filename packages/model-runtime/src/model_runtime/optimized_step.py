@@ -304,17 +304,22 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     # An executor may leave some transient buffers to PyTorch's allocator (the arena's
     # fallbacks): the plan must know them before placing.
     unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()
+
+    def fitted(saved) -> Plan:
+        """``saved`` (a plan or its path) checked to be made for this very step."""
+        return check_saved_plan(load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved,
+                                captured.graph, needs_placement=chosen.needs_placement,
+                                alignment=device_alignment(device.type), unplaced=unplaced)
+
     candidates = list(plan) if isinstance(plan, (list, tuple)) else None
     if candidates is not None:
-        plan = _first_fitting(candidates, captured, chosen, device, unplaced)
+        plan = _first_fitting(candidates, fitted)
+    elif plan is not None:
+        plan = fitted(plan)
     if plan is None:
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
                          unplaced=unplaced)
-    else:
-        plan = check_saved_plan(load_plan(plan) if isinstance(plan, (str, os.PathLike)) else plan, captured.graph,
-                                needs_placement=chosen.needs_placement, alignment=device_alignment(device.type),
-                                unplaced=unplaced)
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)
@@ -334,13 +339,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                          follow_mode=follow_mode, max_plans=max_plans)
 
 
-def _first_fitting(candidates: Sequence, captured: CapturedStep, chosen, device: torch.device, unplaced):
-    """The first of ``candidates`` (plans or paths) made for this very step, or None."""
+def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
+    """The first of ``candidates`` that ``fitted`` accepts (checked for this step), or None."""
     for candidate in candidates:
         try:
-            return check_saved_plan(load_plan(candidate) if isinstance(candidate, (str, os.PathLike)) else candidate,
-                                    captured.graph, needs_placement=chosen.needs_placement,
-                                    alignment=device_alignment(device.type), unplaced=unplaced)
+            return fitted(candidate)
         except ReoptimizeError:
             continue
     return None

@@ -124,7 +124,7 @@ def run_baselines(problem: Problem, control: SolveControl) -> bool:
     """Greedy orders, then cut bounds at the incumbent's peak ops; True if they prove it optimal."""
     run_greedy(problem, control)
     if not control.solved:
-        run_cut_bounds(problem, control, CUT_SHARE, all_ops=False)
+        run_cut_bounds(problem, control, CUT_SHARE)
     return control.solved
 
 
@@ -182,16 +182,12 @@ def peak_ops(lv: Liveness, order: list[int]) -> list[int]:
     return [order[t] for t, x in enumerate(tl) if x == top]
 
 
-def run_cut_bounds(problem: Problem, control: SolveControl, share: float, all_ops: bool) -> None:
-    """Cut bounds at the incumbent's peak ops, then (``all_ops``) at the ops with the most
-    forced bytes, within ``share`` of the remaining time."""
+def run_cut_bounds(problem: Problem, control: SolveControl, share: float) -> None:
+    """Cut bounds at the incumbent's peak ops, within ``share`` of the remaining time."""
     lv, per_op = problem.lv, problem.forced.per_op
     remaining = control.remaining()
     deadline = None if remaining is None else time.perf_counter() + remaining * share
-    ops = peak_ops(lv, control.best_order)
-    if all_ops:
-        ops += sorted(range(lv.n_ops), key=lambda v: -per_op[v])
-    raise_bound_by_cuts(lv, control, per_op, ops, deadline, problem.masks)
+    raise_bound_by_cuts(lv, control, per_op, peak_ops(lv, control.best_order), deadline, problem.masks)
 
 
 def race(problem: Problem, control: SolveControl, window_solver) -> None:
