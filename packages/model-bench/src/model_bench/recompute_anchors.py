@@ -250,9 +250,12 @@ def checkpoint_every_block(model, inputs: tuple, loss_fn: Callable, targets, blo
     Measured on real tensors like :func:`no_recompute` (the blocks' ``forward`` is
     wrapped for the call and restored after). Saved bytes: what autograd saves outside
     the blocks plus each checkpoint's inputs. Recomputed FLOPs: forward + backward
-    FLOPs with checkpointing minus without; ``baseline`` is that step without
-    checkpointing (:func:`no_recompute` of the same model and batch), measured here if
-    not given.
+    FLOPs with checkpointing minus without. PyTorch's early stop (on by default) ends a
+    block's recomputation once the tensors its backward needs are made again, so the
+    ops after a block's last saved tensor are not rerun (a ViT block's second MLP
+    matmul, for one): the overhead can be below one forward pass of the blocks.
+    ``baseline`` is the step without checkpointing (:func:`no_recompute` of the same
+    model and batch), measured here if not given.
     """
     blocks = list(blocks)
     if not blocks:
