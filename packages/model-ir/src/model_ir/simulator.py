@@ -7,7 +7,10 @@ the live bytes while each op runs, the peak, and simple lower bounds. Rules:
 - a graph input (no producer) is alive from the start until its last use;
 - a produced buffer is alive from the step of its producer to the step of its last
   reader or mutator (eager reference counting), or to the end if it is an output;
-- while an op runs, its inputs and outputs are all alive.
+- while an op runs, its inputs and outputs are all alive;
+- an op run again (a recomputation, :mod:`model_ir.recompute`) allocates new
+  instances of its outputs; a use reads the most recent instance, and each instance
+  lives from its producer to its last reader.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from model_ir.arguments import check_graph
 from model_ir.errors import ScheduleError
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
+from model_ir.recompute import instance_id, recomputable_ops
 
 
 @attrs.frozen
@@ -63,21 +67,52 @@ class MemoryProfile:
 
 
 def validate_order(graph: Graph, order: Sequence[int]) -> None:
-    """Raise :class:`ScheduleError` unless ``order`` runs every op once, after its dependencies."""
+    """Raise :class:`ScheduleError` unless ``order`` runs every op, first after its
+    dependencies, and runs again only ops that may be recomputed, while their inputs
+    still hold the values they first read (:mod:`model_ir.recompute`)."""
     n = len(graph.ops)
-    if len(order) != n:
+    if len(order) < n:
         raise ScheduleError(f"schedule has {len(order)} ops, graph {graph.name!r} has {n}")
     step = [-1] * n
+    again = []
     for t, i in enumerate(order):
-        if step[i] != -1:
-            raise ScheduleError(f"schedule runs op {graph.ops[i].id!r} twice")
-        step[i] = t
+        if step[i] == -1:
+            step[i] = t
+        else:
+            again.append((t, i))
+    if again and -1 in step:
+        raise ScheduleError(f"schedule runs op {graph.ops[again[0][1]].id!r} twice and never runs op "
+                            f"{graph.ops[step.index(-1)].id!r}")
     for i, preds in enumerate(graph.predecessors):
         for p in preds:
             if step[p] > step[i]:
                 raise ScheduleError(
                     f"schedule runs op {graph.ops[i].id!r} before op {graph.ops[p].id!r}, which it depends on"
                 )
+    if again:
+        _validate_recomputations(graph, step, again)
+
+
+def _validate_recomputations(graph: Graph, step: list[int], again: list[tuple[int, int]]) -> None:
+    allowed = recomputable_ops(graph)
+    writers: dict[str, list[int]] = {}
+    for w, op in enumerate(graph.ops):
+        for b in op.mutates:
+            writers.setdefault(b, []).append(w)
+    for t, i in again:
+        op = graph.ops[i]
+        if i not in allowed:
+            raise ScheduleError(
+                f"schedule runs op {op.id!r} twice; only an op that allocates buffers, writes none in place and "
+                "draws no random numbers may run again (a recomputation)"
+            )
+        for b in op.inputs:
+            for w in writers.get(b, ()):
+                if step[i] < step[w] < t:
+                    raise ScheduleError(
+                        f"schedule recomputes op {op.id!r} after op {graph.ops[w].id!r} wrote its input {b!r}: "
+                        "the recomputation would read other values"
+                    )
 
 
 def simulate(graph: Graph, order: Sequence[str] | Schedule | None = None, *, check: bool = True) -> MemoryProfile:
@@ -95,6 +130,8 @@ def simulate(graph: Graph, order: Sequence[str] | Schedule | None = None, *, che
 def simulate_indices(graph: Graph, order: Sequence[int]) -> MemoryProfile:
     """:func:`simulate` for an order of op positions, without validation."""
     n = len(order)
+    if n > len(graph.ops):
+        return _simulate_instances(graph, order)
     step = [0] * len(graph.ops)
     for t, i in enumerate(order):
         step[i] = t
@@ -107,6 +144,50 @@ def simulate_indices(graph: Graph, order: Sequence[int]) -> MemoryProfile:
         diff[start] += buf.size
         diff[end] -= buf.size
         lifetimes.append(Lifetime(buf.id, start, end, buf.size))
+    timeline, live = [], graph.persistent_bytes
+    for t in range(n):
+        live += diff[t]
+        timeline.append(live)
+    return MemoryProfile(tuple(order), tuple(timeline), graph.persistent_bytes, tuple(lifetimes))
+
+
+def _simulate_instances(graph: Graph, order: Sequence[int]) -> MemoryProfile:
+    """:func:`simulate_indices` for an order that runs some ops more than once: every
+    run makes new instances of its outputs, each alive until its own last reader."""
+    n = len(order)
+    index = graph.buffer_index
+    persistent = [b.persistent for b in graph.buffers]
+    # Instances: [buffer position, start, last step alive]; latest[b] is the current one.
+    instances: list[list[int]] = []
+    latest: dict[int, int] = {}
+    for t, i in enumerate(order):
+        op = graph.ops[i]
+        for b in op.uses:
+            bi = index[b]
+            if persistent[bi]:
+                continue
+            k = latest.get(bi)
+            if k is None:  # a graph input: alive from the start
+                k = latest[bi] = len(instances)
+                instances.append([bi, 0, 0])
+            instances[k][2] = t
+        for b in op.outputs:
+            bi = index[b]
+            latest[bi] = len(instances)
+            instances.append([bi, t, t])
+    for bi, buf in enumerate(graph.buffers):
+        if not buf.persistent and bi not in latest:  # an unused graph input
+            instances.append([bi, 0, 0])
+    diff = [0] * (n + 2)
+    lifetimes = []
+    count = [0] * len(graph.buffers)
+    for bi, start, last in instances:
+        buf = graph.buffers[bi]
+        end = max(n, start + 1) if buf.output else last + 1
+        count[bi] += 1
+        diff[start] += buf.size
+        diff[end] -= buf.size
+        lifetimes.append(Lifetime(instance_id(buf.id, count[bi]), start, end, buf.size))
     timeline, live = [], graph.persistent_bytes
     for t in range(n):
         live += diff[t]

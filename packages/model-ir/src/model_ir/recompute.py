@@ -1,0 +1,68 @@
+"""Recomputation: an order may run an op again to make its outputs anew (DESIGN.md,
+"Devices and measurement": a plan under a memory budget).
+
+A schedule lists an op id more than once; every occurrence after the first is a
+*recomputation*. Each occurrence allocates new instances of the op's output buffers,
+and a later use of a buffer reads its most recent instance (the simulator gives each
+instance its own lifetime; instance ``k >= 2`` of buffer ``b`` is named
+:func:`instance_id` ``(b, k)``, e.g. ``"relu@2"``, in lifetimes and placements).
+
+Only ops whose rerun makes the same values may run again: ops that allocate at least
+one buffer, write none in place, draw no random numbers, and whose outputs are neither
+step outputs nor ever written in place; and a recomputation may not run after an op
+that wrote one of its inputs since the op first ran (it would read other values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from model_ir.graph import Graph
+
+#: Op ``meta`` key marking an op that draws random numbers (never recomputed).
+RANDOM = "random"
+
+
+def instance_id(buffer_id: str, k: int) -> str:
+    """The id of the ``k``-th instance (1-based) of a buffer: its own id for the first."""
+    return buffer_id if k == 1 else f"{buffer_id}@{k}"
+
+
+def recomputable_ops(graph: Graph) -> frozenset[int]:
+    """Positions of the ops an order may run more than once (see the module docstring)."""
+    cached = graph.__dict__.get("_recomputable")
+    if cached is not None:
+        return cached
+    written = {b for op in graph.ops for b in op.mutates}
+    out = set()
+    for i, op in enumerate(graph.ops):
+        if not op.outputs or op.mutates or op.meta.get(RANDOM):
+            continue
+        if any(b in written or graph.buffer(b).output for b in op.outputs):
+            continue
+        out.add(i)
+    result = frozenset(out)
+    graph.__dict__["_recomputable"] = result
+    return result
+
+
+def recomputations(order: Sequence[int]) -> list[tuple[int, int]]:
+    """``(step, op position)`` of every occurrence of an op after its first in ``order``."""
+    seen: set[int] = set()
+    out = []
+    for t, i in enumerate(order):
+        if i in seen:
+            out.append((t, i))
+        else:
+            seen.add(i)
+    return out
+
+
+def op_flops(graph: Graph, i: int) -> int:
+    """FLOPs of op ``i`` as captured (``meta["flops"]``; 0 when unknown)."""
+    return int(graph.ops[i].meta.get("flops", 0))
+
+
+def recompute_flops(graph: Graph, order: Sequence[int]) -> int:
+    """FLOPs the recomputations of ``order`` (op positions) add to the step."""
+    return sum(op_flops(graph, i) for _, i in recomputations(order))

@@ -1,0 +1,127 @@
+"""Recomputation in the IR and the one simulator: an order may run an op again."""
+
+import random
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from model_ir import Buffer, Graph, Op, ScheduleError, simulate, working_set_bound
+from model_ir.recompute import instance_id, recomputable_ops, recompute_flops, recomputations
+from model_ir.simulator import _simulate_instances, simulate_indices, validate_order
+from model_ir.testing.strategies import graphs, topological_orders
+
+
+def chain() -> Graph:
+    """A forward chain a -> b -> c, a loss, and a backward pass reading a, b, c back."""
+    mib = 1 << 20
+    buffers = [Buffer("w", 8, persistent=True), Buffer("x", 8, persistent=True)]
+    buffers += [Buffer(n, 100 * mib) for n in ("a", "b", "c")]
+    buffers += [Buffer(n, mib) for n in ("gc", "gb")] + [Buffer("ga", mib, output=True)]
+    ops = [
+        Op("f1", inputs=["x", "w"], outputs=["a"], meta={"flops": 10}),
+        Op("f2", inputs=["a"], outputs=["b"], meta={"flops": 20}),
+        Op("f3", inputs=["b"], outputs=["c"], meta={"flops": 30}),
+        Op("g3", inputs=["c"], outputs=["gc"]),
+        Op("g2", inputs=["gc", "b"], outputs=["gb"]),
+        Op("g1", inputs=["gb", "a"], outputs=["ga"]),
+        Op("update", inputs=["ga"], mutates=["w"]),
+    ]
+    return Graph(buffers, ops, name="chain")
+
+
+def test_a_recomputation_frees_a_buffer_until_its_next_use():
+    g = chain()
+    plain = simulate(g)
+    # Run f1 again just before g1: a's first instance dies after f2, its second lives for g1.
+    order = ["f1", "f2", "f3", "g3", "g2", "f1", "g1", "update"]
+    again = simulate(g, order)
+    lt = {x.id: (x.start, x.end) for x in again.lifetimes}
+    assert lt["a"] == (0, 2) and lt[instance_id("a", 2)] == (5, 7)
+    assert again.peak_bytes < plain.peak_bytes
+    assert again.peak_bytes >= working_set_bound(g)
+    idx = [g.op_index[o] for o in order]
+    assert recomputations(idx) == [(5, 0)] and recompute_flops(g, idx) == 10
+
+
+def test_invalid_recomputations_are_refused():
+    g = chain()
+    with pytest.raises(ScheduleError, match="twice"):  # g3 is fine to rerun, update writes w
+        simulate(g, ["f1", "f2", "f3", "g3", "g2", "g1", "update", "update"])
+    with pytest.raises(ScheduleError, match="wrote its input 'w'"):  # f1 reads w after its update
+        simulate(g, ["f1", "f2", "f3", "g3", "g2", "g1", "update", "f1"])
+    with pytest.raises(ScheduleError, match="has 6 ops, graph .chain. has 7"):
+        simulate(g, ["f1", "f2", "f3", "g3", "g2", "g1"])
+    with pytest.raises(ScheduleError, match="runs op 'g1' twice and never runs op 'update'"):
+        simulate(g, ["f1", "f2", "f3", "g3", "g2", "g1", "g1"])
+
+
+def test_what_may_run_again():
+    g = Graph(
+        [Buffer("x", 4), Buffer("a", 4), Buffer("b", 4), Buffer("r", 4), Buffer("o", 4, output=True)],
+        [Op("p", inputs=["x"], outputs=["a"]), Op("inplace", mutates=["a"]),
+         Op("rand", inputs=["x"], outputs=["r"], meta={"random": True}), Op("q", inputs=["x"], outputs=["b"]),
+         Op("out", inputs=["b", "r"], outputs=["o"])],
+    )
+    # p's output is written in place, rand draws random numbers, inplace allocates nothing,
+    # out makes a step output: only q may run again.
+    assert recomputable_ops(g) == frozenset({g.op_index["q"]})
+
+
+@st.composite
+def recomputed_orders(draw):
+    g = draw(graphs(max_ops=10))
+    order = list(next(iter(topological_orders(g, limit=1))))
+    allowed = sorted(recomputable_ops(g))
+    assume(allowed)
+    rng = random.Random(draw(st.integers(0, 2**16)))
+    for _ in range(draw(st.integers(1, 4))):
+        i = rng.choice(allowed)
+        first = order.index(i)
+        order.insert(rng.randint(first + 1, len(order)), i)
+    try:
+        validate_order(g, order)
+    except ScheduleError as e:
+        assume("wrote its input" not in str(e))
+        raise
+    return g, order
+
+
+@given(recomputed_orders())
+@settings(max_examples=150, deadline=None)
+def test_every_use_reads_a_live_instance(case):
+    g, order = case
+    p = simulate_indices(g, order)
+    again = recomputations(order)
+    assert len(p.lifetimes) == sum(not b.persistent for b in g.buffers) + sum(
+        len(g.ops[i].outputs) for _, i in again)
+    assert len({lt.id for lt in p.lifetimes}) == len(p.lifetimes)
+    assert p.peak_bytes >= working_set_bound(g)
+    by_buffer: dict[str, list] = {}
+    for lt in p.lifetimes:
+        by_buffer.setdefault(lt.id.split("@")[0], []).append(lt)
+    for t, i in enumerate(order):
+        op = g.ops[i]
+        for b in op.uses:
+            if g.buffer(b).persistent:
+                continue
+            # The most recent instance made at or before t is alive at t.
+            latest = max((lt for lt in by_buffer[b] if lt.start <= t), key=lambda lt: lt.start)
+            assert latest.start <= t < latest.end
+        for b in op.outputs:
+            assert any(lt.start == t for lt in by_buffer[b])
+        assert p.timeline[t] >= g.persistent_bytes + sum(
+            g.buffer(b).size for b in set(op.uses) | set(op.outputs) if not g.buffer(b).persistent)
+
+
+@given(graphs(max_ops=10))
+@settings(max_examples=100, deadline=None)
+def test_instances_agree_with_the_plain_simulation_without_recomputation(g):
+    order = list(next(iter(topological_orders(g, limit=1))))
+    a, b = simulate_indices(g, order), _simulate_instances(g, order)
+    assert a.timeline == b.timeline
+    assert sorted(map(tuple, (attrs_tuple(x) for x in a.lifetimes))) == sorted(attrs_tuple(x) for x in b.lifetimes)
+
+
+def attrs_tuple(lt):
+    return (lt.id, lt.start, lt.end, lt.size)
