@@ -1,9 +1,10 @@
 """A standard PyTorch training loop with an optimized step (model_runtime.optimize).
 
-Run: uv run python examples/training_loop.py [--epochs 2] [--device cpu|cuda]
+Run: uv run python examples/training_loop.py [--epochs 2] [--device cpu|cuda] [--amp bf16|fp16]
 
 A DataLoader with a short last batch, a learning-rate schedule stepped every batch,
-bf16 autocast, an evaluation pass after every epoch: the optimized step replaces
+autocast (bf16; or fp16 with a GradScaler's dynamic loss scaling), an evaluation pass
+after every epoch: the optimized step replaces
 ``zero_grad / forward / loss / backward / step`` and plans one step per batch shape
 and mode on first use.
 """
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", choices=("bf16", "fp16"), default="bf16")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -39,9 +41,12 @@ def main(argv: list[str] | None = None) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=args.epochs * len(loader))
 
+    # fp16 needs loss scaling: the step scales, unscales, skips updates with inf/NaN
+    # gradients and updates the scale, as scaler.scale/step/update do in eager.
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
     x, y = next(iter(loader))
     step = optimize(model, x.to(device), optimizer=optimizer, loss_fn=nn.functional.cross_entropy,
-                    targets=(y.to(device),), autocast=torch.bfloat16)
+                    targets=(y.to(device),), autocast=torch.float16 if scaler else torch.bfloat16, scaler=scaler)
     print(step.report())
 
     warnings.simplefilter("ignore", ReplanWarning)  # the short last batch and eval get plans of their own

@@ -20,8 +20,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def _annotated(model, x, **kw):
+    """The captured step (its graph stripped of the FLOPs capture adds) and the graph annotated again."""
     step = capture_step(model, x, **kw)
-    return step, annotate_flops(step.graph, step.module)
+    assert step.graph.meta["flops_source"] == "torch.utils.flop_counter"  # capture annotates
+    plain = attrs.evolve(
+        step.graph, ops=[attrs.evolve(op, meta={k: v for k, v in op.meta.items() if k != "flops"})
+                         for op in step.graph.ops],
+        meta={k: v for k, v in step.graph.meta.items() if k not in ("flops", "flops_source")})
+    annotated = annotate_flops(plain, step.module)
+    assert annotated == step.graph
+    return attrs.evolve(step, graph=plain), annotated
 
 
 def _ops(graph, target, phase):

@@ -262,3 +262,110 @@ def test_the_training_loop_example_runs():
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     assert 0.0 <= example.main(["--epochs", "1", "--device", "cpu"]) <= 1.0
+    assert 0.0 <= example.main(["--epochs", "1", "--device", "cpu", "--amp", "fp16"]) <= 1.0
+
+
+def eager_scaled_step(model, optimizer, scaler, x, y, before_step=None):
+    """The AMP recipe with dynamic loss scaling: fp16 autocast, scale, (unscale, clip,) step, update."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    if before_step is not None:
+        scaler.unscale_(optimizer)
+        before_step(dict(model.named_parameters()))
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+@pytest.mark.parametrize("clip", [False, True])
+def test_cnn_fp16_autocast_with_grad_scaler_skips_an_inf_step(executor, clip):
+    """fp16 autocast with a GradScaler: a huge initial scale overflows the fp16 gradients
+    of the first step, which is skipped (parameters, momentum and Adam's step count
+    untouched) while the scale backs off; later steps update. Five steps bitwise equal
+    to eager: loss, parameters, buffers, optimizer state, scale and growth tracker."""
+    torch.manual_seed(0)
+    model = small_cnn()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+
+    def make_scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0 ** 24, backoff_factor=2.0 ** -12, growth_interval=2)
+
+    scaler, ref_scaler = make_scaler(), make_scaler()
+    clip_fn = (lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0)) if clip else None
+    y = torch.randint(0, 10, (4,))
+    step = optimize(model, torch.randn(4, 3, 16, 16), optimizer=opt, loss_fn=torch.nn.functional.cross_entropy,
+                    targets=(y,), autocast=torch.float16, scaler=scaler, executor=executor, time_limit=2,
+                    before_step=clip_fn)
+    assert step.plan.graph.meta["grad_scaler"] is True
+    before = copy.deepcopy(model.state_dict())
+    scales = []
+    for i in range(5):
+        x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+        loss = step(x, targets=(y,))
+        expected = eager_scaled_step(ref, ref_opt, ref_scaler, x, y, clip_fn)
+        assert torch.equal(loss, expected), i
+        if i == 0:  # skipped: nothing changed but the scale
+            assert all(torch.equal(a, before[k]) for k, a in model.state_dict().items() if "running" not in k
+                       and "num_batches" not in k)
+            assert all(float(s["step"]) == 0 for s in opt.state.values())
+        assert torch.equal(scaler._scale, ref_scaler._scale) and torch.equal(scaler._growth_tracker,
+                                                                             ref_scaler._growth_tracker), i
+        scales.append(scaler.get_scale())
+        if ref_opt.state:  # eager creates Adam's (zero) state at its first update, not at a skipped one
+            assert_same_state(model, opt, ref, ref_opt)
+    assert scales[0] == 2.0 ** 12 and scales[-1] > scales[0]  # backed off once, then grew
+    assert any(float(s["step"]) > 0 for s in opt.state.values())
+
+
+def test_grad_scaler_misuse_is_refused():
+    from model_ir.torch.errors import CaptureError, ExecutionError
+    from model_runtime.optimized_step import ReplanWarning
+
+    model = small_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(CaptureError, match="GradScaler"):
+        optimize(model, torch.randn(2, 3, 16, 16), optimizer=opt, scaler=object(), time_limit=1)
+    fused = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    with pytest.raises(CaptureError, match="fused"):
+        optimize(model, torch.randn(2, 3, 16, 16), optimizer=fused, scaler=torch.amp.GradScaler("cpu"),
+                 time_limit=1)
+    scaler = torch.amp.GradScaler("cpu")
+    step = optimize(model, torch.randn(2, 3, 16, 16), optimizer=opt, scaler=scaler, time_limit=1,
+                    executor="reorder")
+    step(torch.randn(2, 3, 16, 16))
+    scaler._growth_factor = 4.0  # a constant of the step: a new plan, as for a new shape
+    with pytest.warns(ReplanWarning, match="growth_factor"):
+        step(torch.randn(2, 3, 16, 16))
+    assert len(step.plans) == 2
+    with pytest.raises(ExecutionError, match="GradScaler"):
+        step.captured.bind(model, opt, torch.randn(2, 3, 16, 16))  # the scaler is not optional
+
+
+def test_captured_step_run_skips_the_update_with_a_grad_scaler():
+    """The reference executor (CapturedStep.run) skips the update as the compiled programs do."""
+    from model_ir.torch import capture_step
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 24, backoff_factor=2.0 ** -12)
+    ref_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 24, backoff_factor=2.0 ** -12)
+    y = torch.randint(0, 10, (4,))
+    captured = capture_step(model, torch.randn(4, 3, 16, 16), optimizer=opt, targets=(y,),
+                            loss_fn=torch.nn.functional.cross_entropy, autocast=torch.float16, scaler=scaler)
+    skipped = [op for op in captured.graph.ops if op.meta.get("skipped_if_inf")]
+    assert skipped and all(op.meta["phase"] == "optimizer" for op in skipped)
+    for _ in range(3):
+        x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+        (loss,) = captured.run(model, opt, x, (y,), scaler=scaler)
+        assert torch.equal(loss, eager_scaled_step(ref, ref_opt, ref_scaler, x, y))
+        assert torch.equal(scaler._scale, ref_scaler._scale)
+    assert ref_scaler.get_scale() < 2.0 ** 24  # a step was skipped
+    assert_same_state(model, opt, ref, ref_opt)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
 from model_ir.torch.tracing import changed_constant, flatten_batch
 from model_runtime.errors import ReoptimizeError
 
@@ -48,16 +49,18 @@ def _same(a, b) -> bool:
 class Binder:
     """Produces the flat tensor list of a captured step from ``(model, optimizer, batch)``."""
 
-    def __init__(self, step, model: torch.nn.Module, optimizer, device: torch.device):
+    def __init__(self, step, model: torch.nn.Module, optimizer, device: torch.device, scaler=None):
         self.step = step
         self.model = model
         self.optimizer = optimizer
+        self.scaler = scaler
         placeholders = [n for n in step.module.graph.nodes if n.op == "placeholder"]
         self.expected = [n.meta["val"] for n in placeholders]
         self.module_refs: list[tuple[int, torch.nn.Module, str]] = []  # (position, owner, attribute)
         self.state_refs: list[tuple[int, int, str]] = []  # (position, position of its parameter, key)
         self.batch_slots: list[tuple[int, str, int, int]] = []  # (position, kind, leaf index, micro-batch)
         self.hyper_slots: list[tuple[int, Any]] = []  # (position, HyperParameter)
+        self.scaler_slots: list[tuple[int, int]] = []  # (position, index in SCALER_TENSORS)
         position_of = {s.name: i for i, s in enumerate(step.inputs) if s.kind == "parameter"}
         for pos, slot in enumerate(step.inputs):
             if slot.kind in ("parameter", "model_buffer"):
@@ -68,6 +71,8 @@ class Binder:
                 self.state_refs.append((pos, position_of[pname], key))
             elif slot.kind == "hyper_parameter":
                 self.hyper_slots.append((pos, step.hyper_parameter(slot.name)))
+            elif slot.kind == "scaler_state":
+                self.scaler_slots.append((pos, SCALER_TENSORS.index(slot.name)))
             else:
                 micro, _, leaf = slot.name.rpartition("/")  # "micro<k>/inputs[i]" with accumulation
                 index = int(leaf[leaf.index("[") + 1:-1])
@@ -112,6 +117,14 @@ class Binder:
                 state = self.optimizer.state
                 for pos, ppos, key in self.state_refs:
                     new[pos] = state[new[ppos]][key]
+            if self.scaler_slots:
+                changed = self.step.scaler.changed(self.scaler)
+                if changed:
+                    raise ReoptimizeError(f"{changed}; call model_runtime.optimize again")
+                # As the scaler's first scale() would (load_state_dict may also replace them).
+                scaler_state = scaler_tensors(self.scaler, self.expected[self.scaler_slots[0][0]].device)
+                for pos, k in self.scaler_slots:
+                    new[pos] = scaler_state[k]
         except (KeyError, AttributeError):
             raise ReoptimizeError(
                 "cannot find a parameter, buffer or optimizer state tensor the step was optimized with "

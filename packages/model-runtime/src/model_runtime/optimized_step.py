@@ -60,14 +60,15 @@ class OptimizedStep:
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
                  device: torch.device, *, replan: Callable | None = None, follow_mode: bool = False,
-                 max_plans: int = MAX_PLANS):
+                 max_plans: int = MAX_PLANS, scaler=None):
         self.model = model
         self.optimizer = optimizer
         self.captured = captured
         self.plan = plan
         self.program = program
         self.device = device
-        self.binder = Binder(captured, model, optimizer, device)
+        self.scaler = scaler
+        self.binder = Binder(captured, model, optimizer, device, scaler)
         self._replan = replan
         self._follow_mode = follow_mode
         self.max_plans = max_plans
@@ -241,7 +242,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
              before_step: Callable | None = None, return_outputs: bool = False,
              autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS,
-             set_grads: bool = False, accumulation_steps: int = 1) -> OptimizedStep:
+             set_grads: bool = False, accumulation_steps: int = 1,
+             scaler: torch.amp.GradScaler | None = None) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -282,6 +284,12 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     in PyTorch's AMP recipe, the forward pass and the loss under
     ``torch.autocast(device_type, dtype)`` and the backward and update outside it; the
     casts are planned buffers and the results are bitwise those of that eager loop.
+    ``scaler`` (a ``torch.amp.GradScaler``, with fp16 autocast): each call does what
+    ``scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()`` does
+    (gradients unscaled before ``before_step``, as after ``scaler.unscale_``), the
+    scaler's scale and growth tracker updated in place; an update with a non-finite
+    gradient is skipped, decided by one ``.item()`` as in eager. The plan's figures
+    assume the update runs.
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -298,6 +306,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
         before_step=before_step, return_outputs=return_outputs and train, autocast=autocast,
         return_grads=set_grads and train, accumulation_steps=accumulation_steps,
+        scaler=scaler if train else None,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
@@ -331,12 +340,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                         time_limit=time_limit, targets=new_targets, train=None if follow_mode else train,
                         schedule_method=schedule_method, place_method=place_method, granularity=granularity,
                         plan=[*(candidates or []), *plans], before_step=before_step,
-                        return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads)
+                        return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
+                        scaler=scaler)
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given
     return OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
-                         follow_mode=follow_mode, max_plans=max_plans)
+                         follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None)
 
 
 def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:

@@ -24,7 +24,9 @@ reason; the plan left those buffers out of the arena). Ops that allocate nothing
 
 from __future__ import annotations
 
+import functools
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -99,6 +101,10 @@ class _Builder:
         self.out_ops = 0
         self.output_buffers = {b.id for b in self.graph_ir.buffers if b.output}
         self.granularity = int(self.graph_ir.meta.get("granularity", 1))
+        # GradScaler: the optimizer update's ops run only when every gradient was finite.
+        self.skippable = getattr(step, "skipped_if_inf", frozenset())
+        self.finite: fx.Node | None = None
+        self.skip_roots: set[fx.Node] = set()
 
     # -- values ---------------------------------------------------------------------
 
@@ -135,10 +141,20 @@ class _Builder:
         node = self.nodes[op.id]
         inputs = [self.need(n) for n in node.all_input_nodes]
         fresh = [b for b in op.outputs if b not in self.output_buffers]
+        skippable = op.id in self.skippable
+        if skippable and self.finite is None:
+            found_inf = self.need(self.nodes[self.step.found_inf])
+            self.finite = self.g.call_function(_all_finite, (found_inf,))
+        mark = next(reversed(self.g.nodes)) if skippable else None
         if self.slots is None or not fresh:
             value = self.g.node_copy(node, self.lookup)
         else:
             value = self.emit_into_slots(op, node)
+        if skippable:
+            n = mark.next
+            while n.op != "root":
+                self.skip_roots.add(n)
+                n = n.next
         self.env[node.name] = value
         value.meta.setdefault("ir_op", op.id)  # which IR op a generated node runs (tests, debugging)
         # Unpack multi-output results at once (see the module docstring).
@@ -186,6 +202,19 @@ class _Builder:
                 else slot_nodes[0]
         return call
 
+    def make_skippable(self) -> None:
+        """Guard the skippable ops, and whatever uses their results, by the finite flag."""
+        skipped: set[fx.Node] = set()
+        for node in self.g.nodes:
+            if node.op == "output":
+                if any(n in skipped for n in node.all_input_nodes):
+                    raise RuntimeLayerError("internal error: a step output depends on the skippable optimizer update")
+            elif node.op == "call_function" and (node in self.skip_roots
+                                                 or any(n in skipped for n in node.all_input_nodes)):
+                skipped.add(node)
+                node.args = (self.finite, *node.args)
+                node.target = _if_finite(node.target)
+
     def build(self) -> fx.GraphModule:
         for node in self.src.graph.nodes:
             if node.op == "placeholder":
@@ -194,6 +223,8 @@ class _Builder:
             self.emit_op(t, i)
         out = next(n for n in self.src.graph.nodes if n.op == "output")
         self.g.output(fx.node.map_arg(out.args[0], self.lookup))
+        if self.skip_roots:
+            self.make_skippable()
         self.g.lint()
         module = fx.GraphModule(self.root, self.g, class_name="PlannedStep")
         # FX registers tensor attributes as buffers, read through nn.Module.__getattr__
@@ -202,6 +233,22 @@ class _Builder:
             value = module._buffers.pop(name)
             object.__setattr__(module, name, value)
         return module
+
+
+def _all_finite(found_inf: torch.Tensor) -> bool:
+    """GradScaler's test (one device sync, as eager's ``found_inf.item()``)."""
+    return not found_inf.item()
+
+
+@functools.cache
+def _if_finite(fn: Callable) -> Callable:
+    """``fn`` run only when its first argument is true (else None: a skipped optimizer update)."""
+    def if_finite(finite: bool, *args, **kwargs):
+        return fn(*args, **kwargs) if finite else None
+
+    # FX names the generated code's globals after the target.
+    if_finite.__name__ = if_finite.__qualname__ = "if_finite_" + re.sub(r"\W", "_", getattr(fn, "__name__", "op"))
+    return if_finite
 
 
 def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ import torch
 
 from model_ir.graph import Graph
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.flops import annotate_flops
+from model_ir.torch.grad_scaler import check_scaler
 from model_ir.torch.hyper_parameters import lifted_hyper_parameters
 from model_ir.torch.step import CapturedStep
 from model_ir.torch.storage_graph import build_storage_map, check_granularity
@@ -35,6 +37,7 @@ def capture_step(
     autocast: torch.dtype | None = None,
     return_grads: bool = False,
     accumulation_steps: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -60,7 +63,9 @@ def capture_step(
     graph records. A model not on a GPU is captured for ``cuda`` with CUDA's kernel
     choices emulated (:mod:`model_ir.torch.cuda_kernels`); such a graph is for planning
     and simulation, and its module is not executable on a GPU (capture there to run).
-    The graph's ``meta`` says ``device`` and ``kernels`` (``emulated`` or ``native``).
+    The graph's ``meta`` says ``device`` and ``kernels`` (``emulated`` or ``native``);
+    ops carry their FLOPs (``meta["flops"]``, :mod:`model_ir.torch.flops`), the graph
+    their sums by phase.
     ``autocast`` (``torch.bfloat16``, ``torch.float16``): the forward pass and the loss
     run under ``torch.autocast`` (the AMP recipe); its casts are buffers of the graph.
     ``return_grads`` (train mode): the module also returns the parameters' gradients
@@ -69,17 +74,23 @@ def capture_step(
     ``accumulation_steps=N``: gradient accumulation over N micro-batches shaped like the
     example (forward, loss and backward of each, gradients summed in ``.grad`` as eager
     does, then one update); the module takes N copies of the batch and returns N losses.
+    ``scaler`` (a ``torch.amp.GradScaler``, for fp16 autocast): dynamic loss scaling as in
+    the AMP recipe, captured with the step (:mod:`model_ir.torch.grad_scaler`): the
+    scale and growth tracker are inputs, the update is skipped when a gradient is not
+    finite, and gradients are unscaled before ``before_step``.
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
     check_granularity(granularity)  # before the (possibly long) trace
+    if scaler is not None:
+        check_scaler(scaler, optimizer, train)
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     def trace(lift: bool):
         return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
                           before_step=before_step, return_outputs=return_outputs, device=device,
                           lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train,
-                          accumulation_steps=accumulation_steps)
+                          accumulation_steps=accumulation_steps, scaler=scaler)
 
     try:
         traced = trace(True)
@@ -98,11 +109,13 @@ def capture_step(
                                    "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
                                    **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
                                    **({"accumulation_steps": accumulation_steps} if accumulation_steps > 1 else {}),
+                                   **({"grad_scaler": True} if traced.scaler is not None else {}),
                                    **({"return_outputs": True} if traced.return_outputs else {})})
-    log.info("built the IR: %d ops, %d buffers in %.2f s", len(smap.graph.ops), len(smap.graph.buffers),
+    graph = annotate_flops(smap.graph, traced.module)
+    log.info("built the IR: %d ops, %d buffers in %.2f s", len(graph.ops), len(graph.buffers),
              time.perf_counter() - traced_at)
     return CapturedStep(
-        graph=smap.graph,
+        graph=graph,
         module=traced.module,
         inputs=traced.slots,
         op_nodes=smap.op_nodes,
@@ -120,6 +133,9 @@ def capture_step(
         hyper_parameters=traced.hyper_parameters,
         returned_grads=traced.returned_grads,
         accumulation_steps=traced.accumulation_steps,
+        scaler=traced.scaler,
+        found_inf=traced.found_inf,
+        skipped_if_inf=traced.skipped_if_inf,
     )
 
 

@@ -34,7 +34,8 @@ def execute(
     program order) and is validated first. ``on_op(t, op_id)`` is called after the
     ``t``-th op ran and before the buffers it used for the last time are released.
     Returns the step's outputs (``[loss]`` in train mode, ``[loss, *outputs]`` when
-    captured with ``return_outputs``, the model outputs in eval).
+    captured with ``return_outputs``, the model outputs in eval). With a GradScaler, the
+    optimizer update's ops are skipped when a gradient was not finite.
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
@@ -107,10 +108,22 @@ def execute(
             else:
                 del env[name]
 
+    skippable = step.skipped_if_inf
+    finite = None  # GradScaler: read once, before the first skippable op (as eager's .item())
     with torch.no_grad():
         for t, i in enumerate(idx):
             op_id = graph.ops[i].id
             node = nodes[op_id]
+            if op_id in skippable:
+                if finite is None:
+                    finite = not value(nodes[step.found_inf]).item()
+                if not finite:
+                    env[op_id] = None
+                    if on_op is not None:
+                        on_op(t, op_id)
+                    for bid in release_at[t]:
+                        release(bid)
+                    continue
             args = fx.node.map_arg(node.args, value)
             kwargs = fx.node.map_arg(node.kwargs, value)
             result = node.target(*args, **kwargs)

@@ -12,6 +12,7 @@ from torch import fx
 from model_ir.graph import Graph
 from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
+from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
 from model_ir.torch.tracing import (
     InputSlot, OutputStructure, changed_constant, flatten_batch, split_example_inputs,
 )
@@ -59,6 +60,11 @@ class CapturedStep:
     returned_grads: tuple[str, ...] = ()
     #: micro-batches per update (gradient accumulation); the module returns that many losses first
     accumulation_steps: int = 1
+    #: captured with a ``GradScaler``: its constants, the FX node holding ``found_inf``,
+    #: and the FX nodes skipped when it is non-zero (see :mod:`model_ir.torch.grad_scaler`)
+    scaler: Any = None
+    found_inf: str | None = None
+    skipped_if_inf: frozenset[str] = frozenset()
 
     def hyper_parameter(self, name: str):
         """The :class:`~model_ir.torch.hyper_parameters.HyperParameter` of slot ``name``."""
@@ -73,13 +79,19 @@ class CapturedStep:
         return self.outputs_structure.rebuild(tensors)
 
     def bind(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-             inputs=None, targets=()) -> list[torch.Tensor]:
+             inputs=None, targets=(), *, scaler=None) -> list[torch.Tensor]:
         """The real tensors to run the step on, in :attr:`inputs` order.
 
         ``inputs``/``targets`` are a batch structured like the example inputs and
         targets of the capture. An optimizer without state gets the state its first
-        ``step()`` would create (see :func:`init_optimizer_state`).
+        ``step()`` would create (see :func:`init_optimizer_state`). ``scaler``: the
+        ``GradScaler`` of a step captured with one.
         """
+        if (self.scaler is None) != (scaler is None or not scaler.is_enabled()):
+            raise ExecutionError("the step was captured " + ("with" if self.scaler else "without")
+                                 + " a GradScaler: pass the same scaler= as to the capture")
+        if scaler is not None and self.scaler is not None and (changed := self.scaler.changed(scaler)):
+            raise ExecutionError(f"{changed}; capture again")
         if self.accumulation_steps > 1:
             raise ExecutionError("a step with gradient accumulation is bound per micro-batch by model_runtime "
                                  "(OptimizedStep.accumulate)")
@@ -99,8 +111,12 @@ class CapturedStep:
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
         out: list[torch.Tensor] = []
         for slot, node in zip(self.inputs, placeholders):
-            t = self._lookup(slot, params, buffers, optimizer, leaves, tleaves) \
-                if slot.kind != "hyper_parameter" else self._hyper_parameter(slot, optimizer)
+            if slot.kind == "hyper_parameter":
+                t = self._hyper_parameter(slot, optimizer)
+            elif slot.kind == "scaler_state":
+                t = scaler_tensors(scaler, node.meta["val"].device)[SCALER_TENSORS.index(slot.name)]
+            else:
+                t = self._lookup(slot, params, buffers, optimizer, leaves, tleaves)
             want = node.meta["val"]
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(want.shape) or t.dtype != want.dtype:
                 got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
@@ -144,7 +160,7 @@ class CapturedStep:
 
     def run(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, inputs=None,
             targets=(), *, order: Sequence[str] | Schedule | None = None,
-            on_op: Callable[[int, str], None] | None = None) -> list:
+            on_op: Callable[[int, str], None] | None = None, scaler=None) -> list:
         """Run one step for real in ``order`` (IR op ids; default program order).
 
         Updates ``model``'s parameters and buffers and ``optimizer``'s state in place
@@ -153,7 +169,7 @@ class CapturedStep:
         """
         from model_ir.torch.executor import execute
 
-        return execute(self, self.bind(model, optimizer, inputs, targets), order, on_op=on_op)
+        return execute(self, self.bind(model, optimizer, inputs, targets, scaler=scaler), order, on_op=on_op)
 
 
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:

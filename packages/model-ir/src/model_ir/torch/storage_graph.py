@@ -25,6 +25,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.graph import Buffer, Graph, Op
+from model_ir.recompute import RANDOM
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.tracing import TracedStep
 
@@ -216,6 +217,11 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             b for n in node.all_input_nodes for b in node_buffers.get(n.name, ())
             if b not in written_ids
         ]
+        skippable = node.name in traced.skipped_if_inf
+        if skippable:
+            # The executors read found_inf before the first skippable op: a read of each,
+            # so every one runs after the last unscale wrote it and it stays alive till then.
+            read_ids += node_buffers[traced.found_inf]
         out_ids = []
         for k, t in fresh:
             bid = node.name if len(fresh) == 1 else f"{node.name}.{k}"
@@ -238,7 +244,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             mutates=tuple(written_ids),
             after=tuple(sorted(after)),
             target=str(target),
-            meta={"node": node.name, "phase": phase},
+            meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
+                  **({RANDOM: True} if _is_rng(target) else {})},
         ))
         op_nodes[node.name] = [node.name]
 

@@ -28,11 +28,21 @@ from torch import fx
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.grad_scaler import (
+    SCALER_TENSORS,
+    SKIP_IF_INF,
+    ScalerConstants,
+    check_scaler,
+    example_scaler_tensors,
+    unscale_grads,
+    update_scale,
+)
 from model_ir.torch.hyper_parameters import (
     example_input,
     hyper_parameters_bound,
@@ -43,7 +53,8 @@ from model_ir.torch.hyper_parameters import (
 from model_ir.torch.specs import TensorSpec
 
 #: Kinds of step inputs, in the order they appear in the traced function's arguments.
-INPUT_KINDS = ("parameter", "model_buffer", "optimizer_state", "hyper_parameter", "input", "target")
+INPUT_KINDS = ("parameter", "model_buffer", "optimizer_state", "hyper_parameter", "scaler_state", "input",
+               "target")
 
 
 @attrs.frozen
@@ -54,6 +65,7 @@ class InputSlot:
     (``"0.weight"``), ``"<param name>/<state key>"`` for optimizer state
     (``"0.weight/exp_avg"``), ``"group<i>/<key>"`` for an optimizer hyper-parameter
     (``"group0/lr"``, ``"group0/betas.1"``; see :mod:`model_ir.torch.hyper_parameters`), or
+    ``"scale"`` / ``"growth_tracker"`` for a ``GradScaler``'s tensors, or
     ``"inputs[i]"`` / ``"targets[i]"`` for the i-th tensor leaf of the example inputs /
     loss targets (flattened with ``torch.utils._pytree``).
     """
@@ -94,6 +106,11 @@ class TracedStep:
     returned_grads: tuple[str, ...] = ()
     #: micro-batches per optimizer update (their batch slots are named ``micro<k>/...``)
     accumulation_steps: int = 1
+    #: with a GradScaler: its constants, the node holding ``found_inf``, and the nodes of the
+    #: optimizer update skipped when it is non-zero (see :mod:`model_ir.torch.grad_scaler`)
+    scaler: ScalerConstants | None = None
+    found_inf: str | None = None
+    skipped_if_inf: frozenset[str] = frozenset()
 
 
 @attrs.frozen(eq=False)
@@ -324,6 +341,7 @@ def trace_step(
     autocast: torch.dtype | None = None,
     return_grads: bool = False,
     accumulation_steps: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -348,6 +366,9 @@ def trace_step(
     arguments (slots ``micro<k>/inputs[i]``) and returns the N losses first.
     ``return_grads`` (train mode): the step also returns the parameters' gradients, as
     the optimizer saw them (after ``before_step``), after everything else.
+    ``scaler`` (a ``torch.amp.GradScaler``, train mode with an optimizer): dynamic loss
+    scaling as ``scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()``
+    (see :mod:`model_ir.torch.grad_scaler`); gradients are unscaled before ``before_step``.
     ``lift_hyper_parameters``: the optimizer's numeric hyper-parameters (learning rate,
     momentum, betas, ...) are inputs of the step (:mod:`model_ir.torch.hyper_parameters`)
     instead of constants.
@@ -424,6 +445,14 @@ def trace_step(
     for hp in hyper:
         slots.append(InputSlot("hyper_parameter", hp.name))
         flat.append(_fake(mode, example_input(hp, optimizer), host=emulated))
+    scaler_constants = None
+    if scaler is not None:
+        check_scaler(scaler, optimizer, train)
+    if scaler is not None and scaler.is_enabled():
+        scaler_constants = ScalerConstants.of(scaler)
+        for name, t in zip(SCALER_TENSORS, example_scaler_tensors(scaler, device)):
+            slots.append(InputSlot("scaler_state", name))
+            flat.append(_fake(mode, t, host=emulated))
 
     if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
         raise CaptureError(f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
@@ -453,6 +482,7 @@ def trace_step(
 
     grads: dict[str, torch.Tensor] = {}
     returned_grads: list[str] = []
+    found_inf_tensor: list[torch.Tensor] = []
     structure: list[OutputStructure] = []
 
     def step(*tensors):
@@ -463,6 +493,7 @@ def trace_step(
         for pid, entries in state_layout:
             state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
         hyper_values = read_symbolic(hyper, [next(it) for _ in hyper])
+        scale, growth_tracker = (next(it), next(it)) if scaler_constants is not None else (None, None)
         losses = []
         for _ in range(accumulation_steps):
             leaves = [next(it) if _is_leaf_tensor(x) else x for x in batch_leaves]
@@ -480,15 +511,24 @@ def trace_step(
                 raise CaptureError("loss_fn must return a tensor with one element (the loss)")
             if not loss.requires_grad:
                 raise CaptureError("the loss does not require grad: no parameter of the model influences it")
-            loss.backward()
+            (loss * scale if scale is not None else loss).backward()
             losses.append(loss.detach())
+        found_inf = None
+        if scale is not None:
+            with optimizer_bound_to(optimizer, fake_by_real, state):
+                found_inf = unscale_grads(optimizer, scale)
         if before_step is not None:
             before_step(params)
         grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
         if optimizer is not None:
+            skippable = (torch.profiler.record_function(SKIP_IF_INF) if found_inf is not None
+                         else contextlib.nullcontext())
             with optimizer_bound_to(optimizer, fake_by_real, state), \
-                    hyper_parameters_bound(optimizer, hyper, hyper_values):
+                    hyper_parameters_bound(optimizer, hyper, hyper_values), skippable:
                 optimizer.step()
+            if found_inf is not None:
+                update_scale(scaler_constants, scale, growth_tracker, found_inf)
+                found_inf_tensor.append(found_inf)
             for pid, entries in state_layout:
                 now = state[fake_by_real[pid]]
                 for k, v in entries:
@@ -529,12 +569,44 @@ def trace_step(
 
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
+    skipped = _region_nodes(gm, SKIP_IF_INF)
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
+    found_inf = _node_of(gm, found_inf_tensor[0]) if found_inf_tensor else None
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
                       device=device, emulated=emulated, hyper_parameters=hyper,
-                      returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps)
+                      returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
+                      scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped)
+
+
+def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
+    """The nodes traced inside ``torch.profiler.record_function(name)`` (call the
+    function before the profiler nodes are stripped)."""
+    inside: set[str] = set()
+    enter = None
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if _namespace(node.target) == "profiler":
+            if enter is None and node.args and node.args[0] == name:
+                enter = node
+            elif enter is not None and node.args and node.args[0] is enter:
+                enter = None
+            continue
+        if enter is not None:
+            inside.add(node.name)
+    return frozenset(inside)
+
+
+def _node_of(gm: fx.GraphModule, tensor: torch.Tensor) -> str:
+    """The name of the first node whose traced value lives in ``tensor``'s storage."""
+    storage = StorageWeakRef(tensor.untyped_storage())
+    found = [n.name for n in gm.graph.nodes if isinstance(v := n.meta.get("val"), torch.Tensor)
+             and StorageWeakRef(v.untyped_storage()) == storage]
+    if not found:
+        raise CaptureError("internal error: the traced graph has no node for the GradScaler's found_inf")
+    return found[0]
 
 
 def _strip_profiler_nodes(gm: fx.GraphModule, train: bool) -> tuple[str | None, str | None]:
