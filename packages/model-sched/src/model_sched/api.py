@@ -9,7 +9,8 @@ from model_ir.arguments import check_graph, check_optional_callable, check_secon
 from model_ir.graph import Graph
 from model_ir.errors import ScheduleError
 from model_ir.plugins import invalid_answer, provider, providers
-from model_ir.simulator import simulate_indices, validate_order
+from model_ir.recompute import recompute_flops
+from model_ir.simulator import simulate_indices, validate_order, working_set_bound
 from model_sched.bounds import forced_bound
 from model_sched.control import Progress, SolveControl
 from model_sched.errors import SchedError
@@ -60,7 +61,8 @@ def scheduler_names() -> list[str]:
 
 def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
              time_limit: float | None = None,
-             progress: Callable[[Progress], None] | None = None) -> ScheduleResult:
+             progress: Callable[[Progress], None] | None = None,
+             memory_budget: int | None = None) -> ScheduleResult:
     """Find an op order of ``graph`` with a small peak of live bytes.
 
     ``method``: a scheduler name (``auto``, ``greedy``, ``search``, ``milp``, ``lns``,
@@ -72,6 +74,14 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     its gap. ``progress``
     receives a :class:`Progress` at each improvement. The order is validated and its
     peak recomputed by the simulator before it is returned.
+
+    ``memory_budget`` (bytes, persistent buffers included): the peak the answer must
+    stay under. ``auto`` then means ``recompute``, which runs ops again (recomputation)
+    when no order alone fits; the best answer is the one that fits with the fewest
+    recomputed FLOPs. The result says whether it fits (``fits_budget``), what the
+    recomputations cost (``recompute_flops``) and, as lower bound, the least any plan
+    with recomputation can peak at (:func:`~model_ir.simulator.working_set_bound`),
+    next to the least any order without it can (``reorder_lower_bound_bytes``).
     """
     check_graph(graph)
     check_type(method, str, "method", "a scheduler name")
@@ -79,6 +89,12 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         check_type(solver, str, "solver", "a solver backend name or None")
     time_limit = check_seconds(time_limit)
     check_optional_callable(progress, "progress")
+    if memory_budget is not None:
+        check_type(memory_budget, int, "memory_budget", "a number of bytes or None")
+        if memory_budget < 0:
+            raise SchedError(f"memory budget must be >= 0 bytes, got {memory_budget}")
+        if method == "auto":
+            method = "recompute"
     sched = provider("model_opt_schedulers", method, "scheduler")
     backend = None
     if solver is not None:
@@ -91,31 +107,39 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         raise SchedError(f"time limit must be >= 0 seconds, got {time_limit}")
     _import_solver_dependencies()
     lv = liveness(graph)
-    control = SolveControl(lv, None if math.isinf(time_limit) else time_limit, progress)
+    control = SolveControl(lv, None if math.isinf(time_limit) else time_limit, progress, memory_budget)
     try:
         forced = forced_bound(lv)
         control.raise_bound(forced.bytes, "forced-liveness bound")
-        sched.run(Problem(graph, lv, forced), control, backend)
+        sched.run(Problem(graph, lv, forced, memory_budget), control, backend)
     except KeyboardInterrupt:
         control.interrupted = True
     eager = peak(lv, range(lv.n_ops))
     if control.best_order is None:
         control.offer(list(range(lv.n_ops)), "program")
     order = control.best_order
+    recomputes = len(order) > lv.n_ops
+    # Without recomputation the forced-liveness bound holds; with it only the working sets do.
+    bound = working_set_bound(graph) if memory_budget is not None else control.bound
     try:
         validate_order(graph, order)
         simulated = simulate_indices(graph, order).peak_bytes
         if simulated != control.best_peak:
             raise SchedError(f"{control.best_source} reported a peak of {control.best_peak} B, "
                              f"the simulator measures {simulated} B")
-        if control.bound > simulated:
+        if (bound if recomputes else control.bound) > simulated:
             raise SchedError(f"lower bound {control.bound} B exceeds the peak {simulated} B "
                              f"of a valid order (from {control.best_source})")
+        flops = recompute_flops(graph, order)
+        if recomputes and flops != control.best_flops:
+            raise SchedError(f"{control.best_source} reported {control.best_flops} recomputed FLOPs, "
+                             f"the graph's ops add up to {flops}")
     except (ScheduleError, SchedError) as e:
         raise invalid_answer(sched, f"scheduler {method!r}", e) from None
     return ScheduleResult(
         order=tuple(graph.ops[i].id for i in order), peak_bytes=simulated, eager_peak_bytes=eager,
-        lower_bound_bytes=control.bound, seconds=control.elapsed(), method=method,
+        lower_bound_bytes=bound, seconds=control.elapsed(), method=method,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
-        persistent_bytes=graph.persistent_bytes,
+        persistent_bytes=graph.persistent_bytes, memory_budget=memory_budget, recompute_flops=flops,
+        recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=control.bound,
     )

@@ -26,11 +26,13 @@ class SolveControl:
 
     ``time_limit`` (seconds, ``None`` for none) is measured from construction.
     The incumbent is kept here rather than in a scheduler so that an interruption
-    (Ctrl-C) anywhere still leaves the best order found so far.
+    (Ctrl-C) anywhere still leaves the best order found so far. With a
+    ``memory_budget`` (bytes), the best order is one that fits it with the fewest
+    recomputed FLOPs (ties: the lower peak), else the one with the lowest peak.
     """
 
     def __init__(self, lv: Liveness, time_limit: float | None = None,
-                 progress: Callable[[Progress], None] | None = None):
+                 progress: Callable[[Progress], None] | None = None, memory_budget: int | None = None):
         self.lv = lv
         self.start = time.perf_counter()
         self.deadline = None if time_limit is None else self.start + max(0.0, time_limit)
@@ -38,6 +40,8 @@ class SolveControl:
         self.best_order: list[int] | None = None
         self.best_peak: int | None = None
         self.best_source = ""
+        self.best_flops = 0
+        self.memory_budget = memory_budget
         self.bound = 0
         self.interrupted = False
         self.sources: dict[str, int] = {}
@@ -56,16 +60,29 @@ class SolveControl:
         """True once the incumbent's peak equals the bound."""
         return self.best_peak is not None and self.best_peak <= self.bound
 
-    def offer(self, order: Sequence[int], source: str, peak_bytes: int | None = None) -> bool:
-        """Keep ``order`` if it beats the incumbent; returns whether it did."""
-        p = peak(self.lv, order) if peak_bytes is None else peak_bytes
+    def offer(self, order: Sequence[int], source: str, peak_bytes: int | None = None, flops: int = 0) -> bool:
+        """Keep ``order`` if it beats the incumbent; returns whether it did. An order with
+        recomputations (an op listed again) comes with its ``peak_bytes`` and the
+        ``flops`` its recomputations cost."""
+        if peak_bytes is None:
+            if len(order) > self.lv.n_ops:
+                raise ValueError("an order with recomputations must be offered with its peak_bytes")
+            peak_bytes = peak(self.lv, order)
+        p = peak_bytes
         prev = self.sources.get(source)
         self.sources[source] = p if prev is None else min(prev, p)
-        if self.best_peak is None or p < self.best_peak:
+        if self.best_peak is None or self._key(p, flops) < self._key(self.best_peak, self.best_flops):
             self.best_order, self.best_peak, self.best_source = list(order), p, source
+            self.best_flops = flops
             self.report(source)
             return True
         return False
+
+    def _key(self, peak_bytes: int, flops: int) -> tuple:
+        if self.memory_budget is None:
+            return (peak_bytes,)
+        fits = peak_bytes <= self.memory_budget
+        return (not fits, flops if fits else 0, peak_bytes)
 
     def raise_bound(self, bound: int, stage: str = "bound") -> None:
         if bound > self.bound:

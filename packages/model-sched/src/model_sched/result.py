@@ -15,6 +15,12 @@ class ScheduleResult:
     ``optimal`` is claimed only when ``peak_bytes == lower_bound_bytes``. ``gap`` is
     ``(peak - bound) / peak``. ``source`` names the algorithm that found the order;
     ``candidates`` maps each algorithm tried to the best peak it reached.
+
+    With a ``memory_budget``, the order may list ops again (recomputations:
+    ``recomputed_ops`` of them, ``recompute_flops`` in all), ``lower_bound_bytes`` is
+    the least any plan with recomputation can peak at, and
+    ``reorder_lower_bound_bytes`` the least any order without recomputation can:
+    a budget under the latter proves that recomputation is needed.
     """
 
     order: tuple[str, ...] = attrs.field(converter=tuple)
@@ -27,6 +33,15 @@ class ScheduleResult:
     candidates: Mapping[str, int] = attrs.field(factory=dict, hash=False)
     interrupted: bool = False
     persistent_bytes: int = 0
+    memory_budget: int | None = None
+    recompute_flops: int = 0
+    recomputed_ops: int = 0
+    reorder_lower_bound_bytes: int | None = None
+
+    @property
+    def fits_budget(self) -> bool | None:
+        """Whether the peak is at most the memory budget (None without a budget)."""
+        return None if self.memory_budget is None else self.peak_bytes <= self.memory_budget
 
     @property
     def transient_peak_bytes(self) -> int:
@@ -65,4 +80,8 @@ class ScheduleResult:
             "source": self.source,
             "candidates": dict(self.candidates),
             "interrupted": self.interrupted,
+            **({"memory_budget": self.memory_budget, "fits_budget": self.fits_budget,
+                "recompute_flops": self.recompute_flops, "recomputed_ops": self.recomputed_ops,
+                "reorder_lower_bound_bytes": self.reorder_lower_bound_bytes}
+               if self.memory_budget is not None else {}),
         }

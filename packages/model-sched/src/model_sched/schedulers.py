@@ -40,11 +40,13 @@ def search_state_cap(n_ops: int) -> int:
 
 @attrs.frozen(slots=False)
 class Problem:
-    """A graph with its memory-model arrays and forced-liveness bound."""
+    """A graph with its memory-model arrays and forced-liveness bound; ``memory_budget``
+    (bytes, or None): the peak an answer must stay under, recomputing if it must."""
 
     graph: Graph
     lv: Liveness
     forced: ForcedBound
+    memory_budget: int | None = None
 
     @cached_property
     def masks(self) -> tuple[list[int], list[int]]:
@@ -268,4 +270,40 @@ class Auto:
         race(problem, control, _window_solver(solver))
 
 
-BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto())
+class Recompute:
+    name = "recompute"
+    help = ("fits --budget: the best order auto finds in half the time, then recomputations "
+            "(greedy, cheapest FLOPs per byte) until the peak fits")
+    #: share of the time the order search gets before recomputation starts
+    ORDER_SHARE = 0.5
+
+    def run(self, problem, control, solver=None) -> None:
+        from model_sched.recompute import fit_budget
+
+        remaining = control.remaining()
+        inner = SolveControl(problem.lv, None if remaining is None else remaining * self.ORDER_SHARE,
+                             control.progress)
+        inner.raise_bound(control.bound, "forced-liveness bound")
+        try:
+            Auto().run(attrs.evolve(problem, memory_budget=None), inner, solver)
+        finally:
+            # Every order tried counts, even when interrupted.
+            for source, p in inner.sources.items():
+                control.sources[source] = min(p, control.sources.get(source, p))
+            if inner.best_order is not None:
+                control.offer(inner.best_order, inner.best_source, inner.best_peak)
+        budget = problem.memory_budget
+        if budget is None or control.best_peak <= budget:
+            return
+        bases = [inner.best_order, list(range(problem.lv.n_ops))]
+        for k, base in enumerate(bases):
+            left = control.remaining()
+            if control.expired():
+                return
+            fit = fit_budget(problem.graph, base, budget,
+                             time_limit=None if left is None else left / (len(bases) - k))
+            control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
+
+
+BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto(),
+                      Recompute())

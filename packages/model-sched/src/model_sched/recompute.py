@@ -1,0 +1,262 @@
+"""Fitting a memory budget by recomputation: run ops again instead of keeping their
+outputs alive (activation checkpointing, planned op by op).
+
+:func:`fit_budget` starts from an order and, while its peak exceeds the budget, takes
+the step at the peak and frees one buffer that is alive there but not used: the
+buffer's producer (and, when its inputs are gone by then, their producers, up to
+:data:`MAX_CHAIN` ops) runs again just before the buffer's next use. Among the
+buffers whose recomputation lowers that step's peak it picks the cheapest that closes
+the whole gap, else the one freeing the most bytes per unit of cost. Cost is the
+recomputed ops' FLOPs (``meta["flops"]``) plus the bytes they write (a memory-bound
+op is not free), and the answer reports the FLOPs alone. Each accepted move is
+checked by the one simulator (:func:`model_ir.simulator.simulate_indices`); a move
+that raises the peak is undone and not tried again.
+
+Recomputation is only allowed where the IR allows it (:mod:`model_ir.recompute`).
+No order, with or without recomputation, goes below
+:func:`model_ir.simulator.working_set_bound`: every op needs its inputs and outputs
+alive while it runs; a budget under it gets an answer that says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from model_ir.graph import Graph
+from model_ir.recompute import op_flops, recomputable_ops, recompute_flops
+from model_ir.simulator import simulate_indices, validate_order, working_set_bound
+
+#: Most ops one move recomputes (a buffer's producer and the producers of its inputs).
+MAX_CHAIN = 4
+
+
+@attrs.frozen
+class BudgetFit:
+    """The answer of :func:`fit_budget` (bytes include persistent buffers).
+
+    ``order``: op positions, an op listed again being a recomputation. ``fits``: its
+    peak is at most the budget. ``lower_bound_bytes``: no order, with any
+    recomputation, peaks below it (:func:`~model_ir.simulator.working_set_bound`).
+    """
+
+    order: tuple[int, ...]
+    peak_bytes: int
+    budget_bytes: int
+    lower_bound_bytes: int
+    recompute_flops: int
+    recomputed_ops: int
+    fits: bool
+    seconds: float
+    #: why the search stopped short of the budget ("" when it fits)
+    reason: str = ""
+
+
+class _State:
+    """One order's instances: who is alive where, who reads what (rebuilt per move)."""
+
+    def __init__(self, graph: Graph, order: list[int]):
+        self.order = order
+        index = graph.buffer_index
+        persistent = [b.persistent for b in graph.buffers]
+        self.first: dict[int, int] = {}  # op -> step of its first run
+        # instance k: buffer, start, end (exclusive), use steps
+        self.by_buffer: dict[int, list[int]] = {}  # buffer -> its instances, oldest first
+        self.buf: list[int] = []
+        self.start: list[int] = []
+        self.uses: list[list[int]] = []
+        self.instance_of: list[dict[int, int]] = [{} for _ in order]  # step -> buffer -> instance read
+        latest: dict[int, int] = {}
+        self.outputs: list[list[int]] = []  # step -> instances made
+        for t, i in enumerate(order):
+            self.first.setdefault(i, t)
+            op = graph.ops[i]
+            reads = self.instance_of[t]
+            for b in op.uses:
+                bi = index[b]
+                if persistent[bi]:
+                    continue
+                k = latest.get(bi)
+                if k is None:
+                    k = latest[bi] = self._new(bi, 0)
+                self.uses[k].append(t)
+                reads[bi] = k
+            made = []
+            for b in op.outputs:
+                bi = index[b]
+                latest[bi] = self._new(bi, t)
+                made.append(latest[bi])
+            self.outputs.append(made)
+        n = len(order)
+        self.end = [(n if graph.buffers[b].output else (u[-1] if u else s) + 1)
+                    for b, s, u in zip(self.buf, self.start, self.uses)]
+
+    def _new(self, bi: int, start: int) -> int:
+        self.by_buffer.setdefault(bi, []).append(len(self.buf))
+        self.buf.append(bi)
+        self.start.append(start)
+        self.uses.append([])
+        return len(self.buf) - 1
+
+    def alive(self, k: int, t: int) -> bool:
+        return self.start[k] <= t < self.end[k]
+
+
+def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: float | None = None,
+               max_moves: int | None = None) -> BudgetFit:
+    """An order of ``graph`` with recomputations whose peak is at most ``budget`` bytes,
+    found from ``order`` (op positions, each op once) by the greedy described in the
+    module docstring; the best order found (lowest peak) when the budget cannot be met
+    in ``time_limit`` seconds or by this method."""
+    started = time.perf_counter()
+    deadline = None if time_limit is None else started + time_limit
+    bound = working_set_bound(graph)
+    order = list(order)
+    validate_order(graph, order)
+    profile = simulate_indices(graph, order)
+    reason = ""
+    if bound > budget:
+        reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
+                  "largest op's inputs and outputs)")
+    banned: set[tuple[int, int]] = set()  # (buffer, insertion op) moves that made things worse
+    writers = _writers(graph)
+    moves = 0
+    limit = max_moves if max_moves is not None else 8 * len(graph.ops)
+    while not reason and profile.peak_bytes > budget:
+        if deadline is not None and time.perf_counter() >= deadline:
+            reason = "time limit"
+            break
+        if moves >= limit:
+            reason = f"stopped after {moves} recomputations"
+            break
+        state = _State(graph, order)
+        t = profile.timeline.index(profile.peak_bytes)
+        move = _best_move(graph, writers, state, t, profile.peak_bytes - budget, banned)
+        if move is None:
+            reason = "no buffer alive at the peak can be recomputed to lower it"
+            break
+        key, at, chain = move
+        candidate = order[:at] + chain + order[at:]
+        new = simulate_indices(graph, candidate)
+        if new.peak_bytes > profile.peak_bytes or (new.peak_bytes == profile.peak_bytes
+                                                   and sum(new.timeline) >= sum(profile.timeline)):
+            banned.add(key)
+            continue
+        order, profile = candidate, new
+        moves += 1
+    validate_order(graph, order)
+    flops = recompute_flops(graph, order)
+    return BudgetFit(tuple(order), profile.peak_bytes, budget, bound, flops, len(order) - len(graph.ops),
+                     profile.peak_bytes <= budget, time.perf_counter() - started, reason)
+
+
+def _best_move(graph: Graph, writers: dict[str, list[int]], state: _State, t: int, excess: int,
+               banned: set[tuple[int, int]]) -> tuple[tuple[int, int], int, list[int]] | None:
+    """The move to make at peak step ``t``: ``(key, insertion step, ops to insert)``."""
+    allowed = recomputable_ops(graph)
+    producer = graph.producer
+    sizes = graph.sizes
+    at_t = set(state.instance_of[t].values()) | set(state.outputs[t])
+    closing, best = None, None  # (cost, ...) closing the gap; (-ratio, ...) otherwise
+    for k in range(len(state.buf)):
+        if not state.alive(k, t) or k in at_t:
+            continue
+        b = state.buf[k]
+        p = producer[b]
+        if p is None or p not in allowed or graph.buffers[b].output:
+            continue
+        later = [u for u in state.uses[k] if u > t]
+        if not later:
+            continue
+        at = later[0]
+        key = (b, state.order[at])
+        if key in banned:
+            continue
+        chain = _chain(graph, writers, state, p, at, t)
+        if chain is None:
+            continue
+        ops, extra = chain
+        saving = sizes[b] - extra
+        if saving <= 0:
+            continue
+        cost = sum(op_flops(graph, i) + sum(sizes[graph.buffer_index[o]] for o in graph.ops[i].outputs)
+                   for i in ops)
+        if saving >= excess:
+            if closing is None or cost < closing[0]:
+                closing = (cost, key, at, ops)
+        elif best is None or saving / (cost + 1) > best[0]:
+            best = (saving / (cost + 1), key, at, ops)
+    pick = closing or best
+    return None if pick is None else (pick[1], pick[2], pick[3])
+
+
+def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, at: int,
+           t: int) -> tuple[list[int], int] | None:
+    """The ops to run just before step ``at`` to make op ``p``'s outputs again (``p``
+    last, producers of inputs that are gone by then first), and the bytes of inputs
+    whose lifetime this extends across step ``t``; None when not allowed."""
+    allowed = recomputable_ops(graph)
+    sizes = graph.sizes
+    index = graph.buffer_index
+    ops: list[int] = []
+    planned: set[int] = set()  # buffers the chain makes itself
+
+    def need(i: int, depth: int) -> int | None:
+        """Plan op ``i`` (and what it needs); the bytes stretched over ``t``, or None."""
+        if state.first.get(i, at) >= at:
+            return None
+        extra = 0
+        for b in graph.ops[i].inputs:
+            bi = index[b]
+            if _written_between(writers, state, b, state.first[i], at):
+                return None
+            if graph.buffers[bi].persistent or bi in planned:
+                continue
+            k = _latest_before(state, bi, at)
+            if k is None:
+                return None
+            if state.end[k] > at:
+                continue  # alive there anyway
+            # Keeping it alive until the chain runs costs its bytes at t if it died before t.
+            keep = sizes[bi] if state.end[k] <= t else 0
+            q = graph.producer[bi]
+            if keep and q is not None and q in allowed and depth < MAX_CHAIN:
+                mark, made = len(ops), set(planned)
+                sub = need(q, depth + 1)
+                if sub is not None and sub < keep:
+                    extra += sub
+                    continue
+                del ops[mark:]  # keeping the input is cheaper, or its producer cannot run again
+                planned.intersection_update(made)
+            extra += keep
+        ops.append(i)
+        planned.update(index[o] for o in graph.ops[i].outputs)
+        return extra
+
+    extra = need(p, 1)
+    return None if extra is None else (ops, extra)
+
+
+def _latest_before(state: _State, bi: int, at: int) -> int | None:
+    """The instance of buffer ``bi`` made last before step ``at``."""
+    best = None
+    for k in state.by_buffer.get(bi, ()):
+        if state.start[k] < at:
+            best = k
+    return best
+
+
+def _written_between(writers: dict[str, list[int]], state: _State, b: str, lo: int, hi: int) -> bool:
+    """Whether an op writing buffer ``b`` runs between steps ``lo`` and ``hi``."""
+    return any(lo < state.first.get(w, -1) < hi for w in writers.get(b, ()))
+
+
+def _writers(graph: Graph) -> dict[str, list[int]]:
+    """For each buffer written in place, the ops writing it."""
+    out: dict[str, list[int]] = {}
+    for w, op in enumerate(graph.ops):
+        for b in op.mutates:
+            out.setdefault(b, []).append(w)
+    return out

@@ -1,0 +1,112 @@
+"""Memory budgets: schedule(memory_budget=...) and the recomputation greedy."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_ir import Buffer, Graph, Op, simulate, working_set_bound
+from model_ir.recompute import recompute_flops
+from model_ir.simulator import simulate_indices, validate_order
+from model_ir.testing.strategies import graphs
+from model_sched import schedule
+from model_sched.errors import SchedError
+from model_sched.recompute import fit_budget
+
+
+def chain(n: int = 4, size: int = 100) -> Graph:
+    """A forward chain of n ops whose activations the backward pass reads in reverse."""
+    buffers = [Buffer("x", 8, persistent=True), Buffer("w", 8, persistent=True)]
+    ops = []
+    prev = "x"
+    for k in range(n):
+        buffers.append(Buffer(f"a{k}", size))
+        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": 1000 * (k + 1)}))
+        prev = f"a{k}"
+    grad = None
+    for k in reversed(range(n)):
+        buffers.append(Buffer(f"g{k}", 1, output=k == 0))
+        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
+        grad = f"g{k}"
+    ops.append(Op("update", inputs=["g0"], mutates=["w"]))
+    return Graph(buffers, ops, name="chain")
+
+
+def test_a_budget_below_every_order_is_met_by_recomputation():
+    g = chain()
+    plain = schedule(g, time_limit=5)
+    budget = plain.peak_bytes - 150
+    r = schedule(g, memory_budget=budget, time_limit=5)
+    assert r.method == "recompute" and r.fits_budget and r.peak_bytes <= budget
+    assert r.reorder_lower_bound_bytes == plain.lower_bound_bytes > budget  # proof that reordering cannot
+    assert r.lower_bound_bytes == working_set_bound(g) <= r.peak_bytes
+    assert r.recomputed_ops > 0 and r.recompute_flops > 0
+    assert simulate(g, r.order).peak_bytes == r.peak_bytes
+    d = r.to_dict()
+    assert d["fits_budget"] is True and d["recompute_flops"] == r.recompute_flops
+
+
+def test_a_budget_any_order_meets_needs_no_recomputation():
+    g = chain()
+    plain = schedule(g, time_limit=5)
+    r = schedule(g, memory_budget=plain.peak_bytes, time_limit=5)
+    assert r.fits_budget and r.recomputed_ops == 0 and r.recompute_flops == 0
+
+
+def test_a_budget_under_the_working_sets_is_refused_with_the_bound():
+    g = chain()
+    bound = working_set_bound(g)
+    r = schedule(g, memory_budget=bound - 1, time_limit=5)
+    assert r.fits_budget is False and r.lower_bound_bytes == bound > r.memory_budget
+    fit = fit_budget(g, list(range(len(g.ops))), bound - 1)
+    assert not fit.fits and "no order fits" in fit.reason
+
+
+def test_the_cheapest_recomputation_is_chosen():
+    # Freeing any one activation closes the gap: the cheapest producer (f0) runs again.
+    g = chain()
+    order = list(range(len(g.ops)))
+    peak = simulate_indices(g, order).peak_bytes
+    fit = fit_budget(g, order, peak - 100)
+    assert fit.fits and fit.recomputed_ops == 1
+    assert fit.recompute_flops == 1000
+
+
+def test_bad_budgets_are_refused():
+    g = chain()
+    with pytest.raises(SchedError, match="memory budget must be >= 0"):
+        schedule(g, memory_budget=-1)
+    with pytest.raises(Exception, match="memory_budget"):
+        schedule(g, memory_budget=1.5)
+
+
+@given(graphs(max_ops=12), st.floats(0.0, 1.0))
+@settings(max_examples=120, deadline=None)
+def test_fit_budget_is_valid_never_worse_than_its_start_never_below_the_bound(g, share):
+    order = list(range(len(g.ops)))
+    start = simulate_indices(g, order).peak_bytes
+    bound = working_set_bound(g)
+    budget = bound + int(share * (start - bound))
+    fit = fit_budget(g, order, budget, max_moves=50)
+    validate_order(g, list(fit.order))
+    peak = simulate_indices(g, list(fit.order)).peak_bytes
+    assert peak == fit.peak_bytes
+    assert bound <= peak <= start
+    assert fit.fits == (peak <= budget)
+    assert fit.recompute_flops == recompute_flops(g, list(fit.order))
+    assert fit.recomputed_ops == len(fit.order) - len(g.ops)
+    if budget >= start:
+        assert fit.order == tuple(order)
+
+
+@given(graphs(max_ops=10), st.floats(0.0, 1.2))
+@settings(max_examples=40, deadline=None)
+def test_schedule_with_a_budget_returns_a_valid_answer(g, share):
+    plain = schedule(g, method="greedy", time_limit=2)
+    bound = working_set_bound(g)
+    budget = bound + int(share * (plain.peak_bytes - bound))
+    r = schedule(g, memory_budget=budget, time_limit=2)
+    assert simulate(g, r.order).peak_bytes == r.peak_bytes >= r.lower_bound_bytes == bound
+    if r.recomputed_ops == 0:
+        assert r.peak_bytes >= r.reorder_lower_bound_bytes
+    if budget >= plain.peak_bytes:
+        assert r.fits_budget and r.recomputed_ops == 0
