@@ -66,3 +66,21 @@ def op_flops(graph: Graph, i: int) -> int:
 def recompute_flops(graph: Graph, order: Sequence[int]) -> int:
     """FLOPs the recomputations of ``order`` (op positions) add to the step."""
     return sum(op_flops(graph, i) for _, i in recomputations(order))
+
+
+def extra_instances(graph: Graph, order: Sequence[int]) -> dict[str, list[str]]:
+    """For each buffer a recomputation makes again, the ids of its later instances
+    (``[b@2, b@3, ...]``) in the order ``order`` (op positions) makes them."""
+    count: dict[str, int] = {}
+    out: dict[str, list[str]] = {}
+    for i in order:
+        for b in graph.ops[i].outputs:
+            k = count[b] = count.get(b, 0) + 1
+            if k > 1:
+                out.setdefault(b, []).append(instance_id(b, k))
+    return out
+
+
+def instance_owners(graph: Graph, order: Sequence[int]) -> dict[str, str]:
+    """The buffer of every later instance id in ``order`` (a first instance's id is its buffer's)."""
+    return {inst: b for b, ids in extra_instances(graph, order).items() for inst in ids}

@@ -188,6 +188,9 @@ def _simulate_instances(graph: Graph, order: Sequence[int]) -> MemoryProfile:
         diff[start] += buf.size
         diff[end] -= buf.size
         lifetimes.append(Lifetime(instance_id(buf.id, count[bi]), start, end, buf.size))
+    if len({lt.id for lt in lifetimes}) != len(lifetimes):
+        raise ScheduleError("a recomputed buffer's instance id (<buffer>@<k>) is also the id of another buffer; "
+                            "rename that buffer to recompute this one")
     timeline, live = [], graph.persistent_bytes
     for t in range(n):
         live += diff[t]

@@ -20,6 +20,7 @@ _EXPORTS = {
     "CompiledProgram": "model_runtime.program",
     "Fallback": "model_runtime.program",
     "OptimizedStep": "model_runtime.optimized_step",
+    "BudgetError": "model_runtime.errors",
     "ReoptimizeError": "model_runtime.errors",
     "RuntimeLayerError": "model_runtime.errors",
     "arena_lifetimes": "model_runtime.planning",

@@ -13,3 +13,8 @@ class ReoptimizeError(RuntimeLayerError, ValueError):
     """The step is called with something the plan was not made for (another input
     shape or dtype, a replaced parameter of another shape, changed optimizer
     hyper-parameters): the message says what changed; call ``optimize`` again."""
+
+
+class BudgetError(RuntimeLayerError):
+    """No plan found keeps the step's peak under the memory budget asked for; the
+    message gives the best peak found and the lower bound of any plan."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from model_ir.plan import Plan
+from model_ir.plan import Plan, order_indices
+from model_ir.recompute import extra_instances
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import fallback_buffers
 from model_runtime.program import CompiledProgram, build_program
@@ -37,19 +38,22 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     slots = {}
     unplaced = fallback_buffers(step, device.type)
+    # A recomputed buffer has a slot per instance (b, b@2, ...), each placed on its own.
+    again = extra_instances(plan.graph, order_indices(plan.graph, plan.schedule))
     for buf in transient_buffers(plan.graph):
         if buf.id in unplaced:
             continue
-        try:
-            offset = placement.offsets[buf.id]
-        except KeyError:
-            raise RuntimeLayerError(f"the placement gives no offset to buffer {buf.id!r}") from None
-        if offset < 0 or offset + buf.size > placement.arena_bytes:
-            raise RuntimeLayerError(
-                f"buffer {buf.id!r} at offset {offset} ({buf.size} bytes) does not fit the arena "
-                f"of {placement.arena_bytes} bytes"
-            )
-        slots[buf.id] = arena[offset:offset + buf.size]
+        for slot in (buf.id, *again.get(buf.id, ())):
+            try:
+                offset = placement.offsets[slot]
+            except KeyError:
+                raise RuntimeLayerError(f"the placement gives no offset to buffer {slot!r}") from None
+            if offset < 0 or offset + buf.size > placement.arena_bytes:
+                raise RuntimeLayerError(
+                    f"buffer {slot!r} at offset {offset} ({buf.size} bytes) does not fit the arena "
+                    f"of {placement.arena_bytes} bytes"
+                )
+            slots[slot] = arena[offset:offset + buf.size]
     return build_program(step, plan.schedule, executor="arena", slots=slots, arena=arena,
                          device_type=device.type, on_op=on_op)
 

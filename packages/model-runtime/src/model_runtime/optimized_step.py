@@ -16,7 +16,7 @@ from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
-from model_runtime.errors import ReoptimizeError
+from model_runtime.errors import BudgetError, ReoptimizeError
 from model_runtime.planning import check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
 
@@ -243,7 +243,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              before_step: Callable | None = None, return_outputs: bool = False,
              autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS,
              set_grads: bool = False, accumulation_steps: int = 1,
-             scaler: torch.amp.GradScaler | None = None) -> OptimizedStep:
+             scaler: torch.amp.GradScaler | None = None, memory_budget: int | None = None) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -290,6 +290,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     scaler's scale and growth tracker updated in place; an update with a non-finite
     gradient is skipped, decided by one ``.item()`` as in eager. The plan's figures
     assume the update runs.
+    ``memory_budget`` (bytes; the simulator's peak, persistent buffers included): the
+    plan may run forward ops again in the backward pass (recomputation, as activation
+    checkpointing does, chosen op by op together with the order) to keep the peak
+    under it, at the fewest recomputed FLOPs it finds; ``step.plan.figures`` say what
+    it costs (``recompute_flops``, ``recompute_overhead``). Random ops (dropout) are
+    never recomputed, so results stay bitwise eager's. Raises :class:`BudgetError`,
+    with the best peak found and the lower bound of any plan, when none fits.
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -328,7 +335,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     if plan is None:
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
-                         unplaced=unplaced)
+                         unplaced=unplaced, memory_budget=memory_budget)
+        if memory_budget is not None and not plan.figures["fits_budget"]:
+            f = plan.figures
+            raise BudgetError(
+                f"no plan found keeps the peak under memory_budget={memory_budget} B "
+                f"({human_bytes(memory_budget)}): the best peaks at {human_bytes(f['peak_bytes'])}, and no plan "
+                f"of this step, with any recomputation, peaks below {human_bytes(f['lower_bound_bytes'])}")
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)
@@ -341,7 +354,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                         schedule_method=schedule_method, place_method=place_method, granularity=granularity,
                         plan=[*(candidates or []), *plans], before_step=before_step,
                         return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
-                        scaler=scaler)
+                        scaler=scaler, memory_budget=memory_budget)
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given

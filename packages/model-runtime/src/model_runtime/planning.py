@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
 from model_ir.plan import order_indices
+from model_ir.recompute import instance_owners, recompute_flops
+from model_ir.simulator import working_set_bound
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_sched import forced_bound, liveness, schedule
@@ -20,9 +22,19 @@ def device_alignment(device_type: str) -> int:
 
 def arena_lifetimes(graph, order, alignment: int, unplaced=frozenset()) -> tuple[Lifetime, ...]:
     """Lifetimes of the buffers the arena holds (transient, not a step output, not in
-    ``unplaced``), each aligned to ``alignment`` bytes."""
+    ``unplaced``), each aligned to ``alignment`` bytes; a recomputed buffer has one per
+    instance (``b``, ``b@2``, ...)."""
     outside = {b.id for b in graph.buffers if b.output} | set(unplaced)
-    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if lt.id not in outside)
+    owner = _owners(graph, order)
+    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment)
+                 if owner.get(lt.id, lt.id) not in outside)
+
+
+def _owners(graph, order) -> dict[str, str]:
+    """The buffer of each recomputed instance of ``order`` (op ids, a Schedule, or None)."""
+    if order is None:
+        return {}
+    return instance_owners(graph, order_indices(graph, order))
 
 
 def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
@@ -32,14 +44,16 @@ def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
     them (simulated, default setting)."""
     if not unplaced:
         return {"unplaced_bytes": 0, "unplaced_live_peak_bytes": 0, "unplaced_caching_allocator_bytes": 0}
-    lts = [lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if lt.id in unplaced]
+    owner = _owners(graph, order)
+    lts = [lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if owner.get(lt.id, lt.id) in unplaced]
     caching = place(lts, method="caching-allocator")
     return {"unplaced_bytes": sum(lt.size for lt in lts), "unplaced_live_peak_bytes": caching.lower_bound_bytes,
             "unplaced_caching_allocator_bytes": caching.arena_bytes}
 
 
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
-              schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset()) -> Plan:
+              schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset(),
+              memory_budget: int | None = None) -> Plan:
     """Schedule ``graph``, place its arena buffers (when ``placement``) and gather the figures.
 
     ``time_limit`` (seconds) applies to each solver separately (default
@@ -50,10 +64,15 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
     allocated outside the arena), ``schedule_seconds``, ``place_seconds``; with
     ``unplaced`` (transient buffers the executor leaves to PyTorch's allocator, never
-    placed), the figures of :func:`unplaced_figures`.
+    placed), the figures of :func:`unplaced_figures`. ``memory_budget`` (bytes): the
+    order may recompute ops to keep its peak under it (see :func:`model_sched.schedule`);
+    the figures then add ``memory_budget``, ``fits_budget``, ``recomputed_ops``,
+    ``recompute_flops``, ``recompute_overhead`` (recomputed FLOPs per FLOP of the
+    step) and ``reorder_lower_bound_bytes``, and ``lower_bound_bytes`` is the bound of
+    any plan with recomputation.
     """
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
-    sched = schedule(graph, method=schedule_method, time_limit=limit)
+    sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)
     figures = simulated_figures(graph, sched.order, None, alignment)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
@@ -67,6 +86,14 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         "schedule_seconds": sched.seconds,
         "schedule_source": sched.source,
     })
+    if memory_budget is not None:
+        total = graph.meta.get("flops", {}).get("total", 0)
+        figures.update({
+            "memory_budget": memory_budget, "fits_budget": sched.fits_budget,
+            "recomputed_ops": sched.recomputed_ops, "recompute_flops": sched.recompute_flops,
+            "recompute_overhead": sched.recompute_flops / total if total else None,
+            "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
+        })
     placed = None
     if placement:
         figures.update(unplaced_figures(graph, sched.order, alignment, unplaced))
@@ -148,12 +175,17 @@ def bound_figures(graph, order, lts=None) -> dict:
     the peak of every order, its gap to ``order``'s peak, and with arena lifetimes
     ``lts`` the peak of their live bytes, a bound on the arena."""
     peak = simulate(graph, order).peak_bytes
-    bound = forced_bound(liveness(graph)).bytes
+    idx = order_indices(graph, order)
+    recomputes = len(idx) > len(graph.ops)
+    # Recomputation can go below the forced-liveness bound of plain orders, never below the working sets.
+    bound = working_set_bound(graph) if recomputes else forced_bound(liveness(graph)).bytes
     figures = {
         "lower_bound_bytes": bound,
         "schedule_gap": (peak - bound) / peak if peak else 0.0,
         "schedule_optimal": peak == bound,
     }
+    if recomputes:
+        figures.update(recomputed_ops=len(idx) - len(graph.ops), recompute_flops=recompute_flops(graph, idx))
     if lts is not None:
         figures["arena_lower_bound_bytes"] = live_bytes_peak(lts)
     return figures

@@ -36,6 +36,7 @@ from torch import fx
 
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
+from model_ir.recompute import instance_id
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import element_buffers, lower, result_elements, storage_bytes
@@ -105,6 +106,9 @@ class _Builder:
         self.skippable = getattr(step, "skipped_if_inf", frozenset())
         self.finite: fx.Node | None = None
         self.skip_roots: set[fx.Node] = set()
+        # Recomputation: which instance of each buffer the latest run of its producer made.
+        self.runs: dict[str, int] = {}
+        self.instance: dict[str, str] = {}
 
     # -- values ---------------------------------------------------------------------
 
@@ -139,6 +143,11 @@ class _Builder:
     def emit_op(self, t: int, op_index: int) -> None:
         op = self.graph_ir.ops[op_index]
         node = self.nodes[op.id]
+        if self.runs.get(op.id):
+            self.forget_folded(node)  # a recomputation: later uses read the new results
+        self.runs[op.id] = self.runs.get(op.id, 0) + 1
+        for b in op.outputs:
+            self.instance[b] = instance_id(b, self.runs[op.id])
         inputs = [self.need(n) for n in node.all_input_nodes]
         fresh = [b for b in op.outputs if b not in self.output_buffers]
         skippable = op.id in self.skippable
@@ -165,11 +174,21 @@ class _Builder:
             # The hook holds the op's results while it runs.
             self.g.call_function(self.on_op, (t, op.id, inputs, value))
 
+    def forget_folded(self, node: fx.Node) -> None:
+        """Drop the folded values (views, ``getitem``) computed from ``node``'s earlier
+        results: they are emitted again from the recomputed ones when next needed."""
+        stack = list(node.users)
+        while stack:
+            user = stack.pop()
+            if user.name in self.step.folded and self.env.pop(user.name, None) is not None:
+                stack += list(user.users)
+
     def slot(self, node: fx.Node, k: int, buffer: str) -> fx.Node:
         val = node.meta["val"]
         fake = val if result_elements(val) is None else val[k]
-        name = f"_slot_{node.name}_{k}"
-        return self.attr(name, _view_in(self.slots[buffer], fake))
+        instance = self.instance.get(buffer, buffer)
+        name = f"_slot_{node.name}_{k}" + ("" if instance == buffer else f"_{self.runs[node.name]}")
+        return self.attr(name, _view_in(self.slots[instance], fake))
 
     def emit_into_slots(self, op, node: fx.Node) -> fx.Node:
         how = lower(self.step, op, node, self.device_type, self.output_buffers)

@@ -15,7 +15,8 @@ import torch
 from torch import fx
 
 from model_ir.plan import Schedule, order_indices
-from model_ir.simulator import validate_order
+from model_ir.recompute import instance_owners
+from model_ir.simulator import simulate_indices, validate_order
 from model_ir.torch.errors import ExecutionError
 
 
@@ -47,17 +48,15 @@ def execute(
     if len(tensors) != len(placeholders):
         raise ExecutionError(f"the step takes {len(placeholders)} tensors, got {len(tensors)}")
 
-    # When each buffer is released: after its last use in this order, or right after
-    # its producer when nothing uses it; persistent and output buffers never.
+    # When each buffer (each instance of a recomputed one) is released: after its last
+    # use in this order, or right after its producer when nothing uses it, as the
+    # simulator says; persistent and output buffers never.
     release_at: list[list[str]] = [[] for _ in idx]
-    step_of = {op: t for t, op in enumerate(idx)}
-    for bi, buf in enumerate(graph.buffers):
-        if buf.persistent or buf.output:
-            continue
-        uses = [step_of[u] for u in graph.users[bi]]
-        prod = graph.producer[bi]
-        last = max(uses, default=step_of[prod] if prod is not None else 0)
-        release_at[last].append(buf.id)
+    owner = instance_owners(graph, idx)
+    for lt in simulate_indices(graph, idx).lifetimes if idx else ():
+        bid = owner.get(lt.id, lt.id)
+        if not graph.buffer(bid).output:
+            release_at[min(lt.end, len(idx)) - 1].append(bid)
     holders: dict[str, list[str]] = {}
     for name, bids in step.node_buffers.items():
         for b in bids:

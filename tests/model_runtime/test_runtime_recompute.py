@@ -1,0 +1,117 @@
+"""A training step under a memory budget runs recomputed ops and stays bitwise eager's
+(issue: memory budgets): three steps on CPU, both executors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model_ir import simulate  # noqa: E402
+from model_ir.recompute import recomputations  # noqa: E402
+from model_ir.testing.live_memory import measure_live_bytes  # noqa: E402
+from model_ir.testing.torch_models import TransformerBlock, assert_same_state, eager_step  # noqa: E402
+from model_runtime import BudgetError, optimize  # noqa: E402
+
+
+def budget_between(model, example, make_opt, share, **kw):
+    """The budget ``share`` of the way from the working-set bound to the no-recompute peak."""
+    from model_ir import working_set_bound
+
+    probe = copy.deepcopy(model)
+    step = optimize(probe, example, optimizer=make_opt(probe), executor="reorder", time_limit=2, **kw)
+    g = step.plan.graph
+    low, high = working_set_bound(g), step.plan.figures["peak_bytes"]
+    return g, high, low + int(share * (high - low))
+
+
+def train_with_budget(model, make_opt, make_batch, share, *, executor, steps=3, loss_fn=None, make_targets=None):
+    ref = copy.deepcopy(model)
+    example = make_batch()
+    targets = (make_targets(),) if make_targets else ()
+    graph, peak, budget = budget_between(model, example, make_opt, share, loss_fn=loss_fn, targets=targets)
+    opt, ref_opt = make_opt(model), make_opt(ref)
+    step = optimize(model, example, optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
+                    time_limit=4, memory_budget=budget)
+    f = step.plan.figures
+    assert f["fits_budget"] and f["peak_bytes"] <= budget < peak
+    assert f["recomputed_ops"] > 0 and f["recompute_flops"] >= 0
+    assert len(step.plan.schedule.order) == len(graph.ops) + f["recomputed_ops"]
+    for i in range(steps):
+        batch, tg = make_batch(), ((make_targets(),) if make_targets else ())
+        torch.manual_seed(100 + i)
+        loss = step(*batch, targets=tg) if isinstance(batch, tuple) else step(batch, targets=tg)
+        torch.manual_seed(100 + i)
+        expected = eager_step(ref, ref_opt, batch, loss_fn, tg)
+        assert torch.equal(loss, expected), i
+    assert_same_state(model, opt, ref, ref_opt)
+    return step
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_resnet18_under_a_budget(executor):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    train_with_budget(torchvision.models.resnet18(num_classes=10),
+                      lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                      lambda: torch.randn(4, 3, 32, 32), 0.6, executor=executor,
+                      loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: torch.randint(0, 10, (4,)))
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_transformer_block_with_dropout_under_a_budget(executor):
+    torch.manual_seed(0)
+    step = train_with_budget(TransformerBlock(32, 4, dropout=0.1),
+                             lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
+                             lambda: torch.randn(4, 16, 32), 0.5, executor=executor)
+    assert_dropout_kept(step)
+
+
+def assert_dropout_kept(step):
+    """Random ops (dropout) run once: eager's random numbers, never drawn again."""
+    graph = step.plan.graph
+    order = [graph.op_index[o] for o in step.plan.schedule.order]
+    assert any(op.meta.get("random") for op in graph.ops)
+    assert not any(graph.ops[i].meta.get("random") for _, i in recomputations(order))
+
+
+def test_bert_tiny_under_a_budget():
+    pytest.importorskip("transformers")
+    from model_bench.zoo import build_case
+
+    torch.manual_seed(0)
+    case = build_case("bert-tiny", "train", 2, device="cpu")
+    assert case.model.training
+    step = train_with_budget(case.model, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
+                             lambda: tuple(case.inputs), 0.5, executor="arena", loss_fn=case.loss_fn,
+                             make_targets=lambda: case.target)
+    assert_dropout_kept(step)
+
+
+def test_the_simulated_peak_is_the_measured_live_peak_under_a_budget():
+    """The reorder executor frees every instance when the simulator says: measured live
+    bytes (CPU, the live-storage harness) equal the simulated timeline."""
+    torch.manual_seed(0)
+    model = TransformerBlock(32, 4, dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    graph, peak, budget = budget_between(model, torch.randn(4, 16, 32), lambda m: torch.optim.SGD(
+        m.parameters(), lr=0.1), 0.4)
+    step = optimize(model, torch.randn(4, 16, 32), optimizer=opt, executor="reorder", time_limit=4,
+                    memory_budget=budget)
+    captured = step.captured
+    order = step.plan.schedule
+    assert len(order.order) > len(captured.graph.ops)
+    live = measure_live_bytes(captured, captured.bind(model, opt, torch.randn(4, 16, 32)), order,
+                              granularity=int(captured.graph.meta["granularity"]))
+    assert live == list(simulate(captured.graph, order).timeline)
+    assert max(live) <= budget < peak
+
+
+def test_an_impossible_budget_is_one_clear_error():
+    torch.manual_seed(0)
+    model = TransformerBlock(32, 4)
+    with pytest.raises(BudgetError, match="no plan of this step, with any recomputation, peaks below"):
+        optimize(model, torch.randn(4, 16, 32), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                 memory_budget=1024, time_limit=2)
