@@ -54,9 +54,14 @@ def settings_from(args) -> BenchSettings:
     """The checked settings of the command line (unknown names fail before any capture)."""
     from model_bench.pipeline import check_settings
 
+    budget = getattr(args, "budget", None)
+    if budget is not None:
+        from model_bench.max_batch import parse_bytes
+
+        budget = parse_bytes(budget)
     return check_settings(BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
                                         time_limit=args.time_limit, optimizer=args.optimizer,
-                                        device=args.device))
+                                        device=args.device, memory_budget=budget))
 
 
 def format_run(f: dict[str, Any]) -> str:
@@ -93,9 +98,22 @@ def format_run(f: dict[str, Any]) -> str:
         f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
         f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "
         "(lower bound)",
+        *_budget_lines(f),
         *_measured_lines(f),
         f"  seconds                 {secs}",
     ])
+
+
+def _budget_lines(f: dict[str, Any]) -> list[str]:
+    """What a ``--budget`` run's recomputation costs (simulated peak, FLOPs of the capture)."""
+    if f.get("memory_budget") is None:
+        return []
+    fits = "fits" if f["fits_budget"] else "does NOT fit (the lowest peak found is reported)"
+    cost = (f"recomputes {f['recomputed_ops']} ops, {f['recompute_flops']:.3g} FLOPs"
+            + (f" ({fmt_percent(f['recompute_overhead'])} of the step, {f['recompute_forward_ratio']:.2f}x "
+               "its forward pass)" if f.get("recompute_overhead") is not None else ""))
+    return [f"  memory budget           {fmt_bytes(f['memory_budget'])}: the plan {fits}; {cost}; no order "
+            f"without recomputation peaks below {fmt_bytes(f['reorder_lower_bound_bytes'])}"]
 
 
 def _measured_lines(f: dict[str, Any]) -> list[str]:
@@ -137,6 +155,9 @@ class BenchCommand:
         parser.add_argument("--batch-size", "--batch-sizes", action="append", dest="batch_sizes", metavar="B",
                             help="batch size (default 1); a list sweeps")
         add_optimizer_arguments(parser)
+        parser.add_argument("--budget", metavar="SIZE",
+                            help="memory budget of the plan's peak (e.g. 2GiB): recompute ops when no order alone "
+                                 "fits it, at the fewest recomputed FLOPs found")
         parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                             help=f"output directory (default {DEFAULT_OUT}/)")
         parser.add_argument("--no-artifacts", action="store_true",
@@ -155,6 +176,8 @@ class BenchCommand:
         mb.add_argument("--measure", choices=("auto", "always", "never"), default="auto",
                         help="measure real steps (eager, and the plan through model_runtime) on a CUDA GPU "
                              "instead of simulating (auto: when one is available)")
+        mb.add_argument("--recompute", action="store_true",
+                        help="also the largest batch a plan with recomputation fits (simulated), with its cost")
         mb.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         add_optimizer_arguments(mb)
         su = sub.add_parser("suite", help="the benchmark suite: every zoo model, train and eval, batch 1 and 32")
@@ -293,7 +316,7 @@ def run_max_batch(args) -> int:
         check_cuda("--measure always")
     progress = Progress(quiet=args.quiet, prefix=f"[{args.model} max-batch] ")
     result = max_batch(args.model, budget, mode=args.mode, settings=settings, limit=args.limit,
-                       measure=measure, progress=progress)
+                       measure=measure, progress=progress, recompute=args.recompute)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -305,4 +328,9 @@ def run_max_batch(args) -> int:
           + (f"  ({result['gain']:.2f}x eager" if result["gain"] else "")
           + (f", {result['gain_vs_strongest']:.2f}x the strongest baseline)" if result["gain_vs_strongest"]
              else ")" if result["gain"] else ""))
+    if args.recompute:
+        b = result["recompute_max_batch_size"]
+        cost = result.get("recompute_overhead")
+        print(f"  plan with recomputation, {result['recompute_source']}: largest batch {b}"
+              + (f" (recomputing {fmt_percent(cost)} of the step's FLOPs)" if b and cost is not None else ""))
     return 0

@@ -14,12 +14,17 @@ tensors: no real memory) and computes
 - optimized: the plan's memory, persistent bytes plus the placed arena of the
   optimized order plus library workspaces, or, with ``measure``, the reserved bytes
   of the step run by model_runtime's arena executor on the GPU (expandable segments,
-  a fresh process).
+  a fresh process);
+- with ``recompute``: a plan under a memory budget (recomputation, simulated): the
+  peak budget is the memory less the workspaces, and the plan fits when persistent
+  bytes, its arena and the workspaces do.
 """
 
 from __future__ import annotations
 
 import functools
+
+import attrs
 from collections.abc import Callable
 from typing import Any
 
@@ -89,8 +94,11 @@ def measure_cuda(model: str, mode: str, batch_size: int, settings: BenchSettings
 
 
 def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: BenchSettings = BenchSettings(),
-              limit: int = 4096, measure: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Largest eager and optimized batch sizes within ``memory_bytes``, and every probe made."""
+              limit: int = 4096, measure: bool = False, progress: Progress | None = None,
+              recompute: bool = False) -> dict[str, Any]:
+    """Largest eager and optimized batch sizes within ``memory_bytes``, and every probe made;
+    with ``recompute``, also the largest batch a plan with recomputation fits, and what
+    its recomputation costs there (``recompute_overhead``: FLOPs per FLOP of the step)."""
     from model_bench.zoo import check_mode, get_model
 
     get_model(model)
@@ -158,6 +166,23 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             progress.say(f"batch {b}: optimized plan {p['optimized_bytes']} bytes {'fits' if ok else 'does not fit'}")
         return ok
 
+    def recompute_fits(b: int) -> bool:
+        p = probes.setdefault(b, {"batch_size": b})
+        g = graph(b)
+        workspace = plan_workspace_bytes(g)
+        ok = False
+        if memory_bytes > workspace:
+            sched, _ = schedule_graph(g, attrs.evolve(settings, memory_budget=memory_bytes - workspace))
+            p["recompute_lower_bound_bytes"] = sched.lower_bound_bytes
+            if sched.fits_budget:
+                placement = place_order(g, sched.order, settings)
+                p["recompute_bytes"] = g.persistent_bytes + placement.arena_bytes + workspace
+                total = (g.meta.get("flops") or {}).get("total")
+                p["recompute_overhead"] = sched.recompute_flops / total if total else None
+                ok = p["recompute_bytes"] <= memory_bytes
+        progress.say(f"batch {b}: plan with recomputation {'fits' if ok else 'does not fit'}")
+        return ok
+
     eager_b = largest_fitting(fits("eager_bytes"), limit=limit)
     strongest_b = largest_fitting(fits("strongest_bytes"), limit=limit)
     optimized_b = largest_fitting(optimized_fits, limit=limit)
@@ -174,5 +199,13 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
                              else "simulated (plan memory)"),
         "gain": (optimized_b / eager_b) if eager_b else None,
         "gain_vs_strongest": (optimized_b / strongest_b) if strongest_b else None,
+        **(recompute_result(largest_fitting(recompute_fits, limit=limit), probes) if recompute else {}),
         "probes": [probes[b] for b in sorted(probes)],
     }
+
+
+def recompute_result(b: int, probes: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The figures of the recomputation search's answer ``b``."""
+    return {"recompute_max_batch_size": b,
+            "recompute_source": "simulated (plan memory with recomputation under the memory less workspaces)",
+            "recompute_overhead": probes[b].get("recompute_overhead") if b else None}

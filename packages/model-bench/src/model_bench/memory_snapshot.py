@@ -28,6 +28,7 @@ import attrs
 
 from model_ir.graph import Graph
 from model_ir.output_files import write_output
+from model_ir.recompute import instance_owners
 from model_ir.simulator import simulate
 
 #: Where exported arenas start: a typical CUDA virtual address, so that addresses look
@@ -135,17 +136,19 @@ def plan_allocations(graph: Graph, order: Sequence[str] | None, offsets: Mapping
     in graph order and alive throughout, followed by ``workspace_bytes`` of library
     workspace; the arena follows them, so the top of the last segment is the plan's
     whole memory. Returns ``(allocations, segments, steps)``. Zero-byte buffers and
-    buffers without an offset are left out.
+    buffers without an offset are left out. A recomputed buffer shows once per instance.
     """
     profile = simulate(graph, order)
+    steps = len(profile.order)
+    owner = instance_owners(graph, profile.order)
     producer = {b.id: graph.ops[p] for b, p in zip(graph.buffers, graph.producer) if p is not None}
     allocs, segments, cursor = [], [], base
     for b in graph.buffers:
         if b.persistent and b.size:
-            allocs.append(Allocation(b.id, cursor, b.size, -1, len(graph.ops) + 1, b.kind or "persistent"))
+            allocs.append(Allocation(b.id, cursor, b.size, -1, steps + 1, b.kind or "persistent"))
             cursor += b.size
     if workspace_bytes:
-        allocs.append(Allocation("workspace", cursor, workspace_bytes, -1, len(graph.ops) + 1, "library workspace"))
+        allocs.append(Allocation("workspace", cursor, workspace_bytes, -1, steps + 1, "library workspace"))
         cursor += workspace_bytes
     if cursor > base:
         segments.append(Segment(base, cursor - base))
@@ -153,13 +156,16 @@ def plan_allocations(graph: Graph, order: Sequence[str] | None, offsets: Mapping
     for lt in profile.lifetimes:
         if lt.id not in offsets or lt.size == 0:
             continue
-        op = producer.get(lt.id)
+        bid = owner.get(lt.id, lt.id)
+        op = producer.get(bid)
         label = f"{op.id} ({op.target})" if op is not None and op.target else (op.id if op else "input")
-        end = len(graph.ops) + 1 if graph.buffer(lt.id).output else lt.end
+        if bid != lt.id:
+            label += " (recomputed)"
+        end = steps + 1 if graph.buffer(bid).output else lt.end
         allocs.append(Allocation(lt.id, arena + offsets[lt.id], lt.size, lt.start, end, label))
     if arena_bytes:
         segments.append(Segment(arena, arena_bytes))
-    return allocs, segments, len(graph.ops)
+    return allocs, segments, steps
 
 
 def allocator_allocations(graph: Graph, lifetimes, offsets: Mapping[str, int], segments,

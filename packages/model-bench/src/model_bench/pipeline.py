@@ -29,7 +29,9 @@ DEVICES = ("cuda", "cpu")
 class BenchSettings:
     """How to optimize: scheduler, placer and solver names, time limit (seconds per solve),
     and the device whose kernels the step is captured with (``cuda``: emulated on a
-    machine without a GPU; ``cpu``)."""
+    machine without a GPU; ``cpu``). ``memory_budget`` (bytes, or None): the peak the
+    plan must stay under, recomputing ops when no order alone does (the scheduler
+    ``auto`` then runs ``recompute``)."""
 
     scheduler: str = "auto"
     placer: str = "auto"
@@ -38,6 +40,7 @@ class BenchSettings:
     optimizer: str = "sgd"
     granularity: int = 512
     device: str = "cuda"
+    memory_budget: int | None = None
 
 
 @attrs.frozen(eq=False)
@@ -86,6 +89,8 @@ def check_settings(settings: BenchSettings) -> BenchSettings:
         raise BenchError(f"granularity must be >= 1 byte, got {settings.granularity!r}")
     if settings.device not in DEVICES:
         raise BenchError(f"unknown device {settings.device!r}; choose one of {', '.join(DEVICES)}")
+    if settings.memory_budget is not None and settings.memory_budget <= 0:
+        raise BenchError(f"memory budget must be > 0 bytes, got {settings.memory_budget!r}")
     return settings
 
 
@@ -244,7 +249,7 @@ def schedule_graph(graph: Graph, settings: BenchSettings, progress: Progress | N
             progress.say(f"  {p.stage}: best {_gib(p.best_peak_bytes)}, bound {_gib(p.lower_bound_bytes)} "
                          f"({p.seconds:.1f} s)")
     result = schedule(graph, method=settings.scheduler, solver=settings.solver, time_limit=settings.time_limit,
-                      progress=report)
+                      progress=report, memory_budget=settings.memory_budget)
     profile = simulate(graph, list(result.order))  # validates the order
     if profile.peak_bytes != result.peak_bytes:
         raise BenchError(f"scheduler {settings.scheduler!r} reported a peak of {result.peak_bytes} bytes but its "
@@ -352,10 +357,30 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "saving_vs_strongest": _saving(total, baselines["strongest_baseline_bytes"]),
         "best_possible_saving_vs_strongest": _saving(plan_lower, baselines["strongest_baseline_bytes"]),
     })
+    if settings.memory_budget is not None:
+        figures.update(budget_figures(graph, sched))
     seconds["total"] = sum(v for k, v in seconds.items() if k not in ("total", "import"))
     figures["stage_seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     figures["seconds"] = round(seconds["total"], 4)
     return BenchRun(figures, graph, tuple(sched.order), eager, optimized, placement, allocator, sched)
+
+
+def budget_figures(graph: Graph, sched) -> dict[str, Any]:
+    """What planning under a memory budget cost (bytes, FLOPs from the capture's
+    ``torch.utils.flop_counter`` counts): the budget, whether the plan fits it, the
+    recomputed ops and FLOPs, those FLOPs per FLOP of the step and of its forward
+    pass, and the bound no order without recomputation goes below."""
+    flops = graph.meta.get("flops") or {}
+    return {
+        "memory_budget": sched.memory_budget,
+        "fits_budget": bool(sched.fits_budget),
+        "recomputed_ops": sched.recomputed_ops,
+        "recompute_flops": sched.recompute_flops,
+        "recompute_overhead": _ratio(sched.recompute_flops, flops.get("total", 0)),
+        "recompute_forward_ratio": _ratio(sched.recompute_flops, flops.get("forward", 0)),
+        "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
+        "step_flops": flops.get("total"),
+    }
 
 
 def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: BenchSettings = BenchSettings(),

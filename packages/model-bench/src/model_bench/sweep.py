@@ -45,7 +45,8 @@ def measure_run(model: str, mode: str, batch: int, settings: BenchSettings, prog
     from model_runtime.measured_runs import measure_model, measured_figures
 
     result = measure_model(model, mode=mode, batch_size=batch, optimizer=settings.optimizer, device="cuda",
-                           time_limit=settings.time_limit, progress=progress.say)
+                           time_limit=settings.time_limit, progress=progress.say,
+                           memory_budget=settings.memory_budget)
     return measured_figures(result)
 
 

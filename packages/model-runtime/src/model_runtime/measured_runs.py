@@ -86,7 +86,8 @@ def run_variant(spec: dict) -> dict:
         t0 = time.perf_counter()
         step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
                         optimizer=case.optimizer if train else None, executor=spec["variant"],
-                        time_limit=spec.get("time_limit"), targets=targets, train=train)
+                        time_limit=spec.get("time_limit"), targets=targets, train=train,
+                        memory_budget=spec.get("memory_budget"))
         out["planning_seconds"] = time.perf_counter() - t0
         if cuda:
             sync()
@@ -165,15 +166,18 @@ def spawn_variant(spec: dict, alloc: str, *, timeout: float = 600.0, env: dict |
 
 def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optimizer: str = "sgd",
                   device: str = "cuda", variants=("eager", "reorder", "arena"), allocs=("default", "expandable"),
-                  steps: int = 10, warmup: int = 3, time_limit: float | None = None, progress=None) -> dict:
+                  steps: int = 10, warmup: int = 3, time_limit: float | None = None, progress=None,
+                  memory_budget: int | None = None) -> dict:
     """Measure every variant under every allocator setting, each in a fresh process.
 
     Returns ``{"model", "mode", "batch_size", "optimizer", "device", "runs": {alloc:
     {variant: figures or {"error": ...}}}, "first_loss_equal": {alloc: {variant: bool}}}``
     (whether the first step's loss is bitwise eager's, per optimized variant).
+    ``memory_budget`` (bytes): the optimized variants plan under it (recomputation).
     """
     base = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": optimizer, "device": device,
-            "steps": steps, "warmup": warmup, "time_limit": time_limit}
+            "steps": steps, "warmup": warmup, "time_limit": time_limit,
+            **({"memory_budget": memory_budget} if memory_budget is not None else {})}
     runs: dict = {}
     for alloc in allocs:
         runs[alloc] = {}

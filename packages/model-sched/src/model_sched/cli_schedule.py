@@ -6,7 +6,7 @@ import json
 import sys
 
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import seconds
+from model_ir.cli_values import byte_size, seconds
 from model_ir.formatting import human_bytes, percent
 from model_ir.frontends import load_file
 from model_ir.json_format import save_plan
@@ -42,6 +42,9 @@ class ScheduleCommand:
         parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None, metavar="S",
                             help="seconds before returning the best order so far (default 60, inf for none)")
+        parser.add_argument("--budget", type=byte_size(), default=None, metavar="SIZE",
+                            help="memory budget of the peak (e.g. 2GiB): recompute ops (run them again) when no "
+                                 "order alone fits, at the fewest recomputed FLOPs found")
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -52,7 +55,7 @@ class ScheduleCommand:
             check_output(args.output, force=args.force, inputs=[args.graph], flag="-o")
         graph = load_file(args.graph, args.frontend)
         result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
-                          progress=None if args.quiet else _print_progress)
+                          progress=None if args.quiet else _print_progress, memory_budget=args.budget)
         if args.output is not None:
             save_plan(plan_of(graph, result), args.output, overwrite=args.force)
         if args.json:
@@ -65,6 +68,11 @@ class ScheduleCommand:
               f"({percent(result.peak_bytes, result.eager_peak_bytes)})")
         status = "optimal" if result.optimal else f"gap {100 * result.gap:.2f}%"
         print(f"lower bound:     {human_bytes(result.lower_bound_bytes)} ({status})")
+        if result.memory_budget is not None:
+            print(f"memory budget:   {human_bytes(result.memory_budget)}: "
+                  + ("fits" if result.fits_budget else "does NOT fit (the lowest peak found is shown)")
+                  + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs; no order "
+                  f"without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}")
         note = " (interrupted: best so far)" if result.interrupted else ""
         print(f"time:            {result.seconds:.2f} s{note}")
         if args.output is not None:

@@ -1,0 +1,83 @@
+"""Memory budgets through the ``model-opt`` command: schedule, bench and max-batch."""
+
+import json
+
+from model_ir import Buffer, Graph, Op, save_graph, simulate, working_set_bound
+from model_ir.cli import main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def chain_graph() -> Graph:
+    """Four 1 MiB activations the backward pass reads back in reverse."""
+    mib = 1 << 20
+    buffers = [Buffer("x", 64, persistent=True), Buffer("w", 64, persistent=True)]
+    ops, prev = [], "x"
+    for k in range(4):
+        buffers.append(Buffer(f"a{k}", mib))
+        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": 1000}))
+        prev = f"a{k}"
+    grad = None
+    for k in reversed(range(4)):
+        buffers.append(Buffer(f"g{k}", 64, output=k == 0))
+        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
+        grad = f"g{k}"
+    ops.append(Op("update", inputs=["g0"], mutates=["w"]))
+    return Graph(buffers, ops, name="chain", meta={"flops": {"total": 8000, "forward": 4000}})
+
+
+def test_schedule_and_bench_a_graph_under_a_budget(tmp_path, capsys):
+    g = chain_graph()
+    path = tmp_path / "chain.json"
+    save_graph(g, path)
+    budget = 3 << 20  # below every order's 4 MiB, above the working sets' 2 MiB
+    assert working_set_bound(g) < budget < simulate(g).peak_bytes
+    code, out, err = run(["schedule", str(path), "--budget", "3MiB", "--json", "--quiet", "--time-limit", "5"],
+                         capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["fits_budget"] and r["peak_bytes"] <= budget and r["recomputed_ops"] > 0
+    assert r["reorder_lower_bound_bytes"] > budget  # reordering alone provably cannot
+    assert simulate(g, r["order"]).peak_bytes == r["peak_bytes"]
+    code, out, err = run(["schedule", str(path), "--budget", "3MiB", "--quiet", "--time-limit", "5"], capsys)
+    assert code == 0 and "memory budget:" in out and "fits;" in out
+
+    code, out, err = run(["bench", "--graph", str(path), "--budget", "3MiB", "--out", str(tmp_path / "b"),
+                          "--json", "--quiet", "--time-limit", "5"], capsys)
+    assert code == 0, err
+    f = json.loads(out)
+    assert f["fits_budget"] and f["optimized_peak_bytes"] <= budget
+    assert f["recompute_flops"] == 1000 * f["recomputed_ops"]
+    assert f["recompute_overhead"] == f["recompute_flops"] / 8000
+    assert f["recompute_forward_ratio"] == f["recompute_flops"] / 4000
+    # The arena packs the recomputed instances too: never below the transient peak.
+    assert f["arena_bytes"] >= f["optimized_transient_peak_bytes"]
+    code, out, err = run(["bench", "--graph", str(path), "--budget", "3MiB", "--out", str(tmp_path / "c"),
+                          "--quiet", "--time-limit", "5"], capsys)
+    assert code == 0 and "memory budget" in out and "recomputes" in out
+
+
+def test_bad_budgets_are_one_line_errors(tmp_path, capsys):
+    path = tmp_path / "chain.json"
+    save_graph(chain_graph(), path)
+    code, _, err = run(["bench", "--graph", str(path), "--budget", "lots", "--quiet"], capsys)
+    assert code != 0 and "lots" in err and "Traceback" not in err
+    code, _, err = run(["schedule", str(path), "--budget", "-1", "--quiet"], capsys)
+    assert code != 0 and "Traceback" not in err
+
+
+def test_max_batch_with_recomputation_fits_at_least_the_reorder_only_batch(capsys):
+    code, out, err = run(["bench", "max-batch", "--model", "tiny-mlp", "--memory", "2MiB", "--limit", "256",
+                          "--measure", "never", "--recompute", "--json", "--quiet", "--device", "cpu",
+                          "--time-limit", "2"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    ob, rb = r["optimized_max_batch_size"], r["recompute_max_batch_size"]
+    assert rb >= ob > 0
+    probes = {p["batch_size"]: p for p in r["probes"]}
+    assert probes[rb]["recompute_bytes"] <= 2 << 20
+    assert r["recompute_source"].startswith("simulated")
