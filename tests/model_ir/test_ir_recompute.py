@@ -125,3 +125,28 @@ def test_instances_agree_with_the_plain_simulation_without_recomputation(g):
 
 def attrs_tuple(lt):
     return (lt.id, lt.start, lt.end, lt.size)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_attention_without_dropout_may_be_recomputed(p):
+    torch = pytest.importorskip("torch")
+    from model_ir.torch import capture_step
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(8, 24)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).reshape(2, 4, 3, 2, 4).permute(2, 0, 3, 1, 4)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p)
+
+    step = capture_step(Attention(), torch.randn(2, 4, 8))
+    allowed = recomputable_ops(step.graph)
+    if p == 0:  # the fused kernel: seeded, but no dropout, so the same values when run again
+        attention = [i for i, op in enumerate(step.graph.ops) if "scaled_dot_product" in str(op.target)
+                     and op.meta["phase"] == "forward"]
+        assert attention and all(i in allowed and not step.graph.ops[i].meta.get("random") for i in attention)
+    else:  # dropout draws random numbers: never run again
+        drawn = [i for i, op in enumerate(step.graph.ops) if op.meta.get("random")]
+        assert drawn and not any(i in allowed for i in drawn)

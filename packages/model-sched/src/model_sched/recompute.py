@@ -4,13 +4,15 @@ outputs alive (activation checkpointing, planned op by op).
 :func:`fit_budget` starts from an order and, while its peak exceeds the budget, takes
 the step at the peak and frees one buffer that is alive there but not used: the
 buffer's producer (and, when its inputs are gone by then, their producers, up to
-:data:`MAX_CHAIN` ops) runs again just before the buffer's next use. Among the
-buffers whose recomputation lowers that step's peak it picks the cheapest that closes
-the whole gap, else the one freeing the most bytes per unit of cost. Cost is the
-recomputed ops' FLOPs (``meta["flops"]``) plus the bytes they write (a memory-bound
-op is not free), and the answer reports the FLOPs alone. Each accepted move is
-checked by the one simulator (:func:`model_ir.simulator.simulate_indices`); a move
-that raises the peak is undone and not tried again.
+:data:`MAX_CHAIN` ops; or none of them, keeping those inputs alive instead) runs
+again just before the buffer's next use. Of these moves it simulates a short list,
+the cheapest that close the gap at that step and those freeing the most bytes per
+unit of cost, and keeps the cheapest that fits the budget, else the one removing the
+most bytes above the budget (summed over all steps) per unit of cost; a move that
+raises the peak or removes nothing is not tried again. Cost is the recomputed ops'
+FLOPs (``meta["flops"]``) plus the bytes they write (a memory-bound op is not
+free); the answer reports the FLOPs alone. Every order is the one simulator's
+(:func:`model_ir.simulator.simulate_indices`).
 
 Recomputation is only allowed where the IR allows it (:mod:`model_ir.recompute`).
 No order, with or without recomputation, goes below
@@ -31,6 +33,8 @@ from model_ir.simulator import simulate_indices, validate_order, working_set_bou
 
 #: Most ops one move recomputes (a buffer's producer and the producers of its inputs).
 MAX_CHAIN = 4
+#: Moves simulated per step of the search, of each kind (closing the gap alone, or not).
+SHORTLIST = 6
 
 
 @attrs.frozen
@@ -120,7 +124,7 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     if bound > budget:
         reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
                   "largest op's inputs and outputs)")
-    banned: set[tuple[int, int]] = set()  # (buffer, insertion op) moves that made things worse
+    banned: set[tuple] = set()  # (buffer, insertion op, ops) moves that made things worse
     writers = _writers(graph)
     moves = 0
     limit = max_moves if max_moves is not None else 8 * len(graph.ops)
@@ -133,18 +137,25 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
             break
         state = _State(graph, order)
         t = profile.timeline.index(profile.peak_bytes)
-        move = _best_move(graph, writers, state, t, profile.peak_bytes - budget, banned)
-        if move is None:
+        shortlist = _shortlist(graph, writers, state, t, profile.peak_bytes - budget, banned)
+        if not shortlist:
             reason = "no buffer alive at the peak can be recomputed to lower it"
             break
-        key, at, chain = move
-        candidate = order[:at] + chain + order[at:]
-        new = simulate_indices(graph, candidate)
-        if new.peak_bytes > profile.peak_bytes or (new.peak_bytes == profile.peak_bytes
-                                                   and sum(new.timeline) >= sum(profile.timeline)):
-            banned.add(key)
-            continue
-        order, profile = candidate, new
+        best = None  # (fits, -gain per cost or cost, ...)
+        excess = _excess(profile.timeline, budget)
+        for key, at, chain, cost in shortlist:
+            candidate = order[:at] + chain + order[at:]
+            new = simulate_indices(graph, candidate)
+            gain = excess - _excess(new.timeline, budget)
+            if new.peak_bytes > profile.peak_bytes or gain <= 0:
+                banned.add(key)
+                continue
+            rank = (0, cost) if new.peak_bytes <= budget else (1, -gain / (cost + 1))
+            if best is None or rank < best[0]:
+                best = (rank, candidate, new)
+        if best is None:
+            continue  # every move tried made things worse: they are banned, look again
+        _, order, profile = best
         moves += 1
     validate_order(graph, order)
     flops = recompute_flops(graph, order)
@@ -152,14 +163,21 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
                      profile.peak_bytes <= budget, time.perf_counter() - started, reason)
 
 
-def _best_move(graph: Graph, writers: dict[str, list[int]], state: _State, t: int, excess: int,
-               banned: set[tuple[int, int]]) -> tuple[tuple[int, int], int, list[int]] | None:
-    """The move to make at peak step ``t``: ``(key, insertion step, ops to insert)``."""
+def _excess(timeline: Sequence[int], budget: int) -> int:
+    """Bytes above the budget, summed over the steps (0 when the order fits)."""
+    return sum(x - budget for x in timeline if x > budget)
+
+
+def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: int, excess: int,
+               banned: set) -> list[tuple[tuple, int, list[int], int]]:
+    """The moves worth simulating at peak step ``t``: ``(key, insertion step, ops to
+    insert, cost)``, the :data:`SHORTLIST` cheapest that close the gap there on their
+    own and the :data:`SHORTLIST` freeing the most bytes per cost."""
     allowed = recomputable_ops(graph)
     producer = graph.producer
     sizes = graph.sizes
     at_t = set(state.instance_of[t].values()) | set(state.outputs[t])
-    closing, best = None, None  # (cost, ...) closing the gap; (-ratio, ...) otherwise
+    closing, partial = [], []
     for k in range(len(state.buf)):
         if not state.alive(k, t) or k in at_t:
             continue
@@ -171,29 +189,32 @@ def _best_move(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
         if not later:
             continue
         at = later[0]
-        key = (b, state.order[at])
-        if key in banned:
-            continue
-        chain = _chain(graph, writers, state, p, at, t)
-        if chain is None:
-            continue
-        ops, extra = chain
-        saving = sizes[b] - extra
-        if saving <= 0:
-            continue
-        cost = sum(op_flops(graph, i) + sum(sizes[graph.buffer_index[o]] for o in graph.ops[i].outputs)
-                   for i in ops)
-        if saving >= excess:
-            if closing is None or cost < closing[0]:
-                closing = (cost, key, at, ops)
-        elif best is None or saving / (cost + 1) > best[0]:
-            best = (saving / (cost + 1), key, at, ops)
-    pick = closing or best
-    return None if pick is None else (pick[1], pick[2], pick[3])
+        seen = set()
+        # A short chain keeps the inputs it needs alive; a long one makes them again too.
+        for depth in (1, MAX_CHAIN):
+            chain = _chain(graph, writers, state, p, at, t, depth)
+            if chain is None or tuple(chain[0]) in seen:
+                continue
+            ops, extra = chain
+            seen.add(tuple(ops))
+            key = (b, state.order[at], tuple(ops))
+            saving = sizes[b] - extra
+            if key in banned or saving <= 0:
+                continue
+            cost = sum(op_flops(graph, i) + sum(sizes[graph.buffer_index[o]] for o in graph.ops[i].outputs)
+                       for i in ops)
+            move = (key, at, ops, cost)
+            if saving >= excess:
+                closing.append((cost, move))
+            else:
+                partial.append((-saving / (cost + 1), move))
+    closing.sort(key=lambda x: x[0])
+    partial.sort(key=lambda x: x[0])
+    return [m for _, m in closing[:SHORTLIST]] + [m for _, m in partial[:SHORTLIST]]
 
 
 def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, at: int,
-           t: int) -> tuple[list[int], int] | None:
+           t: int, max_depth: int = MAX_CHAIN) -> tuple[list[int], int] | None:
     """The ops to run just before step ``at`` to make op ``p``'s outputs again (``p``
     last, producers of inputs that are gone by then first), and the bytes of inputs
     whose lifetime this extends across step ``t``; None when not allowed."""
@@ -222,7 +243,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
             # Keeping it alive until the chain runs costs its bytes at t if it died before t.
             keep = sizes[bi] if state.end[k] <= t else 0
             q = graph.producer[bi]
-            if keep and q is not None and q in allowed and depth < MAX_CHAIN:
+            if keep and q is not None and q in allowed and depth < max_depth:
                 mark, made = len(ops), set(planned)
                 sub = need(q, depth + 1)
                 if sub is not None and sub < keep:

@@ -108,6 +108,17 @@ def _is_rng(target) -> bool:
     return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
 
 
+def _draws_random(node: fx.Node) -> bool:
+    """Whether running ``node`` again would give other values: a seeded op, unless its
+    only randomness is a dropout probability of 0 (attention without dropout)."""
+    if not _is_rng(node.target):
+        return False
+    schema = node.target._schema
+    values = {arg.name: value for _, arg, value in _arg_values(node, schema)}
+    has_p = any(arg.name == "dropout_p" for arg in schema.arguments)
+    return not (has_p and values.get("dropout_p", 0.0) == 0.0)
+
+
 def check_granularity(granularity) -> None:
     """Raise :class:`CaptureError` unless ``granularity`` is an integer number of bytes >= 1."""
     if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
@@ -245,7 +256,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             after=tuple(sorted(after)),
             target=str(target),
             meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
-                  **({RANDOM: True} if _is_rng(target) else {})},
+                  **({RANDOM: True} if _draws_random(node) else {})},
         ))
         op_nodes[node.name] = [node.name]
 

@@ -1,0 +1,88 @@
+"""This project's recomputation planner against the anchors users have today
+(:mod:`model_bench.recompute_anchors`: torch.compile's activation memory budget and
+``torch.utils.checkpoint`` on every block), on the same model and batch.
+
+Each anchor's memory cut is how much lower its measured peak is than the same step's
+without recomputation (``no_recompute_peak_bytes - peak_bytes``, live bytes of a real
+CPU step); for records without peaks, the activation bytes it stops saving for
+backward (``no_recompute_saved_bytes - saved_activation_bytes``, which lowers the
+peak by at most as much). The planner is asked for the same cut of its own peak: a
+memory budget of its no-recomputation peak (the best order alone) less that cut,
+and answers with the FLOPs it recomputes. FLOPs of both are ``torch.utils.flop_counter``'s
+(matrix products, convolutions, attention; pointwise ops count 0 for both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from model_ir.graph import Graph
+
+
+def anchor_cut(row: Mapping[str, Any]) -> tuple[int, str]:
+    """An anchor's memory cut (bytes) and what it was measured on (``peak`` or ``saved``)."""
+    if row.get("peak_bytes") is not None and row.get("no_recompute_peak_bytes") is not None:
+        return int(row["no_recompute_peak_bytes"]) - int(row["peak_bytes"]), "peak"
+    return int(row["no_recompute_saved_bytes"]) - int(row["saved_activation_bytes"]), "saved"
+
+
+def planner_point(graph: Graph, budget: int, *, time_limit: float, label: str,
+                  no_recompute_peak: int) -> dict[str, Any]:
+    """Plan ``graph`` under ``budget`` bytes (``model_sched.schedule``) and report the
+    answer: whether it fits, its peak and cut, and the FLOPs it recomputes."""
+    from model_sched import schedule
+
+    r = schedule(graph, memory_budget=budget, time_limit=time_limit)
+    forward = (graph.meta.get("flops") or {}).get("forward") or 0
+    return {
+        "method": "model-opt", "matched": label, "memory_budget": budget, "fits": bool(r.fits_budget),
+        "peak_bytes": r.peak_bytes, "cut_bytes": no_recompute_peak - r.peak_bytes,
+        "recomputed_ops": r.recomputed_ops, "recomputed_flops": r.recompute_flops,
+        "recompute_overhead": r.recompute_flops / forward if forward else None,
+        "lower_bound_bytes": r.lower_bound_bytes, "seconds": round(r.seconds, 2),
+    }
+
+
+def compare(graph: Graph, anchors: Iterable[Mapping[str, Any]], *, fractions: Sequence[float] = (),
+            time_limit: float = 20.0, progress=None) -> list[dict[str, Any]]:
+    """For each anchor row of this model (torch.compile budgets, checkpointing), the
+    anchor's figures next to the planner's at the same cut; then the planner alone at
+    ``fractions`` of its transient peak (for its own curve). ``graph``: the step of the
+    same model and batch, captured with FLOPs."""
+    from model_sched import schedule
+
+    say = progress or (lambda _msg: None)
+    base = schedule(graph, time_limit=time_limit)
+    peak = base.peak_bytes
+    forward = (graph.meta.get("flops") or {}).get("forward") or 0
+    say(f"no recomputation: peak {peak} B (lower bound {base.lower_bound_bytes} B)")
+    out: list[dict[str, Any]] = [{
+        "method": "model-opt", "matched": "no-recompute", "memory_budget": None, "fits": True,
+        "peak_bytes": peak, "cut_bytes": 0, "recomputed_ops": 0, "recomputed_flops": 0, "recompute_overhead": 0.0,
+        "lower_bound_bytes": base.lower_bound_bytes, "seconds": round(base.seconds, 2)}]
+    for row in anchors:
+        if row["method"] == "no-recompute":
+            continue
+        label = row["method"] + ("" if row.get("budget") is None else f" {row['budget']:g}")
+        cut, basis = anchor_cut(row)
+        out.append({"method": row["method"], "matched": label, "budget": row.get("budget"), "cut_bytes": cut,
+                    "cut_basis": basis, "peak_bytes": row.get("peak_bytes"),
+                    "saved_activation_bytes": row["saved_activation_bytes"],
+                    "recomputed_flops": row["recomputed_flops"],
+                    "recompute_overhead": row["recompute_overhead"]})
+        if cut <= 0:
+            continue
+        point = planner_point(graph, peak - cut, time_limit=time_limit, label=label, no_recompute_peak=peak)
+        say(f"at the cut of {label} ({cut} B): {'fits' if point['fits'] else 'does not fit'}, recomputes "
+            f"{point['recompute_overhead'] if forward else 0:.1%} of the forward pass "
+            f"(the anchor {row['recompute_overhead']:.1%})")
+        out.append(point)
+    transient = peak - graph.persistent_bytes
+    for f in fractions:
+        point = planner_point(graph, graph.persistent_bytes + int(f * transient), time_limit=time_limit,
+                              label=f"{f:g} of the transient peak", no_recompute_peak=peak)
+        say(f"at {f:g} of its transient peak: {'fits' if point['fits'] else 'does not fit'}, recomputes "
+            f"{point['recompute_overhead'] if forward else 0:.1%} of the forward pass")
+        out.append(point)
+    return out

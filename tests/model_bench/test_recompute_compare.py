@@ -1,0 +1,62 @@
+"""The planner against the recomputation anchors, at the same memory cut."""
+
+import importlib.util
+from pathlib import Path
+
+from model_bench.recompute_compare import anchor_cut, compare
+from model_ir import Buffer, Graph, Op, simulate
+
+
+def chain_graph(n: int = 4) -> Graph:
+    mib = 1 << 20
+    buffers = [Buffer("x", 64, persistent=True), Buffer("w", 64, persistent=True)]
+    ops, prev = [], "x"
+    for k in range(n):
+        buffers.append(Buffer(f"a{k}", mib))
+        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": 1000}))
+        prev = f"a{k}"
+    grad = None
+    for k in reversed(range(n)):
+        buffers.append(Buffer(f"g{k}", 64, output=k == 0))
+        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
+        grad = f"g{k}"
+    return Graph(buffers, ops, name="chain", meta={"flops": {"total": 3000 * n, "forward": 1000 * n}})
+
+
+def anchor(method, saved, recomputed, budget=None):
+    none = 4 << 20
+    return {"method": method, "budget": budget, "saved_activation_bytes": saved, "no_recompute_saved_bytes": none,
+            "recomputed_flops": recomputed, "recompute_overhead": recomputed / 4000}
+
+
+def test_the_planner_is_asked_for_each_anchors_cut():
+    g = chain_graph()
+    rows = [anchor("no-recompute", 4 << 20, 0), anchor("torch.compile", 3 << 20, 1000, 0.7),
+            anchor("checkpoint-every-block", 2 << 20, 2000)]
+    assert anchor_cut(rows[1]) == (1 << 20, "saved")
+    assert anchor_cut({**rows[1], "peak_bytes": 5 << 20, "no_recompute_peak_bytes": 7 << 20}) == (2 << 20, "peak")
+    out = compare(g, rows, fractions=(0.5,), time_limit=2)
+    peak = simulate(g).peak_bytes
+    base = out[0]
+    assert base["matched"] == "no-recompute" and base["peak_bytes"] <= peak
+    ours = {r["matched"]: r for r in out if r["method"] == "model-opt"}
+    for label, cut in (("torch.compile 0.7", 1 << 20), ("checkpoint-every-block", 2 << 20)):
+        r = ours[label]
+        assert r["memory_budget"] == base["peak_bytes"] - cut
+        assert r["fits"] and r["cut_bytes"] >= cut
+        assert r["recompute_overhead"] == r["recomputed_flops"] / 4000
+    # Freeing one more activation of the chain costs one recomputed forward op.
+    assert ours["torch.compile 0.7"]["recomputed_flops"] <= 1000
+    assert "0.5 of the transient peak" in ours
+
+
+def test_the_script_writes_every_report():
+    path = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "recompute_vs_anchors.py"
+    spec = importlib.util.spec_from_file_location("recompute_vs_anchors", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = [{"model": "m", "batch_size": 2, **r} for r in compare(
+        chain_graph(), [anchor("torch.compile", 3 << 20, 1000, 0.7)], fractions=(0.5,), time_limit=2)]
+    text = script.markdown(rows, {"device": "cpu", "torch": "x", "date": "today"})
+    assert "| m b2 | torch.compile 0.7 |" in text and "0.5 of the transient peak" in text
+    assert script.plot(rows).startswith(b"\x89PNG")
