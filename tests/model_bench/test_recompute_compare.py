@@ -50,6 +50,16 @@ def test_the_planner_is_asked_for_each_anchors_cut():
     assert "0.5 of the transient peak" in ours
 
 
+def test_an_anchor_with_a_measured_peak_is_matched_at_that_peak():
+    g = chain_graph()
+    peak = simulate(g).peak_bytes
+    row = {**anchor("torch.compile", 3 << 20, 1000, 0.5), "peak_bytes": peak - (1 << 20),
+           "no_recompute_peak_bytes": peak}
+    assert anchor_cut(row) == (1 << 20, "peak")
+    ours = [r for r in compare(g, [row], time_limit=2) if r["method"] == "model-opt" and r["matched"] != "no-recompute"]
+    assert len(ours) == 1 and ours[0]["memory_budget"] == peak - (1 << 20) and ours[0]["fits"]
+
+
 def test_the_script_writes_every_report():
     path = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "recompute_vs_anchors.py"
     spec = importlib.util.spec_from_file_location("recompute_vs_anchors", path)

@@ -7,9 +7,11 @@ checkpointing every block (issue 13), simulated, on the CPU.
         --out packages/model-bench/benchmarks/results/recompute
 
 The anchors file comes from ``recompute_anchors.py`` (same models, same batches). For
-each model the step is captured (fake tensors, FLOPs per op) and planned: without
-recomputation, then at the memory cut of every anchor (the planner's peak less the
-bytes the anchor stops saving), then at --fractions of its own transient peak. The
+each model the step the anchors ran (forward, loss, backward, gradients kept; no
+optimizer) is captured (fake tensors, FLOPs per op) and planned: without
+recomputation, then with each anchor's measured peak as memory budget (for anchors
+without peaks: the planner's peak less the bytes the anchor stops saving), then at
+--fractions of its own transient peak. The
 planner's figures are the simulator's; the anchors' are measured by running them
 (see model_bench.recompute_anchors). FLOPs: torch.utils.flop_counter for both.
 Writes recompute_vs_anchors.{json,csv,md,png} to --out.
@@ -35,6 +37,18 @@ COLUMNS = ("model", "batch_size", "method", "matched", "budget", "memory_budget"
            "seconds")
 
 
+def capture_anchor_step(name: str, batch: int, device: str):
+    """The graph of the step the anchors measure: forward, loss and backward of the zoo
+    model, gradients kept to the end (as ``.grad``), no optimizer."""
+    from model_bench.zoo import build_case
+    from model_ir.torch import capture_step
+
+    case = build_case(name, "train", batch, device="meta")
+    return capture_step(case.model, case.inputs, loss_fn=case.loss_fn, targets=(case.target,), optimizer=None,
+                        keep_grads=True, granularity=64 if device == "cpu" else 512, device=device,
+                        name=name).graph
+
+
 def parse_fractions(text: str) -> list[float]:
     try:
         out = [float(s) for s in text.split(",") if s.strip()]
@@ -46,10 +60,10 @@ def parse_fractions(text: str) -> list[float]:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"Recomputation, {meta['device']} step, {meta['date']}: the planner's figures are simulated "
-             f"(torch {meta['torch']}); the anchors' are measured on the CPU (anchors file). Overhead: recomputed "
-             "FLOPs per forward FLOP (torch.utils.flop_counter).", "",
-             "| model | anchor | memory cut | anchor overhead | model-opt overhead at the same cut |",
+    lines = [f"Recomputation, {meta['device']} step (forward, loss, backward), {meta['date']}: the planner's "
+             f"figures are simulated (torch {meta['torch']}); the anchors' are measured on the CPU (anchors file). "
+             "Overhead: recomputed FLOPs per forward FLOP (torch.utils.flop_counter).", "",
+             "| model | anchor | anchor peak | anchor overhead | model-opt overhead at that peak |",
              "|---|---|---:|---:|---:|"]
     by_key = {(r["model"], r["batch_size"], r["matched"], r["method"]): r for r in rows}
     for r in rows:
@@ -58,7 +72,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         ours = by_key.get((r["model"], r["batch_size"], r["matched"], "model-opt"))
         mine = ("-" if ours is None else
                 f"{ours['recompute_overhead']:.1%}" + ("" if ours["fits"] else " (does not fit)"))
-        lines.append(f"| {r['model']} b{r['batch_size']} | {r['matched']} | {fmt_bytes(r['cut_bytes'])} | "
+        at = (fmt_bytes(r["peak_bytes"]) if r.get("peak_bytes") is not None
+              else f"cut {fmt_bytes(r['cut_bytes'])} of saved")
+        lines.append(f"| {r['model']} b{r['batch_size']} | {r['matched']} | {at} | "
                      f"{r['recompute_overhead']:.1%} | {mine} |")
     lines += ["", "| model | model-opt at its own budgets | peak | cut | overhead |", "|---|---|---:|---:|---:|"]
     for r in rows:
@@ -81,14 +97,17 @@ def plot(rows: list[dict]) -> bytes:
               "model-opt": ("tab:blue", "o")}
     for ax, (name, batch) in zip(axes[0], models):
         mine = [r for r in rows if (r["model"], r["batch_size"]) == (name, batch)]
+        # Peaks when the anchors measured theirs (the same step), else cuts of each one's own baseline.
+        by_peak = all(r.get("peak_bytes") is not None for r in mine)
+        x = "peak_bytes" if by_peak else "cut_bytes"
         for method, (color, marker) in styles.items():
-            pts = sorted((r["cut_bytes"] / 2**30, r["recompute_overhead"]) for r in mine
+            pts = sorted((r[x] / 2**30, r["recompute_overhead"]) for r in mine
                          if r["method"] == method and r.get("fits", True) and r["recompute_overhead"] is not None)
             if pts:
                 ax.plot(*zip(*pts), marker=marker, color=color, label=method,
                         linestyle="-" if method != "checkpoint-every-block" else "none")
         ax.set_title(f"{name} b{batch}")
-        ax.set_xlabel("memory cut (GiB)")
+        ax.set_xlabel("peak memory (GiB)" if by_peak else "memory cut (GiB)")
         ax.set_ylabel("recomputed FLOPs / forward FLOPs")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
@@ -129,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from model_bench.pipeline import capture_model
     from model_bench.recompute_compare import compare
 
     wanted = set(args.models.split(",")) if args.models else None
@@ -138,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for name, batch in models:
         progress = Progress(quiet=args.quiet, prefix=f"[{name} b{batch}] ")
-        _, graph = capture_model(name, "train", batch, device=args.device,
-                                 granularity=64 if args.device == "cpu" else 512)
+        graph = capture_anchor_step(name, batch, args.device)
         mine = [r for r in anchors if (r["model"], r["batch_size"]) == (name, batch)]
         for r in compare(graph, mine, fractions=args.fractions, time_limit=args.time_limit, progress=progress.say):
             rows.append({"model": name, "batch_size": batch, **r})

@@ -2,13 +2,14 @@
 (:mod:`model_bench.recompute_anchors`: torch.compile's activation memory budget and
 ``torch.utils.checkpoint`` on every block), on the same model and batch.
 
-Each anchor's memory cut is how much lower its measured peak is than the same step's
-without recomputation (``no_recompute_peak_bytes - peak_bytes``, live bytes of a real
-CPU step); for records without peaks, the activation bytes it stops saving for
-backward (``no_recompute_saved_bytes - saved_activation_bytes``, which lowers the
-peak by at most as much). The planner is asked for the same cut of its own peak: a
-memory budget of its no-recomputation peak (the best order alone) less that cut,
-and answers with the FLOPs it recomputes. FLOPs of both are ``torch.utils.flop_counter``'s
+The anchors measure one real CPU step (forward, loss, backward; gradients left in
+``.grad``), and so does the planner's graph (captured the same way: no optimizer,
+``keep_grads``). Where an anchor record has its measured peak (live tensor bytes),
+the planner gets that very peak as its memory budget: "the same peak memory", and
+answers with the FLOPs it recomputes. For records without peaks, the budget is the
+planner's no-recomputation peak less the activation bytes the anchor stops saving for
+backward (``no_recompute_saved_bytes - saved_activation_bytes``, which lowers a peak
+by at most as much). FLOPs of both are ``torch.utils.flop_counter``'s
 (matrix products, convolutions, attention; pointwise ops count 0 for both).
 """
 
@@ -25,6 +26,14 @@ def anchor_cut(row: Mapping[str, Any]) -> tuple[int, str]:
     if row.get("peak_bytes") is not None and row.get("no_recompute_peak_bytes") is not None:
         return int(row["no_recompute_peak_bytes"]) - int(row["peak_bytes"]), "peak"
     return int(row["no_recompute_saved_bytes"]) - int(row["saved_activation_bytes"]), "saved"
+
+
+def matched_budget(row: Mapping[str, Any], no_recompute_peak: int) -> int:
+    """The planner's budget at an anchor: its measured peak, else the planner's own
+    peak less the anchor's cut of saved activations."""
+    if row.get("peak_bytes") is not None:
+        return int(row["peak_bytes"])
+    return no_recompute_peak - anchor_cut(row)[0]
 
 
 def planner_point(graph: Graph, budget: int, *, time_limit: float, label: str,
@@ -71,10 +80,12 @@ def compare(graph: Graph, anchors: Iterable[Mapping[str, Any]], *, fractions: Se
                     "saved_activation_bytes": row["saved_activation_bytes"],
                     "recomputed_flops": row["recomputed_flops"],
                     "recompute_overhead": row["recompute_overhead"]})
-        if cut <= 0:
+        budget = matched_budget(row, peak)
+        if budget >= peak:  # the best order alone fits: nothing to recompute
+            out.append({**out[0], "matched": label, "memory_budget": budget})
             continue
-        point = planner_point(graph, peak - cut, time_limit=time_limit, label=label, no_recompute_peak=peak)
-        say(f"at the cut of {label} ({cut} B): {'fits' if point['fits'] else 'does not fit'}, recomputes "
+        point = planner_point(graph, budget, time_limit=time_limit, label=label, no_recompute_peak=peak)
+        say(f"at the memory of {label} ({budget} B): {'fits' if point['fits'] else 'does not fit'}, recomputes "
             f"{point['recompute_overhead'] if forward else 0:.1%} of the forward pass "
             f"(the anchor {row['recompute_overhead']:.1%})")
         out.append(point)
