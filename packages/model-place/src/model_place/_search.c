@@ -138,7 +138,7 @@ static int poll(Solver *S) {
     if (S->nodes_remaining <= 0) return ST_ABORT;
     S->nodes_remaining--;
     S->nodes++;
-    if ((S->nodes & 1023) == 0) {
+    if ((S->nodes & 15) == 0) {  /* a node can cost milliseconds on 100k buffers */
         if (S->deadline >= 0 && now_s() > S->deadline) return ST_TIMEOUT;
         if (__atomic_load_n(&g_cancel_generation, __ATOMIC_RELAXED) != S->generation) return ST_INTERRUPT;
     }
@@ -343,6 +343,13 @@ static int cmp_idx_lower(const void *pa, const void *pb) {
 }
 
 /* Sections (sweep), overlaps, partitions. Returns 0, or -1 when out of memory. */
+/* Whether the deadline passed (checked every 256 calls with k: the tables of a large,
+ * dense instance take seconds to build). */
+static int late(const Solver *S, int k) {
+    return (k & 255) == 0 && S->deadline >= 0 && now_s() > S->deadline;
+}
+
+/* Build the search tables: 0, -1 out of memory, -2 past the deadline. */
 static int prepare(Solver *S, Part **parts_out, int *nparts_out, int **part_bufs_out) {
     int n = S->n;
     Point *pts = malloc(sizeof(Point) * 2 * (size_t)n);
@@ -377,6 +384,7 @@ static int prepare(Solver *S, Part **parts_out, int *nparts_out, int **part_bufs
     if (!S->mem_start) return -1;
     size_t nmem = 0;
     for (int i = 0; i < n; ++i) {
+        if (late(S, i)) return -2;
         for (int s = S->sec_lo[i]; s < S->sec_hi[i]; ++s) S->mem_start[s + 1]++;
         nmem += (size_t)(S->sec_hi[i] - S->sec_lo[i]);
     }
@@ -385,8 +393,13 @@ static int prepare(Solver *S, Part **parts_out, int *nparts_out, int **part_bufs
     int *fill = malloc(sizeof(int) * (size_t)(nsec ? nsec : 1));
     if (!S->members || !fill) return -1;
     memcpy(fill, S->mem_start, sizeof(int) * (size_t)nsec);
-    for (int i = 0; i < n; ++i)
+    for (int i = 0; i < n; ++i) {
+        if (late(S, i)) {
+            free(fill);
+            return -2;
+        }
         for (int s = S->sec_lo[i]; s < S->sec_hi[i]; ++s) S->members[fill[s]++] = i;
+    }
     free(fill);
 
     /* Overlaps: pairs of intersecting half-open lifetimes. */
@@ -397,22 +410,33 @@ static int prepare(Solver *S, Part **parts_out, int *nparts_out, int **part_bufs
     g_lower = S->lower;
     qsort(byl, (size_t)n, sizeof(int), cmp_idx_lower);
     size_t nov = 0;
-    for (int x = 0; x < n; ++x)
+    for (int x = 0; x < n; ++x) {
+        if (late(S, x)) {
+            free(byl);
+            return -2;
+        }
         for (int y = x + 1; y < n && S->lower[byl[y]] < S->upper[byl[x]]; ++y) {
             S->ov_start[byl[x] + 1]++;
             S->ov_start[byl[y] + 1]++;
             nov += 2;
         }
+    }
     for (int i = 0; i < n; ++i) S->ov_start[i + 1] += S->ov_start[i];
     S->ov = malloc(sizeof(int) * (nov ? nov : 1));
     fill = malloc(sizeof(int) * n);
     if (!S->ov || !fill) return -1;
     memcpy(fill, S->ov_start, sizeof(int) * n);
-    for (int x = 0; x < n; ++x)
+    for (int x = 0; x < n; ++x) {
+        if (late(S, x)) {
+            free(fill);
+            free(byl);
+            return -2;
+        }
         for (int y = x + 1; y < n && S->lower[byl[y]] < S->upper[byl[x]]; ++y) {
             S->ov[fill[byl[x]]++] = byl[y];
             S->ov[fill[byl[y]]++] = byl[x];
         }
+    }
     free(fill);
 
     /* Partitions: connected runs of section ranges. */
@@ -563,7 +587,10 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
     int *part_bufs = NULL;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    if (prepare(&S, &parts, &np, &part_bufs) < 0) {
+    int prepared = prepare(&S, &parts, &np, &part_bufs);
+    if (prepared == -2) {
+        st = ST_TIMEOUT;
+    } else if (prepared < 0) {
         st = ST_NOMEM;
     } else {
         static const char *heurs[] = {"WAT", "TAW", "TWA"};

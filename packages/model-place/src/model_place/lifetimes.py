@@ -30,9 +30,16 @@ def lifetimes_from_graph(graph: Graph, order: Sequence[str] | Schedule | None = 
     return tuple(lts)
 
 
+#: The last tuple :func:`check_lifetimes` returned: a call chain (place, a placer, its
+#: result) checks the same immutable tuple once, not once per layer (1 s per 100k).
+_last_checked: list[tuple] = []
+
+
 def check_lifetimes(lifetimes: Iterable[Lifetime]) -> tuple[Lifetime, ...]:
     """Return ``lifetimes`` as a tuple; raise :class:`LifetimeError` on the first bad one
     (:class:`~model_ir.WrongTypeError` when they are not lifetimes at all)."""
+    if _last_checked and lifetimes is _last_checked[0]:
+        return lifetimes
     if isinstance(lifetimes, (str, bytes, os.PathLike)):
         raise WrongTypeError(f"lifetimes: expected model_ir.Lifetime values, got {describe(lifetimes)}; "
                              "read a CSV file with model_place.read_lifetimes_csv(path)")
@@ -56,6 +63,7 @@ def check_lifetimes(lifetimes: Iterable[Lifetime]) -> tuple[Lifetime, ...]:
             raise LifetimeError(f"buffer {lt.id!r}: lifetime [{lt.start}, {lt.end}) is empty; need start < end")
         if lt.alignment < 1:
             raise LifetimeError(f"buffer {lt.id!r}: alignment must be >= 1 byte, got {lt.alignment}")
+    _last_checked[:] = [out]
     return out
 
 

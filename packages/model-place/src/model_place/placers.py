@@ -157,7 +157,9 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
         result = placer.place(lifetimes, capacity=capacity, time_limit=time_limit, **kwargs)
         if not isinstance(result, PlacementResult):
             raise PlacementError(f"it returned a {type(result).__name__}, not a PlacementResult")
-        validate_placement(lifetimes, result.offsets, result.arena_bytes)
+        if type(placer).__module__ != __name__:
+            # The built-in placers answer through make_result, which validates (2 s per 100k).
+            validate_placement(lifetimes, result.offsets, result.arena_bytes)
     except PlacementError as e:
         raise invalid_answer(placer, f"placer {name!r}", e) from None
     return result
