@@ -10,9 +10,13 @@ every block, and torch.compile's activation memory budget at each of --budgets (
 min-cut partitioner without code generation). The table gives the saved activation
 bytes, their share of the same step without recomputation ("% of none": eager's for
 the eager policies, the default partition of the same compiled graph for
-torch.compile), and the forward, backward and recomputed GFLOPs (FlopCounterMode:
-matmuls, convolutions, attention). The step runs on real tensors, so a model and
-batch must fit the machine's memory.
+torch.compile), the measured peak of the step's live storage bytes (parameters,
+inputs, activations and gradients, storage sizes rounded up to 64 bytes) and its share
+of eager's peak without recomputation ("peak %", the same baseline for every method),
+and the forward, backward and recomputed GFLOPs (FlopCounterMode: matmuls,
+convolutions, attention). The step runs on real tensors, so a model and batch must fit
+the machine's memory; torch.compile's step runs twice (the compiling call's forward
+pass, then a full step for the peak).
 
 --out FILE.json writes the rows as JSON and, beside it, FILE.csv. Ctrl-C stops after
 the current measurement is abandoned and writes the rows measured so far.
@@ -23,8 +27,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import datetime
 import json
 import os
+import platform
 import sys
 import time
 
@@ -36,8 +42,8 @@ from model_ir.output_files import check_output, write_output
 DEFAULT_MODELS = "vit_b_16:32,bert-base:32,gpt2:8,resnet50:32"
 DEFAULT_BUDGETS = "0.9,0.7,0.5,0.3"
 COLUMNS = ("model", "batch_size", "method", "budget", "saved_activation_bytes", "no_recompute_saved_bytes",
-           "saved_fraction", "forward_flops", "backward_flops", "recomputed_flops", "recompute_overhead",
-           "graphs", "fullgraph", "seconds")
+           "saved_fraction", "peak_bytes", "no_recompute_peak_bytes", "peak_fraction", "forward_flops",
+           "backward_flops", "recomputed_flops", "recompute_overhead", "graphs", "fullgraph", "seconds")
 
 
 def parse_models(text: str) -> list[tuple[str, int]]:
@@ -81,8 +87,9 @@ def measure(name: str, batch: int, budgets: list[float], progress: Progress, row
         t0 = time.perf_counter()
         point = run()
         seconds = time.perf_counter() - t0
-        progress.say(f"{stage}: saved {fmt_bytes(point.saved_activation_bytes)}, "
-                     f"recomputed {point.recompute_overhead:.1%} of the forward pass ({seconds:.1f} s)")
+        progress.say(f"{stage}: saved {fmt_bytes(point.saved_activation_bytes)}, peak {fmt_bytes(point.peak_bytes)} "
+                     f"({point.peak_fraction:.1%} of eager's), recomputed {point.recompute_overhead:.1%} of the "
+                     f"forward pass ({seconds:.1f} s)")
         rows.append({"model": name, "batch_size": batch, **point.to_dict(), "seconds": round(seconds, 2)})
         return point
 
@@ -94,17 +101,18 @@ def measure(name: str, batch: int, budgets: list[float], progress: Progress, row
     else:
         record(f"checkpoint on {len(blocks)} blocks", lambda: checkpoint_every_block(*args, blocks, baseline=base))
     for budget in budgets:
-        record(f"torch.compile budget {budget:g}", lambda: torch_compile_budget(*args, budget))
+        record(f"torch.compile budget {budget:g}", lambda: torch_compile_budget(*args, budget, baseline=base))
 
 
 def table(rows: list[dict]) -> str:
-    head = ("model", "batch", "method", "budget", "saved", "% of none", "fwd GFLOP", "bwd GFLOP",
-            "recomp GFLOP", "overhead", "graphs")
+    head = ("model", "batch", "method", "budget", "saved", "% of none", "peak", "peak %", "fwd GFLOP",
+            "bwd GFLOP", "recomp GFLOP", "overhead", "graphs")
     lines = []
     for r in rows:
         lines.append((
             r["model"], str(r["batch_size"]), r["method"], "-" if r["budget"] is None else f"{r['budget']:g}",
             fmt_bytes(r["saved_activation_bytes"]), f"{r['saved_fraction']:.1%}",
+            fmt_bytes(r["peak_bytes"]), f"{r['peak_fraction']:.1%}",
             f"{r['forward_flops'] / 1e9:.4g}", f"{r['backward_flops'] / 1e9:.4g}",
             f"{r['recomputed_flops'] / 1e9:.4g}", f"{r['recompute_overhead']:.1%}",
             str(r["graphs"]) + ("" if r["fullgraph"] in (None, True) else " (breaks)"),
@@ -123,6 +131,20 @@ def csv_text(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def source(argv: list[str]) -> str:
+    """Where the rows come from: the command, the machine, torch's version and the date."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        memory = ""
+    command = " ".join(["packages/model-bench/scripts/recompute_anchors.py", *argv])
+    return (f"{command}; on the CPU ({cores} cores{memory}, {platform.machine()} {platform.system()}), "
+            f"torch {torch.__version__}, {datetime.date.today().isoformat()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=parse_models, default=parse_models(DEFAULT_MODELS), metavar="MODEL:BATCH,...",
@@ -132,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", metavar="FILE.json", help="write the rows as JSON to FILE.json and as CSV to FILE.csv")
     p.add_argument("--force", action="store_true", help="replace the --out files if they exist")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     outputs = None
     try:
@@ -158,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print("recompute_anchors: interrupted; keeping the rows measured so far", file=sys.stderr)
     print(table(rows) if rows else "nothing measured")
     if outputs:
-        report = {"models": [f"{n}:{b}" for n, b in args.models], "budgets": args.budgets,
-                  "interrupted": interrupted, "rows": rows}
+        from model_bench.recompute_anchors import PEAK_GRANULARITY
+
+        report = {"source": source(argv), "models": [f"{n}:{b}" for n, b in args.models],
+                  "budgets": args.budgets, "peak_granularity": PEAK_GRANULARITY, "interrupted": interrupted,
+                  "rows": rows}
         try:
             write_output(outputs[0], json.dumps(report, indent=2) + "\n", overwrite=args.force, flag="--out")
             write_output(outputs[1], csv_text(rows), overwrite=args.force, flag="--out")

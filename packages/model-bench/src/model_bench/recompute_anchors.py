@@ -11,14 +11,17 @@ Three policies trade activation memory for recomputed FLOPs:
 
 Each measurement is an :class:`AnchorPoint`: bytes of saved activations (tensors kept
 from the forward pass for the backward pass, parameters and inputs excluded, each
-storage once) and FLOPs from :class:`torch.utils.flop_counter.FlopCounterMode`, which
-counts matrix multiplications, convolutions and attention (2 FLOPs per multiply-add)
-and nothing for pointwise ops and reductions. The project's recomputation planner
-will be compared with these records.
+storage once), the measured peak of the step's live storage bytes (everything alive
+counted: parameters, buffers, inputs, targets, activations, gradients; see
+:data:`PEAK_GRANULARITY`) and FLOPs from :class:`torch.utils.flop_counter.FlopCounterMode`,
+which counts matrix multiplications, convolutions and attention (2 FLOPs per
+multiply-add) and nothing for pointwise ops and reductions. The project's
+recomputation planner, judged on a step's peak, is compared with these records.
 
 The functions leave the model as they found it: parameters' ``.grad``, buffers
 (batch-norm statistics), the RNG state and the functorch config are restored, and
-dynamo is reset after a compile.
+dynamo is reset after a compile. Each step starts with every ``.grad`` ``None`` (as
+after ``zero_grad(set_to_none=True)``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ CHECKPOINT_EVERY_BLOCK = "checkpoint-every-block"
 TORCH_COMPILE = "torch.compile"
 METHODS = (NO_RECOMPUTE, CHECKPOINT_EVERY_BLOCK, TORCH_COMPILE)
 
+#: Storage sizes are rounded up to this many bytes when the peak is measured: the CPU
+#: allocator's alignment, the granularity the project's captures use on the CPU, so a
+#: peak here compares with ``simulate(capture_step(..., granularity=64).graph)``.
+PEAK_GRANULARITY = 64
+
 
 @attrs.frozen
 class AnchorPoint:
@@ -45,6 +53,12 @@ class AnchorPoint:
 
     ``saved_activation_bytes``: bytes of the distinct storages kept from the forward
     pass for the backward pass (parameters and the step's inputs excluded).
+    ``peak_bytes``: the peak of live storage bytes measured while one real step
+    (forward, loss, backward into ``.grad``, no optimizer) runs on the CPU: parameters,
+    buffers, inputs, targets and every storage an aten op made while it is alive, each
+    storage once, rounded up to :data:`PEAK_GRANULARITY` bytes. ``no_recompute_peak_bytes``:
+    the peak of the :func:`no_recompute` step of the same model and batch (eager for
+    every method, so ``peak_cut_bytes`` of different methods compare with each other).
     ``forward_flops`` / ``backward_flops``: FLOPs of the forward pass (model and loss)
     and of the backward pass, recomputation included. ``recomputed_flops``: FLOPs run
     again because activations were not kept. ``no_recompute_saved_bytes``: the saved
@@ -62,6 +76,8 @@ class AnchorPoint:
     backward_flops: int
     recomputed_flops: int
     no_recompute_saved_bytes: int
+    peak_bytes: int
+    no_recompute_peak_bytes: int
     graphs: int = 0
     fullgraph: bool | None = None
 
@@ -77,10 +93,23 @@ class AnchorPoint:
             return 0.0 if not self.saved_activation_bytes else float("inf")
         return self.saved_activation_bytes / self.no_recompute_saved_bytes
 
+    @property
+    def peak_cut_bytes(self) -> int:
+        """How much lower the step's peak is than without recomputation (negative: higher)."""
+        return self.no_recompute_peak_bytes - self.peak_bytes
+
+    @property
+    def peak_fraction(self) -> float:
+        """The step's peak as a fraction of the same step's peak without recomputation."""
+        if not self.no_recompute_peak_bytes:
+            return 0.0 if not self.peak_bytes else float("inf")
+        return self.peak_bytes / self.no_recompute_peak_bytes
+
     def to_dict(self) -> dict[str, Any]:
-        """The fields and the two derived ratios, JSON-ready."""
+        """The fields and the derived figures, JSON-ready."""
         return {**attrs.asdict(self), "recompute_overhead": self.recompute_overhead,
-                "saved_fraction": self.saved_fraction}
+                "saved_fraction": self.saved_fraction, "peak_cut_bytes": self.peak_cut_bytes,
+                "peak_fraction": self.peak_fraction}
 
 
 # --- blocks ----------------------------------------------------------------------------
@@ -132,13 +161,15 @@ def blocks_of(model_name: str, model) -> list:
 
 @contextmanager
 def _model_state_kept(model) -> Iterator[None]:
-    """Restore the parameters' gradients, the buffers and the RNG state on exit."""
+    """Set the parameters' gradients to ``None``; restore them, the buffers and the RNG state on exit."""
     import torch
 
     grads = [(p, p.grad) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     with torch.random.fork_rng(devices=[]):
         try:
+            for p, _ in grads:
+                p.grad = None
             yield
         finally:
             with torch.no_grad():
@@ -162,7 +193,90 @@ def _storage_key(t) -> Any:
     return StorageWeakRef(t.untyped_storage())
 
 
+@functools.cache
+def _peak_tracker_class() -> type:
+    from model_ir.testing.live_memory import StorageTracker
+
+    class PeakTracker(StorageTracker):
+        """A :class:`~model_ir.testing.live_memory.StorageTracker` that keeps the highest
+        live bytes seen after any aten op (``peak``).
+
+        ``ignore_compile_internals``: torch.compile neither traces nor compiles under a
+        dispatch mode that does not say so (dynamo skips the frame: "non-infra torch
+        dispatch mode present") and would run the step eagerly; with it, dynamo turns
+        the mode off while it compiles and back on while the compiled graphs run, and
+        the ``aot_eager`` graphs call aten ops one by one, so every storage they make is
+        seen. (Code generated by inductor would hide its temporaries; none runs here.)
+        """
+
+        def __init__(self, granularity: int):
+            super().__init__(granularity)
+            self.peak = 0
+            self.ops = 0
+
+        @classmethod
+        def ignore_compile_internals(cls) -> bool:
+            return True
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = super().__torch_dispatch__(func, types, args, kwargs)
+            self.ops += 1
+            self.peak = max(self.peak, self.live_bytes())
+            return out
+
+    return PeakTracker
+
+
+@contextmanager
+def _peak_measured(model, inputs: tuple, targets) -> Iterator[Any]:
+    """Measure the peak live storage bytes of the code run in the block (``tracker.peak``).
+
+    Counted from the start: the model's parameters and buffers, ``inputs`` and
+    ``targets``; then every storage an aten op returns, while it is allocated (weak
+    references), each storage once, sizes rounded up to :data:`PEAK_GRANULARITY`.
+    Not counted: temporaries a kernel allocates and frees inside one op.
+    """
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    tracker = _peak_tracker_class()(PEAK_GRANULARITY)
+    for t in (*model.parameters(), *model.buffers(), *tree_flatten((inputs, targets))[0]):
+        if isinstance(t, torch.Tensor):
+            tracker.track(t)
+    tracker.peak = tracker.live_bytes()
+    with tracker:
+        yield tracker
+
+
 # --- eager: no recomputation, checkpoint on every block -------------------------------
+
+
+class _NoModuleTracking:
+    """Stands in for :class:`FlopCounterMode`'s ``ModuleTracker``: every FLOP counts as "Global" only."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _total_flop_counter():
+    """A :class:`torch.utils.flop_counter.FlopCounterMode` that counts the total only.
+
+    Its ``ModuleTracker`` (per-module counts, not used here) hooks every module's
+    forward pass and registers gradient hooks on the tensors; under checkpointing the
+    hooks on the tensors a block's recomputation makes keep the recomputed autograd
+    graphs alive through the backward pass, which would raise the measured peak
+    (transformer-small b2: +56%). ``get_total_flops()`` is the same either way.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    return counter
 
 
 @attrs.frozen
@@ -170,10 +284,13 @@ class _EagerStep:
     saved_bytes: int
     forward_flops: int
     backward_flops: int
+    peak_bytes: int
 
 
 def _eager_step(model, inputs: tuple, loss_fn: Callable, targets, blocks: Sequence | None) -> _EagerStep:
-    """Run forward and backward once on real tensors, counting saved bytes and FLOPs.
+    """Run forward and backward once on real tensors, counting saved bytes and FLOPs and
+    measuring the peak live bytes (:func:`_peak_measured`; the gradients accumulate into
+    ``.grad``, which the caller has set to ``None``).
 
     With ``blocks``, each block's forward runs under non-reentrant checkpointing; the
     tensors a checkpoint keeps to rerun its block (its inputs) count as saved, and
@@ -182,7 +299,6 @@ def _eager_step(model, inputs: tuple, loss_fn: Callable, targets, blocks: Sequen
     import torch
     from torch.utils._pytree import tree_flatten
     from torch.utils.checkpoint import checkpoint
-    from torch.utils.flop_counter import FlopCounterMode
 
     excluded = {_storage_key(t) for t in (*model.parameters(), *model.buffers())}
     excluded |= {_storage_key(t) for t in tree_flatten((inputs, targets))[0] if isinstance(t, torch.Tensor)}
@@ -212,21 +328,24 @@ def _eager_step(model, inputs: tuple, loss_fn: Callable, targets, blocks: Sequen
 
             block.forward = checkpointed
     try:
-        with FlopCounterMode(display=False) as fw_count:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss = _step_fn(model, loss_fn)(*inputs, targets)
-        saved_bytes = sum(saved.values())
-        alive.clear()
-        with FlopCounterMode(display=False) as bw_count:
-            loss.backward()
-        del loss
+        # ``alive`` and the pack hook hold only what autograd holds anyway (the hook
+        # returns the tensor itself): the peak is the plain step's.
+        with _peak_measured(model, inputs, targets) as tracker:
+            with _total_flop_counter() as fw_count:
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    loss = _step_fn(model, loss_fn)(*inputs, targets)
+            saved_bytes = sum(saved.values())
+            alive.clear()
+            with _total_flop_counter() as bw_count:
+                loss.backward()
+            del loss
     finally:
         for block, forward in originals:
             if forward is None:
                 del block.forward
             else:
                 block.forward = forward
-    return _EagerStep(saved_bytes, fw_count.get_total_flops(), bw_count.get_total_flops())
+    return _EagerStep(saved_bytes, fw_count.get_total_flops(), bw_count.get_total_flops(), tracker.peak)
 
 
 def no_recompute(model, inputs: tuple, loss_fn: Callable, targets) -> AnchorPoint:
@@ -235,12 +354,21 @@ def no_recompute(model, inputs: tuple, loss_fn: Callable, targets) -> AnchorPoin
     ``loss_fn(model(*inputs), targets)`` is the scalar loss. Saved bytes are the
     distinct storages autograd saves in the forward pass (a
     ``torch.autograd.graph.saved_tensors_hooks`` pack hook), parameters, buffers and
-    ``inputs``/``targets`` excluded.
+    ``inputs``/``targets`` excluded. The peak is measured in the same run.
+
+    The peak equals the simulated peak of the same step captured with
+    ``capture_step(..., granularity=64, keep_grads=True)`` (no optimizer) up to what
+    eager holds longer than the capture: the backward pass's seed (``ones_like(loss)``,
+    held by ``torch.autograd.backward`` to its end: one granule) and, when an autograd
+    node computes several gradients, its saved tensors past their last reader (eager
+    releases them when the whole node has run, the capture right after the last op
+    reading them).
     """
     with _model_state_kept(model):
         step = _eager_step(model, tuple(inputs), loss_fn, targets, None)
     return AnchorPoint(NO_RECOMPUTE, None, step.saved_bytes, step.forward_flops, step.backward_flops, 0,
-                       no_recompute_saved_bytes=step.saved_bytes)
+                       no_recompute_saved_bytes=step.saved_bytes, peak_bytes=step.peak_bytes,
+                       no_recompute_peak_bytes=step.peak_bytes)
 
 
 def checkpoint_every_block(model, inputs: tuple, loss_fn: Callable, targets, blocks: Sequence, *,
@@ -269,7 +397,8 @@ def checkpoint_every_block(model, inputs: tuple, loss_fn: Callable, targets, blo
     total = step.forward_flops + step.backward_flops
     recomputed = total - baseline.forward_flops - baseline.backward_flops
     return AnchorPoint(CHECKPOINT_EVERY_BLOCK, None, step.saved_bytes, step.forward_flops, step.backward_flops,
-                       recomputed, no_recompute_saved_bytes=baseline.saved_activation_bytes)
+                       recomputed, no_recompute_saved_bytes=baseline.saved_activation_bytes,
+                       peak_bytes=step.peak_bytes, no_recompute_peak_bytes=baseline.peak_bytes)
 
 
 # --- torch.compile's activation memory budget ----------------------------------------
@@ -316,6 +445,7 @@ def _graph_flops(graph_module) -> int:
     import torch
     from torch._guards import detect_fake_mode
     from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.graph import _BoxedCodeGen
     from torch.utils.flop_counter import FlopCounterMode
 
     args = []
@@ -324,20 +454,23 @@ def _graph_flops(graph_module) -> int:
             raise BenchError(f"graph input {node.name!r} has no recorded value; cannot count its FLOPs")
         args.append(node.meta["val"])
     fake_mode = detect_fake_mode([a for a in args if isinstance(a, torch.Tensor)]) or FakeTensorMode()
+    boxed = isinstance(graph_module.graph._codegen, _BoxedCodeGen)  # compiled by boxed_nop: one list argument
     with fake_mode, FlopCounterMode(display=False) as count:
-        graph_module(*args)
+        graph_module(list(args)) if boxed else graph_module(*args)
     return count.get_total_flops()
 
 
-def _recording_backend(partitions: list[tuple[_Partition, _Partition]]):
+def _recording_backend(partitions: list[tuple[_Partition, _Partition]], runs: dict[str, int]):
     """``aot_eager_decomp_partition`` with the partitions recorded.
 
     The joint graph is partitioned twice: by the min-cut partitioner (what
     torch.compile runs) and, on a copy, by ``default_partition``, which keeps every
-    activation the forward pass computes and recomputes nothing.
+    activation the forward pass computes and recomputes nothing. The graphs run as
+    that backend runs them (``boxed_nop``: each graph drops its arguments and each
+    value after its last use); ``runs`` counts the runs of forward and backward graphs.
     """
     from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.aot_autograd import make_boxed_func
+    from torch._dynamo.backends.debugging import boxed_nop
     from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
     from torch._inductor.compile_fx import select_decomp_table
 
@@ -352,29 +485,47 @@ def _recording_backend(partitions: list[tuple[_Partition, _Partition]]):
             partitions.append((_Partition(*chosen, num_fwd_outputs), _Partition(*plain, num_fwd_outputs)))
         return chosen
 
-    def nop(graph_module, example_inputs):
-        return make_boxed_func(graph_module.forward)
+    def counted(kind: str):
+        def compiler(graph_module, example_inputs):
+            run = boxed_nop(graph_module, example_inputs)
 
-    return aot_autograd(fw_compiler=nop, bw_compiler=nop, decompositions=select_decomp_table,
-                        partition_fn=partition)
+            def counted_run(args):
+                runs[kind] = runs.get(kind, 0) + 1
+                return run(args)
+
+            counted_run._boxed_call = True
+            return counted_run
+
+        return compiler
+
+    return aot_autograd(fw_compiler=counted("forward"), bw_compiler=counted("backward"),
+                        decompositions=select_decomp_table, partition_fn=partition)
 
 
 def torch_compile_budget(model, inputs: tuple, loss_fn: Callable, targets, budget: float, *,
-                         fullgraph: bool = True) -> AnchorPoint:
+                         fullgraph: bool = True, baseline: AnchorPoint | None = None) -> AnchorPoint:
     """What torch.compile's activation memory budget ``budget`` (0..1) keeps and recomputes.
 
     Compiles ``loss_fn(model(*inputs), targets)`` with the backend
     ``aot_eager_decomp_partition`` uses (inductor's decompositions, the min-cut
     partitioner, no code generation) under
     ``torch._functorch.config.activation_memory_budget = budget`` and runs its forward
-    pass once on ``inputs`` (compilation happens at the first call). 1.0 is
-    torch.compile's default choice, 0.0 recomputes everything it may.
+    pass once on ``inputs`` (compilation happens at the first call), then one full step
+    for the peak. 1.0 is torch.compile's default choice, 0.0 recomputes everything it may.
 
     Saved bytes: the partitioned forward graphs' outputs beyond the user outputs
     (fake ``meta['val']``, each storage once, graph inputs excluded). FLOPs: the
     recorded forward and backward graphs run on their fake example values under
     ``FlopCounterMode``. Recomputed FLOPs: backward FLOPs of the min-cut partition
     minus those of ``default_partition`` on the same joint graph.
+
+    Peak: after the compiling call, one full step of the compiled function (forward,
+    loss, ``loss.backward()`` into ``.grad``) runs under the storage tracker (see
+    :func:`no_recompute`); the compiled forward and backward graphs run op by op
+    (``aot_eager``), so the tracker sees every storage they make, and the step is
+    checked to have run the compiled graphs without compiling again.
+    ``no_recompute_peak_bytes`` is ``baseline``'s peak (:func:`no_recompute` of the
+    same model and batch, measured here if not given), eager like the other methods'.
 
     ``fullgraph``: ask dynamo for one graph; a model with a graph break is then
     compiled in pieces (each piece partitioned on its own, figures summed) and the
@@ -385,26 +536,43 @@ def torch_compile_budget(model, inputs: tuple, loss_fn: Callable, targets, budge
 
     if not 0.0 <= budget <= 1.0:
         raise BenchError(f"activation memory budget must be in [0, 1], got {budget!r}")
+    if baseline is None:
+        baseline = no_recompute(model, inputs, loss_fn, targets)
+    elif baseline.method != NO_RECOMPUTE:
+        raise BenchError(f"baseline must be a {NO_RECOMPUTE!r} point, got {baseline.method!r}")
     partitions: list[tuple[_Partition, _Partition]] = []
+    runs: dict[str, int] = {}
     step = _step_fn(model, loss_fn)
 
-    def compile_and_run(full: bool) -> None:
+    def compile_and_run(full: bool) -> int:
         partitions.clear()
         torch._dynamo.reset()
-        compiled = torch.compile(step, backend=_recording_backend(partitions), fullgraph=full, dynamic=False)
+        compiled = torch.compile(step, backend=_recording_backend(partitions, runs), fullgraph=full, dynamic=False)
         with torch._functorch.config.patch(activation_memory_budget=float(budget), unlift_effect_tokens=True):
-            loss = compiled(*inputs, targets)
-        del loss  # the partitions are recorded at compile time; the backward pass is not needed
+            loss = compiled(*inputs, targets)  # compiles
+            del loss
+            graphs = len(partitions)
+            runs.clear()
+            with _peak_measured(model, inputs, targets) as tracker:
+                loss = compiled(*inputs, targets)
+                loss.backward()
+                del loss
+        if len(partitions) != graphs or runs != {"forward": graphs, "backward": graphs}:
+            raise BenchError(f"the measured step did not run the {graphs} compiled graph(s) once each "
+                             f"(graphs partitioned again: {len(partitions) - graphs}, runs: {runs})")
+        for p in model.parameters():
+            p.grad = None
+        return tracker.peak
 
     with _model_state_kept(model):
         try:
             try:
-                compile_and_run(fullgraph)
+                peak = compile_and_run(fullgraph)
                 whole = fullgraph
             except torch._dynamo.exc.Unsupported:
                 if not fullgraph:
                     raise
-                compile_and_run(False)
+                peak = compile_and_run(False)
                 whole = False
         finally:
             torch._dynamo.reset()
@@ -418,5 +586,6 @@ def torch_compile_budget(model, inputs: tuple, loss_fn: Callable, targets, budge
         saved_activation_bytes=sum(_saved_bytes(c.forward, c.num_fwd_outputs) for c, _ in partitions),
         forward_flops=chosen_fw, backward_flops=chosen_bw, recomputed_flops=chosen_bw - plain_bw,
         no_recompute_saved_bytes=sum(_saved_bytes(p.forward, p.num_fwd_outputs) for _, p in partitions),
+        peak_bytes=peak, no_recompute_peak_bytes=baseline.peak_bytes,
         graphs=len(partitions), fullgraph=whole,
     )
