@@ -2,22 +2,22 @@
 backward, and the greedy memory-aware topological sorts of PyTorch's compiler
 (``torch/_inductor/memory.py``: LPMF, BFS, DFS).
 
-All run in O((ops + uses) log ops) with heaps, so they stay fast on graphs with
-tens of thousands of ops.
+The three sorts are ports: on the same graph they give the order Inductor's
+functions give, tie-breaking included (``tests/model_sched/test_sched_inductor_parity.py``
+runs Inductor's own code through ``model_sched.testing_inductor``). Inductor's
+versions take O(ops) per step (LPMF) or sort per visit; these use heaps and a
+segment tree, O((ops + uses) log ops), so they stay fast on graphs with tens of
+thousands of ops.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Sequence
 
 from model_ir.graph import Graph
 from model_sched.liveness import Liveness
-
-#: How many candidates LPMF inspects when looking for the least ``mem2`` among the
-#: ops that fit under the peak so far; bounds the per-step cost on very wide graphs.
-LPMF_SCAN = 64
-
 
 def program_order(lv: Liveness) -> list[int]:
     """The eager order: ops as listed."""
@@ -65,21 +65,42 @@ def optimizer_in_backward_order(lv: Liveness, updates: Sequence[bool]) -> list[i
 
 
 def lpmf_order(lv: Liveness) -> list[int]:
-    """Least-peak-memory-first (inductor's ``topological_sort_lpmf``).
+    """Least-peak-memory-first: Inductor's ``topological_sort_lpmf``, same order.
 
-    For each ready op, ``mem1`` is the live bytes while it runs and ``mem2`` the
-    live bytes after it frees its last-used inputs. If some ready op keeps
-    ``mem1`` under the peak so far, pick the one with the least ``mem2``;
-    otherwise pick the least ``mem1``. Ties go to program order.
+    Each ready op has ``size`` (bytes it allocates) and ``mem2 = size - freed``
+    (``freed``: bytes it frees, its inputs it is the last user of and its outputs
+    nobody reads). An op *fits* if ``size`` is at most the gap between the peak so
+    far and the live bytes. If some ready op fits, run the one with the least
+    ``(mem2, index)`` among those; otherwise the least ``(size, mem2, index)``.
+    Like Inductor, the live bytes count the graph inputs some op uses (not the
+    persistent buffers nor unused inputs, which shift every step alike) and the
+    peak so far starts at ``max(live inputs, bytes of the outputs)``, a lower bound.
+    (Inductor's other rule, picking by successor index when every ready op is
+    larger than ``config.size_threshold_for_succ_based_strategy``, is off by default
+    and not ported.)
+
+    Ops sit in a segment tree in ``(size, index)`` order holding ``(mem2, index)``
+    of the ready ones, so "least among the ops that fit" is a prefix minimum and
+    "least among the smallest" a range minimum: O((ops + uses) log ops).
     """
     n = lv.n_ops
-    sizes, keep, users = lv.sizes, lv.keep, lv.users
+    if n == 0:
+        return []
+    sizes, keep, users, out_bytes = lv.sizes, lv.keep, lv.users, lv.out_bytes
     remaining = list(lv.n_users)
     indeg = [len(p) for p in lv.preds]
     done = [False] * n
     ready = [False] * n
-    version = [0] * n
-    free = [0] * n  # bytes an op frees if run now
+    free = [0] * n  # bytes an op frees if run now (valid while ready)
+
+    by_size = sorted(range(n), key=lambda v: (out_bytes[v], v))
+    sorted_sizes = [out_bytes[v] for v in by_size]
+    pos = [0] * n
+    for i, v in enumerate(by_size):
+        pos[v] = i
+    # keys are mem2 * n + index with |mem2| <= total bytes < 2**62
+    empty = 2**63 * (n + 1)
+    tree = _MinTree(n, empty)
 
     def freed_now(v: int) -> int:
         f = 0
@@ -91,87 +112,114 @@ def lpmf_order(lv: Liveness) -> list[int]:
                 f += sizes[b]
         return f
 
-    by_mem1: list[tuple[int, int]] = []
-    by_mem2: list[tuple[int, int, int]] = []
-
-    def push(v: int) -> None:
+    def offer(v: int) -> None:
         free[v] = freed_now(v)
-        version[v] += 1
-        heapq.heappush(by_mem2, (lv.out_bytes[v] - free[v], v, version[v]))
+        # (mem2, index) as one int: mem2 * n + index orders as the pair does
+        tree.set(pos[v], (out_bytes[v] - free[v]) * n + v)
 
+    smallest: list[tuple[int, int]] = []  # (size, index) of ready ops, lazily pruned
     for v in range(n):
         if indeg[v] == 0:
             ready[v] = True
-            heapq.heappush(by_mem1, (lv.out_bytes[v], v))
-            push(v)
-    mem, max_mem = lv.base_bytes, 0
+            heapq.heappush(smallest, (out_bytes[v], v))
+            offer(v)
+    live = outputs = 0
+    for b in range(len(sizes)):
+        if lv.persistent[b] or (lv.producer[b] < 0 and not lv.n_users[b]):
+            continue  # Inductor knows neither parameters nor inputs nobody reads
+        if lv.producer[b] < 0:
+            live += sizes[b]
+        if keep[b]:
+            outputs += sizes[b]
+    max_mem = max(live, outputs)
     order: list[int] = []
     while len(order) < n:
-        while done[by_mem1[0][1]]:
-            heapq.heappop(by_mem1)
-        room = max_mem - mem
-        pick = -1
-        if by_mem1[0][0] <= room:
-            held = []
-            for _ in range(LPMF_SCAN):
-                if not by_mem2:
-                    break
-                entry = heapq.heappop(by_mem2)
-                _, v, ver = entry
-                if done[v] or ver != version[v]:
-                    continue
-                held.append(entry)
-                if lv.out_bytes[v] <= room:
-                    pick = v
-                    break
-            for entry in held:
-                heapq.heappush(by_mem2, entry)
-        if pick < 0:
-            pick = by_mem1[0][1]
-        v = pick
+        k = bisect.bisect_right(sorted_sizes, max_mem - live)
+        best = tree.min(0, k)
+        if best == empty:
+            while done[smallest[0][1]]:
+                heapq.heappop(smallest)
+            least = smallest[0][0]
+            best = tree.min(bisect.bisect_left(sorted_sizes, least), bisect.bisect_right(sorted_sizes, least))
+        v = best % n
         done[v] = True
+        tree.set(pos[v], empty)
         order.append(v)
-        mem += lv.out_bytes[v]
-        max_mem = max(max_mem, mem)
-        if len(order) == 1:
-            mem -= lv.first_free_bytes
+        live += out_bytes[v]
+        max_mem = max(max_mem, live)
+        live -= free[v]
         for b in lv.op_uses[v]:
             remaining[b] -= 1
-            if remaining[b] == 0 and not keep[b]:
-                mem -= sizes[b]
-            elif remaining[b] == 1:
+            if remaining[b] == 1 and not keep[b]:
                 # the last remaining user now frees b: refresh its key if it is ready
                 for u in users[b]:
                     if not done[u]:
                         if ready[u]:
-                            push(u)
+                            offer(u)
                         break
-        for b in lv.op_outs[v]:
-            if remaining[b] == 0 and not keep[b]:
-                mem -= sizes[b]
         for s in lv.succs[v]:
             indeg[s] -= 1
             if indeg[s] == 0:
                 ready[s] = True
-                heapq.heappush(by_mem1, (lv.out_bytes[s], s))
-                push(s)
+                heapq.heappush(smallest, (out_bytes[s], s))
+                offer(s)
     return order
 
 
-def bfs_order(lv: Liveness) -> list[int]:
-    """BFS by input age (inductor's ``topological_sort_bfs``).
+class _MinTree:
+    """Minimum over ranges of ``n`` ints with point updates (iterative segment tree);
+    ``empty`` (larger than every value) marks a position holding nothing."""
 
-    A ready op's priority is the steps at which its predecessors ran, latest first;
-    the op whose predecessors ran earliest goes next (FIFO), which keeps the
-    buffers it reads short-lived.
+    def __init__(self, n: int, empty: int) -> None:
+        self.size = 1 << max(n - 1, 0).bit_length()
+        self.empty = empty
+        self.data = [empty] * (2 * self.size)
+
+    def set(self, i: int, value: int) -> None:
+        data = self.data
+        i += self.size
+        data[i] = value
+        i >>= 1
+        while i:
+            a, b = data[2 * i], data[2 * i + 1]
+            m = a if a <= b else b
+            if data[i] == m:
+                break  # the ancestors hold what they held
+            data[i] = m
+            i >>= 1
+
+    def min(self, lo: int, hi: int) -> int:
+        """Least value among positions ``lo <= i < hi`` (``empty`` if none)."""
+        data, best = self.data, self.empty
+        lo += self.size
+        hi += self.size
+        while lo < hi:
+            if lo & 1:
+                if data[lo] < best:
+                    best = data[lo]
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                if data[hi] < best:
+                    best = data[hi]
+            lo >>= 1
+            hi >>= 1
+        return best
+
+
+def bfs_order(lv: Liveness) -> list[int]:
+    """BFS by input age: Inductor's ``topological_sort_bfs``, same order.
+
+    A ready op's priority is the steps at which its predecessors ran, ascending,
+    compared as sequences (a prefix first); the least goes next, ties to program
+    order. Ops whose inputs were made earliest run first (FIFO), which keeps the
+    buffers they read short-lived. O((ops + edges) log ops) heap operations; a
+    comparison reads the two step sequences up to their first difference.
     """
     n = lv.n_ops
     indeg = [len(p) for p in lv.preds]
     step = [0] * n
-    heap: list[tuple[tuple[int, ...], int]] = []
-    for v in range(n):
-        if indeg[v] == 0:
-            heap.append(((), v))
+    heap: list[tuple[tuple[int, ...], int]] = [((), v) for v in range(n) if indeg[v] == 0]
     heapq.heapify(heap)
     order: list[int] = []
     while heap:
@@ -181,13 +229,12 @@ def bfs_order(lv: Liveness) -> list[int]:
         for s in lv.succs[v]:
             indeg[s] -= 1
             if indeg[s] == 0:
-                key = tuple(sorted((step[p] for p in lv.preds[s]), reverse=True)[:4])
-                heapq.heappush(heap, (key, s))
+                heapq.heappush(heap, (tuple(sorted(step[p] for p in lv.preds[s])), s))
     return order
 
 
 def dfs_order(lv: Liveness) -> list[int]:
-    """DFS by size (inductor's ``topological_sort_dfs``).
+    """DFS by size: Inductor's ``topological_sort_dfs``, same order.
 
     Each op's priority is the bytes it reads and writes; ops are visited in
     ascending priority, each after its predecessors (also in ascending priority).
