@@ -115,3 +115,16 @@ def test_an_impossible_budget_is_one_clear_error():
     with pytest.raises(BudgetError, match="no plan of this step, with any recomputation, peaks below"):
         optimize(model, torch.randn(4, 16, 32), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                  memory_budget=1024, time_limit=2)
+
+
+def test_run_command_with_a_budget(capsys):
+    from model_ir.cli import main
+
+    # tiny-mlp at batch 512: no order peaks below 607 KiB; recomputation fits 500 KiB.
+    assert main(["run", "tiny-mlp", "--batch-size", "512", "--budget", "500KiB", "--time-limit", "2", "--steps", "2",
+                 "--compare-eager"]) == 0
+    out = capsys.readouterr().out
+    assert "memory budget 500.00 KiB" in out and "bitwise equal to eager: yes" in out
+    assert " 0 ops recomputed" not in out and "ops recomputed" in out
+    assert main(["run", "tiny-mlp", "--batch-size", "64", "--budget", "1KiB", "--time-limit", "2"]) == 2
+    assert "no plan of this step, with any recomputation, peaks below" in capsys.readouterr().err

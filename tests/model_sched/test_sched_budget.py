@@ -110,3 +110,23 @@ def test_schedule_with_a_budget_returns_a_valid_answer(g, share):
         assert r.peak_bytes >= r.reorder_lower_bound_bytes
     if budget >= plain.peak_bytes:
         assert r.fits_budget and r.recomputed_ops == 0
+
+
+@given(graphs(max_ops=12), st.floats(0.0, 1.0))
+@settings(max_examples=60, deadline=None)
+def test_fit_budget_from_never_worse_than_one_fit_from_the_same_order(g, share):
+    from model_sched.recompute import fit_budget_from
+
+    order = list(range(len(g.ops)))
+    start = simulate_indices(g, order).peak_bytes
+    bound = working_set_bound(g)
+    budget = bound + int(share * (start - bound))
+    one = fit_budget(g, order, budget, max_moves=50)
+    many = fit_budget_from(g, [order], budget)
+    validate_order(g, list(many.order))
+    assert simulate_indices(g, list(many.order)).peak_bytes == many.peak_bytes
+    assert many.fits == (many.peak_bytes <= budget) and many.budget_bytes == budget
+    if one.fits:
+        assert many.fits and many.recompute_flops <= one.recompute_flops
+    else:
+        assert many.fits or many.peak_bytes <= one.peak_bytes

@@ -11,15 +11,16 @@ import json
 import statistics
 import time
 
-from model_ir.cli_values import seconds, whole_number
+from model_ir.cli_values import byte_size, seconds, whole_number
 from model_ir.plugins import provider
 from model_runtime.errors import RuntimeLayerError
 
 
 def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer: str = "sgd",
               executor: str = "arena", steps: int = 5, time_limit: float | None = None, device: str = "cpu",
-              compare_eager: bool = False, plan=None):
+              compare_eager: bool = False, plan=None, memory_budget: int | None = None):
     """Optimize and run ``steps`` steps of zoo model ``name``; returns ``(step, figures)``.
+    ``memory_budget`` (bytes): plan under it, recomputing if needed (see ``optimize``).
 
     Figures (seconds): ``median_step_seconds`` and, with ``compare_eager``, the eager
     median, the ratio, and whether every loss (train) or output (eval) was bitwise
@@ -42,7 +43,7 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
         ref, ref_opt = copy.deepcopy((case.model, case.optimizer if train else None))
     step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
                     optimizer=case.optimizer if train else None, executor=executor, time_limit=time_limit,
-                    targets=targets, train=train, plan=plan)
+                    targets=targets, train=train, plan=plan, memory_budget=memory_budget)
     sync = torch.cuda.synchronize if step.device.type == "cuda" else (lambda: None)
 
     def timed(fn):
@@ -119,6 +120,9 @@ class RunCommand:
         parser.add_argument("--device", default="cpu", help="device to run on: cpu (default) or cuda")
         parser.add_argument("--compare-eager", action="store_true",
                             help="also run eager steps on a copy: step time ratio and bitwise comparison")
+        parser.add_argument("--budget", type=byte_size(1), default=None, metavar="SIZE",
+                            help="memory budget of the plan's peak (e.g. 2GiB): recompute activations when no "
+                                 "order alone fits (also with --measure)")
         parser.add_argument("--plan", default=None, help="reuse a plan JSON saved with --save-plan")
         parser.add_argument("--save-plan", default=None, help="write the plan JSON here")
         parser.add_argument("--force", action="store_true", help="replace the --save-plan file if it exists")
@@ -151,7 +155,7 @@ class RunCommand:
         step, figures = run_model(
             args.model, batch_size=args.batch_size, mode=args.mode, optimizer=args.optimizer,
             executor=args.executor, steps=args.steps, time_limit=args.time_limit, device=args.device,
-            compare_eager=args.compare_eager, plan=args.plan,
+            compare_eager=args.compare_eager, plan=args.plan, memory_budget=args.budget,
         )
         if args.save_plan is not None:
             save_plan(step.plan, args.save_plan, overwrite=args.force)
@@ -190,7 +194,7 @@ def _run_measure(args) -> int:
     provider("model_opt_models", args.model, "model")
     result = measure_model(args.model, mode=args.mode, batch_size=args.batch_size, optimizer=args.optimizer,
                            device=args.device, variants=variants, allocs=allocs, steps=args.steps,
-                           time_limit=args.time_limit,
+                           time_limit=args.time_limit, memory_budget=args.budget,
                            progress=None if args.json else (lambda m: print(f"  running {m}", file=sys.stderr)))
     print(json.dumps(result) if args.json else render_measurement(result))
     return 0

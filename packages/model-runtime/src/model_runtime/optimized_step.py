@@ -196,6 +196,12 @@ class OptimizedStep:
             f" ({_change(f['peak_bytes'], f['eager_peak_bytes'])}{_bound(f, 'lower_bound_bytes')}"
             + (f", gap {100 * f['schedule_gap']:.1f}%)" if "schedule_gap" in f else ")"),
         ]
+        if f.get("memory_budget") is not None:
+            overhead = f.get("recompute_overhead")
+            lines.append(f"  memory budget {human_bytes(f['memory_budget'])}: {f.get('recomputed_ops', 0)} ops "
+                         "recomputed" + (f" ({100 * overhead:.1f}% of the step's FLOPs)" if overhead is not None
+                                         else "") + "; no order without recomputation peaks below "
+                         f"{human_bytes(f['reorder_lower_bound_bytes'])}")
         if "arena_bytes" in f:
             lines += [
                 f"  transient memory, eager with PyTorch's caching allocator (simulated): "

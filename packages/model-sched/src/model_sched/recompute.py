@@ -281,3 +281,43 @@ def _writers(graph: Graph) -> dict[str, list[int]]:
         for b in op.mutates:
             out.setdefault(b, []).append(w)
     return out
+
+
+def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *,
+                    time_limit: float | None = None, targets: int = 4) -> BudgetFit:
+    """:func:`fit_budget` from each of ``bases`` (orders of op positions): aiming at
+    ``budget``, and when that fails at up to ``targets - 1`` lower targets halfway to
+    the working-set bound each (the greedy is not monotone in its target: a tighter one
+    can find a plan a looser one misses). Returns the answer that fits ``budget`` with
+    the fewest recomputed FLOPs, else the one with the lowest peak."""
+    started = time.perf_counter()
+    bound = working_set_bound(graph)
+    aims = [budget]
+    while len(aims) < targets and aims[-1] > bound:
+        aims.append(max(bound, (aims[-1] + bound) // 2))
+    best: BudgetFit | None = None
+    runs = [(base, aim) for base in bases for aim in aims]
+    fitted: set[int] = set()  # bases that already fit: no lower aims for them
+    for k, (base, aim) in enumerate(runs):
+        if id(base) in fitted:
+            continue
+        left = None if time_limit is None else time_limit - (time.perf_counter() - started)
+        if left is not None and left <= 0:
+            break
+        fit = fit_budget(graph, base, aim, time_limit=None if left is None else left / (len(runs) - k))
+        fits = fit.peak_bytes <= budget
+        if fits:
+            fitted.add(id(base))
+        fit = attrs.evolve(fit, budget_bytes=budget, fits=fits, reason="" if fits else fit.reason)
+        if best is None or _better(fit, best):
+            best = fit
+    assert best is not None  # at least one run: the first gets its share of the time
+    return attrs.evolve(best, seconds=time.perf_counter() - started)
+
+
+def _better(a: BudgetFit, b: BudgetFit) -> bool:
+    if a.fits != b.fits:
+        return a.fits
+    if a.fits:
+        return (a.recompute_flops, a.peak_bytes) < (b.recompute_flops, b.peak_bytes)
+    return a.peak_bytes < b.peak_bytes
