@@ -20,6 +20,7 @@ from model_sched.control import SolveControl
 from model_sched.liveness import Liveness, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
+from model_sched.recompute_exact import RecomputeExact
 from model_sched.search import SearchOutcome, SearchRun
 
 #: Seconds of ``auto``'s first turn for each of its methods; each round doubles them.
@@ -306,4 +307,4 @@ class Recompute:
 
 
 BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto(),
-                      Recompute())
+                      Recompute(), RecomputeExact())
