@@ -279,7 +279,7 @@ class Recompute:
     ORDER_SHARE = 0.5
 
     def run(self, problem, control, solver=None) -> None:
-        from model_sched.recompute import fit_budget
+        from model_sched.recompute import fit_budget_from
 
         remaining = control.remaining()
         inner = SolveControl(problem.lv, None if remaining is None else remaining * self.ORDER_SHARE,
@@ -296,14 +296,11 @@ class Recompute:
         budget = problem.memory_budget
         if budget is None or control.best_peak <= budget:
             return
-        bases = [inner.best_order, list(range(problem.lv.n_ops))]
-        for k, base in enumerate(bases):
-            left = control.remaining()
-            if control.expired():
-                return
-            fit = fit_budget(problem.graph, base, budget,
-                             time_limit=None if left is None else left / (len(bases) - k))
-            control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
+        if control.expired():
+            return
+        fit = fit_budget_from(problem.graph, [inner.best_order, list(range(problem.lv.n_ops))], budget,
+                              time_limit=control.remaining())
+        control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
 
 
 BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto(),
