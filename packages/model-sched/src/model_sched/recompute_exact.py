@@ -668,7 +668,8 @@ class RecomputeExact:
         if control.best_peak <= budget and len(control.best_order) == n:
             return  # fits without recomputation: nothing to pay
         hints = [control.best_order] if control.best_order is not None else []
-        control.report(f"recompute-exact: CP-SAT on {n} ops, at most {DEFAULT_MAX_RUNS} runs per op")
+        control.report(f"recompute-exact: CP-SAT on {n} ops, at most {DEFAULT_MAX_RUNS} runs per op "
+                       "(more where the warm start has them)")
         fit = fit_budget_exact(problem.graph, budget, time_limit=control.remaining(), hints=hints)
         control.offer(list(fit.order), self.name, fit.peak_bytes, fit.recompute_flops)
         bound = "none fits" if fit.flops_lower_bound is None else f">= {fit.flops_lower_bound} FLOPs"
