@@ -38,15 +38,22 @@ def test_every_scheduler_valid_and_exact_never_worse(g):
     results = {m: schedule(g, method=m, time_limit=5) for m in ALL}
     for r in results.values():
         check(g, r)
-    best = min(peak(liveness(g), o) for o in topological_orders(g, limit=20000))
+    limit = 20000
+    orders = list(topological_orders(g, limit=limit))
+    best = min(peak(liveness(g), o) for o in orders)
+    complete = len(orders) < limit  # a 9-op graph may have up to 9! orders: then brute force is a sample
     heuristic = min(results[m].peak_bytes for m in ("program", "optimizer-in-backward", "lpmf", "bfs", "dfs"))
     assert results["greedy"].peak_bytes == heuristic
     for m in ("search", "milp", "auto"):
-        assert results[m].peak_bytes == best  # small graphs: exact methods equal brute force
-        assert results[m].optimal and results[m].lower_bound_bytes == best
+        if complete:
+            assert results[m].peak_bytes == best  # small graphs: exact methods equal brute force
+            assert results[m].lower_bound_bytes == best
+        else:
+            assert results[m].peak_bytes <= best
+        assert results[m].optimal
     for m in ("search", "milp", "auto", "lns"):
         assert results[m].peak_bytes <= heuristic
-        assert results[m].lower_bound_bytes <= best
+        assert results[m].lower_bound_bytes <= results["search"].peak_bytes
 
 
 @pytest.mark.parametrize("method", ALL)
