@@ -11,6 +11,7 @@ from model_ir.testing.strategies import graphs
 from model_sched import schedule
 from model_sched.errors import SchedError
 from model_sched.recompute import fit_budget
+from model_sched.recompute_exact import recompute_lower_bound
 
 
 def chain(n: int = 4, size: int = 100) -> Graph:
@@ -105,7 +106,8 @@ def test_schedule_with_a_budget_returns_a_valid_answer(g, share):
     bound = working_set_bound(g)
     budget = bound + int(share * (plain.peak_bytes - bound))
     r = schedule(g, memory_budget=budget, time_limit=2)
-    assert simulate(g, r.order).peak_bytes == r.peak_bytes >= r.lower_bound_bytes == bound
+    assert simulate(g, r.order).peak_bytes == r.peak_bytes >= r.lower_bound_bytes >= bound
+    assert r.lower_bound_bytes == recompute_lower_bound(g)
     if r.recomputed_ops == 0:
         assert r.peak_bytes >= r.reorder_lower_bound_bytes
     if budget >= plain.peak_bytes:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
 from model_ir.plan import order_indices
 from model_ir.recompute import instance_owners, recompute_flops
-from model_ir.simulator import working_set_bound
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_sched import forced_bound, liveness, schedule
+from model_sched.api import recompute_bound
 
 #: Seconds each solver (scheduling, placement) may run when ``time_limit`` is None.
 DEFAULT_TIME_LIMIT = 10.0
@@ -178,7 +178,7 @@ def bound_figures(graph, order, lts=None) -> dict:
     idx = order_indices(graph, order)
     recomputes = len(idx) > len(graph.ops)
     # Recomputation can go below the forced-liveness bound of plain orders, never below the working sets.
-    bound = working_set_bound(graph) if recomputes else forced_bound(liveness(graph)).bytes
+    bound = recompute_bound(graph) if recomputes else forced_bound(liveness(graph)).bytes
     figures = {
         "lower_bound_bytes": bound,
         "schedule_gap": (peak - bound) / peak if peak else 0.0,

@@ -55,6 +55,19 @@ def _import_solver_dependencies() -> None:
     import numpy  # noqa: F401
 
 
+#: Most ops for which a budget's lower bound includes what no recomputation can free.
+RECOMPUTE_BOUND_OPS = 1500
+
+
+def recompute_bound(graph: Graph) -> int:
+    """Lower bound (bytes) on the peak of any order with any recomputation."""
+    if len(graph.ops) > RECOMPUTE_BOUND_OPS:
+        return working_set_bound(graph)
+    from model_sched.recompute_exact import recompute_lower_bound
+
+    return recompute_lower_bound(graph)
+
+
 def scheduler_names() -> list[str]:
     return sorted(providers("model_opt_schedulers"))
 
@@ -80,7 +93,9 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     when no order alone fits; the best answer is the one that fits with the fewest
     recomputed FLOPs. The result says whether it fits (``fits_budget``), what the
     recomputations cost (``recompute_flops``) and, as lower bound, the least any plan
-    with recomputation can peak at (:func:`~model_ir.simulator.working_set_bound`),
+    with recomputation can peak at (the working sets plus the buffers no recomputation
+    can make again, :func:`~model_sched.recompute_exact.recompute_lower_bound`, up to
+    :data:`RECOMPUTE_BOUND_OPS` ops; the working sets alone above),
     next to the least any order without it can (``reorder_lower_bound_bytes``).
     """
     check_graph(graph)
@@ -119,8 +134,9 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         control.offer(list(range(lv.n_ops)), "program")
     order = control.best_order
     recomputes = len(order) > lv.n_ops
-    # Without recomputation the forced-liveness bound holds; with it only the working sets do.
-    bound = working_set_bound(graph) if memory_budget is not None else control.bound
+    # Without recomputation the forced-liveness bound holds; with it, the working sets
+    # plus what no recomputation can make again (quadratic: small graphs only).
+    bound = control.bound if memory_budget is None else recompute_bound(graph)
     try:
         validate_order(graph, order)
         simulated = simulate_indices(graph, order).peak_bytes
