@@ -7,8 +7,8 @@ buffer's producer (and, when its inputs are gone by then, their producers, up to
 :data:`MAX_CHAIN` ops; or none of them, keeping those inputs alive instead) runs
 again just before the buffer's next use. Of these moves it simulates a short list,
 the cheapest that close the gap at that step and those freeing the most bytes per
-unit of cost, and keeps the cheapest that fits the budget, else the one removing the
-most bytes above the budget (summed over all steps) per unit of cost; a move that
+unit of cost, and keeps the one removing the most bytes above the budget (summed
+over all steps) per unit of cost, whether it closes the gap or not; a move that
 raises the peak or removes nothing is not tried again. Cost is the recomputed ops'
 FLOPs (``meta["flops"]``) plus the bytes they write (a memory-bound op is not
 free); the answer reports the FLOPs alone. Every order is the one simulator's
@@ -32,7 +32,10 @@ from model_ir.recompute import op_flops, recomputable_ops, recompute_flops
 from model_ir.simulator import simulate_indices, validate_order, working_set_bound
 
 #: Most ops one move recomputes (a buffer's producer and the producers of its inputs).
-MAX_CHAIN = 4
+MAX_CHAIN = 16
+#: Chain depths tried per buffer: its producer alone (keeping its inputs), a short
+#: chain, a long one (a whole block, as checkpointing recomputes).
+CHAIN_DEPTHS = (1, 4, MAX_CHAIN)
 #: Moves simulated per step of the search, of each kind (closing the gap alone, or not).
 SHORTLIST = 6
 
@@ -150,7 +153,9 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
             if new.peak_bytes > profile.peak_bytes or gain <= 0:
                 banned.add(key)
                 continue
-            rank = (0, cost) if new.peak_bytes <= budget else (1, -gain / (cost + 1))
+            # Bytes above the budget removed per unit of cost, closing the gap or not: a cheap
+            # partial move beats an expensive one that closes it (more cheap ones may follow).
+            rank = (-gain / (cost + 1), new.peak_bytes > budget)
             if best is None or rank < best[0]:
                 best = (rank, candidate, new)
         if best is None:
@@ -191,7 +196,7 @@ def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
         at = later[0]
         seen = set()
         # A short chain keeps the inputs it needs alive; a long one makes them again too.
-        for depth in (1, MAX_CHAIN):
+        for depth in CHAIN_DEPTHS:
             chain = _chain(graph, writers, state, p, at, t, depth)
             if chain is None or tuple(chain[0]) in seen:
                 continue
@@ -304,7 +309,9 @@ def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *
         left = None if time_limit is None else time_limit - (time.perf_counter() - started)
         if left is not None and left <= 0:
             break
-        fit = fit_budget(graph, base, aim, time_limit=None if left is None else left / (len(runs) - k))
+        # The first runs matter most (the best order, the budget itself): half of what is left each.
+        share = 1.0 if k == len(runs) - 1 else 0.5
+        fit = fit_budget(graph, base, aim, time_limit=None if left is None else left * share)
         fits = fit.peak_bytes <= budget
         if fits:
             fitted.add(id(base))
