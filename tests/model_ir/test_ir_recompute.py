@@ -150,3 +150,33 @@ def test_attention_without_dropout_may_be_recomputed(p):
     else:  # dropout draws random numbers: never run again
         drawn = [i for i, op in enumerate(step.graph.ops) if op.meta.get("random")]
         assert drawn and not any(i in allowed for i in drawn)
+
+
+def test_in_place_activations_become_functional_under_a_budget():
+    """ReLU(inplace=True) after batch norm blocks recomputing the batch norm; captured
+    with functional_inplace, the step has relu instead of relu_, more recomputable ops,
+    and the same results (CapturedStep.run, three steps, bitwise eager)."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    from model_ir.testing.torch_models import assert_same_state, eager_step, small_cnn
+    from model_ir.torch import capture_step
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 3, 16, 16)
+    plain = capture_step(copy.deepcopy(model), x, optimizer=None)
+    step = capture_step(model, x, optimizer=opt, functional_inplace=True)
+    forward = [op for op in step.graph.ops if op.meta["phase"] == "forward"]
+    assert not any(op.target == "aten.relu_.default" for op in forward)
+    assert any(op.target == "aten.relu.default" for op in forward)
+    assert step.graph.meta["functional_inplace"] is True
+    assert len(recomputable_ops(step.graph)) > len(recomputable_ops(plain.graph))
+    for _ in range(3):
+        x = torch.randn(4, 3, 16, 16)
+        (loss,) = step.run(model, opt, x)
+        assert torch.equal(loss, eager_step(ref, ref_opt, x))
+    assert_same_state(model, opt, ref, ref_opt)

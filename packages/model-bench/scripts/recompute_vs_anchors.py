@@ -46,7 +46,7 @@ def capture_anchor_step(name: str, batch: int, device: str):
     case = build_case(name, "train", batch, device="meta")
     return capture_step(case.model, case.inputs, loss_fn=case.loss_fn, targets=(case.target,), optimizer=None,
                         keep_grads=True, granularity=64 if device == "cpu" else 512, device=device,
-                        name=name).graph
+                        name=name, functional_inplace=True).graph
 
 
 def parse_fractions(text: str) -> list[float]:

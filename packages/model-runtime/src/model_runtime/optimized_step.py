@@ -320,6 +320,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         before_step=before_step, return_outputs=return_outputs and train, autocast=autocast,
         return_grads=set_grads and train, accumulation_steps=accumulation_steps,
         scaler=scaler if train else None,
+        # Under a budget, in-place activations become functional so their producers can be recomputed.
+        functional_inplace=memory_budget is not None,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)

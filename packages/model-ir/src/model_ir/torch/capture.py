@@ -11,6 +11,7 @@ import torch
 from model_ir.graph import Graph
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.flops import annotate_flops
+from model_ir.torch.functional_inplace import functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
 from model_ir.torch.hyper_parameters import lifted_hyper_parameters
 from model_ir.torch.step import CapturedStep
@@ -38,6 +39,7 @@ def capture_step(
     return_grads: bool = False,
     accumulation_steps: int = 1,
     scaler: torch.amp.GradScaler | None = None,
+    functional_inplace: bool = False,
 ) -> CapturedStep:
     """Capture one step of ``model`` as an IR graph plus its executable aten program.
 
@@ -78,6 +80,10 @@ def capture_step(
     the AMP recipe, captured with the step (:mod:`model_ir.torch.grad_scaler`): the
     scale and growth tracker are inputs, the update is skipped when a gradient is not
     finite, and gradients are unscaled before ``before_step``.
+    ``functional_inplace``: the forward pass's in-place writes of activations
+    (``ReLU(inplace=True)``, ``out += identity``) become functional ops, so that their
+    producers can be recomputed under a memory budget; same values, not quite eager's
+    memory (:mod:`model_ir.torch.functional_inplace`).
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
@@ -101,6 +107,8 @@ def capture_step(
         # decide: keep its hyper-parameters as constants (a change then needs a new capture).
         log.warning("the optimizer's hyper-parameters stay constants of the captured step (%s)", e)
         traced = trace(False)
+    if functional_inplace and train:
+        functionalize_forward_writes(traced.module, traced.backward_start)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
@@ -110,6 +118,7 @@ def capture_step(
                                    **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
                                    **({"accumulation_steps": accumulation_steps} if accumulation_steps > 1 else {}),
                                    **({"grad_scaler": True} if traced.scaler is not None else {}),
+                                   **({"functional_inplace": True} if functional_inplace and train else {}),
                                    **({"return_outputs": True} if traced.return_outputs else {})})
     graph = annotate_flops(smap.graph, traced.module)
     log.info("built the IR: %d ops, %d buffers in %.2f s", len(graph.ops), len(graph.buffers),

@@ -1,0 +1,133 @@
+"""In-place activations of the forward pass made functional, so they can be recomputed.
+
+``ReLU(inplace=True)`` after batch norm, or ResNet's ``out += identity``, write an
+activation in place. A buffer written in place cannot be made again by rerunning its
+producer (:mod:`model_ir.recompute`): the rerun would give the values before the
+write. Planning under a memory budget therefore rewrites such a write, ``relu_(x)``,
+into its functional form, ``y = relu(x)``, with every later use of ``x`` reading ``y``
+(as torch.compile functionalizes a graph before partitioning it). The values are
+bitwise the same; the memory is not quite eager's: ``y`` is a new buffer while ``x``
+is still alive, where eager wrote ``x`` in place.
+
+Only writes whose target is safe to redirect are rewritten: a forward-pass op with a
+functional overload of the same name without the trailing underscore and the same
+arguments, writing a buffer that a forward op produced and that no other node views
+(every alias of it would also need redirecting).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+from torch.multiprocessing.reductions import StorageWeakRef
+
+
+def _functional(target):
+    """The functional overload of in-place op ``target`` (``aten.relu_.default`` ->
+    ``aten.relu.default``), or None."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    schema = target._schema
+    name = schema.name.split("::")[-1]
+    if not name.endswith("_") or name.startswith("_") or not schema.arguments:
+        return None
+    first = schema.arguments[0]
+    if first.alias_info is None or not first.alias_info.is_write:
+        return None
+    if any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments[1:]):
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    overload = getattr(packet, target._overloadname, None) if packet is not None else None
+    if overload is None:
+        return None
+    args = [a.name for a in overload._schema.arguments]
+    if args != [a.name for a in schema.arguments]:
+        return None
+    return overload
+
+
+def _is_view(node: fx.Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    if node.op != "call_function" or schema is None or not schema.returns:
+        return False
+    alias = schema.returns[0].alias_info
+    return alias is not None and not alias.is_write
+
+
+def _retrace(node: fx.Node) -> None:
+    """Recompute ``node``'s traced value from its inputs' (under their fake mode)."""
+    def value(a):
+        return a.meta["val"] if isinstance(a, fx.Node) else a
+
+    args = fx.node.map_aggregate(node.args, value)
+    kwargs = fx.node.map_aggregate(node.kwargs, value)
+    with _fake_mode(node):
+        node.meta["val"] = node.target(*args, **kwargs)
+
+
+def _fake_mode(node: fx.Node):
+    for a in node.all_input_nodes:
+        mode = getattr(a.meta.get("val"), "fake_mode", None)
+        if mode is not None:
+            return mode
+    raise RuntimeError(f"internal error: no fake tensor among the inputs of {node.name}")
+
+
+def _storage(node: fx.Node):
+    val = node.meta.get("val")
+    return StorageWeakRef(val.untyped_storage()) if isinstance(val, torch.Tensor) else None
+
+
+def functionalize_forward_writes(gm: fx.GraphModule, backward_start: str | None) -> int:
+    """Rewrite the forward pass's in-place writes of activations into functional ops
+    (see the module docstring); returns how many were rewritten."""
+    nodes = list(gm.graph.nodes)
+    end = next((i for i, n in enumerate(nodes) if n.name == backward_start), len(nodes))
+    by_storage: dict = {}
+    for n in nodes:
+        ref = _storage(n)
+        if ref is not None:
+            by_storage.setdefault(ref, []).append(n)
+    position = {n: i for i, n in enumerate(nodes)}
+    rewritten = 0
+    for node in nodes[:end]:
+        if node.op != "call_function":
+            continue
+        functional = _functional(node.target)
+        if functional is None or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        target = node.args[0]
+        ref = _storage(target)
+        holders = by_storage.get(ref, [])
+        # The written buffer: made by an op of the forward pass (not a parameter or input),
+        # held only by its producer, in-place writes returning it and views made after this
+        # write (re-derived below); a view made before would keep reading the old values.
+        views = [h for h in holders if h is not target and h is not node and _is_view(h)]
+        if (ref is None or target.op != "call_function" or position.get(target, end) >= end
+                or any(position[h] < position[node] for h in views)
+                or any(h is not target and h is not node and h not in views and _functional(h.target) is None
+                       for h in holders)):
+            continue
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_function(functional, node.args, node.kwargs)
+        new.meta = dict(node.meta)
+        new.meta["val"] = node.meta["val"].clone() if isinstance(node.meta.get("val"), torch.Tensor) else None
+        if new.meta["val"] is None:
+            gm.graph.erase_node(new)
+            continue
+        # Everything after the write reads the result: through the write's return value or the buffer itself.
+        for user in list(node.users):
+            user.replace_input_with(node, new)
+        for user in list(target.users):
+            if user is not node and position.get(user, -1) > position[node]:
+                user.replace_input_with(target, new)
+        gm.graph.erase_node(node)
+        for view in views:  # now views of the new buffer: their traced values follow
+            _retrace(view)
+        by_storage.setdefault(_storage(new), []).extend([new, *views])
+        position[new] = position.pop(node)
+        rewritten += 1
+    if rewritten:
+        gm.graph.lint()
+        gm.recompile()
+    return rewritten
