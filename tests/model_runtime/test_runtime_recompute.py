@@ -128,3 +128,20 @@ def test_run_command_with_a_budget(capsys):
     assert " 0 ops recomputed" not in out and "ops recomputed" in out
     assert main(["run", "tiny-mlp", "--batch-size", "64", "--budget", "1KiB", "--time-limit", "2"]) == 2
     assert "no plan of this step, with any recomputation, peaks below" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_batch_norm_is_recomputed_without_updating_its_statistics_twice(executor):
+    """Under a tight budget ResNet's batch norms run again (without their running
+    statistics): running means and variances stay bitwise eager's."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    step = train_with_budget(torchvision.models.resnet18(num_classes=10),
+                             lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                             lambda: torch.randn(4, 3, 32, 32), 0.3, executor=executor,
+                             loss_fn=torch.nn.functional.cross_entropy,
+                             make_targets=lambda: torch.randint(0, 10, (4,)))
+    graph = step.plan.graph
+    order = [graph.op_index[o] for o in step.plan.schedule.order]
+    again = {graph.ops[i].target for _, i in recomputations(order)}
+    assert "aten.native_batch_norm.default" in again, again

@@ -22,6 +22,11 @@ from model_ir.graph import Graph
 #: Op ``meta`` key marking an op that draws random numbers (never recomputed).
 RANDOM = "random"
 
+#: Op ``meta`` key marking an op whose in-place writes are side effects a rerun leaves
+#: out (batch norm's running statistics in training mode: its outputs do not depend on
+#: them); the executors rerun it without those writes.
+RERUN_WITHOUT_WRITES = "rerun_without_writes"
+
 
 def instance_id(buffer_id: str, k: int) -> str:
     """The id of the ``k``-th instance (1-based) of a buffer: its own id for the first."""
@@ -36,7 +41,9 @@ def recomputable_ops(graph: Graph) -> frozenset[int]:
     written = {b for op in graph.ops for b in op.mutates}
     out = set()
     for i, op in enumerate(graph.ops):
-        if not op.outputs or op.mutates or op.meta.get(RANDOM):
+        side_effects_only = op.meta.get(RERUN_WITHOUT_WRITES) and all(graph.buffer(b).persistent
+                                                                      for b in op.mutates)
+        if not op.outputs or (op.mutates and not side_effects_only) or op.meta.get(RANDOM):
             continue
         if any(b in written or graph.buffer(b).output for b in op.outputs):
             continue

@@ -36,7 +36,8 @@ from torch import fx
 
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
-from model_ir.recompute import instance_id
+from model_ir.recompute import RERUN_WITHOUT_WRITES, instance_id
+from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import element_buffers, lower, result_elements, storage_bytes
@@ -155,10 +156,15 @@ class _Builder:
             found_inf = self.need(self.nodes[self.step.found_inf])
             self.finite = self.g.call_function(_all_finite, (found_inf,))
         mark = next(reversed(self.g.nodes)) if skippable else None
+        source = node
+        if self.runs[op.id] > 1 and op.meta.get(RERUN_WITHOUT_WRITES):
+            source = _rerun_node(node)  # batch norm again: the running statistics are not updated twice
         if self.slots is None or not fresh:
-            value = self.g.node_copy(node, self.lookup)
+            value = self.g.node_copy(source, self.lookup)
         else:
-            value = self.emit_into_slots(op, node)
+            value = self.emit_into_slots(op, source)
+        if source is not node:
+            source.args, source.kwargs = (), {}  # unregister it from the source graph's users
         if skippable:
             n = mark.next
             while n.op != "root":
@@ -252,6 +258,15 @@ class _Builder:
             value = module._buffers.pop(name)
             object.__setattr__(module, name, value)
         return module
+
+
+def _rerun_node(node: fx.Node) -> fx.Node:
+    """A stand-in for ``node`` (same name, target and values) called without its running
+    statistics; a node of a scratch graph, to be emitted once."""
+    args, kwargs = without_statistics(node)
+    sub = fx.Graph().create_node(node.op, node.target, args, kwargs, name=node.name)
+    sub.meta = dict(node.meta)
+    return sub
 
 
 def _all_finite(found_inf: torch.Tensor) -> bool:

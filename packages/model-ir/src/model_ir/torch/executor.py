@@ -15,7 +15,8 @@ import torch
 from torch import fx
 
 from model_ir.plan import Schedule, order_indices
-from model_ir.recompute import instance_owners
+from model_ir.recompute import RERUN_WITHOUT_WRITES, instance_owners
+from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import simulate_indices, validate_order
 from model_ir.torch.errors import ExecutionError
 
@@ -108,6 +109,7 @@ def execute(
                 del env[name]
 
     skippable = step.skipped_if_inf
+    runs: dict[str, int] = {}
     finite = None  # GradScaler: read once, before the first skippable op (as eager's .item())
     with torch.no_grad():
         for t, i in enumerate(idx):
@@ -123,8 +125,12 @@ def execute(
                     for bid in release_at[t]:
                         release(bid)
                     continue
-            args = fx.node.map_arg(node.args, value)
-            kwargs = fx.node.map_arg(node.kwargs, value)
+            runs[op_id] = runs.get(op_id, 0) + 1
+            node_args, node_kwargs = node.args, node.kwargs
+            if runs[op_id] > 1 and graph.ops[i].meta.get(RERUN_WITHOUT_WRITES):
+                node_args, node_kwargs = without_statistics(node)  # batch norm's statistics updated once
+            args = fx.node.map_arg(node_args, value)
+            kwargs = fx.node.map_arg(node_kwargs, value)
             result = node.target(*args, **kwargs)
             env[op_id] = list(result) if isinstance(result, tuple) else result
             del args, kwargs, result

@@ -25,7 +25,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.graph import Buffer, Graph, Op
-from model_ir.recompute import RANDOM
+from model_ir.recompute import RANDOM, RERUN_WITHOUT_WRITES
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.tracing import TracedStep
 
@@ -97,6 +97,32 @@ def _written_nodes(node: fx.Node) -> list[fx.Node]:
         if values.get(training):
             written += [values[p] for p in positions if isinstance(values.get(p), fx.Node)]
     return written
+
+
+def _writes_only_statistics(node: fx.Node) -> bool:
+    """A batch norm in training mode: it writes its running statistics, which its
+    outputs do not depend on (see :func:`without_statistics`)."""
+    schema = getattr(node.target, "_schema", None)
+    extra = _UNANNOTATED_WRITES.get(getattr(schema, "name", None))
+    if extra is None:
+        return False
+    values = {i: v for i, _, v in _arg_values(node, schema)}
+    return bool(values.get(extra[1]))
+
+
+def without_statistics(node: fx.Node) -> tuple[tuple, dict]:
+    """``node``'s arguments with the running statistics left out (None): the rerun of a
+    training-mode batch norm gives the same outputs and leaves the statistics alone."""
+    positions, _ = _UNANNOTATED_WRITES[node.target._schema.name]
+    args = list(node.args)
+    kwargs = dict(node.kwargs)
+    names = [a.name for a in node.target._schema.arguments]
+    for p in positions:
+        if p < len(args):
+            args[p] = None
+        else:
+            kwargs[names[p]] = None
+    return tuple(args), kwargs
 
 
 def _returns_tensors(target) -> bool:
@@ -256,6 +282,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             after=tuple(sorted(after)),
             target=str(target),
             meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
+                  **({RERUN_WITHOUT_WRITES: True} if _writes_only_statistics(node) else {}),
                   **({RANDOM: True} if _draws_random(node) else {})},
         ))
         op_nodes[node.name] = [node.name]
