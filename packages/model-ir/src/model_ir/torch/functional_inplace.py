@@ -28,8 +28,8 @@ def _functional(target):
     if not isinstance(target, torch._ops.OpOverload):
         return None
     schema = target._schema
-    name = schema.name.split("::")[-1]
-    if not name.endswith("_") or name.startswith("_") or not schema.arguments:
+    namespace, _, name = schema.name.partition("::")
+    if namespace != "aten" or not name.endswith("_") or name.startswith("_") or not schema.arguments:
         return None
     first = schema.arguments[0]
     if first.alias_info is None or not first.alias_info.is_write:
