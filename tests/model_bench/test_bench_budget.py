@@ -2,8 +2,9 @@
 
 import json
 
-from model_ir import Buffer, Graph, Op, save_graph, simulate, working_set_bound
+from model_ir import Graph, save_graph, simulate, working_set_bound
 from model_ir.cli import main
+from model_ir.testing.examples import training_chain
 
 
 def run(argv, capsys):
@@ -14,20 +15,7 @@ def run(argv, capsys):
 
 def chain_graph() -> Graph:
     """Four 1 MiB activations the backward pass reads back in reverse."""
-    mib = 1 << 20
-    buffers = [Buffer("x", 64, persistent=True), Buffer("w", 64, persistent=True)]
-    ops, prev = [], "x"
-    for k in range(4):
-        buffers.append(Buffer(f"a{k}", mib))
-        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": 1000}))
-        prev = f"a{k}"
-    grad = None
-    for k in reversed(range(4)):
-        buffers.append(Buffer(f"g{k}", 64, output=k == 0))
-        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
-        grad = f"g{k}"
-    ops.append(Op("update", inputs=["g0"], mutates=["w"]))
-    return Graph(buffers, ops, name="chain", meta={"flops": {"total": 8000, "forward": 4000}})
+    return training_chain(4, size=1 << 20, small=64, persistent=64, flops=lambda k: 1000, total_flops=8000)
 
 
 def test_schedule_and_bench_a_graph_under_a_budget(tmp_path, capsys):

@@ -4,23 +4,12 @@ import importlib.util
 from pathlib import Path
 
 from model_bench.recompute_compare import anchor_cut, compare
-from model_ir import Buffer, Graph, Op, simulate
+from model_ir import Graph, simulate
+from model_ir.testing.examples import training_chain
 
 
 def chain_graph(n: int = 4) -> Graph:
-    mib = 1 << 20
-    buffers = [Buffer("x", 64, persistent=True), Buffer("w", 64, persistent=True)]
-    ops, prev = [], "x"
-    for k in range(n):
-        buffers.append(Buffer(f"a{k}", mib))
-        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": 1000}))
-        prev = f"a{k}"
-    grad = None
-    for k in reversed(range(n)):
-        buffers.append(Buffer(f"g{k}", 64, output=k == 0))
-        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
-        grad = f"g{k}"
-    return Graph(buffers, ops, name="chain", meta={"flops": {"total": 3000 * n, "forward": 1000 * n}})
+    return training_chain(n, size=1 << 20, small=64, persistent=64, flops=lambda k: 1000, update=False)
 
 
 def anchor(method, saved, recomputed, budget=None):

@@ -4,10 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model_ir import Buffer, Graph, Op, simulate, working_set_bound
+from model_ir import Graph, simulate, working_set_bound
 from model_ir.recompute import recompute_flops
 from model_ir.simulator import simulate_indices, validate_order
 from model_ir.testing.strategies import graphs
+from model_ir.testing.examples import training_chain
 from model_sched import schedule
 from model_sched.errors import SchedError
 from model_sched.recompute import fit_budget
@@ -16,20 +17,7 @@ from model_sched.recompute_exact import recompute_lower_bound
 
 def chain(n: int = 4, size: int = 100) -> Graph:
     """A forward chain of n ops whose activations the backward pass reads in reverse."""
-    buffers = [Buffer("x", 8, persistent=True), Buffer("w", 8, persistent=True)]
-    ops = []
-    prev = "x"
-    for k in range(n):
-        buffers.append(Buffer(f"a{k}", size))
-        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": 1000 * (k + 1)}))
-        prev = f"a{k}"
-    grad = None
-    for k in reversed(range(n)):
-        buffers.append(Buffer(f"g{k}", 1, output=k == 0))
-        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
-        grad = f"g{k}"
-    ops.append(Op("update", inputs=["g0"], mutates=["w"]))
-    return Graph(buffers, ops, name="chain")
+    return training_chain(n, size=size)
 
 
 def test_a_budget_below_every_order_is_met_by_recomputation():
@@ -80,13 +68,19 @@ def test_bad_budgets_are_refused():
         schedule(g, memory_budget=1.5)
 
 
-@given(graphs(max_ops=12), st.floats(0.0, 1.0))
-@settings(max_examples=120, deadline=None)
-def test_fit_budget_is_valid_never_worse_than_its_start_never_below_the_bound(g, share):
+def program_order_budget(g: Graph, share: float) -> tuple[list[int], int, int, int]:
+    """Program order, its peak, the working-set bound, and a budget ``share`` of the way
+    from the bound to that peak."""
     order = list(range(len(g.ops)))
     start = simulate_indices(g, order).peak_bytes
     bound = working_set_bound(g)
-    budget = bound + int(share * (start - bound))
+    return order, start, bound, bound + int(share * (start - bound))
+
+
+@given(graphs(max_ops=12), st.floats(0.0, 1.0))
+@settings(max_examples=120, deadline=None)
+def test_fit_budget_is_valid_never_worse_than_its_start_never_below_the_bound(g, share):
+    order, start, bound, budget = program_order_budget(g, share)
     fit = fit_budget(g, order, budget, max_moves=50)
     validate_order(g, list(fit.order))
     peak = simulate_indices(g, list(fit.order)).peak_bytes
@@ -119,10 +113,7 @@ def test_schedule_with_a_budget_returns_a_valid_answer(g, share):
 def test_fit_budget_from_never_worse_than_one_fit_from_the_same_order(g, share):
     from model_sched.recompute import fit_budget_from
 
-    order = list(range(len(g.ops)))
-    start = simulate_indices(g, order).peak_bytes
-    bound = working_set_bound(g)
-    budget = bound + int(share * (start - bound))
+    order, start, bound, budget = program_order_budget(g, share)
     one = fit_budget(g, order, budget, max_moves=50)
     many = fit_budget_from(g, [order], budget)
     validate_order(g, list(many.order))
@@ -132,3 +123,12 @@ def test_fit_budget_from_never_worse_than_one_fit_from_the_same_order(g, share):
         assert many.fits and many.recompute_flops <= one.recompute_flops
     else:
         assert many.fits or many.peak_bytes <= one.peak_bytes
+
+
+def test_fit_budget_from_with_no_time_left_returns_its_start():
+    from model_sched.recompute import fit_budget_from
+
+    g = chain()
+    order = list(range(len(g.ops)))
+    fit = fit_budget_from(g, [order], simulate_indices(g, order).peak_bytes - 150, time_limit=0.0)
+    assert fit.order == tuple(order) and not fit.fits

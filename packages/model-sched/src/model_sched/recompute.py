@@ -307,8 +307,8 @@ def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *
         if id(base) in fitted:
             continue
         left = None if time_limit is None else time_limit - (time.perf_counter() - started)
-        if left is not None and left <= 0:
-            break
+        if left is not None and left <= 0 and best is not None:
+            break  # (the first run always happens: with no time left it returns its start)
         # The first runs matter most (the best order, the budget itself): half of what is left each.
         share = 1.0 if k == len(runs) - 1 else 0.5
         fit = fit_budget(graph, base, aim, time_limit=None if left is None else left * share)
@@ -318,7 +318,7 @@ def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *
         fit = attrs.evolve(fit, budget_bytes=budget, fits=fits, reason="" if fits else fit.reason)
         if best is None or _better(fit, best):
             best = fit
-    assert best is not None  # at least one run: the first gets its share of the time
+    assert best is not None  # the first run always happens
     return attrs.evolve(best, seconds=time.perf_counter() - started)
 
 

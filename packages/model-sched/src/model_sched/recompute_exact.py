@@ -62,7 +62,6 @@ restricted: any op the IR lets run again may, anywhere after its first run.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Sequence
 
@@ -505,36 +504,6 @@ def _useful_recomputations(graph: Graph) -> set[int]:
     return out
 
 
-def _solve(model, time_limit: float | None, workers: int):
-    """Solve on a worker thread so that Ctrl-C stops the search with its best solution;
-    returns (solver, status, interrupted)."""
-    from ortools.sat.python import cp_model
-
-    from model_sched.solvers import _wait_interruptibly
-
-    solver = cp_model.CpSolver()
-    if time_limit is not None:
-        solver.parameters.max_time_in_seconds = max(0.01, float(time_limit))
-    solver.parameters.num_workers = workers
-    solver.parameters.catch_sigint_signal = False
-    done: list = []
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            done.append(solver.solve(model))
-        except BaseException as e:  # re-raised on the calling thread
-            done.append(e)
-        finally:
-            finished.set()
-
-    threading.Thread(target=work, daemon=True).start()
-    interrupted = _wait_interruptibly(finished.wait, solver.stop_search)
-    if isinstance(done[0], BaseException):
-        raise done[0]
-    return solver, done[0], interrupted
-
-
 def fit_budget_exact(graph: Graph, budget: int, *, max_runs: int = DEFAULT_MAX_RUNS,
                      time_limit: float | None = None, hints: Sequence[Sequence[int]] = (),
                      workers: int = DEFAULT_WORKERS) -> ExactFit:
@@ -604,7 +573,9 @@ def fit_budget_exact(graph: Graph, budget: int, *, max_runs: int = DEFAULT_MAX_R
     model = _Model(graph, budget, copies)
     if seed is not None:
         model.hint(seed)
-    solver, status, interrupted = _solve(model.model, time_limit, workers)
+    from model_sched.solvers import solve_cpsat
+
+    solver, status, interrupted = solve_cpsat(model.model, time_limit=time_limit, workers=workers)
     from ortools.sat.python import cp_model
 
     if status == cp_model.INFEASIBLE:

@@ -52,6 +52,37 @@ def _wait_interruptibly(done: Callable[[float], bool], cancel: Callable[[], None
                 cancel()
 
 
+def solve_cpsat(model, *, time_limit: float | None, workers: int):
+    """Solve a CP-SAT ``model`` on a worker thread, so that Ctrl-C stops the search with
+    its best solution (see :func:`_wait_interruptibly`); returns ``(solver, status,
+    interrupted)``."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    if time_limit is not None:
+        solver.parameters.max_time_in_seconds = max(0.01, float(time_limit))
+    solver.parameters.num_workers = workers
+    # CP-SAT's own SIGINT handler stops the search but leaves no trace of it
+    solver.parameters.catch_sigint_signal = False
+    done: list = []
+    finished = threading.Event()  # not Thread.join: a KeyboardInterrupt inside join()
+    # can leave is_alive() false while the thread still runs (CPython < 3.13)
+
+    def work() -> None:
+        try:
+            done.append(solver.Solve(model))
+        except BaseException as e:  # re-raised on the calling thread
+            done.append(e)
+        finally:
+            finished.set()
+
+    threading.Thread(target=work, daemon=True).start()
+    interrupted = _wait_interruptibly(finished.wait, solver.StopSearch)
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return solver, done[0], interrupted
+
+
 def _missing(name: str, extra: str | None, module: str) -> SolverUnavailableError:
     how = f"pip install 'model-sched[{extra}]'" if extra else f"pip install {module}"
     return SolverUnavailableError(
@@ -172,30 +203,7 @@ class CpSatBackend:
         if hint is not None:
             for x, v in zip(xs, hint):
                 model.AddHint(x, int(round(v)))
-        solver = cp_model.CpSolver()
-        if time_limit is not None:
-            solver.parameters.max_time_in_seconds = max(0.01, float(time_limit))
-        solver.parameters.num_workers = 2
-        # CP-SAT's own SIGINT handler stops the search but leaves no trace of it; solve on
-        # a worker thread instead and stop it from here on KeyboardInterrupt
-        solver.parameters.catch_sigint_signal = False
-        done: list = []
-        finished = threading.Event()  # not Thread.join: a KeyboardInterrupt inside join()
-        # can leave is_alive() false while the thread still runs (CPython < 3.13)
-
-        def work() -> None:
-            try:
-                done.append(solver.Solve(model))
-            except BaseException as e:  # re-raised on the calling thread
-                done.append(e)
-            finally:
-                finished.set()
-
-        threading.Thread(target=work, daemon=True).start()
-        interrupted = _wait_interruptibly(finished.wait, solver.StopSearch)
-        if isinstance(done[0], BaseException):
-            raise done[0]
-        status = done[0]
+        solver, status, interrupted = solve_cpsat(model, time_limit=time_limit, workers=2)
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             values = tuple(float(solver.Value(x)) for x in xs)
             return SolveOutcome(values, solver.ObjectiveValue(), solver.BestObjectiveBound(),

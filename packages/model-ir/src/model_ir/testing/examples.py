@@ -17,3 +17,32 @@ _DIAMOND: dict[str, Any] = {
 def diamond_json() -> dict[str, Any]:
     """The ``model-ir/1`` example of the format documentation (a fresh copy; peak 137 bytes)."""
     return copy.deepcopy(_DIAMOND)
+
+
+def training_chain(n: int = 4, *, size: int = 100, small: int = 1, persistent: int = 8,
+                   flops=lambda k: 1000 * (k + 1), update: bool = True, total_flops: int | None = None):
+    """A training step as a chain: forward ops ``f0..f{n-1}`` make activations ``a{k}``
+    of ``size`` bytes (``meta["flops"] = flops(k)``), backward ops ``b{n-1}..b0`` read
+    them back in reverse and make gradients ``g{k}`` of ``small`` bytes (``g0`` a step
+    output), and with ``update`` an op writes the weight ``w`` in place. ``x`` and ``w``
+    are persistent (``persistent`` bytes each). The graph's meta has its FLOP totals
+    (the step's ``total_flops``, by default three forward passes).
+    Recomputation is what lowers its peak: every order keeps all activations alive."""
+    from model_ir.graph import Buffer, Graph, Op
+
+    buffers = [Buffer("x", persistent, persistent=True), Buffer("w", persistent, persistent=True)]
+    ops, prev = [], "x"
+    for k in range(n):
+        buffers.append(Buffer(f"a{k}", size))
+        ops.append(Op(f"f{k}", inputs=[prev, "w"], outputs=[f"a{k}"], meta={"flops": flops(k)}))
+        prev = f"a{k}"
+    grad = None
+    for k in reversed(range(n)):
+        buffers.append(Buffer(f"g{k}", small, output=k == 0))
+        ops.append(Op(f"b{k}", inputs=[f"a{k}"] + ([grad] if grad else []), outputs=[f"g{k}"]))
+        grad = f"g{k}"
+    if update:
+        ops.append(Op("update", inputs=["g0"], mutates=["w"]))
+    forward = sum(flops(k) for k in range(n))
+    total = 3 * forward if total_flops is None else total_flops
+    return Graph(buffers, ops, name="chain", meta={"flops": {"total": total, "forward": forward}})
