@@ -2,6 +2,9 @@
 
 import json
 
+import attrs
+import pytest
+
 from model_ir import Graph, save_graph, simulate, working_set_bound
 from model_ir.cli import main
 from model_ir.testing.examples import training_chain
@@ -69,3 +72,18 @@ def test_max_batch_with_recomputation_fits_at_least_the_reorder_only_batch(capsy
     probes = {p["batch_size"]: p for p in r["probes"]}
     assert probes[rb]["recompute_bytes"] <= 2 << 20
     assert r["recompute_source"].startswith("simulated")
+
+
+def test_bench_under_a_budget_plans_the_step_optimize_runs():
+    """``bench --budget`` captures the forward pass made recomputable, as
+    ``optimize(memory_budget=...)`` does: bert-tiny's dropout keeps boolean masks."""
+    pytest.importorskip("transformers")
+    from model_bench.pipeline import BenchSettings, run_bench
+
+    settings = BenchSettings(time_limit=2, device="cpu")
+    plain = run_bench("bert-tiny", "train", 2, settings)
+    run = run_bench("bert-tiny", "train", 2, attrs.evolve(settings, memory_budget=plain.figures["optimized_peak_bytes"]))
+    assert run.graph.meta.get("functional_inplace") is True and "functional_inplace" not in plain.graph.meta
+    assert not any(op.target == "aten.ne.Scalar" for op in plain.graph.ops)
+    assert any(op.target == "aten.ne.Scalar" and op.meta["phase"] == "forward" for op in run.graph.ops)
+    assert run.figures["fits_budget"]

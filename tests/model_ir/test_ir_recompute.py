@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from model_ir import Buffer, Graph, Op, ScheduleError, simulate, working_set_bound
 from model_ir.recompute import instance_id, recomputable_ops, recompute_flops, recomputations
-from model_ir.simulator import _simulate_instances, simulate_indices, validate_order
+from model_ir.simulator import _simulate_instances, simulate_indices, timeline_indices, validate_order
 from model_ir.testing.strategies import graphs, topological_orders
 
 
@@ -114,6 +114,16 @@ def test_every_use_reads_a_live_instance(case):
             g.buffer(b).size for b in set(op.uses) | set(op.outputs) if not g.buffer(b).persistent)
 
 
+@given(recomputed_orders())
+@settings(max_examples=100, deadline=None)
+def test_the_timeline_alone_is_the_simulated_timeline(case):
+    g, order = case
+    assert timeline_indices(g, order) == simulate_indices(g, order).timeline
+    plain = order[:len(g.ops)] if len(set(order[:len(g.ops)])) == len(g.ops) else None
+    if plain is not None:
+        assert timeline_indices(g, plain) == simulate_indices(g, plain).timeline
+
+
 @given(graphs(max_ops=10))
 @settings(max_examples=100, deadline=None)
 def test_instances_agree_with_the_plain_simulation_without_recomputation(g):
@@ -179,4 +189,47 @@ def test_in_place_activations_become_functional_under_a_budget():
         x = torch.randn(4, 3, 16, 16)
         (loss,) = step.run(model, opt, x)
         assert torch.equal(loss, eager_step(ref, ref_opt, x))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_dropout_keeps_a_boolean_mask_under_a_budget():
+    """CPU dropout's float noise is drawn once; captured with functional_inplace, the
+    step keeps a one-byte mask of it and the noise is recomputable from the mask, with
+    the same results (CapturedStep.run, three steps, the same seeds, bitwise eager)."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    from model_ir.testing.torch_models import TransformerBlock, assert_same_state, eager_step
+    from model_ir.torch import capture_step
+
+    torch.manual_seed(0)
+    model = TransformerBlock(32, 4, dropout=0.1)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3)
+    x = torch.randn(4, 16, 32)
+    plain = capture_step(copy.deepcopy(model), x)
+    step = capture_step(model, x, optimizer=opt, functional_inplace=True)
+    g = step.graph
+    allowed = recomputable_ops(g)
+    draws = [op for op in g.ops if op.meta.get("random")]
+    masks = [op for op in g.ops if op.target == "aten.ne.Scalar"]
+    noise = [i for i, op in enumerate(g.ops) if op.target == "aten.div.Scalar" and op.meta["phase"] == "forward"
+             and g.ops[g.producer[g.buffer_index[op.inputs[0]]]].target == "aten._to_copy.default"]
+    assert len(draws) == len(masks) == len(noise) == 3  # attention, projection, MLP
+    assert all(g.buffer(m.outputs[0]).dtype == "bool" for m in masks)
+    assert all(i in allowed for i in noise)
+    assert not any(op.target == "aten.div_.Scalar" and op.meta["phase"] == "forward" for op in g.ops)
+    assert any(op.target == "aten.div_.Scalar" for op in plain.graph.ops)
+    # The drawn float noise dies once its mask is taken, long before the backward pass.
+    lifetimes = {lt.id: lt for lt in simulate(g).lifetimes}
+    for d, m in zip(draws, masks):
+        drawn = lifetimes[d.mutates[0]]
+        assert drawn.end == g.op_index[m.id] + 1
+    for i in range(3):
+        x = torch.randn(4, 16, 32)
+        torch.manual_seed(10 + i)
+        (loss,) = step.run(model, opt, x)
+        torch.manual_seed(10 + i)
+        assert torch.equal(loss, eager_step(ref, ref_opt, x)), i
     assert_same_state(model, opt, ref, ref_opt)

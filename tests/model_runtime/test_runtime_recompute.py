@@ -38,7 +38,7 @@ def train_with_budget(model, make_opt, make_batch, share, *, executor, steps=3, 
     f = step.plan.figures
     assert f["fits_budget"] and f["peak_bytes"] <= budget < peak
     assert f["recomputed_ops"] > 0 and f["recompute_flops"] >= 0
-    assert len(step.plan.schedule.order) == len(graph.ops) + f["recomputed_ops"]
+    assert len(step.plan.schedule.order) == len(step.plan.graph.ops) + f["recomputed_ops"]
     for i in range(steps):
         batch, tg = make_batch(), ((make_targets(),) if make_targets else ())
         torch.manual_seed(100 + i)

@@ -60,6 +60,27 @@ def test_the_cheapest_recomputation_is_chosen():
     assert fit.recompute_flops == 1000
 
 
+def test_needless_recomputations_are_dropped():
+    """A rerun nobody reads, and a costly rerun the budget does not need, are removed;
+    the one the budget needs stays."""
+    from model_sched.recompute import _drop_needless
+
+    g = chain()
+    order = list(range(len(g.ops)))
+    peak = simulate_indices(g, order).peak_bytes
+    fit = fit_budget(g, order, peak - 100)
+    assert fit.recompute_flops == 1000  # f0 again before b0
+    f0, f3, b3 = g.op_index["f0"], g.op_index["f3"], g.op_index["b3"]
+    padded = list(fit.order)
+    padded.insert(padded.index(b3) + 1, f3)  # f3 again after its last reader: nobody reads it
+    padded.insert(padded.index(b3), f3)  # f3 again just before its reader: needless (f3 is alive)
+    padded.insert(len(padded) - 1, f0)  # f0 a third time before the update: nobody reads it
+    validate_order(g, padded)
+    assert recompute_flops(g, padded) == 1000 + 2 * 4000 + 1000
+    order, top = _drop_needless(g, padded, peak - 100, None)
+    assert order == list(fit.order) and top == simulate_indices(g, order).peak_bytes <= peak - 100
+
+
 def test_bad_budgets_are_refused():
     g = chain()
     with pytest.raises(SchedError, match="memory budget must be >= 0"):

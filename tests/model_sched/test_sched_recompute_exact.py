@@ -105,12 +105,12 @@ def test_the_recompute_bound_counts_what_no_recomputation_frees():
 
 
 def test_exact_beats_the_greedy_on_a_chain():
-    # At this budget the greedy recomputes f3, f2, f1 and f0 one after the other
-    # (7000 FLOPs); recomputing f0 and f1 once for the whole backward pass is enough.
+    # At this budget the greedy recomputes f2 then f0 (4000 FLOPs); recomputing f0 and
+    # f1 once for the whole backward pass is enough.
     g = chain(4)
     order = list(range(len(g.ops)))
-    greedy = fit_budget(g, order, 266)
-    fit = fit_budget_exact(g, 266, time_limit=20)
+    greedy = fit_budget(g, order, 316)
+    fit = fit_budget_exact(g, 316, time_limit=20)
     assert greedy.fits and fit.fits and fit.optimal
     assert fit.recompute_flops == 3000 < greedy.recompute_flops
     assert fit.flops_lower_bound == 3000
@@ -119,9 +119,9 @@ def test_exact_beats_the_greedy_on_a_chain():
 def test_schedule_recompute_exact_under_a_budget():
     g = chain(4)
     notes = []
-    r = schedule(g, method="recompute-exact", memory_budget=266, time_limit=20,
+    r = schedule(g, method="recompute-exact", memory_budget=316, time_limit=20,
                  progress=lambda p: notes.append(p.stage))
-    greedy = schedule(g, method="recompute", memory_budget=266, time_limit=20)
+    greedy = schedule(g, method="recompute", memory_budget=316, time_limit=20)
     assert r.fits_budget and r.source == "recompute-exact"
     assert r.recompute_flops == 3000 < greedy.recompute_flops
     assert simulate(g, r.order).peak_bytes == r.peak_bytes

@@ -135,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     paths = {ext: out / f"recompute_vs_anchors.{ext}" for ext in ("json", "csv", "md", "png")}
     try:
-        for path in paths.values():
-            check_output(str(path), force=args.force, flag="--out")
+        if out.exists():  # else it is made before writing
+            for path in paths.values():
+                check_output(str(path), force=args.force, flag="--out")
+    except ModelOptError as e:
+        print(f"recompute_vs_anchors: error: {e}", file=sys.stderr)
+        return 2
+    try:
         anchors = json.loads(Path(args.anchors).read_text())["rows"]
     except (OSError, ValueError, KeyError) as e:
         print(f"recompute_vs_anchors: error: cannot read the anchors {args.anchors}: {e}", file=sys.stderr)
-        return 2
-    except ModelOptError as e:
-        print(f"recompute_vs_anchors: error: {e}", file=sys.stderr)
         return 2
     import datetime
 

@@ -111,10 +111,10 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
     # The eager and the optimized searches probe mostly the same batch sizes; a few
     # graphs are kept (large models' graphs are big).
     @functools.lru_cache(maxsize=4)
-    def graph(b: int):
-        progress.say(f"batch {b}: capture")
+    def graph(b: int, for_recompute: bool = False):
+        progress.say(f"batch {b}: capture" + (" (recomputable forward)" if for_recompute else ""))
         return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity,
-                             device=settings.device)[1]
+                             device=settings.device, for_recompute=for_recompute)[1]
 
     def eager_probe(b: int) -> dict[str, Any]:
         p = probes.setdefault(b, {"batch_size": b})
@@ -168,7 +168,7 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
 
     def recompute_fits(b: int) -> bool:
         p = probes.setdefault(b, {"batch_size": b})
-        g = graph(b)
+        g = graph(b, True)  # as optimize(memory_budget=...) captures it
         workspace = plan_workspace_bytes(g)
         ok = False
         if memory_bytes > workspace:

@@ -101,21 +101,25 @@ def _missing(what: str, module: str, exc: ImportError) -> StageUnavailableError:
     return StageUnavailableError(f"{what} needs {module}, which is not installed or incomplete ({exc})")
 
 
-def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda") -> Graph:
+def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda",
+                 for_recompute: bool = False) -> Graph:
     """Capture one training (or eval) step of ``case`` as a storage-level graph, with
-    ``device``'s kernels."""
+    ``device``'s kernels. ``for_recompute``: as ``optimize(memory_budget=...)`` captures
+    it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``)."""
     try:
         from model_ir.torch import capture
     except ImportError as e:
         raise _missing("capture", "model_ir.torch (pip install model-ir[torch])", e) from None
     return capture(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer, train=case.train,
-                   targets=() if case.target is None else (case.target,), granularity=granularity, device=device)
+                   targets=() if case.target is None else (case.target,), granularity=granularity, device=device,
+                   functional_inplace=for_recompute)
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
-                  device: str = "cuda", progress: Progress | None = None, seconds: dict[str, float] | None = None
-                  ) -> tuple[ModelCase, Graph]:
-    """Build zoo model ``name`` and capture its step; returns the case and the graph."""
+                  device: str = "cuda", progress: Progress | None = None, seconds: dict[str, float] | None = None,
+                  for_recompute: bool = False) -> tuple[ModelCase, Graph]:
+    """Build zoo model ``name`` and capture its step (see :func:`capture_case`); returns
+    the case and the graph."""
     progress = progress or Progress(quiet=True)
     seconds = {} if seconds is None else seconds
     # Imports (torch, torchvision, transformers) take seconds on a cold start and are
@@ -131,7 +135,7 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     with progress.stage("build", seconds):
         case = build_case(name, mode, batch_size, optimizer=optimizer)
     with progress.stage("capture", seconds):
-        graph = capture_case(case, granularity=granularity, device=device)
+        graph = capture_case(case, granularity=granularity, device=device, for_recompute=for_recompute)
         # Name the graph after the zoo entry and record the request, so a saved graph
         # says what it is (``bench --graph`` labels its report with these).
         graph = attrs.evolve(graph, name=name, meta={**graph.meta, "model": name, "mode": mode,
@@ -392,7 +396,7 @@ def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: Be
     t0 = time.perf_counter()
     case, graph = capture_model(model, mode, batch_size, optimizer=settings.optimizer,
                                 granularity=settings.granularity, device=settings.device, progress=progress,
-                                seconds=seconds)
+                                seconds=seconds, for_recompute=settings.memory_budget is not None)
     progress.say(f"  {len(graph.ops)} ops, {len(graph.buffers)} buffers, {case.parameter_count:,} parameters")
     extra = {"model": model, "mode": mode, "batch_size": batch_size,
              "optimizer": case.optimizer_name, "parameters": case.parameter_count}

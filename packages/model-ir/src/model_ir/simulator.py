@@ -154,48 +154,76 @@ def simulate_indices(graph: Graph, order: Sequence[int]) -> MemoryProfile:
 def _simulate_instances(graph: Graph, order: Sequence[int]) -> MemoryProfile:
     """:func:`simulate_indices` for an order that runs some ops more than once: every
     run makes new instances of its outputs, each alive until its own last reader."""
+    spans = _instance_spans(graph, order)
+    lifetimes = []
+    count = [0] * len(graph.buffers)
+    for bi, start, end in spans:
+        buf = graph.buffers[bi]
+        count[bi] += 1
+        lifetimes.append(Lifetime(instance_id(buf.id, count[bi]), start, end, buf.size))
+    if len({lt.id for lt in lifetimes}) != len(lifetimes):
+        raise ScheduleError("a recomputed buffer's instance id (<buffer>@<k>) is also the id of another buffer; "
+                            "rename that buffer to recompute this one")
+    return MemoryProfile(tuple(order), _timeline(graph, spans, len(order)), graph.persistent_bytes,
+                         tuple(lifetimes))
+
+
+def timeline_indices(graph: Graph, order: Sequence[int]) -> tuple[int, ...]:
+    """``simulate_indices(graph, order).timeline`` without building the lifetimes: for
+    searches that simulate many orders (recomputation or not) and keep few."""
+    return _timeline(graph, _instance_spans(graph, order), len(order))
+
+
+def _timeline(graph: Graph, spans: list[tuple[int, int, int]], n: int) -> tuple[int, ...]:
+    sizes = graph.sizes
+    diff = [0] * (n + 2)  # +2: an unused input of an empty graph still spans [0, 1)
+    for bi, start, end in spans:
+        diff[start] += sizes[bi]
+        diff[end] -= sizes[bi]
+    timeline, live = [], graph.persistent_bytes
+    for t in range(n):
+        live += diff[t]
+        timeline.append(live)
+    return tuple(timeline)
+
+
+def _instance_spans(graph: Graph, order: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(buffer position, start, end)`` of every instance of a non-persistent buffer in
+    ``order``: each run of an op makes new instances of its outputs, alive until their
+    own last reader (to the end for step outputs); graph inputs live from step 0."""
     n = len(order)
-    index = graph.buffer_index
-    persistent = [b.persistent for b in graph.buffers]
+    uses, outputs = op_buffer_positions(graph)
     # Instances: [buffer position, start, last step alive]; latest[b] is the current one.
     instances: list[list[int]] = []
     latest: dict[int, int] = {}
     for t, i in enumerate(order):
-        op = graph.ops[i]
-        for b in op.uses:
-            bi = index[b]
-            if persistent[bi]:
-                continue
+        for bi in uses[i]:
             k = latest.get(bi)
             if k is None:  # a graph input: alive from the start
                 k = latest[bi] = len(instances)
                 instances.append([bi, 0, 0])
             instances[k][2] = t
-        for b in op.outputs:
-            bi = index[b]
+        for bi in outputs[i]:
             latest[bi] = len(instances)
             instances.append([bi, t, t])
     for bi, buf in enumerate(graph.buffers):
         if not buf.persistent and bi not in latest:  # an unused graph input
             instances.append([bi, 0, 0])
-    diff = [0] * (n + 2)
-    lifetimes = []
-    count = [0] * len(graph.buffers)
-    for bi, start, last in instances:
-        buf = graph.buffers[bi]
-        end = max(n, start + 1) if buf.output else last + 1
-        count[bi] += 1
-        diff[start] += buf.size
-        diff[end] -= buf.size
-        lifetimes.append(Lifetime(instance_id(buf.id, count[bi]), start, end, buf.size))
-    if len({lt.id for lt in lifetimes}) != len(lifetimes):
-        raise ScheduleError("a recomputed buffer's instance id (<buffer>@<k>) is also the id of another buffer; "
-                            "rename that buffer to recompute this one")
-    timeline, live = [], graph.persistent_bytes
-    for t in range(n):
-        live += diff[t]
-        timeline.append(live)
-    return MemoryProfile(tuple(order), tuple(timeline), graph.persistent_bytes, tuple(lifetimes))
+    is_output = [b.output for b in graph.buffers]
+    return [(bi, start, max(n, start + 1) if is_output[bi] else last + 1) for bi, start, last in instances]
+
+
+def op_buffer_positions(graph: Graph) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Per op, the positions of the non-persistent buffers it uses (reads or writes) and
+    of its outputs (cached on the graph, which is immutable)."""
+    cached = graph.__dict__.get("_op_buffer_positions")
+    if cached is None:
+        index = graph.buffer_index
+        persistent = [b.persistent for b in graph.buffers]
+        uses = [tuple(index[b] for b in op.uses if not persistent[index[b]]) for op in graph.ops]
+        outputs = [tuple(index[b] for b in op.outputs) for op in graph.ops]
+        cached = graph.__dict__["_op_buffer_positions"] = (uses, outputs)
+    return cached
 
 
 def _span(graph: Graph, bi: int, step: list[int], n: int) -> tuple[int, int]:

@@ -11,8 +11,11 @@ unit of cost, and keeps the one removing the most bytes above the budget (summed
 over all steps) per unit of cost, whether it closes the gap or not; a move that
 raises the peak or removes nothing is not tried again. Cost is the recomputed ops'
 FLOPs (``meta["flops"]``) plus the bytes they write (a memory-bound op is not
-free); the answer reports the FLOPs alone. Every order is the one simulator's
-(:func:`model_ir.simulator.simulate_indices`).
+free); the answer reports the FLOPs alone. Once the order fits, the reruns it does
+not need are dropped (those nobody reads, then, costliest first, any whose removal
+keeps the peak within the budget: early moves can be made redundant by later ones).
+Every order is the one simulator's (:func:`model_ir.simulator.timeline_indices`
+while searching, :func:`~model_ir.simulator.simulate_indices` for the answer).
 
 Recomputation is only allowed where the IR allows it (:mod:`model_ir.recompute`).
 No order, with or without recomputation, goes below
@@ -28,8 +31,9 @@ from collections.abc import Sequence
 import attrs
 
 from model_ir.graph import Graph
-from model_ir.recompute import op_flops, recomputable_ops, recompute_flops
-from model_ir.simulator import simulate_indices, validate_order, working_set_bound
+from model_ir.recompute import op_flops, recomputable_ops, recompute_flops, recomputations
+from model_ir.simulator import (op_buffer_positions, simulate_indices, timeline_indices, validate_order,
+                                working_set_bound)
 
 #: Most ops one move recomputes (a buffer's producer and the producers of its inputs).
 MAX_CHAIN = 16
@@ -66,8 +70,7 @@ class _State:
 
     def __init__(self, graph: Graph, order: list[int]):
         self.order = order
-        index = graph.buffer_index
-        persistent = [b.persistent for b in graph.buffers]
+        uses, outputs = op_buffer_positions(graph)
         self.first: dict[int, int] = {}  # op -> step of its first run
         # instance k: buffer, start, end (exclusive), use steps
         self.by_buffer: dict[int, list[int]] = {}  # buffer -> its instances, oldest first
@@ -79,20 +82,15 @@ class _State:
         self.outputs: list[list[int]] = []  # step -> instances made
         for t, i in enumerate(order):
             self.first.setdefault(i, t)
-            op = graph.ops[i]
             reads = self.instance_of[t]
-            for b in op.uses:
-                bi = index[b]
-                if persistent[bi]:
-                    continue
+            for bi in uses[i]:
                 k = latest.get(bi)
                 if k is None:
                     k = latest[bi] = self._new(bi, 0)
                 self.uses[k].append(t)
                 reads[bi] = k
             made = []
-            for b in op.outputs:
-                bi = index[b]
+            for bi in outputs[i]:
                 latest[bi] = self._new(bi, t)
                 made.append(latest[bi])
             self.outputs.append(made)
@@ -122,7 +120,8 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     bound = working_set_bound(graph)
     order = list(order)
     validate_order(graph, order)
-    profile = simulate_indices(graph, order)
+    timeline = timeline_indices(graph, order)
+    peak = max(timeline, default=graph.persistent_bytes)
     reason = ""
     if bound > budget:
         reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
@@ -131,7 +130,7 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     writers = _writers(graph)
     moves = 0
     limit = max_moves if max_moves is not None else 8 * len(graph.ops)
-    while not reason and profile.peak_bytes > budget:
+    while not reason and peak > budget:
         if deadline is not None and time.perf_counter() >= deadline:
             reason = "time limit"
             break
@@ -139,33 +138,62 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
             reason = f"stopped after {moves} recomputations"
             break
         state = _State(graph, order)
-        t = profile.timeline.index(profile.peak_bytes)
-        shortlist = _shortlist(graph, writers, state, t, profile.peak_bytes - budget, banned)
+        t = timeline.index(peak)
+        shortlist = _shortlist(graph, writers, state, t, peak - budget, banned)
         if not shortlist:
             reason = "no buffer alive at the peak can be recomputed to lower it"
             break
         best = None  # (fits, -gain per cost or cost, ...)
-        excess = _excess(profile.timeline, budget)
+        excess = _excess(timeline, budget)
         for key, at, chain, cost in shortlist:
             candidate = order[:at] + chain + order[at:]
-            new = simulate_indices(graph, candidate)
-            gain = excess - _excess(new.timeline, budget)
-            if new.peak_bytes > profile.peak_bytes or gain <= 0:
+            new = timeline_indices(graph, candidate)
+            new_peak = max(new)
+            gain = excess - _excess(new, budget)
+            if new_peak > peak or gain <= 0:
                 banned.add(key)
                 continue
             # Bytes above the budget removed per unit of cost, closing the gap or not: a cheap
             # partial move beats an expensive one that closes it (more cheap ones may follow).
-            rank = (-gain / (cost + 1), new.peak_bytes > budget)
+            rank = (-gain / (cost + 1), new_peak > budget)
             if best is None or rank < best[0]:
-                best = (rank, candidate, new)
+                best = (rank, candidate, new, new_peak)
         if best is None:
             continue  # every move tried made things worse: they are banned, look again
-        _, order, profile = best
+        _, order, timeline, peak = best
         moves += 1
+    if peak <= budget:
+        order, peak = _drop_needless(graph, order, budget, deadline)
     validate_order(graph, order)
+    profile = simulate_indices(graph, order)  # the one simulator's figure, as every answer's
+    assert profile.peak_bytes == peak
     flops = recompute_flops(graph, order)
-    return BudgetFit(tuple(order), profile.peak_bytes, budget, bound, flops, len(order) - len(graph.ops),
-                     profile.peak_bytes <= budget, time.perf_counter() - started, reason)
+    return BudgetFit(tuple(order), peak, budget, bound, flops, len(order) - len(graph.ops),
+                     peak <= budget, time.perf_counter() - started, reason)
+
+
+def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float | None) -> tuple[list[int], int]:
+    """``order`` without the recomputations it does not need: reruns whose outputs nobody
+    reads, then, costliest first, every rerun with FLOPs whose removal keeps the peak
+    within ``budget`` (a greedy's early moves can be made redundant by later ones).
+    Dropping a rerun is always valid: its readers read the previous instance, which no
+    op writes (recomputable ops' outputs are never written in place)."""
+    state = _State(graph, order)
+    dead = {t for t, i in recomputations(order) if all(not state.uses[k] for k in state.outputs[t])}
+    order = [i for t, i in enumerate(order) if t not in dead]
+    timeline = timeline_indices(graph, order)
+    costly = sorted({i for _, i in recomputations(order) if op_flops(graph, i)}, key=lambda i: -op_flops(graph, i))
+    for i in costly:
+        at = len(order)
+        while deadline is None or time.perf_counter() < deadline:
+            at = max((t for t in range(at) if order[t] == i), default=-1)
+            if at <= order.index(i):  # the first run is no recomputation
+                break
+            candidate = order[:at] + order[at + 1:]
+            new = timeline_indices(graph, candidate)
+            if max(new) <= budget:
+                order, timeline = candidate, new
+    return order, max(timeline, default=graph.persistent_bytes)
 
 
 def _excess(timeline: Sequence[int], budget: int) -> int:

@@ -11,6 +11,7 @@ import torch
 from model_ir.graph import Graph
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.flops import annotate_flops
+from model_ir.torch.dropout_masks import keep_dropout_masks
 from model_ir.torch.functional_inplace import functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
 from model_ir.torch.hyper_parameters import lifted_hyper_parameters
@@ -82,8 +83,9 @@ def capture_step(
     finite, and gradients are unscaled before ``before_step``.
     ``functional_inplace``: the forward pass's in-place writes of activations
     (``ReLU(inplace=True)``, ``out += identity``) become functional ops, so that their
-    producers can be recomputed under a memory budget; same values, not quite eager's
-    memory (:mod:`model_ir.torch.functional_inplace`).
+    producers can be recomputed under a memory budget, and dropout keeps a boolean mask
+    from which its float noise is recomputed; same values, not quite eager's memory
+    (:mod:`model_ir.torch.functional_inplace`, :mod:`model_ir.torch.dropout_masks`).
     Eval steps always return the outputs. Raises :class:`CaptureError` naming the operator or construct that could not be
     captured.
     """
@@ -109,6 +111,7 @@ def capture_step(
         traced = trace(False)
     if functional_inplace and train:
         functionalize_forward_writes(traced.module, traced.backward_start)
+        keep_dropout_masks(traced.module, traced.backward_start)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
@@ -162,10 +165,11 @@ def capture(
     return_outputs: bool = False,
     device: str | None = None,
     autocast: torch.dtype | None = None,
+    functional_inplace: bool = False,
 ) -> Graph:
     """The storage-level :class:`Graph` of one step of ``model`` (see :func:`capture_step`)."""
     return capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
         granularity=granularity, targets=targets, keep_grads=keep_grads, before_step=before_step,
-        return_outputs=return_outputs, device=device, autocast=autocast,
+        return_outputs=return_outputs, device=device, autocast=autocast, functional_inplace=functional_inplace,
     ).graph

@@ -54,7 +54,7 @@ def _is_view(node: fx.Node) -> bool:
     return alias is not None and not alias.is_write
 
 
-def _retrace(node: fx.Node) -> None:
+def retrace(node: fx.Node) -> None:
     """Recompute ``node``'s traced value from its inputs' (under their fake mode)."""
     def value(a):
         return a.meta["val"] if isinstance(a, fx.Node) else a
@@ -123,7 +123,7 @@ def functionalize_forward_writes(gm: fx.GraphModule, backward_start: str | None)
                 user.replace_input_with(target, new)
         gm.graph.erase_node(node)
         for view in views:  # now views of the new buffer: their traced values follow
-            _retrace(view)
+            retrace(view)
         by_storage.setdefault(_storage(new), []).extend([new, *views])
         position[new] = position.pop(node)
         rewritten += 1

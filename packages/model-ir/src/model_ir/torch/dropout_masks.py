@@ -1,0 +1,64 @@
+"""Dropout's random draw kept as a boolean mask, so its float noise can be recomputed.
+
+Off the GPU, ``F.dropout(x, p)`` draws ``noise = empty_like(x).bernoulli_(1 - p)``,
+scales it in place (``noise.div_(1 - p)``) and returns ``x * noise``; backward multiplies
+the gradient by ``noise``. The noise comes from the random generator, so it cannot be
+made again (:mod:`model_ir.recompute`): a plan under a memory budget keeps a float per
+element of every dropout from the forward pass to the backward pass.
+
+Planning under a budget therefore rewrites the scaling into ``mask = noise != 0`` (one
+byte per element, what the plan keeps) and ``noise' = mask.to(dtype).div(1 - p)`` (no
+random numbers: recomputable from the mask). The drawn noise is freed after the mask is
+taken. torch.compile's decompositions draw a boolean mask likewise. The values are
+bitwise eager's: the same 0.0s and 1.0s divided by the same scalar by the same kernel.
+
+CUDA's fused ``native_dropout`` already returns a boolean mask for backward; its output
+is the random op's own, and stays kept.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from model_ir.torch.functional_inplace import retrace
+
+aten = torch.ops.aten
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
+    """Rewrite the forward pass's dropout noise into a boolean mask and a recomputable
+    scaling (see the module docstring); returns how many draws were rewritten."""
+    rewritten = 0
+    for draw in list(gm.graph.nodes):
+        if draw.name == backward_start:
+            break
+        if draw.target is not aten.bernoulli_.float or not isinstance(draw.args[0], fx.Node):
+            continue
+        # The pattern: a buffer read only by the draw, the draw read only by the scaling.
+        buffer, scale = draw.args[0], _only_user(draw)
+        if (_only_user(buffer) is not draw or scale is None or scale.target is not aten.div_.Scalar
+                or scale.args[0] is not draw or not scale.meta["val"].is_floating_point()):
+            continue
+        graph = gm.graph
+        with graph.inserting_after(draw):
+            mask = graph.call_function(aten.ne.Scalar, (draw, 0))
+        with graph.inserting_after(mask):
+            ones = graph.call_function(aten._to_copy.default, (mask,), {"dtype": scale.meta["val"].dtype})
+        with graph.inserting_after(ones):
+            noise = graph.call_function(aten.div.Scalar, (ones, *scale.args[1:]), dict(scale.kwargs))
+        for new in (mask, ones, noise):
+            new.meta = {k: v for k, v in draw.meta.items() if k != "val"}
+            retrace(new)
+        scale.replace_all_uses_with(noise)
+        graph.erase_node(scale)
+        rewritten += 1
+    if rewritten:
+        gm.graph.lint()
+        gm.recompile()
+    return rewritten
