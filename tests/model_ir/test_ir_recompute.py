@@ -58,14 +58,18 @@ def test_invalid_recomputations_are_refused():
 
 def test_what_may_run_again():
     g = Graph(
-        [Buffer("x", 4), Buffer("a", 4), Buffer("b", 4), Buffer("r", 4), Buffer("o", 4, output=True)],
+        [Buffer("x", 4), Buffer("a", 4), Buffer("b", 4), Buffer("r", 4), Buffer("s", 4),
+         Buffer("o", 4, output=True)],
         [Op("p", inputs=["x"], outputs=["a"]), Op("inplace", mutates=["a"]),
          Op("rand", inputs=["x"], outputs=["r"], meta={"random": True}), Op("q", inputs=["x"], outputs=["b"]),
-         Op("out", inputs=["b", "r"], outputs=["o"])],
+         Op("replay", inputs=["x"], outputs=["s"], meta={"random": True, "replays_rng": True}),
+         Op("out", inputs=["b", "r", "s"], outputs=["o"])],
     )
-    # p's output is written in place, rand draws random numbers, inplace allocates nothing,
-    # out makes a step output: only q may run again.
-    assert recomputable_ops(g) == frozenset({g.op_index["q"]})
+    # p's output is written in place, rand draws random numbers it cannot replay, inplace
+    # allocates nothing, out makes a step output: only q and replay may run again.
+    assert recomputable_ops(g) == frozenset({g.op_index["q"], g.op_index["replay"]})
+    with pytest.raises(ScheduleError, match="cannot replay"):
+        simulate(g, ["p", "inplace", "rand", "q", "replay", "rand", "out"])
 
 
 @st.composite
@@ -193,9 +197,10 @@ def test_in_place_activations_become_functional_under_a_budget():
 
 
 def test_dropout_keeps_a_boolean_mask_under_a_budget():
-    """CPU dropout's float noise is drawn once; captured with functional_inplace, the
-    step keeps a one-byte mask of it and the noise is recomputable from the mask, with
-    the same results (CapturedStep.run, three steps, the same seeds, bitwise eager)."""
+    """CPU dropout draws a float noise in place; captured with functional_inplace, the
+    draw is functional and replays its numbers when recomputed, a one-byte mask of it
+    is taken and the noise is recomputable from the mask, with the same results
+    (CapturedStep.run, three steps, the same seeds, bitwise eager)."""
     torch = pytest.importorskip("torch")
     import copy
 
@@ -219,13 +224,16 @@ def test_dropout_keeps_a_boolean_mask_under_a_budget():
     assert len(draws) == len(masks) == len(noise) == 3  # attention, projection, MLP
     assert all(g.buffer(m.outputs[0]).dtype == "bool" for m in masks)
     assert all(i in allowed for i in noise)
+    assert all(op.target == "aten.bernoulli.p" and op.meta.get("replays_rng") and g.op_index[op.id] in allowed
+               for op in draws)
     assert not any(op.target == "aten.div_.Scalar" and op.meta["phase"] == "forward" for op in g.ops)
     assert any(op.target == "aten.div_.Scalar" for op in plain.graph.ops)
+    in_place = [op for op in plain.graph.ops if op.meta.get("random")]
+    assert in_place and not any(op.meta.get("replays_rng") for op in in_place)
     # The drawn float noise dies once its mask is taken, long before the backward pass.
     lifetimes = {lt.id: lt for lt in simulate(g).lifetimes}
     for d, m in zip(draws, masks):
-        drawn = lifetimes[d.mutates[0]]
-        assert drawn.end == g.op_index[m.id] + 1
+        assert lifetimes[d.outputs[0]].end == g.op_index[m.id] + 1
     for i in range(3):
         x = torch.randn(4, 16, 32)
         torch.manual_seed(10 + i)

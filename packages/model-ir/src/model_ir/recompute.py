@@ -8,9 +8,10 @@ instance its own lifetime; instance ``k >= 2`` of buffer ``b`` is named
 :func:`instance_id` ``(b, k)``, e.g. ``"relu@2"``, in lifetimes and placements).
 
 Only ops whose rerun makes the same values may run again: ops that allocate at least
-one buffer, write none in place, draw no random numbers, and whose outputs are neither
-step outputs nor ever written in place; and a recomputation may not run after an op
-that wrote one of its inputs since the op first ran (it would read other values).
+one buffer, write none in place, draw no random numbers unless they replay them
+(:data:`REPLAYS_RNG`), and whose outputs are neither step outputs nor ever written in
+place; and a recomputation may not run after an op that wrote one of its inputs since
+the op first ran (it would read other values).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from collections.abc import Sequence
 
 from model_ir.graph import Graph
 
-#: Op ``meta`` key marking an op that draws random numbers (never recomputed).
+#: Op ``meta`` key marking an op that draws random numbers (never recomputed, unless
+#: it also has :data:`REPLAYS_RNG`).
 RANDOM = "random"
+
+#: Op ``meta`` key marking a random op whose reruns replay the random numbers of its
+#: first run: the executors keep the generator's state from before the first run and
+#: run it again from that state, then restore the generator (as
+#: ``torch.utils.checkpoint`` does), so a rerun makes the same values and later draws
+#: are eager's.
+REPLAYS_RNG = "replays_rng"
 
 #: Op ``meta`` key marking an op whose in-place writes are side effects a rerun leaves
 #: out (batch norm's running statistics in training mode: its outputs do not depend on
@@ -43,7 +52,8 @@ def recomputable_ops(graph: Graph) -> frozenset[int]:
     for i, op in enumerate(graph.ops):
         side_effects_only = op.meta.get(RERUN_WITHOUT_WRITES) and all(graph.buffer(b).persistent
                                                                       for b in op.mutates)
-        if not op.outputs or (op.mutates and not side_effects_only) or op.meta.get(RANDOM):
+        if (not op.outputs or (op.mutates and not side_effects_only)
+                or (op.meta.get(RANDOM) and not op.meta.get(REPLAYS_RNG))):
             continue
         if any(b in written or graph.buffer(b).output for b in op.outputs):
             continue

@@ -104,7 +104,7 @@ def _validate_recomputations(graph: Graph, step: list[int], again: list[tuple[in
         if i not in allowed:
             raise ScheduleError(
                 f"schedule runs op {op.id!r} twice; only an op that allocates buffers, writes none in place and "
-                "draws no random numbers may run again (a recomputation)"
+                "draws no random numbers it cannot replay may run again (a recomputation)"
             )
         for b in op.inputs:
             for w in writers.get(b, ()):

@@ -36,7 +36,8 @@ from torch import fx
 
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
-from model_ir.recompute import RERUN_WITHOUT_WRITES, instance_id
+from model_ir.recompute import REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_id, recomputations
+from model_ir.torch.rng_replay import restore_rng, save_rng_for, swap_rng
 from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
@@ -110,6 +111,10 @@ class _Builder:
         # Recomputation: which instance of each buffer the latest run of its producer made.
         self.runs: dict[str, int] = {}
         self.instance: dict[str, str] = {}
+        # Random ops run again replay their first run's draws (model_ir.torch.rng_replay).
+        self.replayed = {self.graph_ir.ops[i].id for _, i in recomputations(self.order)
+                         if self.graph_ir.ops[i].meta.get(REPLAYS_RNG)}
+        self.rng_states: dict[str, fx.Node] = {}
 
     # -- values ---------------------------------------------------------------------
 
@@ -159,10 +164,17 @@ class _Builder:
         source = node
         if self.runs[op.id] > 1 and op.meta.get(RERUN_WITHOUT_WRITES):
             source = _rerun_node(node)  # batch norm again: the running statistics are not updated twice
+        replay = op.id in self.replayed and self.runs[op.id] > 1
+        if op.id in self.replayed and self.runs[op.id] == 1:
+            self.rng_states[op.id] = self.g.call_function(save_rng_for, tuple(inputs))
+        elif replay:
+            now = self.g.call_function(swap_rng, (self.rng_states[op.id],))
         if self.slots is None or not fresh:
             value = self.g.node_copy(source, self.lookup)
         else:
             value = self.emit_into_slots(op, source)
+        if replay:
+            self.g.call_function(restore_rng, (self.rng_states[op.id], now))
         if source is not node:
             source.args, source.kwargs = (), {}  # unregister it from the source graph's users
         if skippable:

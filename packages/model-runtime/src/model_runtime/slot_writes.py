@@ -5,9 +5,10 @@ Each entry rewrites one functional aten overload as the in-place or out= operati
 PyTorch itself implements it with, so the result is bitwise the same:
 ``ones_like`` is ``empty_like`` then ``fill_(1)``, ``_to_copy`` and ``clone`` are
 ``empty`` then ``copy_``, ``select_backward``/``slice_backward`` are ``zeros`` then
-a ``copy_`` into the selected part, and ``relu`` is ``clamp_min(self, 0)`` (ATen's
-``relu`` on CPU and CUDA); ``mul.Scalar`` and friends are the ``Tensor`` overload
-with the number wrapped as a tensor. A rewrite gets the call's arguments by schema name (values
+a ``copy_`` into the selected part, ``relu`` is ``clamp_min(self, 0)`` (ATen's
+``relu`` on CPU and CUDA), ``bernoulli.p`` is ``bernoulli_`` of a contiguous result
+(the same draws); ``mul.Scalar`` and friends are the ``Tensor`` overload with the
+number wrapped as a tensor. A rewrite gets the call's arguments by schema name (values
 may be FX nodes) and the slot node, adds nodes to the FX graph and returns the node
 whose value is the result (the slot).
 """
@@ -80,6 +81,11 @@ def _relu(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.clamp_min.out, (named["self"], 0), {"out": slot})
 
 
+def _bernoulli(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # ATen: empty_like(self, contiguous), then bernoulli_(p): the same draws into the slot.
+    return g.call_function(aten.bernoulli_.float, (slot, named["p"]), {"generator": named.get("generator")})
+
+
 #: functional overload -> rewrite; every entry is covered by a bitwise test.
 REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.ones_like.default: _fill(None, 1),
@@ -100,6 +106,7 @@ REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.clone.default: _copy,
     aten.lift_fresh_copy.default: _copy,
     aten.relu.default: _relu,
+    aten.bernoulli.p: _bernoulli,
     aten.arange.default: _arange,
     aten.select_backward.default: _select_backward,
     aten.slice_backward.default: _slice_backward,

@@ -11,9 +11,13 @@ byte per element, what the plan keeps) and ``noise' = mask.to(dtype).div(1 - p)`
 random numbers: recomputable from the mask). The drawn noise is freed after the mask is
 taken. torch.compile's decompositions draw a boolean mask likewise. The values are
 bitwise eager's: the same 0.0s and 1.0s divided by the same scalar by the same kernel.
+Where the noise is contiguous, the draw itself becomes the functional
+``bernoulli.p(x, 1 - p)`` (ATen's ``empty_like(x).bernoulli_(1 - p)``), which replays
+its random numbers when recomputed (:mod:`model_ir.torch.rng_replay`), so a plan may
+keep neither the noise nor the mask, as checkpointing does.
 
-CUDA's fused ``native_dropout`` already returns a boolean mask for backward; its output
-is the random op's own, and stays kept.
+CUDA's fused ``native_dropout`` already returns a boolean mask for backward, and
+replays its draws when recomputed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
                 or scale.args[0] is not draw or not scale.meta["val"].is_floating_point()):
             continue
         graph = gm.graph
+        source = buffer.args[0] if buffer.args else None
+        if (buffer.target is aten.empty_like.default and isinstance(source, fx.Node) and len(buffer.args) == 1
+                and all(k == "memory_format" and v is torch.preserve_format for k, v in buffer.kwargs.items())
+                and buffer.meta["val"].is_contiguous()):
+            # A functional draw: recomputable, replaying the same numbers.
+            with graph.inserting_after(draw):
+                fresh = graph.call_function(aten.bernoulli.p, (source, draw.args[1]), dict(draw.kwargs))
+            fresh.meta = {k: v for k, v in draw.meta.items() if k != "val"}
+            retrace(fresh)
+            draw.replace_all_uses_with(fresh)
+            graph.erase_node(draw)
+            graph.erase_node(buffer)
+            draw = fresh
         with graph.inserting_after(draw):
             mask = graph.call_function(aten.ne.Scalar, (draw, 0))
         with graph.inserting_after(mask):

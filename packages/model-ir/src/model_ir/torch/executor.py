@@ -15,10 +15,11 @@ import torch
 from torch import fx
 
 from model_ir.plan import Schedule, order_indices
-from model_ir.recompute import RERUN_WITHOUT_WRITES, instance_owners
-from model_ir.torch.storage_graph import without_statistics
+from model_ir.recompute import REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_owners, recomputations
 from model_ir.simulator import simulate_indices, validate_order
 from model_ir.torch.errors import ExecutionError
+from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_rng
+from model_ir.torch.storage_graph import without_statistics
 
 
 def execute(
@@ -110,6 +111,9 @@ def execute(
 
     skippable = step.skipped_if_inf
     runs: dict[str, int] = {}
+    # Random ops run again replay their first run's draws (model_ir.torch.rng_replay).
+    replayed = {graph.ops[i].id for _, i in recomputations(idx) if graph.ops[i].meta.get(REPLAYS_RNG)}
+    rng_states: dict[str, tuple] = {}
     finite = None  # GradScaler: read once, before the first skippable op (as eager's .item())
     with torch.no_grad():
         for t, i in enumerate(idx):
@@ -131,7 +135,17 @@ def execute(
                 node_args, node_kwargs = without_statistics(node)  # batch norm's statistics updated once
             args = fx.node.map_arg(node_args, value)
             kwargs = fx.node.map_arg(node_kwargs, value)
-            result = node.target(*args, **kwargs)
+            if op_id not in replayed:
+                result = node.target(*args, **kwargs)
+            elif runs[op_id] == 1:
+                rng_states[op_id] = save_rng(draw_device(args))
+                result = node.target(*args, **kwargs)
+            else:
+                now = swap_rng(rng_states[op_id])
+                try:
+                    result = node.target(*args, **kwargs)
+                finally:
+                    restore_rng(rng_states[op_id], now)
             env[op_id] = list(result) if isinstance(result, tuple) else result
             del args, kwargs, result
             if on_op is not None:

@@ -25,7 +25,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.graph import Buffer, Graph, Op
-from model_ir.recompute import RANDOM, RERUN_WITHOUT_WRITES
+from model_ir.recompute import RANDOM, REPLAYS_RNG, RERUN_WITHOUT_WRITES
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.tracing import TracedStep
 
@@ -283,7 +283,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             target=str(target),
             meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
                   **({RERUN_WITHOUT_WRITES: True} if _writes_only_statistics(node) else {}),
-                  **({RANDOM: True} if _draws_random(node) else {})},
+                  **(({RANDOM: True} | ({} if written_ids else {REPLAYS_RNG: True})) if _draws_random(node)
+                     else {})},
         ))
         op_nodes[node.name] = [node.name]
 
