@@ -150,7 +150,7 @@ def test_foreach_into_slots_is_bitwise_the_functional_call(case):
     expected = op(*args, **kwargs)
     g = fx.Graph()
     slot_nodes = [g.placeholder(f"slot{i}") for i in range(len(expected))]
-    flat, placeholders = [], []
+    flat = []
     call_args = []
     for a in args:
         if isinstance(a, list) and a and isinstance(a[0], torch.Tensor):

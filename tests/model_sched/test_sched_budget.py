@@ -81,6 +81,24 @@ def test_needless_recomputations_are_dropped():
     assert order == list(fit.order) and top == simulate_indices(g, order).peak_bytes <= peak - 100
 
 
+def test_a_fitting_answer_is_made_cheaper():
+    """fit_budget_from swaps the greedy's costliest reruns for cheaper ones (_cheapen):
+    here 20400 recomputed FLOPs become 11202, still within the budget."""
+    from model_sched.recompute import fit_budget_from
+
+    flops = [5000, 100, 100, 5000, 1, 1000]
+    g = training_chain(6, flops=lambda k: flops[k])
+    order = list(range(len(g.ops)))
+    greedy = fit_budget(g, order, 316)
+    better = fit_budget_from(g, [order], 316)
+    assert greedy.fits and greedy.recompute_flops == 20400
+    assert better.fits and better.recompute_flops == 11202
+    validate_order(g, list(better.order))
+    assert simulate_indices(g, better.order).peak_bytes == better.peak_bytes <= 316
+    assert recompute_flops(g, better.order) == better.recompute_flops
+    assert better.recomputed_ops == len(better.order) - len(g.ops)
+
+
 def test_bad_budgets_are_refused():
     g = chain()
     with pytest.raises(SchedError, match="memory budget must be >= 0"):
