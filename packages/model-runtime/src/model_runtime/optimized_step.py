@@ -300,8 +300,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     plan may run forward ops again in the backward pass (recomputation, as activation
     checkpointing does, chosen op by op together with the order) to keep the peak
     under it, at the fewest recomputed FLOPs it finds; ``step.plan.figures`` say what
-    it costs (``recompute_flops``, ``recompute_overhead``). Random ops (dropout) are
-    never recomputed, so results stay bitwise eager's. Raises :class:`BudgetError`,
+    it costs (``recompute_flops``, ``recompute_overhead``). A recomputed random op
+    (dropout) replays its first run's draws, so results stay bitwise eager's. Raises :class:`BudgetError`,
     with the best peak found and the lower bound of any plan, when none fits.
     """
     log = logging.getLogger("model_runtime")
