@@ -42,6 +42,8 @@ MAX_CHAIN = 16
 CHAIN_DEPTHS = (1, 4, MAX_CHAIN)
 #: Moves simulated per step of the search, of each kind (closing the gap alone, or not).
 SHORTLIST = 6
+#: Producers a chain may try to run again, per op of depth (bounds the backtracking).
+EXPANSIONS_PER_CHAIN = 4
 
 
 @attrs.frozen
@@ -256,6 +258,11 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
     index = graph.buffer_index
     ops: list[int] = []
     planned: set[int] = set()  # buffers the chain makes itself
+    # Producers already found not worth running again, and how many more may be tried:
+    # backtracking over a wide graph (many inputs per op) would otherwise revisit the
+    # same ops exponentially often.
+    rejected: set[int] = set()
+    tries = [EXPANSIONS_PER_CHAIN * max_depth]
 
     def need(i: int, depth: int) -> int | None:
         """Plan op ``i`` (and what it needs); the bytes stretched over ``t``, or None."""
@@ -276,7 +283,8 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
             # Keeping it alive until the chain runs costs its bytes at t if it died before t.
             keep = sizes[bi] if state.end[k] <= t else 0
             q = graph.producer[bi]
-            if keep and q is not None and q in allowed and depth < max_depth:
+            if keep and q is not None and q in allowed and depth < max_depth and q not in rejected and tries[0] > 0:
+                tries[0] -= 1
                 mark, made = len(ops), set(planned)
                 sub = need(q, depth + 1)
                 if sub is not None and sub < keep:
@@ -284,6 +292,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
                     continue
                 del ops[mark:]  # keeping the input is cheaper, or its producer cannot run again
                 planned.intersection_update(made)
+                rejected.add(q)
             extra += keep
         ops.append(i)
         planned.update(index[o] for o in graph.ops[i].outputs)
@@ -319,9 +328,9 @@ def _writers(graph: Graph) -> dict[str, list[int]]:
 def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *,
                     time_limit: float | None = None, targets: int = 4) -> BudgetFit:
     """:func:`fit_budget` from each of ``bases`` (orders of op positions): aiming at
-    ``budget``, and when that fails at up to ``targets - 1`` lower targets halfway to
-    the working-set bound each (the greedy is not monotone in its target: a tighter one
-    can find a plan a looser one misses). Returns the answer that fits ``budget`` with
+    ``budget``, and when none meets it at up to ``targets - 1`` lower targets halfway
+    to the working-set bound each (the greedy is not monotone in its target: a tighter
+    one can find a plan a looser one misses). Returns the answer that fits ``budget`` with
     the fewest recomputed FLOPs, else the one with the lowest peak; a fitting answer is
     then made cheaper in the time left (:func:`_cheapen`)."""
     started = time.perf_counter()
@@ -330,11 +339,10 @@ def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *
     while len(aims) < targets and aims[-1] > bound:
         aims.append(max(bound, (aims[-1] + bound) // 2))
     best: BudgetFit | None = None
-    runs = [(base, aim) for base in bases for aim in aims]
-    fitted: set[int] = set()  # bases that already fit: no lower aims for them
+    runs = [(base, aim) for aim in aims for base in bases]  # every base at the budget first
     for k, (base, aim) in enumerate(runs):
-        if id(base) in fitted:
-            continue
+        if aim != budget and best is not None and best.fits:
+            break  # lower aims only rescue a budget no base met
         left = None if time_limit is None else time_limit - (time.perf_counter() - started)
         if left is not None and left <= 0 and best is not None:
             break  # (the first run always happens: with no time left it returns its start)
@@ -342,8 +350,6 @@ def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *
         share = 1.0 if k == len(runs) - 1 else 0.5
         fit = fit_budget(graph, base, aim, time_limit=None if left is None else left * share)
         fits = fit.peak_bytes <= budget
-        if fits:
-            fitted.add(id(base))
         fit = attrs.evolve(fit, budget_bytes=budget, fits=fits, reason="" if fits else fit.reason)
         if best is None or _better(fit, best):
             best = fit

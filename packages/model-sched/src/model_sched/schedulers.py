@@ -298,7 +298,12 @@ class Recompute:
             return
         if control.expired():
             return
-        fit = fit_budget_from(problem.graph, [inner.best_order, list(range(problem.lv.n_ops))], budget,
+        # Bases: the best order (it often keeps the peak's step lowest), eager's, and eager's
+        # with each update right after its gradient (recomputation can move the peak to the
+        # end of the backward pass, where an order that updates late keeps every gradient).
+        bases = [inner.best_order, list(range(problem.lv.n_ops)),
+                 greedy.optimizer_in_backward_order(problem.lv, greedy.optimizer_ops(problem.graph))]
+        fit = fit_budget_from(problem.graph, [b for k, b in enumerate(bases) if b not in bases[:k]], budget,
                               time_limit=control.remaining())
         control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
 
