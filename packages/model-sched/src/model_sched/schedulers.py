@@ -298,11 +298,11 @@ class Recompute:
             return
         if control.expired():
             return
-        # Bases: the best order (it often keeps the peak's step lowest), eager's, and eager's
-        # with each update right after its gradient (recomputation can move the peak to the
-        # end of the backward pass, where an order that updates late keeps every gradient).
-        bases = [inner.best_order, list(range(problem.lv.n_ops)),
-                 greedy.optimizer_in_backward_order(problem.lv, greedy.optimizer_ops(problem.graph))]
+        # Bases: the best order (it often keeps the peak's step lowest), eager's with each
+        # update right after its gradient (recomputation can move the peak to the end of the
+        # backward pass, where an order that updates late keeps every gradient), eager's.
+        bases = [inner.best_order, greedy.optimizer_in_backward_order(problem.lv, greedy.optimizer_ops(problem.graph)),
+                 list(range(problem.lv.n_ops))]
         fit = fit_budget_from(problem.graph, [b for k, b in enumerate(bases) if b not in bases[:k]], budget,
                               time_limit=control.remaining())
         control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
