@@ -241,3 +241,72 @@ def test_dropout_keeps_a_boolean_mask_under_a_budget():
         torch.manual_seed(10 + i)
         assert torch.equal(loss, eager_step(ref, ref_opt, x)), i
     assert_same_state(model, opt, ref, ref_opt)
+
+
+def _noisy_model(generator=None):
+    torch = pytest.importorskip("torch")
+
+    class Noisy(torch.nn.Module):
+        """A random op with no tensor argument (drop-path style), optionally with a generator."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            noise = torch.rand(x.shape[0], 8, device=x.device, generator=generator)
+            return self.lin(x) * noise
+
+    return Noisy()
+
+
+@pytest.mark.parametrize("recomputed", ["rand", "dropout"])
+def test_a_recomputed_draw_replays_eager_numbers(recomputed):
+    """A replayed random op run again gives its first run's numbers and leaves the
+    generator where eager leaves it: the reorder executor, an order that reruns the draw
+    before its backward use, three steps bitwise eager (rand with no tensor argument,
+    and dropout with its default p = 0.5, captured with functional_inplace)."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    from model_ir.testing.torch_models import assert_same_state, eager_step
+    from model_ir.torch import capture_step
+
+    torch.manual_seed(0)
+    if recomputed == "rand":
+        model, target = _noisy_model(), "aten.rand.generator"  # (generator=None)
+    else:
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(), torch.nn.Linear(8, 8))
+        target = "aten.bernoulli.p"
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    step = capture_step(model, torch.randn(4, 8), optimizer=opt, functional_inplace=True)
+    g = step.graph
+    (draw,) = [op for op in g.ops if op.target == target]
+    assert draw.meta.get("random") and draw.meta.get("replays_rng")
+    d = g.op_index[draw.id]
+    first_backward = next(i for i, op in enumerate(g.ops) if op.meta["phase"] == "backward")
+    order = list(range(len(g.ops)))
+    order.insert(first_backward, d)  # the draw again, before the backward pass reads its output
+    assert recomputations(order) == [(first_backward, d)]
+    order = [g.ops[i].id for i in order]
+    for i in range(3):
+        x = torch.randn(4, 8)
+        torch.manual_seed(20 + i)
+        (loss,) = step.run(model, opt, x, order=order)
+        after = torch.rand(1)  # the generator is where eager leaves it
+        torch.manual_seed(20 + i)
+        assert torch.equal(loss, eager_step(ref, ref_opt, x)), i
+        assert torch.equal(after, torch.rand(1))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_a_draw_from_a_given_generator_is_not_replayed():
+    torch = pytest.importorskip("torch")
+    from model_ir.torch import capture_step
+
+    step = capture_step(_noisy_model(torch.Generator().manual_seed(3)), torch.randn(4, 8))
+    (draw,) = [op for op in step.graph.ops if op.target == "aten.rand.generator"]
+    assert draw.meta.get("random") and not draw.meta.get("replays_rng")
+    assert step.graph.op_index[draw.id] not in recomputable_ops(step.graph)

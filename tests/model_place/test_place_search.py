@@ -10,7 +10,7 @@ import time
 
 from model_ir import Lifetime
 
-from model_place import _search, validate_placement
+from model_place import _search
 from model_place.exact import decide
 
 DEEP = textwrap.dedent("""

@@ -104,7 +104,7 @@ def test_bert_tiny_under_a_budget():
     step = train_with_budget(case.model, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
                              lambda: tuple(case.inputs), 0.5, executor="arena", loss_fn=case.loss_fn,
                              make_targets=lambda: case.target)
-    assert_dropout_replayed(step)
+    assert_dropout_replayed(step, at_least=1)
 
 
 def test_the_simulated_peak_is_the_measured_live_peak_under_a_budget():

@@ -109,8 +109,8 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
     probes: dict[int, dict[str, Any]] = {}
 
     # The eager and the optimized searches probe mostly the same batch sizes; a few
-    # graphs are kept (large models' graphs are big).
-    @functools.lru_cache(maxsize=4)
+    # graphs are kept (large models' graphs are big; with --recompute, two per batch).
+    @functools.lru_cache(maxsize=8 if recompute else 4)
     def graph(b: int, for_recompute: bool = False):
         progress.say(f"batch {b}: capture" + (" (recomputable forward)" if for_recompute else ""))
         return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity,

@@ -37,7 +37,7 @@ from torch import fx
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
 from model_ir.recompute import REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_id, recomputations
-from model_ir.torch.rng_replay import restore_rng, save_rng_for, swap_rng
+from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_rng
 from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
@@ -166,7 +166,7 @@ class _Builder:
             source = _rerun_node(node)  # batch norm again: the running statistics are not updated twice
         replay = op.id in self.replayed and self.runs[op.id] > 1
         if op.id in self.replayed and self.runs[op.id] == 1:
-            self.rng_states[op.id] = self.g.call_function(save_rng_for, tuple(inputs))
+            self.rng_states[op.id] = self.g.call_function(save_rng, (draw_device(node),))
         elif replay:
             now = self.g.call_function(swap_rng, (self.rng_states[op.id],))
         if self.slots is None or not fresh:

@@ -82,7 +82,8 @@ def _relu(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
 
 
 def _bernoulli(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
-    # ATen: empty_like(self, contiguous), then bernoulli_(p): the same draws into the slot.
+    # ATen: empty_like(self, contiguous), then bernoulli_(p): the same draws into the slot
+    # (bernoulli.p has no default p: the trace always passes it).
     return g.call_function(aten.bernoulli_.float, (slot, named["p"]), {"generator": named.get("generator")})
 
 

@@ -44,6 +44,8 @@ CHAIN_DEPTHS = (1, 4, MAX_CHAIN)
 SHORTLIST = 6
 #: Producers a chain may try to run again, per op of depth (bounds the backtracking).
 EXPANSIONS_PER_CHAIN = 4
+#: Refits the local search (:func:`_cheapen`) may make, per op its first answer reruns.
+CHEAPEN_REFITS_PER_OP = 2
 
 
 @attrs.frozen
@@ -180,10 +182,7 @@ def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float 
     within ``budget`` (a greedy's early moves can be made redundant by later ones).
     Dropping a rerun is always valid: its readers read the previous instance, which no
     op writes (recomputable ops' outputs are never written in place)."""
-    state = _State(graph, order)
-    dead = {t for t, i in recomputations(order) if all(not state.uses[k] for k in state.outputs[t])}
-    order = [i for t, i in enumerate(order) if t not in dead]
-    timeline = timeline_indices(graph, order)
+    order = _drop_unread(graph, order)
     costly = sorted({i for _, i in recomputations(order) if op_flops(graph, i)}, key=lambda i: -op_flops(graph, i))
     for i in costly:
         at = len(order)
@@ -192,10 +191,21 @@ def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float 
             if at <= order.index(i):  # the first run is no recomputation
                 break
             candidate = order[:at] + order[at + 1:]
-            new = timeline_indices(graph, candidate)
-            if max(new) <= budget:
-                order, timeline = candidate, new
-    return order, max(timeline, default=graph.persistent_bytes)
+            if max(timeline_indices(graph, candidate)) <= budget:
+                order = candidate
+    order = _drop_unread(graph, order)  # dropping a rerun can leave the reruns feeding it unread
+    return order, max(timeline_indices(graph, order), default=graph.persistent_bytes)
+
+
+def _drop_unread(graph: Graph, order: list[int]) -> list[int]:
+    """``order`` without the reruns whose outputs nobody reads, until none is left (a
+    dropped rerun may have been the only reader of another's)."""
+    while True:
+        state = _State(graph, order)
+        unread = {t for t, _ in recomputations(order) if all(not state.uses[k] for k in state.outputs[t])}
+        if not unread:
+            return order
+        order = [i for t, i in enumerate(order) if t not in unread]
 
 
 def _excess(timeline: Sequence[int], budget: int) -> int:
@@ -370,7 +380,10 @@ def _cheapen(graph: Graph, order: list[int], budget: int, deadline: float | None
     when it recomputes fewer FLOPs; until no rerun is left to try or time is up."""
     best = recompute_flops(graph, order)
     tried: set[int] = set()
-    while deadline is None or time.perf_counter() < deadline:
+    # Each improvement lowers the FLOPs, so this ends; the cap bounds it without a deadline.
+    refits = CHEAPEN_REFITS_PER_OP * len(set(i for _, i in recomputations(order))) + 8
+    while (deadline is None or time.perf_counter() < deadline) and refits > 0:
+        refits -= 1
         costly = [i for i in dict.fromkeys(i for _, i in recomputations(order)) if op_flops(graph, i) and i not in tried]
         if not costly:
             break

@@ -303,8 +303,8 @@ class Recompute:
         # backward pass, where an order that updates late keeps every gradient), eager's.
         bases = [inner.best_order, greedy.optimizer_in_backward_order(problem.lv, greedy.optimizer_ops(problem.graph)),
                  list(range(problem.lv.n_ops))]
-        fit = fit_budget_from(problem.graph, [b for k, b in enumerate(bases) if b not in bases[:k]], budget,
-                              time_limit=control.remaining())
+        bases = [b for k, b in enumerate(bases) if b is not None and b not in bases[:k]]
+        fit = fit_budget_from(problem.graph, bases, budget, time_limit=control.remaining())
         control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
 
 

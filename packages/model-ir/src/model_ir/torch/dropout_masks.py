@@ -51,12 +51,18 @@ def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
             continue
         graph = gm.graph
         source = buffer.args[0] if buffer.args else None
+        val = buffer.meta["val"]
         if (buffer.target is aten.empty_like.default and isinstance(source, fx.Node) and len(buffer.args) == 1
                 and all(k == "memory_format" and v is torch.preserve_format for k, v in buffer.kwargs.items())
-                and buffer.meta["val"].is_contiguous()):
-            # A functional draw: recomputable, replaying the same numbers.
+                # bernoulli.p's result has the row-major strides (is_contiguous() would also
+                # accept other strides on dimensions of size 1).
+                and val.stride() == torch.empty(val.shape, device="meta").stride()):
+            # A functional draw: recomputable, replaying the same numbers. (The trace leaves
+            # p out when it is bernoulli_'s default, 0.5.)
+            p = draw.args[1] if len(draw.args) > 1 else draw.kwargs.get("p", 0.5)
+            kwargs = {k: v for k, v in draw.kwargs.items() if k != "p"}
             with graph.inserting_after(draw):
-                fresh = graph.call_function(aten.bernoulli.p, (source, draw.args[1]), dict(draw.kwargs))
+                fresh = graph.call_function(aten.bernoulli.p, (source, p), kwargs)
             fresh.meta = {k: v for k, v in draw.meta.items() if k != "val"}
             retrace(fresh)
             draw.replace_all_uses_with(fresh)

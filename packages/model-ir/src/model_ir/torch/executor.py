@@ -138,7 +138,7 @@ def execute(
             if op_id not in replayed:
                 result = node.target(*args, **kwargs)
             elif runs[op_id] == 1:
-                rng_states[op_id] = save_rng(draw_device(args))
+                rng_states[op_id] = save_rng(draw_device(node))
                 result = node.target(*args, **kwargs)
             else:
                 now = swap_rng(rng_states[op_id])

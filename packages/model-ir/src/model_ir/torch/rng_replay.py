@@ -5,18 +5,18 @@ draws from (:func:`save_rng`); a rerun runs from that state and puts the generat
 where it was (:func:`swap_rng`, then :func:`restore_rng`), as
 ``torch.utils.checkpoint`` does with ``preserve_rng_state``. The rerun makes the
 first run's values and every later draw is eager's. The generator is the default one
-of the device of the op's first tensor argument (CPU: the Mersenne twister's 5 KiB of
-host memory; CUDA: the Philox seed and offset).
+of the device of the op's result (CPU: the Mersenne twister's 5 KiB of host memory;
+CUDA: the Philox seed and offset); capture marks an op replayable only when that device
+is the CPU or a CUDA device and no generator is passed (:func:`replayable`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
+import torch.utils._pytree as pytree
+from torch import fx
 
-from model_ir.torch.errors import CaptureError
+from model_ir.torch.errors import ExecutionError
 
 
 def _generator(device: torch.device) -> torch.Generator:
@@ -24,15 +24,22 @@ def _generator(device: torch.device) -> torch.Generator:
         return torch.default_generator
     if device.type == "cuda":
         return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    raise CaptureError(f"cannot replay random numbers drawn on {device.type}: only cpu and cuda generators are known")
+    raise ExecutionError(f"cannot replay random numbers drawn on {device.type}: only cpu and cuda generators are known")
 
 
-def draw_device(args: Iterable[Any]) -> torch.device:
-    """The device of the first tensor among a random op's arguments (where it draws)."""
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            return a.device
-    raise CaptureError("cannot replay a random op with no tensor argument (its device is unknown)")
+def draw_device(node: fx.Node) -> torch.device | None:
+    """The device of a random op's (traced) result: where it draws."""
+    for v in pytree.tree_leaves(node.meta.get("val")):
+        if isinstance(v, torch.Tensor):
+            return v.device
+    return None
+
+
+def replayable(node: fx.Node, generator=None) -> bool:
+    """Whether the executors can replay ``node``'s draws: from the default generator
+    (``generator``, the op's generator argument, is None) of a CPU or CUDA device."""
+    device = draw_device(node)
+    return generator is None and device is not None and device.type in ("cpu", "cuda")
 
 
 def save_rng(device: torch.device) -> tuple[torch.Generator, torch.Tensor]:
@@ -52,8 +59,3 @@ def swap_rng(saved: tuple[torch.Generator, torch.Tensor]) -> torch.Tensor:
 def restore_rng(saved: tuple[torch.Generator, torch.Tensor], now: torch.Tensor) -> None:
     """Put the generator of ``saved`` back to ``now`` (what :func:`swap_rng` returned)."""
     saved[0].set_state(now)
-
-
-def save_rng_for(*args: Any) -> tuple[torch.Generator, torch.Tensor]:
-    """:func:`save_rng` for the device a random op with arguments ``args`` draws on."""
-    return save_rng(draw_device(args))

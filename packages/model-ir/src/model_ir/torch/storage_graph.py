@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.recompute import RANDOM, REPLAYS_RNG, RERUN_WITHOUT_WRITES
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.rng_replay import replayable
 from model_ir.torch.tracing import TracedStep
 
 #: Operators that read only tensor metadata (shapes, strides), never data.
@@ -143,6 +144,15 @@ def _draws_random(node: fx.Node) -> bool:
     values = {arg.name: value for _, arg, value in _arg_values(node, schema)}
     has_p = any(arg.name == "dropout_p" for arg in schema.arguments)
     return not (has_p and values.get("dropout_p", 0.0) == 0.0)
+
+
+def _random_meta(node: fx.Node, writes: bool) -> dict:
+    """Op meta of a random op: it draws (``RANDOM``); a functional one the executors can
+    replay when recomputed also gets ``REPLAYS_RNG`` (:mod:`model_ir.torch.rng_replay`)."""
+    if not _draws_random(node):
+        return {}
+    values = {arg.name: value for _, arg, value in _arg_values(node, node.target._schema)}
+    return {RANDOM: True, **({} if writes or not replayable(node, values.get("generator")) else {REPLAYS_RNG: True})}
 
 
 def check_granularity(granularity) -> None:
@@ -283,8 +293,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             target=str(target),
             meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
                   **({RERUN_WITHOUT_WRITES: True} if _writes_only_statistics(node) else {}),
-                  **(({RANDOM: True} | ({} if written_ids else {REPLAYS_RNG: True})) if _draws_random(node)
-                     else {})},
+                  **_random_meta(node, bool(written_ids))},
         ))
         op_nodes[node.name] = [node.name]
 
