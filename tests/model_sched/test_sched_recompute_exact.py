@@ -20,7 +20,8 @@ from .test_sched_budget import chain
 pytest.importorskip("ortools")
 
 from model_sched.recompute_exact import (  # noqa: E402
-    MAX_EXACT_OPS, drop_unread_recomputations, fit_budget_exact, recompute_bytes, recompute_lower_bound,
+    MAX_EXACT_OPS, drop_unread_recomputations, fit_budget_exact, recompute_bytes, recompute_flops_lower_bound,
+    recompute_lower_bound,
 )
 
 
@@ -94,6 +95,8 @@ def test_exact_equals_brute_force_on_tiny_graphs(g):
         if best is None:
             assert not fit.fits and fit.status in ("infeasible", "below-bound") and fit.flops_lower_bound is None
         else:
+            lower = recompute_flops_lower_bound(g, budget)
+            assert lower is not None and lower <= best[0]  # a bound on every plan, any number of runs
             assert fit.fits and fit.status == "optimal"
             assert (fit.recompute_flops, fit.recompute_bytes) == best
             assert fit.flops_lower_bound == best[0]
@@ -114,6 +117,21 @@ def test_exact_beats_the_greedy_on_a_chain():
     assert greedy.fits and fit.fits and fit.optimal
     assert fit.recompute_flops == 3000 < greedy.recompute_flops
     assert fit.flops_lower_bound == 3000
+
+
+def test_the_flops_bound_of_a_chain():
+    """chain(4): the activations a0..a3 (100 B each, made by f0..f3 for 1000..4000 FLOPs)
+    are alive across b3 in every order. At 266 B, 200 B of them must go: rerunning the
+    two cheapest producers, f0 and f1 (3000 FLOPs, what the exact plan pays), frees them,
+    and the relaxed bound is within that; at the no-recompute peak it is 0."""
+    g = chain(4)
+    lower = recompute_flops_lower_bound(g, 266)
+    assert 0 < lower <= 3000 == fit_budget_exact(g, 266, time_limit=20).recompute_flops
+    assert recompute_flops_lower_bound(g, simulate(g).peak_bytes) == 0
+    assert recompute_flops_lower_bound(g, working_set_bound(g) - 1) is None
+    r = schedule(g, memory_budget=266, time_limit=5)
+    assert r.recompute_flops_lower_bound == lower <= r.recompute_flops
+    assert r.to_dict()["recompute_flops_lower_bound"] == lower
 
 
 def test_schedule_recompute_exact_under_a_budget():
@@ -160,6 +178,8 @@ def test_a_time_limit_returns_a_checked_answer_with_its_bound():
     assert fit.status in ("optimal", "feasible", "unknown", "infeasible")
     if greedy.fits:
         assert fit.fits and fit.recompute_flops <= greedy.recompute_flops
+        lower = recompute_flops_lower_bound(g, greedy.budget_bytes)
+        assert lower is not None and lower <= fit.recompute_flops
 
 
 def test_unread_recomputations_are_dropped():
@@ -208,10 +228,12 @@ def test_exact_is_valid_and_never_worse_than_the_greedy(g, share):
     fit = fit_budget_exact(g, budget, max_runs=k, time_limit=20, workers=1)
     check(g, fit, budget)
     assert fit.status in ("optimal", "infeasible", "below-bound")
+    lower = recompute_flops_lower_bound(g, budget)
     for f in greedy + [r]:
         fits = f.fits if hasattr(f, "fits") else f.fits_budget
         if fits:
             assert fit.fits and fit.recompute_flops <= f.recompute_flops
+            assert lower is not None and lower <= fit.recompute_flops
     exact = schedule(g, method="recompute-exact", memory_budget=budget, time_limit=20)
     assert simulate(g, exact.order).peak_bytes == exact.peak_bytes >= bound
     if r.fits_budget:
@@ -256,6 +278,8 @@ def test_exact_never_costs_more_than_the_greedy_on_training_chains(g, share):
     assert fit.status in ("optimal", "infeasible", "below-bound")
     if greedy.fits:
         assert fit.fits and fit.recompute_flops <= greedy.recompute_flops
+        lower = recompute_flops_lower_bound(g, budget)
+        assert lower is not None and lower <= fit.recompute_flops
 
 
 def test_ctrl_c_during_the_solve_returns_the_best_plan_so_far(tmp_path):

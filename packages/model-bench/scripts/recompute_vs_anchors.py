@@ -34,7 +34,7 @@ from model_ir.output_files import check_output, write_output
 HERE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "recompute"
 COLUMNS = ("model", "batch_size", "method", "matched", "budget", "memory_budget", "fits", "peak_bytes", "cut_bytes",
            "saved_activation_bytes", "recomputed_ops", "recomputed_flops", "recompute_overhead", "lower_bound_bytes",
-           "seconds")
+           "recompute_flops_lower_bound", "overhead_lower_bound", "seconds")
 
 
 def capture_anchor_step(name: str, batch: int, device: str):
@@ -59,12 +59,18 @@ def parse_fractions(text: str) -> list[float]:
     return out
 
 
+def _bound(row: dict | None) -> str:
+    bound = None if row is None else row.get("overhead_lower_bound")
+    return "-" if bound is None else f"{bound:.1%}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Recomputation, {meta['device']} step (forward, loss, backward), {meta['date']}: the planner's "
              f"figures are simulated (torch {meta['torch']}); the anchors' are measured on the CPU (anchors file). "
-             "Overhead: recomputed FLOPs per forward FLOP (torch.utils.flop_counter).", "",
-             "| model | anchor | anchor peak | anchor overhead | model-opt overhead at that peak |",
-             "|---|---|---:|---:|---:|"]
+             "Overhead: recomputed FLOPs per forward FLOP (torch.utils.flop_counter); bound: no plan at that "
+             "peak recomputes less (model_sched.recompute_exact.recompute_flops_lower_bound).", "",
+             "| model | anchor | anchor peak | anchor overhead | model-opt overhead at that peak | bound |",
+             "|---|---|---:|---:|---:|---:|"]
     by_key = {(r["model"], r["batch_size"], r["matched"], r["method"]): r for r in rows}
     for r in rows:
         if r["method"] == "model-opt":
@@ -75,13 +81,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
         at = (fmt_bytes(r["peak_bytes"]) if r.get("peak_bytes") is not None
               else f"cut {fmt_bytes(r['cut_bytes'])} of saved")
         lines.append(f"| {r['model']} b{r['batch_size']} | {r['matched']} | {at} | "
-                     f"{r['recompute_overhead']:.1%} | {mine} |")
-    lines += ["", "| model | model-opt at its own budgets | peak | cut | overhead |", "|---|---|---:|---:|---:|"]
+                     f"{r['recompute_overhead']:.1%} | {mine} | {_bound(ours)} |")
+    lines += ["", "| model | model-opt at its own budgets | peak | cut | overhead | bound |",
+              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         if r["method"] == "model-opt" and ("transient" in r["matched"] or r["matched"] == "no-recompute"):
             lines.append(f"| {r['model']} b{r['batch_size']} | {r['matched']} | {fmt_bytes(r['peak_bytes'])} | "
                          f"{fmt_bytes(r['cut_bytes'])} | "
-                         + (f"{r['recompute_overhead']:.1%}" + ("" if r["fits"] else " (does not fit)")) + " |")
+                         + (f"{r['recompute_overhead']:.1%}" + ("" if r["fits"] else " (does not fit)"))
+                         + f" | {_bound(r)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -373,7 +373,8 @@ def budget_figures(graph: Graph, sched) -> dict[str, Any]:
     """What planning under a memory budget cost (bytes, FLOPs from the capture's
     ``torch.utils.flop_counter`` counts): the budget, whether the plan fits it, the
     recomputed ops and FLOPs, those FLOPs per FLOP of the step and of its forward
-    pass, and the bound no order without recomputation goes below."""
+    pass, the FLOPs no plan fitting the budget goes below (None when not computed) and
+    the bytes no order without recomputation goes below."""
     flops = graph.meta.get("flops") or {}
     return {
         "memory_budget": sched.memory_budget,
@@ -382,6 +383,7 @@ def budget_figures(graph: Graph, sched) -> dict[str, Any]:
         "recompute_flops": sched.recompute_flops,
         "recompute_overhead": _ratio(sched.recompute_flops, flops.get("total", 0)),
         "recompute_forward_ratio": _ratio(sched.recompute_flops, flops.get("forward", 0)),
+        "recompute_flops_lower_bound": sched.recompute_flops_lower_bound,
         "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
         "step_flops": flops.get("total"),
     }

@@ -49,7 +49,10 @@ def planner_point(graph: Graph, budget: int, *, time_limit: float, label: str,
         "peak_bytes": r.peak_bytes, "cut_bytes": no_recompute_peak - r.peak_bytes,
         "recomputed_ops": r.recomputed_ops, "recomputed_flops": r.recompute_flops,
         "recompute_overhead": r.recompute_flops / forward if forward else None,
-        "lower_bound_bytes": r.lower_bound_bytes, "seconds": round(r.seconds, 2),
+        "lower_bound_bytes": r.lower_bound_bytes, "recompute_flops_lower_bound": r.recompute_flops_lower_bound,
+        "overhead_lower_bound": (r.recompute_flops_lower_bound / forward
+                                 if forward and r.recompute_flops_lower_bound is not None else None),
+        "seconds": round(r.seconds, 2),
     }
 
 

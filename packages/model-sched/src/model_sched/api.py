@@ -68,6 +68,16 @@ def recompute_bound(graph: Graph) -> int:
     return recompute_lower_bound(graph)
 
 
+def recompute_flops_bound(graph: Graph, budget: int) -> int | None:
+    """Lower bound on the FLOPs any plan fitting ``budget`` recomputes; None when no plan
+    fits or the graph is too large for the (quadratic) bound."""
+    if len(graph.ops) > RECOMPUTE_BOUND_OPS:
+        return None
+    from model_sched.recompute_exact import recompute_flops_lower_bound
+
+    return recompute_flops_lower_bound(graph, budget)
+
+
 def scheduler_names() -> list[str]:
     return sorted(providers("model_opt_schedulers"))
 
@@ -158,4 +168,6 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
         persistent_bytes=graph.persistent_bytes, memory_budget=memory_budget, recompute_flops=flops,
         recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=control.bound,
+        recompute_flops_lower_bound=(None if memory_budget is None or control.best_peak > memory_budget
+                                     else recompute_flops_bound(graph, memory_budget)),
     )

@@ -71,8 +71,10 @@ class ScheduleCommand:
         if result.memory_budget is not None:
             print(f"memory budget:   {human_bytes(result.memory_budget)}: "
                   + ("fits" if result.fits_budget else "does NOT fit (the lowest peak found is shown)")
-                  + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs; no order "
-                  f"without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}")
+                  + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs"
+                  + ("" if result.recompute_flops_lower_bound is None
+                     else f" (no plan fitting it recomputes fewer than {result.recompute_flops_lower_bound:.3g})")
+                  + f"; no order without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}")
         note = " (interrupted: best so far)" if result.interrupted else ""
         print(f"time:            {result.seconds:.2f} s{note}")
         if args.output is not None:

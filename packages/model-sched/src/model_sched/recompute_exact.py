@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -484,12 +484,48 @@ def recompute_lower_bound(graph: Graph) -> int:
     it in every order and that no recomputation can make again (made by an op the IR
     never reruns, graph inputs, step outputs). At least
     :func:`~model_ir.simulator.working_set_bound`."""
+    best = max((fixed for fixed, _ in _forced_sets(graph)), default=0)
+    return max(graph.persistent_bytes + best, working_set_bound(graph))
+
+
+def recompute_flops_lower_bound(graph: Graph, budget: int) -> int | None:
+    """Lower bound on the FLOPs any plan fitting ``budget`` bytes recomputes (None when
+    no plan fits). While op ``v`` first runs, the buffers alive across it in every order
+    (:func:`_forced_at`) that a recomputation can make again are alive unless their
+    producer runs again after ``v``, which costs at least its FLOPs once: fitting the
+    budget at ``v`` is a covering knapsack over those producers (bytes freed, FLOPs
+    paid), whose fractional relaxation bounds it; the bound is the largest over ``v``.
+    Free producers (no FLOPs counted, e.g. elementwise ops) cover first, so the bound is
+    0 until the budget is below what they can free. Quadratic: for small graphs."""
+    best = 0
+    for fixed, movable in _forced_sets(graph):
+        need = graph.persistent_bytes + fixed + sum(graph.sizes[bi] for bi, _ in movable) - budget
+        if need <= 0:
+            continue
+        freed: dict[int, int] = {}
+        for bi, p in movable:
+            freed[p] = freed.get(p, 0) + graph.sizes[bi]
+        flops = 0
+        for p in sorted(freed, key=lambda p: op_flops(graph, p) / freed[p]):
+            if freed[p] >= need:
+                flops += -(-op_flops(graph, p) * need // freed[p])
+                need = 0
+                break
+            flops += op_flops(graph, p)
+            need -= freed[p]
+        if need > 0:
+            return None  # not even rerunning every producer frees enough at v
+        best = max(best, flops)
+    return best
+
+
+def _forced_sets(graph: Graph) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    """:func:`_forced_at` of every op, with the IR's recomputable ops."""
     anc = _ancestors(graph)
     desc = _descendants(anc)
     allowed = recomputable_ops(graph)
-    best = max((_forced_at(graph, anc, desc, v, allowed.__contains__)[0] for v in range(len(graph.ops))),
-               default=0)
-    return max(graph.persistent_bytes + best, working_set_bound(graph))
+    for v in range(len(graph.ops)):
+        yield _forced_at(graph, anc, desc, v, allowed.__contains__)
 
 
 def _useful_recomputations(graph: Graph) -> set[int]:

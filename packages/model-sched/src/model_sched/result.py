@@ -21,6 +21,8 @@ class ScheduleResult:
     the least any plan with recomputation can peak at, and
     ``reorder_lower_bound_bytes`` the least any order without recomputation can:
     a budget under the latter proves that recomputation is needed.
+    ``recompute_flops_lower_bound``: no plan fitting the budget recomputes fewer FLOPs
+    (None when not computed: no fit, or a graph too large for the bound).
     """
 
     order: tuple[str, ...] = attrs.field(converter=tuple)
@@ -37,6 +39,7 @@ class ScheduleResult:
     recompute_flops: int = 0
     recomputed_ops: int = 0
     reorder_lower_bound_bytes: int | None = None
+    recompute_flops_lower_bound: int | None = None
 
     @property
     def fits_budget(self) -> bool | None:
@@ -82,6 +85,7 @@ class ScheduleResult:
             "interrupted": self.interrupted,
             **({"memory_budget": self.memory_budget, "fits_budget": self.fits_budget,
                 "recompute_flops": self.recompute_flops, "recomputed_ops": self.recomputed_ops,
-                "reorder_lower_bound_bytes": self.reorder_lower_bound_bytes}
+                "reorder_lower_bound_bytes": self.reorder_lower_bound_bytes,
+                "recompute_flops_lower_bound": self.recompute_flops_lower_bound}
                if self.memory_budget is not None else {}),
         }
