@@ -306,7 +306,14 @@ def test_a_draw_from_a_given_generator_is_not_replayed():
     torch = pytest.importorskip("torch")
     from model_ir.torch import capture_step
 
-    step = capture_step(_noisy_model(torch.Generator().manual_seed(3)), torch.randn(4, 8))
+    from model_ir.torch import CaptureError
+
+    try:
+        step = capture_step(_noisy_model(torch.Generator().manual_seed(3)), torch.randn(4, 8))
+    except CaptureError as e:  # torch 2.11's make_fx cannot trace a generator argument
+        if "Generator" not in str(e):
+            raise
+        pytest.skip(f"this torch cannot capture a generator argument: {e}")
     (draw,) = [op for op in step.graph.ops if op.target == "aten.rand.generator"]
     assert draw.meta.get("random") and not draw.meta.get("replays_rng")
     assert step.graph.op_index[draw.id] not in recomputable_ops(step.graph)
