@@ -112,7 +112,7 @@ def _budget_lines(f: dict[str, Any]) -> list[str]:
     cost = (f"recomputes {f['recomputed_ops']} ops, {f['recompute_flops']:.3g} FLOPs"
             + (f" ({fmt_percent(f['recompute_overhead'])} of the step, {f['recompute_forward_ratio']:.2f}x "
                "its forward pass)" if f.get("recompute_overhead") is not None else "")
-            + ("" if f.get("recompute_flops_lower_bound") is None
+            + ("" if f.get("recompute_flops_lower_bound") is None or not f["recompute_flops"]
                else f", no plan fitting it fewer than {f['recompute_flops_lower_bound']:.3g}"))
     return [f"  memory budget           {fmt_bytes(f['memory_budget'])}: the plan {fits}; {cost}; no order "
             f"without recomputation peaks below {fmt_bytes(f['reorder_lower_bound_bytes'])}"]

@@ -72,7 +72,7 @@ class ScheduleCommand:
             print(f"memory budget:   {human_bytes(result.memory_budget)}: "
                   + ("fits" if result.fits_budget else "does NOT fit (the lowest peak found is shown)")
                   + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs"
-                  + ("" if result.recompute_flops_lower_bound is None
+                  + ("" if result.recompute_flops_lower_bound is None or not result.recompute_flops
                      else f" (no plan fitting it recomputes fewer than {result.recompute_flops_lower_bound:.3g})")
                   + f"; no order without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}")
         note = " (interrupted: best so far)" if result.interrupted else ""
