@@ -226,6 +226,8 @@ def test_dropout_keeps_a_boolean_mask_under_a_budget():
     assert all(i in allowed for i in noise)
     assert all(op.target == "aten.bernoulli.p" and op.meta.get("replays_rng") and g.op_index[op.id] in allowed
                for op in draws)
+    # A draw reads only a scalar (for its shape): rerunning it needs no activation.
+    assert all(g.buffer(b).size <= g.meta["granularity"] for op in draws for b in op.inputs)
     assert not any(op.target == "aten.div_.Scalar" and op.meta["phase"] == "forward" for op in g.ops)
     assert any(op.target == "aten.div_.Scalar" for op in plain.graph.ops)
     in_place = [op for op in plain.graph.ops if op.meta.get("random")]

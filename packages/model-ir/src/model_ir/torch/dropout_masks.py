@@ -12,9 +12,11 @@ random numbers: recomputable from the mask). The drawn noise is freed after the 
 taken. torch.compile's decompositions draw a boolean mask likewise. The values are
 bitwise eager's: the same 0.0s and 1.0s divided by the same scalar by the same kernel.
 Where the noise is contiguous, the draw itself becomes the functional
-``bernoulli.p(x, 1 - p)`` (ATen's ``empty_like(x).bernoulli_(1 - p)``), which replays
-its random numbers when recomputed (:mod:`model_ir.torch.rng_replay`), so a plan may
-keep neither the noise nor the mask, as checkpointing does.
+``bernoulli.p(z, 1 - p)`` (ATen's ``empty_like(z, contiguous).bernoulli_(1 - p)``) of
+``z``, a zero-stride view of a scalar with ``x``'s shape and dtype, which replays its
+random numbers when recomputed (:mod:`model_ir.torch.rng_replay`) without needing
+``x``, so a plan may keep neither the noise nor the mask, as checkpointing does and
+as torch.compile recomputes its seeded masks.
 
 CUDA's fused ``native_dropout`` already returns a boolean mask for backward, and
 replays its draws when recomputed.
@@ -61,10 +63,18 @@ def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
             # p out when it is bernoulli_'s default, 0.5.)
             p = draw.args[1] if len(draw.args) > 1 else draw.kwargs.get("p", 0.5)
             kwargs = {k: v for k, v in draw.kwargs.items() if k != "p"}
+            # bernoulli.p reads only its argument's shape and dtype: give it a zero-stride
+            # view of a scalar, so a rerun does not need x (the same draws, tested).
             with graph.inserting_after(draw):
-                fresh = graph.call_function(aten.bernoulli.p, (source, p), kwargs)
-            fresh.meta = {k: v for k, v in draw.meta.items() if k != "val"}
-            retrace(fresh)
+                zero = graph.call_function(aten.scalar_tensor.default, (0,),
+                                           {"dtype": val.dtype, "device": val.device})
+            with graph.inserting_after(zero):
+                shaped = graph.call_function(aten.expand.default, (zero, list(val.shape)))
+            with graph.inserting_after(shaped):
+                fresh = graph.call_function(aten.bernoulli.p, (shaped, p), kwargs)
+            for new in (zero, shaped, fresh):
+                new.meta = {k: v for k, v in draw.meta.items() if k != "val"}
+                retrace(new, val.fake_mode if new is zero else None)
             draw.replace_all_uses_with(fresh)
             graph.erase_node(draw)
             graph.erase_node(buffer)

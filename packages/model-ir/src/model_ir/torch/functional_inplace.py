@@ -54,14 +54,15 @@ def _is_view(node: fx.Node) -> bool:
     return alias is not None and not alias.is_write
 
 
-def retrace(node: fx.Node) -> None:
-    """Recompute ``node``'s traced value from its inputs' (under their fake mode)."""
+def retrace(node: fx.Node, mode=None) -> None:
+    """Recompute ``node``'s traced value from its inputs' (under their fake mode, or
+    ``mode`` for a node with no tensor input)."""
     def value(a):
         return a.meta["val"] if isinstance(a, fx.Node) else a
 
     args = fx.node.map_aggregate(node.args, value)
     kwargs = fx.node.map_aggregate(node.kwargs, value)
-    with _fake_mode(node):
+    with mode or _fake_mode(node):
         node.meta["val"] = node.target(*args, **kwargs)
 
 
