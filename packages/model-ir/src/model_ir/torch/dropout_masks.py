@@ -24,6 +24,8 @@ replays its draws when recomputed.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import fx
 
@@ -74,7 +76,7 @@ def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
                 fresh = graph.call_function(aten.bernoulli.p, (shaped, p), kwargs)
             for new in (zero, shaped, fresh):
                 new.meta = {k: v for k, v in draw.meta.items() if k != "val"}
-                retrace(new, val.fake_mode if new is zero else None)
+                retrace(new, (getattr(val, "fake_mode", None) or contextlib.nullcontext()) if new is zero else None)
             draw.replace_all_uses_with(fresh)
             graph.erase_node(draw)
             graph.erase_node(buffer)
