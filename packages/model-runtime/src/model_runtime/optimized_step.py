@@ -320,7 +320,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         before_step=before_step, return_outputs=return_outputs and train, autocast=autocast,
         return_grads=set_grads and train, accumulation_steps=accumulation_steps,
         scaler=scaler if train else None,
-        # Under a budget, in-place activations become functional so their producers can be recomputed.
+        # Under a budget, the forward pass is made recomputable (in-place activations functional, dropout masks).
         functional_inplace=memory_budget is not None,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),

@@ -61,21 +61,19 @@ RECOMPUTE_BOUND_OPS = 1500
 
 def recompute_bound(graph: Graph) -> int:
     """Lower bound (bytes) on the peak of any order with any recomputation."""
+    return recompute_bounds(graph)[0]
+
+
+def recompute_bounds(graph: Graph, budget: int | None = None) -> tuple[int, int | None]:
+    """Lower bounds of any plan with recomputation: its peak (bytes) and, with a
+    ``budget``, the FLOPs a plan fitting it recomputes (None without a budget, when none
+    fits, or for a graph too large for these quadratic bounds, whose peak bound is then
+    the working sets alone)."""
     if len(graph.ops) > RECOMPUTE_BOUND_OPS:
-        return working_set_bound(graph)
-    from model_sched.recompute_exact import recompute_lower_bound
+        return working_set_bound(graph), None
+    from model_sched.recompute_exact import recompute_lower_bounds
 
-    return recompute_lower_bound(graph)
-
-
-def recompute_flops_bound(graph: Graph, budget: int) -> int | None:
-    """Lower bound on the FLOPs any plan fitting ``budget`` recomputes; None when no plan
-    fits or the graph is too large for the (quadratic) bound."""
-    if len(graph.ops) > RECOMPUTE_BOUND_OPS:
-        return None
-    from model_sched.recompute_exact import recompute_flops_lower_bound
-
-    return recompute_flops_lower_bound(graph, budget)
+    return recompute_lower_bounds(graph, budget)
 
 
 def scheduler_names() -> list[str]:
@@ -145,8 +143,10 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     order = control.best_order
     recomputes = len(order) > lv.n_ops
     # Without recomputation the forced-liveness bound holds; with it, the working sets
-    # plus what no recomputation can make again (quadratic: small graphs only).
-    bound = control.bound if memory_budget is None else recompute_bound(graph)
+    # plus what no recomputation can make again (quadratic: small graphs only), and the
+    # FLOPs bound of a budget some plan meets.
+    bound, flops_bound = (control.bound, None) if memory_budget is None else recompute_bounds(
+        graph, memory_budget if control.best_peak <= memory_budget else None)
     try:
         validate_order(graph, order)
         simulated = simulate_indices(graph, order).peak_bytes
@@ -168,6 +168,5 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
         persistent_bytes=graph.persistent_bytes, memory_budget=memory_budget, recompute_flops=flops,
         recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=control.bound,
-        recompute_flops_lower_bound=(None if memory_budget is None or control.best_peak > memory_budget
-                                     else recompute_flops_bound(graph, memory_budget)),
+        recompute_flops_lower_bound=flops_bound,
     )

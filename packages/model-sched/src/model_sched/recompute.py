@@ -182,7 +182,7 @@ def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float 
     within ``budget`` (a greedy's early moves can be made redundant by later ones).
     Dropping a rerun is always valid: its readers read the previous instance, which no
     op writes (recomputable ops' outputs are never written in place)."""
-    order = _drop_unread(graph, order)
+    order = drop_unread_recomputations(graph, order)
     costly = sorted({i for _, i in recomputations(order) if op_flops(graph, i)}, key=lambda i: -op_flops(graph, i))
     for i in costly:
         at = len(order)
@@ -193,16 +193,35 @@ def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float 
             candidate = order[:at] + order[at + 1:]
             if max(timeline_indices(graph, candidate)) <= budget:
                 order = candidate
-    order = _drop_unread(graph, order)  # dropping a rerun can leave the reruns feeding it unread
+    order = drop_unread_recomputations(graph, order)  # dropping a rerun can leave the reruns feeding it unread
     return order, max(timeline_indices(graph, order), default=graph.persistent_bytes)
 
 
-def _drop_unread(graph: Graph, order: list[int]) -> list[int]:
-    """``order`` without the reruns whose outputs nobody reads, until none is left (a
-    dropped rerun may have been the only reader of another's)."""
+def drop_unread_recomputations(graph: Graph, order: Sequence[int]) -> list[int]:
+    """``order`` without the recomputations whose new instances no later use reads
+    (only non-empty, non-persistent buffers count). Dropping one changes no other
+    lifetime except to shorten its inputs' ones, so the peak never rises and the
+    order stays valid; repeated until none is left."""
+    order = list(order)
+    index = graph.buffer_index
+    bufs = graph.buffers
     while True:
-        state = _State(graph, order)
-        unread = {t for t, _ in recomputations(order) if all(not state.uses[k] for k in state.outputs[t])}
+        latest: dict[int, int] = {}  # buffer -> step of the run that made its current instance
+        read: set[int] = set()
+        seen: set[int] = set()
+        again: list[int] = []
+        for t, i in enumerate(order):
+            op = graph.ops[i]
+            for b in set(op.uses):
+                bi = index[b]
+                if bi in latest and bufs[bi].size > 0 and not bufs[bi].persistent:
+                    read.add(latest[bi])
+            for b in op.outputs:
+                latest[index[b]] = t
+            if i in seen:
+                again.append(t)
+            seen.add(i)
+        unread = {t for t in again if t not in read}
         if not unread:
             return order
         order = [i for t, i in enumerate(order) if t not in unread]

@@ -70,6 +70,7 @@ import attrs
 from model_ir.graph import Graph
 from model_ir.recompute import op_flops, recomputable_ops, recompute_flops
 from model_ir.simulator import simulate_indices, validate_order, working_set_bound
+from model_sched.recompute import drop_unread_recomputations
 
 #: Graphs with more ops get the greedy only from the ``recompute-exact`` scheduler.
 MAX_EXACT_OPS = 40
@@ -145,36 +146,6 @@ def recompute_bytes(graph: Graph, order: Sequence[int]) -> int:
             total += sum(graph.sizes[graph.buffer_index[b]] for b in graph.ops[i].outputs)
         seen.add(i)
     return total
-
-
-def drop_unread_recomputations(graph: Graph, order: Sequence[int]) -> list[int]:
-    """``order`` without the recomputations whose new instances no later use reads
-    (only non-empty, non-persistent buffers count). Dropping one changes no other
-    lifetime except to shorten its inputs' ones, so the peak never rises and the
-    order stays valid; repeated until none is left."""
-    order = list(order)
-    index = graph.buffer_index
-    bufs = graph.buffers
-    while True:
-        latest: dict[int, int] = {}  # buffer -> step of the run that made its current instance
-        read: set[int] = set()
-        seen: set[int] = set()
-        again: list[int] = []
-        for t, i in enumerate(order):
-            op = graph.ops[i]
-            for b in set(op.uses):
-                bi = index[b]
-                if bi in latest and bufs[bi].size > 0 and not bufs[bi].persistent:
-                    read.add(latest[bi])
-            for b in op.outputs:
-                latest[index[b]] = t
-            if i in seen:
-                again.append(t)
-            seen.add(i)
-        unread = {t for t in again if t not in read}
-        if not unread:
-            return order
-        order = [i for t, i in enumerate(order) if t not in unread]
 
 
 class _Model:
@@ -484,8 +455,7 @@ def recompute_lower_bound(graph: Graph) -> int:
     it in every order and that no recomputation can make again (made by an op the IR
     never reruns, graph inputs, step outputs). At least
     :func:`~model_ir.simulator.working_set_bound`."""
-    best = max((fixed for fixed, _ in _forced_sets(graph)), default=0)
-    return max(graph.persistent_bytes + best, working_set_bound(graph))
+    return recompute_lower_bounds(graph)[0]
 
 
 def recompute_flops_lower_bound(graph: Graph, budget: int) -> int | None:
@@ -497,26 +467,40 @@ def recompute_flops_lower_bound(graph: Graph, budget: int) -> int | None:
     paid), whose fractional relaxation bounds it; the bound is the largest over ``v``.
     Free producers (no FLOPs counted, e.g. elementwise ops) cover first, so the bound is
     0 until the budget is below what they can free. Quadratic: for small graphs."""
-    best = 0
+    return recompute_lower_bounds(graph, budget)[1]
+
+
+def recompute_lower_bounds(graph: Graph, budget: int | None = None) -> tuple[int, int | None]:
+    """:func:`recompute_lower_bound` and, with a ``budget``, :func:`recompute_flops_lower_bound`
+    (else None), in one pass over the ops' forced sets (the quadratic part)."""
+    most, flops, fits = 0, 0, budget is not None
     for fixed, movable in _forced_sets(graph):
-        need = graph.persistent_bytes + fixed + sum(graph.sizes[bi] for bi, _ in movable) - budget
-        if need <= 0:
-            continue
-        freed: dict[int, int] = {}
-        for bi, p in movable:
-            freed[p] = freed.get(p, 0) + graph.sizes[bi]
-        flops = 0
-        for p in sorted(freed, key=lambda p: op_flops(graph, p) / freed[p]):
-            if freed[p] >= need:
-                flops += -(-op_flops(graph, p) * need // freed[p])
-                need = 0
-                break
-            flops += op_flops(graph, p)
-            need -= freed[p]
-        if need > 0:
-            return None  # not even rerunning every producer frees enough at v
-        best = max(best, flops)
-    return best
+        most = max(most, fixed)
+        if fits:
+            at_v = _flops_to_free(graph, graph.persistent_bytes + fixed - budget, movable)
+            fits = at_v is not None
+            flops = max(flops, at_v or 0)
+    return max(graph.persistent_bytes + most, working_set_bound(graph)), (flops if fits else None)
+
+
+def _flops_to_free(graph: Graph, excess: int, movable: list[tuple[int, int]]) -> int | None:
+    """The fractional covering knapsack of :func:`recompute_flops_lower_bound` at one op:
+    the least FLOPs of reruns of the producers of ``movable`` (``(buffer, producer)``)
+    freeing the bytes above the budget (``excess`` plus the movable bytes); None when
+    even all of them do not."""
+    need = excess + sum(graph.sizes[bi] for bi, _ in movable)
+    if need <= 0:
+        return 0
+    freed: dict[int, int] = {}
+    for bi, p in movable:
+        freed[p] = freed.get(p, 0) + graph.sizes[bi]
+    flops = 0
+    for p in sorted(freed, key=lambda p: op_flops(graph, p) / freed[p]):
+        if freed[p] >= need:
+            return flops + -(-op_flops(graph, p) * need // freed[p])
+        flops += op_flops(graph, p)
+        need -= freed[p]
+    return None
 
 
 def _forced_sets(graph: Graph) -> Iterator[tuple[int, list[tuple[int, int]]]]:

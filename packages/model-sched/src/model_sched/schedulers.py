@@ -301,8 +301,8 @@ class Recompute:
         # Bases: the best order (it often keeps the peak's step lowest), eager's with each
         # update right after its gradient (recomputation can move the peak to the end of the
         # backward pass, where an order that updates late keeps every gradient), eager's.
-        bases = [inner.best_order, greedy.optimizer_in_backward_order(problem.lv, greedy.optimizer_ops(problem.graph)),
-                 list(range(problem.lv.n_ops))]
+        updates_early = greedy.optimizer_in_backward_order(problem.lv, greedy.optimizer_ops(problem.graph))
+        bases = [inner.best_order, updates_early, list(range(problem.lv.n_ops))]
         bases = [b for k, b in enumerate(bases) if b is not None and b not in bases[:k]]
         fit = fit_budget_from(problem.graph, bases, budget, time_limit=control.remaining())
         control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)

@@ -9,6 +9,7 @@ evaluated when an op first needs them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,7 +19,7 @@ from model_ir.plan import Schedule, order_indices
 from model_ir.recompute import REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_owners, recomputations
 from model_ir.simulator import simulate_indices, validate_order
 from model_ir.torch.errors import ExecutionError
-from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_rng
+from model_ir.torch.rng_replay import draw_device, replaying, save_rng
 from model_ir.torch.storage_graph import without_statistics
 
 
@@ -135,17 +136,10 @@ def execute(
                 node_args, node_kwargs = without_statistics(node)  # batch norm's statistics updated once
             args = fx.node.map_arg(node_args, value)
             kwargs = fx.node.map_arg(node_kwargs, value)
-            if op_id not in replayed:
-                result = node.target(*args, **kwargs)
-            elif runs[op_id] == 1:
+            if op_id in replayed and runs[op_id] == 1:
                 rng_states[op_id] = save_rng(draw_device(node))
+            with replaying(rng_states[op_id]) if op_id in replayed and runs[op_id] > 1 else contextlib.nullcontext():
                 result = node.target(*args, **kwargs)
-            else:
-                now = swap_rng(rng_states[op_id])
-                try:
-                    result = node.target(*args, **kwargs)
-                finally:
-                    restore_rng(rng_states[op_id], now)
             env[op_id] = list(result) if isinstance(result, tuple) else result
             del args, kwargs, result
             if on_op is not None:

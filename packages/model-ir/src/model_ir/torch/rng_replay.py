@@ -12,6 +12,9 @@ is the CPU or a CUDA device and no generator is passed (:func:`replayable`).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.utils._pytree as pytree
 from torch import fx
@@ -59,3 +62,13 @@ def swap_rng(saved: tuple[torch.Generator, torch.Tensor]) -> torch.Tensor:
 def restore_rng(saved: tuple[torch.Generator, torch.Tensor], now: torch.Tensor) -> None:
     """Put the generator of ``saved`` back to ``now`` (what :func:`swap_rng` returned)."""
     saved[0].set_state(now)
+
+
+@contextlib.contextmanager
+def replaying(saved: tuple[torch.Generator, torch.Tensor]) -> Iterator[None]:
+    """Run the body from the generator state ``saved``, then put the generator back."""
+    now = swap_rng(saved)
+    try:
+        yield
+    finally:
+        restore_rng(saved, now)
