@@ -28,7 +28,7 @@ setup(
     ext_modules=[
         Extension(
             "model_place._search",
-            sources=["src/model_place/_search.c"],
+            sources=["src/model_place/_search.c", "src/model_place/_skyline.c"],
             # gnu11: _Thread_local and the __atomic builtins (GCC and Clang; not MSVC)
             extra_compile_args=["-O2", "-std=gnu11"],
             optional=not REQUIRED,

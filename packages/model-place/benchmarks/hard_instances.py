@@ -1,7 +1,7 @@
 """Zero-slack instances (issue 15 item 5): the arena at the time limit over the bound.
 
     uv run python packages/model-place/benchmarks/hard_instances.py [--sizes 170,400,1000,2400]
-        [--seeds 0,1] [--methods auto,exact-restarts] [--time-limit 60] [--out results.json]
+        [--seeds 0,1] [--methods auto,skyline] [--time-limit 60] [--out results.json]
 
 Each instance is ``zero_slack_instance(n, seed=s)`` (1 MiB x 2n steps cut into n
 buffers, 4 pinwheels; its optimal arena is the bound, 1 MiB). Prints one line per
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="170,400,1000,2400", help="buffers per instance")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--methods", default="auto,exact-restarts")
+    p.add_argument("--methods", default="auto,skyline")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per instance and method")
     p.add_argument("--pinwheels", type=int, default=4)
     p.add_argument("--out", help="write the rows and the summary as JSON to this file")

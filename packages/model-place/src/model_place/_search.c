@@ -106,7 +106,7 @@ static i64 align_up(i64 x, i64 a) {
 }
 
 /* Bumped by cancel(); a search stops when it differs from its own generation. */
-static long g_cancel_generation;
+long model_place_cancel_generation;
 
 /* qsort has no context argument: the heuristic in force, per thread. */
 static _Thread_local const char *g_heur;
@@ -140,7 +140,7 @@ static int poll(Solver *S) {
     S->nodes++;
     if ((S->nodes & 15) == 0) {  /* a node can cost milliseconds on 100k buffers */
         if (S->deadline >= 0 && now_s() > S->deadline) return ST_TIMEOUT;
-        if (__atomic_load_n(&g_cancel_generation, __ATOMIC_RELAXED) != S->generation) return ST_INTERRUPT;
+        if (__atomic_load_n(&model_place_cancel_generation, __ATOMIC_RELAXED) != S->generation) return ST_INTERRUPT;
     }
     return ST_FOUND;
 }
@@ -581,7 +581,7 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
     S.align = data + 3 * n;
     S.capacity = capacity;
     S.deadline = time_limit < 0 ? -1.0 : now_s() + time_limit;
-    S.generation = __atomic_load_n(&g_cancel_generation, __ATOMIC_RELAXED);
+    S.generation = __atomic_load_n(&model_place_cancel_generation, __ATOMIC_RELAXED);
     Part *parts = NULL;
     int np = 0;
     int *part_bufs = NULL;
@@ -620,13 +620,18 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
 static PyObject *py_cancel(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-    __atomic_add_fetch(&g_cancel_generation, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&model_place_cancel_generation, 1, __ATOMIC_RELAXED);
     Py_RETURN_NONE;
 }
 
+/* _skyline.c: randomised valley-filling dives (model_place.skyline). */
+PyObject *model_place_skyline(PyObject *self, PyObject *args);
+extern const char model_place_skyline_doc[];
+
 static PyMethodDef methods[] = {
     {"solve", py_solve, METH_VARARGS, solve_doc},
-    {"cancel", py_cancel, METH_NOARGS, "cancel() -> None: stop every search running now ('interrupted')."},
+    {"skyline", model_place_skyline, METH_VARARGS, model_place_skyline_doc},
+    {"cancel", py_cancel, METH_NOARGS, "cancel() -> None: stop every search and dive running now."},
     {NULL, NULL, 0, NULL},
 };
 

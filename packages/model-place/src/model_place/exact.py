@@ -12,6 +12,11 @@ improving; once every open capacity has timed out, the bisection restarts from
 the proven bound with twice the share. Capacities tried are multiples of the
 greatest common divisor of the sizes and alignments, the only arenas a canonical
 placement can have.
+
+Randomised dives (``_skyline.c``, :mod:`model_place.skyline`) improve the upper
+bound where the decisions stall: a short probe before the first decision (it
+closes small instances without slack, on which that decision would time out), and,
+once a decision at the bound (or the capacity) timed out, half of the time left.
 """
 
 from __future__ import annotations
@@ -49,8 +54,17 @@ DEFAULT_TIME_LIMIT = 60.0
 #: Stack of the search thread (bytes of address space; pages are used on demand).
 SEARCH_STACK_BYTES = 512 << 20
 
-#: Share of the remaining time one decision may use while minimising the arena.
+#: Share of the remaining time one decision may use while minimising the arena (and
+#: the first decision at a capacity).
 DECISION_SHARE = 0.25
+
+#: Randomised dives before the first decision: at most this share of the time
+#: limit and this many dives (tiny instances need no seconds of probing).
+PROBE_SHARE, PROBE_DIVES = 0.02, 1000
+
+#: Share of the remaining time the dives get once a decision at the bound (or the
+#: capacity) timed out, if the probe finished a dive (on ~10^5 buffers one takes minutes).
+DIVE_SHARE = 0.5
 
 #: Largest value of the compiled search's integers.
 INT64_MAX = (1 << 63) - 1
@@ -76,8 +90,9 @@ def grain(lifetimes: Sequence[Lifetime]) -> int:
                     *(lt.alignment for lt in lifetimes if lt.alignment > 1)) or 1
 
 
-def run_search(*args):
-    """Run ``_search.solve(*args)`` in a thread with a large stack.
+def run_search(*args, function: str = "solve"):
+    """Run ``_search.solve(*args)`` (or another function of the compiled module) in a
+    thread with a large stack.
 
     The search recurses once per placed buffer, deeper than a main thread's stack
     allows for large graphs; it releases the GIL, so this thread stays free to
@@ -92,7 +107,7 @@ def run_search(*args):
 
     def target() -> None:
         try:
-            box["out"] = _search.solve(*args)
+            box["out"] = getattr(_search, function)(*args)
         except BaseException as e:  # handed to the caller's thread below
             box["err"] = e
         finally:
@@ -150,11 +165,41 @@ def decide(lifetimes: Sequence[Lifetime], capacity: int, time_limit: float | Non
     return "found", offsets, stats
 
 
+def skyline_dives(lifetimes: Sequence[Lifetime], *, cutoff: int, time_limit: float | None, goal: int = 0,
+                  max_dives: int = 1 << 62, seed: int = 0) -> tuple[int, dict[str, int] | None, int, bool]:
+    """Randomised valley-filling dives (``_skyline.c``, :mod:`model_place.skyline`)
+    until an arena of at most ``goal`` bytes is found, ``time_limit`` seconds pass
+    (None: no limit) or ``max_dives`` dives were made.
+
+    Returns ``(arena, offsets, dives, interrupted)``: the smallest arena below
+    ``cutoff`` bytes with its offsets, or ``cutoff`` and None when no dive got below
+    it; ``interrupted`` when Ctrl-C stopped the dives. Zero-byte buffers get offset
+    0. The same arguments give the same dives (the time limit may cut them short)."""
+    require_search("skyline")
+    sized = [lt for lt in lifetimes if lt.size > 0]
+    if not sized:
+        return 0, {lt.id: 0 for lt in lifetimes}, 0, False
+    if cutoff + max(lt.size for lt in sized) + max(lt.alignment for lt in sized) > INT64_MAX:
+        return cutoff, None, 0, False  # the dives add heights in signed 64-bit integers
+    steps = sorted({t for lt in sized for t in (lt.start, lt.end)})
+    index = {t: k + 1 for k, t in enumerate(steps)}
+    arena, found, dives, interrupted = run_search(
+        [index[lt.start] for lt in sized], [index[lt.end] for lt in sized], [lt.size for lt in sized],
+        [lt.alignment for lt in sized], len(steps) - 1, cutoff, goal, seed & ((1 << 64) - 1),
+        max_dives, -1.0 if time_limit is None else max(0.0, time_limit), function="skyline")
+    if found is None:
+        return cutoff, None, dives, interrupted
+    offsets = {lt.id: 0 for lt in lifetimes if lt.size == 0}
+    offsets.update((lt.id, off) for lt, off in zip(sized, found))
+    return arena, offsets, dives, interrupted
+
+
 @attrs.frozen
 class SearchProgress:
     """Reported after each decision: the capacity tried (bytes), its outcome
     (``found``, ``infeasible``, ``timeout``, ``interrupted``), the best arena and
-    the proven bound so far (bytes), and the seconds elapsed."""
+    the proven bound so far (bytes), and the seconds elapsed. After the randomised
+    dives: the capacity they aimed at and ``found`` or ``dives`` (not reached)."""
 
     capacity: int
     outcome: str
@@ -217,17 +262,44 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
             progress(SearchProgress(cap, status, arena, max(lb, bound), time.perf_counter() - t0))
         return status, offsets
 
-    if capacity is not None:
+    dives, dived = 0, False
+    goal = lb if capacity is None else capacity
+
+    def dive(share: float, max_dives: int = 1 << 62) -> bool:
+        """Randomised dives (model_place.skyline) below the best arena, aiming at the
+        bound (or the capacity), for a share of the time left; False after Ctrl-C."""
+        nonlocal best, best_arena, dives, stopped
+        arena, offsets, n, interrupted = skyline_dives(lifetimes, cutoff=best_arena, goal=goal,
+                                                       time_limit=remaining() * share, max_dives=max_dives)
+        dives += n
+        if offsets is not None:
+            best, best_arena = offsets, arena
+        if progress is not None:
+            progress(SearchProgress(goal, "found" if arena <= goal else "dives", best_arena, lb,
+                                    time.perf_counter() - t0))
+        if interrupted:
+            stopped = "interrupted"
+        return not interrupted
+
+    # A short probe first: on instances with no slack it often finds what the
+    # search's first decision would spend a quarter of the time limit on.
+    if lb <= goal < best_arena:
+        dive(PROBE_SHARE, PROBE_DIVES)
+    if stopped:
+        pass  # Ctrl-C during the probe: the best placement so far
+    elif capacity is not None:
         # Decision mode: any placement within the capacity will do.
         if capacity < lb:
             lb = max(lb, capacity + 1)
         elif best_arena > capacity:
-            status, offsets = run(capacity)
+            status, offsets = run(capacity, remaining() * DECISION_SHARE)
+            if status == "timeout" and dives and dive(DIVE_SHARE) and best_arena > capacity:
+                status, offsets = run(capacity)
             if status == "found":
                 best, best_arena = offsets, arena_of(lifetimes, offsets)
             elif status == "infeasible":
                 lb = above(capacity)
-            else:
+            elif best_arena > capacity and not stopped:
                 stopped = status
     else:
         # Bisect between the proven bound and the best arena. Each decision gets a
@@ -249,10 +321,16 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
                 lo = lb = max(lb, above(target))
             elif status == "timeout":
                 stopped, lo = status, above(target)
+                if dives and not dived:
+                    dived = True
+                    if not dive(DIVE_SHARE):
+                        break
             else:
                 stopped = status
                 break
     details = {"nodes": nodes, "backtracks": backtracks, "decisions": decisions}
+    if dives:
+        details["dives"] = dives
     if stopped:
         details["stopped"] = stopped
     return make_result(lifetimes, best, method=method, seconds=time.perf_counter() - t0, capacity=capacity,
