@@ -8,6 +8,7 @@ import textwrap
 import threading
 import time
 
+import pytest
 from model_ir import Lifetime
 
 from model_place import _search
@@ -68,3 +69,25 @@ def test_cancel_stops_a_running_search():
     assert status == "interrupted" and offsets is None
     assert 0 < nodes < n
     assert time.perf_counter() - t0 < 10
+
+
+def test_cancel_stops_running_dives_and_bad_arguments_are_refused():
+    from model_place.hard_instances import zero_slack_instance
+
+    lts = zero_slack_instance(1000, seed=5)
+    args = ([lt.start + 1 for lt in lts], [lt.end + 1 for lt in lts], [lt.size for lt in lts], [1] * len(lts),
+            2 * len(lts), 1 << 40, 0, 7, 1 << 62, -1.0)  # no dive reaches goal 0, no time limit
+    result = {}
+    t = threading.Thread(target=lambda: result.update(out=_search.skyline(*args)))
+    t0 = time.perf_counter()
+    t.start()
+    time.sleep(0.3)
+    _search.cancel()
+    t.join(30)
+    arena, offsets, dives, interrupted = result["out"]
+    assert interrupted and time.perf_counter() - t0 < 10
+    assert offsets is not None and arena < 1 << 40 and dives >= 1  # the best dive before the cancel
+    with pytest.raises(ValueError, match="buffer 0"):
+        _search.skyline([2], [2], [8], [1], 3, 100, 0, 0, 1, 1.0)  # start == end
+    with pytest.raises(ValueError, match="buffer 0"):
+        _search.skyline([1], [5], [8], [1], 3, 100, 0, 0, 1, 1.0)  # end past nsteps + 1

@@ -13,10 +13,10 @@ the proven bound with twice the share. Capacities tried are multiples of the
 greatest common divisor of the sizes and alignments, the only arenas a canonical
 placement can have.
 
-Randomised dives (``_skyline.c``, :mod:`model_place.skyline`) improve the upper
-bound where the decisions stall: a short probe before the first decision (it
-closes small instances without slack, on which that decision would time out), and,
-once a decision at the bound (or the capacity) timed out, half of the time left.
+The first decision (at the bound, or at the capacity) gets only a short share; if it
+times out, randomised dives (``_skyline.c``, :mod:`model_place.skyline`) get a
+share of the time left before the bisection goes on: on instances without slack
+they find far smaller arenas than the bisection.
 """
 
 from __future__ import annotations
@@ -54,17 +54,18 @@ DEFAULT_TIME_LIMIT = 60.0
 #: Stack of the search thread (bytes of address space; pages are used on demand).
 SEARCH_STACK_BYTES = 512 << 20
 
-#: Share of the remaining time one decision may use while minimising the arena (and
-#: the first decision at a capacity).
+#: Share of the remaining time one decision may use while minimising the arena.
 DECISION_SHARE = 0.25
 
-#: Randomised dives before the first decision: at most this share of the time
-#: limit and this many dives (tiny instances need no seconds of probing).
-PROBE_SHARE, PROBE_DIVES = 0.02, 1000
+#: Share of the remaining time of the first decision (at the bound, or at the
+#: capacity): short, so that the dives get their turn early when it stalls.
+FIRST_DECISION_SHARE = 0.05
 
-#: Share of the remaining time the dives get once a decision at the bound (or the
-#: capacity) timed out, if the probe finished a dive (on ~10^5 buffers one takes minutes).
-DIVE_SHARE = 0.5
+#: Share of the remaining time the randomised dives get once the first decision
+#: timed out, on up to DIVE_MAX_BUFFERS buffers (a dive scans every unplaced buffer
+#: at each move: seconds per dive from ~10^4 buffers).
+DIVE_SHARE = 0.3
+DIVE_MAX_BUFFERS = 10_000
 
 #: Largest value of the compiled search's integers.
 INT64_MAX = (1 << 63) - 1
@@ -262,16 +263,17 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
             progress(SearchProgress(cap, status, arena, max(lb, bound), time.perf_counter() - t0))
         return status, offsets
 
-    dives, dived = 0, False
-    goal = lb if capacity is None else capacity
+    dives = 0
 
-    def dive(share: float, max_dives: int = 1 << 62) -> bool:
+    def dive() -> None:
         """Randomised dives (model_place.skyline) below the best arena, aiming at the
-        bound (or the capacity), for a share of the time left; False after Ctrl-C."""
+        bound (or the capacity), for a share of the time left."""
         nonlocal best, best_arena, dives, stopped
-        arena, offsets, n, interrupted = skyline_dives(lifetimes, cutoff=best_arena, goal=goal,
-                                                       time_limit=remaining() * share, max_dives=max_dives)
-        dives += n
+        if len(lifetimes) > DIVE_MAX_BUFFERS:
+            return
+        goal = lb if capacity is None else capacity
+        arena, offsets, dives, interrupted = skyline_dives(lifetimes, cutoff=best_arena, goal=goal,
+                                                           time_limit=remaining() * DIVE_SHARE)
         if offsets is not None:
             best, best_arena = offsets, arena
         if progress is not None:
@@ -279,22 +281,19 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
                                     time.perf_counter() - t0))
         if interrupted:
             stopped = "interrupted"
-        return not interrupted
 
-    # A short probe first: on instances with no slack it often finds what the
-    # search's first decision would spend a quarter of the time limit on.
-    if lb <= goal < best_arena:
-        dive(PROBE_SHARE, PROBE_DIVES)
-    if stopped:
-        pass  # Ctrl-C during the probe: the best placement so far
-    elif capacity is not None:
+    if capacity is not None:
         # Decision mode: any placement within the capacity will do.
         if capacity < lb:
             lb = max(lb, capacity + 1)
         elif best_arena > capacity:
-            status, offsets = run(capacity, remaining() * DECISION_SHARE)
-            if status == "timeout" and dives and dive(DIVE_SHARE) and best_arena > capacity:
-                status, offsets = run(capacity)
+            # A short decision, the dives if it timed out, then the search again with
+            # what is left (a fresh start: its node limits double anyway).
+            status, offsets = run(capacity, remaining() * FIRST_DECISION_SHARE)
+            if status == "timeout":
+                dive()
+                if best_arena > capacity and not stopped:
+                    status, offsets = run(capacity)
             if status == "found":
                 best, best_arena = offsets, arena_of(lifetimes, offsets)
             elif status == "infeasible":
@@ -306,7 +305,7 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
         # share of the remaining time: proofs near the optimum can be very long,
         # and one that stalls must not stop the search from improving the arena.
         # A decision that times out moves the search up without moving the bound.
-        lo, share = lb, DECISION_SHARE
+        lo, share = lb, FIRST_DECISION_SHARE
         while remaining() > 0 and lb < best_arena:
             if lo >= best_arena:
                 # Every open capacity timed out: start again from the proven bound,
@@ -314,6 +313,7 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
                 lo, share = lb, min(1.0, 2 * share)
             target = lo if decisions == 0 else max(lo, (lo + best_arena - 1) // 2 // g * g)
             status, offsets = run(target, remaining() * share)
+            first, share = decisions == 1, max(share, DECISION_SHARE)
             if status == "found":
                 best, best_arena = offsets, arena_of(lifetimes, offsets)
             elif status == "infeasible":
@@ -321,9 +321,9 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
                 lo = lb = max(lb, above(target))
             elif status == "timeout":
                 stopped, lo = status, above(target)
-                if dives and not dived:
-                    dived = True
-                    if not dive(DIVE_SHARE):
+                if first:
+                    dive()  # zero fragmentation did not come quickly: the dives' turn
+                    if stopped == "interrupted":
                         break
             else:
                 stopped = status

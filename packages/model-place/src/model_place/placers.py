@@ -22,8 +22,8 @@ from model_place.errors import PlaceError, PlacementError
 from model_place.exact import SEARCH_UNAVAILABLE, exact_placement, search_available
 from model_place.heuristics import best_fit, best_heuristic, greedy_by_size, no_reuse
 from model_place.lifetimes import check_lifetimes
-from model_place.skyline import SkylinePlacer
 from model_place.result import PlacementResult, make_result
+from model_place.skyline import SkylinePlacer
 from model_place.validation import validate_placement
 
 #: What ``method="auto"`` runs.
