@@ -26,6 +26,10 @@ try:
     place(lts, method="exact")
 except SearchUnavailableError as e:
     out["exact"] = str(e)
+try:
+    place(lts, method="skyline")  # the dives are compiled too
+except SearchUnavailableError as e:
+    out["skyline"] = str(e)
 r = place(lts)
 place(lts, method="auto")  # the warning is printed once
 out["auto"] = {"method": r.method, "arena": r.arena_bytes, "bound": r.lower_bound_bytes, "optimal": r.optimal}
@@ -47,6 +51,7 @@ def test_place_works_without_the_compiled_search(tmp_path):
         "placer 'exact' needs model-place's compiled search (model_place._search), which is not installed "
         "(model-place was built without a C compiler): reinstall model-place where gcc or clang and the Python "
         "headers are present, or use a heuristic placer (--method best-fit)")
+    assert out["skyline"] == out["exact"].replace("placer 'exact'", "placer 'skyline'")
     assert out["auto"] == {"method": "best-heuristic", "arena": 768, "bound": 768, "optimal": True}
     assert out["cli_exact"] == 2 and out["cli_auto"] == 0
     assert (tmp_path / "in.csv.auto.csv").exists() and not (tmp_path / "in.csv.exact.csv").exists()

@@ -7,16 +7,16 @@
  * lifetime lies inside [a, b). In a placement without waste, the valley's left
  * end (a, h) is covered by a buffer starting at a, its right end by one ending at
  * b. Each move takes the valley end with the fewest such candidates (fewest
- * remaining values first, as exact-cover solvers do): with none, the end step is
- * wasted (raised to the lower wall); otherwise the candidate preferred by a
- * randomised score is placed (tops level with the wall beside it first, then
- * longer lifetimes). Ends with no candidate are all raised in one move. Steps whose buffers are all placed become walls. Dives
- * differ by their random tie-breaks; the best arena is kept, and a dive stops once
- * it cannot beat it. Each move scans the steps and the unplaced buffers, so a
- * dive costs O((buffers + steps) x moves).
+ * remaining values first, as exact-cover solvers do). Ends with no candidate are
+ * wasted: all of them are raised to their valley's lower wall in one move.
+ * Otherwise the candidate preferred by a randomised score is placed (tops level
+ * with the wall beside it first, then longer lifetimes). Steps whose buffers are
+ * all placed become walls. Dives differ by their random tie-breaks; the best
+ * arena is kept, and a dive stops once it cannot beat it. Each move scans the
+ * steps and the unplaced buffers, so a dive costs O((buffers + steps) x moves).
  *
- * Preconditions (checked by model_place.skyline): steps are 1..nsteps, every
- * 1 <= start < end <= nsteps + 1, size > 0, alignment >= 1.
+ * Arguments (checked here; model_place.exact.skyline_dives builds them): steps
+ * 1..nsteps, every 1 <= start < end <= nsteps + 1, size > 0, alignment >= 1.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

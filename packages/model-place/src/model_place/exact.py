@@ -59,7 +59,7 @@ DECISION_SHARE = 0.25
 
 #: Share of the remaining time of the first decision (at the bound, or at the
 #: capacity): short, so that the dives get their turn early when it stalls.
-FIRST_DECISION_SHARE = 0.05
+FIRST_DECISION_SHARE = 0.1
 
 #: Share of the remaining time the randomised dives get once the first decision
 #: timed out, on up to DIVE_MAX_BUFFERS buffers (a dive scans every unplaced buffer

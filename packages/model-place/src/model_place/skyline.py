@@ -6,8 +6,9 @@ cover it without waste, as exact-cover solvers take the most constrained column
 first (the C source says how). Each dive breaks ties at random; the smallest arena
 of all dives is kept. It is a heuristic (no proof beyond the live-bytes bound), built
 for instances on which the exact search's decisions time out: on zero-slack
-instances (:mod:`model_place.hard_instances`) the dives close small ones and end far
-below the exact search's bisection on larger ones (package README).
+instances (:mod:`model_place.hard_instances`) they close those of 170 buffers in a
+fraction of a second, where the bisection ends 7-14% above the bound after 60 s, and
+end at 1.14-1.22x on 1,000-2,400 buffers (the bisection: 1.23-1.25x; package README).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from model_ir import Lifetime
 
-from model_place.exact import DEFAULT_TIME_LIMIT, FINALIZE_SECONDS_PER_BUFFER, skyline_dives
+from model_place.exact import DEFAULT_TIME_LIMIT, FINALIZE_SECONDS_PER_BUFFER, require_search, skyline_dives
 from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
 from model_place.result import PlacementResult, make_result
@@ -30,6 +31,7 @@ def skyline_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = N
     of the dives run until ``time_limit`` seconds (:data:`DEFAULT_TIME_LIMIT` when
     None), stopping early at the live-bytes bound, or within ``capacity`` when one is
     given."""
+    require_search("skyline")
     t0 = time.perf_counter()
     lifetimes = check_lifetimes(lifetimes)
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
