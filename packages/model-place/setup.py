@@ -29,6 +29,7 @@ setup(
         Extension(
             "model_place._search",
             sources=["src/model_place/_search.c", "src/model_place/_skyline.c"],
+            depends=["src/model_place/_search.h"],
             # gnu11: _Thread_local and the __atomic builtins (GCC and Clang; not MSVC).
             # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which made the search
             # 1.5-2x slower (no integer here may overflow: model_place.exact checks the sums).

@@ -49,26 +49,28 @@ def test_statuses():
     assert decide([], 0, None) == ("found", {}, {"nodes": 0, "backtracks": 0})
 
 
+def _cancelled_after(delay: float, function, *args):
+    """Run ``function(*args)`` in a thread, call ``_search.cancel()`` after ``delay``
+    seconds; its result and the seconds until it returned."""
+    result = {}
+    t = threading.Thread(target=lambda: result.update(out=function(*args)))
+    t0 = time.perf_counter()
+    t.start()
+    time.sleep(delay)
+    _search.cancel()
+    t.join(30)
+    return result["out"], time.perf_counter() - t0
+
+
 def test_cancel_stops_a_running_search():
     # A chain of 30000 buffers: each search node orders every unplaced buffer, so
     # placing them all takes far longer than the 0.2 s before the cancel.
     n = 30000
     lo, up = list(range(n)), [i + 5 for i in range(n)]
-    result = {}
-
-    def run():
-        result["out"] = _search.solve(lo, up, [8] * n, [1] * n, 40, 60.0)
-
-    t = threading.Thread(target=run)
-    t0 = time.perf_counter()
-    t.start()
-    time.sleep(0.2)
-    _search.cancel()
-    t.join(30)
-    status, offsets, nodes, _ = result["out"]
+    (status, offsets, nodes, _), seconds = _cancelled_after(0.2, _search.solve, lo, up, [8] * n, [1] * n, 40, 60.0)
     assert status == "interrupted" and offsets is None
     assert 0 < nodes < n
-    assert time.perf_counter() - t0 < 10
+    assert seconds < 10
 
 
 def test_cancel_stops_running_dives_and_bad_arguments_are_refused():
@@ -77,15 +79,8 @@ def test_cancel_stops_running_dives_and_bad_arguments_are_refused():
     lts = zero_slack_instance(1000, seed=5)
     args = ([lt.start + 1 for lt in lts], [lt.end + 1 for lt in lts], [lt.size for lt in lts], [1] * len(lts),
             2 * len(lts), 1 << 40, 0, 7, 1 << 62, -1.0)  # no dive reaches goal 0, no time limit
-    result = {}
-    t = threading.Thread(target=lambda: result.update(out=_search.skyline(*args)))
-    t0 = time.perf_counter()
-    t.start()
-    time.sleep(0.3)
-    _search.cancel()
-    t.join(30)
-    arena, offsets, dives, interrupted = result["out"]
-    assert interrupted and time.perf_counter() - t0 < 10
+    (arena, offsets, dives, interrupted), seconds = _cancelled_after(0.3, _search.skyline, *args)
+    assert interrupted and seconds < 10
     assert offsets is not None and arena < 1 << 40 and dives >= 1  # the best dive before the cancel
     with pytest.raises(ValueError, match="buffer 0"):
         _search.skyline([2], [2], [8], [1], 3, 100, 0, 0, 1, 1.0)  # start == end

@@ -23,15 +23,11 @@
  * it in a thread with a large stack (model_place.exact does); cancel() stops every
  * search running at that moment.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_search.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-typedef int64_t i64;
 
 enum { ST_FOUND = 0, ST_NOTFOUND, ST_TIMEOUT, ST_ABORT, ST_INTERRUPT, ST_NOMEM };
 
@@ -77,7 +73,7 @@ typedef struct {
     int failed;                  /* ST_NOMEM after an allocation failure */
 } Solver;
 
-static double now_s(void) {
+double model_place_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -105,7 +101,6 @@ static i64 align_up(i64 x, i64 a) {
     return r ? x + (a - r) : x;
 }
 
-/* Bumped by cancel(); a search stops when it differs from its own generation. */
 long model_place_cancel_generation;
 
 /* qsort has no context argument: the heuristic in force, per thread. */
@@ -139,7 +134,7 @@ static int poll(Solver *S) {
     S->nodes_remaining--;
     S->nodes++;
     if ((S->nodes & 15) == 0) {  /* a node can cost milliseconds on 100k buffers */
-        if (S->deadline >= 0 && now_s() > S->deadline) return ST_TIMEOUT;
+        if (S->deadline >= 0 && model_place_now() > S->deadline) return ST_TIMEOUT;
         if (__atomic_load_n(&model_place_cancel_generation, __ATOMIC_RELAXED) != S->generation) return ST_INTERRUPT;
     }
     return ST_FOUND;
@@ -346,7 +341,7 @@ static int cmp_idx_lower(const void *pa, const void *pb) {
 /* Whether the deadline passed (checked every 256 calls with k: the tables of a large,
  * dense instance take seconds to build). */
 static int late(const Solver *S, int k) {
-    return (k & 255) == 0 && S->deadline >= 0 && now_s() > S->deadline;
+    return (k & 255) == 0 && S->deadline >= 0 && model_place_now() > S->deadline;
 }
 
 /* Build the search tables: 0, -1 out of memory, -2 past the deadline. */
@@ -520,7 +515,7 @@ static int round_robin(Solver *S, Part *parts, int np, const char **heurs, int n
     }
 }
 
-static int read_i64s(PyObject *seq, int n, i64 *out, const char *what) {
+int model_place_read_i64s(PyObject *seq, int n, i64 *out, const char *what) {
     PyObject *fast = PySequence_Fast(seq, what);
     if (!fast) return -1;
     if (PySequence_Fast_GET_SIZE(fast) != n) {
@@ -561,8 +556,9 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
     int n = (int)n_;
     i64 *data = malloc(sizeof(i64) * 4 * (size_t)n);
     if (!data) return PyErr_NoMemory();
-    if (read_i64s(lo, n, data, "lower") < 0 || read_i64s(up, n, data + n, "upper") < 0 ||
-        read_i64s(sz, n, data + 2 * n, "size") < 0 || read_i64s(al, n, data + 3 * n, "alignment") < 0) {
+    if (model_place_read_i64s(lo, n, data, "lower") < 0 || model_place_read_i64s(up, n, data + n, "upper") < 0 ||
+        model_place_read_i64s(sz, n, data + 2 * n, "size") < 0 ||
+        model_place_read_i64s(al, n, data + 3 * n, "alignment") < 0) {
         free(data);
         return NULL;
     }
@@ -580,7 +576,7 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
     S.size = data + 2 * n;
     S.align = data + 3 * n;
     S.capacity = capacity;
-    S.deadline = time_limit < 0 ? -1.0 : now_s() + time_limit;
+    S.deadline = time_limit < 0 ? -1.0 : model_place_now() + time_limit;
     S.generation = __atomic_load_n(&model_place_cancel_generation, __ATOMIC_RELAXED);
     Part *parts = NULL;
     int np = 0;
@@ -623,10 +619,6 @@ static PyObject *py_cancel(PyObject *self, PyObject *unused) {
     __atomic_add_fetch(&model_place_cancel_generation, 1, __ATOMIC_RELAXED);
     Py_RETURN_NONE;
 }
-
-/* _skyline.c: randomised valley-filling dives (model_place.skyline). */
-PyObject *model_place_skyline(PyObject *self, PyObject *args);
-extern const char model_place_skyline_doc[];
 
 static PyMethodDef methods[] = {
     {"solve", py_solve, METH_VARARGS, solve_doc},

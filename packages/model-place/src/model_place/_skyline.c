@@ -18,25 +18,12 @@
  * Arguments (checked here; model_place.exact.skyline_dives builds them): steps
  * 1..nsteps, every 1 <= start < end <= nsteps + 1, size > 0, alignment >= 1.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_search.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-typedef int64_t i64;
 
 #define WALL INT64_MAX
-
-extern long model_place_cancel_generation;
-
-static double sky_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* xorshift64*: a small, fast generator whose stream is fixed by the seed. */
 static uint64_t rnd(uint64_t *s) {
@@ -56,7 +43,7 @@ typedef struct {
 } Dive;
 
 static int stopped(const Dive *D) {
-    return (D->deadline >= 0 && sky_now() >= D->deadline) ||
+    return (D->deadline >= 0 && model_place_now() >= D->deadline) ||
            __atomic_load_n(&model_place_cancel_generation, __ATOMIC_RELAXED) != D->generation;
 }
 
@@ -161,25 +148,6 @@ static int dive(Dive *D, uint64_t *seed, i64 cutoff) {
     return 1;
 }
 
-static int read_list(PyObject *seq, int n, i64 *out, const char *what) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (!fast) return -1;
-    if (PySequence_Fast_GET_SIZE(fast) != n) {
-        Py_DECREF(fast);
-        PyErr_Format(PyExc_ValueError, "%s: expected %d values", what, n);
-        return -1;
-    }
-    for (int i = 0; i < n; ++i) {
-        out[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
-        if (out[i] == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-    }
-    Py_DECREF(fast);
-    return 0;
-}
-
 const char model_place_skyline_doc[] =
     "skyline(start, end, size, alignment, nsteps, cutoff, goal, seed, max_dives, time_limit)\n"
     "  -> (arena, offsets, dives, interrupted)\n\n"
@@ -220,8 +188,8 @@ PyObject *model_place_skyline(PyObject *self, PyObject *args) {
     D.cover = D.h + T + 2;
     D.seg_of = ints, D.seg_a = ints + (T + 2), D.seg_b = ints + 2 * (T + 2), D.cl = ints + 3 * (T + 2);
     D.cr = ints + 4 * (T + 2), D.unplaced = ints + 5 * (T + 2), D.pick = D.unplaced + n;
-    if (read_list(st, n, start, "start") < 0 || read_list(en, n, end, "end") < 0 ||
-        read_list(sz, n, size, "size") < 0 || read_list(al, n, align, "alignment") < 0) {
+    if (model_place_read_i64s(st, n, start, "start") < 0 || model_place_read_i64s(en, n, end, "end") < 0 ||
+        model_place_read_i64s(sz, n, size, "size") < 0 || model_place_read_i64s(al, n, align, "alignment") < 0) {
         free(data);
         free(ints);
         return NULL;
@@ -242,7 +210,7 @@ PyObject *model_place_skyline(PyObject *self, PyObject *args) {
     uint64_t state = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
     if (!state) state = 1;
     Py_BEGIN_ALLOW_THREADS
-    D.deadline = time_limit < 0 ? -1.0 : sky_now() + time_limit;
+    D.deadline = time_limit < 0 ? -1.0 : model_place_now() + time_limit;
     while (arena > goal && dives < max_dives && !stopped(&D)) {
         int done = dive(&D, &state, arena);
         if (done < 0) break;
