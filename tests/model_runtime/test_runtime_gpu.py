@@ -64,3 +64,62 @@ def test_reorder_reserves_no_more_than_eager(model, batch):
     for alloc, (eager, reorder) in zip(allocs, (got[:2], got[2:])):
         assert reorder["losses"][0] == eager["losses"][0]
         assert reorder["max_reserved_bytes"] <= eager["max_reserved_bytes"] * 1.02 + 2 * MiB, alloc
+
+
+class _DropoutMLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Dropout(0.2),
+                                       torch.nn.Linear(256, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("executor", ["arena", "reorder"])
+def test_cuda_graph_replays_eager_steps(executor):
+    """Recorded on the second call, replayed after, recorded again when lr changes: the
+    losses (with dropout, drawn from the default generator) and the state are eager's."""
+    import copy
+
+    from model_ir.testing.torch_models import assert_same_state, eager_step
+    from model_runtime import optimize
+
+    torch.manual_seed(0)
+    model = _DropoutMLP().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref, ref_opt = copy.deepcopy((model, opt))
+    y = torch.randint(0, 10, (32,), device="cuda")
+    loss_fn = torch.nn.functional.cross_entropy
+    step = optimize(model, torch.randn(32, 64, device="cuda"), optimizer=opt, loss_fn=loss_fn, targets=(y,),
+                    executor=executor, cuda_graph=True, time_limit=2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+    ref_sched = torch.optim.lr_scheduler.StepLR(ref_opt, step_size=4, gamma=0.5)
+    got, want = [], []
+    for i in range(6):
+        x = torch.randn(32, 64, device="cuda")
+        torch.manual_seed(100 + i)
+        got.append(step(x, targets=(y,)))
+        torch.manual_seed(100 + i)
+        want.append(eager_step(ref, ref_opt, (x,), loss_fn, (y,)))
+        sched.step()
+        ref_sched.step()
+    assert [float(a) for a in got] == [float(b) for b in want]
+    assert_same_state(model, opt, ref, ref_opt)
+    assert step.graphed.recordings == 2
+
+
+def test_cuda_graph_refuses_adam_without_capturable():
+    from model_runtime import RuntimeLayerError, optimize
+
+    model = torch.nn.Linear(8, 4).cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with pytest.raises(RuntimeLayerError, match="capturable=True"):
+        optimize(model, torch.randn(2, 8, device="cuda"), optimizer=opt, cuda_graph=True, time_limit=1)
+
+
+@pytest.mark.parametrize("model,batch", [("bert-tiny", 2), ("resnet18", 4)])
+def test_cuda_graph_zoo_losses_are_eager(model, batch):
+    eager, graphed = _run(model, batch, ("eager", "default"), ("arena+graph", "default"))
+    assert graphed["losses"] == eager["losses"]
+    assert graphed["cuda_graph_recordings"] == 1

@@ -18,9 +18,11 @@ from model_runtime.errors import RuntimeLayerError
 
 def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer: str = "sgd",
               executor: str = "arena", steps: int = 5, time_limit: float | None = None, device: str = "cpu",
-              compare_eager: bool = False, plan=None, memory_budget: int | None = None):
+              compare_eager: bool = False, plan=None, memory_budget: int | None = None,
+              cuda_graph: bool = False):
     """Optimize and run ``steps`` steps of zoo model ``name``; returns ``(step, figures)``.
-    ``memory_budget`` (bytes): plan under it, recomputing if needed (see ``optimize``).
+    ``memory_budget`` (bytes): plan under it, recomputing if needed (see ``optimize``);
+    ``cuda_graph``: replay the step as a CUDA graph.
 
     Figures (seconds): ``median_step_seconds`` and, with ``compare_eager``, the eager
     median, the ratio, and whether every loss (train) or output (eval) was bitwise
@@ -43,7 +45,7 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
         ref, ref_opt = copy.deepcopy((case.model, case.optimizer if train else None))
     step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
                     optimizer=case.optimizer if train else None, executor=executor, time_limit=time_limit,
-                    targets=targets, train=train, plan=plan, memory_budget=memory_budget)
+                    targets=targets, train=train, plan=plan, memory_budget=memory_budget, cuda_graph=cuda_graph)
     sync = torch.cuda.synchronize if step.device.type == "cuda" else (lambda: None)
 
     def timed(fn):
@@ -134,7 +136,10 @@ class RunCommand:
         parser.add_argument("--allocators", default="default,expandable",
                             help="with --measure: allocator settings to run (default,expandable)")
         parser.add_argument("--variants", default="eager,reorder,arena",
-                            help="with --measure: eager and executor names to run (default eager,reorder,arena)")
+                            help="with --measure: eager and executor names to run (default eager,reorder,arena); "
+                                 "EXECUTOR+graph replays that executor's step as a CUDA graph")
+        parser.add_argument("--cuda-graph", action="store_true",
+                            help="replay the step as a CUDA graph after its first call (CUDA)")
 
     def run(self, args) -> int:
         from model_ir import save_plan
@@ -147,6 +152,9 @@ class RunCommand:
             raise RuntimeLayerError("name a zoo model: model-opt run MODEL (or --model MODEL); "
                                     "model-opt bench --list lists them")
         if args.measure:
+            if args.cuda_graph:
+                raise RuntimeLayerError("--cuda-graph with --measure: name the variants instead, e.g. "
+                                        "--variants eager,arena,arena+graph")
             return _run_measure(args)
 
         if args.save_plan is not None:  # checked before running the model
@@ -156,6 +164,7 @@ class RunCommand:
             args.model, batch_size=args.batch_size, mode=args.mode, optimizer=args.optimizer,
             executor=args.executor, steps=args.steps, time_limit=args.time_limit, device=args.device,
             compare_eager=args.compare_eager, plan=args.plan, memory_budget=args.budget,
+            cuda_graph=args.cuda_graph,
         )
         if args.save_plan is not None:
             save_plan(step.plan, args.save_plan, overwrite=args.force)
@@ -177,7 +186,7 @@ def _run_measure(args) -> int:
     :mod:`model_runtime.measured_runs`); a crashed variant is reported, not fatal."""
     import sys
 
-    from model_runtime.measured_runs import ALLOC_CONFS, measure_model, render_measurement
+    from model_runtime.measured_runs import ALLOC_CONFS, executor_of, measure_model, render_measurement
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
@@ -190,7 +199,7 @@ def _run_measure(args) -> int:
     variants = tuple(v for v in args.variants.split(",") if v)
     for v in variants:
         if v != "eager":
-            provider("model_opt_executors", v, "executor")  # a clear error for an unknown executor
+            provider("model_opt_executors", executor_of(v)[0], "executor")  # a clear error for an unknown one
     provider("model_opt_models", args.model, "model")
     result = measure_model(args.model, mode=args.mode, batch_size=args.batch_size, optimizer=args.optimizer,
                            device=args.device, variants=variants, allocs=allocs, steps=args.steps,

@@ -44,10 +44,13 @@ def run_variant(spec: dict) -> dict:
     """Run one variant in this process and measure it (see the module docstring).
 
     ``spec``: ``model``, ``mode``, ``batch_size``, ``optimizer``, ``device``,
-    ``variant`` (``eager`` or an executor name), ``steps``, ``warmup``, ``time_limit``;
+    ``variant`` (``eager``, an executor name, or ``<executor>+graph``: replayed as a CUDA
+    graph, ``optimize(..., cuda_graph=True)``), ``steps``, ``warmup``, ``time_limit``;
     diagnostics: ``check_kernels`` (after the measured steps, one more step reporting
     :func:`model_runtime.measure.kernel_mismatches`), ``planning_trace`` (CUDA: the
-    largest allocations made while planning, with their Python frames).
+    largest allocations made while planning, with their Python frames); ``exclusive``:
+    the path of a lock file held while the steps run, so that concurrent children plan
+    side by side but time their steps one at a time.
     """
     import torch
 
@@ -84,10 +87,11 @@ def run_variant(spec: dict) -> dict:
         if cuda and spec.get("planning_trace"):
             torch.cuda.memory._record_memory_history(max_entries=200000)
         t0 = time.perf_counter()
+        executor, graphed = executor_of(spec["variant"])
         step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
-                        optimizer=case.optimizer if train else None, executor=spec["variant"],
+                        optimizer=case.optimizer if train else None, executor=executor,
                         time_limit=spec.get("time_limit"), targets=targets, train=train,
-                        memory_budget=spec.get("memory_budget"))
+                        memory_budget=spec.get("memory_budget"), cuda_graph=graphed)
         out["planning_seconds"] = time.perf_counter() - t0
         if cuda:
             sync()
@@ -102,6 +106,11 @@ def run_variant(spec: dict) -> dict:
         def one_step():
             return step(*case.inputs, targets=targets)
     losses, times = [], []
+    lock = open(spec["exclusive"], "a") if spec.get("exclusive") else None  # noqa: SIM115 - held to the end
+    if lock is not None:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
     for i in range(spec["warmup"] + spec["steps"]):
         if i == spec["warmup"] and cuda:
             sync()
@@ -117,16 +126,25 @@ def run_variant(spec: dict) -> dict:
         losses.append(float(first.detach().float().sum().item()).hex())
         # A step's outputs (eval: the logits) must not stay alive into the next step's peak.
         del result, first
+    if lock is not None:
+        lock.close()  # releases the lock
     if cuda:
         out["max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         out["max_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
     out["median_step_seconds"] = statistics.median(times)
     out["losses"] = losses
+    if spec["variant"] != "eager" and step.graphed is not None:
+        out["cuda_graph_recordings"] = step.graphed.recordings
     if spec.get("check_kernels") and spec["variant"] != "eager":
         from model_runtime.measure import kernel_mismatches
 
         out["kernel_mismatches"] = kernel_mismatches(step, *case.inputs, targets=targets)
     return out
+
+
+def executor_of(variant: str) -> tuple[str, bool]:
+    """``(executor, cuda_graph)`` of an optimized variant's name (``arena``, ``arena+graph``)."""
+    return (variant[:-len("+graph")], True) if variant.endswith("+graph") else (variant, False)
 
 
 def _large_allocations(snapshot, min_bytes: int = 1 << 20, limit: int = 12) -> list:

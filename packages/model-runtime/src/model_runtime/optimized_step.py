@@ -16,7 +16,8 @@ from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
-from model_runtime.errors import BudgetError, ReoptimizeError
+from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, graph_blockers
+from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
 from model_runtime.planning import check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
 
@@ -60,7 +61,7 @@ class OptimizedStep:
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
                  device: torch.device, *, replan: Callable | None = None, follow_mode: bool = False,
-                 max_plans: int = MAX_PLANS, scaler=None):
+                 max_plans: int = MAX_PLANS, scaler=None, cuda_graph: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.captured = captured
@@ -69,6 +70,14 @@ class OptimizedStep:
         self.device = device
         self.scaler = scaler
         self.binder = Binder(captured, model, optimizer, device, scaler)
+        self.graphed: GraphedRun | None = None
+        if cuda_graph:
+            blockers = graph_blockers(self.binder, program, device)
+            if blockers:
+                raise RuntimeLayerError("cuda_graph=True: this step cannot be replayed as a CUDA graph: "
+                                        + "; ".join(blockers))
+            self.graphed = GraphedRun(program, self.binder, CudaRecorder(device))
+        self._run = program.run if self.graphed is None else self.graphed.run
         self._replan = replan
         self._follow_mode = follow_mode
         self.max_plans = max_plans
@@ -138,7 +147,7 @@ class OptimizedStep:
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
         step, tensors = self._variant_for(args, kwargs, targets)
         self._last = step
-        outputs = step._set_grads(step.program.run(tensors))
+        outputs = step._set_grads(step._run(tensors))
         if step.train:
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
@@ -160,7 +169,7 @@ class OptimizedStep:
         if len(targets) != len(batches):
             raise ReoptimizeError(f"{len(batches)} micro-batches but {len(targets)} targets")
         calls = [(*split_example_inputs(b), t) for b, t in zip(batches, targets)]
-        outputs = self._set_grads(self.program.run(self.binder.bind_micro_batches(calls)))
+        outputs = self._set_grads(self._run(self.binder.bind_micro_batches(calls)))
         return tuple(outputs[:self.captured.accumulation_steps])
 
     def _set_grads(self, outputs: list) -> list:
@@ -182,6 +191,8 @@ class OptimizedStep:
             out["out_variant_ops"] = self.program.out_ops
             out["fallback_ops"] = len(self.program.fallbacks)
             out["fallback_bytes"] = sum(f.bytes for f in self.program.fallbacks)
+        if self.graphed is not None:
+            out["cuda_graph_recordings"] = self.graphed.recordings
         return out
 
     def report(self) -> str:
@@ -224,6 +235,8 @@ class OptimizedStep:
                 counts[x.target] = counts.get(x.target, 0) + 1
             if counts:
                 lines.append("    fallbacks: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+        if self.graphed is not None:
+            lines.append(f"  replayed as a CUDA graph (recorded {self.graphed.recordings} time(s) so far)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -249,7 +262,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              before_step: Callable | None = None, return_outputs: bool = False,
              autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS,
              set_grads: bool = False, accumulation_steps: int = 1,
-             scaler: torch.amp.GradScaler | None = None, memory_budget: int | None = None) -> OptimizedStep:
+             scaler: torch.amp.GradScaler | None = None, memory_budget: int | None = None,
+             cuda_graph: bool = False) -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -303,6 +317,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     it costs (``recompute_flops``, ``recompute_overhead``). A recomputed random op
     (dropout) replays its first run's draws, so results stay bitwise eager's. Raises :class:`BudgetError`,
     with the best peak found and the lower bound of any plan, when none fits.
+    ``cuda_graph=True`` (CUDA): the step is recorded as a CUDA graph on its second call
+    and replayed from then on, one launch instead of one per op (see
+    :mod:`model_runtime.cuda_graphs` for what it costs and refuses); recorded again when
+    a hyper-parameter changes or a parameter or state tensor is replaced.
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -311,6 +329,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
     chosen = provider("model_opt_executors", executor, "executor")
+    if cuda_graph and device.type != "cuda":  # before planning; the other reasons need the compiled step
+        raise RuntimeLayerError(f"cuda_graph=True needs a model on a CUDA device; this one is on {device}")
     if optimizer is not None and train:
         # Create the optimizer's lazy state now, so the step updates it from the first call.
         init_optimizer_state(optimizer)
@@ -362,12 +382,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                         schedule_method=schedule_method, place_method=place_method, granularity=granularity,
                         plan=[*(candidates or []), *plans], before_step=before_step,
                         return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
-                        scaler=scaler, memory_budget=memory_budget)
+                        scaler=scaler, memory_budget=memory_budget, cuda_graph=cuda_graph)
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given
     return OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
-                         follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None)
+                         follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None,
+                         cuda_graph=cuda_graph)
 
 
 def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
