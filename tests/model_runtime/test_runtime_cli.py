@@ -102,3 +102,12 @@ def test_run_takes_the_model_as_bench_and_capture_do(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.strip().count("\n") == 0
+
+
+def test_cuda_graph_flags_are_checked(capsys):
+    assert main(["run", "tiny-mlp", "--cuda-graph", "--time-limit", "0.5"]) == 2
+    assert "needs a model on a CUDA device" in capsys.readouterr().err
+    assert main(["run", "tiny-mlp", "--cuda-graph", "--measure"]) == 2
+    assert "--variants eager,arena,arena+graph" in capsys.readouterr().err
+    assert main(["run", "tiny-mlp", "--measure", "--variants", "eager,bogus+graph"]) == 2
+    assert "bogus" in capsys.readouterr().err
