@@ -50,7 +50,10 @@ def run_variant(spec: dict) -> dict:
     :func:`model_runtime.measure.kernel_mismatches`), ``planning_trace`` (CUDA: the
     largest allocations made while planning, with their Python frames); ``exclusive``:
     the path of a lock file held while the steps run, so that concurrent children plan
-    side by side but time their steps one at a time.
+    side by side but time their steps one at a time; ``memory_trace`` (CUDA): the
+    caching allocator's events during the last step, ``[action, address, bytes]`` each
+    (``torch.cuda.memory._record_memory_history`` without stacks), to align eager's real
+    allocations with the simulated ones.
     """
     import torch
 
@@ -116,6 +119,9 @@ def run_variant(spec: dict) -> dict:
             sync()
             torch.cuda.reset_peak_memory_stats(device)
         torch.manual_seed(i)
+        trace = cuda and spec.get("memory_trace") and i == spec["warmup"] + spec["steps"] - 1
+        if trace:
+            torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python")
         sync()
         t0 = time.perf_counter()
         result = one_step()
@@ -126,6 +132,10 @@ def run_variant(spec: dict) -> dict:
         losses.append(float(first.detach().float().sum().item()).hex())
         # A step's outputs (eval: the logits) must not stay alive into the next step's peak.
         del result, first
+        if trace:
+            events = torch.cuda.memory._snapshot()["device_traces"][device.index or 0]
+            torch.cuda.memory._record_memory_history(enabled=None)
+            out["memory_trace"] = [[e["action"], e["addr"], e["size"]] for e in events]
     if lock is not None:
         lock.close()  # releases the lock
     if cuda:

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Measure eager steps of zoo models on a CUDA GPU, each in a fresh process: the measured
+side of ``simulated_vs_measured.py``.
+
+    uv run python packages/model-bench/scripts/eager_on_gpu.py OUT.json [CASE ...] [--trace] [--budget S]
+
+A CASE is ``MODEL:MODE:BATCH:ALLOCATOR`` (``resnet18:train:32:default``; allocator
+``default`` or ``expandable``); without any, every zoo model of the suite in eval at
+batch 32 with the default allocator. ``--trace`` adds the caching allocator's events of
+the last step (``memory_trace``: ``[action, address, bytes]``), to align eager's real
+allocations with the simulated ones. OUT.json holds the records of model-runtime's
+``benchmarks/gpu_matrix.py`` (``kind``, ``spec``, ``alloc``, ``result``), written after
+every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ZOO = ["alexnet", "vgg16", "resnet18", "mobilenet_v2", "vit_b_16", "bert-base", "gpt2", "efficientnet_b0",
+       "googlenet", "inception_v3", "mnasnet0_5", "r3d_18", "resnet50", "squeezenet1_0", "transformer", "vgg11",
+       "vgg19"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out")
+    p.add_argument("cases", nargs="*", help="MODEL:MODE:BATCH:ALLOCATOR (default: the zoo, eval b32, default)")
+    p.add_argument("--trace", action="store_true", help="record the allocator's events of the last step")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run (default 300)")
+    p.add_argument("--parallel", type=int, default=14, help="processes at a time (default 14)")
+    args = p.parse_args(argv)
+    from model_runtime.measured_runs import ALLOC_CONFS, spawn_variant
+
+    cases = []
+    for text in args.cases or [f"{m}:eval:32:default" for m in ZOO]:
+        try:
+            model, mode, batch, alloc = text.split(":")
+            cases.append((model, mode, int(batch), alloc))
+        except ValueError:
+            p.error(f"case {text!r} is not MODEL:MODE:BATCH:ALLOCATOR")
+        if alloc not in ALLOC_CONFS or mode not in ("train", "eval"):
+            p.error(f"case {text!r}: mode is train or eval, allocator one of {', '.join(ALLOC_CONFS)}")
+    t0 = time.time()
+    results: list[dict] = []
+    guard = threading.Lock()
+
+    def work(case):
+        model, mode, batch, alloc = case
+        spec = {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
+                "variant": "eager", "steps": 5, "warmup": 2, "memory_trace": args.trace}
+        left = t0 + args.budget - time.time()
+        r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(180, left))
+        with guard:
+            results.append({"kind": "zoo", "spec": spec, "alloc": alloc, "result": r})
+            with open(args.out, "w") as f:
+                json.dump(results, f)
+        print(f"{time.time() - t0:5.0f}s {model} {mode} b{batch} {alloc}: "
+              f"{(r.get('error') or 'failed').strip().splitlines()[-1][:160] if 'error' in r else 'ok'}", flush=True)
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(work, cases))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
