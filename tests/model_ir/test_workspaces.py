@@ -3,7 +3,9 @@
 import pytest
 
 from model_ir.graph import Buffer, Graph, Op
-from model_ir.workspaces import cublas_threads, cublas_workspace_bytes, uses_cublas, workspace_bytes
+from model_ir.workspaces import (
+    conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, transient_workspaces, uses_cublas, workspace_bytes,
+)
 
 MiB, KiB = 1 << 20, 1 << 10
 
@@ -39,3 +41,37 @@ def test_threads_that_run_cublas():
     assert cublas_threads(convs, eager=True) == cublas_threads(convs, eager=False) == 0  # squeezenet: none
     forward_only = step(("aten.mm.default", "forward"), ("aten.convolution_backward.default", "backward"))
     assert cublas_threads(forward_only, eager=True) == 1
+
+
+def conv_step(weight_shape=(8, 4, 3, 3), device="cuda"):
+    """x -> conv -> y, backward: dy -> convolution_backward -> dx, dw."""
+    buffers = [Buffer("x", 4 * MiB, shape=(2, 4, 16, 16)), Buffer("w", 1 * MiB, persistent=True, shape=weight_shape),
+               Buffer("y", 8 * MiB, shape=(2, 8, 16, 16)), Buffer("dy", 8 * MiB), Buffer("dx", 4 * MiB),
+               Buffer("dw", 1 * MiB)]
+    ops = [Op("conv", inputs=["x", "w"], outputs=["y"], target="aten.convolution.default"),
+           Op("ones", inputs=["y"], outputs=["dy"], target="aten.ones_like.default"),
+           Op("conv_bwd", inputs=["dy", "x", "w"], outputs=["dx", "dw"], target="aten.convolution_backward.default")]
+    return Graph(buffers, ops, meta={"device": device})
+
+
+def test_cudnn_convolution_workspaces_last_the_call():
+    g = conv_step()
+    assert conv_workspace_bytes(g, g.ops[0]) == 13 * MiB  # input + weight + output
+    assert conv_workspace_bytes(g, g.ops[2]) == 13 * MiB  # grad_output + input + weight
+    assert conv_workspace_bytes(g, g.ops[1]) == 0
+    assert transient_workspaces(g) == {"conv": 13 * MiB, "conv_bwd": 13 * MiB}
+    assert transient_workspaces(conv_step(device="cpu")) == {}
+    assert transient_workspaces(conv_step(weight_shape=(4, 1, 3, 3))) == {}  # depthwise: PyTorch's own kernel
+
+
+def test_eager_allocator_takes_the_workspace_during_the_call_only():
+    pipeline = pytest.importorskip("model_bench.pipeline")
+    g = conv_step()
+    lifetimes = pipeline.eager_lifetimes(g)
+    ws = [lt for lt in lifetimes if lt.id.startswith("workspace:")]
+    assert [(lt.start, lt.end, lt.size) for lt in ws] == [(0, 1, 13 * MiB), (2, 3, 13 * MiB)]
+    # Beside the weight (1 MiB): the forward call holds x, y and its workspace (25 MiB); the
+    # backward call dy, x, dx, dw and its workspace (8 + 4 + 4 + 1 + 13 = 30 MiB): the peak.
+    alloc = pipeline.simulate_eager_allocator(g)
+    assert alloc.requested_peak_bytes == 31 * MiB
+    assert pipeline.plan_workspace_bytes(g) == 13 * MiB  # no cuBLAS op; the largest call

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="record the allocator's events of the last step")
     p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run (default 300)")
     p.add_argument("--parallel", type=int, default=14, help="processes at a time (default 14)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # cases may follow the options
     from model_runtime.measured_runs import ALLOC_CONFS, spawn_variant
 
     cases = []

@@ -46,7 +46,7 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time limit of each solve; the best answer found and its gap are reported")
     parser.add_argument("--device", default="cuda", choices=DEVICES,
                         help="capture the step with this device's kernels (default cuda: the attention, batch-norm "
-                             "and dropout kernels CUDA runs, emulated without a GPU, plus cuBLAS workspaces)")
+                             "and dropout kernels CUDA runs, emulated without a GPU, plus cuBLAS and cuDNN workspaces)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -93,7 +93,7 @@ def format_run(f: dict[str, Any]) -> str:
         f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
         f"[{f['placement_method']}], {popt}",
         f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena"
-        f"{' + cuBLAS workspace ' + fmt_bytes(f['workspace_bytes']) if f.get('workspace_bytes') else ''}): "
+        f"{' + library workspaces ' + fmt_bytes(f['workspace_bytes']) if f.get('workspace_bytes') else ''}): "
         f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved, {fmt_percent(-f['saving_vs_expandable'])} vs "
         f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
         f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "

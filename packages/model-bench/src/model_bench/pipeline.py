@@ -19,6 +19,7 @@ from model_bench.errors import BenchError, StageUnavailableError
 from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
+from model_ir.workspaces import transient_workspaces
 
 
 #: The devices a step can be captured for.
@@ -150,13 +151,17 @@ def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = (
     This is what eager PyTorch asks of its caching allocator: weights, optimizer
     state and the batch are allocated before the step and never freed, as are the
     library ``workspaces`` (bytes each, see :mod:`model_ir.workspaces`); then each
-    transient buffer in the order the ops run.
+    transient buffer in the order the ops run, and (graphs captured for CUDA) the
+    workspace each cuDNN convolution takes during its call, after its outputs.
     """
     profile = simulate(graph, order)
     n = max(len(graph.ops), 1)
     persistent = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
     persistent += [Lifetime(f"workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
-    return persistent + list(profile.lifetimes)
+    during = transient_workspaces(graph)
+    calls = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, during[graph.ops[i].id])
+             for t, i in enumerate(profile.order) if graph.ops[i].id in during]
+    return persistent + list(profile.lifetimes) + calls
 
 
 def eager_workspaces(graph: Graph) -> tuple[int, ...]:
@@ -169,10 +174,13 @@ def eager_workspaces(graph: Graph) -> tuple[int, ...]:
 
 
 def plan_workspace_bytes(graph: Graph) -> int:
-    """The library workspace bytes a planned step of ``graph`` holds (one thread runs every op)."""
+    """The library workspace bytes a planned step of ``graph`` needs beside its arena: the
+    cuBLAS workspace (one thread runs every op) and the largest workspace a cuDNN
+    convolution takes during its call."""
     from model_ir.workspaces import cublas_threads, workspace_bytes
 
-    return workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
+    return (workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
+            + max(transient_workspaces(graph).values(), default=0))
 
 
 def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):
@@ -330,6 +338,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "kernels": graph.meta.get("kernels"),
         "persistent_bytes": persistent,
         "workspace_bytes": workspace,
+        "conv_workspace_bytes": max(transient_workspaces(graph).values(), default=0),
         "eager_workspace_bytes": sum(eager_workspaces(graph)),
         "eager_peak_bytes": eager.peak_bytes,
         "eager_transient_peak_bytes": eager.transient_peak_bytes,

@@ -212,8 +212,9 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
 
 
 def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """The eager runs of a ``gpu_matrix.py`` results file (model-runtime) as ``measured_*``
-    figures, keyed by ``(model, mode, batch_size)``."""
+    """The eager runs of ``gpu_matrix.py`` results (model-runtime) as ``measured_*``
+    figures, keyed by ``(model, mode, batch_size)``; a later run of the same model, mode,
+    batch and allocator setting replaces an earlier one."""
     from model_runtime.measured_runs import measured_figures
 
     grouped: dict[tuple, dict] = {}
@@ -222,7 +223,7 @@ def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple,
         if spec.get("variant") != "eager" or "error" in entry["result"]:
             continue
         key = (spec["model"], spec["mode"], spec["batch_size"])
-        grouped.setdefault(key, {}).setdefault(entry["alloc"], {"eager": entry["result"]})
+        grouped.setdefault(key, {})[entry["alloc"]] = {"eager": entry["result"]}
     return {key: measured_figures({"runs": runs}) for key, runs in grouped.items()}
 
 

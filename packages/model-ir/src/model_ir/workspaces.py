@@ -16,8 +16,18 @@ measured ``max_memory_allocated`` exceeds the simulated peak by 64.4 MiB (vit_b_
 b1) and 73.6 MiB (bert-base b1) for eager, and by 33.0 MiB for both planned
 (``reorder``) steps: two workspaces and one, the rest transient library memory.
 
-Not modelled: cuDNN's convolution workspaces (transient, chosen per call by its
-algorithm search; tens of MiB at batch 32 on the H200) and the CUDA context.
+cuDNN's convolutions take a workspace for the duration of each call, through the
+caching allocator (:func:`conv_workspace_bytes`, :func:`transient_workspaces`). Its size
+follows the algorithm cuDNN picks; calibration (same H200, the eager step's allocator
+events recorded by ``packages/model-bench/scripts/eager_on_gpu.py --trace``, results
+``h200-torch2.11-2026-11-30-eager-traces.json``): for fp32 convolutions in NCHW it is
+input + weight + output bytes for a forward call and grad_output + input + weight for
+a backward call (the larger of its data- and weight-gradient workspaces, which run one
+after the other), exact to 0.1 MiB on most of vgg16's and resnet18's convolutions at
+batch 32 (784 MiB for vgg16's second convolution), a few MiB more on some and about
+half on a few. Depthwise convolutions (one input channel per group) run PyTorch's own
+kernel and take none. Not modelled: the first steps' allocations (cuDNN's plan
+building), which decide the default allocator's segments, and the CUDA context.
 """
 
 from __future__ import annotations
@@ -71,3 +81,44 @@ def cublas_threads(graph, *, eager: bool) -> int:
     threads = {("backward" if eager and op.meta.get("phase") == "backward" else "main")
                for op in graph.ops if uses_cublas(op.target)}
     return len(threads)
+
+
+#: aten convolution operators cuDNN runs on CUDA: the forward call and the backward call.
+CONV_FORWARD = "aten.convolution.default"
+CONV_BACKWARD = "aten.convolution_backward.default"
+
+
+def conv_workspace_bytes(graph, op) -> int:
+    """cuDNN's workspace for one call of ``op`` (bytes; 0 for other ops and depthwise
+    convolutions): input + weight + output for a forward convolution, grad_output +
+    input + weight for a backward one (see the module docstring for the calibration)."""
+    if op.target not in (CONV_FORWARD, CONV_BACKWARD) or len(op.inputs) < (2 if op.target == CONV_FORWARD else 3):
+        return 0
+    if op.target == CONV_FORWARD:
+        x, w, y = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        parts = (x, w, y)
+    else:
+        dy, x, w = (graph.buffer(b) for b in op.inputs[:3])
+        parts = (dy, x, w)
+    if _depthwise(x, w):
+        return 0
+    return sum(b.size for b in parts)
+
+
+def _depthwise(x, w) -> bool:
+    """A convolution with one input channel per group (weight ``[C, 1, ...]``) over a
+    multi-channel input: PyTorch runs its own kernel in fp32, not cuDNN's."""
+    return bool(w.shape and x.shape and len(w.shape) >= 2 and w.shape[1] == 1 and x.shape[1] > 1)
+
+
+def transient_workspaces(graph) -> dict[str, int]:
+    """Op id -> bytes of the workspace the op takes for the duration of its call, for a
+    graph captured for CUDA (empty otherwise): cuDNN's convolutions."""
+    if graph.meta.get("device") != "cuda":
+        return {}
+    out = {}
+    for op in graph.ops:
+        size = conv_workspace_bytes(graph, op)
+        if size:
+            out[op.id] = size
+    return out
