@@ -11,9 +11,12 @@ GIB = 2**30
 
 
 def test_alexnet_train_32_reproduces_model_and_reaches_the_proven_optimum():
+    # MODeL counts no library workspaces: its figure is the CPU capture's (CUDA's adds cuDNN's).
+    cpu = run_bench("alexnet", "train", 32, BenchSettings(time_limit=60, device="cpu")).figures
     f = run_bench("alexnet", "train", 32, BenchSettings(time_limit=60)).figures
     # MODeL's README: 0.5618 GB simulated for program order (within 2%).
-    assert abs(f["eager_peak_bytes"] / GIB - 0.5618) <= 0.02 * 0.5618
+    assert abs(cpu["eager_peak_bytes"] / GIB - 0.5618) <= 0.02 * 0.5618
+    assert f["eager_peak_bytes"] > cpu["eager_peak_bytes"] and f["conv_workspace_bytes"] > 0
     # The best order: 0.3878 GiB, equal to the lower bound, hence optimal.
     assert round(f["optimized_peak_bytes"] / GIB, 4) == 0.3878
     assert f["schedule_optimal"] and f["lower_bound_bytes"] == f["optimized_peak_bytes"]

@@ -4,7 +4,8 @@ import pytest
 
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.workspaces import (
-    conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, transient_workspaces, uses_cublas, workspace_bytes,
+    WORKSPACE_KIND, conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, transient_workspaces, uses_cublas,
+    with_workspaces, workspace_bytes,
 )
 
 MiB, KiB = 1 << 20, 1 << 10
@@ -64,14 +65,16 @@ def test_cudnn_convolution_workspaces_last_the_call():
     assert transient_workspaces(conv_step(weight_shape=(4, 1, 3, 3))) == {}  # depthwise: PyTorch's own kernel
 
 
-def test_eager_allocator_takes_the_workspace_during_the_call_only():
-    pipeline = pytest.importorskip("model_bench.pipeline")
-    g = conv_step()
-    lifetimes = pipeline.eager_lifetimes(g)
-    ws = [lt for lt in lifetimes if lt.id.startswith("workspace:")]
-    assert [(lt.start, lt.end, lt.size) for lt in ws] == [(0, 1, 13 * MiB), (2, 3, 13 * MiB)]
+def test_workspaces_become_buffers_alive_during_their_call():
+    from model_ir import simulate
+
+    g = with_workspaces(conv_step())
+    assert [op.outputs for op in g.ops] == [("y", "workspace:conv"), ("dy",), ("dx", "dw", "workspace:conv_bwd")]
+    ws = [b for b in g.buffers if b.kind == WORKSPACE_KIND]
+    assert [(b.id, b.size) for b in ws] == [("workspace:conv", 13 * MiB), ("workspace:conv_bwd", 13 * MiB)]
+    assert with_workspaces(g) is g and with_workspaces(conv_step(device="cpu")) == conv_step(device="cpu")
     # Beside the weight (1 MiB): the forward call holds x, y and its workspace (25 MiB); the
     # backward call dy, x, dx, dw and its workspace (8 + 4 + 4 + 1 + 13 = 30 MiB): the peak.
-    alloc = pipeline.simulate_eager_allocator(g)
-    assert alloc.requested_peak_bytes == 31 * MiB
-    assert pipeline.plan_workspace_bytes(g) == 13 * MiB  # no cuBLAS op; the largest call
+    profile = simulate(g)
+    assert profile.timeline == (26 * MiB, 1 * MiB + 20 * MiB, 31 * MiB)
+    assert {lt.id: (lt.start, lt.end) for lt in profile.lifetimes}["workspace:conv"] == (0, 1)

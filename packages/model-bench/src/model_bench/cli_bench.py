@@ -93,7 +93,7 @@ def format_run(f: dict[str, Any]) -> str:
         f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
         f"[{f['placement_method']}], {popt}",
         f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena"
-        f"{' + library workspaces ' + fmt_bytes(f['workspace_bytes']) if f.get('workspace_bytes') else ''}): "
+        f"{' + cuBLAS workspace ' + fmt_bytes(f['workspace_bytes']) if f.get('workspace_bytes') else ''}): "
         f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved, {fmt_percent(-f['saving_vs_expandable'])} vs "
         f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
         f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "

@@ -19,7 +19,7 @@ from model_bench.errors import BenchError, StageUnavailableError
 from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
-from model_ir.workspaces import transient_workspaces
+from model_ir.workspaces import WORKSPACE_KIND, with_workspaces
 
 
 #: The devices a step can be captured for.
@@ -105,15 +105,17 @@ def _missing(what: str, module: str, exc: ImportError) -> StageUnavailableError:
 def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda",
                  for_recompute: bool = False) -> Graph:
     """Capture one training (or eval) step of ``case`` as a storage-level graph, with
-    ``device``'s kernels. ``for_recompute``: as ``optimize(memory_budget=...)`` captures
+    ``device``'s kernels and, for CUDA, cuDNN's convolution workspaces as buffers
+    (:func:`model_ir.workspaces.with_workspaces`). ``for_recompute``: as ``optimize(memory_budget=...)`` captures
     it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``)."""
     try:
         from model_ir.torch import capture
     except ImportError as e:
         raise _missing("capture", "model_ir.torch (pip install model-ir[torch])", e) from None
-    return capture(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer, train=case.train,
-                   targets=() if case.target is None else (case.target,), granularity=granularity, device=device,
-                   functional_inplace=for_recompute)
+    graph = capture(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer, train=case.train,
+                    targets=() if case.target is None else (case.target,), granularity=granularity, device=device,
+                    functional_inplace=for_recompute)
+    return with_workspaces(graph)
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
@@ -151,17 +153,14 @@ def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = (
     This is what eager PyTorch asks of its caching allocator: weights, optimizer
     state and the batch are allocated before the step and never freed, as are the
     library ``workspaces`` (bytes each, see :mod:`model_ir.workspaces`); then each
-    transient buffer in the order the ops run, and (graphs captured for CUDA) the
-    workspace each cuDNN convolution takes during its call, after its outputs.
+    transient buffer in the order the ops run (cuDNN's workspaces among them in graphs
+    captured for CUDA, after their convolution's outputs).
     """
     profile = simulate(graph, order)
     n = max(len(graph.ops), 1)
     persistent = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
-    persistent += [Lifetime(f"workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
-    during = transient_workspaces(graph)
-    calls = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, during[graph.ops[i].id])
-             for t, i in enumerate(profile.order) if graph.ops[i].id in during]
-    return persistent + list(profile.lifetimes) + calls
+    persistent += [Lifetime(f"library-workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
+    return persistent + list(profile.lifetimes)
 
 
 def eager_workspaces(graph: Graph) -> tuple[int, ...]:
@@ -174,13 +173,11 @@ def eager_workspaces(graph: Graph) -> tuple[int, ...]:
 
 
 def plan_workspace_bytes(graph: Graph) -> int:
-    """The library workspace bytes a planned step of ``graph`` needs beside its arena: the
-    cuBLAS workspace (one thread runs every op) and the largest workspace a cuDNN
-    convolution takes during its call."""
+    """The library workspace bytes a planned step of ``graph`` holds (one thread runs every
+    op); cuDNN's per-call workspaces are buffers of the graph, in the plan."""
     from model_ir.workspaces import cublas_threads, workspace_bytes
 
-    return (workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
-            + max(transient_workspaces(graph).values(), default=0))
+    return workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
 
 
 def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):
@@ -338,7 +335,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "kernels": graph.meta.get("kernels"),
         "persistent_bytes": persistent,
         "workspace_bytes": workspace,
-        "conv_workspace_bytes": max(transient_workspaces(graph).values(), default=0),
+        "conv_workspace_bytes": sum(b.size for b in graph.buffers if b.kind == WORKSPACE_KIND),
         "eager_workspace_bytes": sum(eager_workspaces(graph)),
         "eager_peak_bytes": eager.peak_bytes,
         "eager_transient_peak_bytes": eager.transient_peak_bytes,

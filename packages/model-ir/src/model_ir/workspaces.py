@@ -17,7 +17,10 @@ b1) and 73.6 MiB (bert-base b1) for eager, and by 33.0 MiB for both planned
 (``reorder``) steps: two workspaces and one, the rest transient library memory.
 
 cuDNN's convolutions take a workspace for the duration of each call, through the
-caching allocator (:func:`conv_workspace_bytes`, :func:`transient_workspaces`). Its size
+caching allocator (:func:`conv_workspace_bytes`); :func:`with_workspaces` makes each one
+a buffer of the graph, one more output of its convolution that no op reads (alive
+during the call only), so that the simulator, the schedulers and the placement see
+them as eager PyTorch and an ideal plan would hold them. Its size
 follows the algorithm cuDNN picks; calibration (same H200, the eager step's allocator
 events recorded by ``packages/model-bench/scripts/eager_on_gpu.py --trace``, results
 ``h200-torch2.11-2026-11-30-eager-traces.json``): for fp32 convolutions in NCHW it is
@@ -33,6 +36,10 @@ building), which decide the default allocator's segments, and the CUDA context.
 from __future__ import annotations
 
 import re
+
+import attrs
+
+from model_ir.graph import Buffer, Graph
 
 MiB = 1 << 20
 
@@ -122,3 +129,20 @@ def transient_workspaces(graph) -> dict[str, int]:
         if size:
             out[op.id] = size
     return out
+
+
+#: ``Buffer.kind`` of the workspace buffers :func:`with_workspaces` adds.
+WORKSPACE_KIND = "workspace"
+
+
+def with_workspaces(graph: Graph) -> Graph:
+    """``graph`` with the workspace of each call that takes one (:func:`transient_workspaces`)
+    as one more output of that op, buffer ``workspace:<op id>`` of kind ``workspace`` that
+    no op reads; unchanged when there is none (e.g. off CUDA) or they are there already."""
+    sizes = transient_workspaces(graph)
+    if not sizes or graph.meta.get("workspaces"):
+        return graph
+    buffers = [*graph.buffers, *(Buffer(f"workspace:{op_id}", size, kind=WORKSPACE_KIND) for op_id, size in sizes.items())]
+    ops = [attrs.evolve(op, outputs=(*op.outputs, f"workspace:{op.id}")) if op.id in sizes else op for op in graph.ops]
+    return attrs.evolve(graph, buffers=buffers, ops=ops,
+                        meta={**graph.meta, "workspaces": "cuDNN convolutions (model_ir.workspaces)"})
