@@ -96,6 +96,32 @@ def test_simulated_vs_measured_joins_a_suite_with_gpu_matrix_results(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "results.json"), str(tmp_path / "gpu.json")],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "| m | train | 32 |" in done.stdout
+    # A later file's run of the same model, mode, batch and allocator replaces the earlier one.
+    (tmp_path / "again.json").write_text(json.dumps([gpu("default", "eager", 99, 108)]))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "results.json"), str(tmp_path / "gpu.json"),
+                           str(tmp_path / "again.json")], capture_output=True, text=True)
+    assert done.returncode == 0 and "| m | train | 32 | 99 / 99 (0%) | 108 / 108 (0%) | 104 / 104 (0%) |" in done.stdout
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nope.json"), str(tmp_path / "gpu.json")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_eager_on_gpu_script_takes_cases_around_options(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "eager_on_gpu.py"
+    out = tmp_path / "eager.json"
+    # A zero budget records every case as skipped, without starting a child.
+    done = subprocess.run([sys.executable, str(script), str(out), "--trace", "--budget", "0",
+                           "tiny-mlp:train:2:default", "tiny-cnn:eval:4:expandable"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    got = {(r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"], r["alloc"], r["spec"]["memory_trace"]):
+           r["result"] for r in json.loads(out.read_text())}
+    assert set(got) == {("tiny-mlp", "train", 2, "default", True), ("tiny-cnn", "eval", 4, "expandable", True)}
+    assert all(r == {"error": "skipped: out of time"} for r in got.values())
+    bad = subprocess.run([sys.executable, str(script), str(out), "tiny-mlp:train:2:bogus"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "allocator one of default, expandable" in bad.stderr

@@ -34,8 +34,15 @@ def test_step_time_benchmark_prints_ratios(monkeypatch, capsys):
 def test_gpu_matrix_renders_the_committed_h200_results():
     """The README's measured table is rendered from the committed results file."""
     matrix = _load("benchmarks/gpu_matrix.py")
-    results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
-    assert results
-    text = matrix.render(str(results[-1]))
+    text = matrix.render(str(ROOT / "benchmarks" / "results" / "h200-torch2.11-2026-11-30.json"))
     assert "NVIDIA H200" in text and "| alexnet b32 | expandable |" in text
     assert "51 of 51 runs completed" in text
+
+
+def test_gpu_graphs_renders_the_committed_h200_results():
+    """The README's CUDA-graph tables come from the committed results file."""
+    graphs = _load("benchmarks/gpu_graphs.py")
+    text = graphs.render([str(ROOT / "benchmarks" / "results" / "h200-torch2.11-2026-11-30-graphs.json")])
+    assert "NVIDIA H200" in text and "| vit_b_16 b1 | 22.27 | 15.36 | 8.23 | 25.55 | 8.43 |" in text
+    assert "| bert-base b1 | expandable | 1094 / 1164 |" in text
+    assert "bitwise eager's in 56 optimized runs" in text and "(warm-up included) in 40." in text
