@@ -23,8 +23,10 @@ from model_runtime.cuda_graphs import GraphedRun, graph_blockers  # noqa: E402
 
 
 class ReplayByRunning:
-    """Records nothing: a replay runs the recorded function and copies its results into
-    the outputs handed out at recording time, as a graph's static outputs."""
+    """A stand-in for CUDA's recorder: recording runs the step once and undoes it (every
+    input tensor and the generator restored) to hand out outputs of the right shapes; a
+    replay runs the step and copies its results into those outputs, as a graph's
+    static outputs."""
 
     def __init__(self):
         self.fn = None
@@ -35,22 +37,29 @@ class ReplayByRunning:
         self.warm_ups += 1
         return fn()
 
-    def record(self, fn):
+    def record(self, fn, tensors):
+        saved = [t.clone() for t in tensors]
+        rng = torch.get_rng_state()
+        self.outputs = [o.clone() if isinstance(o, torch.Tensor) else o for o in fn()]
+        with torch.no_grad():
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+        torch.set_rng_state(rng)
         self.fn = fn
-        self.outputs = [torch.zeros(())]  # a training step returns the loss
         return self.outputs
 
     def replay(self):
         for static, new in zip(self.outputs, self.fn()):
-            static.copy_(new)
+            if isinstance(static, torch.Tensor):
+                static.copy_(new)
 
 
-def _graphed(executor="arena", momentum=0.9):
+def _graphed(executor="arena", momentum=0.9, **kw):
     torch.manual_seed(0)
     model = mlp(16, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
     ref, ref_opt = copy.deepcopy((model, opt))
-    step = optimize(model, torch.randn(8, 16), optimizer=opt, executor=executor, time_limit=0.5)
+    step = optimize(model, torch.randn(8, 16), optimizer=opt, executor=executor, time_limit=0.5, **kw)
     recorder = ReplayByRunning()
     step.graphed = GraphedRun(step.program, step.binder, recorder)
     step._run = step.graphed.run
@@ -89,6 +98,47 @@ def test_replaced_state_tensor_records_again():
     assert float(step(x)) == float(eager_step(ref, ref_opt, (x,)))
     assert step.graphed.recordings == 2
     assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_outputs_and_gradients_are_the_callers_and_accumulation_replays():
+    model, opt, ref, ref_opt, step, _ = _graphed(return_outputs=True, set_grads=True)
+    kept = []
+    for i in range(4):
+        x = torch.randn(8, 16, generator=torch.Generator().manual_seed(i))
+        loss, out = step(x)
+        ref_opt.zero_grad(set_to_none=True)
+        want_out = ref(x)
+        want = want_out.sum()
+        want.backward()
+        ref_opt.step()
+        assert torch.equal(loss, want.detach()) and torch.equal(out, want_out.detach())
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            assert torch.equal(p.grad, q.grad), name
+        kept.append((out, [p.grad for p in model.parameters()]))
+    # What a call returned is not overwritten by later replays.
+    assert not torch.equal(kept[0][0], kept[-1][0]) and not torch.equal(kept[0][1][0], kept[-1][1][0])
+    assert step.graphed.recordings == 1
+
+    torch.manual_seed(0)
+    model, opt = mlp(16, 3), None
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref, ref_opt = copy.deepcopy((model, opt))
+    step = optimize(model, torch.randn(4, 16), optimizer=opt, accumulation_steps=2, time_limit=0.5)
+    step.graphed = GraphedRun(step.program, step.binder, ReplayByRunning())
+    step._run = step.graphed.run
+    for i in range(3):
+        xs = [torch.randn(4, 16, generator=torch.Generator().manual_seed(10 * i + k)) for k in range(2)]
+        losses = step.accumulate(xs)
+        ref_opt.zero_grad(set_to_none=True)
+        want = []
+        for x in xs:
+            loss = ref(x).sum()
+            loss.backward()
+            want.append(loss.detach())
+        ref_opt.step()
+        assert [float(a) for a in losses] == [float(b) for b in want]
+    assert_same_state(model, opt, ref, ref_opt, stateful=False)
+    assert step.graphed.recordings == 1
 
 
 def test_cpu_model_is_refused_before_planning():

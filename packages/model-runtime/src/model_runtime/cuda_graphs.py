@@ -90,7 +90,8 @@ class CudaRecorder:
         torch.cuda.empty_cache()
         return out
 
-    def record(self, fn: Callable[[], list]) -> list:
+    def record(self, fn: Callable[[], list], tensors: Sequence) -> list:
+        """Record ``fn`` (the step on the graph's input ``tensors``); its outputs, filled by each replay."""
         self.graph = None  # the previous recording's memory goes back to the pool first
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
@@ -155,7 +156,7 @@ class GraphedRun:
         self._outputs = []
         self._key = None
         try:
-            self._outputs = list(self.recorder.record(lambda: self.program.run(static)))
+            self._outputs = list(self.recorder.record(lambda: self.program.run(static), static))
         except Exception as e:  # noqa: BLE001 - any failure while recording leaves no usable graph
             raise RuntimeLayerError(f"recording the step as a CUDA graph failed: {e}; "
                                     "optimize without cuda_graph=True") from e
