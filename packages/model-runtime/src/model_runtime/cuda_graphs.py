@@ -151,7 +151,7 @@ class GraphedRun:
                 self._static[pos] = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
         static = list(self._static)
         for pos in range(len(tensors)):
-            if static[pos] is None or pos not in self.batch:
+            if static[pos] is None:
                 static[pos] = tensors[pos]
         self._outputs = []
         self._key = None
