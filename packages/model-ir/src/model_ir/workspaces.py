@@ -20,8 +20,8 @@ cuDNN's convolutions take a workspace for the duration of each call, through the
 caching allocator (:func:`conv_workspace_bytes`); :func:`with_workspaces` makes each one
 a buffer of the graph, one more output of its convolution that no op reads (alive
 during the call only), so that the simulator, the schedulers and the placement see
-them as eager PyTorch and an ideal plan would hold them. Its size
-follows the algorithm cuDNN picks; calibration (same H200, the eager step's allocator
+them as eager PyTorch and an ideal plan would hold them. A workspace's size follows
+the algorithm cuDNN picks; calibration (same H200, the eager step's allocator
 events recorded by ``packages/model-bench/scripts/eager_on_gpu.py --trace``, results
 ``h200-torch2.11-2026-11-30-eager-traces.json``): for fp32 convolutions in NCHW it is
 input + weight + output bytes for a forward call and grad_output + input + weight for
@@ -29,7 +29,8 @@ a backward call (the larger of its data- and weight-gradient workspaces, which r
 after the other), exact to 0.1 MiB on most of vgg16's and resnet18's convolutions at
 batch 32 (784 MiB for vgg16's second convolution), a few MiB more on some and about
 half on a few. Depthwise convolutions (one input channel per group) run PyTorch's own
-kernel and take none. Not modelled: the first steps' allocations (cuDNN's plan
+kernel and take none. Other dtypes and layouts (fp16/bf16, channels-last) get the same
+estimate, not calibrated. Not modelled: the first steps' allocations (cuDNN's plan
 building), which decide the default allocator's segments, and the CUDA context.
 """
 
