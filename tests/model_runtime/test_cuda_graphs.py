@@ -144,11 +144,11 @@ def test_outputs_and_gradients_are_the_callers_and_accumulation_replays():
 def test_cpu_model_is_refused_before_planning():
     model = mlp(16, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(RuntimeLayerError, match="needs a model on a CUDA device; this one is on cpu"):
+    with pytest.raises(RuntimeLayerError, match="need a model on a CUDA device; this one is on cpu"):
         optimize(model, torch.randn(8, 16), optimizer=opt, cuda_graph=True, time_limit=0.5)
 
 
-def test_blockers_name_host_tensors_and_host_syncs():
+def test_blockers_name_the_device_and_host_tensors():
     model = nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     step = optimize(model, torch.randn(3, 4), optimizer=opt, time_limit=0.5)

@@ -106,7 +106,7 @@ def test_run_takes_the_model_as_bench_and_capture_do(capsys):
 
 def test_cuda_graph_flags_are_checked(capsys):
     assert main(["run", "tiny-mlp", "--cuda-graph", "--time-limit", "0.5"]) == 2
-    assert "needs a model on a CUDA device" in capsys.readouterr().err
+    assert "need a model on a CUDA device" in capsys.readouterr().err
     assert main(["run", "tiny-mlp", "--cuda-graph", "--measure"]) == 2
     assert "--variants eager,arena,arena+graph" in capsys.readouterr().err
     assert main(["run", "tiny-mlp", "--measure", "--variants", "eager,bogus+graph"]) == 2

@@ -22,11 +22,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ZOO = ["alexnet", "vgg16", "resnet18", "mobilenet_v2", "vit_b_16", "bert-base", "gpt2", "efficientnet_b0",
-       "googlenet", "inception_v3", "mnasnet0_5", "r3d_18", "resnet50", "squeezenet1_0", "transformer", "vgg11",
-       "vgg19"]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out")
@@ -35,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run (default 300)")
     p.add_argument("--parallel", type=int, default=14, help="processes at a time (default 14)")
     args = p.parse_intermixed_args(argv)  # cases may follow the options
+    from model_bench.sweep import MEASURED_MODELS
     from model_runtime.measured_runs import ALLOC_CONFS, spawn_variant
 
     cases = []
-    for text in args.cases or [f"{m}:eval:32:default" for m in ZOO]:
+    for text in args.cases or [f"{m}:eval:32:default" for m in MEASURED_MODELS]:
         try:
             model, mode, batch, alloc = text.split(":")
             cases.append((model, mode, int(batch), alloc))

@@ -36,9 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 CASES = [("vit_b_16", 1), ("bert-base", 1), ("gpt2", 1), ("alexnet", 32), ("resnet18", 32), ("mobilenet_v2", 32),
          ("vgg16", 32)]
 VARIANTS = ("eager", "reorder", "reorder+graph", "arena", "arena+graph")
-ZOO = ["alexnet", "vgg16", "resnet18", "mobilenet_v2", "vit_b_16", "bert-base", "gpt2", "efficientnet_b0",
-       "googlenet", "inception_v3", "mnasnet0_5", "r3d_18", "resnet50", "squeezenet1_0", "transformer", "vgg11",
-       "vgg19"]
 PARALLEL_TIMED = 10
 PARALLEL = 14
 MiB = 1 << 20
@@ -50,6 +47,7 @@ def _spec(model, batch, variant, steps, warmup, **extra):
 
 
 def run(path: str, budget: float, phases=("time", "memory")) -> int:
+    from model_bench.sweep import MEASURED_MODELS
     from model_runtime.measured_runs import spawn_variant
 
     t0 = time.time()
@@ -77,7 +75,7 @@ def run(path: str, budget: float, phases=("time", "memory")) -> int:
     if "memory" not in phases:
         return 0
     memory = [("memory", _spec(m, b, v, 5, 2), "default") for m, b in CASES for v in VARIANTS]
-    memory += [("zoo", _spec(m, b, "eager", 5, 2), "expandable") for m in ZOO for b in (1, 32)
+    memory += [("zoo", _spec(m, b, "eager", 5, 2), "expandable") for m in MEASURED_MODELS for b in (1, 32)
                if (m, b) not in CASES]
     with ThreadPoolExecutor(PARALLEL) as pool:
         list(pool.map(lambda j: work(j, 1.0), memory))

@@ -6,8 +6,8 @@ Runs (on a GPU machine, from the repository root):
 
 1. the memory matrix: each of :data:`MAIN` (train) x eager / reorder / arena x PyTorch's
    default allocator / ``expandable_segments:True``, 5 steps after 2 warm-up steps;
-2. the zoo under the arena executor: every model of :data:`MAIN` and :data:`ZOO` in train
-   at batch 1 and 32 and eval at batch 32, with eager beside it (first loss compared);
+2. the zoo under the arena executor: every model of model-bench's ``MEASURED_MODELS`` in
+   train at batch 1 and 32 and eval at batch 32, with eager beside it (first loss compared);
 3. step times of :data:`TIMED`, one process at a time (nothing else on the GPU),
    20 steps after 3, with expandable segments.
 
@@ -29,8 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 MAIN = [("alexnet", 32), ("vgg16", 32), ("vit_b_16", 1), ("bert-base", 1), ("gpt2", 1), ("resnet18", 32),
         ("mobilenet_v2", 32)]
-ZOO = ["efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5", "r3d_18", "resnet50", "squeezenet1_0",
-       "transformer", "vgg11", "vgg19"]
 TIMED = [("alexnet", 32), ("vgg16", 32), ("resnet18", 32), ("vit_b_16", 1), ("bert-base", 1), ("mobilenet_v2", 32)]
 MiB = 1 << 20
 
@@ -41,6 +39,7 @@ def _spec(model, mode, batch, variant, steps, warmup):
 
 
 def run(path: str, budget: float) -> int:
+    from model_bench.sweep import MEASURED_MODELS
     from model_runtime.measured_runs import spawn_variant
 
     t0 = time.time()
@@ -52,7 +51,8 @@ def run(path: str, budget: float) -> int:
 
     jobs = [("matrix", _spec(m, "train", b, v, 5, 2), a)
             for m, b in MAIN for a in ("default", "expandable") for v in ("eager", "reorder", "arena")]
-    for m in [x for x, _ in MAIN] + ZOO:
+    main = [x for x, _ in MAIN]
+    for m in main + [x for x in MEASURED_MODELS if x not in main]:
         for mode, b in (("train", 1), ("train", 32), ("eval", 32)):
             if not (mode == "train" and (m, b) in MAIN):
                 jobs += [("zoo", _spec(m, mode, b, v, 2, 1), "default") for v in ("eager", "arena")]

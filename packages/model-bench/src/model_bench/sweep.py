@@ -40,6 +40,14 @@ def suite_models() -> list[str]:
     return model_names(suite_only=True)
 
 
+#: The zoo models the GPU benchmarks measure (model-runtime's ``benchmarks/gpu_*.py``,
+#: ``scripts/eager_on_gpu.py``): the suite's vision and language models up to GPT-2's
+#: size, without the OPT family and the test-sized transformer-small.
+MEASURED_MODELS = ("alexnet", "vgg16", "resnet18", "mobilenet_v2", "vit_b_16", "bert-base", "gpt2",
+                   "efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5", "r3d_18", "resnet50",
+                   "squeezenet1_0", "transformer", "vgg11", "vgg19")
+
+
 def measure_run(model: str, mode: str, batch: int, settings: BenchSettings, progress: Progress) -> dict[str, Any]:
     """The measured figures of one zoo run on the GPU (each variant in a fresh process)."""
     from model_runtime.measured_runs import measure_model, measured_figures

@@ -100,17 +100,13 @@ def conv_workspace_bytes(graph, op) -> int:
     """cuDNN's workspace for one call of ``op`` (bytes; 0 for other ops and depthwise
     convolutions): input + weight + output for a forward convolution, grad_output +
     input + weight for a backward one (see the module docstring for the calibration)."""
-    if op.target not in (CONV_FORWARD, CONV_BACKWARD) or len(op.inputs) < (2 if op.target == CONV_FORWARD else 3):
-        return 0
-    if op.target == CONV_FORWARD:
-        x, w, y = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
-        parts = (x, w, y)
+    if op.target == CONV_FORWARD and len(op.inputs) >= 2:
+        x, w, other = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    elif op.target == CONV_BACKWARD and len(op.inputs) >= 3:
+        other, x, w = (graph.buffer(b) for b in op.inputs[:3])
     else:
-        dy, x, w = (graph.buffer(b) for b in op.inputs[:3])
-        parts = (dy, x, w)
-    if _depthwise(x, w):
         return 0
-    return sum(b.size for b in parts)
+    return 0 if _depthwise(x, w) else x.size + w.size + other.size
 
 
 def _depthwise(x, w) -> bool:
@@ -143,7 +139,9 @@ def with_workspaces(graph: Graph) -> Graph:
     sizes = transient_workspaces(graph)
     if not sizes or graph.meta.get("workspaces"):
         return graph
-    buffers = [*graph.buffers, *(Buffer(f"workspace:{op_id}", size, kind=WORKSPACE_KIND) for op_id, size in sizes.items())]
-    ops = [attrs.evolve(op, outputs=(*op.outputs, f"workspace:{op.id}")) if op.id in sizes else op for op in graph.ops]
+    buffers = [*graph.buffers,
+               *(Buffer(f"workspace:{op_id}", size, kind=WORKSPACE_KIND) for op_id, size in sizes.items())]
+    ops = [attrs.evolve(op, outputs=(*op.outputs, f"workspace:{op.id}")) if op.id in sizes else op
+           for op in graph.ops]
     return attrs.evolve(graph, buffers=buffers, ops=ops,
                         meta={**graph.meta, "workspaces": "cuDNN convolutions (model_ir.workspaces)"})

@@ -42,10 +42,15 @@ from model_ir.torch.rng_replay import save_rng
 from model_runtime.errors import RuntimeLayerError
 
 
+def device_blocker(device: torch.device) -> str | None:
+    """Why no step on ``device`` can be replayed as a CUDA graph (None: it is CUDA)."""
+    return None if device.type == "cuda" else f"CUDA graphs need a model on a CUDA device; this one is on {device}"
+
+
 def graph_blockers(binder, program, device: torch.device) -> list[str]:
     """Why the step of ``binder``/``program`` cannot be replayed as a CUDA graph on ``device`` (empty: it can)."""
-    if device.type != "cuda":
-        return [f"CUDA graphs need a model on a CUDA device; this one is on {device}"]
+    if device_blocker(device):
+        return [device_blocker(device)]
     step = binder.step
     out = []
     if step.scaler is not None:

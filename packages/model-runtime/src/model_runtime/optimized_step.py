@@ -16,7 +16,7 @@ from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
-from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, graph_blockers
+from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
 from model_runtime.planning import check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
@@ -329,8 +329,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
     chosen = provider("model_opt_executors", executor, "executor")
-    if cuda_graph and device.type != "cuda":  # before planning; the other reasons need the compiled step
-        raise RuntimeLayerError(f"cuda_graph=True needs a model on a CUDA device; this one is on {device}")
+    if cuda_graph and device_blocker(device):  # before planning; the other reasons need the compiled step
+        raise RuntimeLayerError(f"cuda_graph=True: {device_blocker(device)}")
     if optimizer is not None and train:
         # Create the optimizer's lazy state now, so the step updates it from the first call.
         init_optimizer_state(optimizer)
