@@ -111,3 +111,34 @@ def test_cuda_graph_flags_are_checked(capsys):
     assert "--variants eager,arena,arena+graph" in capsys.readouterr().err
     assert main(["run", "tiny-mlp", "--measure", "--variants", "eager,bogus+graph"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_exclusive_runs_wait_for_the_timing_lock(tmp_path, monkeypatch):
+    """``exclusive``: a child plans, then waits for the lock before running its steps."""
+    import fcntl
+    import threading
+
+    import model_runtime.optimized_step as optimized_step
+    from model_runtime.measured_runs import run_variant
+
+    planned, got = threading.Event(), {}
+    plan = optimized_step.optimize
+
+    def optimize_then_signal(*args, **kwargs):
+        step = plan(*args, **kwargs)
+        planned.set()
+        return step
+
+    monkeypatch.setattr(optimized_step, "optimize", optimize_then_signal)
+    lock_path = tmp_path / "timing.lock"
+    spec = {"model": "tiny-mlp", "mode": "train", "batch_size": 2, "optimizer": "sgd", "device": "cpu",
+            "variant": "arena", "steps": 1, "warmup": 0, "time_limit": 0.5, "exclusive": str(lock_path)}
+    with open(lock_path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        child = threading.Thread(target=lambda: got.update(run_variant(spec)))
+        child.start()
+        assert planned.wait(120)
+        child.join(1.0)  # a tiny-mlp step takes milliseconds: only the lock holds it
+        assert child.is_alive() and not got
+    child.join(60)
+    assert len(got["losses"]) == 1 and got["plan"]["arena_bytes"] > 0

@@ -154,7 +154,8 @@ def run_variant(spec: dict) -> dict:
 
 def executor_of(variant: str) -> tuple[str, bool]:
     """``(executor, cuda_graph)`` of an optimized variant's name (``arena``, ``arena+graph``)."""
-    return (variant[:-len("+graph")], True) if variant.endswith("+graph") else (variant, False)
+    executor = variant.removesuffix("+graph")
+    return executor, executor != variant
 
 
 def _large_allocations(snapshot, min_bytes: int = 1 << 20, limit: int = 12) -> list:
