@@ -79,7 +79,7 @@ def test_simulated_vs_measured_joins_a_suite_with_gpu_matrix_results(tmp_path):
         return {"kind": "matrix", "alloc": alloc,
                 "spec": {"model": model, "mode": "train", "batch_size": 32, "variant": variant},
                 "result": {"torch": "2.11.0+cu130", "gpu": "NVIDIA H200", "max_allocated_bytes": allocated * MiB,
-                           "max_reserved_bytes": reserved * MiB, "median_step_seconds": 0.01}}
+                           "max_reserved_bytes": reserved * MiB, "median_step_seconds": 0.01, "output_released": True}}
 
     gpu_results = [gpu("default", "eager", 100, 120), gpu("expandable", "eager", 100, 104),
                    gpu("expandable", "arena", 80, 84), gpu("default", "eager", 1, 1, model="not simulated")]
@@ -89,7 +89,11 @@ def test_simulated_vs_measured_joins_a_suite_with_gpu_matrix_results(tmp_path):
              {"model": "never measured", "mode": "train", "batch_size": 1}]
     table = simulated_vs_measured(suite, gpu_results)
     assert "| m | train | 32 | 99 / 100 (-1%) | 108 / 120 (-10%) | 104 / 104 (0%) | 70 |" in table
-    assert "never measured" not in table and "not simulated" not in table
+    assert "never measured" not in table and "not simulated" not in table and "‡" not in table
+    # Eager runs measured before eager_step released the model's output are marked as such.
+    held = [{**g, "result": {k: v for k, v in g["result"].items() if k != "output_released"}} for g in gpu_results]
+    table = simulated_vs_measured(suite, held)
+    assert "| m ‡ | train | 32 | 99 / 100 (-1%) |" in table and "‡ eager measured with a loop that held" in table
     write_results_json(suite, tmp_path / "results.json")
     (tmp_path / "gpu.json").write_text(json.dumps(gpu_results))
     script = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "simulated_vs_measured.py"

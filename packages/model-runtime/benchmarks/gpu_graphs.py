@@ -82,12 +82,15 @@ def run(path: str, budget: float, phases=("time", "memory")) -> int:
     return 0
 
 
-def _cell(r: dict) -> str:
+def _cell(r: dict, variant: str) -> str:
+    from model_runtime.measured_runs import eager_output_held
+
     if "max_reserved_bytes" not in r:
         return "failed" if "error" in r else "-"
     if "error" in r:
         return "failed"
-    return f"{r['max_allocated_bytes'] / MiB:.0f} / {r['max_reserved_bytes'] / MiB:.0f}"
+    mark = " ‡" if eager_output_held({"variant": variant, "mode": "train"}, r) else ""
+    return f"{r['max_allocated_bytes'] / MiB:.0f} / {r['max_reserved_bytes'] / MiB:.0f}{mark}"
 
 
 def render(paths) -> str:
@@ -116,7 +119,11 @@ def render(paths) -> str:
     for m, b in CASES:
         for kind, alloc in (("memory", "default"), ("time", "expandable")):
             out.append(f"| {m} b{b} | {alloc} | "
-                       + " | ".join(_cell(by.get((kind, m, b, alloc, v), {})) for v in VARIANTS) + " |")
+                       + " | ".join(_cell(by.get((kind, m, b, alloc, v), {}), v) for v in VARIANTS) + " |")
+    if any("‡" in line for line in out):
+        from model_runtime.measured_runs import OUTPUT_HELD_NOTE
+
+        out += ["", OUTPUT_HELD_NOTE]
     same, all_same, differ, failed = 0, 0, [], []
     for (kind, m, b, alloc, v), r in by.items():
         if v == "eager" or kind == "zoo":

@@ -85,12 +85,13 @@ def _pct(new, old) -> str:
 
 
 def render(path: str) -> str:
-    from model_runtime.measured_runs import planned_device_bytes
+    from model_runtime.measured_runs import OUTPUT_HELD_NOTE, eager_output_held, planned_device_bytes
 
     with open(path) as f:
         results = json.load(f)
     by = {(r["kind"], r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"], r["alloc"],
            r["spec"]["variant"]): r["result"] for r in results}
+    held = any(eager_output_held(r["spec"], r["result"]) for r in results)
     first = next(r["result"] for r in results if "gpu" in r["result"])
     out = [f"Measured on {first['gpu']}, torch {first['torch']}: steady-state `max_memory_allocated` / "
            "`max_memory_reserved` in MiB over 5 steps after 2, each variant in a fresh process. "
@@ -107,9 +108,12 @@ def render(path: str) -> str:
                 continue
             planned = planned_device_bytes(ar)
             cell = lambda x: f"{x['max_allocated_bytes'] / MiB:.0f} / {x['max_reserved_bytes'] / MiB:.0f}"  # noqa: E731
-            out.append(f"| {m} b{b} | {a} | {cell(e)} | {cell(ro)} | {cell(ar)} | {planned / MiB:.0f} | "
+            mark = " ‡" if eager_output_held({"variant": "eager", "mode": "train"}, e) else ""
+            out.append(f"| {m} b{b} | {a} | {cell(e)}{mark} | {cell(ro)} | {cell(ar)} | {planned / MiB:.0f} | "
                        f"{_pct(ro['max_reserved_bytes'], e['max_reserved_bytes'])} | "
                        f"{_pct(ar['max_reserved_bytes'], e['max_reserved_bytes'])} |")
+    if held:
+        out += ["", OUTPUT_HELD_NOTE]
     zoo = [(k, r) for k, r in by.items() if k[0] in ("zoo", "matrix") and k[5] == "arena" and k[4] == "default"]
     ok = [(k, r) for k, r in zoo if "error" not in r]
     same = [k for k, r in ok if r["losses"][0] == by.get(k[:5] + ("eager",), {}).get("losses", [None])[0]]

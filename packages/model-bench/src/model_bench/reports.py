@@ -199,7 +199,7 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
         optimized = [r.get(f"measured_{v}_reserved_expandable_bytes") for v in ("reorder", "arena")]
         best = min((x for x in optimized if x is not None), default=None)
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['batch_size']} | "
+            f"| {r['model']}{' ‡' if r.get('measured_eager_output_held') else ''} | {r['mode']} | {r['batch_size']} | "
             f"{_sim_vs_measured(r.get('eager_allocated_peak_bytes'), r.get('measured_eager_allocated_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_bytes'), r.get('measured_eager_reserved_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_expandable_bytes'), eager)} | "
@@ -208,23 +208,36 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
     gpus = sorted({f"{r.get('measured_gpu', '?')} (torch {r['measured_torch']})" for r in runs})
     return ("\n".join(lines) + "\n\nMeasured on " + ", ".join(gpus) + ": steady-state `torch.cuda.max_memory_allocated`"
             " / `max_memory_reserved`, each step in a fresh process; sim.: this report's simulation; in parentheses "
-            "the simulation's error against the measurement.\n")
+            "the simulation's error against the measurement.\n"
+            + (f"\n{_output_held_note()}\n" if any(r.get("measured_eager_output_held") for r in runs) else ""))
+
+
+def _output_held_note() -> str:
+    from model_runtime.measured_runs import OUTPUT_HELD_NOTE
+
+    return OUTPUT_HELD_NOTE
 
 
 def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """The eager runs of ``gpu_matrix.py`` results (model-runtime) as ``measured_*``
     figures, keyed by ``(model, mode, batch_size)``; a later run of the same model, mode,
-    batch and allocator setting replaces an earlier one."""
-    from model_runtime.measured_runs import measured_figures
+    batch and allocator setting replaces an earlier one. ``measured_eager_output_held``:
+    a training run measured with the loop that held the model's output through backward
+    (results without ``output_released``, from before 2026-11-30's fix)."""
+    from model_runtime.measured_runs import eager_output_held, measured_figures
 
     grouped: dict[tuple, dict] = {}
+    held: set[tuple] = set()  # measured before eager_step released the model's output (see measured_table)
     for entry in gpu_results:
         spec = entry["spec"]
         if spec.get("variant") != "eager" or "error" in entry["result"]:
             continue
         key = (spec["model"], spec["mode"], spec["batch_size"])
         grouped.setdefault(key, {})[entry["alloc"]] = {"eager": entry["result"]}
-    return {key: measured_figures({"runs": runs}) for key, runs in grouped.items()}
+        if eager_output_held(spec, entry["result"]):
+            held.add(key)
+    return {key: {**measured_figures({"runs": runs}), **({"measured_eager_output_held": True} if key in held else {})}
+            for key, runs in grouped.items()}
 
 
 def simulated_vs_measured(results: Sequence[Mapping[str, Any]], gpu_results: Sequence[Mapping[str, Any]]) -> str:
