@@ -1,11 +1,15 @@
 """The library-workspace estimates (model_ir.workspaces)."""
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.workspaces import (
-    WORKSPACE_KIND, conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, transient_workspaces, uses_cublas,
-    with_workspaces, workspace_bytes,
+    WORKSPACE_KIND, conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, reduction_workspace_bytes,
+    transient_workspaces, uses_cublas, with_workspaces, workspace_bytes,
 )
 
 MiB, KiB = 1 << 20, 1 << 10
@@ -78,3 +82,70 @@ def test_workspaces_become_buffers_alive_during_their_call():
     profile = simulate(g)
     assert profile.timeline == (26 * MiB, 1 * MiB + 20 * MiB, 31 * MiB)
     assert {lt.id: (lt.start, lt.end) for lt in profile.lifetimes}["workspace:conv"] == (0, 1)
+
+
+def _reduction(shape, dims, dtype="float32", strides=None):
+    if strides is None:
+        strides = [1] * len(shape)
+        for d in reversed(range(len(shape) - 1)):
+            strides[d] = strides[d + 1] * shape[d + 1]
+    return {"shape": list(shape), "strides": list(strides), "dims": dims, "dtype": dtype}
+
+
+@pytest.mark.parametrize("shape,staging,semaphores", [
+    ((4096, 768), 24 * MiB, 24),  # bert-base b32: a 768-wide linear layer's bias gradient
+    ((4096, 3072), 96 * MiB, 96),  # bert-base b32: the 3072-wide one
+    ((4096, 30522), 23440896, 1908),  # bert-base b32: the vocabulary's
+    ((16384, 2304), 139198464, 72),  # gpt2 b32: the fused qkv projection's
+])
+def test_split_reduction_staging_as_traced_on_the_h200(shape, staging, semaphores):
+    """Bias gradients, ``grad.sum(0)``, at the sizes eager's allocator traces hold."""
+    assert reduction_workspace_bytes(_reduction(shape, [0])) == staging + semaphores
+
+
+def test_reductions_without_staging():
+    assert reduction_workspace_bytes(_reduction((128, 768), [0])) == 0  # batch 1: one block per output
+    assert reduction_workspace_bytes(_reduction((32, 64, 56, 56), [0, 2, 3])) == 0  # along the fastest dim
+    assert reduction_workspace_bytes(_reduction((32, 1000), None)) == 0  # a loss: along the fastest dim
+    assert reduction_workspace_bytes(_reduction((4096, 768), [0], dtype="int64")) == 0  # not modelled
+    assert reduction_workspace_bytes({}) == 0 and reduction_workspace_bytes(_reduction((0, 768), [0])) == 0
+    # A small GPU: 12 SMs x 16 blocks over 6 block columns, 32 blocks per output instead of 64.
+    assert reduction_workspace_bytes(_reduction((4096, 768), [0]), sms=12) == 12 * MiB + 24
+
+
+@given(st.lists(st.integers(1, 64), min_size=2, max_size=4), st.integers(1, 3), st.sampled_from(
+    ["float32", "float16", "float64"]))
+def test_reduction_staging_depends_on_the_layout_not_on_how_dims_are_split(sizes, split, dtype):
+    """Reducing the leading dims of a contiguous tensor is the same kernel whether they come
+    as one dim or several (TensorIterator coalesces them), and a transposed input reduced
+    along the same elements is the same reduction."""
+    split = min(split, len(sizes) - 1)
+    lead, rest = math.prod(sizes[:split]), math.prod(sizes[split:])
+    flat = reduction_workspace_bytes(_reduction((lead * 64, rest), [0], dtype))
+    assert reduction_workspace_bytes(_reduction((64, *sizes), list(range(split + 1)), dtype)) == flat
+    # (rest, lead*64) stored column-major, reduced over its second dim: the same memory walk.
+    transposed = _reduction((rest, lead * 64), [1], dtype, strides=[1, rest])
+    assert reduction_workspace_bytes(transposed) == flat
+    assert flat == 0 or flat >= 4 * rest * 2  # staged partial sums of at least two blocks per output
+
+
+def test_a_cuda_capture_records_reductions_and_stages_the_bias_gradient():
+    torch = pytest.importorskip("torch")
+    from model_ir.torch import capture_step
+
+    model = torch.nn.Linear(64, 768)
+    x, y = torch.randn(4096, 64), torch.randn(4096, 768)
+    mse = torch.nn.functional.mse_loss
+
+    def capture(device):
+        return capture_step(model, x, loss_fn=mse, targets=(y,), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                            device=device).graph
+
+    graph = capture("cuda")
+    sums = [op for op in graph.ops if op.target == "aten.sum.dim_IntList"]
+    assert [op.meta["reduction"] for op in sums] == [_reduction((4096, 768), [0])]
+    staged = with_workspaces(graph)
+    assert staged.buffer(f"workspace:{sums[0].id}").size == 24 * MiB + 512  # 24 bytes of semaphores, rounded
+    cpu = capture("cpu")
+    assert [op.meta["reduction"] for op in cpu.ops if op.target == "aten.sum.dim_IntList"] == [sums[0].meta["reduction"]]
+    assert with_workspaces(cpu) == cpu

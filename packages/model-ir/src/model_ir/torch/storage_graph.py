@@ -155,6 +155,29 @@ def _random_meta(node: fx.Node, writes: bool) -> dict:
     return {RANDOM: True, **({} if writes or not replayable(node, values.get("generator")) else {REPLAYS_RNG: True})}
 
 
+#: Reductions whose CUDA kernel (TensorIterator's ``gpu_reduce_kernel``) may take a
+#: staging buffer from the caching allocator: their input layout goes into the op's
+#: ``meta["reduction"]`` for :func:`model_ir.workspaces.reduction_workspace_bytes`.
+_REDUCTIONS = {"aten::sum", "aten::mean"}
+
+
+def _reduction_meta(node: fx.Node) -> dict:
+    """``{"reduction": {...}}`` for a sum or mean over a floating tensor: the input's
+    shape, strides (elements) and dtype, and the reduced dims (None: all)."""
+    schema = getattr(node.target, "_schema", None)
+    if getattr(schema, "name", None) not in _REDUCTIONS:
+        return {}
+    values = {arg.name: value for _, arg, value in _arg_values(node, schema)}
+    x = values.get("self")
+    x = x.meta.get("val") if isinstance(x, fx.Node) else None
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        return {}
+    dims = values.get("dim")
+    return {"reduction": {"shape": [int(n) for n in x.shape], "strides": [int(n) for n in x.stride()],
+                          "dims": None if dims is None else [int(d) for d in dims],
+                          "dtype": str(x.dtype).removeprefix("torch.")}}
+
+
 def check_granularity(granularity) -> None:
     """Raise :class:`CaptureError` unless ``granularity`` is an integer number of bytes >= 1."""
     if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
@@ -293,7 +316,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             target=str(target),
             meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
                   **({RERUN_WITHOUT_WRITES: True} if _writes_only_statistics(node) else {}),
-                  **_random_meta(node, bool(written_ids))},
+                  **_random_meta(node, bool(written_ids)), **_reduction_meta(node)},
         ))
         op_nodes[node.name] = [node.name]
 
