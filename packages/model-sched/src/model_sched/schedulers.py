@@ -20,6 +20,7 @@ from model_sched.control import SolveControl
 from model_sched.liveness import Liveness, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
+from model_sched.moves import improve_by_moves
 from model_sched.recompute_exact import RecomputeExact
 from model_sched.search import SearchOutcome, SearchRun
 
@@ -197,7 +198,8 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
     """Exact search, windowed re-optimisation and cut bounds at every op take turns of
     doubling length (:data:`FIRST_TURN_SECONDS`, then twice as long each round; cut
     bounds get :data:`CUT_TURN_SHARE` of a turn) until the incumbent is proven, the
-    time is up, or none of them can do more.
+    time is up, or none of them can do more. Between the search's turn and the windows',
+    long-range single-op moves (:mod:`model_sched.moves`) improve a new incumbent.
 
     So ``auto`` proves about as soon as the fastest of them would on its own (within
     a small factor), instead of first spending a fixed share of the time limit on one:
@@ -221,6 +223,7 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
     search_from = control.best_peak  # the incumbent the search started from
     search_capped = False
     windows_stuck_at = None  # the incumbent at which the windows reached a local optimum
+    moves_done_at = None  # the incumbent single-op moves could not improve
     seed = 0
 
     def turn_end(seconds: float) -> float:
@@ -241,6 +244,11 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
             if finished():
                 return
             search_capped = not out.complete and out.states > cap
+        if moves_done_at != control.best_peak:
+            if improve_by_moves(lv, control, deadline=turn_end(turn)):
+                moves_done_at = control.best_peak
+            if finished():
+                return
         if windows_stuck_at != control.best_peak:
             windows_stuck_at = None
             if improve_by_windows(lv, control, window_solver, seed=seed, deadline=turn_end(turn)):
