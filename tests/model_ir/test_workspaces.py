@@ -109,6 +109,7 @@ def test_reductions_without_staging():
     assert reduction_workspace_bytes(_reduction((32, 1000), None)) == 0  # a loss: along the fastest dim
     assert reduction_workspace_bytes(_reduction((4096, 768), [0], dtype="int64")) == 0  # not modelled
     assert reduction_workspace_bytes({}) == 0 and reduction_workspace_bytes(_reduction((0, 768), [0])) == 0
+    assert reduction_workspace_bytes(_reduction((), None)) == 0 == reduction_workspace_bytes(_reduction((1, 1), [0]))
     # A small GPU: 12 SMs x 16 blocks over 6 block columns, 32 blocks per output instead of 64.
     assert reduction_workspace_bytes(_reduction((4096, 768), [0]), sms=12) == 12 * MiB + 24
 

@@ -155,7 +155,7 @@ def reduction_workspace_bytes(reduction, *, granularity: int = 1, sms: int = DEF
     sizes, in_strides, reduced = _reduction_layout(shape, strides, reduction.get("dims"))
     numel = math.prod(sizes)
     outputs = math.prod(sizes[reduced:])
-    if numel == 0 or numel >= 2**31:  # empty, or split into 32-bit-indexable pieces: not modelled
+    if not sizes or numel == 0 or numel >= 2**31:  # one element, none, or split in 32-bit pieces (not modelled)
         return 0
     per_output = numel // outputs
     arg_size = max(4, itemsize)  # float accumulation for 16-bit inputs
