@@ -126,6 +126,10 @@ def test_eager_on_gpu_script_takes_cases_around_options(tmp_path):
            r["result"] for r in json.loads(out.read_text())}
     assert set(got) == {("tiny-mlp", "train", 2, "default", True), ("tiny-cnn", "eval", 4, "expandable", True)}
     assert all(r == {"error": "skipped: out of time"} for r in got.values())
+    done = subprocess.run([sys.executable, str(script), str(out), "--budget", "0", "tiny-mlp:train:2:default",
+                           "--trace-all"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [r["spec"]["memory_trace"] for r in json.loads(out.read_text())] == ["all"]
     bad = subprocess.run([sys.executable, str(script), str(out), "tiny-mlp:train:2:bogus"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "allocator one of default, expandable" in bad.stderr

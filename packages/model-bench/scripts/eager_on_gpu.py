@@ -2,13 +2,15 @@
 """Measure eager steps of zoo models on a CUDA GPU, each in a fresh process: the measured
 side of ``simulated_vs_measured.py``.
 
-    uv run python packages/model-bench/scripts/eager_on_gpu.py OUT.json [CASE ...] [--trace] [--budget S]
+    uv run python packages/model-bench/scripts/eager_on_gpu.py OUT.json [CASE ...] [--trace | --trace-all] [--budget S]
 
 A CASE is ``MODEL:MODE:BATCH:ALLOCATOR`` (``resnet18:train:32:default``; allocator
 ``default`` or ``expandable``); without any, every zoo model of the suite in eval at
 batch 32 with the default allocator. ``--trace`` adds the caching allocator's events of
 the last step (``memory_trace``: ``[action, address, bytes]``), to align eager's real
-allocations with the simulated ones. OUT.json holds the records of model-runtime's
+allocations with the simulated ones; ``--trace-all`` those of the whole run, from before
+the model is built (with ``memory_trace_step_starts``), to see which segments the first
+steps create. OUT.json holds the records of model-runtime's
 ``benchmarks/gpu_matrix.py`` (``kind``, ``spec``, ``alloc``, ``result``), written after
 every run.
 """
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("cases", nargs="*", help="MODEL:MODE:BATCH:ALLOCATOR (default: the zoo, eval b32, default)")
     p.add_argument("--trace", action="store_true", help="record the allocator's events of the last step")
+    p.add_argument("--trace-all", action="store_true",
+                   help="record the allocator's events of the whole run, from before the model is built")
     p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run (default 300)")
     p.add_argument("--parallel", type=int, default=14, help="processes at a time (default 14)")
     args = p.parse_intermixed_args(argv)  # cases may follow the options
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     def work(case):
         model, mode, batch, alloc = case
         spec = {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
-                "variant": "eager", "steps": 5, "warmup": 2, "memory_trace": args.trace}
+                "variant": "eager", "steps": 5, "warmup": 2,
+                "memory_trace": "all" if args.trace_all else args.trace}
         left = t0 + args.budget - time.time()
         r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(180, left))
         with guard:

@@ -53,7 +53,9 @@ def run_variant(spec: dict) -> dict:
     side by side but time their steps one at a time; ``memory_trace`` (CUDA): the
     caching allocator's events during the last step, ``[action, address, bytes]`` each
     (``torch.cuda.memory._record_memory_history`` without stacks), to align eager's real
-    allocations with the simulated ones.
+    allocations with the simulated ones; ``"all"``: every event from before the model is
+    built to the end of the last step, with ``memory_trace_step_starts`` (the index of
+    each step's first event), to see the segments the first steps create.
     """
     import torch
 
@@ -63,6 +65,9 @@ def run_variant(spec: dict) -> dict:
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     train = spec["mode"] == "train"
+    trace_all = cuda and spec.get("memory_trace") == "all"
+    if trace_all:
+        torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=1_000_000)
     case = provider("model_opt_models", spec["model"], "model").build(
         spec["mode"], spec["batch_size"], optimizer=spec["optimizer"], device=spec["device"])
     targets = (case.target,) if train and case.target is not None else ()
@@ -110,7 +115,7 @@ def run_variant(spec: dict) -> dict:
 
         def one_step():
             return step(*case.inputs, targets=targets)
-    losses, times = [], []
+    losses, times, step_starts = [], [], []
     lock = open(spec["exclusive"], "a") if spec.get("exclusive") else None  # noqa: SIM115 - held to the end
     if lock is not None:
         import fcntl
@@ -121,7 +126,9 @@ def run_variant(spec: dict) -> dict:
             sync()
             torch.cuda.reset_peak_memory_stats(device)
         torch.manual_seed(i)
-        trace = cuda and spec.get("memory_trace") and i == spec["warmup"] + spec["steps"] - 1
+        if trace_all:
+            step_starts.append(len(torch.cuda.memory._snapshot()["device_traces"][device.index or 0]))
+        trace = cuda and spec.get("memory_trace") is True and i == spec["warmup"] + spec["steps"] - 1
         if trace:
             torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python")
         sync()
@@ -140,6 +147,11 @@ def run_variant(spec: dict) -> dict:
             out["memory_trace"] = [[e["action"], e["addr"], e["size"]] for e in events]
     if lock is not None:
         lock.close()  # releases the lock
+    if trace_all:
+        events = torch.cuda.memory._snapshot()["device_traces"][device.index or 0]
+        torch.cuda.memory._record_memory_history(enabled=None)
+        out["memory_trace"] = [[e["action"], e["addr"], e["size"]] for e in events]
+        out["memory_trace_step_starts"] = step_starts
     if cuda:
         out["max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         out["max_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
