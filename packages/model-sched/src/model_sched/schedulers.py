@@ -23,6 +23,7 @@ from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_unit
 from model_sched.moves import improve_by_moves
 from model_sched.recompute_exact import RecomputeExact
 from model_sched.search import SearchOutcome, SearchRun
+from model_sched.target import improve_by_targets
 
 #: Seconds of ``auto``'s first turn for each of its methods; each round doubles them.
 FIRST_TURN_SECONDS = 0.25
@@ -199,7 +200,8 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
     doubling length (:data:`FIRST_TURN_SECONDS`, then twice as long each round; cut
     bounds get :data:`CUT_TURN_SHARE` of a turn) until the incumbent is proven, the
     time is up, or none of them can do more. Between the search's turn and the windows',
-    long-range single-op moves (:mod:`model_sched.moves`) improve a new incumbent.
+    long-range single-op moves (:mod:`model_sched.moves`) and list scheduling under
+    bisected targets (:mod:`model_sched.target`) improve a new incumbent.
 
     So ``auto`` proves about as soon as the fastest of them would on its own (within
     a small factor), instead of first spending a fixed share of the time limit on one:
@@ -224,6 +226,8 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
     search_capped = False
     windows_stuck_at = None  # the incumbent at which the windows reached a local optimum
     moves_done_at = None  # the incumbent single-op moves could not improve
+    targets_done_at = None  # the incumbent list scheduling under targets started from
+    target_bases = None  # the other orders it starts from (computed once)
     seed = 0
 
     def turn_end(seconds: float) -> float:
@@ -249,6 +253,13 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
                 moves_done_at = control.best_peak
             if finished():
                 return
+        if targets_done_at != control.best_peak:
+            if target_bases is None:
+                target_bases = [_moved_base(problem, turn_end(turn))]
+            if improve_by_targets(lv, control, bases=target_bases, deadline=turn_end(turn)):
+                targets_done_at = control.best_peak
+            if finished():
+                return
         if windows_stuck_at != control.best_peak:
             windows_stuck_at = None
             if improve_by_windows(lv, control, window_solver, seed=seed, deadline=turn_end(turn)):
@@ -267,6 +278,17 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
         if waiting and (not cut_left or (control.best_peak, control.bound) == start):
             return  # nothing left that could improve the order or the bound
         turn *= 2
+
+
+def _moved_base(problem: Problem, deadline: float | None) -> list[int]:
+    """The optimizer-in-backward order after single-op moves: a base order for
+    :func:`~model_sched.target.improve_by_targets` that keeps the layer structure of
+    the backward pass (the incumbent may have lost it in windows)."""
+    lv = problem.lv
+    scratch = SolveControl(lv)
+    scratch.offer(greedy.optimizer_in_backward_order(lv, greedy.optimizer_ops(problem.graph)), "base")
+    improve_by_moves(lv, scratch, deadline=deadline)
+    return scratch.best_order
 
 
 class Auto:

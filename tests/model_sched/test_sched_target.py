@@ -1,0 +1,108 @@
+"""List scheduling under a target peak (model_sched.target)."""
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from model_ir.graph import Buffer, Graph, Op
+from model_ir.simulator import validate_order
+from model_ir.testing.strategies import graphs
+from model_sched import schedule
+from model_sched.bounds import forced_bound
+from model_sched.control import SolveControl
+from model_sched.liveness import liveness, peak
+from model_sched.search import exact_search
+from model_sched.target import improve_by_targets, order_under
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _random_order(g, seed):
+    rnd = random.Random(seed)
+    indeg = [len(p) for p in g.predecessors]
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    order = []
+    while ready:
+        v = ready.pop(rnd.randrange(len(ready)))
+        order.append(v)
+        for s in g.successors[v]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    return order
+
+
+@SETTINGS
+@given(graphs(max_ops=10), st.integers(0, 1000), st.floats(0, 1))
+def test_orders_under_a_target_are_valid_and_under_it(g, seed, where):
+    lv = liveness(g)
+    base = _random_order(g, seed)
+    top = peak(lv, base)
+    assert order_under(lv, base, top) == base  # its own peak: the base itself
+    optimum = exact_search(lv).peak
+    target = optimum + int(where * (top - optimum))
+    found = order_under(lv, base, target)
+    if found is not None:
+        validate_order(g, found)
+        assert optimum <= peak(lv, found) <= target
+    assert order_under(lv, base, optimum - 1) is None  # below the optimum nothing fits
+
+
+@SETTINGS
+@given(graphs(max_ops=10), st.integers(0, 1000))
+def test_bisection_never_worsens_and_stays_above_the_optimum(g, seed):
+    lv = liveness(g)
+    control = SolveControl(lv)
+    control.raise_bound(forced_bound(lv).bytes)
+    start = _random_order(g, seed)
+    control.offer(start, "start")
+    assert improve_by_targets(lv, control)
+    validate_order(g, control.best_order)
+    assert exact_search(lv).peak <= control.best_peak == peak(lv, control.best_order) <= peak(lv, start)
+
+
+def weight_gradient_stack(layers: int = 8) -> Graph:
+    """A backward pass whose weight gradients (80 bytes each, consumed at once by their
+    update) cannot run at the top, where every layer's saved activations (19 + 6) are
+    alive: they must wait until a few layers' input gradients have freed 19 each, and
+    the next ones in turn."""
+    buffers = [Buffer("h0", 1)]
+    ops = []
+    for k in range(layers):
+        buffers += [Buffer(f"w{k}", 1, persistent=True), Buffer(f"h{k + 1}", 1), Buffer(f"s{k}", 19),
+                    Buffer(f"r{k}", 6)]
+        ops.append(Op(f"F{k}", inputs=[f"h{k}", f"w{k}"], outputs=[f"h{k + 1}", f"s{k}", f"r{k}"]))
+    buffers.append(Buffer(f"g{layers}", 1))
+    ops.append(Op("loss", inputs=[f"h{layers}"], outputs=[f"g{layers}"]))
+    for k in reversed(range(layers)):
+        buffers += [Buffer(f"g{k}", 1), Buffer(f"dw{k}", 80)]
+        ops += [Op(f"B{k}", inputs=[f"g{k + 1}", f"s{k}", f"r{k}", f"w{k}"], outputs=[f"g{k}"]),
+                Op(f"W{k}", inputs=[f"g{k + 1}", f"r{k}"], outputs=[f"dw{k}"]),
+                Op(f"U{k}", inputs=[f"dw{k}"], mutates=[f"w{k}"])]
+    return Graph(buffers, ops, name="weight-gradient-stack")
+
+
+def test_weight_gradients_wait_until_they_fit():
+    g = weight_gradient_stack()
+    lv = liveness(g)
+    program = list(range(lv.n_ops))
+    optimum = exact_search(lv).peak
+    assert peak(lv, program) > optimum  # program order computes each weight gradient at once
+    control = SolveControl(lv)
+    control.raise_bound(forced_bound(lv).bytes)
+    control.offer(program, "program")
+    improve_by_targets(lv, control)
+    assert control.best_peak == optimum
+    order = [g.ops[v].id for v in control.best_order]
+    assert order.index("W7") > order.index("B5")  # the top layer's gradient waited
+    assert schedule(g, method="auto", time_limit=10).optimal
+
+
+def test_targets_stop_at_the_deadline():
+    g = weight_gradient_stack(20)
+    lv = liveness(g)
+    control = SolveControl(lv)
+    control.offer(list(range(lv.n_ops)), "program")
+    assert not improve_by_targets(lv, control, deadline=0.0)
+    assert control.best_source == "program"
