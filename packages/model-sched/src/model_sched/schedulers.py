@@ -293,7 +293,8 @@ def _moved_base(problem: Problem, deadline: float | None) -> list[int]:
 
 class Auto:
     name = "auto"
-    help = "bounds, greedy baselines, then exact search, windowed re-optimisation and cut bounds in turns"
+    help = ("bounds, greedy baselines, then exact search, long-range moves, targets, windowed "
+            "re-optimisation and cut bounds in turns")
 
     def run(self, problem, control, solver=None) -> None:
         if run_baselines(problem, control) or control.expired():
