@@ -268,16 +268,54 @@ def schedule_graph(graph: Graph, settings: BenchSettings, progress: Progress | N
     return result, profile
 
 
-def place_order(graph: Graph, order, settings: BenchSettings):
-    """Place the transient buffers of ``graph`` run in ``order``; validated here again."""
+def place_order(graph: Graph, order, settings: BenchSettings, *, time_limit: float | None = None):
+    """Place the transient buffers of ``graph`` run in ``order``; validated here again.
+    ``time_limit``: seconds for the placer (default: the settings')."""
     try:
         from model_place import lifetimes_from_graph, place, validate_placement
     except ImportError as e:
         raise _missing("placement", "model_place", e) from None
     lifetimes = lifetimes_from_graph(graph, list(order))
-    result = place(lifetimes, method=settings.placer, time_limit=settings.time_limit)
+    result = place(lifetimes, method=settings.placer,
+                   time_limit=settings.time_limit if time_limit is None else time_limit)
     validate_placement(lifetimes, result.offsets, result.arena_bytes)
     return result
+
+
+#: Share of the placement time the scheduled order gets before an order of the same
+#: peak is tried (see :func:`place_schedule`).
+FIRST_PLACEMENT_SHARE = 0.75
+
+
+def place_schedule(graph: Graph, sched, optimized: MemoryProfile, settings: BenchSettings):
+    """Place the scheduled order; ``(order, its profile, placement)``.
+
+    Orders of the same peak pack differently: on transformer-small's training step the
+    exact search's optimal order leaves the arena 2.4% above its transient peak after
+    60 s of placement, while the windows' order of the same peak packs at it in 0.1 s.
+    So when the scheduled order is not packed at its peak within
+    :data:`FIRST_PLACEMENT_SHARE` of the time, ``lns`` gives another order (from the
+    greedy ones, a quarter of the rest) and, if it has the same peak, it is placed in
+    what is left; the smaller arena wins. Not with a memory budget (recomputation).
+    """
+    limit = settings.time_limit if settings.time_limit is not None else 60.0
+    order = tuple(sched.order)
+    if sched.memory_budget is not None:
+        return order, optimized, place_order(graph, order, settings)
+    start = time.perf_counter()
+    placement = place_order(graph, order, settings, time_limit=limit * FIRST_PLACEMENT_SHARE)
+    if placement.optimal or settings.scheduler == "lns":
+        return order, optimized, placement
+    from model_sched import schedule
+
+    left = limit - (time.perf_counter() - start)
+    other = schedule(graph, method="lns", time_limit=max(0.0, left / 4))
+    if other.peak_bytes != optimized.peak_bytes or tuple(other.order) == order:
+        return order, optimized, placement
+    again = place_order(graph, other.order, settings, time_limit=max(0.1, limit - (time.perf_counter() - start)))
+    if again.arena_bytes < placement.arena_bytes:
+        return tuple(other.order), simulate(graph, list(other.order)), again
+    return order, optimized, placement
 
 
 # -- the whole run ---------------------------------------------------------------------
@@ -312,7 +350,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         sched, optimized = schedule_graph(graph, settings, progress)
     progress.say(f"  optimized peak {_gib(optimized.peak_bytes)}, lower bound {_gib(sched.lower_bound_bytes)}")
     with progress.stage("place", seconds):
-        placement = place_order(graph, sched.order, settings)
+        order, optimized, placement = place_schedule(graph, sched, optimized, settings)
     progress.say(f"  arena {_gib(placement.arena_bytes)} for a transient peak of "
                  f"{_gib(optimized.transient_peak_bytes)}")
     persistent = graph.persistent_bytes
@@ -372,7 +410,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     seconds["total"] = sum(v for k, v in seconds.items() if k not in ("total", "import"))
     figures["stage_seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     figures["seconds"] = round(seconds["total"], 4)
-    return BenchRun(figures, graph, tuple(sched.order), eager, optimized, placement, allocator, sched)
+    return BenchRun(figures, graph, order, eager, optimized, placement, allocator, sched)
 
 
 def budget_figures(graph: Graph, sched) -> dict[str, Any]:
