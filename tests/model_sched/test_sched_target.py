@@ -1,12 +1,11 @@
 """List scheduling under a target peak (model_sched.target)."""
 
-import random
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.simulator import validate_order
+from model_ir.testing.examples import random_topological_order
 from model_ir.testing.strategies import graphs
 from model_sched import schedule
 from model_sched.bounds import forced_bound
@@ -19,18 +18,7 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(
 
 
 def _random_order(g, seed):
-    rnd = random.Random(seed)
-    indeg = [len(p) for p in g.predecessors]
-    ready = [i for i, d in enumerate(indeg) if d == 0]
-    order = []
-    while ready:
-        v = ready.pop(rnd.randrange(len(ready)))
-        order.append(v)
-        for s in g.successors[v]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                ready.append(s)
-    return order
+    return [g.op_index[i] for i in random_topological_order(g, seed)]
 
 
 @SETTINGS

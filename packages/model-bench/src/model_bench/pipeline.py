@@ -282,9 +282,11 @@ def place_order(graph: Graph, order, settings: BenchSettings, *, time_limit: flo
     return result
 
 
-#: Share of the placement time the scheduled order gets before an order of the same
-#: peak is tried (see :func:`place_schedule`).
+#: Share of the placement time the scheduled order gets when an order of the same peak
+#: waits to be placed after it (see :func:`place_schedule`).
 FIRST_PLACEMENT_SHARE = 0.75
+#: Seconds (at most, and at most 2% of the placement time) to look for that other order.
+OTHER_ORDER_SECONDS = 1.0
 
 
 def place_schedule(graph: Graph, sched, optimized: MemoryProfile, settings: BenchSettings):
@@ -293,28 +295,33 @@ def place_schedule(graph: Graph, sched, optimized: MemoryProfile, settings: Benc
     Orders of the same peak pack differently: on transformer-small's training step the
     exact search's optimal order leaves the arena 2.4% above its transient peak after
     60 s of placement, while the windows' order of the same peak packs at it in 0.1 s.
-    So when the scheduled order is not packed at its peak within
-    :data:`FIRST_PLACEMENT_SHARE` of the time, ``lns`` gives another order (from the
-    greedy ones, a quarter of the rest) and, if it has the same peak, it is placed in
-    what is left; the smaller arena wins. Not with a memory budget (recomputation).
+    So ``lns`` first gets a moment (:data:`OTHER_ORDER_SECONDS`) to find another order
+    of the same peak. Without one, the scheduled order gets the whole placement time;
+    with one, it gets :data:`FIRST_PLACEMENT_SHARE` of it and, when it does not pack at
+    its peak, the other order is placed in the rest; the smaller arena wins. Not with a
+    memory budget (recomputation) nor when the scheduler is ``lns`` itself.
     """
-    limit = settings.time_limit if settings.time_limit is not None else 60.0
+    try:
+        from model_place.exact import DEFAULT_TIME_LIMIT
+        from model_sched import schedule
+    except ImportError as e:
+        raise _missing("placement", "model_place and model_sched", e) from None
+    limit = settings.time_limit if settings.time_limit is not None else DEFAULT_TIME_LIMIT
     order = tuple(sched.order)
-    if sched.memory_budget is not None:
+    if sched.memory_budget is not None or settings.scheduler == "lns":
         return order, optimized, place_order(graph, order, settings)
     start = time.perf_counter()
+    found = schedule(graph, method="lns", time_limit=min(OTHER_ORDER_SECONDS, 0.02 * limit))
+    other = tuple(found.order)
+    if other == order or found.peak_bytes != optimized.peak_bytes:
+        return order, optimized, place_order(graph, order, settings,
+                                             time_limit=limit - (time.perf_counter() - start))
     placement = place_order(graph, order, settings, time_limit=limit * FIRST_PLACEMENT_SHARE)
-    if placement.optimal or settings.scheduler == "lns":
+    if placement.optimal:
         return order, optimized, placement
-    from model_sched import schedule
-
-    left = limit - (time.perf_counter() - start)
-    other = schedule(graph, method="lns", time_limit=max(0.0, left / 4))
-    if other.peak_bytes != optimized.peak_bytes or tuple(other.order) == order:
-        return order, optimized, placement
-    again = place_order(graph, other.order, settings, time_limit=max(0.1, limit - (time.perf_counter() - start)))
+    again = place_order(graph, other, settings, time_limit=max(0.1, limit - (time.perf_counter() - start)))
     if again.arena_bytes < placement.arena_bytes:
-        return tuple(other.order), simulate(graph, list(other.order)), again
+        return other, simulate(graph, list(other)), again
     return order, optimized, placement
 
 

@@ -100,7 +100,7 @@ def lpmf_order(lv: Liveness) -> list[int]:
         pos[v] = i
     # keys are mem2 * n + index with |mem2| <= total bytes < 2**62
     empty = 2**63 * (n + 1)
-    tree = _MinTree(n, empty)
+    tree = MinTree(n, empty)
 
     def freed_now(v: int) -> int:
         f = 0
@@ -166,7 +166,7 @@ def lpmf_order(lv: Liveness) -> list[int]:
     return order
 
 
-class _MinTree:
+class MinTree:
     """Minimum over ranges of ``n`` ints with point updates (iterative segment tree);
     ``empty`` (larger than every value) marks a position holding nothing."""
 
@@ -187,6 +187,16 @@ class _MinTree:
                 break  # the ancestors hold what they held
             data[i] = m
             i >>= 1
+
+    def leftmost_at_most(self, threshold: int) -> int:
+        """The least position whose value is at most ``threshold``, or -1."""
+        data = self.data
+        if data[1] > threshold:
+            return -1
+        i = 1
+        while i < self.size:
+            i = 2 * i if data[2 * i] <= threshold else 2 * i + 1
+        return i - self.size
 
     def min(self, lo: int, hi: int) -> int:
         """Least value among positions ``lo <= i < hi`` (``empty`` if none)."""

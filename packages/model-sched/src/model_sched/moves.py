@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from model_sched.control import SolveControl
 from model_sched.liveness import Liveness, timeline
+from model_sched.windows import positions
 
 #: At most this many equal-peak moves are checked on the whole timeline per round.
 PLATEAU_CHECKS = 32
@@ -95,10 +96,8 @@ class MoveEvaluator:
         self.lv, self.order = lv, order
         self.tl = timeline(lv, order) if tl is None else tl
         n = len(order)
-        self.pos = [0] * n
-        for s, v in enumerate(order):
-            self.pos[v] = s
-        self.frees = _free_steps(lv, order, self.pos)
+        self.pos, last_use = positions(lv, order)
+        self.frees = _free_steps(lv, self.pos, last_use, n)
         freed = [0] * n  # bytes freed after each step
         if n:
             freed[0] = lv.first_free_bytes
@@ -134,21 +133,13 @@ def _moved(order: Sequence[int], i: int, j: int) -> list[int]:
     return out
 
 
-def _free_steps(lv: Liveness, order: Sequence[int], pos: Sequence[int]) -> list[int]:
+def _free_steps(lv: Liveness, pos: Sequence[int], last_use: Sequence[int], n: int) -> list[int]:
     """Per buffer, the step after which it is freed: its last user's, or its producer's
-    when nobody reads it; ``len(order)`` for graph outputs (never freed)."""
-    n = len(order)
-    frees = [-1] * len(lv.sizes)
-    for b, users in enumerate(lv.users):
-        if lv.persistent[b]:
-            continue
-        if lv.keep[b]:
-            frees[b] = n
-        elif users:
-            frees[b] = max(pos[u] for u in users)
-        elif lv.producer[b] >= 0:
-            frees[b] = pos[lv.producer[b]]
-    return frees
+    when nobody reads it; ``n`` for graph outputs (never freed), -1 for persistent
+    buffers and unread graph inputs."""
+    return [-1 if lv.persistent[b] else n if lv.keep[b] else last if last >= 0
+            else pos[lv.producer[b]] if lv.producer[b] >= 0 else -1
+            for b, last in enumerate(last_use)]
 
 
 def _live_out_bytes(lv: Liveness, v: int) -> int:

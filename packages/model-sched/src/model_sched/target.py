@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 
 from model_sched.control import SolveControl
+from model_sched.greedy import MinTree
 from model_sched.liveness import Liveness, peak
 
 #: Bisection stops once the target interval is this small relative to the peak.
@@ -41,7 +42,8 @@ def order_under(lv: Liveness, base: Sequence[int], target: int) -> list[int] | N
     indeg = [len(p) for p in lv.preds]
     remaining = list(lv.n_users)
     sizes, keep, out_bytes = lv.sizes, lv.keep, lv.out_bytes
-    tree = _LeftmostTree(n)
+    empty = max(target, 0) + 1  # above every threshold (target - live bytes): no op there
+    tree = MinTree(n, empty)
     for v in range(n):
         if indeg[v] == 0:
             tree.set(rank[v], out_bytes[v])
@@ -52,7 +54,7 @@ def order_under(lv: Liveness, base: Sequence[int], target: int) -> list[int] | N
         if k < 0:
             return None
         v = by_rank[k]
-        tree.set(k, None)
+        tree.set(k, empty)
         order.append(v)
         mem += out_bytes[v]
         if len(order) == 1:
@@ -96,32 +98,3 @@ def improve_by_targets(lv: Liveness, control: SolveControl, *, bases: Sequence[S
         target = (lo + hi) // 2
     return True
 
-
-class _LeftmostTree:
-    """Values at ``n`` positions (or nothing), and the leftmost position holding a value
-    at most a threshold, in O(log n): a segment tree of minima."""
-
-    EMPTY = float("inf")
-
-    def __init__(self, n: int) -> None:
-        self.size = 1 << max(n - 1, 0).bit_length()
-        self.data = [self.EMPTY] * (2 * self.size)
-
-    def set(self, i: int, value: int | None) -> None:
-        data = self.data
-        i += self.size
-        data[i] = self.EMPTY if value is None else value
-        i >>= 1
-        while i:
-            data[i] = min(data[2 * i], data[2 * i + 1])
-            i >>= 1
-
-    def leftmost_at_most(self, threshold: int) -> int:
-        """The least position whose value is at most ``threshold``, or -1."""
-        data = self.data
-        if data[1] > threshold:
-            return -1
-        i = 1
-        while i < self.size:
-            i = 2 * i if data[2 * i] <= threshold else 2 * i + 1
-        return i - self.size

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
+
+from model_ir.graph import Graph
 
 _DIAMOND: dict[str, Any] = {
     "format": "model-ir/1", "name": "diamond",
@@ -46,3 +49,19 @@ def training_chain(n: int = 4, *, size: int = 100, small: int = 1, persistent: i
     forward = sum(flops(k) for k in range(n))
     total = 3 * forward if total_flops is None else total_flops
     return Graph(buffers, ops, name="chain", meta={"flops": {"total": total, "forward": forward}})
+
+
+def random_topological_order(graph: Graph, seed: int = 0) -> list[str]:
+    """A random valid op order (each step picks a random ready op)."""
+    rng = random.Random(seed)
+    indeg = [len(p) for p in graph.predecessors]
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    order: list[str] = []
+    while ready:
+        i = ready.pop(rng.randrange(len(ready)))
+        order.append(graph.ops[i].id)
+        for s in graph.successors[i]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    return order

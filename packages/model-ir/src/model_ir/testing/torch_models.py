@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import torch
 from torch import nn
 
-from model_ir.graph import Graph
+from model_ir.testing.examples import random_topological_order  # noqa: F401 - re-exported for the tests
 
 
 def mlp(width: int = 32, depth: int = 3, classes: int = 10) -> nn.Module:
@@ -125,22 +123,6 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), be
     if return_outputs:
         return loss.detach(), out
     return loss.detach()
-
-
-def random_topological_order(graph: Graph, seed: int = 0) -> list[str]:
-    """A random valid op order (each step picks a random ready op)."""
-    rng = random.Random(seed)
-    indeg = [len(p) for p in graph.predecessors]
-    ready = [i for i, d in enumerate(indeg) if d == 0]
-    order: list[str] = []
-    while ready:
-        i = ready.pop(rng.randrange(len(ready)))
-        order.append(graph.ops[i].id)
-        for s in graph.successors[i]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                ready.append(s)
-    return order
 
 
 def optimizer_state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
