@@ -282,47 +282,18 @@ def place_order(graph: Graph, order, settings: BenchSettings, *, time_limit: flo
     return result
 
 
-#: Share of the placement time the scheduled order gets when an order of the same peak
-#: waits to be placed after it (see :func:`place_schedule`).
-FIRST_PLACEMENT_SHARE = 0.75
-#: Seconds (at most, and at most 2% of the placement time) to look for that other order.
-OTHER_ORDER_SECONDS = 1.0
-
-
 def place_schedule(graph: Graph, sched, optimized: MemoryProfile, settings: BenchSettings):
-    """Place the scheduled order; ``(order, its profile, placement)``.
-
-    Orders of the same peak pack differently: on transformer-small's training step the
-    exact search's optimal order leaves the arena 2.4% above its transient peak after
-    60 s of placement, while the windows' order of the same peak packs at it in 0.1 s.
-    So ``lns`` first gets a moment (:data:`OTHER_ORDER_SECONDS`) to find another order
-    of the same peak. Without one, the scheduled order gets the whole placement time;
-    with one, it gets :data:`FIRST_PLACEMENT_SHARE` of it and, when it does not pack at
-    its peak, the other order is placed in the rest; the smaller arena wins. Not with a
-    memory budget (recomputation) nor when the scheduler is ``lns`` itself.
-    """
+    """Place the scheduled order, or another order of the same peak that packs better
+    (:func:`model_runtime.planning.place_scheduled`): ``(order, its profile, placement)``."""
     try:
         from model_place.exact import DEFAULT_TIME_LIMIT
-        from model_sched import schedule
+        from model_runtime.planning import place_scheduled
     except ImportError as e:
-        raise _missing("placement", "model_place and model_sched", e) from None
+        raise _missing("placement", "model_place, model_sched and model_runtime", e) from None
     limit = settings.time_limit if settings.time_limit is not None else DEFAULT_TIME_LIMIT
-    order = tuple(sched.order)
-    if sched.memory_budget is not None or settings.scheduler == "lns":
-        return order, optimized, place_order(graph, order, settings)
-    start = time.perf_counter()
-    found = schedule(graph, method="lns", time_limit=min(OTHER_ORDER_SECONDS, 0.02 * limit))
-    other = tuple(found.order)
-    if other == order or found.peak_bytes != optimized.peak_bytes:
-        return order, optimized, place_order(graph, order, settings,
-                                             time_limit=limit - (time.perf_counter() - start))
-    placement = place_order(graph, order, settings, time_limit=limit * FIRST_PLACEMENT_SHARE)
-    if placement.optimal:
-        return order, optimized, placement
-    again = place_order(graph, other, settings, time_limit=max(0.1, limit - (time.perf_counter() - start)))
-    if again.arena_bytes < placement.arena_bytes:
-        return other, simulate(graph, list(other)), again
-    return order, optimized, placement
+    order, placement = place_scheduled(
+        graph, sched, lambda o, seconds: place_order(graph, o, settings, time_limit=seconds), limit)
+    return order, (optimized if list(order) == list(sched.order) else simulate(graph, list(order))), placement
 
 
 # -- the whole run ---------------------------------------------------------------------

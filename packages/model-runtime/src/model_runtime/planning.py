@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+
 from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
 from model_ir.plan import order_indices
 from model_ir.recompute import instance_owners, recompute_flops
@@ -12,6 +15,12 @@ from model_sched.api import recompute_bound
 
 #: Seconds each solver (scheduling, placement) may run when ``time_limit`` is None.
 DEFAULT_TIME_LIMIT = 10.0
+
+#: Share of the placement time the scheduled order gets when an order of the same peak
+#: waits to be placed after it (see :func:`place_scheduled`).
+FIRST_PLACEMENT_SHARE = 0.75
+#: Seconds (at most, and at most 2% of the placement time) to look for that other order.
+OTHER_ORDER_SECONDS = 1.0
 
 
 def device_alignment(device_type: str) -> int:
@@ -51,6 +60,37 @@ def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
             "unplaced_caching_allocator_bytes": caching.arena_bytes}
 
 
+def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], object],
+                    time_limit: float) -> tuple[tuple[str, ...], object]:
+    """Place the scheduled order, or another order of the same peak that packs better:
+    ``(order, placement)``. ``place_order(order, seconds)`` places the buffers of ``graph``
+    run in ``order`` (a :class:`model_place.PlacementResult`); ``time_limit``: seconds
+    for the whole placement.
+
+    Orders of the same peak pack differently: on transformer-small's training step the
+    exact search's optimal order leaves the arena 2.4% above its transient peak after
+    60 s of placement, while the windows' order of the same peak packs at it in 0.1 s.
+    So ``lns`` first gets a moment (:data:`OTHER_ORDER_SECONDS`) to find another order
+    of the same peak. Without one, the scheduled order gets the whole placement time;
+    with one, it gets :data:`FIRST_PLACEMENT_SHARE` of it and, when it does not pack at
+    its bound, the other order is placed in the rest; the smaller arena wins. Not with a
+    memory budget (recomputation) nor when the scheduler was ``lns`` itself.
+    """
+    order = tuple(sched.order)
+    if sched.memory_budget is not None or sched.method == "lns":
+        return order, place_order(order, time_limit)
+    start = time.perf_counter()
+    found = schedule(graph, method="lns", time_limit=min(OTHER_ORDER_SECONDS, 0.02 * time_limit))
+    other = tuple(found.order)
+    if other == order or found.peak_bytes != sched.peak_bytes:
+        return order, place_order(order, time_limit - (time.perf_counter() - start))
+    placement = place_order(order, time_limit * FIRST_PLACEMENT_SHARE)
+    if placement.optimal:
+        return order, placement
+    again = place_order(other, max(0.1, time_limit - (time.perf_counter() - start)))
+    return (other, again) if again.arena_bytes < placement.arena_bytes else (order, placement)
+
+
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
               schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset(),
               memory_budget: int | None = None) -> Plan:
@@ -74,7 +114,12 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)
-    figures = simulated_figures(graph, sched.order, None, alignment)
+    order, result = sched.order, None
+    if placement:
+        order, result = place_scheduled(
+            graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, unplaced),
+                                                   method=place_method, time_limit=seconds), limit)
+    figures = simulated_figures(graph, order, None, alignment)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
     if figures["peak_bytes"] != sched.peak_bytes:
         raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
@@ -95,10 +140,8 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
         })
     placed = None
-    if placement:
-        figures.update(unplaced_figures(graph, sched.order, alignment, unplaced))
-        lts = arena_lifetimes(graph, sched.order, alignment, unplaced)
-        result = place(lts, method=place_method, time_limit=limit)
+    if result is not None:
+        figures.update(unplaced_figures(graph, order, alignment, unplaced))
         eager_lts = arena_lifetimes(graph, None, alignment)
         caching = place(eager_lts, method="caching-allocator")
         placed = result.placement()
@@ -111,7 +154,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             "eager_caching_allocator_bytes": caching.arena_bytes,
             "eager_transient_live_peak_bytes": caching.lower_bound_bytes,
         })
-    return Plan(graph, Schedule(sched.order), placed, figures)
+    return Plan(graph, Schedule(order), placed, figures)
 
 
 def _structure(graph) -> tuple:
