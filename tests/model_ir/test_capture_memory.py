@@ -121,6 +121,52 @@ def test_eval_and_no_optimizer_steps():
     assert list(simulate(step.graph).timeline) == measure_live_bytes(step, step.bind(model, None, x))
 
 
+class HoldsLocals(torch.nn.Module):
+    """A block that keeps its input and a normalised copy in locals through a wide MLP,
+    as torchvision's ViT encoder block does (``y = ln_2(x); y = mlp(y); return x + y``)."""
+
+    def __init__(self, width: int = 16, hidden: int = 256):
+        super().__init__()
+        self.ln = torch.nn.LayerNorm(width)
+        self.up, self.down = torch.nn.Linear(width, hidden), torch.nn.Linear(hidden, width)
+
+    def forward(self, inp):
+        x = inp * 2
+        y = self.ln(x)
+        h = self.up(y)
+        h = torch.nn.functional.gelu(h)
+        return x + self.down(h)
+
+
+def small_vit():
+    torchvision = pytest.importorskip("torchvision")
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                hidden_dim=32, mlp_dim=256)
+
+
+@pytest.mark.parametrize("make,x", [
+    (lambda: torch.nn.Sequential(HoldsLocals(), HoldsLocals()), torch.randn(64, 16)),
+    (small_vit, torch.randn(8, 3, 32, 32)),
+], ids=["locals", "vit"])
+def test_eager_eval_frees_what_python_drops(make, x):
+    """In eval, eager PyTorch frees a tensor when Python drops its last reference, not
+    after its last reader: a forward method's locals stay until it returns. The eval
+    capture records when that happens (``released_after``), and ``simulate(eager=True)``
+    gives the peak measured while eager PyTorch runs the forward; the last-use
+    simulation (what the plan's executors do) is lower."""
+    from model_ir.testing.live_memory import measure_eager_forward_live_bytes
+
+    torch.manual_seed(0)
+    model = make().eval()
+    graph = capture_step(model, x, train=False, granularity=1).graph
+    assert any("released_after" in b.meta for b in graph.buffers)
+    measured = max(measure_eager_forward_live_bytes(model, x))
+    assert simulate(graph, eager=True).peak_bytes == measured
+    assert simulate(graph).peak_bytes < measured
+    # Recorded in eval only: in training, autograd's saved tensors hold most locals anyway.
+    assert not any("released_after" in b.meta for b in capture_step(model.train(), x, granularity=1).graph.buffers)
+
+
 @pytest.mark.parametrize("make,x", [
     (lambda: mlp(64, 3), torch.randn(32, 64)),
     (small_cnn, torch.randn(4, 3, 16, 16)),

@@ -93,3 +93,35 @@ def test_empty_graph_with_a_transient_input():
     p = simulate(g)
     assert p.peak_bytes == 3 and p.timeline == ()
     assert [(lt.id, lt.start, lt.end) for lt in p.lifetimes] == [("x", 0, 1)]
+
+
+def held_chain(released_after="C"):
+    # a(10) -> b(20) -> c(30) -> d(5); Python holds ``a`` until C ran (eager), though B reads it last.
+    return Graph(
+        [Buffer("a", 10, meta={"released_after": released_after}), Buffer("b", 20), Buffer("c", 30),
+         Buffer("d", 5, output=True)],
+        [Op("A", outputs=["a"]), Op("B", inputs=["a"], outputs=["b"]), Op("C", inputs=["b"], outputs=["c"]),
+         Op("D", inputs=["c"], outputs=["d"])],
+    )
+
+
+def test_eager_keeps_a_buffer_until_python_releases_it():
+    g = held_chain()
+    assert simulate(g).timeline == (10, 30, 50, 35)  # the plan frees ``a`` after B
+    eager = simulate(g, eager=True)
+    assert eager.timeline == (10, 30, 60, 35)
+    assert [(lt.id, lt.start, lt.end) for lt in eager.lifetimes][0] == ("a", 0, 3)
+    # in another order, until wherever C runs
+    assert simulate(g, ["A", "B", "C", "D"], eager=True).peak_bytes == 60
+
+
+def test_eager_release_before_the_last_use_or_of_an_unknown_op_changes_nothing():
+    for released_after in ("A", "no-such-op"):
+        g = held_chain(released_after)
+        assert simulate(g, eager=True) == simulate(g)
+
+
+def test_eager_takes_no_recomputation():
+    g = held_chain()
+    with pytest.raises(ScheduleError, match="recomputation"):
+        simulate(g, ["A", "B", "A", "C", "D"], eager=True)

@@ -154,9 +154,10 @@ def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = (
     state and the batch are allocated before the step and never freed, as are the
     library ``workspaces`` (bytes each, see :mod:`model_ir.workspaces`); then each
     transient buffer in the order the ops run (cuDNN's workspaces among them in graphs
-    captured for CUDA, after their convolution's outputs).
+    captured for CUDA, after their convolution's outputs), freed when eager frees it
+    (``simulate(..., eager=True)``: in eval, tensors Python still holds stay).
     """
-    profile = simulate(graph, order)
+    profile = simulate(graph, order, eager=True)
     n = max(len(graph.ops), 1)
     persistent = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
     persistent += [Lifetime(f"library-workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
@@ -222,7 +223,7 @@ def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
     ``eager_allocator``: :func:`simulate_eager_allocator` of ``graph`` if the caller has it
     already (it is the first baseline)."""
     fused = optimizer_in_backward_order(graph)
-    fused_profile = simulate(graph, fused)
+    fused_profile = simulate(graph, fused, eager=True)
     workspaces = eager_workspaces(graph)
     program_lifetimes = eager_lifetimes(graph, workspaces=workspaces)
     fused_lifetimes = eager_lifetimes(graph, fused, workspaces=workspaces)
@@ -317,7 +318,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     progress = progress or Progress(quiet=True)
     seconds = {} if seconds is None else seconds
     with progress.stage("eager", seconds):
-        eager = simulate(graph)
+        eager = simulate(graph, eager=True)
         allocator = simulate_eager_allocator(graph)
         transient_allocator = simulate_caching_allocator_on(eager.lifetimes)
         baselines = eager_baselines(graph, allocator)

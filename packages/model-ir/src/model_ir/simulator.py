@@ -10,7 +10,11 @@ the live bytes while each op runs, the peak, and simple lower bounds. Rules:
 - while an op runs, its inputs and outputs are all alive;
 - an op run again (a recomputation, :mod:`model_ir.recompute`) allocates new
   instances of its outputs; a use reads the most recent instance, and each instance
-  lives from its producer to its last reader.
+  lives from its producer to its last reader;
+- with ``eager=True``, what eager PyTorch does: a buffer whose ``meta["released_after"]``
+  names an op stays allocated until that op ran (Python still held a tensor on it,
+  see :mod:`model_ir.torch.python_releases`). Plans free at the last use; eager
+  baselines are simulated this way.
 """
 
 from __future__ import annotations
@@ -115,22 +119,26 @@ def _validate_recomputations(graph: Graph, step: list[int], again: list[tuple[in
                     )
 
 
-def simulate(graph: Graph, order: Sequence[str] | Schedule | None = None, *, check: bool = True) -> MemoryProfile:
+def simulate(graph: Graph, order: Sequence[str] | Schedule | None = None, *, check: bool = True,
+             eager: bool = False) -> MemoryProfile:
     """Simulate ``order`` (program order by default) and return its memory profile.
 
-    With ``check`` (the default) the order is validated first.
+    With ``check`` (the default) the order is validated first. ``eager``: free buffers
+    as eager PyTorch does, when Python drops them (module docstring).
     """
     check_graph(graph)
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     if check and order is not None:
         validate_order(graph, idx)
-    return simulate_indices(graph, idx)
+    return simulate_indices(graph, idx, eager=eager)
 
 
-def simulate_indices(graph: Graph, order: Sequence[int]) -> MemoryProfile:
+def simulate_indices(graph: Graph, order: Sequence[int], *, eager: bool = False) -> MemoryProfile:
     """:func:`simulate` for an order of op positions, without validation."""
     n = len(order)
     if n > len(graph.ops):
+        if eager:
+            raise ScheduleError("an eager step runs every op once: eager=True takes no recomputation")
         return _simulate_instances(graph, order)
     step = [0] * len(graph.ops)
     for t, i in enumerate(order):
@@ -141,6 +149,8 @@ def simulate_indices(graph: Graph, order: Sequence[int]) -> MemoryProfile:
         if buf.persistent:
             continue
         start, end = _span(graph, bi, step, n)
+        if eager and (held_by := graph.op_index.get(buf.meta.get("released_after"))) is not None:
+            end = max(end, step[held_by] + 1)
         diff[start] += buf.size
         diff[end] -= buf.size
         lifetimes.append(Lifetime(buf.id, start, end, buf.size))

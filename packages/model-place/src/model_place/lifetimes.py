@@ -16,15 +16,16 @@ from model_place.errors import LifetimeError
 
 
 def lifetimes_from_graph(graph: Graph, order: Sequence[str] | Schedule | None = None,
-                         *, alignment: int = 1) -> tuple[Lifetime, ...]:
+                         *, alignment: int = 1, eager: bool = False) -> tuple[Lifetime, ...]:
     """Lifetimes of the non-persistent buffers of ``graph`` run in ``order``.
 
     ``order`` is a sequence of op ids or a :class:`Schedule` (program order when
     None) and is validated by the IR simulator. Persistent buffers are not
     returned: they are alive throughout and live outside the transient arena.
-    Zero-byte buffers are kept (a placer gives them offset 0).
+    Zero-byte buffers are kept (a placer gives them offset 0). ``eager``: buffers freed
+    when eager PyTorch frees them (see :func:`model_ir.simulate`).
     """
-    lts = simulate(graph, order).lifetimes
+    lts = simulate(graph, order, eager=eager).lifetimes
     if alignment != 1:
         lts = tuple(Lifetime(lt.id, lt.start, lt.end, lt.size, alignment) for lt in lts)
     return tuple(lts)

@@ -29,13 +29,15 @@ def device_alignment(device_type: str) -> int:
     return 512 if device_type == "cuda" else 64
 
 
-def arena_lifetimes(graph, order, alignment: int, unplaced=frozenset()) -> tuple[Lifetime, ...]:
+def arena_lifetimes(graph, order, alignment: int, unplaced=frozenset(), *, eager: bool = False
+                    ) -> tuple[Lifetime, ...]:
     """Lifetimes of the buffers the arena holds (transient, not a step output, not in
     ``unplaced``), each aligned to ``alignment`` bytes; a recomputed buffer has one per
-    instance (``b``, ``b@2``, ...)."""
+    instance (``b``, ``b@2``, ...). ``eager``: as eager PyTorch frees them (the eager
+    baseline's lifetimes, see :func:`model_ir.simulate`)."""
     outside = {b.id for b in graph.buffers if b.output} | set(unplaced)
     owner = _owners(graph, order)
-    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment)
+    return tuple(lt for lt in lifetimes_from_graph(graph, order, alignment=alignment, eager=eager)
                  if owner.get(lt.id, lt.id) not in outside)
 
 
@@ -142,7 +144,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     placed = None
     if result is not None:
         figures.update(unplaced_figures(graph, order, alignment, unplaced))
-        eager_lts = arena_lifetimes(graph, None, alignment)
+        eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
         caching = place(eager_lts, method="caching-allocator")
         placed = result.placement()
         figures.update({
@@ -238,7 +240,7 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
     """The figures of a plan the simulator recomputes (bytes): a saved plan's own are
     not trusted (it may come from another tool, or have been edited)."""
     peak = simulate(graph, order).peak_bytes
-    eager = simulate(graph).peak_bytes
+    eager = simulate(graph, eager=True).peak_bytes
     figures = {
         "ops": len(graph.ops),
         "buffers": len(graph.buffers),
@@ -252,7 +254,7 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
     }
     if placement is not None:
         figures["arena_bytes"] = placement.arena_bytes
-        eager_lts = arena_lifetimes(graph, None, alignment)
+        eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
         figures["eager_caching_allocator_bytes"] = place(eager_lts, method="caching-allocator").arena_bytes
         figures.update(unplaced_figures(graph, order, alignment, unplaced))
     return figures

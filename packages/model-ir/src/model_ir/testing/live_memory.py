@@ -140,6 +140,21 @@ def measure_optimizer_in_backward_live_bytes(model, make_optimizer, inputs, *, l
             h.remove()
 
 
+def measure_eager_forward_live_bytes(model, inputs, *, granularity: int = 1) -> list[int]:
+    """Live storage bytes after every aten op of the model's eager forward under
+    ``no_grad`` (an eval step, in the model's current mode), the output kept to the end.
+    Eager frees a tensor only when Python drops it, so locals a forward method keeps
+    count until it returns: the maximum is the peak ``simulate(graph, eager=True)`` gives
+    an eval capture (:mod:`model_ir.torch.python_releases`)."""
+    from model_ir.testing.torch_models import call_model
+
+    def run():
+        with torch.no_grad():
+            return call_model(model, inputs)
+
+    return _measure_step(model, [], inputs, (), granularity, run)
+
+
 def _measure_step(model, optimizers, inputs, targets, granularity, run) -> list[int]:
     from model_ir.torch import init_optimizer_state
     from model_ir.torch.tracing import flatten_batch

@@ -82,6 +82,15 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+def call_model(model: nn.Module, inputs):
+    """``model(inputs)``: a dict is keyword arguments, a tuple or list positional ones."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
 def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), before_step=None,
                return_outputs: bool = False):
     """One plain eager training step (the reference the captured step must reproduce).
@@ -98,12 +107,7 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), be
     """
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
-    if isinstance(inputs, dict):
-        out = model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        out = model(*inputs)
-    else:
-        out = model(inputs)
+    out = call_model(model, inputs)
     if loss_fn is not None:
         loss = loss_fn(out, *targets)
     else:

@@ -15,6 +15,7 @@ IR op whose id is the FX node name.
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Iterable, Mapping
 
@@ -336,6 +337,10 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             if keep_grads and not buffers[bid].get("output"):
                 buffers[bid].update(output=True, kind="gradient")
 
+    for bid, op_id in _python_releases(gm, traced.released_after, storage_buffer, ops).items():
+        if not buffers[bid]["persistent"] and not buffers[bid].get("output"):
+            buffers[bid]["meta"] = {**buffers[bid]["meta"], "released_after": op_id}
+
     _attribute_folded(gm, folded, op_nodes)
     ops = [attrs.evolve(op, meta={**op.meta, "folded": list(op_nodes[op.id][1:])}) if len(op_nodes[op.id]) > 1 else op
            for op in ops]
@@ -354,6 +359,30 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         output_buffers=output_buffers,
         element_buffers=element_buffers,
     )
+
+
+def _python_releases(gm: fx.GraphModule, released: Mapping[StorageWeakRef, str],
+                     storage_buffer: Mapping[StorageWeakRef, str], ops: list[Op]) -> dict[str, str]:
+    """Buffer id -> the IR op after which eager PyTorch frees it (the last op traced
+    before Python dropped its last tensor), for the buffers whose last use comes earlier
+    (see :mod:`model_ir.torch.python_releases`)."""
+    if not released:
+        return {}
+    position = {n.name: i for i, n in enumerate(gm.graph.nodes)}
+    op_position = [position[op.id] for op in ops]  # ascending: ops are made in node order
+    last_use: dict[str, int] = {}
+    for k, op in enumerate(ops):
+        for b in (*op.uses, *op.outputs):
+            last_use[b] = k
+    found = {}
+    for storage, name in released.items():
+        bid = storage_buffer.get(storage)
+        if bid is None or name not in position:
+            continue
+        k = bisect.bisect_right(op_position, position[name]) - 1
+        if k > last_use.get(bid, k):
+            found[bid] = ops[k].id
+    return found
 
 
 def _attribute_folded(gm: fx.GraphModule, folded: set[str], op_nodes: dict[str, list[str]]) -> None:

@@ -50,6 +50,7 @@ from model_ir.torch.hyper_parameters import (
     read_symbolic,
     tensor_hyper_parameters_as_floats,
 )
+from model_ir.torch.python_releases import ReleaseRecorder
 from model_ir.torch.specs import TensorSpec
 
 #: Kinds of step inputs, in the order they appear in the traced function's arguments.
@@ -111,6 +112,9 @@ class TracedStep:
     scaler: ScalerConstants | None = None
     found_inf: str | None = None
     skipped_if_inf: frozenset[str] = frozenset()
+    #: eval mode: storage -> the last node traced before eager PyTorch would free it
+    #: (Python dropped its last tensor; see :mod:`model_ir.torch.python_releases`)
+    released_after: Mapping[StorageWeakRef, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen(eq=False)
@@ -483,6 +487,7 @@ def trace_step(
     grads: dict[str, torch.Tensor] = {}
     returned_grads: list[str] = []
     found_inf_tensor: list[torch.Tensor] = []
+    released: dict[StorageWeakRef, str] = {}
     structure: list[OutputStructure] = []
 
     def step(*tensors):
@@ -501,8 +506,10 @@ def trace_step(
             call_args, call_kwargs = pytree.tree_unflatten(leaves, inputs_spec)
             tgts = pytree.tree_unflatten(tleaves, targets_spec)
             if not train:
-                with torch.no_grad(), mixed_precision():
+                with torch.no_grad(), mixed_precision(), ReleaseRecorder() as recorder:
                     out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+                recorder.close()
+                released.update(recorder.released)
                 return tensor_leaves(out)
             with mixed_precision():
                 out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
@@ -577,7 +584,8 @@ def trace_step(
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
                       device=device, emulated=emulated, hyper_parameters=hyper,
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
-                      scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped)
+                      scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
+                      released_after=released)
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
