@@ -57,7 +57,7 @@ class ReleaseRecorder(TorchDispatchMode):
         key = StorageWeakRef(t.untyped_storage())
         self._watched.add(id(t))
         self._holders[key] = self._holders.get(key, 0) + 1
-        weakref.finalize(t, self._drop, id(t), key)
+        weakref.finalize(t, self._drop, id(t), key).atexit = False  # nothing to record at exit
 
     def _drop(self, tid: int, key: StorageWeakRef) -> None:
         self._watched.discard(tid)
