@@ -150,3 +150,46 @@ def test_a_cuda_capture_records_reductions_and_stages_the_bias_gradient():
     cpu = capture("cpu")
     assert [op.meta["reduction"] for op in cpu.ops if op.target == "aten.sum.dim_IntList"] == [sums[0].meta["reduction"]]
     assert with_workspaces(cpu) == cpu
+
+
+def traced_conv(x_shape, w_shape, y_shape, dtype="float32", granularity=512):
+    """One forward convolution with real shapes and sizes (fp32) and nothing else."""
+    def nbytes(shape):
+        return 4 * math.prod(shape)
+    buffers = [Buffer("x", nbytes(x_shape), shape=x_shape, dtype=dtype),
+               Buffer("w", nbytes(w_shape), persistent=True, shape=w_shape, dtype=dtype),
+               Buffer("y", nbytes(y_shape), shape=y_shape, dtype=dtype)]
+    return Graph(buffers, [Op("conv", inputs=["x", "w"], outputs=["y"], target="aten.convolution.default")],
+                 meta={"device": "cuda", "granularity": granularity})
+
+
+@pytest.mark.parametrize("shapes,formula_over", [
+    # vgg's first convolution: cuDNN takes no workspace at all (the formula: input + weight + output)
+    (((32, 3, 224, 224), (64, 3, 3, 3), (32, 64, 224, 224)), True),
+    # resnet18's layer1: input + weight, not input + weight + output
+    (((32, 64, 56, 56), (64, 64, 3, 3), (32, 64, 56, 56)), True),
+    # vgg16's second: the formula's input + weight + output, measured the same
+    (((32, 64, 224, 224), (64, 64, 3, 3), (32, 64, 224, 224)), False),
+])
+def test_traced_convolution_shapes_use_the_measured_workspace(shapes, formula_over):
+    from model_ir.cudnn_workspaces import FORWARD
+
+    g = traced_conv(*shapes)
+    measured = FORWARD[(*shapes, "float32")]
+    formula = sum(b.size for b in g.buffers)
+    assert conv_workspace_bytes(g, g.ops[0]) == -(-measured // 512) * 512
+    assert (formula > measured + MiB) == formula_over
+    # other shapes (here another batch size), or another dtype, keep the formula
+    other = traced_conv((16, *shapes[0][1:]), shapes[1], (16, *shapes[2][1:]))
+    assert conv_workspace_bytes(other, other.ops[0]) == sum(b.size for b in other.buffers)
+    half = traced_conv(*shapes, dtype="float16")
+    assert conv_workspace_bytes(half, half.ops[0]) == sum(b.size for b in half.buffers)
+
+
+def test_the_measured_table_is_well_formed():
+    from model_ir.cudnn_workspaces import FORWARD, MEASURED_ON
+
+    assert FORWARD and "H200" in MEASURED_ON
+    for (x, w, y, dtype), size in FORWARD.items():
+        assert len(x) == len(w) == len(y) >= 3 and x[0] == y[0] and w[0] == y[1] and dtype == "float32"
+        assert isinstance(size, int) and size >= 0

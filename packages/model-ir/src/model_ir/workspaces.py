@@ -28,7 +28,11 @@ input + weight + output bytes for a forward call and grad_output + input + weigh
 a backward call (the larger of its data- and weight-gradient workspaces, which run one
 after the other), exact to 0.1 MiB on most of vgg16's and resnet18's convolutions at
 batch 32 (784 MiB for vgg16's second convolution), a few MiB more on some and about
-half on a few. Depthwise convolutions (one input channel per group) run PyTorch's own
+half on a few. Forward calls whose shapes were traced use the bytes measured for them
+(:mod:`model_ir.cudnn_workspaces`, aligned by ``model_bench.workspace_calibration``):
+cuDNN's choice follows the shapes in ways no one formula follows (none for vgg's first
+convolution, input + weight for 64-channel 3x3 ones at 56x56, 392 MiB less than the
+formula on r3d_18's ``layer1``). Depthwise convolutions (one input channel per group) run PyTorch's own
 kernel and take none. Other dtypes and layouts (fp16/bf16, channels-last) get the same
 estimate, not calibrated. Not modelled: the first steps' allocations (cuDNN's plan
 building), which decide the default allocator's segments, and the CUDA context.
@@ -102,11 +106,25 @@ CONV_FORWARD = "aten.convolution.default"
 CONV_BACKWARD = "aten.convolution_backward.default"
 
 
+def conv_signature(graph, op) -> tuple:
+    """``(input shape, weight shape, output shape, dtype)`` of a forward convolution: the
+    key of its measured workspace in :mod:`model_ir.cudnn_workspaces`."""
+    x, w, y = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    return x.shape, w.shape, y.shape, x.dtype
+
+
 def conv_workspace_bytes(graph, op) -> int:
     """cuDNN's workspace for one call of ``op`` (bytes; 0 for other ops and depthwise
-    convolutions): input + weight + output for a forward convolution, grad_output +
+    convolutions): for a forward convolution the bytes measured for its shapes
+    (:mod:`model_ir.cudnn_workspaces`), else input + weight + output; grad_output +
     input + weight for a backward one (see the module docstring for the calibration)."""
     if op.target == CONV_FORWARD and len(op.inputs) >= 2:
+        from model_ir.cudnn_workspaces import FORWARD
+
+        measured = FORWARD.get(conv_signature(graph, op))
+        if measured is not None:
+            granularity = graph.meta.get("granularity", 1)
+            return -(-measured // granularity) * granularity
         x, w, other = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
     elif op.target == CONV_BACKWARD and len(op.inputs) >= 3:
         other, x, w = (graph.buffer(b) for b in op.inputs[:3])

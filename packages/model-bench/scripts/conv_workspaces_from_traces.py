@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Write cuDNN's measured forward-convolution workspaces into model_ir.cudnn_workspaces.
+
+    uv run python packages/model-bench/scripts/conv_workspaces_from_traces.py \\
+        packages/model-runtime/benchmarks/results/h200-torch2.11-2026-11-30-eager-traces.json \\
+        [--out packages/model-ir/src/model_ir/cudnn_workspaces.py]
+
+TRACES is what ``eager_on_gpu.py OUT --trace`` writes: eager steps with the caching
+allocator's events of their last step. Each run's step is captured here (for CUDA, as
+``model-opt bench`` does) and its forward convolutions are aligned with the events
+(``model_bench.workspace_calibration``). A shape seen twice with different workspaces
+keeps the larger, and is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[2] / "model-ir" / "src" / "model_ir" / "cudnn_workspaces.py"
+
+HEADER = '''"""cuDNN's forward-convolution workspaces measured on a GPU (generated: do not edit).
+
+Written by ``packages/model-bench/scripts/conv_workspaces_from_traces.py`` from the
+caching allocator's events of eager steps ({source}), {measured_on}. Key: (input shape,
+weight shape, output shape, dtype) of a contiguous (NCHW/NCDHW) convolution; value: the
+bytes cuDNN took for the call's workspace (0: none). :func:`model_ir.workspaces.conv_workspace_bytes`
+uses them before its formula.
+"""
+
+MEASURED_ON = {measured_on!r}
+SOURCE = {source!r}
+
+FORWARD = {{
+'''
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("traces", help="results JSON of eager_on_gpu.py --trace")
+    p.add_argument("--out", default=str(OUT), help="module to write (default: %(default)s)")
+    args = p.parse_args(argv)
+    from model_bench.pipeline import capture_model
+    from model_bench.workspace_calibration import forward_conv_workspaces
+
+    runs = json.loads(Path(args.traces).read_text())
+    table: dict[tuple, int] = {}
+    gpus = set()
+    for run in runs:
+        spec, result = run["spec"], run["result"]
+        trace = result.get("memory_trace")
+        if not isinstance(trace, list):
+            continue
+        gpus.add(f"{result.get('gpu')}, torch {result.get('torch')}")
+        _, graph = capture_model(spec["model"], spec["mode"], spec["batch_size"], optimizer=spec["optimizer"],
+                                 seconds={})
+        found = forward_conv_workspaces(graph, trace)
+        for key, size in found.items():
+            if key in table and table[key] != size:
+                print(f"{spec['model']}: {key} measured {size} and {table[key]} bytes; keeping the larger",
+                      file=sys.stderr)
+            table[key] = max(size, table.get(key, 0))
+        print(f"{spec['model']} {spec['mode']} b{spec['batch_size']}: {len(found)} forward convolutions")
+    date = re.search(r"\d{4}-\d{2}-\d{2}", Path(args.traces).name)
+    measured_on = "; ".join(sorted(gpus)) + (f", {date.group()}" if date else "")
+    text = HEADER.format(source=Path(args.traces).name, measured_on=measured_on)
+    for key in sorted(table, key=repr):
+        text += f"    {key!r}: {table[key]},\n"
+    text += "}\n"
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}: {len(table)} shapes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
