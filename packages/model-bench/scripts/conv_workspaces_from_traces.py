@@ -2,11 +2,11 @@
 """Write cuDNN's measured forward-convolution workspaces into model_ir.cudnn_workspaces.
 
     uv run python packages/model-bench/scripts/conv_workspaces_from_traces.py \\
-        packages/model-runtime/benchmarks/results/h200-torch2.11-2026-11-30-eager-traces.json \\
+        packages/model-runtime/benchmarks/results/h200-torch2.11-2026-11-30-eager-traces.json [MORE.json ...] \\
         [--out packages/model-ir/src/model_ir/cudnn_workspaces.py]
 
-TRACES is what ``eager_on_gpu.py OUT --trace`` writes: eager steps with the caching
-allocator's events of their last step. Each run's step is captured here (for CUDA, as
+Each TRACES file is what ``eager_on_gpu.py OUT --trace`` writes: eager steps with the
+caching allocator's events of their last step (measure on one GPU and torch version). Each run's step is captured here (for CUDA, as
 ``model-opt bench`` does) and its forward convolutions are aligned with the events
 (``model_bench.workspace_calibration``). A shape seen twice with different workspaces
 keeps the larger, and is reported.
@@ -40,13 +40,13 @@ FORWARD = {{
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("traces", help="results JSON of eager_on_gpu.py --trace")
+    p.add_argument("traces", nargs="+", help="results JSON of eager_on_gpu.py --trace")
     p.add_argument("--out", default=str(OUT), help="module to write (default: %(default)s)")
     args = p.parse_args(argv)
     from model_bench.pipeline import capture_model
     from model_bench.workspace_calibration import forward_conv_workspaces
 
-    runs = json.loads(Path(args.traces).read_text())
+    runs = [run for path in args.traces for run in json.loads(Path(path).read_text())]
     table: dict[tuple, int] = {}
     gpus = set()
     for run in runs:
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             table[key] = max(size, table.get(key, 0))
         print(f"{spec['model']} {spec['mode']} b{spec['batch_size']}: {len(found)} forward convolutions")
-    date = re.search(r"\d{4}-\d{2}-\d{2}", Path(args.traces).name)
-    measured_on = "; ".join(sorted(gpus)) + (f", {date.group()}" if date else "")
-    text = HEADER.format(source=Path(args.traces).name, measured_on=measured_on)
+    dates = sorted({m.group() for path in args.traces if (m := re.search(r"\d{4}-\d{2}-\d{2}", Path(path).name))})
+    measured_on = "; ".join(sorted(gpus)) + (f", {', '.join(dates)}" if dates else "")
+    text = HEADER.format(source=", ".join(Path(path).name for path in args.traces), measured_on=measured_on)
     for key in sorted(table, key=repr):
         text += f"    {key!r}: {table[key]},\n"
     text += "}\n"
