@@ -239,3 +239,26 @@ def test_optimizer_in_backward_order_models_pytorchs_recipe(make_optimizer):
     assert simulated <= measured <= 1.1 * simulated, (simulated, measured)
     eager = capture_step(model, x, optimizer=make_optimizer(model.parameters()), granularity=1, keep_grads=True)
     assert simulated < 0.95 * simulate(eager.graph).peak_bytes
+
+
+class CachesATensor(torch.nn.Module):
+    """Keeps a tensor made in forward in an attribute: eager holds it past the call."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+        self.cache = None
+
+    def forward(self, x):
+        table = torch.ones(64, 1024) * 2
+        self.cache = table
+        return self.lin(x).relu() + table.sum()
+
+
+def test_a_tensor_still_held_when_the_model_returns_lives_to_the_end_of_an_eager_eval_step():
+    model = CachesATensor().eval()
+    graph = capture_step(model, torch.randn(8, 16), train=False, granularity=1).graph
+    table = [b for b in graph.buffers if b.size == 64 * 1024 * 4][-1]  # ones(...) * 2, not ones(...)
+    assert table.meta["released_after"] == graph.ops[-1].id
+    lifetime = next(lt for lt in simulate(graph, eager=True).lifetimes if lt.id == table.id)
+    assert lifetime.end == len(graph.ops) > next(lt for lt in simulate(graph).lifetimes if lt.id == table.id).end

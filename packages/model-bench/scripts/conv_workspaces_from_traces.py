@@ -25,10 +25,12 @@ OUT = Path(__file__).resolve().parents[2] / "model-ir" / "src" / "model_ir" / "c
 HEADER = '''"""cuDNN's forward-convolution workspaces measured on a GPU (generated: do not edit).
 
 Written by ``packages/model-bench/scripts/conv_workspaces_from_traces.py`` from the
-caching allocator's events of eager steps ({source}), {measured_on}. Key: (input shape,
-weight shape, output shape, dtype) of a contiguous (NCHW/NCDHW) convolution; value: the
-bytes cuDNN took for the call's workspace (0: none). :func:`model_ir.workspaces.conv_workspace_bytes`
-uses them before its formula.
+caching allocator's events of eager steps:
+{source}
+({measured_on}). Key: (input shape, weight shape, output shape, dtype) of a contiguous
+(NCHW/NCDHW) convolution; value: the bytes cuDNN took for the call's workspace (0:
+none). :func:`model_ir.workspaces.conv_workspace_bytes` uses them before its formula;
+other GPUs and cuDNN versions may choose other algorithms.
 """
 
 MEASURED_ON = {measured_on!r}

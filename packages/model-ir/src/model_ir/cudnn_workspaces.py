@@ -1,10 +1,12 @@
 """cuDNN's forward-convolution workspaces measured on a GPU (generated: do not edit).
 
 Written by ``packages/model-bench/scripts/conv_workspaces_from_traces.py`` from the
-caching allocator's events of eager steps (h200-torch2.11-2026-11-30-eager-traces.json), NVIDIA H200, torch 2.11.0+cu130, 2026-11-30. Key: (input shape,
-weight shape, output shape, dtype) of a contiguous (NCHW/NCDHW) convolution; value: the
-bytes cuDNN took for the call's workspace (0: none). :func:`model_ir.workspaces.conv_workspace_bytes`
-uses them before its formula.
+caching allocator's events of eager steps:
+h200-torch2.11-2026-11-30-eager-traces.json
+(NVIDIA H200, torch 2.11.0+cu130, 2026-11-30). Key: (input shape, weight shape, output shape, dtype) of a contiguous
+(NCHW/NCDHW) convolution; value: the bytes cuDNN took for the call's workspace (0:
+none). :func:`model_ir.workspaces.conv_workspace_bytes` uses them before its formula;
+other GPUs and cuDNN versions may choose other algorithms.
 """
 
 MEASURED_ON = 'NVIDIA H200, torch 2.11.0+cu130, 2026-11-30'

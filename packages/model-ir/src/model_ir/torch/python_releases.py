@@ -71,4 +71,9 @@ class ReleaseRecorder(TorchDispatchMode):
             return
         self._open = False
         names = [n.name for n in self._graph.nodes]
+        if not names:
+            return
         self.released = {key: names[count - 1] for key, count in self._released_at.items() if count > 0}
+        # Still held when the model call returned (a module caching a tensor, or the
+        # output): eager keeps it through the step.
+        self.released.update((key, names[-1]) for key, n in self._holders.items() if n > 0)
