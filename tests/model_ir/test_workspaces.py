@@ -186,10 +186,27 @@ def test_traced_convolution_shapes_use_the_measured_workspace(shapes, formula_ov
     assert conv_workspace_bytes(half, half.ops[0]) == sum(b.size for b in half.buffers)
 
 
-def test_the_measured_table_is_well_formed():
-    from model_ir.cudnn_workspaces import FORWARD, MEASURED_ON
+def test_a_traced_backward_convolution_uses_the_measured_workspace():
+    from model_ir.cudnn_workspaces import BACKWARD
 
-    assert FORWARD and "H200" in MEASURED_ON
-    for (x, w, y, dtype), size in FORWARD.items():
+    # alexnet b1's second convolution: cuDNN's weight-gradient workspace is 31.69 MiB,
+    # the formula (grad_output + input + weight) 1.9 MiB
+    shapes = ((1, 64, 27, 27), (192, 64, 5, 5), (1, 192, 27, 27))
+    fwd = traced_conv(*shapes)
+    x, w, y = fwd.buffers
+    g = Graph([*fwd.buffers, Buffer("dy", y.size, shape=y.shape, dtype="float32"),
+               Buffer("dx", x.size), Buffer("dw", w.size)],
+              [*fwd.ops, Op("conv_bwd", inputs=["dy", "x", "w"], outputs=["dx", "dw"],
+                            target="aten.convolution_backward.default")],
+              meta=fwd.meta)
+    assert conv_workspace_bytes(g, g.ops[1]) == -(-BACKWARD[(*shapes, "float32")] // 512) * 512 > 30 * MiB
+    assert y.size + x.size + w.size < 2 * MiB
+
+
+def test_the_measured_tables_are_well_formed():
+    from model_ir.cudnn_workspaces import BACKWARD, FORWARD, MEASURED_ON
+
+    assert FORWARD and BACKWARD and "H200" in MEASURED_ON
+    for (x, w, y, dtype), size in [*FORWARD.items(), *BACKWARD.items()]:
         assert len(x) == len(w) == len(y) >= 3 and x[0] == y[0] and w[0] == y[1] and dtype == "float32"
         assert isinstance(size, int) and size >= 0

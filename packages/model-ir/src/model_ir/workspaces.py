@@ -28,11 +28,13 @@ input + weight + output bytes for a forward call and grad_output + input + weigh
 a backward call (the larger of its data- and weight-gradient workspaces, which run one
 after the other), exact to 0.1 MiB on most of vgg16's and resnet18's convolutions at
 batch 32 (784 MiB for vgg16's second convolution), a few MiB more on some and about
-half on a few. Forward calls whose shapes were traced use the bytes measured for them
+half on a few. Calls whose shapes were traced use the bytes measured for them
 (:mod:`model_ir.cudnn_workspaces`, aligned by ``model_bench.workspace_calibration``):
-cuDNN's choice follows the shapes in ways no one formula follows (none for vgg's first
-convolution, input + weight for 64-channel 3x3 ones at 56x56, 392 MiB less than the
-formula on r3d_18's ``layer1``). Depthwise convolutions (one input channel per group) run PyTorch's own
+cuDNN's choice follows the shapes in ways no one formula follows (forward: none for
+vgg's first convolution, input + weight for 64-channel 3x3 ones at 56x56, 392 MiB less
+than the formula on r3d_18's ``layer1``; backward: the weight gradient's workspace a
+few MiB above the formula on most, none on vgg's first layer, 31.69 MiB for alexnet's
+5x5 convolution at batch 1 where the formula gives 1.9). Depthwise convolutions (one input channel per group) run PyTorch's own
 kernel and take none. Other dtypes and layouts (fp16/bf16, channels-last) get the same
 estimate, not calibrated. Not modelled: the first steps' allocations (cuDNN's plan
 building), which decide the default allocator's segments, and the CUDA context.
@@ -107,29 +109,33 @@ CONV_BACKWARD = "aten.convolution_backward.default"
 
 
 def conv_signature(graph, op) -> tuple:
-    """``(input shape, weight shape, output shape, dtype)`` of a forward convolution: the
-    key of its measured workspace in :mod:`model_ir.cudnn_workspaces`."""
-    x, w, y = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    """``(input shape, weight shape, output shape, dtype)`` of a convolution, forward or
+    backward (whose inputs are the output's gradient, the input and the weight): the key
+    of its measured workspaces in :mod:`model_ir.cudnn_workspaces`."""
+    if op.target == CONV_BACKWARD:
+        y, x, w = (graph.buffer(b) for b in op.inputs[:3])
+    else:
+        x, w, y = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
     return x.shape, w.shape, y.shape, x.dtype
 
 
 def conv_workspace_bytes(graph, op) -> int:
     """cuDNN's workspace for one call of ``op`` (bytes; 0 for other ops and depthwise
-    convolutions): for a forward convolution the bytes measured for its shapes
-    (:mod:`model_ir.cudnn_workspaces`), else input + weight + output; grad_output +
-    input + weight for a backward one (see the module docstring for the calibration)."""
+    convolutions): the bytes measured for its shapes (:mod:`model_ir.cudnn_workspaces`)
+    when they were traced, else input + weight + output for a forward convolution and
+    grad_output + input + weight for a backward one (see the module docstring)."""
     if op.target == CONV_FORWARD and len(op.inputs) >= 2:
-        from model_ir.cudnn_workspaces import FORWARD
-
-        measured = FORWARD.get(conv_signature(graph, op))
-        if measured is not None:
-            granularity = graph.meta.get("granularity", 1)
-            return -(-measured // granularity) * granularity
         x, w, other = (graph.buffer(b) for b in (op.inputs[0], op.inputs[1], op.outputs[0]))
     elif op.target == CONV_BACKWARD and len(op.inputs) >= 3:
         other, x, w = (graph.buffer(b) for b in op.inputs[:3])
     else:
         return 0
+    from model_ir.cudnn_workspaces import BACKWARD, FORWARD
+
+    measured = (FORWARD if op.target == CONV_FORWARD else BACKWARD).get(conv_signature(graph, op))
+    if measured is not None:
+        granularity = graph.meta.get("granularity", 1)
+        return -(-measured // granularity) * granularity
     return 0 if _depthwise(x, w) else x.size + w.size + other.size
 
 
