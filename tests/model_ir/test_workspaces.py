@@ -210,3 +210,14 @@ def test_the_measured_tables_are_well_formed():
     for (x, w, y, dtype), size in [*FORWARD.items(), *BACKWARD.items()]:
         assert len(x) == len(w) == len(y) >= 3 and x[0] == y[0] and w[0] == y[1] and dtype == "float32"
         assert isinstance(size, int) and size >= 0
+
+
+def test_pointwise_forward_convolutions_take_no_workspace():
+    # a 1x1 stride-1 convolution (mobilenet_v2's expansions): cuDNN's GEMM, no workspace
+    pointwise = traced_conv((32, 24, 56, 56), (144, 24, 1, 1), (32, 144, 56, 56))
+    assert conv_workspace_bytes(pointwise, pointwise.ops[0]) == 0
+    # stride 2 (resnet's downsampling) or a 3x3 kernel keep the formula
+    for shapes in (((32, 24, 56, 56), (144, 24, 1, 1), (32, 144, 28, 28)),
+                   ((32, 24, 56, 56), (144, 24, 3, 3), (32, 144, 56, 56))):
+        g = traced_conv(*shapes)
+        assert conv_workspace_bytes(g, g.ops[0]) == sum(b.size for b in g.buffers)

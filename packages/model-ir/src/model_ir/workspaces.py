@@ -34,7 +34,8 @@ cuDNN's choice follows the shapes in ways no one formula follows (forward: none 
 vgg's first convolution, input + weight for 64-channel 3x3 ones at 56x56, 392 MiB less
 than the formula on r3d_18's ``layer1``; backward: the weight gradient's workspace a
 few MiB above the formula on most, none on vgg's first layer, 31.69 MiB for alexnet's
-5x5 convolution at batch 1 where the formula gives 1.9). Depthwise convolutions (one input channel per group) run PyTorch's own
+5x5 convolution at batch 1 where the formula gives 1.9). Untraced 1x1 forward
+convolutions with stride 1 take none (:func:`_pointwise`). Depthwise convolutions (one input channel per group) run PyTorch's own
 kernel and take none. Other dtypes and layouts (fp16/bf16, channels-last) get the same
 estimate, not calibrated. Not modelled: the first steps' allocations (cuDNN's plan
 building), which decide the default allocator's segments, and the CUDA context.
@@ -136,7 +137,18 @@ def conv_workspace_bytes(graph, op) -> int:
     if measured is not None:
         granularity = graph.meta.get("granularity", 1)
         return -(-measured // granularity) * granularity
-    return 0 if _depthwise(x, w) else x.size + w.size + other.size
+    if _depthwise(x, w) or (op.target == CONV_FORWARD and _pointwise(x, w, other)):
+        return 0
+    return x.size + w.size + other.size
+
+
+def _pointwise(x, w, y) -> bool:
+    """A 1x1 convolution with stride 1 (the output's spatial shape is the input's):
+    cuDNN runs it as a GEMM without workspace. Traced: 12 of squeezenet1_0's 13 at batch
+    1 take none (the 13th, 0.36 MiB); chosen so, mobilenet_v2, mnasnet0_5 and
+    efficientnet_b0 in eval at batch 32 went from +6-8% to within 1% of the H200."""
+    return bool(w.shape and x.shape and y.shape and all(k == 1 for k in w.shape[2:])
+                and x.shape[2:] == y.shape[2:])
 
 
 def _depthwise(x, w) -> bool:
