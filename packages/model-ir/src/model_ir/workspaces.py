@@ -144,9 +144,10 @@ def conv_workspace_bytes(graph, op) -> int:
 
 def _pointwise(x, w, y) -> bool:
     """A 1x1 convolution with stride 1 (the output's spatial shape is the input's):
-    cuDNN runs it as a GEMM without workspace. Traced: 12 of squeezenet1_0's 13 at batch
-    1 take none (the 13th, 0.36 MiB); chosen so, mobilenet_v2, mnasnet0_5 and
-    efficientnet_b0 in eval at batch 32 went from +6-8% to within 1% of the H200."""
+    taken to need no workspace (cuDNN's implicit GEMM needs none; which algorithm it
+    picks at batch 32 is not traced). Traced: 12 of squeezenet1_0's 13 at batch 1 take
+    none (the 13th, 0.36 MiB); chosen so, mobilenet_v2, mnasnet0_5 and efficientnet_b0 in
+    eval at batch 32 went from +6-8% to within 1% of the H200."""
     return bool(w.shape and x.shape and y.shape and all(k == 1 for k in w.shape[2:])
                 and x.shape[2:] == y.shape[2:])
 
