@@ -177,3 +177,46 @@ def test_blocks_never_overlap_and_fit_their_segments(lts, expandable_segments):
     assert r.allocated_peak_bytes == max((sum(r.block_bytes[x.id] for x in live if x.start <= t < x.end)
                                           for t in steps), default=0)
     assert r.requested_peak_bytes <= r.allocated_peak_bytes <= r.reserved_bytes
+
+
+def test_a_later_step_can_reserve_more_than_the_first():
+    """Step 1: b (4 MiB) opens a 20 MiB segment, c (16 MiB) fills its rest, a gets its own
+    16 MiB segment: 36 MiB. Step 2 starts from free segments of 20 and 16 MiB: b now
+    best-fits the 16 MiB one, c the 20 MiB one, and a finds no 16 MiB block: a third
+    segment, 52 MiB. Step 3 fits in those, so 52 MiB is the steady state."""
+    from model_place import simulate_training_steps
+
+    step = [lt("a", 2, 3, 16 * MiB), lt("b", 1, 4, 4 * MiB), lt("c", 1, 4, 16 * MiB)]
+    assert simulate_caching_allocator(step).reserved_bytes == 36 * MiB
+    r = simulate_training_steps((), step)
+    assert (r.reserved_bytes, r.steps) == (52 * MiB, 3)
+    assert [s.size for s in r.segments] == [20 * MiB, 16 * MiB, 16 * MiB]
+    assert r.offsets == {"b": 20 * MiB, "c": 36 * MiB, "a": 0}  # the steady step's addresses
+    assert simulate_training_steps((), step, max_steps=2).reserved_bytes == 52 * MiB
+    assert simulate_training_steps((), step, max_steps=1).reserved_bytes == 36 * MiB
+    # a kept buffer is allocated once, before the first step, and stays
+    kept = simulate_training_steps([lt("w", 0, 4, 30 * MiB)], step)
+    assert kept.offsets["w"] == 0 and kept.reserved_bytes >= 30 * MiB + 36 * MiB
+    with pytest.raises(ValueError, match="max_steps"):
+        simulate_training_steps((), step, max_steps=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(mixed_lifetimes(), mixed_lifetimes(), st.booleans())
+def test_training_steps_reach_a_fixed_point(kept, step, expandable_segments):
+    """Never below one step; and one step more than it replayed reserves nothing new."""
+    from model_place import simulate_training_steps
+
+    kept = [lt(f"k{i}", 0, 1, x.size) for i, x in enumerate(kept[:3])]
+    r = simulate_training_steps(kept, step, expandable_segments=expandable_segments)
+    once = simulate_caching_allocator(kept + step, expandable_segments=expandable_segments)
+    assert r.reserved_bytes >= once.reserved_bytes
+    assert 1 <= r.steps
+    if r.steps < 8:
+        span = max(x.end for x in step) + 1
+        copies = [lt(f"{k}:{x.id}", x.start + k * span, x.end + k * span, x.size)
+                  for k in range(r.steps + 1) for x in step]
+        held = [lt(x.id, 0, (r.steps + 1) * span, x.size) for x in kept]
+        again = simulate_caching_allocator(held + copies, expandable_segments=expandable_segments)
+        assert again.reserved_bytes == r.reserved_bytes
+    assert set(r.offsets) == {x.id for x in kept} | {x.id for x in step}

@@ -146,22 +146,28 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     return case, graph
 
 
-def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = ()) -> list[Lifetime]:
-    """Every buffer's lifetime in ``order`` (default: program order), persistent buffers
-    first and alive throughout.
+def eager_step_lifetimes(graph: Graph, order=None, *,
+                         workspaces: tuple[int, ...] = ()) -> tuple[list[Lifetime], list[Lifetime]]:
+    """What eager PyTorch asks of its caching allocator, as ``(kept, step)`` lifetimes.
 
-    This is what eager PyTorch asks of its caching allocator: weights, optimizer
-    state and the batch are allocated before the step and never freed, as are the
-    library ``workspaces`` (bytes each, see :mod:`model_ir.workspaces`); then each
-    transient buffer in the order the ops run (cuDNN's workspaces among them in graphs
-    captured for CUDA, after their convolution's outputs), freed when eager frees it
+    ``kept``: weights, optimizer state and the batch, allocated before the first step and
+    never freed, and the library ``workspaces`` (bytes each, see
+    :mod:`model_ir.workspaces`), alive throughout; ``step``: each transient buffer in
+    ``order`` (default: program order), cuDNN's workspaces among them in graphs captured
+    for CUDA (after their convolution's outputs), freed when eager frees it
     (``simulate(..., eager=True)``: in eval, tensors Python still holds stay).
     """
     profile = simulate(graph, order, eager=True)
     n = max(len(graph.ops), 1)
-    persistent = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
-    persistent += [Lifetime(f"library-workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
-    return persistent + list(profile.lifetimes)
+    kept = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
+    kept += [Lifetime(f"library-workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
+    return kept, list(profile.lifetimes)
+
+
+def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = ()) -> list[Lifetime]:
+    """:func:`eager_step_lifetimes` as one list, the kept buffers first, alive throughout."""
+    kept, step = eager_step_lifetimes(graph, order, workspaces=workspaces)
+    return kept + step
 
 
 def eager_workspaces(graph: Graph) -> tuple[int, ...]:
@@ -182,19 +188,21 @@ def plan_workspace_bytes(graph: Graph) -> int:
 
 
 def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):
-    """The caching-allocator simulation of the eager step (all buffers and library
-    workspaces, ``order`` or program order)."""
-    return simulate_caching_allocator_on(eager_lifetimes(graph, order, workspaces=eager_workspaces(graph)),
-                                         expandable_segments=expandable_segments)
+    """The caching-allocator simulation of eager training steps of ``graph`` (all buffers
+    and library workspaces, ``order`` or program order), in its steady state."""
+    kept, step = eager_step_lifetimes(graph, order, workspaces=eager_workspaces(graph))
+    return simulate_steps_on(kept, step, expandable_segments=expandable_segments)
 
 
-def simulate_caching_allocator_on(lifetimes, *, expandable_segments: bool = False):
-    """The caching-allocator simulation of ``lifetimes`` replayed in time order."""
+def simulate_steps_on(kept, step, *, expandable_segments: bool = False):
+    """The caching allocator's steady state over training steps (``kept`` allocated
+    first, then ``step`` replayed until a step reserves nothing new; see
+    :func:`model_place.simulate_training_steps`)."""
     try:
-        from model_place import simulate_caching_allocator
+        from model_place import simulate_training_steps
     except ImportError as e:
         raise _missing("the caching-allocator simulation", "model_place", e) from None
-    return simulate_caching_allocator(lifetimes, expandable_segments=expandable_segments)
+    return simulate_training_steps(kept, step, expandable_segments=expandable_segments)
 
 
 def optimizer_in_backward_order(graph: Graph) -> list[str]:
@@ -225,16 +233,15 @@ def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
     fused = optimizer_in_backward_order(graph)
     fused_profile = simulate(graph, fused, eager=True)
     workspaces = eager_workspaces(graph)
-    program_lifetimes = eager_lifetimes(graph, workspaces=workspaces)
-    fused_lifetimes = eager_lifetimes(graph, fused, workspaces=workspaces)
+    program = eager_step_lifetimes(graph, workspaces=workspaces)
+    fused_steps = eager_step_lifetimes(graph, fused, workspaces=workspaces)
     if eager_allocator is None:
-        eager_allocator = simulate_caching_allocator_on(program_lifetimes)
+        eager_allocator = simulate_steps_on(*program)
     reserved = {
         "eager": eager_allocator.reserved_bytes,
-        "eager-expandable": simulate_caching_allocator_on(program_lifetimes, expandable_segments=True).reserved_bytes,
-        "optimizer-in-backward": simulate_caching_allocator_on(fused_lifetimes).reserved_bytes,
-        "optimizer-in-backward-expandable": simulate_caching_allocator_on(fused_lifetimes,
-                                                                          expandable_segments=True).reserved_bytes,
+        "eager-expandable": simulate_steps_on(*program, expandable_segments=True).reserved_bytes,
+        "optimizer-in-backward": simulate_steps_on(*fused_steps).reserved_bytes,
+        "optimizer-in-backward-expandable": simulate_steps_on(*fused_steps, expandable_segments=True).reserved_bytes,
     }
     strongest = min(reserved, key=lambda k: (reserved[k], list(BASELINES).index(k)))
     return {
@@ -320,7 +327,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     with progress.stage("eager", seconds):
         eager = simulate(graph, eager=True)
         allocator = simulate_eager_allocator(graph)
-        transient_allocator = simulate_caching_allocator_on(eager.lifetimes)
+        transient_allocator = simulate_steps_on((), eager.lifetimes)
         baselines = eager_baselines(graph, allocator)
     progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
                  f"{_gib(allocator.reserved_bytes)}; strongest baseline {baselines['strongest_baseline']} "
