@@ -134,3 +134,34 @@ def test_an_order_of_the_same_peak_is_placed_when_the_first_does_not_pack(monkey
     monkeypatch.setattr(pipeline, "place_order", lambda *a, **k: calls.append(1) or real(*a, **k))
     analyze_graph(graph, BenchSettings(scheduler="search", time_limit=5))
     assert calls == [1]
+
+
+def test_a_traced_backward_convolution_takes_its_two_workspaces_in_cudnns_order():
+    """On the allocator's clock (4 times per op) the call allocates the input gradient,
+    takes and frees its workspace, then the weight gradient and its workspace, then the
+    bias gradient; the graph's one workspace (the larger) keeps its id."""
+    import math
+
+    from model_bench.pipeline import eager_step_lifetimes, on_allocator_clock
+    from model_ir.graph import Buffer, Graph, Op
+    from model_ir.workspaces import with_workspaces
+
+    shapes = {"dy": (1, 64, 54, 54), "x": (1, 16, 54, 54), "w": (64, 16, 3, 3), "dx": (1, 16, 54, 54),
+              "dw": (64, 16, 3, 3), "db": (64,)}
+    buffers = [Buffer(n, 4 * math.prod(s), shape=s, dtype="float32", persistent=n == "w") for n, s in shapes.items()]
+    graph = with_workspaces(Graph(
+        [*buffers, Buffer("loss", 4, output=True)],
+        [Op("make", inputs=["w"], outputs=["dy", "x"]),
+         Op("bwd", inputs=["dy", "x", "w"], outputs=["dx", "dw", "db"], target="aten.convolution_backward.default"),
+         Op("use", inputs=["dx", "dw", "db"], outputs=["loss"])],
+        meta={"device": "cuda", "granularity": 512}))
+    assert graph.buffer("workspace:bwd").size == 2405376  # measured on the H200: (970000, 2405376)
+    _, step = eager_step_lifetimes(graph)
+    clock = {lt.id: lt for lt in on_allocator_clock(graph, step)}
+    times = {name: (clock[name].start, clock[name].end, clock[name].size) for name in clock}
+    assert times["dx"][0] == 4 and times["dw"][0] == 6 and times["db"][0] == 7
+    assert times["workspace:bwd:other"] == (5, 6, 970240)  # the input gradient's, rounded to 512 B
+    assert times["workspace:bwd"] == (7, 8, 2405376)
+    for lt in step:  # every other buffer keeps its op steps, four times each
+        if lt.id in ("dy", "x", "loss"):
+            assert (clock[lt.id].start, clock[lt.id].end) == (4 * lt.start, 4 * lt.end)

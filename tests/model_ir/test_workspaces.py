@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.workspaces import (
-    WORKSPACE_KIND, conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, reduction_workspace_bytes,
+    WORKSPACE_KIND, conv_backward_workspaces, conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, reduction_workspace_bytes,
     transient_workspaces, uses_cublas, with_workspaces, workspace_bytes,
 )
 
@@ -199,17 +199,27 @@ def test_a_traced_backward_convolution_uses_the_measured_workspace():
               [*fwd.ops, Op("conv_bwd", inputs=["dy", "x", "w"], outputs=["dx", "dw"],
                             target="aten.convolution_backward.default")],
               meta=fwd.meta)
-    assert conv_workspace_bytes(g, g.ops[1]) == -(-BACKWARD[(*shapes, "float32")] // 512) * 512 > 30 * MiB
+    assert conv_workspace_bytes(g, g.ops[1]) == -(-max(BACKWARD[(*shapes, "float32")]) // 512) * 512 > 30 * MiB
     assert y.size + x.size + w.size < 2 * MiB
+    # the allocator sees both: none for the input gradient, then the weight gradient's
+    first, second = conv_backward_workspaces(g, g.ops[1])
+    assert first == 0 and second % 512 == 0 and second > 30 * MiB
+    assert conv_backward_workspaces(g, g.ops[0]) is None  # a forward convolution
+    other = traced_conv((2, *shapes[0][1:]), shapes[1], (2, *shapes[2][1:]))
+    other = Graph([*other.buffers, Buffer("dy", 1), Buffer("dx", 1), Buffer("dw", 1)],
+                  [*other.ops, Op("conv_bwd", inputs=["dy", "x", "w"], outputs=["dx", "dw"],
+                                  target="aten.convolution_backward.default")], meta=other.meta)
+    assert conv_backward_workspaces(other, other.ops[1]) is None  # untraced: the formula, one workspace
 
 
 def test_the_measured_tables_are_well_formed():
     from model_ir.cudnn_workspaces import BACKWARD, FORWARD, MEASURED_ON
 
     assert FORWARD and BACKWARD and "H200" in MEASURED_ON
-    for (x, w, y, dtype), size in [*FORWARD.items(), *BACKWARD.items()]:
+    for (x, w, y, dtype), size in [*FORWARD.items(), *((k, s) for k, pair in BACKWARD.items() for s in pair)]:
         assert len(x) == len(w) == len(y) >= 3 and x[0] == y[0] and w[0] == y[1] and dtype == "float32"
         assert isinstance(size, int) and size >= 0
+    assert all(isinstance(pair, tuple) and len(pair) == 2 for pair in BACKWARD.values())
 
 
 def test_pointwise_forward_convolutions_take_no_workspace():

@@ -207,13 +207,13 @@ def test_training_steps_reach_a_fixed_point(kept, step, expandable_segments):
     """Never below one step; and one step more than it replayed reserves nothing new."""
     from model_place import simulate_training_steps
 
-    kept = [lt(f"k{i}", 0, 1, x.size) for i, x in enumerate(kept[:3])]
+    span = max(x.end for x in step) + 1
+    kept = [lt(f"k{i}", 0, span, x.size) for i, x in enumerate(kept[:3])]
     r = simulate_training_steps(kept, step, expandable_segments=expandable_segments)
     once = simulate_caching_allocator(kept + step, expandable_segments=expandable_segments)
     assert r.reserved_bytes >= once.reserved_bytes
     assert 1 <= r.steps
     if r.steps < 8:
-        span = max(x.end for x in step) + 1
         copies = [lt(f"{k}:{x.id}", x.start + k * span, x.end + k * span, x.size)
                   for k in range(r.steps + 1) for x in step]
         held = [lt(x.id, 0, (r.steps + 1) * span, x.size) for x in kept]

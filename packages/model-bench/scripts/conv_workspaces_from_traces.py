@@ -9,7 +9,7 @@ Each TRACES file is what ``eager_on_gpu.py OUT --trace`` writes: eager steps wit
 caching allocator's events of their last step (measure on one GPU and torch version). Each run's step is captured here (for CUDA, as
 ``model-opt bench`` does) and its forward convolutions are aligned with the events
 (``model_bench.workspace_calibration``). A shape seen twice with different workspaces
-keeps the larger, and is reported.
+keeps the larger (each of a backward's two), and is reported.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ caching allocator's events of eager steps:
 {source}
 ({measured_on}). Key: (input shape, weight shape, output shape, dtype) of a contiguous
 (NCHW/NCDHW) convolution; value: the bytes cuDNN took for the call's workspace (0:
-none; backward: the larger of the input- and weight-gradient workspaces).
+none); backward: the input gradient's and then the weight gradient's workspace, each
+allocated right after its gradient and freed at once.
 :func:`model_ir.workspaces.conv_workspace_bytes` uses them before its formula; other
 GPUs and cuDNN versions may choose other algorithms.
 """
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_bench.workspace_calibration import conv_workspaces
 
     runs = [run for path in args.traces for run in json.loads(Path(path).read_text())]
-    tables: dict[str, dict[tuple, int]] = {"FORWARD": {}, "BACKWARD": {}}
+    tables: dict[str, dict] = {"FORWARD": {}, "BACKWARD": {}}
     gpus = set()
     for run in runs:
         spec, result = run["spec"], run["result"]
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 if key in table and table[key] != size:
                     print(f"{spec['model']}: {name.lower()} {key} measured {size} and {table[key]} bytes; "
                           "keeping the larger", file=sys.stderr)
-                table[key] = max(size, table.get(key, 0))
+                old = table.get(key, size)
+                table[key] = (max(size, old) if isinstance(size, int)
+                              else tuple(max(a, b) for a, b in zip(size, old)))
             print(f"{spec['model']} {spec['mode']} b{spec['batch_size']}: {len(found)} {name.lower()} convolutions")
     dates = sorted({m.group() for path in args.traces if (m := re.search(r"\d{4}-\d{2}-\d{2}", Path(path).name))})
     measured_on = "; ".join(sorted(gpus)) + (f", {', '.join(dates)}" if dates else "")

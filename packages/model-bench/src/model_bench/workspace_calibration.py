@@ -36,20 +36,22 @@ def _rounded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def conv_workspaces(graph: Graph, trace: Sequence[Sequence]) -> tuple[dict[tuple, int], dict[tuple, int]]:
+def conv_workspaces(graph: Graph,
+                    trace: Sequence[Sequence]) -> tuple[dict[tuple, int], dict[tuple, tuple[int, int]]]:
     """``(forward, backward)``: :func:`model_ir.workspaces.conv_signature` -> measured
-    workspace bytes of the forward and the backward convolutions of ``graph`` (captured
-    for CUDA) found in ``trace`` (the allocator events of an eager step of the same
-    model, batch and mode).
+    workspace bytes of the forward convolutions, and ``(input gradient's, weight
+    gradient's)`` workspace bytes of the backward ones, of ``graph`` (captured for CUDA)
+    found in ``trace`` (the allocator events of an eager step of the same model, batch
+    and mode).
 
     Forward: each buffer of the forward pass (workspaces aside) is matched with the next
     allocation of its size, allocations the graph does not have skipped; a
     convolution's workspace is the allocation right after its output's when the next
     event frees it, else none. Backward (after the last forward convolution): each
     ``convolution_backward`` is anchored on the next allocation of its weight's size
-    (the weight gradient); its workspace is the larger of the allocations freed at once
-    right after the weight gradient and right after the input gradient (an allocation of
-    the input's size among the four before): cuDNN computes the two one after the other.
+    (the weight gradient); its workspaces are the allocations freed at once right after
+    the input gradient (an allocation of the input's size among the four before) and
+    right after the weight gradient: cuDNN computes the two one after the other.
     A backward convolution whose anchor is not found ends the backward matching.
     """
     allocs = _allocations(trace)
@@ -77,7 +79,7 @@ def conv_workspaces(graph: Graph, trace: Sequence[Sequence]) -> tuple[dict[tuple
     # A later forward buffer the trace does not have (a fused op's) may match far into
     # the backward pass: its convolutions are looked for after the last forward one.
     j = after_convs
-    backward: dict[tuple, int] = {}
+    backward: dict[tuple, tuple[int, int]] = {}
     for op in ops[k_op:]:
         if op.target != CONV_BACKWARD:
             continue
@@ -93,6 +95,6 @@ def conv_workspaces(graph: Graph, trace: Sequence[Sequence]) -> tuple[dict[tuple
             if _rounded(allocs[q][0]) == x.size:
                 after_input = allocs[q + 1][0] if allocs[q + 1][1] else 0
                 break
-        backward[conv_signature(graph, op)] = max(after_weight, after_input)
+        backward[conv_signature(graph, op)] = (after_input, after_weight)
         j = k + 1 + bool(after_weight)
     return forward, backward

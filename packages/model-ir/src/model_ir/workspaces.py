@@ -136,10 +136,27 @@ def conv_workspace_bytes(graph, op) -> int:
     measured = (FORWARD if op.target == CONV_FORWARD else BACKWARD).get(conv_signature(graph, op))
     if measured is not None:
         granularity = graph.meta.get("granularity", 1)
-        return -(-measured // granularity) * granularity
+        return -(-(measured if op.target == CONV_FORWARD else max(measured)) // granularity) * granularity
     if _depthwise(x, w) or (op.target == CONV_FORWARD and _pointwise(x, w, other)):
         return 0
     return x.size + w.size + other.size
+
+
+def conv_backward_workspaces(graph, op) -> tuple[int, int] | None:
+    """cuDNN's two workspaces in a traced ``convolution_backward`` call (bytes, rounded to
+    the graph's granularity): the input gradient's, then the weight gradient's, each
+    taken right after its gradient is allocated and freed at once; None for untraced
+    shapes and other ops. The graph holds one workspace, the larger (the call's peak);
+    the caching allocator sees the two."""
+    if op.target != CONV_BACKWARD or len(op.inputs) < 3:
+        return None
+    from model_ir.cudnn_workspaces import BACKWARD
+
+    measured = BACKWARD.get(conv_signature(graph, op))
+    if measured is None:
+        return None
+    granularity = graph.meta.get("granularity", 1)
+    return tuple(-(-size // granularity) * granularity for size in measured)
 
 
 def _pointwise(x, w, y) -> bool:
