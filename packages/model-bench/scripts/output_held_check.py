@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                     measured.setdefault((e["spec"]["model"], e["spec"]["batch_size"]), {})[e["alloc"]] = e["result"]
     wanted = [(m, int(b)) for m, b in (c.split(":") for c in args.case)] if args.case else sorted(measured)
     print("| model | batch | allocated, output freed: sim. / meas. | allocated, output held: sim. / meas. "
-          "| reserved exp. seg., output held: sim. / meas. |")
-    print("|---|---|---|---|---|")
+          "| reserved, output held: sim. / meas. | reserved exp. seg., output held: sim. / meas. |")
+    print("|---|---|---|---|---|---|")
     for model, batch in wanted:
         runs = measured.get((model, batch), {})
         case = build_case(model, "train", batch)
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         allocated = runs.get("default", runs.get("expandable", {})).get("max_allocated_bytes")
         print(f"| {model} | {batch} | {_cell(sims[0][0].allocated_peak_bytes, allocated)} | "
               f"{_cell(sims[1][0].allocated_peak_bytes, allocated)} | "
+              f"{_cell(sims[1][0].reserved_bytes, runs.get('default', {}).get('max_reserved_bytes'))} | "
               f"{_cell(sims[1][1].reserved_bytes, runs.get('expandable', {}).get('max_reserved_bytes'))} |", flush=True)
     return 0
 
