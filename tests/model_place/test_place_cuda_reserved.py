@@ -60,3 +60,25 @@ def test_simulation_matches_torch_reserved(name, expandable_segments):
     real = json.loads(out.stdout)
     assert sim.reserved_bytes == real["reserved"]
     assert sim.allocated_peak_bytes == real["allocated"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("expandable_segments", [False, True], ids=["default", "expandable"])
+def test_training_steps_match_torch_reserved_over_steps(expandable_segments):
+    """The same step three times back to back: the second reserves a third segment
+    (test_place_caching_allocator.py::test_a_later_step_can_reserve_more_than_the_first)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from model_ir import Lifetime
+
+    from model_place import simulate_training_steps
+
+    step = [(2, 3, 16 * MiB), (1, 4, 4 * MiB), (1, 4, 16 * MiB)]
+    sim = simulate_training_steps((), [Lifetime(f"b{i}", s, e, n) for i, (s, e, n) in enumerate(step)],
+                                  expandable_segments=expandable_segments)
+    lts = [(s + 5 * k, e + 5 * k, n) for k in range(3) for s, e, n in step]
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": f"expandable_segments:{expandable_segments}"}
+    out = subprocess.run([sys.executable, "-c", REPLAY], input=json.dumps(lts), capture_output=True,
+                         text=True, check=True, env=env)
+    assert sim.reserved_bytes == json.loads(out.stdout)["reserved"]
