@@ -52,9 +52,11 @@ def test_bench_measure_merges_measured_figures_into_every_report(tmp_path, capsy
 def test_measured_table_compares_simulated_and_measured():
     f = {"model": "m", "mode": "train", "batch_size": 32, "eager_allocated_peak_bytes": 90 * MiB,
          "eager_reserved_bytes": 120 * MiB, "eager_reserved_expandable_bytes": 100 * MiB,
-         "optimized_total_bytes": 70 * MiB, **measured_figures(fake_result())}
+         "optimized_total_bytes": 70 * MiB, "reorder_reserved_bytes": 99 * MiB,
+         "reorder_reserved_expandable_bytes": 84 * MiB, **measured_figures(fake_result())}
     table = measured_table([f, {"model": "simulated only", "mode": "train", "batch_size": 1}])
-    assert "| m | train | 32 | 90 / 100 (-10%) | 120 / 120 (0%) | 100 / 104 (-4%) | 70 | 84 | 86 | 19.2% |" in table
+    assert ("| m | train | 32 | 90 / 100 (-10%) | 120 / 120 (0%) | 100 / 104 (-4%) | 70 | 99 / 110 (-10%) | "
+            "84 / 84 (0%) | 86 | 19.2% |") in table
     assert "simulated only" not in table
     assert measured_table([{"model": "x", "mode": "train", "batch_size": 1}]) == ""
     assert "Measured on" not in markdown_summary([])
@@ -82,14 +84,17 @@ def test_simulated_vs_measured_joins_a_suite_with_gpu_matrix_results(tmp_path):
                            "max_reserved_bytes": reserved * MiB, "median_step_seconds": 0.01, "output_released": True}}
 
     gpu_results = [gpu("default", "eager", 100, 120), gpu("expandable", "eager", 100, 104),
-                   gpu("expandable", "arena", 80, 84), gpu("default", "eager", 1, 1, model="not simulated")]
+                   gpu("expandable", "arena", 80, 84), gpu("default", "reorder", 80, 90),
+                   gpu("default", "eager", 1, 1, model="not simulated"), gpu("default", "reorder", 1, 1, model="no eager")]
     suite = [{"model": "m", "mode": "train", "batch_size": 32, "eager_allocated_peak_bytes": 99 * MiB,
               "eager_reserved_bytes": 108 * MiB, "eager_reserved_expandable_bytes": 104 * MiB,
-              "optimized_total_bytes": 70 * MiB},
+              "optimized_total_bytes": 70 * MiB, "reorder_reserved_bytes": 81 * MiB},
+             {"model": "no eager", "mode": "train", "batch_size": 32},
              {"model": "never measured", "mode": "train", "batch_size": 1}]
     table = simulated_vs_measured(suite, gpu_results)
-    assert "| m | train | 32 | 99 / 100 (-1%) | 108 / 120 (-10%) | 104 / 104 (0%) | 70 |" in table
+    assert "| m | train | 32 | 99 / 100 (-1%) | 108 / 120 (-10%) | 104 / 104 (0%) | 70 | 81 / 90 (-10%) | - | 84 |" in table
     assert "never measured" not in table and "not simulated" not in table and "‡" not in table
+    assert "no eager" not in table  # optimized runs are compared only beside an eager one
     # Eager runs measured before eager_step released the model's output are marked as such.
     held = [{**g, "result": {k: v for k, v in g["result"].items() if k != "output_released"}} for g in gpu_results]
     table = simulated_vs_measured(suite, held)

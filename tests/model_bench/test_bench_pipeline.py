@@ -33,6 +33,8 @@ def check_figures(run, graph):
                  "optimizer-in-backward-expandable": f["optimizer_in_backward_reserved_expandable_bytes"]}
     assert f["strongest_baseline_bytes"] == baselines[f["strongest_baseline"]] == min(baselines.values())
     assert f["eager_reserved_expandable_bytes"] >= f["eager_peak_bytes"]
+    # The reorder executor (the plan's order, PyTorch's allocator) holds at least the order's peak.
+    assert min(f["reorder_reserved_bytes"], f["reorder_reserved_expandable_bytes"]) >= f["optimized_peak_bytes"]
     assert f["optimizer_in_backward_reserved_expandable_bytes"] >= f["optimizer_in_backward_peak_bytes"]
     assert f["lower_bound_bytes"] <= f["optimizer_in_backward_peak_bytes"]
     if f["strongest_baseline_bytes"]:

@@ -92,6 +92,9 @@ def format_run(f: dict[str, Any]) -> str:
         f"  placement               arena {fmt_bytes(f['arena_bytes'])} for a transient peak of "
         f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
         f"[{f['placement_method']}], {popt}",
+        f"  reorder executor        reserved {fmt_bytes(f['reorder_reserved_bytes'])}, "
+        f"{fmt_bytes(f['reorder_reserved_expandable_bytes'])} with expandable segments (the optimized order "
+        "with PyTorch's allocator, no arena)",
         f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena"
         f"{' + cuBLAS workspace ' + fmt_bytes(f['workspace_bytes']) if f.get('workspace_bytes') else ''}): "
         f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved, {fmt_percent(-f['saving_vs_expandable'])} vs "

@@ -25,10 +25,12 @@ CSV_COLUMNS = (
     "optimized_peak_bytes", "lower_bound_bytes", "schedule_gap", "schedule_optimal", "arena_bytes",
     "placement_lower_bound_bytes", "placement_gap", "placement_optimal", "fragmentation", "optimized_total_bytes",
     "peak_saving", "saving_vs_reserved", "best_possible_saving_vs_reserved", "saving_vs_expandable",
-    "saving_vs_strongest", "best_possible_saving_vs_strongest", "device", "workspace_bytes",
+    "saving_vs_strongest", "best_possible_saving_vs_strongest", "reorder_reserved_bytes",
+    "reorder_reserved_expandable_bytes", "device", "workspace_bytes",
     "eager_workspace_bytes", "measured_gpu", "measured_torch", "measured_eager_allocated_bytes",
     "measured_eager_reserved_bytes", "measured_eager_reserved_expandable_bytes",
-    "measured_reorder_reserved_expandable_bytes", "measured_arena_reserved_expandable_bytes", "seconds", "error",
+    "measured_reorder_reserved_bytes", "measured_reorder_reserved_expandable_bytes",
+    "measured_arena_reserved_expandable_bytes", "seconds", "error",
 )
 
 
@@ -191,8 +193,9 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
     if not runs:
         return ""
     head = ("| model | mode | batch | eager allocated: sim. / meas. | eager reserved: sim. / meas. | "
-            "eager reserved, exp. seg.: sim. / meas. | plan (sim.) | reorder reserved, exp. seg. | "
-            "arena reserved, exp. seg. | measured saving vs eager, exp. seg. |")
+            "eager reserved, exp. seg.: sim. / meas. | plan (sim.) | reorder reserved: sim. / meas. | "
+            "reorder reserved, exp. seg.: sim. / meas. | arena reserved, exp. seg. | "
+            "measured saving vs eager, exp. seg. |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in runs:
         eager = r.get("measured_eager_reserved_expandable_bytes")
@@ -203,7 +206,9 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"{_sim_vs_measured(r.get('eager_allocated_peak_bytes'), r.get('measured_eager_allocated_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_bytes'), r.get('measured_eager_reserved_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_expandable_bytes'), eager)} | "
-            f"{_mib(r.get('optimized_total_bytes'))} | {_mib(optimized[0])} | {_mib(optimized[1])} | "
+            f"{_mib(r.get('optimized_total_bytes'))} | "
+            f"{_sim_vs_measured(r.get('reorder_reserved_bytes'), r.get('measured_reorder_reserved_bytes'))} | "
+            f"{_sim_vs_measured(r.get('reorder_reserved_expandable_bytes'), optimized[0])} | {_mib(optimized[1])} | "
             f"{fmt_percent(1 - best / eager) if best is not None and eager else '-'} |")
     gpus = sorted({f"{r.get('measured_gpu', '?')} (torch {r['measured_torch']})" for r in runs})
     return ("\n".join(lines) + "\n\nMeasured on " + ", ".join(gpus) + ": steady-state `torch.cuda.max_memory_allocated`"
@@ -219,9 +224,10 @@ def _output_held_note() -> str:
 
 
 def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """The eager runs of ``gpu_matrix.py`` results (model-runtime) as ``measured_*``
-    figures, keyed by ``(model, mode, batch_size)``; a later run of the same model, mode,
-    batch and allocator setting replaces an earlier one. ``measured_eager_output_held``:
+    """The eager, reorder and arena runs of ``gpu_matrix.py`` results (model-runtime) as
+    ``measured_*`` figures, keyed by ``(model, mode, batch_size)`` of the models with an
+    eager run; a later run of the same model, mode, batch, variant and allocator setting
+    replaces an earlier one. ``measured_eager_output_held``:
     a training run measured with the loop that held the model's output through backward
     (results without ``output_released``, from before 2026-11-30's fix)."""
     from model_runtime.measured_runs import eager_output_held, measured_figures
@@ -230,14 +236,14 @@ def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple,
     held: set[tuple] = set()  # measured before eager_step released the model's output (see measured_table)
     for entry in gpu_results:
         spec = entry["spec"]
-        if spec.get("variant") != "eager" or "error" in entry["result"]:
+        if spec.get("variant") not in ("eager", "reorder", "arena") or "error" in entry["result"]:
             continue
         key = (spec["model"], spec["mode"], spec["batch_size"])
-        grouped.setdefault(key, {})[entry["alloc"]] = {"eager": entry["result"]}
-        if eager_output_held(spec, entry["result"]):
+        grouped.setdefault(key, {}).setdefault(entry["alloc"], {})[spec["variant"]] = entry["result"]
+        if spec["variant"] == "eager" and eager_output_held(spec, entry["result"]):
             held.add(key)
     return {key: {**measured_figures({"runs": runs}), **({"measured_eager_output_held": True} if key in held else {})}
-            for key, runs in grouped.items()}
+            for key, runs in grouped.items() if any("eager" in by_variant for by_variant in runs.values())}
 
 
 def simulated_vs_measured(results: Sequence[Mapping[str, Any]], gpu_results: Sequence[Mapping[str, Any]]) -> str:
