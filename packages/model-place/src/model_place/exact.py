@@ -14,9 +14,11 @@ greatest common divisor of the sizes and alignments, the only arenas a canonical
 placement can have.
 
 The first decision (at the bound, or at the capacity) gets only a short share; if it
-times out, randomised dives (``_skyline.c``, :mod:`model_place.skyline`) get a
-share of the time left before the bisection goes on: on instances without slack
-they find far smaller arenas than the bisection.
+times out, the instance with buffers merged (:mod:`model_place.reduction`: equal
+lifetimes stacked, same-size handoffs joined) is placed the same way for a share of
+the time left, then randomised dives (``_skyline.c``, :mod:`model_place.skyline`) get
+a share before the bisection goes on: on instances without slack both find far
+smaller arenas than the bisection.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from model_ir import Lifetime
 from model_place.errors import PlaceError, SearchUnavailableError
 from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
+from model_place.reduction import merge_lifetimes
 from model_place.result import PlacementResult, make_result
 from model_place.validation import arena_of
 
@@ -66,6 +69,10 @@ FIRST_DECISION_SHARE = 0.1
 #: at each move: seconds per dive from ~10^4 buffers).
 DIVE_SHARE = 0.3
 DIVE_MAX_BUFFERS = 10_000
+
+#: Share of the remaining time the merged instance (model_place.reduction) gets once
+#: the first decision timed out.
+MERGED_SHARE = 0.25
 
 #: Largest value of the compiled search's integers.
 INT64_MAX = (1 << 63) - 1
@@ -200,7 +207,8 @@ class SearchProgress:
     """Reported after each decision: the capacity tried (bytes), its outcome
     (``found``, ``infeasible``, ``timeout``, ``interrupted``), the best arena and
     the proven bound so far (bytes), and the seconds elapsed. After the randomised
-    dives: the capacity they aimed at and ``found`` or ``dives`` (not reached)."""
+    dives: the capacity they aimed at and ``found`` or ``dives`` (not reached); after
+    the merged instance, ``found`` or ``merged``."""
 
     capacity: int
     outcome: str
@@ -282,6 +290,29 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
         if interrupted:
             stopped = "interrupted"
 
+    merged_buffers = 0
+
+    def merged() -> None:
+        """The instance with buffers merged (model_place.reduction), placed the same way
+        for a share of the time left; its placement, expanded, if it is smaller."""
+        nonlocal best, best_arena, merged_buffers, stopped
+        reduced = merge_lifetimes(lifetimes)
+        if reduced is None:
+            return
+        merged_buffers = len(reduced.lifetimes)
+        sub = exact_placement(reduced.lifetimes, capacity=capacity, time_limit=remaining() * MERGED_SHARE,
+                              method=method)
+        offsets = {lt.id: 0 for lt in lifetimes if not lt.size} | reduced.expand(sub.offsets)
+        arena = arena_of(lifetimes, offsets)
+        if arena < best_arena:
+            best, best_arena = offsets, arena
+        goal = lb if capacity is None else capacity
+        if progress is not None:
+            progress(SearchProgress(goal, "found" if best_arena <= goal else "merged", best_arena, lb,
+                                    time.perf_counter() - t0))
+        if sub.details.get("stopped") == "interrupted":
+            stopped = "interrupted"
+
     if capacity is not None:
         # Decision mode: any placement within the capacity will do.
         if capacity < lb:
@@ -291,7 +322,9 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
             # what is left (a fresh start: its node limits double anyway).
             status, offsets = run(capacity, remaining() * FIRST_DECISION_SHARE)
             if status == "timeout":
-                dive()
+                merged()
+                if best_arena > capacity and not stopped:
+                    dive()
                 if best_arena > capacity and not stopped:
                     status, offsets = run(capacity)
             if status == "found":
@@ -322,7 +355,11 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
             elif status == "timeout":
                 stopped, lo = status, above(target)
                 if first:
-                    dive()  # zero fragmentation did not come quickly: the dives' turn
+                    # zero fragmentation did not come quickly: the merged instance's turn,
+                    # then the dives'
+                    merged()
+                    if best_arena > lb and stopped != "interrupted":
+                        dive()
                     if stopped == "interrupted":
                         break
             else:
@@ -331,6 +368,8 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     details = {"nodes": nodes, "backtracks": backtracks, "decisions": decisions}
     if dives:
         details["dives"] = dives
+    if merged_buffers:
+        details["merged_buffers"] = merged_buffers
     if stopped:
         details["stopped"] = stopped
     return make_result(lifetimes, best, method=method, seconds=time.perf_counter() - t0, capacity=capacity,
