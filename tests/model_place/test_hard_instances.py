@@ -82,7 +82,7 @@ def test_dives_close_small_zero_slack_instances(seed):
 def test_exact_dives_after_a_timed_out_decision_and_is_never_worse(monkeypatch):
     import model_place.exact as exact
 
-    monkeypatch.setattr(exact, "merge_lifetimes", lambda lifetimes: None)  # the merged instance closes this one
+    monkeypatch.setattr(exact, "merge_lifetimes", lambda lifetimes, **rules: None)  # the merged instance closes this one
     lts = zero_slack_instance(400, seed=1)
     warm = arena_of(lts, best_heuristic(lts))
     t = time.perf_counter()

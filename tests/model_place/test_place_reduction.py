@@ -24,6 +24,11 @@ def test_equal_lifetimes_stack_and_a_unique_handoff_joins():
     assert m.expand({x.id: 100 if x.size == 12 else 0 for x in m.lifetimes}) == {"a": 100, "b": 108, "c": 100,
                                                                                  "d": 0}
     assert merge_lifetimes([lt("a", 0, 2, 8), lt("b", 1, 3, 8)]) is None  # nothing to merge
+    # one rule at a time: the stack alone; without it no handoff matches a size
+    assert sorted(x.size for x in merge_lifetimes(lts, handoffs=False).lifetimes) == [3, 12, 12]
+    assert merge_lifetimes(lts, stacks=False) is None
+    (joined,) = merge_lifetimes([lt("a", 0, 2, 8), lt("b", 2, 3, 8)], stacks=False).lifetimes
+    assert (joined.start, joined.end, joined.size) == (0, 3, 8)
 
 
 def test_an_ambiguous_handoff_stays_apart():
@@ -77,8 +82,8 @@ def test_the_merged_instance_is_only_a_candidate(monkeypatch):
         offsets += x.size
     calls = []
 
-    def no_reuse(lifetimes):
-        calls.append(len(lifetimes))
+    def no_reuse(lifetimes, **rules):
+        calls.append(rules)
         return Merged((lt("all", 0, 4, offsets),), {"all": tuple(parts)}) if len(lifetimes) == len(lts) else None
 
     monkeypatch.setattr(exact, "merge_lifetimes", no_reuse)
@@ -89,5 +94,5 @@ def test_the_merged_instance_is_only_a_candidate(monkeypatch):
     monkeypatch.setattr(exact, "best_heuristic", stacked)
     monkeypatch.setattr(exact, "FIRST_DECISION_SHARE", 0.0)
     r = place(lts, method="auto", time_limit=5)
-    assert calls and r.details["merged_buffers"] == 1
+    assert calls and r.details["merged_buffers"] == 1  # tried (the other rule sets give the same instance)
     assert r.optimal and r.arena_bytes == brute_force_arena(lts) < offsets

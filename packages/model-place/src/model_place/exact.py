@@ -36,7 +36,7 @@ from model_ir import Lifetime
 from model_place.errors import PlaceError, SearchUnavailableError
 from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
-from model_place.reduction import merge_lifetimes
+from model_place.reduction import VARIANTS, merge_lifetimes
 from model_place.result import PlacementResult, make_result
 from model_place.validation import arena_of
 
@@ -70,7 +70,7 @@ FIRST_DECISION_SHARE = 0.1
 DIVE_SHARE = 0.3
 DIVE_MAX_BUFFERS = 10_000
 
-#: Share of the remaining time the merged instance (model_place.reduction) gets once
+#: Share of the remaining time each merged instance (model_place.reduction) gets once
 #: the first decision timed out.
 MERGED_SHARE = 0.25
 
@@ -227,13 +227,15 @@ FINALIZE_SECONDS_PER_BUFFER = 2e-5
 
 def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = None,
                     time_limit: float | None = None, method: str = "exact",
-                    progress: Callable[[SearchProgress], None] | None = None) -> PlacementResult:
+                    progress: Callable[[SearchProgress], None] | None = None, merge: bool = True) -> PlacementResult:
     """Place ``lifetimes`` exactly: the smallest arena, or (with ``capacity``) any
     placement within ``capacity`` bytes, or a proof that none exists.
 
     ``time_limit`` (seconds, :data:`DEFAULT_TIME_LIMIT` when None) bounds the whole
     call; when it runs out the best placement found so far is returned with its
     gap to the proven lower bound. ``progress`` is called after every decision.
+    ``merge``: try merged instances (:mod:`model_place.reduction`) when the first
+    decision times out (they are placed with ``merge=False``).
     """
     require_search(method)
     t0 = time.perf_counter()
@@ -293,25 +295,35 @@ def exact_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     merged_buffers = 0
 
     def merged() -> None:
-        """The instance with buffers merged (model_place.reduction), placed the same way
-        for a share of the time left; its placement, expanded, if it is smaller."""
+        """With ``merge``: the instance with buffers merged (model_place.reduction), each
+        rule set in turn, strongest restriction first, placed the same way for a share
+        of the time left until one reaches the goal; a placement, expanded, is kept if
+        smaller."""
         nonlocal best, best_arena, merged_buffers, stopped
-        reduced = merge_lifetimes(lifetimes)
-        if reduced is None:
+        if not merge:
             return
-        merged_buffers = len(reduced.lifetimes)
-        sub = exact_placement(reduced.lifetimes, capacity=capacity, time_limit=remaining() * MERGED_SHARE,
-                              method=method)
-        offsets = {lt.id: 0 for lt in lifetimes if not lt.size} | reduced.expand(sub.offsets)
-        arena = arena_of(lifetimes, offsets)
-        if arena < best_arena:
-            best, best_arena = offsets, arena
         goal = lb if capacity is None else capacity
-        if progress is not None:
-            progress(SearchProgress(goal, "found" if best_arena <= goal else "merged", best_arena, lb,
-                                    time.perf_counter() - t0))
-        if sub.details.get("stopped") == "interrupted":
-            stopped = "interrupted"
+        tried: list[list[tuple[int, int, int]]] = []
+        for stacks, handoffs in VARIANTS:
+            if best_arena <= goal or stopped == "interrupted" or remaining() <= 0:
+                return
+            reduced = merge_lifetimes(lifetimes, stacks=stacks, handoffs=handoffs)
+            shape = None if reduced is None else sorted((x.start, x.end, x.size) for x in reduced.lifetimes)
+            if shape is None or shape in tried:
+                continue  # nothing merged, or the same instance again
+            tried.append(shape)
+            merged_buffers = merged_buffers or len(reduced.lifetimes)
+            sub = exact_placement(reduced.lifetimes, capacity=capacity, time_limit=remaining() * MERGED_SHARE,
+                                  method=method, merge=False)
+            offsets = {lt.id: 0 for lt in lifetimes if not lt.size} | reduced.expand(sub.offsets)
+            arena = arena_of(lifetimes, offsets)
+            if arena < best_arena:
+                best, best_arena = offsets, arena
+            if progress is not None:
+                progress(SearchProgress(goal, "found" if best_arena <= goal else "merged", best_arena, lb,
+                                        time.perf_counter() - t0))
+            if sub.details.get("stopped") == "interrupted":
+                stopped = "interrupted"
 
     if capacity is not None:
         # Decision mode: any placement within the capacity will do.

@@ -11,8 +11,9 @@ Each merged buffer is exactly the union of its parts, so a placement of the merg
 buffers is one of the originals with the same arena, and the live bytes at every
 step, hence the lower bound, are unchanged. It is a restriction: the merged
 instance may need a larger arena than the original (a stack forbids putting another
-buffer between its parts), so the exact search (:mod:`model_place.exact`) tries it as
-one more candidate when its first decision stalls, never as the answer alone.
+buffer between its parts), so the exact search (:mod:`model_place.exact`) tries it,
+with both rules, then each alone (:data:`VARIANTS`), as candidates when its first
+decision stalls, never as the answer alone.
 
 Instances cut from a rectangle (:mod:`model_place.hard_instances`) shrink most: a
 straight cut of a rectangle leaves either two buffers of the same lifetime or a
@@ -45,9 +46,16 @@ class Merged:
         return {orig: offsets[mid] + rel for mid, parts in self.parts.items() for orig, rel in parts}
 
 
-def merge_lifetimes(lifetimes: Sequence[Lifetime]) -> Merged | None:
-    """The lifetimes merged by the module's two rules; None when none merges.
-    Zero-byte buffers are left out (they take no part in a placement)."""
+#: The rule sets :mod:`model_place.exact` tries, strongest restriction first: both rules,
+#: then handoffs alone, then stacks alone (each when it merges something the previous
+#: did not leave as is).
+VARIANTS = ((True, True), (False, True), (True, False))
+
+
+def merge_lifetimes(lifetimes: Sequence[Lifetime], *, stacks: bool = True, handoffs: bool = True) -> Merged | None:
+    """The lifetimes merged by the module's rules (``stacks``: equal lifetimes,
+    ``handoffs``: same-size handoffs); None when none merges. Zero-byte buffers are left
+    out (they take no part in a placement)."""
     lifetimes = check_lifetimes(lifetimes)
     taken = {lt.id for lt in lifetimes}
     # merged id -> [start, end, size, alignment, parts]
@@ -67,7 +75,7 @@ def merge_lifetimes(lifetimes: Sequence[Lifetime]) -> Merged | None:
     while changed:
         changed = False
         by_lifetime = defaultdict(list)
-        for key, (start, end, *_rest) in items.items():
+        for key, (start, end, *_rest) in items.items() if stacks else ():
             by_lifetime[start, end].append(key)
         for (start, end), keys in by_lifetime.items():
             if len(keys) < 2:
@@ -83,7 +91,7 @@ def merge_lifetimes(lifetimes: Sequence[Lifetime]) -> Merged | None:
             items[new_id()] = (start, end, offset, align, tuple(parts))
             changed = True
         ending, starting = defaultdict(list), defaultdict(list)
-        for key, (start, end, size, *_rest) in items.items():
+        for key, (start, end, size, *_rest) in items.items() if handoffs else ():
             ending[end, size].append(key)
             starting[start, size].append(key)
         for at, firsts in ending.items():
