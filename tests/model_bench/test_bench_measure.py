@@ -44,6 +44,12 @@ def test_bench_measure_merges_measured_figures_into_every_report(tmp_path, capsy
     assert calls and calls[0][0] == ("tiny-mlp",) and calls[0][1]["device"] == "cuda"
     assert "measured                on NVIDIA H200, torch 2.11.0+cu130" in out
     assert "arena                failed: killed by signal 11" in out
+    # the simulated reserved bytes beside the measured ones, eager and reorder
+    import re
+
+    measured = {m.group(1): m.group(2) for m in re.finditer(r"^ {4}(eager|reorder|arena) +(.*)$", out, re.M)}
+    assert measured["eager"].count(" MiB)") == measured["reorder"].count(" MiB)") == 2  # both settings
+    assert "(" not in measured["arena"].split("; ")[1]  # no simulation of the arena executor's reserved
     summary = (tmp_path / "summary.md").read_text()
     assert "Measured on NVIDIA H200 (torch 2.11.0+cu130)" in summary
     assert summary.count("| tiny-mlp | train | 2 |") == 2  # the simulated table and the measured one

@@ -126,14 +126,18 @@ def _measured_lines(f: dict[str, Any]) -> list[str]:
     if not f.get("measured_torch"):
         return []
     lines = [f"  measured                on {f.get('measured_gpu', '?')}, torch {f['measured_torch']}: "
-             "max allocated / reserved (default allocator; expandable segments)"]
+             "max allocated / reserved (default allocator; expandable segments), the simulated reserved "
+             "in parentheses"]
+    simulated = {"eager": "eager_reserved{}_bytes", "reorder": "reorder_reserved{}_bytes"}
     for variant in ("eager", "reorder", "arena"):
         cells = []
         for suffix in ("", "_expandable"):
             error = f.get(f"measured_{variant}_error{suffix}")
+            sim = f.get(simulated.get(variant, "").format(suffix))
             cells.append(f"failed: {error}" if error else
                          f"{fmt_bytes(f.get(f'measured_{variant}_allocated{suffix}_bytes'))} / "
-                         f"{fmt_bytes(f.get(f'measured_{variant}_reserved{suffix}_bytes'))}")
+                         f"{fmt_bytes(f.get(f'measured_{variant}_reserved{suffix}_bytes'))}"
+                         + (f" ({fmt_bytes(sim)})" if sim is not None else ""))
         lines.append(f"    {variant:<21}{cells[0]}; {cells[1]}")
     return lines
 
