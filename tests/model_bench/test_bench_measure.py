@@ -144,3 +144,27 @@ def test_eager_on_gpu_script_takes_cases_around_options(tmp_path):
     bad = subprocess.run([sys.executable, str(script), str(out), "tiny-mlp:train:2:bogus"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "allocator one of default, expandable" in bad.stderr
+
+
+def test_gpu_calibration_script_names_zoo_models_only(tmp_path):
+    """The script a GPU session runs: with a zero budget every case is recorded as
+    skipped, and every case names a zoo model, a mode and an allocator setting."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from model_bench.zoo import model_names
+
+    script = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "gpu_calibration.sh"
+    cases = re.findall(r"\b([\w.-]+):(train|eval):(\d+):(default|expandable)\b", script.read_text())
+    assert len(cases) > 20 and {m for m, *_ in cases} <= set(model_names())
+    done = subprocess.run(["bash", str(script), str(tmp_path), "0"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    records = [r for name in ("eval-traces", "train-traces", "lean")
+               for r in json.loads((tmp_path / f"{name}.json").read_text())]
+    assert len(records) == len(cases) and all(r["result"] == {"error": "skipped: out of time"} for r in records)
+    assert not (tmp_path / "pytest-gpu.txt").exists()  # no GPU tests without a budget
