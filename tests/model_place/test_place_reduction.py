@@ -96,3 +96,24 @@ def test_the_merged_instance_is_only_a_candidate(monkeypatch):
     r = place(lts, method="auto", time_limit=5)
     assert calls and r.details["merged_buffers"] == 1  # tried (the other rule sets give the same instance)
     assert r.optimal and r.arena_bytes == brute_force_arena(lts) < offsets
+
+
+@settings(max_examples=30, deadline=None)
+@given(lifetime_sets(min_size=2, max_size=7, max_time=5, max_bytes=6))
+def test_with_the_merged_turn_forced_the_search_still_ends_at_the_optimum(lts):
+    """Property: whatever the merged instances give, the answer is valid, never below the
+    bound and, on these small sets, the proven optimum."""
+    import pytest
+
+    import model_place.exact as exact
+    from model_place.testing import brute_force_arena
+
+    def stacked(lifetimes, deadline=None):  # a warm start without reuse: the search must run
+        return {x.id: sum(y.size for y in lifetimes[:k]) for k, x in enumerate(lifetimes)}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exact, "best_heuristic", stacked)
+        mp.setattr(exact, "FIRST_DECISION_SHARE", 0.0)  # the first decision times out: merging runs
+        r = place(lts, method="auto", time_limit=5)
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert r.lower_bound_bytes <= r.arena_bytes == brute_force_arena(lts) and r.optimal
