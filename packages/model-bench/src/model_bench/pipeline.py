@@ -231,11 +231,18 @@ def plan_workspace_bytes(graph: Graph) -> int:
     return workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
 
 
+def allocator_steps(graph: Graph, order=None, *, eager: bool = True) -> tuple[list[Lifetime], list[Lifetime]]:
+    """``(kept, step)`` as the caching allocator sees them: :func:`eager_step_lifetimes`
+    with the library workspaces of an eager step (``eager``) or of a planned one, the
+    step on the allocator's clock (:func:`on_allocator_clock`)."""
+    kept, step = eager_step_lifetimes(graph, order, workspaces=eager_workspaces(graph, eager=eager), eager=eager)
+    return kept, on_allocator_clock(graph, step)
+
+
 def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):
     """The caching-allocator simulation of eager training steps of ``graph`` (all buffers
     and library workspaces, ``order`` or program order), in its steady state."""
-    kept, step = eager_step_lifetimes(graph, order, workspaces=eager_workspaces(graph))
-    return simulate_steps_on(kept, on_allocator_clock(graph, step), expandable_segments=expandable_segments)
+    return simulate_steps_on(*allocator_steps(graph, order), expandable_segments=expandable_segments)
 
 
 def simulate_reorder_allocator(graph: Graph, order, *, expandable_segments: bool = False):
@@ -244,8 +251,7 @@ def simulate_reorder_allocator(graph: Graph, order, *, expandable_segments: bool
     kept, each transient buffer freed after its last use, steps replayed to the steady
     state. Against the H200 (7 models, both settings) allocated is within 0.2% and
     reserved within 1% with expandable segments (model-bench README)."""
-    kept, step = eager_step_lifetimes(graph, order, workspaces=eager_workspaces(graph, eager=False), eager=False)
-    return simulate_steps_on(kept, on_allocator_clock(graph, step), expandable_segments=expandable_segments)
+    return simulate_steps_on(*allocator_steps(graph, order, eager=False), expandable_segments=expandable_segments)
 
 
 def simulate_steps_on(kept, step, *, expandable_segments: bool = False):
@@ -286,11 +292,7 @@ def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
     already (it is the first baseline)."""
     fused = optimizer_in_backward_order(graph)
     fused_profile = simulate(graph, fused, eager=True)
-    workspaces = eager_workspaces(graph)
-    kept, step = eager_step_lifetimes(graph, workspaces=workspaces)
-    program = kept, on_allocator_clock(graph, step)
-    kept, step = eager_step_lifetimes(graph, fused, workspaces=workspaces)
-    fused_steps = kept, on_allocator_clock(graph, step)
+    program, fused_steps = allocator_steps(graph), allocator_steps(graph, fused)
     if eager_allocator is None:
         eager_allocator = simulate_steps_on(*program)
     reserved = {
