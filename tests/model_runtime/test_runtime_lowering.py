@@ -12,7 +12,9 @@ from torch import fx  # noqa: E402
 from model_runtime.out_variants import (  # noqa: E402
     find_out_variant, has_native_kernel, named_arguments, out_call_arguments,
 )
-from model_runtime.slot_writes import REWRITES, call_foreach_into, foreach_inplace_twin  # noqa: E402
+from model_runtime.slot_writes import (  # noqa: E402
+    REWRITES, call_foreach_into, foreach_inplace_twin, rewrite_refusal,
+)
 
 aten = torch.ops.aten
 
@@ -88,6 +90,13 @@ REWRITE_CASES = {
     aten.select_backward.default: (torch.tensor([[1.5, -2.0], [0.25, 3.0]]), [2, 3, 2], 1, 2),
     aten.slice_backward.default: (torch.randn(2, 2, 2), [2, 5, 2], 1, 1, 5, 2),
     aten.bernoulli.p: (torch.zeros(64, 33), 0.7),
+    # rows: finite, partly -inf, all -inf (zeroed), with a NaN (stays NaN)
+    aten._safe_softmax.default: (torch.tensor([[1.0, 2.5, -3.0], [-float("inf"), 0.5, 2.0],
+                                               [-float("inf")] * 3, [0.25, float("nan"), 1.0]]), -1),
+    aten.embedding.default: (torch.randn(10, 4), torch.tensor([[1, 2, 9], [9, 0, 1]])),
+    aten._adaptive_avg_pool2d.default: (torch.randn(2, 3, 7, 5), [3, 2]),
+    # many repeats of few indices: each row a long chain of additions, padding row 1 skipped
+    aten.embedding_dense_backward.default: (torch.randn(3, 2000, 8), torch.randint(0, 6, (3, 2000)), 6, 1, False),
 }
 REWRITE_KWARGS = {aten._to_copy.default: {"dtype": torch.float16}, aten.add.Scalar: {"alpha": 3},
                   aten.arange.start: {"dtype": torch.float32},
@@ -118,7 +127,40 @@ def test_rewrite_is_bitwise_the_functional_call(op):
     assert result is slot or result.data_ptr() == slot.data_ptr()
     assert slot.dtype == expected.dtype and slot.shape == expected.shape
     if op not in _EMPTY:
-        assert torch.equal(slot, expected), (slot, expected)
+        assert torch.equal(slot, expected) or torch.equal(slot.isnan(), expected.isnan()) and torch.equal(
+            slot.nan_to_num(), expected.nan_to_num()), (slot, expected)
+
+
+def test_rewrites_refuse_the_calls_they_do_not_cover():
+    x = torch.randn(2, 3)
+    assert rewrite_refusal(aten._safe_softmax.default, {"self": x, "dim": 1}, "cpu") is None
+    assert "dtype" in rewrite_refusal(aten._safe_softmax.default, {"self": x, "dim": 1, "dtype": torch.float64}, "cpu")
+    w = torch.randn(5, 3)
+    assert rewrite_refusal(aten.embedding.default, {"weight": w, "indices": torch.tensor([1, 4])}, "cpu") is None
+    assert "0-dim" in rewrite_refusal(aten.embedding.default, {"weight": w, "indices": torch.tensor(2)}, "cpu")
+    expanded = torch.arange(3).expand(2, 3)  # position ids: flattening them would copy
+    assert "strided" in rewrite_refusal(aten.embedding.default, {"weight": w, "indices": expanded}, "cpu")
+    backward = aten.embedding_dense_backward.default
+    named = {"grad_output": x, "indices": torch.tensor([0, 4]), "num_weights": 5, "padding_idx": -1,
+             "scale_grad_by_freq": False}
+    assert rewrite_refusal(backward, named, "cpu") is None
+    assert "CUDA" in rewrite_refusal(backward, named, "cuda")
+    assert "float32" in rewrite_refusal(backward, {**named, "grad_output": x.bfloat16()}, "cpu")
+    assert "scale_grad_by_freq" in rewrite_refusal(backward, {**named, "scale_grad_by_freq": True}, "cpu")
+    assert "strided" in rewrite_refusal(backward, {**named, "grad_output": x.t()}, "cpu")
+    assert "strided" in rewrite_refusal(backward, {**named, "indices": expanded}, "cpu")
+
+
+def test_embedding_backward_rewrite_is_bitwise_with_padding_and_without():
+    grad, idx = torch.randn(4, 300, 16, dtype=torch.float64), torch.randint(0, 50, (4, 300), dtype=torch.int32)
+    for padding in (-1, 7):
+        expected = aten.embedding_dense_backward.default(grad, idx, 64, padding, False)
+        g = fx.Graph()
+        slot, x, i = g.placeholder("slot"), g.placeholder("x"), g.placeholder("i")
+        named = {"grad_output": x, "indices": i, "num_weights": 64, "padding_idx": padding}
+        g.output(REWRITES[aten.embedding_dense_backward.default](g, named, slot))
+        out = fx.GraphModule({}, g)(torch.full_like(expected, 5.0), grad, idx)
+        assert torch.equal(out, expected)
 
 
 def _xs(n=3):

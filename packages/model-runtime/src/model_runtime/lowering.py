@@ -23,8 +23,8 @@ import attrs
 import torch
 from torch import fx
 
-from model_runtime.out_variants import OutVariant, find_out_variant, qualified_name
-from model_runtime.slot_writes import REWRITES, foreach_inplace_twin
+from model_runtime.out_variants import OutVariant, find_out_variant, named_arguments, qualified_name
+from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal
 
 #: Results that the CUDA kernels of these operators return in host memory, while their
 #: meta kernels (hence the capture) say CUDA: the philox seed and offset of memory-
@@ -124,7 +124,8 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
             and all(_dense_fresh(v) for v in tensors)):
         return Lowering("fallback", "returns a result that is not one fresh tensor per output")
     if elems is None and target in REWRITES:
-        return Lowering("rewrite")
+        refusal = rewrite_refusal(target, named_arguments(target, node.args, node.kwargs), device_type)
+        return Lowering("fallback", refusal) if refusal else Lowering("rewrite")
     if isinstance(val, list) and (twin := foreach_inplace_twin(target)) is not None \
             and _same_dtypes_as_self(node, tensors):
         return Lowering("foreach", twin=twin)

@@ -191,6 +191,7 @@ class OptimizedStep:
             out["out_variant_ops"] = self.program.out_ops
             out["fallback_ops"] = len(self.program.fallbacks)
             out["fallback_bytes"] = sum(f.bytes for f in self.program.fallbacks)
+            out["scratch_peak_bytes"] = max(self.program.scratch.values(), default=0)
         if self.graphed is not None:
             out["cuda_graph_recordings"] = self.graphed.recordings
         return out

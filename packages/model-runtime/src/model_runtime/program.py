@@ -43,7 +43,7 @@ from model_ir.simulator import validate_order
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import element_buffers, lower, result_elements, storage_bytes
 from model_runtime.out_variants import named_arguments, out_call_arguments
-from model_runtime.slot_writes import REWRITES, call_foreach_into
+from model_runtime.slot_writes import REWRITES, call_foreach_into, rewrite_scratch
 
 
 @attrs.frozen
@@ -66,7 +66,9 @@ class CompiledProgram:
     ``module`` is the generated ``fx.GraphModule`` (its source: ``module.code``).
     ``arena`` is the one tensor holding every transient buffer (None for ``reorder``).
     ``fallbacks`` lists the ops that allocated outside the arena; ``out_ops`` counts
-    the ops that wrote into the arena through an out overload.
+    the ops that wrote into the arena through an out overload. ``scratch``: op id ->
+    bytes of the temporaries its slot write allocates and frees within the op (a
+    softmax's row maxima: small, like a library's workspace; rounded like buffers).
     """
 
     module: fx.GraphModule
@@ -74,6 +76,7 @@ class CompiledProgram:
     arena: torch.Tensor | None = None
     fallbacks: tuple[Fallback, ...] = ()
     out_ops: int = 0
+    scratch: Mapping[str, int] = attrs.field(factory=dict)
 
     def run(self, tensors: Sequence[torch.Tensor]) -> list:
         """Run one step on the bound input tensors; returns the step outputs."""
@@ -102,6 +105,7 @@ class _Builder:
         self.root: dict[str, Any] = {}
         self.fallbacks: list[Fallback] = []
         self.out_ops = 0
+        self.scratch: dict[str, int] = {}
         self.output_buffers = {b.id for b in self.graph_ir.buffers if b.output}
         self.granularity = int(self.graph_ir.meta.get("granularity", 1))
         # GradScaler: the optimizer update's ops run only when every gradient was finite.
@@ -227,6 +231,9 @@ class _Builder:
         named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
         self.out_ops += 1
         if how.kind == "rewrite":
+            scratch = rewrite_scratch(target, node.meta["val"], named)
+            if scratch:
+                self.scratch[op.id] = sum(-(-n // self.granularity) * self.granularity for n in scratch)
             return REWRITES[target](self.g, named, self.slot(node, 0, bufs[0]))
         slot_nodes = [self.slot(node, k, b) for k, b in enumerate(bufs)]
         if how.kind == "foreach":
@@ -325,4 +332,4 @@ def build_program(step, order: Sequence[str] | Schedule | None = None, *, execut
     validate_order(graph, idx)
     b = _Builder(step, idx, slots, device_type, on_op)
     module = b.build()
-    return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops)
+    return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops, b.scratch)

@@ -7,7 +7,13 @@ PyTorch itself implements it with, so the result is bitwise the same:
 ``empty`` then ``copy_``, ``select_backward``/``slice_backward`` are ``zeros`` then
 a ``copy_`` into the selected part, ``relu`` is ``clamp_min(self, 0)`` (ATen's
 ``relu`` on CPU and CUDA), ``bernoulli.p`` is ``bernoulli_`` of a contiguous result
-(the same draws); ``mul.Scalar`` and friends are the ``Tensor`` overload with the
+(the same draws), ``embedding`` is ``index_select`` of the flattened indices,
+``_safe_softmax`` (attention's softmax, which zeroes rows that are all ``-inf``) is
+``_softmax`` then a ``masked_fill_`` of those rows, ``_adaptive_avg_pool2d``
+is ``adaptive_avg_pool2d.out`` (one CPU and one CUDA template behind both), and on
+CPU ``embedding_dense_backward`` is ``zero_`` then ``index_add_`` (both add the rows
+of each index in the order they come, with the same add kernel);
+``mul.Scalar`` and friends are the ``Tensor`` overload with the
 number wrapped as a tensor. A rewrite gets the call's arguments by schema name (values
 may be FX nodes) and the slot node, adds nodes to the FX graph and returns the node
 whose value is the result (the slot).
@@ -87,6 +93,40 @@ def _bernoulli(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
     return g.call_function(aten.bernoulli_.float, (slot, named["p"]), {"generator": named.get("generator")})
 
 
+def _embedding(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # ATen: weight.index_select(0, indices.reshape(-1)).view(*indices.shape, dim).
+    index = g.call_function(aten.reshape.default, (named["indices"], [-1]))
+    rows = g.call_function(aten.flatten.using_ints, (slot, 0, -2))
+    g.call_function(aten.index_select.out, (named["weight"], 0, index), {"out": rows})
+    return slot
+
+
+def _safe_softmax(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # ATen: where(all(self == -inf, dim, keepdim), 0, softmax(self, dim)); a row is all
+    # -inf exactly when its max is -inf (NaN compares unequal both ways), so the mask is
+    # one value per row instead of a bool tensor of the input's size.
+    g.call_function(aten._softmax.out, (named["self"], named["dim"], False), {"out": slot})
+    row_max = g.call_function(aten.amax.default, (named["self"], [named["dim"]], True))
+    dead = g.call_function(aten.eq.Scalar, (row_max, float("-inf")))
+    return g.call_function(aten.masked_fill_.Scalar, (slot, dead, 0))
+
+
+def _embedding_dense_backward(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    # ATen (CPU): zeros, then grad_weight[k] += grad[i] for each i with indices[i] == k,
+    # in the order of i, skipping padding_idx.
+    zeroed = g.call_function(aten.zero_.default, (slot,))
+    index = g.call_function(aten.reshape.default, (named["indices"], [-1]))
+    rows = g.call_function(aten.flatten.using_ints, (named["grad_output"], 0, -2))
+    g.call_function(aten.index_add_.default, (zeroed, 0, index, rows))
+    if named["padding_idx"] >= 0:  # an int: rewrite_refusal checks
+        g.call_function(aten.zero_.default, (g.call_function(aten.select.int, (zeroed, 0, named["padding_idx"])),))
+    return zeroed
+
+
+def _adaptive_avg_pool2d(g: fx.Graph, named: Mapping[str, Any], slot: fx.Node) -> fx.Node:
+    return g.call_function(aten.adaptive_avg_pool2d.out, (named["self"], named["output_size"]), {"out": slot})
+
+
 #: functional overload -> rewrite; every entry is covered by a bitwise test.
 REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.ones_like.default: _fill(None, 1),
@@ -117,7 +157,48 @@ REWRITES: dict[torch._ops.OpOverload, Rewrite] = {
     aten.mul.Scalar: _tensor_out(aten.mul.out),
     aten.div.Scalar: _tensor_out(aten.div.out),
     aten.div.Scalar_mode: _tensor_out(aten.div.out_mode, ("rounding_mode",)),
+    aten.embedding.default: _embedding,
+    aten._safe_softmax.default: _safe_softmax,
+    aten._adaptive_avg_pool2d.default: _adaptive_avg_pool2d,
+    aten.embedding_dense_backward.default: _embedding_dense_backward,
 }
+
+
+def _value(arg):
+    return arg.meta.get("val") if isinstance(arg, fx.Node) else arg
+
+
+def rewrite_scratch(op: torch._ops.OpOverload, result: torch.Tensor, named: Mapping[str, Any]) -> tuple[int, ...]:
+    """Bytes of each temporary storage the rewrite of ``op`` allocates (and frees before
+    the next op: FX drops a value after its last use) for a call returning ``result``."""
+    if op is aten._safe_softmax.default:
+        rows = result.numel() // max(result.shape[named["dim"]], 1) if result.dim() else 1
+        return (rows * result.element_size(), rows)  # the row maxima and their bool mask
+    return ()
+
+
+def rewrite_refusal(op: torch._ops.OpOverload, named: Mapping[str, Any], device_type: str) -> str | None:
+    """Why the rewrite of ``op`` does not apply to a call with these arguments (values
+    may be FX nodes with ``meta["val"]``) on ``device_type``, or None when it does."""
+    if op is aten._safe_softmax.default and named.get("dtype") is not None:
+        return "_safe_softmax with a dtype (the softmax converts its input first)"
+    if op in (aten.embedding.default, aten.embedding_dense_backward.default):
+        indices = _value(named.get("indices"))
+        if not isinstance(indices, torch.Tensor) or indices.dim() == 0:
+            return f"{op._schema.name} of a 0-dim index"
+        if not indices.is_contiguous():
+            return f"{op._schema.name} of strided indices (flattening them copies)"
+    if op is aten.embedding_dense_backward.default:
+        grad = _value(named.get("grad_output"))
+        if device_type != "cpu":
+            return "embedding_dense_backward off CPU (CUDA's kernel sums in sorted order, index_add_ atomically)"
+        if not isinstance(grad, torch.Tensor) or grad.dtype not in (torch.float32, torch.float64):
+            # index_add_ of bf16/fp16 rows with int64 indices takes another path: not bitwise
+            return "embedding_dense_backward of a gradient that is not float32 or float64"
+        if not grad.is_contiguous() or grad.dim() < 2 or named.get("scale_grad_by_freq") \
+                or not isinstance(named.get("padding_idx"), int):
+            return "embedding_dense_backward of a strided gradient, with scale_grad_by_freq or a symbolic padding_idx"
+    return None
 
 
 def foreach_inplace_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
