@@ -108,9 +108,9 @@ def test_every_rewrite_has_a_case():
     assert set(REWRITES) == set(REWRITE_CASES)
 
 
-@pytest.mark.parametrize("op", list(REWRITE_CASES), ids=str)
-def test_rewrite_is_bitwise_the_functional_call(op):
-    args, kwargs = REWRITE_CASES[op], REWRITE_KWARGS.get(op, {})
+def _check_rewrite(op, device: str) -> None:
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in REWRITE_CASES[op]]
+    kwargs = REWRITE_KWARGS.get(op, {})
     torch.manual_seed(0)  # random ops (bernoulli): the same draws both ways
     expected = op(*args, **kwargs)
     g = fx.Graph()
@@ -129,6 +129,23 @@ def test_rewrite_is_bitwise_the_functional_call(op):
     if op not in _EMPTY:
         assert torch.equal(slot, expected) or torch.equal(slot.isnan(), expected.isnan()) and torch.equal(
             slot.nan_to_num(), expected.nan_to_num()), (slot, expected)
+
+
+@pytest.mark.parametrize("op", list(REWRITE_CASES), ids=str)
+def test_rewrite_is_bitwise_the_functional_call(op):
+    _check_rewrite(op, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", list(REWRITE_CASES), ids=str)
+def test_rewrite_is_bitwise_the_functional_call_on_cuda(op):
+    """The same on CUDA, for every rewrite the lowering uses there (``uv run pytest -m gpu``)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    named = named_arguments(op, REWRITE_CASES[op], REWRITE_KWARGS.get(op, {}))
+    if rewrite_refusal(op, named, "cuda"):
+        pytest.skip(rewrite_refusal(op, named, "cuda"))
+    _check_rewrite(op, "cuda")
 
 
 def test_rewrites_refuse_the_calls_they_do_not_cover():
