@@ -147,6 +147,14 @@ def test_builtin_executors_are_plugins_and_unknown_names_are_clear():
         _mlp_step("nope")
 
 
+def test_a_function_or_a_foreign_optimizer_is_a_clear_error():
+    with pytest.raises(ModelOptError, match="takes a torch.nn.Module, got function"):
+        optimize(lambda x: 2 * x, torch.randn(3, 4))
+    model = mlp(4, 2)
+    with pytest.raises(ModelOptError, match="torch.optim.Optimizer, got list"):
+        optimize(model, torch.randn(3, 4), optimizer=list(model.parameters()))
+
+
 class _CountingExecutor:
     """A third-party executor: the reorder executor that counts its builds."""
 

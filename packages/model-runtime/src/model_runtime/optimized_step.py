@@ -325,6 +325,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
+    if not isinstance(model, torch.nn.Module):
+        raise RuntimeLayerError(f"optimize() takes a torch.nn.Module, got {type(model).__name__}; "
+                                "wrap a function in a module whose forward calls it")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise RuntimeLayerError(f"optimizer= takes a torch.optim.Optimizer, got {type(optimizer).__name__}")
     device = model_device(model)
     train_given = train is not None
     train = model.training if train is None else train
