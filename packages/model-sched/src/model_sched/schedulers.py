@@ -23,7 +23,7 @@ from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_unit
 from model_sched.moves import improve_by_moves
 from model_sched.recompute_exact import RecomputeExact
 from model_sched.search import SearchOutcome, SearchRun
-from model_sched.target import improve_by_targets
+from model_sched.target import deferrable_tails, improve_by_targets
 
 #: Seconds of ``auto``'s first turn for each of its methods; each round doubles them.
 FIRST_TURN_SECONDS = 0.25
@@ -228,6 +228,7 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
     moves_done_at = None  # the incumbent single-op moves could not improve
     targets_done_at = None  # the incumbent list scheduling under targets started from
     target_bases = None  # the other orders it starts from (computed once)
+    tails = frozenset()  # ops that can run last (target.deferrable_tails)
     seed = 0
 
     def turn_end(seconds: float) -> float:
@@ -256,7 +257,8 @@ def race(problem: Problem, control: SolveControl, window_solver) -> None:
         if targets_done_at != control.best_peak:
             if target_bases is None:
                 target_bases = [_moved_base(problem, turn_end(turn))]
-            if improve_by_targets(lv, control, bases=target_bases, deadline=turn_end(turn)):
+                tails = deferrable_tails(lv, problem.masks[1])
+            if improve_by_targets(lv, control, bases=target_bases, tails=tails, deadline=turn_end(turn)):
                 targets_done_at = control.best_peak
             if finished():
                 return
