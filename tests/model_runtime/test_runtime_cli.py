@@ -142,3 +142,16 @@ def test_exclusive_runs_wait_for_the_timing_lock(tmp_path, monkeypatch):
         assert child.is_alive() and not got
     child.join(60)
     assert len(got["losses"]) == 1 and got["plan"]["arena_bytes"] > 0
+
+
+@pytest.mark.parametrize("name, mode", [("bert-tiny", "train"), ("gpt2-tiny", "train"), ("opt-tiny", "train"),
+                                        ("bert-tiny", "eval")])
+def test_hugging_face_steps_are_bitwise_eager_with_the_arena(name, mode, capsys):
+    """Three arena steps of the Hugging Face test models equal eager's bitwise: their
+    attention softmax, embeddings and embedding gradients are slot writes
+    (model_runtime.slot_writes), and the updated weights feed the next steps."""
+    pytest.importorskip("transformers")
+    assert main(["run", name, "--mode", mode, "--batch-size", "2", "--steps", "3", "--time-limit", "1",
+                 "--compare-eager", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["bitwise_equal_to_eager"] is True and figures["executor"] == "arena"
