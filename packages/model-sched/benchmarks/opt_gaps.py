@@ -1,6 +1,6 @@
 """``auto``'s gap on the OPT training steps, the largest graphs of the zoo.
 
-    uv run python packages/model-sched/benchmarks/opt_gaps.py [--models opt-6.7b,opt-13b,opt-30b,opt-66b]
+    uv run python packages/model-sched/benchmarks/opt_gaps.py [--models opt-125m,...,opt-66b (every size)]
         [--optimizers sgd,adamw] [--time-limit 60] [--out packages/model-sched/benchmarks/results/opt_gaps.json]
 
 Each step (train, batch 1, captured for CUDA as ``model-opt bench`` does) is scheduled
@@ -50,7 +50,7 @@ def line(row: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="opt-6.7b,opt-13b,opt-30b,opt-66b")
+    p.add_argument("--models", default="opt-125m,opt-350m,opt-1.3b,opt-2.7b,opt-6.7b,opt-13b,opt-30b,opt-66b")
     p.add_argument("--optimizers", default="sgd,adamw")
     p.add_argument("--time-limit", type=float, default=60.0)
     p.add_argument("--out", default=str(RESULTS / "opt_gaps.json"))
