@@ -157,6 +157,9 @@ def test_rewrites_refuse_the_calls_they_do_not_cover():
     assert "0-dim" in rewrite_refusal(aten.embedding.default, {"weight": w, "indices": torch.tensor(2)}, "cpu")
     expanded = torch.arange(3).expand(2, 3)  # position ids: flattening them would copy
     assert "strided" in rewrite_refusal(aten.embedding.default, {"weight": w, "indices": expanded}, "cpu")
+    rows = {"weight": w, "indices": torch.tensor([[1, 4]])}
+    assert rewrite_refusal(aten.embedding.default, rows, "cpu", torch.empty(1, 2, 3)) is None
+    assert "strided result" in rewrite_refusal(aten.embedding.default, rows, "cpu", torch.empty(1, 3, 2).mT)
     backward = aten.embedding_dense_backward.default
     named = {"grad_output": x, "indices": torch.tensor([0, 4]), "num_weights": 5, "padding_idx": -1,
              "scale_grad_by_freq": False}

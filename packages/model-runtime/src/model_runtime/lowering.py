@@ -124,7 +124,7 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
             and all(_dense_fresh(v) for v in tensors)):
         return Lowering("fallback", "returns a result that is not one fresh tensor per output")
     if elems is None and target in REWRITES:
-        refusal = rewrite_refusal(target, named_arguments(target, node.args, node.kwargs), device_type)
+        refusal = rewrite_refusal(target, named_arguments(target, node.args, node.kwargs), device_type, val)
         return Lowering("fallback", refusal) if refusal else Lowering("rewrite")
     if isinstance(val, list) and (twin := foreach_inplace_twin(target)) is not None \
             and _same_dtypes_as_self(node, tensors):

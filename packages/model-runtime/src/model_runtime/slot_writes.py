@@ -177,11 +177,15 @@ def rewrite_scratch(op: torch._ops.OpOverload, result: torch.Tensor, named: Mapp
     return ()
 
 
-def rewrite_refusal(op: torch._ops.OpOverload, named: Mapping[str, Any], device_type: str) -> str | None:
+def rewrite_refusal(op: torch._ops.OpOverload, named: Mapping[str, Any], device_type: str,
+                    result: torch.Tensor | None = None) -> str | None:
     """Why the rewrite of ``op`` does not apply to a call with these arguments (values
-    may be FX nodes with ``meta["val"]``) on ``device_type``, or None when it does."""
+    may be FX nodes with ``meta["val"]``) on ``device_type``, returning ``result`` (its
+    captured value, when known), or None when it does."""
     if op is aten._safe_softmax.default and named.get("dtype") is not None:
         return "_safe_softmax with a dtype (the softmax converts its input first)"
+    if op is aten.embedding.default and result is not None and not result.is_contiguous():
+        return "embedding into a strided result (its rows would be a copy of the slot)"
     if op in (aten.embedding.default, aten.embedding_dense_backward.default):
         indices = _value(named.get("indices"))
         if not isinstance(indices, torch.Tensor) or indices.dim() == 0:
