@@ -43,3 +43,16 @@ def test_opt_1_3b_captures_without_real_memory():
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     assert f["persistent_bytes"] > 4.9 * GIB  # the weights are accounted for...
     assert grown < 2 * GIB  # ...but never allocated
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["opt-13b", "opt-30b"])
+def test_opt_adamw_orders_end_under_five_hundredths_of_a_percent(model):
+    """Issue 15's goal on the AdamW steps that missed it before the tails (0.012% for
+    13B after 66 s, 0.062% for 30B): under 0.05% of the bound within 60 s."""
+    from model_bench.pipeline import capture_model
+    from model_sched import schedule
+
+    _, graph = capture_model(model, "train", 1, optimizer="adamw")
+    r = schedule(graph, method="auto", time_limit=60)
+    assert r.gap < 0.0005 and r.peak_bytes >= r.lower_bound_bytes

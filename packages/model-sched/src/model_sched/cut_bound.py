@@ -150,3 +150,65 @@ def raise_bound_by_cuts(lv: Liveness, control, per_op: tuple[int, ...], ops, dea
         if cap == MAX_CUT_EDGES or bound > lv.persistent_bytes + per_op[v]:
             done.append(v)
     return done
+
+
+def first_of_set_bound(lv: Liveness, members, anc: list[int], desc: list[int], *,
+                       max_edges: int = MAX_CUT_EDGES, deadline: float | None = None,
+                       progress=None) -> int | None:
+    """A lower bound on every valid order's peak (bytes, persistent included) from the
+    moment the first op of ``members`` runs, or None if ``deadline`` (a
+    ``time.perf_counter()`` value) passed first.
+
+    In any order some op ``d`` of the set runs first: every other member, and all their
+    descendants, run after it. For each ``d`` that can be first (no member among its
+    ancestors) the least live bytes at ``d`` under that condition are a minimum cut
+    (:func:`step_cut_bound` with those ops added to ``d``'s descendants); the least over
+    ``d`` bounds every order. With ``members`` the ops of the largest results (a
+    step's weight gradients), it sees what one op cannot: the first of them runs on
+    top of whatever the order has not freed yet, and freeing means running others.
+    One cut per candidate, each exact only within ``max_edges`` (else the forced
+    value, still a bound). ``progress(op, bound)`` is called after each candidate."""
+    import time
+
+    members = list(dict.fromkeys(members))
+    member_mask = 0
+    for u in members:
+        member_mask |= 1 << u
+    first = [d for d in members if not anc[d] & member_mask]
+    # the ops after the first member d: every other member and its descendants
+    later = [(1 << u) | desc[u] for u in first]
+    prefix, suffix = [0] * (len(first) + 1), [0] * (len(first) + 1)
+    for k, m in enumerate(later):
+        prefix[k + 1] = prefix[k] | m
+    for k in range(len(first) - 1, -1, -1):
+        suffix[k] = suffix[k + 1] | later[k]
+    best = None  # (a member with a member ancestor descends from some first one: in its set)
+    for k, d in enumerate(first):
+        if deadline is not None and time.perf_counter() >= deadline:
+            return None
+        after = desc[d] | prefix[k] | suffix[k + 1]
+        conditioned = list(desc)
+        conditioned[d] = after
+        value = step_cut_bound(lv, d, anc, conditioned, _forced_at(lv, d, anc[d], after), max_edges=max_edges)
+        best = value if best is None else min(best, value)
+        if progress is not None:
+            progress(d, value)
+    return best
+
+
+def _forced_at(lv: Liveness, v: int, before: int, after: int) -> int:
+    """Bytes alive at ``v`` in every order where the ops of ``before`` run before it and
+    those of ``after`` after it: produced before (or by ``v``), read at or after ``v``."""
+    n = lv.n_ops
+    is_before = _flags(before | (1 << v), n)
+    is_after = _flags(after | (1 << v), n)
+    total = 0
+    for b, size in enumerate(lv.sizes):
+        if lv.persistent[b] or size == 0:
+            continue
+        p = lv.producer[b]
+        if p >= 0 and not is_before[p]:
+            continue
+        if lv.keep[b] or p == v or any(is_after[u] for u in lv.users[b]):
+            total += size
+    return total
