@@ -51,6 +51,16 @@ def test_first_of_set_bound_is_the_least_live_bytes_when_the_first_member_runs(g
         assert bound == least
 
 
+def test_first_of_set_bound_needs_a_set():
+    import pytest
+
+    from model_ir.testing.examples import training_chain
+
+    lv = liveness(training_chain())
+    with pytest.raises(ValueError, match="at least one member"):
+        first_of_set_bound(lv, [], ancestor_masks(lv), descendant_masks(lv))
+
+
 def test_recomputed_input_either_it_or_its_square_is_alive():
     """GELU-backward pattern: x is read by a recomputation that is unordered with the loss."""
     from model_ir.graph import Buffer, Graph, Op

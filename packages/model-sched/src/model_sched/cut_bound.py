@@ -171,6 +171,8 @@ def first_of_set_bound(lv: Liveness, members, anc: list[int], desc: list[int], *
     import time
 
     members = list(dict.fromkeys(members))
+    if not members:
+        raise ValueError("first_of_set_bound needs at least one member op")
     member_mask = 0
     for u in members:
         member_mask |= 1 << u
