@@ -14,14 +14,10 @@ this runs for tens of minutes, which is why ``auto`` does not do it. The row giv
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from opt_gaps import RESULTS, sweep  # this folder: the scripts run as files
 
 
 def run_one(model: str, optimizer: str, time_limit: float) -> dict:
@@ -49,28 +45,18 @@ def run_one(model: str, optimizer: str, time_limit: float) -> dict:
             "gap": (r.peak_bytes - best_bound) / r.peak_bytes, "bound_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def line(row: dict) -> str:
+    return (f"| {row['model']} | {row['optimizer']} | {row['ops']} | {row['members']} | "
+            f"{row['peak_bytes'] / 1e9:.3f} GB | {row['auto_bound_bytes'] / 1e9:.3f} GB | "
+            f"{row['first_of_set_bytes'] / 1e9:.3f} GB | {100 * row['gap']:.3f}%{' (opt.)' if row['proven'] else ''} | "
+            f"{row['bound_seconds']:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="opt-30b")
-    p.add_argument("--optimizers", default="adamw")
-    p.add_argument("--time-limit", type=float, default=60.0)
-    p.add_argument("--out", default=str(RESULTS / "first_of_set_proof.json"))
-    args = p.parse_args(argv)
-    rows = []
-    print("| model | optimizer | ops | set | peak | auto's bound | first-of-set bound | gap | bound s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for model in args.models.split(","):
-        for optimizer in args.optimizers.split(","):
-            row = run_one(model, optimizer, args.time_limit)
-            rows.append(row)
-            print(f"| {model} | {optimizer} | {row['ops']} | {row['members']} | {row['peak_bytes'] / 1e9:.3f} GB | "
-                  f"{row['auto_bound_bytes'] / 1e9:.3f} GB | {row['first_of_set_bytes'] / 1e9:.3f} GB | "
-                  f"{100 * row['gap']:.3f}%{' (opt.)' if row['proven'] else ''} | {row['bound_seconds']:.0f} |",
-                  flush=True)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
-                                                  "time_limit": args.time_limit, "rows": rows}, indent=1))
-    return 0
+    return sweep(argv, description=__doc__, models="opt-30b", optimizers="adamw", out=RESULTS / "first_of_set_proof.json",
+                 header="| model | optimizer | ops | set | peak | auto's bound | first-of-set bound | gap | bound s |\n"
+                        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+                 run=run_one, line=line)
 
 
 if __name__ == "__main__":

@@ -48,25 +48,36 @@ def line(row: dict) -> str:
             f"{row['final_order_seconds']:.1f} | {row['seconds']:.1f} | {row['source']} |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="opt-125m,opt-350m,opt-1.3b,opt-2.7b,opt-6.7b,opt-13b,opt-30b,opt-66b")
-    p.add_argument("--optimizers", default="sgd,adamw")
+def sweep(argv: list[str] | None, *, description: str, models: str, optimizers: str, out: Path,
+          header: str, run, line) -> int:
+    """The command line of an OPT benchmark: ``run(model, optimizer, time_limit)`` for each
+    pair asked for, each row printed with ``line`` under the markdown ``header`` and the
+    rows so far written to the JSON file after each one (a long sweep keeps what it did)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=models)
+    p.add_argument("--optimizers", default=optimizers)
     p.add_argument("--time-limit", type=float, default=60.0)
-    p.add_argument("--out", default=str(RESULTS / "opt_gaps.json"))
+    p.add_argument("--out", default=str(out))
     args = p.parse_args(argv)
     rows = []
-    print("| model | optimizer | ops | peak | bound | gap | final order at s | auto s | found by |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print(header)
     for model in args.models.split(","):
         for optimizer in args.optimizers.split(","):
-            row = run_one(model, optimizer, args.time_limit)
+            row = run(model, optimizer, args.time_limit)
             rows.append(row)
             print(line(row), flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
                                                   "time_limit": args.time_limit, "rows": rows}, indent=1))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sweep(argv, description=__doc__, models="opt-125m,opt-350m,opt-1.3b,opt-2.7b,opt-6.7b,opt-13b,opt-30b,opt-66b",
+                 optimizers="sgd,adamw", out=RESULTS / "opt_gaps.json",
+                 header="| model | optimizer | ops | peak | bound | gap | final order at s | auto s | found by |\n"
+                        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+                 run=run_one, line=line)
 
 
 if __name__ == "__main__":
