@@ -123,3 +123,31 @@ def test_cuda_graph_zoo_losses_are_eager(model, batch):
     eager, graphed = _run(model, batch, ("eager", "default"), ("arena+graph", "default"))
     assert graphed["losses"] == eager["losses"]
     assert graphed["cuda_graph_recordings"] == 1
+
+
+def test_copied_fallbacks_on_cuda_give_the_same_steps():
+    """Fallback results (cuDNN convolutions and batch norm) copied into the arena give
+    the losses of the same plan that leaves them outside (deterministic cuDNN)."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_runtime import make_plan, optimize
+    from model_runtime.lowering import fallback_buffers
+
+    losses = {}
+    deterministic = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        for way in ("outside", "copied"):
+            torch.manual_seed(0)
+            model = small_cnn().cuda()
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            x = torch.randn(8, 3, 32, 32, device="cuda")
+            step = optimize(model, x, optimizer=opt, time_limit=1)
+            plan = make_plan(step.captured.graph, device_type="cuda", time_limit=1, fallback_results=way,
+                             unplaced=fallback_buffers(step.captured, "cuda"))
+            step = optimize(model, x, optimizer=opt, plan=plan)
+            assert any(f.copied for f in step.fallbacks) == (way == "copied")
+            losses[way] = [step(x).item() for _ in range(3)]
+    finally:
+        torch.backends.cudnn.deterministic = deterministic
+    assert losses["outside"] == losses["copied"]
+    assert len(set(losses["copied"])) > 1

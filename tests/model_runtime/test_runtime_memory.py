@@ -5,7 +5,8 @@
 - ``arena``: one arena of exactly the planned size; apart from the step's inputs and
   the arena, the only storages any op creates are the counted fallbacks' results
   (left out of the arena by the plan, alive until their last use, as the simulator
-  says) and the step outputs returned to the caller.
+  says, or copied into their slots and freed within the op) and the step outputs
+  returned to the caller.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ torch = pytest.importorskip("torch")
 from model_ir import simulate  # noqa: E402
 from model_ir.testing.live_memory import peak_allocated_during  # noqa: E402
 from model_ir.testing.torch_models import TransformerBlock, mlp, small_cnn  # noqa: E402
-from model_runtime import optimize  # noqa: E402
+from model_runtime import make_plan, optimize  # noqa: E402
 from model_runtime.lowering import fallback_buffers  # noqa: E402
 from model_runtime.measure import measure  # noqa: E402
 
@@ -69,16 +70,21 @@ def assert_arena_allocates_only_counted_fallbacks_and_outputs(step, *inputs, tar
     m = measure(step, *inputs, targets=targets)
     assert m.arena_bytes == step.plan.placement.arena_bytes == step.plan.figures["arena_bytes"]
     assert step.program.arena.untyped_storage().nbytes() == step.plan.placement.arena_bytes
-    fallback = {f.op: f.bytes for f in step.fallbacks}
+    fallback = {f.op: f.bytes for f in step.fallbacks if not f.copied}
     outputs = {op.id: sum(graph.buffer(b).size for b in op.outputs if graph.buffer(b).output) for op in graph.ops}
-    scratch = step.program.scratch  # a slot write's temporaries, freed within the op
+    scratch = step.program.scratch  # a slot write's temporaries and copied fallbacks' results, freed within the op
     for op_id, created in m.created.items():
         assert created == fallback.get(op_id, 0) + outputs[op_id] + scratch.get(op_id, 0), op_id
     # Between ops, only the inputs, the arena, the step outputs produced so far and the
     # fallbacks' results still in use are alive.
-    unplaced = fallback_buffers(step.captured, "cpu")
-    assert sum(f.bytes for f in step.fallbacks) == step.plan.figures["unplaced_bytes"]
-    assert not unplaced & set(step.plan.placement.offsets)  # never placed in the arena
+    # a copied fallback's results are placed, the others' never
+    placed = set(step.plan.placement.offsets)
+    for f in step.fallbacks:
+        results = set(graph.op(f.op).outputs) & fallback_buffers(step.captured, "cpu")
+        assert results <= placed if f.copied else not results & placed, f
+    unplaced = fallback_buffers(step.captured, "cpu") - placed
+    assert sum(f.bytes for f in step.fallbacks if not f.copied) == step.plan.figures["unplaced_bytes"]
+    assert sum(f.bytes for f in step.fallbacks if f.copied) == step.plan.figures["fallback_copied_bytes"]
     live = [lt for lt in simulate(graph, step.plan.schedule).lifetimes if lt.id in unplaced]
     base = graph.persistent_bytes + step.plan.placement.arena_bytes
     produced = 0
@@ -94,6 +100,18 @@ def assert_arena_allocates_only_counted_fallbacks_and_outputs(step, *inputs, tar
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_arena_allocates_only_counted_fallbacks_and_outputs(case):
     step, make_batch = _setup(case, "arena")
+    assert_arena_allocates_only_counted_fallbacks_and_outputs(step, make_batch())
+
+
+@pytest.mark.parametrize("case", ["cnn-adam", "transformer-adamw"])
+def test_arena_with_copied_fallbacks_allocates_only_their_temporaries(case):
+    """Fallback results copied into the arena live beside it only while their op runs."""
+    step, _ = _setup(case, "arena")
+    copied = make_plan(step.captured.graph, unplaced=fallback_buffers(step.captured, "cpu"),
+                       fallback_results="copied", time_limit=0.5)
+    step, make_batch = _setup(case, "arena", plan=copied)
+    assert step.plan.figures["fallback_copied_bytes"] > 0 == step.plan.figures["unplaced_bytes"]
+    assert max(step.program.scratch.values()) == step.plan.figures["fallback_copy_bytes"]
     assert_arena_allocates_only_counted_fallbacks_and_outputs(step, make_batch())
 
 

@@ -14,7 +14,8 @@ from model_ir.testing.torch_models import (  # noqa: E402
     TransformerBlock, eager_step, mlp, random_topological_order, small_cnn,
 )
 from model_ir import Plan, Schedule  # noqa: E402
-from model_runtime import optimize  # noqa: E402
+from model_runtime import make_plan, optimize  # noqa: E402
+from model_runtime.lowering import fallback_buffers  # noqa: E402
 from model_runtime.executors import build_arena  # noqa: E402
 from model_runtime.planning import arena_lifetimes  # noqa: E402
 from model_place import place  # noqa: E402
@@ -23,7 +24,8 @@ EXECUTORS = ("reorder", "arena")
 
 
 def compare(make_model, make_opt, make_batch, executor, *, steps=3, loss_fn=None, make_targets=None,
-            time_limit=1.0):
+            time_limit=1.0, fallback_results=None):
+    """``fallback_results``: the arena's plan is made with it (see model_runtime.make_plan)."""
     torch.manual_seed(0)
     model = make_model()
     ref = copy.deepcopy(model)
@@ -31,6 +33,11 @@ def compare(make_model, make_opt, make_batch, executor, *, steps=3, loss_fn=None
     targets = make_targets() if make_targets else ()
     step = optimize(model, make_batch(), optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
                     time_limit=time_limit)
+    if fallback_results is not None:
+        plan = make_plan(step.captured.graph, unplaced=fallback_buffers(step.captured, "cpu"),
+                         fallback_results=fallback_results, time_limit=time_limit)
+        step = optimize(model, make_batch(), optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
+                        plan=plan)
     before = [p.detach().clone() for p in model.parameters()]
     losses = []
     for i in range(steps):
@@ -62,6 +69,23 @@ def test_cnn_batchnorm_adam(executor):
     if executor == "arena":
         # Batch-norm running statistics are model buffers updated in place by the step.
         assert step.program.out_ops > 0
+
+
+@pytest.mark.parametrize("model", ["cnn", "transformer"])
+def test_copied_fallbacks(model):
+    """Fallback results copied into their arena slots byte for byte: the same step.
+    (The CNN's convolutions, batch norm backward; the transformer's layer norms.)"""
+    if model == "cnn":
+        step = compare(small_cnn, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2),
+                       lambda: torch.randn(4, 3, 16, 16), "arena", loss_fn=torch.nn.functional.cross_entropy,
+                       make_targets=lambda: (torch.randint(0, 10, (4,)),), fallback_results="copied")
+    else:
+        step = compare(lambda: TransformerBlock(16, 2, dropout=0.2),
+                       lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1),
+                       lambda: torch.randn(2, 6, 16), "arena", fallback_results="copied")
+    assert step.plan.figures["fallback_copied_bytes"] > 0
+    assert step.fallbacks and all(f.copied for f in step.fallbacks)
+    assert step.figures()["scratch_peak_bytes"] == step.plan.figures["fallback_copy_bytes"] > 0
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)

@@ -43,6 +43,12 @@ def train_with_budget(model, make_opt, make_batch, share, *, executor, steps=3, 
     assert f["fits_budget"] and f["peak_bytes"] <= budget < peak
     assert f["recomputed_ops"] > 0 and f["recompute_flops"] >= 0
     assert len(step.plan.schedule.order) == len(step.plan.graph.ops) + f["recomputed_ops"]
+    if step.program.arena is not None:
+        # one arena slot per result of each run of an op: a name shared by two (op
+        # "bn_1" result 2, op "bn" result 1 run 2) read one slot for the other
+        slots = [n.target for n in step.program.module.graph.nodes
+                 if n.op == "get_attr" and n.target.startswith("_slot_")]
+        assert len(slots) == len(set(slots))
     for i in range(steps):
         batch, tg = make_batch(), ((make_targets(),) if make_targets else ())
         torch.manual_seed(100 + i)

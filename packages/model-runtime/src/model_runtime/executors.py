@@ -37,7 +37,8 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
         raise RuntimeLayerError(f"cannot allocate the arena of {placement.arena_bytes} bytes on {device}: "
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     slots = {}
-    unplaced = fallback_buffers(step, device.type)
+    # The fallbacks' results stay outside the arena unless the plan placed them (copied in).
+    unplaced = fallback_buffers(step, device.type) - set(placement.offsets)
     # A recomputed buffer has a slot per instance (b, b@2, ...), each placed on its own.
     again = extra_instances(plan.graph, order_indices(plan.graph, plan.schedule))
     for buf in transient_buffers(plan.graph):
@@ -71,12 +72,14 @@ class ArenaExecutor:
     name = "arena"
     help = "planned op order and addresses: one arena, ops write into their slot through out= overloads"
     needs_placement = True
+    copies_unplaced = True  # a fallback's results the plan places are copied into their slots
 
     def build(self, step, plan, *, device, on_op=None) -> CompiledProgram:
         return build_arena(step, plan, device=device, on_op=on_op)
 
     def unplaced(self, step, device) -> frozenset:
-        """Transient buffers this executor leaves to PyTorch's allocator: its fallbacks' results."""
+        """Transient buffers PyTorch's allocator makes for this executor: its fallbacks'
+        results (left there, or copied into the arena when the plan places them)."""
         return fallback_buffers(step, torch.device(device).type)
 
 

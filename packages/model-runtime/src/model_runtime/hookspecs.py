@@ -16,8 +16,11 @@ class Executor(Protocol):
     """A way to run a plan: ``build`` turns a captured step and its plan into a callable
     program; ``on_op(t, op_id, inputs, results)``, when given, is called after each op
     (measurements). ``needs_placement``: whether the plan must place buffers. Optional:
-    ``unplaced(captured, device) -> frozenset`` of transient buffer ids the executor
-    leaves to PyTorch's allocator (the plan then does not place them)."""
+    ``unplaced(captured, device) -> frozenset`` of transient buffer ids PyTorch's
+    allocator makes for the executor (the plan then does not place them), and
+    ``copies_unplaced = True`` when ``build`` copies those the plan does place into
+    their slots (the plan may then place some; see ``make_plan``'s
+    ``fallback_results``)."""
 
     name: str
     help: str
@@ -33,5 +36,7 @@ def model_opt_executors() -> list[Executor]:
     :mod:`model_runtime.program`), which turns a captured step and its plan into a
     callable program; ``on_op(t, op_id, inputs, results)``, when given, is called
     after each op (measurements). Optional: ``unplaced(captured, device) ->
-    frozenset`` of transient buffer ids the executor leaves to PyTorch's allocator
-    (the plan then does not place them, and reports their memory)."""
+    frozenset`` of transient buffer ids PyTorch's allocator makes for the executor
+    (the plan then does not place them, and reports their memory), and
+    ``copies_unplaced = True`` when ``build`` copies those the plan places into
+    their slots (the plan may then place some)."""

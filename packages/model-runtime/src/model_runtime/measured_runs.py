@@ -280,14 +280,15 @@ def planned_device_bytes(run: dict) -> int | None:
     """What the plan of one measured run says the device holds in steady state (bytes).
 
     With a placement: persistent bytes (measured when the run has them, else the
-    plan's) + arena + the executor's unplaced buffers as PyTorch's caching allocator
-    would hold them (simulated); without one (``reorder``): the planned peak; None for
-    ``eager`` (no plan).
+    plan's) + arena + what the executor's fallback results take beside it, as PyTorch's
+    caching allocator would hold them (simulated: ``beside_arena_bytes`` of a CUDA
+    plan); without one (``reorder``): the planned peak; None for ``eager`` (no plan).
     """
     plan = run.get("plan", {})
     if "arena_bytes" in plan:
         persistent = run.get("persistent_allocated_bytes", plan["persistent_bytes"])
-        return persistent + plan["arena_bytes"] + plan.get("unplaced_caching_allocator_bytes", 0)
+        beside = plan.get("beside_arena_bytes", plan.get("unplaced_caching_allocator_bytes", 0))
+        return persistent + plan["arena_bytes"] + beside
     return plan.get("peak_bytes")
 
 

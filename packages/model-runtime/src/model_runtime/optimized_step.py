@@ -225,12 +225,20 @@ class OptimizedStep:
             ]
         if self.program.arena is not None:
             fb = self.program.fallbacks
+            copied = sum(x.copied for x in fb)
             lines.append(
                 f"  {f['out_variant_ops']} ops write into the arena (out= overloads, slot writes); "
                 f"{len(fb)} fall back (run as in eager; their results, {human_bytes(f['fallback_bytes'])} in all, "
-                f"are left to PyTorch's allocator: live peak {human_bytes(f.get('unplaced_live_peak_bytes', 0))}, "
-                f"caching allocator (simulated) {human_bytes(f.get('unplaced_caching_allocator_bytes', 0))})"
+                f"take {human_bytes(f.get('beside_arena_bytes', 0))} beside the arena)"
             )
+            if copied:
+                lines.append(f"    results of {copied} copied into the arena right after their op "
+                             f"({human_bytes(f.get('fallback_copied_bytes', 0))}; at most "
+                             f"{human_bytes(f.get('fallback_copy_bytes', 0))} beside it at a time)")
+            if copied < len(fb):
+                lines.append(f"    results of {len(fb) - copied} left to PyTorch's allocator until their last use "
+                             f"(live peak {human_bytes(f.get('unplaced_live_peak_bytes', 0))}, caching allocator "
+                             f"(simulated) {human_bytes(f.get('unplaced_caching_allocator_bytes', 0))})")
             counts: dict[str, int] = {}
             for x in fb:
                 counts[x.target] = counts.get(x.target, 0) + 1
@@ -359,7 +367,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         """``saved`` (a plan or its path) checked to be made for this very step."""
         return check_saved_plan(load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved,
                                 captured.graph, needs_placement=chosen.needs_placement,
-                                alignment=device_alignment(device.type), unplaced=unplaced)
+                                alignment=device_alignment(device.type), unplaced=unplaced,
+                                device_type=device.type, copies_unplaced=getattr(chosen, "copies_unplaced", False))
 
     candidates = list(plan) if isinstance(plan, (list, tuple)) else None
     if candidates is not None:
@@ -369,7 +378,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     if plan is None:
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
-                         unplaced=unplaced, memory_budget=memory_budget)
+                         unplaced=unplaced, memory_budget=memory_budget,
+                         fallback_results="auto" if getattr(chosen, "copies_unplaced", False) else "outside")
         if memory_budget is not None and not plan.figures["fits_budget"]:
             f = plan.figures
             raise BudgetError(

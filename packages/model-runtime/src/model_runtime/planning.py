@@ -61,6 +61,98 @@ def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
             "unplaced_caching_allocator_bytes": caching_allocator_bytes(lts)}
 
 
+def copy_lifetimes(graph, order, alignment: int, copied) -> list[Lifetime]:
+    """The temporaries of the fallbacks whose results are copied into the arena: each
+    result in ``copied`` of each run of its op in ``order``, alive while the op runs
+    (one step) beside the arena."""
+    if not copied:
+        return []
+    lts = []
+    for t, i in enumerate(order_indices(graph, order)):
+        for b in graph.ops[i].outputs:
+            if b in copied:
+                lts.append(Lifetime(f"{b}@{t}", t, t + 1, graph.buffer(b).size, alignment))
+    return lts
+
+
+def fallback_groups(graph, fallbacks) -> dict[str, frozenset[str]]:
+    """Op id -> its results in ``fallbacks``, for the ops that have some: the executor
+    copies an op's results into the arena all together or not at all."""
+    groups = {op.id: frozenset(b for b in op.outputs if b in fallbacks) for op in graph.ops}
+    return {op: bs for op, bs in groups.items() if bs}
+
+
+def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_type: str) -> dict:
+    """Where the arena executor's fallback results (``fallbacks``) live, in figures (bytes).
+
+    Those in ``copied`` are placed and copied into their arena slot right after their
+    op: they live beside the arena only while it runs (``fallback_copied_bytes``: their
+    total; ``fallback_copy_bytes``: the most beside it at a time). The others are left
+    to PyTorch's allocator until their last use (:func:`unplaced_figures`).
+    ``beside_arena_bytes``: what the device holds for both beside the arena, in one
+    allocator: on CUDA what its caching allocator reserves (simulated), elsewhere the
+    live peak.
+    """
+    copied = frozenset(copied) & frozenset(fallbacks)
+    figures = unplaced_figures(graph, order, alignment, frozenset(fallbacks) - copied)
+    copies = copy_lifetimes(graph, order, alignment, copied)
+    figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
+    figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
+    figures["beside_arena_bytes"] = _beside_arena(graph, order, alignment, frozenset(fallbacks) - copied, copies,
+                                                  device_type)
+    return figures
+
+
+def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None) -> int:
+    """Bytes the device holds beside the arena for the results ``unplaced`` (alive to
+    their last use) and the ``copies`` (temporaries' lifetimes); ``lifetimes``: those of
+    every buffer in ``order`` when the caller has them."""
+    owner = _owners(graph, order)
+    if lifetimes is None:
+        lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    lts = [lt for lt in lifetimes if owner.get(lt.id, lt.id) in unplaced] + list(copies)
+    if not lts:
+        return 0
+    return caching_allocator_bytes(lts) if device_type == "cuda" else live_bytes_peak(lts)
+
+
+def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -> frozenset[str]:
+    """The fallback results worth copying into the arena in ``order``: those of the ops
+    whose results (together) are smaller than a threshold, the threshold that makes the
+    arena (its bound, the peak of its live bytes) plus :func:`_beside_arena` smallest,
+    fewer copies on a tie. Every threshold is tried: none copied, all copied, and each
+    op's size in between. Copying a result costs a temporary as large while its op runs
+    (and the copy's time); leaving it outside costs its bytes beside the arena until its
+    last use, fragmented by the caching allocator on CUDA."""
+    groups = fallback_groups(graph, fallbacks)
+    if not groups:
+        return frozenset()
+    size = {op: sum(graph.buffer(b).size for b in bs) for op, bs in groups.items()}
+    everything = lifetimes_from_graph(graph, order, alignment=alignment)
+    best = None
+    for threshold in sorted(set(size.values())) + [float("inf")]:
+        copied = frozenset(b for op, bs in groups.items() if size[op] < threshold for b in bs)
+        key = (fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything),
+               sum(graph.buffer(b).size for b in copied))
+        if best is None or key < best[0]:
+            best = key, copied
+    return best[1]
+
+
+def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: str, lifetimes=None) -> int:
+    """What :func:`fallback_copies` minimises (bytes): the arena's bound (the peak of its
+    live bytes) with the results ``copied`` placed and the other ``fallbacks`` not, plus
+    what both take beside it (:func:`_beside_arena`)."""
+    if lifetimes is None:
+        lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    owner = _owners(graph, order)
+    unplaced = frozenset(fallbacks) - frozenset(copied)
+    not_placed = {b.id for b in graph.buffers if b.output} | unplaced
+    arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in not_placed)
+    return arena + _beside_arena(graph, order, alignment, unplaced, copy_lifetimes(graph, order, alignment, copied),
+                                 device_type, lifetimes)
+
+
 def caching_allocator_bytes(lifetimes: Sequence[Lifetime]) -> int:
     """What PyTorch's caching allocator (default setting) reserves for ``lifetimes`` run
     step after step, in its steady state (simulated)."""
@@ -98,9 +190,13 @@ def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], 
     return (other, again) if again.arena_bytes < placement.arena_bytes else (order, placement)
 
 
+#: How :func:`make_plan` may hold the fallbacks' results (see :func:`fallback_figures`).
+FALLBACK_RESULTS = ("auto", "outside", "copied")
+
+
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
               schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset(),
-              memory_budget: int | None = None) -> Plan:
+              memory_budget: int | None = None, fallback_results: str = "auto") -> Plan:
     """Schedule ``graph``, place its arena buffers (when ``placement``) and gather the figures.
 
     ``time_limit`` (seconds) applies to each solver separately (default
@@ -110,22 +206,34 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     ``eager_caching_allocator_bytes`` (what PyTorch's caching allocator would reserve
     for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
     allocated outside the arena), ``schedule_seconds``, ``place_seconds``; with
-    ``unplaced`` (transient buffers the executor leaves to PyTorch's allocator, never
-    placed), the figures of :func:`unplaced_figures`. ``memory_budget`` (bytes): the
+    ``unplaced`` (the results of the ops the executor runs as fallbacks, which PyTorch's
+    allocator makes): ``fallback_results`` says whether they stay ``"outside"`` the arena
+    or are ``"copied"`` into it right after their op (then placed like any buffer);
+    ``"auto"`` copies those :func:`fallback_copies` picks. The figures then add those of
+    :func:`fallback_figures`.
+    ``memory_budget`` (bytes): the
     order may recompute ops to keep its peak under it (see :func:`model_sched.schedule`);
     the figures then add ``memory_budget``, ``fits_budget``, ``recomputed_ops``,
     ``recompute_flops``, ``recompute_overhead`` (recomputed FLOPs per FLOP of the
     step) and ``reorder_lower_bound_bytes``, and ``lower_bound_bytes`` is the bound of
     any plan with recomputation.
     """
+    if fallback_results not in FALLBACK_RESULTS:
+        raise RuntimeLayerError(f"fallback_results must be one of {', '.join(FALLBACK_RESULTS)}, "
+                                f"got {fallback_results!r}")
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)
     order, result = sched.order, None
     place_start = time.perf_counter()
+
+    copied = frozenset()
     if placement:
+        copied = {"outside": frozenset(), "copied": frozenset(unplaced),
+                  "auto": fallback_copies(graph, sched.order, alignment, unplaced, device_type)}[fallback_results]
+        leave_out = frozenset(unplaced) - copied
         order, result = place_scheduled(
-            graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, unplaced),
+            graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, leave_out),
                                                    method=place_method, time_limit=seconds), limit)
     figures = simulated_figures(graph, order, None, alignment)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
@@ -149,7 +257,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         })
     placed = None
     if result is not None:
-        figures.update(unplaced_figures(graph, order, alignment, unplaced))
+        figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type))
         eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
         placed = result.placement()
         figures.update({
@@ -170,10 +278,13 @@ def _structure(graph) -> tuple:
     return buffers, ops
 
 
-def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int, unplaced=frozenset()) -> Plan:
+def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int, unplaced=frozenset(),
+                     device_type: str = "cpu", copies_unplaced: bool = True) -> Plan:
     """``plan`` re-targeted to ``graph`` (the step captured now), after checking that
     it was made for the same step and that its order (and placement, when
-    ``needs_placement``) are valid for it. Raises :class:`ReoptimizeError` otherwise."""
+    ``needs_placement``) are valid for it. Raises :class:`ReoptimizeError` otherwise.
+    ``unplaced``: the executor's fallback results; with ``copies_unplaced``, those of
+    an op the placement places are copied into the arena (see :func:`make_plan`)."""
     if _structure(plan.graph) != _structure(graph):
         raise ReoptimizeError(
             f"the saved plan was made for another step ({len(plan.graph.ops)} ops, {len(plan.graph.buffers)} "
@@ -184,8 +295,11 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
     if needs_placement and plan.placement is None:
         raise ReoptimizeError("the saved plan has no placement, which this executor needs; "
                               "optimize without plan= to make one")
-    lts = arena_lifetimes(graph, plan.schedule, alignment, unplaced)
     placement = plan.placement
+    # The fallbacks the placement places (all of an op's results) are copied into the arena.
+    placed = set(placement.offsets) if placement is not None and copies_unplaced else set()
+    copied = frozenset(b for bs in fallback_groups(graph, unplaced).values() if bs <= placed for b in bs)
+    lts = arena_lifetimes(graph, plan.schedule, alignment, frozenset(unplaced) - copied)
     if placement is not None:
         try:
             check_saved_placement(lts, placement, alignment)
@@ -196,7 +310,8 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
     # The saved figures are not trusted (the file may come from another tool, or have
     # been edited): every figure is recomputed from the graph, the order and the offsets.
     return Plan(graph, plan.schedule, placement,
-                {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced),
+                {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced, copied=copied,
+                                     device_type=device_type),
                  **bound_figures(graph, plan.schedule, lts if placement is not None else None)})
 
 
@@ -241,9 +356,12 @@ def bound_figures(graph, order, lts=None) -> dict:
     return figures
 
 
-def simulated_figures(graph, order, placement, alignment: int, unplaced=frozenset()) -> dict:
+def simulated_figures(graph, order, placement, alignment: int, unplaced=frozenset(), *, copied=frozenset(),
+                      device_type: str = "cpu") -> dict:
     """The figures of a plan the simulator recomputes (bytes): a saved plan's own are
-    not trusted (it may come from another tool, or have been edited)."""
+    not trusted (it may come from another tool, or have been edited). ``unplaced``,
+    ``copied``: the executor's fallback results and those copied into the arena
+    (:func:`fallback_figures`)."""
     peak = simulate(graph, order).peak_bytes
     eager = simulate(graph, eager=True).peak_bytes
     figures = {
@@ -261,5 +379,5 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
         figures["arena_bytes"] = placement.arena_bytes
         eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
         figures["eager_caching_allocator_bytes"] = caching_allocator_bytes(eager_lts)
-        figures.update(unplaced_figures(graph, order, alignment, unplaced))
+        figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type))
     return figures

@@ -17,8 +17,9 @@ With ``slots`` (the arena executor), every fresh tensor an op returns is given a
 preallocated tensor (a view of the arena at the buffer's planned offset): the op is
 called through its ``out=`` overload or a slot write writing into it
 (``model_runtime.lowering`` decides how). Where neither is possible, the op runs
-normally and its results live in PyTorch's allocator (a *fallback*, recorded with its
-reason; the plan left those buffers out of the arena). Ops that allocate nothing
+normally (a *fallback*, recorded with its reason): its results live in PyTorch's
+allocator until their last use when the plan left those buffers out of the arena, or
+are copied into their slots at once when it placed them. Ops that allocate nothing
 (views, in-place ops) run unchanged, on the arena views.
 """
 
@@ -50,13 +51,15 @@ from model_runtime.slot_writes import REWRITES, call_foreach_into, rewrite_scrat
 class Fallback:
     """An op that could not write into an arena slot: it ran as in eager PyTorch and
     its fresh results, ``bytes`` in all (each storage rounded up to the graph's
-    granularity like the IR buffers), live outside the arena until their last use, as
-    the plan says (they are not placed)."""
+    granularity like the IR buffers), live outside the arena until their last use (the
+    plan did not place them) or, when ``copied``, are copied into their arena slots
+    right after the op and freed (a temporary, counted in the program's ``scratch``)."""
 
     op: str
     target: str
     reason: str
     bytes: int
+    copied: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -205,27 +208,41 @@ class _Builder:
             if user.name in self.step.folded and self.env.pop(user.name, None) is not None:
                 stack += list(user.users)
 
-    def slot(self, node: fx.Node, k: int, buffer: str) -> fx.Node:
-        val = node.meta["val"]
-        fake = val if result_elements(val) is None else val[k]
+    def slot(self, node: fx.Node, k: int, buffer: str, *, raw: bool = False) -> fx.Node:
+        """The arena slot of ``node``'s ``k``-th result (``buffer``), viewed as that result
+        (``raw``: the slot's bytes, a 1-D ``uint8`` tensor)."""
         instance = self.instance.get(buffer, buffer)
-        name = f"_slot_{node.name}_{k}" + ("" if instance == buffer else f"_{self.runs[node.name]}")
-        return self.attr(name, _view_in(self.slots[instance], fake))
+        name = f"_slot_{node.name}_{k}" + ("" if instance == buffer else f"_run{self.runs[node.name]}")
+        while name in self.root:  # never another slot's name (op names end in digits too)
+            name += "_"
+        if raw:
+            return self.attr(name, self.slots[instance])
+        val = node.meta["val"]
+        return self.attr(name, _view_in(self.slots[instance], val if result_elements(val) is None else val[k]))
 
     def emit_into_slots(self, op, node: fx.Node) -> fx.Node:
         how = lower(self.step, op, node, self.device_type, self.output_buffers)
         target = node.target
         if how.kind == "fallback":
-            # Run as eager does: the fresh results stay in PyTorch's allocator until their
-            # last use; the plan kept them out of the arena (lowering.fallback_buffers).
+            # Run as eager does. The fresh results stay in PyTorch's allocator until their
+            # last use where the plan kept them out of the arena (lowering.fallback_buffers),
+            # else they are copied into their slots at once.
             val = node.meta.get("val")
             elems = result_elements(val)
             tensors = [val] if elems is None else elems
+            fresh = [isinstance(v, torch.Tensor) and b in op.outputs and b not in self.output_buffers
+                     for v, b in zip(tensors, element_buffers(self.step, node))]
             nbytes = sum(-(-storage_bytes(v) // self.granularity) * self.granularity
-                         for v, b in zip(tensors, element_buffers(self.step, node))
-                         if isinstance(v, torch.Tensor) and b in op.outputs and b not in self.output_buffers)
-            self.fallbacks.append(Fallback(op.id, str(target), how.reason, nbytes))
-            return self.g.node_copy(node, self.lookup)
+                         for v, f in zip(tensors, fresh) if f)
+            bufs = element_buffers(self.step, node)
+            copied = any(fresh) and all(self.instance.get(b, b) in self.slots for b, f in zip(bufs, fresh) if f)
+            self.fallbacks.append(Fallback(op.id, str(target), how.reason, nbytes, copied))
+            value = self.g.node_copy(node, self.lookup)
+            if not copied:
+                return value
+            self.scratch[op.id] = nbytes
+            regions = [self.slot(node, k, b, raw=True) if f else None for k, (b, f) in enumerate(zip(bufs, fresh))]
+            return self.g.call_function(_copied_into, (value, regions))
         bufs = element_buffers(self.step, node)
         named = named_arguments(target, node.args, node.kwargs)
         named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
@@ -302,6 +319,26 @@ def _if_finite(fn: Callable) -> Callable:
     # FX names the generated code's globals after the target.
     if_finite.__name__ = if_finite.__qualname__ = "if_finite_" + re.sub(r"\W", "_", getattr(fn, "__name__", "op"))
     return if_finite
+
+
+def _copied_into(result, regions: Sequence[torch.Tensor | None]):
+    """A fallback's ``result`` (a tensor, or a tuple or list of them and None) with each
+    element that has a region (1-D ``uint8`` arena slot) replaced by the same view of
+    that region, after copying its storage there byte for byte."""
+    def into(t, region):
+        if region is None:
+            return t
+        nbytes = storage_bytes(t)
+        if nbytes > region.numel():
+            raise RuntimeLayerError(f"internal error: a fallback's result of {nbytes} bytes does not fit its "
+                                    f"arena slot of {region.numel()} bytes")
+        raw = torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage())
+        region[:nbytes].copy_(raw)
+        return _view_in(region, t)
+
+    if isinstance(result, torch.Tensor):
+        return into(result, regions[0])
+    return type(result)(into(t, r) for t, r in zip(result, regions, strict=True))
 
 
 def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

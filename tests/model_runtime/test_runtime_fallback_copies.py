@@ -1,0 +1,113 @@
+"""Where the arena executor's fallback results live: left to PyTorch's allocator until
+their last use, or copied into the arena right after their op (``make_plan``'s
+``fallback_results``); ``auto`` keeps whichever holds less beside the arena."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_ir import Schedule
+from model_ir.testing.strategies import graphs
+from model_runtime.errors import RuntimeLayerError
+from model_ir.testing.examples import random_topological_order
+from model_runtime.planning import copy_lifetimes, fallback_copies, fallback_cost, make_plan
+
+ALIGN = {"cpu": 64, "cuda": 512}
+
+
+@st.composite
+def graphs_with_fallbacks(draw):
+    """A random graph and the fresh transient results of a random subset of its ops."""
+    graph = draw(graphs(min_ops=2, max_ops=9, max_size=3000))
+    ops = draw(st.lists(st.sampled_from([op.id for op in graph.ops]), unique=True, max_size=len(graph.ops)))
+    fallbacks = frozenset(b for op in ops for b in graph.op(op).outputs
+                          if not graph.buffer(b).output and not graph.buffer(b).persistent)
+    return graph, fallbacks
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs_with_fallbacks(), st.sampled_from(["cpu", "cuda"]))
+def test_outside_and_copied_plans(case, device_type):
+    graph, fallbacks = case
+    outside, copied = (make_plan(graph, device_type=device_type, unplaced=fallbacks, fallback_results=way,
+                                 time_limit=0.2) for way in ("outside", "copied"))
+    assert not fallbacks & set(outside.placement.offsets)
+    assert fallbacks <= set(copied.placement.offsets)
+    assert outside.figures["fallback_copied_bytes"] == 0 == copied.figures["unplaced_bytes"]
+    assert copied.figures["fallback_copied_bytes"] == sum(graph.buffer(b).size for b in fallbacks)
+    # Two pools side by side (and the step outputs) never hold less than the transient
+    # peak; one arena with the copies beside it neither.
+    f = outside.figures
+    assert f["arena_bytes"] + f["beside_arena_bytes"] + f["output_bytes"] >= f["transient_peak_bytes"]
+    f = copied.figures
+    assert f["beside_arena_bytes"] >= f["fallback_copy_bytes"]
+    assert f["arena_bytes"] + f["beside_arena_bytes"] + f["output_bytes"] >= f["transient_peak_bytes"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(graphs_with_fallbacks(), st.sampled_from(["cpu", "cuda"]), st.randoms(use_true_random=False))
+def test_fallback_copies_never_cost_more_than_none_or_all(case, device_type, rnd):
+    graph, fallbacks = case
+    order = random_topological_order(graph, seed=rnd.randrange(1000))
+    align = ALIGN[device_type]
+    chosen = fallback_copies(graph, order, align, fallbacks, device_type)
+    cost = fallback_cost(graph, order, align, fallbacks, chosen, device_type)
+    assert cost <= fallback_cost(graph, order, align, fallbacks, frozenset(), device_type)
+    assert cost <= fallback_cost(graph, order, align, fallbacks, fallbacks, device_type)
+    # all of an op's results or none; every op smaller than a copied one is copied
+    groups = [set(op.outputs) & fallbacks for op in graph.ops if set(op.outputs) & fallbacks]
+    assert all(g <= chosen or not g & chosen for g in groups)
+    sizes = [(sum(graph.buffer(b).size for b in g), g <= chosen) for g in groups]
+    assert all(c2 for s1, c1 in sizes if c1 for s2, c2 in sizes if s2 < s1)
+    # make_plan's auto places such a choice (for its own order) and says so in its figures
+    plan = make_plan(graph, device_type=device_type, unplaced=fallbacks, time_limit=0.2)
+    placed = fallbacks & set(plan.placement.offsets)
+    assert all(g <= placed or not g & placed for g in groups)
+    assert plan.figures["fallback_copied_bytes"] == sum(graph.buffer(b).size for b in placed)
+    assert plan.figures["unplaced_bytes"] == sum(graph.buffer(b).size for b in fallbacks - placed)
+
+
+def test_copy_lifetimes_are_one_step_per_run_of_each_fallback():
+    from model_ir.testing.examples import training_chain
+
+    graph = training_chain(3, size=100)  # f0 f1 f2 b2 b1 b0 update
+    order = Schedule([op.id for op in graph.ops])
+    lts = copy_lifetimes(graph, order, 64, frozenset({"a1", "g2"}))
+    assert [(lt.id, lt.start, lt.end, lt.size) for lt in lts] == [("a1@1", 1, 2, 100), ("g2@3", 3, 4, 1)]
+    assert copy_lifetimes(graph, order, 64, frozenset()) == []
+
+
+def test_fallback_results_is_checked():
+    from model_ir.testing.examples import training_chain
+
+    with pytest.raises(RuntimeLayerError, match="fallback_results must be one of auto, outside, copied"):
+        make_plan(training_chain(2), fallback_results="inside")
+
+
+def test_saved_copied_plan_runs_copied(tmp_path):
+    """A saved plan that places the fallbacks' results keeps copying them; its figures
+    are recomputed as such."""
+    torch = pytest.importorskip("torch")
+    from model_ir import save_plan
+    from model_ir.testing.torch_models import small_cnn
+    from model_runtime import optimize
+    from model_runtime.lowering import fallback_buffers
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 3, 16, 16)
+    step = optimize(model, x, optimizer=opt, time_limit=0.5)
+    plan = make_plan(step.captured.graph, unplaced=fallback_buffers(step.captured, "cpu"),
+                     fallback_results="copied", time_limit=0.5)
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    again = optimize(model, x, optimizer=opt, plan=str(path))
+    f = again.figures()
+    assert f["fallback_copied_bytes"] > 0 == f["unplaced_bytes"]
+    assert f["fallback_copy_bytes"] == plan.figures["fallback_copy_bytes"] == f["scratch_peak_bytes"]
+    assert all(fb.copied for fb in again.fallbacks)
+    assert "copied into the arena" in again.report()
+    again(x)
