@@ -111,3 +111,38 @@ def test_saved_copied_plan_runs_copied(tmp_path):
     assert all(fb.copied for fb in again.fallbacks)
     assert "copied into the arena" in again.report()
     again(x)
+
+
+def test_a_cuda_plan_counts_the_library_workspaces_beside_the_arena(monkeypatch):
+    """cuBLAS's workspace (kept) and cuDNN's convolution workspaces (during each call)
+    come from the caching allocator beside the arena: a CUDA plan's beside_arena_bytes
+    holds them (captured for CUDA on this machine: emulated kernels, Hopper's sizes)."""
+    torch = pytest.importorskip("torch")
+    from model_ir.testing.torch_models import small_cnn
+    from model_ir.torch import capture_step
+    from model_runtime.lowering import fallback_buffers
+    from model_runtime.planning import workspace_lifetimes
+
+    MiB = 1 << 20
+    model = small_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def plan_for(device):
+        cap = capture_step(model, torch.randn(4, 3, 16, 16), optimizer=opt, device=device,
+                           granularity=512 if device == "cuda" else 64)
+        return make_plan(cap.graph, device_type=device, unplaced=fallback_buffers(cap, device), time_limit=0.5)
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    plan = plan_for("cuda")
+    kept, step = workspace_lifetimes(plan.graph, plan.schedule)
+    assert [lt.size for lt in kept] == [32 * MiB]  # one cuBLAS workspace: every op on one thread
+    assert step and all(plan.graph.op(lt.id.split(":")[1].split("@")[0]).target.startswith("aten.convolution")
+                        for lt in step)
+    f = plan.figures
+    assert f["library_workspace_bytes"] >= 32 * MiB + max(lt.size for lt in step)
+    assert f["beside_arena_bytes"] >= f["library_workspace_bytes"]
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1024:2")
+    assert [lt.size for lt in workspace_lifetimes(plan.graph, plan.schedule)[0]] == [2 * MiB]
+    cpu = plan_for("cpu")
+    assert workspace_lifetimes(cpu.graph, cpu.schedule) == ([], [])
+    assert cpu.figures["library_workspace_bytes"] == 0

@@ -280,9 +280,10 @@ def planned_device_bytes(run: dict) -> int | None:
     """What the plan of one measured run says the device holds in steady state (bytes).
 
     With a placement: persistent bytes (measured when the run has them, else the
-    plan's) + arena + what the executor's fallback results take beside it, as PyTorch's
-    caching allocator would hold them (simulated: ``beside_arena_bytes`` of a CUDA
-    plan); without one (``reorder``): the planned peak; None for ``eager`` (no plan).
+    plan's) + arena + what the executor's fallback results (and, in plans made since
+    they count, the libraries' workspaces) take beside it, as PyTorch's caching
+    allocator would hold them (simulated: ``beside_arena_bytes`` of a CUDA plan);
+    without one (``reorder``): the planned peak; None for ``eager`` (no plan).
     """
     plan = run.get("plan", {})
     if "arena_bytes" in plan:

@@ -228,9 +228,12 @@ class OptimizedStep:
             copied = sum(x.copied for x in fb)
             lines.append(
                 f"  {f['out_variant_ops']} ops write into the arena (out= overloads, slot writes); "
-                f"{len(fb)} fall back (run as in eager; their results, {human_bytes(f['fallback_bytes'])} in all, "
-                f"take {human_bytes(f.get('beside_arena_bytes', 0))} beside the arena)"
+                f"{len(fb)} fall back (run as in eager; their results: {human_bytes(f['fallback_bytes'])} in all)"
             )
+            lines.append(f"  beside the arena, in PyTorch's allocator (simulated): "
+                         f"{human_bytes(f.get('beside_arena_bytes', 0))} (fallback results"
+                         + (f", library workspaces {human_bytes(f['library_workspace_bytes'])} alone"
+                            if f.get("library_workspace_bytes") else "") + ")")
             if copied:
                 lines.append(f"    results of {copied} copied into the arena right after their op "
                              f"({human_bytes(f.get('fallback_copied_bytes', 0))}; at most "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -75,6 +76,30 @@ def copy_lifetimes(graph, order, alignment: int, copied) -> list[Lifetime]:
     return lts
 
 
+def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
+    """``(kept, step)``: the library workspaces a planned step on CUDA takes from PyTorch's
+    caching allocator beside the arena (none for a graph captured for another device;
+    :mod:`model_ir.workspaces`). ``kept``: one cuBLAS workspace, kept from the first
+    matmul on (a planned step runs every op on the calling thread; its size follows the
+    capability the graph was captured on, Hopper when not recorded); ``step``: cuDNN's
+    convolution workspaces and the split reductions' staging buffers, each alive while
+    its op runs."""
+    from model_ir.workspaces import DEFAULT_CAPABILITY, cublas_workspace_bytes, transient_workspaces, uses_cublas
+
+    if graph.meta.get("device") != "cuda":
+        return [], []
+    idx = order_indices(graph, order)
+    kept = []
+    if any(uses_cublas(op.target) for op in graph.ops):
+        capability = tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY)
+        kept.append(Lifetime("workspace:cublas", 0, len(idx) + 1,
+                             cublas_workspace_bytes(capability, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
+    sizes = transient_workspaces(graph)
+    step = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
+            for t, i in enumerate(idx) if graph.ops[i].id in sizes]
+    return kept, step
+
+
 def fallback_groups(graph, fallbacks) -> dict[str, frozenset[str]]:
     """Op id -> its results in ``fallbacks``, for the ops that have some: the executor
     copies an op's results into the arena all together or not at all."""
@@ -89,31 +114,37 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     op: they live beside the arena only while it runs (``fallback_copied_bytes``: their
     total; ``fallback_copy_bytes``: the most beside it at a time). The others are left
     to PyTorch's allocator until their last use (:func:`unplaced_figures`).
-    ``beside_arena_bytes``: what the device holds for both beside the arena, in one
-    allocator: on CUDA what its caching allocator reserves (simulated), elsewhere the
-    live peak.
+    ``beside_arena_bytes``: what the device holds beside the arena for both and, on
+    CUDA, the libraries' workspaces (:func:`workspace_lifetimes`; alone:
+    ``library_workspace_bytes``), all in one allocator: on CUDA what its caching
+    allocator reserves (simulated), elsewhere the live peak.
     """
     copied = frozenset(copied) & frozenset(fallbacks)
     figures = unplaced_figures(graph, order, alignment, frozenset(fallbacks) - copied)
     copies = copy_lifetimes(graph, order, alignment, copied)
     figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
     figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
+    kept, step = workspace_lifetimes(graph, order)
+    figures["library_workspace_bytes"] = caching_allocator_bytes(step, kept) if kept or step else 0
     figures["beside_arena_bytes"] = _beside_arena(graph, order, alignment, frozenset(fallbacks) - copied, copies,
                                                   device_type)
     return figures
 
 
-def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None) -> int:
+def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
+                  workspaces=None) -> int:
     """Bytes the device holds beside the arena for the results ``unplaced`` (alive to
-    their last use) and the ``copies`` (temporaries' lifetimes); ``lifetimes``: those of
-    every buffer in ``order`` when the caller has them."""
+    their last use), the ``copies`` (temporaries' lifetimes) and, on CUDA, the
+    libraries' ``workspaces`` (:func:`workspace_lifetimes`, computed when None);
+    ``lifetimes``: those of every buffer in ``order`` when the caller has them."""
     owner = _owners(graph, order)
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
     lts = [lt for lt in lifetimes if owner.get(lt.id, lt.id) in unplaced] + list(copies)
-    if not lts:
-        return 0
-    return caching_allocator_bytes(lts) if device_type == "cuda" else live_bytes_peak(lts)
+    if device_type != "cuda":
+        return live_bytes_peak(lts) if lts else 0
+    kept, step = workspace_lifetimes(graph, order) if workspaces is None else workspaces
+    return caching_allocator_bytes(lts + step, kept) if lts or kept or step else 0
 
 
 def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -> frozenset[str]:
@@ -129,17 +160,19 @@ def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -
         return frozenset()
     size = {op: sum(graph.buffer(b).size for b in bs) for op, bs in groups.items()}
     everything = lifetimes_from_graph(graph, order, alignment=alignment)
+    workspaces = workspace_lifetimes(graph, order)
     best = None
     for threshold in sorted(set(size.values())) + [float("inf")]:
         copied = frozenset(b for op, bs in groups.items() if size[op] < threshold for b in bs)
-        key = (fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything),
+        key = (fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything, workspaces),
                sum(graph.buffer(b).size for b in copied))
         if best is None or key < best[0]:
             best = key, copied
     return best[1]
 
 
-def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: str, lifetimes=None) -> int:
+def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: str, lifetimes=None,
+                  workspaces=None) -> int:
     """What :func:`fallback_copies` minimises (bytes): the arena's bound (the peak of its
     live bytes) with the results ``copied`` placed and the other ``fallbacks`` not, plus
     what both take beside it (:func:`_beside_arena`)."""
@@ -150,13 +183,14 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     not_placed = {b.id for b in graph.buffers if b.output} | unplaced
     arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in not_placed)
     return arena + _beside_arena(graph, order, alignment, unplaced, copy_lifetimes(graph, order, alignment, copied),
-                                 device_type, lifetimes)
+                                 device_type, lifetimes, workspaces)
 
 
-def caching_allocator_bytes(lifetimes: Sequence[Lifetime]) -> int:
+def caching_allocator_bytes(lifetimes: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> int:
     """What PyTorch's caching allocator (default setting) reserves for ``lifetimes`` run
-    step after step, in its steady state (simulated)."""
-    return simulate_training_steps((), lifetimes).reserved_bytes
+    step after step, in its steady state (simulated), beside ``kept`` (allocated once,
+    never freed)."""
+    return simulate_training_steps(kept, lifetimes).reserved_bytes
 
 
 def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], object],

@@ -118,6 +118,7 @@ def capture_step(
                              keep_grads=keep_grads,
                              meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None,
                                    "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
+                                   **_capability(traced),
                                    **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
                                    **({"accumulation_steps": accumulation_steps} if accumulation_steps > 1 else {}),
                                    **({"grad_scaler": True} if traced.scaler is not None else {}),
@@ -173,3 +174,11 @@ def capture(
         granularity=granularity, targets=targets, keep_grads=keep_grads, before_step=before_step,
         return_outputs=return_outputs, device=device, autocast=autocast, functional_inplace=functional_inplace,
     ).graph
+
+
+def _capability(traced) -> dict:
+    """The CUDA device's compute capability, for a capture on a real GPU (it sizes
+    cuBLAS's workspace, see :mod:`model_ir.workspaces`)."""
+    if traced.device != "cuda" or traced.emulated or not torch.cuda.is_available():
+        return {}
+    return {"cuda_capability": list(torch.cuda.get_device_capability())}
