@@ -231,3 +231,16 @@ def test_pointwise_forward_convolutions_take_no_workspace():
                    ((32, 24, 56, 56), (144, 24, 3, 3), (32, 144, 56, 56))):
         g = traced_conv(*shapes)
         assert conv_workspace_bytes(g, g.ops[0]) == sum(b.size for b in g.buffers)
+
+
+def test_cpu_kernel_temporaries_are_batch_norm_backwards_second_input_gradient():
+    from model_ir.workspaces import CPU_BATCH_NORM_BACKWARD, cpu_kernel_temporaries
+
+    buffers = [Buffer("x", 4096, shape=(2, 8, 8, 8)), Buffer("gx", 4096, shape=(2, 8, 8, 8)),
+               Buffer("gw", 32, shape=(8,)), Buffer("gw2", 32, shape=(8,))]
+    ops = [Op("make", outputs=["x"]), Op("bnb", inputs=["x"], outputs=["gx", "gw"], target=CPU_BATCH_NORM_BACKWARD),
+           # without an input gradient (output_mask[0] false) its first result is the weight's
+           Op("bnb_w", inputs=["x"], outputs=["gw2"], target=CPU_BATCH_NORM_BACKWARD)]
+    graph = Graph(buffers, ops, meta={"device": "cpu"})
+    assert cpu_kernel_temporaries(graph) == {"bnb": 4096}
+    assert cpu_kernel_temporaries(Graph(buffers, ops, meta={"device": "cuda"})) == {}

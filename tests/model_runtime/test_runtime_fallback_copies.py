@@ -143,6 +143,29 @@ def test_a_cuda_plan_counts_the_library_workspaces_beside_the_arena(monkeypatch)
     assert f["beside_arena_bytes"] >= f["library_workspace_bytes"]
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1024:2")
     assert [lt.size for lt in workspace_lifetimes(plan.graph, plan.schedule)[0]] == [2 * MiB]
-    cpu = plan_for("cpu")
-    assert workspace_lifetimes(cpu.graph, cpu.schedule) == ([], [])
-    assert cpu.figures["library_workspace_bytes"] == 0
+    cpu = plan_for("cpu")  # no library workspace; batch norm backward's second input gradient
+    kept, step = workspace_lifetimes(cpu.graph, cpu.schedule)
+    assert kept == [] and [lt.size for lt in step] == [4 * 8 * 16 * 16 * 4] * 2
+    assert cpu.figures["library_workspace_bytes"] == 4 * 8 * 16 * 16 * 4
+
+
+def test_optimize_takes_where_fallback_results_live():
+    torch = pytest.importorskip("torch")
+    from model_ir.testing.torch_models import small_cnn
+    from model_runtime import optimize
+
+    x = torch.randn(4, 3, 16, 16)
+    steps = {}
+    for way in ("copied", "outside"):
+        torch.manual_seed(0)
+        model = small_cnn()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        steps[way] = optimize(model, x, optimizer=opt, time_limit=0.5, fallback_results=way)
+    assert steps["copied"].fallbacks and all(f.copied for f in steps["copied"].fallbacks)
+    assert steps["outside"].fallbacks and not any(f.copied for f in steps["outside"].fallbacks)
+    for _ in range(2):
+        assert torch.equal(steps["copied"](x), steps["outside"](x))
+    with pytest.raises(RuntimeLayerError, match="fallback_results must be one of"):
+        optimize(model, x, optimizer=opt, fallback_results="inside")
+    with pytest.raises(RuntimeLayerError, match="executor 'reorder' does not copy"):
+        optimize(model, x, optimizer=opt, executor="reorder", fallback_results="copied")

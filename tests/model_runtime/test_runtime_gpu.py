@@ -129,8 +129,7 @@ def test_copied_fallbacks_on_cuda_give_the_same_steps():
     """Fallback results (cuDNN convolutions and batch norm) copied into the arena give
     the losses of the same plan that leaves them outside (deterministic cuDNN)."""
     from model_ir.testing.torch_models import small_cnn
-    from model_runtime import make_plan, optimize
-    from model_runtime.lowering import fallback_buffers
+    from model_runtime import optimize
 
     losses = {}
     deterministic = torch.backends.cudnn.deterministic
@@ -141,10 +140,7 @@ def test_copied_fallbacks_on_cuda_give_the_same_steps():
             model = small_cnn().cuda()
             opt = torch.optim.SGD(model.parameters(), lr=0.1)
             x = torch.randn(8, 3, 32, 32, device="cuda")
-            step = optimize(model, x, optimizer=opt, time_limit=1)
-            plan = make_plan(step.captured.graph, device_type="cuda", time_limit=1, fallback_results=way,
-                             unplaced=fallback_buffers(step.captured, "cuda"))
-            step = optimize(model, x, optimizer=opt, plan=plan)
+            step = optimize(model, x, optimizer=opt, time_limit=1, fallback_results=way)
             assert any(f.copied for f in step.fallbacks) == (way == "copied")
             losses[way] = [step(x).item() for _ in range(3)]
     finally:

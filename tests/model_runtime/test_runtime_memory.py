@@ -185,3 +185,21 @@ def test_kernel_mismatches_finds_none_on_cpu_and_reports_a_wrong_capture():
     found = kernel_mismatches(step, make_batch())
     assert [(m["op"], m["index"]) for m in found] == [(node.name, 0)]
     assert found[0]["real"]["shape"] == list(real.shape)
+
+
+@pytest.mark.parametrize("fallback_results", ["outside", "copied"])
+def test_steady_cpu_step_allocates_beyond_the_arena_what_the_plan_says(fallback_results):
+    """torch.profiler memory events of a steady step on the CPU: beyond the arena, the
+    fallbacks' results (left outside, or the copies' temporaries) and the batch norm
+    backward's second input gradient, as the plan's ``beside_arena_bytes`` says (up to
+    the 64-byte rounding of its buffers)."""
+    torch.manual_seed(0)
+    model = small_cnn()
+    x = torch.randn(8, 3, 32, 32)
+    step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5,
+                    fallback_results=fallback_results)
+    step(x)
+    beyond, _ = peak_allocated_during(lambda: step(x))
+    f = step.figures()
+    assert f["library_workspace_bytes"] == 8 * 8 * 32 * 32 * 4  # one batch norm input gradient
+    assert abs(beyond - f["beside_arena_bytes"]) <= 1024, (beyond, f["beside_arena_bytes"])

@@ -45,7 +45,8 @@ def run_variant(spec: dict) -> dict:
 
     ``spec``: ``model``, ``mode``, ``batch_size``, ``optimizer``, ``device``,
     ``variant`` (``eager``, an executor name, or ``<executor>+graph``: replayed as a CUDA
-    graph, ``optimize(..., cuda_graph=True)``), ``steps``, ``warmup``, ``time_limit``;
+    graph, ``optimize(..., cuda_graph=True)``), ``steps``, ``warmup``, ``time_limit``,
+    optionally ``fallback_results`` (of ``optimize``);
     diagnostics: ``check_kernels`` (after the measured steps, one more step reporting
     :func:`model_runtime.measure.kernel_mismatches`), ``planning_trace`` (CUDA: the
     largest allocations made while planning, with their Python frames); ``exclusive``:
@@ -101,7 +102,8 @@ def run_variant(spec: dict) -> dict:
         step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
                         optimizer=case.optimizer if train else None, executor=executor,
                         time_limit=spec.get("time_limit"), targets=targets, train=train,
-                        memory_budget=spec.get("memory_budget"), cuda_graph=graphed)
+                        memory_budget=spec.get("memory_budget"), cuda_graph=graphed,
+                        fallback_results=spec.get("fallback_results", "auto"))
         out["planning_seconds"] = time.perf_counter() - t0
         if cuda:
             sync()

@@ -18,7 +18,7 @@ from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
-from model_runtime.planning import check_saved_plan, device_alignment, make_plan
+from model_runtime.planning import FALLBACK_RESULTS, check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
 
 
@@ -275,7 +275,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              autocast: torch.dtype | None = None, max_plans: int = MAX_PLANS,
              set_grads: bool = False, accumulation_steps: int = 1,
              scaler: torch.amp.GradScaler | None = None, memory_budget: int | None = None,
-             cuda_graph: bool = False) -> OptimizedStep:
+             cuda_graph: bool = False, fallback_results: str = "auto") -> OptimizedStep:
     """Capture one step of ``model``, plan its op order and buffer addresses, and
     return it as a callable :class:`OptimizedStep`.
 
@@ -333,6 +333,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     and replayed from then on, one launch instead of one per op (see
     :mod:`model_runtime.cuda_graphs` for what it costs and refuses); recorded again when
     a hyper-parameter changes or a parameter or state tensor is replaced.
+    ``fallback_results`` (arena executor): where the results of the ops that cannot
+    write into the arena live, ``"auto"`` (the least memory), ``"outside"`` (left to
+    PyTorch's allocator: no copies, eager's speed) or ``"copied"`` (into the arena right
+    after their op); see :func:`model_runtime.make_plan`.
     """
     log = logging.getLogger("model_runtime")
     t0 = time.perf_counter()
@@ -346,6 +350,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
     chosen = provider("model_opt_executors", executor, "executor")
+    if fallback_results not in FALLBACK_RESULTS:
+        raise RuntimeLayerError(f"fallback_results must be one of {', '.join(FALLBACK_RESULTS)}, "
+                                f"got {fallback_results!r}")
+    copies = getattr(chosen, "copies_unplaced", False)
+    if fallback_results == "copied" and not copies:
+        raise RuntimeLayerError(f"fallback_results='copied': executor {executor!r} does not copy results into an "
+                                "arena (the arena executor does)")
     if cuda_graph and device_blocker(device):  # before planning; the other reasons need the compiled step
         raise RuntimeLayerError(f"cuda_graph=True: {device_blocker(device)}")
     if optimizer is not None and train:
@@ -371,7 +382,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         return check_saved_plan(load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved,
                                 captured.graph, needs_placement=chosen.needs_placement,
                                 alignment=device_alignment(device.type), unplaced=unplaced,
-                                device_type=device.type, copies_unplaced=getattr(chosen, "copies_unplaced", False))
+                                device_type=device.type, copies_unplaced=copies)
 
     candidates = list(plan) if isinstance(plan, (list, tuple)) else None
     if candidates is not None:
@@ -382,7 +393,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
                          unplaced=unplaced, memory_budget=memory_budget,
-                         fallback_results="auto" if getattr(chosen, "copies_unplaced", False) else "outside")
+                         fallback_results=fallback_results if copies else "outside")
         if memory_budget is not None and not plan.figures["fits_budget"]:
             f = plan.figures
             raise BudgetError(
@@ -401,7 +412,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                         schedule_method=schedule_method, place_method=place_method, granularity=granularity,
                         plan=[*(candidates or []), *plans], before_step=before_step,
                         return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
-                        scaler=scaler, memory_budget=memory_budget, cuda_graph=cuda_graph)
+                        scaler=scaler, memory_budget=memory_budget, cuda_graph=cuda_graph,
+                        fallback_results=fallback_results)
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given

@@ -77,18 +77,21 @@ def copy_lifetimes(graph, order, alignment: int, copied) -> list[Lifetime]:
 
 
 def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
-    """``(kept, step)``: the library workspaces a planned step on CUDA takes from PyTorch's
-    caching allocator beside the arena (none for a graph captured for another device;
-    :mod:`model_ir.workspaces`). ``kept``: one cuBLAS workspace, kept from the first
-    matmul on (a planned step runs every op on the calling thread; its size follows the
-    capability the graph was captured on, Hopper when not recorded); ``step``: cuDNN's
-    convolution workspaces and the split reductions' staging buffers, each alive while
-    its op runs."""
-    from model_ir.workspaces import DEFAULT_CAPABILITY, cublas_workspace_bytes, transient_workspaces, uses_cublas
+    """``(kept, step)``: the memory the libraries take from PyTorch's allocator beside the
+    arena in a planned step (:mod:`model_ir.workspaces`). On CUDA, ``kept``: one cuBLAS
+    workspace, kept from the first matmul on (a planned step runs every op on the calling
+    thread; its size follows the capability the graph was captured on, Hopper when not
+    recorded); ``step``: cuDNN's convolution workspaces and the split reductions'
+    staging buffers, each alive while its op runs. On the CPU, ``step``: the temporaries
+    of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
+    from model_ir.workspaces import (DEFAULT_CAPABILITY, cpu_kernel_temporaries, cublas_workspace_bytes,
+                                     transient_workspaces, uses_cublas)
 
-    if graph.meta.get("device") != "cuda":
-        return [], []
     idx = order_indices(graph, order)
+    if graph.meta.get("device") != "cuda":
+        sizes = cpu_kernel_temporaries(graph)
+        return [], [Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
+                    for t, i in enumerate(idx) if graph.ops[i].id in sizes]
     kept = []
     if any(uses_cublas(op.target) for op in graph.ops):
         capability = tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY)
@@ -114,8 +117,8 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     op: they live beside the arena only while it runs (``fallback_copied_bytes``: their
     total; ``fallback_copy_bytes``: the most beside it at a time). The others are left
     to PyTorch's allocator until their last use (:func:`unplaced_figures`).
-    ``beside_arena_bytes``: what the device holds beside the arena for both and, on
-    CUDA, the libraries' workspaces (:func:`workspace_lifetimes`; alone:
+    ``beside_arena_bytes``: what the device holds beside the arena for both and for
+    the libraries' workspaces and temporaries (:func:`workspace_lifetimes`; alone:
     ``library_workspace_bytes``), all in one allocator: on CUDA what its caching
     allocator reserves (simulated), elsewhere the live peak.
     """
@@ -125,7 +128,10 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
     figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
     kept, step = workspace_lifetimes(graph, order)
-    figures["library_workspace_bytes"] = caching_allocator_bytes(step, kept) if kept or step else 0
+    if device_type == "cuda":
+        figures["library_workspace_bytes"] = caching_allocator_bytes(step, kept) if kept or step else 0
+    else:
+        figures["library_workspace_bytes"] = live_bytes_peak(kept + step) if kept or step else 0
     figures["beside_arena_bytes"] = _beside_arena(graph, order, alignment, frozenset(fallbacks) - copied, copies,
                                                   device_type)
     return figures
@@ -134,16 +140,16 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
                   workspaces=None) -> int:
     """Bytes the device holds beside the arena for the results ``unplaced`` (alive to
-    their last use), the ``copies`` (temporaries' lifetimes) and, on CUDA, the
-    libraries' ``workspaces`` (:func:`workspace_lifetimes`, computed when None);
+    their last use), the ``copies`` (temporaries' lifetimes) and the libraries'
+    ``workspaces`` (:func:`workspace_lifetimes`, computed when None);
     ``lifetimes``: those of every buffer in ``order`` when the caller has them."""
     owner = _owners(graph, order)
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
     lts = [lt for lt in lifetimes if owner.get(lt.id, lt.id) in unplaced] + list(copies)
-    if device_type != "cuda":
-        return live_bytes_peak(lts) if lts else 0
     kept, step = workspace_lifetimes(graph, order) if workspaces is None else workspaces
+    if device_type != "cuda":
+        return live_bytes_peak(lts + kept + step) if lts or kept or step else 0
     return caching_allocator_bytes(lts + step, kept) if lts or kept or step else 0
 
 
