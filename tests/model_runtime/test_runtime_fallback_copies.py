@@ -169,3 +169,20 @@ def test_optimize_takes_where_fallback_results_live():
         optimize(model, x, optimizer=opt, fallback_results="inside")
     with pytest.raises(RuntimeLayerError, match="executor 'reorder' does not copy"):
         optimize(model, x, optimizer=opt, executor="reorder", fallback_results="copied")
+
+
+def test_copied_into_copies_bytes_and_keeps_a_result_larger_than_its_slot():
+    torch = pytest.importorskip("torch")
+    from model_runtime.program import _copied_into
+
+    arena = torch.zeros(64, dtype=torch.uint8)
+    base = torch.arange(6, dtype=torch.float32)
+    view = base[1:5:2]  # strided, offset: the whole storage is copied, the view kept
+    grad, none, other = _copied_into((view, None, base), [arena[16:48], None, None], "op")
+    assert none is None and other is base
+    assert grad.untyped_storage().data_ptr() == arena.untyped_storage().data_ptr()
+    assert torch.equal(grad, view) and grad.stride() == view.stride()
+    assert torch.equal(arena[16:40].view(torch.float32), base)
+    with pytest.warns(RuntimeWarning, match="op conv returned a result of 24 bytes, more than the 16"):
+        kept = _copied_into(base, [arena[:16]], "conv")
+    assert kept is base

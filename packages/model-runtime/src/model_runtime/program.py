@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -230,11 +231,11 @@ class _Builder:
             val = node.meta.get("val")
             elems = result_elements(val)
             tensors = [val] if elems is None else elems
+            bufs = element_buffers(self.step, node)
             fresh = [isinstance(v, torch.Tensor) and b in op.outputs and b not in self.output_buffers
-                     for v, b in zip(tensors, element_buffers(self.step, node))]
+                     for v, b in zip(tensors, bufs)]
             nbytes = sum(-(-storage_bytes(v) // self.granularity) * self.granularity
                          for v, f in zip(tensors, fresh) if f)
-            bufs = element_buffers(self.step, node)
             copied = any(fresh) and all(self.instance.get(b, b) in self.slots for b, f in zip(bufs, fresh) if f)
             self.fallbacks.append(Fallback(op.id, str(target), how.reason, nbytes, copied))
             value = self.g.node_copy(node, self.lookup)
@@ -242,7 +243,7 @@ class _Builder:
                 return value
             self.scratch[op.id] = nbytes
             regions = [self.slot(node, k, b, raw=True) if f else None for k, (b, f) in enumerate(zip(bufs, fresh))]
-            return self.g.call_function(_copied_into, (value, regions))
+            return self.g.call_function(_copied_into, (value, regions, op.id))
         bufs = element_buffers(self.step, node)
         named = named_arguments(target, node.args, node.kwargs)
         named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
@@ -321,17 +322,21 @@ def _if_finite(fn: Callable) -> Callable:
     return if_finite
 
 
-def _copied_into(result, regions: Sequence[torch.Tensor | None]):
+def _copied_into(result, regions: Sequence[torch.Tensor | None], op_id: str = "?"):
     """A fallback's ``result`` (a tensor, or a tuple or list of them and None) with each
     element that has a region (1-D ``uint8`` arena slot) replaced by the same view of
-    that region, after copying its storage there byte for byte."""
+    that region, after copying its storage there byte for byte. A result larger than
+    its slot (a kernel that allocates more than the capture said) stays where it is,
+    with a warning: right values, more memory than planned."""
     def into(t, region):
         if region is None:
             return t
         nbytes = storage_bytes(t)
         if nbytes > region.numel():
-            raise RuntimeLayerError(f"internal error: a fallback's result of {nbytes} bytes does not fit its "
-                                    f"arena slot of {region.numel()} bytes")
+            warnings.warn(f"op {op_id} returned a result of {nbytes} bytes, more than the {region.numel()} bytes "
+                          "its capture showed: it stays outside the arena, which the plan's figures do not count",
+                          RuntimeWarning, stacklevel=2)
+            return t
         raw = torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage())
         region[:nbytes].copy_(raw)
         return _view_in(region, t)
