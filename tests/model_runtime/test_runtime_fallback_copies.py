@@ -186,3 +186,50 @@ def test_copied_into_copies_bytes_and_keeps_a_result_larger_than_its_slot():
     with pytest.warns(RuntimeWarning, match="op conv returned a result of 24 bytes, more than the 16"):
         kept = _copied_into(base, [arena[:16]], "conv")
     assert kept is base
+
+
+def test_a_first_block_stops_growing_requests_from_leaving_a_segment_each():
+    from model_ir import Lifetime
+    from model_runtime.planning import caching_allocator_bytes, caching_reserve
+
+    MiB = 1 << 20
+    growing = [Lifetime(f"w{i}", i, i + 1, (30 + 30 * i) * MiB) for i in range(3)]  # 30, 60, 90 MiB in turn
+    assert caching_allocator_bytes(growing) == 180 * MiB  # a new segment for each larger one
+    assert caching_reserve(growing) == (90 * MiB, 90 * MiB)
+    same = [Lifetime(f"w{i}", i, i + 1, 90 * MiB) for i in range(3)]
+    assert caching_reserve(same) == (90 * MiB, 0)  # nothing to gain: no first block
+    small = [Lifetime(f"s{i}", i, i + 1, 1000 * (i + 1)) for i in range(3)]  # small pool only
+    assert caching_reserve(small)[1] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(1, 4), st.integers(1, 64)), min_size=1, max_size=12),
+       st.lists(st.integers(1, 64), max_size=2))
+def test_caching_reserve_never_reserves_more_than_without_a_first_block(step, kept):
+    from model_ir import Lifetime
+    from model_runtime.planning import caching_allocator_bytes, caching_reserve
+
+    MiB = 1 << 20
+    step = [Lifetime(f"s{i}", t, t + d, n * MiB // 2) for i, (t, d, n) in enumerate(step)]
+    kept = [Lifetime(f"k{i}", 0, 13, n * MiB // 2) for i, n in enumerate(kept)]
+    reserved, warm = caching_reserve(step, kept)
+    assert reserved <= caching_allocator_bytes(step, kept)
+    if warm:
+        assert reserved >= warm >= max(lt.size for lt in (*step, *kept))
+
+
+def test_a_warm_block_starts_the_step():
+    """The arena executor's first block (CUDA plans) is the generated step's first call;
+    without the memory for it the step runs on."""
+    torch = pytest.importorskip("torch")
+    from model_ir.testing.torch_models import mlp
+    from model_runtime import optimize
+    from model_runtime.program import _allocate_and_free, build_program
+
+    model = mlp(8, 2)
+    step = optimize(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    executor="reorder", time_limit=0.2)
+    program = build_program(step.captured, step.plan.schedule, device_type="cpu", warm_block=1 << 20)
+    first = next(n for n in program.module.graph.nodes if n.op == "call_function")
+    assert first.target is _allocate_and_free and first.args == (1 << 20, "cpu")
+    _allocate_and_free(1 << 62, "cpu")  # no memory for it: no error

@@ -56,7 +56,8 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
                 )
             slots[slot] = arena[offset:offset + buf.size]
     return build_program(step, plan.schedule, executor="arena", slots=slots, arena=arena,
-                         device_type=device.type, on_op=on_op)
+                         device_type=device.type, on_op=on_op,
+                         warm_block=plan.figures.get("warm_block_bytes", 0) if device.type == "cuda" else 0)
 
 
 class ReorderExecutor:

@@ -10,6 +10,7 @@ from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate
 from model_ir.plan import order_indices
 from model_ir.recompute import instance_owners, recompute_flops
 from model_place import lifetimes_from_graph, live_bytes_peak, place, simulate_training_steps, validate_placement
+from model_place.caching_allocator import pool_of, round_size
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_sched import forced_bound, liveness, schedule
 from model_sched.api import recompute_bound
@@ -120,7 +121,8 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     ``beside_arena_bytes``: what the device holds beside the arena for both and for
     the libraries' workspaces and temporaries (:func:`workspace_lifetimes`; alone:
     ``library_workspace_bytes``), all in one allocator: on CUDA what its caching
-    allocator reserves (simulated), elsewhere the live peak.
+    allocator reserves (simulated; after a first block of ``warm_block_bytes``, see
+    :func:`caching_reserve`), elsewhere the live peak.
     """
     copied = frozenset(copied) & frozenset(fallbacks)
     figures = unplaced_figures(graph, order, alignment, frozenset(fallbacks) - copied)
@@ -129,28 +131,53 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
     kept, step = workspace_lifetimes(graph, order)
     if device_type == "cuda":
-        figures["library_workspace_bytes"] = caching_allocator_bytes(step, kept) if kept or step else 0
+        figures["library_workspace_bytes"] = caching_reserve(step, kept)[0] if kept or step else 0
     else:
         figures["library_workspace_bytes"] = live_bytes_peak(kept + step) if kept or step else 0
-    figures["beside_arena_bytes"] = _beside_arena(graph, order, alignment, frozenset(fallbacks) - copied, copies,
-                                                  device_type)
+    figures["beside_arena_bytes"], figures["warm_block_bytes"] = _beside_arena(
+        graph, order, alignment, frozenset(fallbacks) - copied, copies, device_type)
     return figures
 
 
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
-                  workspaces=None) -> int:
-    """Bytes the device holds beside the arena for the results ``unplaced`` (alive to
-    their last use), the ``copies`` (temporaries' lifetimes) and the libraries'
-    ``workspaces`` (:func:`workspace_lifetimes`, computed when None);
-    ``lifetimes``: those of every buffer in ``order`` when the caller has them."""
+                  workspaces=None) -> tuple[int, int]:
+    """``(bytes, warm)``: what the device holds beside the arena for the results
+    ``unplaced`` (alive to their last use), the ``copies`` (temporaries' lifetimes) and
+    the libraries' ``workspaces`` (:func:`workspace_lifetimes`, computed when None), and
+    on CUDA the first block that gets the caching allocator there
+    (:func:`caching_reserve`; 0: none). ``lifetimes``: those of every buffer in
+    ``order`` when the caller has them."""
     owner = _owners(graph, order)
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
     lts = [lt for lt in lifetimes if owner.get(lt.id, lt.id) in unplaced] + list(copies)
     kept, step = workspace_lifetimes(graph, order) if workspaces is None else workspaces
     if device_type != "cuda":
-        return live_bytes_peak(lts + kept + step) if lts or kept or step else 0
-    return caching_allocator_bytes(lts + step, kept) if lts or kept or step else 0
+        return (live_bytes_peak(lts + kept + step) if lts or kept or step else 0), 0
+    return caching_reserve(lts + step, kept)
+
+
+def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> tuple[int, int]:
+    """``(reserved, warm)``: what PyTorch's caching allocator reserves in its steady state
+    (simulated) for ``step`` (each step's allocations) and ``kept`` (allocated in the
+    first step, never freed), and the size of the block the executor allocates and frees
+    once before the first step to get there (0: none, when that does not reserve less).
+
+    The caching allocator never gives a segment back: a request larger than every free
+    block gets a new segment, so requests that grow through a step (cuDNN's workspaces
+    layer by layer) leave a segment per new size. A first block as large as the most
+    they hold at a time (large-pool requests, rounded as the allocator rounds them)
+    makes one segment that all of them split instead (CUDA capture of vgg16 b32: the
+    workspaces alone 1606 MiB without, 820 MiB with)."""
+    plain = caching_allocator_bytes(step, kept)
+    large = [lt for lt in (*kept, *step) if pool_of(round_size(lt.size)) == "large"]
+    if not large:
+        return plain, 0
+    warm = live_bytes_peak(Lifetime(lt.id, lt.start, lt.end, round_size(lt.size)) for lt in large)
+    # the block first, then the kept ones (freed with each replayed step: the same blocks again)
+    shifted = [Lifetime(lt.id, lt.start + 1, lt.end + 1, lt.size) for lt in (*kept, *step)]
+    warmed = caching_allocator_bytes([Lifetime("warm-block", 0, 1, warm), *shifted])
+    return (warmed, warm) if warmed < plain else (plain, 0)
 
 
 def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -> frozenset[str]:
@@ -189,7 +216,7 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     not_placed = {b.id for b in graph.buffers if b.output} | unplaced
     arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in not_placed)
     return arena + _beside_arena(graph, order, alignment, unplaced, copy_lifetimes(graph, order, alignment, copied),
-                                 device_type, lifetimes, workspaces)
+                                 device_type, lifetimes, workspaces)[0]
 
 
 def caching_allocator_bytes(lifetimes: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> int:

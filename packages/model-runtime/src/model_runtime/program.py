@@ -123,6 +123,7 @@ class _Builder:
         self.replayed = {self.graph_ir.ops[i].id for _, i in recomputations(self.order)
                          if self.graph_ir.ops[i].meta.get(REPLAYS_RNG)}
         self.rng_states: dict[str, fx.Node] = {}
+        self.warm: tuple[int, str] | None = None  # (bytes, device) of build_program's warm_block
 
     # -- values ---------------------------------------------------------------------
 
@@ -281,6 +282,8 @@ class _Builder:
         for node in self.src.graph.nodes:
             if node.op == "placeholder":
                 self.env[node.name] = self.g.node_copy(node)
+        if self.warm is not None:
+            self.g.call_function(_allocate_and_free, self.warm)
         for t, i in enumerate(self.order):
             self.emit_op(t, i)
         out = next(n for n in self.src.graph.nodes if n.op == "output")
@@ -322,6 +325,15 @@ def _if_finite(fn: Callable) -> Callable:
     return if_finite
 
 
+def _allocate_and_free(nbytes: int, device: str) -> None:
+    """Allocate ``nbytes`` on ``device`` and free them (see ``build_program``'s
+    ``warm_block``); without the memory for it, the step runs on without."""
+    try:
+        torch.empty(nbytes, dtype=torch.uint8, device=device)
+    except RuntimeError:  # torch.OutOfMemoryError
+        pass
+
+
 def _copied_into(result, regions: Sequence[torch.Tensor | None], op_id: str = "?"):
     """A fallback's ``result`` (a tensor, or a tuple or list of them and None) with each
     element that has a region (1-D ``uint8`` arena slot) replaced by the same view of
@@ -361,17 +373,22 @@ def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 def build_program(step, order: Sequence[str] | Schedule | None = None, *, executor: str = "reorder",
                   slots: Mapping[str, torch.Tensor] | None = None, arena: torch.Tensor | None = None,
                   device_type: str = "cpu", on_op: Callable[[int, str, list, Any], None] | None = None,
-                  ) -> CompiledProgram:
+                  warm_block: int = 0) -> CompiledProgram:
     """Compile ``step`` (a :class:`~model_ir.torch.CapturedStep`) for ``order`` (IR op ids;
     program order by default; validated).
 
     ``slots`` maps each transient buffer id to the 1-D ``uint8`` region of ``arena``
     it lives in (arena executor). ``on_op(t, op_id, inputs, value)`` is called after
     the ``t``-th op, while its inputs and results are still referenced (measurements).
+    ``warm_block`` (bytes): the step starts by allocating and freeing a block that large
+    on the arena's device, so that PyTorch's caching allocator keeps one segment that
+    large for what lies beside the arena (``planning.caching_reserve``).
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     validate_order(graph, idx)
     b = _Builder(step, idx, slots, device_type, on_op)
+    if warm_block:
+        b.warm = (warm_block, str(arena.device) if arena is not None else device_type)
     module = b.build()
     return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops, b.scratch)
