@@ -40,7 +40,7 @@ CASES = {
     "mixed": [(i, i + 3, (i * 977 % 13 + 1) * 300 * KiB) for i in range(40)],
     "growing": [(i, i + 2, (12 + 2 * i) * MiB) for i in range(8)] + [(9, 12, 101 * MiB), (10, 11, 2 * MiB)],
     # the same after one first block as large as the most they hold at a time
-    # (model_runtime.planning.caching_reserve, the arena executor's warm block)
+    # (model_runtime.beside_arena.caching_reserve, the arena executor's warm block)
     "growing-after-a-first-block": [(0, 1, 103 * MiB)] + [
         (s + 1, e + 1, n) for s, e, n in [(i, i + 2, (12 + 2 * i) * MiB) for i in range(8)]
         + [(9, 12, 101 * MiB), (10, 11, 2 * MiB)]],

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_ir import Schedule
-from model_ir.testing.strategies import graphs
-from model_runtime.errors import RuntimeLayerError
 from model_ir.testing.examples import random_topological_order
-from model_runtime.planning import copy_lifetimes, fallback_copies, fallback_cost, make_plan
+from model_ir.testing.strategies import graphs
+from model_runtime.beside_arena import copy_lifetimes, fallback_copies, fallback_cost
+from model_runtime.errors import RuntimeLayerError
+from model_runtime.planning import make_plan
 
 ALIGN = {"cpu": 64, "cuda": 512}
 
@@ -121,7 +122,7 @@ def test_a_cuda_plan_counts_the_library_workspaces_beside_the_arena(monkeypatch)
     from model_ir.testing.torch_models import small_cnn
     from model_ir.torch import capture_step
     from model_runtime.lowering import fallback_buffers
-    from model_runtime.planning import workspace_lifetimes
+    from model_runtime.beside_arena import workspace_lifetimes
 
     MiB = 1 << 20
     model = small_cnn()
@@ -190,7 +191,7 @@ def test_copied_into_copies_bytes_and_keeps_a_result_larger_than_its_slot():
 
 def test_a_first_block_stops_growing_requests_from_leaving_a_segment_each():
     from model_ir import Lifetime
-    from model_runtime.planning import caching_allocator_bytes, caching_reserve
+    from model_runtime.beside_arena import caching_allocator_bytes, caching_reserve
 
     MiB = 1 << 20
     growing = [Lifetime(f"w{i}", i, i + 1, (30 + 30 * i) * MiB) for i in range(3)]  # 30, 60, 90 MiB in turn
@@ -207,7 +208,7 @@ def test_a_first_block_stops_growing_requests_from_leaving_a_segment_each():
        st.lists(st.integers(1, 64), max_size=2))
 def test_caching_reserve_never_reserves_more_than_without_a_first_block(step, kept):
     from model_ir import Lifetime
-    from model_runtime.planning import caching_allocator_bytes, caching_reserve
+    from model_runtime.beside_arena import caching_allocator_bytes, caching_reserve
 
     MiB = 1 << 20
     step = [Lifetime(f"s{i}", t, t + d, n * MiB // 2) for i, (t, d, n) in enumerate(step)]

@@ -318,7 +318,7 @@ def cpu_kernel_temporaries(graph) -> dict[str, int]:
     torch 2.15: resnet18's CPU step holds one more input gradient at each batch norm
     backward). Not added by :func:`with_workspaces`: the CPU captures are checked against
     the storages ops return (``model_ir.testing.live_memory``), which never see it; the
-    arena executor's plan counts it beside the arena (``model_runtime.planning``)."""
+    arena executor's plan counts it beside the arena (``model_runtime.beside_arena``)."""
     if graph.meta.get("device") not in (None, "cpu"):
         return {}
     out = {}

@@ -382,7 +382,7 @@ def build_program(step, order: Sequence[str] | Schedule | None = None, *, execut
     the ``t``-th op, while its inputs and results are still referenced (measurements).
     ``warm_block`` (bytes): the step starts by allocating and freeing a block that large
     on the arena's device, so that PyTorch's caching allocator keeps one segment that
-    large for what lies beside the arena (``planning.caching_reserve``).
+    large for what lies beside the arena (``beside_arena.caching_reserve``).
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)

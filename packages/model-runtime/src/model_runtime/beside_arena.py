@@ -1,0 +1,206 @@
+"""What lies beside the arena: the memory a planned step takes from PyTorch's allocator
+outside its arena, and where the arena executor's fallback results go.
+
+An op with no kernel that writes into a given buffer (a *fallback*, see
+:mod:`model_runtime.lowering`) makes its results in PyTorch's allocator. They either
+stay there until their last use, or are copied into their arena slot right after the op
+(:func:`fallback_copies` picks which, op by op). Beside them lie the libraries'
+workspaces (:func:`workspace_lifetimes`). All of it shares one allocator, simulated
+here: on CUDA the caching allocator in its steady state (:func:`caching_reserve`),
+elsewhere the live peak.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from model_ir import Lifetime
+from model_ir.plan import order_indices
+from model_ir.recompute import instance_owners
+from model_place import lifetimes_from_graph, live_bytes_peak, simulate_training_steps
+from model_place.caching_allocator import pool_of, round_size
+
+
+def instance_owners_of(graph, order) -> dict[str, str]:
+    """The buffer of each recomputed instance of ``order`` (op ids, a Schedule, or None)."""
+    if order is None:
+        return {}
+    return instance_owners(graph, order_indices(graph, order))
+
+
+def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
+    """Figures (bytes) of the transient buffers an executor leaves to PyTorch's
+    allocator (``unplaced``, e.g. the arena executor's fallbacks): their total, the peak
+    of their live bytes in ``order``, and what PyTorch's caching allocator reserves for
+    them (simulated, default setting)."""
+    if not unplaced:
+        return {"unplaced_bytes": 0, "unplaced_live_peak_bytes": 0, "unplaced_caching_allocator_bytes": 0}
+    owner = instance_owners_of(graph, order)
+    lts = [lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if owner.get(lt.id, lt.id) in unplaced]
+    return {"unplaced_bytes": sum(lt.size for lt in lts), "unplaced_live_peak_bytes": live_bytes_peak(lts),
+            "unplaced_caching_allocator_bytes": caching_allocator_bytes(lts)}
+
+
+def copy_lifetimes(graph, order, alignment: int, copied) -> list[Lifetime]:
+    """The temporaries of the fallbacks whose results are copied into the arena: each
+    result in ``copied`` of each run of its op in ``order``, alive while the op runs
+    (one step) beside the arena."""
+    if not copied:
+        return []
+    lts = []
+    for t, i in enumerate(order_indices(graph, order)):
+        for b in graph.ops[i].outputs:
+            if b in copied:
+                lts.append(Lifetime(f"{b}@{t}", t, t + 1, graph.buffer(b).size, alignment))
+    return lts
+
+
+def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
+    """``(kept, step)``: the memory the libraries take from PyTorch's allocator beside the
+    arena in a planned step (:mod:`model_ir.workspaces`). On CUDA, ``kept``: one cuBLAS
+    workspace, kept from the first matmul on (a planned step runs every op on the calling
+    thread; its size follows the capability the graph was captured on, Hopper when not
+    recorded); ``step``: cuDNN's convolution workspaces and the split reductions'
+    staging buffers, each alive while its op runs. On the CPU, ``step``: the temporaries
+    of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
+    from model_ir.workspaces import (DEFAULT_CAPABILITY, cpu_kernel_temporaries, cublas_workspace_bytes,
+                                     transient_workspaces, uses_cublas)
+
+    idx = order_indices(graph, order)
+    if graph.meta.get("device") != "cuda":
+        sizes = cpu_kernel_temporaries(graph)
+        return [], [Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
+                    for t, i in enumerate(idx) if graph.ops[i].id in sizes]
+    kept = []
+    if any(uses_cublas(op.target) for op in graph.ops):
+        capability = tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY)
+        kept.append(Lifetime("workspace:cublas", 0, len(idx) + 1,
+                             cublas_workspace_bytes(capability, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
+    sizes = transient_workspaces(graph)
+    step = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
+            for t, i in enumerate(idx) if graph.ops[i].id in sizes]
+    return kept, step
+
+
+def fallback_groups(graph, fallbacks) -> dict[str, frozenset[str]]:
+    """Op id -> its results in ``fallbacks``, for the ops that have some: the executor
+    copies an op's results into the arena all together or not at all."""
+    groups = {op.id: frozenset(b for b in op.outputs if b in fallbacks) for op in graph.ops}
+    return {op: bs for op, bs in groups.items() if bs}
+
+
+def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_type: str) -> dict:
+    """Where the arena executor's fallback results (``fallbacks``) live, in figures (bytes).
+
+    Those in ``copied`` are placed and copied into their arena slot right after their
+    op: they live beside the arena only while it runs (``fallback_copied_bytes``: their
+    total; ``fallback_copy_bytes``: the most beside it at a time). The others are left
+    to PyTorch's allocator until their last use (:func:`unplaced_figures`).
+    ``beside_arena_bytes``: what the device holds beside the arena for both and for
+    the libraries' workspaces and temporaries (:func:`workspace_lifetimes`; alone:
+    ``library_workspace_bytes``), all in one allocator: on CUDA what its caching
+    allocator reserves (simulated; after a first block of ``warm_block_bytes``, see
+    :func:`caching_reserve`), elsewhere the live peak.
+    """
+    copied = frozenset(copied) & frozenset(fallbacks)
+    figures = unplaced_figures(graph, order, alignment, frozenset(fallbacks) - copied)
+    copies = copy_lifetimes(graph, order, alignment, copied)
+    figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
+    figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
+    kept, step = workspace_lifetimes(graph, order)
+    if device_type == "cuda":
+        figures["library_workspace_bytes"] = caching_reserve(step, kept)[0] if kept or step else 0
+    else:
+        figures["library_workspace_bytes"] = live_bytes_peak(kept + step) if kept or step else 0
+    figures["beside_arena_bytes"], figures["warm_block_bytes"] = _beside_arena(
+        graph, order, alignment, frozenset(fallbacks) - copied, copies, device_type)
+    return figures
+
+
+def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
+                  workspaces=None) -> tuple[int, int]:
+    """``(bytes, warm)``: what the device holds beside the arena for the results
+    ``unplaced`` (alive to their last use), the ``copies`` (temporaries' lifetimes) and
+    the libraries' ``workspaces`` (:func:`workspace_lifetimes`, computed when None), and
+    on CUDA the first block that gets the caching allocator there
+    (:func:`caching_reserve`; 0: none). ``lifetimes``: those of every buffer in
+    ``order`` when the caller has them."""
+    owner = instance_owners_of(graph, order)
+    if lifetimes is None:
+        lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    lts = [lt for lt in lifetimes if owner.get(lt.id, lt.id) in unplaced] + list(copies)
+    kept, step = workspace_lifetimes(graph, order) if workspaces is None else workspaces
+    if device_type != "cuda":
+        return (live_bytes_peak(lts + kept + step) if lts or kept or step else 0), 0
+    return caching_reserve(lts + step, kept)
+
+
+def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> tuple[int, int]:
+    """``(reserved, warm)``: what PyTorch's caching allocator reserves in its steady state
+    (simulated) for ``step`` (each step's allocations) and ``kept`` (allocated in the
+    first step, never freed), and the size of the block the arena executor allocates and
+    frees at the start of each step to get there (0: none, when that does not reserve
+    less; from the second step on its cached segment serves it).
+
+    The caching allocator never gives a segment back: a request larger than every free
+    block gets a new segment, so requests that grow through a step (cuDNN's workspaces
+    layer by layer) leave a segment per new size. A first block as large as the most
+    they hold at a time (large-pool requests, rounded as the allocator rounds them)
+    makes one segment that all of them split instead (CUDA capture of vgg16 b32: the
+    workspaces alone 1606 MiB without, 820 MiB with)."""
+    plain = caching_allocator_bytes(step, kept)
+    large = [lt for lt in (*kept, *step) if pool_of(round_size(lt.size)) == "large"]
+    if not large:
+        return plain, 0
+    warm = live_bytes_peak(Lifetime(lt.id, lt.start, lt.end, round_size(lt.size)) for lt in large)
+    # the block first, then the kept ones (freed with each replayed step: the same blocks again)
+    shifted = [Lifetime(lt.id, lt.start + 1, lt.end + 1, lt.size) for lt in (*kept, *step)]
+    warmed = caching_allocator_bytes([Lifetime("warm-block", 0, 1, warm), *shifted])
+    return (warmed, warm) if warmed < plain else (plain, 0)
+
+
+def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -> frozenset[str]:
+    """The fallback results worth copying into the arena in ``order``: those of the ops
+    whose results (together) are smaller than a threshold, the threshold that makes the
+    arena (its bound, the peak of its live bytes) plus :func:`_beside_arena` smallest,
+    fewer copies on a tie. Every threshold is tried: none copied, all copied, and each
+    op's size in between. Copying a result costs a temporary as large while its op runs
+    (and the copy's time); leaving it outside costs its bytes beside the arena until its
+    last use, fragmented by the caching allocator on CUDA."""
+    groups = fallback_groups(graph, fallbacks)
+    if not groups:
+        return frozenset()
+    size = {op: sum(graph.buffer(b).size for b in bs) for op, bs in groups.items()}
+    everything = lifetimes_from_graph(graph, order, alignment=alignment)
+    workspaces = workspace_lifetimes(graph, order)
+    best = None
+    for threshold in sorted(set(size.values())) + [float("inf")]:
+        copied = frozenset(b for op, bs in groups.items() if size[op] < threshold for b in bs)
+        key = (fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything, workspaces),
+               sum(graph.buffer(b).size for b in copied))
+        if best is None or key < best[0]:
+            best = key, copied
+    return best[1]
+
+
+def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: str, lifetimes=None,
+                  workspaces=None) -> int:
+    """What :func:`fallback_copies` minimises (bytes): the arena's bound (the peak of its
+    live bytes) with the results ``copied`` placed and the other ``fallbacks`` not, plus
+    what both take beside it (:func:`_beside_arena`)."""
+    if lifetimes is None:
+        lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    owner = instance_owners_of(graph, order)
+    unplaced = frozenset(fallbacks) - frozenset(copied)
+    not_placed = {b.id for b in graph.buffers if b.output} | unplaced
+    arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in not_placed)
+    return arena + _beside_arena(graph, order, alignment, unplaced, copy_lifetimes(graph, order, alignment, copied),
+                                 device_type, lifetimes, workspaces)[0]
+
+
+def caching_allocator_bytes(lifetimes: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> int:
+    """What PyTorch's caching allocator (default setting) reserves for ``lifetimes`` run
+    step after step, in its steady state (simulated), beside ``kept`` (allocated once,
+    never freed)."""
+    return simulate_training_steps(kept, lifetimes).reserved_bytes
