@@ -230,7 +230,20 @@ def test_a_warm_block_starts_the_step():
     model = mlp(8, 2)
     step = optimize(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                     executor="reorder", time_limit=0.2)
-    program = build_program(step.captured, step.plan.schedule, device_type="cpu", warm_block=1 << 20)
+    program = build_program(step.captured, step.plan.schedule, device_type="cpu", warm_block=(1 << 20, "cpu"))
     first = next(n for n in program.module.graph.nodes if n.op == "call_function")
     assert first.target is _allocate_and_free and first.args == (1 << 20, "cpu")
     _allocate_and_free(1 << 62, "cpu")  # no memory for it: no error
+
+
+
+def test_the_first_block_is_for_cuda_steps():
+    torch = pytest.importorskip("torch")
+    from model_ir import Plan
+
+    from model_runtime.executors import _warm_block
+
+    plan = Plan(None, Schedule([]), None, {"warm_block_bytes": 1 << 20})
+    assert _warm_block(plan, torch.device("cuda")) == (1 << 20, "cuda")
+    assert _warm_block(plan, torch.device("cpu")) is None
+    assert _warm_block(Plan(None, Schedule([]), None, {}), torch.device("cuda")) is None

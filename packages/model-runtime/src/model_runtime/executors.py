@@ -25,6 +25,13 @@ def build_reorder(step, plan: Plan, *, device: torch.device, on_op=None) -> Comp
     return build_program(step, plan.schedule, executor="reorder", device_type=device.type, on_op=on_op)
 
 
+def _warm_block(plan: Plan, device: torch.device) -> tuple[int, str] | None:
+    """The first block a CUDA step starts with (``warm_block_bytes``, see
+    :func:`model_runtime.beside_arena.caching_reserve`), on ``device``."""
+    nbytes = plan.figures.get("warm_block_bytes", 0)
+    return (nbytes, str(device)) if device.type == "cuda" and nbytes else None
+
+
 def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> CompiledProgram:
     """The planned order with every transient buffer at its planned offset in one arena
     of ``plan.placement.arena_bytes`` bytes allocated once on ``device``."""
@@ -57,7 +64,7 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
             slots[slot] = arena[offset:offset + buf.size]
     return build_program(step, plan.schedule, executor="arena", slots=slots, arena=arena,
                          device_type=device.type, on_op=on_op,
-                         warm_block=plan.figures.get("warm_block_bytes", 0) if device.type == "cuda" else 0)
+                         warm_block=_warm_block(plan, device))
 
 
 class ReorderExecutor:

@@ -373,22 +373,22 @@ def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 def build_program(step, order: Sequence[str] | Schedule | None = None, *, executor: str = "reorder",
                   slots: Mapping[str, torch.Tensor] | None = None, arena: torch.Tensor | None = None,
                   device_type: str = "cpu", on_op: Callable[[int, str, list, Any], None] | None = None,
-                  warm_block: int = 0) -> CompiledProgram:
+                  warm_block: tuple[int, str] | None = None) -> CompiledProgram:
     """Compile ``step`` (a :class:`~model_ir.torch.CapturedStep`) for ``order`` (IR op ids;
     program order by default; validated).
 
     ``slots`` maps each transient buffer id to the 1-D ``uint8`` region of ``arena``
     it lives in (arena executor). ``on_op(t, op_id, inputs, value)`` is called after
     the ``t``-th op, while its inputs and results are still referenced (measurements).
-    ``warm_block`` (bytes): the step starts by allocating and freeing a block that large
-    on the arena's device, so that PyTorch's caching allocator keeps one segment that
-    large for what lies beside the arena (``beside_arena.caching_reserve``).
+    ``warm_block`` (bytes, device): the step starts by allocating and freeing a block
+    that large on that device, so that PyTorch's caching allocator keeps one segment
+    that large for what the step allocates there (``beside_arena.caching_reserve``).
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     validate_order(graph, idx)
     b = _Builder(step, idx, slots, device_type, on_op)
-    if warm_block:
-        b.warm = (warm_block, str(arena.device) if arena is not None else device_type)
+    if warm_block and warm_block[0]:
+        b.warm = tuple(warm_block)
     module = b.build()
     return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops, b.scratch)
