@@ -29,15 +29,18 @@ def instance_owners_of(graph, order) -> dict[str, str]:
     return instance_owners(graph, order_indices(graph, order))
 
 
-def unplaced_figures(graph, order, alignment: int, unplaced) -> dict:
+def unplaced_figures(graph, order, alignment: int, unplaced, lifetimes=None) -> dict:
     """Figures (bytes) of the transient buffers an executor leaves to PyTorch's
     allocator (``unplaced``, e.g. the arena executor's fallbacks): their total, the peak
     of their live bytes in ``order``, and what PyTorch's caching allocator reserves for
-    them (simulated, default setting)."""
+    them (simulated, default setting). ``lifetimes``: those of every buffer in
+    ``order`` when the caller has them."""
     if not unplaced:
         return {"unplaced_bytes": 0, "unplaced_live_peak_bytes": 0, "unplaced_caching_allocator_bytes": 0}
     owner = instance_owners_of(graph, order)
-    lts = [lt for lt in lifetimes_from_graph(graph, order, alignment=alignment) if owner.get(lt.id, lt.id) in unplaced]
+    if lifetimes is None:
+        lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    lts = [lt for lt in lifetimes if owner.get(lt.id, lt.id) in unplaced]
     return {"unplaced_bytes": sum(lt.size for lt in lts), "unplaced_live_peak_bytes": live_bytes_peak(lts),
             "unplaced_caching_allocator_bytes": caching_allocator_bytes(lts)}
 
@@ -64,19 +67,18 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     recorded); ``step``: cuDNN's convolution workspaces and the split reductions'
     staging buffers, each alive while its op runs. On the CPU, ``step``: the temporaries
     of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
-    from model_ir.workspaces import (DEFAULT_CAPABILITY, cpu_kernel_temporaries, cublas_workspace_bytes,
-                                     transient_workspaces, uses_cublas)
+    from model_ir.workspaces import (DEFAULT_CAPABILITY, cpu_kernel_temporaries, cublas_threads,
+                                     transient_workspaces, workspace_bytes)
 
     idx = order_indices(graph, order)
     if graph.meta.get("device") != "cuda":
         sizes = cpu_kernel_temporaries(graph)
         return [], [Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
                     for t, i in enumerate(idx) if graph.ops[i].id in sizes]
-    kept = []
-    if any(uses_cublas(op.target) for op in graph.ops):
-        capability = tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY)
-        kept.append(Lifetime("workspace:cublas", 0, len(idx) + 1,
-                             cublas_workspace_bytes(capability, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
+    cublas = workspace_bytes("cuda", threads=cublas_threads(graph, eager=False),
+                             capability=tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY),
+                             config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    kept = [Lifetime("workspace:cublas", 0, len(idx) + 1, cublas)] if cublas else []
     sizes = transient_workspaces(graph)
     step = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
             for t, i in enumerate(idx) if graph.ops[i].id in sizes]
@@ -104,17 +106,17 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     :func:`caching_reserve`), elsewhere the live peak.
     """
     copied = frozenset(copied) & frozenset(fallbacks)
-    figures = unplaced_figures(graph, order, alignment, frozenset(fallbacks) - copied)
+    unplaced = frozenset(fallbacks) - copied
+    lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    workspaces = workspace_lifetimes(graph, order)
+    figures = unplaced_figures(graph, order, alignment, unplaced, lifetimes)
     copies = copy_lifetimes(graph, order, alignment, copied)
     figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
     figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
-    kept, step = workspace_lifetimes(graph, order)
-    if device_type == "cuda":
-        figures["library_workspace_bytes"] = caching_reserve(step, kept)[0] if kept or step else 0
-    else:
-        figures["library_workspace_bytes"] = live_bytes_peak(kept + step) if kept or step else 0
+    figures["library_workspace_bytes"] = _beside_arena(graph, order, alignment, frozenset(), [], device_type,
+                                                       lifetimes, workspaces)[0]
     figures["beside_arena_bytes"], figures["warm_block_bytes"] = _beside_arena(
-        graph, order, alignment, frozenset(fallbacks) - copied, copies, device_type)
+        graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
     return figures
 
 

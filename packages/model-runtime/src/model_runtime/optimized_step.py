@@ -18,7 +18,7 @@ from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
-from model_runtime.planning import FALLBACK_RESULTS, check_saved_plan, device_alignment, make_plan
+from model_runtime.planning import check_fallback_results, check_saved_plan, device_alignment, make_plan
 from model_runtime.program import CompiledProgram
 
 
@@ -350,9 +350,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
     chosen = provider("model_opt_executors", executor, "executor")
-    if fallback_results not in FALLBACK_RESULTS:
-        raise RuntimeLayerError(f"fallback_results must be one of {', '.join(FALLBACK_RESULTS)}, "
-                                f"got {fallback_results!r}")
+    check_fallback_results(fallback_results)
     copies = getattr(chosen, "copies_unplaced", False)
     if fallback_results == "copied" and not copies:
         raise RuntimeLayerError(f"fallback_results='copied': executor {executor!r} does not copy results into an "

@@ -79,6 +79,12 @@ def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], 
 FALLBACK_RESULTS = ("auto", "outside", "copied")
 
 
+def check_fallback_results(value) -> None:
+    """Raise :class:`RuntimeLayerError` unless ``value`` is one of :data:`FALLBACK_RESULTS`."""
+    if value not in FALLBACK_RESULTS:
+        raise RuntimeLayerError(f"fallback_results must be one of {', '.join(FALLBACK_RESULTS)}, got {value!r}")
+
+
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
               schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset(),
               memory_budget: int | None = None, fallback_results: str = "auto") -> Plan:
@@ -103,9 +109,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     step) and ``reorder_lower_bound_bytes``, and ``lower_bound_bytes`` is the bound of
     any plan with recomputation.
     """
-    if fallback_results not in FALLBACK_RESULTS:
-        raise RuntimeLayerError(f"fallback_results must be one of {', '.join(FALLBACK_RESULTS)}, "
-                                f"got {fallback_results!r}")
+    check_fallback_results(fallback_results)
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)

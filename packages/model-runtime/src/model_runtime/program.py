@@ -95,7 +95,7 @@ class CompiledProgram:
 
 class _Builder:
     def __init__(self, step, order: Sequence[int], slots: Mapping[str, torch.Tensor] | None,
-                 device_type: str, on_op: Callable | None):
+                 device_type: str, on_op: Callable | None, warm: tuple[int, str] | None = None):
         self.step = step
         self.graph_ir: Graph = step.graph
         self.order = order
@@ -123,7 +123,7 @@ class _Builder:
         self.replayed = {self.graph_ir.ops[i].id for _, i in recomputations(self.order)
                          if self.graph_ir.ops[i].meta.get(REPLAYS_RNG)}
         self.rng_states: dict[str, fx.Node] = {}
-        self.warm: tuple[int, str] | None = None  # (bytes, device) of build_program's warm_block
+        self.warm = warm  # build_program's warm_block
 
     # -- values ---------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class _Builder:
         for node in self.src.graph.nodes:
             if node.op == "placeholder":
                 self.env[node.name] = self.g.node_copy(node)
-        if self.warm is not None:
+        if self.warm:
             self.g.call_function(_allocate_and_free, self.warm)
         for t, i in enumerate(self.order):
             self.emit_op(t, i)
@@ -334,7 +334,7 @@ def _allocate_and_free(nbytes: int, device: str) -> None:
         pass
 
 
-def _copied_into(result, regions: Sequence[torch.Tensor | None], op_id: str = "?"):
+def _copied_into(result, regions: Sequence[torch.Tensor | None], op_id: str):
     """A fallback's ``result`` (a tensor, or a tuple or list of them and None) with each
     element that has a region (1-D ``uint8`` arena slot) replaced by the same view of
     that region, after copying its storage there byte for byte. A result larger than
@@ -387,8 +387,6 @@ def build_program(step, order: Sequence[str] | Schedule | None = None, *, execut
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     validate_order(graph, idx)
-    b = _Builder(step, idx, slots, device_type, on_op)
-    if warm_block and warm_block[0]:
-        b.warm = tuple(warm_block)
+    b = _Builder(step, idx, slots, device_type, on_op, warm_block)
     module = b.build()
     return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops, b.scratch)
