@@ -232,7 +232,9 @@ def test_saved_plan_is_reused_and_checked(tmp_path):
         optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=bad)
     _, _, reorder = _mlp_step("reorder")
     with pytest.raises(ReoptimizeError, match="no placement"):
-        optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan)
+        optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan, executor="arena")
+    # the default ("auto") runs a plan without placement with the reorder executor
+    assert optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan).executor == "reorder"
 
 
 def test_saved_plan_figures_are_recomputed_not_trusted():

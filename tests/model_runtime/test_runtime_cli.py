@@ -23,7 +23,7 @@ def _needs_zoo():
 
 def test_run_compares_with_eager_bitwise(capsys):
     assert main(["run", "tiny-mlp", "--batch-size", "4", "--steps", "3", "--time-limit", "0.5",
-                 "--compare-eager", "--json"]) == 0
+                 "--executor", "arena", "--compare-eager", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["bitwise_equal_to_eager"] is True
     assert figures["executor"] == "arena" and figures["arena_bytes"] > 0
@@ -152,6 +152,6 @@ def test_hugging_face_steps_are_bitwise_eager_with_the_arena(name, mode, capsys)
     (model_runtime.slot_writes), and the updated weights feed the next steps."""
     pytest.importorskip("transformers")
     assert main(["run", name, "--mode", mode, "--batch-size", "2", "--steps", "3", "--time-limit", "1",
-                 "--compare-eager", "--json"]) == 0
+                 "--executor", "arena", "--compare-eager", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["bitwise_equal_to_eager"] is True and figures["executor"] == "arena"

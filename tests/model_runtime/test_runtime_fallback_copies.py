@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from model_ir import Schedule
 from model_ir.testing.examples import random_topological_order
-from model_ir.testing.strategies import graphs
+from model_ir.testing.strategies import graphs_with_unplaced
 from model_runtime.beside_arena import copy_lifetimes, fallback_copies, fallback_cost
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.planning import make_plan
@@ -18,18 +18,8 @@ from model_runtime.planning import make_plan
 ALIGN = {"cpu": 64, "cuda": 512}
 
 
-@st.composite
-def graphs_with_fallbacks(draw):
-    """A random graph and the fresh transient results of a random subset of its ops."""
-    graph = draw(graphs(min_ops=2, max_ops=9, max_size=3000))
-    ops = draw(st.lists(st.sampled_from([op.id for op in graph.ops]), unique=True, max_size=len(graph.ops)))
-    fallbacks = frozenset(b for op in ops for b in graph.op(op).outputs
-                          if not graph.buffer(b).output and not graph.buffer(b).persistent)
-    return graph, fallbacks
-
-
 @settings(max_examples=25, deadline=None)
-@given(graphs_with_fallbacks(), st.sampled_from(["cpu", "cuda"]))
+@given(graphs_with_unplaced(), st.sampled_from(["cpu", "cuda"]))
 def test_outside_and_copied_plans(case, device_type):
     graph, fallbacks = case
     outside, copied = (make_plan(graph, device_type=device_type, unplaced=fallbacks, fallback_results=way,
@@ -48,7 +38,7 @@ def test_outside_and_copied_plans(case, device_type):
 
 
 @settings(max_examples=40, deadline=None)
-@given(graphs_with_fallbacks(), st.sampled_from(["cpu", "cuda"]), st.randoms(use_true_random=False))
+@given(graphs_with_unplaced(), st.sampled_from(["cpu", "cuda"]), st.randoms(use_true_random=False))
 def test_fallback_copies_never_cost_more_than_none_or_all(case, device_type, rnd):
     graph, fallbacks = case
     order = random_topological_order(graph, seed=rnd.randrange(1000))
@@ -100,12 +90,12 @@ def test_saved_copied_plan_runs_copied(tmp_path):
     model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(4, 3, 16, 16)
-    step = optimize(model, x, optimizer=opt, time_limit=0.5)
+    step = optimize(model, x, optimizer=opt, time_limit=0.5, executor="arena")
     plan = make_plan(step.captured.graph, unplaced=fallback_buffers(step.captured, "cpu"),
                      fallback_results="copied", time_limit=0.5)
     path = tmp_path / "plan.json"
     save_plan(plan, path)
-    again = optimize(model, x, optimizer=opt, plan=str(path))
+    again = optimize(model, x, optimizer=opt, plan=str(path), executor="arena")
     f = again.figures()
     assert f["fallback_copied_bytes"] > 0 == f["unplaced_bytes"]
     assert f["fallback_copy_bytes"] == plan.figures["fallback_copy_bytes"] == f["scratch_peak_bytes"]
@@ -161,7 +151,7 @@ def test_optimize_takes_where_fallback_results_live():
         torch.manual_seed(0)
         model = small_cnn()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        steps[way] = optimize(model, x, optimizer=opt, time_limit=0.5, fallback_results=way)
+        steps[way] = optimize(model, x, optimizer=opt, time_limit=0.5, executor="arena", fallback_results=way)
     assert steps["copied"].fallbacks and all(f.copied for f in steps["copied"].fallbacks)
     assert steps["outside"].fallbacks and not any(f.copied for f in steps["outside"].fallbacks)
     for _ in range(2):

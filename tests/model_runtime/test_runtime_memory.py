@@ -125,7 +125,7 @@ def test_attention_softmax_and_embeddings_write_into_the_arena():
     torch.manual_seed(0)
     case = build_case("bert-tiny", "train", 2, device="cpu")
     step = optimize(case.model, case.inputs, optimizer=case.optimizer, loss_fn=case.loss_fn,
-                    targets=(case.target,), time_limit=0.5)
+                    targets=(case.target,), time_limit=0.5, executor="arena")
     ops = collections.Counter(str(n.target) for n in step.captured.module.graph.nodes)
     fallbacks = collections.Counter(f.target for f in step.fallbacks)
     assert ops["aten._safe_softmax.default"] > 0 == fallbacks["aten._safe_softmax.default"]
@@ -197,7 +197,7 @@ def test_steady_cpu_step_allocates_beyond_the_arena_what_the_plan_says(fallback_
     model = small_cnn()
     x = torch.randn(8, 3, 32, 32)
     step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5,
-                    fallback_results=fallback_results)
+                    executor="arena", fallback_results=fallback_results)
     step(x)
     beyond, _ = peak_allocated_during(lambda: step(x))
     f = step.figures()

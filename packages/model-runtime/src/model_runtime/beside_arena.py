@@ -120,6 +120,30 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     return figures
 
 
+def reorder_figures(graph, order, alignment: int, device_type: str) -> dict:
+    """What the ``reorder`` executor takes from PyTorch's allocator running ``order``
+    (bytes): every transient buffer but the step outputs (which both executors leave
+    there) from its op to its last use, beside the libraries' workspaces, all of it
+    as :func:`_beside_arena` holds what lies beside an arena (on CUDA the caching
+    allocator's steady state after a first block of ``reorder_warm_block_bytes``,
+    elsewhere the live peak). It is the arena executor with every result left outside
+    an arena of 0 bytes, so ``reorder_reserved_bytes`` compares with ``arena_bytes +
+    beside_arena_bytes`` (:func:`least_memory_executor`)."""
+    transient = frozenset(b.id for b in graph.buffers if not b.persistent and not b.output)
+    reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type)
+    return {"reorder_reserved_bytes": reserved, "reorder_warm_block_bytes": warm}
+
+
+def least_memory_executor(figures) -> str:
+    """``"reorder"`` when the plan's figures say the reorder executor holds less memory
+    beside the persistent buffers than the arena executor (arena and what lies beside
+    it), else ``"arena"`` (also when the figures lack either)."""
+    if "arena_bytes" not in figures or "reorder_reserved_bytes" not in figures:
+        return "arena"
+    arena = figures["arena_bytes"] + figures.get("beside_arena_bytes", 0)
+    return "reorder" if figures["reorder_reserved_bytes"] < arena else "arena"
+
+
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
                   workspaces=None) -> tuple[int, int]:
     """``(bytes, warm)``: what the device holds beside the arena for the results

@@ -17,7 +17,7 @@ from model_runtime.errors import RuntimeLayerError
 
 
 def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer: str = "sgd",
-              executor: str = "arena", steps: int = 5, time_limit: float | None = None, device: str = "cpu",
+              executor: str = "auto", steps: int = 5, time_limit: float | None = None, device: str = "cpu",
               compare_eager: bool = False, plan=None, memory_budget: int | None = None,
               cuda_graph: bool = False):
     """Optimize and run ``steps`` steps of zoo model ``name``; returns ``(step, figures)``.
@@ -115,7 +115,9 @@ class RunCommand:
         parser.add_argument("--mode", choices=("train", "eval"), default="train",
                             help="train (default: forward, loss, backward, update) or eval (forward only)")
         parser.add_argument("--optimizer", default="sgd", help="optimizer name understood by the zoo (default sgd)")
-        parser.add_argument("--executor", default="arena", help="arena (default), reorder, or a plugin's")
+        parser.add_argument("--executor", default="auto",
+                            help="auto (default: arena or reorder, whichever the plan says holds less), arena, "
+                                 "reorder, or a plugin's")
         parser.add_argument("--steps", type=whole_number(1), default=5, help="steps to run (default 5)")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
                             help="seconds per solver (default 10)")
@@ -187,6 +189,7 @@ def _run_measure(args) -> int:
     import sys
 
     from model_runtime.measured_runs import ALLOC_CONFS, executor_of, measure_model, render_measurement
+    from model_runtime.optimized_step import AUTO_EXECUTOR
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
@@ -198,7 +201,7 @@ def _run_measure(args) -> int:
                                 f"choose from {', '.join(ALLOC_CONFS)}")
     variants = tuple(v for v in args.variants.split(",") if v)
     for v in variants:
-        if v != "eager":
+        if v != "eager" and executor_of(v)[0] != AUTO_EXECUTOR:
             provider("model_opt_executors", executor_of(v)[0], "executor")  # a clear error for an unknown one
     provider("model_opt_models", args.model, "model")
     result = measure_model(args.model, mode=args.mode, batch_size=args.batch_size, optimizer=args.optimizer,

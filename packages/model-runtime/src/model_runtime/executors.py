@@ -21,14 +21,16 @@ def transient_buffers(graph) -> list:
 
 def build_reorder(step, plan: Plan, *, device: torch.device, on_op=None) -> CompiledProgram:
     """The planned order with PyTorch's own allocator; each buffer is freed after its
-    last use in that order."""
-    return build_program(step, plan.schedule, executor="reorder", device_type=device.type, on_op=on_op)
+    last use in that order; on CUDA the step starts with the first block the plan's
+    figures choose for it (``reorder_warm_block_bytes``)."""
+    return build_program(step, plan.schedule, executor="reorder", device_type=device.type, on_op=on_op,
+                         warm_block=_warm_block(plan, device, "reorder_warm_block_bytes"))
 
 
-def _warm_block(plan: Plan, device: torch.device) -> tuple[int, str] | None:
-    """The first block a CUDA step starts with (``warm_block_bytes``, see
+def _warm_block(plan: Plan, device: torch.device, figure: str = "warm_block_bytes") -> tuple[int, str] | None:
+    """The first block a CUDA step starts with (the plan's ``figure``, see
     :func:`model_runtime.beside_arena.caching_reserve`), on ``device``."""
-    nbytes = plan.figures.get("warm_block_bytes", 0)
+    nbytes = plan.figures.get(figure, 0)
     return (nbytes, str(device)) if device.type == "cuda" and nbytes else None
 
 

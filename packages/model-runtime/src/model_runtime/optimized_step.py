@@ -15,6 +15,7 @@ from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
+from model_runtime.beside_arena import least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
@@ -33,6 +34,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 #: Plans one :class:`OptimizedStep` may make for new input shapes, modes or optimizer structures.
 MAX_PLANS = 8
+
+#: ``optimize(executor=...)``'s default: the arena or the reorder executor, whichever
+#: the plan's figures say holds less (:func:`least_memory_executor`).
+AUTO_EXECUTOR = "auto"
 
 
 class ReplanWarning(UserWarning):
@@ -223,6 +228,12 @@ class OptimizedStep:
                 f"{'; ' + f['placement_status'] if 'placement_status' in f else ''}"
                 f"{_bound(f, 'arena_lower_bound_bytes')})",
             ]
+        if "reorder_reserved_bytes" in f:
+            held = [f"reorder executor {human_bytes(f['reorder_reserved_bytes'])}"]
+            if "arena_bytes" in f:
+                held.append(f"arena executor {human_bytes(f['arena_bytes'] + f.get('beside_arena_bytes', 0))}"
+                            " (arena and what lies beside it)")
+            lines.append("  memory beside the persistent buffers (simulated): " + ", ".join(held))
         if self.program.arena is not None:
             fb = self.program.fallbacks
             copied = sum(x.copied for x in fb)
@@ -267,7 +278,7 @@ def _change(new: float, old: float) -> str:
 
 
 def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None = None,
-             optimizer: torch.optim.Optimizer | None = None, executor: str = "arena",
+             optimizer: torch.optim.Optimizer | None = None, executor: str = "auto",
              time_limit: float | None = None, targets=(), train: bool | None = None,
              schedule_method: str = "auto", place_method: str = "auto",
              granularity: int | None = None, plan: Plan | str | os.PathLike | None = None,
@@ -283,8 +294,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     of positional arguments or a dict of keyword arguments; only shapes and dtypes
     matter). ``targets``: example extra arguments of ``loss_fn(output, *targets)``.
     ``train`` defaults to ``model.training``; in eval mode the step is forward only.
-    ``executor``: ``"arena"`` (planned order and addresses), ``"reorder"`` (planned
-    order, PyTorch's allocator) or a plugin's. ``time_limit``: seconds for each solver
+    ``executor``: ``"auto"`` (default: of the two below, the one whose simulated
+    memory beside the persistent buffers is smaller, see
+    :func:`model_runtime.beside_arena.least_memory_executor`; the arena with
+    ``cuda_graph=True`` or ``fallback_results="copied"``), ``"arena"`` (planned order
+    and addresses), ``"reorder"`` (planned order, PyTorch's allocator) or a plugin's. ``time_limit``: seconds for each solver
     (scheduling, placement; default 10). ``granularity``: bytes every buffer is
     rounded up to (default: 512 on CUDA, 64 on CPU). ``plan``: a plan saved earlier
     (``model_ir.save_plan(step.plan, path)``, e.g. solved once with a long time limit),
@@ -349,8 +363,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     train_given = train is not None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
-    chosen = provider("model_opt_executors", executor, "executor")
     check_fallback_results(fallback_results)
+    # "auto" plans for the arena and may run the plan with the reorder executor instead.
+    auto = executor == AUTO_EXECUTOR and not cuda_graph and fallback_results != "copied"
+    chosen = provider("model_opt_executors", "arena" if executor == AUTO_EXECUTOR else executor, "executor")
     copies = getattr(chosen, "copies_unplaced", False)
     if fallback_results == "copied" and not copies:
         raise RuntimeLayerError(f"fallback_results='copied': executor {executor!r} does not copy results into an "
@@ -377,8 +393,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
 
     def fitted(saved) -> Plan:
         """``saved`` (a plan or its path) checked to be made for this very step."""
-        return check_saved_plan(load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved,
-                                captured.graph, needs_placement=chosen.needs_placement,
+        saved = load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved
+        # "auto" runs a plan without placement with the reorder executor; one with a placement must be valid.
+        return check_saved_plan(saved, captured.graph,
+                                needs_placement=saved.placement is not None if auto else chosen.needs_placement,
                                 alignment=device_alignment(device.type), unplaced=unplaced,
                                 device_type=device.type, copies_unplaced=copies)
 
@@ -401,8 +419,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)
+    if auto:
+        pick = least_memory_executor(plan.figures) if plan.placement is not None else "reorder"
+        chosen = provider("model_opt_executors", pick, "executor")
     program = chosen.build(captured, plan, device=device)
-    log.info("compiled for executor %s (%.2f s)", executor, time.perf_counter() - t0)
+    log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
 
     def replan(example, new_targets, plans):
         return optimize(model, example, loss_fn=loss_fn, optimizer=optimizer, executor=executor,

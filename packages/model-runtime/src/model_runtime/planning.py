@@ -10,7 +10,7 @@ from model_ir.plan import order_indices
 from model_ir.recompute import recompute_flops
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.beside_arena import (
-    caching_allocator_bytes, fallback_copies, fallback_figures, fallback_groups, instance_owners_of,
+    caching_allocator_bytes, fallback_copies, fallback_figures, fallback_groups, instance_owners_of, reorder_figures,
 )
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_sched import forced_bound, liveness, schedule
@@ -96,7 +96,9 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     ``persistent_bytes``, ``arena_bytes``, ``arena_lower_bound_bytes``,
     ``eager_caching_allocator_bytes`` (what PyTorch's caching allocator would reserve
     for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
-    allocated outside the arena), ``schedule_seconds``, ``place_seconds``; with
+    allocated outside the arena), ``schedule_seconds``, ``place_seconds``,
+    ``reorder_reserved_bytes`` and ``reorder_warm_block_bytes`` (what the ``reorder``
+    executor takes from PyTorch's allocator, :func:`reorder_figures`); with
     ``unplaced`` (the results of the ops the executor runs as fallbacks, which PyTorch's
     allocator makes): ``fallback_results`` says whether they stay ``"outside"`` the arena
     or are ``"copied"`` into it right after their op (then placed like any buffer);
@@ -124,7 +126,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         order, result = place_scheduled(
             graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, leave_out),
                                                    method=place_method, time_limit=seconds), limit)
-    figures = simulated_figures(graph, order, None, alignment)
+    figures = simulated_figures(graph, order, None, alignment, device_type=device_type)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
     if figures["peak_bytes"] != sched.peak_bytes:
         raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
@@ -263,6 +265,7 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
         "eager_transient_peak_bytes": eager - graph.persistent_bytes,
         "output_bytes": sum(b.size for b in graph.buffers if b.output),
         "alignment_bytes": alignment,
+        **reorder_figures(graph, order, alignment, device_type),
     }
     if placement is not None:
         figures["arena_bytes"] = placement.arena_bytes

@@ -62,6 +62,18 @@ def graphs(
     return Graph(buffers, ops, name="random")
 
 
+@st.composite
+def graphs_with_unplaced(draw, max_ops: int = 9, max_size: int = 3000) -> tuple[Graph, frozenset[str]]:
+    """``(graph, unplaced)``: a random graph and the fresh transient results (neither
+    persistent nor step outputs) of a random subset of its ops, as an executor's
+    fallbacks that PyTorch's allocator makes (``model_runtime.make_plan(unplaced=)``)."""
+    graph = draw(graphs(min_ops=2, max_ops=max_ops, max_size=max_size))
+    ops = draw(st.lists(st.sampled_from([op.id for op in graph.ops]), unique=True, max_size=len(graph.ops)))
+    unplaced = frozenset(b for op in ops for b in graph.op(op).outputs
+                         if not graph.buffer(b).output and not graph.buffer(b).persistent)
+    return graph, unplaced
+
+
 def topological_orders(graph: Graph, limit: int = 100_000):
     """Yield every valid order of op positions (at most ``limit``), for brute force checks."""
     n = len(graph.ops)

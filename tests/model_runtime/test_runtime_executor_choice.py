@@ -1,0 +1,126 @@
+"""``optimize(executor="auto")``, the default: the plan runs with the arena executor or
+the reorder executor, whichever its figures say holds less beside the persistent
+buffers (``reorder_reserved_bytes`` against ``arena_bytes + beside_arena_bytes``)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_ir.testing.strategies import graphs_with_unplaced
+from model_place import lifetimes_from_graph, live_bytes_peak
+from model_runtime.beside_arena import least_memory_executor, reorder_figures
+from model_runtime.planning import make_plan
+
+torch = pytest.importorskip("torch")
+
+
+@settings(max_examples=30, deadline=None)
+@given(graphs_with_unplaced(), st.sampled_from(["cpu", "cuda"]))
+def test_reorder_figures_and_the_choice(case, device_type):
+    graph, fallbacks = case
+    plan = make_plan(graph, device_type=device_type, unplaced=fallbacks, time_limit=0.2)
+    f = plan.figures
+    align = f["alignment_bytes"]
+    held = [lt for lt in lifetimes_from_graph(graph, plan.schedule, alignment=align)
+            if not graph.buffer(lt.id).persistent and not graph.buffer(lt.id).output]
+    live = live_bytes_peak(held) if held else 0
+    if device_type == "cpu":
+        # no caching allocator: the reorder executor holds the live peak, which no arena beats
+        assert f["reorder_reserved_bytes"] == live and f["reorder_warm_block_bytes"] == 0
+        assert f["reorder_reserved_bytes"] <= f["arena_bytes"] + f["beside_arena_bytes"]
+    else:
+        assert f["reorder_reserved_bytes"] >= live
+    # the reorder figures do not depend on the placement
+    unplaced = make_plan(graph, device_type=device_type, placement=False, time_limit=0.2)
+    assert unplaced.figures["reorder_reserved_bytes"] == reorder_figures(
+        graph, unplaced.schedule, align, device_type)["reorder_reserved_bytes"]
+    pick = least_memory_executor(f)
+    held_by = {"reorder": f["reorder_reserved_bytes"], "arena": f["arena_bytes"] + f["beside_arena_bytes"]}
+    assert held_by[pick] == min(held_by.values())
+    assert pick == "arena" or held_by["reorder"] < held_by["arena"]  # a tie keeps the arena
+
+
+def test_least_memory_executor_without_figures_keeps_the_arena():
+    assert least_memory_executor({}) == "arena"
+    assert least_memory_executor({"arena_bytes": 10}) == "arena"
+    assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_reserved_bytes": 14}) \
+        == "reorder"
+    assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_reserved_bytes": 15}) \
+        == "arena"
+
+
+def _cnn_step(**kwargs):
+    from model_ir.testing.torch_models import small_cnn
+    from model_runtime import optimize
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    x = torch.randn(8, 3, 32, 32)
+    return optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5,
+                    **kwargs), x
+
+
+def test_auto_runs_the_executor_that_holds_less_and_says_so():
+    step, x = _cnn_step()
+    f = step.figures()
+    assert step.executor == least_memory_executor(f) == "reorder"  # CPU: no arena beats the live peak
+    assert f["reorder_reserved_bytes"] < f["arena_bytes"] + f["beside_arena_bytes"]
+    report = step.report()
+    assert "executor reorder" in report and "reorder executor" in report and "arena executor" in report
+    # where only the arena does what is asked, auto is the arena
+    assert _cnn_step(fallback_results="copied")[0].executor == "arena"
+    assert _cnn_step(executor="arena")[0].executor == "arena"
+
+
+def test_auto_and_arena_steps_are_bitwise_the_same():
+    from model_ir.testing.torch_models import small_cnn
+    from model_runtime import optimize
+
+    x = torch.randn(8, 3, 32, 32)
+    losses = {}
+    for executor in ("auto", "arena"):
+        torch.manual_seed(0)
+        model = small_cnn()
+        step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5,
+                        executor=executor)
+        losses[executor] = [step(x) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(losses["auto"], losses["arena"]))
+
+
+def test_a_steady_cpu_reorder_step_allocates_what_the_plan_says():
+    """torch.profiler memory events of a steady reorder step on the CPU: what it
+    allocates beyond the persistent buffers is the plan's ``reorder_reserved_bytes``
+    (the live peak, batch norm backward's second input gradient included), up to the
+    64-byte rounding of its buffers and the loss."""
+    from model_ir.testing.live_memory import peak_allocated_during
+
+    step, x = _cnn_step(executor="reorder")
+    step(x)
+    beyond, _ = peak_allocated_during(lambda: step(x))
+    f = step.figures()
+    assert abs(beyond - f["reorder_reserved_bytes"]) <= 1024, (beyond, f["reorder_reserved_bytes"])
+
+
+def test_a_cuda_reorder_step_starts_with_its_own_first_block():
+    from model_ir import Plan, Schedule
+
+    from model_runtime.executors import _warm_block
+
+    plan = Plan(None, Schedule([]), None, {"warm_block_bytes": 1 << 20, "reorder_warm_block_bytes": 3 << 20})
+    assert _warm_block(plan, torch.device("cuda"), "reorder_warm_block_bytes") == (3 << 20, "cuda")
+    assert _warm_block(plan, torch.device("cpu"), "reorder_warm_block_bytes") is None
+
+
+def test_planned_device_bytes_follows_the_executor_that_ran():
+    from model_runtime.measured_runs import planned_device_bytes
+
+    plan = {"persistent_bytes": 100, "arena_bytes": 50, "beside_arena_bytes": 20, "reorder_reserved_bytes": 60,
+            "peak_bytes": 150}
+    assert planned_device_bytes({"plan": {**plan, "executor": "arena"}}) == 170
+    assert planned_device_bytes({"plan": {**plan, "executor": "reorder"}}) == 160
+    assert planned_device_bytes({"plan": {**plan, "executor": "reorder"}, "persistent_allocated_bytes": 90}) == 150
+    old = {"persistent_bytes": 100, "peak_bytes": 150}  # a reorder plan from before reorder_reserved_bytes
+    assert planned_device_bytes({"plan": old}) == 150
+    assert planned_device_bytes({}) is None
