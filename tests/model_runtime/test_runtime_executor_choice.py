@@ -17,10 +17,11 @@ torch = pytest.importorskip("torch")
 
 
 @settings(max_examples=30, deadline=None)
-@given(graphs_with_unplaced(), st.sampled_from(["cpu", "cuda"]))
-def test_reorder_figures_and_the_choice(case, device_type):
+@given(graphs_with_unplaced(), st.sampled_from(["cpu", "cuda"]), st.booleans())
+def test_reorder_figures_and_the_choice(case, device_type, expandable):
     graph, fallbacks = case
-    plan = make_plan(graph, device_type=device_type, unplaced=fallbacks, time_limit=0.2)
+    plan = make_plan(graph, device_type=device_type, unplaced=fallbacks, time_limit=0.2,
+                     expandable_segments=expandable)
     f = plan.figures
     align = f["alignment_bytes"]
     held = [lt for lt in lifetimes_from_graph(graph, plan.schedule, alignment=align)
@@ -30,12 +31,14 @@ def test_reorder_figures_and_the_choice(case, device_type):
         # no caching allocator: the reorder executor holds the live peak, which no arena beats
         assert f["reorder_reserved_bytes"] == live and f["reorder_warm_block_bytes"] == 0
         assert f["reorder_reserved_bytes"] <= f["arena_bytes"] + f["beside_arena_bytes"]
+        assert "expandable_segments" not in f  # a CUDA setting
     else:
-        assert f["reorder_reserved_bytes"] >= live
+        assert f["reorder_reserved_bytes"] >= live and f["expandable_segments"] == expandable
     # the reorder figures do not depend on the placement
-    unplaced = make_plan(graph, device_type=device_type, placement=False, time_limit=0.2)
+    unplaced = make_plan(graph, device_type=device_type, placement=False, time_limit=0.2,
+                         expandable_segments=expandable)
     assert unplaced.figures["reorder_reserved_bytes"] == reorder_figures(
-        graph, unplaced.schedule, align, device_type)["reorder_reserved_bytes"]
+        graph, unplaced.schedule, align, device_type, expandable=expandable)["reorder_reserved_bytes"]
     pick = least_memory_executor(f)
     held_by = {"reorder": f["reorder_reserved_bytes"], "arena": f["arena_bytes"] + f["beside_arena_bytes"]}
     assert held_by[pick] == min(held_by.values())
@@ -49,6 +52,49 @@ def test_least_memory_executor_without_figures_keeps_the_arena():
         == "reorder"
     assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_reserved_bytes": 15}) \
         == "arena"
+
+
+def test_the_allocator_setting_is_read_from_torch_or_the_environment(monkeypatch):
+    from model_runtime.optimized_step import expandable_segments
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch._C, "_accelerator_getAllocatorSettings",
+                        lambda: "max_split_size_mb:128,expandable_segments:True", raising=False)
+    assert expandable_segments(cuda) and not expandable_segments(cpu)
+    monkeypatch.setattr(torch._C, "_accelerator_getAllocatorSettings", lambda: "", raising=False)
+    assert not expandable_segments(cuda)
+    monkeypatch.delattr(torch._C, "_accelerator_getAllocatorSettings", raising=False)  # older torch: the environment
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert expandable_segments(cuda)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
+    assert not expandable_segments(cuda)
+
+
+def test_a_cuda_plan_simulates_the_allocator_setting_it_runs_with():
+    """Captured for CUDA here (emulated kernels): with expandable segments the figures
+    of what lies in PyTorch's allocator are the simulation of that setting."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_ir.torch import capture_step
+    from model_place import simulate_training_steps
+    from model_runtime.beside_arena import workspace_lifetimes
+    from model_runtime.lowering import fallback_buffers
+
+    model = small_cnn()
+    cap = capture_step(model, torch.randn(4, 3, 16, 16), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                       device="cuda", granularity=512)
+    plans = {es: make_plan(cap.graph, device_type="cuda", unplaced=fallback_buffers(cap, "cuda"), time_limit=0.5,
+                           expandable_segments=es) for es in (False, True)}
+    for es, plan in plans.items():
+        f = plan.figures
+        assert f["expandable_segments"] is es
+        kept, step = workspace_lifetimes(plan.graph, plan.schedule)
+        held = [lt for lt in lifetimes_from_graph(plan.graph, plan.schedule, alignment=512)
+                if not plan.graph.buffer(lt.id).persistent and not plan.graph.buffer(lt.id).output]
+        plain = simulate_training_steps(kept, held + step, expandable_segments=es).reserved_bytes
+        assert f["reorder_reserved_bytes"] <= plain  # a first block only where it reserves less
+        if not f["reorder_warm_block_bytes"]:
+            assert f["reorder_reserved_bytes"] == plain
 
 
 def _cnn_step(**kwargs):

@@ -66,6 +66,22 @@ def test_reorder_reserves_no_more_than_eager(model, batch):
         assert reorder["max_reserved_bytes"] <= eager["max_reserved_bytes"] * 1.02 + 2 * MiB, alloc
 
 
+@pytest.mark.parametrize("model,batch", CASES)
+def test_auto_picks_the_executor_that_reserves_less(model, batch):
+    """``executor="auto"`` (the default) runs what the plan's figures say holds less,
+    simulated in the allocator setting of the run: measured, that is the lesser of the
+    two executors (2% + 2 MiB), with either setting."""
+    from model_runtime.beside_arena import least_memory_executor
+
+    allocs = ("default", "expandable")
+    got = _run(model, batch, *[(v, a) for a in allocs for v in ("arena", "reorder")])
+    for alloc, (arena, reorder) in zip(allocs, (got[:2], got[2:])):
+        assert arena["plan"].get("expandable_segments") == (alloc == "expandable")
+        measured = {"arena": arena["max_reserved_bytes"], "reorder": reorder["max_reserved_bytes"]}
+        chosen = least_memory_executor(arena["plan"])
+        assert measured[chosen] <= min(measured.values()) * 1.02 + 2 * MiB, (alloc, chosen, measured)
+
+
 class _DropoutMLP(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -140,7 +156,7 @@ def test_copied_fallbacks_on_cuda_give_the_same_steps():
             model = small_cnn().cuda()
             opt = torch.optim.SGD(model.parameters(), lr=0.1)
             x = torch.randn(8, 3, 32, 32, device="cuda")
-            step = optimize(model, x, optimizer=opt, time_limit=1, fallback_results=way)
+            step = optimize(model, x, optimizer=opt, time_limit=1, executor="arena", fallback_results=way)
             assert any(f.copied for f in step.fallbacks) == (way == "copied")
             losses[way] = [step(x).item() for _ in range(3)]
     finally:

@@ -6,8 +6,9 @@ An op with no kernel that writes into a given buffer (a *fallback*, see
 stay there until their last use, or are copied into their arena slot right after the op
 (:func:`fallback_copies` picks which, op by op). Beside them lie the libraries'
 workspaces (:func:`workspace_lifetimes`). All of it shares one allocator, simulated
-here: on CUDA the caching allocator in its steady state (:func:`caching_reserve`),
-elsewhere the live peak.
+here: on CUDA the caching allocator in its steady state (:func:`caching_reserve`; in
+the setting the step runs with, ``expandable=True`` for
+``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``), elsewhere the live peak.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def fallback_groups(graph, fallbacks) -> dict[str, frozenset[str]]:
     return {op: bs for op, bs in groups.items() if bs}
 
 
-def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_type: str) -> dict:
+def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_type: str, *,
+                     expandable: bool = False) -> dict:
     """Where the arena executor's fallback results (``fallbacks``) live, in figures (bytes).
 
     Those in ``copied`` are placed and copied into their arena slot right after their
@@ -103,7 +105,8 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     the libraries' workspaces and temporaries (:func:`workspace_lifetimes`; alone:
     ``library_workspace_bytes``), all in one allocator: on CUDA what its caching
     allocator reserves (simulated; after a first block of ``warm_block_bytes``, see
-    :func:`caching_reserve`), elsewhere the live peak.
+    :func:`caching_reserve`; ``expandable``: with expandable segments), elsewhere the
+    live peak.
     """
     copied = frozenset(copied) & frozenset(fallbacks)
     unplaced = frozenset(fallbacks) - copied
@@ -114,13 +117,13 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
     figures["fallback_copy_bytes"] = live_bytes_peak(copies) if copies else 0
     figures["library_workspace_bytes"] = _beside_arena(graph, order, alignment, frozenset(), [], device_type,
-                                                       lifetimes, workspaces)[0]
+                                                       lifetimes, workspaces, expandable=expandable)[0]
     figures["beside_arena_bytes"], figures["warm_block_bytes"] = _beside_arena(
-        graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
+        graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces, expandable=expandable)
     return figures
 
 
-def reorder_figures(graph, order, alignment: int, device_type: str) -> dict:
+def reorder_figures(graph, order, alignment: int, device_type: str, *, expandable: bool = False) -> dict:
     """What the ``reorder`` executor takes from PyTorch's allocator running ``order``
     (bytes): every transient buffer but the step outputs (which both executors leave
     there) from its op to its last use, beside the libraries' workspaces, all of it
@@ -130,7 +133,7 @@ def reorder_figures(graph, order, alignment: int, device_type: str) -> dict:
     an arena of 0 bytes, so ``reorder_reserved_bytes`` compares with ``arena_bytes +
     beside_arena_bytes`` (:func:`least_memory_executor`)."""
     transient = frozenset(b.id for b in graph.buffers if not b.persistent and not b.output)
-    reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type)
+    reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type, expandable=expandable)
     return {"reorder_reserved_bytes": reserved, "reorder_warm_block_bytes": warm}
 
 
@@ -145,13 +148,13 @@ def least_memory_executor(figures) -> str:
 
 
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
-                  workspaces=None) -> tuple[int, int]:
+                  workspaces=None, *, expandable: bool = False) -> tuple[int, int]:
     """``(bytes, warm)``: what the device holds beside the arena for the results
     ``unplaced`` (alive to their last use), the ``copies`` (temporaries' lifetimes) and
     the libraries' ``workspaces`` (:func:`workspace_lifetimes`, computed when None), and
     on CUDA the first block that gets the caching allocator there
-    (:func:`caching_reserve`; 0: none). ``lifetimes``: those of every buffer in
-    ``order`` when the caller has them."""
+    (:func:`caching_reserve`, with expandable segments when ``expandable``; 0: none).
+    ``lifetimes``: those of every buffer in ``order`` when the caller has them."""
     owner = instance_owners_of(graph, order)
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
@@ -159,10 +162,11 @@ def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: s
     kept, step = workspace_lifetimes(graph, order) if workspaces is None else workspaces
     if device_type != "cuda":
         return (live_bytes_peak(lts + kept + step) if lts or kept or step else 0), 0
-    return caching_reserve(lts + step, kept)
+    return caching_reserve(lts + step, kept, expandable=expandable)
 
 
-def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> tuple[int, int]:
+def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = (), *,
+                    expandable: bool = False) -> tuple[int, int]:
     """``(reserved, warm)``: what PyTorch's caching allocator reserves in its steady state
     (simulated) for ``step`` (each step's allocations) and ``kept`` (allocated in the
     first step, never freed), and the size of the block the arena executor allocates and
@@ -174,19 +178,22 @@ def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> 
     layer by layer) leave a segment per new size. A first block as large as the most
     they hold at a time (large-pool requests, rounded as the allocator rounds them)
     makes one segment that all of them split instead (CUDA capture of vgg16 b32: the
-    workspaces alone 1606 MiB without, 820 MiB with)."""
-    plain = caching_allocator_bytes(step, kept)
+    workspaces alone 1606 MiB without, 820 MiB with). ``expandable``: the allocator
+    with expandable segments, whose segments grow instead (the block is kept only where
+    the simulation says it reserves less there too)."""
+    plain = caching_allocator_bytes(step, kept, expandable=expandable)
     large = [lt for lt in (*kept, *step) if pool_of(round_size(lt.size)) == "large"]
     if not large:
         return plain, 0
     warm = live_bytes_peak(Lifetime(lt.id, lt.start, lt.end, round_size(lt.size)) for lt in large)
     # the block first, then the kept ones (freed with each replayed step: the same blocks again)
     shifted = [Lifetime(lt.id, lt.start + 1, lt.end + 1, lt.size) for lt in (*kept, *step)]
-    warmed = caching_allocator_bytes([Lifetime("warm-block", 0, 1, warm), *shifted])
+    warmed = caching_allocator_bytes([Lifetime("warm-block", 0, 1, warm), *shifted], expandable=expandable)
     return (warmed, warm) if warmed < plain else (plain, 0)
 
 
-def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -> frozenset[str]:
+def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str, *,
+                    expandable: bool = False) -> frozenset[str]:
     """The fallback results worth copying into the arena in ``order``: those of the ops
     whose results (together) are smaller than a threshold, the threshold that makes the
     arena (its bound, the peak of its live bytes) plus :func:`_beside_arena` smallest,
@@ -203,7 +210,8 @@ def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -
     best = None
     for threshold in sorted(set(size.values())) + [float("inf")]:
         copied = frozenset(b for op, bs in groups.items() if size[op] < threshold for b in bs)
-        key = (fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything, workspaces),
+        key = (fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything, workspaces,
+                             expandable=expandable),
                sum(graph.buffer(b).size for b in copied))
         if best is None or key < best[0]:
             best = key, copied
@@ -211,7 +219,7 @@ def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str) -
 
 
 def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: str, lifetimes=None,
-                  workspaces=None) -> int:
+                  workspaces=None, *, expandable: bool = False) -> int:
     """What :func:`fallback_copies` minimises (bytes): the arena's bound (the peak of its
     live bytes) with the results ``copied`` placed and the other ``fallbacks`` not, plus
     what both take beside it (:func:`_beside_arena`)."""
@@ -222,11 +230,12 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     not_placed = {b.id for b in graph.buffers if b.output} | unplaced
     arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in not_placed)
     return arena + _beside_arena(graph, order, alignment, unplaced, copy_lifetimes(graph, order, alignment, copied),
-                                 device_type, lifetimes, workspaces)[0]
+                                 device_type, lifetimes, workspaces, expandable=expandable)[0]
 
 
-def caching_allocator_bytes(lifetimes: Sequence[Lifetime], kept: Sequence[Lifetime] = ()) -> int:
-    """What PyTorch's caching allocator (default setting) reserves for ``lifetimes`` run
-    step after step, in its steady state (simulated), beside ``kept`` (allocated once,
-    never freed)."""
-    return simulate_training_steps(kept, lifetimes).reserved_bytes
+def caching_allocator_bytes(lifetimes: Sequence[Lifetime], kept: Sequence[Lifetime] = (), *,
+                            expandable: bool = False) -> int:
+    """What PyTorch's caching allocator (default setting; ``expandable``: with
+    expandable segments) reserves for ``lifetimes`` run step after step, in its steady
+    state (simulated), beside ``kept`` (allocated once, never freed)."""
+    return simulate_training_steps(kept, lifetimes, expandable_segments=expandable).reserved_bytes

@@ -32,6 +32,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def expandable_segments(device: torch.device) -> bool:
+    """Whether PyTorch's caching allocator on ``device`` runs with expandable segments
+    (``expandable_segments:True`` in ``PYTORCH_ALLOC_CONF`` or ``PYTORCH_CUDA_ALLOC_CONF``,
+    or set with ``torch.cuda.memory._set_allocator_settings``): the plan's figures then
+    simulate that setting. Always False off CUDA."""
+    if device.type != "cuda":
+        return False
+    settings = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
+    text = settings() if settings is not None else \
+        os.environ.get("PYTORCH_ALLOC_CONF") or os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or ""
+    pairs = dict(item.split(":", 1) for item in text.replace(" ", "").split(",") if ":" in item)
+    return pairs.get("expandable_segments", "").lower() == "true"
+
+
 #: Plans one :class:`OptimizedStep` may make for new input shapes, modes or optimizer structures.
 MAX_PLANS = 8
 
@@ -233,7 +247,8 @@ class OptimizedStep:
             if "arena_bytes" in f:
                 held.append(f"arena executor {human_bytes(f['arena_bytes'] + f.get('beside_arena_bytes', 0))}"
                             " (arena and what lies beside it)")
-            lines.append("  memory beside the persistent buffers (simulated): " + ", ".join(held))
+            setting = ", expandable segments" if f.get("expandable_segments") else ""
+            lines.append(f"  memory beside the persistent buffers (simulated{setting}): " + ", ".join(held))
         if self.program.arena is not None:
             fb = self.program.fallbacks
             copied = sum(x.copied for x in fb)
@@ -390,6 +405,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     # An executor may leave some transient buffers to PyTorch's allocator (the arena's
     # fallbacks): the plan must know them before placing.
     unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()
+    expandable = expandable_segments(device)
 
     def fitted(saved) -> Plan:
         """``saved`` (a plan or its path) checked to be made for this very step."""
@@ -398,7 +414,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         return check_saved_plan(saved, captured.graph,
                                 needs_placement=saved.placement is not None if auto else chosen.needs_placement,
                                 alignment=device_alignment(device.type), unplaced=unplaced,
-                                device_type=device.type, copies_unplaced=copies)
+                                device_type=device.type, copies_unplaced=copies, expandable_segments=expandable)
 
     candidates = list(plan) if isinstance(plan, (list, tuple)) else None
     if candidates is not None:
@@ -409,7 +425,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
                          unplaced=unplaced, memory_budget=memory_budget,
-                         fallback_results=fallback_results if copies else "outside")
+                         fallback_results=fallback_results if copies else "outside", expandable_segments=expandable)
         if memory_budget is not None and not plan.figures["fits_budget"]:
             f = plan.figures
             raise BudgetError(

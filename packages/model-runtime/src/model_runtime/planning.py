@@ -87,7 +87,8 @@ def check_fallback_results(value) -> None:
 
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
               schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset(),
-              memory_budget: int | None = None, fallback_results: str = "auto") -> Plan:
+              memory_budget: int | None = None, fallback_results: str = "auto",
+              expandable_segments: bool = False) -> Plan:
     """Schedule ``graph``, place its arena buffers (when ``placement``) and gather the figures.
 
     ``time_limit`` (seconds) applies to each solver separately (default
@@ -110,8 +111,12 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     ``recompute_flops``, ``recompute_overhead`` (recomputed FLOPs per FLOP of the
     step) and ``reorder_lower_bound_bytes``, and ``lower_bound_bytes`` is the bound of
     any plan with recomputation.
+    ``expandable_segments`` (CUDA): what lies in PyTorch's caching allocator is simulated
+    with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (figure
+    ``expandable_segments``), as the step will run.
     """
     check_fallback_results(fallback_results)
+    expandable = expandable_segments and device_type == "cuda"
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)
@@ -121,12 +126,14 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     copied = frozenset()
     if placement:
         copied = {"outside": frozenset(), "copied": frozenset(unplaced),
-                  "auto": fallback_copies(graph, sched.order, alignment, unplaced, device_type)}[fallback_results]
+                  "auto": fallback_copies(graph, sched.order, alignment, unplaced, device_type,
+                                          expandable=expandable)}[fallback_results]
         leave_out = frozenset(unplaced) - copied
         order, result = place_scheduled(
             graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, leave_out),
                                                    method=place_method, time_limit=seconds), limit)
-    figures = simulated_figures(graph, order, None, alignment, device_type=device_type)
+    figures = simulated_figures(graph, order, None, alignment, device_type=device_type,
+                                expandable_segments=expandable)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
     if figures["peak_bytes"] != sched.peak_bytes:
         raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
@@ -148,7 +155,8 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         })
     placed = None
     if result is not None:
-        figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type))
+        figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type,
+                                        expandable=expandable))
         eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
         placed = result.placement()
         figures.update({
@@ -157,7 +165,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             "placement_status": result.status,
             "place_seconds": time.perf_counter() - place_start,  # every order placed, not only the kept one
             "place_method": result.method,
-            "eager_caching_allocator_bytes": caching_allocator_bytes(eager_lts),
+            "eager_caching_allocator_bytes": caching_allocator_bytes(eager_lts, expandable=expandable),
             "eager_transient_live_peak_bytes": live_bytes_peak(eager_lts),
         })
     return Plan(graph, Schedule(order), placed, figures)
@@ -170,12 +178,14 @@ def _structure(graph) -> tuple:
 
 
 def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int, unplaced=frozenset(),
-                     device_type: str = "cpu", copies_unplaced: bool = True) -> Plan:
+                     device_type: str = "cpu", copies_unplaced: bool = True,
+                     expandable_segments: bool = False) -> Plan:
     """``plan`` re-targeted to ``graph`` (the step captured now), after checking that
     it was made for the same step and that its order (and placement, when
     ``needs_placement``) are valid for it. Raises :class:`ReoptimizeError` otherwise.
     ``unplaced``: the executor's fallback results; with ``copies_unplaced``, those of
-    an op the placement places are copied into the arena (see :func:`make_plan`)."""
+    an op the placement places are copied into the arena (see :func:`make_plan`, also
+    for ``expandable_segments``)."""
     if _structure(plan.graph) != _structure(graph):
         raise ReoptimizeError(
             f"the saved plan was made for another step ({len(plan.graph.ops)} ops, {len(plan.graph.buffers)} "
@@ -202,7 +212,7 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
     # been edited): every figure is recomputed from the graph, the order and the offsets.
     return Plan(graph, plan.schedule, placement,
                 {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced, copied=copied,
-                                     device_type=device_type),
+                                     device_type=device_type, expandable_segments=expandable_segments),
                  **bound_figures(graph, plan.schedule, lts if placement is not None else None)})
 
 
@@ -248,11 +258,12 @@ def bound_figures(graph, order, lts=None) -> dict:
 
 
 def simulated_figures(graph, order, placement, alignment: int, unplaced=frozenset(), *, copied=frozenset(),
-                      device_type: str = "cpu") -> dict:
+                      device_type: str = "cpu", expandable_segments: bool = False) -> dict:
     """The figures of a plan the simulator recomputes (bytes): a saved plan's own are
     not trusted (it may come from another tool, or have been edited). ``unplaced``,
     ``copied``: the executor's fallback results and those copied into the arena
-    (:func:`fallback_figures`)."""
+    (:func:`fallback_figures`); ``expandable_segments``: see :func:`make_plan`."""
+    expandable = expandable_segments and device_type == "cuda"
     peak = simulate(graph, order).peak_bytes
     eager = simulate(graph, eager=True).peak_bytes
     figures = {
@@ -265,11 +276,14 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
         "eager_transient_peak_bytes": eager - graph.persistent_bytes,
         "output_bytes": sum(b.size for b in graph.buffers if b.output),
         "alignment_bytes": alignment,
-        **reorder_figures(graph, order, alignment, device_type),
+        **reorder_figures(graph, order, alignment, device_type, expandable=expandable),
     }
+    if device_type == "cuda":
+        figures["expandable_segments"] = expandable
     if placement is not None:
         figures["arena_bytes"] = placement.arena_bytes
         eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
-        figures["eager_caching_allocator_bytes"] = caching_allocator_bytes(eager_lts)
-        figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type))
+        figures["eager_caching_allocator_bytes"] = caching_allocator_bytes(eager_lts, expandable=expandable)
+        figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type,
+                                        expandable=expandable))
     return figures
