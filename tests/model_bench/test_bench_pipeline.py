@@ -167,3 +167,33 @@ def test_a_traced_backward_convolution_takes_its_two_workspaces_in_cudnns_order(
     for lt in step:  # every other buffer keeps its op steps, four times each
         if lt.id in ("dy", "x", "loss"):
             assert (clock[lt.id].start, clock[lt.id].end) == (4 * lt.start, 4 * lt.end)
+
+
+def test_the_reorder_executor_s_first_block_is_simulated_on_cuda():
+    """Growing transient buffers leave a caching-allocator segment each; the reorder
+    executor's first block (model_runtime's ``reorder_warm_block_bytes``) makes one
+    segment they all split, and ``simulate_reorder_allocator`` replays it (CUDA only)."""
+    import attrs
+
+    from model_bench.pipeline import (allocator_steps, reorder_warm_block_bytes, simulate_reorder_allocator,
+                                      simulate_steps_on)
+    from model_ir import Buffer, Graph, Op
+
+    MiB = 1 << 20
+    small = [Buffer(f"s{k}", 512) for k in range(2)]
+    buffers = [Buffer("w", 4 * MiB, persistent=True), Buffer("a", 10 * MiB), Buffer("b", 20 * MiB),
+               Buffer("c", 30 * MiB), *small, Buffer("loss", 512, output=True)]
+    # a, b and c each alive alone, each larger than the last (as cuDNN's workspaces layer by layer)
+    ops = [Op("op0", inputs=["w"], outputs=["a"]), Op("op1", inputs=["a"], outputs=["s0"]),
+           Op("op2", inputs=["w"], outputs=["b"]), Op("op3", inputs=["b"], outputs=["s1"]),
+           Op("op4", inputs=["w"], outputs=["c"]), Op("op5", inputs=["c", "s0", "s1"], outputs=["loss"])]
+    order = [op.id for op in ops]
+    cuda = Graph(buffers, ops, name="growing", meta={"device": "cuda"})
+    warm = reorder_warm_block_bytes(cuda, order)
+    plain = simulate_steps_on(*allocator_steps(cuda, order, eager=False)).reserved_bytes
+    assert warm == 30 * MiB  # the most alive at a time
+    assert simulate_reorder_allocator(cuda, order).reserved_bytes < plain
+    cpu = attrs.evolve(cuda, meta={"device": "cpu"})
+    assert reorder_warm_block_bytes(cpu, order) == 0
+    assert simulate_reorder_allocator(cpu, order).reserved_bytes == \
+        simulate_steps_on(*allocator_steps(cpu, order, eager=False)).reserved_bytes

@@ -1,6 +1,6 @@
 """``optimize(executor="auto")``, the default: the plan runs with the arena executor or
 the reorder executor, whichever its figures say holds less beside the persistent
-buffers (``reorder_reserved_bytes`` against ``arena_bytes + beside_arena_bytes``)."""
+buffers (``reorder_transient_bytes`` against ``arena_bytes + beside_arena_bytes``)."""
 
 from __future__ import annotations
 
@@ -29,18 +29,18 @@ def test_reorder_figures_and_the_choice(case, device_type, expandable):
     live = live_bytes_peak(held) if held else 0
     if device_type == "cpu":
         # no caching allocator: the reorder executor holds the live peak, which no arena beats
-        assert f["reorder_reserved_bytes"] == live and f["reorder_warm_block_bytes"] == 0
-        assert f["reorder_reserved_bytes"] <= f["arena_bytes"] + f["beside_arena_bytes"]
+        assert f["reorder_transient_bytes"] == live and f["reorder_warm_block_bytes"] == 0
+        assert f["reorder_transient_bytes"] <= f["arena_bytes"] + f["beside_arena_bytes"]
         assert "expandable_segments" not in f  # a CUDA setting
     else:
-        assert f["reorder_reserved_bytes"] >= live and f["expandable_segments"] == expandable
+        assert f["reorder_transient_bytes"] >= live and f["expandable_segments"] == expandable
     # the reorder figures do not depend on the placement
     unplaced = make_plan(graph, device_type=device_type, placement=False, time_limit=0.2,
                          expandable_segments=expandable)
-    assert unplaced.figures["reorder_reserved_bytes"] == reorder_figures(
-        graph, unplaced.schedule, align, device_type, expandable=expandable)["reorder_reserved_bytes"]
+    assert unplaced.figures["reorder_transient_bytes"] == reorder_figures(
+        graph, unplaced.schedule, align, device_type, expandable=expandable)["reorder_transient_bytes"]
     pick = least_memory_executor(f)
-    held_by = {"reorder": f["reorder_reserved_bytes"], "arena": f["arena_bytes"] + f["beside_arena_bytes"]}
+    held_by = {"reorder": f["reorder_transient_bytes"], "arena": f["arena_bytes"] + f["beside_arena_bytes"]}
     assert held_by[pick] == min(held_by.values())
     assert pick == "arena" or held_by["reorder"] < held_by["arena"]  # a tie keeps the arena
 
@@ -48,9 +48,9 @@ def test_reorder_figures_and_the_choice(case, device_type, expandable):
 def test_least_memory_executor_without_figures_keeps_the_arena():
     assert least_memory_executor({}) == "arena"
     assert least_memory_executor({"arena_bytes": 10}) == "arena"
-    assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_reserved_bytes": 14}) \
+    assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_transient_bytes": 14}) \
         == "reorder"
-    assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_reserved_bytes": 15}) \
+    assert least_memory_executor({"arena_bytes": 10, "beside_arena_bytes": 5, "reorder_transient_bytes": 15}) \
         == "arena"
 
 
@@ -92,9 +92,9 @@ def test_a_cuda_plan_simulates_the_allocator_setting_it_runs_with():
         held = [lt for lt in lifetimes_from_graph(plan.graph, plan.schedule, alignment=512)
                 if not plan.graph.buffer(lt.id).persistent and not plan.graph.buffer(lt.id).output]
         plain = simulate_training_steps(kept, held + step, expandable_segments=es).reserved_bytes
-        assert f["reorder_reserved_bytes"] <= plain  # a first block only where it reserves less
+        assert f["reorder_transient_bytes"] <= plain  # a first block only where it reserves less
         if not f["reorder_warm_block_bytes"]:
-            assert f["reorder_reserved_bytes"] == plain
+            assert f["reorder_transient_bytes"] == plain
 
 
 def _cnn_step(**kwargs):
@@ -112,7 +112,7 @@ def test_auto_runs_the_executor_that_holds_less_and_says_so():
     step, x = _cnn_step()
     f = step.figures()
     assert step.executor == least_memory_executor(f) == "reorder"  # CPU: no arena beats the live peak
-    assert f["reorder_reserved_bytes"] < f["arena_bytes"] + f["beside_arena_bytes"]
+    assert f["reorder_transient_bytes"] < f["arena_bytes"] + f["beside_arena_bytes"]
     report = step.report()
     assert "executor reorder" in report and "reorder executor" in report and "arena executor" in report
     # where only the arena does what is asked, auto is the arena
@@ -137,7 +137,7 @@ def test_auto_and_arena_steps_are_bitwise_the_same():
 
 def test_a_steady_cpu_reorder_step_allocates_what_the_plan_says():
     """torch.profiler memory events of a steady reorder step on the CPU: what it
-    allocates beyond the persistent buffers is the plan's ``reorder_reserved_bytes``
+    allocates beyond the persistent buffers is the plan's ``reorder_transient_bytes``
     (the live peak, batch norm backward's second input gradient included), up to the
     64-byte rounding of its buffers and the loss."""
     from model_ir.testing.live_memory import peak_allocated_during
@@ -146,7 +146,7 @@ def test_a_steady_cpu_reorder_step_allocates_what_the_plan_says():
     step(x)
     beyond, _ = peak_allocated_during(lambda: step(x))
     f = step.figures()
-    assert abs(beyond - f["reorder_reserved_bytes"]) <= 1024, (beyond, f["reorder_reserved_bytes"])
+    assert abs(beyond - f["reorder_transient_bytes"]) <= 1024, (beyond, f["reorder_transient_bytes"])
 
 
 def test_a_cuda_reorder_step_starts_with_its_own_first_block():
@@ -162,11 +162,11 @@ def test_a_cuda_reorder_step_starts_with_its_own_first_block():
 def test_planned_device_bytes_follows_the_executor_that_ran():
     from model_runtime.measured_runs import planned_device_bytes
 
-    plan = {"persistent_bytes": 100, "arena_bytes": 50, "beside_arena_bytes": 20, "reorder_reserved_bytes": 60,
+    plan = {"persistent_bytes": 100, "arena_bytes": 50, "beside_arena_bytes": 20, "reorder_transient_bytes": 60,
             "peak_bytes": 150}
     assert planned_device_bytes({"plan": {**plan, "executor": "arena"}}) == 170
     assert planned_device_bytes({"plan": {**plan, "executor": "reorder"}}) == 160
     assert planned_device_bytes({"plan": {**plan, "executor": "reorder"}, "persistent_allocated_bytes": 90}) == 150
-    old = {"persistent_bytes": 100, "peak_bytes": 150}  # a reorder plan from before reorder_reserved_bytes
+    old = {"persistent_bytes": 100, "peak_bytes": 150}  # a reorder plan from before reorder_transient_bytes
     assert planned_device_bytes({"plan": old}) == 150
     assert planned_device_bytes({}) is None

@@ -80,6 +80,8 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
                              capability=tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY),
                              config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     kept = [Lifetime("workspace:cublas", 0, len(idx) + 1, cublas)] if cublas else []
+    if graph.meta.get("workspaces"):  # model-bench's graphs hold them as buffers already (with_workspaces)
+        return kept, []
     sizes = transient_workspaces(graph)
     step = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
             for t, i in enumerate(idx) if graph.ops[i].id in sizes]
@@ -130,21 +132,21 @@ def reorder_figures(graph, order, alignment: int, device_type: str, *, expandabl
     as :func:`_beside_arena` holds what lies beside an arena (on CUDA the caching
     allocator's steady state after a first block of ``reorder_warm_block_bytes``,
     elsewhere the live peak). It is the arena executor with every result left outside
-    an arena of 0 bytes, so ``reorder_reserved_bytes`` compares with ``arena_bytes +
+    an arena of 0 bytes, so ``reorder_transient_bytes`` compares with ``arena_bytes +
     beside_arena_bytes`` (:func:`least_memory_executor`)."""
     transient = frozenset(b.id for b in graph.buffers if not b.persistent and not b.output)
     reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type, expandable=expandable)
-    return {"reorder_reserved_bytes": reserved, "reorder_warm_block_bytes": warm}
+    return {"reorder_transient_bytes": reserved, "reorder_warm_block_bytes": warm}
 
 
 def least_memory_executor(figures) -> str:
     """``"reorder"`` when the plan's figures say the reorder executor holds less memory
     beside the persistent buffers than the arena executor (arena and what lies beside
     it), else ``"arena"`` (also when the figures lack either)."""
-    if "arena_bytes" not in figures or "reorder_reserved_bytes" not in figures:
+    if "arena_bytes" not in figures or "reorder_transient_bytes" not in figures:
         return "arena"
     arena = figures["arena_bytes"] + figures.get("beside_arena_bytes", 0)
-    return "reorder" if figures["reorder_reserved_bytes"] < arena else "arena"
+    return "reorder" if figures["reorder_transient_bytes"] < arena else "arena"
 
 
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,

@@ -285,14 +285,14 @@ def planned_device_bytes(run: dict) -> int | None:
     arena executor, the arena and what its fallback results (and, in plans made since
     they count, the libraries' workspaces) take beside it, as PyTorch's caching
     allocator would hold them (simulated: ``beside_arena_bytes`` of a CUDA plan); for
-    the reorder executor, what it takes from that allocator (``reorder_reserved_bytes``;
+    the reorder executor, what it takes from that allocator (``reorder_transient_bytes``;
     in plans made before it was a figure, the planned peak); None for ``eager`` (no plan).
     """
     plan = run.get("plan", {})
     persistent = run.get("persistent_allocated_bytes", plan.get("persistent_bytes", 0))
     reorder = plan.get("executor") == "reorder" or "arena_bytes" not in plan
-    if reorder and "reorder_reserved_bytes" in plan:
-        return persistent + plan["reorder_reserved_bytes"]
+    if reorder and "reorder_transient_bytes" in plan:
+        return persistent + plan["reorder_transient_bytes"]
     if not reorder:
         beside = plan.get("beside_arena_bytes", plan.get("unplaced_caching_allocator_bytes", 0))
         return persistent + plan["arena_bytes"] + beside

@@ -242,8 +242,8 @@ class OptimizedStep:
                 f"{'; ' + f['placement_status'] if 'placement_status' in f else ''}"
                 f"{_bound(f, 'arena_lower_bound_bytes')})",
             ]
-        if "reorder_reserved_bytes" in f:
-            held = [f"reorder executor {human_bytes(f['reorder_reserved_bytes'])}"]
+        if "reorder_transient_bytes" in f:
+            held = [f"reorder executor {human_bytes(f['reorder_transient_bytes'])}"]
             if "arena_bytes" in f:
                 held.append(f"arena executor {human_bytes(f['arena_bytes'] + f.get('beside_arena_bytes', 0))}"
                             " (arena and what lies beside it)")

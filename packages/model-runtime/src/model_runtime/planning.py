@@ -98,7 +98,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     ``eager_caching_allocator_bytes`` (what PyTorch's caching allocator would reserve
     for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
     allocated outside the arena), ``schedule_seconds``, ``place_seconds``,
-    ``reorder_reserved_bytes`` and ``reorder_warm_block_bytes`` (what the ``reorder``
+    ``reorder_transient_bytes`` and ``reorder_warm_block_bytes`` (what the ``reorder``
     executor takes from PyTorch's allocator, :func:`reorder_figures`); with
     ``unplaced`` (the results of the ops the executor runs as fallbacks, which PyTorch's
     allocator makes): ``fallback_results`` says whether they stay ``"outside"`` the arena
