@@ -197,3 +197,34 @@ def test_the_reorder_executor_s_first_block_is_simulated_on_cuda():
     assert reorder_warm_block_bytes(cpu, order) == 0
     assert simulate_reorder_allocator(cpu, order).reserved_bytes == \
         simulate_steps_on(*allocator_steps(cpu, order, eager=False)).reserved_bytes
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_runtime_figures_are_what_optimize_would_hold(device):
+    """``bench`` adds what model-runtime's ``optimize()`` would hold (its default
+    executor, fallbacks and workspaces included), per allocator setting: never less
+    than the plan's transient peak, and from the runtime's own plan of the step."""
+    pytest.importorskip("torch")
+    from model_bench.cli_bench import format_run
+    from model_bench.pipeline import run_bench
+    from model_ir.workspaces import without_workspaces
+    from model_runtime import make_plan
+    from model_runtime.beside_arena import least_memory_executor
+
+    run = run_bench("tiny-cnn", "train", 4, BenchSettings(time_limit=1, device=device))
+    f, graph = run.figures, run.graph
+    fallbacks = frozenset(graph.meta["arena_fallbacks"])
+    assert fallbacks and fallbacks <= {b.id for b in graph.buffers}  # the convolutions at least
+    for expandable, suffix in ((False, ""), (True, "_expandable")):
+        plan = make_plan(without_workspaces(graph), device_type=device, unplaced=fallbacks, time_limit=1,
+                         expandable_segments=expandable).figures
+        executor = least_memory_executor(plan)
+        held = plan["arena_bytes"] + plan["beside_arena_bytes"] if executor == "arena" \
+            else plan["reorder_transient_bytes"]
+        assert f[f"runtime_executor{suffix}"] == executor
+        assert f[f"runtime_total{suffix}_bytes"] == graph.persistent_bytes + held >= plan["peak_bytes"] - \
+            plan["output_bytes"]
+    if device == "cpu":  # no caching allocator: the reorder executor, and one figure for both settings
+        assert f["runtime_executor"] == f["runtime_executor_expandable"] == "reorder"
+        assert f["runtime_total_bytes"] == f["runtime_total_expandable_bytes"]
+    assert "optimize() (simulated)" in format_run(f)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.workspaces import (
     WORKSPACE_KIND, conv_backward_workspaces, conv_workspace_bytes, cublas_threads, cublas_workspace_bytes, reduction_workspace_bytes,
-    transient_workspaces, uses_cublas, with_workspaces, workspace_bytes,
+    transient_workspaces, uses_cublas, with_workspaces, without_workspaces, workspace_bytes,
 )
 
 MiB, KiB = 1 << 20, 1 << 10
@@ -77,6 +77,7 @@ def test_workspaces_become_buffers_alive_during_their_call():
     ws = [b for b in g.buffers if b.kind == WORKSPACE_KIND]
     assert [(b.id, b.size) for b in ws] == [("workspace:conv", 13 * MiB), ("workspace:conv_bwd", 13 * MiB)]
     assert with_workspaces(g) is g and with_workspaces(conv_step(device="cpu")) == conv_step(device="cpu")
+    assert without_workspaces(g) == conv_step() and without_workspaces(conv_step()) == conv_step()
     # Beside the weight (1 MiB): the forward call holds x, y and its workspace (25 MiB); the
     # backward call dy, x, dx, dw and its workspace (8 + 4 + 4 + 1 + 13 = 30 MiB): the peak.
     profile = simulate(g)

@@ -101,10 +101,22 @@ def format_run(f: dict[str, Any]) -> str:
         f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
         f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "
         "(lower bound)",
+        *_runtime_lines(f),
         *_budget_lines(f),
         *_measured_lines(f),
         f"  seconds                 {secs}",
     ])
+
+
+def _runtime_lines(f: dict[str, Any]) -> list[str]:
+    """What model-runtime's ``optimize()`` would hold (simulated), when the capture says
+    which buffers its arena executor leaves to PyTorch's allocator."""
+    if "runtime_total_bytes" not in f:
+        return []
+    return [f"  optimize() (simulated)  {fmt_bytes(f['runtime_total_bytes'])} with the {f['runtime_executor']} "
+            f"executor, {fmt_bytes(f['runtime_total_expandable_bytes'])} with expandable segments "
+            f"({f['runtime_executor_expandable']}): {fmt_percent(-f['runtime_saving_vs_strongest'])} vs the strongest "
+            "baseline (persistent + what the executor holds, fallbacks and workspaces included)"]
 
 
 def _budget_lines(f: dict[str, Any]) -> list[str]:

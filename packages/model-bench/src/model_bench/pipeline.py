@@ -19,7 +19,7 @@ from model_bench.errors import BenchError, StageUnavailableError
 from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
-from model_ir.workspaces import WORKSPACE_KIND, with_workspaces
+from model_ir.workspaces import WORKSPACE_KIND, with_workspaces, without_workspaces
 
 
 #: The devices a step can be captured for.
@@ -107,15 +107,24 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
     """Capture one training (or eval) step of ``case`` as a storage-level graph, with
     ``device``'s kernels and, for CUDA, cuDNN's convolution workspaces as buffers
     (:func:`model_ir.workspaces.with_workspaces`). ``for_recompute``: as ``optimize(memory_budget=...)`` captures
-    it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``)."""
+    it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``).
+    ``meta["arena_fallbacks"]``: the buffers model-runtime's arena executor leaves to
+    PyTorch's allocator on ``device`` (the results of its fallback ops, see
+    ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`."""
     try:
-        from model_ir.torch import capture
+        from model_ir.torch import capture_step
     except ImportError as e:
         raise _missing("capture", "model_ir.torch (pip install model-ir[torch])", e) from None
-    graph = capture(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer, train=case.train,
-                    targets=() if case.target is None else (case.target,), granularity=granularity, device=device,
-                    functional_inplace=for_recompute)
-    return with_workspaces(graph)
+    captured = capture_step(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
+                            train=case.train, targets=() if case.target is None else (case.target,),
+                            granularity=granularity, device=device, functional_inplace=for_recompute)
+    graph = captured.graph
+    try:
+        from model_runtime.lowering import fallback_buffers
+    except ImportError:  # without model-runtime, no figures of its executors
+        return with_workspaces(graph)
+    fallbacks = sorted(fallback_buffers(captured, graph.meta.get("device") or device))
+    return with_workspaces(attrs.evolve(graph, meta={**graph.meta, "arena_fallbacks": fallbacks}))
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
@@ -276,6 +285,38 @@ def reorder_warm_block_bytes(graph: Graph, order, *, expandable_segments: bool =
                            expandable=expandable_segments)["reorder_warm_block_bytes"]
 
 
+def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
+    """What ``model_runtime.optimize()`` would hold for this step (bytes, simulated), for
+    each allocator setting (``_expandable``: with expandable segments): the executor
+    its default ``executor="auto"`` runs (``runtime_executor``) and the persistent
+    buffers plus what that executor holds (``runtime_total_bytes``): the arena and what
+    lies beside it (the fallbacks' results, outside or copied in, and the libraries'
+    workspaces, in PyTorch's allocator) or the reorder executor's transient memory.
+    Unlike the plan (``optimized_total_bytes``, every buffer in the arena), it counts
+    what cannot be in the arena. Step outputs (the loss) are not counted. Empty for a
+    graph without ``meta["arena_fallbacks"]`` (:func:`capture_case` records them) and
+    under a memory budget."""
+    fallbacks = graph.meta.get("arena_fallbacks")
+    if fallbacks is None or settings.memory_budget is not None:
+        return {}
+    try:
+        from model_runtime.beside_arena import least_memory_executor
+        from model_runtime.planning import make_plan
+    except ImportError as e:
+        raise _missing("the runtime's figures", "model_runtime", e) from None
+    base = without_workspaces(graph)
+    device = graph.meta.get("device") or "cpu"
+    out: dict[str, Any] = {}
+    for expandable, suffix in ((False, ""), (True, "_expandable")):
+        f = make_plan(base, device_type=device, unplaced=frozenset(fallbacks), time_limit=settings.time_limit,
+                      expandable_segments=expandable).figures
+        executor = least_memory_executor(f)
+        held = f["arena_bytes"] + f["beside_arena_bytes"] if executor == "arena" else f["reorder_transient_bytes"]
+        out[f"runtime_executor{suffix}"] = executor
+        out[f"runtime_total{suffix}_bytes"] = base.persistent_bytes + held
+    return out
+
+
 def simulate_steps_on(kept, step, *, expandable_segments: bool = False):
     """The caching allocator's steady state over training steps (``kept`` allocated
     first, then ``step`` replayed until a step reserves nothing new; see
@@ -422,6 +463,8 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     with progress.stage("reorder", seconds):
         reorder = {setting: simulate_reorder_allocator(graph, order, expandable_segments=setting).reserved_bytes
                    for setting in (False, True)}
+    with progress.stage("runtime", seconds):
+        runtime = runtime_figures(graph, settings)
     persistent = graph.persistent_bytes
     workspace = plan_workspace_bytes(graph)
     total = persistent + placement.arena_bytes + workspace
@@ -470,12 +513,17 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "optimized_total_bytes": total,
         "reorder_reserved_bytes": reorder[False],
         "reorder_reserved_expandable_bytes": reorder[True],
+        **runtime,
         "saving_vs_reserved": 1 - total / allocator.reserved_bytes if allocator.reserved_bytes else 0.0,
         "best_possible_saving_vs_reserved": _saving(plan_lower, allocator.reserved_bytes),
         "saving_vs_expandable": _saving(total, baselines["eager_reserved_expandable_bytes"]),
         "saving_vs_strongest": _saving(total, baselines["strongest_baseline_bytes"]),
         "best_possible_saving_vs_strongest": _saving(plan_lower, baselines["strongest_baseline_bytes"]),
     })
+    if runtime:
+        figures["runtime_saving_vs_strongest"] = _saving(
+            min(runtime["runtime_total_bytes"], runtime["runtime_total_expandable_bytes"]),
+            baselines["strongest_baseline_bytes"])
     if settings.memory_budget is not None:
         figures.update(budget_figures(graph, sched))
     seconds["total"] = sum(v for k, v in seconds.items() if k not in ("total", "import"))

@@ -347,3 +347,16 @@ def with_workspaces(graph: Graph) -> Graph:
            for op in graph.ops]
     return attrs.evolve(graph, buffers=buffers, ops=ops,
                         meta={**graph.meta, "workspaces": "cuDNN convolutions, split reductions (model_ir.workspaces)"})
+
+
+def without_workspaces(graph: Graph) -> Graph:
+    """``graph`` without the workspace buffers :func:`with_workspaces` added (the graph
+    model-runtime plans: its executors' workspaces are cuDNN's own allocations, which
+    ``model_runtime.beside_arena`` counts beside the arena); unchanged without them."""
+    if not graph.meta.get("workspaces"):
+        return graph
+    dropped = {b.id for b in graph.buffers if b.kind == WORKSPACE_KIND}
+    ops = [attrs.evolve(op, outputs=tuple(b for b in op.outputs if b not in dropped)) if dropped & set(op.outputs)
+           else op for op in graph.ops]
+    meta = {k: v for k, v in graph.meta.items() if k != "workspaces"}
+    return attrs.evolve(graph, buffers=[b for b in graph.buffers if b.id not in dropped], ops=ops, meta=meta)
