@@ -172,12 +172,12 @@ def test_a_traced_backward_convolution_takes_its_two_workspaces_in_cudnns_order(
 def test_the_reorder_executor_s_first_block_is_simulated_on_cuda():
     """Growing transient buffers leave a caching-allocator segment each; the reorder
     executor's first block (model_runtime's ``reorder_warm_block_bytes``) makes one
-    segment they all split, and ``simulate_reorder_allocator`` replays it (CUDA only)."""
+    segment they all split, and ``reorder_reserved_bytes`` replays it (CUDA only)."""
     import attrs
 
-    from model_bench.pipeline import (allocator_steps, reorder_warm_block_bytes, simulate_reorder_allocator,
-                                      simulate_steps_on)
+    from model_bench.pipeline import allocator_steps, reorder_reserved_bytes, simulate_steps_on
     from model_ir import Buffer, Graph, Op
+    from model_runtime.beside_arena import reorder_figures
 
     MiB = 1 << 20
     small = [Buffer(f"s{k}", 512) for k in range(2)]
@@ -189,14 +189,13 @@ def test_the_reorder_executor_s_first_block_is_simulated_on_cuda():
            Op("op4", inputs=["w"], outputs=["c"]), Op("op5", inputs=["c", "s0", "s1"], outputs=["loss"])]
     order = [op.id for op in ops]
     cuda = Graph(buffers, ops, name="growing", meta={"device": "cuda"})
-    warm = reorder_warm_block_bytes(cuda, order)
     plain = simulate_steps_on(*allocator_steps(cuda, order, eager=False)).reserved_bytes
-    assert warm == 30 * MiB  # the most alive at a time
-    assert simulate_reorder_allocator(cuda, order).reserved_bytes < plain
-    cpu = attrs.evolve(cuda, meta={"device": "cpu"})
-    assert reorder_warm_block_bytes(cpu, order) == 0
-    assert simulate_reorder_allocator(cpu, order).reserved_bytes == \
-        simulate_steps_on(*allocator_steps(cpu, order, eager=False)).reserved_bytes
+    # the weight's 20 MiB segment (a fits beside it), then a segment each for b and c, the small pool
+    assert plain == (20 + 20 + 30 + 2) * MiB
+    assert reorder_figures(cuda, order, 512, "cuda")["reorder_warm_block_bytes"] == 30 * MiB
+    assert reorder_reserved_bytes(cuda, order) == (20 + 30 + 2) * MiB  # b and c split the first block
+    cpu = attrs.evolve(cuda, meta={"device": "cpu"})  # no first block off CUDA
+    assert reorder_reserved_bytes(cpu, order) == simulate_steps_on(*allocator_steps(cpu, order, eager=False)).reserved_bytes
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])

@@ -24,8 +24,7 @@ def test_reorder_figures_and_the_choice(case, device_type, expandable):
                      expandable_segments=expandable)
     f = plan.figures
     align = f["alignment_bytes"]
-    held = [lt for lt in lifetimes_from_graph(graph, plan.schedule, alignment=align)
-            if not graph.buffer(lt.id).persistent and not graph.buffer(lt.id).output]
+    held = lifetimes_from_graph(graph, plan.schedule, alignment=align)  # every transient buffer, outputs too
     live = live_bytes_peak(held) if held else 0
     if device_type == "cpu":
         # no caching allocator: the reorder executor holds the live peak, which no arena beats
@@ -76,6 +75,8 @@ def test_a_cuda_plan_simulates_the_allocator_setting_it_runs_with():
     of what lies in PyTorch's allocator are the simulation of that setting."""
     from model_ir.testing.torch_models import small_cnn
     from model_ir.torch import capture_step
+    from model_ir import Lifetime
+    from model_ir.workspaces import on_allocator_clock
     from model_place import simulate_training_steps
     from model_runtime.beside_arena import workspace_lifetimes
     from model_runtime.lowering import fallback_buffers
@@ -89,9 +90,12 @@ def test_a_cuda_plan_simulates_the_allocator_setting_it_runs_with():
         f = plan.figures
         assert f["expandable_segments"] is es
         kept, step = workspace_lifetimes(plan.graph, plan.schedule)
-        held = [lt for lt in lifetimes_from_graph(plan.graph, plan.schedule, alignment=512)
-                if not plan.graph.buffer(lt.id).persistent and not plan.graph.buffer(lt.id).output]
-        plain = simulate_training_steps(kept, held + step, expandable_segments=es).reserved_bytes
+        transient = list(lifetimes_from_graph(plan.graph, plan.schedule, alignment=512))
+        # the persistent buffers first, then the step on the allocator's clock
+        persistent = [Lifetime(b.id, 0, 1, b.size) for b in plan.graph.buffers if b.persistent]
+        plain = simulate_training_steps([*persistent, *on_allocator_clock(plan.graph, kept)],
+                                        on_allocator_clock(plan.graph, transient + step),
+                                        expandable_segments=es).reserved_bytes - plan.graph.persistent_bytes
         assert f["reorder_transient_bytes"] <= plain  # a first block only where it reserves less
         if not f["reorder_warm_block_bytes"]:
             assert f["reorder_transient_bytes"] == plain

@@ -1,9 +1,12 @@
 """Where the arena executor's fallback results live: outside the arena, copied into it,
-or ``auto`` (``optimize(..., fallback_results=)``), in one run.
+or ``auto`` (``optimize(..., fallback_results=)``), and which executor
+``optimize(executor="auto")`` runs, in one run.
 
-1. Simulated, for the graphs CUDA runs (captured here with emulated CUDA kernels):
-   arena + what lies beside it in PyTorch's caching allocator (the results left
-   outside, the copies' temporaries, cuBLAS's and cuDNN's workspaces), MiB.
+1. Simulated, for the graphs CUDA runs (captured here with emulated CUDA kernels), with
+   the default allocator and with expandable segments: persistent + arena + what lies
+   beside it in PyTorch's caching allocator (the results left outside, the copies'
+   temporaries, the step outputs, cuBLAS's and cuDNN's workspaces), and persistent +
+   the reorder executor's transient memory, MiB; the executor ``auto`` picks.
 2. Measured on this CPU (torch.profiler memory events): what a steady step allocates
    beyond the arena, against the plan's ``beside_arena_bytes``, and the step time of
    all copied against all outside (interleaved rounds, median).
@@ -27,33 +30,48 @@ from model_bench.zoo import build_case
 from model_ir.testing.live_memory import peak_allocated_during
 from model_ir.torch import capture_step, init_optimizer_state
 from model_runtime import make_plan, optimize
+from model_runtime.beside_arena import least_memory_executor
 from model_runtime.lowering import fallback_buffers
 
 WAYS = ("outside", "copied", "auto")
-CUDA_CASES = ("alexnet:32", "vgg16:32", "resnet18:32", "mobilenet_v2:32", "vit_b_16:1", "bert-base:1", "gpt2:1")
+SETTINGS = {"default": False, "expandable": True}
+CUDA_CASES = ("alexnet:32", "vgg16:32", "resnet18:32", "mobilenet_v2:32", "vit_b_16:1", "bert-base:1", "gpt2:1",
+              "resnet18:32:eval", "vgg16:32:eval", "googlenet:32:eval")
 CPU_CASES = ("alexnet:32", "resnet18:8", "vgg16:8")
 MiB = 1 << 20
 
 
 def _case(spec: str, device: str):
-    name, batch = spec.split(":")
-    return build_case(name, "train", int(batch), device=device)
+    """A zoo case from ``MODEL:BATCH[:MODE]`` (train by default)."""
+    name, batch, *mode = spec.split(":")
+    return build_case(name, mode[0] if mode else "train", int(batch), device=device)
 
 
 def simulated_cuda(spec: str, time_limit: float) -> dict:
-    """Arena and what lies beside it, each way, for the graph CUDA runs (bytes)."""
+    """Per allocator setting: arena and what lies beside it, each way, the reorder
+    executor's transient memory and the executor ``auto`` runs, for the graph CUDA runs
+    (bytes)."""
     case = _case(spec, "meta")
-    init_optimizer_state(case.optimizer)
-    captured = capture_step(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
-                            targets=(case.target,), device="cuda", granularity=512)
+    if case.train:
+        init_optimizer_state(case.optimizer)
+        captured = capture_step(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
+                                targets=(case.target,), device="cuda", granularity=512)
+    else:
+        captured = capture_step(case.model, case.inputs, train=False, device="cuda", granularity=512)
     fallbacks = fallback_buffers(captured, "cuda")
-    row = {"case": spec, "fallback_bytes": sum(captured.graph.buffer(b).size for b in fallbacks)}
-    for way in WAYS:
-        f = make_plan(captured.graph, device_type="cuda", unplaced=fallbacks, fallback_results=way,
-                      time_limit=time_limit).figures
-        row[way] = {k: f[k] for k in ("arena_bytes", "beside_arena_bytes", "fallback_copied_bytes",
-                                      "library_workspace_bytes")}
-        row["transient_peak_bytes"] = f["transient_peak_bytes"]
+    row = {"case": spec, "fallback_bytes": sum(captured.graph.buffer(b).size for b in fallbacks),
+           "persistent_bytes": captured.graph.persistent_bytes}
+    for setting, expandable in SETTINGS.items():
+        cell = {}
+        for way in WAYS:
+            f = make_plan(captured.graph, device_type="cuda", unplaced=fallbacks, fallback_results=way,
+                          time_limit=time_limit, expandable_segments=expandable).figures
+            cell[way] = {k: f[k] for k in ("arena_bytes", "beside_arena_bytes", "fallback_copied_bytes",
+                                           "library_workspace_bytes")}
+            row["transient_peak_bytes"] = f["transient_peak_bytes"]
+        cell["reorder_transient_bytes"] = f["reorder_transient_bytes"]  # the same order each way
+        cell["auto_executor"] = least_memory_executor(f)
+        row[setting] = cell
     return row
 
 
@@ -63,7 +81,8 @@ def measured_cpu(spec: str, time_limit: float, rounds: int) -> dict:
     case = _case(spec, "cpu")
     targets = (case.target,)
     steps = {way: optimize(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
-                           targets=targets, time_limit=time_limit, fallback_results=way) for way in WAYS}
+                           targets=targets, time_limit=time_limit, executor="arena", fallback_results=way)
+             for way in WAYS}
     row = {"case": spec}
     times: dict[str, list[float]] = {way: [] for way in WAYS}
     for r in range(rounds + 1):
@@ -92,14 +111,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = {"torch": torch.__version__, "cuda_simulated": [], "cpu_measured": []}
-    print("simulated for CUDA (MiB): arena + beside it, all outside / all copied / auto")
+    print("simulated for CUDA (MiB, persistent included): arena executor with fallbacks all outside / all copied "
+          "/ auto; reorder executor; what executor='auto' runs")
     for spec in args.cuda:
         r = simulated_cuda(spec, args.time_limit)
         out["cuda_simulated"].append(r)
-        totals = " / ".join(f"{(r[w]['arena_bytes'] + r[w]['beside_arena_bytes']) / MiB:.0f}" for w in WAYS)
-        print(f"  {spec:<16} {totals}  (transient peak {r['transient_peak_bytes'] / MiB:.0f}, workspaces alone "
-              f"{r['auto']['library_workspace_bytes'] / MiB:.0f}, auto copies "
-              f"{r['auto']['fallback_copied_bytes'] / MiB:.0f} of {r['fallback_bytes'] / MiB:.0f})")
+        for setting in SETTINGS:
+            c, p = r[setting], r["persistent_bytes"]
+            totals = " / ".join(f"{(p + c[w]['arena_bytes'] + c[w]['beside_arena_bytes']) / MiB:.0f}" for w in WAYS)
+            print(f"  {spec:<16} {setting:<10} {totals}; reorder {(p + c['reorder_transient_bytes']) / MiB:.0f}; "
+                  f"auto: {c['auto_executor']}  (transient peak {r['transient_peak_bytes'] / MiB:.0f}, workspaces "
+                  f"alone {c['auto']['library_workspace_bytes'] / MiB:.0f}, auto copies "
+                  f"{c['auto']['fallback_copied_bytes'] / MiB:.0f} of {r['fallback_bytes'] / MiB:.0f})")
     print(f"measured on this CPU ({args.threads} threads), MiB: arena + beyond it measured / planned, step ms")
     for spec in args.cpu:
         r = measured_cpu(spec, args.time_limit, args.rounds)

@@ -19,7 +19,7 @@ from model_bench.errors import BenchError, StageUnavailableError
 from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
-from model_ir.workspaces import WORKSPACE_KIND, with_workspaces, without_workspaces
+from model_ir.workspaces import ALLOCATOR_SUBSTEPS, WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces  # noqa: F401 - re-exported
 
 
 #: The devices a step can be captured for.
@@ -174,48 +174,6 @@ def eager_step_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...
     return kept, list(profile.lifetimes)
 
 
-#: Times of the caching allocator's clock per op of a step (:func:`on_allocator_clock`).
-ALLOCATOR_SUBSTEPS = 4
-
-
-def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]:
-    """``step`` (lifetimes in op steps) in the order the caching allocator sees its requests.
-
-    Times become ``ALLOCATOR_SUBSTEPS`` per op. Each op still allocates its outputs,
-    then its workspace, when it starts, except a traced ``convolution_backward``
-    (:func:`model_ir.workspaces.conv_backward_workspaces`): cuDNN allocates the input
-    gradient, takes and frees its workspace, then the weight gradient and its workspace,
-    and then the bias gradient. The graph holds the larger workspace under its id (what
-    a plot shows), the other is ``<id>:other``. Replaying the H200 traces of vgg16,
-    resnet18 and alexnet, the two workspaces' sizes and moments decide how the segments
-    fragment (vgg16 b32: 5008 MiB reserved with one workspace, 5936 with two, 5932
-    measured).
-    """
-    from model_ir.workspaces import conv_backward_workspaces
-
-    f = ALLOCATOR_SUBSTEPS
-    out = {lt.id: attrs.evolve(lt, start=lt.start * f, end=lt.end * f) for lt in step}
-    extra = []
-    for op in graph.ops:
-        ws = f"workspace:{op.id}"
-        pair = conv_backward_workspaces(graph, op) if ws in out else None
-        if pair is None:
-            continue
-        k = out[ws].start
-        x, w = (graph.buffer(b) for b in op.inputs[1:3])
-        for b in op.outputs:
-            buf = graph.buffer(b)
-            if b in out and b != ws and buf.shape != x.shape:
-                later = k + 2 if buf.shape == w.shape else k + 3  # the weight's gradient, then the bias's
-                out[b] = attrs.evolve(out[b], start=later, end=max(out[b].end, later + 1))
-        first, second = (Lifetime(ws, k + 1, k + 2, pair[0]), Lifetime(ws, k + 3, k + 4, pair[1]))
-        larger, smaller = (first, second) if pair[0] >= pair[1] else (second, first)
-        out[ws] = larger
-        if smaller.size:
-            extra.append(attrs.evolve(smaller, id=f"{ws}:other"))
-    return [*out.values(), *extra]
-
-
 def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = ()) -> list[Lifetime]:
     """:func:`eager_step_lifetimes` as one list, the kept buffers first, alive throughout."""
     kept, step = eager_step_lifetimes(graph, order, workspaces=workspaces)
@@ -254,35 +212,28 @@ def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: b
     return simulate_steps_on(*allocator_steps(graph, order), expandable_segments=expandable_segments)
 
 
-def simulate_reorder_allocator(graph: Graph, order, *, expandable_segments: bool = False):
-    """The plan's ``order`` run with PyTorch's caching allocator (model-runtime's ``reorder``
-    executor, no arena): persistent buffers and the planned step's library workspaces
-    kept, each transient buffer freed after its last use, steps replayed to the steady
-    state. On CUDA each step starts with the first block the executor allocates and
-    frees (``reorder_warm_block_bytes`` of :func:`model_runtime.beside_arena.reorder_figures`,
-    chosen for the same setting). Against the H200 (7 models, both settings, measured
-    before the executor had a first block) allocated is within 0.2% and reserved within
-    1% with expandable segments (model-bench README)."""
-    kept, step = allocator_steps(graph, order, eager=False)
-    warm = reorder_warm_block_bytes(graph, order, expandable_segments=expandable_segments)
-    if warm:
-        step = [Lifetime("reorder-warm-block", 0, 1, warm),
-                *(attrs.evolve(lt, start=lt.start + 1, end=lt.end + 1) for lt in step)]
-    return simulate_steps_on(kept, step, expandable_segments=expandable_segments)
-
-
-def reorder_warm_block_bytes(graph: Graph, order, *, expandable_segments: bool = False) -> int:
-    """The first block model-runtime's ``reorder`` executor starts a CUDA step of
-    ``graph`` run in ``order`` with (bytes; 0: none, and always off CUDA)."""
+def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = False) -> int:
+    """What PyTorch's caching allocator reserves running the plan's ``order`` with
+    model-runtime's ``reorder`` executor (no arena), simulated in its steady state:
+    persistent buffers and the planned step's library workspaces kept, each transient
+    buffer freed after its last use. For a graph captured for CUDA this is the runtime's
+    own simulation (persistent bytes plus ``reorder_transient_bytes`` of
+    :func:`model_runtime.beside_arena.reorder_figures`, the same allocator clock as
+    the eager baselines, and the first block the executor starts each step with); for
+    others, the caching allocator simulated as for the eager baselines. Against the H200
+    (7 models, both settings, measured before the executor had a first block) reserved
+    was within 1% with expandable segments (model-bench README)."""
     if graph.meta.get("device") != "cuda":
-        return 0
+        kept, step = allocator_steps(graph, order, eager=False)
+        return simulate_steps_on(kept, step, expandable_segments=expandable_segments).reserved_bytes
     try:
         from model_runtime.beside_arena import reorder_figures
         from model_runtime.planning import device_alignment
     except ImportError as e:
         raise _missing("the reorder executor's simulation", "model_runtime", e) from None
-    return reorder_figures(graph, order, device_alignment("cuda"), "cuda",
-                           expandable=expandable_segments)["reorder_warm_block_bytes"]
+    base = without_workspaces(graph)
+    figures = reorder_figures(base, order, device_alignment("cuda"), "cuda", expandable=expandable_segments)
+    return base.persistent_bytes + figures["reorder_transient_bytes"]
 
 
 def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
@@ -461,7 +412,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     progress.say(f"  arena {_gib(placement.arena_bytes)} for a transient peak of "
                  f"{_gib(optimized.transient_peak_bytes)}")
     with progress.stage("reorder", seconds):
-        reorder = {setting: simulate_reorder_allocator(graph, order, expandable_segments=setting).reserved_bytes
+        reorder = {setting: reorder_reserved_bytes(graph, order, expandable_segments=setting)
                    for setting in (False, True)}
     with progress.stage("runtime", seconds):
         runtime = runtime_figures(graph, settings)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from model_ir import Lifetime
 from model_ir.plan import order_indices
 from model_ir.recompute import instance_owners
+from model_ir.workspaces import on_allocator_clock
 from model_place import lifetimes_from_graph, live_bytes_peak, simulate_training_steps
 from model_place.caching_allocator import pool_of, round_size
 
@@ -88,6 +89,12 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     return kept, step
 
 
+def step_outputs(graph) -> frozenset[str]:
+    """The step's outputs (the loss; in eval the model's outputs): never in the arena,
+    alive from their op to the end of the step beside it."""
+    return frozenset(b.id for b in graph.buffers if b.output)
+
+
 def fallback_groups(graph, fallbacks) -> dict[str, frozenset[str]]:
     """Op id -> its results in ``fallbacks``, for the ops that have some: the executor
     copies an op's results into the arena all together or not at all."""
@@ -103,8 +110,9 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     op: they live beside the arena only while it runs (``fallback_copied_bytes``: their
     total; ``fallback_copy_bytes``: the most beside it at a time). The others are left
     to PyTorch's allocator until their last use (:func:`unplaced_figures`).
-    ``beside_arena_bytes``: what the device holds beside the arena for both and for
-    the libraries' workspaces and temporaries (:func:`workspace_lifetimes`; alone:
+    ``beside_arena_bytes``: what the device holds beside the arena for both, for the
+    step outputs (the loss; in eval the model's outputs) and for the libraries'
+    workspaces and temporaries (:func:`workspace_lifetimes`; alone:
     ``library_workspace_bytes``), all in one allocator: on CUDA what its caching
     allocator reserves (simulated; after a first block of ``warm_block_bytes``, see
     :func:`caching_reserve`; ``expandable``: with expandable segments), elsewhere the
@@ -121,20 +129,21 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     figures["library_workspace_bytes"] = _beside_arena(graph, order, alignment, frozenset(), [], device_type,
                                                        lifetimes, workspaces, expandable=expandable)[0]
     figures["beside_arena_bytes"], figures["warm_block_bytes"] = _beside_arena(
-        graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces, expandable=expandable)
+        graph, order, alignment, unplaced | step_outputs(graph), copies, device_type, lifetimes, workspaces,
+        expandable=expandable)
     return figures
 
 
 def reorder_figures(graph, order, alignment: int, device_type: str, *, expandable: bool = False) -> dict:
     """What the ``reorder`` executor takes from PyTorch's allocator running ``order``
-    (bytes): every transient buffer but the step outputs (which both executors leave
-    there) from its op to its last use, beside the libraries' workspaces, all of it
+    (bytes): every transient buffer from its op to its last use (a step output to the
+    end of the step), beside the libraries' workspaces, all of it
     as :func:`_beside_arena` holds what lies beside an arena (on CUDA the caching
     allocator's steady state after a first block of ``reorder_warm_block_bytes``,
     elsewhere the live peak). It is the arena executor with every result left outside
     an arena of 0 bytes, so ``reorder_transient_bytes`` compares with ``arena_bytes +
     beside_arena_bytes`` (:func:`least_memory_executor`)."""
-    transient = frozenset(b.id for b in graph.buffers if not b.persistent and not b.output)
+    transient = frozenset(b.id for b in graph.buffers if not b.persistent)
     reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type, expandable=expandable)
     return {"reorder_transient_bytes": reserved, "reorder_warm_block_bytes": warm}
 
@@ -156,7 +165,11 @@ def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: s
     the libraries' ``workspaces`` (:func:`workspace_lifetimes`, computed when None), and
     on CUDA the first block that gets the caching allocator there
     (:func:`caching_reserve`, with expandable segments when ``expandable``; 0: none).
-    ``lifetimes``: those of every buffer in ``order`` when the caller has them."""
+    On CUDA the persistent buffers were allocated first in the same allocator, and its
+    requests come in the order :func:`model_ir.workspaces.on_allocator_clock` gives (a
+    backward convolution's two workspaces); ``bytes`` is what it reserves beyond the
+    persistent bytes. ``lifetimes``: those of every buffer in ``order`` when the caller
+    has them."""
     owner = instance_owners_of(graph, order)
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
@@ -164,33 +177,38 @@ def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: s
     kept, step = workspace_lifetimes(graph, order) if workspaces is None else workspaces
     if device_type != "cuda":
         return (live_bytes_peak(lts + kept + step) if lts or kept or step else 0), 0
-    return caching_reserve(lts + step, kept, expandable=expandable)
+    held = [Lifetime(f"persistent:{b.id}", 0, 1, b.size) for b in graph.buffers if b.persistent and b.size]
+    reserved, warm = caching_reserve(on_allocator_clock(graph, lts + step), on_allocator_clock(graph, kept),
+                                     held=held, expandable=expandable)
+    return reserved - sum(lt.size for lt in held), warm
 
 
-def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = (), *,
+def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = (), *, held: Sequence[Lifetime] = (),
                     expandable: bool = False) -> tuple[int, int]:
     """``(reserved, warm)``: what PyTorch's caching allocator reserves in its steady state
     (simulated) for ``step`` (each step's allocations) and ``kept`` (allocated in the
     first step, never freed), and the size of the block the arena executor allocates and
     frees at the start of each step to get there (0: none, when that does not reserve
-    less; from the second step on its cached segment serves it).
+    less; from the second step on its cached segment serves it). ``held``: allocated
+    before the first step and never freed (the persistent buffers), counted in what is
+    reserved but not in the block.
 
     The caching allocator never gives a segment back: a request larger than every free
     block gets a new segment, so requests that grow through a step (cuDNN's workspaces
     layer by layer) leave a segment per new size. A first block as large as the most
     they hold at a time (large-pool requests, rounded as the allocator rounds them)
     makes one segment that all of them split instead (CUDA capture of vgg16 b32: the
-    workspaces alone 1606 MiB without, 820 MiB with). ``expandable``: the allocator
+    workspaces alone 1614 MiB without, 828 MiB with). ``expandable``: the allocator
     with expandable segments, whose segments grow instead (the block is kept only where
     the simulation says it reserves less there too)."""
-    plain = caching_allocator_bytes(step, kept, expandable=expandable)
+    plain = caching_allocator_bytes(step, [*held, *kept], expandable=expandable)
     large = [lt for lt in (*kept, *step) if pool_of(round_size(lt.size)) == "large"]
     if not large:
         return plain, 0
     warm = live_bytes_peak(Lifetime(lt.id, lt.start, lt.end, round_size(lt.size)) for lt in large)
     # the block first, then the kept ones (freed with each replayed step: the same blocks again)
     shifted = [Lifetime(lt.id, lt.start + 1, lt.end + 1, lt.size) for lt in (*kept, *step)]
-    warmed = caching_allocator_bytes([Lifetime("warm-block", 0, 1, warm), *shifted], expandable=expandable)
+    warmed = caching_allocator_bytes([Lifetime("warm-block", 0, 1, warm), *shifted], held, expandable=expandable)
     return (warmed, warm) if warmed < plain else (plain, 0)
 
 
@@ -229,9 +247,10 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
     owner = instance_owners_of(graph, order)
     unplaced = frozenset(fallbacks) - frozenset(copied)
-    not_placed = {b.id for b in graph.buffers if b.output} | unplaced
-    arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in not_placed)
-    return arena + _beside_arena(graph, order, alignment, unplaced, copy_lifetimes(graph, order, alignment, copied),
+    outputs = step_outputs(graph)
+    arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in outputs | unplaced)
+    return arena + _beside_arena(graph, order, alignment, outputs | unplaced,
+                                 copy_lifetimes(graph, order, alignment, copied),
                                  device_type, lifetimes, workspaces, expandable=expandable)[0]
 
 

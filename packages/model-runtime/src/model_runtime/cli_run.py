@@ -138,8 +138,9 @@ class RunCommand:
         parser.add_argument("--allocators", default="default,expandable",
                             help="with --measure: allocator settings to run (default,expandable)")
         parser.add_argument("--variants", default="eager,reorder,arena",
-                            help="with --measure: eager and executor names to run (default eager,reorder,arena); "
-                                 "EXECUTOR+graph replays that executor's step as a CUDA graph")
+                            help="with --measure: eager and executor names to run (default eager,reorder,arena; "
+                                 "auto: the one the plan says holds less); EXECUTOR+graph replays that executor's "
+                                 "step as a CUDA graph")
         parser.add_argument("--cuda-graph", action="store_true",
                             help="replay the step as a CUDA graph after its first call (CUDA)")
 
