@@ -144,7 +144,8 @@ def test_a_traced_backward_convolution_takes_its_two_workspaces_in_cudnns_order(
     bias gradient; the graph's one workspace (the larger) keeps its id."""
     import math
 
-    from model_bench.pipeline import eager_step_lifetimes, on_allocator_clock
+    from model_bench.pipeline import eager_step_lifetimes
+    from model_ir.workspaces import on_allocator_clock
     from model_ir.graph import Buffer, Graph, Op
     from model_ir.workspaces import with_workspaces
 

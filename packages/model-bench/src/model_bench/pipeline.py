@@ -10,7 +10,7 @@ the lifetimes of that order.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -19,7 +19,7 @@ from model_bench.errors import BenchError, StageUnavailableError
 from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
-from model_ir.workspaces import ALLOCATOR_SUBSTEPS, WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces  # noqa: F401 - re-exported
+from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
 
 
 #: The devices a step can be captured for.
