@@ -222,6 +222,9 @@ def test_runtime_figures_are_what_optimize_would_hold(device):
         held = plan["arena_bytes"] + plan["beside_arena_bytes"] if executor == "arena" \
             else plan["reorder_transient_bytes"]
         assert f[f"runtime_executor{suffix}"] == executor
+        if device == "cuda":  # one simulation of eager's caching allocator for bench and the runtime
+            eager = f["eager_reserved_expandable_bytes" if expandable else "eager_reserved_bytes"]
+            assert plan["eager_reserved_bytes"] == eager
         assert f[f"runtime_total{suffix}_bytes"] == graph.persistent_bytes + held >= plan["peak_bytes"] - \
             plan["output_bytes"]
     if device == "cpu":  # no caching allocator: the reorder executor, and one figure for both settings

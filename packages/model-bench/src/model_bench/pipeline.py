@@ -20,6 +20,9 @@ from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
+from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
+    allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator, simulate_steps_on,
+)
 
 
 #: The devices a step can be captured for.
@@ -155,39 +158,10 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     return case, graph
 
 
-def eager_step_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = (),
-                         eager: bool = True) -> tuple[list[Lifetime], list[Lifetime]]:
-    """What eager PyTorch asks of its caching allocator, as ``(kept, step)`` lifetimes.
-
-    ``kept``: weights, optimizer state and the batch, allocated before the first step and
-    never freed, and the library ``workspaces`` (bytes each, see
-    :mod:`model_ir.workspaces`), alive throughout; ``step``: each transient buffer in
-    ``order`` (default: program order), cuDNN's workspaces among them in graphs captured
-    for CUDA (after their convolution's outputs), freed when eager frees it
-    (``simulate(..., eager=True)``: in eval, tensors Python still holds stay), or with
-    ``eager=False`` after their last use (a plan's order, recomputation allowed).
-    """
-    profile = simulate(graph, order, eager=eager)
-    n = max(len(graph.ops), 1)
-    kept = [Lifetime(b.id, 0, n, b.size) for b in graph.buffers if b.persistent]
-    kept += [Lifetime(f"library-workspace:{k}", 0, n, size) for k, size in enumerate(workspaces)]
-    return kept, list(profile.lifetimes)
-
-
 def eager_lifetimes(graph: Graph, order=None, *, workspaces: tuple[int, ...] = ()) -> list[Lifetime]:
     """:func:`eager_step_lifetimes` as one list, the kept buffers first, alive throughout."""
     kept, step = eager_step_lifetimes(graph, order, workspaces=workspaces)
     return kept + step
-
-
-def eager_workspaces(graph: Graph, *, eager: bool = True) -> tuple[int, ...]:
-    """The library workspaces an eager step of ``graph`` holds (bytes each; none off CUDA),
-    or with ``eager=False`` a planned step (one thread runs every op)."""
-    from model_ir.workspaces import cublas_threads, cublas_workspace_bytes
-
-    if graph.meta.get("device") != "cuda":
-        return ()
-    return (cublas_workspace_bytes(),) * cublas_threads(graph, eager=eager)
 
 
 def plan_workspace_bytes(graph: Graph) -> int:
@@ -196,20 +170,6 @@ def plan_workspace_bytes(graph: Graph) -> int:
     from model_ir.workspaces import cublas_threads, workspace_bytes
 
     return workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
-
-
-def allocator_steps(graph: Graph, order=None, *, eager: bool = True) -> tuple[list[Lifetime], list[Lifetime]]:
-    """``(kept, step)`` as the caching allocator sees them: :func:`eager_step_lifetimes`
-    with the library workspaces of an eager step (``eager``) or of a planned one, the
-    step on the allocator's clock (:func:`on_allocator_clock`)."""
-    kept, step = eager_step_lifetimes(graph, order, workspaces=eager_workspaces(graph, eager=eager), eager=eager)
-    return kept, on_allocator_clock(graph, step)
-
-
-def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: bool = False):
-    """The caching-allocator simulation of eager training steps of ``graph`` (all buffers
-    and library workspaces, ``order`` or program order), in its steady state."""
-    return simulate_steps_on(*allocator_steps(graph, order), expandable_segments=expandable_segments)
 
 
 def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = False) -> int:
@@ -266,17 +226,6 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
         out[f"runtime_executor{suffix}"] = executor
         out[f"runtime_total{suffix}_bytes"] = base.persistent_bytes + held
     return out
-
-
-def simulate_steps_on(kept, step, *, expandable_segments: bool = False):
-    """The caching allocator's steady state over training steps (``kept`` allocated
-    first, then ``step`` replayed until a step reserves nothing new; see
-    :func:`model_place.simulate_training_steps`)."""
-    try:
-        from model_place import simulate_training_steps
-    except ImportError as e:
-        raise _missing("the caching-allocator simulation", "model_place", e) from None
-    return simulate_training_steps(kept, step, expandable_segments=expandable_segments)
 
 
 def optimizer_in_backward_order(graph: Graph) -> list[str]:

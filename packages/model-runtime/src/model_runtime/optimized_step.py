@@ -234,21 +234,12 @@ class OptimizedStep:
                                          else "") + "; no order without recomputation peaks below "
                          f"{human_bytes(f['reorder_lower_bound_bytes'])}")
         if "arena_bytes" in f:
-            lines += [
-                f"  transient memory, eager with PyTorch's caching allocator (simulated): "
-                f"{human_bytes(f['eager_caching_allocator_bytes'])}",
-                f"  transient memory, planned arena: {human_bytes(f['arena_bytes'])}"
-                f" ({_change(f['arena_bytes'], f['eager_caching_allocator_bytes'])}"
-                f"{'; ' + f['placement_status'] if 'placement_status' in f else ''}"
-                f"{_bound(f, 'arena_lower_bound_bytes')})",
-            ]
+            notes = [f["placement_status"]] if "placement_status" in f else []
+            notes += [_bound(f, "arena_lower_bound_bytes").removeprefix("; ")] if "arena_lower_bound_bytes" in f else []
+            lines.append(f"  planned arena: {human_bytes(f['arena_bytes'])} for the buffers it holds"
+                         + (f" ({'; '.join(notes)})" if notes else ""))
         if "reorder_transient_bytes" in f:
-            held = [f"reorder executor {human_bytes(f['reorder_transient_bytes'])}"]
-            if "arena_bytes" in f:
-                held.append(f"arena executor {human_bytes(f['arena_bytes'] + f.get('beside_arena_bytes', 0))}"
-                            " (arena and what lies beside it)")
-            setting = ", expandable segments" if f.get("expandable_segments") else ""
-            lines.append(f"  memory beside the persistent buffers (simulated{setting}): " + ", ".join(held))
+            lines.append(self._executors_line(f))
         if self.program.arena is not None:
             fb = self.program.fallbacks
             copied = sum(x.copied for x in fb)
@@ -276,6 +267,22 @@ class OptimizedStep:
         if self.graphed is not None:
             lines.append(f"  replayed as a CUDA graph (recorded {self.graphed.recordings} time(s) so far)")
         return "\n".join(lines)
+
+    def _executors_line(self, f: dict) -> str:
+        """Eager against each executor, persistent buffers included (simulated): on CUDA
+        what the caching allocator reserves, elsewhere the live bytes."""
+        persistent = f["persistent_bytes"]
+        held = {"reorder": persistent + f["reorder_transient_bytes"]}
+        if "arena_bytes" in f:
+            held["arena"] = persistent + f["arena_bytes"] + f.get("beside_arena_bytes", 0)
+        if "eager_reserved_bytes" in f:
+            setting = ", expandable segments" if f.get("expandable_segments") else ""
+            head, eager = f"reserved (simulated{setting})", f["eager_reserved_bytes"]
+        else:
+            head, eager = "live bytes at the peak (simulated)", f["eager_peak_bytes"]
+        cells = [f"{name} executor {human_bytes(nbytes)} ({_change(nbytes, eager)}"
+                 f"{', runs' if name == self.executor else ''})" for name, nbytes in held.items()]
+        return f"  {head}: eager {human_bytes(eager)}; " + "; ".join(cells)
 
     def __repr__(self) -> str:
         f = self.plan.figures

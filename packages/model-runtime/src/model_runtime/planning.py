@@ -12,6 +12,7 @@ from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_p
 from model_runtime.beside_arena import (
     caching_allocator_bytes, fallback_copies, fallback_figures, fallback_groups, instance_owners_of, reorder_figures,
 )
+from model_runtime.eager_allocator import simulate_eager_allocator
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_sched import forced_bound, liveness, schedule
 from model_sched.api import recompute_bound
@@ -99,7 +100,10 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     for the same buffers in program order, simulated), ``output_bytes`` (step outputs,
     allocated outside the arena), ``schedule_seconds``, ``place_seconds``,
     ``reorder_transient_bytes`` and ``reorder_warm_block_bytes`` (what the ``reorder``
-    executor takes from PyTorch's allocator, :func:`reorder_figures`); with
+    executor takes from PyTorch's allocator, :func:`reorder_figures`), on CUDA
+    ``eager_reserved_bytes`` (what eager PyTorch's caching allocator reserves for the
+    step, persistent buffers included, simulated the same way:
+    :func:`model_runtime.eager_allocator.simulate_eager_allocator`); with
     ``unplaced`` (the results of the ops the executor runs as fallbacks, which PyTorch's
     allocator makes): ``fallback_results`` says whether they stay ``"outside"`` the arena
     or are ``"copied"`` into it right after their op (then placed like any buffer);
@@ -280,6 +284,8 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
     }
     if device_type == "cuda":
         figures["expandable_segments"] = expandable
+        # eager's reserved memory in the same simulation: what the executors' figures compare with
+        figures["eager_reserved_bytes"] = simulate_eager_allocator(graph, expandable_segments=expandable).reserved_bytes
     if placement is not None:
         figures["arena_bytes"] = placement.arena_bytes
         eager_lts = arena_lifetimes(graph, None, alignment, eager=True)
