@@ -18,24 +18,27 @@ RUN = {"model": "m", "mode": "train", "batch_size": 32, "eager_peak_bytes": 3 * 
        "schedule_optimal": True, "lower_bound_bytes": 2 * 2**30, "optimized_total_bytes": 2 * 2**30,
        "fragmentation": 0.0, "saving_vs_reserved": 0.5, "best_possible_saving_vs_reserved": 0.5, "seconds": 1.25,
        "eager_reserved_expandable_bytes": 3 * 2**30, "optimizer_in_backward_reserved_expandable_bytes": 5 * 2**29,
-       "saving_vs_expandable": 1 / 3, "saving_vs_strongest": 0.2, "best_possible_saving_vs_strongest": 0.2}
+       "saving_vs_expandable": 1 / 3, "saving_vs_strongest": 0.2, "best_possible_saving_vs_strongest": 0.2,
+       "runtime_total_bytes": 5 * 2**29, "runtime_executor": "arena", "runtime_total_expandable_bytes": 9 * 2**28,
+       "runtime_executor_expandable": "reorder", "runtime_saving_vs_strongest": 0.1}
 
 
 def test_markdown_table_rows_and_average():
     failed = {"model": "bad", "mode": "train", "batch_size": 1, "error": "capture failed | badly"}
     table = markdown_table([RUN, failed])
     assert ("| m | train | 32 | 3.0000 GiB | 4.0000 GiB | 3.0000 GiB | 2.5000 GiB | 2.0000 GiB (-33.3%, opt.) | "
-            "2.0000 GiB | 2.0000 GiB | 50.0% | 33.3% | 20.0% | 20.0% | 1.2 |") in table
+            "2.0000 GiB | 2.0000 GiB | 50.0% | 33.3% | 20.0% | 20.0% | 2.2500 GiB (reorder) | 10.0% | 1.2 |") in table
     assert "failed: capture failed / badly" in table
     assert table.splitlines()[0].count("|") == table.splitlines()[3].count("|") == table.splitlines()[4].count("|")
-    assert "| **average** | train | all: 1 runs |" in table and "| 50.0% | 33.3% | **20.0%** | 20.0% | |" in table
+    assert "| **average** | train | all: 1 runs |" in table
+    assert "| 50.0% | 33.3% | **20.0%** | 20.0% | | 10.0% | |" in table
 
 
 def test_markdown_table_of_an_older_results_file_shows_what_it_has():
-    old = {k: v for k, v in RUN.items() if "expandable" not in k and "strongest" not in k}
+    old = {k: v for k, v in RUN.items() if "expandable" not in k and "strongest" not in k and "runtime" not in k}
     table = markdown_table([old])
-    assert "| 4.0000 GiB | - | - |" in table and "| 50.0% | - | - | - |" in table
-    assert "| 50.0% | - | **-** | - | |" in table
+    assert "| 4.0000 GiB | - | - |" in table and "| 50.0% | - | - | - | - | - |" in table
+    assert "| 50.0% | - | **-** | - | | - | |" in table
 
 
 def test_replace_block_keeps_the_rest():
