@@ -321,8 +321,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     :func:`model_runtime.beside_arena.least_memory_executor`; the arena with
     ``cuda_graph=True`` or ``fallback_results="copied"``), ``"arena"`` (planned order
     and addresses), ``"reorder"`` (planned order, PyTorch's allocator) or a plugin's.
-    ``time_limit``: seconds for each solver (scheduling, placement; default 10). ``granularity``: bytes every buffer is
-    rounded up to (default: 512 on CUDA, 64 on CPU). ``plan``: a plan saved earlier
+    ``time_limit``: seconds for each solver (scheduling, placement; default 10).
+    ``granularity``: bytes every buffer is rounded up to (default: 512 on CUDA, 64 on
+    CPU). ``plan``: a plan saved earlier
     (``model_ir.save_plan(step.plan, path)``, e.g. solved once with a long time limit),
     a :class:`~model_ir.Plan` or a path to its JSON file; it is used instead of solving
     again after checking that it was made for this very step (same ops and buffers)
