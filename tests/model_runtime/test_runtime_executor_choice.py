@@ -101,6 +101,18 @@ def test_a_cuda_plan_simulates_the_allocator_setting_it_runs_with():
             assert f["reorder_transient_bytes"] == plain
 
 
+def test_a_plan_that_holds_more_than_eager_says_so():
+    from model_runtime.beside_arena import above_eager, held_by
+
+    f = {"persistent_bytes": 100, "arena_bytes": 50, "beside_arena_bytes": 20, "reorder_transient_bytes": 60,
+         "eager_reserved_bytes": 165, "expandable_segments": True}
+    assert held_by(f, "arena") == 70 and held_by(f, "reorder") == 60 and held_by({}, "arena") is None
+    assert above_eager(f, "reorder") is None  # 160 <= 165
+    assert "the arena executor would reserve 170 bytes, more than eager PyTorch's 165 (simulated, expandable" \
+        in above_eager(f, "arena")
+    assert above_eager({k: v for k, v in f.items() if k != "eager_reserved_bytes"}, "arena") is None  # CPU plans
+
+
 def _cnn_step(**kwargs):
     from model_ir.testing.torch_models import small_cnn
     from model_runtime import optimize

@@ -19,6 +19,7 @@ _EXPORTS = {
     "DEFAULT_TIME_LIMIT": "model_runtime.planning",
     "CompiledProgram": "model_runtime.program",
     "Fallback": "model_runtime.program",
+    "MemoryWarning": "model_runtime.optimized_step",
     "OptimizedStep": "model_runtime.optimized_step",
     "BudgetError": "model_runtime.errors",
     "ReoptimizeError": "model_runtime.errors",

@@ -152,10 +152,34 @@ def least_memory_executor(figures) -> str:
     """``"reorder"`` when the plan's figures say the reorder executor holds less memory
     beside the persistent buffers than the arena executor (arena and what lies beside
     it), else ``"arena"`` (also when the figures lack either)."""
-    if "arena_bytes" not in figures or "reorder_transient_bytes" not in figures:
-        return "arena"
-    arena = figures["arena_bytes"] + figures.get("beside_arena_bytes", 0)
-    return "reorder" if figures["reorder_transient_bytes"] < arena else "arena"
+    arena, reorder = held_by(figures, "arena"), held_by(figures, "reorder")
+    return "reorder" if arena is not None and reorder is not None and reorder < arena else "arena"
+
+
+def held_by(figures, executor: str) -> int | None:
+    """What ``executor`` holds beside the persistent buffers by the plan's figures
+    (bytes; None when they lack it): the arena and what lies beside it, or the reorder
+    executor's transient memory."""
+    if executor == "reorder":
+        return figures.get("reorder_transient_bytes")
+    if "arena_bytes" not in figures:
+        return None
+    return figures["arena_bytes"] + figures.get("beside_arena_bytes", 0)
+
+
+def above_eager(figures, executor: str) -> str | None:
+    """Why ``executor`` running the plan would reserve more than eager PyTorch (one line),
+    by the figures of a CUDA plan (``eager_reserved_bytes``, same simulation and
+    allocator setting), or None when it would not (or the figures cannot say)."""
+    held, eager = held_by(figures, executor), figures.get("eager_reserved_bytes")
+    if held is None or eager is None:
+        return None
+    total = figures["persistent_bytes"] + held
+    if total <= eager:
+        return None
+    return (f"the {executor} executor would reserve {total} bytes, more than eager PyTorch's {eager} "
+            f"(simulated{', expandable segments' if figures.get('expandable_segments') else ''}): "
+            "no plan found here holds less than eager for this step")
 
 
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,

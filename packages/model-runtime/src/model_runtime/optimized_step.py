@@ -15,7 +15,7 @@ from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
-from model_runtime.beside_arena import least_memory_executor
+from model_runtime.beside_arena import above_eager, least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
@@ -52,6 +52,11 @@ MAX_PLANS = 8
 #: ``optimize(executor=...)``'s default: the arena or the reorder executor, whichever
 #: the plan's figures say holds less (:func:`least_memory_executor`).
 AUTO_EXECUTOR = "auto"
+
+
+class MemoryWarning(UserWarning):
+    """``optimize(executor="auto")`` found no executor that holds less than eager PyTorch
+    (simulated, CUDA): the step runs, with the lesser of the two."""
 
 
 class ReplanWarning(UserWarning):
@@ -446,6 +451,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     if auto:
         pick = least_memory_executor(plan.figures) if plan.placement is not None else "reorder"
         chosen = provider("model_opt_executors", pick, "executor")
+        worse = above_eager(plan.figures, pick)
+        if worse:
+            warnings.warn(worse, MemoryWarning, stacklevel=2)
     program = chosen.build(captured, plan, device=device)
     log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
 
