@@ -20,9 +20,11 @@ from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
+from model_runtime.beside_arena import least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
     allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator, simulate_steps_on,
 )
+from model_runtime.planning import device_alignment, make_plan
 
 
 #: The devices a step can be captured for.
@@ -122,10 +124,8 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
                             train=case.train, targets=() if case.target is None else (case.target,),
                             granularity=granularity, device=device, functional_inplace=for_recompute)
     graph = captured.graph
-    try:
-        from model_runtime.lowering import fallback_buffers
-    except ImportError:  # without model-runtime, no figures of its executors
-        return with_workspaces(graph)
+    from model_runtime.lowering import fallback_buffers  # imports torch, as the capture does
+
     fallbacks = sorted(fallback_buffers(captured, graph.meta.get("device") or device))
     return with_workspaces(attrs.evolve(graph, meta={**graph.meta, "arena_fallbacks": fallbacks}))
 
@@ -186,11 +186,6 @@ def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = F
     if graph.meta.get("device") != "cuda":
         kept, step = allocator_steps(graph, order, eager=False)
         return simulate_steps_on(kept, step, expandable_segments=expandable_segments).reserved_bytes
-    try:
-        from model_runtime.beside_arena import reorder_figures
-        from model_runtime.planning import device_alignment
-    except ImportError as e:
-        raise _missing("the reorder executor's simulation", "model_runtime", e) from None
     base = without_workspaces(graph)
     figures = reorder_figures(base, order, device_alignment("cuda"), "cuda", expandable=expandable_segments)
     return base.persistent_bytes + figures["reorder_transient_bytes"]
@@ -210,11 +205,6 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     fallbacks = graph.meta.get("arena_fallbacks")
     if fallbacks is None or settings.memory_budget is not None:
         return {}
-    try:
-        from model_runtime.beside_arena import least_memory_executor
-        from model_runtime.planning import make_plan
-    except ImportError as e:
-        raise _missing("the runtime's figures", "model_runtime", e) from None
     base = without_workspaces(graph)
     device = graph.meta.get("device") or "cpu"
     out: dict[str, Any] = {}
