@@ -209,7 +209,7 @@ def test_runtime_figures_are_what_optimize_would_hold(device):
     from model_bench.pipeline import run_bench
     from model_ir.workspaces import without_workspaces
     from model_runtime import make_plan
-    from model_runtime.beside_arena import least_memory_executor
+    from model_runtime.beside_arena import held_by, least_memory_executor
 
     run = run_bench("tiny-cnn", "train", 4, BenchSettings(time_limit=1, device=device))
     f, graph = run.figures, run.graph
@@ -219,8 +219,7 @@ def test_runtime_figures_are_what_optimize_would_hold(device):
         plan = make_plan(without_workspaces(graph), device_type=device, unplaced=fallbacks, time_limit=1,
                          expandable_segments=expandable).figures
         executor = least_memory_executor(plan)
-        held = plan["arena_bytes"] + plan["beside_arena_bytes"] if executor == "arena" \
-            else plan["reorder_transient_bytes"]
+        held = held_by(plan, executor)
         assert f[f"runtime_executor{suffix}"] == executor
         if device == "cuda":  # one simulation of eager's caching allocator for bench and the runtime
             eager = f["eager_reserved_expandable_bytes" if expandable else "eager_reserved_bytes"]

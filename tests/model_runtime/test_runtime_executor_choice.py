@@ -4,6 +4,8 @@ buffers (``reorder_transient_bytes`` against ``arena_bytes + beside_arena_bytes`
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,9 +41,10 @@ def test_reorder_figures_and_the_choice(case, device_type, expandable):
     assert unplaced.figures["reorder_transient_bytes"] == reorder_figures(
         graph, unplaced.schedule, align, device_type, expandable=expandable)["reorder_transient_bytes"]
     pick = least_memory_executor(f)
-    held_by = {"reorder": f["reorder_transient_bytes"], "arena": f["arena_bytes"] + f["beside_arena_bytes"]}
-    assert held_by[pick] == min(held_by.values())
-    assert pick == "arena" or held_by["reorder"] < held_by["arena"]  # a tie keeps the arena
+    held = {"arena": f["arena_bytes"] + f["beside_arena_bytes"], "reorder": f["reorder_transient_bytes"],
+            "program": f["program_transient_bytes"]}
+    assert held[pick] == min(held.values())
+    assert pick == "arena" or held[pick] < held["arena"]  # a tie keeps the arena
 
 
 def test_least_memory_executor_without_figures_keeps_the_arena():
@@ -186,3 +189,58 @@ def test_planned_device_bytes_follows_the_executor_that_ran():
     old = {"persistent_bytes": 100, "peak_bytes": 150}  # a reorder plan from before reorder_transient_bytes
     assert planned_device_bytes({"plan": old}) == 150
     assert planned_device_bytes({}) is None
+
+
+class _HoldsALocal(torch.nn.Module):
+    """Eager PyTorch keeps ``h`` until ``forward`` returns, long after its last reader."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = torch.nn.Linear(64, 256), torch.nn.Linear(256, 256), torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        out = self.fc2(torch.relu(h))
+        return self.fc3(torch.relu(out))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_the_program_executor_frees_as_eager_does(train):
+    """The ``program`` executor runs eager's order and frees each buffer when eager does
+    (in eval, what a forward method's locals hold): its measured live bytes after every
+    op are the eager simulation's, its results eager's bitwise."""
+    from model_ir import simulate
+    from model_ir.testing.torch_models import eager_step
+    from model_runtime import optimize
+    from model_runtime.measure import measure
+
+    torch.manual_seed(0)
+    model = _HoldsALocal().train(train)
+    ref = copy.deepcopy(model)
+    x = torch.randn(32, 64)
+    kwargs = dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=lambda y: y.square().mean()) \
+        if train else {}
+    step = optimize(model, x, executor="program", time_limit=0.5, **kwargs)
+    graph = step.plan.graph
+    if not train:
+        assert any("released_after" in b.meta for b in graph.buffers)  # h
+    if train:
+        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+        for _ in range(2):
+            assert torch.equal(step(x), eager_step(ref, ref_opt, x, lambda y: y.square().mean()))
+    else:
+        with torch.no_grad():
+            assert torch.equal(step(x), ref(x))
+    m = measure(step, x)
+    assert m.timeline == simulate(graph, eager=True).timeline
+    assert m.peak_bytes - graph.persistent_bytes == step.figures()["program_transient_bytes"]
+
+
+def test_auto_runs_the_program_executor_where_it_holds_least():
+    from model_runtime.beside_arena import least_memory_executor
+
+    f = {"persistent_bytes": 100, "arena_bytes": 50, "beside_arena_bytes": 20, "reorder_transient_bytes": 60,
+         "program_transient_bytes": 55}
+    assert least_memory_executor(f) == "program"
+    assert least_memory_executor({**f, "program_transient_bytes": 60}) == "reorder"  # a tie: the earlier
+    assert least_memory_executor(f, ("reorder", "program")) == "program"  # a saved plan without placement

@@ -20,7 +20,7 @@ from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
-from model_runtime.beside_arena import least_memory_executor, reorder_figures
+from model_runtime.beside_arena import held_by, least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
     allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator, simulate_steps_on,
 )
@@ -197,7 +197,8 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     its default ``executor="auto"`` runs (``runtime_executor``) and the persistent
     buffers plus what that executor holds (``runtime_total_bytes``): the arena and what
     lies beside it (the fallbacks' results, outside or copied in, and the libraries'
-    workspaces, in PyTorch's allocator) or the reorder executor's transient memory.
+    workspaces, in PyTorch's allocator), or the reorder or program executor's transient
+    memory.
     Unlike the plan (``optimized_total_bytes``, every buffer in the arena), it counts
     what cannot be in the arena. Step outputs (the loss) are not counted. Empty for a
     graph without ``meta["arena_fallbacks"]`` (:func:`capture_case` records them) and
@@ -212,9 +213,8 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
         f = make_plan(base, device_type=device, unplaced=frozenset(fallbacks), time_limit=settings.time_limit,
                       expandable_segments=expandable).figures
         executor = least_memory_executor(f)
-        held = f["arena_bytes"] + f["beside_arena_bytes"] if executor == "arena" else f["reorder_transient_bytes"]
         out[f"runtime_executor{suffix}"] = executor
-        out[f"runtime_total{suffix}_bytes"] = base.persistent_bytes + held
+        out[f"runtime_total{suffix}_bytes"] = base.persistent_bytes + held_by(f, executor)
     return out
 
 

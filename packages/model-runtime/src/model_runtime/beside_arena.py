@@ -148,20 +148,38 @@ def reorder_figures(graph, order, alignment: int, device_type: str, *, expandabl
     return {"reorder_transient_bytes": reserved, "reorder_warm_block_bytes": warm}
 
 
-def least_memory_executor(figures) -> str:
-    """``"reorder"`` when the plan's figures say the reorder executor holds less memory
-    beside the persistent buffers than the arena executor (arena and what lies beside
-    it), else ``"arena"`` (also when the figures lack either)."""
-    arena, reorder = held_by(figures, "arena"), held_by(figures, "reorder")
-    return "reorder" if arena is not None and reorder is not None and reorder < arena else "arena"
+def program_figures(graph, alignment: int, device_type: str, *, expandable: bool = False) -> dict:
+    """What the ``program`` executor (eager's order and frees, see
+    :func:`model_runtime.executors.build_program_order`) takes from PyTorch's allocator,
+    as :func:`reorder_figures` for the reorder executor: ``program_transient_bytes`` and
+    its first block ``program_warm_block_bytes``."""
+    order = [op.id for op in graph.ops]
+    transient = frozenset(b.id for b in graph.buffers if not b.persistent)
+    eager = lifetimes_from_graph(graph, order, alignment=alignment, eager=True)
+    reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type, eager, expandable=expandable)
+    return {"program_transient_bytes": reserved, "program_warm_block_bytes": warm}
+
+
+#: The executors ``optimize(executor="auto")`` chooses from, in the order a tie prefers.
+CHOICES = ("arena", "reorder", "program")
+
+
+def least_memory_executor(figures, choices: Sequence[str] = CHOICES) -> str:
+    """The executor of ``choices`` that the plan's figures say holds the least memory
+    beside the persistent buffers (:func:`held_by`), the first on a tie or when the
+    figures say nothing of the others; ``choices[0]`` when they say nothing."""
+    held = {name: nbytes for name in choices if (nbytes := held_by(figures, name)) is not None}
+    if choices[0] not in held:
+        return choices[0]
+    return min(held, key=lambda name: (held[name], choices.index(name)))
 
 
 def held_by(figures, executor: str) -> int | None:
     """What ``executor`` holds beside the persistent buffers by the plan's figures
     (bytes; None when they lack it): the arena and what lies beside it, or the reorder
-    executor's transient memory."""
-    if executor == "reorder":
-        return figures.get("reorder_transient_bytes")
+    or program executor's transient memory."""
+    if executor in ("reorder", "program"):
+        return figures.get(f"{executor}_transient_bytes")
     if "arena_bytes" not in figures:
         return None
     return figures["arena_bytes"] + figures.get("beside_arena_bytes", 0)

@@ -116,8 +116,8 @@ class RunCommand:
                             help="train (default: forward, loss, backward, update) or eval (forward only)")
         parser.add_argument("--optimizer", default="sgd", help="optimizer name understood by the zoo (default sgd)")
         parser.add_argument("--executor", default="auto",
-                            help="auto (default: arena or reorder, whichever the plan says holds less), arena, "
-                                 "reorder, or a plugin's")
+                            help="auto (default: arena, reorder or program, whichever the plan says holds "
+                                 "least), arena, reorder, program, or a plugin's")
         parser.add_argument("--steps", type=whole_number(1), default=5, help="steps to run (default 5)")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
                             help="seconds per solver (default 10)")

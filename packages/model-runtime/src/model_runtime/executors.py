@@ -10,7 +10,7 @@ from model_ir.plan import Plan, order_indices
 from model_ir.recompute import extra_instances
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import fallback_buffers
-from model_runtime.program import CompiledProgram, build_program
+from model_runtime.program import CompiledProgram, build_program, eager_holds
 
 
 def transient_buffers(graph) -> list:
@@ -25,6 +25,18 @@ def build_reorder(step, plan: Plan, *, device: torch.device, on_op=None) -> Comp
     figures choose for it (``reorder_warm_block_bytes``)."""
     return build_program(step, plan.schedule, executor="reorder", device_type=device.type, on_op=on_op,
                          warm_block=_warm_block(plan, device, "reorder_warm_block_bytes"))
+
+
+def build_program_order(step, plan: Plan, *, device: torch.device, on_op=None) -> CompiledProgram:
+    """Eager PyTorch's order and frees with PyTorch's allocator, whatever the plan's
+    order: program order, each buffer freed after its last use or, when Python held it
+    longer in eager (eval: a forward method's locals), when eager frees it; on CUDA the
+    step starts with the first block the plan's figures choose for it
+    (``program_warm_block_bytes``)."""
+    graph = step.graph
+    return build_program(step, [op.id for op in graph.ops], executor="program", device_type=device.type,
+                         on_op=on_op, warm_block=_warm_block(plan, device, "program_warm_block_bytes"),
+                         holds=eager_holds(graph))
 
 
 def _warm_block(plan: Plan, device: torch.device, figure: str = "warm_block_bytes") -> tuple[int, str] | None:
@@ -78,6 +90,15 @@ class ReorderExecutor:
         return build_reorder(step, plan, device=device, on_op=on_op)
 
 
+class ProgramOrderExecutor:
+    name = "program"
+    help = "eager's order and frees, PyTorch's allocator (what auto runs where no plan holds less)"
+    needs_placement = False
+
+    def build(self, step, plan, *, device, on_op=None) -> CompiledProgram:
+        return build_program_order(step, plan, device=device, on_op=on_op)
+
+
 class ArenaExecutor:
     name = "arena"
     help = "planned op order and addresses: one arena, ops write into their slot through out= overloads"
@@ -95,4 +116,4 @@ class ArenaExecutor:
 
 def builtin_executors() -> list:
     """The executors model-runtime registers through its own plugin."""
-    return [ReorderExecutor(), ArenaExecutor()]
+    return [ReorderExecutor(), ArenaExecutor(), ProgramOrderExecutor()]

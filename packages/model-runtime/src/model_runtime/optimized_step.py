@@ -15,7 +15,7 @@ from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
-from model_runtime.beside_arena import above_eager, least_memory_executor
+from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
@@ -49,8 +49,8 @@ def expandable_segments(device: torch.device) -> bool:
 #: Plans one :class:`OptimizedStep` may make for new input shapes, modes or optimizer structures.
 MAX_PLANS = 8
 
-#: ``optimize(executor=...)``'s default: the arena or the reorder executor, whichever
-#: the plan's figures say holds less (:func:`least_memory_executor`).
+#: ``optimize(executor=...)``'s default: the arena, reorder or program executor,
+#: whichever the plan's figures say holds least (:func:`least_memory_executor`).
 AUTO_EXECUTOR = "auto"
 
 
@@ -276,10 +276,8 @@ class OptimizedStep:
     def _executors_line(self, f: dict) -> str:
         """Eager against each executor, persistent buffers included (simulated): on CUDA
         what the caching allocator reserves, elsewhere the live bytes."""
-        persistent = f["persistent_bytes"]
-        held = {"reorder": persistent + f["reorder_transient_bytes"]}
-        if "arena_bytes" in f:
-            held["arena"] = persistent + f["arena_bytes"] + f.get("beside_arena_bytes", 0)
+        held = {name: f["persistent_bytes"] + nbytes for name in CHOICES
+                if (nbytes := held_by(f, name)) is not None}
         if "eager_reserved_bytes" in f:
             setting = ", expandable segments" if f.get("expandable_segments") else ""
             head, eager = f"reserved (simulated{setting})", f["eager_reserved_bytes"]
@@ -321,11 +319,13 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     of positional arguments or a dict of keyword arguments; only shapes and dtypes
     matter). ``targets``: example extra arguments of ``loss_fn(output, *targets)``.
     ``train`` defaults to ``model.training``; in eval mode the step is forward only.
-    ``executor``: ``"auto"`` (default: of the two below, the one whose simulated
-    memory beside the persistent buffers is smaller, see
+    ``executor``: ``"auto"`` (default: of the three below, the one whose simulated
+    memory beside the persistent buffers is smallest, see
     :func:`model_runtime.beside_arena.least_memory_executor`; the arena with
     ``cuda_graph=True`` or ``fallback_results="copied"``), ``"arena"`` (planned order
-    and addresses), ``"reorder"`` (planned order, PyTorch's allocator) or a plugin's.
+    and addresses), ``"reorder"`` (planned order, PyTorch's allocator), ``"program"``
+    (eager's order and frees, PyTorch's allocator: where no plan holds less) or a
+    plugin's.
     ``time_limit``: seconds for each solver (scheduling, placement; default 10).
     ``granularity``: bytes every buffer is rounded up to (default: 512 on CUDA, 64 on
     CPU). ``plan``: a plan saved earlier
@@ -449,7 +449,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)
     if auto:
-        pick = least_memory_executor(plan.figures) if plan.placement is not None else "reorder"
+        # a saved plan without placement runs in PyTorch's allocator
+        pick = least_memory_executor(plan.figures, CHOICES if plan.placement is not None else CHOICES[1:])
         chosen = provider("model_opt_executors", pick, "executor")
         worse = above_eager(plan.figures, pick)
         if worse:

@@ -10,7 +10,8 @@ from model_ir.plan import order_indices
 from model_ir.recompute import recompute_flops
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.beside_arena import (
-    caching_allocator_bytes, fallback_copies, fallback_figures, fallback_groups, instance_owners_of, reorder_figures,
+    caching_allocator_bytes, fallback_copies, fallback_figures, fallback_groups, instance_owners_of, program_figures,
+    reorder_figures,
 )
 from model_runtime.eager_allocator import simulate_eager_allocator
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
@@ -281,6 +282,7 @@ def simulated_figures(graph, order, placement, alignment: int, unplaced=frozense
         "output_bytes": sum(b.size for b in graph.buffers if b.output),
         "alignment_bytes": alignment,
         **reorder_figures(graph, order, alignment, device_type, expandable=expandable),
+        **program_figures(graph, alignment, device_type, expandable=expandable),
     }
     if device_type == "cuda":
         figures["expandable_segments"] = expandable

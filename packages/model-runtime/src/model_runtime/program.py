@@ -95,7 +95,8 @@ class CompiledProgram:
 
 class _Builder:
     def __init__(self, step, order: Sequence[int], slots: Mapping[str, torch.Tensor] | None,
-                 device_type: str, on_op: Callable | None, warm: tuple[int, str] | None = None):
+                 device_type: str, on_op: Callable | None, warm: tuple[int, str] | None = None,
+                 holds: Mapping[str, Sequence[str]] | None = None):
         self.step = step
         self.graph_ir: Graph = step.graph
         self.order = order
@@ -124,6 +125,8 @@ class _Builder:
                          if self.graph_ir.ops[i].meta.get(REPLAYS_RNG)}
         self.rng_states: dict[str, fx.Node] = {}
         self.warm = warm  # build_program's warm_block
+        self.holds = holds or {}  # build_program's holds
+        self.made: dict[str, fx.Node] = {}  # buffer -> the generated value of the result on it
 
     # -- values ---------------------------------------------------------------------
 
@@ -200,6 +203,22 @@ class _Builder:
         if self.on_op is not None:
             # The hook holds the op's results while it runs.
             self.g.call_function(self.on_op, (t, op.id, inputs, value))
+        if self.holds:
+            self.hold(op, node, value)
+
+    def hold(self, op, node: fx.Node, value: fx.Node) -> None:
+        """Note which value holds each result of ``op``, and keep those ``holds`` names
+        for ``op`` alive until it has run (a use in a call that does nothing)."""
+        bufs = element_buffers(self.step, node)
+        if len(bufs) == 1:
+            self.made.setdefault(bufs[0], value)
+        else:
+            for user in node.users:
+                if user.target is operator.getitem and user.name in self.env and user.args[1] < len(bufs):
+                    self.made.setdefault(bufs[user.args[1]], self.env[user.name])
+        held = [self.made[b] for b in self.holds.get(op.id, ()) if b in self.made]
+        if held:
+            self.g.call_function(_hold, tuple(held))
 
     def forget_folded(self, node: fx.Node) -> None:
         """Drop the folded values (views, ``getitem``) computed from ``node``'s earlier
@@ -325,6 +344,10 @@ def _if_finite(fn: Callable) -> Callable:
     return if_finite
 
 
+def _hold(*values) -> None:
+    """Nothing: a use that keeps ``values`` alive until this point of the program."""
+
+
 def _allocate_and_free(nbytes: int, device: str) -> None:
     """Allocate ``nbytes`` on ``device`` and free them (see ``build_program``'s
     ``warm_block``); without the memory for it, the step runs on without."""
@@ -373,7 +396,8 @@ def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 def build_program(step, order: Sequence[str] | Schedule | None = None, *, executor: str = "reorder",
                   slots: Mapping[str, torch.Tensor] | None = None, arena: torch.Tensor | None = None,
                   device_type: str = "cpu", on_op: Callable[[int, str, list, Any], None] | None = None,
-                  warm_block: tuple[int, str] | None = None) -> CompiledProgram:
+                  warm_block: tuple[int, str] | None = None,
+                  holds: Mapping[str, Sequence[str]] | None = None) -> CompiledProgram:
     """Compile ``step`` (a :class:`~model_ir.torch.CapturedStep`) for ``order`` (IR op ids;
     program order by default; validated).
 
@@ -383,10 +407,25 @@ def build_program(step, order: Sequence[str] | Schedule | None = None, *, execut
     ``warm_block`` (bytes, device): the step starts by allocating and freeing a block
     that large on that device, so that PyTorch's caching allocator keeps one segment
     that large for what the step allocates there (``beside_arena.caching_reserve``).
+    ``holds`` (op id -> buffer ids): results kept alive until that op has run even when
+    no later op reads them, as eager PyTorch keeps what Python still refers to
+    (``Buffer.meta["released_after"]``, see :func:`eager_holds`).
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     validate_order(graph, idx)
-    b = _Builder(step, idx, slots, device_type, on_op, warm_block)
+    b = _Builder(step, idx, slots, device_type, on_op, warm_block, holds)
     module = b.build()
     return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops, b.scratch)
+
+
+def eager_holds(graph: Graph) -> dict[str, list[str]]:
+    """Op id -> the buffers eager PyTorch keeps until that op has run because Python
+    still refers to them (``meta["released_after"]``, recorded by the capture in eval:
+    a forward method's locals), for :func:`build_program`'s ``holds``."""
+    holds: dict[str, list[str]] = {}
+    for buf in graph.buffers:
+        op = buf.meta.get("released_after")
+        if op is not None and op in graph.op_index:
+            holds.setdefault(op, []).append(buf.id)
+    return holds
