@@ -6,7 +6,8 @@ or ``auto`` (``optimize(..., fallback_results=)``), and which executor
    the default allocator and with expandable segments: persistent + arena + what lies
    beside it in PyTorch's caching allocator (the results left outside, the copies'
    temporaries, the step outputs, cuBLAS's and cuDNN's workspaces), and persistent +
-   the reorder executor's transient memory, MiB; the executor ``auto`` picks.
+   the reorder and the program executors' transient memory, MiB; the executor ``auto``
+   picks.
 2. Measured on this CPU (torch.profiler memory events): what a steady step allocates
    beyond the arena, against the plan's ``beside_arena_bytes``, and the step time of
    all copied against all outside (interleaved rounds, median).
@@ -70,6 +71,7 @@ def simulated_cuda(spec: str, time_limit: float) -> dict:
                                            "library_workspace_bytes")}
             row["transient_peak_bytes"] = f["transient_peak_bytes"]
         cell["reorder_transient_bytes"] = f["reorder_transient_bytes"]  # the same order each way
+        cell["program_transient_bytes"] = f["program_transient_bytes"]
         cell["auto_executor"] = least_memory_executor(f)
         row[setting] = cell
     return row
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = {"torch": torch.__version__, "cuda_simulated": [], "cpu_measured": []}
     print("simulated for CUDA (MiB, persistent included): arena executor with fallbacks all outside / all copied "
-          "/ auto; reorder executor; what executor='auto' runs")
+          "/ auto; reorder executor; program executor; what executor='auto' runs")
     for spec in args.cuda:
         r = simulated_cuda(spec, args.time_limit)
         out["cuda_simulated"].append(r)
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             c, p = r[setting], r["persistent_bytes"]
             totals = " / ".join(f"{(p + c[w]['arena_bytes'] + c[w]['beside_arena_bytes']) / MiB:.0f}" for w in WAYS)
             print(f"  {spec:<16} {setting:<10} {totals}; reorder {(p + c['reorder_transient_bytes']) / MiB:.0f}; "
-                  f"auto: {c['auto_executor']}  (transient peak {r['transient_peak_bytes'] / MiB:.0f}, workspaces "
+                  f"program {(p + c['program_transient_bytes']) / MiB:.0f}; auto: {c['auto_executor']}  (transient peak {r['transient_peak_bytes'] / MiB:.0f}, workspaces "
                   f"alone {c['auto']['library_workspace_bytes'] / MiB:.0f}, auto copies "
                   f"{c['auto']['fallback_copied_bytes'] / MiB:.0f} of {r['fallback_bytes'] / MiB:.0f})")
     print(f"measured on this CPU ({args.threads} threads), MiB: arena + beyond it measured / planned, step ms")
