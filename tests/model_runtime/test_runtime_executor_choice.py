@@ -244,3 +244,18 @@ def test_auto_runs_the_program_executor_where_it_holds_least():
     assert least_memory_executor(f) == "program"
     assert least_memory_executor({**f, "program_transient_bytes": 60}) == "reorder"  # a tie: the earlier
     assert least_memory_executor(f, ("reorder", "program")) == "program"  # a saved plan without placement
+
+
+def test_under_a_memory_budget_auto_keeps_the_planned_order(monkeypatch):
+    """The program executor runs eager's order, which a budget's plan does not bound:
+    ``auto`` leaves it out under ``memory_budget``."""
+    import model_runtime.optimized_step as optimized_step
+
+    seen = []
+    real = optimized_step.least_memory_executor
+    monkeypatch.setattr(optimized_step, "least_memory_executor",
+                        lambda figures, choices: seen.append(choices) or real(figures, choices))
+    step, x = _cnn_step()
+    budget = step.plan.figures["peak_bytes"]
+    _cnn_step(memory_budget=budget)
+    assert seen == [("arena", "reorder", "program"), ("arena", "reorder")]

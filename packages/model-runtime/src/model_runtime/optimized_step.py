@@ -322,7 +322,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     ``executor``: ``"auto"`` (default: of the three below, the one whose simulated
     memory beside the persistent buffers is smallest, see
     :func:`model_runtime.beside_arena.least_memory_executor`; the arena with
-    ``cuda_graph=True`` or ``fallback_results="copied"``), ``"arena"`` (planned order
+    ``cuda_graph=True`` or ``fallback_results="copied"``; not the program executor
+    under ``memory_budget``), ``"arena"`` (planned order
     and addresses), ``"reorder"`` (planned order, PyTorch's allocator), ``"program"``
     (eager's order and frees, PyTorch's allocator: where no plan holds less) or a
     plugin's.
@@ -449,8 +450,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)
     if auto:
-        # a saved plan without placement runs in PyTorch's allocator
-        pick = least_memory_executor(plan.figures, CHOICES if plan.placement is not None else CHOICES[1:])
+        # a saved plan without placement runs in PyTorch's allocator; under a memory
+        # budget, in the planned order (the program executor's is eager's, unbudgeted)
+        choices = [c for c in CHOICES if (plan.placement is not None or c != "arena")
+                   and (memory_budget is None or c != "program")]
+        pick = least_memory_executor(plan.figures, tuple(choices))
         chosen = provider("model_opt_executors", pick, "executor")
         worse = above_eager(plan.figures, pick)
         if worse:
