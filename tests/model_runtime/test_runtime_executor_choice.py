@@ -186,6 +186,9 @@ def test_planned_device_bytes_follows_the_executor_that_ran():
     assert planned_device_bytes({"plan": {**plan, "executor": "arena"}}) == 170
     assert planned_device_bytes({"plan": {**plan, "executor": "reorder"}}) == 160
     assert planned_device_bytes({"plan": {**plan, "executor": "reorder"}, "persistent_allocated_bytes": 90}) == 150
+    assert planned_device_bytes({"plan": {**plan, "executor": "program", "program_transient_bytes": 80}}) == 180
+    old_arena = {"persistent_bytes": 100, "arena_bytes": 50, "unplaced_caching_allocator_bytes": 30}
+    assert planned_device_bytes({"plan": old_arena}) == 180  # a plan from before beside_arena_bytes
     old = {"persistent_bytes": 100, "peak_bytes": 150}  # a reorder plan from before reorder_transient_bytes
     assert planned_device_bytes({"plan": old}) == 150
     assert planned_device_bytes({}) is None

@@ -200,7 +200,7 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     workspaces, in PyTorch's allocator), or the reorder or program executor's transient
     memory.
     Unlike the plan (``optimized_total_bytes``, every buffer in the arena), it counts
-    what cannot be in the arena. Step outputs (the loss) are not counted. Empty for a
+    what cannot be in the arena, step outputs included. Empty for a
     graph without ``meta["arena_fallbacks"]`` (:func:`capture_case` records them) and
     under a memory budget."""
     fallbacks = graph.meta.get("arena_fallbacks")

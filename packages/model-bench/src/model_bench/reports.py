@@ -185,7 +185,7 @@ LEGEND = (
     "`opt.` when equal to its lower bound (proven optimal). Plan memory = persistent bytes + arena. "
     "Saving = 1 - plan memory / baseline; best possible = 1 - lower bound / strongest baseline (no order and "
     "placement can save more). optimize(): what model-runtime's `optimize()` would hold (simulated): persistent "
-    "bytes + what its default executor (`arena` or `reorder`, named) holds, the arena executor's fallbacks "
+    "bytes + what its default executor (`arena`, `reorder` or `program`, named) holds, the arena executor's fallbacks "
     "(cuDNN convolutions, ...) and the libraries' workspaces included, with the better allocator setting; the "
     "plan's figures assume every buffer in the arena. Seconds: capture to plan, imports excluded.\n"
 )

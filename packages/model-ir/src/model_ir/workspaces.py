@@ -49,6 +49,7 @@ backward's own temporaries (bert-base b32: two 0.19 MiB and one 12 MiB per layer
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 
@@ -75,6 +76,14 @@ def cublas_workspace_bytes(capability: tuple[int, int] = DEFAULT_CAPABILITY, con
     if capability[0] in LARGE_WORKSPACE_MAJORS:
         return 4096 * 1024 * 8
     return 4096 * 1024 * 2 + 16 * 1024 * 8
+
+
+def graph_cublas_workspace_bytes(graph) -> int:
+    """Bytes of one cuBLAS workspace for a step of ``graph``: sized for the GPU it was
+    captured on (``meta["cuda_capability"]``; Hopper when not recorded) and
+    ``CUBLAS_WORKSPACE_CONFIG``."""
+    return cublas_workspace_bytes(tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY),
+                                  os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
 
 
 def workspace_bytes(device: str | None, *, threads: int, capability: tuple[int, int] = DEFAULT_CAPABILITY,

@@ -13,7 +13,6 @@ the setting the step runs with, ``expandable=True`` for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from model_ir import Lifetime
@@ -69,17 +68,15 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     recorded); ``step``: cuDNN's convolution workspaces and the split reductions'
     staging buffers, each alive while its op runs. On the CPU, ``step``: the temporaries
     of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
-    from model_ir.workspaces import (DEFAULT_CAPABILITY, cpu_kernel_temporaries, cublas_threads,
-                                     transient_workspaces, workspace_bytes)
+    from model_ir.workspaces import (cpu_kernel_temporaries, cublas_threads, graph_cublas_workspace_bytes,
+                                     transient_workspaces)
 
     idx = order_indices(graph, order)
     if graph.meta.get("device") != "cuda":
         sizes = cpu_kernel_temporaries(graph)
         return [], [Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
                     for t, i in enumerate(idx) if graph.ops[i].id in sizes]
-    cublas = workspace_bytes("cuda", threads=cublas_threads(graph, eager=False),
-                             capability=tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY),
-                             config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    cublas = cublas_threads(graph, eager=False) * graph_cublas_workspace_bytes(graph)
     kept = [Lifetime("workspace:cublas", 0, len(idx) + 1, cublas)] if cublas else []
     if graph.meta.get("workspaces"):  # model-bench's graphs hold them as buffers already (with_workspaces)
         return kept, []
@@ -143,8 +140,7 @@ def reorder_figures(graph, order, alignment: int, device_type: str, *, expandabl
     elsewhere the live peak). It is the arena executor with every result left outside
     an arena of 0 bytes, so ``reorder_transient_bytes`` compares with ``arena_bytes +
     beside_arena_bytes`` (:func:`least_memory_executor`)."""
-    transient = frozenset(b.id for b in graph.buffers if not b.persistent)
-    reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type, expandable=expandable)
+    reserved, warm = _all_beside(graph, order, alignment, device_type, expandable=expandable)
     return {"reorder_transient_bytes": reserved, "reorder_warm_block_bytes": warm}
 
 
@@ -154,10 +150,17 @@ def program_figures(graph, alignment: int, device_type: str, *, expandable: bool
     as :func:`reorder_figures` for the reorder executor: ``program_transient_bytes`` and
     its first block ``program_warm_block_bytes``."""
     order = [op.id for op in graph.ops]
-    transient = frozenset(b.id for b in graph.buffers if not b.persistent)
     eager = lifetimes_from_graph(graph, order, alignment=alignment, eager=True)
-    reserved, warm = _beside_arena(graph, order, alignment, transient, [], device_type, eager, expandable=expandable)
+    reserved, warm = _all_beside(graph, order, alignment, device_type, eager, expandable=expandable)
     return {"program_transient_bytes": reserved, "program_warm_block_bytes": warm}
+
+
+def _all_beside(graph, order, alignment: int, device_type: str, lifetimes=None, *,
+                expandable: bool = False) -> tuple[int, int]:
+    """:func:`_beside_arena` with every transient buffer in PyTorch's allocator (an
+    executor without an arena), in ``lifetimes`` (default: freed after their last use)."""
+    transient = frozenset(b.id for b in graph.buffers if not b.persistent)
+    return _beside_arena(graph, order, alignment, transient, [], device_type, lifetimes, expandable=expandable)
 
 
 #: The executors ``optimize(executor="auto")`` chooses from, in the order a tie prefers.
@@ -229,7 +232,7 @@ def caching_reserve(step: Sequence[Lifetime], kept: Sequence[Lifetime] = (), *, 
                     expandable: bool = False) -> tuple[int, int]:
     """``(reserved, warm)``: what PyTorch's caching allocator reserves in its steady state
     (simulated) for ``step`` (each step's allocations) and ``kept`` (allocated in the
-    first step, never freed), and the size of the block the arena executor allocates and
+    first step, never freed), and the size of the block an executor allocates and
     frees at the start of each step to get there (0: none, when that does not reserve
     less; from the second step on its cached segment serves it). ``held``: allocated
     before the first step and never freed (the persistent buffers), counted in what is

@@ -13,11 +13,8 @@ that runs a matmul: the forward's and autograd's).
 
 from __future__ import annotations
 
-import os
-
 from model_ir import Graph, Lifetime, simulate
-from model_ir.workspaces import (DEFAULT_CAPABILITY, cublas_threads, cublas_workspace_bytes, on_allocator_clock,
-                                 with_workspaces)
+from model_ir.workspaces import cublas_threads, graph_cublas_workspace_bytes, on_allocator_clock, with_workspaces
 from model_place import simulate_training_steps
 
 
@@ -47,9 +44,7 @@ def eager_workspaces(graph: Graph, *, eager: bool = True) -> tuple[int, ...]:
     ``CUBLAS_WORKSPACE_CONFIG``."""
     if graph.meta.get("device") != "cuda":
         return ()
-    size = cublas_workspace_bytes(tuple(graph.meta.get("cuda_capability") or DEFAULT_CAPABILITY),
-                                  os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
-    return (size,) * cublas_threads(graph, eager=eager)
+    return (graph_cublas_workspace_bytes(graph),) * cublas_threads(graph, eager=eager)
 
 
 def allocator_steps(graph: Graph, order=None, *, eager: bool = True) -> tuple[list[Lifetime], list[Lifetime]]:

@@ -281,22 +281,25 @@ def measured_figures(result: dict) -> dict:
 def planned_device_bytes(run: dict) -> int | None:
     """What the plan of one measured run says the device holds in steady state (bytes).
 
-    Persistent bytes (measured when the run has them, else the plan's) plus, for the
-    arena executor, the arena and what its fallback results (and, in plans made since
-    they count, the libraries' workspaces) take beside it, as PyTorch's caching
-    allocator would hold them (simulated: ``beside_arena_bytes`` of a CUDA plan); for
-    the reorder executor, what it takes from that allocator (``reorder_transient_bytes``;
-    in plans made before it was a figure, the planned peak); None for ``eager`` (no plan).
+    Persistent bytes (measured when the run has them, else the plan's) plus what the
+    executor that ran holds beside them by the plan's figures
+    (:func:`model_runtime.beside_arena.held_by`: for the arena executor the arena and
+    what lies beside it in PyTorch's caching allocator, simulated; for the reorder and
+    program executors their transient memory). Plans made before those figures: the
+    arena and its fallbacks' results (``unplaced_caching_allocator_bytes``), or the
+    planned peak. None for ``eager`` (no plan).
     """
+    from model_runtime.beside_arena import held_by
+
     plan = run.get("plan", {})
     persistent = run.get("persistent_allocated_bytes", plan.get("persistent_bytes", 0))
-    reorder = plan.get("executor") == "reorder" or "arena_bytes" not in plan
-    if reorder and "reorder_transient_bytes" in plan:
-        return persistent + plan["reorder_transient_bytes"]
-    if not reorder:
-        beside = plan.get("beside_arena_bytes", plan.get("unplaced_caching_allocator_bytes", 0))
-        return persistent + plan["arena_bytes"] + beside
-    return plan.get("peak_bytes")
+    executor = plan.get("executor") or ("arena" if "arena_bytes" in plan else "reorder")
+    held = held_by(plan, executor)
+    if held is None:
+        return plan.get("peak_bytes")
+    if executor == "arena" and "beside_arena_bytes" not in plan:
+        held += plan.get("unplaced_caching_allocator_bytes", 0)
+    return persistent + held
 
 
 def _mib(x) -> str:
