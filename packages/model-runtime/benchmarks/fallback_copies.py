@@ -70,8 +70,10 @@ def simulated_cuda(spec: str, time_limit: float) -> dict:
             cell[way] = {k: f[k] for k in ("arena_bytes", "beside_arena_bytes", "fallback_copied_bytes",
                                            "library_workspace_bytes")}
             row["transient_peak_bytes"] = f["transient_peak_bytes"]
-        cell["reorder_transient_bytes"] = f["reorder_transient_bytes"]  # the same order each way
+        # of the plan optimize() makes (fallback_results="auto"): its order is the one least held
+        cell["reorder_transient_bytes"] = f["reorder_transient_bytes"]
         cell["program_transient_bytes"] = f["program_transient_bytes"]
+        cell["order_source"] = f["order_source"]
         cell["auto_executor"] = least_memory_executor(f)
         row[setting] = cell
     return row
@@ -122,7 +124,8 @@ def main(argv=None) -> int:
             c, p = r[setting], r["persistent_bytes"]
             totals = " / ".join(f"{(p + c[w]['arena_bytes'] + c[w]['beside_arena_bytes']) / MiB:.0f}" for w in WAYS)
             print(f"  {spec:<16} {setting:<10} {totals}; reorder {(p + c['reorder_transient_bytes']) / MiB:.0f}; "
-                  f"program {(p + c['program_transient_bytes']) / MiB:.0f}; auto: {c['auto_executor']}  (transient peak {r['transient_peak_bytes'] / MiB:.0f}, workspaces "
+                  f"program {(p + c['program_transient_bytes']) / MiB:.0f}; auto: {c['auto_executor']}, "
+                  f"{c['order_source']} order  (transient peak {r['transient_peak_bytes'] / MiB:.0f}, workspaces "
                   f"alone {c['auto']['library_workspace_bytes'] / MiB:.0f}, auto copies "
                   f"{c['auto']['fallback_copied_bytes'] / MiB:.0f} of {r['fallback_bytes'] / MiB:.0f})")
     print(f"measured on this CPU ({args.threads} threads), MiB: arena + beyond it measured / planned, step ms")

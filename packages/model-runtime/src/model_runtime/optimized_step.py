@@ -19,7 +19,9 @@ from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memo
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
-from model_runtime.planning import check_fallback_results, check_saved_plan, device_alignment, make_plan
+from model_runtime.planning import (
+    ORDER_EXECUTORS, check_fallback_results, check_saved_plan, device_alignment, make_plan,
+)
 from model_runtime.program import CompiledProgram
 
 
@@ -230,7 +232,9 @@ class OptimizedStep:
             f"  peak live bytes, eager order:   {human_bytes(f['eager_peak_bytes'])}",
             f"  peak live bytes, planned order: {human_bytes(f['peak_bytes'])}"
             f" ({_change(f['peak_bytes'], f['eager_peak_bytes'])}{_bound(f, 'lower_bound_bytes')}"
-            + (f", gap {100 * f['schedule_gap']:.1f}%)" if "schedule_gap" in f else ")"),
+            + (f", gap {100 * f['schedule_gap']:.1f}%)" if "schedule_gap" in f else ")")
+            + (f"; the {f['order_source']} order, as low a peak as the scheduler's and less memory for "
+               "the executors" if f.get("order_source", "scheduler") != "scheduler" else ""),
         ]
         if f.get("memory_budget") is not None:
             overhead = f.get("recompute_overhead")
@@ -395,7 +399,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     check_fallback_results(fallback_results)
     # "auto" plans for the arena and may run the plan with the reorder executor instead.
     auto = executor == AUTO_EXECUTOR and not cuda_graph and fallback_results != "copied"
-    chosen = provider("model_opt_executors", "arena" if executor == AUTO_EXECUTOR else executor, "executor")
+    chosen_name = "arena" if executor == AUTO_EXECUTOR else executor
+    chosen = provider("model_opt_executors", chosen_name, "executor")
     copies = getattr(chosen, "copies_unplaced", False)
     if fallback_results == "copied" and not copies:
         raise RuntimeLayerError(f"fallback_results='copied': executor {executor!r} does not copy results into an "
@@ -439,7 +444,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
                          unplaced=unplaced, memory_budget=memory_budget,
-                         fallback_results=fallback_results if copies else "outside", expandable_segments=expandable)
+                         fallback_results=fallback_results if copies else "outside", expandable_segments=expandable,
+                         executors=ORDER_EXECUTORS if auto else (chosen_name,))
         if memory_budget is not None and not plan.figures["fits_budget"]:
             f = plan.figures
             raise BudgetError(

@@ -10,8 +10,8 @@ from model_ir.plan import order_indices
 from model_ir.recompute import recompute_flops
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.beside_arena import (
-    caching_allocator_bytes, fallback_copies, fallback_figures, fallback_groups, instance_owners_of, program_figures,
-    reorder_figures,
+    caching_allocator_bytes, fallback_copies, fallback_cost, fallback_figures, fallback_groups, instance_owners_of,
+    program_figures, reorder_figures,
 )
 from model_runtime.eager_allocator import simulate_eager_allocator
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
@@ -47,7 +47,7 @@ def arena_lifetimes(graph, order, alignment: int, unplaced=frozenset(), *, eager
 
 
 def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], object],
-                    time_limit: float) -> tuple[tuple[str, ...], object]:
+                    time_limit: float, order: Sequence[str] | None = None) -> tuple[tuple[str, ...], object]:
     """Place the scheduled order, or another order of the same peak that packs better:
     ``(order, placement)``. ``place_order(order, seconds)`` places the buffers of ``graph``
     run in ``order`` (a :class:`model_place.PlacementResult`); ``time_limit``: seconds
@@ -60,8 +60,12 @@ def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], 
     of the same peak. Without one, the scheduled order gets the whole placement time;
     with one, it gets :data:`FIRST_PLACEMENT_SHARE` of it and, when it does not pack at
     its bound, the other order is placed in the rest; the smaller arena wins. Not with a
-    memory budget (recomputation) nor when the scheduler was ``lns`` itself.
+    memory budget (recomputation) nor when the scheduler was ``lns`` itself. ``order``:
+    one of the scheduled peak chosen for the executors (:func:`least_held_order`),
+    placed as it is when it is not the scheduler's.
     """
+    if order is not None and tuple(order) != tuple(sched.order):
+        return tuple(order), place_order(tuple(order), time_limit)
     order = tuple(sched.order)
     if sched.memory_budget is not None or sched.method == "lns":
         return order, place_order(order, time_limit)
@@ -87,10 +91,83 @@ def check_fallback_results(value) -> None:
         raise RuntimeLayerError(f"fallback_results must be one of {', '.join(FALLBACK_RESULTS)}, got {value!r}")
 
 
+#: The executors whose memory picks the plan's order among those of the optimal peak
+#: (:func:`least_held_order`); the program executor runs eager's order whatever the plan's.
+ORDER_EXECUTORS = ("arena", "reorder")
+
+
+def copied_fallbacks(mode: str, graph, order, alignment: int, unplaced, device_type: str, *,
+                     expandable: bool = False) -> frozenset[str]:
+    """The fallback results (of ``unplaced``) the arena executor copies into the arena
+    when ``fallback_results`` is ``mode`` (see :func:`make_plan`)."""
+    if mode == "outside" or not unplaced:
+        return frozenset()
+    if mode == "copied":
+        return frozenset(unplaced)
+    return fallback_copies(graph, order, alignment, unplaced, device_type, expandable=expandable)
+
+
+def order_candidates(graph) -> list[tuple[str, tuple[str, ...]]]:
+    """Orders a plan may run besides the scheduler's, named: eager's program order and,
+    when the step has an optimizer, that order with each update moved up to where its
+    gradient is complete (PyTorch's optimizer-in-backward recipe, see
+    :func:`model_sched.greedy.optimizer_in_backward_order`)."""
+    from model_sched.greedy import optimizer_in_backward_order, optimizer_ops
+
+    program = tuple(op.id for op in graph.ops)
+    found = [("program", program)]
+    updates = optimizer_ops(graph)
+    if any(updates):
+        lv = liveness(graph)
+        found.append(("optimizer-in-backward",
+                      tuple(graph.ops[v].id for v in optimizer_in_backward_order(lv, updates))))
+    return found
+
+
+def least_held_order(graph, sched, alignment: int, unplaced, device_type: str, *, executors=ORDER_EXECUTORS,
+                     fallback_results: str = "auto", expandable: bool = False) -> tuple[tuple[str, ...], str]:
+    """``(order, source)``: of the scheduler's order and the candidates of
+    :func:`order_candidates` that peak as low (the plan's peak, and its proof, stay
+    the same), the one whose ``executors`` hold the least memory beside the persistent
+    buffers, by the simulation the figures use: an arena at its bound (the peak of its
+    live bytes) plus what lies beside it (:func:`fallback_cost`), or the reorder
+    executor's transient memory; the scheduler's on a tie (``source`` ``"scheduler"``).
+
+    Orders of one peak fragment PyTorch's allocator differently, and what an arena
+    cannot hold (the fallbacks' results) lives beside it at other times: on gpt2's
+    training step at batch 1 (CUDA, expandable segments) the optimal order found first
+    holds 954 MiB beside the persistent buffers in its arena and 1029 MiB run by the
+    reorder executor; the optimizer-in-backward order, as low a peak, 869 MiB (reorder).
+    Not under a memory budget (the orders recompute) nor without ``executors``."""
+    order = tuple(sched.order)
+    if sched.memory_budget is not None or not executors:
+        return order, "scheduler"
+    others = [(name, o) for name, o in order_candidates(graph)
+              if o != order and simulate(graph, o).peak_bytes == sched.peak_bytes]
+    if not others:
+        return order, "scheduler"
+
+    def held(o) -> int:
+        costs = []
+        if "arena" in executors:
+            copied = copied_fallbacks(fallback_results, graph, o, alignment, unplaced, device_type,
+                                      expandable=expandable)
+            costs.append(fallback_cost(graph, o, alignment, unplaced, copied, device_type, expandable=expandable))
+        if "reorder" in executors:
+            costs.append(reorder_figures(graph, o, alignment, device_type,
+                                         expandable=expandable)["reorder_transient_bytes"])
+        return min(costs)
+
+    best = (held(order), 0, order, "scheduler")
+    for rank, (name, o) in enumerate(others, 1):
+        best = min(best, (held(o), rank, o, name))
+    return best[2], best[3]
+
+
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
               schedule_method: str = "auto", place_method: str = "auto", unplaced=frozenset(),
               memory_budget: int | None = None, fallback_results: str = "auto",
-              expandable_segments: bool = False) -> Plan:
+              expandable_segments: bool = False, executors: Sequence[str] = ORDER_EXECUTORS) -> Plan:
     """Schedule ``graph``, place its arena buffers (when ``placement``) and gather the figures.
 
     ``time_limit`` (seconds) applies to each solver separately (default
@@ -119,6 +196,9 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     ``expandable_segments`` (CUDA): what lies in PyTorch's caching allocator is simulated
     with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (figure
     ``expandable_segments``), as the step will run.
+    ``executors``: those that may run the plan (of :data:`ORDER_EXECUTORS`; the arena
+    only when ``placement``): among the orders of the scheduled peak, the plan keeps the
+    one they hold least memory with (:func:`least_held_order`; figure ``order_source``).
     """
     check_fallback_results(fallback_results)
     expandable = expandable_segments and device_type == "cuda"
@@ -128,15 +208,17 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     order, result = sched.order, None
     place_start = time.perf_counter()
 
+    executors = tuple(e for e in executors if e in ORDER_EXECUTORS and (placement or e != "arena"))
+    order, source = least_held_order(graph, sched, alignment, unplaced, device_type, executors=executors,
+                                     fallback_results=fallback_results, expandable=expandable)
     copied = frozenset()
     if placement:
-        copied = {"outside": frozenset(), "copied": frozenset(unplaced),
-                  "auto": fallback_copies(graph, sched.order, alignment, unplaced, device_type,
-                                          expandable=expandable)}[fallback_results]
+        copied = copied_fallbacks(fallback_results, graph, order, alignment, unplaced, device_type,
+                                  expandable=expandable)
         leave_out = frozenset(unplaced) - copied
         order, result = place_scheduled(
             graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, leave_out),
-                                                   method=place_method, time_limit=seconds), limit)
+                                                   method=place_method, time_limit=seconds), limit, order)
     figures = simulated_figures(graph, order, None, alignment, device_type=device_type,
                                 expandable_segments=expandable)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
@@ -149,6 +231,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         "schedule_optimal": sched.optimal,
         "schedule_seconds": sched.seconds,
         "schedule_source": sched.source,
+        "order_source": source,
     })
     if memory_budget is not None:
         total = graph.meta.get("flops", {}).get("total", 0)
