@@ -168,3 +168,9 @@ def test_gpu_calibration_script_names_zoo_models_only(tmp_path):
                for r in json.loads((tmp_path / f"{name}.json").read_text())]
     assert len(records) == len(cases) and all(r["result"] == {"error": "skipped: out of time"} for r in records)
     assert not (tmp_path / "pytest-gpu.txt").exists()  # no GPU tests without a budget
+    # first, the runtime's matrix: eager and auto before the other executors, then the zoo
+    runtime = json.loads((tmp_path / "runtime.json").read_text())
+    assert runtime and all(r["result"] == {"error": "skipped: out of time"} for r in runtime)
+    variants = [r["spec"]["variant"] for r in runtime if r["kind"] == "matrix"]
+    assert set(variants[:28]) == {"eager", "auto"} and {"reorder", "arena", "program"} <= set(variants[28:])
+    assert {r["spec"]["variant"] for r in runtime if r["kind"] == "zoo"} == {"eager", "auto", "arena"}

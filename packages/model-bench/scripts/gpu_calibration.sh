@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# The GPU measurements the simulation still lacks, in one run (each case in its own process).
+# Every GPU check a session lent a GPU runs, in one command (each case in its own process),
+# most wanted first: the runtime's measured memory, the -m gpu tests, then the traces the
+# simulation's calibration still lacks.
 #
 #   bash packages/model-bench/scripts/gpu_calibration.sh OUT_DIR [BUDGET_SECONDS]
 #
 # On the GPU machine of ../shared/gpu/README.md: `bash .gpu/install.sh`, then
-# `PYTHON="python3" PYTHONPATH=.gpu/site bash packages/model-bench/scripts/gpu_calibration.sh $OUT 420`.
-# Here (no GPU) `PYTHON="uv run python" ... OUT 0` checks the cases parse and writes skipped records.
+# `PYTHON="python3" PYTHONPATH=.gpu/site bash packages/model-bench/scripts/gpu_calibration.sh $OUT 440`
+# (it takes about the budget, plus a minute of imports). Here (no GPU) `PYTHON="uv run python" ... OUT 0` checks the
+# cases parse and writes skipped records.
 # What each file is for, once it is back:
+#   runtime.json       model-runtime's benchmarks/gpu_matrix.py (55% of the budget): eager and
+#                      optimize()'s executors (auto first, then reorder, arena, program) on the main
+#                      training steps with both allocator settings, auto and arena over the zoo, step
+#                      times; `gpu_matrix.py render runtime.json` prints the README's tables.
+#   pytest-gpu.txt     the -m gpu tests (allocator replays, runtime on CUDA; at most 25% of the budget).
 #   eval-traces.json   eager eval steps at batch 32 with the allocator's events of the whole run
 #                      (--trace-all): the default allocator's eval misses (vgg16 -26%, resnet18
 #                      -21%, resnet50 +32%, ...) were never traced.
@@ -16,14 +24,22 @@
 #                      then re-run the suite and simulated_vs_measured.py with both files.
 #   lean.json          eager train with the lean loop (the output released) and both allocators, to
 #                      replace the runs marked ‡ in the simulated-vs-measured table.
-#   pytest-gpu.txt     the -m gpu tests (allocator replays, runtime on CUDA).
 set -u
 out=${1:?usage: gpu_calibration.sh OUT_DIR [BUDGET_SECONDS]}
-budget=${2:-420}
+budget=${2:-440}
 python=${PYTHON:-python3}
 script="$(dirname "$0")/eager_on_gpu.py"
+matrix="$(dirname "$0")/../../model-runtime/benchmarks/gpu_matrix.py"
 mkdir -p "$out"
-share=$((budget / 3))
+share=$((budget / 15))  # each of the three trace sets: 20% of the budget in all
+
+# shellcheck disable=SC2086  # PYTHON may be a command with arguments ("uv run python")
+$python "$matrix" run "$out/runtime.json" --budget $((budget * 55 / 100)) > "$out/runtime.txt" 2>&1
+if [ "$budget" -gt 0 ]; then
+    # shellcheck disable=SC2086
+    timeout $((budget / 4)) $python -m pytest -m gpu -q -p no:cacheprovider tests/model_place tests/model_runtime \
+        > "$out/pytest-gpu.txt" 2>&1
+fi
 
 # shellcheck disable=SC2086  # PYTHON may be a command with arguments ("uv run python")
 $python "$script" "$out/eval-traces.json" --trace-all --budget "$share" \
@@ -42,8 +58,4 @@ $python "$script" "$out/lean.json" --budget "$share" \
     alexnet:train:32:default alexnet:train:32:expandable bert-base:train:1:default bert-base:train:1:expandable \
     bert-base:train:32:default bert-base:train:32:expandable gpt2:train:1:default gpt2:train:1:expandable \
     gpt2:train:32:default gpt2:train:32:expandable vit_b_16:train:1:default vit_b_16:train:1:expandable
-if [ "$budget" -gt 0 ]; then
-    # shellcheck disable=SC2086
-    $python -m pytest -m gpu -q -p no:cacheprovider tests/model_place tests/model_runtime > "$out/pytest-gpu.txt" 2>&1
-fi
 echo "gpu_calibration: wrote $(ls "$out" | tr '\n' ' ')"

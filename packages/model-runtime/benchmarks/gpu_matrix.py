@@ -1,18 +1,22 @@
-"""Measured memory and step time of eager, ``reorder`` and ``arena`` on a CUDA GPU.
+"""Measured memory and step time of eager and the executors on a CUDA GPU.
 
 Runs (on a GPU machine, from the repository root):
 
     uv run python packages/model-runtime/benchmarks/gpu_matrix.py run results.json [--budget 430]
 
-1. the memory matrix: each of :data:`MAIN` (train) x eager / reorder / arena x PyTorch's
-   default allocator / ``expandable_segments:True``, 5 steps after 2 warm-up steps;
-2. the zoo under the arena executor: every model of model-bench's ``MEASURED_MODELS`` in
-   train at batch 1 and 32 and eval at batch 32, with eager beside it (first loss compared);
+1. the memory matrix: each of :data:`MAIN` (train) x eager / the executors of
+   :data:`MATRIX_VARIANTS` (``auto``: what ``optimize()`` runs by default) x PyTorch's
+   default allocator / ``expandable_segments:True``, 5 steps after 2 warm-up steps,
+   eager and ``auto`` first;
+2. the zoo under the arena executor and ``auto``: every model of model-bench's
+   ``MEASURED_MODELS`` in train at batch 1 and 32 and eval at batch 32, with eager
+   beside them (first loss compared), the default allocator;
 3. step times of :data:`TIMED`, one process at a time (nothing else on the GPU),
    20 steps after 3, with expandable segments.
 
 Every run is a fresh process (``model_runtime.measured_runs``); 1 and 2 run 14 at a time
-(memory counters are per process; their times are not used). Then
+(memory counters are per process; their times are not used), in that order until 55%
+of the budget is spent. Then
 
     uv run python packages/model-runtime/benchmarks/gpu_matrix.py render results.json
 
@@ -30,6 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 MAIN = [("alexnet", 32), ("vgg16", 32), ("vit_b_16", 1), ("bert-base", 1), ("gpt2", 1), ("resnet18", 32),
         ("mobilenet_v2", 32)]
 TIMED = [("alexnet", 32), ("vgg16", 32), ("resnet18", 32), ("vit_b_16", 1), ("bert-base", 1), ("mobilenet_v2", 32)]
+#: The variants of the memory matrix, in the order they are started.
+MATRIX_VARIANTS = (("eager", "auto"), ("reorder", "arena"), ("program",))
+#: The variants timed, one process at a time (the 2026-11-30 results: eager, reorder, arena).
+TIMED_VARIANTS = ("eager", "auto", "arena")
+#: The optimized variants run on the whole zoo, beside eager.
+ZOO_VARIANTS = ("auto", "arena")
 MiB = 1 << 20
 
 
@@ -50,12 +60,12 @@ def run(path: str, budget: float) -> int:
             json.dump(results, f)
 
     jobs = [("matrix", _spec(m, "train", b, v, 5, 2), a)
-            for m, b in MAIN for a in ("default", "expandable") for v in ("eager", "reorder", "arena")]
+            for group in MATRIX_VARIANTS for m, b in MAIN for a in ("default", "expandable") for v in group]
     main = [x for x, _ in MAIN]
     for m in main + [x for x in MEASURED_MODELS if x not in main]:
         for mode, b in (("train", 1), ("train", 32), ("eval", 32)):
             if not (mode == "train" and (m, b) in MAIN):
-                jobs += [("zoo", _spec(m, mode, b, v, 2, 1), "default") for v in ("eager", "arena")]
+                jobs += [("zoo", _spec(m, mode, b, v, 2, 1), "default") for v in ("eager", *ZOO_VARIANTS)]
 
     def work(job):
         kind, spec, alloc = job
@@ -69,7 +79,7 @@ def run(path: str, budget: float) -> int:
     with ThreadPoolExecutor(14) as pool:
         list(pool.map(work, jobs))
     for m, b in TIMED:
-        for v in ("eager", "reorder", "arena"):
+        for v in TIMED_VARIANTS:
             left = t0 + budget - time.time()
             if left < 20:
                 break
@@ -112,6 +122,7 @@ def render(path: str) -> str:
             out.append(f"| {m} b{b} | {a} | {cell(e)}{mark} | {cell(ro)} | {cell(ar)} | {planned / MiB:.0f} | "
                        f"{_pct(ro['max_reserved_bytes'], e['max_reserved_bytes'])} | "
                        f"{_pct(ar['max_reserved_bytes'], e['max_reserved_bytes'])} |")
+    out += _auto_rows(by)
     if held:
         out += ["", OUTPUT_HELD_NOTE]
     zoo = [(k, r) for k, r in by.items() if k[0] in ("zoo", "matrix") and k[5] == "arena" and k[4] == "default"]
@@ -120,17 +131,55 @@ def render(path: str) -> str:
     out += ["", f"Arena executor over the zoo (train b1 and b32, eval b32, default allocator): {len(ok)} of "
                 f"{len(zoo)} runs completed; first step's loss (eval: output sum) bitwise equal to eager in "
                 f"{len(same)}" + (f" (not: {', '.join(f'{k[1]} {k[2]} b{k[3]}' for k, _ in ok if k not in same)})"
-                                  if len(same) < len(ok) else "") + ".", ""]
-    out += ["| model (train) | eager ms | reorder ms | arena ms | reorder / eager | arena / eager |",
-            "|---|---|---|---|---|---|"]
+                                  if len(same) < len(ok) else "") + "."]
+    runs = [(k, r) for k, r in by.items() if k[0] in ("zoo", "matrix") and k[5] == "auto" and k[4] == "default"]
+    if runs:
+        done = [(k, r) for k, r in runs if "error" not in r]
+        eager = {k: by.get(k[:5] + ("eager",), {}) for k, _ in done}
+        more = [k for k, r in done if "max_reserved_bytes" in eager[k]
+                and r["max_reserved_bytes"] > eager[k]["max_reserved_bytes"]]
+        out += ["", f"`executor=\"auto\"` over the zoo (the same runs): {len(done)} of {len(runs)} completed; "
+                    f"reserved more than eager in {len(more)}"
+                    + (f" ({', '.join(f'{k[1]} {k[2]} b{k[3]}' for k in more)})" if more else "") + "."]
+    timed = [v for v in ("eager", "auto", "reorder", "arena") if any(k[0] == "time" and k[5] == v for k in by)]
+    out += ["", "| model (train) | " + " | ".join(f"{v} ms" for v in timed) + " | "
+            + " | ".join(f"{v} / eager" for v in timed[1:]) + " |",
+            "|---|" + "---|" * (2 * len(timed) - 1)]
     for m, b in TIMED:
-        t = [by.get(("time", m, "train", b, "expandable", v), {}).get("median_step_seconds") for v in
-             ("eager", "reorder", "arena")]
-        if None in t:
+        t = {v: by.get(("time", m, "train", b, "expandable", v), {}).get("median_step_seconds") for v in timed}
+        if t.get("eager") is None or all(t[v] is None for v in timed[1:]):
             continue
-        out.append(f"| {m} b{b} | {1e3 * t[0]:.2f} | {1e3 * t[1]:.2f} | {1e3 * t[2]:.2f} | "
-                   f"{t[1] / t[0]:.2f} | {t[2] / t[0]:.2f} |")
+        ms = " | ".join("-" if t[v] is None else f"{1e3 * t[v]:.2f}" for v in timed)
+        ratios = " | ".join("-" if t[v] is None else f"{t[v] / t['eager']:.2f}" for v in timed[1:])
+        out.append(f"| {m} b{b} | {ms} | {ratios} |")
     return "\n".join(out)
+
+
+def _auto_rows(by: dict) -> list[str]:
+    """The matrix's ``auto`` and ``program`` runs, when it has them: the executor
+    ``auto`` ran, what its plan says the device holds, and the savings of reserved
+    memory against eager with the same allocator."""
+    from model_runtime.measured_runs import planned_device_bytes
+
+    if not any(k[0] == "matrix" and k[5] == "auto" for k in by):
+        return []
+    out = ["", "| model (train) | allocator | eager reserved | auto: executor | auto reserved | auto planned | "
+               "auto saving | program reserved | program saving |", "|---|---|---|---|---|---|---|---|---|"]
+    for m, b in MAIN:
+        for a in ("default", "expandable"):
+            e, au, pr = (by.get(("matrix", m, "train", b, a, v), {}) for v in ("eager", "auto", "program"))
+            ok = lambda x: bool(x) and "error" not in x  # noqa: E731
+            if not ok(e) or not ok(au):
+                out.append(f"| {m} b{b} | {a} | see JSON (failed run) | | | | | | |")
+                continue
+            reserved = e["max_reserved_bytes"]
+            planned = planned_device_bytes(au)
+            prog = (f"{pr['max_reserved_bytes'] / MiB:.0f} | {_pct(pr['max_reserved_bytes'], reserved)}"
+                    if ok(pr) else "- | -")
+            out.append(f"| {m} b{b} | {a} | {reserved / MiB:.0f} | {au['plan'].get('executor', '?')} | "
+                       f"{au['max_reserved_bytes'] / MiB:.0f} | {'-' if planned is None else f'{planned / MiB:.0f}'} | "
+                       f"{_pct(au['max_reserved_bytes'], reserved)} | {prog} |")
+    return out
 
 
 def main(argv: list[str]) -> int:
