@@ -125,13 +125,16 @@ def order_candidates(graph) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def least_held_order(graph, sched, alignment: int, unplaced, device_type: str, *, executors=ORDER_EXECUTORS,
-                     fallback_results: str = "auto", expandable: bool = False) -> tuple[tuple[str, ...], str]:
-    """``(order, source)``: of the scheduler's order and the candidates of
+                     fallback_results: str = "auto", expandable: bool = False
+                     ) -> tuple[tuple[str, ...], str, frozenset[str] | None]:
+    """``(order, source, copied)``: of the scheduler's order and the candidates of
     :func:`order_candidates` that peak as low (the plan's peak, and its proof, stay
     the same), the one whose ``executors`` hold the least memory beside the persistent
     buffers, by the simulation the figures use: an arena at its bound (the peak of its
     live bytes) plus what lies beside it (:func:`fallback_cost`), or the reorder
     executor's transient memory; the scheduler's on a tie (``source`` ``"scheduler"``).
+    ``copied``: the fallback results the arena executor copies in that order
+    (:func:`copied_fallbacks`) when it was worked out here, else None.
 
     Orders of one peak fragment PyTorch's allocator differently, and what an arena
     cannot hold (the fallbacks' results) lives beside it at other times: on gpt2's
@@ -141,14 +144,14 @@ def least_held_order(graph, sched, alignment: int, unplaced, device_type: str, *
     Not under a memory budget (the orders recompute) nor without ``executors``."""
     order = tuple(sched.order)
     if sched.memory_budget is not None or not executors:
-        return order, "scheduler"
+        return order, "scheduler", None
     others = [(name, o) for name, o in order_candidates(graph)
               if o != order and simulate(graph, o).peak_bytes == sched.peak_bytes]
     if not others:
-        return order, "scheduler"
+        return order, "scheduler", None
 
-    def held(o) -> int:
-        costs = []
+    def held(o) -> tuple[int, frozenset[str] | None]:
+        costs, copied = [], None
         if "arena" in executors:
             copied = copied_fallbacks(fallback_results, graph, o, alignment, unplaced, device_type,
                                       expandable=expandable)
@@ -156,12 +159,14 @@ def least_held_order(graph, sched, alignment: int, unplaced, device_type: str, *
         if "reorder" in executors:
             costs.append(reorder_figures(graph, o, alignment, device_type,
                                          expandable=expandable)["reorder_transient_bytes"])
-        return min(costs)
+        return min(costs), copied
 
-    best = (held(order), 0, order, "scheduler")
-    for rank, (name, o) in enumerate(others, 1):
-        best = min(best, (held(o), rank, o, name))
-    return best[2], best[3]
+    best = None
+    for rank, (name, o) in enumerate([("scheduler", order), *others]):
+        cost, copied = held(o)
+        if best is None or (cost, rank) < best[0]:
+            best = (cost, rank), o, name, copied
+    return best[1:]
 
 
 def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_limit: float | None = None,
@@ -209,12 +214,14 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     place_start = time.perf_counter()
 
     executors = tuple(e for e in executors if e in ORDER_EXECUTORS and (placement or e != "arena"))
-    order, source = least_held_order(graph, sched, alignment, unplaced, device_type, executors=executors,
-                                     fallback_results=fallback_results, expandable=expandable)
-    copied = frozenset()
-    if placement:
-        copied = copied_fallbacks(fallback_results, graph, order, alignment, unplaced, device_type,
-                                  expandable=expandable)
+    order, source, copied = least_held_order(graph, sched, alignment, unplaced, device_type, executors=executors,
+                                             fallback_results=fallback_results, expandable=expandable)
+    if not placement:
+        copied = frozenset()
+    else:
+        if copied is None:
+            copied = copied_fallbacks(fallback_results, graph, order, alignment, unplaced, device_type,
+                                      expandable=expandable)
         leave_out = frozenset(unplaced) - copied
         order, result = place_scheduled(
             graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, leave_out),
