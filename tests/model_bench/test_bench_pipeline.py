@@ -221,6 +221,7 @@ def test_runtime_figures_are_what_optimize_would_hold(device):
         executor = least_memory_executor(plan)
         held = held_by(plan, executor)
         assert f[f"runtime_executor{suffix}"] == executor
+        assert f[f"runtime_order{suffix}"] == plan["order_source"]
         if device == "cuda":  # one simulation of eager's caching allocator for bench and the runtime
             eager = f["eager_reserved_expandable_bytes" if expandable else "eager_reserved_bytes"]
             assert plan["eager_reserved_bytes"] == eager
@@ -230,3 +231,15 @@ def test_runtime_figures_are_what_optimize_would_hold(device):
         assert f["runtime_executor"] == f["runtime_executor_expandable"] == "reorder"
         assert f["runtime_total_bytes"] == f["runtime_total_expandable_bytes"]
     assert "optimize() (simulated)" in format_run(f)
+
+
+def test_the_runtime_line_names_an_order_other_than_the_schedulers():
+    from model_bench.cli_bench import _runtime_lines
+
+    f = {"runtime_total_bytes": 3 << 30, "runtime_executor": "arena", "runtime_total_expandable_bytes": 2 << 30,
+         "runtime_executor_expandable": "reorder", "runtime_saving_vs_strongest": 0.05,
+         "runtime_order": "scheduler", "runtime_order_expandable": "optimizer-in-backward"}
+    (line,) = _runtime_lines(f)
+    assert "with the arena executor, " in line and "(reorder, optimizer-in-backward order)" in line
+    assert _runtime_lines({k: v for k, v in f.items() if not k.startswith("runtime_order")}) == \
+        [line.replace(", optimizer-in-backward order", "")]  # results written before the order choice

@@ -113,9 +113,14 @@ def _runtime_lines(f: dict[str, Any]) -> list[str]:
     which buffers its arena executor leaves to PyTorch's allocator."""
     if "runtime_total_bytes" not in f:
         return []
+    def order(suffix: str) -> str:
+        source = f.get(f"runtime_order{suffix}", "scheduler")
+        return "" if source == "scheduler" else f", {source} order"
+
     return [f"  optimize() (simulated)  {fmt_bytes(f['runtime_total_bytes'])} with the {f['runtime_executor']} "
-            f"executor, {fmt_bytes(f['runtime_total_expandable_bytes'])} with expandable segments "
-            f"({f['runtime_executor_expandable']}): {fmt_percent(-f['runtime_saving_vs_strongest'])} vs the strongest "
+            f"executor{order('')}, {fmt_bytes(f['runtime_total_expandable_bytes'])} with expandable segments "
+            f"({f['runtime_executor_expandable']}{order('_expandable')}): "
+            f"{fmt_percent(-f['runtime_saving_vs_strongest'])} vs the strongest "
             "baseline (persistent + what the executor holds, fallbacks and workspaces included)"]
 
 

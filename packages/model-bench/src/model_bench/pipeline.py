@@ -194,7 +194,9 @@ def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = F
 def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     """What ``model_runtime.optimize()`` would hold for this step (bytes, simulated), for
     each allocator setting (``_expandable``: with expandable segments): the executor
-    its default ``executor="auto"`` runs (``runtime_executor``) and the persistent
+    its default ``executor="auto"`` runs (``runtime_executor``; ``runtime_order``: whose
+    order, the scheduler's or one of eager's of the same peak, see
+    ``model_runtime.planning.least_held_order``) and the persistent
     buffers plus what that executor holds (``runtime_total_bytes``): the arena and what
     lies beside it (the fallbacks' results, outside or copied in, and the libraries'
     workspaces, in PyTorch's allocator), or the reorder or program executor's transient
@@ -214,6 +216,7 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
                       expandable_segments=expandable).figures
         executor = least_memory_executor(f)
         out[f"runtime_executor{suffix}"] = executor
+        out[f"runtime_order{suffix}"] = f.get("order_source", "scheduler")
         out[f"runtime_total{suffix}_bytes"] = base.persistent_bytes + held_by(f, executor)
     return out
 
