@@ -113,6 +113,7 @@ def _runtime_lines(f: dict[str, Any]) -> list[str]:
     which buffers its arena executor leaves to PyTorch's allocator."""
     if "runtime_total_bytes" not in f:
         return []
+
     def order(suffix: str) -> str:
         source = f.get(f"runtime_order{suffix}", "scheduler")
         return "" if source == "scheduler" else f", {source} order"

@@ -27,9 +27,9 @@ CSV_COLUMNS = (
     "peak_saving", "saving_vs_reserved", "best_possible_saving_vs_reserved", "saving_vs_expandable",
     "saving_vs_strongest", "best_possible_saving_vs_strongest", "reorder_reserved_bytes",
     "reorder_reserved_expandable_bytes", "runtime_executor", "runtime_total_bytes", "runtime_executor_expandable",
-    "runtime_total_expandable_bytes", "runtime_order", "runtime_order_expandable", "runtime_saving_vs_strongest", "device", "workspace_bytes",
-    "eager_workspace_bytes", "measured_gpu", "measured_torch", "measured_eager_allocated_bytes",
-    "measured_eager_reserved_bytes", "measured_eager_reserved_expandable_bytes",
+    "runtime_total_expandable_bytes", "runtime_order", "runtime_order_expandable", "runtime_saving_vs_strongest",
+    "device", "workspace_bytes", "eager_workspace_bytes", "measured_gpu", "measured_torch",
+    "measured_eager_allocated_bytes", "measured_eager_reserved_bytes", "measured_eager_reserved_expandable_bytes",
     "measured_reorder_reserved_bytes", "measured_reorder_reserved_expandable_bytes",
     "measured_arena_reserved_expandable_bytes", "seconds", "error",
 )

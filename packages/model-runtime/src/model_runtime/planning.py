@@ -210,7 +210,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)
-    order, result = sched.order, None
+    result = None
     place_start = time.perf_counter()
 
     executors = tuple(e for e in executors if e in ORDER_EXECUTORS and (placement or e != "arena"))
