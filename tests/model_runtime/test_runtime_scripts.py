@@ -46,3 +46,33 @@ def test_gpu_graphs_renders_the_committed_h200_results():
     assert "NVIDIA H200" in text and "| vit_b_16 b1 | 22.27 | 15.36 | 8.23 | 25.55 | 8.43 |" in text
     assert "| bert-base b1 | expandable | 1094 / 1164 ‡ |" in text and "‡ eager measured with a loop that held" in text
     assert "bitwise eager's in 56 optimized runs" in text and "(warm-up included) in 40." in text
+
+
+def test_gpu_matrix_renders_auto_and_program_runs(tmp_path):
+    """Results with the executor auto runs (and the program executor): a table of what
+    auto ran and saved, and how often it reserved more than eager over the zoo."""
+    matrix = _load("benchmarks/gpu_matrix.py")
+    mib = 1 << 20
+
+    def run(kind, model, batch, variant, alloc, reserved, mode="train", **extra):
+        spec = {"model": model, "mode": mode, "batch_size": batch, "variant": variant}
+        result = {"gpu": "NVIDIA H200", "torch": "2.11", "max_allocated_bytes": reserved // 2,
+                  "max_reserved_bytes": reserved, "losses": ["0x1p+0"], "output_released": True, **extra}
+        return {"kind": kind, "spec": spec, "alloc": alloc, "result": result}
+
+    plan = {"executor": "reorder", "persistent_bytes": 100 * mib, "reorder_transient_bytes": 300 * mib}
+    results = [run("matrix", "gpt2", 1, "eager", "expandable", 500 * mib),
+               run("matrix", "gpt2", 1, "auto", "expandable", 400 * mib, plan=plan,
+                   persistent_allocated_bytes=100 * mib),
+               run("matrix", "gpt2", 1, "program", "expandable", 510 * mib, plan={"executor": "program"}),
+               run("zoo", "vgg11", 32, "eager", "default", 200 * mib, mode="eval"),
+               run("zoo", "vgg11", 32, "auto", "default", 210 * mib, mode="eval", plan=plan),
+               run("time", "alexnet", 32, "eager", "expandable", 0, median_step_seconds=0.004),
+               run("time", "alexnet", 32, "auto", "expandable", 0, median_step_seconds=0.005)]
+    path = tmp_path / "runtime.json"
+    path.write_text(json.dumps(results))
+    text = matrix.render(str(path))
+    assert "| gpt2 b1 | expandable | 500 | reorder | 400 | 400 | -20% | 510 | +2% |" in text
+    assert "| gpt2 b1 | default | see JSON (failed run) |" in text  # not run
+    assert "over the zoo (the same runs): 1 of 1 completed; reserved more than eager in 1 (vgg11 eval b32)" in text
+    assert "| model (train) | eager ms | auto ms | auto / eager |" in text and "| alexnet b32 | 4.00 | 5.00 | 1.25 |" in text
