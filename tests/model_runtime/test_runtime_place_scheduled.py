@@ -3,6 +3,7 @@ peak packs into a smaller arena (the fallback that bench and optimize() share)."
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import attrs
@@ -85,3 +86,22 @@ def test_lns_schedules_and_budgets_get_the_whole_time():
         placer = Placer(arena_of_first=300, arena_of_other=100, bound=200)
         order, _ = place_scheduled(graph, sched, placer, 10.0)
         assert order == tuple(sched.order) and placer.calls == [(tuple(sched.order), 10.0)]
+
+
+def test_a_search_for_the_other_order_that_overruns_leaves_a_positive_limit(monkeypatch):
+    """On a slow machine the search for the other order can take longer than the whole
+    placement time (a CI run: 'time limit must be >= 0 seconds, got -0.48'): each
+    placement still gets MIN_PLACEMENT_SECONDS."""
+    from model_runtime import planning
+
+    graph = two_chains()
+    sched = scheduled_elsewhere(graph)
+    clock = itertools.count(0.0, 5.0)  # every reading 5 s later: the search overran a 0.2 s limit
+    monkeypatch.setattr(planning.time, "perf_counter", lambda: next(clock))
+    placer = Placer(arena_of_first=300, arena_of_other=200, bound=200)
+    place_scheduled(graph, sched, placer, 0.2)
+    assert [seconds for _, seconds in placer.calls] == [0.2 * FIRST_PLACEMENT_SHARE, planning.MIN_PLACEMENT_SECONDS]
+    same_order = Placer(arena_of_first=300, arena_of_other=200, bound=200)  # lns finds the scheduled order
+    place_scheduled(graph, attrs.evolve(sched, order=schedule(graph, method="lns", time_limit=1.0).order),
+                    same_order, 0.2)
+    assert [seconds for _, seconds in same_order.calls] == [planning.MIN_PLACEMENT_SECONDS]

@@ -26,6 +26,8 @@ DEFAULT_TIME_LIMIT = 10.0
 FIRST_PLACEMENT_SHARE = 0.75
 #: Seconds (at most, and at most 2% of the placement time) to look for that other order.
 OTHER_ORDER_SECONDS = 1.0
+#: Seconds a placement gets at least when the search for that other order overran.
+MIN_PLACEMENT_SECONDS = 0.1
 
 
 def device_alignment(device_type: str) -> int:
@@ -70,14 +72,19 @@ def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], 
     if sched.memory_budget is not None or sched.method == "lns":
         return order, place_order(order, time_limit)
     start = time.perf_counter()
+
+    def left() -> float:
+        # the search may overrun its share (a slow machine): never a negative limit
+        return max(MIN_PLACEMENT_SECONDS, time_limit - (time.perf_counter() - start))
+
     found = schedule(graph, method="lns", time_limit=min(OTHER_ORDER_SECONDS, 0.02 * time_limit))
     other = tuple(found.order)
     if other == order or found.peak_bytes != sched.peak_bytes:
-        return order, place_order(order, time_limit - (time.perf_counter() - start))
+        return order, place_order(order, left())
     placement = place_order(order, time_limit * FIRST_PLACEMENT_SHARE)
     if placement.optimal:
         return order, placement
-    again = place_order(other, max(0.1, time_limit - (time.perf_counter() - start)))
+    again = place_order(other, left())
     return (other, again) if again.arena_bytes < placement.arena_bytes else (order, placement)
 
 
