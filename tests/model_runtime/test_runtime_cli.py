@@ -68,6 +68,8 @@ def test_run_save_plan_into_missing_folder_fails_before_running(tmp_path, capsys
 
 
 def test_measure_runs_each_variant_in_a_fresh_process(capsys):
+    """The default variants, then those the GPU script measures too (auto: the executor
+    optimize() picks, reorder on the CPU; program)."""
     assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "2", "--time-limit", "0.5",
                  "--measure", "--allocators", "default", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -76,6 +78,13 @@ def test_measure_runs_each_variant_in_a_fresh_process(capsys):
     assert all("error" not in r for r in runs.values()), runs
     assert result["first_loss_equal"]["default"] == {"reorder": True, "arena": True}
     assert runs["arena"]["plan"]["arena_bytes"] > 0 and runs["arena"]["median_step_seconds"] > 0
+    assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "2", "--time-limit", "0.5",
+                 "--measure", "--allocators", "default", "--variants", "eager,auto,program", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    runs = result["runs"]["default"]
+    assert {name: r["plan"]["executor"] for name, r in runs.items() if name != "eager"} == \
+        {"auto": "reorder", "program": "program"}
+    assert result["first_loss_equal"]["default"] == {"auto": True, "program": True}
 
 
 def test_measure_reports_a_crashed_variant_and_goes_on():
