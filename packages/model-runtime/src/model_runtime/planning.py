@@ -148,7 +148,10 @@ def least_held_order(graph, sched, alignment: int, unplaced, device_type: str, *
     training step at batch 1 (CUDA, expandable segments) the optimal order found first
     holds 954 MiB beside the persistent buffers in its arena and 1029 MiB run by the
     reorder executor; the optimizer-in-backward order, as low a peak, 869 MiB (reorder).
-    Not under a memory budget (the orders recompute) nor without ``executors``."""
+    Not under a memory budget (the orders recompute) nor without ``executors``. Costs
+    one :func:`copied_fallbacks` search and one reorder simulation per order compared (on
+    CUDA, caching-allocator replays: opt-350m's training step at batch 32, three orders,
+    3.4 s; on the CPU, live peaks only)."""
     order = tuple(sched.order)
     if sched.memory_budget is not None or not executors:
         return order, "scheduler", None
