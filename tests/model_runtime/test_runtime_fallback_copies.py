@@ -60,6 +60,42 @@ def test_fallback_copies_never_cost_more_than_none_or_all(case, device_type, rnd
     assert plan.figures["unplaced_bytes"] == sum(graph.buffer(b).size for b in fallbacks - placed)
 
 
+def _every_threshold(graph, order, align, fallbacks, device_type, expandable):
+    """fallback_copies as it was before its bound: the allocator replayed for every
+    threshold (the reference the pruned search must equal)."""
+    from model_runtime.beside_arena import fallback_groups
+
+    groups = fallback_groups(graph, fallbacks)
+    if not groups:
+        return frozenset()
+    size = {op: sum(graph.buffer(b).size for b in bs) for op, bs in groups.items()}
+    best = None
+    for threshold in sorted(set(size.values())) + [float("inf")]:
+        copied = frozenset(b for op, bs in groups.items() if size[op] < threshold for b in bs)
+        key = (fallback_cost(graph, order, align, fallbacks, copied, device_type, expandable=expandable),
+               sum(graph.buffer(b).size for b in copied))
+        if best is None or key < best[0]:
+            best = key, copied
+    return best[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(graphs_with_unplaced(max_ops=12, max_size=200_000), st.sampled_from(["cpu", "cuda"]), st.booleans(),
+       st.randoms(use_true_random=False))
+def test_the_bounded_search_finds_what_trying_every_threshold_finds(case, device_type, expandable, rnd):
+    """fallback_copies replays the allocator best bound first and stops where no bound
+    can win: the same choice as replaying it for every threshold, and each bound is
+    at most its cost."""
+    graph, fallbacks = case
+    order = random_topological_order(graph, seed=rnd.randrange(1000))
+    align = ALIGN[device_type]
+    assert fallback_copies(graph, order, align, fallbacks, device_type, expandable=expandable) == \
+        _every_threshold(graph, order, align, fallbacks, device_type, expandable)
+    for copied in (frozenset(), fallbacks):
+        assert fallback_cost(graph, order, align, fallbacks, copied, device_type, bound_only=True) <= \
+            fallback_cost(graph, order, align, fallbacks, copied, device_type, expandable=expandable)
+
+
 def test_copy_lifetimes_are_one_step_per_run_of_each_fallback():
     from model_ir.testing.examples import training_chain
 

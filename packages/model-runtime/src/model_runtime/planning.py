@@ -151,7 +151,7 @@ def least_held_order(graph, sched, alignment: int, unplaced, device_type: str, *
     Not under a memory budget (the orders recompute) nor without ``executors``. Costs
     one :func:`copied_fallbacks` search and one reorder simulation per order compared (on
     CUDA, caching-allocator replays: opt-350m's training step at batch 32, three orders,
-    3.4 s; on the CPU, live peaks only)."""
+    1.8 s; on the CPU, live peaks only)."""
     order = tuple(sched.order)
     if sched.memory_budget is not None or not executors:
         return order, "scheduler", None
