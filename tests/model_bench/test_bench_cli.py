@@ -152,6 +152,14 @@ def test_max_batch_simulated(capsys):
     sb = r["strongest_baseline_max_batch_size"]
     assert eb <= sb <= 64 and probes[sb]["strongest_bytes"] <= 3 * 2**20
     assert all(p["strongest_bytes"] <= p["eager_bytes"] for p in r["probes"] if "eager_bytes" in p)
+    # optimized is what optimize() holds (its executor, what lies beside the arena); the
+    # plan (every buffer in the arena) is searched on its own
+    assert r["optimized_source"].startswith("simulated (what optimize() holds")
+    assert probes[ob]["optimized_executor"] == "reorder"  # the CPU: no arena holds less than the live peak
+    pb = r["plan_max_batch_size"]
+    assert 0 < pb <= 64 and probes[pb]["plan_bytes"] <= 3 * 2**20
+    if pb < 64:
+        assert probes[pb + 1]["plan_bytes"] is None or probes[pb + 1]["plan_bytes"] > 3 * 2**20
 
 
 def test_bench_never_overwrites_its_input_graph(tmp_path, capsys):

@@ -47,15 +47,16 @@ def test_measured_search_runs_each_probe_in_a_fresh_process_and_counts_failures_
         specs.append((spec["variant"], alloc, spec["batch_size"]))
         if spec["batch_size"] > 12:
             return {"error": "torch.OutOfMemoryError: CUDA out of memory"}
-        per_sample = {("eager", "default"): 10, ("eager", "expandable"): 8, ("arena", "expandable"): 5}
+        per_sample = {("eager", "default"): 10, ("eager", "expandable"): 8, ("auto", "expandable"): 5}
         return {"max_reserved_bytes": spec["batch_size"] * per_sample[spec["variant"], alloc] * MiB}
 
     monkeypatch.setattr(measured_runs, "spawn_variant", fake_spawn)
     r = max_batch("tiny-mlp", 60 * MiB, measure=True, limit=64)
     assert (r["eager_max_batch_size"], r["strongest_baseline_max_batch_size"], r["optimized_max_batch_size"]) == (6, 7, 12)
     assert r["eager_source"].startswith("measured") and "fresh process" in r["optimized_source"]
-    assert {(v, a) for v, a, _ in specs} == {("eager", "default"), ("eager", "expandable"), ("arena", "expandable")}
+    assert {(v, a) for v, a, _ in specs} == {("eager", "default"), ("eager", "expandable"), ("auto", "expandable")}
     assert r["gain"] == 2.0 and r["gain_vs_strongest"] == 12 / 7
+    assert r["plan_max_batch_size"] is None  # the plan's own figure is simulated only
 
 
 @pytest.mark.gpu

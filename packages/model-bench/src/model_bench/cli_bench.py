@@ -351,10 +351,12 @@ def run_max_batch(args) -> int:
     print(f"  eager, {result['eager_source']}: largest batch {result['eager_max_batch_size']}")
     print(f"  strongest eager baseline, {result['strongest_baseline_source']}: largest batch "
           f"{result['strongest_baseline_max_batch_size']}")
-    print(f"  optimized plan, {result['optimized_source']}: largest batch {result['optimized_max_batch_size']}"
+    print(f"  optimized, {result['optimized_source']}: largest batch {result['optimized_max_batch_size']}"
           + (f"  ({result['gain']:.2f}x eager" if result["gain"] else "")
           + (f", {result['gain_vs_strongest']:.2f}x the strongest baseline)" if result["gain_vs_strongest"]
              else ")" if result["gain"] else ""))
+    if result.get("plan_max_batch_size") is not None:
+        print(f"  optimized plan, {result['plan_source']}: largest batch {result['plan_max_batch_size']}")
     if args.recompute:
         b = result["recompute_max_batch_size"]
         cost = result.get("recompute_overhead")

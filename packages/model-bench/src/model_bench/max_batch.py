@@ -11,10 +11,16 @@ tensors: no real memory) and computes
   ``torch.cuda.max_memory_reserved`` of real eager steps on the GPU with the
   default allocator and with expandable segments, each in a fresh process (an
   out-of-memory error counts as not fitting);
-- optimized: the plan's memory, persistent bytes plus the placed arena of the
-  optimized order plus library workspaces, or, with ``measure``, the reserved bytes
-  of the step run by model_runtime's arena executor on the GPU (expandable segments,
+- optimized: what model_runtime's ``optimize()`` holds for the step, persistent
+  bytes plus what its default executor (``executor="auto"``) holds, the fallbacks'
+  results and the libraries' workspaces beside the arena included, with the better
+  allocator setting (:func:`model_bench.pipeline.runtime_figures`, simulated); or,
+  with ``measure``, the reserved bytes of that step on the GPU (expandable segments,
   a fresh process);
+- plan (simulated only): the plan's memory, persistent bytes plus the placed arena of
+  the optimized order plus library workspaces, as if every buffer were in the arena:
+  what the order and placement alone promise, an optimistic figure where the runtime
+  leaves results outside its arena (cuDNN's convolutions);
 - with ``recompute``: a plan under a memory budget (recomputation, simulated): the
   peak budget is the memory less the workspaces, and the plan fits when persistent
   bytes, its arena and the workspaces do.
@@ -36,6 +42,7 @@ from model_bench.pipeline import (
     eager_baselines,
     place_order,
     plan_workspace_bytes,
+    runtime_figures,
     schedule_graph,
     simulate_eager_allocator,
 )
@@ -79,7 +86,7 @@ def largest_fitting(fits: Callable[[int], bool], *, limit: int) -> int:
 def measure_cuda(model: str, mode: str, batch_size: int, settings: BenchSettings = BenchSettings(), *,
                  optimized: bool = False, alloc: str = "default") -> int | None:
     """``torch.cuda.max_memory_reserved`` of real steps in a fresh process; None if they fail
-    (out of memory). ``optimized``: model_runtime's arena executor instead of eager;
+    (out of memory). ``optimized``: model_runtime's ``optimize()`` (its default executor) instead of eager;
     ``alloc``: the allocator setting (``default`` or ``expandable``).
 
     Weights, optimizer state and the batch are created on the GPU first, so they are
@@ -88,7 +95,7 @@ def measure_cuda(model: str, mode: str, batch_size: int, settings: BenchSettings
     from model_runtime.measured_runs import spawn_variant
 
     spec = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": settings.optimizer,
-            "device": "cuda", "variant": "arena" if optimized else "eager", "steps": 2, "warmup": 1,
+            "device": "cuda", "variant": "auto" if optimized else "eager", "steps": 2, "warmup": 1,
             "time_limit": settings.time_limit}
     return spawn_variant(spec, alloc).get("max_reserved_bytes")
 
@@ -141,30 +148,40 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             return reserved is not None and reserved <= memory_bytes
         return probe
 
-    def optimized_fits(b: int) -> bool:
+    def optimized_probe(b: int) -> dict[str, Any]:
         p = probes.setdefault(b, {"batch_size": b})
+        if "optimized_bytes" in p:
+            return p
         if measure:
-            reserved = measure_cuda(model, mode, b, settings, optimized=True, alloc="expandable")
-            p["optimized_bytes"] = reserved
-            ok = reserved is not None and reserved <= memory_bytes
-            progress.say(f"batch {b}: optimized {reserved} bytes {'fits' if ok else 'does not fit'}")
-            return ok
+            p["optimized_bytes"] = measure_cuda(model, mode, b, settings, optimized=True, alloc="expandable")
+            progress.say(f"batch {b}: optimized {p['optimized_bytes']} bytes")
+            return p
         g = graph(b)
         sched, _ = schedule_graph(g, settings)
+        p["optimized_lower_bound_bytes"] = sched.lower_bound_bytes
         if sched.lower_bound_bytes > memory_bytes:
-            # Proven: no order, hence no plan, fits; skip the placement.
-            p["optimized_bytes"], p["optimized_lower_bound_bytes"] = None, sched.lower_bound_bytes
-            ok = False
-        else:
-            placement = place_order(g, sched.order, settings)
-            p["optimized_bytes"] = g.persistent_bytes + placement.arena_bytes + plan_workspace_bytes(g)
-            p["optimized_lower_bound_bytes"] = sched.lower_bound_bytes
-            ok = p["optimized_bytes"] <= memory_bytes
-        if p["optimized_bytes"] is None:
+            # Proven: no order fits, hence no plan, nor optimize() (which holds at least an order's peak).
+            p["optimized_bytes"] = p["plan_bytes"] = None
             progress.say(f"batch {b}: no plan fits (lower bound {sched.lower_bound_bytes} bytes)")
-        else:
-            progress.say(f"batch {b}: optimized plan {p['optimized_bytes']} bytes {'fits' if ok else 'does not fit'}")
-        return ok
+            return p
+        placement = place_order(g, sched.order, settings)
+        p["plan_bytes"] = g.persistent_bytes + placement.arena_bytes + plan_workspace_bytes(g)
+        runtime = runtime_figures(g, settings)
+        if runtime:
+            setting = min(("", "_expandable"), key=lambda s: runtime[f"runtime_total{s}_bytes"])
+            p["optimized_bytes"] = runtime[f"runtime_total{setting}_bytes"]
+            p["optimized_executor"] = runtime[f"runtime_executor{setting}"]
+            p["optimized_expandable_segments"] = setting == "_expandable"
+        else:  # a graph without the runtime's fallbacks recorded: the plan is all there is
+            p["optimized_bytes"] = p["plan_bytes"]
+        progress.say(f"batch {b}: optimize() {p['optimized_bytes']} bytes, plan {p['plan_bytes']} bytes")
+        return p
+
+    def optimized_fits(key: str) -> Callable[[int], bool]:
+        def probe(b: int) -> bool:
+            held = optimized_probe(b)[key]
+            return held is not None and held <= memory_bytes
+        return probe
 
     def recompute_fits(b: int) -> bool:
         p = probes.setdefault(b, {"batch_size": b})
@@ -185,7 +202,8 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
 
     eager_b = largest_fitting(fits("eager_bytes"), limit=limit)
     strongest_b = largest_fitting(fits("strongest_bytes"), limit=limit)
-    optimized_b = largest_fitting(optimized_fits, limit=limit)
+    optimized_b = largest_fitting(optimized_fits("optimized_bytes"), limit=limit)
+    plan_b = None if measure else largest_fitting(optimized_fits("plan_bytes"), limit=limit)
     return {
         "model": model, "mode": mode, "optimizer": settings.optimizer, "memory_bytes": memory_bytes,
         "limit": limit, "eager_max_batch_size": eager_b, "strongest_baseline_max_batch_size": strongest_b,
@@ -195,8 +213,11 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         "strongest_baseline_source": ("measured (CUDA, expandable segments, fresh process)" if measure else
                                       "simulated (least of program order / optimizer in backward, default / "
                                       "expandable segments)"),
-        "optimized_source": ("measured (CUDA, arena executor, expandable segments, fresh process)" if measure
-                             else "simulated (plan memory)"),
+        "optimized_source": ("measured (CUDA, optimize()'s default executor, expandable segments, fresh process)"
+                             if measure else "simulated (what optimize() holds: its default executor, fallbacks' "
+                                             "results and workspaces included, the better allocator setting)"),
+        "plan_max_batch_size": plan_b,
+        "plan_source": None if measure else "simulated (plan memory: every buffer in the arena)",
         "gain": (optimized_b / eager_b) if eager_b else None,
         "gain_vs_strongest": (optimized_b / strongest_b) if strongest_b else None,
         **(recompute_result(largest_fitting(recompute_fits, limit=limit), probes) if recompute else {}),
