@@ -176,7 +176,8 @@ def test_the_reorder_executor_s_first_block_is_simulated_on_cuda():
     segment they all split, and ``reorder_reserved_bytes`` replays it (CUDA only)."""
     import attrs
 
-    from model_bench.pipeline import allocator_steps, reorder_reserved_bytes, simulate_steps_on
+    from model_bench.pipeline import allocator_steps, reorder_reserved_bytes
+    from model_place import simulate_training_steps
     from model_ir import Buffer, Graph, Op
     from model_runtime.beside_arena import reorder_figures
 
@@ -190,13 +191,14 @@ def test_the_reorder_executor_s_first_block_is_simulated_on_cuda():
            Op("op4", inputs=["w"], outputs=["c"]), Op("op5", inputs=["c", "s0", "s1"], outputs=["loss"])]
     order = [op.id for op in ops]
     cuda = Graph(buffers, ops, name="growing", meta={"device": "cuda"})
-    plain = simulate_steps_on(*allocator_steps(cuda, order, eager=False)).reserved_bytes
+    plain = simulate_training_steps(*allocator_steps(cuda, order, eager=False)).reserved_bytes
     # the weight's 20 MiB segment (a fits beside it), then a segment each for b and c, the small pool
     assert plain == (20 + 20 + 30 + 2) * MiB
     assert reorder_figures(cuda, order, 512, "cuda")["reorder_warm_block_bytes"] == 30 * MiB
     assert reorder_reserved_bytes(cuda, order) == (20 + 30 + 2) * MiB  # b and c split the first block
     cpu = attrs.evolve(cuda, meta={"device": "cpu"})  # no first block off CUDA
-    assert reorder_reserved_bytes(cpu, order) == simulate_steps_on(*allocator_steps(cpu, order, eager=False)).reserved_bytes
+    assert reorder_reserved_bytes(cpu, order) == \
+        simulate_training_steps(*allocator_steps(cpu, order, eager=False)).reserved_bytes
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])

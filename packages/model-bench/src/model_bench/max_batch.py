@@ -142,11 +142,12 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
                      f"{p['strongest_bytes']} bytes")
         return p
 
-    def fits(key: str) -> Callable[[int], bool]:
-        def probe(b: int) -> bool:
-            reserved = eager_probe(b)[key]
-            return reserved is not None and reserved <= memory_bytes
-        return probe
+    def fits(probe: Callable[[int], dict[str, Any]], key: str) -> Callable[[int], bool]:
+        """Whether batch ``b`` fits by ``probe(b)[key]`` (None: it does not)."""
+        def fitting(b: int) -> bool:
+            nbytes = probe(b)[key]
+            return nbytes is not None and nbytes <= memory_bytes
+        return fitting
 
     def optimized_probe(b: int) -> dict[str, Any]:
         p = probes.setdefault(b, {"batch_size": b})
@@ -177,12 +178,6 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         progress.say(f"batch {b}: optimize() {p['optimized_bytes']} bytes, plan {p['plan_bytes']} bytes")
         return p
 
-    def optimized_fits(key: str) -> Callable[[int], bool]:
-        def probe(b: int) -> bool:
-            held = optimized_probe(b)[key]
-            return held is not None and held <= memory_bytes
-        return probe
-
     def recompute_fits(b: int) -> bool:
         p = probes.setdefault(b, {"batch_size": b})
         g = graph(b, True)  # as optimize(memory_budget=...) captures it
@@ -200,10 +195,10 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         progress.say(f"batch {b}: plan with recomputation {'fits' if ok else 'does not fit'}")
         return ok
 
-    eager_b = largest_fitting(fits("eager_bytes"), limit=limit)
-    strongest_b = largest_fitting(fits("strongest_bytes"), limit=limit)
-    optimized_b = largest_fitting(optimized_fits("optimized_bytes"), limit=limit)
-    plan_b = None if measure else largest_fitting(optimized_fits("plan_bytes"), limit=limit)
+    eager_b = largest_fitting(fits(eager_probe, "eager_bytes"), limit=limit)
+    strongest_b = largest_fitting(fits(eager_probe, "strongest_bytes"), limit=limit)
+    optimized_b = largest_fitting(fits(optimized_probe, "optimized_bytes"), limit=limit)
+    plan_b = None if measure else largest_fitting(fits(optimized_probe, "plan_bytes"), limit=limit)
     return {
         "model": model, "mode": mode, "optimizer": settings.optimizer, "memory_bytes": memory_bytes,
         "limit": limit, "eager_max_batch_size": eager_b, "strongest_baseline_max_batch_size": strongest_b,

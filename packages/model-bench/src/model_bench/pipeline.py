@@ -22,8 +22,9 @@ from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, 
 from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
 from model_runtime.beside_arena import held_by, least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
-    allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator, simulate_steps_on,
+    allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator,
 )
+from model_place import simulate_training_steps
 from model_runtime.planning import device_alignment, make_plan
 
 
@@ -185,7 +186,7 @@ def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = F
     was within 1% with expandable segments (model-bench README)."""
     if graph.meta.get("device") != "cuda":
         kept, step = allocator_steps(graph, order, eager=False)
-        return simulate_steps_on(kept, step, expandable_segments=expandable_segments).reserved_bytes
+        return simulate_training_steps(kept, step, expandable_segments=expandable_segments).reserved_bytes
     base = without_workspaces(graph)
     figures = reorder_figures(base, order, device_alignment("cuda"), "cuda", expandable=expandable_segments)
     return base.persistent_bytes + figures["reorder_transient_bytes"]
@@ -250,12 +251,13 @@ def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
     fused_profile = simulate(graph, fused, eager=True)
     program, fused_steps = allocator_steps(graph), allocator_steps(graph, fused)
     if eager_allocator is None:
-        eager_allocator = simulate_steps_on(*program)
+        eager_allocator = simulate_training_steps(*program)
     reserved = {
         "eager": eager_allocator.reserved_bytes,
-        "eager-expandable": simulate_steps_on(*program, expandable_segments=True).reserved_bytes,
-        "optimizer-in-backward": simulate_steps_on(*fused_steps).reserved_bytes,
-        "optimizer-in-backward-expandable": simulate_steps_on(*fused_steps, expandable_segments=True).reserved_bytes,
+        "eager-expandable": simulate_training_steps(*program, expandable_segments=True).reserved_bytes,
+        "optimizer-in-backward": simulate_training_steps(*fused_steps).reserved_bytes,
+        "optimizer-in-backward-expandable":
+            simulate_training_steps(*fused_steps, expandable_segments=True).reserved_bytes,
     }
     strongest = min(reserved, key=lambda k: (reserved[k], list(BASELINES).index(k)))
     return {
@@ -341,7 +343,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
     with progress.stage("eager", seconds):
         eager = simulate(graph, eager=True)
         allocator = simulate_eager_allocator(graph)
-        transient_allocator = simulate_steps_on((), on_allocator_clock(graph, eager.lifetimes))
+        transient_allocator = simulate_training_steps((), on_allocator_clock(graph, eager.lifetimes))
         baselines = eager_baselines(graph, allocator)
     progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
                  f"{_gib(allocator.reserved_bytes)}; strongest baseline {baselines['strongest_baseline']} "

@@ -272,9 +272,10 @@ def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str, *
     whose results (together) are smaller than a threshold, the threshold that makes the
     arena (its bound, the peak of its live bytes) plus :func:`_beside_arena` smallest,
     fewer copies on a tie (then the smaller threshold). Every threshold counts: none
-    copied, all copied, and each op's size in between. Copying a result costs a temporary as large while its op runs
-    (and the copy's time); leaving it outside costs its bytes beside the arena until its
-    last use, fragmented by the caching allocator on CUDA."""
+    copied, all copied, and each op's size in between. Copying a result costs a
+    temporary as large while its op runs (and the copy's time); leaving it outside costs
+    its bytes beside the arena until its last use, fragmented by the caching allocator
+    on CUDA."""
     groups = fallback_groups(graph, fallbacks)
     if not groups:
         return frozenset()

@@ -60,11 +60,5 @@ def simulate_eager_allocator(graph: Graph, order=None, *, expandable_segments: b
     and library workspaces, ``order`` or program order), in its steady state. cuDNN's
     workspaces are buffers of ``graph`` (:func:`model_ir.workspaces.with_workspaces`),
     added here when it has none yet."""
-    return simulate_steps_on(*allocator_steps(with_workspaces(graph), order), expandable_segments=expandable_segments)
-
-
-def simulate_steps_on(kept, step, *, expandable_segments: bool = False):
-    """The caching allocator's steady state over training steps (``kept`` allocated
-    first, then ``step`` replayed until a step reserves nothing new; see
-    :func:`model_place.simulate_training_steps`)."""
-    return simulate_training_steps(kept, step, expandable_segments=expandable_segments)
+    return simulate_training_steps(*allocator_steps(with_workspaces(graph), order),
+                                   expandable_segments=expandable_segments)
