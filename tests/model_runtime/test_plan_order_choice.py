@@ -53,23 +53,84 @@ def test_the_order_kept_is_the_least_held_of_those_of_the_scheduled_peak(case, d
     graph, fallbacks = case
     graph = _with_optimizer(graph, data.draw(st.lists(st.booleans(), min_size=len(graph.ops),
                                                       max_size=len(graph.ops))))
-    # the scheduler's order: any valid one (the choice must hold whatever it found)
-    orders = list(topological_orders(graph, limit=50))
-    scheduled = tuple(graph.ops[i].id for i in data.draw(st.sampled_from(orders)))
-    peak = simulate(graph, scheduled).peak_bytes
+    # the scheduler's order: any valid one (the choice must hold whatever it found), and
+    # the one held most of those that peak as low as the candidate held least (then that
+    # candidate often holds strictly less, and the plan must switch to it)
+    def held(o):
+        return _held(graph, o, fallbacks, device_type, executors, expandable)
+
+    orders = [tuple(graph.ops[i].id for i in o) for o in topological_orders(graph, limit=50)]
+    best = min((o for _, o in order_candidates(graph)), key=held)
+    worst = max((o for o in [best, *orders] if simulate(graph, o).peak_bytes == simulate(graph, best).peak_bytes),
+                key=held)
     align = device_alignment(device_type)
-    order, source, copied = least_held_order(graph, _Scheduled(scheduled, peak), align, fallbacks, device_type,
-                                             executors=executors, expandable=expandable)
-    if copied is not None:  # worked out there: the copies of the order kept
-        assert "arena" in executors and copied == copied_fallbacks("auto", graph, order, align, fallbacks,
-                                                                   device_type, expandable=expandable)
-    validate_order(graph, order_indices(graph, order))
-    assert simulate(graph, order).peak_bytes == peak  # the plan's peak (and its proof) do not move
-    same_peak = [o for _, o in order_candidates(graph) if simulate(graph, o).peak_bytes == peak]
-    held = {o: _held(graph, o, fallbacks, device_type, executors, expandable) for o in [scheduled, *same_peak]}
-    assert held[order] == min(held.values())  # never more than the scheduler's order, nor any candidate
-    if held[scheduled] == held[order]:
-        assert (order, source) == (scheduled, "scheduler")  # a tie keeps the scheduler's
+    for scheduled in (data.draw(st.sampled_from(orders)), worst):
+        peak = simulate(graph, scheduled).peak_bytes
+        order, source, copied = least_held_order(graph, _Scheduled(scheduled, peak), align, fallbacks, device_type,
+                                                 executors=executors, expandable=expandable)
+        if copied is not None:  # worked out there: the copies of the order kept
+            assert "arena" in executors and copied == copied_fallbacks("auto", graph, order, align, fallbacks,
+                                                                       device_type, expandable=expandable)
+        validate_order(graph, order_indices(graph, order))
+        assert simulate(graph, order).peak_bytes == peak  # the plan's peak (and its proof) do not move
+        same_peak = [o for _, o in order_candidates(graph) if simulate(graph, o).peak_bytes == peak]
+        # never more than the scheduler's order, nor any candidate
+        assert held(order) == min(held(o) for o in [scheduled, *same_peak])
+        if held(scheduled) == held(order):
+            assert (order, source) == (scheduled, "scheduler")  # a tie keeps the scheduler's
+        else:
+            assert dict(order_candidates(graph))[source] == order
+
+
+@st.composite
+def _training_chains(draw):
+    """``(graph, fallbacks)``: a training step of a random chain of 1-4 layers (forward,
+    backward, one update per weight marked as the optimizer's), random sizes, and a
+    random set of its transient results as the arena's fallbacks. Unlike random graphs,
+    such steps often hold less with the optimizer fused into backward."""
+    from model_ir import Buffer, Graph, Op
+
+    n = draw(st.integers(1, 4))
+    size = st.integers(1, 80).map(lambda k: k << 18)  # up to 20 MiB: both of the caching allocator's pools
+    buffers, ops = [Buffer("x", draw(size), persistent=True)], []
+    for i in range(n):
+        buffers += [Buffer(f"w{i}", draw(size), persistent=True), Buffer(f"a{i}", draw(size)),
+                    Buffer(f"g{i}", draw(size)), Buffer(f"ga{i}", draw(size))]
+        ops.append(Op(f"fwd{i}", inputs=[f"w{i}", f"a{i - 1}" if i else "x"], outputs=[f"a{i}"]))
+    buffers.append(Buffer("loss", 4, output=True))
+    ops.append(Op("loss", inputs=[f"a{n - 1}"], outputs=["loss", f"ga{n - 1}"]))
+    for i in reversed(range(n)):
+        grads = [f"g{i}"] + ([f"ga{i - 1}"] if i else [])
+        ops.append(Op(f"bwd{i}", inputs=[f"ga{i}", f"w{i}", f"a{i - 1}" if i else "x"], outputs=grads))
+    ops += [Op(f"upd{i}", inputs=[f"g{i}"], mutates=[f"w{i}"], meta={"phase": "optimizer"}) for i in range(n)]
+    graph = Graph(name="chain", buffers=buffers, ops=ops)
+    transient = sorted(b.id for b in graph.buffers if not b.persistent and not b.output)
+    marks = draw(st.lists(st.booleans(), min_size=len(transient), max_size=len(transient)))
+    return graph, frozenset(b for b, mark in zip(transient, marks) if mark)
+
+
+@settings(max_examples=150, deadline=None)  # about one in seven has a candidate that holds strictly less
+@given(_training_chains(), st.sampled_from(["cpu", "cuda"]), st.booleans(),
+       st.sampled_from([ORDER_EXECUTORS, ("arena",), ("reorder",)]))
+def test_a_training_chain_scheduled_in_its_worst_order_switches_to_a_candidate_that_holds_less(
+        case, device_type, expandable, executors):
+    """The scheduler's order is the one held most of those that peak as low as the
+    candidate held least: the kept order holds exactly what that candidate holds (it is
+    a candidate: the scheduler's when they tie)."""
+    graph, fallbacks = case
+
+    def held(o):
+        return _held(graph, o, fallbacks, device_type, executors, expandable)
+
+    best = min((o for _, o in order_candidates(graph)), key=held)
+    peak = simulate(graph, best).peak_bytes
+    orders = [tuple(graph.ops[i].id for i in o) for o in topological_orders(graph, limit=200)]
+    worst = max((o for o in [best, *orders] if simulate(graph, o).peak_bytes == peak), key=held)
+    order, source, _ = least_held_order(graph, _Scheduled(worst, peak), device_alignment(device_type), fallbacks,
+                                        device_type, executors=executors, expandable=expandable)
+    assert held(order) == held(best) and simulate(graph, order).peak_bytes == peak
+    if held(worst) == held(best):
+        assert (order, source) == (worst, "scheduler")
     else:
         assert dict(order_candidates(graph))[source] == order
 
