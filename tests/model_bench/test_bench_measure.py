@@ -144,6 +144,14 @@ def test_eager_on_gpu_script_takes_cases_around_options(tmp_path):
     bad = subprocess.run([sys.executable, str(script), str(out), "tiny-mlp:train:2:bogus"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "allocator one of default, expandable" in bad.stderr
+    # an optimized step's allocations too: the executor is the case's fifth field
+    done = subprocess.run([sys.executable, str(script), str(out), "--budget", "0", "tiny-mlp:train:2:default:auto",
+                           "tiny-mlp:eval:2:default"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["spec"]["variant"] for r in json.loads(out.read_text())) == ["auto", "eager"]
+    for text in ("tiny-mlp:train:2:default:turbo", "tiny-mlp:train:2:default:auto:x"):
+        bad = subprocess.run([sys.executable, str(script), str(out), text], capture_output=True, text=True)
+        assert bad.returncode == 2 and ("variant one of eager, auto" in bad.stderr or "is not" in bad.stderr)
 
 
 def test_gpu_calibration_script_names_zoo_models_only(tmp_path):

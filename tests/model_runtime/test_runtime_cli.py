@@ -151,6 +151,7 @@ def test_exclusive_runs_wait_for_the_timing_lock(tmp_path, monkeypatch):
         assert child.is_alive() and not got
     child.join(60)
     assert len(got["losses"]) == 1 and got["plan"]["arena_bytes"] > 0
+    assert got["step_outputs_released"] is True  # runtime_backtest.py: no previous outputs held
 
 
 @pytest.mark.parametrize("name, mode", [("bert-tiny", "train"), ("gpt2-tiny", "train"), ("opt-tiny", "train"),

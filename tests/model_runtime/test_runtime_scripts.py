@@ -77,3 +77,66 @@ def test_gpu_matrix_renders_auto_and_program_runs(tmp_path):
     assert "over the zoo (the same runs): 1 of 1 completed; reserved more than eager in 1 (vgg11 eval b32)" in text
     assert "| model (train) | eager ms | auto ms | auto / eager |" in text
     assert "| alexnet b32 | 4.00 | 5.00 | 1.25 |" in text
+
+
+def _record(model, mode, batch, variant, alloc, *, plan=None, **result):
+    return {"kind": "matrix", "alloc": alloc,
+            "spec": {"model": model, "mode": mode, "batch_size": batch, "variant": variant, "device": "cuda"},
+            "result": {"max_reserved_bytes": 1, "max_allocated_bytes": 1, "plan": plan or {}, **result}}
+
+
+def test_runtime_backtest_reads_how_each_run_ran():
+    """Each measured run is simulated as its executor ran: the scheduler's order, outside
+    fallbacks and no first block before those figures were recorded; eval runs before
+    2026-11-30 01:38 held the previous step's outputs."""
+    bt = _load("benchmarks/runtime_backtest.py")
+    old = bt.configuration(_record("alexnet", "eval", 32, "arena", "default", plan={"executor": "arena"}))
+    assert old == {"executor": "arena", "executors": (), "first_block": False, "fallback_results": "outside",
+                   "expandable": False, "outputs_held": True}
+    new = bt.configuration(_record("gpt2", "train", 1, "auto", "expandable", step_outputs_released=True, plan={
+        "executor": "reorder", "order_source": "optimizer-in-backward", "fallback_copied_bytes": 0,
+        "warm_block_bytes": 0, "reorder_warm_block_bytes": 0}))
+    assert new == {"executor": "reorder", "executors": ("arena", "reorder"), "first_block": True,
+                   "fallback_results": "auto", "expandable": True, "outputs_held": False}
+    # the arena run's first block is the arena's, not the reorder executor's
+    assert not bt.configuration(_record("m", "train", 1, "arena", "default", plan={"reorder_warm_block_bytes": 0,
+                                                                                  "order_source": "s"}))["first_block"]
+    records = [_record("a", "train", 1, "eager", "default"), _record("a", "train", 1, "arena+graph", "default"),
+               _record("a", "train", 1, "arena", "default"), _record("a", "train", 1, "arena", "default"),
+               _record("a", "train", 1, "arena", "expandable"), {**_record("a", "train", 1, "reorder", "default"),
+                                                                "result": {"error": "crashed"}}]
+    assert [r["alloc"] for r in bt.measured_runs(records)] == ["default", "expandable"]
+
+
+def test_runtime_backtest_without_a_first_block_replays_the_allocator_as_it_comes():
+    bt = _load("benchmarks/runtime_backtest.py")
+    from model_ir import Lifetime
+    from model_runtime import beside_arena
+
+    mib = 1 << 20
+    # requests that grow: a segment per new size without the block, one split segment with it
+    step = [Lifetime(f"w{i}", 2 * i, 2 * i + 1, (12 + 2 * i) * mib) for i in range(4)]
+    warmed, block = beside_arena.caching_reserve(step)
+    assert block > 0
+    with bt.first_block(False):
+        assert beside_arena.caching_reserve(step) == (beside_arena.caching_allocator_bytes(step), 0)
+        assert beside_arena.caching_reserve(step)[0] > warmed
+    assert beside_arena.caching_reserve(step) == (warmed, block)
+    with pytest.raises(RuntimeError), bt.first_block(False):
+        raise RuntimeError
+    assert beside_arena.caching_reserve(step) == (warmed, block)
+
+
+def test_runtime_backtest_reproduces_a_measured_h200_run(capsys):
+    """alexnet train b32, reorder executor, expandable segments, as it ran on the H200 on
+    2026-11-30 (committed results): the runtime's simulation today gives the measured
+    reserved and allocated bytes within 1%."""
+    bt = _load("benchmarks/runtime_backtest.py")
+    with open(ROOT / "benchmarks" / "results" / "h200-torch2.11-2026-11-30.json") as f:
+        records = [r for r in json.load(f) if r["kind"] == "matrix" and r["alloc"] == "expandable"
+                   and r["spec"]["model"] == "alexnet" and r["spec"]["variant"] == "reorder"]
+    (row,) = bt.backtest(records, time_limit=5)
+    assert row["executors"] == [] and not row["first_block"]
+    assert abs(row["reserved_bytes"] / row["measured_reserved_bytes"] - 1) < 0.01
+    assert abs(row["allocated_bytes"] / row["measured_allocated_bytes"] - 1) < 0.01
+    assert "train reorder  expandable   1 runs: reserved within 5% in 1 (median" in bt.summary([row])

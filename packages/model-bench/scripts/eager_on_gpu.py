@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Measure eager steps of zoo models on a CUDA GPU, each in a fresh process: the measured
-side of ``simulated_vs_measured.py``.
+side of ``simulated_vs_measured.py`` (and optimized steps, to trace what they allocate).
 
     uv run python packages/model-bench/scripts/eager_on_gpu.py OUT.json [CASE ...] [--trace | --trace-all] [--budget S]
 
-A CASE is ``MODEL:MODE:BATCH:ALLOCATOR`` (``resnet18:train:32:default``; allocator
-``default`` or ``expandable``); without any, every zoo model of the suite in eval at
+A CASE is ``MODEL:MODE:BATCH:ALLOCATOR[:VARIANT]`` (``resnet18:train:32:default``; allocator
+``default`` or ``expandable``; variant ``eager``, the default, or an executor of
+``optimize()``: ``auto``, ``arena``, ``reorder``, ``program``); without any, every zoo model of the suite in eval at
 batch 32 with the default allocator. ``--trace`` adds the caching allocator's events of
 the last step (``memory_trace``: ``[action, address, bytes]``), to align eager's real
-allocations with the simulated ones; ``--trace-all`` those of the whole run, from before
+allocations (or an executor's) with the simulated ones; ``--trace-all`` those of the whole run, from before
 the model is built (with ``memory_trace_step_starts``), to see which segments the first
 steps create. OUT.json holds the records of model-runtime's
 ``benchmarks/gpu_matrix.py`` (``kind``, ``spec``, ``alloc``, ``result``), written after
@@ -24,10 +25,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+VARIANTS = ("eager", "auto", "arena", "reorder", "program")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out")
-    p.add_argument("cases", nargs="*", help="MODEL:MODE:BATCH:ALLOCATOR (default: the zoo, eval b32, default)")
+    p.add_argument("cases", nargs="*",
+                   help="MODEL:MODE:BATCH:ALLOCATOR[:VARIANT] (default: the zoo, eval b32, default, eager)")
     p.add_argument("--trace", action="store_true", help="record the allocator's events of the last step")
     p.add_argument("--trace-all", action="store_true",
                    help="record the allocator's events of the whole run, from before the model is built")
@@ -40,20 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     for text in args.cases or [f"{m}:eval:32:default" for m in MEASURED_MODELS]:
         try:
-            model, mode, batch, alloc = text.split(":")
-            cases.append((model, mode, int(batch), alloc))
+            model, mode, batch, alloc, *variant = text.split(":")
+            if len(variant) > 1:
+                raise ValueError
+            cases.append((model, mode, int(batch), alloc, variant[0] if variant else "eager"))
         except ValueError:
-            p.error(f"case {text!r} is not MODEL:MODE:BATCH:ALLOCATOR")
-        if alloc not in ALLOC_CONFS or mode not in ("train", "eval"):
-            p.error(f"case {text!r}: mode is train or eval, allocator one of {', '.join(ALLOC_CONFS)}")
+            p.error(f"case {text!r} is not MODEL:MODE:BATCH:ALLOCATOR[:VARIANT]")
+        if alloc not in ALLOC_CONFS or mode not in ("train", "eval") or cases[-1][-1] not in VARIANTS:
+            p.error(f"case {text!r}: mode is train or eval, allocator one of {', '.join(ALLOC_CONFS)}, "
+                    f"variant one of {', '.join(VARIANTS)}")
     t0 = time.time()
     results: list[dict] = []
     guard = threading.Lock()
 
     def work(case):
-        model, mode, batch, alloc = case
+        model, mode, batch, alloc, variant = case
         spec = {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
-                "variant": "eager", "steps": 5, "warmup": 2,
+                "variant": variant, "steps": 5, "warmup": 2,
                 "memory_trace": "all" if args.trace_all else args.trace}
         left = t0 + args.budget - time.time()
         r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(180, left))
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"kind": "zoo", "spec": spec, "alloc": alloc, "result": r})
             with open(args.out, "w") as f:
                 json.dump(results, f)
-        print(f"{time.time() - t0:5.0f}s {model} {mode} b{batch} {alloc}: "
+        print(f"{time.time() - t0:5.0f}s {model} {mode} b{batch} {alloc} {variant}: "
               f"{(r.get('error') or 'failed').strip().splitlines()[-1][:160] if 'error' in r else 'ok'}", flush=True)
 
     with ThreadPoolExecutor(args.parallel) as pool:

@@ -73,7 +73,9 @@ def run_variant(spec: dict) -> dict:
         spec["mode"], spec["batch_size"], optimizer=spec["optimizer"], device=spec["device"])
     targets = (case.target,) if train and case.target is not None else ()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    out: dict = {"torch": torch.__version__}
+    # each step's outputs are dropped before the next step (see the loop below); runs
+    # recorded without this held the previous step's outputs through each step
+    out: dict = {"torch": torch.__version__, "step_outputs_released": True}
     if cuda:
         sync()
         out["gpu"] = torch.cuda.get_device_name(device)
