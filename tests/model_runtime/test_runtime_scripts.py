@@ -140,3 +140,18 @@ def test_runtime_backtest_reproduces_a_measured_h200_run(capsys):
     assert abs(row["reserved_bytes"] / row["measured_reserved_bytes"] - 1) < 0.01
     assert abs(row["allocated_bytes"] / row["measured_allocated_bytes"] - 1) < 0.01
     assert "train reorder  expandable   1 runs: reserved within 5% in 1 (median" in bt.summary([row])
+
+
+def test_runtime_backtest_says_whether_the_simulation_picks_the_executor_that_measured_less():
+    bt = _load("benchmarks/runtime_backtest.py")
+
+    def row(model, executor, simulated, measured, alloc="default"):
+        return {"model": model, "mode": "train", "batch_size": 1, "alloc": alloc, "executor": executor,
+                "reserved_bytes": simulated, "measured_reserved_bytes": measured}
+
+    rows = [row("a", "arena", 90, 100), row("a", "reorder", 95, 110),  # right
+            row("b", "arena", 90, 120), row("b", "reorder", 95, 100),  # wrong: arena picked, 20% more
+            row("b", "arena", 90, 120, "expandable"), row("c", "arena", 1, 1)]  # no pair
+    assert bt.choices(rows) == ("  arena or reorder: the simulation's pick reserved least in 1 of 2 cases "
+                                "(not: b train b1 default: arena, +20.0%)")
+    assert bt.choices(rows[:2]).endswith("in 1 of 1 cases") and bt.choices(rows[4:]) == ""

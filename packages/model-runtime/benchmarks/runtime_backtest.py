@@ -181,6 +181,27 @@ def summary(rows) -> str:
     return "\n".join(lines)
 
 
+def choices(rows) -> str:
+    """Where a case ran with both the arena and the reorder executor (same allocator
+    setting): how often the one the simulation holds least with is the one that
+    reserved least, and what a wrong pick cost (measured)."""
+    cases: dict[tuple, dict] = {}
+    for r in rows:
+        cases.setdefault((r["model"], r["mode"], r["batch_size"], r["alloc"]), {})[r["executor"]] = r
+    pairs = [(key, c) for key, c in cases.items() if {"arena", "reorder"} <= set(c)]
+    if not pairs:
+        return ""
+    wrong = []
+    for key, c in pairs:
+        picked = min(("arena", "reorder"), key=lambda e: c[e]["reserved_bytes"])
+        other = "reorder" if picked == "arena" else "arena"
+        if c[picked]["measured_reserved_bytes"] > c[other]["measured_reserved_bytes"]:
+            cost = c[picked]["measured_reserved_bytes"] / c[other]["measured_reserved_bytes"] - 1
+            wrong.append(f"{key[0]} {key[1]} b{key[2]} {key[3]}: {picked}, {cost:+.1%}")
+    return (f"  arena or reorder: the simulation's pick reserved least in {len(pairs) - len(wrong)} of {len(pairs)} "
+            f"cases" + (f" (not: {'; '.join(wrong)})" if wrong else ""))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("measured", help="results JSON of gpu_matrix.py run")
@@ -199,6 +220,8 @@ def main(argv=None) -> int:
         print("no completed run of an optimized executor on CUDA in that file")
         return 0
     print(summary(rows))
+    if picks := choices(rows):
+        print(picks)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
