@@ -155,3 +155,17 @@ def test_runtime_backtest_says_whether_the_simulation_picks_the_executor_that_me
     assert bt.choices(rows) == ("  arena or reorder: the simulation's pick reserved least in 1 of 2 cases "
                                 "(not: b train b1 default: arena, +20.0%)")
     assert bt.choices(rows[:2]).endswith("in 1 of 1 cases") and bt.choices(rows[4:]) == ""
+
+
+def test_runtime_backtest_names_a_bad_results_file(tmp_path, capsys):
+    bt = _load("benchmarks/runtime_backtest.py")
+    for name, text in (("missing.json", None), ("broken.json", "{"), ("dict.json", '{"runs": []}')):
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        assert bt.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"runtime_backtest: error: {path}") and err.count("\n") == 1
+    (tmp_path / "empty.json").write_text("[]")
+    assert bt.main([str(tmp_path / "empty.json")]) == 0
+    assert "no completed run" in capsys.readouterr().out

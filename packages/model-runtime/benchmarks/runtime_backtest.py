@@ -32,6 +32,7 @@ import sys
 from contextlib import contextmanager
 
 from model_bench.zoo import build_case
+from model_ir import ModelOptError
 from model_ir.torch import capture_step, init_optimizer_state
 from model_place import lifetimes_from_graph, live_bytes_peak
 from model_runtime import beside_arena, make_plan
@@ -211,11 +212,13 @@ def main(argv=None) -> int:
     try:
         with open(args.measured) as f:
             records = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ValueError("not a list of gpu_matrix.py records")
+        print("measured / simulated MiB (error), steady state, persistent included:")
+        rows = backtest(records, time_limit=args.time_limit)
+    except (OSError, ValueError, KeyError, ModelOptError) as e:  # JSONDecodeError is a ValueError
         print(f"runtime_backtest: error: {args.measured}: {e}", file=sys.stderr)
         return 2
-    print("measured / simulated MiB (error), steady state, persistent included:")
-    rows = backtest(records, time_limit=args.time_limit)
     if not rows:
         print("no completed run of an optimized executor on CUDA in that file")
         return 0
