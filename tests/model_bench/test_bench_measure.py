@@ -182,3 +182,6 @@ def test_gpu_calibration_script_names_zoo_models_only(tmp_path):
     variants = [r["spec"]["variant"] for r in runtime if r["kind"] == "matrix"]
     assert set(variants[:28]) == {"eager", "auto"} and {"reorder", "arena", "program"} <= set(variants[28:])
     assert {r["spec"]["variant"] for r in runtime if r["kind"] == "zoo"} == {"eager", "auto", "arena"}
+    traced = {(r["spec"]["model"], r["spec"]["batch_size"], r["spec"]["variant"], r["alloc"])
+              for r in runtime if r["spec"].get("memory_trace") == "all"}
+    assert traced == {("alexnet", 32, "auto", "default"), ("bert-base", 1, "auto", "default")}

@@ -13,14 +13,14 @@
 #   runtime.json       model-runtime's benchmarks/gpu_matrix.py (55% of the budget): eager and
 #                      optimize()'s executors (auto first, then reorder, arena, program) on the main
 #                      training steps with both allocator settings, auto and arena over the zoo, step
-#                      times; `gpu_matrix.py render runtime.json` prints the README's tables.
+#                      times; `gpu_matrix.py render runtime.json` prints the README's tables;
+#                      auto with the default allocator on alexnet b32 and bert-base b1 records the
+#                      allocator's events of the whole run (the largest training misses of
+#                      runtime_backtest.py, which then checks the runs of this file).
 #   pytest-gpu.txt     the -m gpu tests (allocator replays, runtime on CUDA; at most 25% of the budget).
 #   eval-traces.json   eager eval steps at batch 32 with the allocator's events of the whole run
 #                      (--trace-all): the default allocator's eval misses (vgg16 -26%, resnet18
-#                      -21%, resnet50 +32%, ...) were never traced; and optimize()'s default
-#                      executor on the two training steps whose arena runs the runtime's simulation
-#                      missed most with the default allocator (runtime_backtest.py: alexnet b32
-#                      -16.6%, bert-base b1 -8.9%).
+#                      -21%, resnet50 +32%, ...) were never traced.
 #   train-traces.json  eager train steps whose convolutions the workspace table lacks (batch 1, and
 #                      the CNNs first traced here); regenerate the table with
 #                      conv_workspaces_from_traces.py R/h200-...-eager-traces.json train-traces.json,
@@ -49,7 +49,7 @@ $python "$script" "$out/eval-traces.json" --trace-all --budget "$share" \
     vgg16:eval:32:default vgg19:eval:32:default vgg11:eval:32:default resnet18:eval:32:default \
     resnet50:eval:32:default r3d_18:eval:32:default mobilenet_v2:eval:32:default \
     efficientnet_b0:eval:32:default mnasnet0_5:eval:32:default googlenet:eval:32:default \
-    inception_v3:eval:32:default alexnet:train:32:default:auto bert-base:train:1:default:auto
+    inception_v3:eval:32:default
 # shellcheck disable=SC2086
 $python "$script" "$out/train-traces.json" --trace --budget "$share" \
     resnet50:train:32:default mobilenet_v2:train:32:default efficientnet_b0:train:32:default \

@@ -7,7 +7,7 @@ Runs (on a GPU machine, from the repository root):
 1. the memory matrix: each of :data:`MAIN` (train) x eager / the executors of
    :data:`MATRIX_VARIANTS` (``auto``: what ``optimize()`` runs by default) x PyTorch's
    default allocator / ``expandable_segments:True``, 5 steps after 2 warm-up steps,
-   eager and ``auto`` first;
+   eager and ``auto`` first (those of :data:`TRACED` with the allocator's events);
 2. the zoo under the arena executor and ``auto``: every model of model-bench's
    ``MEASURED_MODELS`` in train at batch 1 and 32 and eval at batch 32, with eager
    beside them (first loss compared), the default allocator;
@@ -40,6 +40,10 @@ MATRIX_VARIANTS = (("eager", "auto"), ("reorder", "arena"), ("program",))
 TIMED_VARIANTS = ("eager", "auto", "arena")
 #: The optimized variants run on the whole zoo, beside eager.
 ZOO_VARIANTS = ("auto", "arena")
+#: The memory matrix's ``auto`` runs with the default allocator that also record the
+#: caching allocator's events of the whole run (``memory_trace: "all"``): the training
+#: steps whose arena runs the runtime's simulation missed most (``runtime_backtest.py``).
+TRACED = (("alexnet", 32), ("bert-base", 1))
 MiB = 1 << 20
 
 
@@ -61,6 +65,9 @@ def run(path: str, budget: float) -> int:
 
     jobs = [("matrix", _spec(m, "train", b, v, 5, 2), a)
             for group in MATRIX_VARIANTS for m, b in MAIN for a in ("default", "expandable") for v in group]
+    for _, spec, alloc in jobs:
+        if (spec["model"], spec["batch_size"]) in TRACED and spec["variant"] == "auto" and alloc == "default":
+            spec["memory_trace"] = "all"
     main = [x for x, _ in MAIN]
     for m in main + [x for x in MEASURED_MODELS if x not in main]:
         for mode, b in (("train", 1), ("train", 32), ("eval", 32)):
