@@ -41,8 +41,8 @@ TIMED_VARIANTS = ("eager", "auto", "arena")
 #: The optimized variants run on the whole zoo, beside eager.
 ZOO_VARIANTS = ("auto", "arena")
 #: The memory matrix's ``auto`` runs with the default allocator that also record the
-#: caching allocator's events of the whole run (``memory_trace: "all"``): the training
-#: steps whose arena runs the runtime's simulation missed most (``runtime_backtest.py``).
+#: caching allocator's events of the whole run (``memory_trace: "all"``): the two of
+#: :data:`MAIN` whose arena runs the runtime's simulation missed most (``runtime_backtest.py``).
 TRACED = (("alexnet", 32), ("bert-base", 1))
 MiB = 1 << 20
 
