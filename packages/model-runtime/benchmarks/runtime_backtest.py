@@ -31,12 +31,11 @@ import json
 import sys
 from contextlib import contextmanager
 
-from model_bench.zoo import build_case
+from model_bench.pipeline import capture_model
 from model_ir import ModelOptError
-from model_ir.torch import capture_step, init_optimizer_state
-from model_place import lifetimes_from_graph, live_bytes_peak
+from model_ir.workspaces import without_workspaces
+from model_place import lifetimes_from_graph
 from model_runtime import beside_arena, make_plan
-from model_runtime.lowering import fallback_buffers
 from model_runtime.planning import ORDER_EXECUTORS
 
 MiB = 1 << 20
@@ -97,19 +96,16 @@ def first_block(enabled: bool):
 
 
 def capture(model: str, mode: str, batch: int):
-    """The step of a zoo case captured for CUDA on the meta device."""
-    case = build_case(model, mode, batch, device="meta")
-    if mode == "train":
-        init_optimizer_state(case.optimizer)
-        return capture_step(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
-                            targets=(case.target,), device="cuda", granularity=512)
-    return capture_step(case.model, case.inputs, train=False, device="cuda", granularity=512)
+    """The step of a zoo case captured for CUDA on the meta device, as ``bench`` captures
+    it (``meta["arena_fallbacks"]``: the arena executor's fallback results), without
+    cuDNN's workspaces as buffers (the runtime's simulation adds them itself)."""
+    _, graph = capture_model(model, mode, batch)
+    return without_workspaces(graph)
 
 
-def simulate(captured, config: dict, time_limit: float) -> dict:
+def simulate(graph, config: dict, time_limit: float) -> dict:
     """Simulated reserved and allocated bytes of one run's configuration (persistent included)."""
-    graph = captured.graph
-    fallbacks = fallback_buffers(captured, "cuda")
+    fallbacks = frozenset(graph.meta["arena_fallbacks"])
     with first_block(config["first_block"]):
         plan = make_plan(graph, device_type="cuda", unplaced=fallbacks, fallback_results=config["fallback_results"],
                          time_limit=time_limit, expandable_segments=config["expandable"],
@@ -117,19 +113,18 @@ def simulate(captured, config: dict, time_limit: float) -> dict:
     f, order, executor = plan.figures, plan.schedule.order, config["executor"]
     alignment = f["alignment_bytes"]
     if executor == "arena":
-        unplaced = (frozenset(fallbacks) - frozenset(plan.placement.offsets)) | beside_arena.step_outputs(graph)
-        copied = frozenset(fallbacks) & frozenset(plan.placement.offsets)
-        copies = beside_arena.copy_lifetimes(graph, order, alignment, copied)
-        step, kept = beside_arena._beside_requests(graph, order, alignment, unplaced, copies, "cuda")
-        allocated = f["arena_bytes"] + live_bytes_peak(step + kept)
+        placed = frozenset(plan.placement.offsets)
+        copies = beside_arena.copy_lifetimes(graph, order, alignment, fallbacks & placed)
+        beside = beside_arena.beside_live_bytes(graph, order, alignment,
+                                                (fallbacks - placed) | beside_arena.step_outputs(graph), copies, "cuda")
+        allocated = f["arena_bytes"] + beside
     else:
         lifetimes = None
         if executor == "program":
             order = [op.id for op in graph.ops]
             lifetimes = lifetimes_from_graph(graph, order, alignment=alignment, eager=True)
         transient = frozenset(b.id for b in graph.buffers if not b.persistent)
-        step, kept = beside_arena._beside_requests(graph, order, alignment, transient, [], "cuda", lifetimes)
-        allocated = live_bytes_peak(step + kept)
+        allocated = beside_arena.beside_live_bytes(graph, order, alignment, transient, [], "cuda", lifetimes)
     held = sum(graph.buffer(b).size for b in beside_arena.step_outputs(graph)) if config["outputs_held"] else 0
     held_segments = -(-held // _SEGMENT) * _SEGMENT
     return {"reserved_bytes": f["persistent_bytes"] + beside_arena.held_by(f, executor) + held_segments,

@@ -215,12 +215,22 @@ def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: s
     backward convolution's two workspaces); ``bytes`` is what it reserves beyond the
     persistent bytes. ``lifetimes``: those of every buffer in ``order`` when the caller
     has them."""
-    step, kept = _beside_requests(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
     if device_type != "cuda":
-        return (live_bytes_peak(step + kept) if step or kept else 0), 0
+        return beside_live_bytes(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces), 0
+    step, kept = _beside_requests(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
     held = [Lifetime(f"persistent:{b.id}", 0, 1, b.size) for b in graph.buffers if b.persistent and b.size]
     reserved, warm = caching_reserve(step, kept, held=held, expandable=expandable)
     return reserved - sum(lt.size for lt in held), warm
+
+
+def beside_live_bytes(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
+                      workspaces=None) -> int:
+    """The most bytes that lie beside the arena at a time for the results ``unplaced``,
+    the ``copies`` and the libraries' workspaces (arguments of :func:`_beside_arena`):
+    what the device holds for them off CUDA, and what PyTorch's allocator has allocated
+    for them at its peak on CUDA (no caching allocator reserves less)."""
+    step, kept = _beside_requests(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
+    return live_bytes_peak(step + kept) if step or kept else 0
 
 
 def _beside_requests(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
@@ -317,9 +327,8 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in outputs | unplaced)
     copies = copy_lifetimes(graph, order, alignment, copied)
     if bound_only:
-        step, kept = _beside_requests(graph, order, alignment, outputs | unplaced, copies, device_type, lifetimes,
-                                      workspaces)
-        return arena + (live_bytes_peak(step + kept) if step or kept else 0)
+        return arena + beside_live_bytes(graph, order, alignment, outputs | unplaced, copies, device_type, lifetimes,
+                                         workspaces)
     return arena + _beside_arena(graph, order, alignment, outputs | unplaced, copies,
                                  device_type, lifetimes, workspaces, expandable=expandable)[0]
 
