@@ -18,6 +18,7 @@ rounding (both sides round each storage up to the same ``granularity``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -85,17 +86,61 @@ def measure_live_bytes(step, tensors: Sequence[torch.Tensor], order=None, *, gra
     return measured
 
 
-class _PeakTracker(StorageTracker):
-    """A :class:`StorageTracker` that also records the live bytes after every aten op."""
+class _EagerTracker(StorageTracker):
+    """A :class:`StorageTracker` that records the live bytes after every aten op, and
+    lets the autograd engine sum gradients in place as it does without a tracker.
+
+    With any dispatch mode active the engine treats every tensor as a subclass and sums
+    the gradients reaching one tensor into a new one; without, into the first gradient,
+    in place, when it holds the only reference to it (torch/csrc/autograd/input_buffer.cpp,
+    :mod:`model_ir.torch.gradient_accumulation`). Inside :meth:`summing` (the engine's
+    sums, see :func:`~model_ir.torch.gradient_accumulation.engine_sums`), an
+    ``add(old, new)`` whose ``old`` is no view, is dense, is referenced no more than
+    ``new`` (moved into the sum) and shares its storage with no other tensor runs as
+    ``old.add_(new)``, as eager's engine would run it."""
 
     def __init__(self, granularity: int = 1):
         super().__init__(granularity)
         self.after_each: list[int] = []
+        self.sums = False
+
+    @contextlib.contextmanager
+    def summing(self):
+        """Inside, a tensor's ``backward()`` marks the engine's sums for this tracker."""
+        from model_ir.torch.gradient_accumulation import engine_sums
+
+        backward = torch.Tensor.backward
+
+        def marked(tensor, *args, **kwargs):
+            with engine_sums(tensor, lambda: setattr(self, "sums", True), lambda: setattr(self, "sums", False)):
+                return backward(tensor, *args, **kwargs)
+
+        torch.Tensor.backward = marked
+        try:
+            yield
+        finally:
+            torch.Tensor.backward = backward
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.sums and func is torch.ops.aten.add.Tensor and not kwargs and _sums_in_place(*args):
+            out = args[0].add_(args[1])
+            self.after_each.append(self.live_bytes())
+            return out
         out = super().__torch_dispatch__(func, types, args, kwargs)
         self.after_each.append(self.live_bytes())
         return out
+
+
+def _sums_in_place(old, new, *rest) -> bool:
+    """Would eager's engine sum ``new`` into ``old`` in place (see :class:`_EagerTracker`)?
+    Inside a dispatch mode a tensor alone in its storage counts 2 references to it (its
+    own, the ``untyped_storage()`` asked for)."""
+    from model_ir.torch.gradient_accumulation import dense
+
+    return (not rest and isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and not old._is_view()
+            and old.shape == new.shape and old.dtype == new.dtype and dense(old)
+            and old._use_count() <= new._use_count()
+            and torch._C._storage_Use_Count(old.untyped_storage()._cdata) == 2)
 
 
 def measure_eager_live_bytes(model, optimizer, inputs, *, loss_fn=None, targets=(), granularity: int = 1) -> list[int]:
@@ -161,14 +206,14 @@ def _measure_step(model, optimizers, inputs, targets, granularity, run) -> list[
 
     for opt in optimizers:
         init_optimizer_state(opt)
-    tracker = _PeakTracker(granularity)
+    tracker = _EagerTracker(granularity)
     persistent = [*model.parameters(), *model.buffers(), *flatten_batch(inputs)[0], *flatten_batch(tuple(targets))[0]]
     for opt in optimizers:
         persistent += [v for st in opt.state.values() for v in st.values()]
     for t in persistent:
         if isinstance(t, torch.Tensor):
             tracker.track(t)
-    with tracker:
+    with tracker.summing(), tracker:
         run()
     return tracker.after_each
 

@@ -34,6 +34,7 @@ from torch.utils import _pytree as pytree
 from model_ir.torch.capture_errors import capture_error
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.gradient_accumulation import ACCUMULATE, accumulate_in_place, marking_accumulations
 from model_ir.torch.grad_scaler import (
     SCALER_TENSORS,
     SKIP_IF_INF,
@@ -518,7 +519,9 @@ def trace_step(
                 raise CaptureError("loss_fn must return a tensor with one element (the loss)")
             if not loss.requires_grad:
                 raise CaptureError("the loss does not require grad: no parameter of the model influences it")
-            (loss * scale if scale is not None else loss).backward()
+            root = loss * scale if scale is not None else loss
+            with marking_accumulations(root):
+                root.backward()
             losses.append(loss.detach())
         found_inf = None
         if scale is not None:
@@ -577,7 +580,10 @@ def trace_step(
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
     skipped = _region_nodes(gm, SKIP_IF_INF)
+    sums = _region_nodes(gm, ACCUMULATE)
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
+    moved = accumulate_in_place(gm, sums)
+    grads = {name: moved.get(StorageWeakRef(t.untyped_storage()), t) for name, t in grads.items()}
     found_inf = _node_of(gm, found_inf_tensor[0]) if found_inf_tensor else None
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),

@@ -1,0 +1,136 @@
+"""Gradients summed in place, as eager's autograd engine sums them.
+
+Where a tensor feeds several ops, backward sums the gradients that reach it
+(``accumulate`` in torch/csrc/autograd/input_buffer.cpp): into the gradient that came
+first, in place (``old.add_(new)``), when the engine holds the only reference to it and
+it is dense (a view is not alone: its base shares the storage); into a new tensor
+otherwise. Traced on fake tensors the engine always takes the second way (a fake tensor
+is "subclass-like"), so a traced step would allocate a gradient's bytes at every such
+sum that eager does not (resnet18 in training: 8 sums, all in place in eager on CPU;
+the allocator trace of its step on an H200 has none of them either, see model-bench's
+``traces_vs_simulation.py``).
+
+:func:`marking_accumulations` marks the engine's sums while tracing: between one
+node's post-hooks and the next node's pre-hooks the engine runs nothing but them.
+:func:`accumulate_in_place` then rewrites each marked sum in place where eager does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+from torch import fx
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils import _pytree as pytree
+
+from model_ir.torch.functional_inplace import _is_view, retrace
+
+#: The profiler region that marks the autograd engine's gradient sums while tracing.
+ACCUMULATE = "model_opt.accumulate_gradients"
+
+
+@contextlib.contextmanager
+def engine_sums(root: torch.Tensor, start: Callable[[], None], stop: Callable[[], None]):
+    """Inside, ``root.backward()`` calls ``start()`` when the autograd engine begins to
+    pass a node's gradients on (summing them into what reached the next nodes before)
+    and ``stop()`` when the next node runs: between the two, it runs nothing but sums.
+    ``stop()`` is called once more on the way out."""
+    handles, seen, stack = [], set(), [root.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        handles.append(fn.register_prehook(lambda *_: stop()))
+        handles.append(fn.register_hook(lambda *_: start()))
+        stack.extend(f for f, _ in fn.next_functions)
+    try:
+        yield
+    finally:
+        stop()
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def marking_accumulations(root: torch.Tensor):
+    """Inside, a ``root.backward()`` traces each of the engine's gradient sums inside a
+    ``torch.profiler.record_function(ACCUMULATE)`` region (:func:`engine_sums`)."""
+    opened: list = []
+
+    def start():
+        if not opened:
+            opened.append(torch.ops.profiler._record_function_enter_new(ACCUMULATE, None))
+
+    def stop():
+        if opened:
+            torch.ops.profiler._record_function_exit._RecordFunction(opened.pop())
+
+    with engine_sums(root, start, stop):
+        yield
+
+
+def dense(t: torch.Tensor) -> bool:
+    """``Tensor.is_non_overlapping_and_dense``, which fake tensors lack: the elements
+    fill a block of memory, each once, whatever the order of the dimensions."""
+    expected = 1
+    for stride, size in sorted((int(s), int(n)) for n, s in zip(t.shape, t.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _storages(node) -> list[StorageWeakRef]:
+    value = node.meta.get("val") if isinstance(node, fx.Node) else None
+    return [StorageWeakRef(t.untyped_storage()) for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
+def accumulate_in_place(gm: fx.GraphModule, sums: frozenset[str]) -> dict[StorageWeakRef, torch.Tensor]:
+    """Rewrite the gradient sums ``sums`` (node names of ``aten.add.Tensor(old, new)``,
+    see :func:`marking_accumulations`) as ``old.add_(new)`` where eager's engine sums in
+    place, holding the only reference to ``old``'s storage: ``old`` is no view (a view
+    keeps its base alive), no graph input, dense, of the result's shape and dtype, and
+    no node after the sum reads its storage. The views of a rewritten sum's result are
+    traced again, as views of ``old``. Returns, for each sum rewritten, the storage its
+    result had -> ``old``'s traced tensor, which holds it now."""
+    nodes = list(gm.graph.nodes)
+    position = {n: i for i, n in enumerate(nodes)}
+    inputs = {s for n in nodes if n.op == "placeholder" for s in _storages(n)}
+    readers: dict[StorageWeakRef, list[int]] = defaultdict(list)  # storage -> positions of its readers
+    holders: dict[StorageWeakRef, list[fx.Node]] = defaultdict(list)  # storage -> nodes whose value is in it
+    for n in nodes:
+        for s in _storages(n):
+            holders[s].append(n)
+        for arg in n.all_input_nodes:
+            for s in _storages(arg):
+                readers[s].append(position[n])
+    moved: dict[StorageWeakRef, torch.Tensor] = {}
+    for n in nodes:
+        if n.name not in sums or n.target is not torch.ops.aten.add.Tensor or len(n.args) != 2 or n.kwargs:
+            continue
+        old, result = n.args[0], n.meta.get("val")
+        if not isinstance(old, fx.Node) or _is_view(old):
+            continue  # a view keeps its base alive: the storage has another reference
+        first = old.meta.get("val")
+        if not (isinstance(first, torch.Tensor) and isinstance(result, torch.Tensor)):
+            continue
+        if first.shape != result.shape or first.dtype != result.dtype or not dense(first):
+            continue
+        storage, dropped = StorageWeakRef(first.untyped_storage()), StorageWeakRef(result.untyped_storage())
+        views = [h for h in holders[dropped] if h is not n]
+        if storage in inputs or any(p > position[n] for p in readers[storage]) or not all(map(_is_view, views)):
+            continue
+        n.target = torch.ops.aten.add_.Tensor
+        n.meta["val"] = first
+        for view in views:
+            retrace(view)
+        holders[storage] += [n, *views]
+        readers[storage] += readers[dropped]
+        moved[dropped] = first
+    if moved:
+        gm.recompile()
+    return moved
