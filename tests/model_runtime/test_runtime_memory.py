@@ -203,3 +203,41 @@ def test_steady_cpu_step_allocates_beyond_the_arena_what_the_plan_says(fallback_
     f = step.figures()
     assert f["library_workspace_bytes"] == 8 * 8 * 32 * 32 * 4  # one batch norm input gradient
     assert abs(beyond - f["beside_arena_bytes"]) <= 1024, (beyond, f["beside_arena_bytes"])
+
+
+class _Wide(torch.nn.Module):
+    """A wide activation read twice: backward sums its two gradients, in place in eager."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.Linear(16, 2048)
+        self.register_buffer("s1", torch.randn(2048))
+        self.register_buffer("s2", torch.randn(2048))
+
+    def forward(self, x):
+        h = self.up(x)
+        return (h * self.s1).sum() + (h * self.s2).sum()
+
+
+def test_program_executor_sums_gradients_in_place_as_eager():
+    """The ``program`` executor (eager's order and frees) sums the gradients eager sums in
+    place into the first one: measured op by op it is eager's simulation, a gradient
+    below the same order with the sum out of place (which a plan may choose), and its
+    step is bitwise eager's."""
+    import copy
+
+    from model_ir.simulator import EAGER_IN_PLACE
+    from model_ir.testing.torch_models import eager_step
+
+    torch.manual_seed(0)
+    model, x = _Wide(), torch.randn(64, 16)
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, ref))
+    step = optimize(model, x, optimizer=opt, executor="program", granularity=1)
+    graph = step.plan.graph
+    assert sum(EAGER_IN_PLACE in op.meta for op in graph.ops) == 1
+    assert torch.equal(step(x), eager_step(ref, ref_opt, (x,)))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    eager = simulate(graph, eager=True).timeline
+    assert list(measure(step, x).timeline) == list(eager)
+    assert simulate(graph).peak_bytes - max(eager) >= 64 * 2048 * 4 - 16

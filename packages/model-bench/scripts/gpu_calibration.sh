@@ -27,6 +27,9 @@
 #                      then re-run the suite and simulated_vs_measured.py with both files.
 #   lean.json          eager train with the lean loop (the output released) and both allocators, to
 #                      replace the runs marked ‡ in the simulated-vs-measured table.
+# Every traced run (runtime.json's TRACED, eval-traces.json, train-traces.json) is read with
+# traces_vs_simulation.py FILE...: does the simulated allocator fed the recorded requests reserve
+# what was measured, and which requests the simulation lacks or has in excess.
 set -u
 out=${1:?usage: gpu_calibration.sh OUT_DIR [BUDGET_SECONDS]}
 budget=${2:-440}

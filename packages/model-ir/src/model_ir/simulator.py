@@ -13,8 +13,12 @@ the live bytes while each op runs, the peak, and simple lower bounds. Rules:
   lives from its producer to its last reader;
 - with ``eager=True``, what eager PyTorch does: a buffer whose ``meta["released_after"]``
   names an op stays allocated until that op ran (Python still held a tensor on it,
-  see :mod:`model_ir.torch.python_releases`). Plans free at the last use; eager
-  baselines are simulated this way.
+  see :mod:`model_ir.torch.python_releases`), and an op whose ``meta[EAGER_IN_PLACE]``
+  names one of its inputs writes its result into that input's memory when it is the
+  input's last use (autograd sums two gradients in place, see
+  :mod:`model_ir.torch.gradient_accumulation`): the input is freed as the op starts.
+  Plans free at the last use and may run such an op either way; eager baselines are
+  simulated this way.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from model_ir.errors import ScheduleError
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
 from model_ir.recompute import instance_id, recomputable_ops
+
+
+#: Op meta key: the input buffer eager PyTorch writes the op's (same-sized) result into.
+EAGER_IN_PLACE = "eager_in_place"
 
 
 @attrs.frozen
@@ -145,12 +153,17 @@ def simulate_indices(graph: Graph, order: Sequence[int], *, eager: bool = False)
         step[i] = t
     diff = [0] * (n + 2)  # +2: an unused input of an empty graph still spans [0, 1)
     lifetimes = []
+    # eager: input buffer -> the step of the op that writes its result into it
+    taken_at = {op.meta[EAGER_IN_PLACE]: step[i] for i, op in enumerate(graph.ops)
+                if EAGER_IN_PLACE in op.meta} if eager else {}
     for bi, buf in enumerate(graph.buffers):
         if buf.persistent:
             continue
         start, end = _span(graph, bi, step, n)
         if eager and (held_by := graph.op_index.get(buf.meta.get("released_after"))) is not None:
             end = max(end, step[held_by] + 1)
+        if end == taken_at.get(buf.id, -2) + 1 and start < end - 1:
+            end -= 1  # its last use took its memory
         diff[start] += buf.size
         diff[end] -= buf.size
         lifetimes.append(Lifetime(buf.id, start, end, buf.size))

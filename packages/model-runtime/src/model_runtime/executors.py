@@ -32,11 +32,11 @@ def build_program_order(step, plan: Plan, *, device: torch.device, on_op=None) -
     order: program order, each buffer freed after its last use or, when Python held it
     longer in eager (eval: a forward method's locals), when eager frees it; on CUDA the
     step starts with the first block the plan's figures choose for it
-    (``program_warm_block_bytes``)."""
+    (``program_warm_block_bytes``); gradients summed in place where eager sums them so."""
     graph = step.graph
     return build_program(step, [op.id for op in graph.ops], executor="program", device_type=device.type,
                          on_op=on_op, warm_block=_warm_block(plan, device, "program_warm_block_bytes"),
-                         holds=eager_holds(graph))
+                         holds=eager_holds(graph), eager_sums=True)
 
 
 def _warm_block(plan: Plan, device: torch.device, figure: str = "warm_block_bytes") -> tuple[int, str] | None:

@@ -41,7 +41,7 @@ from model_ir.plan import Schedule, order_indices
 from model_ir.recompute import REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_id, recomputations
 from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_rng
 from model_ir.torch.storage_graph import without_statistics
-from model_ir.simulator import validate_order
+from model_ir.simulator import EAGER_IN_PLACE, validate_order
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import element_buffers, lower, result_elements, storage_bytes
 from model_runtime.out_variants import named_arguments, out_call_arguments
@@ -96,7 +96,7 @@ class CompiledProgram:
 class _Builder:
     def __init__(self, step, order: Sequence[int], slots: Mapping[str, torch.Tensor] | None,
                  device_type: str, on_op: Callable | None, warm: tuple[int, str] | None = None,
-                 holds: Mapping[str, Sequence[str]] | None = None):
+                 holds: Mapping[str, Sequence[str]] | None = None, eager_sums: bool = False):
         self.step = step
         self.graph_ir: Graph = step.graph
         self.order = order
@@ -126,6 +126,7 @@ class _Builder:
         self.rng_states: dict[str, fx.Node] = {}
         self.warm = warm  # build_program's warm_block
         self.holds = holds or {}  # build_program's holds
+        self.eager_sums = eager_sums  # build_program's eager_sums
         self.made: dict[str, fx.Node] = {}  # buffer -> the generated value of the result on it
 
     # -- values ---------------------------------------------------------------------
@@ -183,6 +184,8 @@ class _Builder:
             now = self.g.call_function(swap_rng, (self.rng_states[op.id],))
         if self.slots is None or not fresh:
             value = self.g.node_copy(source, self.lookup)
+            if self.eager_sums and op.meta.get(EAGER_IN_PLACE):
+                value.target = torch.ops.aten.add_.Tensor  # autograd's sum, into the first gradient
         else:
             value = self.emit_into_slots(op, source)
         if replay:
@@ -397,7 +400,7 @@ def build_program(step, order: Sequence[str] | Schedule | None = None, *, execut
                   slots: Mapping[str, torch.Tensor] | None = None, arena: torch.Tensor | None = None,
                   device_type: str = "cpu", on_op: Callable[[int, str, list, Any], None] | None = None,
                   warm_block: tuple[int, str] | None = None,
-                  holds: Mapping[str, Sequence[str]] | None = None) -> CompiledProgram:
+                  holds: Mapping[str, Sequence[str]] | None = None, eager_sums: bool = False) -> CompiledProgram:
     """Compile ``step`` (a :class:`~model_ir.torch.CapturedStep`) for ``order`` (IR op ids;
     program order by default; validated).
 
@@ -409,12 +412,14 @@ def build_program(step, order: Sequence[str] | Schedule | None = None, *, execut
     that large for what the step allocates there (``beside_arena.caching_reserve``).
     ``holds`` (op id -> buffer ids): results kept alive until that op has run even when
     no later op reads them, as eager PyTorch keeps what Python still refers to
-    (``Buffer.meta["released_after"]``, see :func:`eager_holds`).
+    (``Buffer.meta["released_after"]``, see :func:`eager_holds`). ``eager_sums``: the
+    gradient sums eager runs in place (``Op.meta[EAGER_IN_PLACE]``) run in place, into
+    their first input (program order only: it is the input's last use there).
     """
     graph = step.graph
     idx = list(range(len(graph.ops))) if order is None else order_indices(graph, order)
     validate_order(graph, idx)
-    b = _Builder(step, idx, slots, device_type, on_op, warm_block, holds)
+    b = _Builder(step, idx, slots, device_type, on_op, warm_block, holds, eager_sums)
     module = b.build()
     return CompiledProgram(module, executor, arena, tuple(b.fallbacks), b.out_ops, b.scratch)
 

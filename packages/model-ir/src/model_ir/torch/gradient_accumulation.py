@@ -12,7 +12,9 @@ the allocator trace of its step on an H200 has none of them either, see model-be
 
 :func:`marking_accumulations` marks the engine's sums while tracing: between one
 node's post-hooks and the next node's pre-hooks the engine runs nothing but them.
-:func:`accumulate_in_place` then rewrites each marked sum in place where eager does.
+:func:`mark_in_place_sums` then marks those eager runs in place: the simulation of eager
+(``simulate(..., eager=True)``) and the runtime's ``program`` executor (eager's order
+and frees) sum into the first gradient; a plan is free to sum out of place.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch import fx
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
-from model_ir.torch.functional_inplace import _is_view, retrace
+from model_ir.simulator import EAGER_IN_PLACE
+from model_ir.torch.functional_inplace import _is_view
 
 #: The profiler region that marks the autograd engine's gradient sums while tracing.
 ACCUMULATE = "model_opt.accumulate_gradients"
@@ -89,26 +92,24 @@ def _storages(node) -> list[StorageWeakRef]:
     return [StorageWeakRef(t.untyped_storage()) for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
 
 
-def accumulate_in_place(gm: fx.GraphModule, sums: frozenset[str]) -> dict[StorageWeakRef, torch.Tensor]:
-    """Rewrite the gradient sums ``sums`` (node names of ``aten.add.Tensor(old, new)``,
-    see :func:`marking_accumulations`) as ``old.add_(new)`` where eager's engine sums in
-    place, holding the only reference to ``old``'s storage: ``old`` is no view (a view
-    keeps its base alive), no graph input, dense, of the result's shape and dtype, and
-    no node after the sum reads its storage. The views of a rewritten sum's result are
-    traced again, as views of ``old``. Returns, for each sum rewritten, the storage its
-    result had -> ``old``'s traced tensor, which holds it now."""
+def mark_in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> int:
+    """Mark the gradient sums of ``sums`` (node names of ``aten.add.Tensor(old, new)``,
+    see :func:`marking_accumulations`) that eager's engine runs in place, holding the
+    only reference to ``old``'s storage: ``old`` is no view (a view keeps its base alive),
+    no graph input, dense, of the result's shape and dtype, and no node after the sum
+    reads its storage. A marked node has ``meta[EAGER_IN_PLACE] = True``; it stays out of
+    place in the graph, which a plan may run either way (out of place it frees ``old``
+    where it likes), and eager is simulated writing into ``old``
+    (:data:`model_ir.simulator.EAGER_IN_PLACE`). Returns how many were marked."""
     nodes = list(gm.graph.nodes)
     position = {n: i for i, n in enumerate(nodes)}
     inputs = {s for n in nodes if n.op == "placeholder" for s in _storages(n)}
     readers: dict[StorageWeakRef, list[int]] = defaultdict(list)  # storage -> positions of its readers
-    holders: dict[StorageWeakRef, list[fx.Node]] = defaultdict(list)  # storage -> nodes whose value is in it
     for n in nodes:
-        for s in _storages(n):
-            holders[s].append(n)
         for arg in n.all_input_nodes:
             for s in _storages(arg):
                 readers[s].append(position[n])
-    moved: dict[StorageWeakRef, torch.Tensor] = {}
+    marked = 0
     for n in nodes:
         if n.name not in sums or n.target is not torch.ops.aten.add.Tensor or len(n.args) != 2 or n.kwargs:
             continue
@@ -120,17 +121,9 @@ def accumulate_in_place(gm: fx.GraphModule, sums: frozenset[str]) -> dict[Storag
             continue
         if first.shape != result.shape or first.dtype != result.dtype or not dense(first):
             continue
-        storage, dropped = StorageWeakRef(first.untyped_storage()), StorageWeakRef(result.untyped_storage())
-        views = [h for h in holders[dropped] if h is not n]
-        if storage in inputs or any(p > position[n] for p in readers[storage]) or not all(map(_is_view, views)):
+        storage = StorageWeakRef(first.untyped_storage())
+        if storage in inputs or any(p > position[n] for p in readers[storage]):
             continue
-        n.target = torch.ops.aten.add_.Tensor
-        n.meta["val"] = first
-        for view in views:
-            retrace(view)
-        holders[storage] += [n, *views]
-        readers[storage] += readers[dropped]
-        moved[dropped] = first
-    if moved:
-        gm.recompile()
-    return moved
+        n.meta[EAGER_IN_PLACE] = True
+        marked += 1
+    return marked

@@ -34,7 +34,7 @@ from torch.utils import _pytree as pytree
 from model_ir.torch.capture_errors import capture_error
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError
-from model_ir.torch.gradient_accumulation import ACCUMULATE, accumulate_in_place, marking_accumulations
+from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
 from model_ir.torch.grad_scaler import (
     SCALER_TENSORS,
     SKIP_IF_INF,
@@ -582,8 +582,7 @@ def trace_step(
     skipped = _region_nodes(gm, SKIP_IF_INF)
     sums = _region_nodes(gm, ACCUMULATE)
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
-    moved = accumulate_in_place(gm, sums)
-    grads = {name: moved.get(StorageWeakRef(t.untyped_storage()), t) for name, t in grads.items()}
+    mark_in_place_sums(gm, sums)
     found_inf = _node_of(gm, found_inf_tensor[0]) if found_inf_tensor else None
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
