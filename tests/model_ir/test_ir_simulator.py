@@ -121,6 +121,37 @@ def test_eager_release_before_the_last_use_or_of_an_unknown_op_changes_nothing()
         assert simulate(g, eager=True) == simulate(g)
 
 
+def summed_gradients(into="g1", into2="s1"):
+    """g1 and g2 (8 bytes each) summed into s1, s1 and g3 into s2 (eager: in place, into the
+    first gradient, ``meta["eager_in_place"]``), then read by U."""
+    def op(name, inputs=(), outputs=(), into=None):
+        return Op(name, inputs=list(inputs), outputs=list(outputs), meta={"eager_in_place": into} if into else {})
+    return Graph(
+        [Buffer(b, 8) for b in ("g1", "g2", "s1", "g3", "s2")] + [Buffer("u", 1, output=True)],
+        [op("G1", outputs=["g1"]), op("G2", outputs=["g2"]), op("S1", ["g1", "g2"], ["s1"], into),
+         op("G3", outputs=["g3"]), op("S2", ["s1", "g3"], ["s2"], into2), op("U", ["s2"], ["u"])])
+
+
+def test_eager_sums_in_place_into_the_first_gradient():
+    g = summed_gradients()
+    assert simulate(g).timeline == (8, 16, 24, 16, 24, 9)  # a plan's sums may run out of place
+    eager = simulate(g, eager=True)
+    assert eager.timeline == (8, 16, 16, 16, 16, 9)
+    spans = {lt.id: (lt.start, lt.end, lt.size) for lt in eager.lifetimes}
+    # one block from G1 to U, as eager's chain of in-place sums keeps it
+    assert spans["g1"] == (0, 6, 8) and spans["s1"][2] == spans["s2"][2] == 0
+
+
+def test_a_sum_in_place_needs_the_last_use_of_its_input():
+    g = summed_gradients()
+    # not the input's last use (G2 reads g1 too here): out of place, as eager would (another reference)
+    late = Graph(list(g.buffers), [*g.ops[:2], g.ops[2], Op("R", inputs=["g1"]), *g.ops[3:]])
+    assert simulate(late, eager=True).timeline[2] == 24
+    assert simulate(summed_gradients(into="g2", into2=None), eager=True).timeline[2] == 16  # either input
+    assert simulate(summed_gradients(into="no-such-buffer", into2=None), eager=True) == \
+        simulate(summed_gradients(into=None, into2=None))
+
+
 def test_eager_takes_no_recomputation():
     g = held_chain()
     with pytest.raises(ScheduleError, match="recomputation"):

@@ -16,7 +16,8 @@ the live bytes while each op runs, the peak, and simple lower bounds. Rules:
   see :mod:`model_ir.torch.python_releases`), and an op whose ``meta[EAGER_IN_PLACE]``
   names one of its inputs writes its result into that input's memory when it is the
   input's last use (autograd sums two gradients in place, see
-  :mod:`model_ir.torch.gradient_accumulation`): the input is freed as the op starts.
+  :mod:`model_ir.torch.gradient_accumulation`): the input's lifetime runs on to the
+  result's last use and the result's takes no bytes.
   Plans free at the last use and may run such an op either way; eager baselines are
   simulated this way.
 """
@@ -151,27 +152,46 @@ def simulate_indices(graph: Graph, order: Sequence[int], *, eager: bool = False)
     step = [0] * len(graph.ops)
     for t, i in enumerate(order):
         step[i] = t
-    diff = [0] * (n + 2)  # +2: an unused input of an empty graph still spans [0, 1)
-    lifetimes = []
-    # eager: input buffer -> the step of the op that writes its result into it
-    taken_at = {op.meta[EAGER_IN_PLACE]: step[i] for i, op in enumerate(graph.ops)
-                if EAGER_IN_PLACE in op.meta} if eager else {}
+    spans: dict[int, list[int]] = {}  # buffer index -> [start, end, bytes]
     for bi, buf in enumerate(graph.buffers):
         if buf.persistent:
             continue
         start, end = _span(graph, bi, step, n)
         if eager and (held_by := graph.op_index.get(buf.meta.get("released_after"))) is not None:
             end = max(end, step[held_by] + 1)
-        if end == taken_at.get(buf.id, -2) + 1 and start < end - 1:
-            end -= 1  # its last use took its memory
-        diff[start] += buf.size
-        diff[end] -= buf.size
-        lifetimes.append(Lifetime(buf.id, start, end, buf.size))
+        spans[bi] = [start, end, buf.size]
+    if eager:
+        _write_in_place(graph, step, spans)
+    diff = [0] * (n + 2)  # +2: an unused input of an empty graph still spans [0, 1)
+    lifetimes = []
+    for bi, (start, end, size) in spans.items():
+        diff[start] += size
+        diff[end] -= size
+        lifetimes.append(Lifetime(graph.buffers[bi].id, start, end, size))
     timeline, live = [], graph.persistent_bytes
     for t in range(n):
         live += diff[t]
         timeline.append(live)
     return MemoryProfile(tuple(order), tuple(timeline), graph.persistent_bytes, tuple(lifetimes))
+
+
+def _write_in_place(graph: Graph, step: list[int], spans: dict[int, list[int]]) -> None:
+    """Eager's sums in place (``meta[EAGER_IN_PLACE]``): where the sum is its input's last
+    use, the memory holding the input lives on as the result, which takes none of its own
+    (a 0-byte lifetime); a chain of sums keeps one block, as eager does."""
+    holder: dict[int, int] = {}  # buffer -> the buffer whose memory it lives in
+    for s, i in sorted((step[i], i) for i, op in enumerate(graph.ops) if EAGER_IN_PLACE in op.meta):
+        op = graph.ops[i]
+        a = graph.buffer_index.get(op.meta[EAGER_IN_PLACE])
+        if a not in spans or len(op.outputs) != 1 or spans[a][1] != s + 1:
+            continue
+        o = graph.buffer_index[op.outputs[0]]
+        if o not in spans or graph.buffers[o].size != graph.buffers[a].size:
+            continue
+        h = holder.get(a, a)
+        spans[h][1] = max(spans[h][1], spans[o][1])
+        spans[o][2] = 0
+        holder[o] = h
 
 
 def _simulate_instances(graph: Graph, order: Sequence[int]) -> MemoryProfile:
