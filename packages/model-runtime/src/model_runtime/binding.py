@@ -9,6 +9,10 @@ hyper-parameters: the numeric ones (learning rate, momentum, betas, ...) are rea
 from ``optimizer.param_groups`` at every call and passed to the step (only a change of
 sign needs a new plan, see :mod:`model_ir.torch.hyper_parameters`); the others
 (``nesterov``, ``maximize``, ...) are constants of the step and must not change.
+So are, in train mode, which parameters require grad (only those get gradients and
+updates) and which tensor the optimizer holds at each place of its param groups (the
+update is captured place by place): a parameter frozen, unfrozen or replaced by one the
+optimizer does not hold would otherwise be updated where eager PyTorch would not.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
 from model_ir.torch.tracing import changed_constant, flatten_batch
-from model_runtime.errors import ReoptimizeError
+from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 
 _REOPTIMIZE = "call model_runtime.optimize again with an example of the new shape"
 
@@ -85,6 +89,13 @@ class Binder:
                       for i, g in enumerate(groups)]
         self.persistent: list[Any] = [None] * len(step.inputs)
         self.device = device
+        params = [(pos, step.inputs[pos].name, getattr(owner, attr)) for pos, owner, attr in self.module_refs
+                  if step.inputs[pos].kind == "parameter"]
+        # Read now, as the step was just captured with them (see check_parameters).
+        self.grad_flags = [(pos, name, t.requires_grad) for pos, name, t in params] if step.train else []
+        place = {id(p): (i, j) for i, g in enumerate(groups) for j, p in enumerate(g["params"])}
+        self.optimized = [(pos, name, *place[id(t)]) for pos, name, t in params if id(t) in place]
+        self.group_sizes = [len(g["params"]) for g in groups]
 
     def _check(self, pos: int, t, what: str) -> None:
         want = self.expected[pos]
@@ -112,6 +123,7 @@ class Binder:
         try:
             for pos, owner, attr in self.module_refs:
                 new[pos] = getattr(owner, attr)
+            self.check_parameters(new)
             if self.state_refs:
                 # Looked up every call: load_state_dict replaces the optimizer's state dict.
                 state = self.optimizer.state
@@ -137,6 +149,39 @@ class Binder:
                     self._check(pos, t, f"{slot.kind} {slot.name!r}")
             self.persistent = new
         return new
+
+    def check_parameters(self, tensors: list) -> None:
+        """Raise unless the optimizer holds the parameters ``tensors`` as when the step was
+        planned (:class:`RuntimeLayerError` if it holds a tensor the model no longer has:
+        no plan can be made then; else :class:`ReoptimizeError`) and they require grad as then."""
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        if (list(map(len, (g["params"] for g in groups))) != self.group_sizes
+                or any(groups[i]["params"][j] is not tensors[pos] for pos, _, i, j in self.optimized)):
+            raise self._moved_parameter(tensors, groups)
+        for pos, name, planned in self.grad_flags:
+            if tensors[pos].requires_grad != planned:
+                now = "requires grad" if not planned else "no longer requires grad"
+                raise ReoptimizeError(f"parameter {name!r} {now}; the step was planned with requires_grad={planned}")
+
+    def _moved_parameter(self, tensors: list, groups: list) -> RuntimeLayerError:
+        """The error saying how the optimizer's parameters differ from those planned with."""
+        planned_as = {(i, j): name for _, name, i, j in self.optimized}
+        model_params = {id(tensors[pos]) for pos, *_ in self.grad_flags}
+        for i, g in enumerate(groups):
+            for j, p in enumerate(g["params"]):
+                if id(p) in model_params:
+                    continue
+                # capture_step refuses such an optimizer, and eager would update a tensor the model does not use
+                was = planned_as.get((i, j))
+                return RuntimeLayerError(
+                    f"the optimizer holds a tensor of shape {tuple(p.shape)} (param_groups[{i}]['params'][{j}]) "
+                    "that is not a parameter of the model"
+                    + (f" (was parameter {was!r} replaced by a new one?)" if was else "")
+                    + "; eager PyTorch would not update the model's new parameter, and no plan can be made while the "
+                    "optimizer holds a tensor the model does not: put the model's parameters in the optimizer "
+                    "(or build a new one), then call model_runtime.optimize again")
+        return ReoptimizeError("the optimizer's parameters changed since the step was planned (added, removed, "
+                               "moved between param groups or replaced by other parameters of the model)")
 
     def check_hyper_parameters(self) -> None:
         """Raise :class:`ReoptimizeError` if a constant hyper-parameter changed, a group was

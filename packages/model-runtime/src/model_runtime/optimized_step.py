@@ -79,10 +79,13 @@ class OptimizedStep:
     A call that the plan does not cover (a batch of another shape, such as a short last
     batch; the model switched between ``train()`` and ``eval()`` when ``optimize`` was
     called without ``train=``; an optimizer change a plan cannot absorb, such as weight
-    decay turned on) gets a plan of its own, made on first use with a
+    decay turned on; a parameter frozen or unfrozen with ``requires_grad_``, or taken out
+    of or put into the optimizer) gets a plan of its own, made on first use with a
     :class:`ReplanWarning` naming the reason and kept for later calls, as torch.compile
     recompiles; up to ``max_plans`` plans, then :class:`ReoptimizeError`. :attr:`plans`
-    lists them (save them to pass ``plan=[...]`` to a later ``optimize``).
+    lists them (save them to pass ``plan=[...]`` to a later ``optimize``). A parameter
+    replaced by one the optimizer does not hold (``model.fc.weight = nn.Parameter(...)``)
+    is a :class:`RuntimeLayerError`: eager would not update it, and no plan can be made.
     """
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,

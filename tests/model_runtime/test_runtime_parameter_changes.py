@@ -1,0 +1,110 @@
+"""Parameters frozen, unfrozen or replaced after optimize(): the step re-plans and stays
+bitwise eager's, or refuses (a parameter the optimizer does not hold), for each executor."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from model_ir.testing.torch_models import assert_same_state, eager_step  # noqa: E402
+from model_runtime import RuntimeLayerError, optimize  # noqa: E402
+from model_runtime.errors import ReoptimizeError  # noqa: E402
+from model_runtime.optimized_step import ReplanWarning  # noqa: E402
+
+EXECUTORS = ("reorder", "arena", "program")
+
+
+def _both(executor, frozen=()):
+    """A model and its eager twin, each with an SGD-with-momentum optimizer, the
+    parameters named in ``frozen`` frozen in both, and the step optimized for the first."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor=executor,
+                    time_limit=0.5)
+    return model, opt, ref, ref_opt, step
+
+
+def _compare(model, opt, ref, ref_opt, step, seed):
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(seed))
+    y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_freezing_a_parameter_replans_and_stays_eager(executor):
+    model, opt, ref, ref_opt, step = _both(executor)
+    _compare(model, opt, ref, ref_opt, step, 0)
+    for m in (model, ref):
+        m[0].weight.requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    with pytest.warns(ReplanWarning, match=r"'0\.weight' no longer requires grad"):
+        _compare(model, opt, ref, ref_opt, step, 1)
+    _compare(model, opt, ref, ref_opt, step, 2)
+    assert torch.equal(model[0].weight, frozen)
+    # Unfrozen again: the first plan fits, no new one.
+    for m in (model, ref):
+        m[0].weight.requires_grad_(True)
+    _compare(model, opt, ref, ref_opt, step, 3)
+    assert len(step.plans) == 2 and not torch.equal(model[0].weight, frozen)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_parameter_frozen_at_optimize_and_unfrozen_later_is_updated(executor):
+    model, opt, ref, ref_opt, step = _both(executor, frozen=("2.weight",))
+    _compare(model, opt, ref, ref_opt, step, 0)
+    before = model[2].weight.detach().clone()
+    for m in (model, ref):
+        m[2].weight.requires_grad_(True)
+    with pytest.warns(ReplanWarning, match=r"'2\.weight' requires grad"):
+        _compare(model, opt, ref, ref_opt, step, 1)
+    _compare(model, opt, ref, ref_opt, step, 2)
+    assert not torch.equal(model[2].weight, before)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_replaced_parameter_the_optimizer_does_not_hold_is_refused(executor):
+    model, opt, ref, ref_opt, step = _both(executor)
+    _compare(model, opt, ref, ref_opt, step, 0)
+    for m in (model, ref):
+        m[2].weight = nn.Parameter(m[2].weight.detach() * 2)
+    before = copy.deepcopy(model.state_dict())
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    with pytest.raises(RuntimeLayerError, match=r"not a parameter of the model \(was parameter '2\.weight' "
+                                                r"replaced.*put the model's parameters in the optimizer") as info:
+        step(x, targets=(y,))
+    assert not isinstance(info.value, ReoptimizeError)  # no new plan can be right: not re-planned
+    assert len(step.plans) == 1
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, before[name]), name  # refused before running anything
+    # Put in the optimizer too: eager updates it (from a fresh momentum buffer), and so does the step.
+    for m, o in ((model, opt), (ref, ref_opt)):
+        o.param_groups[0]["params"][2] = m[2].weight
+    with pytest.warns(ReplanWarning):
+        _compare(model, opt, ref, ref_opt, step, 1)
+    _compare(model, opt, ref, ref_opt, step, 2)
+    assert not torch.equal(model[2].weight, before["2.weight"])
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_parameter_taken_out_of_the_optimizer_replans_and_is_not_updated(executor):
+    model, opt, ref, ref_opt, step = _both(executor)
+    _compare(model, opt, ref, ref_opt, step, 0)
+    for o in (opt, ref_opt):
+        del o.param_groups[0]["params"][0]  # 0.weight: still trained by nothing
+    before = model[0].weight.detach().clone()
+    with pytest.warns(ReplanWarning, match="optimizer's parameters changed"):
+        _compare(model, opt, ref, ref_opt, step, 1)
+    _compare(model, opt, ref, ref_opt, step, 2)
+    assert torch.equal(model[0].weight, before)
