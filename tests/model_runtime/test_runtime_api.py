@@ -4,6 +4,7 @@ executor hook, keyword inputs, and the generated program's order."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -235,6 +236,34 @@ def test_saved_plan_is_reused_and_checked(tmp_path):
         optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan, executor="arena")
     # the default ("auto") runs a plan without placement with the reorder executor
     assert optimize(model2, torch.randn(8, 16), optimizer=opt2, plan=reorder.plan).executor == "reorder"
+
+
+def test_a_plan_argument_of_the_wrong_type_is_a_clear_error():
+    from model_ir import WrongTypeError
+
+    model, opt, step = _mlp_step("reorder")
+    bad = [("plan", 5), ("plan[0]", [5]), ("plan[1]", [step.plan, None]), ("plan", {}), ("plan", b"plan.json"),
+           ("plan", step.plan.graph)]
+    for name, value in bad:
+        with pytest.raises(WrongTypeError, match=rf"^{re.escape(name)}: expected a model_ir.Plan, the path "
+                                                 r"of a saved plan .*, got (int|NoneType|dict|bytes|Graph) "):
+            optimize(model, torch.randn(8, 16), optimizer=opt, plan=value)
+
+
+@pytest.mark.parametrize("argument,value,message", [
+    ("max_plans", 0, "max_plans must be at least 1"),
+    ("max_plans", -1, "max_plans must be at least 1"),
+    ("max_plans", 2.0, "max_plans: expected an integer >= 1, got float"),
+    ("max_plans", True, "max_plans: expected an integer >= 1, got bool"),
+    ("set_grads", "no", "set_grads: expected True or False, got str 'no'"),
+    ("train", "yes", "train: expected True or False or None, got str 'yes'"),
+    ("return_outputs", 1, "return_outputs: expected True or False, got int"),
+    ("cuda_graph", None, "cuda_graph: expected True or False, got NoneType"),
+])
+def test_flags_and_max_plans_of_the_wrong_type_or_value_are_refused(argument, value, message):
+    model = mlp(16, 3)
+    with pytest.raises(ModelOptError, match=re.escape(message)):
+        optimize(model, torch.randn(8, 16), **{argument: value})
 
 
 def test_saved_plan_figures_are_recomputed_not_trusted():

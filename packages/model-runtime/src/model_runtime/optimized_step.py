@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from model_ir.arguments import check_type, describe
+from model_ir.errors import WrongTypeError
 from model_ir.formatting import human_bytes
 from model_ir.json_format import load_plan
 from model_ir.plan import Plan
@@ -395,6 +397,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                                 "wrap a function in a module whose forward calls it")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise RuntimeLayerError(f"optimizer= takes a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    _check_flags(train=train, return_outputs=return_outputs, set_grads=set_grads, cuda_graph=cuda_graph)
+    _check_max_plans(max_plans)
+    _check_plan_argument(plan)
     device = model_device(model)
     train_given = train is not None
     train = model.training if train is None else train
@@ -495,3 +500,33 @@ def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
         except ReoptimizeError:
             continue
     return None
+
+
+def _check_flags(**flags) -> None:
+    """Raise :class:`WrongTypeError` unless each flag is True or False (``train`` may be None):
+    a string such as ``"no"`` would be truthy."""
+    for name, value in flags.items():
+        if not (value is None and name == "train"):
+            check_type(value, bool, name, "True or False" + (" or None" if name == "train" else ""))
+
+
+def _check_max_plans(max_plans) -> None:
+    check_type(max_plans, int, "max_plans", "an integer >= 1")
+    if max_plans < 1:
+        raise RuntimeLayerError(f"max_plans must be at least 1 (the step's first plan counts), got {max_plans}")
+
+
+#: What ``optimize(plan=...)`` takes, for messages.
+PLAN_ARGUMENT = ("a model_ir.Plan, the path of a saved plan (str or os.PathLike), a list or tuple of these "
+                 "(e.g. step.plans), or None")
+
+
+def _check_plan_argument(plan) -> None:
+    """Raise :class:`WrongTypeError` unless ``plan`` (or each of a list's items) is a plan or a path."""
+    if plan is None:
+        return
+    items = list(enumerate(plan)) if isinstance(plan, (list, tuple)) else [(None, plan)]
+    for i, item in items:
+        if not isinstance(item, (Plan, str, os.PathLike)):
+            raise WrongTypeError(f"{'plan' if i is None else f'plan[{i}]'}: expected {PLAN_ARGUMENT}, "
+                                 f"got {describe(item)}")
