@@ -99,6 +99,19 @@ def test_plan_round_trip_and_graph_inside_plan(tmp_path):
     assert load_graph(p) == g  # a plan file is accepted wherever a graph is
 
 
+def test_saving_over_an_existing_file_names_the_argument_not_the_cli_option(tmp_path):
+    g = load_graph(write(tmp_path, DIAMOND))
+    p = tmp_path / "plan.json"
+    p.write_text("keep me")
+    with pytest.raises(FormatError, match="file exists; pass overwrite=True to replace it"):
+        save_plan(Plan(g, program_order(g)), p, overwrite=False)
+    with pytest.raises(FormatError, match="pass overwrite=True"):
+        save_graph(g, p, overwrite=False)
+    assert p.read_text() == "keep me"
+    save_plan(Plan(g, program_order(g)), p, overwrite=True)
+    assert load_plan(p).schedule == program_order(g)
+
+
 def test_plan_with_invalid_order_is_rejected(tmp_path):
     g = load_graph(write(tmp_path, DIAMOND))
     p = tmp_path / "plan.json"

@@ -32,8 +32,10 @@ def test_existing_file_is_kept_without_overwrite_and_replaced_with_it(tmp_path):
     p = tmp_path / "out.txt"
     p.write_text("old")
     p.chmod(0o640)
-    with pytest.raises(FormatError, match="file exists; pass --force"):
+    with pytest.raises(FormatError, match=r"file exists; pass overwrite=True to replace it"):
         write_output(p, "new", overwrite=False)
+    with pytest.raises(FormatError, match="^--out .*: file exists; pass --force"):  # a script's option
+        write_output(p, "new", overwrite=False, flag="--out")
     assert p.read_text() == "old"
     write_output(p, "new")
     assert p.read_text() == "new" and stat.S_IMODE(p.stat().st_mode) == 0o640

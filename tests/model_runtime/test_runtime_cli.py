@@ -67,6 +67,15 @@ def test_run_save_plan_into_missing_folder_fails_before_running(tmp_path, capsys
     assert "no such directory" in capsys.readouterr().err
 
 
+def test_run_save_plan_over_an_existing_file_says_force_before_running(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_text("keep me")
+    assert main(["run", "tiny-mlp", "--save-plan", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert "--save-plan" in err and "file exists; pass --force" in err and "overwrite=" not in err
+    assert plan.read_text() == "keep me"
+
+
 def test_measure_runs_each_variant_in_a_fresh_process(capsys):
     """The default variants, then those the GPU script measures too (auto: the executor
     optimize() picks, reorder on the CPU; program)."""

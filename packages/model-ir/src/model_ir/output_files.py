@@ -24,12 +24,14 @@ from model_ir.errors import FormatError
 
 
 def check_output(path: str | os.PathLike[str], *, force: bool = False,
-                 inputs: Iterable[str | os.PathLike[str]] = (), flag: str = "") -> str:
+                 inputs: Iterable[str | os.PathLike[str]] = (), flag: str = "", force_name: str = "--force") -> str:
     """Raise :class:`FormatError` unless ``path`` may be written; return the file to write.
 
     ``force`` allows replacing an existing regular file. ``inputs`` are files the
     command reads: writing over one of them is refused even with ``force``. ``flag``
-    names the option in messages. The returned path is ``path`` with symlinks resolved.
+    names the option in messages, ``force_name`` what the caller passes for ``force``
+    (the CLI's ``--force``, a function's ``overwrite=True``). The returned path is
+    ``path`` with symlinks resolved.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise FormatError(f"{flag or 'output path'}: expected a file path, got {type(path).__name__}")
@@ -60,7 +62,7 @@ def check_output(path: str | os.PathLike[str], *, force: bool = False,
         if same:
             raise FormatError(f"{label}: is the input file {os.fspath(source)!r}; choose another path")
     if not force:
-        raise FormatError(f"{label}: file exists; pass --force to replace it")
+        raise FormatError(f"{label}: file exists; pass {force_name} to replace it")
     return target
 
 
@@ -68,9 +70,11 @@ def write_output(path: str | os.PathLike[str], data: str | bytes, *, overwrite: 
                  flag: str = "") -> None:
     """Write ``data`` (text as UTF-8) to ``path`` atomically, following :func:`check_output`.
 
-    ``overwrite`` False refuses an existing file (the CLI without ``--force``).
+    ``overwrite`` False refuses an existing file (the CLI without ``--force``). The refusal
+    says ``--force`` for a path given with a command-line ``flag``, else ``overwrite=True``
+    (``save_plan``, ``save_graph``, ... called from Python).
     """
-    target = check_output(path, force=overwrite, flag=flag)
+    target = check_output(path, force=overwrite, flag=flag, force_name="--force" if flag else "overwrite=True")
     directory, name = os.path.split(target)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     mode = None
