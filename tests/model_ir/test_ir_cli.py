@@ -79,3 +79,14 @@ def test_os_errors_from_a_command_are_one_line(capsys, monkeypatch):
     code, _, err = run(["info", "x.json"], capsys)
     assert code == 2
     assert err == "model-opt: error: /root/secret.json: Permission denied\n"
+
+
+def test_closed_stdout_exits_quietly(diamond_file):
+    # `model-opt info --json | head -c 0`: the reader is gone before anything is written.
+    # Not a user mistake: no message on stderr, the status a shell gives for SIGPIPE.
+    proc = subprocess.Popen([sys.executable, "-m", "model_ir.cli", "info", str(diamond_file), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141
+    assert err == b""

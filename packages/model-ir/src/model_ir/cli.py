@@ -2,12 +2,14 @@
 
 Exit statuses shared by every subcommand: 0 success, 2 a user mistake, 4 a
 third-party plugin failed (:class:`~model_ir.errors.PluginFailedError`), 130
-interrupted. Subcommands give meanings to others (``place``: 1 and 3).
+interrupted, 141 standard output was closed early (``model-opt ... | head``; quietly,
+as a shell reports SIGPIPE). Subcommands give meanings to others (``place``: 1 and 3).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
@@ -92,14 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, 4 when a plugin
-    failed, 130 on Ctrl-C)."""
+    failed, 130 on Ctrl-C, 141 when standard output was closed early)."""
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        # Flush here so that a reader that went away (`| head`) is noticed inside the try.
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Not a user mistake: whoever read standard output stopped reading. Exit quietly
+        # (Python's recipe, docs.python.org/3/library/signal.html#note-on-sigpipe): point
+        # stdout at /dev/null so the flush at shutdown does not fail again.
+        _silence_stdout()
+        return 141
     except ModelOptError as e:
         print(f"model-opt: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -111,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("model-opt: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass  # no file descriptor behind sys.stdout (embedded, or captured in tests)
 
 
 if __name__ == "__main__":
