@@ -120,13 +120,21 @@ def test_capture_command(tmp_path, capsys):
     (["bench", "--model", "tiny-mlp", "--placer", "magic", "--quiet"], "unknown placer 'magic'"),
     (["bench", "max-batch", "--model", "tiny-mlp", "--memory", "lots"], "cannot read memory size 'lots'"),
     (["capture", "--model", "nope", "-o", "x.json"], "unknown model 'nope'"),
+    # Beyond 64-bit sizes: refused before any import; a batch whose sizes overflow when built.
+    (["capture", "--model", "tiny-mlp", "--batch-size=99999999999999999999", "--device", "cpu", "-o", "x.json"],
+     "batch size 99999999999999999999 is too large"),
+    (["capture", "--model", "tiny-mlp", "--batch-size=4611686018427387904", "--device", "cpu", "-o", "x.json",
+      "--quiet"],
+     "batch size 4611686018427387904 is too large for tiny-mlp"),
+    (["bench", "--model", "tiny-mlp", "--batch-size=9223372036854775807", "--quiet"],
+     "batch size 9223372036854775807 is too large for tiny-mlp"),
 ])
 def test_user_mistakes_are_one_line_errors(argv, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(argv, capsys)
     assert code == 2
     assert err.startswith("model-opt: error: ") and needle in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.count("\n") == 1, err
 
 
 def test_list_models(capsys):

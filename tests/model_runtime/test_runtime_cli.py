@@ -62,6 +62,34 @@ def test_run_bad_device_is_one_error_line(device, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_run_out_of_memory_is_one_line_naming_the_batch_size(capsys, monkeypatch):
+    # Building the batch: 100000000000 x 32 floats (12.8 TB) cannot be allocated.
+    assert main(["run", "tiny-mlp", "--batch-size", "100000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("model-opt: error: batch size 100000000000 does not fit in cpu memory"), err
+    assert err.count("\n") == 1
+    # Running the step: PyTorch's allocators raise RuntimeError (CPU) or OutOfMemoryError (CUDA).
+    import torch
+
+    import model_runtime.optimized_step as optimized_step
+
+    for error in (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                               "allocate memory: you tried to allocate 12800000000000 bytes."),
+                  torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")):
+        def optimize(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(optimized_step, "optimize", optimize)
+        assert main(["run", "tiny-mlp", "--batch-size", "3", "--steps", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("model-opt: error: batch size 3 does not fit in cpu memory"), err
+        assert err.count("\n") == 1
+    # Any other failure is not the user's: it stays an exception.
+    monkeypatch.setattr(optimized_step, "optimize", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="bug"):
+        main(["run", "tiny-mlp", "--batch-size", "3", "--steps", "1"])
+
+
 def test_run_save_plan_into_missing_folder_fails_before_running(tmp_path, capsys):
     assert main(["run", "tiny-mlp", "--save-plan", str(tmp_path / "no" / "plan.json")]) == 2
     assert "no such directory" in capsys.readouterr().err

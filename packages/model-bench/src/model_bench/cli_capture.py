@@ -35,10 +35,11 @@ class CaptureCommand:
         from model_ir.formatting import human_bytes
 
         from model_bench.optimizers import check_optimizer
-        from model_bench.zoo import check_mode, get_model
+        from model_bench.zoo import check_batch_size, check_mode, get_model
 
         get_model(args.model)
         check_mode(args.mode)
+        check_batch_size(args.batch_size)
         check_optimizer(args.optimizer)
         check_output(args.output, force=args.force, flag="-o")  # before a capture of minutes
         out = Path(args.output)

@@ -68,9 +68,18 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+#: No tensor dimension is larger (PyTorch's sizes are 64-bit integers).
+MAX_BATCH_SIZE = 2**63 - 1
+
+
 def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` if it is a positive integer PyTorch can size a tensor with; a larger
+    one that overflows a model's tensor sizes is refused when the batch is built."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BenchError(f"batch size must be a positive integer, got {batch_size!r}")
+    if batch_size > MAX_BATCH_SIZE:
+        raise BenchError(f"batch size {batch_size} is too large: tensor sizes are 64-bit integers "
+                         f"(at most {MAX_BATCH_SIZE})")
     return batch_size
 
 
@@ -140,7 +149,7 @@ class ZooModel:
         torch.manual_seed(0)
         with torch.device(device):
             model = self.make_model()
-            inputs, target = self.make_batch(batch_size)
+            inputs, target = self._batch(batch_size, device)
         train = mode == "train"
         model.train(train)
         return ModelCase(
@@ -150,3 +159,19 @@ class ZooModel:
             optimizer_name=optimizer if train else None,
             meta={"description": self.description},
         )
+
+    def _batch(self, batch_size: int, device: str):
+        """:meth:`make_batch`, with a batch too large for 64-bit sizes or for the
+        device's memory refused in one line that names the batch size."""
+        from model_ir.torch.errors import out_of_memory, size_overflow
+
+        try:
+            return self.make_batch(batch_size)
+        except (RuntimeError, TypeError, OverflowError, MemoryError) as e:
+            if size_overflow(e):
+                raise BenchError(f"batch size {batch_size} is too large for {self.name}: "
+                                 "its batch's tensor sizes overflow 64-bit integers") from None
+            if out_of_memory(e):
+                raise BenchError(f"batch size {batch_size} does not fit in {device} memory: "
+                                 f"building {self.name}'s batch ran out of memory") from None
+            raise

@@ -12,6 +12,7 @@ import statistics
 import time
 
 from model_ir.cli_values import byte_size, seconds, whole_number
+from model_ir.errors import ModelOptError
 from model_ir.plugins import provider
 from model_runtime.errors import RuntimeLayerError
 
@@ -28,14 +29,29 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
     median, the ratio, and whether every loss (train) or output (eval) was bitwise
     equal to eager's.
     """
+    if steps < 1:
+        raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
+    _check_device(device)
+    try:
+        return _run_model(name, batch_size=batch_size, mode=mode, optimizer=optimizer, executor=executor,
+                          steps=steps, time_limit=time_limit, device=device, compare_eager=compare_eager, plan=plan,
+                          memory_budget=memory_budget, cuda_graph=cuda_graph)
+    except (RuntimeError, MemoryError) as e:
+        from model_ir.torch.errors import out_of_memory
+
+        if isinstance(e, ModelOptError) or not out_of_memory(e):
+            raise
+        raise RuntimeLayerError(f"batch size {batch_size} does not fit in {device} memory: {name}'s step ran out "
+                                "of memory (try a smaller --batch-size)") from None
+
+
+def _run_model(name, *, batch_size, mode, optimizer, executor, steps, time_limit, device, compare_eager, plan,
+               memory_budget, cuda_graph):
     # Imported here so that loading the plugin (every `model-opt` call) does not import torch.
     import torch
 
     from model_runtime.optimized_step import optimize
 
-    if steps < 1:
-        raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
-    _check_device(device)
     case = provider("model_opt_models", name, "model").build(mode, batch_size, optimizer=optimizer, device=device)
     train = mode == "train"
     targets = (case.target,) if train and case.target is not None else ()

@@ -15,3 +15,18 @@ class CaptureError(ModelOptError, RuntimeError):
 
 class ExecutionError(ModelOptError, RuntimeError):
     """A captured step could not be executed (wrong tensors bound, invalid order, ...)."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed: ``torch.OutOfMemoryError`` (CUDA), the
+    CPU allocator's ``RuntimeError`` ("can't allocate memory") or a ``MemoryError``."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def size_overflow(exc: BaseException) -> bool:
+    """Whether ``exc`` says a tensor's size does not fit a 64-bit integer (a size
+    beyond it, ``numel`` or the storage's bytes overflowing)."""
+    return isinstance(exc, (OverflowError, TypeError, RuntimeError)) and "overflow" in str(exc).lower()
