@@ -137,6 +137,34 @@ def test_user_mistakes_are_one_line_errors(argv, needle, tmp_path, capsys, monke
     assert "Traceback" not in err and err.count("\n") == 1, err
 
 
+def test_out_must_be_a_directory_checked_before_any_run(tmp_path, capsys, monkeypatch):
+    import model_bench.sweep as sweep
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("ran a model before checking --out")
+
+    monkeypatch.setattr(sweep, "run_bench", no_run)
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "results"
+    file.write_text("kept")
+    graph = tmp_path / "g.json"
+    graph.write_text("{}")
+    for argv, needle in [
+        (["bench", "suite", "--models", "tiny-mlp", "--batch-sizes", "1", "--out", str(file)],
+         f"--out {file}: is not a directory"),
+        (["bench", "--model", "tiny-mlp", "--out", str(file)], f"--out {file}: is not a directory"),
+        (["bench", "--model", "tiny-mlp", "--out", str(file / "sub")],
+         f"--out {file / 'sub'}: {file} is not a directory"),
+        (["bench", "--graph", str(graph), "--out", str(file)], f"--out {file}: is not a directory"),
+        (["bench", "--model", "tiny-mlp", "--out", ""], "--out: the path is empty"),
+        (["bench", "suite", "--models", "tiny-mlp", "--out", ""], "--out: the path is empty"),
+    ]:
+        code, out, err = run([*argv, "--quiet"], capsys)
+        assert code == 2 and out == "", (argv, out)
+        assert err.startswith("model-opt: error: ") and needle in err and err.count("\n") == 1, err
+    assert file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "results"]
+
+
 def test_list_models(capsys):
     code, out, _ = run(["bench", "--list", "--json"], capsys)
     assert code == 0

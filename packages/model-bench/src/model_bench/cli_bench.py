@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,21 @@ class BenchCommand:
         return run_models(args, models, modes, batch_sizes, artifacts=not args.no_artifacts)
 
 
+def check_out_dir(path: str, flag: str = "--out") -> None:
+    """Raise :class:`BenchError` unless ``path`` can be the reports' folder: not empty,
+    and neither it nor a folder above it an existing file (checked before any run)."""
+    if not path:
+        raise BenchError(f"{flag}: the path is empty; name an output directory")
+    p = Path(path)
+    for above in (p, *p.parents):
+        if not os.path.exists(above):
+            continue
+        if not os.path.isdir(above):
+            where = "" if above == p else f"{above} "
+            raise BenchError(f"{flag} {path}: {where}is not a directory; name an output directory")
+        return
+
+
 def list_models(as_json: bool) -> int:
     from model_bench.zoo import model_providers
 
@@ -260,6 +276,7 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
 
     from model_bench.sweep import check_sweep
 
+    check_out_dir(args.out)
     settings = settings_from(args)
     check_sweep(models, modes, batch_sizes)
     if args.measure:
@@ -307,6 +324,7 @@ def run_graph_file(args) -> int:
 
     if args.modes or args.batch_sizes:
         raise BenchError("--mode and --batch-size describe zoo models; a graph file was captured with its own")
+    check_out_dir(args.out)
     progress = Progress(quiet=args.quiet, prefix=f"[{Path(args.graph).name}] ")
     seconds: dict[str, float] = {}
     with progress.stage("load", seconds):
