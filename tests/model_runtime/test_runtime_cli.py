@@ -134,6 +134,30 @@ def test_measure_reports_a_crashed_variant_and_goes_on():
     assert "error" in got and "exit status" in got["error"]
 
 
+def test_measure_fails_when_every_variant_failed(capsys, monkeypatch):
+    """Exit 1 when no variant ran (here every child fails, as arena+graph does on a CPU);
+    0 when one did; an empty --variants list is a user mistake."""
+    import model_runtime.measured_runs as measured_runs
+
+    monkeypatch.setattr(measured_runs, "spawn_variant",
+                        lambda spec, alloc: {"error": "RuntimeLayerError: CUDA graphs need a model on a CUDA device"})
+    argv = ["run", "tiny-mlp", "--batch-size", "2", "--measure", "--variants", "arena+graph"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out.count("FAILED") == 2 and "every variant failed" in err
+    assert main([*argv, "--json"]) == 1
+    capsys.readouterr()
+    monkeypatch.setattr(measured_runs, "spawn_variant",
+                        lambda spec, alloc: {"error": "boom"} if alloc == "default" else
+                        {"torch": "x", "median_step_seconds": 0.001, "losses": ["0x1p+0"]})
+    assert main(argv) == 0
+    assert "every variant failed" not in capsys.readouterr().err
+    for variants in (",", ""):
+        assert main(["run", "tiny-mlp", "--measure", "--variants", variants]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("model-opt: error: --variants: name at least one") and err.count("\n") == 1
+
+
 def test_measure_rejects_an_unknown_allocator_setting(capsys):
     assert main(["run", "tiny-cnn", "--measure", "--allocators", "bogus"]) == 2
     assert "--allocators" in capsys.readouterr().err

@@ -150,7 +150,9 @@ class RunCommand:
         parser.add_argument("--measure", action="store_true",
                             help="run eager, reorder and arena each in a fresh process, with PyTorch's default "
                                  "allocator and with expandable segments, and report measured memory (CUDA: "
-                                 "max_memory_allocated/reserved) and step times next to the plan")
+                                 "max_memory_allocated/reserved) and step times next to the plan; a failed "
+                                 "variant is reported and the others go on; exit status 1 when every variant "
+                                 "failed")
         parser.add_argument("--allocators", default="default,expandable",
                             help="with --measure: allocator settings to run (default,expandable)")
         parser.add_argument("--variants", default="eager,reorder,arena",
@@ -202,7 +204,8 @@ class RunCommand:
 
 def _run_measure(args) -> int:
     """``model-opt run MODEL --measure``: every variant in a fresh process (see
-    :mod:`model_runtime.measured_runs`); a crashed variant is reported, not fatal."""
+    :mod:`model_runtime.measured_runs`); a crashed variant is reported, not fatal, but
+    the status is 1 when no variant succeeded."""
     import sys
 
     from model_runtime.measured_runs import ALLOC_CONFS, executor_of, measure_model, render_measurement
@@ -217,6 +220,8 @@ def _run_measure(args) -> int:
         raise RuntimeLayerError(f"--allocators: unknown setting {unknown[0] if unknown else '(none)'!r}; "
                                 f"choose from {', '.join(ALLOC_CONFS)}")
     variants = tuple(v for v in args.variants.split(",") if v)
+    if not variants:
+        raise RuntimeLayerError("--variants: name at least one, e.g. eager,reorder,arena")
     for v in variants:
         if v != "eager" and executor_of(v)[0] != AUTO_EXECUTOR:
             provider("model_opt_executors", executor_of(v)[0], "executor")  # a clear error for an unknown one
@@ -226,4 +231,7 @@ def _run_measure(args) -> int:
                            time_limit=args.time_limit, memory_budget=args.budget,
                            progress=None if args.json else (lambda m: print(f"  running {m}", file=sys.stderr)))
     print(json.dumps(result) if args.json else render_measurement(result))
+    if all("error" in r for by_variant in result["runs"].values() for r in by_variant.values()):
+        print("model-opt: run: every variant failed", file=sys.stderr)
+        return 1
     return 0
