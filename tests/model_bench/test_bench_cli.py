@@ -165,6 +165,31 @@ def test_out_must_be_a_directory_checked_before_any_run(tmp_path, capsys, monkey
     assert file.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "results"]
 
 
+def test_options_a_graph_file_or_an_empty_list_would_ignore_are_refused(tmp_path, capsys, monkeypatch):
+    """bench --graph refuses --optimizer and --device as it does --mode and --batch-size
+    (the graph was captured with its own); an empty list is not the default list."""
+    import model_bench.sweep as sweep
+
+    monkeypatch.setattr(sweep, "run_bench", lambda *a, **k: pytest.fail("ran a model"))
+    monkeypatch.chdir(tmp_path)
+    graph = tmp_path / "t.json"
+    graph.write_text("{}")
+    for argv, needle in [
+        (["bench", "--graph", str(graph), "--optimizer", "adam"], "--optimizer and --device say how to capture"),
+        (["bench", "--graph", str(graph), "--device", "cuda"], "--optimizer and --device say how to capture"),
+        (["bench", "--graph", str(graph), "--device", "cpu"], "--optimizer and --device say how to capture"),
+        (["bench", "--model", "tiny-mlp", "--batch-sizes", ","], "--batch-sizes: the list is empty"),
+        (["bench", "--model", "tiny-mlp", "--modes", ","], "--modes: the list is empty"),
+        (["bench", "suite", "--models", "tiny-mlp", "--batch-sizes", ","], "--batch-sizes: the list is empty"),
+        (["bench", "suite", "--models", "tiny-mlp", "--modes", ""], "--modes: the list is empty"),
+        (["bench", "suite", "--models", ","], "--models: the list is empty"),
+    ]:
+        code, out, err = run([*argv, "--quiet"], capsys)
+        assert code == 2 and out == "", (argv, out)
+        assert err.startswith("model-opt: error: ") and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bench-out").exists()
+
+
 def test_list_models(capsys):
     code, out, _ = run(["bench", "--list", "--json"], capsys)
     assert code == 0

@@ -158,6 +158,21 @@ def test_measure_fails_when_every_variant_failed(capsys, monkeypatch):
         assert err.startswith("model-opt: error: --variants: name at least one") and err.count("\n") == 1
 
 
+def test_conflicting_plan_options_are_refused(tmp_path, capsys):
+    """--budget is not silently dropped for a --plan; --measure does not silently skip
+    --plan or --save-plan (checked before the plan file is read or any step runs)."""
+    plan = str(tmp_path / "sp.json")
+    for argv, needle in [
+        (["--plan", plan, "--budget", "1KiB"], "--budget plans the step under a memory budget; --plan"),
+        (["--measure", "--plan", plan], "--plan and --save-plan with --measure"),
+        (["--measure", "--save-plan", plan], "--plan and --save-plan with --measure"),
+    ]:
+        assert main(["run", "tiny-mlp", "--batch-size", "2", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("model-opt: error: ") and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sp.json").exists()
+
+
 def test_measure_rejects_an_unknown_allocator_setting(capsys):
     assert main(["run", "tiny-cnn", "--measure", "--allocators", "bogus"]) == 2
     assert "--allocators" in capsys.readouterr().err

@@ -18,6 +18,8 @@ from model_bench.reports import fmt_bytes, fmt_percent
 from model_bench.sweep import SUITE_BATCH_SIZES, SUITE_MODES
 
 DEFAULT_OUT = "bench-out"
+DEFAULT_OPTIMIZER = "sgd"
+DEFAULT_DEVICE = "cuda"
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -25,9 +27,20 @@ def _split(values: list[str] | None) -> list[str]:
     return [v for item in values or () for v in item.split(",") if v]
 
 
-def _batch_sizes(values: list[str]) -> list[int]:
+def _list(values: list[str] | None, flag: str) -> list[str] | None:
+    """:func:`_split` of a list option: None when it is not given (its default applies);
+    a given list that names nothing (``--modes ,``) is refused."""
+    if values is None:
+        return None
+    out = _split(values)
+    if not out:
+        raise BenchError(f"{flag}: the list is empty; name at least one value (e.g. {flag} A,B)")
+    return out
+
+
+def _batch_sizes(values: list[str] | None) -> list[int]:
     out = []
-    for v in _split(values):
+    for v in _list(values, "--batch-sizes") or ():
         try:
             out.append(int(v))
         except ValueError:
@@ -37,7 +50,8 @@ def _batch_sizes(values: list[str]) -> list[int]:
 
 def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every bench command: optimizer and the algorithms to run."""
-    parser.add_argument("--optimizer", default="sgd", help=f"training optimizer: {', '.join(OPTIMIZERS)} "
+    # Defaults None (sgd, cuda: see settings_from) so that bench --graph can tell a flag given.
+    parser.add_argument("--optimizer", default=None, help=f"training optimizer: {', '.join(OPTIMIZERS)} "
                         "(default sgd: SGD(lr=0.1), MODeL's setup)")
     parser.add_argument("--scheduler", default="auto", help="scheduling method (model_sched; default auto)")
     parser.add_argument("--placer", default="auto", help="placement method (model_place; default auto)")
@@ -45,7 +59,7 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
                         "scheduler's choice)")
     parser.add_argument("--time-limit", type=seconds(allow_zero=False), default=None, metavar="SECONDS",
                         help="time limit of each solve; the best answer found and its gap are reported")
-    parser.add_argument("--device", default="cuda", choices=DEVICES,
+    parser.add_argument("--device", default=None, choices=DEVICES,
                         help="capture the step with this device's kernels (default cuda: the attention, batch-norm "
                              "and dropout kernels CUDA runs, emulated without a GPU, plus cuBLAS and cuDNN workspaces)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -61,8 +75,8 @@ def settings_from(args) -> BenchSettings:
 
         budget = parse_bytes(budget)
     return check_settings(BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
-                                        time_limit=args.time_limit, optimizer=args.optimizer,
-                                        device=args.device, memory_budget=budget))
+                                        time_limit=args.time_limit, optimizer=args.optimizer or DEFAULT_OPTIMIZER,
+                                        device=args.device or DEFAULT_DEVICE, memory_budget=budget))
 
 
 def format_run(f: dict[str, Any]) -> str:
@@ -235,7 +249,7 @@ class BenchCommand:
         models = _split(args.models)
         if not models:
             raise BenchError("name a model with --model NAME (see model-opt bench --list) or a graph with --graph")
-        modes = _split(args.modes) or ["train"]
+        modes = _list(args.modes, "--modes") or ["train"]
         batch_sizes = _batch_sizes(args.batch_sizes) or [1]
         return run_models(args, models, modes, batch_sizes, artifacts=not args.no_artifacts)
 
@@ -310,8 +324,8 @@ def check_cuda(flag: str) -> None:
 def run_suite(args) -> int:
     from model_bench.sweep import suite_models
 
-    models = _split(args.models) or suite_models()
-    modes = _split(args.modes) or list(SUITE_MODES)
+    models = _list(args.models, "--models") or suite_models()
+    modes = _list(args.modes, "--modes") or list(SUITE_MODES)
     batch_sizes = _batch_sizes(args.batch_sizes) or list(SUITE_BATCH_SIZES)
     return run_models(args, models, modes, batch_sizes, artifacts=args.artifacts, title="model-opt bench suite")
 
@@ -324,6 +338,9 @@ def run_graph_file(args) -> int:
 
     if args.modes or args.batch_sizes:
         raise BenchError("--mode and --batch-size describe zoo models; a graph file was captured with its own")
+    if args.optimizer is not None or args.device is not None:
+        raise BenchError("--optimizer and --device say how to capture zoo models; a graph file was captured "
+                         "with its own")
     check_out_dir(args.out)
     progress = Progress(quiet=args.quiet, prefix=f"[{Path(args.graph).name}] ")
     seconds: dict[str, float] = {}

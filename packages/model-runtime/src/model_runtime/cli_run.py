@@ -172,7 +172,13 @@ class RunCommand:
         if not args.model:
             raise RuntimeLayerError("name a zoo model: model-opt run MODEL (or --model MODEL); "
                                     "model-opt bench --list lists them")
+        if args.plan is not None and args.budget is not None:
+            raise RuntimeLayerError("--budget plans the step under a memory budget; --plan reuses a saved plan "
+                                    "as it is: give one of them")
         if args.measure:
+            if args.plan is not None or args.save_plan is not None:
+                raise RuntimeLayerError("--plan and --save-plan with --measure: each measured variant plans in "
+                                        "its own process; run without --measure to save or reuse a plan")
             if args.cuda_graph:
                 raise RuntimeLayerError("--cuda-graph with --measure: name the variants instead, e.g. "
                                         "--variants eager,arena,arena+graph")
