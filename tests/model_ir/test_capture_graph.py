@@ -228,6 +228,67 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(model, 3)
 
 
+class ThresholdSGD(torch.optim.SGD):
+    """Branches on the learning rate's size, which its sign does not decide: the update
+    cannot be traced with the learning rate as an input of the step."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group["lr"] > 0.05:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(0.5)
+        return super().step(closure)
+
+
+def _counting_traces(monkeypatch) -> list[bool]:
+    """The ``lift_hyper_parameters`` of every trace capture starts."""
+    import model_ir.torch.capture  # noqa: F401 - the module, not the function of the same name
+
+    module = sys.modules["model_ir.torch.capture"]
+    calls, trace_step = [], module.trace_step
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["lift_hyper_parameters"])
+        return trace_step(*args, **kwargs)
+
+    monkeypatch.setattr(module, "trace_step", counted)
+    return calls
+
+
+def _retry_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "stay constants" in r.getMessage()]
+
+
+def test_an_update_branching_on_a_hyper_parameter_is_captured_with_it_constant(caplog, monkeypatch):
+    calls = _counting_traces(monkeypatch)
+    model = mlp(4, 2)
+    step = capture_step(model, torch.randn(2, 4), optimizer=ThresholdSGD(model.parameters(), lr=0.1))
+    assert calls == [True, False] and not step.hyper_parameters
+    [warning] = _retry_warnings(caplog)
+    assert "data-dependent" in warning
+
+
+@pytest.mark.parametrize("mistake", ["input shape", "loss", "batch size"])
+def test_user_mistakes_with_an_optimizer_raise_at_once_without_the_retry_warning(mistake, caplog, monkeypatch):
+    """A failure before the update is not the hyper-parameters': one trace, no warning."""
+    calls = _counting_traces(monkeypatch)
+    model = mlp(4, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, loss_fn = torch.randn(2, 4), None
+    if mistake == "input shape":
+        x = torch.randn(2, 5)
+    elif mistake == "loss":
+        loss_fn = lambda out: out  # noqa: E731 - not a scalar
+    else:
+        x = torch.empty(2**58, 4, device="meta")  # the logits, 2**58 x 10 floats, overflow 64-bit sizes
+    with pytest.raises(CaptureError) as raised:
+        capture(model, x, optimizer=optimizer, loss_fn=loss_fn)
+    assert calls == [True], str(raised.value)
+    assert not _retry_warnings(caplog)
+
+
 def test_torch_frontend_provider():
     model = mlp(8, 2)
     g = load(model, frontend="torch", example_inputs=torch.randn(2, 8), granularity=1)

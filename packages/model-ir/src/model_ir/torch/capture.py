@@ -9,12 +9,11 @@ from collections.abc import Callable
 import torch
 
 from model_ir.graph import Graph
-from model_ir.torch.errors import CaptureError
+from model_ir.torch.errors import LiftedHyperParametersError
 from model_ir.torch.flops import annotate_flops
 from model_ir.torch.dropout_masks import keep_dropout_masks
 from model_ir.torch.functional_inplace import functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
-from model_ir.torch.hyper_parameters import lifted_hyper_parameters
 from model_ir.torch.step import CapturedStep
 from model_ir.torch.storage_graph import build_storage_map, check_granularity
 from model_ir.torch.tracing import trace_step
@@ -102,13 +101,13 @@ def capture_step(
 
     try:
         traced = trace(True)
-    except CaptureError as e:
-        if optimizer is None or not train or not lifted_hyper_parameters(optimizer):
-            raise
-        # An optimizer whose step branches on a hyper-parameter in a way the sign does not
-        # decide: keep its hyper-parameters as constants (a change then needs a new capture).
-        log.warning("the optimizer's hyper-parameters stay constants of the captured step (%s)", e)
+    except LiftedHyperParametersError as e:
+        # Only a failure of the update with its hyper-parameters as inputs (an optimizer
+        # whose step branches on one in a way the sign does not decide): capture again with
+        # them as constants (a change then needs a new capture). Any other failure (input
+        # shapes, the loss, sizes) was raised at once. Said only once that capture worked.
         traced = trace(False)
+        log.warning("the optimizer's hyper-parameters stay constants of the captured step (%s)", e)
     if functional_inplace and train:
         functionalize_forward_writes(traced.module, traced.backward_start)
         keep_dropout_masks(traced.module, traced.backward_start)

@@ -13,6 +13,13 @@ class CaptureError(ModelOptError, RuntimeError):
     """
 
 
+class LiftedHyperParametersError(CaptureError):
+    """The optimizer's update could not be traced with its hyper-parameters as inputs of
+    the step (:mod:`model_ir.torch.hyper_parameters`), e.g. it branches on one in a way
+    its sign does not decide; :func:`~model_ir.torch.capture_step` then captures it again
+    with them as constants. Raised only for a failure inside the update."""
+
+
 class ExecutionError(ModelOptError, RuntimeError):
     """A captured step could not be executed (wrong tensors bound, invalid order, ...)."""
 

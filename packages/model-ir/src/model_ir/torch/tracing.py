@@ -33,7 +33,7 @@ from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
 from model_ir.torch.cuda_kernels import emulate_cuda
-from model_ir.torch.errors import CaptureError
+from model_ir.torch.errors import CaptureError, LiftedHyperParametersError
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
 from model_ir.torch.grad_scaler import (
     SCALER_TENSORS,
@@ -490,6 +490,17 @@ def trace_step(
     found_inf_tensor: list[torch.Tensor] = []
     released: dict[StorageWeakRef, str] = {}
     structure: list[OutputStructure] = []
+    # Set when the trace fails where the lifted hyper-parameters are read or used (the update).
+    failed_with_lifted: list[bool] = []
+
+    @contextlib.contextmanager
+    def lifted_region():
+        try:
+            yield
+        except Exception:
+            if hyper:
+                failed_with_lifted.append(True)
+            raise
 
     def step(*tensors):
         it = iter(tensors)
@@ -498,7 +509,8 @@ def trace_step(
         state = defaultdict(dict)
         for pid, entries in state_layout:
             state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
-        hyper_values = read_symbolic(hyper, [next(it) for _ in hyper])
+        with lifted_region():
+            hyper_values = read_symbolic(hyper, [next(it) for _ in hyper])
         scale, growth_tracker = (next(it), next(it)) if scaler_constants is not None else (None, None)
         losses = []
         for _ in range(accumulation_steps):
@@ -533,7 +545,7 @@ def trace_step(
         if optimizer is not None:
             skippable = (torch.profiler.record_function(SKIP_IF_INF) if found_inf is not None
                          else contextlib.nullcontext())
-            with optimizer_bound_to(optimizer, fake_by_real, state), \
+            with lifted_region(), optimizer_bound_to(optimizer, fake_by_real, state), \
                     hyper_parameters_bound(optimizer, hyper, hyper_values), skippable:
                 optimizer.step()
             if found_inf is not None:
@@ -567,10 +579,13 @@ def trace_step(
     try:
         with kernels(), mode, _quiet_meta_failures():
             gm = make_fx(step, tracing_mode="real")(*flat)
-    except CaptureError:
-        raise
     except Exception as exc:
-        raise capture_error(exc, model) from exc
+        error = exc if isinstance(exc, CaptureError) else capture_error(exc, model)
+        if failed_with_lifted:
+            raise LiftedHyperParametersError(str(error)) from exc
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         for m, training in modes:
             m.training = training
