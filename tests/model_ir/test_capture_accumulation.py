@@ -133,8 +133,9 @@ def test_the_simulated_eager_peak_is_the_measured_one(name, model, inputs, loss_
 
 
 def test_the_tracker_sums_in_place_only_inside_backward():
-    """Outside the engine's sums, the storage tracker leaves ``add`` alone; inside, it sums
-    as eager: a residual block's step with the tracker makes as many storages as without."""
+    """Outside the engine's sums the storage tracker leaves ``add`` alone, and the sums it
+    runs in place inside give the gradients of an untracked step (what they save is checked
+    by the peak test above: ``wide``)."""
     from model_ir.testing.live_memory import _EagerTracker
 
     torch.manual_seed(0)

@@ -26,10 +26,9 @@ from collections.abc import Callable
 import torch
 from torch import fx
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils import _pytree as pytree
 
 from model_ir.simulator import EAGER_IN_PLACE
-from model_ir.torch.functional_inplace import _is_view
+from model_ir.torch.functional_inplace import _is_view, _storage
 
 #: The profiler region that marks the autograd engine's gradient sums while tracing.
 ACCUMULATE = "model_opt.accumulate_gradients"
@@ -87,11 +86,6 @@ def dense(t: torch.Tensor) -> bool:
     return True
 
 
-def _storages(node) -> list[StorageWeakRef]:
-    value = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return [StorageWeakRef(t.untyped_storage()) for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
-
-
 def mark_in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> int:
     """Mark the gradient sums of ``sums`` (node names of ``aten.add.Tensor(old, new)``,
     see :func:`marking_accumulations`) that eager's engine runs in place, holding the
@@ -103,12 +97,11 @@ def mark_in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> int:
     (:data:`model_ir.simulator.EAGER_IN_PLACE`). Returns how many were marked."""
     nodes = list(gm.graph.nodes)
     position = {n: i for i, n in enumerate(nodes)}
-    inputs = {s for n in nodes if n.op == "placeholder" for s in _storages(n)}
+    inputs = {_storage(n) for n in nodes if n.op == "placeholder"}
     readers: dict[StorageWeakRef, list[int]] = defaultdict(list)  # storage -> positions of its readers
     for n in nodes:
         for arg in n.all_input_nodes:
-            for s in _storages(arg):
-                readers[s].append(position[n])
+            readers[_storage(arg)].append(position[n])  # a multi-output op is read through its getitems
     marked = 0
     for n in nodes:
         if n.name not in sums or n.target is not torch.ops.aten.add.Tensor or len(n.args) != 2 or n.kwargs:
