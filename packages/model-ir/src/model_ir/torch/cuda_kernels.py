@@ -68,7 +68,9 @@ def _sdpa(backend: str | None, prefer_cudnn: bool):
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
         chosen = backend or sdpa_backend(q, k, v, attn_mask, is_causal, enable_gqa, prefer_cudnn)
         if attn_mask is not None and attn_mask.dtype == torch.bool:
-            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill_(~attn_mask, -math.inf)
+            # convert_boolean_attn_mask (attention.cpp): one where, no inverted copy of the mask
+            attn_mask = torch.where(attn_mask, 0.0, torch.scalar_tensor(-math.inf, dtype=q.dtype,
+                                                                        device=attn_mask.device))
         log_sumexp = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         if chosen == "flash":  # the CUDA composite pads the head dim to a multiple of 8
             d = q.size(-1)

@@ -32,6 +32,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
+from model_ir.torch.constant_decisions import constant_decisions
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
@@ -577,7 +578,7 @@ def trace_step(
     elif not model.training:
         model.train()
     try:
-        with kernels(), mode, _quiet_meta_failures():
+        with kernels(), mode, _quiet_meta_failures(), constant_decisions():
             gm = make_fx(step, tracing_mode="real")(*flat)
     except Exception as exc:
         error = exc if isinstance(exc, CaptureError) else capture_error(exc, model)
