@@ -245,3 +245,70 @@ def test_cpu_kernel_temporaries_are_batch_norm_backwards_second_input_gradient()
     graph = Graph(buffers, ops, meta={"device": "cpu"})
     assert cpu_kernel_temporaries(graph) == {"bnb": 4096}
     assert cpu_kernel_temporaries(Graph(buffers, ops, meta={"device": "cuda"})) == {}
+
+
+def attention_backward(batch, heads, queries, head_dim=64, dtype="float32", device="cuda"):
+    """grad_out, q, k, v, out -> _scaled_dot_product_efficient_attention_backward -> dq, dk, dv."""
+    shape = (batch, heads, queries, head_dim)
+    size = 4 * math.prod(shape)
+    names = ["dout", "q", "k", "v", "out", "dq", "dk", "dv"]
+    buffers = [Buffer(n, size, shape=shape, dtype=dtype) for n in names]
+    ops = [Op("make", outputs=names[:5]),
+           Op("attn_bwd", inputs=names[:5], outputs=names[5:],
+              target="aten._scaled_dot_product_efficient_attention_backward.default")]
+    return Graph(buffers, ops, meta={"device": device, "granularity": 512})
+
+
+@pytest.mark.parametrize("batch,heads,queries,product,delta,workspace", [
+    (32, 12, 128, 12 * MiB, 196608, 12595200),  # bert-base b32, traced on the H200
+    (32, 12, 512, 48 * MiB, 786432, 50380800),  # gpt2 b32
+])
+def test_efficient_attention_backward_temporaries_as_traced_on_the_h200(batch, heads, queries, product, delta,
+                                                                         workspace):
+    from model_ir.workspaces import attention_backward_temporaries, call_peak
+
+    g = attention_backward(batch, heads, queries)
+    parts = attention_backward_temporaries(g, g.ops[1])
+    # the product and its sum, then delta (the sum freed), then the workspace (the product freed)
+    assert parts == ((1, 3, product), (1, 2, delta), (2, 4, delta), (3, 4, workspace))
+    assert call_peak(parts) == max(product + delta, product + delta, delta + workspace)
+    assert transient_workspaces(g) == {"attn_bwd": call_peak(parts)}
+    assert attention_backward_temporaries(g, g.ops[0]) == ()
+    half = attention_backward(batch, heads, queries, dtype="float16")
+    assert attention_backward_temporaries(half, half.ops[1]) == () and transient_workspaces(half) == {}
+    assert transient_workspaces(attention_backward(batch, heads, queries, device="cpu")) == {}
+
+
+def test_attention_backward_temporaries_each_at_their_moment_on_the_allocator_clock():
+    from model_bench.pipeline import eager_step_lifetimes
+    from model_ir.workspaces import on_allocator_clock
+
+    g = with_workspaces(attention_backward(32, 12, 128))
+    _, step = eager_step_lifetimes(g)
+    clock = {lt.id: (lt.start, lt.end, lt.size) for lt in on_allocator_clock(g, step)}
+    k = 4  # the second op's first allocator time
+    assert clock["workspace:attn_bwd"] == (k + 3, k + 4, 12595200)  # the largest keeps the id
+    assert clock["workspace:attn_bwd:0"] == (k + 1, k + 3, 12 * MiB)
+    assert clock["workspace:attn_bwd:1"] == (k + 1, k + 2, 196608)
+    assert clock["workspace:attn_bwd:2"] == (k + 2, k + 4, 196608)
+    assert clock["dq"][0] == k  # the results come first
+
+
+@pytest.mark.parametrize("tokens,rows,expected", [
+    (32 * 128, 30522, 13839360),  # bert-base b32's word embeddings, traced on the H200
+    (32 * 512, 50257, 55363584),  # gpt2 b32's
+    (3072, 30522, 0),  # not sorted: no partial sums
+    (32 * 128, 2, (409 + 2) * 768 * 4),  # BERT's token types: overstated (3.2 KiB traced)
+])
+def test_embedding_backward_partial_sums(tokens, rows, expected):
+    from model_ir.workspaces import embedding_backward_workspace_bytes
+
+    g = Graph([Buffer("dy", tokens * 768 * 4, shape=(tokens, 768), dtype="float32"),
+               Buffer("ids", tokens * 8, shape=(tokens,), dtype="int64"),
+               Buffer("dw", rows * 768 * 4, shape=(rows, 768), dtype="float32")],
+              [Op("make", outputs=["dy", "ids"]),
+               Op("emb_bwd", inputs=["dy", "ids"], outputs=["dw"], target="aten.embedding_dense_backward.default")],
+              meta={"device": "cuda", "granularity": 512})
+    size = embedding_backward_workspace_bytes(g, g.ops[1])
+    assert size == -(-expected // 512) * 512 and embedding_backward_workspace_bytes(g, g.ops[0]) == 0
+    assert transient_workspaces(g) == ({"emb_bwd": size} if size else {})

@@ -42,8 +42,15 @@ building), which decide the default allocator's segments, and the CUDA context.
 
 A sum or mean that CUDA splits across thread blocks stages partial results in a buffer
 it takes from the caching allocator for the call (:func:`reduction_workspace_bytes`);
-:func:`with_workspaces` adds those too. Not modelled: the memory-efficient attention
-backward's own temporaries (bert-base b32: two 0.19 MiB and one 12 MiB per layer).
+:func:`with_workspaces` adds those too, and the temporaries of two more kernels, read in
+PyTorch's sources and checked against the same H200 traces (bert-base and gpt2, batch
+32, fp32): the memory-efficient attention backward (:func:`attention_backward_temporaries`:
+``grad_out * out``, its sum over the head dim and that sum made contiguous, then the
+kernel's workspace; bert-base: 12 MiB, 2 x 0.19 MiB and 12.01 MiB per layer) and the
+sorted-segment embedding backward (:func:`embedding_backward_workspace_bytes`: 13.2 MiB
+for bert-base's word embeddings, 52.8 MiB for gpt2's). Not modelled: their int64 index
+buffers and sort workspaces (a few KiB to 0.3 MiB), and the other attention kernels'
+(flash, cuDNN) temporaries.
 """
 
 from __future__ import annotations
@@ -301,17 +308,86 @@ def _output_vec_size(sizes, in_strides, reduced: int) -> int:
     return vec
 
 
+#: The memory-efficient attention's backward, as the CUDA capture emits it.
+EFFICIENT_ATTENTION_BACKWARD = "aten._scaled_dot_product_efficient_attention_backward.default"
+
+
+def attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int], ...]:
+    """What ``_efficient_attention_backward`` (aten/src/ATen/native/transformers/cuda/
+    attention_backward.cu) takes from the caching allocator during its call, as
+    ``(first, last, bytes)`` in :data:`ALLOCATOR_SUBSTEPS` of the call (the results come
+    at 0): ``delta``, computed as ``(grad_out * out).sum(-1)`` then made contiguous
+    (the product, batch x heads x queries x value dim floats, freed with the sum once
+    ``delta`` is copied), then the kernel's workspace while ``delta`` lives: the query
+    gradient's float accumulator, batch x heads x (queries x head dim + queries / 16)
+    floats. Exact on the H200 traces for fp32 with head dim 64 (bert-base, 128 queries;
+    gpt2, 512); empty for other dtypes (not traced) and other ops. Each rounded up to the
+    graph's granularity."""
+    if op.target != EFFICIENT_ATTENTION_BACKWARD or len(op.outputs) < 3:
+        return ()
+    grad_q, _, grad_v = (graph.buffer(b) for b in op.outputs[:3])
+    if grad_q.dtype != "float32" or grad_q.shape is None or grad_v.shape is None or len(grad_q.shape) != 4:
+        return ()
+    batch, heads, queries, head_dim = grad_q.shape
+    value_dim = grad_v.shape[-1]
+    granularity = graph.meta.get("granularity", 512)
+
+    def rounded(n: int) -> int:
+        return -(-n // granularity) * granularity
+
+    rows = batch * heads * queries
+    product, delta = rounded(4 * rows * value_dim), rounded(4 * rows)
+    workspace = rounded(4 * batch * heads * (queries * head_dim + -(-queries // 16)))
+    # product and sum, then delta (the sum freed), then the workspace (the product freed)
+    return (1, 3, product), (1, 2, delta), (2, 4, delta), (3, 4, workspace)
+
+
+def call_peak(parts: Sequence[tuple[int, int, int]]) -> int:
+    """The most bytes of ``parts`` (``(first, last, bytes)``) alive at once."""
+    return max((sum(n for a, b, n in parts if a <= t < b) for t in range(ALLOCATOR_SUBSTEPS)), default=0)
+
+
+#: CUDA's embedding backward sorts its indices (and takes temporaries) above this many.
+EMBEDDING_SORT_THRESHOLD = 3072
+EMBEDDING_BACKWARD = "aten.embedding_dense_backward.default"
+
+
+def embedding_backward_workspace_bytes(graph, op) -> int:
+    """The partial sums CUDA's ``embedding_dense_backward`` stages when it sorts its
+    indices (more than :data:`EMBEDDING_SORT_THRESHOLD`; ``embedding_backward_cuda_kernel``,
+    aten/src/ATen/native/cuda/EmbeddingBackwardKernel.cu): ``grad_weight_per_segment``,
+    (indices / 10 + min(indices, rows)) x embedding dim in the gradient's accumulation
+    type. Exact for bert-base's and gpt2's word embeddings at batch 32 on the H200 (4505
+    and 18022 x 768 floats); BERT's two-row token types took 3.2 KiB there, not the 1.2 MiB
+    this gives. 0 for other ops."""
+    if op.target != EMBEDDING_BACKWARD or not op.inputs or not op.outputs:
+        return 0
+    grad, weight = graph.buffer(op.inputs[0]), graph.buffer(op.outputs[0])
+    if grad.shape is None or weight.shape is None or len(weight.shape) != 2 or not grad.shape:
+        return 0
+    rows, dim = weight.shape
+    indices = math.prod(grad.shape[:-1])
+    itemsize = _ITEMSIZE.get(grad.dtype)
+    if itemsize is None or indices <= EMBEDDING_SORT_THRESHOLD:
+        return 0
+    granularity = graph.meta.get("granularity", 512)
+    return -(-(indices // 10 + min(indices, rows)) * dim * max(4, itemsize) // granularity) * granularity
+
+
 def transient_workspaces(graph) -> dict[str, int]:
     """Op id -> bytes of the workspace the op takes for the duration of its call, for a
-    graph captured for CUDA (empty otherwise): cuDNN's convolutions and the staging
-    buffers of split reductions."""
+    graph captured for CUDA (empty otherwise): cuDNN's convolutions, the staging
+    buffers of split reductions, the memory-efficient attention backward's temporaries
+    (their peak) and the embedding backward's partial sums."""
     if graph.meta.get("device") != "cuda":
         return {}
     out = {}
     granularity = graph.meta.get("granularity", 512)
     for op in graph.ops:
-        size = conv_workspace_bytes(graph, op) or reduction_workspace_bytes(op.meta.get("reduction") or {},
-                                                                            granularity=granularity)
+        size = (conv_workspace_bytes(graph, op)
+                or reduction_workspace_bytes(op.meta.get("reduction") or {}, granularity=granularity)
+                or call_peak(attention_backward_temporaries(graph, op))
+                or embedding_backward_workspace_bytes(graph, op))
         if size:
             out[op.id] = size
     return out
@@ -334,7 +410,10 @@ def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]
     it. The larger workspace keeps the lifetime's id (what a plot shows), the other is
     ``<id>:other``. Replaying the H200 traces of vgg16, resnet18 and alexnet, the two
     workspaces' sizes and moments decide how the segments fragment (vgg16 b32: 5008 MiB
-    reserved with one workspace, 5936 with two, 5932 measured).
+    reserved with one workspace, 5936 with two, 5932 measured). The memory-efficient
+    attention backward's workspace becomes its temporaries, each at its moment
+    (:func:`attention_backward_temporaries`; the largest keeps the id, the others are
+    ``<id>:<n>``).
     """
     f = ALLOCATOR_SUBSTEPS
     timed = [attrs.evolve(lt, start=lt.start * f, end=lt.end * f) for lt in step]
@@ -348,6 +427,16 @@ def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]
     extra = []
     for op in graph.ops:
         ws = f"workspace:{op.id}"
+        parts = attention_backward_temporaries(graph, op) if ws in runs else ()
+        for i in runs.get(ws, ()) if parts else ():
+            k = timed[i].start
+            largest = max(range(len(parts)), key=lambda p: parts[p][2])
+            for p, (first, last, size) in enumerate(parts):
+                lt = Lifetime(timed[i].id if p == largest else f"{timed[i].id}:{p}", k + first, k + last, size)
+                if p == largest:
+                    timed[i] = lt
+                else:
+                    extra.append(lt)
         pair = conv_backward_workspaces(graph, op) if ws in runs else None
         if pair is None:
             continue
@@ -409,7 +498,8 @@ def with_workspaces(graph: Graph) -> Graph:
     ops = [attrs.evolve(op, outputs=(*op.outputs, f"workspace:{op.id}")) if op.id in sizes else op
            for op in graph.ops]
     return attrs.evolve(graph, buffers=buffers, ops=ops,
-                        meta={**graph.meta, "workspaces": "cuDNN convolutions, split reductions (model_ir.workspaces)"})
+                        meta={**graph.meta, "workspaces": "cuDNN convolutions, split reductions, attention and "
+                                                            "embedding backward (model_ir.workspaces)"})
 
 
 def without_workspaces(graph: Graph) -> Graph:
