@@ -30,7 +30,10 @@ def test_optional_fields_round_trip(tmp_path):
     data = json.loads(json.dumps(DIAMOND))
     data["buffers"][0].update(kind="activation", dtype="float32", shape=[2, 3], meta={"node": "relu"})
     data["ops"][0].update(target="aten.relu.default", meta={"node": "relu", "x": [1]})
-    data["meta"] = {"source": "test"}
+    data["meta"] = {"source": "test", "granularity": 512, "device": None, "cuda_capability": [9, 0],
+                    "flops": {"total": 10, "forward": 2.5}, "train": True, "arena_fallbacks": ["a"]}
+    data["ops"][1]["meta"] = {"phase": "backward", "flops": 4, "reduction": {
+        "shape": [2, 3], "strides": [3, 1], "dims": None, "dtype": "float32"}}
     g = load_graph(write(tmp_path, data))
     out = tmp_path / "out.json"
     save_graph(g, out)
@@ -38,7 +41,7 @@ def test_optional_fields_round_trip(tmp_path):
     again = json.loads(out.read_text())
     assert again["buffers"][0]["shape"] == [2, 3]
     assert again["ops"][0]["target"] == "aten.relu.default"
-    assert again["meta"] == {"source": "test"}
+    assert again["meta"] == data["meta"]
 
 
 def mutate(path, value):
@@ -71,6 +74,17 @@ def mutate(path, value):
         (mutate(["ops", 0, "inputs"], ["loss"]), "op 'A' uses buffer 'loss' before op 'B' produces it"),
         (mutate(["ops"], {"A": 1}), "ops: expected a list"),
         ([1, 2], "top level: expected an object"),
+        # meta fields the layers read are checked at load, not deep inside a command
+        (mutate(["meta"], {"granularity": "abc"}), r'meta.granularity: expected a positive integer \(bytes\), got "abc"'),
+        (mutate(["meta"], {"granularity": 0}), "meta.granularity: expected a positive integer"),
+        (mutate(["meta"], {"cuda_capability": [9]}), r"meta.cuda_capability: expected \[major, minor\]"),
+        (mutate(["meta"], {"flops": {"total": -1}}), "meta.flops: expected an object of non-negative numbers"),
+        (mutate(["meta"], {"arena_fallbacks": "x"}), "meta.arena_fallbacks: expected a list of buffer ids"),
+        (mutate(["meta"], {"device": 0}), "meta.device: expected a string or null"),
+        (mutate(["meta"], {"train": "yes"}), "meta.train: expected true or false"),
+        (mutate(["ops", 0, "meta"], {"flops": 1.5}), r"ops\[0\].meta.flops: expected a non-negative integer"),
+        (mutate(["ops", 0, "meta"], {"reduction": {"shape": [2]}}), r"ops\[0\].meta.reduction: expected an object"),
+        (mutate(["buffers", 0, "meta"], {"released_after": 3}), r"buffers\[0\].meta.released_after: expected an op id"),
     ],
 )
 def test_malformed_graphs_name_file_and_field(tmp_path, data, message):

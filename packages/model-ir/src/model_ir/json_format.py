@@ -27,6 +27,65 @@ _PLAN_FIELDS = {"format", "order", "figures", "arena_bytes", "offsets", "graph"}
 _BUFFER_FIELDS = {"id", "size", "kind", "persistent", "output", "dtype", "shape", "meta"}
 _OP_FIELDS = {"id", "inputs", "outputs", "mutates", "after", "target", "meta"}
 
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _count(v: Any) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str_or_null(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(_is_int(x) for x in v)
+
+
+def _flops_object(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+                                       for x in v.values())
+
+
+def _reduction(v: Any) -> bool:
+    return (isinstance(v, dict) and _int_list(v.get("shape")) and _int_list(v.get("strides"))
+            and (v.get("dims") is None or _int_list(v.get("dims"))) and isinstance(v.get("dtype"), str))
+
+
+#: ``meta`` fields the layers read, with the check a loaded value must pass; any other
+#: ``meta`` field is free-form. A wrong type here would otherwise fail deep inside a
+#: command (``int("abc")`` in the simulator) instead of naming the field.
+_STR_OR_NULL = (_str_or_null, "a string or null")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_GRAPH_META = {
+    "granularity": (_positive_int, "a positive integer (bytes)"),
+    "batch_size": (_count, "a non-negative integer"),
+    "cuda_capability": (lambda v: _int_list(v) and len(v) == 2, "[major, minor] integers"),
+    "flops": (_flops_object, "an object of non-negative numbers"),
+    "arena_fallbacks": (_str_list, "a list of buffer ids"),
+    **dict.fromkeys(("device", "frontend", "kernels", "mode", "model", "optimizer", "workspaces"), _STR_OR_NULL),
+    **dict.fromkeys(("train", "keep_grads", "return_outputs"), _BOOL),
+}
+_OP_META = {
+    "phase": (lambda v: isinstance(v, str), "a string"),
+    "flops": (_count, "a non-negative integer"),
+    "folded": (_str_list, "a list of node names"),
+    "reduction": (_reduction, 'an object {"shape": [...], "strides": [...], "dims": [...] or null, "dtype": "..."}'),
+}
+_BUFFER_META = {
+    "released_after": (lambda v: isinstance(v, str), "an op id"),
+    "grad_of": (lambda v: isinstance(v, str), "a string"),
+}
+
 #: Deepest nesting of arrays and objects inside a free-form field (``meta``,
 #: ``figures``). Deeper values would break Python's recursive JSON encoder when the
 #: graph is saved again.
@@ -76,6 +135,14 @@ class _Reader:
         problem = value and _bad_value(value, [_field(where, key)], 1)
         if problem:
             raise self.fail(*problem)
+        return value
+
+    def meta(self, data: Mapping[str, Any], where: str, known: Mapping[str, tuple]) -> dict[str, Any]:
+        """:meth:`free_form` ``meta``, whose fields in ``known`` pass their check."""
+        value = self.free_form(data, "meta", where)
+        for key, (ok, expected) in known.items():
+            if key in value and not ok(value[key]):
+                raise self.fail(_field(_field(where, "meta"), key), f"expected {expected}, got {_show(value[key])}")
         return value
 
     def unknown(self, data: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -176,7 +243,7 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
                 output=r.get(b, "output", w, bool, False),
                 dtype=r.get(b, "dtype", w, (str, type(None)), None),
                 shape=shape,
-                meta=r.free_form(b, "meta", w),
+                meta=r.meta(b, w, _BUFFER_META),
             )
         )
     ops = []
@@ -192,7 +259,7 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
                 mutates=r.str_list(o, "mutates", w),
                 after=r.str_list(o, "after", w),
                 target=r.get(o, "target", w, (str, type(None)), None),
-                meta=r.free_form(o, "meta", w),
+                meta=r.meta(o, w, _OP_META),
             )
         )
     try:
@@ -200,7 +267,7 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
             buffers=buffers,
             ops=ops,
             name=r.get(data, "name", "top level", str, "graph"),
-            meta=r.free_form(data, "meta", "top level"),
+            meta=r.meta(data, "top level", _GRAPH_META),
         )
     except GraphError as e:
         raise FormatError(f"{source}: invalid graph: {e}") from None
