@@ -135,13 +135,12 @@ def test_measure_reports_a_crashed_variant_and_goes_on():
 
 
 def test_measure_fails_when_every_variant_failed(capsys, monkeypatch):
-    """Exit 1 when no variant ran (here every child fails, as arena+graph does on a CPU);
-    0 when one did; an empty --variants list is a user mistake."""
+    """Exit 1 when no variant ran (here every child fails); 0 when one did; an empty
+    --variants list is a user mistake."""
     import model_runtime.measured_runs as measured_runs
 
-    monkeypatch.setattr(measured_runs, "spawn_variant",
-                        lambda spec, alloc: {"error": "RuntimeLayerError: CUDA graphs need a model on a CUDA device"})
-    argv = ["run", "tiny-mlp", "--batch-size", "2", "--measure", "--variants", "arena+graph"]
+    monkeypatch.setattr(measured_runs, "spawn_variant", lambda spec, alloc: {"error": "RuntimeError: boom"})
+    argv = ["run", "tiny-mlp", "--batch-size", "2", "--measure", "--variants", "arena"]
     assert main(argv) == 1
     out, err = capsys.readouterr()
     assert out.count("FAILED") == 2 and "every variant failed" in err
@@ -189,13 +188,25 @@ def test_run_takes_the_model_as_bench_and_capture_do(capsys):
         assert message in err and err.strip().count("\n") == 0
 
 
-def test_cuda_graph_flags_are_checked(capsys):
-    assert main(["run", "tiny-mlp", "--cuda-graph", "--time-limit", "0.5"]) == 2
-    assert "need a model on a CUDA device" in capsys.readouterr().err
-    assert main(["run", "tiny-mlp", "--cuda-graph", "--measure"]) == 2
-    assert "--variants eager,arena,arena+graph" in capsys.readouterr().err
-    assert main(["run", "tiny-mlp", "--measure", "--variants", "eager,bogus+graph"]) == 2
-    assert "bogus" in capsys.readouterr().err
+def test_cuda_graph_flags_are_checked(capsys, monkeypatch):
+    """CUDA graphs on a CPU run are refused before anything is planned or spawned."""
+    import model_runtime.cli_run as cli_run
+    import model_runtime.measured_runs as measured_runs
+
+    def never(*args, **kwargs):
+        raise AssertionError("planned or ran a step for a refused option")
+
+    monkeypatch.setattr(cli_run, "_run_model", never)
+    monkeypatch.setattr(measured_runs, "spawn_variant", never)
+    for argv, message in [
+        (["--cuda-graph"], "--cuda-graph: CUDA graphs need --device cuda (this run is on cpu)"),
+        (["--measure", "--variants", "eager,arena+graph"], "--variants arena+graph: CUDA graphs need --device cuda"),
+        (["--cuda-graph", "--measure"], "--variants eager,arena,arena+graph"),
+        (["--measure", "--variants", "eager,bogus+graph"], "bogus"),
+    ]:
+        assert main(["run", "tiny-mlp", "--time-limit", "0.5", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("model-opt: error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_exclusive_runs_wait_for_the_timing_lock(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
     """
     if steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
-    _check_device(device)
+    _check_device(device, "--cuda-graph" if cuda_graph else None)
     try:
         return _run_model(name, batch_size=batch_size, mode=mode, optimizer=optimizer, executor=executor,
                           steps=steps, time_limit=time_limit, device=device, compare_eager=compare_eager, plan=plan,
@@ -100,8 +100,10 @@ def _run_model(name, *, batch_size, mode, optimizer, executor, steps, time_limit
     return step, figures
 
 
-def _check_device(device: str) -> None:
-    """Raise :class:`RuntimeLayerError` unless ``device`` names a device of this machine."""
+def _check_device(device: str, cuda_graph: str | None = None) -> None:
+    """Raise :class:`RuntimeLayerError` unless ``device`` names a device of this machine,
+    and, when the option ``cuda_graph`` asks for CUDA graphs, a CUDA one (refused
+    before anything is planned, not after)."""
     import torch
 
     try:
@@ -110,6 +112,8 @@ def _check_device(device: str) -> None:
         raise RuntimeLayerError(f"--device {device!r} is not a device name (e.g. cpu, cuda, cuda:1)") from None
     if dev.type not in ("cpu", "cuda"):
         raise RuntimeLayerError(f"--device {device}: the runtime runs steps on cpu or cuda")
+    if cuda_graph and dev.type != "cuda":
+        raise RuntimeLayerError(f"{cuda_graph}: CUDA graphs need --device cuda (this run is on {dev.type})")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -219,7 +223,6 @@ def _run_measure(args) -> int:
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
-    _check_device(args.device)
     allocs = tuple(a for a in args.allocators.split(",") if a)
     unknown = [a for a in allocs if a not in ALLOC_CONFS]
     if unknown or not allocs:
@@ -232,6 +235,8 @@ def _run_measure(args) -> int:
         if v != "eager" and executor_of(v)[0] != AUTO_EXECUTOR:
             provider("model_opt_executors", executor_of(v)[0], "executor")  # a clear error for an unknown one
     provider("model_opt_models", args.model, "model")
+    graphed = [v for v in variants if executor_of(v)[1]]
+    _check_device(args.device, f"--variants {graphed[0]}" if graphed else None)
     result = measure_model(args.model, mode=args.mode, batch_size=args.batch_size, optimizer=args.optimizer,
                            device=args.device, variants=variants, allocs=allocs, steps=args.steps,
                            time_limit=args.time_limit, memory_budget=args.budget,
