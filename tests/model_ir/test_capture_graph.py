@@ -228,6 +228,15 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(model, 3)
 
 
+@pytest.mark.parametrize("optimizer", [torch.optim.ASGD, torch.optim.LBFGS, torch.optim.SparseAdam])
+def test_an_optimizer_whose_first_step_fails_on_fake_tensors_is_a_capture_error(optimizer):
+    """ASGD branches on its state's values, LBFGS needs a closure, SparseAdam sparse
+    gradients: a CaptureError naming the optimizer's step, not torch's exception."""
+    model = mlp(4, 2)
+    with pytest.raises(CaptureError, match=rf"cannot capture .*\(in {optimizer.__name__}.step\(\), run once on fake"):
+        capture(model, torch.randn(2, 4), optimizer=optimizer(model.parameters()))
+
+
 class ThresholdSGD(torch.optim.SGD):
     """Branches on the learning rate's size, which its sign does not decide: the update
     cannot be traced with the learning rate as an input of the step."""

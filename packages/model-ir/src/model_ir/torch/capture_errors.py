@@ -44,8 +44,8 @@ def capture_error(exc: BaseException, model) -> CaptureError:
     where = _user_frame(exc)
     if "DataDependent" in name or "GuardOnDataDependent" in name or "data-dependent" in text.lower():
         what = (
-            f"data-dependent operation{' ' + op if op else ''}: the model's control flow or output shapes "
-            "depend on tensor values, which capture under fake tensors cannot know"
+            f"data-dependent operation{' ' + op if op else ''}: the step's control flow (model, loss or "
+            "optimizer) or output shapes depend on tensor values, which capture under fake tensors cannot know"
         )
     elif "DynamicOutputShape" in name:
         what = f"operator {op or '?'} has an output shape that depends on tensor values"

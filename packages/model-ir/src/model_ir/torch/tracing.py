@@ -430,8 +430,14 @@ def trace_step(
         missing = [p for p in opt_params if p.requires_grad and not optimizer.state.get(p)]
         init_state = {}
         if missing:
-            with kernels(), tensor_hyper_parameters_as_floats(optimizer):
-                init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing})
+            try:
+                with kernels(), tensor_hyper_parameters_as_floats(optimizer):
+                    init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing})
+            except CaptureError:
+                raise
+            except Exception as exc:  # ASGD, RAdam branch on state values; LBFGS needs a closure
+                raise CaptureError(f"{capture_error(exc, model)} (in {type(optimizer).__name__}.step(), run "
+                                   "once on fake tensors to learn the shapes of its state)") from exc
         for p in opt_params:
             real_state = optimizer.state.get(p)
             entries = []
