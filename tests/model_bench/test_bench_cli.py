@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from model_bench.artifacts import ARTIFACTS
+from model_bench.cli_bench import format_run
 from model_ir import load_graph, load_plan, simulate
 from model_ir.cli import main
 
@@ -35,6 +36,7 @@ def test_bench_json_and_every_output_file(tmp_path, capsys):
     assert f["conv_workspace_bytes"] > 0
     assert f["lower_bound_bytes"] <= f["optimized_peak_bytes"] <= f["eager_peak_bytes"] <= f["eager_reserved_bytes"]
     assert "capture" in err and "schedule" in err  # progress on stderr
+    assert "optimizer in backward   peak" in format_run(f)  # the train step's third baseline
     run_dir = out_dir / "tiny-cnn-train-b4"
     for name in ARTIFACTS.values():
         assert (run_dir / name).stat().st_size > 0, name
@@ -64,6 +66,7 @@ def test_bench_text_report(tmp_path, capsys):
     for needle in ("tiny-mlp eval batch 2", "eager (program order)", "reserved by the caching allocator",
                    "optimized order", "lower bound", "fragmentation", "plan memory", "seconds"):
         assert needle in out, needle
+    assert "optimizer in backward" not in out  # an eval step has no optimizer to fuse into backward
     assert not (tmp_path / "tiny-mlp-eval-b2").exists()
 
 

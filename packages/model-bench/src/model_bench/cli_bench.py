@@ -92,14 +92,16 @@ def format_run(f: dict[str, Any]) -> str:
     opt = "optimal" if f["schedule_optimal"] else f"gap {fmt_percent(f['schedule_gap'], 2)}"
     popt = "optimal" if f["placement_optimal"] else f"gap {fmt_percent(f['placement_gap'], 2)}"
     secs = ", ".join(f"{k} {v:.2f}" for k, v in f["stage_seconds"].items())
+    fused = [] if f.get("mode") == "eval" else [  # an eval step has no optimizer to fuse
+        f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}; reserved "
+        f"{fmt_bytes(f['optimizer_in_backward_reserved_bytes'])}, "
+        f"{fmt_bytes(f['optimizer_in_backward_reserved_expandable_bytes'])} with expandable segments"]
     return "\n".join([
         f"{head}: {f['ops']} ops, {f['buffers']} buffers,{params} persistent {fmt_bytes(f['persistent_bytes'])}",
         f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}; reserved by the caching allocator "
         f"{fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments), "
         f"{fmt_bytes(f['eager_reserved_expandable_bytes'])} with expandable segments",
-        f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}; reserved "
-        f"{fmt_bytes(f['optimizer_in_backward_reserved_bytes'])}, "
-        f"{fmt_bytes(f['optimizer_in_backward_reserved_expandable_bytes'])} with expandable segments",
+        *fused,
         f"  optimized order         peak {fmt_bytes(f['optimized_peak_bytes'])} "
         f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}"
         f"{': ' + f['schedule_source'] if f.get('schedule_source') else ''}]; "
