@@ -1,5 +1,5 @@
-"""Recomputation: an order may run an op again to make its outputs anew (DESIGN.md,
-"Devices and measurement": a plan under a memory budget).
+"""Recomputation: an order may run an op again to make its outputs anew (the model-ir
+README, "Memory model": a plan under a memory budget).
 
 A schedule lists an op id more than once; every occurrence after the first is a
 *recomputation*. Each occurrence allocates new instances of the op's output buffers,

@@ -1,4 +1,4 @@
-"""The one memory simulator every layer uses (DESIGN.md, "Memory model").
+"""The one memory simulator every layer uses (the model-ir README, "Memory model").
 
 For an op order it gives each buffer's lifetime (first and last step it is alive),
 the live bytes while each op runs, the peak, and simple lower bounds. Rules:

@@ -5,7 +5,7 @@ Interpreting the captured graph node by node costs Python time on every operator
 every step; instead the planned step is built once as a new ``torch.fx.Graph`` whose
 nodes are in the planned order and compiled by FX to straight-line Python. FX's code
 generator already drops each value right after its last use (``x = None``), so a
-buffer is freed exactly when the simulator frees it (DESIGN.md, "Memory model"),
+buffer is freed exactly when the simulator frees it (the model-ir README, "Memory model"),
 provided that:
 
 - folded nodes (views, ``getitem``, scalar arithmetic) are emitted only when the

@@ -3,7 +3,7 @@
 :class:`Liveness` flattens a :class:`model_ir.Graph` into tuples of ints so that
 schedulers can evaluate an order, or extend a partial order one op at a time, in
 O(ops + uses) without touching the attrs objects. It follows the simulator's rules
-exactly (DESIGN.md "Memory model"); the tests check both agree on every order.
+exactly (the model-ir README, "Memory model"); the tests check both agree on every order.
 """
 
 from __future__ import annotations

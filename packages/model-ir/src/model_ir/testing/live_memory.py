@@ -1,7 +1,7 @@
 """Measuring the live storage bytes of a captured step while it really runs (needs torch).
 
-This is the ground truth the simulator is checked against (DESIGN.md, "Memory
-model"). A :class:`StorageTracker` (a ``TorchDispatchMode``) sees every tensor every
+This is the ground truth the simulator is checked against (the model-ir
+README, "Memory model"). A :class:`StorageTracker` (a ``TorchDispatchMode``) sees every tensor every
 aten operator returns and keeps a *weak* reference to its storage, so a storage counts
 as live exactly as long as PyTorch keeps it allocated. :func:`measure_live_bytes` runs
 a :class:`~model_ir.torch.CapturedStep` in a given order and records, after each IR op

@@ -1,4 +1,4 @@
-"""From a traced aten-level FX graph to the storage-level IR (DESIGN.md, "Data model").
+"""From a traced aten-level FX graph to the storage-level IR (the model-ir README, "IR").
 
 Buffer identity comes from the traced (fake) tensors' storages, never from operator
 names: every distinct storage is one :class:`~model_ir.graph.Buffer`, and the first
