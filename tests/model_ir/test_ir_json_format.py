@@ -78,6 +78,7 @@ def mutate(path, value):
         (mutate(["meta"], {"granularity": "abc"}), r'meta.granularity: expected a positive integer \(bytes\), got "abc"'),
         (mutate(["meta"], {"granularity": 0}), "meta.granularity: expected a positive integer"),
         (mutate(["meta"], {"cuda_capability": [9]}), r"meta.cuda_capability: expected \[major, minor\]"),
+        (mutate(["meta"], {"cuda_sm_count": 0}), "meta.cuda_sm_count: expected a positive integer"),
         (mutate(["meta"], {"flops": {"total": -1}}), "meta.flops: expected an object of non-negative numbers"),
         (mutate(["meta"], {"arena_fallbacks": "x"}), "meta.arena_fallbacks: expected a list of buffer ids"),
         (mutate(["meta"], {"device": 0}), "meta.device: expected a string or null"),

@@ -294,21 +294,28 @@ def test_attention_backward_temporaries_each_at_their_moment_on_the_allocator_cl
     assert clock["dq"][0] == k  # the results come first
 
 
-@pytest.mark.parametrize("tokens,rows,expected", [
-    (32 * 128, 30522, 13839360),  # bert-base b32's word embeddings, traced on the H200
-    (32 * 512, 50257, 55363584),  # gpt2 b32's
-    (3072, 30522, 0),  # not sorted: no partial sums
-    (32 * 128, 2, (409 + 2) * 768 * 4),  # BERT's token types: overstated (3.2 KiB traced)
+@pytest.mark.parametrize("tokens,rows,dtype,sms,expected", [
+    (32 * 128, 30522, "float32", None, 13839360),  # bert-base b32's word embeddings, traced on the H200
+    (32 * 512, 50257, "float32", None, 55363584),  # gpt2 b32's
+    (3072, 30522, "float32", None, 0),  # not sorted: no partial sums
+    # BERT's token types: two rows fill 2 blocks of the second pass, so the fused path
+    # takes partial_to_segment_idx alone (3288 bytes traced on the H200) ...
+    (32 * 128, 2, "float32", None, (409 + 2) * 8),
+    (32 * 128, 2, "float16", None, (409 + 2) * 8 + 2 * 768 * 4),  # ... and a float accumulator for halves
+    # 100 rows fill 100 blocks: fused on a GPU of 132 SMs, two passes on one of 20
+    (32 * 128, 100, "float32", None, (409 + 100) * 8),
+    (32 * 128, 100, "float32", 20, (409 + 100) * 768 * 4),
 ])
-def test_embedding_backward_partial_sums(tokens, rows, expected):
+def test_embedding_backward_workspace(tokens, rows, dtype, sms, expected):
     from model_ir.workspaces import embedding_backward_workspace_bytes
 
-    g = Graph([Buffer("dy", tokens * 768 * 4, shape=(tokens, 768), dtype="float32"),
+    item = 2 if dtype == "float16" else 4
+    g = Graph([Buffer("dy", tokens * 768 * item, shape=(tokens, 768), dtype=dtype),
                Buffer("ids", tokens * 8, shape=(tokens,), dtype="int64"),
-               Buffer("dw", rows * 768 * 4, shape=(rows, 768), dtype="float32")],
+               Buffer("dw", rows * 768 * item, shape=(rows, 768), dtype=dtype)],
               [Op("make", outputs=["dy", "ids"]),
                Op("emb_bwd", inputs=["dy", "ids"], outputs=["dw"], target="aten.embedding_dense_backward.default")],
-              meta={"device": "cuda", "granularity": 512})
+              meta={"device": "cuda", "granularity": 512, **({"cuda_sm_count": sms} if sms else {})})
     size = embedding_backward_workspace_bytes(g, g.ops[1])
     assert size == -(-expected // 512) * 512 and embedding_backward_workspace_bytes(g, g.ops[0]) == 0
     assert transient_workspaces(g) == ({"emb_bwd": size} if size else {})

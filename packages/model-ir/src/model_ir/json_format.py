@@ -70,6 +70,7 @@ _GRAPH_META = {
     "granularity": (_positive_int, "a positive integer (bytes)"),
     "batch_size": (_count, "a non-negative integer"),
     "cuda_capability": (lambda v: _int_list(v) and len(v) == 2, "[major, minor] integers"),
+    "cuda_sm_count": (_positive_int, "a positive integer"),
     "flops": (_flops_object, "an object of non-negative numbers"),
     "arena_fallbacks": (_str_list, "a list of buffer ids"),
     **dict.fromkeys(("device", "frontend", "kernels", "mode", "model", "optimizer", "workspaces"), _STR_OR_NULL),

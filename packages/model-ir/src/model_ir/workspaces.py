@@ -350,16 +350,28 @@ def call_peak(parts: Sequence[tuple[int, int, int]]) -> int:
 #: CUDA's embedding backward sorts its indices (and takes temporaries) above this many.
 EMBEDDING_SORT_THRESHOLD = 3072
 EMBEDDING_BACKWARD = "aten.embedding_dense_backward.default"
+#: Streaming multiprocessors of the GPU a graph is captured for when its ``meta`` does
+#: not say (``cuda_sm_count``): an H100 or H200 SXM.
+DEFAULT_SM_COUNT = 132
 
 
 def embedding_backward_workspace_bytes(graph, op) -> int:
-    """The partial sums CUDA's ``embedding_dense_backward`` stages when it sorts its
-    indices (more than :data:`EMBEDDING_SORT_THRESHOLD`; ``embedding_backward_cuda_kernel``,
-    aten/src/ATen/native/cuda/EmbeddingBackwardKernel.cu): ``grad_weight_per_segment``,
-    (indices / 10 + min(indices, rows)) x embedding dim in the gradient's accumulation
-    type. Exact for bert-base's and gpt2's word embeddings at batch 32 on the H200 (4505
-    and 18022 x 768 floats); BERT's two-row token types took 3.2 KiB there, not the 1.2 MiB
-    this gives. 0 for other ops."""
+    """What CUDA's ``embedding_dense_backward`` stages when it sorts its indices (more
+    than :data:`EMBEDDING_SORT_THRESHOLD`; ``embedding_backward_cuda_kernel``,
+    aten/src/ATen/native/cuda/EmbeddingBackwardKernel.cu), for
+    ``max_partial = indices / 10 + min(indices, rows)`` partial segments:
+
+    - the two-pass path: ``grad_weight_per_segment``, max_partial x embedding dim in the
+      gradient's accumulation type (bert-base's and gpt2's word embeddings at batch 32
+      on the H200: 4505 and 18022 x 768 floats, exact);
+    - the fused path, taken when the second pass would fill few blocks (fewer than 4
+      per streaming multiprocessor, ``MAX_ATOMIC_ACCUM_BLOCKS_PER_SM``) and there are
+      over 4 partial segments per block: ``partial_to_segment_idx`` (max_partial int64),
+      plus a float accumulator of the whole weight for half types (BERT's two-row
+      token types at batch 32: 3288 bytes, traced on the H200).
+
+    Deterministic algorithms (``torch.use_deterministic_algorithms``) would take the
+    two-pass path; not modelled. 0 for other ops."""
     if op.target != EMBEDDING_BACKWARD or not op.inputs or not op.outputs:
         return 0
     grad, weight = graph.buffer(op.inputs[0]), graph.buffer(op.outputs[0])
@@ -370,8 +382,17 @@ def embedding_backward_workspace_bytes(graph, op) -> int:
     itemsize = _ITEMSIZE.get(grad.dtype)
     if itemsize is None or indices <= EMBEDDING_SORT_THRESHOLD:
         return 0
+    max_segments = min(indices, rows)
+    max_partial = indices // 10 + max_segments
+    stride_warped = -(-dim // 32) * 32
+    second_pass_blocks = -(-max_segments * stride_warped // min(stride_warped, 1024))
+    sms = graph.meta.get("cuda_sm_count") or DEFAULT_SM_COUNT
+    if second_pass_blocks < 4 * sms and max_partial > 4 * second_pass_blocks:
+        size = max_partial * 8 + (rows * dim * 4 if itemsize < 4 else 0)
+    else:
+        size = max_partial * dim * max(4, itemsize)
     granularity = graph.meta.get("granularity", 512)
-    return -(-(indices // 10 + min(indices, rows)) * dim * max(4, itemsize) // granularity) * granularity
+    return -(-size // granularity) * granularity
 
 
 def transient_workspaces(graph) -> dict[str, int]:

@@ -176,8 +176,10 @@ def capture(
 
 
 def _capability(traced) -> dict:
-    """The CUDA device's compute capability, for a capture on a real GPU (it sizes
-    cuBLAS's workspace, see :mod:`model_ir.workspaces`)."""
+    """The CUDA device's compute capability and streaming multiprocessors, for a capture
+    on a real GPU (they size cuBLAS's workspace and pick the embedding backward's path,
+    see :mod:`model_ir.workspaces`)."""
     if traced.device != "cuda" or traced.emulated or not torch.cuda.is_available():
         return {}
-    return {"cuda_capability": list(torch.cuda.get_device_capability())}
+    return {"cuda_capability": list(torch.cuda.get_device_capability()),
+            "cuda_sm_count": torch.cuda.get_device_properties().multi_processor_count}
