@@ -294,6 +294,18 @@ def test_attention_backward_temporaries_each_at_their_moment_on_the_allocator_cl
     assert clock["dq"][0] == k  # the results come first
 
 
+@pytest.mark.parametrize("rows,dim", [(0, 768), (30522, 0)])
+def test_embedding_backward_of_an_empty_weight_takes_nothing(rows, dim):
+    from model_ir.workspaces import embedding_backward_workspace_bytes
+
+    g = Graph([Buffer("dy", 4096 * dim * 4, shape=(4096, dim), dtype="float32"),
+               Buffer("dw", rows * dim * 4, shape=(rows, dim), dtype="float32")],
+              [Op("make", outputs=["dy"]),
+               Op("emb_bwd", inputs=["dy"], outputs=["dw"], target="aten.embedding_dense_backward.default")],
+              meta={"device": "cuda"})
+    assert embedding_backward_workspace_bytes(g, g.ops[1]) == 0
+
+
 @pytest.mark.parametrize("tokens,rows,dtype,sms,expected", [
     (32 * 128, 30522, "float32", None, 13839360),  # bert-base b32's word embeddings, traced on the H200
     (32 * 512, 50257, "float32", None, 55363584),  # gpt2 b32's

@@ -380,7 +380,7 @@ def embedding_backward_workspace_bytes(graph, op) -> int:
     rows, dim = weight.shape
     indices = math.prod(grad.shape[:-1])
     itemsize = _ITEMSIZE.get(grad.dtype)
-    if itemsize is None or indices <= EMBEDDING_SORT_THRESHOLD:
+    if itemsize is None or indices <= EMBEDDING_SORT_THRESHOLD or not rows or not dim:
         return 0
     max_segments = min(indices, rows)
     max_partial = indices // 10 + max_segments
