@@ -43,6 +43,26 @@ def test_fold_evaluates_constants_and_refuses_inputs():
     assert fold(torch.arange(3)) is None  # outside a trace
 
 
+def test_fold_refuses_what_an_input_may_have_written_and_random_draws():
+    """A constant written through a view from an input, or drawn at random, is not
+    decided on real tensors: it could differ at the next step."""
+    seen = {}
+
+    def step(x):
+        base = torch.zeros(5)
+        base[:2].copy_(x[0, :2])
+        seen["written"] = fold(base * 1)
+        seen["random"] = fold(torch.rand(3) * 1)
+        ones = torch.ones(5)
+        ones.add_(1)  # written in place from constants: still a constant
+        seen["in place"] = fold(ones * 1)
+        return x * 2
+
+    _trace(step, 2, 5)
+    assert seen["written"] is None and seen["random"] is None
+    assert torch.equal(seen["in place"], torch.full((5,), 2.0))
+
+
 def test_a_check_on_constants_answers_as_eager_and_on_inputs_as_traced():
     check = decided_on_constants(_is_arange)
     seen = {}

@@ -5,18 +5,18 @@ attention mask only when it must: with real tensors it checks whether the positi
 are packed sequences and whether the padding mask pads anything, and when neither,
 passes no mask and ``is_causal=True`` to scaled-dot-product attention. On fake tensors
 it cannot look (``is_tracing`` is true for them), so it always builds the mask: a
-captured GPT-2 or OPT step held a ``(batch, 1, seq, seq)`` mask and its float copy in
+captured GPT-2 step held a ``(batch, 1, seq, seq)`` mask and its float copy in
 every layer, and ran attention with a bias, where the eager step holds none (the H200
 traces of GPT-2 at batch 32: 12 x 40 MiB in the simulation that the GPU never
 allocated).
 
 :func:`constant_decisions` wraps those checks for the duration of a trace: when every
 tensor a check reads was computed from constants alone (no input of the step among its
-ancestors in the graph being traced: GPT-2's ``arange`` position ids, OPT's mask of
-ones when none is given), the ancestors are evaluated on real tensors and the check
+ancestors in the graph being traced: GPT-2's ``arange`` position ids), the ancestors are evaluated on real tensors and the check
 runs on them, as in eager. A check that reads an input (a user's attention mask) keeps
 the traced answer, which holds for every batch: the graph never specialises on the
-example batch's values.
+example batch's values. Neither does a tensor drawn at random, or one that an op off
+its chain writes in place (a copy into a view of it, maybe from an input).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 
 import torch
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import _disable_current_modes
 
@@ -57,8 +58,13 @@ def fold(t: torch.Tensor) -> torch.Tensor | None:
         val = node.meta.get("val")
         if node.op != "call_function" or (isinstance(val, torch.Tensor) and val.numel() > MAX_FOLDED_NUMEL):
             return None  # an input of the step (placeholder), a constant attribute, or too large
+        if torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ()):
+            return None  # a random draw: evaluating it would decide on one draw and advance the RNG
         nodes.append(node)
         stack.extend(node.all_input_nodes)
+    storages = {_storage(n.meta.get("val")) for n in nodes} - {None}
+    if any(node not in seen and storages.intersection(_written(node)) for node in target.graph.nodes):
+        return None  # written by an op off the chain (a copy into a view of it): maybe from an input
     position = {node: i for i, node in enumerate(target.graph.nodes)}
     env: dict = {}
     try:
@@ -70,6 +76,24 @@ def fold(t: torch.Tensor) -> torch.Tensor | None:
         return None
     value = env[target]
     return value if isinstance(value, torch.Tensor) else None
+
+
+def _storage(val):
+    return StorageWeakRef(val.untyped_storage()) if isinstance(val, torch.Tensor) else None
+
+
+def _written(node) -> set:
+    """The storages an in-place or out= op of the traced graph writes."""
+    schema = getattr(node.target, "_schema", None)
+    if node.op != "call_function" or schema is None or not schema.is_mutable:
+        return set()
+    out = set()
+    for i, arg in enumerate(schema.arguments):
+        if arg.alias_info is not None and arg.alias_info.is_write:
+            value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
+            if isinstance(value, torch.fx.Node) and (ref := _storage(value.meta.get("val"))) is not None:
+                out.add(ref)
+    return out
 
 
 def decided_on_constants(check):
