@@ -111,6 +111,26 @@ def test_capture_command(tmp_path, capsys):
     assert (tmp_path / "b" / "tiny-mlp-train-b2" / "plan.json").exists()
 
 
+def test_a_graph_captured_for_eval_is_reported_as_eval(tmp_path, capsys):
+    """A graph from model_ir.torch.capture(train=False) has no bench mode: it is an eval
+    step (no optimizer-in-backward line); null labels fall back to the graph's name."""
+    import attrs
+    import torch
+
+    from model_ir import save_graph
+    from model_ir.testing.torch_models import mlp
+    from model_ir.torch import capture
+
+    graph = capture(mlp(4, 2), torch.randn(2, 4), train=False)
+    assert "mode" not in graph.meta and graph.meta["train"] is False
+    path = tmp_path / "g.json"
+    save_graph(attrs.evolve(graph, name="net", meta={**graph.meta, "model": None, "mode": None}), path)
+    code, out, err = run(["bench", "--graph", str(path), "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    assert code == 0, err
+    assert "net eval batch 0" in out and "optimizer in backward" not in out
+    assert (tmp_path / "b" / "net-eval-b0").is_dir()
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["bench", "--model", "nope"], "unknown model 'nope'; available: alexnet"),
     (["bench", "--model", "tiny-mlp", "--mode", "fit"], "unknown mode 'fit'; available: train, eval"),

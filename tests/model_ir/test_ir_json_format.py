@@ -85,6 +85,8 @@ def mutate(path, value):
         (mutate(["meta"], {"train": "yes"}), "meta.train: expected true or false"),
         (mutate(["ops", 0, "meta"], {"flops": 1.5}), r"ops\[0\].meta.flops: expected a non-negative integer"),
         (mutate(["ops", 0, "meta"], {"reduction": {"shape": [2]}}), r"ops\[0\].meta.reduction: expected an object"),
+        (mutate(["ops", 0, "meta"], {"reduction": {"shape": [], "strides": [], "dims": [0], "dtype": "float32"}}),
+         r"ops\[0\].meta.reduction: expected an object"),
         (mutate(["buffers", 0, "meta"], {"released_after": 3}), r"buffers\[0\].meta.released_after: expected an op id"),
     ],
 )

@@ -2,6 +2,7 @@
 
 import math
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,6 +114,14 @@ def test_reductions_without_staging():
     assert reduction_workspace_bytes(_reduction((), None)) == 0 == reduction_workspace_bytes(_reduction((1, 1), [0]))
     # A small GPU: 12 SMs x 16 blocks over 6 block columns, 32 blocks per output instead of 64.
     assert reduction_workspace_bytes(_reduction((4096, 768), [0]), sms=12) == 12 * MiB + 24
+    # ... and a graph captured on that GPU says so (meta cuda_sm_count)
+    graph = Graph([Buffer("g", 4096 * 768 * 4), Buffer("b", 768 * 4)],
+                  [Op("make", outputs=["g"]), Op("sum", inputs=["g"], outputs=["b"],
+                                                 meta={"reduction": _reduction((4096, 768), [0])})],
+                  meta={"device": "cuda", "granularity": 1})
+    assert transient_workspaces(graph) == {"sum": 24 * MiB + 24}
+    small = attrs.evolve(graph, meta={**graph.meta, "cuda_sm_count": 12})
+    assert transient_workspaces(small) == {"sum": 12 * MiB + 24}
 
 
 @given(st.lists(st.integers(1, 64), min_size=2, max_size=4), st.integers(1, 3), st.sampled_from(
@@ -262,6 +271,8 @@ def attention_backward(batch, heads, queries, head_dim=64, dtype="float32", devi
 @pytest.mark.parametrize("batch,heads,queries,product,delta,workspace", [
     (32, 12, 128, 12 * MiB, 196608, 12595200),  # bert-base b32, traced on the H200
     (32, 12, 512, 48 * MiB, 786432, 50380800),  # gpt2 b32
+    # vit_b_16 b2, 197 tokens: four 64-query tiles of 64 x 64 floats and 4 words each
+    (2, 12, 197, 2 * 12 * 197 * 64 * 4, 18944, 2 * 12 * 4 * 4100 * 4),
 ])
 def test_efficient_attention_backward_temporaries_as_traced_on_the_h200(batch, heads, queries, product, delta,
                                                                          workspace):
@@ -269,9 +280,10 @@ def test_efficient_attention_backward_temporaries_as_traced_on_the_h200(batch, h
 
     g = attention_backward(batch, heads, queries)
     parts = attention_backward_temporaries(g, g.ops[1])
-    # the product and its sum, then delta (the sum freed), then the workspace (the product freed)
-    assert parts == ((1, 3, product), (1, 2, delta), (2, 4, delta), (3, 4, workspace))
-    assert call_peak(parts) == max(product + delta, product + delta, delta + workspace)
+    # the product and its sum, then delta (both still alive), then the workspace (both freed)
+    rounded = -(-product // 512) * 512
+    assert parts == ((1, 3, rounded), (1, 3, delta), (2, 4, delta), (3, 4, workspace))
+    assert call_peak(parts) == max(rounded + 2 * delta, delta + workspace)
     assert transient_workspaces(g) == {"attn_bwd": call_peak(parts)}
     assert attention_backward_temporaries(g, g.ops[0]) == ()
     half = attention_backward(batch, heads, queries, dtype="float16")
@@ -289,7 +301,7 @@ def test_attention_backward_temporaries_each_at_their_moment_on_the_allocator_cl
     k = 4  # the second op's first allocator time
     assert clock["workspace:attn_bwd"] == (k + 3, k + 4, 12595200)  # the largest keeps the id
     assert clock["workspace:attn_bwd:0"] == (k + 1, k + 3, 12 * MiB)
-    assert clock["workspace:attn_bwd:1"] == (k + 1, k + 2, 196608)
+    assert clock["workspace:attn_bwd:1"] == (k + 1, k + 3, 196608)
     assert clock["workspace:attn_bwd:2"] == (k + 2, k + 4, 196608)
     assert clock["dq"][0] == k  # the results come first
 
@@ -317,13 +329,16 @@ def test_embedding_backward_of_an_empty_weight_takes_nothing(rows, dim):
     # 100 rows fill 100 blocks: fused on a GPU of 132 SMs, two passes on one of 20
     (32 * 128, 100, "float32", None, (409 + 100) * 8),
     (32 * 128, 100, "float32", 20, (409 + 100) * 768 * 4),
+    (32 * 128, 2, "int32 ids", None, (409 + 2) * 4),  # partial_to_segment_idx has the ids' type
 ])
 def test_embedding_backward_workspace(tokens, rows, dtype, sms, expected):
     from model_ir.workspaces import embedding_backward_workspace_bytes
 
     item = 2 if dtype == "float16" else 4
+    ids = "int32" if dtype == "int32 ids" else "int64"
+    dtype = "float32" if dtype == "int32 ids" else dtype
     g = Graph([Buffer("dy", tokens * 768 * item, shape=(tokens, 768), dtype=dtype),
-               Buffer("ids", tokens * 8, shape=(tokens,), dtype="int64"),
+               Buffer("ids", tokens * 8, shape=(tokens,), dtype=ids),
                Buffer("dw", rows * 768 * item, shape=(rows, 768), dtype=dtype)],
               [Op("make", outputs=["dy", "ids"]),
                Op("emb_bwd", inputs=["dy", "ids"], outputs=["dw"], target="aten.embedding_dense_backward.default")],

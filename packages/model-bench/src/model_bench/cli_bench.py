@@ -349,8 +349,11 @@ def run_graph_file(args) -> int:
     with progress.stage("load", seconds):
         graph = load_file(args.graph, args.frontend)
     run = analyze_graph(graph, settings_from(args), progress=progress, seconds=seconds,
-                        extra={"model": graph.meta.get("model", graph.name), "mode": graph.meta.get("mode", "graph"),
-                               "batch_size": graph.meta.get("batch_size", 0),
+                        extra={"model": graph.meta.get("model") or graph.name,
+                               # a graph captured for eval without a bench mode is reported as eval
+                               "mode": graph.meta.get("mode") or ("eval" if graph.meta.get("train") is False
+                                                                  else "graph"),
+                               "batch_size": graph.meta.get("batch_size") or 0,
                                "optimizer": graph.meta.get("optimizer")})
     figures = dict(run.figures)
     out = Path(args.out)

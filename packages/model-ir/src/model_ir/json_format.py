@@ -57,8 +57,12 @@ def _flops_object(v: Any) -> bool:
 
 
 def _reduction(v: Any) -> bool:
-    return (isinstance(v, dict) and _int_list(v.get("shape")) and _int_list(v.get("strides"))
-            and (v.get("dims") is None or _int_list(v.get("dims"))) and isinstance(v.get("dtype"), str))
+    if not (isinstance(v, dict) and _int_list(v.get("shape")) and _int_list(v.get("strides"))
+            and (v.get("dims") is None or _int_list(v.get("dims"))) and isinstance(v.get("dtype"), str)):
+        return False
+    rank = len(v["shape"])
+    return (len(v["strides"]) == rank and min(v["shape"], default=0) >= 0
+            and all(-rank <= d < rank for d in v["dims"] or ()))
 
 
 #: ``meta`` fields the layers read, with the check a loaded value must pass; any other
@@ -80,7 +84,8 @@ _OP_META = {
     "phase": (lambda v: isinstance(v, str), "a string"),
     "flops": (_count, "a non-negative integer"),
     "folded": (_str_list, "a list of node names"),
-    "reduction": (_reduction, 'an object {"shape": [...], "strides": [...], "dims": [...] or null, "dtype": "..."}'),
+    "reduction": (_reduction, 'an object {"shape": [...], "strides": [as many], "dims": [dims of the shape] '
+                              'or null, "dtype": "..."}'),
 }
 _BUFFER_META = {
     "released_after": (lambda v: isinstance(v, str), "an op id"),

@@ -201,6 +201,12 @@ DEFAULT_THREADS_PER_SM = 2048
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
+def sm_count(graph) -> int:
+    """Streaming multiprocessors of the GPU ``graph`` was captured on (``meta``
+    ``cuda_sm_count``), else :data:`DEFAULT_SMS`."""
+    return graph.meta.get("cuda_sm_count") or DEFAULT_SMS
+
+
 def reduction_workspace_bytes(reduction, *, granularity: int = 1, sms: int = DEFAULT_SMS,
                               threads_per_sm: int = DEFAULT_THREADS_PER_SM) -> int:
     """Bytes a CUDA sum or mean takes from the caching allocator for the duration of its
@@ -312,21 +318,30 @@ def _output_vec_size(sizes, in_strides, reduced: int) -> int:
 EFFICIENT_ATTENTION_BACKWARD = "aten._scaled_dot_product_efficient_attention_backward.default"
 
 
+#: The memory-efficient attention backward's query tile and its query-gradient tile
+#: width for fp32 (``kBlockSizeI``, ``MatmulGradQ::ThreadblockShape::kN``): the
+#: configuration the H200 traces fit, head dim 64.
+ATTENTION_BACKWARD_TILE = (64, 64)
+
+
 def attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int], ...]:
     """What ``_efficient_attention_backward`` (aten/src/ATen/native/transformers/cuda/
     attention_backward.cu) takes from the caching allocator during its call, as
     ``(first, last, bytes)`` in :data:`ALLOCATOR_SUBSTEPS` of the call (the results come
-    at 0): ``delta``, computed as ``(grad_out * out).sum(-1)`` then made contiguous
-    (the product, batch x heads x queries x value dim floats, freed with the sum once
-    ``delta`` is copied), then the kernel's workspace while ``delta`` lives: the query
-    gradient's float accumulator, batch x heads x (queries x head dim + queries / 16)
-    floats. Exact on the H200 traces for fp32 with head dim 64 (bert-base, 128 queries;
-    gpt2, 512); empty for other dtypes (not traced) and other ops. Each rounded up to the
-    graph's granularity."""
+    at 0): ``delta``, computed as ``(grad_out * out).sum(-1)`` then made contiguous (the
+    product, batch x heads x queries x value dim floats, and the sum are temporaries of
+    that expression, freed once ``delta`` is made), then the kernel's workspace while
+    ``delta`` lives: the query gradient's float accumulator (``workspace_elements_gq`` in
+    kernel_backward.h), per batch and head one ``GradQTempStorage`` (a tile of
+    :data:`ATTENTION_BACKWARD_TILE` floats and 4 words) per query tile and head-dim
+    tile. Exact on the H200 traces for fp32 with head dim 64 (bert-base, 128 queries;
+    gpt2, 512); other head dims assume the same tiles; empty for other dtypes (not
+    traced) and other ops. Each rounded up to the graph's granularity."""
     if op.target != EFFICIENT_ATTENTION_BACKWARD or len(op.outputs) < 3:
         return ()
     grad_q, _, grad_v = (graph.buffer(b) for b in op.outputs[:3])
-    if grad_q.dtype != "float32" or grad_q.shape is None or grad_v.shape is None or len(grad_q.shape) != 4:
+    if (grad_q.dtype != "float32" or grad_q.shape is None or grad_v.shape is None or len(grad_q.shape) != 4
+            or len(grad_v.shape) != 4):
         return ()
     batch, heads, queries, head_dim = grad_q.shape
     value_dim = grad_v.shape[-1]
@@ -337,9 +352,11 @@ def attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int], ...
 
     rows = batch * heads * queries
     product, delta = rounded(4 * rows * value_dim), rounded(4 * rows)
-    workspace = rounded(4 * batch * heads * (queries * head_dim + -(-queries // 16)))
-    # product and sum, then delta (the sum freed), then the workspace (the product freed)
-    return (1, 3, product), (1, 2, delta), (2, 4, delta), (3, 4, workspace)
+    tile_i, tile_n = ATTENTION_BACKWARD_TILE
+    per_head = -(-queries // tile_i) * -(-head_dim // tile_n) * (tile_i * tile_n + 4)
+    workspace = rounded(4 * batch * heads * -(-per_head // 4) * 4)
+    # product and sum, then delta, then the workspace (product and sum freed)
+    return (1, 3, product), (1, 3, delta), (2, 4, delta), (3, 4, workspace)
 
 
 def call_peak(parts: Sequence[tuple[int, int, int]]) -> int:
@@ -350,9 +367,6 @@ def call_peak(parts: Sequence[tuple[int, int, int]]) -> int:
 #: CUDA's embedding backward sorts its indices (and takes temporaries) above this many.
 EMBEDDING_SORT_THRESHOLD = 3072
 EMBEDDING_BACKWARD = "aten.embedding_dense_backward.default"
-#: Streaming multiprocessors of the GPU a graph is captured for when its ``meta`` does
-#: not say (``cuda_sm_count``): an H100 or H200 SXM.
-DEFAULT_SM_COUNT = 132
 
 
 def embedding_backward_workspace_bytes(graph, op) -> int:
@@ -366,12 +380,12 @@ def embedding_backward_workspace_bytes(graph, op) -> int:
       on the H200: 4505 and 18022 x 768 floats, exact);
     - the fused path, taken when the second pass would fill few blocks (fewer than 4
       per streaming multiprocessor, ``MAX_ATOMIC_ACCUM_BLOCKS_PER_SM``) and there are
-      over 4 partial segments per block: ``partial_to_segment_idx`` (max_partial int64),
+      over 4 partial segments per block: ``partial_to_segment_idx`` (max_partial indices),
       plus a float accumulator of the whole weight for half types (BERT's two-row
       token types at batch 32: 3288 bytes, traced on the H200).
 
-    Deterministic algorithms (``torch.use_deterministic_algorithms``) would take the
-    two-pass path; not modelled. 0 for other ops."""
+    Not modelled: deterministic algorithms (``torch.use_deterministic_algorithms``: the
+    two-pass path) and ``scale_grad_by_freq`` (sorted at any size). 0 for other ops."""
     if op.target != EMBEDDING_BACKWARD or not op.inputs or not op.outputs:
         return 0
     grad, weight = graph.buffer(op.inputs[0]), graph.buffer(op.outputs[0])
@@ -386,9 +400,9 @@ def embedding_backward_workspace_bytes(graph, op) -> int:
     max_partial = indices // 10 + max_segments
     stride_warped = -(-dim // 32) * 32
     second_pass_blocks = -(-max_segments * stride_warped // min(stride_warped, 1024))
-    sms = graph.meta.get("cuda_sm_count") or DEFAULT_SM_COUNT
-    if second_pass_blocks < 4 * sms and max_partial > 4 * second_pass_blocks:
-        size = max_partial * 8 + (rows * dim * 4 if itemsize < 4 else 0)
+    if second_pass_blocks < 4 * sm_count(graph) and max_partial > 4 * second_pass_blocks:
+        index_size = 4 if len(op.inputs) > 1 and graph.buffer(op.inputs[1]).dtype == "int32" else 8
+        size = max_partial * index_size + (rows * dim * 4 if itemsize < 4 else 0)
     else:
         size = max_partial * dim * max(4, itemsize)
     granularity = graph.meta.get("granularity", 512)
@@ -406,7 +420,8 @@ def transient_workspaces(graph) -> dict[str, int]:
     granularity = graph.meta.get("granularity", 512)
     for op in graph.ops:
         size = (conv_workspace_bytes(graph, op)
-                or reduction_workspace_bytes(op.meta.get("reduction") or {}, granularity=granularity)
+                or reduction_workspace_bytes(op.meta.get("reduction") or {}, granularity=granularity,
+                                             sms=sm_count(graph))
                 or call_peak(attention_backward_temporaries(graph, op))
                 or embedding_backward_workspace_bytes(graph, op))
         if size:

@@ -65,8 +65,9 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     arena in a planned step (:mod:`model_ir.workspaces`). On CUDA, ``kept``: one cuBLAS
     workspace, kept from the first matmul on (a planned step runs every op on the calling
     thread; its size follows the capability the graph was captured on, Hopper when not
-    recorded); ``step``: cuDNN's convolution workspaces and the split reductions'
-    staging buffers, each alive while its op runs. On the CPU, ``step``: the temporaries
+    recorded); ``step``: what :func:`model_ir.workspaces.transient_workspaces` gives
+    (cuDNN's convolution workspaces, the split reductions' staging buffers, the
+    attention and embedding backward's temporaries), each alive while its op runs. On the CPU, ``step``: the temporaries
     of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
     from model_ir.workspaces import (cpu_kernel_temporaries, cublas_threads, graph_cublas_workspace_bytes,
                                      transient_workspaces)

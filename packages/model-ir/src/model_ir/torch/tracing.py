@@ -435,7 +435,7 @@ def trace_step(
                     init_state = _initial_fake_state(mode, optimizer, fake_by_real, {id(p) for p in missing})
             except CaptureError:
                 raise
-            except Exception as exc:  # ASGD, RAdam branch on state values; LBFGS needs a closure
+            except Exception as exc:  # ASGD, Adafactor branch on state values; LBFGS needs a closure
                 raise CaptureError(f"{capture_error(exc, model)} (in {type(optimizer).__name__}.step(), run "
                                    "once on fake tensors to learn the shapes of its state)") from exc
         for p in opt_params:
