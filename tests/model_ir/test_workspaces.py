@@ -306,6 +306,25 @@ def test_attention_backward_temporaries_each_at_their_moment_on_the_allocator_cl
     assert clock["dq"][0] == k  # the results come first
 
 
+def test_a_split_reductions_staging_and_semaphores_are_two_allocations_on_the_clock():
+    """CUDA's reduce kernel takes its staging buffer and its semaphores apart (the H200
+    traces of bert-base b32 hold 24 MiB and 512 B, not one block of 24 MiB + 512)."""
+    from model_bench.pipeline import eager_step_lifetimes
+    from model_ir.workspaces import call_temporaries, on_allocator_clock
+
+    g = with_workspaces(Graph(
+        [Buffer("g", 4096 * 768 * 4), Buffer("b", 768 * 4)],
+        [Op("make", outputs=["g"]),
+         Op("sum", inputs=["g"], outputs=["b"], meta={"reduction": _reduction((4096, 768), [0])})],
+        meta={"device": "cuda", "granularity": 512}))
+    assert call_temporaries(g, g.ops[1]) == ((0, 4, 24 * MiB), (0, 4, 512))
+    assert g.buffer("workspace:sum").size == 24 * MiB + 512  # the graph holds their sum
+    _, step = eager_step_lifetimes(g)
+    clock = {lt.id: (lt.start, lt.end, lt.size) for lt in on_allocator_clock(g, step)}
+    assert clock["workspace:sum"] == (4, 8, 24 * MiB) and clock["workspace:sum:1"] == (4, 8, 512)
+    assert call_temporaries(g, g.ops[0]) == ()
+
+
 @pytest.mark.parametrize("rows,dim", [(0, 768), (30522, 0)])
 def test_embedding_backward_of_an_empty_weight_takes_nothing(rows, dim):
     from model_ir.workspaces import embedding_backward_workspace_bytes

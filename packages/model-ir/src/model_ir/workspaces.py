@@ -210,9 +210,16 @@ def sm_count(graph) -> int:
 def reduction_workspace_bytes(reduction, *, granularity: int = 1, sms: int = DEFAULT_SMS,
                               threads_per_sm: int = DEFAULT_THREADS_PER_SM) -> int:
     """Bytes a CUDA sum or mean takes from the caching allocator for the duration of its
-    call: the staging buffer and semaphores of a reduction split across thread blocks,
-    two allocations each rounded up to ``granularity`` (0 when it is not split, or for a
-    layout this does not model).
+    call: the sum of :func:`reduction_workspace_parts`."""
+    return sum(reduction_workspace_parts(reduction, granularity=granularity, sms=sms, threads_per_sm=threads_per_sm))
+
+
+def reduction_workspace_parts(reduction, *, granularity: int = 1, sms: int = DEFAULT_SMS,
+                              threads_per_sm: int = DEFAULT_THREADS_PER_SM) -> tuple[int, ...]:
+    """``(staging, semaphores)``: the two allocations a CUDA sum or mean split across
+    thread blocks takes from the caching allocator for the duration of its call, each
+    rounded up to ``granularity`` (``()`` when it is not split, or for a layout this
+    does not model).
 
     ``reduction`` is an op's ``meta["reduction"]`` (input ``shape``, ``strides`` in
     elements, ``dims``, ``dtype``). The launch configuration follows PyTorch's
@@ -229,12 +236,12 @@ def reduction_workspace_bytes(reduction, *, granularity: int = 1, sms: int = DEF
     itemsize = _ITEMSIZE.get(reduction.get("dtype"))
     shape, strides = reduction.get("shape"), reduction.get("strides")
     if itemsize is None or shape is None or strides is None or len(shape) != len(strides):
-        return 0
+        return ()
     sizes, in_strides, reduced = _reduction_layout(shape, strides, reduction.get("dims"))
     numel = math.prod(sizes)
     outputs = math.prod(sizes[reduced:])
     if not sizes or numel == 0 or numel >= 2**31:  # one element, none, or split in 32-bit pieces (not modelled)
-        return 0
+        return ()
     per_output = numel // outputs
     arg_size = max(4, itemsize)  # float accumulation for 16-bit inputs
     along_fastest = reduced == len(sizes) or in_strides[0] < in_strides[reduced]
@@ -266,13 +273,13 @@ def reduction_workspace_bytes(reduction, *, granularity: int = 1, sms: int = DEF
     grid = -(-(outputs // vec) // step_out)
     target_grid = sms * (threads_per_sm // (block_x * block_y))
     if not (split_warps and values_per_thread >= 256 and grid <= target_grid):
-        return 0
+        return ()
     blocks = max(-(-values_per_thread // 256), min(-(-target_grid // grid), -(-values_per_thread // 16)))
     if blocks <= 1:
-        return 0
+        return ()
     staging = arg_size * outputs * blocks * (1 if along_fastest else block_x * vec)
     semaphores = 4 * grid  # one int per block column
-    return sum(-(-n // granularity) * granularity for n in (staging, semaphores))
+    return tuple(-(-n // granularity) * granularity for n in (staging, semaphores))
 
 
 def _last_pow2(n: int) -> int:
@@ -357,6 +364,19 @@ def attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int], ...
     workspace = rounded(4 * batch * heads * -(-per_head // 4) * 4)
     # product and sum, then delta, then the workspace (product and sum freed)
     return (1, 3, product), (1, 3, delta), (2, 4, delta), (3, 4, workspace)
+
+
+def call_temporaries(graph, op) -> tuple[tuple[int, int, int], ...]:
+    """The allocations of an op's workspace that the caching allocator sees apart, as
+    ``(first, last, bytes)`` in :data:`ALLOCATOR_SUBSTEPS` of the call: the attention
+    backward's temporaries, or a split reduction's staging buffer and semaphores (both
+    for the whole call); ``()`` for a workspace of one allocation."""
+    parts = attention_backward_temporaries(graph, op)
+    if parts or graph.meta.get("device") != "cuda" or not op.meta.get("reduction"):
+        return parts
+    sizes = reduction_workspace_parts(op.meta["reduction"], granularity=graph.meta.get("granularity", 512),
+                                      sms=sm_count(graph))
+    return tuple((0, ALLOCATOR_SUBSTEPS, n) for n in sizes)
 
 
 def call_peak(parts: Sequence[tuple[int, int, int]]) -> int:
@@ -448,8 +468,9 @@ def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]
     workspaces' sizes and moments decide how the segments fragment (vgg16 b32: 5008 MiB
     reserved with one workspace, 5936 with two, 5932 measured). The memory-efficient
     attention backward's workspace becomes its temporaries, each at its moment
-    (:func:`attention_backward_temporaries`; the largest keeps the id, the others are
-    ``<id>:<n>``).
+    (:func:`attention_backward_temporaries`), and a split reduction's into its staging
+    buffer and semaphores (:func:`call_temporaries`); the largest keeps the id, the
+    others are ``<id>:<n>``.
     """
     f = ALLOCATOR_SUBSTEPS
     timed = [attrs.evolve(lt, start=lt.start * f, end=lt.end * f) for lt in step]
@@ -463,7 +484,7 @@ def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]
     extra = []
     for op in graph.ops:
         ws = f"workspace:{op.id}"
-        parts = attention_backward_temporaries(graph, op) if ws in runs else ()
+        parts = call_temporaries(graph, op) if ws in runs else ()
         for i in runs.get(ws, ()) if parts else ():
             k = timed[i].start
             largest = max(range(len(parts)), key=lambda p: parts[p][2])
