@@ -27,6 +27,7 @@ _PLAN_FIELDS = {"format", "order", "figures", "arena_bytes", "offsets", "graph"}
 _BUFFER_FIELDS = {"id", "size", "kind", "persistent", "output", "dtype", "shape", "meta"}
 _OP_FIELDS = {"id", "inputs", "outputs", "mutates", "after", "target", "meta"}
 
+
 def _positive_int(v: Any) -> bool:
     return _is_int(v) and v > 0
 

@@ -437,12 +437,9 @@ def transient_workspaces(graph) -> dict[str, int]:
     if graph.meta.get("device") != "cuda":
         return {}
     out = {}
-    granularity = graph.meta.get("granularity", 512)
     for op in graph.ops:
         size = (conv_workspace_bytes(graph, op)
-                or reduction_workspace_bytes(op.meta.get("reduction") or {}, granularity=granularity,
-                                             sms=sm_count(graph))
-                or call_peak(attention_backward_temporaries(graph, op))
+                or call_peak(call_temporaries(graph, op))  # split reductions, attention backward
                 or embedding_backward_workspace_bytes(graph, op))
         if size:
             out[op.id] = size

@@ -67,8 +67,8 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     thread; its size follows the capability the graph was captured on, Hopper when not
     recorded); ``step``: what :func:`model_ir.workspaces.transient_workspaces` gives
     (cuDNN's convolution workspaces, the split reductions' staging buffers, the
-    attention and embedding backward's temporaries), each alive while its op runs. On the CPU, ``step``: the temporaries
-    of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
+    attention and embedding backward's temporaries), each alive while its op runs. On
+    the CPU, ``step``: the temporaries of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
     from model_ir.workspaces import (cpu_kernel_temporaries, cublas_threads, graph_cublas_workspace_bytes,
                                      transient_workspaces)
 

@@ -1,8 +1,8 @@
 """Measuring the live storage bytes of a captured step while it really runs (needs torch).
 
-This is the ground truth the simulator is checked against (the model-ir
-README, "Memory model"). A :class:`StorageTracker` (a ``TorchDispatchMode``) sees every tensor every
-aten operator returns and keeps a *weak* reference to its storage, so a storage counts
+This is the ground truth the simulator is checked against (the model-ir README,
+"Memory model"). A :class:`StorageTracker` (a ``TorchDispatchMode``) sees every tensor
+every aten operator returns and keeps a *weak* reference to its storage, so a storage counts
 as live exactly as long as PyTorch keeps it allocated. :func:`measure_live_bytes` runs
 a :class:`~model_ir.torch.CapturedStep` in a given order and records, after each IR op
 ran and before the executor drops the buffers that op used for the last time, the total

@@ -12,8 +12,8 @@ allocated).
 
 :func:`constant_decisions` wraps those checks for the duration of a trace: when every
 tensor a check reads was computed from constants alone (no input of the step among its
-ancestors in the graph being traced: GPT-2's ``arange`` position ids), the ancestors are evaluated on real tensors and the check
-runs on them, as in eager. A check that reads an input (a user's attention mask) keeps
+ancestors in the graph being traced: GPT-2's ``arange`` position ids), the ancestors
+are evaluated on real tensors and the check runs on them, as in eager. A check that reads an input (a user's attention mask) keeps
 the traced answer, which holds for every batch: the graph never specialises on the
 example batch's values. Neither does a tensor drawn at random, or one that an op off
 its chain writes in place (a copy into a view of it, maybe from an input).

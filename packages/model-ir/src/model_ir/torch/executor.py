@@ -3,8 +3,8 @@
 This is the ``reorder`` executor: it runs the IR ops of a :class:`CapturedStep` in the
 given order on real tensors and drops every reference to a buffer right after the
 last op that uses it, so PyTorch's allocator frees it exactly when the simulator says
-(the model-ir README, "Memory model"). Folded nodes (views, ``getitem``, scalar arithmetic) are
-evaluated when an op first needs them.
+(the model-ir README, "Memory model"). Folded nodes (views, ``getitem``, scalar
+arithmetic) are evaluated when an op first needs them.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def _random_meta(node: fx.Node, writes: bool) -> dict:
 
 #: Reductions whose CUDA kernel (TensorIterator's ``gpu_reduce_kernel``) may take a
 #: staging buffer from the caching allocator: their input layout goes into the op's
-#: ``meta["reduction"]`` for :func:`model_ir.workspaces.reduction_workspace_bytes`.
+#: ``meta["reduction"]`` for :func:`model_ir.workspaces.reduction_workspace_parts`.
 _REDUCTIONS = {"aten::sum", "aten::mean"}
 
 
