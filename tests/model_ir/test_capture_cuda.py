@@ -49,7 +49,16 @@ def test_attention_and_dropout_take_cudas_kernels():
     assert "aten.native_dropout.default" in targets(cuda) and "aten.bernoulli_.float" in targets(cpu)
     assert not any("for_cpu" in t or "bernoulli" in t for t in targets(cuda))
     # Both calls (functional and nn.MultiheadAttention, through C++) were redirected.
-    assert sum(op.target == "aten._scaled_dot_product_efficient_attention.default" for op in cuda.ops) == 2
+    forwards = [op for op in cuda.ops if op.target == "aten._scaled_dot_product_efficient_attention.default"]
+    assert len(forwards) == 2
+    # The philox seed and offset are host tensors on CUDA: no device bytes, still read by backward.
+    bufs = {b.id: b for b in cuda.buffers}
+    readers = {b for op in cuda.ops if "backward" in op.target for b in op.inputs}
+    for op in forwards:
+        out, lse, seed, offset = (bufs[b] for b in op.outputs)
+        assert out.size > 0 and lse.size > 0 and not out.meta.get("host")
+        assert seed.size == offset.size == 0 and seed.meta["host"] and offset.meta["host"]
+        assert {seed.id, offset.id} <= readers
 
 
 def test_batch_norm_takes_cudnn_and_the_overrides_end_with_the_capture():

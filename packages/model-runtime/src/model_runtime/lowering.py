@@ -23,20 +23,9 @@ import attrs
 import torch
 from torch import fx
 
+from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_runtime.out_variants import OutVariant, find_out_variant, named_arguments, qualified_name
 from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal
-
-#: Results that the CUDA kernels of these operators return in host memory, while their
-#: meta kernels (hence the capture) say CUDA: the philox seed and offset of memory-
-#: efficient attention (found on an H200, torch 2.11, with
-#: ``model_runtime.measure.kernel_mismatches``; the cuDNN kernel keeps them the same
-#: way). Kernels read them on the host, so a CUDA arena slot for them crashes the
-#: process: these operators run as fallbacks on CUDA.
-HOST_RESULTS = {
-    "aten::_scaled_dot_product_efficient_attention": (2, 3),
-    "aten::_efficient_attention_forward": (2, 3),
-    "aten::_scaled_dot_product_cudnn_attention": (6, 7),
-}
 
 #: Out overloads that must not be called with arena slots, by device type:
 #: ``cudnn_batch_norm.out`` (a native CUDA kernel since torch 2.4) replaces its
@@ -112,6 +101,7 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     if not isinstance(target, torch._ops.OpOverload):
         return Lowering("fallback", "not an aten operator")
     if device_type == "cuda" and target._schema.name in HOST_RESULTS:
+        # Kernels read these results on the host: a CUDA arena slot crashes the process.
         return Lowering("fallback", "returns some results in host memory")
     val = node.meta.get("val")
     elems = result_elements(val)

@@ -39,6 +39,18 @@ _HALF = (torch.float16, torch.bfloat16)
 _BACKENDS = {0: "math", 1: "flash", 2: "efficient", 3: "cudnn"}
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 
+#: Results that the CUDA kernels of these operators return in host memory, while their
+#: meta kernels say otherwise: the philox seed and offset of memory-efficient (and
+#: cuDNN) attention, found on an H200 with torch 2.11 (``model_runtime.measure.
+#: kernel_mismatches``; the recorded eager traces have no device block for them). A
+#: capture for CUDA sizes them 0 device bytes. Under CUDA graph capture the kernels put
+#: them on the device instead (16 bytes, not modelled).
+HOST_RESULTS = {
+    "aten::_scaled_dot_product_efficient_attention": (2, 3),
+    "aten::_efficient_attention_forward": (2, 3),
+    "aten::_scaled_dot_product_cudnn_attention": (6, 7),
+}
+
 
 def sdpa_backend(q, k, v, mask, causal: bool, gqa: bool, prefer_cudnn: bool = False) -> str:
     """The backend ``select_sdp_backend`` (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp)

@@ -28,6 +28,7 @@ from torch.utils import _pytree as pytree
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.recompute import RANDOM, REPLAYS_RNG, RERUN_WITHOUT_WRITES
 from model_ir.simulator import EAGER_IN_PLACE
+from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.rng_replay import replayable
 from model_ir.torch.tracing import TracedStep
@@ -210,8 +211,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     last_rng: str | None = None
     phase = "forward"
 
-    def new_buffer(bid: str, t: torch.Tensor, **fields) -> str:
-        nbytes = t.untyped_storage().nbytes()
+    def new_buffer(bid: str, t: torch.Tensor, *, host: bool = False, **fields) -> str:
+        nbytes = 0 if host else t.untyped_storage().nbytes()
         if not isinstance(nbytes, int):
             node = fields["meta"]["node"]
             raise CaptureError(
@@ -295,9 +296,14 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             # so every one runs after the last unscale wrote it and it stays alive till then.
             read_ids += node_buffers[traced.found_inf]
         out_ids = []
+        on_host = {StorageWeakRef(val[i].untyped_storage()) for i in HOST_RESULTS.get(schema_name, ())
+                   if traced.device == "cuda" and isinstance(val[i], torch.Tensor)}
         for k, t in fresh:
             bid = node.name if len(fresh) == 1 else f"{node.name}.{k}"
-            out_ids.append(new_buffer(bid, t, kind=_PHASE_KIND[phase], persistent=False, meta={"node": node.name}))
+            # 0 device bytes, kept as a buffer for the ops that read it
+            host = StorageWeakRef(t.untyped_storage()) in on_host
+            out_ids.append(new_buffer(bid, t, host=host, kind=_PHASE_KIND[phase], persistent=False,
+                                      meta={"node": node.name, **({"host": True} if host else {})}))
         after = set(deps)
         if _is_rng(target):
             if last_rng is not None:
