@@ -19,6 +19,9 @@ C++ and from other composites, such as ``nn.MultiheadAttention``, are covered):
 - optimizers built with ``foreach=None`` run their foreach kernels, as they do on CUDA
   (under fake tensors PyTorch's default check fails and picks the for-loop path).
 
+A capture with ``autocast=`` also casts by CUDA's autocast policy instead of CPU's
+(:mod:`model_ir.torch.cuda_autocast`: LayerNorm, softmax, sums, ... in float32).
+
 Not emulated: RNNs (cuDNN), CTC loss, ``embedding_bag``, nested tensors, GQA with
 differing head counts, and user code that branches on ``torch.cuda.is_available()``.
 The SDPA choice for fp16/bf16 on Hopper depends on the cuDNN version (recent torch puts

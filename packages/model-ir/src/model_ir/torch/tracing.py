@@ -33,6 +33,7 @@ from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
 from model_ir.torch.constant_decisions import constant_decisions
+from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
@@ -393,10 +394,16 @@ def trace_step(
     def kernels():
         return emulate_cuda(optimizer if train else None) if emulated else contextlib.nullcontext()
 
+    @contextlib.contextmanager
     def mixed_precision():
-        # The stand-ins of an emulated CUDA capture are CPU tensors: CPU autocast applies to them.
-        kind = "cpu" if emulated else device
-        return torch.autocast(kind, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+        if autocast is None:
+            yield
+        elif emulated:  # CPU stand-ins: CPU autocast, with CUDA's policy
+            with cuda_autocast_policy(), torch.autocast("cpu", dtype=autocast):
+                yield
+        else:
+            with torch.autocast(device, dtype=autocast):
+                yield
 
     if not isinstance(targets, (tuple, list)):
         targets = (targets,)
