@@ -291,6 +291,29 @@ def test_efficient_attention_backward_temporaries_as_traced_on_the_h200(batch, h
     assert transient_workspaces(attention_backward(batch, heads, queries, device="cpu")) == {}
 
 
+@pytest.mark.parametrize("queries,head_dim,softmax_d,dq_accum", [
+    (512, 64, 4 * 12 * 512, 4 * 512 * 12 * 64),  # gpt2 b1 under bf16 autocast
+    (197, 72, 4 * 12 * 256, 4 * 256 * 12 * 96),  # queries to 128s, head dim to 32s
+    (100, 200, 4 * 12 * 128, 4 * 128 * 12 * 256),  # above 192: 256
+])
+def test_flash_attention_backward_takes_softmax_d_and_a_float_dq_accumulator(queries, head_dim, softmax_d,
+                                                                             dq_accum):
+    from model_ir.workspaces import call_peak, call_temporaries, flash_attention_backward_temporaries
+
+    g = attention_backward(1, 12, queries, head_dim, dtype="bfloat16")
+    g = Graph(g.buffers, [g.ops[0], attrs.evolve(g.ops[1], target="aten._scaled_dot_product_flash_attention_backward"
+                                                                     ".default")], meta=g.meta)
+
+    def rounded(n):
+        return -(-n // 512) * 512
+
+    parts = ((1, 4, rounded(softmax_d)), (1, 4, rounded(dq_accum)))
+    assert flash_attention_backward_temporaries(g, g.ops[1]) == call_temporaries(g, g.ops[1]) == parts
+    assert transient_workspaces(g) == {"attn_bwd": call_peak(parts)} and call_peak(parts) == sum(n for *_, n in parts)
+    assert flash_attention_backward_temporaries(g, g.ops[0]) == ()
+    assert transient_workspaces(Graph(g.buffers, g.ops, meta={**g.meta, "device": "cpu"})) == {}
+
+
 def test_attention_backward_temporaries_each_at_their_moment_on_the_allocator_clock():
     from model_bench.pipeline import eager_step_lifetimes
     from model_ir.workspaces import on_allocator_clock

@@ -49,8 +49,12 @@ PyTorch's sources and checked against the same H200 traces (bert-base and gpt2, 
 kernel's workspace; bert-base: 12 MiB, 2 x 0.19 MiB and 12.01 MiB per layer) and the
 sorted-segment embedding backward (:func:`embedding_backward_workspace_bytes`: 13.2 MiB
 for bert-base's word embeddings, 52.8 MiB for gpt2's). Not modelled: their int64 index
-buffers and sort workspaces (a few KiB to 0.3 MiB), and the other attention kernels'
-(flash, cuDNN) temporaries.
+buffers and sort workspaces (a few KiB to 0.3 MiB). FlashAttention-2's backward
+(fp16/bf16) takes ``softmax_d`` and a float query-gradient accumulator
+(:func:`flash_attention_backward_temporaries`, from the sources, not traced: gpt2 b1
+under bf16 autocast, 512 tokens, 1.5 MiB per layer). Not modelled: cuDNN attention's,
+and the efficient kernel's at fp16/bf16 (whose float copies of ``grad_out`` and ``out``
+depend on the kernel it picks).
 """
 
 from __future__ import annotations
@@ -366,12 +370,44 @@ def attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int], ...
     return (1, 3, product), (1, 3, delta), (2, 4, delta), (3, 4, workspace)
 
 
+FLASH_ATTENTION_BACKWARD = "aten._scaled_dot_product_flash_attention_backward.default"
+
+
+def flash_attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int], ...]:
+    """What FlashAttention-2's ``mha_bwd`` (aten/src/ATen/native/transformers/cuda/
+    flash_attn/flash_api.cpp) takes from the caching allocator after the gradients, as
+    :func:`attention_backward_temporaries` gives them: ``softmax_d``, batch x heads x
+    queries rounded up to 128 floats, then the query gradient's float accumulator
+    ``dq_accum``, batch x rounded queries x heads x the head dim rounded up to 32 (256
+    above 192), both freed when the call returns. Read in the sources, not traced (no
+    fp16/bf16 step was traced on a GPU yet). Not modelled: deterministic mode (one
+    ``dq_accum`` per split), grouped-query attention's expanded key/value gradients,
+    and the copy of a gradient whose layout the kernel does not take. Each rounded up
+    to the graph's granularity; empty for other ops."""
+    if op.target != FLASH_ATTENTION_BACKWARD or not op.outputs:
+        return ()
+    grad_q = graph.buffer(op.outputs[0])
+    if grad_q.shape is None or len(grad_q.shape) != 4:
+        return ()
+    batch, heads, queries, head_dim = grad_q.shape
+    granularity = graph.meta.get("granularity", 512)
+
+    def rounded(n: int) -> int:
+        return -(-n // granularity) * granularity
+
+    queries_rounded = -(-queries // 128) * 128
+    head_dim_rounded = -(-head_dim // 32) * 32 if head_dim <= 192 else 256
+    softmax_d = rounded(4 * batch * heads * queries_rounded)
+    dq_accum = rounded(4 * batch * queries_rounded * heads * head_dim_rounded)
+    return (1, ALLOCATOR_SUBSTEPS, softmax_d), (1, ALLOCATOR_SUBSTEPS, dq_accum)
+
+
 def call_temporaries(graph, op) -> tuple[tuple[int, int, int], ...]:
     """The allocations of an op's workspace that the caching allocator sees apart, as
     ``(first, last, bytes)`` in :data:`ALLOCATOR_SUBSTEPS` of the call: the attention
-    backward's temporaries, or a split reduction's staging buffer and semaphores (both
-    for the whole call); ``()`` for a workspace of one allocation."""
-    parts = attention_backward_temporaries(graph, op)
+    backward's temporaries (efficient or flash), or a split reduction's staging buffer
+    and semaphores (both for the whole call); ``()`` for a workspace of one allocation."""
+    parts = attention_backward_temporaries(graph, op) or flash_attention_backward_temporaries(graph, op)
     if parts or graph.meta.get("device") != "cuda" or not op.meta.get("reduction"):
         return parts
     sizes = reduction_workspace_parts(op.meta["reduction"], granularity=graph.meta.get("granularity", 512),
@@ -432,8 +468,8 @@ def embedding_backward_workspace_bytes(graph, op) -> int:
 def transient_workspaces(graph) -> dict[str, int]:
     """Op id -> bytes of the workspace the op takes for the duration of its call, for a
     graph captured for CUDA (empty otherwise): cuDNN's convolutions, the staging
-    buffers of split reductions, the memory-efficient attention backward's temporaries
-    (their peak) and the embedding backward's partial sums."""
+    buffers of split reductions, the attention backwards' temporaries (their peak) and
+    the embedding backward's partial sums."""
     if graph.meta.get("device") != "cuda":
         return {}
     out = {}
@@ -463,9 +499,10 @@ def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]
     it. The larger workspace keeps the lifetime's id (what a plot shows), the other is
     ``<id>:other``. Replaying the H200 traces of vgg16, resnet18 and alexnet, the two
     workspaces' sizes and moments decide how the segments fragment (vgg16 b32: 5008 MiB
-    reserved with one workspace, 5936 with two, 5932 measured). The memory-efficient
-    attention backward's workspace becomes its temporaries, each at its moment
-    (:func:`attention_backward_temporaries`), and a split reduction's into its staging
+    reserved with one workspace, 5936 with two, 5932 measured). An attention
+    backward's workspace becomes its temporaries, each at its moment
+    (:func:`attention_backward_temporaries`, :func:`flash_attention_backward_temporaries`),
+    and a split reduction's into its staging
     buffer and semaphores (:func:`call_temporaries`); the largest keeps the id, the
     others are ``<id>:<n>``.
     """
