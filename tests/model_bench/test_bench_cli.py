@@ -189,7 +189,7 @@ def test_out_must_be_a_directory_checked_before_any_run(tmp_path, capsys, monkey
 
 
 def test_options_a_graph_file_or_an_empty_list_would_ignore_are_refused(tmp_path, capsys, monkeypatch):
-    """bench --graph refuses --optimizer and --device as it does --mode and --batch-size
+    """bench --graph refuses --optimizer, --device and --autocast as it does --mode and --batch-size
     (the graph was captured with its own); an empty list is not the default list."""
     import model_bench.sweep as sweep
 
@@ -197,10 +197,12 @@ def test_options_a_graph_file_or_an_empty_list_would_ignore_are_refused(tmp_path
     monkeypatch.chdir(tmp_path)
     graph = tmp_path / "t.json"
     graph.write_text("{}")
+    capture_flags = "--optimizer, --device and --autocast say how to capture"
     for argv, needle in [
-        (["bench", "--graph", str(graph), "--optimizer", "adam"], "--optimizer and --device say how to capture"),
-        (["bench", "--graph", str(graph), "--device", "cuda"], "--optimizer and --device say how to capture"),
-        (["bench", "--graph", str(graph), "--device", "cpu"], "--optimizer and --device say how to capture"),
+        (["bench", "--graph", str(graph), "--optimizer", "adam"], capture_flags),
+        (["bench", "--graph", str(graph), "--device", "cuda"], capture_flags),
+        (["bench", "--graph", str(graph), "--device", "cpu"], capture_flags),
+        (["bench", "--graph", str(graph), "--autocast", "bf16"], capture_flags),
         (["bench", "--model", "tiny-mlp", "--batch-sizes", ","], "--batch-sizes: the list is empty"),
         (["bench", "--model", "tiny-mlp", "--modes", ","], "--modes: the list is empty"),
         (["bench", "suite", "--models", "tiny-mlp", "--batch-sizes", ","], "--batch-sizes: the list is empty"),

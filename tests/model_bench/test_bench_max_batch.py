@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from model_bench.errors import BenchError
 from model_bench.max_batch import largest_fitting, parse_bytes
+from model_bench.pipeline import BenchSettings
 
 
 @given(st.integers(0, 300), st.integers(1, 300))
@@ -57,6 +58,12 @@ def test_measured_search_runs_each_probe_in_a_fresh_process_and_counts_failures_
     assert {(v, a) for v, a, _ in specs} == {("eager", "default"), ("eager", "expandable"), ("auto", "expandable")}
     assert r["gain"] == 2.0 and r["gain_vs_strongest"] == 12 / 7
     assert r["plan_max_batch_size"] is None  # the plan's own figure is simulated only
+    # --autocast bf16 reaches every child and the result
+    seen = []
+    monkeypatch.setattr(measured_runs, "spawn_variant", lambda spec, alloc, **_: seen.append(spec.get("autocast"))
+                        or {"max_reserved_bytes": spec["batch_size"] * MiB})
+    r = max_batch("tiny-mlp", 8 * MiB, measure=True, limit=16, settings=BenchSettings(autocast="bf16"))
+    assert seen and set(seen) == {"bfloat16"} and r["autocast"] == "bfloat16"
 
 
 @pytest.mark.gpu

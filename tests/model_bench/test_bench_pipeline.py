@@ -245,3 +245,57 @@ def test_the_runtime_line_names_an_order_other_than_the_schedulers():
     assert "with the arena executor, " in line and "(reorder, optimizer-in-backward order)" in line
     assert _runtime_lines({k: v for k, v in f.items() if not k.startswith("runtime_order")}) == \
         [line.replace(", optimizer-in-backward order", "")]  # results written before the order choice
+
+
+def test_bench_under_bf16_autocast_captures_cudas_mixed_precision_step():
+    """``--autocast bf16``: the zoo step's forward pass and loss under autocast, cast by
+    CUDA's policy (LayerNorm and softmax in float32, linear layers in bfloat16)."""
+    pytest.importorskip("torch")
+    from model_bench.cli_bench import format_run
+    from model_bench.errors import BenchError
+    from model_bench.pipeline import check_settings, run_bench
+
+    with pytest.raises(BenchError, match="unknown autocast dtype 'fp16'; choose bf16"):
+        check_settings(BenchSettings(autocast="fp16"))
+    run = run_bench("transformer-small", "train", 2, BenchSettings(time_limit=1, autocast="bf16"))
+    f, graph = run.figures, run.graph
+    assert f["autocast"] == graph.meta["autocast"] == "bfloat16"
+    dtypes = {}
+    for op in graph.ops:
+        if op.outputs and op.meta["phase"] == "forward":
+            dtypes.setdefault(op.target, set()).add(graph.buffer(op.outputs[0]).dtype)
+    assert dtypes["aten.native_layer_norm.default"] == {"float32"}
+    assert dtypes["aten.addmm.default"] == {"bfloat16"}
+    assert "train batch 2 (sgd) under bfloat16 autocast for cuda" in format_run(f)
+    plain = run_bench("transformer-small", "train", 2, BenchSettings(time_limit=1))
+    assert "autocast" not in plain.figures and plain.graph.meta.get("autocast") is None
+
+
+def test_the_autocast_comparison_script(tmp_path, capsys):
+    """``scripts/autocast_vs_fp32.py``: one row per run in both files; the files' order is checked."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "packages" / "model-bench" / "scripts" / "autocast_vs_fp32.py"
+    spec = importlib.util.spec_from_file_location("autocast_vs_fp32", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    MiB = 2**20
+
+    def results(name, **extra):
+        runs = [{"model": "m", "mode": "train", "batch_size": 1, "strongest_baseline_bytes": 100 * MiB,
+                 "optimized_total_bytes": 80 * MiB, "saving_vs_strongest": 0.2, **extra},
+                {"model": "m", "mode": "train", "batch_size": 32, "error": "out of memory", **extra}]
+        p = tmp_path / name
+        p.write_text(json.dumps({"results": runs}))
+        return str(p)
+
+    full, mixed = results("fp32.json"), results("amp.json", autocast="bfloat16")
+    assert script.main([full, mixed]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[2] == "| m | train | 1 | 100 | 80 | 20.0% | 100 | 80 | 20.0% | +0.0% |"
+    assert script.main([mixed, full]) == 2 and "fp32 results first" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(SystemExit, match="not a bench results file"):
+        script.main([str(tmp_path / "bad.json"), mixed])

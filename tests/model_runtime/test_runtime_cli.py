@@ -252,3 +252,27 @@ def test_hugging_face_steps_are_bitwise_eager_with_the_arena(name, mode, capsys)
                  "--executor", "arena", "--compare-eager", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["bitwise_equal_to_eager"] is True and figures["executor"] == "arena"
+
+
+def test_run_and_measure_under_bf16_autocast(capsys):
+    """``--autocast bf16``: the optimized step and the eager reference (in-process and in
+    each measured child) run the AMP recipe; the optimized step stays bitwise eager's."""
+    from model_runtime.cli_run import run_model
+
+    step, figures = run_model("tiny-cnn", batch_size=2, steps=2, time_limit=0.5, compare_eager=True,
+                              autocast="bfloat16")
+    assert figures["bitwise_equal_to_eager"] is True and step.plan.graph.meta["autocast"] == "bfloat16"
+    assert any(b.dtype == "bfloat16" for b in step.plan.graph.buffers)
+
+    def measured(*flags):
+        assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "1", "--time-limit", "0.5", "--measure",
+                     "--allocators", "default", "--variants", "eager,arena", "--json", *flags]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    amp, fp32 = measured("--autocast", "bf16"), measured()
+    assert amp["autocast"] == "bfloat16" and "autocast" not in fp32
+    assert amp["first_loss_equal"]["default"] == {"arena": True}
+    assert amp["runs"]["default"]["eager"]["losses"] != fp32["runs"]["default"]["eager"]["losses"]
+    from model_runtime.measured_runs import render_measurement
+
+    assert render_measurement(amp).startswith("tiny-cnn train batch 2 under bfloat16 autocast on cpu")

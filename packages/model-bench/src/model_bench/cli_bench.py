@@ -10,7 +10,7 @@ from typing import Any
 
 from model_bench.errors import BenchError
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import seconds, whole_number
+from model_ir.cli_values import AUTOCAST, seconds, whole_number
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES, BenchSettings
 from model_bench.progress import Progress
@@ -62,6 +62,9 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, choices=DEVICES,
                         help="capture the step with this device's kernels (default cuda: the attention, batch-norm "
                              "and dropout kernels CUDA runs, emulated without a GPU, plus cuBLAS and cuDNN workspaces)")
+    parser.add_argument("--autocast", default=None, choices=tuple(AUTOCAST),
+                        help="mixed precision: the forward pass and the loss under torch.autocast with this dtype "
+                             "(the AMP recipe; CUDA's autocast policy, emulated without a GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -76,7 +79,8 @@ def settings_from(args) -> BenchSettings:
         budget = parse_bytes(budget)
     return check_settings(BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
                                         time_limit=args.time_limit, optimizer=args.optimizer or DEFAULT_OPTIMIZER,
-                                        device=args.device or DEFAULT_DEVICE, memory_budget=budget))
+                                        device=args.device or DEFAULT_DEVICE, memory_budget=budget,
+                                        autocast=args.autocast))
 
 
 def format_run(f: dict[str, Any]) -> str:
@@ -86,6 +90,8 @@ def format_run(f: dict[str, Any]) -> str:
     head = f"{f.get('model', 'graph')} {f.get('mode', '')} batch {f.get('batch_size', '?')}"
     if f.get("optimizer"):
         head += f" ({f['optimizer']})"
+    if f.get("autocast"):
+        head += f" under {f['autocast']} autocast"
     if f.get("device"):
         head += f" for {f['device']}" + (" (kernels emulated)" if f.get("kernels") == "emulated" else "")
     params = f" {f['parameters']:,} parameters," if f.get("parameters") is not None else ""
@@ -340,9 +346,9 @@ def run_graph_file(args) -> int:
 
     if args.modes or args.batch_sizes:
         raise BenchError("--mode and --batch-size describe zoo models; a graph file was captured with its own")
-    if args.optimizer is not None or args.device is not None:
-        raise BenchError("--optimizer and --device say how to capture zoo models; a graph file was captured "
-                         "with its own")
+    if args.optimizer is not None or args.device is not None or args.autocast is not None:
+        raise BenchError("--optimizer, --device and --autocast say how to capture zoo models; a graph file was "
+                         "captured with its own")
     check_out_dir(args.out)
     progress = Progress(quiet=args.quiet, prefix=f"[{Path(args.graph).name}] ")
     seconds: dict[str, float] = {}
@@ -354,7 +360,8 @@ def run_graph_file(args) -> int:
                                "mode": graph.meta.get("mode") or ("eval" if graph.meta.get("train") is False
                                                                   else "graph"),
                                "batch_size": graph.meta.get("batch_size") or 0,
-                               "optimizer": graph.meta.get("optimizer")})
+                               "optimizer": graph.meta.get("optimizer"),
+                               **({"autocast": graph.meta["autocast"]} if graph.meta.get("autocast") else {})})
     figures = dict(run.figures)
     out = Path(args.out)
     if not args.no_artifacts:

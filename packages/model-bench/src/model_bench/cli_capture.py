@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model_ir.cli_values import whole_number
+from model_ir.cli_values import AUTOCAST, whole_number
 from model_ir.output_files import check_output
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES
@@ -25,6 +25,8 @@ class CaptureCommand:
                             help="round storage sizes up to this allocation granularity (default 512, CUDA's)")
         parser.add_argument("--device", default="cuda", choices=DEVICES,
                             help="the device whose kernels the graph records (default cuda, emulated without a GPU)")
+        parser.add_argument("--autocast", default=None, choices=tuple(AUTOCAST),
+                            help="mixed precision: the forward pass and the loss under torch.autocast with this dtype")
         parser.add_argument("-o", "--output", required=True, metavar="FILE", help="graph JSON file to write")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -45,7 +47,8 @@ class CaptureCommand:
         out = Path(args.output)
         progress = Progress(quiet=args.quiet, prefix=f"[{args.model}] ")
         _, graph = capture_model(args.model, args.mode, args.batch_size, optimizer=args.optimizer,
-                                 granularity=args.granularity, device=args.device, progress=progress, seconds={})
+                                 granularity=args.granularity, device=args.device, progress=progress, seconds={},
+                                 autocast=args.autocast)
         save_graph(graph, out, overwrite=args.force)
         peak = simulate(graph).peak_bytes
         print(f"wrote {out}: {len(graph.ops)} ops, {len(graph.buffers)} buffers, "

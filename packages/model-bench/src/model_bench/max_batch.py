@@ -96,7 +96,8 @@ def measure_cuda(model: str, mode: str, batch_size: int, settings: BenchSettings
 
     spec = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": settings.optimizer,
             "device": "cuda", "variant": "auto" if optimized else "eager", "steps": 2, "warmup": 1,
-            "time_limit": settings.time_limit}
+            "time_limit": settings.time_limit,
+            **({"autocast": cli_values.AUTOCAST[settings.autocast]} if settings.autocast else {})}
     return spawn_variant(spec, alloc).get("max_reserved_bytes")
 
 
@@ -121,7 +122,7 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
     def graph(b: int, for_recompute: bool = False):
         progress.say(f"batch {b}: capture" + (" (recomputable forward)" if for_recompute else ""))
         return capture_model(model, mode, b, optimizer=settings.optimizer, granularity=settings.granularity,
-                             device=settings.device, for_recompute=for_recompute)[1]
+                             device=settings.device, for_recompute=for_recompute, autocast=settings.autocast)[1]
 
     def eager_probe(b: int) -> dict[str, Any]:
         p = probes.setdefault(b, {"batch_size": b})
@@ -201,6 +202,7 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
     plan_b = None if measure else largest_fitting(fits(optimized_probe, "plan_bytes"), limit=limit)
     return {
         "model": model, "mode": mode, "optimizer": settings.optimizer, "memory_bytes": memory_bytes,
+        **({"autocast": cli_values.AUTOCAST[settings.autocast]} if settings.autocast else {}),
         "limit": limit, "eager_max_batch_size": eager_b, "strongest_baseline_max_batch_size": strongest_b,
         "optimized_max_batch_size": optimized_b,
         "eager_source": ("measured (CUDA, default allocator, fresh process)" if measure

@@ -19,6 +19,7 @@ from model_bench.errors import BenchError, StageUnavailableError
 from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
+from model_ir.cli_values import AUTOCAST
 from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
 from model_runtime.beside_arena import held_by, least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
@@ -38,7 +39,9 @@ class BenchSettings:
     and the device whose kernels the step is captured with (``cuda``: emulated on a
     machine without a GPU; ``cpu``). ``memory_budget`` (bytes, or None): the peak the
     plan must stay under, recomputing ops when no order alone does (the scheduler
-    ``auto`` then runs ``recompute``)."""
+    ``auto`` then runs ``recompute``). ``autocast`` (``bf16``, or None): the forward
+    pass and the loss run under ``torch.autocast`` with bfloat16, the AMP recipe
+    (``model_ir.cli_values.AUTOCAST``)."""
 
     scheduler: str = "auto"
     placer: str = "auto"
@@ -48,6 +51,16 @@ class BenchSettings:
     granularity: int = 512
     device: str = "cuda"
     memory_budget: int | None = None
+    autocast: str | None = None
+
+
+def autocast_dtype(name: str | None):
+    """The torch dtype of an ``AUTOCAST`` name (``model_ir.cli_values``; None for None)."""
+    if name is None:
+        return None
+    import torch
+
+    return getattr(torch, AUTOCAST[name])
 
 
 @attrs.frozen(eq=False)
@@ -98,6 +111,8 @@ def check_settings(settings: BenchSettings) -> BenchSettings:
         raise BenchError(f"unknown device {settings.device!r}; choose one of {', '.join(DEVICES)}")
     if settings.memory_budget is not None and settings.memory_budget <= 0:
         raise BenchError(f"memory budget must be > 0 bytes, got {settings.memory_budget!r}")
+    if settings.autocast is not None and settings.autocast not in AUTOCAST:
+        raise BenchError(f"unknown autocast dtype {settings.autocast!r}; choose {', '.join(AUTOCAST)}")
     return settings
 
 
@@ -109,21 +124,23 @@ def _missing(what: str, module: str, exc: ImportError) -> StageUnavailableError:
 
 
 def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda",
-                 for_recompute: bool = False) -> Graph:
+                 for_recompute: bool = False, autocast: str | None = None) -> Graph:
     """Capture one training (or eval) step of ``case`` as a storage-level graph, with
     ``device``'s kernels and, for CUDA, cuDNN's convolution workspaces as buffers
     (:func:`model_ir.workspaces.with_workspaces`). ``for_recompute``: as ``optimize(memory_budget=...)`` captures
     it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``).
     ``meta["arena_fallbacks"]``: the buffers model-runtime's arena executor leaves to
     PyTorch's allocator on ``device`` (the results of its fallback ops, see
-    ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`."""
+    ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`.
+    ``autocast``: an ``AUTOCAST`` name (mixed precision) or None."""
     try:
         from model_ir.torch import capture_step
     except ImportError as e:
         raise _missing("capture", "model_ir.torch (pip install model-ir[torch])", e) from None
     captured = capture_step(case.model, case.inputs, loss_fn=case.loss_fn, optimizer=case.optimizer,
                             train=case.train, targets=() if case.target is None else (case.target,),
-                            granularity=granularity, device=device, functional_inplace=for_recompute)
+                            granularity=granularity, device=device, functional_inplace=for_recompute,
+                            autocast=autocast_dtype(autocast))
     graph = captured.graph
     from model_runtime.lowering import fallback_buffers  # imports torch, as the capture does
 
@@ -133,7 +150,7 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
                   device: str = "cuda", progress: Progress | None = None, seconds: dict[str, float] | None = None,
-                  for_recompute: bool = False) -> tuple[ModelCase, Graph]:
+                  for_recompute: bool = False, autocast: str | None = None) -> tuple[ModelCase, Graph]:
     """Build zoo model ``name`` and capture its step (see :func:`capture_case`); returns
     the case and the graph."""
     progress = progress or Progress(quiet=True)
@@ -151,7 +168,8 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     with progress.stage("build", seconds):
         case = build_case(name, mode, batch_size, optimizer=optimizer)
     with progress.stage("capture", seconds):
-        graph = capture_case(case, granularity=granularity, device=device, for_recompute=for_recompute)
+        graph = capture_case(case, granularity=granularity, device=device, for_recompute=for_recompute,
+                             autocast=autocast)
         # Name the graph after the zoo entry and record the request, so a saved graph
         # says what it is (``bench --graph`` labels its report with these).
         graph = attrs.evolve(graph, name=name, meta={**graph.meta, "model": name, "mode": mode,
@@ -456,10 +474,12 @@ def run_bench(model: str, mode: str = "train", batch_size: int = 1, settings: Be
     t0 = time.perf_counter()
     case, graph = capture_model(model, mode, batch_size, optimizer=settings.optimizer,
                                 granularity=settings.granularity, device=settings.device, progress=progress,
-                                seconds=seconds, for_recompute=settings.memory_budget is not None)
+                                seconds=seconds, for_recompute=settings.memory_budget is not None,
+                                autocast=settings.autocast)
     progress.say(f"  {len(graph.ops)} ops, {len(graph.buffers)} buffers, {case.parameter_count:,} parameters")
     extra = {"model": model, "mode": mode, "batch_size": batch_size,
-             "optimizer": case.optimizer_name, "parameters": case.parameter_count}
+             "optimizer": case.optimizer_name, "parameters": case.parameter_count,
+             **({"autocast": AUTOCAST[settings.autocast]} if settings.autocast else {})}
     run = analyze_graph(graph, settings, progress=progress, seconds=seconds, extra=extra)
     progress.say(f"total {time.perf_counter() - t0:.2f} s")
     return run

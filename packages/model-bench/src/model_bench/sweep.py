@@ -15,6 +15,7 @@ from model_bench.pipeline import BenchRun, BenchSettings, run_bench
 from model_bench.progress import Progress
 from model_bench.reports import write_reports
 from model_bench.zoo import check_batch_size, check_mode, get_model, model_names
+from model_ir.cli_values import AUTOCAST
 from model_ir.errors import ModelOptError
 
 SUITE_MODES = ("train", "eval")
@@ -54,7 +55,8 @@ def measure_run(model: str, mode: str, batch: int, settings: BenchSettings, prog
 
     result = measure_model(model, mode=mode, batch_size=batch, optimizer=settings.optimizer, device="cuda",
                            time_limit=settings.time_limit, progress=progress.say,
-                           memory_budget=settings.memory_budget)
+                           memory_budget=settings.memory_budget,
+                           autocast=AUTOCAST[settings.autocast] if settings.autocast else None)
     return measured_figures(result)
 
 

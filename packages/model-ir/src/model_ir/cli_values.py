@@ -22,6 +22,11 @@ BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
 
+#: ``--autocast`` values of the CLIs -> the torch dtype's name. fp16 is left out: its
+#: training recipe needs a GradScaler, which the zoo's steps do not hold.
+AUTOCAST = {"bf16": "bfloat16"}
+
+
 def parse_bytes(text: str) -> int:
     """``"16GiB"`` -> bytes (a fraction of a byte is dropped). Units: B, KB/MB/GB/TB
     (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024), any case.

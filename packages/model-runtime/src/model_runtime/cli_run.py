@@ -11,7 +11,7 @@ import json
 import statistics
 import time
 
-from model_ir.cli_values import byte_size, seconds, whole_number
+from model_ir.cli_values import AUTOCAST, byte_size, seconds, whole_number
 from model_ir.errors import ModelOptError
 from model_ir.plugins import provider
 from model_runtime.errors import RuntimeLayerError
@@ -20,10 +20,11 @@ from model_runtime.errors import RuntimeLayerError
 def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer: str = "sgd",
               executor: str = "auto", steps: int = 5, time_limit: float | None = None, device: str = "cpu",
               compare_eager: bool = False, plan=None, memory_budget: int | None = None,
-              cuda_graph: bool = False):
+              cuda_graph: bool = False, autocast: str | None = None):
     """Optimize and run ``steps`` steps of zoo model ``name``; returns ``(step, figures)``.
     ``memory_budget`` (bytes): plan under it, recomputing if needed (see ``optimize``);
-    ``cuda_graph``: replay the step as a CUDA graph.
+    ``cuda_graph``: replay the step as a CUDA graph; ``autocast`` (``bfloat16``, a
+    torch dtype's name): mixed precision, for the eager reference too.
 
     Figures (seconds): ``median_step_seconds`` and, with ``compare_eager``, the eager
     median, the ratio, and whether every loss (train) or output (eval) was bitwise
@@ -35,7 +36,7 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
     try:
         return _run_model(name, batch_size=batch_size, mode=mode, optimizer=optimizer, executor=executor,
                           steps=steps, time_limit=time_limit, device=device, compare_eager=compare_eager, plan=plan,
-                          memory_budget=memory_budget, cuda_graph=cuda_graph)
+                          memory_budget=memory_budget, cuda_graph=cuda_graph, autocast=autocast)
     except (RuntimeError, MemoryError) as e:
         from model_ir.torch.errors import out_of_memory
 
@@ -46,14 +47,17 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
 
 
 def _run_model(name, *, batch_size, mode, optimizer, executor, steps, time_limit, device, compare_eager, plan,
-               memory_budget, cuda_graph):
+               memory_budget, cuda_graph, autocast):
     # Imported here so that loading the plugin (every `model-opt` call) does not import torch.
+    import contextlib
+
     import torch
 
     from model_runtime.optimized_step import optimize
 
     case = provider("model_opt_models", name, "model").build(mode, batch_size, optimizer=optimizer, device=device)
     train = mode == "train"
+    dtype = getattr(torch, autocast) if autocast else None
     targets = (case.target,) if train and case.target is not None else ()
     ref = ref_opt = None
     if compare_eager:
@@ -61,7 +65,8 @@ def _run_model(name, *, batch_size, mode, optimizer, executor, steps, time_limit
         ref, ref_opt = copy.deepcopy((case.model, case.optimizer if train else None))
     step = optimize(case.model, case.inputs, loss_fn=case.loss_fn if train else None,
                     optimizer=case.optimizer if train else None, executor=executor, time_limit=time_limit,
-                    targets=targets, train=train, plan=plan, memory_budget=memory_budget, cuda_graph=cuda_graph)
+                    targets=targets, train=train, plan=plan, memory_budget=memory_budget, cuda_graph=cuda_graph,
+                    autocast=dtype)
     sync = torch.cuda.synchronize if step.device.type == "cuda" else (lambda: None)
 
     def timed(fn):
@@ -81,9 +86,11 @@ def _run_model(name, *, batch_size, mode, optimizer, executor, steps, time_limit
             if train:
                 from model_ir.testing.torch_models import eager_step
 
-                expected, seconds = timed(lambda: eager_step(ref, ref_opt, case.inputs, case.loss_fn, targets))
+                expected, seconds = timed(lambda: eager_step(ref, ref_opt, case.inputs, case.loss_fn, targets,
+                                                             autocast=dtype))
             else:
-                with torch.no_grad():
+                with torch.no_grad(), (torch.autocast(step.device.type, dtype=dtype) if dtype
+                                       else contextlib.nullcontext()):
                     expected, seconds = timed(lambda: ref(*case.inputs))
             theirs.append(seconds)
             got = out if isinstance(out, tuple) else (out,)
@@ -150,6 +157,9 @@ class RunCommand:
         parser.add_argument("--plan", default=None, help="reuse a plan JSON saved with --save-plan")
         parser.add_argument("--save-plan", default=None, help="write the plan JSON here")
         parser.add_argument("--force", action="store_true", help="replace the --save-plan file if it exists")
+        parser.add_argument("--autocast", default=None, choices=tuple(AUTOCAST),
+                            help="mixed precision: the forward pass and the loss under torch.autocast with this "
+                                 "dtype (the AMP recipe), for eager too")
         parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
         parser.add_argument("--measure", action="store_true",
                             help="run eager, reorder and arena each in a fresh process, with PyTorch's default "
@@ -195,7 +205,7 @@ class RunCommand:
             args.model, batch_size=args.batch_size, mode=args.mode, optimizer=args.optimizer,
             executor=args.executor, steps=args.steps, time_limit=args.time_limit, device=args.device,
             compare_eager=args.compare_eager, plan=args.plan, memory_budget=args.budget,
-            cuda_graph=args.cuda_graph,
+            cuda_graph=args.cuda_graph, autocast=AUTOCAST.get(args.autocast),
         )
         if args.save_plan is not None:
             save_plan(step.plan, args.save_plan, overwrite=args.force)
@@ -240,6 +250,7 @@ def _run_measure(args) -> int:
     result = measure_model(args.model, mode=args.mode, batch_size=args.batch_size, optimizer=args.optimizer,
                            device=args.device, variants=variants, allocs=allocs, steps=args.steps,
                            time_limit=args.time_limit, memory_budget=args.budget,
+                           autocast=AUTOCAST.get(args.autocast),
                            progress=None if args.json else (lambda m: print(f"  running {m}", file=sys.stderr)))
     print(json.dumps(result) if args.json else render_measurement(result))
     if all("error" in r for by_variant in result["runs"].values() for r in by_variant.values()):

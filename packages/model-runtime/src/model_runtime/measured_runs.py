@@ -27,6 +27,7 @@ tests measure the CPU with profiler memory events and the live-storage harness).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -72,6 +73,7 @@ def run_variant(spec: dict) -> dict:
     case = provider("model_opt_models", spec["model"], "model").build(
         spec["mode"], spec["batch_size"], optimizer=spec["optimizer"], device=spec["device"])
     targets = (case.target,) if train and case.target is not None else ()
+    autocast = getattr(torch, spec["autocast"]) if spec.get("autocast") else None
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     # each step's outputs are dropped before the next step (see the loop below); runs
     # recorded without this held the previous step's outputs through each step
@@ -85,10 +87,11 @@ def run_variant(spec: dict) -> dict:
             out["output_released"] = True  # eager_step drops the model's output after the loss
 
             def one_step():
-                return eager_step(case.model, case.optimizer, case.inputs, case.loss_fn, targets)
+                return eager_step(case.model, case.optimizer, case.inputs, case.loss_fn, targets, autocast=autocast)
         else:
             def one_step():
-                with torch.no_grad():
+                with torch.no_grad(), (torch.autocast(device.type, dtype=autocast) if autocast is not None
+                                       else contextlib.nullcontext()):
                     return case.model(*case.inputs)
     else:
         from model_runtime.optimized_step import optimize
@@ -105,7 +108,7 @@ def run_variant(spec: dict) -> dict:
                         optimizer=case.optimizer if train else None, executor=executor,
                         time_limit=spec.get("time_limit"), targets=targets, train=train,
                         memory_budget=spec.get("memory_budget"), cuda_graph=graphed,
-                        fallback_results=spec.get("fallback_results", "auto"))
+                        fallback_results=spec.get("fallback_results", "auto"), autocast=autocast)
         out["planning_seconds"] = time.perf_counter() - t0
         if cuda:
             sync()
@@ -214,17 +217,20 @@ def spawn_variant(spec: dict, alloc: str, *, timeout: float = 600.0, env: dict |
 def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optimizer: str = "sgd",
                   device: str = "cuda", variants=("eager", "reorder", "arena"), allocs=("default", "expandable"),
                   steps: int = 10, warmup: int = 3, time_limit: float | None = None, progress=None,
-                  memory_budget: int | None = None) -> dict:
+                  memory_budget: int | None = None, autocast: str | None = None) -> dict:
     """Measure every variant under every allocator setting, each in a fresh process.
 
     Returns ``{"model", "mode", "batch_size", "optimizer", "device", "runs": {alloc:
     {variant: figures or {"error": ...}}}, "first_loss_equal": {alloc: {variant: bool}}}``
     (whether the first step's loss is bitwise eager's, per optimized variant).
     ``memory_budget`` (bytes): the optimized variants plan under it (recomputation).
+    ``autocast`` (``bfloat16``, a torch dtype's name): every variant runs its forward
+    pass and loss under ``torch.autocast`` with it.
     """
     base = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": optimizer, "device": device,
             "steps": steps, "warmup": warmup, "time_limit": time_limit,
-            **({"memory_budget": memory_budget} if memory_budget is not None else {})}
+            **({"memory_budget": memory_budget} if memory_budget is not None else {}),
+            **({"autocast": autocast} if autocast is not None else {})}
     runs: dict = {}
     for alloc in allocs:
         runs[alloc] = {}
@@ -310,7 +316,8 @@ def _mib(x) -> str:
 
 def render_measurement(result: dict) -> str:
     """A text table of :func:`measure_model`'s result (MiB, milliseconds)."""
-    lines = [f"{result['model']} {result['mode']} batch {result['batch_size']} on {result['device']} "
+    amp = f" under {result['autocast']} autocast" if result.get("autocast") else ""
+    lines = [f"{result['model']} {result['mode']} batch {result['batch_size']}{amp} on {result['device']} "
              "(measured, each variant in a fresh process; MiB, ms)"]
     head = (f"{'allocator':<11}{'variant':<9}{'max alloc':>10}{'max reserved':>13}{'planned':>9}"
             f"{'step ms':>9}{'loss 1 = eager':>16}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -92,7 +94,7 @@ def call_model(model: nn.Module, inputs):
 
 
 def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), before_step=None,
-               return_outputs: bool = False):
+               return_outputs: bool = False, autocast: torch.dtype | None = None):
     """One plain eager training step (the reference the captured step must reproduce).
 
     Returns the detached loss, or ``(loss, output)`` with ``return_outputs`` (the
@@ -104,16 +106,21 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), be
     baseline (program order of a loss-only capture) models. A loop that keeps ``out``
     through backward holds a language model's logits too (bert-base at batch 32: 477 MiB
     more at the peak, gpt2 3.1 GiB).
+
+    ``autocast``: the forward pass and the loss run under ``torch.autocast`` with this
+    dtype on the parameters' device (the AMP recipe), backward and the update outside.
     """
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
-    out = call_model(model, inputs)
-    if loss_fn is not None:
-        loss = loss_fn(out, *targets)
-    else:
-        from model_ir.torch.tracing import default_loss
+    device = next(iter(model.parameters()), torch.empty(0)).device.type
+    with torch.autocast(device, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+        out = call_model(model, inputs)
+        if loss_fn is not None:
+            loss = loss_fn(out, *targets)
+        else:
+            from model_ir.torch.tracing import default_loss
 
-        loss = default_loss(out)
+            loss = default_loss(out)
     if return_outputs:
         out = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, out)
     else:
