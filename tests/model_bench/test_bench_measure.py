@@ -101,6 +101,11 @@ def test_simulated_vs_measured_joins_a_suite_with_gpu_matrix_results(tmp_path):
     assert "| m | train | 32 | 99 / 100 (-1%) | 108 / 120 (-10%) | 104 / 104 (0%) | 70 | 81 / 90 (-10%) | - | 84 |" in table
     assert "never measured" not in table and "not simulated" not in table and "‡" not in table
     assert "no eager" not in table  # optimized runs are compared only beside an eager one
+    # A run under autocast joins the simulated row of the same autocast only.
+    amp = {**gpu("default", "eager", 50, 60), "spec": {**gpu("default", "eager", 0, 0)["spec"], "autocast": "bfloat16"}}
+    assert simulated_vs_measured(suite, [*gpu_results, amp]) == table
+    table_amp = simulated_vs_measured([{**suite[0], "autocast": "bfloat16"}], [*gpu_results, amp])
+    assert "| m | train, bfloat16 autocast | 32 | 99 / 50 (98%) | 108 / 60 (80%) |" in table_amp
     # Eager runs measured before eager_step released the model's output are marked as such.
     held = [{**g, "result": {k: v for k, v in g["result"].items() if k != "output_released"}} for g in gpu_results]
     table = simulated_vs_measured(suite, held)
@@ -172,9 +177,10 @@ def test_gpu_calibration_script_names_zoo_models_only(tmp_path):
     done = subprocess.run(["bash", str(script), str(tmp_path), "0"], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stderr
-    records = [r for name in ("eval-traces", "train-traces", "lean")
+    records = [r for name in ("eval-traces", "train-traces", "lean", "amp")
                for r in json.loads((tmp_path / f"{name}.json").read_text())]
     assert len(records) == len(cases) and all(r["result"] == {"error": "skipped: out of time"} for r in records)
+    assert {r["spec"].get("autocast") for r in json.loads((tmp_path / "amp.json").read_text())} == {"bfloat16"}
     assert not (tmp_path / "pytest-gpu.txt").exists()  # no GPU tests without a budget
     # first, the runtime's matrix: eager and auto before the other executors, then the zoo
     runtime = json.loads((tmp_path / "runtime.json").read_text())

@@ -14,13 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from model_ir.torch import capture
-from model_ir.torch.cuda_autocast import (
-    BOTH_LOWER,
-    CUDA_POLICY,
-    autocast_overrides,
-    cuda_autocast_policy,
-    unknown_cuda_operators,
-)
+from model_ir.torch.cuda_autocast import CUDA_POLICY, autocast_overrides, cuda_autocast_policy, unknown_cuda_operators
 
 F = nn.functional
 BF16 = torch.bfloat16
@@ -49,12 +43,10 @@ def emulated(dtype=BF16):
 
 def test_the_table_covers_the_installed_torch():
     assert unknown_cuda_operators() == []
-    cuda, cpu = (set(torch._C._dispatch_get_registrations_for_dispatch_key(k)) for k in ("AutocastCUDA", "AutocastCPU"))
-    # The operators left to PyTorch's own CPU kernel are lower precision on both devices.
-    assert BOTH_LOWER <= cuda & cpu and all(CUDA_POLICY[n] == "lower_precision_fp" for n in BOTH_LOWER)
     overrides = autocast_overrides()
     assert overrides["aten::layer_norm"] == "fp32" and overrides["aten::cat"] is None  # cat: CPU-only promote
-    assert "aten::linear" not in overrides
+    assert overrides["aten::linear"] == "lower_precision_fp" and set(CUDA_POLICY.values()) == {
+        "lower_precision_fp", "fp32", "fp32_set_opt_dtype", "fp32_append_dtype", "promote", "banned"}
 
 
 CASES = {
@@ -177,5 +169,36 @@ def test_a_cuda_capture_under_autocast_holds_cudas_dtypes():
     cuda, cpu = dtypes("cuda"), dtypes("cpu")
     # The attention probabilities: float32 on CUDA (softmax is fp32_set_opt_dtype), bf16 on CPU.
     assert cuda["aten._softmax.default"] == "float32" and cpu["aten._softmax.default"] == "bfloat16"
-    # The einsum runs in bf16 on CUDA only.
-    assert cuda["aten.bmm.default"] == "bfloat16"
+    # The einsum (a sum over a dim here): CUDA casts its float32 input to bf16, CPU does not.
+    assert cuda["aten.sum.dim_IntList"] == "bfloat16" and cpu["aten.sum.dim_IntList"] == "float32"
+
+
+class SharedWeight(nn.Module):
+    """One weight through einsum (CUDA-only lower precision) and linear (both devices')."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(8, 8))
+
+    def forward(self, x):
+        y = torch.einsum("ij,jk->ik", x, self.w)
+        return F.linear(torch.einsum("ij,jk->ik", y, self.w), self.w) + torch.mm(y, self.w)
+
+
+@needs_cuda_build
+def test_a_weight_is_cast_once_per_region_whichever_op_asks():
+    def run(device, policy):
+        with FakeTensorMode(), torch.device(device):
+            model, x = SharedWeight(), torch.empty(4, 8)
+            with _Recorder() as rec, policy():
+                model(x).sum()
+        return rec.calls
+
+    cuda = run("cuda", cuda_autocast)
+    assert sum(name == "aten._to_copy" for name, _ in cuda) == 2  # the weight once, x once
+    assert run("cpu", emulated) == cuda
+
+
+def test_promote_refuses_a_third_floating_type_as_cuda_does():
+    with emulated(), pytest.raises(RuntimeError, match="prioritize"):
+        torch.addcmul(torch.ones(2, dtype=BF16), torch.ones(2, dtype=torch.float16), torch.ones(2, dtype=BF16))

@@ -273,6 +273,12 @@ def test_run_and_measure_under_bf16_autocast(capsys):
     assert amp["autocast"] == "bfloat16" and "autocast" not in fp32
     assert amp["first_loss_equal"]["default"] == {"arena": True}
     assert amp["runs"]["default"]["eager"]["losses"] != fp32["runs"]["default"]["eager"]["losses"]
-    from model_runtime.measured_runs import render_measurement
+    from model_runtime.errors import RuntimeLayerError
+    from model_runtime.measured_runs import measure_model, render_measurement
+
+    with pytest.raises(RuntimeLayerError, match="unknown autocast dtype 'fp16'; choose bf16, bfloat16"):
+        measure_model("tiny-cnn", autocast="fp16")
+    with pytest.raises(RuntimeLayerError, match="unknown autocast dtype"):
+        run_model("tiny-cnn", autocast="float16")
 
     assert render_measurement(amp).startswith("tiny-cnn train batch 2 under bfloat16 autocast on cpu")

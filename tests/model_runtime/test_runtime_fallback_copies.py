@@ -276,3 +276,16 @@ def test_the_first_block_is_for_cuda_steps():
     assert _warm_block(plan, torch.device("cuda")) == (1 << 20, "cuda")
     assert _warm_block(plan, torch.device("cpu")) is None
     assert _warm_block(Plan(None, Schedule([]), None, {}), torch.device("cuda")) is None
+
+
+def test_host_results_are_never_copied_into_the_arena():
+    """Efficient attention's philox seed and offset live in host memory on CUDA (0 device
+    bytes in the capture): a copy into a 0-byte slot would warn every step."""
+    from model_ir.graph import Buffer, Graph, Op
+    from model_runtime.planning import copied_fallbacks
+
+    graph = Graph([Buffer("out", 4096), Buffer("seed", 0, meta={"host": True})],
+                  [Op("attn", outputs=["out", "seed"]), Op("use", inputs=["out", "seed"])])
+    for mode in ("copied", "auto"):
+        assert "seed" not in copied_fallbacks(mode, graph, ("attn", "use"), 512, {"out", "seed"}, "cuda")
+    assert copied_fallbacks("copied", graph, ("attn", "use"), 512, {"out", "seed"}, "cuda") == {"out"}

@@ -3,6 +3,7 @@
 side of ``simulated_vs_measured.py`` (and optimized steps, to trace what they allocate).
 
     uv run python packages/model-bench/scripts/eager_on_gpu.py OUT.json [CASE ...] [--trace | --trace-all] [--budget S]
+        [--autocast bf16]
 
 A CASE is ``MODEL:MODE:BATCH:ALLOCATOR[:VARIANT]`` (``resnet18:train:32:default``; allocator
 ``default`` or ``expandable``; variant ``eager``, the default, or an executor of
@@ -11,7 +12,8 @@ batch 32 with the default allocator. ``--trace`` adds the caching allocator's ev
 the last step (``memory_trace``: ``[action, address, bytes]``), to align eager's real
 allocations (or an executor's) with the simulated ones; ``--trace-all`` those of the whole run, from before
 the model is built (with ``memory_trace_step_starts``), to see which segments the first
-steps create. OUT.json holds the records of model-runtime's
+steps create. ``--autocast bf16`` runs every case's forward pass and loss under
+``torch.autocast`` (the spec's ``autocast``). OUT.json holds the records of model-runtime's
 ``benchmarks/gpu_matrix.py`` (``kind``, ``spec``, ``alloc``, ``result``), written after
 every run.
 """
@@ -24,6 +26,8 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from model_ir.cli_values import AUTOCAST
 
 VARIANTS = ("eager", "auto", "arena", "reorder", "program")
 
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="record the allocator's events of the whole run, from before the model is built")
     p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run (default 300)")
     p.add_argument("--parallel", type=int, default=14, help="processes at a time (default 14)")
+    p.add_argument("--autocast", choices=tuple(AUTOCAST), default=None, help="mixed precision (the AMP recipe)")
     args = p.parse_intermixed_args(argv)  # cases may follow the options
     from model_bench.sweep import MEASURED_MODELS
     from model_runtime.measured_runs import ALLOC_CONFS, spawn_variant
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         model, mode, batch, alloc, variant = case
         spec = {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
                 "variant": variant, "steps": 5, "warmup": 2,
-                "memory_trace": "all" if args.trace_all else args.trace}
+                "memory_trace": "all" if args.trace_all else args.trace,
+                **({"autocast": AUTOCAST[args.autocast]} if args.autocast else {})}
         left = t0 + args.budget - time.time()
         r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(180, left))
         with guard:

@@ -27,6 +27,10 @@
 #                      then re-run the suite and simulated_vs_measured.py with both files.
 #   lean.json          eager train with the lean loop (the output released) and both allocators, to
 #                      replace the runs marked ‡ in the simulated-vs-measured table.
+#   amp.json           eager train under bf16 autocast (--autocast bf16), last step traced: CUDA's
+#                      autocast policy as the capture emulates it, flash attention's backward
+#                      temporaries (gpt2) and the efficient kernel's at bf16 (bert-base), never traced;
+#                      compare with `model-opt bench --autocast bf16` and traces_vs_simulation.py.
 # Every traced run (runtime.json's TRACED, eval-traces.json, train-traces.json) is read with
 # traces_vs_simulation.py FILE...: does the simulated allocator fed the recorded requests reserve
 # what was measured, and which requests the simulation lacks or has in excess.
@@ -37,7 +41,7 @@ python=${PYTHON:-python3}
 script="$(dirname "$0")/eager_on_gpu.py"
 matrix="$(dirname "$0")/../../model-runtime/benchmarks/gpu_matrix.py"
 mkdir -p "$out"
-share=$((budget / 15))  # each of the three trace sets: 20% of the budget in all
+share=$((budget / 20))  # each of the four trace sets: 20% of the budget in all
 
 # shellcheck disable=SC2086  # PYTHON may be a command with arguments ("uv run python")
 $python "$matrix" run "$out/runtime.json" --budget $((budget * 55 / 100)) > "$out/runtime.txt" 2>&1
@@ -64,4 +68,8 @@ $python "$script" "$out/lean.json" --budget "$share" \
     alexnet:train:32:default alexnet:train:32:expandable bert-base:train:1:default bert-base:train:1:expandable \
     bert-base:train:32:default bert-base:train:32:expandable gpt2:train:1:default gpt2:train:1:expandable \
     gpt2:train:32:default gpt2:train:32:expandable vit_b_16:train:1:default vit_b_16:train:1:expandable
+# shellcheck disable=SC2086
+$python "$script" "$out/amp.json" --trace --autocast bf16 --budget "$share" \
+    gpt2:train:1:default gpt2:train:32:default bert-base:train:1:default bert-base:train:32:default \
+    vit_b_16:train:1:default vit_b_16:train:32:expandable
 echo "gpu_calibration: wrote $(ls "$out" | tr '\n' ' ')"

@@ -69,7 +69,13 @@ def check_run(run: dict) -> dict | None:
     from model_ir.workspaces import with_workspaces
     from model_runtime.eager_allocator import allocator_steps
 
-    _, graph = capture_model(spec["model"], spec["mode"], spec["batch_size"], optimizer=spec["optimizer"], seconds={})
+    from model_ir.cli_values import AUTOCAST
+
+    autocast = next((name for name, dtype in AUTOCAST.items() if dtype == spec.get("autocast")), None)
+    if spec.get("autocast") and autocast is None:
+        raise ValueError(f"autocast {spec['autocast']!r} of {spec['model']} is not one bench captures")
+    _, graph = capture_model(spec["model"], spec["mode"], spec["batch_size"], optimizer=spec["optimizer"], seconds={},
+                             autocast=autocast)
     kept, simulated = allocator_steps(with_workspaces(graph))
     out["simulated_reserved_bytes"] = simulate_training_steps(kept, simulated,
                                                               expandable_segments=expandable).reserved_bytes
@@ -140,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         runs += records
     rows = []
     for run in runs:
-        row = check_run(run)
+        try:
+            row = check_run(run)
+        except ValueError as e:
+            print(f"traces_vs_simulation: error: {e}", file=sys.stderr)
+            return 2
         if row is not None:
             rows.append(row)
             print(describe(row, args.top), flush=True)

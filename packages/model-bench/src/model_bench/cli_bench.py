@@ -394,7 +394,8 @@ def run_max_batch(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.model} {args.mode} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")
+    amp = f" under {result['autocast']} autocast" if result.get("autocast") else ""
+    print(f"{args.model} {args.mode}{amp} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")
     print(f"  eager, {result['eager_source']}: largest batch {result['eager_max_batch_size']}")
     print(f"  strongest eager baseline, {result['strongest_baseline_source']}: largest batch "
           f"{result['strongest_baseline_max_batch_size']}")

@@ -18,7 +18,7 @@ RESULTS_FORMAT = "model-bench/1"
 
 #: CSV columns, in order (figures not listed here are in the JSON only).
 CSV_COLUMNS = (
-    "model", "mode", "batch_size", "optimizer", "scheduler", "placer", "solver", "time_limit", "ops", "buffers",
+    "model", "mode", "batch_size", "optimizer", "autocast", "scheduler", "placer", "solver", "time_limit", "ops", "buffers",
     "parameters", "persistent_bytes", "eager_peak_bytes", "eager_reserved_bytes", "eager_transient_reserved_bytes",
     "eager_reserved_expandable_bytes", "optimizer_in_backward_peak_bytes", "optimizer_in_backward_reserved_bytes",
     "optimizer_in_backward_reserved_expandable_bytes", "strongest_baseline", "strongest_baseline_bytes",
@@ -117,6 +117,11 @@ def _order_note(r: Mapping[str, Any]) -> str:
 SAVINGS = ("saving_vs_reserved", "saving_vs_expandable", "saving_vs_strongest", "best_possible_saving_vs_strongest")
 
 
+def _mode(r: Mapping[str, Any]) -> str:
+    """A row's mode, with its autocast dtype when it ran under one."""
+    return f"{r.get('mode')}, {r['autocast']} autocast" if r.get("autocast") else str(r.get("mode"))
+
+
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per run; the average savings per mode (and batch size).
 
@@ -137,12 +142,13 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     columns = head.count(" | ")
     lines = [head, "|" + "---|" * columns + "---|"]
     for r in results:
+        mode = _mode(r)
         if r.get("error"):
-            lines.append(f"| {r.get('model')} | {r.get('mode')} | {r.get('batch_size')} | "
+            lines.append(f"| {r.get('model')} | {mode} | {r.get('batch_size')} | "
                          f"failed: {str(r['error']).replace('|', '/')[:120]} |" + " |" * (columns - 3))
             continue
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['batch_size']} | {fmt_bytes(r['eager_peak_bytes'])} | "
+            f"| {r['model']} | {mode} | {r['batch_size']} | {fmt_bytes(r['eager_peak_bytes'])} | "
             f"{fmt_bytes(r['eager_reserved_bytes'])} | {fmt_bytes(r.get('eager_reserved_expandable_bytes'))} | "
             f"{fmt_bytes(r.get('optimizer_in_backward_reserved_expandable_bytes'))} | "
             f"{fmt_bytes(r['optimized_peak_bytes'])}{_order_note(r)} | {fmt_bytes(r['lower_bound_bytes'])} | "
@@ -219,7 +225,7 @@ def measured_table(results: Sequence[Mapping[str, Any]]) -> str:
         optimized = [r.get(f"measured_{v}_reserved_expandable_bytes") for v in ("reorder", "arena")]
         best = min((x for x in optimized if x is not None), default=None)
         lines.append(
-            f"| {r['model']}{' ‡' if r.get('measured_eager_output_held') else ''} | {r['mode']} | {r['batch_size']} | "
+            f"| {r['model']}{' ‡' if r.get('measured_eager_output_held') else ''} | {_mode(r)} | {r['batch_size']} | "
             f"{_sim_vs_measured(r.get('eager_allocated_peak_bytes'), r.get('measured_eager_allocated_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_bytes'), r.get('measured_eager_reserved_bytes'))} | "
             f"{_sim_vs_measured(r.get('eager_reserved_expandable_bytes'), eager)} | "
@@ -242,9 +248,9 @@ def _output_held_note() -> str:
 
 def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """The eager, reorder and arena runs of ``gpu_matrix.py`` results (model-runtime) as
-    ``measured_*`` figures, keyed by ``(model, mode, batch_size)`` of the models with an
-    eager run; a later run of the same model, mode, batch, variant and allocator setting
-    replaces an earlier one. ``measured_eager_output_held``:
+    ``measured_*`` figures, keyed by ``(model, mode, batch_size, autocast)`` (autocast:
+    the dtype's name, or None) of the models with an eager run; a later run of the same
+    key, variant and allocator setting replaces an earlier one. ``measured_eager_output_held``:
     a training run measured with the loop that held the model's output through backward
     (results without ``output_released``, from before 2026-11-30's fix)."""
     from model_runtime.measured_runs import eager_output_held, measured_figures
@@ -255,7 +261,7 @@ def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple,
         spec = entry["spec"]
         if spec.get("variant") not in ("eager", "reorder", "arena") or "error" in entry["result"]:
             continue
-        key = (spec["model"], spec["mode"], spec["batch_size"])
+        key = (spec["model"], spec["mode"], spec["batch_size"], spec.get("autocast"))
         grouped.setdefault(key, {}).setdefault(entry["alloc"], {})[spec["variant"]] = entry["result"]
         if spec["variant"] == "eager" and eager_output_held(spec, entry["result"]):
             held.add(key)
@@ -265,10 +271,10 @@ def gpu_runs_as_figures(gpu_results: Sequence[Mapping[str, Any]]) -> dict[tuple,
 
 def simulated_vs_measured(results: Sequence[Mapping[str, Any]], gpu_results: Sequence[Mapping[str, Any]]) -> str:
     """:func:`measured_table` of the simulated ``results`` (a suite) joined with the eager
-    runs measured by model-runtime's ``gpu_matrix.py`` (same model, mode and batch)."""
+    runs measured by model-runtime's ``gpu_matrix.py`` (same model, mode, batch and autocast)."""
     measured = gpu_runs_as_figures(gpu_results)
     joined = [{**r, **measured[key]} for r in results
-              if (key := (r.get("model"), r.get("mode"), r.get("batch_size"))) in measured]
+              if (key := (r.get("model"), r.get("mode"), r.get("batch_size"), r.get("autocast"))) in measured]
     return measured_table(joined)
 
 

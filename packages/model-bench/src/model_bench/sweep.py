@@ -96,7 +96,7 @@ def run_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence
                 raise
             message = str(e) if isinstance(e, ModelOptError) else f"{type(e).__name__}: {e}"
             figures = {"model": model, "mode": mode, "batch_size": batch, "optimizer": settings.optimizer,
-                       "error": message}
+                       **({"autocast": AUTOCAST[settings.autocast]} if settings.autocast else {}), "error": message}
             e = message
             progress.say(f"failed: {e}")
         results.append(figures)

@@ -27,6 +27,16 @@ BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
 AUTOCAST = {"bf16": "bfloat16"}
 
 
+def autocast_name(value: str | None) -> str | None:
+    """The torch dtype name of an autocast setting given as a CLI value (``bf16``) or as
+    the name itself (``bfloat16``); None stays None. ValueError names the choices."""
+    if value is None or value in AUTOCAST.values():
+        return value
+    if value in AUTOCAST:
+        return AUTOCAST[value]
+    raise ValueError(f"unknown autocast dtype {value!r}; choose {', '.join([*AUTOCAST, *AUTOCAST.values()])}")
+
+
 def parse_bytes(text: str) -> int:
     """``"16GiB"`` -> bytes (a fraction of a byte is dropped). Units: B, KB/MB/GB/TB
     (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024), any case.

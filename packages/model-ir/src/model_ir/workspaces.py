@@ -378,8 +378,8 @@ def flash_attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int
     flash_attn/flash_api.cpp) takes from the caching allocator after the gradients, as
     :func:`attention_backward_temporaries` gives them: ``softmax_d``, batch x heads x
     queries rounded up to 128 floats, then the query gradient's float accumulator
-    ``dq_accum``, batch x rounded queries x heads x the head dim rounded up to 32 (256
-    above 192), both freed when the call returns. Read in the sources, not traced (no
+    ``dq_accum``, batch x rounded queries x heads x the head dim rounded up to 32 (to 64
+    above 128, as the copy torch 2.15 vendors has it), both freed when the call returns. Read in the sources, not traced (no
     fp16/bf16 step was traced on a GPU yet). Not modelled: deterministic mode (one
     ``dq_accum`` per split), grouped-query attention's expanded key/value gradients,
     and the copy of a gradient whose layout the kernel does not take. Each rounded up
@@ -396,7 +396,8 @@ def flash_attention_backward_temporaries(graph, op) -> tuple[tuple[int, int, int
         return -(-n // granularity) * granularity
 
     queries_rounded = -(-queries // 128) * 128
-    head_dim_rounded = -(-head_dim // 32) * 32 if head_dim <= 192 else 256
+    step = 32 if head_dim <= 128 else 64
+    head_dim_rounded = -(-head_dim // step) * step
     softmax_d = rounded(4 * batch * heads * queries_rounded)
     dq_accum = rounded(4 * batch * queries_rounded * heads * head_dim_rounded)
     return (1, ALLOCATOR_SUBSTEPS, softmax_d), (1, ALLOCATOR_SUBSTEPS, dq_accum)

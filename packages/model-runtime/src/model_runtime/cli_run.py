@@ -11,7 +11,7 @@ import json
 import statistics
 import time
 
-from model_ir.cli_values import AUTOCAST, byte_size, seconds, whole_number
+from model_ir.cli_values import AUTOCAST, autocast_name, byte_size, seconds, whole_number
 from model_ir.errors import ModelOptError
 from model_ir.plugins import provider
 from model_runtime.errors import RuntimeLayerError
@@ -32,6 +32,10 @@ def run_model(name: str, *, batch_size: int = 8, mode: str = "train", optimizer:
     """
     if steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {steps}")
+    try:
+        autocast = autocast_name(autocast)
+    except ValueError as e:
+        raise RuntimeLayerError(str(e)) from None
     _check_device(device, "--cuda-graph" if cuda_graph else None)
     try:
         return _run_model(name, batch_size=batch_size, mode=mode, optimizer=optimizer, executor=executor,

@@ -227,6 +227,13 @@ def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optim
     ``autocast`` (``bfloat16``, a torch dtype's name): every variant runs its forward
     pass and loss under ``torch.autocast`` with it.
     """
+    from model_ir.cli_values import autocast_name
+    from model_runtime.errors import RuntimeLayerError
+
+    try:
+        autocast = autocast_name(autocast)
+    except ValueError as e:
+        raise RuntimeLayerError(str(e)) from None
     base = {"model": model, "mode": mode, "batch_size": batch_size, "optimizer": optimizer, "device": device,
             "steps": steps, "warmup": warmup, "time_limit": time_limit,
             **({"memory_budget": memory_budget} if memory_budget is not None else {}),

@@ -106,7 +106,9 @@ ORDER_EXECUTORS = ("arena", "reorder")
 def copied_fallbacks(mode: str, graph, order, alignment: int, unplaced, device_type: str, *,
                      expandable: bool = False) -> frozenset[str]:
     """The fallback results (of ``unplaced``) the arena executor copies into the arena
-    when ``fallback_results`` is ``mode`` (see :func:`make_plan`)."""
+    when ``fallback_results`` is ``mode`` (see :func:`make_plan`). Results kept in host
+    memory (``meta["host"]``: 0 device bytes) are never copied."""
+    unplaced = frozenset(b for b in unplaced if not graph.buffer(b).meta.get("host"))
     if mode == "outside" or not unplaced:
         return frozenset()
     if mode == "copied":
@@ -295,7 +297,8 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
         raise ReoptimizeError(
             f"the saved plan was made for another step ({len(plan.graph.ops)} ops, {len(plan.graph.buffers)} "
             f"buffers; this step has {len(graph.ops)} ops, {len(graph.buffers)} buffers, or other sizes): "
-            "the model, batch shape, optimizer or granularity differ; optimize without plan= to make a new one"
+            "the model, batch shape, optimizer, autocast or granularity differ; optimize without plan= to make a "
+            "new one"
         )
     validate_order(graph, order_indices(graph, plan.schedule))
     if needs_placement and plan.placement is None:

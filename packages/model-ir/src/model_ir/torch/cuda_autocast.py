@@ -15,11 +15,12 @@ _dispatch_get_registrations_for_dispatch_key``) by CUDA's policy for it
 (:data:`CUDA_POLICY`, aten/src/ATen/autocast_mode.h), implemented as
 autocast_mode.h's ``WrapFunction`` does: cast the eligible tensor arguments (floating
 point, not float64), then call the operator with autocast excluded. Operators CUDA does
-not handle pass through to the next dispatch key, as a fallthrough does. The operators
-that both devices cast to the lower precision keep PyTorch's own kernel, and with it
-its cache of cast weights. The lower-precision casts made here (``einsum``, ``mv``,
-...) are not cached: a weight used twice in one forward is cast twice. Operators of
-other libraries (torchvision's ``roi_align``, ...) keep CPU's policy.
+not handle pass through to the next dispatch key, as a fallthrough does. Like
+``cached_cast``, the lower-precision casts of float32 leaves that require grad (the
+weights) are made once per context, whichever operator asks (the capture enters it with
+its autocast region). Operators of other libraries (torchvision's ``roi_align``, ...)
+keep CPU's policy; model code that switches CUDA autocast itself
+(``torch.autocast("cuda", enabled=False)``) has no effect on the stand-ins.
 """
 
 from __future__ import annotations
@@ -69,12 +70,6 @@ CUDA_POLICY: dict[str, str] = {
     **_named(BANNED, "binary_cross_entropy"),
 }
 
-#: Operators CPU autocast also casts to the lower precision (autocast_mode.cpp): their
-#: kernels stay PyTorch's.
-BOTH_LOWER = frozenset(f"aten::{n}" for n in """conv1d conv2d conv3d bmm mm linalg_vecdot baddbmm addmm addbmm
-    linear _convolution.deprecated matmul conv_tbc conv_transpose1d conv_transpose2d.input conv_transpose3d.input
-    prelu scaled_dot_product_attention""".split())
-
 #: The norm overload each ``fp32_append_dtype`` one redispatches to, with its defaults.
 _APPENDED = {"Scalar": ("ScalarOpt_dtype", (2,)), "ScalarOpt_dim": ("ScalarOpt_dim_dtype", (None, None, False)),
              "names_ScalarOpt_dim": ("names_ScalarOpt_dim_dtype", (None, None, False))}
@@ -86,12 +81,25 @@ def _eligible(x) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64
 
 
-def _cast(x, dtype):
-    if _eligible(x):
-        return x if x.dtype == dtype else x.to(dtype)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_cast(v, dtype) for v in x)
-    return x
+class _Casts:
+    """Casts of eligible arguments, with ``cached_cast``'s cache (autocast_mode.cpp):
+    lower-precision casts of float32 leaves that require grad and are not views."""
+
+    def __init__(self):
+        self.cached: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(source) -> (source, cast)
+
+    def __call__(self, x, dtype):
+        if isinstance(x, (list, tuple)):
+            return type(x)(self(v, dtype) for v in x)
+        if not _eligible(x) or x.dtype == dtype:
+            return x
+        if (dtype == torch.get_autocast_dtype("cpu") and x.dtype == torch.float32 and x.requires_grad
+                and x.is_leaf and not x._is_view() and torch.is_autocast_cache_enabled()):
+            hit = self.cached.get(id(x))
+            if hit is None or hit[0] is not x:
+                hit = self.cached[id(x)] = (x, x.to(dtype))
+            return hit[1]
+        return x.to(dtype)
 
 
 def _tensors(args, kwargs):
@@ -104,7 +112,7 @@ def _overload(name: str) -> torch._ops.OpOverload:
     return getattr(getattr(torch.ops.aten, base), overload or "default")
 
 
-def _kernel(op: torch._ops.OpOverload, policy: str):
+def _kernel(op: torch._ops.OpOverload, policy: str, _cast: _Casts):
     """The ``AutocastCPU`` kernel that applies CUDA's ``policy`` to ``op``."""
 
     def below_autocast(target, *args, **kwargs):
@@ -119,8 +127,11 @@ def _kernel(op: torch._ops.OpOverload, policy: str):
         return below_autocast(op, *_cast(args, torch.float32), **{k: _cast(v, torch.float32) for k, v in kwargs.items()})
 
     def promote(*args, **kwargs):
+        low = torch.get_autocast_dtype("cpu")
         dtypes = {t.dtype for t in _tensors(args, kwargs) if _eligible(t)}
-        dtype = torch.float32 if torch.float32 in dtypes else torch.get_autocast_dtype("cpu")
+        if dtypes - {torch.float32, low}:  # prioritize() refuses a third floating type
+            raise RuntimeError("Unexpected floating ScalarType in at::autocast::prioritize")
+        dtype = torch.float32 if torch.float32 in dtypes else low
         return below_autocast(op, *_cast(args, dtype), **{k: _cast(v, dtype) for k, v in kwargs.items()})
 
     index = next((i for i, a in enumerate(op._schema.arguments) if a.name == "dtype"), None)
@@ -173,9 +184,9 @@ def unknown_cuda_operators() -> list[str]:
 def autocast_overrides() -> dict[str, str | None]:
     """Operator name -> the CUDA policy its ``AutocastCPU`` kernel gets (None: it passes
     through), for every operator the installed torch registers for either device's
-    autocast, less :data:`BOTH_LOWER`."""
+    autocast."""
     cuda, cpu = _registered("AutocastCUDA"), _registered("AutocastCPU")
-    return {name: CUDA_POLICY.get(name) if name in cuda else None for name in sorted((cuda | cpu) - BOTH_LOWER)}
+    return {name: CUDA_POLICY.get(name) if name in cuda else None for name in sorted(cuda | cpu)}
 
 
 @contextlib.contextmanager
@@ -186,6 +197,7 @@ def cuda_autocast_policy():
     if unknown:
         warnings.warn(f"CUDA autocast's policy for {', '.join(unknown)} is unknown to model_ir.torch.cuda_autocast: "
                       "the capture runs them uncast", stacklevel=3)
+    casts = _Casts()
     with torch.library._scoped_library("aten", "IMPL") as lib:
         with warnings.catch_warnings():  # torch <= 2.11 warns that the kernel replaces aten's own
             warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
@@ -194,5 +206,8 @@ def cuda_autocast_policy():
                 if policy is None:
                     lib.impl(name.removeprefix("aten::"), _fallthrough(op), "AutocastCPU", with_keyset=True)
                 else:
-                    lib.impl(name.removeprefix("aten::"), _kernel(op, policy), "AutocastCPU")
-        yield
+                    lib.impl(name.removeprefix("aten::"), _kernel(op, policy, casts), "AutocastCPU")
+        try:
+            yield
+        finally:
+            casts.cached.clear()
