@@ -202,3 +202,32 @@ def test_a_weight_is_cast_once_per_region_whichever_op_asks():
 def test_promote_refuses_a_third_floating_type_as_cuda_does():
     with emulated(), pytest.raises(RuntimeError, match="prioritize"):
         torch.addcmul(torch.ones(2, dtype=BF16), torch.ones(2, dtype=torch.float16), torch.ones(2, dtype=BF16))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("make", ["block", "cnn"])
+def test_an_emulated_autocast_capture_is_the_one_a_gpu_makes(make):
+    """On a GPU (``uv run pytest -m gpu``): a step captured for CUDA under bf16 autocast
+    from a CPU model (emulated) has the ops and dtypes of the one captured from the model
+    on the GPU (CUDA's own dispatch and autocast), backward and update included."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from model_ir.testing.torch_models import small_cnn
+
+    torch.manual_seed(0)
+    if make == "block":
+        model, x, y, loss = Block(), torch.randn(2, 6, 16), torch.zeros(2, dtype=torch.long), F.cross_entropy
+    else:
+        model, x, y = small_cnn(), torch.randn(4, 3, 16, 16), None
+        loss = None
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def ops(x, y):
+        fn = (lambda out: loss(out, y)) if loss else None
+        g = capture(model, x, loss_fn=fn, optimizer=opt, device="cuda", autocast=BF16)
+        return [(op.target, tuple(g.buffer(b).dtype for b in op.outputs)) for op in g.ops]
+
+    emulated = ops(x, y)
+    model.cuda()
+    native = ops(x.cuda(), None if y is None else y.cuda())
+    assert emulated == native

@@ -47,7 +47,7 @@ share=$((budget / 20))  # each of the four trace sets: 20% of the budget in all
 $python "$matrix" run "$out/runtime.json" --budget $((budget * 55 / 100)) > "$out/runtime.txt" 2>&1
 if [ "$budget" -gt 0 ]; then
     # shellcheck disable=SC2086
-    timeout $((budget / 4)) $python -m pytest -m gpu -q -p no:cacheprovider tests/model_place tests/model_runtime \
+    timeout $((budget / 4)) $python -m pytest -m gpu -q -p no:cacheprovider tests/model_place tests/model_runtime tests/model_ir \
         > "$out/pytest-gpu.txt" 2>&1
 fi
 
