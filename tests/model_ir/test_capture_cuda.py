@@ -85,6 +85,31 @@ def test_optimizers_left_to_their_default_run_foreach_as_on_cuda():
                                                                            device="cuda")))
 
 
+class LSTMHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.head = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def test_cpu_only_kernels_are_named_in_a_cuda_capture():
+    """CUDA runs an LSTM with cuDNN, which capture does not emulate: the graph says that
+    its oneDNN ops are CPU's, with a warning; a CPU capture and a CUDA capture without
+    them say nothing."""
+    model, x = LSTMHead(), torch.randn(2, 5, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cpu = capture(model, x, optimizer=opt)
+    if "aten.mkldnn_rnn_layer.default" not in targets(cpu):
+        pytest.skip("this torch build runs CPU LSTMs without oneDNN")
+    assert "cpu_kernels" not in cpu.meta
+    with pytest.warns(UserWarning, match=r"aten::mkldnn_rnn_layer, aten::mkldnn_rnn_layer_backward kept CPU's"):
+        cuda = capture(model, x, optimizer=opt, device="cuda")
+    assert cuda.meta["cpu_kernels"] == ["aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"]
+    assert "cpu_kernels" not in capture(mlp(8, 2), torch.randn(2, 8), device="cuda").meta
+
+
 def test_eval_and_errors():
     model = small_cnn().eval()
     graph = capture(model, torch.randn(2, 3, 16, 16), train=False, device="cuda")

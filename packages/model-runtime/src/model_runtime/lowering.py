@@ -37,6 +37,15 @@ BROKEN_OUT = {
 }
 
 
+#: Ops whose results depend on autograd's grad mode, not only on their arguments. Eager
+#: runs them in the forward pass with grad enabled; the program runs under ``no_grad``,
+#: so it calls them with grad enabled on detached inputs (``program``) and never with
+#: arena slots. CPU LSTM/GRU layers (oneDNN's ``mkldnn_rnn_layer``) return the workspace
+#: their backward reads only with grad enabled: None under ``no_grad``, even with
+#: ``train=True``.
+GRAD_MODE_RESULTS = frozenset({"aten::mkldnn_rnn_layer"})
+
+
 @attrs.frozen
 class Lowering:
     """``kind``: ``rewrite``, ``foreach``, ``out`` or ``fallback`` (then ``reason`` says why)."""
@@ -103,6 +112,8 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     if device_type == "cuda" and target._schema.name in HOST_RESULTS:
         # Kernels read these results on the host: a CUDA arena slot crashes the process.
         return Lowering("fallback", "returns some results in host memory")
+    if target._schema.name in GRAD_MODE_RESULTS:
+        return Lowering("fallback", "returns some results only with autograd enabled")
     val = node.meta.get("val")
     elems = result_elements(val)
     tensors = [val] if elems is None else elems

@@ -43,7 +43,7 @@ from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_r
 from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import EAGER_IN_PLACE, validate_order
 from model_runtime.errors import RuntimeLayerError
-from model_runtime.lowering import element_buffers, lower, result_elements, storage_bytes
+from model_runtime.lowering import GRAD_MODE_RESULTS, element_buffers, lower, result_elements, storage_bytes
 from model_runtime.out_variants import named_arguments, out_call_arguments
 from model_runtime.slot_writes import REWRITES, call_foreach_into, rewrite_scratch
 
@@ -183,7 +183,7 @@ class _Builder:
         elif replay:
             now = self.g.call_function(swap_rng, (self.rng_states[op.id],))
         if self.slots is None or not fresh:
-            value = self.g.node_copy(source, self.lookup)
+            value = self.copy_call(source)
             if self.eager_sums and op.meta.get(EAGER_IN_PLACE):
                 value.target = torch.ops.aten.add_.Tensor  # autograd's sum, into the first gradient
         else:
@@ -208,6 +208,13 @@ class _Builder:
             self.g.call_function(self.on_op, (t, op.id, inputs, value))
         if self.holds:
             self.hold(op, node, value)
+
+    def copy_call(self, node: fx.Node) -> fx.Node:
+        """``node`` emitted as it is, an op of :data:`GRAD_MODE_RESULTS` under grad mode."""
+        value = self.g.node_copy(node, self.lookup)
+        if isinstance(value.target, torch._ops.OpOverload) and value.target._schema.name in GRAD_MODE_RESULTS:
+            value.target = _with_grad(value.target)
+        return value
 
     def hold(self, op, node: fx.Node, value: fx.Node) -> None:
         """Note which value holds each result of ``op``, and keep those ``holds`` names
@@ -261,7 +268,7 @@ class _Builder:
                          for v, f in zip(tensors, fresh) if f)
             copied = any(fresh) and all(self.instance.get(b, b) in self.slots for b, f in zip(bufs, fresh) if f)
             self.fallbacks.append(Fallback(op.id, str(target), how.reason, nbytes, copied))
-            value = self.g.node_copy(node, self.lookup)
+            value = self.copy_call(node)
             if not copied:
                 return value
             self.scratch[op.id] = nbytes
@@ -345,6 +352,23 @@ def _if_finite(fn: Callable) -> Callable:
     # FX names the generated code's globals after the target.
     if_finite.__name__ = if_finite.__qualname__ = "if_finite_" + re.sub(r"\W", "_", getattr(fn, "__name__", "op"))
     return if_finite
+
+
+@functools.cache
+def _with_grad(fn: Callable) -> Callable:
+    """``fn`` run with grad enabled on detached tensors, as eager's forward pass runs it:
+    its results are those of grad mode, and no autograd graph is recorded."""
+    def detached(a):
+        if isinstance(a, torch.Tensor):
+            return a.detach()
+        return type(a)(detached(x) for x in a) if isinstance(a, (list, tuple)) else a
+
+    def with_grad(*args, **kwargs):
+        with torch.enable_grad():
+            return fn(*detached(args), **{k: detached(v) for k, v in kwargs.items()})
+
+    with_grad.__name__ = with_grad.__qualname__ = "with_grad_" + re.sub(r"\W", "_", getattr(fn, "__name__", "op"))
+    return with_grad
 
 
 def _hold(*values) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
 
 from model_ir.graph import Graph
+from model_ir.torch.cuda_kernels import cpu_only_kernels
 from model_ir.torch.errors import LiftedHyperParametersError
 from model_ir.torch.flops import annotate_flops
 from model_ir.torch.dropout_masks import keep_dropout_masks
@@ -111,6 +113,11 @@ def capture_step(
     if functional_inplace and train:
         functionalize_forward_writes(traced.module, traced.backward_start)
         keep_dropout_masks(traced.module, traced.backward_start)
+    cpu_kernels = cpu_only_kernels(traced.module) if traced.emulated else []
+    if cpu_kernels:
+        warnings.warn(f"captured for CUDA without a GPU, {', '.join(cpu_kernels)} kept CPU's kernels (CUDA runs "
+                      "others, e.g. cuDNN's RNN, whose memory is not modelled): the graph's figures for them are "
+                      "the CPU kernels' (meta 'cpu_kernels')", stacklevel=2)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
@@ -118,6 +125,7 @@ def capture_step(
                              meta={"optimizer": type(optimizer).__name__ if optimizer is not None and train else None,
                                    "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
                                    **_capability(traced),
+                                   **({"cpu_kernels": cpu_kernels} if cpu_kernels else {}),
                                    **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
                                    **({"accumulation_steps": accumulation_steps} if accumulation_steps > 1 else {}),
                                    **({"grad_scaler": True} if traced.scaler is not None else {}),

@@ -22,7 +22,8 @@ C++ and from other composites, such as ``nn.MultiheadAttention``, are covered):
 A capture with ``autocast=`` also casts by CUDA's autocast policy instead of CPU's
 (:mod:`model_ir.torch.cuda_autocast`: LayerNorm, softmax, sums, ... in float32).
 
-Not emulated: RNNs (cuDNN), CTC loss, ``embedding_bag``, nested tensors, GQA with
+Not emulated: RNNs (cuDNN: an LSTM is traced with CPU's oneDNN kernels, named in the
+graph's ``meta["cpu_kernels"]`` with a warning, :func:`cpu_only_kernels`), CTC loss, ``embedding_bag``, nested tensors, GQA with
 differing head counts, and user code that branches on ``torch.cuda.is_available()``.
 The SDPA choice for fp16/bf16 on Hopper depends on the cuDNN version (recent torch puts
 cuDNN attention first with cuDNN > 9.15); ``sdpa=`` forces a backend.
@@ -53,6 +54,20 @@ HOST_RESULTS = {
     "aten::_efficient_attention_forward": (2, 3),
     "aten::_scaled_dot_product_cudnn_attention": (6, 7),
 }
+
+
+#: Operators only CPU dispatch runs (oneDNN): where an emulated CUDA capture holds one, the
+#: GPU would run another kernel (``nn.LSTM``: cuDNN's ``_cudnn_rnn``, whose reserve space
+#: and weight buffer are not known without cuDNN), so that part of the graph's memory is
+#: the CPU kernel's.
+CPU_ONLY_PREFIXES = ("aten::mkldnn", "aten::_mkldnn", "aten::to_mkldnn")
+
+
+def cpu_only_kernels(module: torch.fx.GraphModule) -> list[str]:
+    """The CPU-only operators (:data:`CPU_ONLY_PREFIXES`) that ``module`` calls, sorted."""
+    return sorted({n.target._schema.name for n in module.graph.nodes
+                   if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                   and n.target._schema.name.startswith(CPU_ONLY_PREFIXES)})
 
 
 def sdpa_backend(q, k, v, mask, causal: bool, gqa: bool, prefer_cudnn: bool = False) -> str:
