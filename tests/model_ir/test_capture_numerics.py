@@ -91,6 +91,29 @@ def test_coupled_weight_decay_bitwise(make):
     _compare(lambda: mlp(8, 3), lambda m: make(m.parameters()), lambda: torch.randn(4, 8), steps=3)
 
 
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.NAdam(ps, lr=1e-2),
+    lambda ps: torch.optim.NAdam(ps, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    lambda ps: torch.optim.Adamax(ps, lr=1e-2),
+    lambda ps: torch.optim.Adadelta(ps),
+    lambda ps: torch.optim.Rprop(ps, lr=1e-2),
+    lambda ps: torch.optim.RMSprop(ps, lr=1e-2, momentum=0.9, centered=True),
+], ids=["nadam", "nadam-decoupled", "adamax", "adadelta", "rprop", "rmsprop-centered"])
+def test_more_optimizers_bitwise(make):
+    # NAdam's mu_product is a product of per-step factors: the state made by a step with
+    # a zero gradient held one factor already (the second step diverged), not eager's 1
+    _compare(lambda: mlp(8, 3), lambda m: make(m.parameters()), lambda: torch.randn(4, 8), steps=3)
+
+
+def test_init_optimizer_state_puts_back_the_scalars_a_step_created():
+    model = mlp(8, 2)
+    opt = torch.optim.NAdam(model.parameters(), lr=0.1)
+    init_optimizer_state(opt)
+    for p in model.parameters():
+        assert type(opt.state[p]) is dict
+        assert float(opt.state[p]["mu_product"]) == 1.0 and float(opt.state[p]["step"]) == 0.0
+
+
 def test_sgd_dampening_without_momentum_state_is_a_clear_error():
     # eager's first SGD step copies the gradient into the momentum buffer undampened;
     # a steady-state step from a zero buffer would scale it by (1 - dampening)

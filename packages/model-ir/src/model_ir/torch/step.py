@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -177,10 +178,13 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
     For every parameter with a ``requires_grad`` and no state yet: a ``step()`` with a
     zero gradient for that parameter alone and no weight decay (coupled decay would
-    turn the zero gradient into ``wd * param``), then the parameter is restored and
-    step counters reset to 0. For SGD (momentum buffer), Adam, AdamW and RMSprop this
-    gives exactly their initial state (zeros), so the captured steady-state step equals
-    eager's first step. Parameters that already have state are not touched.
+    turn the zero gradient into ``wd * param``), then the parameter is restored and the
+    state's scalars (step counters, NAdam's ``mu_product``) put back to the values the
+    step created them with. For SGD (momentum buffer), Adam, AdamW, NAdam, RMSprop,
+    Adagrad, Adamax, Adadelta and Rprop this gives exactly their initial state, so the
+    captured steady-state step equals eager's first step (tests compare three steps
+    bitwise). A state tensor of more than one element that a zero gradient changes
+    would not be restored. Parameters that already have state are not touched.
 
     Memory: one parameter at a time, smallest first, so the only temporaries are one
     parameter's zero gradient and saved copy; when the smallest parameter of a param
@@ -228,17 +232,42 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
-    """One ``step()`` with a zero gradient for ``p`` only; ``p`` restored, counters reset."""
+    """One ``step()`` with a zero gradient for ``p`` only; ``p`` restored, and the state's
+    scalars (counters, NAdam's ``mu_product``, ...) put back to the values the step
+    created them with: a zero gradient leaves moment buffers at their start, not
+    products of per-step factors."""
     saved = p.detach().clone()
+    created: dict[str, Any] = {}
+
+    class Recording(dict):
+        """A parameter's state dict that keeps the first value of each scalar entry."""
+
+        def __setitem__(self, key, value):
+            if key not in self and not (isinstance(value, torch.Tensor) and value.dim()):
+                created[key] = value.clone() if isinstance(value, torch.Tensor) else value
+            super().__setitem__(key, value)
+
+    states = optimizer.state
+    recording = defaultdict(Recording, states)  # other parameters' state dicts, as they are
     p.grad = torch.zeros_like(p)
     try:
+        optimizer.state = recording
         optimizer.step()
     finally:
+        optimizer.state = states
         p.grad = None
         with torch.no_grad():
             p.copy_(saved)
-        state = optimizer.state.get(p, {})
-        if "step" in state:
+        if p in recording:
+            states[p] = dict(recording[p])
+        state = states.get(p, {})
+        for key, value in created.items():
+            now = state.get(key)
+            if isinstance(value, torch.Tensor) and isinstance(now, torch.Tensor) and now.shape == value.shape:
+                now.copy_(value)
+            elif key in state:
+                state[key] = value
+        if "step" in state and "step" not in created:
             if isinstance(state["step"], torch.Tensor):
                 state["step"].zero_()
             else:
