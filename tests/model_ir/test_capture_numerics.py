@@ -65,6 +65,29 @@ def test_transformer_block_dropout_adamw_bitwise_in_program_and_other_order():
         assert prev.id in op.after  # random-number consumers keep their relative order
 
 
+class _Checkpointed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.utils.checkpoint.checkpoint(self.inner, x, use_reentrant=False))
+
+
+@pytest.mark.parametrize("order_seed", [None, 1, 2])
+def test_activation_checkpointing_recomputes_from_the_traced_parameters(order_seed):
+    """Backward reruns the checkpointed forward; it used to read the model's real
+    parameters as graph constants, with no dependency on their in-place update, so an
+    order could update a weight before its recomputation read it (AdamW diverged)."""
+    captured = _compare(_Checkpointed, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2),
+                        lambda: torch.randn(4, 8), steps=3, order_seed=order_seed)
+    assert not [n.target for n in captured.module.graph.nodes if n.op == "get_attr"]
+    assert not [b.id for b in captured.graph.buffers if b.id.startswith("constant:")]
+    backward = [op.target for op in captured.graph.ops if op.meta["phase"] == "backward"]
+    assert "aten.gelu.default" in backward  # the recomputation is in the step
+
+
 def test_init_optimizer_state_matches_a_fresh_optimizer():
     torch.manual_seed(0)
     model = mlp(8, 2)

@@ -29,6 +29,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
@@ -546,7 +547,10 @@ def trace_step(
             if not loss.requires_grad:
                 raise CaptureError("the loss does not require grad: no parameter of the model influences it")
             root = loss * scale if scale is not None else loss
-            with marking_accumulations(root):
+            # Backward reruns checkpointed forward code (torch.utils.checkpoint): it must
+            # read the same traced parameters as the forward, not the model's real ones
+            # (constants of the graph, outside its dependencies and memory).
+            with marking_accumulations(root), _reparametrize_module(model, {**params, **buffers}):
                 root.backward()
             losses.append(loss.detach())
         found_inf = None
