@@ -226,6 +226,8 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
     with pytest.raises(CaptureError, match="example_inputs"):
         capture(model, 3)
+    with pytest.raises(CaptureError, match=r"wrapped by torch.compile.*model._orig_mod"):
+        capture(torch.compile(model), torch.randn(2, 4))
 
 
 @pytest.mark.parametrize("optimizer", [torch.optim.ASGD, torch.optim.LBFGS, torch.optim.SparseAdam])

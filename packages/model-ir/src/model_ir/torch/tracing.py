@@ -382,6 +382,9 @@ def trace_step(
     instead of constants.
     The user's model, optimizer and tensors are left untouched.
     """
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise CaptureError("the model is wrapped by torch.compile, whose code cannot be traced again: pass the "
+                           "module it compiles (model._orig_mod), whose step is then planned and run as is")
     args, kwargs = split_example_inputs(example_inputs)
     on_gpu = any(t.device.type == "cuda" for t in itertools.chain(model.parameters(), model.buffers()))
     if device is None:
