@@ -3,6 +3,8 @@ the graph records the kernels CUDA dispatch picks, and nothing leaks out of the 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -100,10 +102,18 @@ def test_cpu_only_kernels_are_named_in_a_cuda_capture():
     them say nothing."""
     model, x = LSTMHead(), torch.randn(2, 5, 8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    cpu = capture(model, x, optimizer=opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = capture(model, x, optimizer=opt)
     if "aten.mkldnn_rnn_layer.default" not in targets(cpu):
         pytest.skip("this torch build runs CPU LSTMs without oneDNN")
     assert "cpu_kernels" not in cpu.meta
+    # the meta kernel sizes the workspace 0 bytes: said, not silently left out
+    assert cpu.meta["unsized_results"] == ["aten::mkldnn_rnn_layer"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning in eval: no workspace there
+        assert "unsized_results" not in capture(model.eval(), x, train=False).meta
+    model.train()
     with pytest.warns(UserWarning, match=r"aten::mkldnn_rnn_layer, aten::mkldnn_rnn_layer_backward kept CPU's"):
         cuda = capture(model, x, optimizer=opt, device="cuda")
     assert cuda.meta["cpu_kernels"] == ["aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"]

@@ -22,6 +22,30 @@ from model_ir.torch.tracing import trace_step
 
 log = logging.getLogger(__name__)
 
+#: Results whose meta kernel says 0 bytes in training while the real kernel allocates
+#: them, sized by its library when it runs: oneDNN's LSTM workspace (CPU), cuDNN's RNN
+#: reserve (CUDA, "TODO: Query cudnnGetRNNTrainingReserveSize" in torch's meta kernel).
+UNSIZED_RESULTS = {"aten::mkldnn_rnn_layer": 3, "aten::_cudnn_rnn": 3}
+
+
+def unsized_results(module: torch.fx.GraphModule) -> list[str]:
+    """The operators of :data:`UNSIZED_RESULTS` that ``module`` calls in training, sorted."""
+    names = set()
+    for n in module.graph.nodes:
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
+            continue
+        name = n.target._schema.name
+        if name not in UNSIZED_RESULTS:
+            continue
+        arguments = [a.name for a in n.target._schema.arguments]
+        train = n.kwargs.get("train", n.args[arguments.index("train")] if len(n.args) > arguments.index("train")
+                             else False)
+        val = n.meta.get("val")
+        if train and isinstance(val, (tuple, list)) and isinstance(val[UNSIZED_RESULTS[name]], torch.Tensor) \
+                and val[UNSIZED_RESULTS[name]].numel() == 0:
+            names.add(name)
+    return sorted(names)
+
 
 def capture_step(
     model: torch.nn.Module,
@@ -118,6 +142,11 @@ def capture_step(
         warnings.warn(f"captured for CUDA without a GPU, {', '.join(cpu_kernels)} kept CPU's kernels (CUDA runs "
                       "others, e.g. cuDNN's RNN, whose memory is not modelled): the graph's figures for them are "
                       "the CPU kernels' (meta 'cpu_kernels')", stacklevel=2)
+    unsized = unsized_results(traced.module)
+    if unsized:
+        warnings.warn(f"the size of a result of {', '.join(unsized)} (an RNN's workspace or reserve) is known only "
+                      "when its library runs, not at capture (0 bytes here): the plan's figures leave it out "
+                      "(meta 'unsized_results')", stacklevel=2)
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,
@@ -126,6 +155,7 @@ def capture_step(
                                    "device": traced.device, "kernels": "emulated" if traced.emulated else "native",
                                    **_capability(traced),
                                    **({"cpu_kernels": cpu_kernels} if cpu_kernels else {}),
+                                   **({"unsized_results": unsized} if unsized else {}),
                                    **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {}),
                                    **({"accumulation_steps": accumulation_steps} if accumulation_steps > 1 else {}),
                                    **({"grad_scaler": True} if traced.scaler is not None else {}),
