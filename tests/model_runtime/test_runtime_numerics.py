@@ -113,6 +113,37 @@ def test_torchvision_squeezenet_small(executor):
             executor, loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 10, (2,)),))
 
 
+class _AsStrided(torch.nn.Module):
+    """Reads the second half of a fresh tensor through ``as_strided`` with an explicit
+    storage offset (backward makes another one: a ``new_zeros`` written through it),
+    as autograd's view replay does in ConvNeXt's and Swin's classifiers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.b = torch.nn.Linear(8, 32), torch.nn.Linear(8, 16), torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        gate = torch.tanh(self.c(x))
+        h = self.a(x)
+        return self.b(torch.as_strided(h, (x.shape[0], 16), (32, 1), 16) * gate)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_as_strided_offsets_count_from_the_buffer(executor):
+    """An ``as_strided`` offset is absolute in its input's storage: in the arena that
+    storage is the arena, so it used to read (and backward to write) the arena's first
+    bytes instead of the buffer's, whatever lived there (ConvNeXt's stochastic-depth
+    mask: wrong gradients)."""
+    step = compare(_AsStrided, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), lambda: torch.randn(4, 8),
+                   executor, loss_fn=torch.nn.functional.cross_entropy,
+                   make_targets=lambda: (torch.randint(0, 3, (4,)),))
+    if executor == "arena":
+        bases = {n.args[0].name for n in step.captured.module.graph.nodes
+                 if n.target is torch.ops.aten.as_strided.default}
+        offsets = step.plan.placement.offsets
+        assert any(offsets.get(b, 0) > 0 for b in bases), "every as_strided base at offset 0: the test is vacuous"
+
+
 class _LSTMClassifier(torch.nn.Module):
     def __init__(self):
         super().__init__()

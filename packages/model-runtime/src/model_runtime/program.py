@@ -146,12 +146,28 @@ class _Builder:
             for inp in node.all_input_nodes:
                 self.need(inp)
             new = self.g.node_copy(node, self.lookup)
+            if self.slots is not None and node.target in _ABSOLUTE_OFFSET:
+                self.rebase(node, new)
         else:
             raise RuntimeLayerError(
                 f"internal error: node {node.name!r} is needed before the op that computes it ran"
             )
         self.env[node.name] = new
         return new
+
+    def rebase(self, node: fx.Node, new: fx.Node) -> None:
+        """An ``as_strided`` with an explicit storage offset counts it from the start of its
+        input's storage, which in the arena is the arena's, not the buffer's: it is
+        shifted by where the input's buffer begins (found at run time from the input's
+        offset there against its offset in the traced step)."""
+        named = named_arguments(node.target, node.args, node.kwargs)
+        if named.get("storage_offset") is None:
+            return  # None: the input's own offset, already right
+        source = named["self"].meta["val"]
+        new.target = _as_strided_rebased
+        new.args = (node.target, self.lookup(named["self"]), named["size"], named["stride"], named["storage_offset"],
+                    source.storage_offset())
+        new.kwargs = {}
 
     def attr(self, name: str, value) -> fx.Node:
         self.root[name] = value
@@ -336,6 +352,17 @@ def _rerun_node(node: fx.Node) -> fx.Node:
     sub = fx.Graph().create_node(node.op, node.target, args, kwargs, name=node.name)
     sub.meta = dict(node.meta)
     return sub
+
+
+#: Views whose storage offset is absolute in their input's storage (see ``_Builder.rebase``).
+_ABSOLUTE_OFFSET = frozenset({torch.ops.aten.as_strided.default, torch.ops.aten.as_strided_.default})
+
+
+def _as_strided_rebased(op, x: torch.Tensor, size, stride, storage_offset, traced_offset: int) -> torch.Tensor:
+    """``op(x, size, stride, storage_offset)`` with the offset counted, as in the traced
+    step, from where ``x``'s buffer begins: ``x.storage_offset() - traced_offset``
+    elements into ``x``'s storage (the arena)."""
+    return op(x, size, stride, storage_offset + x.storage_offset() - traced_offset)
 
 
 def _all_finite(found_inf: torch.Tensor) -> bool:
