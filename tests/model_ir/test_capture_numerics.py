@@ -88,7 +88,21 @@ def test_activation_checkpointing_recomputes_from_the_traced_parameters(order_se
     assert "aten.gelu.default" in backward  # the recomputation is in the step
 
 
-def test_init_optimizer_state_matches_a_fresh_optimizer():
+def test_activation_checkpointing_over_dropout_is_refused():
+    """Eager reruns a checkpointed dropout with the forward's random numbers (checkpoint
+    restores the generator); the captured backward would draw new ones: wrong gradients,
+    so capture says so instead."""
+    from model_ir.torch import CaptureError
+
+    model = _Checkpointed()
+    model.inner.insert(2, torch.nn.Dropout(0.1))
+    with pytest.raises(CaptureError, match=r"backward pass draws random numbers .*checkpoint"):
+        capture_step(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    model.inner[2].p = 0.0  # no dropout drawn: nothing to replay
+    capture_step(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+
     torch.manual_seed(0)
     model = mlp(8, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)

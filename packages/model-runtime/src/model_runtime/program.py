@@ -160,13 +160,12 @@ class _Builder:
         input's storage, which in the arena is the arena's, not the buffer's: it is
         shifted by where the input's buffer begins (found at run time from the input's
         offset there against its offset in the traced step)."""
-        named = named_arguments(node.target, node.args, node.kwargs)
+        named = named_arguments(node.target, new.args, new.kwargs)  # the new graph's nodes
         if named.get("storage_offset") is None:
             return  # None: the input's own offset, already right
-        source = named["self"].meta["val"]
+        traced = named_arguments(node.target, node.args, node.kwargs)["self"].meta["val"].storage_offset()
         new.target = _as_strided_rebased
-        new.args = (node.target, self.lookup(named["self"]), named["size"], named["stride"], named["storage_offset"],
-                    source.storage_offset())
+        new.args = (node.target, named["self"], named["size"], named["stride"], named["storage_offset"], traced)
         new.kwargs = {}
 
     def attr(self, name: str, value) -> fx.Node:

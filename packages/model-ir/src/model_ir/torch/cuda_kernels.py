@@ -23,8 +23,9 @@ A capture with ``autocast=`` also casts by CUDA's autocast policy instead of CPU
 (:mod:`model_ir.torch.cuda_autocast`: LayerNorm, softmax, sums, ... in float32).
 
 Not emulated: RNNs (cuDNN: an LSTM is traced with CPU's oneDNN kernels, named in the
-graph's ``meta["cpu_kernels"]`` with a warning, :func:`cpu_only_kernels`), CTC loss, ``embedding_bag``, nested tensors, GQA with
-differing head counts, and user code that branches on ``torch.cuda.is_available()``.
+graph's ``meta["cpu_kernels"]`` with a warning, :func:`cpu_only_kernels`), CTC loss,
+``embedding_bag``, nested tensors, GQA with differing head counts, and user code that
+branches on ``torch.cuda.is_available()``.
 The SDPA choice for fp16/bf16 on Hopper depends on the cuDNN version (recent torch puts
 cuDNN attention first with cuDNN > 9.15); ``sdpa=`` forces a backend.
 """

@@ -249,6 +249,7 @@ def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
 
     states = optimizer.state
     recording = defaultdict(Recording, states)  # other parameters' state dicts, as they are
+    recording.pop(p, None)  # an empty dict made by an earlier read: p's state starts recorded
     p.grad = torch.zeros_like(p)
     try:
         optimizer.state = recording

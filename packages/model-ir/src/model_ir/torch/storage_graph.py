@@ -149,6 +149,23 @@ def _draws_random(node: fx.Node) -> bool:
     return not (has_p and values.get("dropout_p", 0.0) == 0.0)
 
 
+#: Arguments by which a backward kernel replays its forward's random numbers (fused attention).
+_REPLAY_ARGUMENTS = frozenset({"philox_seed", "philox_offset", "rng_state"})
+
+
+def _check_backward_draws(node: fx.Node) -> None:
+    """Refuse a backward op that draws new random numbers: a checkpointed region rerunning
+    dropout, which eager reruns with the forward's random numbers (torch.utils.checkpoint
+    restores the generator) while the captured step would draw other ones."""
+    if _draws_random(node) and not any(a.name in _REPLAY_ARGUMENTS for a in node.target._schema.arguments):
+        raise CaptureError(
+            f"the backward pass draws random numbers ({node.target}, node {node.name}): a checkpointed region "
+            "(torch.utils.checkpoint, gradient_checkpointing_enable()) recomputing dropout, which eager reruns with "
+            "the forward's random numbers and a captured step would not; disable the model's checkpointing and "
+            "plan with optimize(memory_budget=...), whose recomputation replays them, or turn that dropout off"
+        )
+
+
 def _random_meta(node: fx.Node, writes: bool) -> dict:
     """Op meta of a random op: it draws (``RANDOM``); a functional one the executors can
     replay when recomputed also gets ``REPLAYS_RNG`` (:mod:`model_ir.torch.rng_replay`)."""
@@ -235,6 +252,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             phase = "backward"
         if node.name == traced.optimizer_start:
             phase = "optimizer"
+        if phase == "backward" and node.op == "call_function":
+            _check_backward_draws(node)
         if node.op == "placeholder":
             t = node.meta["val"]
             slot = slot_of[node.name]

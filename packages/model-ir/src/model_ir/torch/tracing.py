@@ -553,7 +553,8 @@ def trace_step(
             # Backward reruns checkpointed forward code (torch.utils.checkpoint): it must
             # read the same traced parameters as the forward, not the model's real ones
             # (constants of the graph, outside its dependencies and memory).
-            with marking_accumulations(root), _reparametrize_module(model, {**params, **buffers}):
+            rebound = _reparametrize_module(model, {**params, **buffers}, tie_weights=True)
+            with marking_accumulations(root), rebound:
                 root.backward()
             losses.append(loss.detach())
         found_inf = None
