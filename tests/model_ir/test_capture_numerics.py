@@ -102,7 +102,7 @@ def test_activation_checkpointing_over_dropout_is_refused():
     capture_step(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
 
 
-
+def test_init_optimizer_state_matches_a_fresh_optimizer():
     torch.manual_seed(0)
     model = mlp(8, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
