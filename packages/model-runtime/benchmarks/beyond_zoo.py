@@ -9,8 +9,8 @@ a steady step is measured with torch.profiler memory events (what it allocates b
 what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder``,
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
 Small configurations of Hugging Face transformers and torchvision models, an LSTM,
-activation checkpointing, ``torch.autograd.Function``, parametrizations, and the
-optimizers torch ships. A failure is reported on its line; the others go on.
+activation checkpointing, ``torch.autograd.Function``, parametrizations, and nine of
+the optimizers torch ships. A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
 
@@ -233,7 +233,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown case {unknown[0]!r}")
     torch.set_num_threads(1)  # steadier step times; bitwise results do not depend on it
-    warnings.simplefilter("ignore")  # e.g. the LSTM's unmodelled workspace, said in its row
+    # capture's and the arena's warnings (the LSTM's unmodelled workspace shows as its ratio)
+    warnings.simplefilter("ignore")
     rows, failed = [], 0
     print(f"{'case':36s} {'executor':8s} {'bitwise':8s} {'plan s':>7s} {'measured B':>12s} {'planned B':>12s} "
           "measured/planned")

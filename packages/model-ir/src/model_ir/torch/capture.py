@@ -17,35 +17,10 @@ from model_ir.torch.dropout_masks import keep_dropout_masks
 from model_ir.torch.functional_inplace import functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
 from model_ir.torch.step import CapturedStep
-from model_ir.torch.storage_graph import build_storage_map, check_granularity
+from model_ir.torch.storage_graph import build_storage_map, check_granularity, unsized_results
 from model_ir.torch.tracing import trace_step
 
 log = logging.getLogger(__name__)
-
-#: Results whose meta kernel says 0 bytes in training while the real kernel allocates
-#: them, sized by its library when it runs: oneDNN's LSTM workspace (CPU), cuDNN's RNN
-#: reserve (CUDA, "TODO: Query cudnnGetRNNTrainingReserveSize" in torch's meta kernel).
-UNSIZED_RESULTS = {"aten::mkldnn_rnn_layer": 3, "aten::_cudnn_rnn": 3}
-
-
-def unsized_results(module: torch.fx.GraphModule) -> list[str]:
-    """The operators of :data:`UNSIZED_RESULTS` that ``module`` calls in training, sorted."""
-    names = set()
-    for n in module.graph.nodes:
-        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
-            continue
-        name = n.target._schema.name
-        if name not in UNSIZED_RESULTS:
-            continue
-        arguments = [a.name for a in n.target._schema.arguments]
-        train = n.kwargs.get("train", n.args[arguments.index("train")] if len(n.args) > arguments.index("train")
-                             else False)
-        val = n.meta.get("val")
-        if train and isinstance(val, (tuple, list)) and isinstance(val[UNSIZED_RESULTS[name]], torch.Tensor) \
-                and val[UNSIZED_RESULTS[name]].numel() == 0:
-            names.add(name)
-    return sorted(names)
-
 
 def capture_step(
     model: torch.nn.Module,

@@ -159,11 +159,33 @@ def _check_backward_draws(node: fx.Node) -> None:
     restores the generator) while the captured step would draw other ones."""
     if _draws_random(node) and not any(a.name in _REPLAY_ARGUMENTS for a in node.target._schema.arguments):
         raise CaptureError(
-            f"the backward pass draws random numbers ({node.target}, node {node.name}): a checkpointed region "
-            "(torch.utils.checkpoint, gradient_checkpointing_enable()) recomputing dropout, which eager reruns with "
-            "the forward's random numbers and a captured step would not; disable the model's checkpointing and "
-            "plan with optimize(memory_budget=...), whose recomputation replays them, or turn that dropout off"
+            f"the backward pass draws random numbers ({node.target}, node {node.name}): likely a checkpointed "
+            "region (torch.utils.checkpoint, gradient_checkpointing_enable()) recomputing dropout, which eager "
+            "reruns with the forward's random numbers and a captured step would not; disable the model's "
+            "checkpointing and plan with optimize(memory_budget=...), whose recomputation replays them, or turn "
+            "that dropout off"
         )
+
+
+#: Results whose meta kernel says 0 bytes in training while the real kernel allocates
+#: them, sized by its library when it runs: oneDNN's LSTM workspace (CPU), cuDNN's RNN
+#: reserve (CUDA, "TODO: Query cudnnGetRNNTrainingReserveSize" in torch's meta kernel).
+UNSIZED_RESULTS = {"aten::mkldnn_rnn_layer": 3, "aten::_cudnn_rnn": 3}
+
+
+def unsized_results(module: fx.GraphModule) -> list[str]:
+    """The operators of :data:`UNSIZED_RESULTS` that ``module`` calls in training, sorted."""
+    names = set()
+    for node in module.graph.nodes:
+        name = getattr(getattr(node.target, "_schema", None), "name", None)
+        if node.op != "call_function" or name not in UNSIZED_RESULTS:
+            continue
+        train = {arg.name: value for _, arg, value in _arg_values(node, node.target._schema)}.get("train")
+        val = node.meta.get("val")
+        result = val[UNSIZED_RESULTS[name]] if isinstance(val, (tuple, list)) else None
+        if train and isinstance(result, torch.Tensor) and result.numel() == 0:
+            names.add(name)
+    return sorted(names)
 
 
 def _random_meta(node: fx.Node, writes: bool) -> dict:
