@@ -202,6 +202,34 @@ def test_frozen_submodules_and_parameters_are_respected():
     assert "model_buffer:1.running_mean" not in mutated and "model_buffer:4.running_mean" in mutated
 
 
+class _WithUnusedHead(torch.nn.Module):
+    """An MLP and a head its forward never calls (as a pooler a loss ignores)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = mlp(16, 3)
+        self.unused = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_no_optimizer_state_for_parameters_without_gradient():
+    # Eager's step() skips parameters whose .grad is None and creates no state for them;
+    # so does the captured step (AdamW's decoupled decay would otherwise shrink them).
+    captured = _compare(_WithUnusedHead, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1),
+                        lambda: torch.randn(8, 16), steps=3)
+    state = {b.id for b in captured.graph.buffers if b.id.startswith("optimizer_state:")}
+    assert state and not any(b.startswith("optimizer_state:unused.") for b in state)
+    assert captured.stateful_parameters() == tuple(f"body.{i}.{k}" for i in (0, 2, 4) for k in ("weight", "bias"))
+    # State the optimizer already holds stays an input (it is memory) even when unused.
+    model = _WithUnusedHead()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    init_optimizer_state(opt)
+    again = capture_step(model, torch.randn(8, 16), optimizer=opt)
+    assert "unused.weight" in again.stateful_parameters()
+
+
 def test_gradient_clipping_before_the_update_bitwise():
     def clip(params):
         torch.nn.utils.clip_grad_norm_(params.values(), max_norm=0.05)

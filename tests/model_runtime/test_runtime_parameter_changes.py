@@ -108,3 +108,32 @@ def test_a_parameter_taken_out_of_the_optimizer_replans_and_is_not_updated(execu
         _compare(model, opt, ref, ref_opt, step, 1)
     _compare(model, opt, ref, ref_opt, step, 2)
     assert torch.equal(model[0].weight, before)
+
+
+class _UnusedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+        self.head = nn.Linear(64, 64)  # never called: no gradient, no update, no state
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_parameter_without_gradient_gets_no_optimizer_state(executor):
+    torch.manual_seed(0)
+    model = _UnusedHead()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.1) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor=executor,
+                    time_limit=0.5)
+    assert model.head.weight not in opt.state  # optimize() created none for it either
+    # The plan holds no state for it: parameters, the batch and Adam's state of body alone.
+    head = sum(p.numel() * 4 for p in model.head.parameters())
+    adam = sum(2 * p.numel() * 4 for p in model.body.parameters())
+    assert step.figures()["persistent_bytes"] < sum(p.numel() * 4 for p in model.parameters()) + adam + head
+    for seed in range(3):
+        _compare(model, opt, ref, ref_opt, step, seed)
+    assert len(opt.state) == len(ref_opt.state) == 4

@@ -415,9 +415,6 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                                 "arena (the arena executor does)")
     if cuda_graph and device_blocker(device):  # before planning; the other reasons need the compiled step
         raise RuntimeLayerError(f"cuda_graph=True: {device_blocker(device)}")
-    if optimizer is not None and train:
-        # Create the optimizer's lazy state now, so the step updates it from the first call.
-        init_optimizer_state(optimizer)
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
@@ -429,6 +426,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
+    if optimizer is not None and train:
+        # Create the optimizer's lazy state now, so the step updates it from the first call:
+        # for the parameters whose update the step holds (eager creates none for the others).
+        named = dict(model.named_parameters())
+        init_optimizer_state(optimizer, [named[n] for n in captured.stateful_parameters()])
     # An executor may leave some transient buffers to PyTorch's allocator (the arena's
     # fallbacks): the plan must know them before placing.
     unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()

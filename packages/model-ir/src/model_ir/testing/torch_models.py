@@ -137,9 +137,11 @@ def eager_step(model: nn.Module, optimizer, inputs, loss_fn=None, targets=(), be
 
 
 def optimizer_state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
-    """``(key, tensor)`` of every tensor in ``optimizer.state``, in parameter order."""
+    """``(key, tensor)`` of every tensor in ``optimizer.state``, in parameter order (read
+    without creating entries: ``optimizer.state`` is a defaultdict)."""
     params = (p for g in optimizer.param_groups for p in g["params"])
-    return [(k, v) for p in params for k, v in sorted(optimizer.state[p].items()) if isinstance(v, torch.Tensor)]
+    return [(k, v) for p in params for k, v in sorted(optimizer.state.get(p, {}).items())
+            if isinstance(v, torch.Tensor)]
 
 
 def assert_same_state(model_a: nn.Module, opt_a, model_b: nn.Module, opt_b, *, stateful: bool = True) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -67,6 +67,10 @@ class CapturedStep:
     found_inf: str | None = None
     skipped_if_inf: frozenset[str] = frozenset()
 
+    def stateful_parameters(self) -> tuple[str, ...]:
+        """The parameters whose optimizer state tensors are inputs of the step, by name."""
+        return tuple(dict.fromkeys(s.name.rsplit("/", 1)[0] for s in self.inputs if s.kind == "optimizer_state"))
+
     def hyper_parameter(self, name: str):
         """The :class:`~model_ir.torch.hyper_parameters.HyperParameter` of slot ``name``."""
         return next(hp for hp in self.hyper_parameters if hp.name == name)
@@ -98,8 +102,8 @@ class CapturedStep:
                                  "(OptimizedStep.accumulate)")
         params = dict(model.named_parameters())
         buffers = dict(model.named_buffers())
-        if optimizer is not None and any(s.kind == "optimizer_state" for s in self.inputs):
-            init_optimizer_state(optimizer)
+        if optimizer is not None and (stateful := self.stateful_parameters()):
+            init_optimizer_state(optimizer, [params[n] for n in stateful if n in params])
         args, kwargs = split_example_inputs(inputs) if inputs is not None else ((), {})
         leaves, spec = flatten_batch((args, kwargs))
         if inputs is not None and spec != self.inputs_spec:
@@ -173,10 +177,13 @@ class CapturedStep:
         return execute(self, self.bind(model, optimizer, inputs, targets, scaler=scaler), order, on_op=on_op)
 
 
-def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor] | None = None) -> None:
     """Create the state ``optimizer.step()`` creates lazily, without changing any parameter.
 
-    For every parameter with a ``requires_grad`` and no state yet: a ``step()`` with a
+    ``params``: the parameters to create state for (default: all of the optimizer's;
+    a captured step names those its update reads, see
+    :meth:`CapturedStep.stateful_parameters`: eager creates none for a parameter that
+    never gets a gradient). For each with a ``requires_grad`` and no state yet: a ``step()`` with a
     zero gradient for that parameter alone and no weight decay (coupled decay would
     turn the zero gradient into ``wd * param``), then the parameter is restored and the
     state's scalars (step counters, NAdam's ``mu_product``) put back to the values the
@@ -196,8 +203,10 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     parameter has no momentum buffer yet: eager's first step copies the gradient
     undampened, which no steady-state step reproduces.
     """
+    wanted = None if params is None else {id(p) for p in params}
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    todo = [p for p in params if p.requires_grad and not optimizer.state.get(p)]
+    todo = [p for p in params if p.requires_grad and not optimizer.state.get(p)
+            and (wanted is None or id(p) in wanted)]
     if not todo:
         return
     todo_ids = {id(p) for p in todo}

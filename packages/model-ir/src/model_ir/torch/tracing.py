@@ -429,6 +429,7 @@ def trace_step(
     flat: list[torch.Tensor] = list(fparams.values()) + list(fbuffers.values())
 
     state_layout: list[tuple[int, list[tuple[str, Any]]]] = []  # (param id, [(key, value|slot)])
+    fresh_state: set[int] = set()  # slot positions of state the optimizer has not created yet
     if optimizer is not None and train:
         opt_params = [p for g in optimizer.param_groups for p in g["params"]]
         for p in opt_params:
@@ -458,6 +459,8 @@ def trace_step(
                     f = _fake(mode, value, host=emulated) if real_state else value
                     slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}"))
                     flat.append(f)
+                    if not real_state:
+                        fresh_state.add(len(slots) - 1)
                     entries.append((key, f))
                 else:
                     entries.append((key, value))
@@ -616,6 +619,7 @@ def trace_step(
 
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
+    slots = _drop_unused_fresh_state(gm, slots, fresh_state)
     skipped = _region_nodes(gm, SKIP_IF_INF)
     sums = _region_nodes(gm, ACCUMULATE)
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
@@ -628,6 +632,25 @@ def trace_step(
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
                       released_after=released)
+
+
+def _drop_unused_fresh_state(gm: fx.GraphModule, slots: list[InputSlot], fresh: set[int]) -> list[InputSlot]:
+    """``slots`` without the state the capture created for parameters the update never
+    reads (no gradient reached them, so ``step()`` skipped them), their placeholders
+    removed from ``gm``: eager PyTorch never creates that state, so neither do the
+    step's inputs, its persistent memory or :func:`~model_ir.torch.init_optimizer_state`.
+    State the optimizer already holds stays an input even when unused: it is memory."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    by_parameter: dict[str, list[int]] = defaultdict(list)
+    for i in fresh:
+        by_parameter[slots[i].name.rsplit("/", 1)[0]].append(i)
+    unused = {i for ids in by_parameter.values() if not any(placeholders[i].users for i in ids) for i in ids}
+    if not unused:
+        return slots
+    for i in unused:
+        gm.graph.erase_node(placeholders[i])
+    gm.recompile()
+    return [s for i, s in enumerate(slots) if i not in unused]
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
