@@ -18,7 +18,7 @@ from model_ir.testing.torch_models import (
     random_topological_order,
     small_cnn,
 )
-from model_ir.torch import capture_step, init_optimizer_state
+from model_ir.torch import CaptureError, capture_step, init_optimizer_state
 
 
 def _compare(make_model, make_opt, make_batch, *, steps=2, loss_fn=None, order_seed=None):
@@ -228,6 +228,26 @@ def test_no_optimizer_state_for_parameters_without_gradient():
     init_optimizer_state(opt)
     again = capture_step(model, torch.randn(8, 16), optimizer=opt)
     assert "unused.weight" in again.stateful_parameters()
+
+
+def test_gradient_hooks_of_parameters_are_traced_bitwise():
+    torch.manual_seed(0)
+    model = mlp(16, 3)
+    ref = copy.deepcopy(model)  # deepcopy drops tensor hooks: register them on both
+    for m in (model, ref):
+        m[0].weight.register_hook(lambda g: g.clamp(-1e-3, 1e-3))
+        m[4].bias.register_hook(lambda g: g * 0.5)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x = torch.randn(8, 16)
+    captured = capture_step(model, x, optimizer=opt)
+    assert any("clamp" in op.target for op in captured.graph.ops if op.meta["phase"] == "backward")
+    for _ in range(3):
+        assert torch.equal(captured.run(model, opt, x)[0], eager_step(ref, ref_opt, x))
+        assert_same_state(model, opt, ref, ref_opt)
+    model = mlp(16, 3)
+    model[2].weight.register_post_accumulate_grad_hook(lambda p: None)
+    with pytest.raises(CaptureError, match=r"parameter '2\.weight' has a post-accumulate-grad hook"):
+        capture_step(model, torch.randn(8, 16), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def test_gradient_clipping_before_the_update_bitwise():

@@ -137,3 +137,38 @@ def test_a_parameter_without_gradient_gets_no_optimizer_state(executor):
     for seed in range(3):
         _compare(model, opt, ref, ref_opt, step, seed)
     assert len(opt.state) == len(ref_opt.state) == 4
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_gradient_hooks_are_part_of_the_step_and_changing_them_replans(executor):
+    def clamp(g):
+        return g.clamp(-0.01, 0.01)
+
+    def halve(g):
+        return g * 0.5
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)
+    for m in (model, ref):
+        m[0].weight.register_hook(clamp)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor=executor,
+                    time_limit=0.5)
+    _compare(model, opt, ref, ref_opt, step, 0)
+    _compare(model, opt, ref, ref_opt, step, 1)
+    handles = [m[2].bias.register_hook(halve) for m in (model, ref)]
+    with pytest.warns(ReplanWarning, match=r"'2\.bias': its gradient hooks"):
+        _compare(model, opt, ref, ref_opt, step, 2)
+    for h in handles:
+        h.remove()
+    _compare(model, opt, ref, ref_opt, step, 3)  # the first plan fits again
+    assert len(step.plans) == 2
+    # A post-accumulate-grad hook takes the real parameter, which the step does not run.
+    model[2].weight.register_post_accumulate_grad_hook(lambda p: None)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RuntimeLayerError, match=r"'2\.weight' has a post-accumulate-grad hook"):
+        step(x, targets=(y,))
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, before[name]), name

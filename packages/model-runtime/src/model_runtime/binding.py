@@ -10,7 +10,7 @@ from ``optimizer.param_groups`` at every call and passed to the step (only a cha
 sign needs a new plan, see :mod:`model_ir.torch.hyper_parameters`); the others
 (``nesterov``, ``maximize``, ...) are constants of the step and must not change.
 So are, in train mode, which parameters require grad (only those get gradients and
-updates) and which tensor the optimizer holds at each place of its param groups (the
+updates), the hooks on their gradients (``register_hook``: traced into the step) and which tensor the optimizer holds at each place of its param groups (the
 update is captured place by place): a parameter frozen, unfrozen or replaced by one the
 optimizer does not hold would otherwise be updated where eager PyTorch would not.
 """
@@ -24,7 +24,12 @@ from typing import Any
 import torch
 
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
-from model_ir.torch.tracing import changed_constant, flatten_batch
+from model_ir.torch.tracing import (
+    changed_constant,
+    flatten_batch,
+    gradient_hooks,
+    post_accumulate_grad_hook_error,
+)
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 
 _REOPTIMIZE = "call model_runtime.optimize again with an example of the new shape"
@@ -92,7 +97,8 @@ class Binder:
         params = [(pos, step.inputs[pos].name, getattr(owner, attr)) for pos, owner, attr in self.module_refs
                   if step.inputs[pos].kind == "parameter"]
         # Read now, as the step was just captured with them (see check_parameters).
-        self.grad_flags = [(pos, name, t.requires_grad) for pos, name, t in params] if step.train else []
+        self.grad_flags = ([(pos, name, t.requires_grad, gradient_hooks(t)) for pos, name, t in params]
+                           if step.train else [])
         place = {id(p): (i, j) for i, g in enumerate(groups) for j, p in enumerate(g["params"])}
         self.optimized = [(pos, name, *place[id(t)]) for pos, name, t in params if id(t) in place]
         self.group_sizes = [len(g["params"]) for g in groups]
@@ -158,10 +164,16 @@ class Binder:
         if (list(map(len, (g["params"] for g in groups))) != self.group_sizes
                 or any(groups[i]["params"][j] is not tensors[pos] for pos, _, i, j in self.optimized)):
             raise self._moved_parameter(tensors, groups)
-        for pos, name, planned in self.grad_flags:
-            if tensors[pos].requires_grad != planned:
+        for pos, name, planned, hooks in self.grad_flags:
+            t = tensors[pos]
+            if t.requires_grad != planned:
                 now = "requires grad" if not planned else "no longer requires grad"
                 raise ReoptimizeError(f"parameter {name!r} {now}; the step was planned with requires_grad={planned}")
+            if gradient_hooks(t) != hooks:
+                raise ReoptimizeError(f"parameter {name!r}: its gradient hooks (register_hook) changed since the "
+                                      "step was planned; they are ops of the step")
+            if getattr(t, "_post_accumulate_grad_hooks", None):
+                raise RuntimeLayerError(post_accumulate_grad_hook_error(name))
 
     def _moved_parameter(self, tensors: list, groups: list) -> RuntimeLayerError:
         """The error saying how the optimizer's parameters differ from those planned with."""

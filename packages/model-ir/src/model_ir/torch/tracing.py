@@ -266,6 +266,31 @@ def _fake(mode: FakeTensorMode, t, requires_grad: bool = False, *, host: bool = 
     return f
 
 
+def gradient_hooks(p: torch.Tensor) -> tuple:
+    """The hooks ``p.register_hook`` put on ``p``'s gradient, in order."""
+    return tuple((p._backward_hooks or {}).values())
+
+
+def post_accumulate_grad_hook_error(name: str) -> str:
+    return (f"parameter {name!r} has a post-accumulate-grad hook (register_post_accumulate_grad_hook, e.g. an "
+            "optimizer stepped in backward); its hook takes the real parameter, which the captured step does "
+            "not run: remove the hook and pass the optimizer to the capture (a plan may update each parameter "
+            "right after its gradient, as that hook does)")
+
+
+def copy_gradient_hooks(named_params, fake_params: Mapping[str, torch.Tensor]) -> None:
+    """Put each parameter's gradient hooks on its traced stand-in, so that backward
+    traces them: they live on the tensor, which ``functional_call`` swaps out (module
+    hooks stay on the module and need nothing). Their tensor code becomes ops of the
+    step; Python side effects happen once, at capture. Post-accumulate-grad hooks are
+    refused (see :func:`post_accumulate_grad_hook_error`)."""
+    for name, p in named_params:
+        if getattr(p, "_post_accumulate_grad_hooks", None):
+            raise CaptureError(post_accumulate_grad_hook_error(name))
+        for hook in gradient_hooks(p):
+            fake_params[name].register_hook(hook)
+
+
 def _drop_meta_failure(record) -> bool:
     return not str(record.msg).startswith("failed while attempting to run meta")
 
@@ -421,6 +446,8 @@ def trace_step(
     named_buffers = [(n, b) for n, b in model.named_buffers() if b is not None]
     fparams = {n: _fake(mode, p, p.requires_grad and train, host=emulated) for n, p in named_params}
     fbuffers = {n: _fake(mode, b, host=emulated) for n, b in named_buffers}
+    if train:
+        copy_gradient_hooks(named_params, fparams)
     by_id = {id(p): fparams[n] for n, p in named_params}
     name_of = {id(p): n for n, p in named_params}
 
