@@ -230,6 +230,17 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(torch.compile(model), torch.randn(2, 4))
 
 
+def test_lazy_modules_and_sparse_gradients_are_clear_errors():
+    lazy = torch.nn.Sequential(torch.nn.LazyLinear(3))
+    with pytest.raises(CaptureError, match=r"uninitialized parameters or buffers \(0\.weight, 0\.bias: lazy"):
+        capture(lazy, torch.randn(2, 4))
+    lazy(torch.randn(2, 4))  # initialized: captured
+    assert capture(lazy, torch.randn(2, 4), optimizer=torch.optim.SGD(lazy.parameters(), lr=0.1)).ops
+    sparse = torch.nn.Embedding(10, 4, sparse=True)
+    with pytest.raises(CaptureError, match=r"parameter 'weight' gets a torch.sparse_coo gradient.*sparse=False"):
+        capture(sparse, torch.randint(0, 10, (2, 3)), optimizer=torch.optim.SGD(sparse.parameters(), lr=0.1))
+
+
 @pytest.mark.parametrize("optimizer", [torch.optim.ASGD, torch.optim.LBFGS, torch.optim.SparseAdam])
 def test_an_optimizer_whose_first_step_fails_on_fake_tensors_is_a_capture_error(optimizer):
     """ASGD branches on its state's values, LBFGS needs a closure, SparseAdam sparse

@@ -444,6 +444,11 @@ def trace_step(
 
     named_params = list(model.named_parameters())
     named_buffers = [(n, b) for n, b in model.named_buffers() if b is not None]
+    lazy = [n for n, t in [*named_params, *named_buffers] if torch.nn.parameter.is_lazy(t)]
+    if lazy:
+        raise CaptureError(f"the model has uninitialized parameters or buffers ({', '.join(lazy[:3])}: lazy modules "
+                           "such as nn.LazyLinear): run one forward pass on an example batch first, which gives "
+                           "them their shapes")
     fparams = {n: _fake(mode, p, p.requires_grad and train, host=emulated) for n, p in named_params}
     fbuffers = {n: _fake(mode, b, host=emulated) for n, b in named_buffers}
     if train:
@@ -594,6 +599,10 @@ def trace_step(
         if before_step is not None:
             before_step(params)
         grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
+        sparse = [n for n, g in grads.items() if g.layout != torch.strided]
+        if sparse:
+            raise CaptureError(f"parameter {sparse[0]!r} gets a {grads[sparse[0]].layout} gradient (e.g. "
+                               "nn.Embedding(sparse=True)); capture handles dense tensors only: use sparse=False")
         if optimizer is not None:
             skippable = (torch.profiler.record_function(SKIP_IF_INF) if found_inf is not None
                          else contextlib.nullcontext())
