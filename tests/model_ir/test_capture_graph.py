@@ -228,6 +228,8 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(model, 3)
     with pytest.raises(CaptureError, match=r"wrapped by torch.compile.*model._orig_mod"):
         capture(torch.compile(model), torch.randn(2, 4))
+    with pytest.raises(CaptureError, match=r"wrapped by DataParallel.*silently diverge"):
+        capture(torch.nn.DataParallel(model), torch.randn(2, 4))
 
 
 def test_lazy_modules_and_sparse_gradients_are_clear_errors():

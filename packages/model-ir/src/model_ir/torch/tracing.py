@@ -407,9 +407,7 @@ def trace_step(
     instead of constants.
     The user's model, optimizer and tensors are left untouched.
     """
-    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
-        raise CaptureError("the model is wrapped by torch.compile, whose code cannot be traced again: pass the "
-                           "module it compiles (model._orig_mod), whose step is then planned and run as is")
+    _check_wrapper(model)
     args, kwargs = split_example_inputs(example_inputs)
     on_gpu = any(t.device.type == "cuda" for t in itertools.chain(model.parameters(), model.buffers()))
     if device is None:
@@ -687,6 +685,19 @@ def _drop_unused_fresh_state(gm: fx.GraphModule, slots: list[InputSlot], fresh: 
         gm.graph.erase_node(placeholders[i])
     gm.recompile()
     return [s for i, s in enumerate(slots) if i not in unused]
+
+
+def _check_wrapper(model: torch.nn.Module) -> None:
+    """Refuse the wrappers whose work the captured step would not do."""
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise CaptureError("the model is wrapped by torch.compile, whose code cannot be traced again: pass the "
+                           "module it compiles (model._orig_mod), whose step is then planned and run as is")
+    wrapper = type(model).__name__
+    if wrapper in ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel"):
+        raise CaptureError(f"the model is wrapped by {wrapper}, whose work across devices (replicas, the "
+                           "gradients' all-reduce in hooks on the real parameters) is outside what the capture "
+                           "traces: the step would train one replica alone and the replicas would silently "
+                           "diverge. Data-parallel training is not supported; optimize model.module for one process")
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
