@@ -232,6 +232,34 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(torch.nn.DataParallel(model), torch.randn(2, 4))
 
 
+class _CachingForward(torch.nn.Module):
+    """Caches a table in a plain attribute on first use and counts its calls, as rotary
+    embeddings and logging code do."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.register_buffer("freq", torch.arange(4.0), persistent=False)
+        self.table = None
+
+    def forward(self, x):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.table is None:
+            self.table = torch.sin(self.freq[None] * torch.arange(x.shape[0])[:, None])
+        return self.lin(x + self.table)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_attributes_a_forward_sets_are_put_back_after_the_capture(train):
+    model = _CachingForward()
+    inner = model.lin
+    capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1) if train else None,
+            train=train)
+    # The traced forward bound a fake tensor to model.table: the next eager call would break.
+    assert model.table is None and not hasattr(model, "calls") and model.lin is inner and model.training
+    assert model(torch.randn(2, 4)).shape == (2, 4) and isinstance(model.table, torch.Tensor)
+
+
 def test_lazy_modules_and_sparse_gradients_are_clear_errors():
     lazy = torch.nn.Sequential(torch.nn.LazyLinear(3))
     with pytest.raises(CaptureError, match=r"uninitialized parameters or buffers \(0\.weight, 0\.bias: lazy"):

@@ -630,7 +630,7 @@ def trace_step(
 
     # Train mode keeps per-module modes a user chose (e.g. frozen BatchNorm in eval)
     # unless the whole model is in eval mode; every module's flag is restored after.
-    modes = [(m, m.training) for m in model.modules()]
+    attributes = _module_attributes(model)
     if not train:
         model.eval()
     elif not model.training:
@@ -646,8 +646,7 @@ def trace_step(
             raise
         raise error from exc
     finally:
-        for m, training in modes:
-            m.training = training
+        _restore_module_attributes(attributes)
         for p in fparams.values():
             p.grad = None
 
@@ -698,6 +697,28 @@ def _check_wrapper(model: torch.nn.Module) -> None:
                            "gradients' all-reduce in hooks on the real parameters) is outside what the capture "
                            "traces: the step would train one replica alone and the replicas would silently "
                            "diverge. Data-parallel training is not supported; optimize model.module for one process")
+
+
+def _module_attributes(model: torch.nn.Module) -> list[tuple[torch.nn.Module, dict]]:
+    """Each module's attributes, to put back after the trace (see :func:`_restore_module_attributes`)."""
+    return [(m, dict(vars(m))) for m in model.modules()]
+
+
+def _restore_module_attributes(saved: list[tuple[torch.nn.Module, dict]]) -> None:
+    """Undo what the trace bound on the user's modules: the ``training`` flags, and
+    attributes a forward set, such as a cache of fake tensors (``self._cos = ...``) that
+    would break the model's next eager call. In-place changes to objects (a list a
+    forward appends to) are not undone."""
+    for m, before in saved:
+        now = vars(m)
+        for key in [k for k in now if k not in before]:
+            del now[key]
+        for key, value in before.items():
+            if now.get(key, _ABSENT) is not value:
+                now[key] = value
+
+
+_ABSENT = object()
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
