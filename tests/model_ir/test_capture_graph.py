@@ -206,6 +206,13 @@ def test_data_dependent_control_flow_is_a_clear_error():
         capture(DataDependent(), torch.randn(2, 4))
 
 
+def test_data_dependent_code_in_a_torch_module_names_the_module_source():
+    # BatchNorm without momentum reads num_batches_tracked's value (a cumulative average).
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4, momentum=None))
+    with pytest.raises(CaptureError, match=r"data-dependent.* at torch/nn/modules/batchnorm.py:\d+ \(forward\)"):
+        capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
 def test_data_dependent_shape_names_the_operator():
     with pytest.raises(CaptureError, match=r"aten.nonzero.default .*data-dependent shape"):
         capture(Nonzero(), torch.randn(2, 4))

@@ -12,18 +12,23 @@ from model_ir.torch.errors import CaptureError
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.dirname(__file__))
+_TORCH_NN_DIR = os.path.join(_TORCH_DIR, "nn", "")
 
 
 def _user_frame(exc: BaseException) -> str | None:
-    """``file:line (function)`` of the innermost frame outside torch and model_ir."""
-    found = None
+    """``file:line (function)`` of the innermost frame outside torch and model_ir; else
+    that of the innermost torch module's code (``torch/nn/modules/batchnorm.py:...``,
+    when a built-in module is what fails)."""
+    found = in_modules = None
     for frame in traceback.extract_tb(exc.__traceback__):
         path = os.path.abspath(frame.filename)
+        if path.startswith(_TORCH_NN_DIR):
+            in_modules = f"torch/{os.path.relpath(path, _TORCH_DIR)}:{frame.lineno} ({frame.name})"
         # Generated code (``<string>``, ``<eval_with_key>``) and library frames say nothing.
         if frame.filename.startswith("<") or path.startswith((_TORCH_DIR, _OWN_DIR)) or "/contextlib.py" in path:
             continue
         found = f"{frame.filename}:{frame.lineno} ({frame.name})"
-    return found
+    return found or in_modules
 
 
 def _operator(exc: BaseException) -> str | None:
