@@ -209,8 +209,26 @@ def test_data_dependent_control_flow_is_a_clear_error():
 def test_data_dependent_code_in_a_torch_module_names_the_module_source():
     # BatchNorm without momentum reads num_batches_tracked's value (a cumulative average).
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4, momentum=None))
-    with pytest.raises(CaptureError, match=r"data-dependent.* at torch/nn/modules/batchnorm.py:\d+ \(forward\)"):
+    with pytest.raises(CaptureError, match=r"data-dependent.* at torch/nn/modules/batchnorm.py:\d+ \(forward\); "
+                                           r"BatchNorm with momentum=None .*give it a momentum"):
         capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+class _Policy(torch.nn.Module):
+    def __init__(self, validate_args=None):
+        super().__init__()
+        self.mu, self.validate_args = torch.nn.Linear(4, 2), validate_args
+
+    def forward(self, x):
+        dist = torch.distributions.Normal(self.mu(x), 1.0, validate_args=self.validate_args)
+        return dist.log_prob(dist.rsample()).mean()
+
+
+def test_distributions_validating_their_arguments_get_a_hint():
+    with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(forward\); torch.distributions checks .*"
+                                           r"validate_args=False"):
+        capture(_Policy(), torch.randn(3, 4))
+    assert capture(_Policy(validate_args=False), torch.randn(3, 4)).ops
 
 
 def test_data_dependent_shape_names_the_operator():

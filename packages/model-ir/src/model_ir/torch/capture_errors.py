@@ -31,6 +31,25 @@ def _user_frame(exc: BaseException) -> str | None:
     return found or in_modules
 
 
+#: torch source (relative to torch's directory) -> what to do when it reads a tensor's value
+_HINTS = {
+    os.path.join("distributions", ""): "torch.distributions checks its arguments' values: pass validate_args=False "
+                                       "or call torch.distributions.Distribution.set_default_validate_args(False)",
+    os.path.join("nn", "modules", "batchnorm.py"): "BatchNorm with momentum=None averages over num_batches_tracked, "
+                                                  "a value: give it a momentum",
+}
+
+
+def _hint(exc: BaseException) -> str:
+    """``"; <what to do>"`` when the value was read by torch code with a known workaround."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.relpath(os.path.abspath(frame.filename), _TORCH_DIR)
+        for source, hint in _HINTS.items():
+            if path.startswith(source):
+                return f"; {hint}"
+    return ""
+
+
 def _operator(exc: BaseException) -> str | None:
     func = getattr(exc, "func", None)
     return str(func) if func is not None else None
@@ -47,11 +66,13 @@ def capture_error(exc: BaseException, model) -> CaptureError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
     op = _operator(exc)
     where = _user_frame(exc)
+    hint = ""
     if "DataDependent" in name or "GuardOnDataDependent" in name or "data-dependent" in text.lower():
         what = (
             f"data-dependent operation{' ' + op if op else ''}: the step's control flow (model, loss or "
             "optimizer) or output shapes depend on tensor values, which capture under fake tensors cannot know"
         )
+        hint = _hint(exc)
     elif "DynamicOutputShape" in name:
         what = f"operator {op or '?'} has an output shape that depends on tensor values"
     elif "UnsupportedOperator" in name or "fake impl" in text.lower() or "NotImplemented" in name:
@@ -63,4 +84,4 @@ def capture_error(exc: BaseException, model) -> CaptureError:
     else:
         what = f"{name}{' in operator ' + op if op else ''}: {text}"
     loc = f" at {where}" if where else ""
-    return CaptureError(f"cannot capture {type(model).__name__}: {what}{loc}")
+    return CaptureError(f"cannot capture {type(model).__name__}: {what}{loc}{hint}")
