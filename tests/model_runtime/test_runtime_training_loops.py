@@ -161,6 +161,31 @@ def test_short_last_batch_and_an_eval_pass_get_plans_of_their_own():
         limited(torch.randn(5, 16))
 
 
+@pytest.mark.parametrize("executor", ["reorder", "arena", "program"])
+def test_an_eval_plan_made_under_inference_mode_serves_later_calls(executor):
+    """The eval pass's plan is made on its first call, inside the caller's
+    torch.inference_mode(): its arena must still be writable by later calls outside it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 3))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, ref))
+    step = optimize(model, torch.randn(6, 8), optimizer=opt, executor=executor, time_limit=2)
+    for i in range(2):
+        x = torch.randn(6, 8)
+        for m in (model, ref):
+            m.train()
+        assert torch.equal(step(x), eager_step(ref, ref_opt, x))
+        for m in (model, ref):
+            m.eval()
+        with torch.inference_mode():
+            out = step(x)
+        assert torch.equal(out, ref(x).detach())
+        with torch.no_grad():
+            assert torch.equal(step(x), ref(x))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
 @pytest.mark.parametrize("executor", ["reorder", "arena"])
 def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
     """``set_grads=True``: after each step ``.grad`` holds eager's gradients (clipped by

@@ -311,6 +311,9 @@ def _change(new: float, old: float) -> str:
     return "n/a" if not old else f"{100.0 * (new - old) / old:+.1f}%"
 
 
+# Plans are made on first use too (a replan inside the caller's torch.inference_mode()):
+# an arena made there would be an inference tensor, which no later step may write.
+@torch.inference_mode(False)
 def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None = None,
              optimizer: torch.optim.Optimizer | None = None, executor: str = "auto",
              time_limit: float | None = None, targets=(), train: bool | None = None,
