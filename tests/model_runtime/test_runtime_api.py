@@ -326,3 +326,24 @@ def test_input_with_another_memory_layout_asks_to_reoptimize():
     batch = torch.randn(10, 3, 8)[2:6]  # a slice: offset storage, same strides
     with torch.no_grad():
         assert torch.equal(step(batch), model(batch))
+
+
+def test_an_input_that_requires_grad_is_refused_in_train_mode_only():
+    """Eager's backward would reach such an input (an upstream model's output not
+    detached); the step computes the parameters' gradients only, so it must not pass."""
+    from model_ir.torch import CaptureError
+    from model_runtime import RuntimeLayerError
+
+    model, opt, step = _mlp_step()
+    upstream = torch.randn(8, 16, requires_grad=True) * 2
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RuntimeLayerError, match=r"input 0 requires grad.*\.detach\(\)"):
+        step(upstream)
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    step(upstream.detach())
+    with pytest.raises(CaptureError, match=r"target 0 requires grad"):
+        optimize(model, torch.randn(8, 16), optimizer=opt, loss_fn=nn.functional.mse_loss,
+                 targets=(torch.randn(8, 3, requires_grad=True),))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(step(upstream), model(upstream))  # no backward: nothing is lost

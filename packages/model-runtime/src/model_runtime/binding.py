@@ -28,6 +28,7 @@ from model_ir.torch.tracing import (
     changed_constant,
     flatten_batch,
     gradient_hooks,
+    input_requires_grad_error,
     post_accumulate_grad_hook_error,
 )
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
@@ -236,7 +237,10 @@ class Binder:
         for pos, kind, index, micro in self.batch_slots:
             leaves, tleaves = flat[micro]
             t = (leaves if kind == "input" else tleaves)[index]
-            self._check(pos, t, f"{kind} {index}" + (f" of micro-batch {micro}" if steps > 1 else ""))
+            what = f"{kind} {index}" + (f" of micro-batch {micro}" if steps > 1 else "")
+            self._check(pos, t, what)
+            if t.requires_grad and self.step.train:
+                raise RuntimeLayerError(input_requires_grad_error(what))
             tensors[pos] = t
         return tensors
 

@@ -271,6 +271,12 @@ def gradient_hooks(p: torch.Tensor) -> tuple:
     return tuple((p._backward_hooks or {}).values())
 
 
+def input_requires_grad_error(what: str) -> str:
+    return (f"{what} requires grad: the step computes gradients for the model's parameters only, where eager's "
+            "backward would also reach that tensor (and what made it); pass it detached (.detach()), or make "
+            "what produces it part of the optimized model")
+
+
 def post_accumulate_grad_hook_error(name: str) -> str:
     return (f"parameter {name!r} has a post-accumulate-grad hook (register_post_accumulate_grad_hook, e.g. an "
             "optimizer stepped in backward); its hook takes the real parameter, which the captured step does "
@@ -517,6 +523,11 @@ def trace_step(
                            "return_outputs")
     batch_leaves, inputs_spec = flatten_batch((args, kwargs))
     target_leaves, targets_spec = flatten_batch(tuple(targets))
+    if train:
+        for kind, leaves in (("input", batch_leaves), ("target", target_leaves)):
+            grad = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor) and x.requires_grad]
+            if grad:
+                raise CaptureError(input_requires_grad_error(f"{kind} {grad[0]}"))
     for k in range(accumulation_steps):
         prefix = f"micro{k}/" if accumulation_steps > 1 else ""
         for i, leaf in enumerate(batch_leaves):
