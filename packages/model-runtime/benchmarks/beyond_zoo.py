@@ -8,9 +8,10 @@ parameters, the model's buffers and the optimizer's state must be bitwise equal.
 a steady step is measured with torch.profiler memory events (what it allocates beyond
 what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder``,
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
-Small configurations of Hugging Face transformers and torchvision models, an LSTM,
-activation checkpointing, ``torch.autograd.Function``, parametrizations, and nine of
-the optimizers torch ships. A failure is reported on its line; the others go on.
+Small configurations of Hugging Face transformers and torchvision models (one with
+Hugging Face's own gradient checkpointing, one with a frozen backbone, one channels-last),
+an LSTM, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
+and unused parameters, and nine of the optimizers torch ships. A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
 
@@ -64,13 +65,34 @@ def _hf(build_config, model_class: str, batch):
     return build
 
 
-def _vision(name: str, size: int = 64):
+def _vision(name: str, size: int = 64, channels_last: bool = False):
     def build():
         import torchvision
 
-        return getattr(torchvision.models, name)(num_classes=10), (torch.randn(2, 3, size, size),), \
-            F.cross_entropy, (_labels(2, 10),)
+        model, x = getattr(torchvision.models, name)(num_classes=10), torch.randn(2, 3, size, size)
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+        return model, (x,), F.cross_entropy, (_labels(2, 10),)
     return build
+
+
+def _hf_checkpointing(build):
+    """``build``'s Hugging Face model with its own gradient checkpointing on."""
+    def checkpointed():
+        model, *rest = build()
+        model.gradient_checkpointing_enable()
+        return (model, *rest)
+    return checkpointed
+
+
+def _bias_only(build):
+    """``build``'s model with only biases and norms trained (a frozen backbone)."""
+    def frozen():
+        model, *rest = build()
+        for name, p in model.named_parameters():
+            p.requires_grad_("bias" in name or "LayerNorm" in name)
+        return (model, *rest)
+    return frozen
 
 
 class _LSTM(nn.Module):
@@ -115,6 +137,19 @@ class _Custom(nn.Module):
         return self.b(_Square.apply(self.a(x)))
 
 
+class _PartlyUsed(nn.Module):
+    """A frozen layer and a head the forward never calls: no gradient, no update and no
+    optimizer state for either (AdamW's decay would otherwise shrink the head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.frozen, self.body, self.unused = nn.Linear(16, 16), nn.Linear(16, 3), nn.Linear(16, 16)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        return self.body(F.gelu(self.frozen(x)))
+
+
 def _small(make_model, make_input, classes: int = 3):
     def build():
         return make_model(), (make_input(),), F.cross_entropy, (_labels(4, classes),)
@@ -124,6 +159,13 @@ def _small(make_model, make_input, classes: int = 3):
 _DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2)
 
+_BERT_PADDED = _hf(lambda t: t.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                          intermediate_size=64),
+                   "BertForSequenceClassification",
+                   lambda: {"input_ids": torch.randint(1, 128, (2, 12)),
+                            "attention_mask": torch.tensor([[1] * 7 + [0] * 5, [1] * 12]),
+                            "labels": torch.tensor([0, 1])})
+
 #: name -> () -> (model, inputs, loss_fn, targets)
 CASES = {
     "llama": _lm("Llama", **_DECODER),
@@ -132,12 +174,8 @@ CASES = {
     "gemma": _lm("Gemma", head_dim=16, **_DECODER),
     "mixtral": _lm("Mixtral", num_local_experts=4, num_experts_per_tok=2, **_DECODER),
     "gpt-neox": _lm("GPTNeoX", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
-    "bert-padded": _hf(lambda t: t.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
-                                              num_attention_heads=4, intermediate_size=64),
-                       "BertForSequenceClassification",
-                       lambda: {"input_ids": torch.randint(1, 128, (2, 12)),
-                                "attention_mask": torch.tensor([[1] * 7 + [0] * 5, [1] * 12]),
-                                "labels": torch.tensor([0, 1])}),
+    "bert-padded": _BERT_PADDED,
+    "bert-padded+frozen-backbone": _bias_only(_BERT_PADDED),
     "t5": _hf(lambda t: t.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                    decoder_start_token_id=0),
               "T5ForConditionalGeneration",
@@ -163,12 +201,15 @@ CASES = {
         "CLIPModel",
         lambda: {"input_ids": torch.randint(0, 128, (2, 8)), "pixel_values": torch.randn(2, 3, 32, 32),
                  "return_loss": True}),
+    "llama+hf-checkpointing": _hf_checkpointing(_lm("Llama", **_DECODER)),
     "convnext_tiny": _vision("convnext_tiny"),
+    "resnet18-channels-last": _vision("resnet18", channels_last=True),
     "swin_t": _vision("swin_t"),
     "densenet121": _vision("densenet121"),
     "lstm": _small(_LSTM, lambda: torch.randint(0, 50, (4, 10)), classes=5),
     "checkpointed": _small(_Checkpointed, lambda: torch.randn(4, 16)),
     "autograd-function+parametrizations": _small(_Custom, lambda: torch.randn(4, 16)),
+    "frozen+unused-parameters": _small(_PartlyUsed, lambda: torch.randn(4, 16)),
 }
 
 #: name -> params -> optimizer, each run on the ``checkpointed`` model
