@@ -88,18 +88,74 @@ def test_activation_checkpointing_recomputes_from_the_traced_parameters(order_se
     assert "aten.gelu.default" in backward  # the recomputation is in the step
 
 
-def test_activation_checkpointing_over_dropout_is_refused():
+class _CheckpointedDropout(torch.nn.Module):
+    """Dropout before, inside (twice) and after a checkpointed region."""
+
+    def __init__(self, use_reentrant: bool):
+        super().__init__()
+        self.use_reentrant = use_reentrant
+        self.inner = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Dropout(0.3),
+                                         torch.nn.Linear(16, 8), torch.nn.Dropout(0.2))
+        self.pre, self.head, self.drop = torch.nn.Linear(8, 8), torch.nn.Linear(8, 3), torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        # (reentrant checkpointing recomputes only when the region's input requires grad)
+        h = torch.utils.checkpoint.checkpoint(self.inner, self.drop(self.pre(x)), use_reentrant=self.use_reentrant)
+        return self.head(self.drop(h))
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+@pytest.mark.parametrize("order_seed", [None, 3])
+def test_checkpointed_dropout_replays_the_forward_draws_bitwise(use_reentrant, order_seed):
     """Eager reruns a checkpointed dropout with the forward's random numbers (checkpoint
-    restores the generator); the captured backward would draw new ones: wrong gradients,
-    so capture says so instead."""
+    restores the generator, then puts it back); the captured backward's draws replay the
+    forward's, and the generator ends where eager's does."""
+    from model_ir.recompute import REPLAYS_DRAWS_OF
+
+    torch.manual_seed(0)
+    model = _CheckpointedDropout(use_reentrant)
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, ref))
+    x = torch.randn(4, 8)
+    captured = capture_step(model, x, optimizer=opt)
+    ops = {op.id: op for op in captured.graph.ops}
+    replays = [op for op in captured.graph.ops if REPLAYS_DRAWS_OF in op.meta]
+    assert len(replays) == 2  # the region's two dropouts, recomputed in backward
+    assert all(op.meta["phase"] == "backward" and ops[op.meta[REPLAYS_DRAWS_OF]].meta["phase"] == "forward"
+               for op in replays)
+    order = None if order_seed is None else random_topological_order(captured.graph, order_seed)
+    for i in range(3):
+        torch.manual_seed(10 + i)
+        expected, after_eager = eager_step(ref, ref_opt, x), torch.rand(4)
+        torch.manual_seed(10 + i)
+        (loss,) = captured.run(model, opt, x, order=order)
+        assert torch.equal(loss, expected) and torch.equal(torch.rand(4), after_eager)
+        assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_a_checkpointed_region_that_draws_otherwise_when_recomputed_is_refused():
+    """A replay must be the forward's draw again (same operator and arguments); here the
+    recomputation draws with another probability, which no replay reproduces."""
     from model_ir.torch import CaptureError
 
-    model = _Checkpointed()
-    model.inner.insert(2, torch.nn.Dropout(0.1))
+    calls = []
+    lin = torch.nn.Linear(8, 8)
+
+    def region(x):
+        calls.append(1)
+        return torch.nn.functional.dropout(lin(x), 0.1 if len(calls) == 1 else 0.2)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return torch.utils.checkpoint.checkpoint(region, x, use_reentrant=False)
+
+    model = Model()
     with pytest.raises(CaptureError, match=r"backward pass draws random numbers .*checkpoint"):
         capture_step(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    model.inner[2].p = 0.0  # no dropout drawn: nothing to replay
-    capture_step(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def test_init_optimizer_state_matches_a_fresh_optimizer():

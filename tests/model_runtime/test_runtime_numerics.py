@@ -171,6 +171,45 @@ def test_lstm_adamw(executor):
         assert "aten.mkldnn_rnn_layer.default" in {f.target for f in step.fallbacks}
 
 
+class _CheckpointedDropout(torch.nn.Module):
+    def __init__(self, use_reentrant: bool):
+        super().__init__()
+        self.use_reentrant = use_reentrant
+        self.pre, self.head = torch.nn.Linear(16, 16), torch.nn.Linear(16, 3)
+        self.inner = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Dropout(0.3),
+                                         torch.nn.Linear(64, 16), torch.nn.Dropout(0.2))
+
+    def forward(self, x):
+        h = torch.utils.checkpoint.checkpoint(self.inner, self.pre(x), use_reentrant=self.use_reentrant)
+        return self.head(torch.nn.functional.dropout(h, 0.1, self.training))
+
+
+@pytest.mark.parametrize("executor", [*EXECUTORS, "program"])
+@pytest.mark.parametrize("use_reentrant,budget", [(False, False), (True, False), (False, True)])
+def test_checkpointed_dropout_replays_its_draws(executor, use_reentrant, budget):
+    """torch.utils.checkpoint over dropout: the backward's recomputed dropout replays the
+    forward's draws, alone or with the plan's own recomputation under a memory budget."""
+    torch.manual_seed(0)
+    model = _CheckpointedDropout(use_reentrant)
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, ref))
+    x = torch.randn(64, 16)
+    kwargs = {}
+    if budget:
+        twin = copy.deepcopy(model)
+        free = optimize(twin, x, optimizer=torch.optim.AdamW(twin.parameters(), lr=1e-2), time_limit=1).figures()
+        kwargs["memory_budget"] = int(free["persistent_bytes"] + 0.8 * (free["peak_bytes"] - free["persistent_bytes"]))
+    step = optimize(model, x, optimizer=opt, executor=executor, time_limit=1, **kwargs)
+    for i in range(3):
+        torch.manual_seed(100 + i)
+        expected, after_eager = eager_step(ref, ref_opt, x), torch.rand(4)
+        torch.manual_seed(100 + i)
+        assert torch.equal(step(x), expected) and torch.equal(torch.rand(4), after_eager)
+        assert_same_state(model, opt, ref, ref_opt)
+    if budget:
+        assert step.plan.figures["recomputed_ops"] > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_torchvision_resnet18_small(executor):

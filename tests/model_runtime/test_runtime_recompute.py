@@ -113,6 +113,44 @@ def test_dropout_replays_on_cuda(executor):
     assert abs(second[0] - second[1]) > 10 * 1e-6 * abs(second[0])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_checkpointed_dropout_replays_on_cuda(executor):
+    """torch.utils.checkpoint over dropout on CUDA: the backward's recomputed dropout
+    replays the forward's Philox draws (capture pairs them through
+    torch.cuda.get_rng_state/set_rng_state): the first loss bitwise eager's, the parameters
+    within eager's run-to-run noise after three steps (``uv run pytest -m gpu``)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from model_ir.recompute import REPLAYS_DRAWS_OF
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pre, self.head = torch.nn.Linear(32, 32), torch.nn.Linear(32, 3)
+            self.inner = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.GELU(), torch.nn.Dropout(0.3),
+                                             torch.nn.Linear(128, 32), torch.nn.Dropout(0.2))
+
+        def forward(self, x):
+            return self.head(torch.utils.checkpoint.checkpoint(self.inner, self.pre(x), use_reentrant=False))
+
+    torch.manual_seed(0)
+    model = Model().cuda()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (model, ref))
+    x = torch.randn(64, 32, device="cuda")
+    step = optimize(model, x, optimizer=opt, executor=executor, time_limit=2)
+    assert sum(REPLAYS_DRAWS_OF in op.meta for op in step.captured.graph.ops) == 2
+    for i in range(3):
+        torch.manual_seed(100 + i)
+        expected = eager_step(ref, ref_opt, x)
+        torch.manual_seed(100 + i)
+        loss = step(x)
+        assert torch.equal(loss, expected) if i == 0 else torch.allclose(loss, expected, rtol=1e-6)
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def assert_dropout_replayed(step, *, at_least: int = 0):
     """Random ops (dropout) run again only when they replay their first run's draws
     (eager's random numbers), at least ``at_least`` times in this plan."""

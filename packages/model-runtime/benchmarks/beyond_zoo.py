@@ -9,7 +9,8 @@ a steady step is measured with torch.profiler memory events (what it allocates b
 what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder``,
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
 Small configurations of Hugging Face transformers and torchvision models (one with
-Hugging Face's own gradient checkpointing, one with a frozen backbone, one channels-last),
+Hugging Face's own gradient checkpointing, dropout recomputed, one with a frozen
+backbone, one channels-last),
 an LSTM, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
 and unused parameters, and nine of the optimizers torch ships. A failure is reported on its line; the others go on.
 
@@ -176,6 +177,7 @@ CASES = {
     "gpt-neox": _lm("GPTNeoX", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
     "bert-padded": _BERT_PADDED,
     "bert-padded+frozen-backbone": _bias_only(_BERT_PADDED),
+    "bert-padded+hf-checkpointing": _hf_checkpointing(_BERT_PADDED),
     "t5": _hf(lambda t: t.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                    decoder_start_token_id=0),
               "T5ForConditionalGeneration",
@@ -202,6 +204,9 @@ CASES = {
         lambda: {"input_ids": torch.randint(0, 128, (2, 8)), "pixel_values": torch.randn(2, 3, 32, 32),
                  "return_loss": True}),
     "llama+hf-checkpointing": _hf_checkpointing(_lm("Llama", **_DECODER)),
+    "gpt2+hf-checkpointing": _hf_checkpointing(_hf(
+        lambda t: t.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4), "GPT2LMHeadModel",
+        lambda: {"input_ids": (ids := torch.randint(0, 128, (2, 16))), "labels": ids})),
     "convnext_tiny": _vision("convnext_tiny"),
     "resnet18-channels-last": _vision("resnet18", channels_last=True),
     "swin_t": _vision("swin_t"),

@@ -31,6 +31,12 @@ RANDOM = "random"
 #: are eager's.
 REPLAYS_RNG = "replays_rng"
 
+#: Op ``meta`` key of a random op that replays another op's draws (dropout recomputed
+#: by a checkpointed region's backward, :mod:`model_ir.torch.checkpoint_rng`): the id of
+#: that op. The executors keep the generator's state from before that op's first run and
+#: run this one from it, then restore the generator. Such an op runs once.
+REPLAYS_DRAWS_OF = "replays_draws_of"
+
 #: Op ``meta`` key marking an op whose in-place writes are side effects a rerun leaves
 #: out (batch norm's running statistics in training mode: its outputs do not depend on
 #: them); the executors rerun it without those writes.

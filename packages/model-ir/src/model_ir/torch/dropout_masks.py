@@ -29,6 +29,7 @@ import contextlib
 import torch
 from torch import fx
 
+from model_ir.recompute import REPLAYS_DRAWS_OF
 from model_ir.torch.functional_inplace import retrace
 
 aten = torch.ops.aten
@@ -43,10 +44,13 @@ def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
     """Rewrite the forward pass's dropout noise into a boolean mask and a recomputable
     scaling (see the module docstring); returns how many draws were rewritten."""
     rewritten = 0
+    # A draw a checkpointed region's backward replays stays as traced (model_ir.torch.checkpoint_rng).
+    replayed = {n.meta[REPLAYS_DRAWS_OF] for n in gm.graph.nodes if REPLAYS_DRAWS_OF in n.meta}
     for draw in list(gm.graph.nodes):
         if draw.name == backward_start:
             break
-        if draw.target is not aten.bernoulli_.float or not isinstance(draw.args[0], fx.Node):
+        if (draw.target is not aten.bernoulli_.float or not isinstance(draw.args[0], fx.Node)
+                or draw.name in replayed):
             continue
         # The pattern: a buffer read only by the draw, the draw read only by the scaling.
         buffer, scale = draw.args[0], _only_user(draw)

@@ -21,6 +21,8 @@ import torch
 from torch import fx
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from model_ir.recompute import REPLAYS_DRAWS_OF
+
 
 def _functional(target):
     """The functional overload of in-place op ``target`` (``aten.relu_.default`` ->
@@ -90,9 +92,11 @@ def functionalize_forward_writes(gm: fx.GraphModule, backward_start: str | None)
         if ref is not None:
             by_storage.setdefault(ref, []).append(n)
     position = {n: i for i, n in enumerate(nodes)}
+    # A draw a checkpointed region's backward replays keeps its name (model_ir.torch.checkpoint_rng).
+    replayed = {n.meta[REPLAYS_DRAWS_OF] for n in nodes if REPLAYS_DRAWS_OF in n.meta}
     rewritten = 0
     for node in nodes[:end]:
-        if node.op != "call_function":
+        if node.op != "call_function" or node.name in replayed:
             continue
         functional = _functional(node.target)
         if functional is None or not node.args or not isinstance(node.args[0], fx.Node):

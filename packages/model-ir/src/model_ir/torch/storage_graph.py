@@ -26,7 +26,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
 from model_ir.graph import Buffer, Graph, Op
-from model_ir.recompute import RANDOM, REPLAYS_RNG, RERUN_WITHOUT_WRITES
+from model_ir.recompute import RANDOM, REPLAYS_DRAWS_OF, REPLAYS_RNG, RERUN_WITHOUT_WRITES
 from model_ir.simulator import EAGER_IN_PLACE
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
@@ -154,16 +154,17 @@ _REPLAY_ARGUMENTS = frozenset({"philox_seed", "philox_offset", "rng_state"})
 
 
 def _check_backward_draws(node: fx.Node) -> None:
-    """Refuse a backward op that draws new random numbers: a checkpointed region rerunning
-    dropout, which eager reruns with the forward's random numbers (torch.utils.checkpoint
-    restores the generator) while the captured step would draw other ones."""
-    if _draws_random(node) and not any(a.name in _REPLAY_ARGUMENTS for a in node.target._schema.arguments):
+    """Refuse a backward op that draws new random numbers: eager's backward draws none,
+    except a checkpointed region rerunning dropout from the forward's generator state,
+    which capture pairs with the forward draws it replays (:mod:`model_ir.torch.checkpoint_rng`)."""
+    if (_draws_random(node) and REPLAYS_DRAWS_OF not in node.meta
+            and not any(a.name in _REPLAY_ARGUMENTS for a in node.target._schema.arguments)):
         raise CaptureError(
-            f"the backward pass draws random numbers ({node.target}, node {node.name}): likely a checkpointed "
-            "region (torch.utils.checkpoint, gradient_checkpointing_enable()) recomputing dropout, which eager "
-            "reruns with the forward's random numbers and a captured step would not; disable the model's "
-            "checkpointing and plan with optimize(memory_budget=...), whose recomputation replays them, or turn "
-            "that dropout off"
+            f"the backward pass draws random numbers ({node.target}, node {node.name}) that are not a forward "
+            "draw again: a checkpointed region (torch.utils.checkpoint) whose recomputation draws otherwise than "
+            "its forward did (another operator, shape or probability), or a custom backward that draws; eager "
+            "and a captured step would differ. Make the recomputation draw as the forward does, or disable that "
+            "checkpointing and plan with optimize(memory_budget=...), whose recomputation replays draws"
         )
 
 
@@ -193,6 +194,8 @@ def _random_meta(node: fx.Node, writes: bool) -> dict:
     replay when recomputed also gets ``REPLAYS_RNG`` (:mod:`model_ir.torch.rng_replay`)."""
     if not _draws_random(node):
         return {}
+    if REPLAYS_DRAWS_OF in node.meta:  # checkpointed dropout (model_ir.torch.checkpoint_rng): runs once
+        return {RANDOM: True, REPLAYS_DRAWS_OF: node.meta[REPLAYS_DRAWS_OF]}
     values = {arg.name: value for _, arg, value in _arg_values(node, node.target._schema)}
     return {RANDOM: True, **({} if writes or not replayable(node, values.get("generator")) else {REPLAYS_RNG: True})}
 

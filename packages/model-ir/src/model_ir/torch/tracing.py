@@ -33,6 +33,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils import _pytree as pytree
 
 from model_ir.torch.capture_errors import capture_error
+from model_ir.torch.checkpoint_rng import mark_replayed_draws, pairing_replayed_draws
 from model_ir.torch.constant_decisions import constant_decisions
 from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
@@ -647,7 +648,7 @@ def trace_step(
     elif not model.training:
         model.train()
     try:
-        with kernels(), mode, _quiet_meta_failures(), constant_decisions():
+        with kernels(), mode, _quiet_meta_failures(), constant_decisions(), pairing_replayed_draws() as draws:
             gm = make_fx(step, tracing_mode="real")(*flat)
     except Exception as exc:
         error = exc if isinstance(exc, CaptureError) else capture_error(exc, model)
@@ -661,6 +662,7 @@ def trace_step(
         for p in fparams.values():
             p.grad = None
 
+    mark_replayed_draws(gm, draws)  # checkpointed dropout: the backward's draws replay the forward's
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
     slots = _drop_unused_fresh_state(gm, slots, fresh_state)
