@@ -10,9 +10,10 @@ from ``optimizer.param_groups`` at every call and passed to the step (only a cha
 sign needs a new plan, see :mod:`model_ir.torch.hyper_parameters`); the others
 (``nesterov``, ``maximize``, ...) are constants of the step and must not change.
 So are, in train mode, which parameters require grad (only those get gradients and
-updates), the hooks on their gradients (``register_hook``: traced into the step) and which tensor the optimizer holds at each place of its param groups (the
-update is captured place by place): a parameter frozen, unfrozen or replaced by one the
-optimizer does not hold would otherwise be updated where eager PyTorch would not.
+updates), the hooks on their gradients (``register_hook``: traced into the step) and
+which tensor the optimizer holds at each place of its param groups (the update is
+captured place by place): a parameter frozen, unfrozen or replaced by one the optimizer
+does not hold would otherwise be updated where eager PyTorch would not.
 """
 
 from __future__ import annotations

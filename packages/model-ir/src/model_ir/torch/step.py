@@ -183,11 +183,11 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
     ``params``: the parameters to create state for (default: all of the optimizer's;
     a captured step names those its update reads, see
     :meth:`CapturedStep.stateful_parameters`: eager creates none for a parameter that
-    never gets a gradient). For each with a ``requires_grad`` and no state yet: a ``step()`` with a
-    zero gradient for that parameter alone and no weight decay (coupled decay would
-    turn the zero gradient into ``wd * param``), then the parameter is restored and the
-    state's scalars (step counters, NAdam's ``mu_product``) put back to the values the
-    step created them with. For SGD (momentum buffer), Adam, AdamW, NAdam, RMSprop,
+    never gets a gradient). For each with a ``requires_grad`` and no state yet: a
+    ``step()`` with a zero gradient for that parameter alone and no weight decay
+    (coupled decay would turn the zero gradient into ``wd * param``), then the parameter
+    is restored and the state's scalars (step counters, NAdam's ``mu_product``) put back
+    to the values the step created them with. For SGD (momentum buffer), Adam, AdamW, NAdam, RMSprop,
     Adagrad, Adamax, Adadelta and Rprop this gives exactly their initial state, so the
     captured steady-state step equals eager's first step (tests compare three steps
     bitwise). A state tensor of more than one element that a zero gradient changes
