@@ -186,6 +186,46 @@ def test_an_eval_plan_made_under_inference_mode_serves_later_calls(executor):
     assert_same_state(model, opt, ref, ref_opt)
 
 
+class _DropoutAndCheckpoint(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pre, self.head = torch.nn.Linear(16, 16), torch.nn.Linear(16, 4)
+        self.inner = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Dropout(0.3),
+                                         torch.nn.Linear(32, 16))
+
+    def forward(self, x):
+        h = torch.utils.checkpoint.checkpoint(self.inner, self.pre(x), use_reentrant=False)
+        return self.head(torch.nn.functional.dropout(h, 0.2, self.training))
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_gradient_accumulation_with_dropout_and_checkpointing(executor):
+    """Every micro-batch's forward draws new dropout masks (after the previous
+    micro-batch's backward) and its checkpointed region replays them: eager's results."""
+    torch.manual_seed(0)
+    model = _DropoutAndCheckpoint()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, ref))
+    loss_fn = lambda out, y: torch.nn.functional.cross_entropy(out, y) / 3  # noqa: E731
+    batches = [torch.randn(4, 16) for _ in range(3)]
+    targets = [(torch.randint(0, 4, (4,)),) for _ in range(3)]
+    step = optimize(model, batches[0], optimizer=opt, loss_fn=loss_fn, targets=targets[0], accumulation_steps=3,
+                    executor=executor, time_limit=2)
+    for update in range(3):
+        torch.manual_seed(update)
+        losses = step.accumulate(batches, targets)
+        torch.manual_seed(update)
+        ref_opt.zero_grad(set_to_none=True)
+        expected = []
+        for x, (t,) in zip(batches, targets):
+            loss = loss_fn(ref(x), t)
+            loss.backward()
+            expected.append(loss.detach())
+        ref_opt.step()
+        assert all(torch.equal(a, b) for a, b in zip(losses, expected)), update
+    assert_same_state(model, opt, ref, ref_opt)
+
+
 @pytest.mark.parametrize("executor", ["reorder", "arena"])
 def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
     """``set_grads=True``: after each step ``.grad`` holds eager's gradients (clipped by

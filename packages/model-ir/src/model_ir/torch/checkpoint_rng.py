@@ -17,7 +17,9 @@ operator on the same arguments (shapes, dtypes, probability), the later node's
 ``meta[REPLAYS_DRAWS_OF]`` names the earlier one, and the executors run it from the
 generator state kept from before the earlier op, then put the generator back
 (:mod:`model_ir.torch.rng_replay`). Any other replay stays unpaired and capture refuses
-it (a backward that draws new numbers).
+it. Draws at new positions, anywhere in the step (the forward of every micro-batch, a
+custom backward), need nothing: the executors draw them from the generator in eager's
+order, as eager does.
 """
 
 from __future__ import annotations
@@ -123,15 +125,25 @@ def _signature(node: fx.Node):
             results)
 
 
+#: Node ``meta`` key of a seeded node traced at a position an earlier node took but
+#: unlike it (another operator, shape or probability): the earlier node's name. Eager
+#: would draw it from the restored generator state, which no executor reproduces.
+UNPAIRED_REPLAY = "unpaired_replay_of"
+
+
 def mark_replayed_draws(gm: fx.GraphModule, positions: _Positions) -> int:
     """Set ``meta[REPLAYS_DRAWS_OF]`` on the nodes of ``gm`` that replay an earlier
-    node's draws with the same signature; returns how many."""
+    node's draws with the same signature, ``meta[UNPAIRED_REPLAY]`` on the other nodes at
+    a position taken before; returns how many were paired."""
     positions.catch_up(gm.graph.nodes)
     nodes = {n.name: n for n in gm.graph.nodes}
     marked = 0
     for name, first in positions.replays.items():
         node, original = nodes.get(name), nodes.get(first)
-        if node is None or original is None or _signature(node) != _signature(original):
+        if node is None:
+            continue
+        if original is None or _signature(node) != _signature(original):
+            node.meta[UNPAIRED_REPLAY] = first
             continue
         node.meta[REPLAYS_DRAWS_OF] = first
         marked += 1

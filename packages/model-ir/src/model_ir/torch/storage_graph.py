@@ -28,6 +28,7 @@ from torch.utils import _pytree as pytree
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.recompute import RANDOM, REPLAYS_DRAWS_OF, REPLAYS_RNG, RERUN_WITHOUT_WRITES
 from model_ir.simulator import EAGER_IN_PLACE
+from model_ir.torch.checkpoint_rng import UNPAIRED_REPLAY
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.rng_replay import replayable
@@ -153,18 +154,19 @@ def _draws_random(node: fx.Node) -> bool:
 _REPLAY_ARGUMENTS = frozenset({"philox_seed", "philox_offset", "rng_state"})
 
 
-def _check_backward_draws(node: fx.Node) -> None:
-    """Refuse a backward op that draws new random numbers: eager's backward draws none,
-    except a checkpointed region rerunning dropout from the forward's generator state,
-    which capture pairs with the forward draws it replays (:mod:`model_ir.torch.checkpoint_rng`)."""
-    if (_draws_random(node) and REPLAYS_DRAWS_OF not in node.meta
-            and not any(a.name in _REPLAY_ARGUMENTS for a in node.target._schema.arguments)):
+def _check_replayed_draws(node: fx.Node) -> None:
+    """Refuse a node that eager draws again from a restored generator state (a
+    checkpointed region's recomputation) unlike the draw it repeats: capture pairs the
+    others (:mod:`model_ir.torch.checkpoint_rng`); every other draw runs in eager's order."""
+    first = node.meta.get(UNPAIRED_REPLAY)
+    if first is not None and _draws_random(node) and not any(
+            a.name in _REPLAY_ARGUMENTS for a in node.target._schema.arguments):
         raise CaptureError(
-            f"the backward pass draws random numbers ({node.target}, node {node.name}) that are not a forward "
-            "draw again: a checkpointed region (torch.utils.checkpoint) whose recomputation draws otherwise than "
-            "its forward did (another operator, shape or probability), or a custom backward that draws; eager "
-            "and a captured step would differ. Make the recomputation draw as the forward does, or disable that "
-            "checkpointing and plan with optimize(memory_budget=...), whose recomputation replays draws"
+            f"{node.target} (node {node.name}) draws random numbers from a restored generator state (eager "
+            f"repeats node {first}'s draws there: torch.utils.checkpoint's recomputation, or a set_rng_state), "
+            "but unlike that draw (another operator, shape or probability), which no executor reproduces. Make "
+            "the recomputation draw as the forward does, or disable that checkpointing and plan with "
+            "optimize(memory_budget=...), whose recomputation replays draws"
         )
 
 
@@ -277,8 +279,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             phase = "backward"
         if node.name == traced.optimizer_start:
             phase = "optimizer"
-        if phase == "backward" and node.op == "call_function":
-            _check_backward_draws(node)
+        if node.op == "call_function":
+            _check_replayed_draws(node)
         if node.op == "placeholder":
             t = node.meta["val"]
             slot = slot_of[node.name]
