@@ -264,6 +264,47 @@ def test_eval_mode_forward_only_bitwise():
         assert torch.equal(value, before[name]), name  # running stats untouched in eval
 
 
+@pytest.fixture
+def mha_fast_path_off():
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    yield
+    torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, x, padding):
+        return self.encoder(x, src_key_padding_mask=padding)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_eval_transformer_encoder_bitwise(executor, mha_fast_path_off):
+    """Eval captures keep the parameters' requires_grad: matmul decides by it whether to
+    fold a batched input into one mm (eager's in-projection of nn.MultiheadAttention) or
+    run a bmm, which rounds otherwise (3.6e-7 off before)."""
+    torch.manual_seed(0)
+    model = _Encoder().eval()
+    x, padding = torch.randn(2, 6, 32), torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    step = optimize(model, (x, padding), executor=executor, time_limit=0.5)
+    with torch.no_grad():
+        assert torch.equal(step(x, padding), model(x, padding))
+
+
+def test_eval_capture_warns_of_eager_fast_path():
+    from model_ir.torch import capture
+
+    model = _Encoder().eval()
+    x, padding = torch.randn(2, 6, 32), torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    with pytest.warns(UserWarning, match=r"MultiheadAttention and TransformerEncoderLayer on its fused inference "
+                                         r"fast path.*set_fastpath_enabled\(False\)"):
+        capture(model, (x, padding), train=False)
+
+
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_gradient_clipping_before_the_update(executor):
     def clip(params):

@@ -22,6 +22,15 @@ from model_ir.torch.tracing import trace_step
 
 log = logging.getLogger(__name__)
 
+def fast_path_modules(model: torch.nn.Module) -> list[str]:
+    """The module types of ``model`` that eager PyTorch runs on its fused inference fast
+    path in eval mode (``torch.backends.mha``, on by default), which capture does not take."""
+    if not torch.backends.mha.get_fastpath_enabled():
+        return []
+    kinds = (torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer)
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, kinds)})
+
+
 def capture_step(
     model: torch.nn.Module,
     example_inputs,
@@ -117,6 +126,13 @@ def capture_step(
         warnings.warn(f"captured for CUDA without a GPU, {', '.join(cpu_kernels)} kept CPU's kernels (CUDA runs "
                       "others, e.g. cuDNN's RNN, whose memory is not modelled): the graph's figures for them are "
                       "the CPU kernels' (meta 'cpu_kernels')", stacklevel=2)
+    if not train and fast_path_modules(model):
+        warnings.warn(f"in eval mode eager PyTorch may run {' and '.join(fast_path_modules(model))} on its fused "
+                      "inference fast path (with a padding mask, on nested tensors that leave zeros at the padded "
+                      "positions); the captured step runs their standard path, so its outputs differ from that "
+                      "eager's in rounding (and at padded positions) and its figures are the standard path's. "
+                      "torch.backends.mha.set_fastpath_enabled(False) makes eager run the standard path too",
+                      stacklevel=2)
     unsized = unsized_results(traced.module)
     if unsized:
         warnings.warn(f"the size of a result of {', '.join(unsized)} (an RNN's workspace or reserve) is known only "

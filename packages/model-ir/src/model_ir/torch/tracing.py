@@ -454,7 +454,7 @@ def trace_step(
         raise CaptureError(f"the model has uninitialized parameters or buffers ({', '.join(lazy[:3])}: lazy modules "
                            "such as nn.LazyLinear): run one forward pass on an example batch first, which gives "
                            "them their shapes")
-    fparams = {n: _fake(mode, p, p.requires_grad and train, host=emulated) for n, p in named_params}
+    fparams = {n: _fake(mode, p, p.requires_grad, host=emulated) for n, p in named_params}
     fbuffers = {n: _fake(mode, b, host=emulated) for n, b in named_buffers}
     if train:
         copy_gradient_hooks(named_params, fparams)
