@@ -171,6 +171,19 @@ def test_lstm_adamw(executor):
         assert "aten.mkldnn_rnn_layer.default" in {f.target for f in step.fallbacks}
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_lstm_eval_bitwise(executor):
+    """An eval step runs oneDNN's LSTM layers under no_grad, as eager's forward does (grad
+    mode picks other kernels, 1.5e-8 off)."""
+    torch.manual_seed(0)
+    model = _LSTMClassifier().eval()
+    step = optimize(model, torch.randn(4, 5, 8), executor=executor, time_limit=0.5)
+    for _ in range(2):
+        x = torch.randn(4, 5, 8)
+        with torch.no_grad():
+            assert torch.equal(step(x), model(x))
+
+
 class _CheckpointedDropout(torch.nn.Module):
     def __init__(self, use_reentrant: bool):
         super().__init__()

@@ -228,9 +228,12 @@ class _Builder:
             self.hold(op, node, value)
 
     def copy_call(self, node: fx.Node) -> fx.Node:
-        """``node`` emitted as it is, an op of :data:`GRAD_MODE_RESULTS` under grad mode."""
+        """``node`` emitted as it is; in a training step, an op of :data:`GRAD_MODE_RESULTS`
+        under grad mode (an eval step's runs under ``no_grad`` as eager's: oneDNN's
+        inference kernels round otherwise)."""
         value = self.g.node_copy(node, self.lookup)
-        if isinstance(value.target, torch._ops.OpOverload) and value.target._schema.name in GRAD_MODE_RESULTS:
+        if (self.step.train and isinstance(value.target, torch._ops.OpOverload)
+                and value.target._schema.name in GRAD_MODE_RESULTS):
             value.target = _with_grad(value.target)
         return value
 
