@@ -4,7 +4,8 @@ bitwise eager's, and does it take the memory its plan says?
 For every case and executor (``reorder``, ``arena``): a deep copy of the model runs
 three plain eager steps (``model_ir.testing.torch_models.eager_step``) beside three
 optimized ones from the same start, dropout and all (same seeds); the losses, the
-parameters, the model's buffers and the optimizer's state must be bitwise equal. Then
+parameters, the model's buffers and the optimizer's state must be bitwise equal, and so
+must an eval step's outputs be eager's forward's (models only). Then
 a steady step is measured with torch.profiler memory events (what it allocates beyond
 what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder``,
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
@@ -29,10 +30,11 @@ import time
 import warnings
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from model_ir.testing.live_memory import peak_allocated_during
-from model_ir.testing.torch_models import assert_same_state, eager_step
+from model_ir.testing.torch_models import assert_same_state, call_model, eager_step
 from model_runtime import optimize
 
 F = nn.functional
@@ -262,11 +264,41 @@ def run_case(name: str, executor: str) -> dict:
         assert_same_state(model, opt, ref, ref_opt, stateful=False)
     except AssertionError as e:
         return {"bitwise": False, "why": f"state differs after 3 steps: {e}"}
+    if name in CASES:
+        why = _eval_differs(model, ref, inputs, executor)
+        if why:
+            return {"bitwise": False, "why": why}
     measured, _ = peak_allocated_during(call)
     figures = step.figures()
     planned = figures["beside_arena_bytes"] if executor == "arena" else figures["reorder_transient_bytes"]
     return {"bitwise": True, "planning_seconds": round(planning, 2), "measured_bytes": measured,
             "planned_bytes": planned, "ops": len(step.plan.graph.ops)}
+
+
+def _eval_differs(model, ref, inputs, executor: str) -> str | None:
+    """Why the eval step of ``model`` (trained like ``ref``) differs from ``ref``'s eager
+    forward under ``no_grad``, or None when every output tensor is bitwise equal.
+    PyTorch's fused fast path of ``nn.MultiheadAttention`` is off in both (capture warns)."""
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        model.eval()
+        ref.eval()
+        step = optimize(model, inputs, executor=executor, train=False, time_limit=5)
+        got = step(**inputs) if isinstance(inputs, dict) else step(*inputs)
+        with torch.no_grad():
+            expected = call_model(ref, inputs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
+        model.train()
+        ref.train()
+    got, expected = ([t for t in pytree.tree_leaves(v) if isinstance(t, torch.Tensor)] for v in (got, expected))
+    if len(got) != len(expected):
+        return f"eval: {len(got)} output tensors, eager {len(expected)}"
+    for k, (a, b) in enumerate(zip(got, expected)):
+        if a.shape != b.shape or not torch.equal(a, b):
+            return f"eval: output {k} differs from eager's"
+    return None
 
 
 def main(argv=None) -> int:
