@@ -215,13 +215,7 @@ def test_gradient_accumulation_with_dropout_and_checkpointing(executor):
         torch.manual_seed(update)
         losses = step.accumulate(batches, targets)
         torch.manual_seed(update)
-        ref_opt.zero_grad(set_to_none=True)
-        expected = []
-        for x, (t,) in zip(batches, targets):
-            loss = loss_fn(ref(x), t)
-            loss.backward()
-            expected.append(loss.detach())
-        ref_opt.step()
+        expected = _eager_accumulated(ref, ref_opt, loss_fn, batches, targets)
         assert all(torch.equal(a, b) for a, b in zip(losses, expected)), update
     assert_same_state(model, opt, ref, ref_opt)
 
@@ -257,6 +251,18 @@ def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
     assert_same_state(model, opt, ref, ref_opt)
 
 
+def _eager_accumulated(model, optimizer, loss_fn, batches, targets) -> list:
+    """Eager gradient accumulation: each micro-batch's backward, then one update; the losses."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for x, (t,) in zip(batches, targets):
+        loss = loss_fn(model(x), t)
+        loss.backward()
+        losses.append(loss.detach())
+    optimizer.step()
+    return losses
+
+
 @pytest.mark.parametrize("make_model,shape", [
     (lambda: torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)), (2, 16)),
     (lambda: small_cnn(), (2, 3, 16, 16)),
@@ -280,13 +286,7 @@ def test_gradient_accumulation_of_four_micro_batches(make_model, shape):
         batches = [torch.randn(*shape) for _ in range(4)]
         targets = [(y(),) for _ in range(4)]
         losses = step.accumulate(batches, targets)
-        ref_opt.zero_grad(set_to_none=True)
-        expected = []
-        for x, (t,) in zip(batches, targets):
-            loss = loss_fn(ref(x), t)
-            loss.backward()
-            expected.append(loss.detach())
-        ref_opt.step()
+        expected = _eager_accumulated(ref, ref_opt, loss_fn, batches, targets)
         assert len(losses) == 4 and all(torch.equal(a, b) for a, b in zip(losses, expected))
     assert_same_state(model, opt, ref, ref_opt)
     with pytest.raises(ReoptimizeError, match="accumulate"):
