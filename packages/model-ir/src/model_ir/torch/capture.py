@@ -22,6 +22,7 @@ from model_ir.torch.tracing import trace_step
 
 log = logging.getLogger(__name__)
 
+
 def fast_path_modules(model: torch.nn.Module) -> list[str]:
     """The module types of ``model`` that eager PyTorch runs on its fused inference fast
     path in eval mode (``torch.backends.mha``, on by default), which capture does not take."""
@@ -126,8 +127,9 @@ def capture_step(
         warnings.warn(f"captured for CUDA without a GPU, {', '.join(cpu_kernels)} kept CPU's kernels (CUDA runs "
                       "others, e.g. cuDNN's RNN, whose memory is not modelled): the graph's figures for them are "
                       "the CPU kernels' (meta 'cpu_kernels')", stacklevel=2)
-    if not train and fast_path_modules(model):
-        warnings.warn(f"in eval mode eager PyTorch may run {' and '.join(fast_path_modules(model))} on its fused "
+    fast = fast_path_modules(model) if not train else []
+    if fast:
+        warnings.warn(f"in eval mode eager PyTorch may run {' and '.join(fast)} on its fused "
                       "inference fast path (with a padding mask, on nested tensors that leave zeros at the padded "
                       "positions); the captured step runs their standard path, so its outputs differ from that "
                       "eager's in rounding (and at padded positions) and its figures are the standard path's. "

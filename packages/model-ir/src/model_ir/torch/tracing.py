@@ -454,6 +454,8 @@ def trace_step(
         raise CaptureError(f"the model has uninitialized parameters or buffers ({', '.join(lazy[:3])}: lazy modules "
                            "such as nn.LazyLinear): run one forward pass on an example batch first, which gives "
                            "them their shapes")
+    # requires_grad as the real parameter's, in eval too (traced under no_grad): some
+    # kernels choose by it, e.g. matmul folding a batched input into one mm.
     fparams = {n: _fake(mode, p, p.requires_grad, host=emulated) for n, p in named_params}
     fbuffers = {n: _fake(mode, b, host=emulated) for n, b in named_buffers}
     if train:
