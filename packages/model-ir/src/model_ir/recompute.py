@@ -81,6 +81,21 @@ def recomputations(order: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
+class RngReplays:
+    """Which runs of an order's random ops replay draws, for the executors: a recomputed
+    op with :data:`REPLAYS_RNG` its own first run's, an op with :data:`REPLAYS_DRAWS_OF`
+    the named op's. :attr:`saved`: the ops whose generator state an executor keeps from
+    before their first run."""
+
+    def __init__(self, graph: Graph, order: Sequence[int]) -> None:
+        self.rerun = {graph.ops[i].id for _, i in recomputations(order) if graph.ops[i].meta.get(REPLAYS_RNG)}
+        self.saved = self.rerun | {op.meta[REPLAYS_DRAWS_OF] for op in graph.ops if REPLAYS_DRAWS_OF in op.meta}
+
+    def source(self, op, run: int) -> str | None:
+        """The op whose kept generator state run ``run`` (1-based) of ``op`` draws from, or None."""
+        return op.meta.get(REPLAYS_DRAWS_OF) or (op.id if op.id in self.rerun and run > 1 else None)
+
+
 def op_flops(graph: Graph, i: int) -> int:
     """FLOPs of op ``i`` as captured (``meta["flops"]``; 0 when unknown)."""
     return int(graph.ops[i].meta.get("flops", 0))

@@ -462,8 +462,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         if memory_budget is not None and not plan.figures["fits_budget"]:
             f = plan.figures
             raise BudgetError(
-                f"no plan found keeps the peak under memory_budget={human_bytes(memory_budget)}: the best peaks at {human_bytes(f['peak_bytes'])}, and no plan "
-                f"of this step, with any recomputation, peaks below {human_bytes(f['lower_bound_bytes'])}")
+                f"no plan found keeps the peak under memory_budget={human_bytes(memory_budget)}: the best peaks "
+                f"at {human_bytes(f['peak_bytes'])}, and no plan of this step, with any recomputation, peaks below "
+                f"{human_bytes(f['lower_bound_bytes'])}")
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)

@@ -38,7 +38,7 @@ from torch import fx
 
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
-from model_ir.recompute import REPLAYS_DRAWS_OF, REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_id, recomputations
+from model_ir.recompute import RERUN_WITHOUT_WRITES, RngReplays, instance_id
 from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_rng
 from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import EAGER_IN_PLACE, validate_order
@@ -120,12 +120,8 @@ class _Builder:
         # Recomputation: which instance of each buffer the latest run of its producer made.
         self.runs: dict[str, int] = {}
         self.instance: dict[str, str] = {}
-        # Random ops run again replay their first run's draws (model_ir.torch.rng_replay).
-        self.replayed = {self.graph_ir.ops[i].id for _, i in recomputations(self.order)
-                         if self.graph_ir.ops[i].meta.get(REPLAYS_RNG)}
-        # ... and so do the draws a checkpointed region's backward replays (model_ir.torch.checkpoint_rng).
-        self.saved_rng = self.replayed | {op.meta[REPLAYS_DRAWS_OF] for op in self.graph_ir.ops
-                                          if REPLAYS_DRAWS_OF in op.meta}
+        # Random ops that replay draws (model_ir.torch.rng_replay, model_ir.torch.checkpoint_rng).
+        self.replays = RngReplays(self.graph_ir, self.order)
         self.rng_states: dict[str, fx.Node] = {}
         self.warm = warm  # build_program's warm_block
         self.holds = holds or {}  # build_program's holds
@@ -195,9 +191,9 @@ class _Builder:
         source = node
         if self.runs[op.id] > 1 and op.meta.get(RERUN_WITHOUT_WRITES):
             source = _rerun_node(node)  # batch norm again: the running statistics are not updated twice
-        if op.id in self.saved_rng and self.runs[op.id] == 1:
+        if op.id in self.replays.saved and self.runs[op.id] == 1:
             self.rng_states[op.id] = self.g.call_function(save_rng, (draw_device(node),))
-        replay = op.meta.get(REPLAYS_DRAWS_OF) or (op.id if op.id in self.replayed and self.runs[op.id] > 1 else None)
+        replay = self.replays.source(op, self.runs[op.id])
         if replay:
             now = self.g.call_function(swap_rng, (self.rng_states[replay],))
         if self.slots is None or not fresh:

@@ -125,6 +125,12 @@ def _signature(node: fx.Node):
             results)
 
 
+def replayed_draws(nodes: Iterable[fx.Node]) -> set[str]:
+    """The names of the nodes whose draws a later node replays: graph rewrites keep them
+    as traced, so that the name in ``meta[REPLAYS_DRAWS_OF]`` stays theirs."""
+    return {n.meta[REPLAYS_DRAWS_OF] for n in nodes if REPLAYS_DRAWS_OF in n.meta}
+
+
 #: Node ``meta`` key of a seeded node traced at a position an earlier node took but
 #: unlike it (another operator, shape or probability): the earlier node's name. Eager
 #: would draw it from the restored generator state, which no executor reproduces.

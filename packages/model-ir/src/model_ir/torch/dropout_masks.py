@@ -29,7 +29,7 @@ import contextlib
 import torch
 from torch import fx
 
-from model_ir.recompute import REPLAYS_DRAWS_OF
+from model_ir.torch.checkpoint_rng import replayed_draws
 from model_ir.torch.functional_inplace import retrace
 
 aten = torch.ops.aten
@@ -44,8 +44,7 @@ def keep_dropout_masks(gm: fx.GraphModule, backward_start: str | None) -> int:
     """Rewrite the forward pass's dropout noise into a boolean mask and a recomputable
     scaling (see the module docstring); returns how many draws were rewritten."""
     rewritten = 0
-    # A draw a checkpointed region's backward replays stays as traced (model_ir.torch.checkpoint_rng).
-    replayed = {n.meta[REPLAYS_DRAWS_OF] for n in gm.graph.nodes if REPLAYS_DRAWS_OF in n.meta}
+    replayed = replayed_draws(gm.graph.nodes)  # a checkpointed region's backward replays them: kept
     for draw in list(gm.graph.nodes):
         if draw.name == backward_start:
             break

@@ -16,7 +16,7 @@ import torch
 from torch import fx
 
 from model_ir.plan import Schedule, order_indices
-from model_ir.recompute import REPLAYS_DRAWS_OF, REPLAYS_RNG, RERUN_WITHOUT_WRITES, instance_owners, recomputations
+from model_ir.recompute import RERUN_WITHOUT_WRITES, RngReplays, instance_owners
 from model_ir.simulator import simulate_indices, validate_order
 from model_ir.torch.errors import ExecutionError
 from model_ir.torch.rng_replay import draw_device, replaying, save_rng
@@ -112,10 +112,8 @@ def execute(
 
     skippable = step.skipped_if_inf
     runs: dict[str, int] = {}
-    # Random ops run again replay their first run's draws (model_ir.torch.rng_replay).
-    replayed = {graph.ops[i].id for _, i in recomputations(idx) if graph.ops[i].meta.get(REPLAYS_RNG)}
-    # ... and so do the draws a checkpointed region's backward replays (model_ir.torch.checkpoint_rng).
-    saved = replayed | {op.meta[REPLAYS_DRAWS_OF] for op in graph.ops if REPLAYS_DRAWS_OF in op.meta}
+    # Random ops that replay draws (model_ir.torch.rng_replay, model_ir.torch.checkpoint_rng).
+    replays = RngReplays(graph, idx)
     rng_states: dict[str, tuple] = {}
     finite = None  # GradScaler: read once, before the first skippable op (as eager's .item())
     with torch.no_grad():
@@ -138,10 +136,9 @@ def execute(
                 node_args, node_kwargs = without_statistics(node)  # batch norm's statistics updated once
             args = fx.node.map_arg(node_args, value)
             kwargs = fx.node.map_arg(node_kwargs, value)
-            if op_id in saved and runs[op_id] == 1:
+            if op_id in replays.saved and runs[op_id] == 1:
                 rng_states[op_id] = save_rng(draw_device(node))
-            source = graph.ops[i].meta.get(REPLAYS_DRAWS_OF) or (op_id if op_id in replayed and runs[op_id] > 1
-                                                                 else None)
+            source = replays.source(graph.ops[i], runs[op_id])
             with replaying(rng_states[source]) if source else contextlib.nullcontext():
                 result = node.target(*args, **kwargs)
             env[op_id] = list(result) if isinstance(result, tuple) else result

@@ -21,7 +21,7 @@ import torch
 from torch import fx
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from model_ir.recompute import REPLAYS_DRAWS_OF
+from model_ir.torch.checkpoint_rng import replayed_draws
 
 
 def _functional(target):
@@ -92,8 +92,7 @@ def functionalize_forward_writes(gm: fx.GraphModule, backward_start: str | None)
         if ref is not None:
             by_storage.setdefault(ref, []).append(n)
     position = {n: i for i, n in enumerate(nodes)}
-    # A draw a checkpointed region's backward replays keeps its name (model_ir.torch.checkpoint_rng).
-    replayed = {n.meta[REPLAYS_DRAWS_OF] for n in nodes if REPLAYS_DRAWS_OF in n.meta}
+    replayed = replayed_draws(nodes)  # a checkpointed region's backward replays them: kept
     rewritten = 0
     for node in nodes[:end]:
         if node.op != "call_function" or node.name in replayed:

@@ -187,10 +187,10 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
     ``step()`` with a zero gradient for that parameter alone and no weight decay
     (coupled decay would turn the zero gradient into ``wd * param``), then the parameter
     is restored and the state's scalars (step counters, NAdam's ``mu_product``) put back
-    to the values the step created them with. For SGD (momentum buffer), Adam, AdamW, NAdam, RMSprop,
-    Adagrad, Adamax, Adadelta and Rprop this gives exactly their initial state, so the
-    captured steady-state step equals eager's first step (tests compare three steps
-    bitwise). A state tensor of more than one element that a zero gradient changes
+    to the values the step created them with. For SGD (momentum buffer), Adam, AdamW,
+    NAdam, RMSprop, Adagrad, Adamax, Adadelta and Rprop this gives exactly their initial
+    state, so the captured steady-state step equals eager's first step (tests compare
+    three steps bitwise). A state tensor of more than one element that a zero gradient changes
     would not be restored. Parameters that already have state are not touched.
 
     Memory: one parameter at a time, smallest first, so the only temporaries are one
@@ -204,7 +204,7 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
     undampened, which no steady-state step reproduces.
     """
     wanted = None if params is None else {id(p) for p in params}
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]  # all: their grads are saved below
     todo = [p for p in params if p.requires_grad and not optimizer.state.get(p)
             and (wanted is None or id(p) in wanted)]
     if not todo:
