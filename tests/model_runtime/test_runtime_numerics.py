@@ -184,6 +184,35 @@ def test_lstm_eval_bitwise(executor):
             assert torch.equal(step(x), model(x))
 
 
+class _InPlaceViews(torch.nn.Module):
+    """A bidirectional batch-first GRU (CPU: its output is transposed in place) and an
+    activation transposed in place by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = torch.nn.GRU(8, 16, batch_first=True, bidirectional=True)
+        self.mix, self.head = torch.nn.Linear(5, 5), torch.nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = self.mix(self.gru(x)[0].transpose(1, 2))  # (4, 32, 5)
+        h.transpose_(1, 2)
+        return self.head(h[:, -1])
+
+
+@pytest.mark.filterwarnings("error:An output with one or more elements was resized")
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_in_place_view_ops_never_reshape_a_slot(executor):
+    """``x.transpose_()`` changes the sizes of the tensor it is called on: on an arena
+    slot, kept from step to step, the next step's op wrote into a slot of the wrong shape
+    (PyTorch resized it, with a warning that is to become an error). Capture rewrites
+    such ops on intermediate tensors into views."""
+    step = compare(_InPlaceViews, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2),
+                   lambda: torch.randn(4, 5, 8), executor, steps=4, loss_fn=torch.nn.functional.cross_entropy,
+                   make_targets=lambda: (torch.randint(0, 3, (4,)),))
+    targets = {str(n.target) for n in step.captured.module.graph.nodes}
+    assert not targets & {"aten.transpose_.default", "aten.t_.default"}, targets
+
+
 class _CheckpointedDropout(torch.nn.Module):
     def __init__(self, use_reentrant: bool):
         super().__init__()

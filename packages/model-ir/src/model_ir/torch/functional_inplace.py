@@ -48,6 +48,27 @@ def _functional(target):
     return overload
 
 
+def _view_form(target):
+    """The view op that in-place view op ``target`` applies to its argument's own
+    metadata (``aten.transpose_.default`` -> ``aten.transpose.int``: the overload with the
+    same arguments, whatever its name), or None."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    schema = target._schema
+    namespace, _, name = schema.name.partition("::")
+    first = schema.arguments[0].alias_info if schema.arguments else None
+    if namespace != "aten" or not name.endswith("_") or first is None or not first.is_write:
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    args = [(a.name, str(a.type)) for a in schema.arguments]
+    for overload in (getattr(packet, n) for n in (packet.overloads() if packet is not None else ())):
+        returned = overload._schema.returns[0].alias_info if overload._schema.returns else None
+        if (returned is not None and not returned.is_write
+                and [(a.name, str(a.type)) for a in overload._schema.arguments] == args):
+            return overload
+    return None
+
+
 def _is_view(node: fx.Node) -> bool:
     schema = getattr(node.target, "_schema", None)
     if node.op != "call_function" or schema is None or not schema.returns:
@@ -79,6 +100,39 @@ def _fake_mode(node: fx.Node):
 def _storage(node: fx.Node):
     val = node.meta.get("val")
     return StorageWeakRef(val.untyped_storage()) if isinstance(val, torch.Tensor) else None
+
+
+def views_for_metadata_writes(gm: fx.GraphModule) -> int:
+    """Rewrite in-place view ops on intermediate tensors (``x.transpose_(0, 1)``,
+    ``squeeze_``, ``t_``, ``as_strided_``: they change ``x``'s sizes and strides, not its
+    values) into their view forms, with every later use of ``x`` reading the view; returns
+    how many were rewritten.
+
+    Eager gets the same values either way, but the arena executor hands an op a slot
+    tensor kept from step to step: an in-place view op would change that slot's shape for
+    every later step (PyTorch's nn.GRU with ``batch_first`` on CPU transposes its output
+    in place). Placeholders (parameters, inputs) keep eager's in-place semantics."""
+    nodes = list(gm.graph.nodes)
+    position = {n: i for i, n in enumerate(nodes)}
+    rewritten = 0
+    for node in nodes:
+        if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        view = _view_form(node.target)
+        if view is None:
+            continue
+        target = node.args[0]
+        if target.op != "call_function":
+            continue
+        node.target = view  # same name, arguments and traced value: the view of target's old metadata
+        for user in list(target.users):
+            if user is not node and position[user] > position[node]:
+                user.replace_input_with(target, node)
+        rewritten += 1
+    if rewritten:
+        gm.graph.lint()
+        gm.recompile()
+    return rewritten
 
 
 def functionalize_forward_writes(gm: fx.GraphModule, backward_start: str | None) -> int:

@@ -39,6 +39,7 @@ from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
+from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
     SCALER_TENSORS,
     SKIP_IF_INF,
@@ -664,6 +665,7 @@ def trace_step(
         for p in fparams.values():
             p.grad = None
 
+    views_for_metadata_writes(gm)  # never an arena slot reshaped in place
     mark_replayed_draws(gm, draws)  # checkpointed dropout: the backward's draws replay the forward's
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     slots = [attrs.evolve(s, placeholder=n.name) for s, n in zip(slots, placeholders)]
