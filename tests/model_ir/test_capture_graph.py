@@ -7,6 +7,7 @@ import itertools
 import logging
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -232,6 +233,29 @@ def test_distributions_validating_their_arguments_get_a_hint():
     assert capture(_Policy(validate_args=False), torch.randn(3, 4)).ops
 
 
+def test_an_optimizer_branching_on_its_state_is_named_with_a_hint():
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(CaptureError, match=r"data-dependent.* at torch/optim/radam.py:\d+ \(_\w+_radam\); this "
+                                           r"optimizer's update branches on a value of its state"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.RAdam(model.parameters()))
+
+
+class _PackedLSTM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
+
+    def forward(self, x, lengths):
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+        return self.lstm(packed)[1][0].sum()
+
+
+def test_a_packed_sequence_gets_a_hint():
+    with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(forward\); an RNN given a PackedSequence "
+                                           r".*run it on the padded batch instead"):
+        capture(_PackedLSTM(), (torch.randn(3, 5, 4), torch.tensor([5, 3, 2])))
+
+
 def test_data_dependent_shape_names_the_operator():
     with pytest.raises(CaptureError, match=r"aten.nonzero.default .*data-dependent shape"):
         capture(Nonzero(), torch.randn(2, 4))
@@ -277,13 +301,22 @@ class _CachingForward(torch.nn.Module):
 
 @pytest.mark.parametrize("train", [True, False])
 def test_attributes_a_forward_sets_are_put_back_after_the_capture(train):
+    """... and a Python value the forward changes (a call counter) is named in a warning,
+    attributed to the caller's line: no optimized step will change it, as eager's would."""
     model = _CachingForward()
     inner = model.lin
-    capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1) if train else None,
-            train=train)
+    with pytest.warns(UserWarning, match=r"forward changes Python attributes \(_CachingForward.calls\)") as seen:
+        capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1) if train else None,
+                train=train)
+    assert [w.filename for w in seen if "Python attributes" in str(w.message)] == [__file__]
     # The traced forward bound a fake tensor to model.table: the next eager call would break.
     assert model.table is None and not hasattr(model, "calls") and model.lin is inner and model.training
     assert model(torch.randn(2, 4)).shape == (2, 4) and isinstance(model.table, torch.Tensor)
+    quiet = _CachingForward()
+    quiet.forward = lambda x: quiet.lin(x + torch.sin(quiet.freq))  # no Python state changed: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        capture(quiet, torch.randn(2, 4), train=train)
 
 
 def test_lazy_modules_and_sparse_gradients_are_clear_errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 
 import pytest
 
@@ -173,6 +174,28 @@ class _Plugin:
     @hookimpl
     def model_opt_executors(self):
         return [_CountingExecutor()]
+
+
+def test_parameters_outside_the_optimizer_are_named_in_a_warning():
+    """Two optimizers (backbone and head): the step optimized with one neither updates
+    the other's parameters nor sets their .grad, where eager's backward would; said at
+    the user's line, and not when set_grads=True gives every .grad or none is left out."""
+    torch.manual_seed(0)
+    model = mlp(16, 3)
+    head = list(model)[-1]
+    opt = torch.optim.SGD([p for m in list(model)[:-1] for p in m.parameters()], lr=0.1)
+    x = torch.randn(8, 16)
+    with pytest.warns(UserWarning, match=r"2 parameter\(s\) require grad but are not in the optimizer "
+                                         r"\(\d+\.weight, \d+\.bias\)") as seen:
+        optimize(model, x, optimizer=opt, time_limit=0.5)
+    assert [w.filename for w in seen if "not in the optimizer" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step = optimize(model, x, optimizer=opt, time_limit=0.5, set_grads=True)
+        step(x)
+        assert head.weight.grad is not None
+        head.requires_grad_(False)
+        optimize(model, x, optimizer=opt, time_limit=0.5)
 
 
 def test_third_party_executor_through_the_hook():

@@ -17,6 +17,7 @@ from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
+from model_ir.torch.errors import warn_user
 from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
@@ -418,6 +419,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                                 "arena (the arena executor does)")
     if cuda_graph and device_blocker(device):  # before planning; the other reasons need the compiled step
         raise RuntimeLayerError(f"cuda_graph=True: {device_blocker(device)}")
+    if train and optimizer is not None and not set_grads:
+        _warn_parameters_outside(model, optimizer)
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
@@ -505,6 +508,20 @@ def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
         except ReoptimizeError:
             continue
     return None
+
+
+def _warn_parameters_outside(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Warn of trainable parameters the optimizer does not hold: eager's backward leaves
+    their gradients in ``.grad`` (for a second optimizer, say); the optimized step
+    computes none."""
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    outside = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    if outside:
+        names = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
+        warn_user(f"{len(outside)} parameter(s) require grad but are not in the optimizer ({names}): the "
+                  "optimized step neither updates them nor sets their .grad, where eager's backward would "
+                  "(for a second optimizer, say); freeze them (requires_grad_(False)), put them in the "
+                  "optimizer, or pass set_grads=True to get every .grad")
 
 
 def _check_flags(**flags) -> None:

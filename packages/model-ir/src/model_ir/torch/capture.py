@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 
 import torch
 
 from model_ir.graph import Graph
 from model_ir.torch.cuda_kernels import cpu_only_kernels
-from model_ir.torch.errors import LiftedHyperParametersError
+from model_ir.torch.errors import LiftedHyperParametersError, warn_user
 from model_ir.torch.flops import annotate_flops
 from model_ir.torch.dropout_masks import keep_dropout_masks
 from model_ir.torch.functional_inplace import functionalize_forward_writes
@@ -124,22 +123,21 @@ def capture_step(
         keep_dropout_masks(traced.module, traced.backward_start)
     cpu_kernels = cpu_only_kernels(traced.module) if traced.emulated else []
     if cpu_kernels:
-        warnings.warn(f"captured for CUDA without a GPU, {', '.join(cpu_kernels)} kept CPU's kernels (CUDA runs "
-                      "others, e.g. cuDNN's RNN, whose memory is not modelled): the graph's figures for them are "
-                      "the CPU kernels' (meta 'cpu_kernels')", stacklevel=2)
+        warn_user(f"captured for CUDA without a GPU, {', '.join(cpu_kernels)} kept CPU's kernels (CUDA runs "
+                  "others, e.g. cuDNN's RNN, whose memory is not modelled): the graph's figures for them are "
+                  "the CPU kernels' (meta 'cpu_kernels')")
     fast = fast_path_modules(model) if not train else []
     if fast:
-        warnings.warn(f"in eval mode eager PyTorch may run {' and '.join(fast)} on its fused "
-                      "inference fast path (with a padding mask, on nested tensors that leave zeros at the padded "
-                      "positions); the captured step runs their standard path, so its outputs differ from that "
-                      "eager's in rounding (and at padded positions) and its figures are the standard path's. "
-                      "torch.backends.mha.set_fastpath_enabled(False) makes eager run the standard path too",
-                      stacklevel=2)
+        warn_user(f"in eval mode eager PyTorch may run {' and '.join(fast)} on its fused "
+                  "inference fast path (with a padding mask, on nested tensors that leave zeros at the padded "
+                  "positions); the captured step runs their standard path, so its outputs differ from that "
+                  "eager's in rounding (and at padded positions) and its figures are the standard path's. "
+                  "torch.backends.mha.set_fastpath_enabled(False) makes eager run the standard path too")
     unsized = unsized_results(traced.module)
     if unsized:
-        warnings.warn(f"the size of a result of {', '.join(unsized)} (an RNN's workspace or reserve) is known only "
-                      "when its library runs, not at capture (0 bytes here): the plan's figures leave it out "
-                      "(meta 'unsized_results')", stacklevel=2)
+        warn_user(f"the size of a result of {', '.join(unsized)} (an RNN's workspace or reserve) is known only "
+                  "when its library runs, not at capture (0 bytes here): the plan's figures leave it out "
+                  "(meta 'unsized_results')")
     traced_at = time.perf_counter()
     log.info("traced %d aten nodes in %.2f s", len(traced.module.graph.nodes), traced_at - started)
     smap = build_storage_map(traced, granularity=granularity, name=name or type(model).__name__,

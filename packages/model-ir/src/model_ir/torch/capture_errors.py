@@ -12,17 +12,18 @@ from model_ir.torch.errors import CaptureError
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.dirname(__file__))
-_TORCH_NN_DIR = os.path.join(_TORCH_DIR, "nn", "")
+#: torch code a failure is attributed to when no user frame is found
+_TORCH_LIBRARY_DIRS = (os.path.join(_TORCH_DIR, "nn", ""), os.path.join(_TORCH_DIR, "optim", ""))
 
 
 def _user_frame(exc: BaseException) -> str | None:
     """``file:line (function)`` of the innermost frame outside torch and model_ir; else
-    that of the innermost torch module's code (``torch/nn/modules/batchnorm.py:...``,
-    when a built-in module is what fails)."""
+    that of the innermost torch module's or optimizer's code
+    (``torch/nn/modules/batchnorm.py:...``, when a built-in module is what fails)."""
     found = in_modules = None
     for frame in traceback.extract_tb(exc.__traceback__):
         path = os.path.abspath(frame.filename)
-        if path.startswith(_TORCH_NN_DIR):
+        if path.startswith(_TORCH_LIBRARY_DIRS):
             in_modules = f"torch/{os.path.relpath(path, _TORCH_DIR)}:{frame.lineno} ({frame.name})"
         # Generated code (``<string>``, ``<eval_with_key>``) and library frames say nothing.
         if frame.filename.startswith("<") or path.startswith((_TORCH_DIR, _OWN_DIR)) or "/contextlib.py" in path:
@@ -37,6 +38,12 @@ _HINTS = {
                                        "or call torch.distributions.Distribution.set_default_validate_args(False)",
     os.path.join("nn", "modules", "batchnorm.py"): "BatchNorm with momentum=None averages over num_batches_tracked, "
                                                   "a value: give it a momentum",
+    os.path.join("optim", ""): "this optimizer's update branches on a value of its state (RAdam's rectification "
+                               "on the step count, ASGD's averaging): choose one whose update does not (SGD, Adam, "
+                               "AdamW, NAdam, RMSprop, Adagrad, ...)",
+    os.path.join("nn", "modules", "rnn.py"): "an RNN given a PackedSequence (pack_padded_sequence) reads its batch "
+                                            "sizes, values of the lengths: run it on the padded batch instead "
+                                            "(and mask the padded steps)",
 }
 
 
@@ -83,5 +90,6 @@ def capture_error(exc: BaseException, model) -> CaptureError:
         )
     else:
         what = f"{name}{' in operator ' + op if op else ''}: {text}"
+        hint = _hint(exc) if "FakeTensor" in text else ""
     loc = f" at {where}" if where else ""
     return CaptureError(f"cannot capture {type(model).__name__}: {what}{loc}{hint}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from model_ir.errors import ModelOptError
 
 
@@ -37,3 +40,17 @@ def size_overflow(exc: BaseException) -> bool:
     """Whether ``exc`` says a tensor's size does not fit a 64-bit integer (a size
     beyond it, ``numel`` or the storage's bytes overflowing)."""
     return isinstance(exc, (OverflowError, TypeError, RuntimeError)) and "overflow" in str(exc).lower()
+
+
+#: Modules whose frames a warning is not attributed to.
+_LIBRARIES = frozenset({"torch", "contextlib", "model_ir", "model_runtime", "model_bench", "model_sched",
+                        "model_place"})
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the innermost caller outside torch and this
+    project's packages: the user's line that called ``optimize`` or ``capture_step``."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARIES:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

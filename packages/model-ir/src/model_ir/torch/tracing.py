@@ -37,7 +37,7 @@ from model_ir.torch.checkpoint_rng import mark_replayed_draws, pairing_replayed_
 from model_ir.torch.constant_decisions import constant_decisions
 from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
-from model_ir.torch.errors import CaptureError, LiftedHyperParametersError
+from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, warn_user
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
 from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
@@ -661,9 +661,15 @@ def trace_step(
             raise
         raise error from exc
     finally:
-        _restore_module_attributes(attributes)
+        python_state = _restore_module_attributes(attributes)
         for p in fparams.values():
             p.grad = None
+    if python_state:
+        names = ", ".join(dict.fromkeys(python_state[:3])) + (", ..." if len(python_state) > 3 else "")
+        warn_user(f"the model's forward changes Python attributes ({names}): an optimized step runs the traced "
+                  "tensor operations only, so they keep the values they had before the capture, where every "
+                  "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
+                  "update it")
 
     views_for_metadata_writes(gm)  # never an arena slot reshaped in place
     mark_replayed_draws(gm, draws)  # checkpointed dropout: the backward's draws replay the forward's
@@ -721,21 +727,37 @@ def _module_attributes(model: torch.nn.Module) -> list[tuple[torch.nn.Module, di
     return [(m, dict(vars(m))) for m in model.modules()]
 
 
-def _restore_module_attributes(saved: list[tuple[torch.nn.Module, dict]]) -> None:
+def _restore_module_attributes(saved: list[tuple[torch.nn.Module, dict]]) -> list[str]:
     """Undo what the trace bound on the user's modules: the ``training`` flags, and
     attributes a forward set, such as a cache of fake tensors (``self._cos = ...``) that
     would break the model's next eager call. In-place changes to objects (a list a
-    forward appends to) are not undone."""
+    forward appends to) are not undone.
+
+    Returns ``Module.attribute`` for each plain Python value (number, string, flag) the
+    forward set or changed, ``training`` aside: state that eager changes at every call
+    and an optimized step, which runs tensor operations only, never does."""
+    changed = []
     for m, before in saved:
         now = vars(m)
         for key in [k for k in now if k not in before]:
+            if isinstance(now[key], _PLAIN):
+                changed.append(f"{type(m).__name__}.{key}")
             del now[key]
         for key, value in before.items():
-            if now.get(key, _ABSENT) is not value:
+            current = now.get(key, _ABSENT)
+            if current is not value:
+                if key != "training" and isinstance(current, _PLAIN) and not _equal_plain(current, value):
+                    changed.append(f"{type(m).__name__}.{key}")
                 now[key] = value
+    return changed
 
 
 _ABSENT = object()
+_PLAIN = (bool, int, float, str)
+
+
+def _equal_plain(a, b) -> bool:
+    return type(a) is type(b) and a == b
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
