@@ -274,6 +274,12 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
     other = torch.nn.Linear(3, 3)
     with pytest.raises(CaptureError, match="not a parameter of the model"):
         capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+    # a loss with a learnable parameter (a temperature): named, with the way out
+    loss = torch.nn.Linear(2, 1)
+    with pytest.raises(CaptureError, match=r"parameter 'weight' of the loss function \(Linear\).*put the loss in "
+                                           r"the model"):
+        capture(model, torch.randn(2, 4), loss_fn=loss,
+                optimizer=torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1))
     with pytest.raises(CaptureError, match="example_inputs"):
         capture(model, 3)
     with pytest.raises(CaptureError, match=r"wrapped by torch.compile.*model._orig_mod"):
@@ -317,6 +323,27 @@ def test_attributes_a_forward_sets_are_put_back_after_the_capture(train):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         capture(quiet, torch.randn(2, 4), train=train)
+
+
+def test_values_read_into_python_for_nothing_are_named_in_a_warning():
+    """A loss that logs its value with .item(): the capture saw a symbol, and an optimized
+    step runs no Python; a value that a traced op uses is computed at every step."""
+    model, x = mlp(4, 2), torch.randn(3, 4)
+    logged = []
+
+    def logging_loss(out):
+        loss = out.square().mean()
+        logged.append(loss.item())
+        return loss
+
+    with pytest.warns(UserWarning, match=r"reads 1 tensor value\(s\) into Python .* log the loss the step returns"
+                      ) as seen:
+        capture(model, x, loss_fn=logging_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert [w.filename for w in seen if "into Python" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        capture(model, x, loss_fn=lambda out: out.square().mean() / out.detach().abs().max().item(),
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def test_lazy_modules_and_sparse_gradients_are_clear_errors():

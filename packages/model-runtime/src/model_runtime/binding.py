@@ -259,7 +259,7 @@ class Binder:
                 f"the targets are structured as {tspec}, the step was optimized for {self.step.targets_spec}"
             )
         changed = (changed_constant(leaves, self.step.inputs_constants)
-                   or changed_constant(tleaves, self.step.targets_constants))
+                   or changed_constant(tleaves, self.step.targets_constants, "target"))
         if changed:
             raise ReoptimizeError(f"{changed}; call model_runtime.optimize again with this value")
         return leaves, tleaves

@@ -164,7 +164,9 @@ class OptimizedStep:
         if self._replan is None:
             raise reason
         if len(self.variants) >= self.max_plans:
-            raise ReoptimizeError(f"{reason}; this step already has {len(self.variants)} plans (max_plans)")
+            raise ReoptimizeError(f"{reason}; this step already has {len(self.variants)} plans (max_plans): each "
+                                  "input shape needs a plan of its own, so pad sequences to a fixed length or to a "
+                                  "few (pad_to_multiple_of), or pass a larger max_plans")
         if args and kwargs:
             raise ReoptimizeError(f"{reason}; a new plan needs the inputs all positional or all by keyword")
         warnings.warn(f"planning a new step ({len(self.variants) + 1} of at most {self.max_plans}): {reason}",

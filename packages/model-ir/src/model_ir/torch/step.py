@@ -110,7 +110,7 @@ class CapturedStep:
             raise ExecutionError(f"inputs are structured as {spec}, the step was captured with {self.inputs_spec}")
         tleaves, tspec = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
         changed = ((inputs is not None and changed_constant(leaves, self.inputs_constants))
-                   or (tspec == self.targets_spec and changed_constant(tleaves, self.targets_constants)))
+                   or (tspec == self.targets_spec and changed_constant(tleaves, self.targets_constants, "target")))
         if changed:
             raise ExecutionError(f"{changed}; capture again with this value")
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]

@@ -207,8 +207,9 @@ def constant_leaves(leaves) -> tuple[tuple[int, Any], ...]:
     return tuple((i, x) for i, x in enumerate(leaves) if not _is_leaf_tensor(x))
 
 
-def changed_constant(leaves, constants) -> str | None:
-    """What differs between ``leaves`` and the captured ``constants`` (None: nothing)."""
+def changed_constant(leaves, constants, kind: str = "input") -> str | None:
+    """What differs between ``leaves`` (of the step's inputs or targets: ``kind``) and
+    the captured ``constants`` (None: nothing)."""
     for i, want in constants:
         got = leaves[i]
         if got is want:
@@ -218,8 +219,12 @@ def changed_constant(leaves, constants) -> str | None:
         except Exception:  # noqa: BLE001 - incomparable values are different
             same = False
         if not same:
-            return (f"non-tensor leaf {i} is {got!r}, the step was captured with {want!r}, "
-                    "a constant of the captured step")
+            tip = ("; a number that changes from step to step (a mixup weight, a loss scale) is better passed as "
+                   "a 0-dim tensor, e.g. torch.tensor(0.3): an input of the step, not a constant"
+                   if isinstance(got, (int, float)) and isinstance(want, (int, float))
+                   and not isinstance(got, bool) and not isinstance(want, bool) else "")
+            return (f"{kind} leaf {i} (not a tensor: a constant of the captured step) is {got!r}, the step was "
+                    f"captured with {want!r}{tip}")
     return None
 
 
@@ -474,6 +479,13 @@ def trace_step(
         opt_params = [p for g in optimizer.param_groups for p in g["params"]]
         for p in opt_params:
             if id(p) not in by_id:
+                loss_params = dict(loss_fn.named_parameters()) if isinstance(loss_fn, torch.nn.Module) else {}
+                owner = next((n for n, q in loss_params.items() if q is p), None)
+                if owner is not None:
+                    raise CaptureError(
+                        f"the optimizer holds parameter {owner!r} of the loss function ({type(loss_fn).__name__}); "
+                        "capture takes the model's parameters only: put the loss in the model (a module holding "
+                        "both whose forward returns the loss, optimized with loss_fn=None)")
                 raise CaptureError(
                     f"the optimizer holds a parameter of shape {tuple(p.shape)} that is not a parameter "
                     "of the model; build the optimizer from model.parameters()"
@@ -679,6 +691,7 @@ def trace_step(
     skipped = _region_nodes(gm, SKIP_IF_INF)
     sums = _region_nodes(gm, ACCUMULATE)
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
+    _warn_values_read_into_python(gm, optimizer_start)
     mark_in_place_sums(gm, sums)
     found_inf = _node_of(gm, found_inf_tensor[0]) if found_inf_tensor else None
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
@@ -758,6 +771,25 @@ _PLAIN = (bool, int, float, str)
 
 def _equal_plain(a, b) -> bool:
     return type(a) is type(b) and a == b
+
+
+def _warn_values_read_into_python(gm: fx.GraphModule, optimizer_start: str | None) -> None:
+    """Warn of tensor values the forward pass, the loss or ``before_step`` read into Python
+    (``.item()``, ``float()``) that no traced op uses (logging, say): traced, they are
+    symbols; an optimized step runs no Python, so such code never sees a step's value. (A
+    value a traced op uses, ``x * t.item()``, is computed at every step.)"""
+    reads = 0
+    for node in gm.graph.nodes:
+        if node.name == optimizer_start:
+            break
+        if (node.target is torch.ops.aten._local_scalar_dense.default and not node.users
+                and node.args[0].op != "placeholder"):  # the optimizer's hyper-parameters are read unused too
+            reads += 1
+    if reads:
+        warn_user(f"the model, the loss or before_step reads {reads} tensor value(s) into Python (.item(), float(), "
+                  ".tolist()) that no tensor operation uses, e.g. to log them: the capture saw symbols, not "
+                  "values, and an optimized step runs no Python, so that code sees no step's values; log the "
+                  "loss the step returns (or its outputs, return_outputs=True) instead")
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
