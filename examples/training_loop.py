@@ -3,8 +3,8 @@
 Run: uv run python examples/training_loop.py [--epochs 2] [--device cpu|cuda] [--amp bf16|fp16]
 
 A DataLoader with a short last batch, a learning-rate schedule stepped every batch,
-autocast (bf16; or fp16 with a GradScaler's dynamic loss scaling), an evaluation pass
-after every epoch: the optimized step replaces
+autocast (bf16; or fp16 with a GradScaler's dynamic loss scaling), gradient clipping
+whose norm is logged, an evaluation pass after every epoch: the optimized step replaces
 ``zero_grad / forward / loss / backward / step`` and plans one step per batch shape
 and mode on first use.
 """
@@ -45,8 +45,12 @@ def main(argv: list[str] | None = None) -> float:
     # gradients and updates the scale, as scaler.scale/step/update do in eager.
     scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
     x, y = next(iter(loader))
+    # Clipping runs between backward and the update; the norm it returns is the step's
+    # before_step_result after each call.
+    clip = lambda params: nn.utils.clip_grad_norm_(params.values(), max_norm=1.0)  # noqa: E731
     step = optimize(model, x.to(device), optimizer=optimizer, loss_fn=nn.functional.cross_entropy,
-                    targets=(y.to(device),), autocast=torch.float16 if scaler else torch.bfloat16, scaler=scaler)
+                    targets=(y.to(device),), autocast=torch.float16 if scaler else torch.bfloat16, scaler=scaler,
+                    before_step=clip)
     print(step.report())
 
     warnings.simplefilter("ignore", ReplanWarning)  # the short last batch and eval get plans of their own
@@ -62,8 +66,8 @@ def main(argv: list[str] | None = None) -> float:
             logits = step(x.to(device))  # the model is in eval mode: the forward pass alone
             correct += int((logits.argmax(1).cpu() == y).sum())
         accuracy = correct / len(data)
-        print(f"epoch {epoch}: last loss {float(loss):.4f}, lr {scheduler.get_last_lr()[0]:.2e}, "
-              f"accuracy {accuracy:.2%}, {len(step.plans)} plans")
+        print(f"epoch {epoch}: last loss {float(loss):.4f}, gradient norm {float(step.before_step_result):.3f}, "
+              f"lr {scheduler.get_last_lr()[0]:.2e}, accuracy {accuracy:.2%}, {len(step.plans)} plans")
     return accuracy
 
 

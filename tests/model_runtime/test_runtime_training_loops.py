@@ -224,7 +224,9 @@ def test_gradient_accumulation_with_dropout_and_checkpointing(executor):
 @pytest.mark.parametrize("executor", ["reorder", "arena"])
 def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
     """``set_grads=True``: after each step ``.grad`` holds eager's gradients (clipped by
-    ``before_step``, as the optimizer saw them), and the plan pays for keeping them."""
+    ``before_step``, as the optimizer saw them), and the plan pays for keeping them; the
+    gradient norm ``before_step`` returns is ``step.before_step_result``, eager's, and
+    stays the caller's through later steps."""
     torch.manual_seed(0)
     model = TransformerBlock(32, 4, dropout=0.0)
     ref = copy.deepcopy(model)
@@ -237,29 +239,37 @@ def test_set_grads_leaves_eager_gradients_in_dot_grad(executor):
     plain = optimize(twin, x, optimizer=torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9),
                      executor=executor, time_limit=2)
     assert step.plan.figures["peak_bytes"] > plain.plan.figures["peak_bytes"]  # kept gradients cost memory
+    assert step.before_step_result is None
+    norms = []
     for i in range(3):
         x = torch.randn(4, 16, 32)
         loss = step(x)
+        norms.append(step.before_step_result)
         ref_opt.zero_grad(set_to_none=True)
         expected = ref(x).sum()
         expected.backward()
-        clip(dict(ref.named_parameters()))
+        expected_norm = clip(dict(ref.named_parameters()))
         grads = [p.grad.clone() for p in ref.parameters()]
         ref_opt.step()
         assert torch.equal(loss, expected.detach())
+        assert torch.equal(norms[-1], expected_norm) and (i == 0 or not torch.equal(norms[-1], norms[-2]))
         for p, g in zip(model.parameters(), grads):
             assert p.grad is not None and torch.equal(p.grad, g)
+    assert float(norms[0]) > 0.5  # clipping clipped
     assert_same_state(model, opt, ref, ref_opt)
 
 
-def _eager_accumulated(model, optimizer, loss_fn, batches, targets) -> list:
-    """Eager gradient accumulation: each micro-batch's backward, then one update; the losses."""
+def _eager_accumulated(model, optimizer, loss_fn, batches, targets, before_step=None) -> list:
+    """Eager gradient accumulation: each micro-batch's backward, then one update; the
+    losses (and what ``before_step`` returned, last)."""
     optimizer.zero_grad(set_to_none=True)
     losses = []
     for x, (t,) in zip(batches, targets):
         loss = loss_fn(model(x), t)
         loss.backward()
         losses.append(loss.detach())
+    if before_step is not None:
+        losses.append(before_step(dict(model.named_parameters())))
     optimizer.step()
     return losses
 
@@ -280,15 +290,18 @@ def test_gradient_accumulation_of_four_micro_batches(make_model, shape):
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
     loss_fn = lambda out, y: torch.nn.functional.cross_entropy(out, y) / 4  # noqa: E731 - mean over micro-batches
     y = lambda: torch.randint(0, 4, (2,))  # noqa: E731
+    # what before_step returns is kept for the caller, here the summed gradients' norm
+    report = lambda ps: (torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ps.values()])),)  # noqa: E731
     step = optimize(model, torch.randn(*shape), optimizer=opt, loss_fn=loss_fn, targets=(y(),),
-                    accumulation_steps=4, time_limit=2)
+                    accumulation_steps=4, time_limit=2, before_step=report)
     assert step.plan.graph.meta["accumulation_steps"] == 4
     for _ in range(5):
         batches = [torch.randn(*shape) for _ in range(4)]
         targets = [(y(),) for _ in range(4)]
         losses = step.accumulate(batches, targets)
-        expected = _eager_accumulated(ref, ref_opt, loss_fn, batches, targets)
-        assert len(losses) == 4 and all(torch.equal(a, b) for a, b in zip(losses, expected))
+        expected = _eager_accumulated(ref, ref_opt, loss_fn, batches, targets, before_step=report)
+        assert len(losses) == 4 and all(torch.equal(a, b) for a, b in zip(losses, expected[:4]))
+        assert isinstance(step.before_step_result, tuple) and torch.equal(step.before_step_result[0], expected[4][0])
     assert_same_state(model, opt, ref, ref_opt)
     with pytest.raises(ReoptimizeError, match="accumulate"):
         step(torch.randn(*shape), targets=(y(),))

@@ -78,6 +78,8 @@ class OptimizedStep:
     ``return_outputs=True``: ``outputs`` structured like the eager model's output) or the
     model's output tensors (eval: one tensor, or a tuple of the flattened output
     tensors). Parameters' ``.grad`` are not set (unless optimized with ``set_grads=True``).
+    :attr:`before_step_result` holds what ``before_step`` returned at the last call (e.g.
+    the gradient norm of ``clip_grad_norm_``, to log), None when it returned no tensor.
 
     A call that the plan does not cover (a batch of another shape, such as a short last
     batch; the model switched between ``train()`` and ``eval()`` when ``optimize`` was
@@ -115,6 +117,7 @@ class OptimizedStep:
         self.max_plans = max_plans
         self.variants: list[OptimizedStep] = [self]
         self._last = self
+        self.before_step_result = None
 
     @property
     def executor(self) -> str:
@@ -181,7 +184,7 @@ class OptimizedStep:
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
         step, tensors = self._variant_for(args, kwargs, targets)
         self._last = step
-        outputs = step._set_grads(step._run(tensors))
+        outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
         if step.train:
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
@@ -203,8 +206,16 @@ class OptimizedStep:
         if len(targets) != len(batches):
             raise ReoptimizeError(f"{len(batches)} micro-batches but {len(targets)} targets")
         calls = [(*split_example_inputs(b), t) for b, t in zip(batches, targets)]
-        outputs = self._set_grads(self._run(self.binder.bind_micro_batches(calls)))
+        outputs = self._before_step_result(self, self._set_grads(self._run(self.binder.bind_micro_batches(calls))))
         return tuple(outputs[:self.captured.accumulation_steps])
+
+    def _before_step_result(self, step: OptimizedStep, outputs: list) -> list:
+        """Keep what ``before_step`` returned in :attr:`before_step_result`; the other outputs."""
+        n = step.captured.before_step_outputs
+        if not n:
+            return outputs
+        self.before_step_result = step.captured.before_step_result(outputs[len(outputs) - n:])
+        return outputs[:len(outputs) - n]
 
     def _set_grads(self, outputs: list) -> list:
         """Move the returned gradients (``set_grads``) into ``.grad``; the other outputs."""

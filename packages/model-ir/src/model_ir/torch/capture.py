@@ -82,7 +82,10 @@ def capture_step(
     run under ``torch.autocast`` (the AMP recipe); its casts are buffers of the graph.
     ``return_grads`` (train mode): the module also returns the parameters' gradients
     after its other outputs (:attr:`CapturedStep.returned_grads` names them), so they
-    are step outputs of the graph, alive to its end like eager's ``.grad``.
+    are step outputs of the graph, alive to its end like eager's ``.grad``. The tensors
+    ``before_step`` returns (the gradient norm ``clip_grad_norm_`` gives, for logging)
+    are step outputs too, returned just before the gradients
+    (:meth:`CapturedStep.before_step_result` rebuilds what it returned).
     ``accumulation_steps=N``: gradient accumulation over N micro-batches shaped like the
     example (forward, loss and backward of each, gradients summed in ``.grad`` as eager
     does, then one update); the module takes N copies of the batch and returns N losses.
@@ -173,6 +176,8 @@ def capture_step(
         outputs_structure=traced.outputs_structure,
         hyper_parameters=traced.hyper_parameters,
         returned_grads=traced.returned_grads,
+        before_step_outputs=traced.before_step_outputs,
+        before_step_structure=traced.before_step_structure,
         accumulation_steps=traced.accumulation_steps,
         scaler=traced.scaler,
         found_inf=traced.found_inf,

@@ -59,6 +59,10 @@ class CapturedStep:
     hyper_parameters: tuple = ()
     #: captured with ``return_grads``: the parameters whose gradients the module returns last
     returned_grads: tuple[str, ...] = ()
+    #: how many tensors ``before_step`` returned: the module returns them just before the
+    #: gradients (see :meth:`before_step_result`)
+    before_step_outputs: int = 0
+    before_step_structure: OutputStructure | None = None
     #: micro-batches per update (gradient accumulation); the module returns that many losses first
     accumulation_steps: int = 1
     #: captured with a ``GradScaler``: its constants, the FX node holding ``found_inf``,
@@ -82,6 +86,13 @@ class CapturedStep:
         if self.outputs_structure is None:
             return tuple(tensors)
         return self.outputs_structure.rebuild(tensors)
+
+    def before_step_result(self, tensors: Sequence[torch.Tensor]):
+        """What ``before_step`` returned (a tensor, tuple, dict...), rebuilt from its
+        tensors (the module's :attr:`before_step_outputs` results before the gradients)."""
+        if self.before_step_structure is None:
+            return None
+        return self.before_step_structure.rebuild(tensors)
 
     def bind(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
              inputs=None, targets=(), *, scaler=None) -> list[torch.Tensor]:

@@ -111,6 +111,10 @@ class TracedStep:
     hyper_parameters: tuple = ()
     #: ``return_grads``: the parameters whose gradients the step returns last, in that order
     returned_grads: tuple[str, ...] = ()
+    #: the tensors ``before_step`` returned (e.g. the gradient norm ``clip_grad_norm_``
+    #: gives): how many the step returns before the gradients, and their structure
+    before_step_outputs: int = 0
+    before_step_structure: OutputStructure | None = None
     #: micro-batches per optimizer update (their batch slots are named ``micro<k>/...``)
     accumulation_steps: int = 1
     #: with a GradScaler: its constants, the node holding ``found_inf``, and the nodes of the
@@ -568,6 +572,7 @@ def trace_step(
     found_inf_tensor: list[torch.Tensor] = []
     released: dict[StorageWeakRef, str] = {}
     structure: list[OutputStructure] = []
+    before_step_structure: list[tuple[int, OutputStructure]] = []
     # Set when the trace fails where the lifted hyper-parameters are read or used (the update).
     failed_with_lifted: list[bool] = []
 
@@ -621,8 +626,12 @@ def trace_step(
         if scale is not None:
             with optimizer_bound_to(optimizer, fake_by_real, state):
                 found_inf = unscale_grads(optimizer, scale)
+        reported = []
         if before_step is not None:
-            before_step(params)
+            result = before_step(params)
+            if result is not None and tensor_leaves(result):
+                reported, reported_structure = flatten_outputs(result)
+                before_step_structure.append((len(reported), reported_structure))
         grads.update({n: p.grad for n, p in params.items() if p.grad is not None})
         sparse = [n for n, g in grads.items() if g.layout != torch.strided]
         if sparse:
@@ -648,7 +657,7 @@ def trace_step(
         for p in params.values():
             p.grad = None
         returned_grads.extend(grads if return_grads else ())
-        tail = [grads[n] for n in returned_grads]
+        tail = [*(t.detach() for t in reported), *(grads[n] for n in returned_grads)]
         if not return_outputs:
             return [*losses, *tail]
         out_tensors, out_structure = flatten_outputs(out)
@@ -699,6 +708,8 @@ def trace_step(
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
                       device=device, emulated=emulated, hyper_parameters=hyper,
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
+                      before_step_outputs=before_step_structure[0][0] if before_step_structure else 0,
+                      before_step_structure=before_step_structure[0][1] if before_step_structure else None,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
                       released_after=released)
 
