@@ -800,7 +800,8 @@ def _warn_values_read_into_python(gm: fx.GraphModule, optimizer_start: str | Non
         warn_user(f"the model, the loss or before_step reads {reads} tensor value(s) into Python (.item(), float(), "
                   ".tolist()) that no tensor operation uses, e.g. to log them: the capture saw symbols, not "
                   "values, and an optimized step runs no Python, so that code sees no step's values; log the "
-                  "loss the step returns (or its outputs, return_outputs=True) instead")
+                  "loss the step returns (its outputs with return_outputs=True; a tensor before_step returns, "
+                  "such as the gradient norm, is step.before_step_result) instead")
 
 
 def _region_nodes(gm: fx.GraphModule, name: str) -> frozenset[str]:
