@@ -172,3 +172,39 @@ def test_gradient_hooks_are_part_of_the_step_and_changing_them_replans(executor)
         step(x, targets=(y,))
     for name, t in model.state_dict().items():
         assert torch.equal(t, before[name]), name
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_submodule_switched_to_eval_mode_replans(executor):
+    """Freezing BatchNorm's statistics (``bn.eval()``) and turning dropout off between
+    training steps, the model still in training mode: the step's ops were traced in the
+    other mode (batch statistics, running-stat updates, random masks), so the step asks
+    for a plan of its own, and stays eager's (before: it kept updating the statistics)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dropout(0.3),
+                          nn.Linear(8 * 6 * 6, 3))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor=executor,
+                    time_limit=0.5)
+
+    def both(seed):
+        torch.manual_seed(seed)
+        got = step(x, targets=(y,))
+        torch.manual_seed(seed)
+        assert torch.equal(got, eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+
+    both(0)
+    for m in (model, ref):
+        m[1].eval()
+    with pytest.warns(ReplanWarning, match=r"module '1' \(BatchNorm2d\) is in eval mode, the step was planned with "
+                                           r"it in training mode"):
+        both(1)
+    for m in (model, ref):
+        m[4].eval()
+    with pytest.warns(ReplanWarning, match=r"module '4' \(Dropout\) is in eval mode"):
+        both(2)
+    both(3)
+    assert_same_state(model, opt, ref, ref_opt)
+    assert len(step.plans) == 3 and model.training
