@@ -175,11 +175,12 @@ def test_gradient_hooks_are_part_of_the_step_and_changing_them_replans(executor)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
-def test_a_submodule_switched_to_eval_mode_replans(executor):
-    """Freezing BatchNorm's statistics (``bn.eval()``) and turning dropout off between
-    training steps, the model still in training mode: the step's ops were traced in the
-    other mode (batch statistics, running-stat updates, random masks), so the step asks
-    for a plan of its own, and stays eager's (before: it kept updating the statistics)."""
+def test_module_modes_attributes_and_hooks_changed_later_replan(executor):
+    """Between training steps, the model still in training mode: BatchNorm's statistics
+    frozen (``bn.eval()``), dropout's rate changed, a forward hook added, then removed.
+    The step's ops were traced with the old state (batch statistics and running-stat
+    updates, the old rate baked in, no hook), so each change asks for a plan of its own,
+    and the step stays eager's (before: it silently ran the old ops)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dropout(0.3),
                           nn.Linear(8 * 6 * 6, 3))
@@ -202,9 +203,16 @@ def test_a_submodule_switched_to_eval_mode_replans(executor):
                                            r"it in training mode"):
         both(1)
     for m in (model, ref):
-        m[4].eval()
-    with pytest.warns(ReplanWarning, match=r"module '4' \(Dropout\) is in eval mode"):
+        m[4].p = 0.1
+    with pytest.warns(ReplanWarning, match=r"attribute 'p' of module '4' \(Dropout\) is 0.1, the step was planned "
+                                           r"with 0.3"):
         both(2)
-    both(3)
+    double = lambda module, args, out: out * 2  # noqa: E731
+    handles = [m[5].register_forward_hook(double) for m in (model, ref)]
+    with pytest.warns(ReplanWarning, match=r"the forward hooks of module '5' \(Linear\) changed"):
+        both(3)
+    for h in handles:
+        h.remove()
+    both(4)  # the plan of the same state again
     assert_same_state(model, opt, ref, ref_opt)
-    assert len(step.plans) == 3 and model.training
+    assert len(step.plans) == 4 and model.training

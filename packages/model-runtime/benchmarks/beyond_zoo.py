@@ -12,7 +12,7 @@ what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder
 Small configurations of Hugging Face transformers and torchvision models (one with
 Hugging Face's own gradient checkpointing, dropout recomputed, one with a frozen
 backbone, one channels-last),
-an LSTM, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
+an LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
 and unused parameters, and nine of the optimizers torch ships. A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
@@ -106,6 +106,18 @@ class _LSTM(nn.Module):
 
     def forward(self, x):
         return self.head(self.lstm(self.embed(x))[0][:, -1])
+
+
+class _BiGRU(nn.Module):
+    """A bidirectional batch-first GRU (CPU: its output is transposed in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.gru, self.head = nn.Embedding(50, 16), nn.GRU(16, 32, batch_first=True, bidirectional=True), \
+            nn.Linear(64, 5)
+
+    def forward(self, x):
+        return self.head(self.gru(self.embed(x))[0][:, -1])
 
 
 class _Checkpointed(nn.Module):
@@ -214,6 +226,7 @@ CASES = {
     "swin_t": _vision("swin_t"),
     "densenet121": _vision("densenet121"),
     "lstm": _small(_LSTM, lambda: torch.randint(0, 50, (4, 10)), classes=5),
+    "bigru": _small(_BiGRU, lambda: torch.randint(0, 50, (4, 10)), classes=5),
     "checkpointed": _small(_Checkpointed, lambda: torch.randn(4, 16)),
     "autograd-function+parametrizations": _small(_Custom, lambda: torch.randn(4, 16)),
     "frozen+unused-parameters": _small(_PartlyUsed, lambda: torch.randn(4, 16)),

@@ -33,6 +33,7 @@ from model_ir.torch.tracing import (
     post_accumulate_grad_hook_error,
 )
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
+from model_runtime.module_state import ModuleState
 
 _REOPTIMIZE = "call model_runtime.optimize again with an example of the new shape"
 
@@ -104,24 +105,16 @@ class Binder:
         place = {id(p): (i, j) for i, g in enumerate(groups) for j, p in enumerate(g["params"])}
         self.optimized = [(pos, name, *place[id(t)]) for pos, name, t in params if id(t) in place]
         self.group_sizes = [len(g["params"]) for g in groups]
-        # A training step traces each submodule in the mode it was in (a frozen BatchNorm in
-        # eval): read now, as the step was just captured with them (see check_modes).
-        self.modes = ([(name, m, m.training) for name, m in model.named_modules() if name]
-                      if step.train and model.training else [])
+        # Read now, as the step was just captured with them: a training step traced with the
+        # model in training mode keeps each submodule's own mode (a frozen BatchNorm in eval).
+        self.module_state = ModuleState(model, modes=step.train and model.training)
 
-    def check_modes(self) -> None:
-        """A training step planned with the model in training mode asks for a new plan when
-        a submodule changed mode since (``bn.eval()`` to freeze its statistics, dropout
-        turned off): its ops are not the captured ones. (The whole model's mode is the
-        caller's to check: an eval step, or a training step asked for explicitly, traces
-        every module in one mode.)"""
-        if not self.modes or not self.model.training:
-            return
-        for name, module, training in self.modes:
-            if module.training != training:
-                now, then = ("training", "eval") if module.training else ("eval", "training")
-                raise ReoptimizeError(f"module {name!r} ({type(module).__name__}) is in {now} mode, the step was "
-                                      f"planned with it in {then} mode")
+    def check_modules(self) -> None:
+        """A call after a change to a submodule's mode, plain attributes or hooks
+        (:mod:`model_runtime.module_state`) asks for a new plan."""
+        changed = self.module_state.changed()
+        if changed:
+            raise ReoptimizeError(changed)
 
     def _check(self, pos: int, t, what: str) -> None:
         want = self.expected[pos]
@@ -249,7 +242,7 @@ class Binder:
         steps = getattr(self.step, "accumulation_steps", 1)
         if len(batches) != steps:
             raise ReoptimizeError(f"the step was optimized for {steps} micro-batch(es) per update, got {len(batches)}")
-        self.check_modes()
+        self.check_modules()
         self.check_hyper_parameters()
         tensors = list(self.persistent_tensors())
         self.hyper_parameter_tensors(tensors)

@@ -84,7 +84,8 @@ class OptimizedStep:
     A call that the plan does not cover (a batch of another shape, such as a short last
     batch; the model switched between ``train()`` and ``eval()`` when ``optimize`` was
     called without ``train=``; a submodule switched mode while the model trains, such as
-    ``bn.eval()``; an optimizer change a plan cannot absorb, such as weight
+    ``bn.eval()``, a module's plain attribute (``dropout.p``) or its hooks changed; an
+    optimizer change a plan cannot absorb, such as weight
     decay turned on; a parameter frozen or unfrozen with ``requires_grad_``, or taken out
     of or put into the optimizer) gets a plan of its own, made on first use with a
     :class:`ReplanWarning` naming the reason and kept for later calls, as torch.compile
