@@ -216,3 +216,32 @@ def test_module_modes_attributes_and_hooks_changed_later_replan(executor):
     both(4)  # the plan of the same state again
     assert_same_state(model, opt, ref, ref_opt)
     assert len(step.plans) == 4 and model.training
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.calls = nn.Linear(6, 3), 0
+
+    def forward(self, x):
+        self.calls += 1  # Python state the forward changes: capture warns, steps never change it
+        return self.fc(x)
+
+
+def test_python_state_the_forward_changes_is_no_reason_to_replan():
+    """An eager call between steps changes a counter the forward keeps: not a change of
+    the step's configuration (capture warned of it), so no new plan each time."""
+    torch.manual_seed(0)
+    model = _Counting()
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    with pytest.warns(UserWarning, match=r"_Counting.calls"):
+        step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=F.cross_entropy,
+                        targets=(y,), time_limit=0.5, max_plans=1)
+    assert step.captured.python_state == (("", "calls"),)
+    for _ in range(3):
+        step(x, targets=(y,))
+        model(x)  # an eager call: calls += 1
+    assert model.calls == 3 and len(step.plans) == 1
+    model.fc.out_features = 4  # any other plain attribute: a new plan (refused here: max_plans=1)
+    with pytest.raises(ReoptimizeError, match=r"attribute 'out_features' of module 'fc' \(Linear\) is 4"):
+        step(x, targets=(y,))

@@ -107,7 +107,8 @@ class Binder:
         self.group_sizes = [len(g["params"]) for g in groups]
         # Read now, as the step was just captured with them: a training step traced with the
         # model in training mode keeps each submodule's own mode (a frozen BatchNorm in eval).
-        self.module_state = ModuleState(model, modes=step.train and model.training)
+        self.module_state = ModuleState(model, modes=step.train and model.training,
+                                        volatile=step.python_state)
 
     def check_modules(self) -> None:
         """A call after a change to a submodule's mode, plain attributes or hooks

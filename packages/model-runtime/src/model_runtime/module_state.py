@@ -38,13 +38,16 @@ class ModuleState:
     the hooks only when one was registered anywhere since (``RemovableHandle.next_id``)
     or the modules had some."""
 
-    def __init__(self, model: torch.nn.Module, *, modes: bool):
+    def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=()):
         self.model = model
         modules = list(model.named_modules())
         self.mode_modules = [(name, m) for name, m in modules if name] if modes else []
         self.modes = [m.training for _, m in self.mode_modules]
+        # ``volatile``: (module, attribute) the forward itself changes (a call counter):
+        # eager calls between steps change them, no configuration does.
+        volatile = set(volatile)
         self.attribute_keys = [(name, m, vars(m), key) for name, m in modules for key, value in vars(m).items()
-                               if key != "training" and _plain(value)]
+                               if key != "training" and _plain(value) and (name, key) not in volatile]
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
         hooked = torch.nn.modules.module
         self.hook_dicts = [(f"the {key.strip('_').replace('_', ' ')} of module {name or 'model'!r} "

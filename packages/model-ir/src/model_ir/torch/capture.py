@@ -176,6 +176,7 @@ def capture_step(
         outputs_structure=traced.outputs_structure,
         hyper_parameters=traced.hyper_parameters,
         returned_grads=traced.returned_grads,
+        python_state=traced.python_state,
         before_step_outputs=traced.before_step_outputs,
         before_step_structure=traced.before_step_structure,
         accumulation_steps=traced.accumulation_steps,

@@ -59,6 +59,9 @@ class CapturedStep:
     hyper_parameters: tuple = ()
     #: captured with ``return_grads``: the parameters whose gradients the module returns last
     returned_grads: tuple[str, ...] = ()
+    #: ``(module name, attribute)`` of the plain Python values the traced forward changed
+    #: (a call counter), restored after the trace: no step changes them, every eager call does
+    python_state: tuple[tuple[str, str], ...] = ()
     #: how many tensors ``before_step`` returned: the module returns them just before the
     #: gradients (see :meth:`before_step_result`)
     before_step_outputs: int = 0

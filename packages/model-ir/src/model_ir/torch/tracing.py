@@ -115,6 +115,9 @@ class TracedStep:
     #: gives): how many the step returns before the gradients, and their structure
     before_step_outputs: int = 0
     before_step_structure: OutputStructure | None = None
+    #: ``(module name, attribute)`` of the plain Python values the traced forward changed
+    #: (a call counter: eager changes them at every call, the step never)
+    python_state: tuple[tuple[str, str], ...] = ()
     #: micro-batches per optimizer update (their batch slots are named ``micro<k>/...``)
     accumulation_steps: int = 1
     #: with a GradScaler: its constants, the node holding ``found_inf``, and the nodes of the
@@ -686,7 +689,9 @@ def trace_step(
         for p in fparams.values():
             p.grad = None
     if python_state:
-        names = ", ".join(dict.fromkeys(python_state[:3])) + (", ..." if len(python_state) > 3 else "")
+        modules = dict(model.named_modules())
+        names = [f"{type(modules[m]).__name__}.{key}" for m, key in python_state]
+        names = ", ".join(dict.fromkeys(names[:3])) + (", ..." if len(names) > 3 else "")
         warn_user(f"the model's forward changes Python attributes ({names}): an optimized step runs the traced "
                   "tensor operations only, so they keep the values they had before the capture, where every "
                   "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
@@ -708,6 +713,7 @@ def trace_step(
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
                       device=device, emulated=emulated, hyper_parameters=hyper,
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
+                      python_state=tuple(dict.fromkeys(python_state)),
                       before_step_outputs=before_step_structure[0][0] if before_step_structure else 0,
                       before_step_structure=before_step_structure[0][1] if before_step_structure else None,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
@@ -746,32 +752,33 @@ def _check_wrapper(model: torch.nn.Module) -> None:
                            "diverge. Data-parallel training is not supported; optimize model.module for one process")
 
 
-def _module_attributes(model: torch.nn.Module) -> list[tuple[torch.nn.Module, dict]]:
-    """Each module's attributes, to put back after the trace (see :func:`_restore_module_attributes`)."""
-    return [(m, dict(vars(m))) for m in model.modules()]
+def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict]]:
+    """Each module's name and attributes, to put back after the trace (see
+    :func:`_restore_module_attributes`)."""
+    return [(name, m, dict(vars(m))) for name, m in model.named_modules()]
 
 
-def _restore_module_attributes(saved: list[tuple[torch.nn.Module, dict]]) -> list[str]:
+def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict]]) -> list[tuple[str, str]]:
     """Undo what the trace bound on the user's modules: the ``training`` flags, and
     attributes a forward set, such as a cache of fake tensors (``self._cos = ...``) that
     would break the model's next eager call. In-place changes to objects (a list a
     forward appends to) are not undone.
 
-    Returns ``Module.attribute`` for each plain Python value (number, string, flag) the
-    forward set or changed, ``training`` aside: state that eager changes at every call
-    and an optimized step, which runs tensor operations only, never does."""
+    Returns ``(module name, attribute)`` for each plain Python value (number, string,
+    flag) the forward set or changed, ``training`` aside: state that eager changes at
+    every call and an optimized step, which runs tensor operations only, never does."""
     changed = []
-    for m, before in saved:
+    for name, m, before in saved:
         now = vars(m)
         for key in [k for k in now if k not in before]:
             if isinstance(now[key], _PLAIN):
-                changed.append(f"{type(m).__name__}.{key}")
+                changed.append((name, key))
             del now[key]
         for key, value in before.items():
             current = now.get(key, _ABSENT)
             if current is not value:
                 if key != "training" and isinstance(current, _PLAIN) and not _equal_plain(current, value):
-                    changed.append(f"{type(m).__name__}.{key}")
+                    changed.append((name, key))
                 now[key] = value
     return changed
 
