@@ -235,9 +235,9 @@ def test_distributions_validating_their_arguments_get_a_hint():
 
 def test_an_optimizer_branching_on_its_state_is_named_with_a_hint():
     model = torch.nn.Linear(4, 2)
-    with pytest.raises(CaptureError, match=r"data-dependent.* at torch/optim/radam.py:\d+ \(_\w+_radam\); this "
-                                           r"optimizer's update branches on a value of its state"):
-        capture(model, torch.randn(3, 4), optimizer=torch.optim.RAdam(model.parameters()))
+    with pytest.raises(CaptureError, match=r"data-dependent.* at torch/optim/asgd.py:\d+ \(_\w+_asgd\); this "
+                                           r"optimizer's update branches on values of its state"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.ASGD(model.parameters()))
 
 
 class _PackedLSTM(torch.nn.Module):
@@ -399,13 +399,27 @@ def _retry_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "stay constants" in r.getMessage()]
 
 
-def test_an_update_branching_on_a_hyper_parameter_is_captured_with_it_constant(caplog, monkeypatch):
+def test_an_update_branching_on_a_hyper_parameter_keeps_it_an_input_and_guards_the_branch(caplog, monkeypatch):
+    """``if lr > 0.05`` in the update: traced with the learning rate's value at capture,
+    the branch taken as eager takes it, the learning rate stays an input of the step and
+    the condition a guard (model_ir.torch.step_guards): binding the step once the
+    learning rate crossed the threshold is refused."""
+    from model_ir.torch import ExecutionError
+
     calls = _counting_traces(monkeypatch)
     model = mlp(4, 2)
-    step = capture_step(model, torch.randn(2, 4), optimizer=ThresholdSGD(model.parameters(), lr=0.1))
-    assert calls == [True, False] and not step.hyper_parameters
-    [warning] = _retry_warnings(caplog)
-    assert "data-dependent" in warning
+    opt = ThresholdSGD(model.parameters(), lr=0.1)
+    step = capture_step(model, torch.randn(2, 4), optimizer=opt)
+    assert calls == [True] and [hp.name for hp in step.hyper_parameters] == ["group0/lr"]
+    assert not _retry_warnings(caplog)
+    [guard] = step.guards
+    assert guard.sources == (("hyper", "group0/lr"),) and "0.05" in guard.key
+    step.bind(model, opt, torch.randn(2, 4))
+    opt.param_groups[0]["lr"] = 0.06  # the same branch: the same step
+    step.bind(model, opt, torch.randn(2, 4))
+    opt.param_groups[0]["lr"] = 0.01
+    with pytest.raises(ExecutionError, match=r"ThresholdSGD's update branches otherwise at this step"):
+        step.bind(model, opt, torch.randn(2, 4))
 
 
 @pytest.mark.parametrize("mistake", ["input shape", "loss", "batch size"])

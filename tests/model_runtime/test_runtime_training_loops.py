@@ -87,6 +87,37 @@ def test_warmup_chain_and_every_optimizer_kind():
         train_both(model, make_opt, chain, lambda: torch.randn(8, 16), executor="reorder")
 
 
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_radam_takes_its_rectified_branch_from_the_sixth_step_with_a_second_plan(executor):
+    """RAdam branches on its step count (``rho_t > 5``: from the 6th step with the default
+    betas). The step is captured with the branch eager takes at its step count, guarded
+    (model_ir.torch.step_guards); the 6th call plans the rectified update, once, and a
+    cosine schedule of the learning rate needs no plan. Ten steps bitwise eager's."""
+    from model_runtime.optimized_step import ReplanWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.RAdam(m.parameters(), lr=1e-2, weight_decay=0.01) for m in (model, ref))
+    sched, ref_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10) for o in (opt, ref_opt))
+    loss_fn = torch.nn.functional.cross_entropy
+    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=loss_fn, targets=(y,), executor=executor, time_limit=2)
+    assert step.captured.guards
+    for i in range(10):
+        x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+        if i == 5:
+            with pytest.warns(ReplanWarning, match=r"RAdam's update branches otherwise at this step"):
+                loss = step(x, targets=(y,))
+        else:
+            loss = step(x, targets=(y,))
+        assert torch.equal(loss, eager_step(ref, ref_opt, x, loss_fn, (y,))), i
+        sched.step()
+        ref_sched.step()
+    assert_same_state(model, opt, ref, ref_opt)
+    assert len(step.plans) == 2
+
+
 def test_transformer_block_bf16_autocast_adamw_warmup():
     """AMP on the CPU: forward and loss under bf16 autocast, backward and update outside."""
     torch.manual_seed(0)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
+from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     changed_constant,
     flatten_batch,
@@ -107,8 +108,23 @@ class Binder:
         self.group_sizes = [len(g["params"]) for g in groups]
         # Read now, as the step was just captured with them: a training step traced with the
         # model in training mode keeps each submodule's own mode (a frozen BatchNorm in eval).
+        self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
         self.module_state = ModuleState(model, modes=step.train and model.training,
                                         volatile=step.python_state)
+
+    def check_guards(self) -> None:
+        """A call where the optimizer's update would branch otherwise than at capture (on
+        its step count or a hyper-parameter, :mod:`model_ir.torch.step_guards`: RAdam's
+        rectification from its 6th step) asks for a new plan."""
+        guards = self.step.guards
+        if not guards:
+            return
+        refs = self.parameter_refs
+        failed = failed_guard(guards, self.optimizer, hyper_parameter=self.step.hyper_parameter,
+                              parameter=lambda name: getattr(*refs[name]))
+        if failed is not None:
+            raise ReoptimizeError(f"{type(self.optimizer).__name__}'s update branches otherwise at this step "
+                                  f"(on its step count or hyper-parameters: {failed.key} no longer holds)")
 
     def check_modules(self) -> None:
         """A call after a change to a submodule's mode, plain attributes or hooks
@@ -245,6 +261,7 @@ class Binder:
             raise ReoptimizeError(f"the step was optimized for {steps} micro-batch(es) per update, got {len(batches)}")
         self.check_modules()
         self.check_hyper_parameters()
+        self.check_guards()
         tensors = list(self.persistent_tensors())
         self.hyper_parameter_tensors(tensors)
         flat = [self._flat_batch(args, kwargs, targets) for args, kwargs, targets in batches]

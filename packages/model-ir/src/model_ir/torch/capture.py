@@ -177,6 +177,7 @@ def capture_step(
         hyper_parameters=traced.hyper_parameters,
         returned_grads=traced.returned_grads,
         python_state=traced.python_state,
+        guards=traced.guards,
         before_step_outputs=traced.before_step_outputs,
         before_step_structure=traced.before_step_structure,
         accumulation_steps=traced.accumulation_steps,

@@ -38,9 +38,9 @@ _HINTS = {
                                        "or call torch.distributions.Distribution.set_default_validate_args(False)",
     os.path.join("nn", "modules", "batchnorm.py"): "BatchNorm with momentum=None averages over num_batches_tracked, "
                                                   "a value: give it a momentum",
-    os.path.join("optim", ""): "this optimizer's update branches on a value of its state (RAdam's rectification "
-                               "on the step count, ASGD's averaging): choose one whose update does not (SGD, Adam, "
-                               "AdamW, NAdam, RMSprop, Adagrad, ...)",
+    os.path.join("optim", ""): "this optimizer's update branches on values of its state or parameters (ASGD's "
+                               "averaging, Adafactor's parameter scale): choose one whose update does not (SGD, Adam, "
+                               "AdamW, NAdam, RAdam, RMSprop, Adagrad, ...)",
     os.path.join("nn", "modules", "rnn.py"): "an RNN given a PackedSequence (pack_padded_sequence) reads its batch "
                                             "sizes, values of the lengths: run it on the padded batch instead "
                                             "(and mask the padded steps)",

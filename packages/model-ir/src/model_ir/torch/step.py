@@ -14,6 +14,7 @@ from model_ir.graph import Graph
 from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
+from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     InputSlot, OutputStructure, changed_constant, flatten_batch, split_example_inputs,
 )
@@ -62,6 +63,9 @@ class CapturedStep:
     #: ``(module name, attribute)`` of the plain Python values the traced forward changed
     #: (a call counter), restored after the trace: no step changes them, every eager call does
     python_state: tuple[tuple[str, str], ...] = ()
+    #: the branches the update took on its step count or hyper-parameters
+    #: (:class:`~model_ir.torch.step_guards.Guard`): each call must take them too
+    guards: tuple = ()
     #: how many tensors ``before_step`` returned: the module returns them just before the
     #: gradients (see :meth:`before_step_result`)
     before_step_outputs: int = 0
@@ -118,6 +122,11 @@ class CapturedStep:
         buffers = dict(model.named_buffers())
         if optimizer is not None and (stateful := self.stateful_parameters()):
             init_optimizer_state(optimizer, [params[n] for n in stateful if n in params])
+        if optimizer is not None and self.guards:
+            failed = failed_guard(self.guards, optimizer, hyper_parameter=self.hyper_parameter, parameter=params.get)
+            if failed is not None:
+                raise ExecutionError(f"{type(optimizer).__name__}'s update branches otherwise at this step "
+                                     f"({failed.key} no longer holds); capture again")
         args, kwargs = split_example_inputs(inputs) if inputs is not None else ((), {})
         leaves, spec = flatten_batch((args, kwargs))
         if inputs is not None and spec != self.inputs_spec:

@@ -58,6 +58,7 @@ from model_ir.torch.hyper_parameters import (
 )
 from model_ir.torch.python_releases import ReleaseRecorder
 from model_ir.torch.specs import TensorSpec
+from model_ir.torch.step_guards import ValuedReads, valued_reads
 
 #: Kinds of step inputs, in the order they appear in the traced function's arguments.
 INPUT_KINDS = ("parameter", "model_buffer", "optimizer_state", "hyper_parameter", "scaler_state", "input",
@@ -118,6 +119,8 @@ class TracedStep:
     #: ``(module name, attribute)`` of the plain Python values the traced forward changed
     #: (a call counter: eager changes them at every call, the step never)
     python_state: tuple[tuple[str, str], ...] = ()
+    #: the branches the update took on its step count or hyper-parameters (:mod:`model_ir.torch.step_guards`)
+    guards: tuple = ()
     #: micro-batches per optimizer update (their batch slots are named ``micro<k>/...``)
     accumulation_steps: int = 1
     #: with a GradScaler: its constants, the node holding ``found_inf``, and the nodes of the
@@ -481,6 +484,7 @@ def trace_step(
     flat: list[torch.Tensor] = list(fparams.values()) + list(fbuffers.values())
 
     state_layout: list[tuple[int, list[tuple[str, Any]]]] = []  # (param id, [(key, value|slot)])
+    step_counts: dict[int, tuple[str, float]] = {}  # id(fake step tensor) -> (parameter, count at this step)
     fresh_state: set[int] = set()  # slot positions of state the optimizer has not created yet
     if optimizer is not None and train:
         opt_params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -518,6 +522,8 @@ def trace_step(
                     f = _fake(mode, value, host=emulated) if real_state else value
                     slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}"))
                     flat.append(f)
+                    if key == "step" and value.numel() == 1:  # read after its increment (step_guards)
+                        step_counts[id(f)] = (name_of[id(p)], float(value) + 1 if real_state else 1.0)
                     if not real_state:
                         fresh_state.add(len(slots) - 1)
                     entries.append((key, f))
@@ -572,6 +578,7 @@ def trace_step(
 
     grads: dict[str, torch.Tensor] = {}
     returned_grads: list[str] = []
+    reads = ValuedReads()  # the step counts and hyper-parameters a branch may be decided on
     found_inf_tensor: list[torch.Tensor] = []
     released: dict[StorageWeakRef, str] = {}
     structure: list[OutputStructure] = []
@@ -597,6 +604,8 @@ def trace_step(
             state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
         with lifted_region():
             hyper_values = read_symbolic(hyper, [next(it) for _ in hyper])
+        for hp, value in zip(hyper, hyper_values):
+            reads.value(value, ("hyper", hp.name), float(hp.read(optimizer)))
         scale, growth_tracker = (next(it), next(it)) if scaler_constants is not None else (None, None)
         losses = []
         for _ in range(accumulation_steps):
@@ -675,7 +684,8 @@ def trace_step(
     elif not model.training:
         model.train()
     try:
-        with kernels(), mode, _quiet_meta_failures(), constant_decisions(), pairing_replayed_draws() as draws:
+        with kernels(), mode, _quiet_meta_failures(), constant_decisions(), pairing_replayed_draws() as draws, \
+                valued_reads(reads, step_counts):
             gm = make_fx(step, tracing_mode="real")(*flat)
     except Exception as exc:
         error = exc if isinstance(exc, CaptureError) else capture_error(exc, model)
@@ -697,6 +707,11 @@ def trace_step(
                   "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
                   "update it")
 
+    guards = reads.guards(gm)
+    if any(g.specializes for g in guards):
+        # A value passed on as a number (a fused kernel's lr=): the step holds for that one value.
+        raise LiftedHyperParametersError(f"{type(optimizer).__name__}'s update takes its hyper-parameters as numbers "
+                                         "(a fused kernel's arguments)")
     views_for_metadata_writes(gm)  # never an arena slot reshaped in place
     mark_replayed_draws(gm, draws)  # checkpointed dropout: the backward's draws replay the forward's
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -713,7 +728,7 @@ def trace_step(
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
                       device=device, emulated=emulated, hyper_parameters=hyper,
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
-                      python_state=tuple(dict.fromkeys(python_state)),
+                      python_state=tuple(dict.fromkeys(python_state)), guards=guards,
                       before_step_outputs=before_step_structure[0][0] if before_step_structure else 0,
                       before_step_structure=before_step_structure[0][1] if before_step_structure else None,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
