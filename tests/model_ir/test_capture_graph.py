@@ -422,6 +422,18 @@ def test_an_update_branching_on_a_hyper_parameter_keeps_it_an_input_and_guards_t
         step.bind(model, opt, torch.randn(2, 4))
 
 
+def test_a_fused_optimizer_takes_its_hyper_parameters_as_constants(caplog, monkeypatch):
+    """A fused kernel takes the learning rate as a number: traced with its value, the
+    step would hold for that value alone (a guard ``lr == 0.01``), so it is captured with
+    the hyper-parameters as constants, as the warning says."""
+    calls = _counting_traces(monkeypatch)
+    model = mlp(4, 2)
+    step = capture_step(model, torch.randn(2, 4), optimizer=torch.optim.AdamW(model.parameters(), lr=0.01, fused=True))
+    assert calls == [True, False] and not step.hyper_parameters and not step.guards
+    [warning] = _retry_warnings(caplog)
+    assert "AdamW's update takes its hyper-parameters as numbers" in warning
+
+
 @pytest.mark.parametrize("mistake", ["input shape", "loss", "batch size"])
 def test_user_mistakes_with_an_optimizer_raise_at_once_without_the_retry_warning(mistake, caplog, monkeypatch):
     """A failure before the update is not the hyper-parameters': one trace, no warning."""

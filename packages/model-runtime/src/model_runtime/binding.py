@@ -106,9 +106,9 @@ class Binder:
         place = {id(p): (i, j) for i, g in enumerate(groups) for j, p in enumerate(g["params"])}
         self.optimized = [(pos, name, *place[id(t)]) for pos, name, t in params if id(t) in place]
         self.group_sizes = [len(g["params"]) for g in groups]
+        self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
         # Read now, as the step was just captured with them: a training step traced with the
         # model in training mode keeps each submodule's own mode (a frozen BatchNorm in eval).
-        self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
         self.module_state = ModuleState(model, modes=step.train and model.training,
                                         volatile=step.python_state)
 

@@ -708,7 +708,7 @@ def trace_step(
                   "update it")
 
     guards = reads.guards(gm)
-    if any(g.specializes for g in guards):
+    if any(g.specializes and any(kind == "hyper" for kind, _ in g.sources) for g in guards):
         # A value passed on as a number (a fused kernel's lr=): the step holds for that one value.
         raise LiftedHyperParametersError(f"{type(optimizer).__name__}'s update takes its hyper-parameters as numbers "
                                          "(a fused kernel's arguments)")
