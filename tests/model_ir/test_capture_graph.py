@@ -274,6 +274,8 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
     other = torch.nn.Linear(3, 3)
     with pytest.raises(CaptureError, match="not a parameter of the model"):
         capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+    with pytest.raises(CaptureError, match=r"LBFGS.step\(\) needs a closure"):
+        capture(model, torch.randn(2, 4), optimizer=torch.optim.LBFGS(model.parameters()))
     # a loss with a learnable parameter (a temperature): named, with the way out
     loss = torch.nn.Linear(2, 1)
     with pytest.raises(CaptureError, match=r"parameter 'weight' of the loss function \(Linear\).*put the loss in "

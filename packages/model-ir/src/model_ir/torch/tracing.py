@@ -16,6 +16,7 @@ in place by the graph itself.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import logging
 from collections import defaultdict
@@ -487,6 +488,11 @@ def trace_step(
     step_counts: dict[int, tuple[str, float]] = {}  # id(fake step tensor) -> (parameter, count at this step)
     fresh_state: set[int] = set()  # slot positions of state the optimizer has not created yet
     if optimizer is not None and train:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+        if closure is not None and closure.default is inspect.Parameter.empty:
+            raise CaptureError(f"{type(optimizer).__name__}.step() needs a closure that evaluates the loss again "
+                               "(LBFGS: as many times as its line search decides); a step of one forward and one "
+                               "backward pass is what capture takes: choose another optimizer")
         opt_params = [p for g in optimizer.param_groups for p in g["params"]]
         for p in opt_params:
             if id(p) not in by_id:
