@@ -250,6 +250,14 @@ class _PackedLSTM(torch.nn.Module):
         return self.lstm(packed)[1][0].sum()
 
 
+def test_clipping_that_checks_the_norm_gets_a_hint():
+    model = torch.nn.Linear(4, 2)
+    clip = lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0, error_if_nonfinite=True)  # noqa: E731
+    with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(<lambda>\); clip_grad_norm_\(error_if_"
+                                           r"nonfinite=True\) checks the norm's value"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), before_step=clip)
+
+
 def test_a_packed_sequence_gets_a_hint():
     with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(forward\); an RNN given a PackedSequence "
                                            r".*run it on the padded batch instead"):

@@ -41,6 +41,9 @@ _HINTS = {
     os.path.join("optim", ""): "this optimizer's update branches on values of its state or parameters (ASGD's "
                                "averaging, Adafactor's parameter scale): choose one whose update does not (SGD, Adam, "
                                "AdamW, NAdam, RAdam, RMSprop, Adagrad, ...)",
+    os.path.join("nn", "utils", "clip_grad.py"): "clip_grad_norm_(error_if_nonfinite=True) checks the norm's value: "
+                                                 "leave it False and look at the norm the step keeps "
+                                                 "(return it from before_step: step.before_step_result)",
     os.path.join("nn", "modules", "rnn.py"): "an RNN given a PackedSequence (pack_padded_sequence) reads its batch "
                                             "sizes, values of the lengths: run it on the padded batch instead "
                                             "(and mask the padded steps)",
