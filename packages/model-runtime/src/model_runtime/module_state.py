@@ -22,7 +22,10 @@ _ABSENT = object()
 
 
 def _plain(value) -> bool:
-    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
+    """A value compared at every call: a number, string, flag or None (or a tuple of
+    them) equal to itself (not NaN, which would never compare equal)."""
+    plain = isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
+    return plain and value == value
 
 
 def _hooks_mark(hooks: dict) -> tuple:
