@@ -335,6 +335,33 @@ def test_attributes_a_forward_sets_are_put_back_after_the_capture(train):
         capture(quiet, torch.randn(2, 4), train=train)
 
 
+class _LazyMask(torch.nn.Module):
+    """Registers a buffer on first use, as some attention code caches its causal mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if "mask" not in self._buffers:
+            self.register_buffer("mask", torch.tril(torch.ones(4, 4)), persistent=False)
+        return self.lin(x) @ self.mask
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_buffer_registered_by_the_traced_forward_is_taken_back(train):
+    """The trace registered a fake tensor as the module's buffer: the next eager call
+    computed with it (fake results), and state_dict() held it."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    model = _LazyMask()
+    capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1) if train else None,
+            train=train)
+    assert "mask" not in model._buffers
+    out = model(torch.randn(2, 4))
+    assert not isinstance(out, FakeTensor) and not isinstance(model.mask, FakeTensor)
+
+
 def test_values_read_into_python_for_nothing_are_named_in_a_warning():
     """A loss that logs its value with .item(): the capture saw a symbol, and an optimized
     step runs no Python; a value that a traced op uses is computed at every step."""

@@ -773,10 +773,16 @@ def _check_wrapper(model: torch.nn.Module) -> None:
                            "diverge. Data-parallel training is not supported; optimize model.module for one process")
 
 
+#: A module's registries, whose entries a forward may add to (``register_buffer`` on
+#: first use): put back entry by entry.
+_REGISTRIES = ("_parameters", "_buffers", "_modules")
+
+
 def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict]]:
-    """Each module's name and attributes, to put back after the trace (see
-    :func:`_restore_module_attributes`)."""
-    return [(name, m, dict(vars(m))) for name, m in model.named_modules()]
+    """Each module's name and attributes (and the entries of its registries), to put
+    back after the trace (see :func:`_restore_module_attributes`)."""
+    return [(name, m, {**vars(m), **{(key,): dict(getattr(m, key)) for key in _REGISTRIES}})
+            for name, m in model.named_modules()]
 
 
 def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict]]) -> list[tuple[str, str]]:
@@ -790,6 +796,12 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict]]) -
     every call and an optimized step, which runs tensor operations only, never does."""
     changed = []
     for name, m, before in saved:
+        for key in _REGISTRIES:  # a buffer registered by the traced forward is a fake tensor
+            registry, entries = getattr(m, key), before[(key,)]
+            if registry.keys() != entries.keys() or any(registry[k] is not v for k, v in entries.items()):
+                registry.clear()
+                registry.update(entries)
+        before = {k: v for k, v in before.items() if not isinstance(k, tuple)}
         now = vars(m)
         for key in [k for k in now if k not in before]:
             if isinstance(now[key], _PLAIN):
