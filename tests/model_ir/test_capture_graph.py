@@ -362,6 +362,25 @@ def test_a_buffer_registered_by_the_traced_forward_is_taken_back(train):
     assert not isinstance(out, FakeTensor) and not isinstance(model.mask, FakeTensor)
 
 
+class _StoredActivations(torch.nn.Module):
+    """A forward hook keeps an activation in a dict (feature extraction, perceptual losses)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.acts = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2), {}
+        self.a.register_forward_hook(lambda module, args, out: self.acts.__setitem__("a", out))
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_tensors_a_forward_keeps_in_containers_are_named_in_a_warning():
+    model = _StoredActivations()
+    with pytest.warns(UserWarning, match=r"keeps tensors in Python containers \(_StoredActivations.acts;") as seen:
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert [w.filename for w in seen if "containers" in str(w.message)] == [__file__]
+
+
 def test_values_read_into_python_for_nothing_are_named_in_a_warning():
     """A loss that logs its value with .item(): the capture saw a symbol, and an optimized
     step runs no Python; a value that a traced op uses is computed at every step."""

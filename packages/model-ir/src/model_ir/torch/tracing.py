@@ -712,6 +712,12 @@ def trace_step(
                   "tensor operations only, so they keep the values they had before the capture, where every "
                   "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
                   "update it")
+    kept = _traced_tensors_kept(model)
+    if kept:
+        warn_user(f"the model's forward keeps tensors in Python containers ({', '.join(kept[:3])}"
+                  f"{', ...' if len(kept) > 3 else ''}; activations a hook stores, say): they hold the capture's "
+                  "fake tensors, and an optimized step runs no Python, so no step puts its tensors there; "
+                  "return what you need from the model (return_outputs=True) or from before_step")
 
     guards = reads.guards(gm)
     if any(g.specializes and any(kind == "hyper" for kind, _ in g.sources) for g in guards):
@@ -822,6 +828,21 @@ _PLAIN = (bool, int, float, str)
 
 def _equal_plain(a, b) -> bool:
     return type(a) is type(b) and a == b
+
+
+def _traced_tensors_kept(model: torch.nn.Module) -> list[str]:
+    """``Module.attribute`` of each list, tuple, dict or set attribute of the model's
+    modules that holds a fake tensor of the trace (appended or stored by the forward)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    found = []
+    for m in model.modules():
+        for key, value in vars(m).items():
+            if isinstance(value, (list, tuple, dict, set)) and not key.startswith("_") and any(
+                    isinstance(t, FakeTensor) for t in pytree.tree_leaves(list(value) if isinstance(value, set)
+                                                                          else value)):
+                found.append(f"{type(m).__name__}.{key}")
+    return found
 
 
 def _warn_values_read_into_python(gm: fx.GraphModule, optimizer_start: str | None) -> None:
