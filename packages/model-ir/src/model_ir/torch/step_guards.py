@@ -2,8 +2,8 @@
 capture as eager decides them, and checked at every call.
 
 RAdam rectifies its update only once ``rho_t > 5`` (from the 6th step with the default
-betas), torch's Adafactor steps by ``min(lr, 1 / sqrt(step))``, a custom update may
-branch on ``lr > threshold``. The step count and the lifted hyper-parameters are
+betas); a custom update may branch on ``lr > threshold``. (Branches on other values,
+such as ASGD's ``mu`` state or Adafactor's parameter norms, stay refused.) The step count and the lifted hyper-parameters are
 symbols of the trace (``.item()`` of an input), so such a branch cannot be traced as
 it stands. While tracing, :func:`valued_reads` gives each of those symbols the value it
 has for the captured step (torch's ``ShapeEnv.set_real_tensor_prop_unbacked_vals``,
@@ -16,7 +16,7 @@ the rest).
 
 A step count is read as its value at the captured update: the optimizer increments
 ``state["step"]`` and then reads it, so a parameter whose state holds ``k`` steps is
-read as ``k + 1`` (0 for state not created yet).
+read as ``k + 1`` (1 for state not created yet).
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ class ValuedReads:
 
     def __init__(self):
         self.sources: dict[str, tuple[str, str]] = {}
+        self.shape_env = None
 
     def value(self, symbolic, source: tuple[str, str], value: float) -> None:
         """Give ``symbolic`` (a SymFloat/SymInt read from an input) the ``value`` it has
@@ -111,32 +112,22 @@ class ValuedReads:
         expr = getattr(node, "expr", None)
         if expr is None or not getattr(expr, "is_symbol", False):
             return
-        node.shape_env.set_real_tensor_prop_unbacked_vals(expr, value)
+        self.shape_env = node.shape_env
+        self.shape_env.set_real_tensor_prop_unbacked_vals(expr, value)
         self.sources[expr.name] = source
 
-    def guards(self, gm) -> tuple[Guard, ...]:
+    def guards(self) -> tuple[Guard, ...]:
         """The conditions the trace decided with the valued symbols (its shape
         environment's runtime assertions)."""
-        env = _shape_env(gm)
-        if env is None or not self.sources:
+        if self.shape_env is None:
             return ()
         out = []
-        for asserts in env.deferred_runtime_asserts.values():
+        for asserts in self.shape_env.deferred_runtime_asserts.values():
             for ra in asserts:
                 names = {s.name for s in ra.expr.free_symbols}
                 if ra.msg.startswith(_DECIDED) and names and names <= self.sources.keys():
                     out.append(Guard.of(ra.expr, self.sources))
         return tuple(out)
-
-
-def _shape_env(gm):
-    for node in gm.graph.nodes:
-        val = node.meta.get("val")
-        env = getattr(getattr(val, "node", None), "shape_env", None) or getattr(
-            getattr(val, "fake_mode", None), "shape_env", None)
-        if env is not None:
-            return env
-    return None
 
 
 @contextlib.contextmanager

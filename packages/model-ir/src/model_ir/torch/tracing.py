@@ -719,7 +719,7 @@ def trace_step(
                   "fake tensors, and an optimized step runs no Python, so no step puts its tensors there; "
                   "return what you need from the model (return_outputs=True) or from before_step")
 
-    guards = reads.guards(gm)
+    guards = reads.guards()
     if any(g.specializes and any(kind == "hyper" for kind, _ in g.sources) for g in guards):
         # A value passed on as a number (a fused kernel's lr=): the step holds for that one value.
         raise LiftedHyperParametersError(f"{type(optimizer).__name__}'s update takes its hyper-parameters as numbers "
