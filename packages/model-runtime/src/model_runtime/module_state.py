@@ -69,7 +69,8 @@ class ModuleState:
         if self.modes and self.model.training and [m.training for _, m in self.mode_modules] != self.modes:
             name, module = next((n, m) for (n, m), t in zip(self.mode_modules, self.modes) if m.training != t)
             now, then = ("training", "eval") if module.training else ("eval", "training")
-            return f"module {name!r} ({type(module).__name__}) is in {now} mode, the step was planned with it in {then} mode"
+            return (f"module {name!r} ({type(module).__name__}) is in {now} mode, the step was planned with it "
+                    f"in {then} mode")
         if [d.get(key, _ABSENT) for _, _, d, key in self.attribute_keys] != self.attributes:
             for (name, module, d, key), value in zip(self.attribute_keys, self.attributes):
                 now = d.get(key, _ABSENT)
@@ -77,8 +78,9 @@ class ModuleState:
                     shown = "deleted" if now is _ABSENT else repr(now)
                     return (f"attribute {key!r} of module {name or 'model'!r} ({type(module).__name__}) is {shown}, "
                             f"the step was planned with {value!r}")
-        scan = range(len(self.hook_dicts)) if RemovableHandle.next_id != self.next_hook_id else self.hooked
-        for i in scan:
+        registered = RemovableHandle.next_id
+        for i in range(len(self.hook_dicts)) if registered != self.next_hook_id else self.hooked:
             if _hooks_mark(self.hook_dicts[i][1]) != self.hook_marks[i]:
                 return f"{self.hook_dicts[i][0]} changed since the step was planned"
+        self.next_hook_id = registered  # none of those hooks was ours: look again only after the next one
         return None
