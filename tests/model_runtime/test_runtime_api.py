@@ -198,6 +198,23 @@ def test_parameters_outside_the_optimizer_are_named_in_a_warning():
         optimize(model, x, optimizer=opt, time_limit=0.5)
 
 
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_calls_inside_torch_autocast_are_refused_with_the_way_to_mixed_precision(executor):
+    """Inside ``torch.autocast`` the captured aten ops were cast again: the reorder
+    executor failed in a kernel ("expected dtype float for `end`"), the arena silently
+    computed neither the plan nor eager's AMP step. The AMP recipe is ``autocast=``."""
+    from model_runtime import RuntimeLayerError
+
+    model, _, step = _mlp_step(executor)
+    x = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeLayerError, match=r"called inside torch.autocast: .*autocast=torch.bfloat16"):
+            step(x)
+        with pytest.raises(RuntimeLayerError, match=r"optimize is called inside torch.autocast"):
+            optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5)
+    assert step(x).dtype == torch.float32
+
+
 def test_third_party_executor_through_the_hook():
     pm = plugin_manager()
     plugin = _Plugin()

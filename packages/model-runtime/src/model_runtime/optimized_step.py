@@ -180,7 +180,18 @@ class OptimizedStep:
         self.variants.append(variant)
         return variant, variant._bind_call(args, kwargs, targets)
 
+    def _check_autocast(self) -> None:
+        """A call inside ``torch.autocast`` would cast the captured aten ops again (the
+        reorder executor failed in a kernel, the arena silently computed neither the plan
+        nor eager's AMP step): refused, with the way to get mixed precision."""
+        if torch.is_autocast_enabled(self.device.type):
+            raise RuntimeLayerError(
+                "the optimized step is called inside torch.autocast: call it outside, and for mixed precision "
+                "pass autocast=torch.bfloat16 (or torch.float16 with scaler=) to model_runtime.optimize, which "
+                "captures the forward pass and the loss under autocast as the AMP recipe runs them")
+
     def __call__(self, *args, targets=(), **kwargs):
+        self._check_autocast()
         if self.captured.accumulation_steps > 1:
             raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
@@ -202,6 +213,7 @@ class OptimizedStep:
         micro-batch's gradients add up in the parameters' gradients before the update:
         divide in ``loss_fn`` for a mean.
         """
+        self._check_autocast()
         from model_ir.torch.tracing import split_example_inputs
 
         targets = [()] * len(batches) if targets is None else list(targets)
@@ -420,6 +432,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     _check_max_plans(max_plans)
     _check_plan_argument(plan)
     device = model_device(model)
+    if torch.is_autocast_enabled(device.type):
+        raise RuntimeLayerError("model_runtime.optimize is called inside torch.autocast: call it outside, with "
+                                "autocast=torch.bfloat16 (or torch.float16 with scaler=) for mixed precision")
     train_given = train is not None
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
