@@ -215,6 +215,24 @@ def test_calls_inside_torch_autocast_are_refused_with_the_way_to_mixed_precision
     assert step(x).dtype == torch.float32
 
 
+def test_a_training_step_under_no_grad_is_refused():
+    """A validation loop under ``torch.no_grad()`` that forgot ``model.eval()``: the
+    step trained on the validation batch (eager's backward would fail); with
+    ``model.eval()`` the same call runs the eval step."""
+    from model_runtime import RuntimeLayerError
+
+    model, _, step = _mlp_step("reorder")
+    x = torch.randn(8, 16)
+    before = [p.detach().clone() for p in model.parameters()]
+    for context in (torch.no_grad, torch.inference_mode):
+        with context(), pytest.raises(RuntimeLayerError, match=r"training step .* gradients disabled"):
+            step(x)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    model.eval()
+    with torch.no_grad(), pytest.warns(Warning, match="eval mode"):
+        assert step(x).shape == (8, 10)  # the logits
+
+
 def test_third_party_executor_through_the_hook():
     pm = plugin_manager()
     plugin = _Plugin()

@@ -190,12 +190,24 @@ class OptimizedStep:
                 "pass autocast=torch.bfloat16 (or torch.float16 with scaler=) to model_runtime.optimize, which "
                 "captures the forward pass and the loss under autocast as the AMP recipe runs them")
 
+    @staticmethod
+    def _check_grad_mode(step: OptimizedStep) -> None:
+        """A training step under ``torch.no_grad()`` (a validation loop that forgot
+        ``model.eval()``) would update the model, where eager's backward fails: refused."""
+        if step.train and not torch.is_grad_enabled():
+            raise RuntimeLayerError(
+                "a training step (forward, backward and update) is called with gradients disabled "
+                "(torch.no_grad or inference_mode), where eager's backward fails: for a forward pass alone call "
+                "model.eval() first (a step optimized without train= then runs the model's eval step), else call "
+                "it outside no_grad")
+
     def __call__(self, *args, targets=(), **kwargs):
         self._check_autocast()
         if self.captured.accumulation_steps > 1:
             raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
         step, tensors = self._variant_for(args, kwargs, targets)
+        self._check_grad_mode(step)
         self._last = step
         outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
         if step.train:
@@ -214,6 +226,7 @@ class OptimizedStep:
         divide in ``loss_fn`` for a mean.
         """
         self._check_autocast()
+        self._check_grad_mode(self)
         from model_ir.torch.tracing import split_example_inputs
 
         targets = [()] * len(batches) if targets is None else list(targets)
