@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import warnings
 
@@ -54,3 +56,18 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARIES:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+@contextlib.contextmanager
+def dropping_log_records(logger: str, prefix: str):
+    """Drop the records of ``logger`` whose message starts with ``prefix`` (torch's logs
+    of what capture turns into its own errors and warnings)."""
+    def keep(record) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    log = logging.getLogger(logger)
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)

@@ -22,12 +22,13 @@ read as ``k + 1`` (1 for state not created yet).
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from collections.abc import Iterator, Mapping
 
 import attrs
 import torch
+
+from model_ir.torch.errors import dropping_log_records
 
 #: The message prefix of the runtime assertions a valued symbol's branch leaves.
 _DECIDED = "propagate_real_tensors"
@@ -151,16 +152,10 @@ def valued_reads(reads: ValuedReads, step_counts: Mapping[int, tuple[str, float]
                if name.startswith("torch.optim") and getattr(m, "_get_value", None) is original]
     for m in modules:
         m._get_value = get_value
-    # torch logs each decision as a warning (it is meant for debugging export)
-    logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
-    logger.addFilter(_drop_decision_log)
     try:
-        yield
+        # torch logs each decision as a warning (it is meant for debugging export)
+        with dropping_log_records("torch.fx.experimental.symbolic_shapes", _DECIDED):
+            yield
     finally:
-        logger.removeFilter(_drop_decision_log)
         for m in modules:
             m._get_value = original
-
-
-def _drop_decision_log(record) -> bool:
-    return not str(record.msg).startswith(_DECIDED)

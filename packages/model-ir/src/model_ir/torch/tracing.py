@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,7 +37,7 @@ from model_ir.torch.checkpoint_rng import mark_replayed_draws, pairing_replayed_
 from model_ir.torch.constant_decisions import constant_decisions
 from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
-from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, warn_user
+from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, dropping_log_records, warn_user
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
 from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
@@ -315,21 +314,11 @@ def copy_gradient_hooks(named_params, fake_params: Mapping[str, torch.Tensor]) -
             fake_params[name].register_hook(hook)
 
 
-def _drop_meta_failure(record) -> bool:
-    return not str(record.msg).startswith("failed while attempting to run meta")
-
-
-@contextlib.contextmanager
 def _quiet_meta_failures():
     """Fake tensors log a full traceback when a meta kernel fails (e.g. a shape mismatch)
     before raising; capture turns the exception into one :class:`CaptureError`, so that
     log is only noise."""
-    logger = logging.getLogger("torch._subclasses.fake_tensor")
-    logger.addFilter(_drop_meta_failure)
-    try:
-        yield
-    finally:
-        logger.removeFilter(_drop_meta_failure)
+    return dropping_log_records("torch._subclasses.fake_tensor", "failed while attempting to run meta")
 
 
 @contextlib.contextmanager
