@@ -233,6 +233,22 @@ def test_a_training_step_under_no_grad_is_refused():
         assert step(x).shape == (8, 10)  # the logits
 
 
+def test_a_call_without_the_loss_targets_says_how_to_pass_them():
+    """``step(x, y)`` (the target as a second input) or ``step(x)``: no new plan is tried
+    (it failed in the model's forward or the loss with torch's TypeError)."""
+    from model_runtime import RuntimeLayerError
+
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    loss_fn=nn.functional.cross_entropy, targets=(y,), time_limit=0.5)
+    for call in (lambda: step(x, y), lambda: step(x)):
+        with pytest.raises(RuntimeLayerError, match=r"passes no targets, and the step's loss takes some .* "
+                                                    r"step\(x, targets=\(y,\)\)"):
+            call()
+    assert len(step.plans) == 1 and step(x, targets=(y,)).dim() == 0
+
+
 def test_third_party_executor_through_the_hook():
     pm = plugin_manager()
     plugin = _Plugin()

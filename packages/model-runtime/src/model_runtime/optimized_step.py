@@ -168,6 +168,11 @@ class OptimizedStep:
                     pass
         if self._replan is None:
             raise reason
+        training = self.model.training if self._follow_mode else self.train
+        if training and not targets and any(v.train and v.captured.targets_spec.num_leaves for v in self.variants):
+            raise RuntimeLayerError("this call passes no targets, and the step's loss takes some (optimize() was "
+                                    "given targets=): pass the model's inputs positionally (or by keyword) and the "
+                                    f"loss targets as targets=, e.g. step(x, targets=(y,)) ({reason})")
         if len(self.variants) >= self.max_plans:
             raise ReoptimizeError(f"{reason}; this step already has {len(self.variants)} plans (max_plans): each "
                                   "input shape needs a plan of its own, so pad sequences to a fixed length or to a "
