@@ -168,8 +168,8 @@ class OptimizedStep:
                     pass
         if self._replan is None:
             raise reason
-        training = self.model.training if self._follow_mode else self.train
-        if training and not targets and any(v.train and v.captured.targets_spec.num_leaves for v in self.variants):
+        if self._trains() and not targets and any(v.train and v.captured.targets_spec.num_leaves
+                                                  for v in self.variants):
             raise RuntimeLayerError("this call passes no targets, and the step's loss takes some (optimize() was "
                                     "given targets=): pass the model's inputs positionally (or by keyword) and the "
                                     f"loss targets as targets=, e.g. step(x, targets=(y,)) ({reason})")
@@ -195,11 +195,15 @@ class OptimizedStep:
                 "pass autocast=torch.bfloat16 (or torch.float16 with scaler=) to model_runtime.optimize, which "
                 "captures the forward pass and the loss under autocast as the AMP recipe runs them")
 
-    @staticmethod
-    def _check_grad_mode(step: OptimizedStep) -> None:
+    def _trains(self) -> bool:
+        """Whether a call now runs a training step (the model's mode, when the step follows it)."""
+        return self.model.training if self._follow_mode else self.train
+
+    def _check_grad_mode(self) -> None:
         """A training step under ``torch.no_grad()`` (a validation loop that forgot
-        ``model.eval()``) would update the model, where eager's backward fails: refused."""
-        if step.train and not torch.is_grad_enabled():
+        ``model.eval()``) would update the model, where eager's backward fails: refused
+        (before any new plan is made for the call)."""
+        if self._trains() and not torch.is_grad_enabled():
             raise RuntimeLayerError(
                 "a training step (forward, backward and update) is called with gradients disabled "
                 "(torch.no_grad or inference_mode), where eager's backward fails: for a forward pass alone call "
@@ -208,11 +212,11 @@ class OptimizedStep:
 
     def __call__(self, *args, targets=(), **kwargs):
         self._check_autocast()
+        self._check_grad_mode()
         if self.captured.accumulation_steps > 1:
             raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
         step, tensors = self._variant_for(args, kwargs, targets)
-        self._check_grad_mode(step)
         self._last = step
         outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
         if step.train:
@@ -231,7 +235,7 @@ class OptimizedStep:
         divide in ``loss_fn`` for a mean.
         """
         self._check_autocast()
-        self._check_grad_mode(self)
+        self._check_grad_mode()
         from model_ir.torch.tracing import split_example_inputs
 
         targets = [()] * len(batches) if targets is None else list(targets)
