@@ -294,6 +294,9 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
         capture(model, 3)
     with pytest.raises(CaptureError, match=r"wrapped by torch.compile.*model._orig_mod"):
         capture(torch.compile(model), torch.randn(2, 4))
+    with pytest.raises(CaptureError, match=r"compiled with torch.compile \(a submodule or the loss\)"):
+        capture(model, torch.randn(2, 4), loss_fn=torch.compile(lambda out: out.sum()),
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(CaptureError, match=r"wrapped by DataParallel.*silently diverge"):
         capture(torch.nn.DataParallel(model), torch.randn(2, 4))
 

@@ -94,5 +94,8 @@ def capture_error(exc: BaseException, model) -> CaptureError:
     else:
         what = f"{name}{' in operator ' + op if op else ''}: {text}"
         hint = _hint(exc) if "FakeTensor" in text else ""
+        if "dynamo-optimized" in text:
+            hint = ("; a part of the step is compiled with torch.compile (a submodule or the loss): pass the "
+                    "uncompiled one (a compiled module's _orig_mod, the function itself)")
     loc = f" at {where}" if where else ""
     return CaptureError(f"cannot capture {type(model).__name__}: {what}{loc}{hint}")
