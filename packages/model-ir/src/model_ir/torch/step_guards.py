@@ -36,14 +36,13 @@ _DECIDED = "propagate_real_tensors"
 
 @attrs.frozen(eq=False)
 class Guard:
-    """A condition the captured update assumed: ``expr`` (sympy) over the symbols
-    ``symbols``, which stand for a parameter's step count (``("step", parameter name)``)
-    or a lifted hyper-parameter (``("hyper", slot name)``), by ``sources`` in the same
-    order. ``key`` names the condition whatever parameter's step count it reads: RAdam
-    puts the same one on every parameter."""
+    """A condition the captured update assumed: ``expr`` (sympy) over symbols that stand
+    for a parameter's step count (``("step", parameter name)``) or a lifted
+    hyper-parameter (``("hyper", slot name)``): ``sources``, one per symbol in the order
+    of their names. ``key`` names the condition whatever parameter's step count it
+    reads: RAdam puts the same one on every parameter."""
 
     expr: object
-    symbols: tuple[str, ...]
     sources: tuple[tuple[str, str], ...]
     key: str
 
@@ -56,7 +55,7 @@ class Guard:
         steps = [src for src in found if src[0] == "step"]
         named = {sympy.Symbol(n): sympy.Symbol("step" if src[0] == "step" and len(steps) == 1 else ":".join(src))
                  for n, src in zip(symbols, found)}
-        return cls(expr, symbols, found, str(expr.xreplace(named)))
+        return cls(expr, found, str(expr.xreplace(named)))
 
     @property
     def specializes(self) -> bool:
@@ -90,7 +89,10 @@ def failed_guard(guards, optimizer, *, hyper_parameter, parameter) -> Guard | No
     known: dict = {}
     seen: dict = {}
     for guard in guards:
-        values = tuple(known[src] if src in known else known.setdefault(src, value_of(src)) for src in guard.sources)
+        for src in guard.sources:
+            if src not in known:
+                known[src] = value_of(src)
+        values = tuple(known[src] for src in guard.sources)
         ok = seen.get((guard.key, values))
         if ok is None:
             ok = seen[(guard.key, values)] = guard.holds(values)

@@ -773,14 +773,14 @@ def _check_wrapper(model: torch.nn.Module) -> None:
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
 
 
-def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict]]:
-    """Each module's name and attributes (and the entries of its registries), to put
-    back after the trace (see :func:`_restore_module_attributes`)."""
-    return [(name, m, {**vars(m), **{(key,): dict(getattr(m, key)) for key in _REGISTRIES}})
+def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict, dict]]:
+    """Each module's name, attributes and the entries of its registries, to put back
+    after the trace (see :func:`_restore_module_attributes`)."""
+    return [(name, m, dict(vars(m)), {key: dict(getattr(m, key)) for key in _REGISTRIES})
             for name, m in model.named_modules()]
 
 
-def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict]]) -> list[tuple[str, str]]:
+def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dict]]) -> list[tuple[str, str]]:
     """Undo what the trace bound on the user's modules: the ``training`` flags, and
     attributes a forward set, such as a cache of fake tensors (``self._cos = ...``) that
     would break the model's next eager call. In-place changes to objects (a list a
@@ -790,13 +790,12 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict]]) -
     flag) the forward set or changed, ``training`` aside: state that eager changes at
     every call and an optimized step, which runs tensor operations only, never does."""
     changed = []
-    for name, m, before in saved:
-        for key in _REGISTRIES:  # a buffer registered by the traced forward is a fake tensor
-            registry, entries = getattr(m, key), before[(key,)]
+    for name, m, before, registries in saved:
+        for key, entries in registries.items():  # a buffer registered by the traced forward is a fake tensor
+            registry = getattr(m, key)
             if registry.keys() != entries.keys() or any(registry[k] is not v for k, v in entries.items()):
                 registry.clear()
                 registry.update(entries)
-        before = {k: v for k, v in before.items() if not isinstance(k, tuple)}
         now = vars(m)
         for key in [k for k in now if k not in before]:
             if isinstance(now[key], _PLAIN):
