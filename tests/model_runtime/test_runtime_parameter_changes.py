@@ -110,6 +110,26 @@ def test_a_parameter_taken_out_of_the_optimizer_replans_and_is_not_updated(execu
     assert torch.equal(model[0].weight, before)
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_unfreezing_a_layer_with_add_param_group_replans_and_stays_eager(executor):
+    """The fine-tuning recipe: train the head first, then unfreeze the body and give it
+    a param group of its own with a smaller learning rate."""
+    model, opt, ref, ref_opt, step = _both(executor, frozen=("0.weight", "0.bias"))
+    for m, o in ((model, opt), (ref, ref_opt)):
+        o.param_groups[0]["params"] = list(m[2].parameters())
+    step = optimize(model, torch.randn(8, 6), optimizer=opt, loss_fn=F.cross_entropy,
+                    targets=(torch.randint(0, 3, (8,)),), executor=executor, time_limit=0.5)
+    _compare(model, opt, ref, ref_opt, step, 0)
+    for m, o in ((model, opt), (ref, ref_opt)):
+        m[0].requires_grad_(True)
+        o.add_param_group({"params": list(m[0].parameters()), "lr": 0.01})
+    with pytest.warns(ReplanWarning, match=r"param groups changed \(1 when planned, now 2\)") as record:
+        _compare(model, opt, ref, ref_opt, step, 1)
+    assert not any("optimize again" in str(w.message) for w in record)  # the step plans again by itself
+    _compare(model, opt, ref, ref_opt, step, 2)
+    assert len(step.plans) == 2
+
+
 class _UnusedHead(nn.Module):
     def __init__(self):
         super().__init__()

@@ -36,7 +36,6 @@ from model_ir.torch.tracing import (
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_runtime.module_state import ModuleState
 
-_REOPTIMIZE = "call model_runtime.optimize again with an example of the new shape"
 
 
 def _owner(model: torch.nn.Module, qualified: str) -> tuple[torch.nn.Module, str]:
@@ -142,14 +141,14 @@ class Binder:
         if t.shape != want.shape or t.dtype != want.dtype or t.device != want.device:
             raise ReoptimizeError(
                 f"{what} is {tuple(t.shape)} {t.dtype} on {t.device}; the step was optimized for "
-                f"{tuple(want.shape)} {want.dtype} on {want.device}; {_REOPTIMIZE}"
+                f"{tuple(want.shape)} {want.dtype} on {want.device}"
             )
         # The captured ops (views above all) assume the example's memory layout.
         if any(n > 1 and a != b for n, a, b in zip(t.shape, t.stride(), want.stride())):
             raise ReoptimizeError(
                 f"{what} has strides {t.stride()}, the step was optimized for {tuple(want.stride())} "
                 "(another memory layout, e.g. a transposed or sliced tensor); pass a tensor laid out like "
-                "the example (e.g. .contiguous()) or call model_runtime.optimize again with this one"
+                "the example (e.g. .contiguous()) to reuse the plan made for it"
             )
 
     def persistent_tensors(self) -> list:
@@ -168,7 +167,7 @@ class Binder:
             if self.scaler_slots:
                 changed = self.step.scaler.changed(self.scaler)
                 if changed:
-                    raise ReoptimizeError(f"{changed}; call model_runtime.optimize again")
+                    raise ReoptimizeError(changed)
                 # As the scaler's first scale() would (load_state_dict may also replace them).
                 scaler_state = scaler_tensors(self.scaler, self.expected[self.scaler_slots[0][0]].device)
                 for pos, k in self.scaler_slots:
@@ -176,7 +175,7 @@ class Binder:
         except (KeyError, AttributeError):
             raise ReoptimizeError(
                 "cannot find a parameter, buffer or optimizer state tensor the step was optimized with "
-                "(was the model or optimizer rebuilt?); call model_runtime.optimize again"
+                "(was the model or optimizer rebuilt? then call model_runtime.optimize with the new ones)"
             ) from None
         if any(map(operator.is_not, new, old)):
             for pos, (t, before) in enumerate(zip(new, old)):
@@ -230,14 +229,14 @@ class Binder:
         added or removed, or a lifted one changed type or sign."""
         groups = self.optimizer.param_groups if self.optimizer is not None else []
         if len(groups) != len(self.hyper):
-            raise ReoptimizeError("the optimizer's param groups changed; call model_runtime.optimize again")
+            raise ReoptimizeError(f"the optimizer's param groups changed ({len(self.hyper)} when planned, now {len(groups)})")
         for i, (g, items) in enumerate(zip(groups, self.hyper)):
             for k, v in items:
                 now = g.get(k, _MISSING)
                 if now is not v and not _same(now, v):
                     raise ReoptimizeError(
                         f"optimizer hyper-parameter {k!r} of param group {i} changed from {v!r} to "
-                        f"{now!r}; the optimized step holds it as a constant; call model_runtime.optimize again"
+                        f"{now!r}; the optimized step holds it as a constant"
                     )
 
     def hyper_parameter_tensors(self, tensors: list) -> None:
@@ -246,7 +245,7 @@ class Binder:
             value = hp.read(self.optimizer)
             problem = hp.problem(value)
             if problem:
-                raise ReoptimizeError(f"{problem}; call model_runtime.optimize again")
+                raise ReoptimizeError(problem)
             tensors[pos] = hp.as_input(value)
 
     def bind(self, args: Sequence, kwargs: dict, targets) -> list:
@@ -291,5 +290,5 @@ class Binder:
         changed = (changed_constant(leaves, self.step.inputs_constants)
                    or changed_constant(tleaves, self.step.targets_constants, "target"))
         if changed:
-            raise ReoptimizeError(f"{changed}; call model_runtime.optimize again with this value")
+            raise ReoptimizeError(changed)
         return leaves, tleaves

@@ -174,9 +174,9 @@ class OptimizedStep:
                                     "given targets=): pass the model's inputs positionally (or by keyword) and the "
                                     f"loss targets as targets=, e.g. step(x, targets=(y,)) ({reason})")
         if len(self.variants) >= self.max_plans:
-            raise ReoptimizeError(f"{reason}; this step already has {len(self.variants)} plans (max_plans): each "
-                                  "input shape needs a plan of its own, so pad sequences to a fixed length or to a "
-                                  "few (pad_to_multiple_of), or pass a larger max_plans")
+            raise ReoptimizeError(f"{reason}; this step already has {len(self.variants)} plans (max_plans), one "
+                                  "for each input shape, mode or constant it was called with: pass a larger max_plans "
+                                  "(and pad sequences to a fixed length or to a few, pad_to_multiple_of)")
         if args and kwargs:
             raise ReoptimizeError(f"{reason}; a new plan needs the inputs all positional or all by keyword")
         warnings.warn(f"planning a new step ({len(self.variants) + 1} of at most {self.max_plans}): {reason}",
