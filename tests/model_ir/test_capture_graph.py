@@ -265,8 +265,31 @@ def test_a_packed_sequence_gets_a_hint():
 
 
 def test_data_dependent_shape_names_the_operator():
-    with pytest.raises(CaptureError, match=r"aten.nonzero.default .*data-dependent shape"):
+    # named where the user's forward calls it, with the way out
+    with pytest.raises(CaptureError, match=r"aten.nonzero.default has an output shape that depends on tensor values "
+                                           r"at .*test_capture_graph.py:\d+ \(forward\); .*torch.where\(mask, x, 0\)"):
         capture(Nonzero(), torch.randn(2, 4))
+
+
+class BoolMask(DataDependent):
+    def forward(self, x):
+        y = self.lin(x)
+        return y[y > 0].sum()
+
+
+def test_boolean_indexing_names_the_user_line():
+    with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(forward\); a step's shapes must follow"):
+        capture(BoolMask(), torch.randn(2, 4))
+
+
+def test_data_dependent_size_from_a_value_is_a_clear_error():
+    class FromItem(DataDependent):
+        def forward(self, x):
+            n = int((self.lin(x) > 0).sum().item())
+            return torch.zeros(n).sum() + self.lin(x).sum()
+
+    with pytest.raises(CaptureError, match=r"data-dependent"):
+        capture(FromItem(), torch.randn(2, 4))
 
 
 def test_wrong_input_shape_is_one_error_without_a_logged_traceback(caplog):

@@ -14,6 +14,8 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.dirname(__file__))
 #: torch code a failure is attributed to when no user frame is found
 _TORCH_LIBRARY_DIRS = (os.path.join(_TORCH_DIR, "nn", ""), os.path.join(_TORCH_DIR, "optim", ""))
+#: nn.Module's call machinery: in every module's traceback, says nothing of the failing one
+_MODULE_CALL = os.path.join("nn", "modules", "module.py")
 
 
 def _user_frame(exc: BaseException) -> str | None:
@@ -23,7 +25,7 @@ def _user_frame(exc: BaseException) -> str | None:
     found = in_modules = None
     for frame in traceback.extract_tb(exc.__traceback__):
         path = os.path.abspath(frame.filename)
-        if path.startswith(_TORCH_LIBRARY_DIRS):
+        if path.startswith(_TORCH_LIBRARY_DIRS) and not path.endswith(_MODULE_CALL):
             in_modules = f"torch/{os.path.relpath(path, _TORCH_DIR)}:{frame.lineno} ({frame.name})"
         # Generated code (``<string>``, ``<eval_with_key>``) and library frames say nothing.
         if frame.filename.startswith("<") or path.startswith((_TORCH_DIR, _OWN_DIR)) or "/contextlib.py" in path:
@@ -32,6 +34,8 @@ def _user_frame(exc: BaseException) -> str | None:
     return found or in_modules
 
 
+_PACKED_HINT = ("an RNN given a PackedSequence (pack_padded_sequence) reads its batch sizes, values of the lengths: "
+                "run it on the padded batch instead (and mask the padded steps)")
 #: torch source (relative to torch's directory) -> what to do when it reads a tensor's value
 _HINTS = {
     os.path.join("distributions", ""): "torch.distributions checks its arguments' values: pass validate_args=False "
@@ -44,9 +48,8 @@ _HINTS = {
     os.path.join("nn", "utils", "clip_grad.py"): "clip_grad_norm_(error_if_nonfinite=True) checks the norm's value: "
                                                  "leave it False and look at the norm the step keeps "
                                                  "(return it from before_step: step.before_step_result)",
-    os.path.join("nn", "modules", "rnn.py"): "an RNN given a PackedSequence (pack_padded_sequence) reads its batch "
-                                            "sizes, values of the lengths: run it on the padded batch instead "
-                                            "(and mask the padded steps)",
+    os.path.join("nn", "modules", "rnn.py"): _PACKED_HINT,
+    os.path.join("nn", "utils", "rnn.py"): _PACKED_HINT,
 }
 
 
@@ -85,6 +88,9 @@ def capture_error(exc: BaseException, model) -> CaptureError:
         hint = _hint(exc)
     elif "DynamicOutputShape" in name:
         what = f"operator {op or '?'} has an output shape that depends on tensor values"
+        hint = _hint(exc) or ("; a step's shapes must follow from its inputs' shapes: keep the full shape and mask instead "
+                "(torch.where(mask, x, 0), x * mask) where the code selects elements (nonzero, x[mask], "
+                "masked_select, unique)")
     elif "UnsupportedOperator" in name or "fake impl" in text.lower() or "NotImplemented" in name:
         op = op or _operator_in_text(text)
         what = (

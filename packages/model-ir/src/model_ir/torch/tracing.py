@@ -448,7 +448,9 @@ def trace_step(
     if not isinstance(targets, (tuple, list)):
         targets = (targets,)
     # Plain tensor attributes of the model (not parameters or buffers) become constants.
-    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    # Ops whose output shape depends on values (nonzero, boolean indexing) fail where
+    # the user's code calls them, not later on the graph's unknown sizes.
+    mode = FakeTensorMode(shape_env=ShapeEnv(allow_dynamic_output_shape_ops=False), allow_non_fake_inputs=True)
     # Optimizers read their step counter with .item(); an unbacked float keeps that
     # value symbolic, so the Python arithmetic on it becomes part of the graph.
     mode.allow_scalar_outputs = True
