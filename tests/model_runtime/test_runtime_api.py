@@ -185,7 +185,7 @@ def test_parameters_outside_the_optimizer_are_named_in_a_warning():
     head = list(model)[-1]
     opt = torch.optim.SGD([p for m in list(model)[:-1] for p in m.parameters()], lr=0.1)
     x = torch.randn(8, 16)
-    with pytest.warns(UserWarning, match=r"2 parameter\(s\) require grad but are not in the optimizer "
+    with pytest.warns(UserWarning, match=r"2 parameter\(s\) get a gradient but are not in the optimizer "
                                          r"\(\d+\.weight, \d+\.bias\)") as seen:
         optimize(model, x, optimizer=opt, time_limit=0.5)
     assert [w.filename for w in seen if "not in the optimizer" in str(w.message)] == [__file__]
@@ -196,6 +196,29 @@ def test_parameters_outside_the_optimizer_are_named_in_a_warning():
         assert head.weight.grad is not None
         head.requires_grad_(False)
         optimize(model, x, optimizer=opt, time_limit=0.5)
+
+
+def test_parameters_the_loss_does_not_depend_on_are_not_warned_of():
+    """A GAN's discriminator step runs the generator under no_grad: eager's backward
+    gives its parameters no gradient, so leaving them out of the optimizer loses nothing."""
+    class DiscriminatorStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator, self.discriminator = nn.Linear(4, 8), nn.Linear(8, 1)
+
+        def forward(self, real, z):
+            with torch.no_grad():
+                fake = self.generator(z)
+            return self.discriminator(real).mean() - self.discriminator(fake).mean()
+
+    torch.manual_seed(0)
+    model = DiscriminatorStep()
+    opt = torch.optim.SGD(model.discriminator.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step = optimize(model, (torch.randn(6, 8), torch.randn(6, 4)), optimizer=opt, time_limit=0.5)
+    step(torch.randn(6, 8), torch.randn(6, 4))
+    assert step.captured.gradients == ("discriminator.weight", "discriminator.bias")
 
 
 @pytest.mark.parametrize("executor", ["reorder", "arena"])

@@ -471,8 +471,6 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                                 "arena (the arena executor does)")
     if cuda_graph and device_blocker(device):  # before planning; the other reasons need the compiled step
         raise RuntimeLayerError(f"cuda_graph=True: {device_blocker(device)}")
-    if train and optimizer is not None and not set_grads:
-        _warn_parameters_outside(model, optimizer)
     captured = capture_step(
         model, example_inputs, loss_fn=loss_fn, optimizer=optimizer if train else None, train=train,
         granularity=device_alignment(device.type) if granularity is None else granularity, targets=targets,
@@ -484,6 +482,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
+    if train and optimizer is not None and not set_grads:
+        _warn_parameters_outside(model, optimizer, captured.gradients)
     if optimizer is not None and train:
         # Create the optimizer's lazy state now, so the step updates it from the first call:
         # for the parameters whose update the step holds (eager creates none for the others).
@@ -562,15 +562,19 @@ def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
     return None
 
 
-def _warn_parameters_outside(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Warn of trainable parameters the optimizer does not hold: eager's backward leaves
-    their gradients in ``.grad`` (for a second optimizer, say); the optimized step
-    computes none."""
+def _warn_parameters_outside(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             gradients: Sequence[str]) -> None:
+    """Warn of parameters with a gradient (``gradients``: the captured backward's) that
+    the optimizer does not hold: eager's backward leaves it in ``.grad`` (for a second
+    optimizer, say); the optimized step keeps none. Parameters the loss does not depend
+    on (used under ``no_grad``, as a GAN's generator in the discriminator's step) get
+    no gradient in eager either."""
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    outside = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    with_grad = set(gradients)
+    outside = [n for n, p in model.named_parameters() if n in with_grad and id(p) not in held]
     if outside:
         names = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
-        warn_user(f"{len(outside)} parameter(s) require grad but are not in the optimizer ({names}): the "
+        warn_user(f"{len(outside)} parameter(s) get a gradient but are not in the optimizer ({names}): the "
                   "optimized step neither updates them nor sets their .grad, where eager's backward would "
                   "(for a second optimizer, say); freeze them (requires_grad_(False)), put them in the "
                   "optimizer, or pass set_grads=True to get every .grad")

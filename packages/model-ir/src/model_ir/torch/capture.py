@@ -176,6 +176,7 @@ def capture_step(
         outputs_structure=traced.outputs_structure,
         hyper_parameters=traced.hyper_parameters,
         returned_grads=traced.returned_grads,
+        gradients=tuple(traced.grads),
         python_state=traced.python_state,
         guards=traced.guards,
         before_step_outputs=traced.before_step_outputs,

@@ -60,6 +60,8 @@ class CapturedStep:
     hyper_parameters: tuple = ()
     #: captured with ``return_grads``: the parameters whose gradients the module returns last
     returned_grads: tuple[str, ...] = ()
+    #: train mode: the parameters the backward computes a gradient for (eager's ``.grad``)
+    gradients: tuple[str, ...] = ()
     #: ``(module name, attribute)`` of the plain Python values the traced forward changed
     #: (a call counter), restored after the trace: no step changes them, every eager call does
     python_state: tuple[tuple[str, str], ...] = ()
