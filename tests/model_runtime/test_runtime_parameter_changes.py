@@ -195,6 +195,34 @@ def test_gradient_hooks_are_part_of_the_step_and_changing_them_replans(executor)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
+def test_training_a_model_in_eval_mode_keeps_its_modes(executor):
+    """``optimize(model.eval(), ..., train=True)``: eager's loop trains the model as it
+    is, BatchNorm on its running statistics (left as they are) and no dropout; so does
+    the step (before: it put the whole model in training mode, silently another step).
+    ``model.train()`` later asks for a plan of its own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3)).eval()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    stats = model[1].running_mean.clone()
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor=executor,
+                    time_limit=0.5, train=True)
+    assert not model.training
+    for seed in range(3):
+        _compare(model, opt, ref, ref_opt, step, seed)
+    assert torch.equal(model[1].running_mean, stats)
+    for m in (model, ref):
+        m.train()
+    with pytest.warns(ReplanWarning, match=r"training mode"):
+        torch.manual_seed(3)
+        got = step(x, targets=(y,))
+    torch.manual_seed(3)
+    assert torch.equal(got, eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+    assert not torch.equal(model[1].running_mean, stats)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_module_modes_attributes_and_hooks_changed_later_replan(executor):
     """Between training steps, the model still in training mode: BatchNorm's statistics
     frozen (``bn.eval()``), dropout's rate changed, a forward hook added, then removed.

@@ -106,9 +106,9 @@ class Binder:
         self.optimized = [(pos, name, *place[id(t)]) for pos, name, t in params if id(t) in place]
         self.group_sizes = [len(g["params"]) for g in groups]
         self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
-        # Read now, as the step was just captured with them: a training step traced with the
-        # model in training mode keeps each submodule's own mode (a frozen BatchNorm in eval).
-        self.module_state = ModuleState(model, modes=step.train and model.training,
+        # Read now, as the step was just captured with them: a training step keeps each
+        # module's own mode (a frozen BatchNorm in eval, a whole model trained in eval).
+        self.module_state = ModuleState(model, modes=step.train,
                                         volatile=step.python_state)
 
     def check_guards(self) -> None:
@@ -229,7 +229,8 @@ class Binder:
         added or removed, or a lifted one changed type or sign."""
         groups = self.optimizer.param_groups if self.optimizer is not None else []
         if len(groups) != len(self.hyper):
-            raise ReoptimizeError(f"the optimizer's param groups changed ({len(self.hyper)} when planned, now {len(groups)})")
+            raise ReoptimizeError(f"the optimizer's param groups changed ({len(self.hyper)} when planned, now "
+                                  f"{len(groups)})")
         for i, (g, items) in enumerate(zip(groups, self.hyper)):
             for k, v in items:
                 now = g.get(k, _MISSING)

@@ -35,16 +35,15 @@ def _hooks_mark(hooks: dict) -> tuple:
 
 class ModuleState:
     """The state of ``model``'s modules a step was captured with: their modes (``modes``:
-    for a training step traced with the model in training mode, which keeps each
-    submodule's own), plain attributes and hooks. :meth:`changed` costs one pass over
+    for a training step, which keeps each module's own; an eval step puts all in eval),
+    plain attributes and hooks. :meth:`changed` costs one pass over
     them in list comprehensions (GPT-2: 160 modes and 730 attributes), and a look at
     the hooks only when one was registered anywhere since (``RemovableHandle.next_id``)
     or the modules had some."""
 
     def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=()):
-        self.model = model
         modules = list(model.named_modules())
-        self.mode_modules = [(name, m) for name, m in modules if name] if modes else []
+        self.mode_modules = modules if modes else []
         self.modes = [m.training for _, m in self.mode_modules]
         # ``volatile``: (module, attribute) the forward itself changes (a call counter):
         # eager calls between steps change them, no configuration does.
@@ -65,12 +64,11 @@ class ModuleState:
 
     def changed(self) -> str | None:
         """What changed since the capture (one line), or None."""
-        # The whole model's mode is the caller's to check (an eval step traces every module in eval).
-        if self.modes and self.model.training and [m.training for _, m in self.mode_modules] != self.modes:
+        if self.modes and [m.training for _, m in self.mode_modules] != self.modes:
             name, module = next((n, m) for (n, m), t in zip(self.mode_modules, self.modes) if m.training != t)
             now, then = ("training", "eval") if module.training else ("eval", "training")
-            return (f"module {name!r} ({type(module).__name__}) is in {now} mode, the step was planned with it "
-                    f"in {then} mode")
+            return (f"module {name or 'model'!r} ({type(module).__name__}) is in {now} mode, the step was planned "
+                    f"with it in {then} mode")
         if [d.get(key, _ABSENT) for _, _, d, key in self.attribute_keys] != self.attributes:
             for (name, module, d, key), value in zip(self.attribute_keys, self.attributes):
                 now = d.get(key, _ABSENT)

@@ -381,6 +381,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     of positional arguments or a dict of keyword arguments; only shapes and dtypes
     matter). ``targets``: example extra arguments of ``loss_fn(output, *targets)``.
     ``train`` defaults to ``model.training``; in eval mode the step is forward only.
+    A training step keeps every module's train/eval mode as it is, as eager's does
+    (``train=True`` on a model in eval mode trains it with BatchNorm's running
+    statistics and no dropout).
     ``executor``: ``"auto"`` (default: of the three below, the one whose simulated
     memory beside the persistent buffers is smallest, see
     :func:`model_runtime.beside_arena.least_memory_executor`; the arena with

@@ -673,13 +673,12 @@ def trace_step(
         structure.append(out_structure)
         return [*losses, *(t.detach() for t in out_tensors), *tail]
 
-    # Train mode keeps per-module modes a user chose (e.g. frozen BatchNorm in eval)
-    # unless the whole model is in eval mode; every module's flag is restored after.
+    # A training step keeps every module's mode as the user set it, as eager's
+    # backward does (a frozen BatchNorm in eval, or a whole model trained in eval mode);
+    # every module's flag is restored after.
     attributes = _module_attributes(model)
     if not train:
         model.eval()
-    elif not model.training:
-        model.train()
     try:
         with kernels(), mode, _quiet_meta_failures(), constant_decisions(), pairing_replayed_draws() as draws, \
                 valued_reads(reads, step_counts):
