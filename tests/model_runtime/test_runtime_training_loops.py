@@ -479,3 +479,61 @@ def test_captured_step_run_skips_the_update_with_a_grad_scaler():
         assert torch.equal(scaler._scale, ref_scaler._scale)
     assert ref_scaler.get_scale() < 2.0 ** 24  # a step was skipped
     assert_same_state(model, opt, ref, ref_opt)
+
+
+class _ReturnsItsLoss(torch.nn.Module):
+    """A model that computes its loss when given labels and returns a dict, as Hugging
+    Face models return ``ModelOutput(loss=..., logits=...)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+    def forward(self, x, labels=None):
+        logits = self.body(x)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_a_model_returning_its_loss_trains_on_it(executor):
+    """Without loss_fn, a mapping output's "loss" is the loss (before: the sum of every
+    floating output, logits included: silently another training)."""
+    torch.manual_seed(0)
+    model = _ReturnsItsLoss()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, ref))
+    batch = lambda: {"x": torch.randn(8, 6), "labels": torch.randint(0, 3, (8,))}  # noqa: E731
+    step = optimize(model, batch(), optimizer=opt, executor=executor, time_limit=1)
+    for _ in range(3):
+        b = batch()
+        ref_opt.zero_grad()
+        expected = ref(**b)["loss"]
+        expected.backward()
+        ref_opt.step()
+        assert torch.equal(step(**b), expected.detach())
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_a_hugging_face_model_given_labels_trains_on_its_loss():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16)
+    model = transformers.GPT2LMHeadModel(config).train()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (model, ref))
+    ids = torch.randint(0, 50, (2, 8))
+    step = optimize(model, {"input_ids": ids, "labels": ids}, optimizer=opt, time_limit=1)
+    for seed in range(2):
+        ids = torch.randint(0, 50, (2, 8))
+        torch.manual_seed(seed)
+        loss = step(input_ids=ids, labels=ids)
+        torch.manual_seed(seed)
+        ref_opt.zero_grad()
+        expected = ref(input_ids=ids, labels=ids).loss
+        expected.backward()
+        ref_opt.step()
+        assert torch.equal(loss, expected.detach())
+    assert_same_state(model, opt, ref, ref_opt)

@@ -56,7 +56,8 @@ def capture_step(
     ``example_inputs``: a tensor, a :class:`TensorSpec`, a tuple of positional
     arguments or a dict of keyword arguments of ``model`` (tensors may be real, meta
     or fake; only shapes and dtypes are used). Train mode (default): forward,
-    ``loss = loss_fn(output, *targets)`` (default: the sum of all floating outputs),
+    ``loss = loss_fn(output, *targets)`` (default: ``output["loss"]`` of a mapping that has
+    one, e.g. a Hugging Face model given ``labels``; else the sum of all floating outputs),
     backward, ``before_step(params)`` if given (``params``: parameter name to tensor,
     with ``.grad`` set; e.g. ``lambda ps: clip_grad_norm_(ps.values(), 1.0)``), and
     ``optimizer.step()`` when an optimizer is given (its numeric hyper-parameters, e.g.

@@ -250,7 +250,11 @@ def tensor_leaves(value) -> list[torch.Tensor]:
 
 
 def default_loss(output) -> torch.Tensor:
-    """The loss used when no ``loss_fn`` is given: the sum of every floating output."""
+    """The loss used when no ``loss_fn`` is given: ``output["loss"]`` when the model
+    returns a mapping with a loss tensor (a Hugging Face model given ``labels``, read as
+    its ``Trainer`` reads it), else the sum of every floating output."""
+    if isinstance(output, Mapping) and isinstance(output.get("loss"), torch.Tensor):
+        return output["loss"]
     leaves = [t for t in tensor_leaves(output) if t.is_floating_point() and t.requires_grad]
     if not leaves:
         raise CaptureError(
@@ -392,7 +396,7 @@ def trace_step(
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
     Train mode: zero grads (set to None), forward, ``loss = loss_fn(output, *targets)``
-    (default: sum of the floating outputs), backward, ``optimizer.step()`` if an
+    (default: :func:`default_loss`), backward, ``optimizer.step()`` if an
     optimizer is given; ``before_step(params)`` (a dict of parameter name to tensor,
     ``.grad`` set) runs between backward and the update, e.g. to clip gradients.
     Gradients are dropped at the end of the step, so they are transient buffers. The
