@@ -23,6 +23,7 @@ from model_ir import Plan, Schedule  # noqa: E402
 from model_ir.testing.torch_models import random_topological_order  # noqa: E402
 from model_place import place  # noqa: E402
 from model_runtime import ReoptimizeError, arena_lifetimes, build_arena, build_reorder, optimize  # noqa: E402
+from model_runtime.optimized_step import ReplanWarning  # noqa: E402
 
 
 def _mlp_step(executor="arena", **kw):
@@ -446,3 +447,24 @@ def test_an_input_that_requires_grad_is_refused_in_train_mode_only():
     model.eval()
     with torch.no_grad():
         assert torch.equal(step(upstream), model(upstream))  # no backward: nothing is lost
+
+
+def test_an_optimizer_given_with_the_model_in_eval_mode_is_warned_of():
+    """``from_pretrained`` leaves a model in eval mode: optimize() then makes a forward-only
+    step, where eager's loop would train; said at the user's line, once (not again when
+    the step plans its eval variant during a validation loop)."""
+    torch.manual_seed(0)
+    model = mlp(16, 3).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 16)
+    with pytest.warns(UserWarning, match=r"the model is in eval mode .*call model.train\(\) before training") as seen:
+        step = optimize(model, x, optimizer=opt, time_limit=0.5)
+    assert [w.filename for w in seen if "eval mode" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        optimize(model, x, optimizer=opt, time_limit=0.5, train=False)  # asked for
+        step = optimize(model.train(), x, optimizer=opt, time_limit=0.5)
+    model.eval()
+    with pytest.warns(ReplanWarning) as seen:
+        step(x)
+    assert [type(w.message) for w in seen] == [ReplanWarning]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
@@ -461,6 +462,10 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         raise RuntimeLayerError("model_runtime.optimize is called inside torch.autocast: call it outside, with "
                                 "autocast=torch.bfloat16 (or torch.float16 with scaler=) for mixed precision")
     train_given = train is not None
+    if not train_given and not model.training and optimizer is not None and not _REPLANNING.get():
+        warn_user("the model is in eval mode (as from_pretrained leaves it): this step runs the forward pass only, "
+                  "and the optimizer is not used until model.train(); call model.train() before training (or pass "
+                  "train=True to train it in eval mode, as eager's backward would)")
     train = model.training if train is None else train
     targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
     check_fallback_results(fallback_results)
@@ -540,19 +545,27 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
 
     def replan(example, new_targets, plans):
-        return optimize(model, example, loss_fn=loss_fn, optimizer=optimizer, executor=executor,
-                        time_limit=time_limit, targets=new_targets, train=None if follow_mode else train,
-                        schedule_method=schedule_method, place_method=place_method, granularity=granularity,
-                        plan=[*(candidates or []), *plans], before_step=before_step,
-                        return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
-                        scaler=scaler, memory_budget=memory_budget, cuda_graph=cuda_graph,
-                        fallback_results=fallback_results)
+        token = _REPLANNING.set(True)
+        try:
+            return optimize(model, example, loss_fn=loss_fn, optimizer=optimizer, executor=executor,
+                            time_limit=time_limit, targets=new_targets, train=None if follow_mode else train,
+                            schedule_method=schedule_method, place_method=place_method, granularity=granularity,
+                            plan=[*(candidates or []), *plans], before_step=before_step,
+                            return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
+                            scaler=scaler, memory_budget=memory_budget, cuda_graph=cuda_graph,
+                            fallback_results=fallback_results)
+        finally:
+            _REPLANNING.reset(token)
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given
     return OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
                          follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None,
                          cuda_graph=cuda_graph)
+
+
+#: set while a step plans a new variant for a call (its optimize() warned already)
+_REPLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("model_runtime_replanning", default=False)
 
 
 def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
