@@ -241,7 +241,8 @@ def test_checkpointed_dropout_replays_its_draws(executor, use_reentrant, budget)
         twin = copy.deepcopy(model)
         free = optimize(twin, x, optimizer=torch.optim.AdamW(twin.parameters(), lr=1e-2), time_limit=1).figures()
         kwargs["memory_budget"] = int(free["persistent_bytes"] + 0.8 * (free["peak_bytes"] - free["persistent_bytes"]))
-    step = optimize(model, x, optimizer=opt, executor=executor, time_limit=1, **kwargs)
+    # The budgeted solve ends in about 0.5 s; 1 s was once too short on a loaded machine.
+    step = optimize(model, x, optimizer=opt, executor=executor, time_limit=5 if budget else 1, **kwargs)
     for i in range(3):
         torch.manual_seed(100 + i)
         expected, after_eager = eager_step(ref, ref_opt, x), torch.rand(4)

@@ -537,3 +537,62 @@ def test_a_hugging_face_model_given_labels_trains_on_its_loss():
         ref_opt.step()
         assert torch.equal(loss, expected.detach())
     assert_same_state(model, opt, ref, ref_opt)
+
+
+class _Lion(torch.optim.Optimizer):
+    """A hand-written optimizer as users write them (Lion: sign of an interpolated
+    momentum), its state created lazily in step(); ``counter`` says where it counts its
+    steps: "tensor" (as torch's optimizers, in state), or in Python: "state" (an int in
+    the state), "group" (a param-group entry) or "attribute"."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, counter="tensor"):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, k=0))
+        self.counter, self.k = counter, 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.counter == "attribute":
+            self.k += 1
+        for group in self.param_groups:
+            if self.counter == "group":
+                group["k"] += 1
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["step"] = torch.tensor(0.0) if self.counter == "tensor" else 0
+                state["step"] += 1
+                b1, b2 = group["betas"]
+                warmup = torch.clamp(state["step"] / 3, max=1.0) if self.counter == "tensor" else 1.0
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                update = state["exp_avg"].mul(b1).add(p.grad, alpha=1 - b1).sign_()
+                p.add_(update * warmup, alpha=-group["lr"])
+                state["exp_avg"].mul_(b2).add_(p.grad, alpha=1 - b2)
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_a_hand_written_optimizer_with_lazy_state_is_eager(executor):
+    torch.manual_seed(0)
+    train_both(TransformerBlock(16, 2), lambda m: _Lion(m.parameters()),
+               lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1 / (s + 1)),
+               lambda: torch.randn(2, 6, 16), executor=executor)
+
+
+@pytest.mark.parametrize("counter", ["state", "group", "attribute"])
+def test_an_optimizer_counting_in_python_is_refused_and_left_as_it_was(counter):
+    """Its update would run with the count it had when captured, at every call (before:
+    silently; and planning itself bumped the user's counter)."""
+    from model_ir.torch.errors import CaptureError
+
+    torch.manual_seed(0)
+    model = TransformerBlock(16, 2)
+    opt = _Lion(model.parameters(), counter=counter)
+    where = {"state": r"state\['step'\] of parameter '[\w.]+'", "group": r"param_groups\[0\]\['k'\]",
+             "attribute": r"\.k"}[counter]
+    with pytest.raises(CaptureError, match=rf"_Lion.step\(\) changes a Python value \({where} went from "
+                                           r"\d+ to \d+\): .*keep such counters in tensors"):
+        optimize(model, torch.randn(2, 6, 16), optimizer=opt, time_limit=1)
+    assert opt.k == 0 and opt.param_groups[0]["k"] == 0
+    assert all(st["step"] == 0 for st in opt.state.values())

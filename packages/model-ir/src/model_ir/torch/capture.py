@@ -15,6 +15,7 @@ from model_ir.torch.flops import annotate_flops
 from model_ir.torch.dropout_masks import keep_dropout_masks
 from model_ir.torch.functional_inplace import functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
+from model_ir.torch.optimizer_values import kept_python_values
 from model_ir.torch.step import CapturedStep
 from model_ir.torch.storage_graph import build_storage_map, check_granularity, unsized_results
 from model_ir.torch.tracing import trace_step
@@ -108,10 +109,12 @@ def capture_step(
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
     def trace(lift: bool):
-        return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train, targets=targets,
-                          before_step=before_step, return_outputs=return_outputs, device=device,
-                          lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train,
-                          accumulation_steps=accumulation_steps, scaler=scaler)
+        # The trace runs the optimizer's step() on fake tensors: its Python counters are put back.
+        with kept_python_values(optimizer):
+            return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
+                              targets=targets, before_step=before_step, return_outputs=return_outputs, device=device,
+                              lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train,
+                              accumulation_steps=accumulation_steps, scaler=scaler)
 
     try:
         traced = trace(True)

@@ -14,6 +14,7 @@ from model_ir.graph import Graph
 from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
+from model_ir.torch.optimizer_values import kept_python_values
 from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     InputSlot, OutputStructure, changed_constant, flatten_batch, split_example_inputs,
@@ -245,24 +246,25 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
             )
     saved_grads = {id(p): p.grad for p in params}
     saved_decay = [g.get("weight_decay") for g in optimizer.param_groups]
-    try:
-        for p in params:
-            p.grad = None
-        for g, wd in zip(optimizer.param_groups, saved_decay):
-            if wd is not None:
-                g["weight_decay"] = 0
-        for g in optimizer.param_groups:
-            group_todo = sorted((p for p in g["params"] if id(p) in todo_ids), key=torch.Tensor.numel)
-            for i, p in enumerate(group_todo):
-                _init_one(optimizer, p)
-                if i == 0 and not any(isinstance(v, torch.Tensor) for v in optimizer.state.get(p, {}).values()):
-                    break  # this group's optimizer keeps no state tensor: nothing to create
-    finally:
-        for g, wd in zip(optimizer.param_groups, saved_decay):
-            if wd is not None:
-                g["weight_decay"] = wd
-        for p in params:
-            p.grad = saved_grads[id(p)]
+    with kept_python_values(optimizer):  # a counter the real step() bumps (capture refuses such updates)
+        try:
+            for p in params:
+                p.grad = None
+            for g, wd in zip(optimizer.param_groups, saved_decay):
+                if wd is not None:
+                    g["weight_decay"] = 0
+            for g in optimizer.param_groups:
+                group_todo = sorted((p for p in g["params"] if id(p) in todo_ids), key=torch.Tensor.numel)
+                for i, p in enumerate(group_todo):
+                    _init_one(optimizer, p)
+                    if i == 0 and not any(isinstance(v, torch.Tensor) for v in optimizer.state.get(p, {}).values()):
+                        break  # this group's optimizer keeps no state tensor: nothing to create
+        finally:
+            for g, wd in zip(optimizer.param_groups, saved_decay):
+                if wd is not None:
+                    g["weight_decay"] = wd
+            for p in params:
+                p.grad = saved_grads[id(p)]
 
 
 def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:

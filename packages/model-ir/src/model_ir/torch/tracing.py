@@ -56,6 +56,7 @@ from model_ir.torch.hyper_parameters import (
     read_symbolic,
     tensor_hyper_parameters_as_floats,
 )
+from model_ir.torch.optimizer_values import changed_python_value, python_counter_error, python_values
 from model_ir.torch.python_releases import ReleaseRecorder
 from model_ir.torch.specs import TensorSpec
 from model_ir.torch.step_guards import ValuedReads, valued_reads
@@ -653,15 +654,22 @@ def trace_step(
         if optimizer is not None:
             skippable = (torch.profiler.record_function(SKIP_IF_INF) if found_inf is not None
                          else contextlib.nullcontext())
+            values = python_values(optimizer)
             with lifted_region(), optimizer_bound_to(optimizer, fake_by_real, state), \
                     hyper_parameters_bound(optimizer, hyper, hyper_values), skippable:
                 optimizer.step()
+            change = changed_python_value(optimizer, values)
+            if change:
+                raise CaptureError(python_counter_error(optimizer, change))
             if found_inf is not None:
                 update_scale(scaler_constants, scale, growth_tracker, found_inf)
                 found_inf_tensor.append(found_inf)
             for pid, entries in state_layout:
                 now = state[fake_by_real[pid]]
                 for k, v in entries:
+                    if not isinstance(v, torch.Tensor) and now.get(k) != v:
+                        raise CaptureError(python_counter_error(
+                            optimizer, f"state[{k!r}] of parameter {name_of[pid]!r} went from {v!r} to {now.get(k)!r}"))
                     if isinstance(v, torch.Tensor) and now.get(k) is not v:
                         raise CaptureError(
                             f"{type(optimizer).__name__} replaced its state tensor {k!r} instead of updating "
