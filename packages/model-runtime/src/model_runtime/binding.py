@@ -37,7 +37,6 @@ from model_runtime.errors import ReoptimizeError, RuntimeLayerError
 from model_runtime.module_state import ModuleState
 
 
-
 def _owner(model: torch.nn.Module, qualified: str) -> tuple[torch.nn.Module, str]:
     *path, attr = qualified.split(".")
     module = model

@@ -36,8 +36,8 @@ def _hooks_mark(hooks: dict) -> tuple:
 class ModuleState:
     """The state of ``model``'s modules a step was captured with: their modes (``modes``:
     for a training step, which keeps each module's own; an eval step puts all in eval),
-    plain attributes and hooks. :meth:`changed` costs one pass over
-    them in list comprehensions (GPT-2: 160 modes and 730 attributes), and a look at
+    plain attributes and hooks. :meth:`changed` costs one pass over them in list
+    comprehensions (GPT-2: 160 modes and 730 attributes), and a look at
     the hooks only when one was registered anywhere since (``RemovableHandle.next_id``)
     or the modules had some."""
 

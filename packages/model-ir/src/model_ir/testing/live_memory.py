@@ -147,8 +147,8 @@ def measure_eager_live_bytes(model, optimizer, inputs, *, loss_fn=None, targets=
     """Live storage bytes after every aten op of one plain eager training step.
 
     The step is ``zero_grad(set_to_none=True)``, forward, loss (``loss_fn(output,
-    *targets)``, default: see :func:`model_ir.torch.tracing.default_loss`), backward, ``optimizer.step()``,
-    ``zero_grad``, on the real tensors (the optimizer's state is created first with
+    *targets)``, default: :func:`model_ir.torch.tracing.default_loss`), backward,
+    ``optimizer.step()``, ``zero_grad``, on the real tensors (the optimizer's state is created first with
     :func:`~model_ir.torch.init_optimizer_state`). Counted: parameters, buffers,
     optimizer state, the batch and every storage created during the step while alive.
     Its maximum is the eager peak a ``keep_grads=True`` capture's program order models.

@@ -65,8 +65,9 @@ def capture_step(
     the learning rate, momentum and betas, are inputs of the step, read from
     ``optimizer.param_groups`` at every call, so learning-rate schedulers need no new
     capture; see :mod:`model_ir.torch.hyper_parameters`), each module in the mode it is
-    in (as eager's backward). Eval mode: forward under ``no_grad``, every module in eval. Buffer sizes are storage bytes rounded up to ``granularity``
-    bytes (512: CUDA's caching allocator). Gradients are freed after their last reader
+    in (as eager's backward). Eval mode: forward under ``no_grad``, every module in
+    eval. Buffer sizes are storage bytes rounded up to ``granularity`` bytes (512:
+    CUDA's caching allocator). Gradients are freed after their last reader
     (the optimizer); ``keep_grads=True`` keeps them to the end of the step, as eager
     PyTorch's ``.grad`` does, so the program order reproduces eager's memory exactly.
     ``return_outputs=True`` (train mode) makes the step also return the model's output

@@ -88,9 +88,9 @@ def capture_error(exc: BaseException, model) -> CaptureError:
         hint = _hint(exc)
     elif "DynamicOutputShape" in name:
         what = f"operator {op or '?'} has an output shape that depends on tensor values"
-        hint = _hint(exc) or ("; a step's shapes must follow from its inputs' shapes: keep the full shape and mask instead "
-                "(torch.where(mask, x, 0), x * mask) where the code selects elements (nonzero, x[mask], "
-                "masked_select, unique)")
+        hint = _hint(exc) or ("; a step's shapes must follow from its inputs' shapes: keep the full shape and "
+                              "mask instead (torch.where(mask, x, 0), x * mask) where the code selects elements "
+                              "(nonzero, x[mask], masked_select, unique)")
     elif "UnsupportedOperator" in name or "fake impl" in text.lower() or "NotImplemented" in name:
         op = op or _operator_in_text(text)
         what = (

@@ -668,8 +668,8 @@ def trace_step(
                 now = state[fake_by_real[pid]]
                 for k, v in entries:
                     if not isinstance(v, torch.Tensor) and now.get(k) != v:
-                        raise CaptureError(python_counter_error(
-                            optimizer, f"state[{k!r}] of parameter {name_of[pid]!r} went from {v!r} to {now.get(k)!r}"))
+                        change = f"state[{k!r}] of parameter {name_of[pid]!r} went from {v!r} to {now.get(k)!r}"
+                        raise CaptureError(python_counter_error(optimizer, change))
                     if isinstance(v, torch.Tensor) and now.get(k) is not v:
                         raise CaptureError(
                             f"{type(optimizer).__name__} replaced its state tensor {k!r} instead of updating "
