@@ -4,6 +4,8 @@ bitwise eager's, or refuses (a parameter the optimizer does not hold), for each 
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 
 import pytest
 
@@ -293,3 +295,83 @@ def test_python_state_the_forward_changes_is_no_reason_to_replan():
     model.fc.out_features = 4  # any other plain attribute: a new plan (refused here: max_plans=1)
     with pytest.raises(ReoptimizeError, match=r"attribute 'out_features' of module 'fc' \(Linear\) is 4"):
         step(x, targets=(y,))
+
+
+KL_WEIGHT = 0.0  # annealed by the loop below, read by _global_weighted_loss
+
+
+def _global_weighted_loss(out, y):
+    return F.cross_entropy(out, y) + KL_WEIGHT * out.pow(2).mean()
+
+
+class _WeightedLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = 0.0
+
+    def forward(self, out, y):
+        return F.cross_entropy(out, y) + self.weight * out.pow(2).mean()
+
+
+@pytest.mark.parametrize("where", ["global", "closure", "loss module"])
+def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
+    """β-annealing as loops write it: the loss reads a Python number the loop changes
+    (a module global, a variable of the enclosing function, a loss module's attribute).
+    The captured step holds the number it was traced with (before: silently, at every
+    call); now a change asks for a plan of its own, and the message says to pass such a
+    value as a tensor instead."""
+    global KL_WEIGHT
+    weight = 0.0
+    loss_module = _WeightedLoss()
+    loss_fn = {"global": _global_weighted_loss,
+               "closure": lambda out, y: F.cross_entropy(out, y) + weight * out.pow(2).mean(),
+               "loss module": loss_module}[where]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=loss_fn, targets=(y,), executor="arena", time_limit=0.5)
+    shown = {"global": "global 'KL_WEIGHT' read by _global_weighted_loss", "closure": "variable 'weight' of",
+             "loss module": "attribute 'weight' of module 'loss_fn' \\(_WeightedLoss\\)"}[where]
+    try:
+        for i in range(3):
+            KL_WEIGHT = weight = loss_module.weight = 0.5 * i
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                got = step(x, targets=(y,))
+            assert torch.equal(got, eager_step(ref, ref_opt, x, loss_fn, (y,)))
+            replans = [str(w.message) for w in seen if issubclass(w.category, ReplanWarning)]
+            if i:
+                assert len(replans) == 1 and re.search(rf"{shown}.* is {0.5 * i}, the step was planned with "
+                                                       rf"{0.5 * (i - 1)}", replans[0]), replans
+        assert_same_state(model, opt, ref, ref_opt)
+        assert len(step.plans) == 3
+    finally:
+        KL_WEIGHT = 0.0
+
+
+def test_function_reads_follow_partials_methods_and_decorators():
+    import functools
+
+    from model_runtime.module_state import function_reads
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return fn(*args, **kwargs)
+        return wrapper
+
+    scale = 2.0
+
+    @decorate
+    def loss(out, y, reduction="mean"):
+        return (out - y).pow(2).mean() * scale * KL_WEIGHT
+
+    reads = dict(function_reads(functools.partial(loss, reduction="sum")))
+    assert {"variable 'scale' of test_function_reads_follow_partials_methods_and_decorators.<locals>.loss",
+            "global 'KL_WEIGHT' read by test_function_reads_follow_partials_methods_and_decorators.<locals>.loss",
+            } <= set(reads)
+    assert [read() for read in reads.values()] and all(not callable(read()) for read in reads.values())
+    assert dict(function_reads(_WeightedLoss().forward)) == {}  # reads self.weight: an attribute, seen elsewhere
+    assert function_reads(print) == [] and function_reads(None) == []

@@ -60,7 +60,7 @@ def _same(a, b) -> bool:
 class Binder:
     """Produces the flat tensor list of a captured step from ``(model, optimizer, batch)``."""
 
-    def __init__(self, step, model: torch.nn.Module, optimizer, device: torch.device, scaler=None):
+    def __init__(self, step, model: torch.nn.Module, optimizer, device: torch.device, scaler=None, functions=()):
         self.step = step
         self.model = model
         self.optimizer = optimizer
@@ -107,8 +107,7 @@ class Binder:
         self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
         # Read now, as the step was just captured with them: a training step keeps each
         # module's own mode (a frozen BatchNorm in eval, a whole model trained in eval).
-        self.module_state = ModuleState(model, modes=step.train,
-                                        volatile=step.python_state)
+        self.module_state = ModuleState(model, modes=step.train, volatile=step.python_state, functions=functions)
 
     def check_guards(self) -> None:
         """A call where the optimizer's update would branch otherwise than at capture (on

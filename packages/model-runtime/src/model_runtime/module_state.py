@@ -2,12 +2,19 @@
 
 A step is traced once: each module's mode, its plain Python attributes (``Dropout.p``,
 ``BatchNorm.eps``, Hugging Face's ``gradient_checkpointing``) and its hooks become
-constants of the captured ops. Changing one later does not change the step, where it
-would change eager's next call, so a call after such a change asks for a new plan
-(:class:`~model_runtime.errors.ReoptimizeError`, which the step turns into a replan).
+constants of the captured ops, and so do the plain values the loss function, the
+``before_step`` function and the modules' ``forward`` read from their closures and
+module globals (``beta * kl`` with ``beta`` annealed by the loop). Changing one later
+does not change the step, where it would change eager's next call, so a call after
+such a change asks for a new plan (:class:`~model_runtime.errors.ReoptimizeError`,
+which the step turns into a replan).
 """
 
 from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
 
 import torch
 from torch.utils.hooks import RemovableHandle
@@ -19,6 +26,42 @@ _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
 _ABSENT = object()
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global names ``code`` and the functions defined in it may read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
+    """``(what, read)`` for each plain value ``fn`` reads from its closure or its module's
+    globals (``read()`` gives the value now); a bound method's or ``partial``'s function,
+    and the function a decorator wraps (``__wrapped__``) too."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    wrapped = getattr(fn, "__wrapped__", None)
+    reads = function_reads(wrapped) if wrapped is not None and wrapped is not fn else []
+    where = getattr(fn, "__qualname__", "?")
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not bound yet
+            continue
+        if _plain(value):
+            reads.append((f"variable {name!r} of {where}", lambda cell=cell: cell.cell_contents))
+    scope = fn.__globals__
+    reads += [(f"global {name!r} read by {where}", lambda name=name: scope.get(name, _ABSENT))
+              for name in sorted(_code_names(code))
+              if name in scope and not name.startswith("__") and _plain(scope[name])]
+    return reads
 
 
 def _plain(value) -> bool:
@@ -41,8 +84,11 @@ class ModuleState:
     the hooks only when one was registered anywhere since (``RemovableHandle.next_id``)
     or the modules had some."""
 
-    def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=()):
-        modules = list(model.named_modules())
+    def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=(), functions=()):
+        # A loss module counts as one of the model's (its attributes: a focal loss's gamma).
+        modules = list(model.named_modules()) + [
+            (f"loss_fn.{n}".rstrip("."), m) for f in functions if isinstance(f, torch.nn.Module)
+            for n, m in f.named_modules()]
         self.mode_modules = modules if modes else []
         self.modes = [m.training for _, m in self.mode_modules]
         # ``volatile``: (module, attribute) the forward itself changes (a call counter):
@@ -59,6 +105,10 @@ class ModuleState:
                              getattr(hooked, key)) for key in _GLOBAL_HOOKS
                             if isinstance(getattr(hooked, key, None), dict)]
         self.hook_marks = [_hooks_mark(d) for _, d in self.hook_dicts]
+        forwards = dict.fromkeys(type(m).forward for _, m in modules)
+        self.reads = [r for fn in [*functions, *forwards] if fn is not None and not isinstance(fn, torch.nn.Module)
+                      for r in function_reads(fn)]
+        self.read_values = [read() for _, read in self.reads]
         self.hooked = [i for i, (n, _) in enumerate(self.hook_marks) if n]  # a removal shows there only
         self.next_hook_id = RemovableHandle.next_id
 
@@ -76,6 +126,13 @@ class ModuleState:
                     shown = "deleted" if now is _ABSENT else repr(now)
                     return (f"attribute {key!r} of module {name or 'model'!r} ({type(module).__name__}) is {shown}, "
                             f"the step was planned with {value!r}")
+        if [read() for _, read in self.reads] != self.read_values:
+            for (what, read), value in zip(self.reads, self.read_values):
+                now = read()
+                if now != value:
+                    shown = "deleted" if now is _ABSENT else repr(now)
+                    return (f"{what} is {shown}, the step was planned with {value!r} (a value that changes at every "
+                            "step is better passed as a tensor: a 0-dim tensor input or target)")
         registered = RemovableHandle.next_id
         for i in range(len(self.hook_dicts)) if registered != self.next_hook_id else self.hooked:
             if _hooks_mark(self.hook_dicts[i][1]) != self.hook_marks[i]:

@@ -98,7 +98,7 @@ class OptimizedStep:
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
                  device: torch.device, *, replan: Callable | None = None, follow_mode: bool = False,
-                 max_plans: int = MAX_PLANS, scaler=None, cuda_graph: bool = False):
+                 max_plans: int = MAX_PLANS, scaler=None, cuda_graph: bool = False, functions=()):
         self.model = model
         self.optimizer = optimizer
         self.captured = captured
@@ -106,7 +106,7 @@ class OptimizedStep:
         self.program = program
         self.device = device
         self.scaler = scaler
-        self.binder = Binder(captured, model, optimizer, device, scaler)
+        self.binder = Binder(captured, model, optimizer, device, scaler, functions)
         self.graphed: GraphedRun | None = None
         if cuda_graph:
             blockers = graph_blockers(self.binder, program, device)
@@ -561,7 +561,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     follow_mode = not train_given
     return OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
                          follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None,
-                         cuda_graph=cuda_graph)
+                         cuda_graph=cuda_graph, functions=(loss_fn, before_step) if train else ())
 
 
 #: set while a step plans a new variant for a call (its optimize() warned already)
