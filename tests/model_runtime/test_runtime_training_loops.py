@@ -5,6 +5,7 @@ momentum / betas) changed by a scheduler after every step, without a new plan.""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 
@@ -596,3 +597,32 @@ def test_an_optimizer_counting_in_python_is_refused_and_left_as_it_was(counter):
         optimize(model, torch.randn(2, 6, 16), optimizer=opt, time_limit=1)
     assert opt.k == 0 and opt.param_groups[0]["k"] == 0
     assert all(st["step"] == 0 for st in opt.state.values())
+
+
+def test_a_loss_among_tuple_outputs_is_pointed_out():
+    """A model returning ``(loss, logits)`` (Hugging Face's ``return_dict=False``), no
+    loss_fn: the default loss sums both, which is not what the user trains on; said at
+    the user's line, with the loss_fn to pass. One output, or a loss_fn: nothing said."""
+    class LossAndLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 3)
+
+        def forward(self, x, y):
+            logits = self.fc(x)
+            return torch.nn.functional.cross_entropy(logits, y), logits
+
+    torch.manual_seed(0)
+    model = LossAndLogits()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    example = (torch.randn(4, 6), torch.randint(0, 3, (4,)))
+    with pytest.warns(UserWarning, match=r"output\[0\] is a single number, a loss it computed\? .*pass "
+                                         r"loss_fn=lambda out: out\[0\]") as seen:
+        optimize(model, example, optimizer=opt, time_limit=0.5)
+    assert [w.filename for w in seen if "a loss it computed" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step = optimize(model, example, optimizer=opt, loss_fn=lambda out: out[0], time_limit=0.5)
+        ref = copy.deepcopy(model)
+        expected = torch.nn.functional.cross_entropy(ref.fc(example[0]), example[1])
+        assert torch.equal(step(*example), expected.detach())

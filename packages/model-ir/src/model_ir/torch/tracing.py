@@ -268,6 +268,19 @@ def default_loss(output) -> torch.Tensor:
     return loss
 
 
+def loss_among_outputs(output) -> str | None:
+    """``"output[i]"`` when the model returns a tuple or list of several floating
+    tensors, one of them a single number (a loss the model computed, as Hugging Face
+    models with ``return_dict=False`` return it first), which :func:`default_loss` would
+    add to the others; else None."""
+    if not isinstance(output, (tuple, list)):
+        return None
+    floating = [(i, t) for i, t in enumerate(output)
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    scalars = [i for i, t in floating if t.numel() == 1]
+    return f"output[{scalars[0]}]" if len(floating) > 1 and len(scalars) == 1 else None
+
+
 # -- fake copies ---------------------------------------------------------------------
 
 
@@ -584,6 +597,7 @@ def trace_step(
     found_inf_tensor: list[torch.Tensor] = []
     released: dict[StorageWeakRef, str] = {}
     structure: list[OutputStructure] = []
+    loss_output: list[str | None] = []  # loss_among_outputs of the model's output, without loss_fn
     before_step_structure: list[tuple[int, OutputStructure]] = []
     # Set when the trace fails where the lifted hyper-parameters are read or used (the update).
     failed_with_lifted: list[bool] = []
@@ -624,6 +638,8 @@ def trace_step(
             with mixed_precision():
                 out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
                 loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
+            if loss_fn is None and not losses:
+                loss_output.append(loss_among_outputs(out))
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise CaptureError("loss_fn must return a tensor with one element (the loss)")
             if not loss.requires_grad:
@@ -706,6 +722,11 @@ def trace_step(
         python_state = _restore_module_attributes(attributes)
         for p in fparams.values():
             p.grad = None
+    if loss_output and loss_output[0]:
+        found = loss_output[0]
+        warn_user(f"the model returns several tensors and {found} is a single number, a loss it computed? Without "
+                  "loss_fn the step's loss is the sum of every floating output; pass "
+                  f"loss_fn=lambda out: {found.replace('output', 'out')} to train on that one")
     if python_state:
         modules = dict(model.named_modules())
         names = [f"{type(modules[m]).__name__}.{key}" for m, key in python_state]
