@@ -341,6 +341,37 @@ def test_gradient_accumulation_of_four_micro_batches(make_model, shape):
         step.accumulate([torch.randn(*shape)] * 3, [(y(),)] * 3)
 
 
+def test_gradient_accumulation_with_a_warmup_from_zero_plans_again():
+    """Hugging Face's get_linear_schedule_with_warmup starts at lr=0, which the step
+    holds as a constant (a zero decides the optimizer's branches); the first positive
+    lr asks for a plan of its own, which step.accumulate makes as calls do (before: a
+    ReoptimizeError at the second update), with as many micro-batches."""
+    from model_runtime.optimized_step import ReplanWarning
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (model, ref))
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, s / 2)) for o in (opt, ref_opt)]
+    loss_fn = lambda out, y: torch.nn.functional.cross_entropy(out, y) / 2  # noqa: E731
+    y = lambda: torch.randint(0, 10, (2,))  # noqa: E731
+    step = optimize(model, torch.randn(2, 3, 16, 16), optimizer=opt, loss_fn=loss_fn, targets=(y(),),
+                    accumulation_steps=2, time_limit=2)
+    for i in range(4):
+        batches, targets = [torch.randn(2, 3, 16, 16) for _ in range(2)], [(y(),) for _ in range(2)]
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            losses = step.accumulate(batches, targets)
+        replans = [w for w in seen if issubclass(w.category, ReplanWarning)]
+        assert len(replans) == (i == 1) and all(w.filename == __file__ for w in replans)
+        expected = _eager_accumulated(ref, ref_opt, loss_fn, batches, targets)
+        assert all(torch.equal(a, b) for a, b in zip(losses, expected))
+        for s in scheds:
+            s.step()
+    assert_same_state(model, opt, ref, ref_opt)
+    assert [p.graph.meta["accumulation_steps"] for p in step.plans] == [2, 2]
+
+
 @pytest.mark.parametrize("executor", ["reorder", "arena"])
 def test_cnn_with_batch_norm_under_bf16_autocast(executor):
     """BatchNorm under autocast takes a bf16 input with fp32 weights, which CPU's

@@ -149,24 +149,27 @@ class OptimizedStep:
         """The plans of every variant made so far, this step's first."""
         return [v.plan for v in self.variants]
 
-    def _bind_call(self, args, kwargs, targets) -> list:
+    def _bind_call(self, calls) -> list:
+        """The step's input tensors for ``calls``, the micro-batches' ``(args, kwargs, targets)``."""
         if self._follow_mode and self.model.training != self.train:
             mode = "training" if self.model.training else "eval"
             raise ReoptimizeError(f"the model is in {mode} mode and the step was planned for the other")
-        return self.binder.bind(args, kwargs, targets)
+        return self.binder.bind_micro_batches(calls)
 
-    def _variant_for(self, args, kwargs, targets) -> tuple[OptimizedStep, list]:
-        """The variant that covers this call, planned now if none does."""
+    def _variant_for(self, calls) -> tuple[OptimizedStep, list]:
+        """The variant that covers ``calls`` (one micro-batch's ``(args, kwargs, targets)``
+        per accumulation step), planned now, for the first one's shapes, if none does."""
         try:
-            return self._last, self._last._bind_call(args, kwargs, targets)
+            return self._last, self._last._bind_call(calls)
         except ReoptimizeError as first:
             reason = first
         for v in self.variants:
             if v is not self._last:
                 try:
-                    return v, v._bind_call(args, kwargs, targets)
+                    return v, v._bind_call(calls)
                 except ReoptimizeError:
                     pass
+        args, kwargs, targets = calls[0]
         if self._replan is None:
             raise reason
         if self._trains() and not targets and any(v.train and v.captured.targets_spec.num_leaves
@@ -184,7 +187,7 @@ class OptimizedStep:
                       ReplanWarning, stacklevel=3)
         variant = self._replan(kwargs if kwargs else args, targets, [v.plan for v in self.variants])
         self.variants.append(variant)
-        return variant, variant._bind_call(args, kwargs, targets)
+        return variant, variant._bind_call(calls)
 
     def _check_autocast(self) -> None:
         """A call inside ``torch.autocast`` would cast the captured aten ops again (the
@@ -217,7 +220,7 @@ class OptimizedStep:
         if self.captured.accumulation_steps > 1:
             raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
-        step, tensors = self._variant_for(args, kwargs, targets)
+        step, tensors = self._variant_for([(args, kwargs, targets)])
         self._last = step
         outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
         if step.train:
@@ -242,9 +245,14 @@ class OptimizedStep:
         targets = [()] * len(batches) if targets is None else list(targets)
         if len(targets) != len(batches):
             raise ReoptimizeError(f"{len(batches)} micro-batches but {len(targets)} targets")
+        if len(batches) != self.captured.accumulation_steps:  # every variant has the same count
+            raise ReoptimizeError(f"the step was optimized for {self.captured.accumulation_steps} micro-batch(es) "
+                                  f"per update, got {len(batches)}")
         calls = [(*split_example_inputs(b), t) for b, t in zip(batches, targets)]
-        outputs = self._before_step_result(self, self._set_grads(self._run(self.binder.bind_micro_batches(calls))))
-        return tuple(outputs[:self.captured.accumulation_steps])
+        step, tensors = self._variant_for(calls)
+        self._last = step
+        outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
+        return tuple(outputs[:step.captured.accumulation_steps])
 
     def _before_step_result(self, step: OptimizedStep, outputs: list) -> list:
         """Keep what ``before_step`` returned in :attr:`before_step_result`; the other outputs."""
@@ -552,8 +560,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                             schedule_method=schedule_method, place_method=place_method, granularity=granularity,
                             plan=[*(candidates or []), *plans], before_step=before_step,
                             return_outputs=return_outputs, autocast=autocast, max_plans=1, set_grads=set_grads,
-                            scaler=scaler, memory_budget=memory_budget, cuda_graph=cuda_graph,
-                            fallback_results=fallback_results)
+                            accumulation_steps=accumulation_steps, scaler=scaler, memory_budget=memory_budget,
+                            cuda_graph=cuda_graph, fallback_results=fallback_results)
         finally:
             _REPLANNING.reset(token)
 
