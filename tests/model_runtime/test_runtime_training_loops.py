@@ -657,3 +657,38 @@ def test_a_loss_among_tuple_outputs_is_pointed_out():
         ref = copy.deepcopy(model)
         expected = torch.nn.functional.cross_entropy(ref.fc(example[0]), example[1])
         assert torch.equal(step(*example), expected.detach())
+
+
+def test_the_plans_of_one_step_share_one_arena():
+    """A short last batch, a bigger batch and an eval pass each get a plan, which never
+    run at once: they run in one arena, the largest plan's (before: one arena each, their
+    sum held for good, where eager's caching allocator reuses one pool). A plan bigger
+    than the arena grows it in place; the plans made before run on, bitwise eager's."""
+    from model_runtime.optimized_step import ReplanWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 512), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(512, 5))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (model, ref))
+    loss_fn = torch.nn.functional.cross_entropy
+    step = optimize(model, torch.randn(4, 32), optimizer=opt, loss_fn=loss_fn, targets=(torch.randint(0, 5, (4,)),),
+                    executor="arena", time_limit=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReplanWarning)
+        for i, batch in enumerate([4, 64, 4, 3, 64]):
+            x, y = torch.randn(batch, 32), torch.randint(0, 5, (batch,))
+            torch.manual_seed(i)
+            got = step(x, targets=(y,))
+            torch.manual_seed(i)
+            assert torch.equal(got, eager_step(ref, ref_opt, x, loss_fn, (y,))), batch
+        model.eval()
+        ref.eval()
+        x = torch.randn(64, 32)
+        with torch.no_grad():
+            assert torch.equal(step(x), ref(x))
+    assert_same_state(model, opt, ref, ref_opt)
+    arenas = {v.program.arena.untyped_storage().data_ptr() for v in step.variants}
+    sizes = [v.plan.placement.arena_bytes for v in step.variants]
+    assert len(step.variants) == 4 and len(arenas) == 1 and len(set(sizes)) > 1
+    assert step.variants[0].program.arena.numel() == max(sizes) > sizes[0]

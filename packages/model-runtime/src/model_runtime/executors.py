@@ -46,14 +46,22 @@ def _warm_block(plan: Plan, device: torch.device, figure: str = "warm_block_byte
     return (nbytes, str(device)) if device.type == "cuda" and nbytes else None
 
 
-def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> CompiledProgram:
+def build_arena(step, plan: Plan, *, device: torch.device, on_op=None,
+                arena: torch.Tensor | None = None) -> CompiledProgram:
     """The planned order with every transient buffer at its planned offset in one arena
-    of ``plan.placement.arena_bytes`` bytes allocated once on ``device``."""
+    of ``plan.placement.arena_bytes`` bytes allocated once on ``device``.
+
+    ``arena``: another program's arena (1-D ``uint8`` on ``device``) to run in instead,
+    grown in place to this plan's size if smaller (the views other programs hold into it
+    follow its storage): programs that never run at once (the plans of one step, for
+    train and eval or another batch shape) then hold one arena, the largest, as eager's
+    caching allocator reuses one pool for all of them."""
     placement = plan.placement
     if placement is None:
         raise RuntimeLayerError("the arena executor needs a plan with a placement (offsets per buffer)")
     try:
-        arena = torch.empty(placement.arena_bytes, dtype=torch.uint8, device=device)
+        arena = _shared_arena(arena, placement.arena_bytes) if arena is not None else torch.empty(
+            placement.arena_bytes, dtype=torch.uint8, device=device)
     except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
         raise RuntimeLayerError(f"cannot allocate the arena of {placement.arena_bytes} bytes on {device}: "
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -81,6 +89,16 @@ def build_arena(step, plan: Plan, *, device: torch.device, on_op=None) -> Compil
                          warm_block=_warm_block(plan, device))
 
 
+def _shared_arena(arena: torch.Tensor, nbytes: int) -> torch.Tensor:
+    """``arena`` grown in place to at least ``nbytes`` (its storage resized: every view
+    of it stays valid, on the new memory; the contents are transient, not kept)."""
+    if arena.numel() < nbytes:
+        storage = arena.untyped_storage()
+        storage.resize_(nbytes)
+        arena.set_(storage, 0, (nbytes,), (1,))
+    return arena
+
+
 class ReorderExecutor:
     name = "reorder"
     help = "planned op order, PyTorch's allocator, each buffer freed after its last use"
@@ -104,9 +122,10 @@ class ArenaExecutor:
     help = "planned op order and addresses: one arena, ops write into their slot through out= overloads"
     needs_placement = True
     copies_unplaced = True  # a fallback's results the plan places are copied into their slots
+    shares_arena = True  # build(arena=...): the plans of one step run in one arena
 
-    def build(self, step, plan, *, device, on_op=None) -> CompiledProgram:
-        return build_arena(step, plan, device=device, on_op=on_op)
+    def build(self, step, plan, *, device, on_op=None, arena=None) -> CompiledProgram:
+        return build_arena(step, plan, device=device, on_op=on_op, arena=arena)
 
     def unplaced(self, step, device) -> frozenset:
         """Transient buffers PyTorch's allocator makes for this executor: its fallbacks'

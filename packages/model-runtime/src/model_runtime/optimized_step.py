@@ -470,7 +470,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         raise RuntimeLayerError("model_runtime.optimize is called inside torch.autocast: call it outside, with "
                                 "autocast=torch.bfloat16 (or torch.float16 with scaler=) for mixed precision")
     train_given = train is not None
-    if not train_given and not model.training and optimizer is not None and not _REPLANNING.get():
+    if not train_given and not model.training and optimizer is not None and _REPLANNING.get() is None:
         warn_user("the model is in eval mode (as from_pretrained leaves it): this step runs the forward pass only, "
                   "and the optimizer is not used until model.train(); call model.train() before training (or pass "
                   "train=True to train it in eval mode, as eager's backward would)")
@@ -549,11 +549,12 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         worse = above_eager(plan.figures, pick)
         if worse:
             warnings.warn(worse, MemoryWarning, stacklevel=2)
-    program = chosen.build(captured, plan, device=device)
+    shared = _shared_arena(chosen, _REPLANNING.get(), device, cuda_graph)
+    program = chosen.build(captured, plan, device=device, **shared)
     log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
 
     def replan(example, new_targets, plans):
-        token = _REPLANNING.set(True)
+        token = _REPLANNING.set(step)
         try:
             return optimize(model, example, loss_fn=loss_fn, optimizer=optimizer, executor=executor,
                             time_limit=time_limit, targets=new_targets, train=None if follow_mode else train,
@@ -567,13 +568,26 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
 
     # Without train=, each call follows the model's train()/eval() mode.
     follow_mode = not train_given
-    return OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
+    step = OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
                          follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None,
                          cuda_graph=cuda_graph, functions=(loss_fn, before_step) if train else ())
+    return step
 
 
-#: set while a step plans a new variant for a call (its optimize() warned already)
-_REPLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("model_runtime_replanning", default=False)
+#: the step planning a new variant for a call, while it does (its optimize() warned already)
+_REPLANNING: contextvars.ContextVar[OptimizedStep | None] = contextvars.ContextVar("model_runtime_replanning",
+                                                                                  default=None)
+
+
+def _shared_arena(executor, parent: OptimizedStep | None, device: torch.device, cuda_graph: bool) -> dict:
+    """``build``'s ``arena=`` for a new variant of ``parent``: the arena its other plans
+    run in (one at a time), when the executor can share one; not under CUDA graphs, whose
+    recordings hold the arena's address, which growing it would move."""
+    if parent is None or cuda_graph or not getattr(executor, "shares_arena", False):
+        return {}
+    arena = next((v.program.arena for v in parent.variants if v.program.arena is not None
+                  and v.program.arena.device == device), None)
+    return {} if arena is None else {"arena": arena}
 
 
 def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
