@@ -374,4 +374,18 @@ def test_function_reads_follow_partials_methods_and_decorators():
             } <= set(reads)
     assert [read() for read in reads.values()] and all(not callable(read()) for read in reads.values())
     assert dict(function_reads(_WeightedLoss().forward)) == {}  # reads self.weight: an attribute, seen elsewhere
+
+    class Trainer:
+        def __init__(self):
+            self.alpha, self.global_step = 0.5, 0
+
+        def compute_loss(self, out, y):
+            return (out - y).pow(2).mean() * self.alpha
+
+    trainer = Trainer()
+    reads = dict(function_reads(trainer.compute_loss))
+    assert list(reads) == ["attribute 'alpha' of the Trainer read by test_function_reads_follow_partials_methods_"
+                           "and_decorators.<locals>.Trainer.compute_loss"]  # not global_step: not read
+    trainer.alpha = 0.25
+    assert [read() for read in reads.values()] == [0.25]
     assert function_reads(print) == [] and function_reads(None) == []

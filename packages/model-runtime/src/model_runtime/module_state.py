@@ -3,8 +3,8 @@
 A step is traced once: each module's mode, its plain Python attributes (``Dropout.p``,
 ``BatchNorm.eps``, Hugging Face's ``gradient_checkpointing``) and its hooks become
 constants of the captured ops, and so do the plain values the loss function, the
-``before_step`` function and the modules' ``forward`` read from their closures and
-module globals (``beta * kl`` with ``beta`` annealed by the loop). Changing one later
+``before_step`` function and the modules' ``forward`` read from their closures, module
+globals and, for a method, its object (``beta * kl`` with ``beta`` annealed by the loop). Changing one later
 does not change the step, where it would change eager's next call, so a call after
 such a change asks for a new plan (:class:`~model_runtime.errors.ReoptimizeError`,
 which the step turns into a replan).
@@ -39,10 +39,13 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
     """``(what, read)`` for each plain value ``fn`` reads from its closure or its module's
-    globals (``read()`` gives the value now); a bound method's or ``partial``'s function,
-    and the function a decorator wraps (``__wrapped__``) too."""
+    globals (``read()`` gives the value now), and for a method bound to an object other
+    than a module (whose attributes are checked with the modules'), the attributes of it
+    the code names (``self.alpha``); a ``partial``'s function, and the function a
+    decorator wraps (``__wrapped__``) too."""
     while isinstance(fn, functools.partial):
         fn = fn.func
+    owner = getattr(fn, "__self__", None)
     fn = getattr(fn, "__func__", fn)
     code = getattr(fn, "__code__", None)
     if code is None:
@@ -58,9 +61,14 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
         if _plain(value):
             reads.append((f"variable {name!r} of {where}", lambda cell=cell: cell.cell_contents))
     scope = fn.__globals__
+    names = sorted(_code_names(code))
     reads += [(f"global {name!r} read by {where}", lambda name=name: scope.get(name, _ABSENT))
-              for name in sorted(_code_names(code))
-              if name in scope and not name.startswith("__") and _plain(scope[name])]
+              for name in names if name in scope and not name.startswith("__") and _plain(scope[name])]
+    attributes = getattr(owner, "__dict__", None)
+    if attributes is not None and not isinstance(owner, (torch.nn.Module, types.ModuleType)):
+        reads += [(f"attribute {name!r} of the {type(owner).__name__} read by {where}",
+                   lambda name=name: attributes.get(name, _ABSENT))
+                  for name in names if name in attributes and _plain(attributes[name])]
     return reads
 
 
