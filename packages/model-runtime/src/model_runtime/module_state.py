@@ -4,10 +4,10 @@ A step is traced once: each module's mode, its plain Python attributes (``Dropou
 ``BatchNorm.eps``, Hugging Face's ``gradient_checkpointing``) and its hooks become
 constants of the captured ops, and so do the plain values the loss function, the
 ``before_step`` function and the modules' ``forward`` read from their closures, module
-globals and, for a method, its object (``beta * kl`` with ``beta`` annealed by the loop). Changing one later
-does not change the step, where it would change eager's next call, so a call after
-such a change asks for a new plan (:class:`~model_runtime.errors.ReoptimizeError`,
-which the step turns into a replan).
+globals and, for a method, its object (``beta * kl`` with ``beta`` annealed by the
+loop). Changing one later does not change the step, where it would change eager's next
+call, so a call after such a change asks for a new plan
+(:class:`~model_runtime.errors.ReoptimizeError`, which the step turns into a replan).
 """
 
 from __future__ import annotations

@@ -549,7 +549,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         worse = above_eager(plan.figures, pick)
         if worse:
             warnings.warn(worse, MemoryWarning, stacklevel=2)
-    shared = _shared_arena(chosen, _REPLANNING.get(), device, cuda_graph)
+    shared = _arena_to_share(chosen, _REPLANNING.get(), device, cuda_graph)
     program = chosen.build(captured, plan, device=device, **shared)
     log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
 
@@ -579,7 +579,7 @@ _REPLANNING: contextvars.ContextVar[OptimizedStep | None] = contextvars.ContextV
                                                                                   default=None)
 
 
-def _shared_arena(executor, parent: OptimizedStep | None, device: torch.device, cuda_graph: bool) -> dict:
+def _arena_to_share(executor, parent: OptimizedStep | None, device: torch.device, cuda_graph: bool) -> dict:
     """``build``'s ``arena=`` for a new variant of ``parent``: the arena its other plans
     run in (one at a time), when the executor can share one; not under CUDA graphs, whose
     recordings hold the arena's address, which growing it would move."""
