@@ -5,6 +5,7 @@ momentum / betas) changed by a scheduler after every step, without a new plan.""
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import pytest
@@ -339,6 +340,11 @@ def test_gradient_accumulation_of_four_micro_batches(make_model, shape):
         step(torch.randn(*shape), targets=(y(),))
     with pytest.raises(ReoptimizeError, match="4 micro-batch"):
         step.accumulate([torch.randn(*shape)] * 3, [(y(),)] * 3)
+    short = (1, *shape[1:])
+    odd = re.escape(f"micro-batch 3 is shaped otherwise than micro-batch 0 ([({short}")
+    with pytest.raises(ReoptimizeError, match=odd):
+        step.accumulate([torch.randn(*shape)] * 3 + [torch.randn(*short)], [(y(),)] * 3 + [(y()[:1],)])
+    assert len(step.plans) == 1  # refused before any plan
 
 
 def test_gradient_accumulation_with_a_warmup_from_zero_plans_again():

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 
 from model_ir.arguments import check_type, describe
 from model_ir.errors import WrongTypeError
@@ -249,6 +250,14 @@ class OptimizedStep:
             raise ReoptimizeError(f"the step was optimized for {self.captured.accumulation_steps} micro-batch(es) "
                                   f"per update, got {len(batches)}")
         calls = [(*split_example_inputs(b), t) for b, t in zip(batches, targets)]
+        # One plan covers all the micro-batches of an update, all shaped alike (a new plan
+        # is made for the first one's shapes): refused before planning for nothing.
+        shapes = [_leaf_shapes(call) for call in calls]
+        odd = next((k for k, s in enumerate(shapes) if s != shapes[0]), None)
+        if odd is not None:
+            raise ReoptimizeError(f"micro-batch {odd} is shaped otherwise than micro-batch 0 ({shapes[odd]} vs "
+                                  f"{shapes[0]}): the micro-batches of one update must have the same shapes and "
+                                  "dtypes (pad them, or run a short last batch as an update of its own)")
         step, tensors = self._variant_for(calls)
         self._last = step
         outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
@@ -572,6 +581,11 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                          follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None,
                          cuda_graph=cuda_graph, functions=(loss_fn, before_step) if train else ())
     return step
+
+
+def _leaf_shapes(call) -> list[tuple]:
+    """Shape and dtype of each tensor of a call's ``(args, kwargs, targets)``."""
+    return [(tuple(t.shape), t.dtype) for t in pytree.tree_leaves(call) if isinstance(t, torch.Tensor)]
 
 
 #: the step planning a new variant for a call, while it does (its optimize() warned already)
