@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import types
 import warnings
 
 import pytest
@@ -313,7 +314,7 @@ class _WeightedLoss(nn.Module):
         return F.cross_entropy(out, y) + self.weight * out.pow(2).mean()
 
 
-@pytest.mark.parametrize("where", ["global", "closure", "loss module"])
+@pytest.mark.parametrize("where", ["global", "closure", "loss module", "dict", "namespace"])
 def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
     """β-annealing as loops write it: the loss reads a Python number the loop changes
     (a module global, a variable of the enclosing function, a loss module's attribute).
@@ -323,9 +324,12 @@ def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
     global KL_WEIGHT
     weight = 0.0
     loss_module = _WeightedLoss()
+    box, args = {"weight": 0.0}, types.SimpleNamespace(weight=0.0, epoch=0)
     loss_fn = {"global": _global_weighted_loss,
                "closure": lambda out, y: F.cross_entropy(out, y) + weight * out.pow(2).mean(),
-               "loss module": loss_module}[where]
+               "loss module": loss_module,
+               "dict": lambda out, y: F.cross_entropy(out, y) + box["weight"] * out.pow(2).mean(),
+               "namespace": lambda out, y: F.cross_entropy(out, y) + args.weight * out.pow(2).mean()}[where]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     ref = copy.deepcopy(model)
@@ -333,10 +337,12 @@ def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     step = optimize(model, x, optimizer=opt, loss_fn=loss_fn, targets=(y,), executor="arena", time_limit=0.5)
     shown = {"global": "global 'KL_WEIGHT' read by _global_weighted_loss", "closure": "variable 'weight' of",
-             "loss module": "attribute 'weight' of module 'loss_fn' \\(_WeightedLoss\\)"}[where]
+             "loss module": "attribute 'weight' of module 'loss_fn' \\(_WeightedLoss\\)",
+             "dict": r"box\['weight'\] \(a variable of ", "namespace": r"args.weight \(a variable of "}[where]
     try:
         for i in range(3):
-            KL_WEIGHT = weight = loss_module.weight = 0.5 * i
+            KL_WEIGHT = weight = loss_module.weight = box["weight"] = args.weight = 0.5 * i
+            args.epoch += 1  # not read by the loss: no new plan
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always")
                 got = step(x, targets=(y,))
@@ -384,8 +390,8 @@ def test_function_reads_follow_partials_methods_and_decorators():
 
     trainer = Trainer()
     reads = dict(function_reads(trainer.compute_loss))
-    assert list(reads) == ["attribute 'alpha' of the Trainer read by test_function_reads_follow_partials_methods_"
-                           "and_decorators.<locals>.Trainer.compute_loss"]  # not global_step: not read
+    assert list(reads) == ["self.alpha (read by test_function_reads_follow_partials_methods_and_decorators."
+                           "<locals>.Trainer.compute_loss)"]  # not global_step: not read
     trainer.alpha = 0.25
     assert [read() for read in reads.values()] == [0.25]
     assert function_reads(print) == [] and function_reads(None) == []

@@ -4,9 +4,10 @@ A step is traced once: each module's mode, its plain Python attributes (``Dropou
 ``BatchNorm.eps``, Hugging Face's ``gradient_checkpointing``) and its hooks become
 constants of the captured ops, and so do the plain values the loss function, the
 ``before_step`` function and the modules' ``forward`` read from their closures, module
-globals and, for a method, its object (``beta * kl`` with ``beta`` annealed by the
-loop). Changing one later does not change the step, where it would change eager's next
-call, so a call after such a change asks for a new plan
+globals and, for a method, its object, one level into the dicts and objects found there
+(``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``).
+Changing one later does not change the step, where it would change eager's next call,
+so a call after such a change asks for a new plan
 (:class:`~model_runtime.errors.ReoptimizeError`, which the step turns into a replan).
 """
 
@@ -37,12 +38,37 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
+def _code_strings(code: types.CodeType) -> set[str]:
+    """The string constants of ``code`` and the functions defined in it (dict keys)."""
+    strings = {c for c in code.co_consts if isinstance(c, str)}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            strings |= _code_strings(const)
+    return strings
+
+
+def _object_reads(obj, code: types.CodeType, names: set[str]) -> list[tuple[str, Callable[[], object]]]:
+    """``(path, read)`` for the plain entries of a dict the code indexes with a constant
+    (``['beta']``), or the plain attributes of an object the code names (``.beta``);
+    modules, classes and tensors aside (a module's attributes are checked with the
+    model's)."""
+    if isinstance(obj, dict):
+        return [(f"[{key!r}]", lambda key=key: obj.get(key, _ABSENT))
+                for key in sorted(_code_strings(code)) if key in obj and _plain(obj[key])]
+    attributes = getattr(obj, "__dict__", None)
+    if not isinstance(attributes, dict) or isinstance(obj, (torch.nn.Module, torch.Tensor, types.ModuleType, type,
+                                                            types.FunctionType)):
+        return []
+    return [(f".{name}", lambda name=name: attributes.get(name, _ABSENT))
+            for name in sorted(names) if name in attributes and _plain(attributes[name])]
+
+
 def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
     """``(what, read)`` for each plain value ``fn`` reads from its closure or its module's
-    globals (``read()`` gives the value now), and for a method bound to an object other
-    than a module (whose attributes are checked with the modules'), the attributes of it
-    the code names (``self.alpha``); a ``partial``'s function, and the function a
-    decorator wraps (``__wrapped__``) too."""
+    globals (``read()`` gives the value now), one level into the dicts and objects it
+    finds there (their entries the code indexes with a constant, their attributes it
+    names), and for a method, of its object (``self.alpha``); a ``partial``'s function,
+    and the function a decorator wraps (``__wrapped__``) too."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     owner = getattr(fn, "__self__", None)
@@ -53,6 +79,7 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
     wrapped = getattr(fn, "__wrapped__", None)
     reads = function_reads(wrapped) if wrapped is not None and wrapped is not fn else []
     where = getattr(fn, "__qualname__", "?")
+    names = _code_names(code)
     for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
         try:
             value = cell.cell_contents
@@ -60,15 +87,18 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
             continue
         if _plain(value):
             reads.append((f"variable {name!r} of {where}", lambda cell=cell: cell.cell_contents))
+        else:
+            reads += [(f"{name}{path} (a variable of {where})", read)
+                      for path, read in _object_reads(value, code, names)]
     scope = fn.__globals__
-    names = sorted(_code_names(code))
-    reads += [(f"global {name!r} read by {where}", lambda name=name: scope.get(name, _ABSENT))
-              for name in names if name in scope and not name.startswith("__") and _plain(scope[name])]
-    attributes = getattr(owner, "__dict__", None)
-    if attributes is not None and not isinstance(owner, (torch.nn.Module, types.ModuleType)):
-        reads += [(f"attribute {name!r} of the {type(owner).__name__} read by {where}",
-                   lambda name=name: attributes.get(name, _ABSENT))
-                  for name in names if name in attributes and _plain(attributes[name])]
+    for name in sorted(n for n in names if n in scope and not n.startswith("__")):
+        if _plain(scope[name]):
+            reads.append((f"global {name!r} read by {where}", lambda name=name: scope.get(name, _ABSENT)))
+        else:
+            reads += [(f"{name}{path} (a global read by {where})", read)
+                      for path, read in _object_reads(scope[name], code, names)]
+    if owner is not None:
+        reads += [(f"self{path} (read by {where})", read) for path, read in _object_reads(owner, code, names)]
     return reads
 
 
