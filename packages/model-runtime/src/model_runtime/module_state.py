@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.hooks import RemovableHandle
 
-#: Attribute values a traced forward may branch on or bake in, compared by value.
-_PLAIN = (bool, int, float, str, type(None))
+from model_ir.torch.plain_values import is_plain
+
 #: The hook dicts of every module, and those torch runs for all modules.
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
@@ -54,13 +54,13 @@ def _object_reads(obj, code: types.CodeType, names: set[str]) -> list[tuple[str,
     model's)."""
     if isinstance(obj, dict):
         return [(f"[{key!r}]", lambda key=key: obj.get(key, _ABSENT))
-                for key in sorted(_code_strings(code)) if key in obj and _plain(obj[key])]
+                for key in sorted(_code_strings(code)) if key in obj and is_plain(obj[key])]
     attributes = getattr(obj, "__dict__", None)
     if not isinstance(attributes, dict) or isinstance(obj, (torch.nn.Module, torch.Tensor, types.ModuleType, type,
                                                             types.FunctionType)):
         return []
     return [(f".{name}", lambda name=name: attributes.get(name, _ABSENT))
-            for name in sorted(names) if name in attributes and _plain(attributes[name])]
+            for name in sorted(names) if name in attributes and is_plain(attributes[name])]
 
 
 def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
@@ -85,14 +85,14 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
             value = cell.cell_contents
         except ValueError:  # not bound yet
             continue
-        if _plain(value):
+        if is_plain(value):
             reads.append((f"variable {name!r} of {where}", lambda cell=cell: cell.cell_contents))
         else:
             reads += [(f"{name}{path} (a variable of {where})", read)
                       for path, read in _object_reads(value, code, names)]
     scope = fn.__globals__
     for name in sorted(n for n in names if n in scope and not n.startswith("__")):
-        if _plain(scope[name]):
+        if is_plain(scope[name]):
             reads.append((f"global {name!r} read by {where}", lambda name=name: scope.get(name, _ABSENT)))
         else:
             reads += [(f"{name}{path} (a global read by {where})", read)
@@ -100,13 +100,6 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
     if owner is not None:
         reads += [(f"self{path} (read by {where})", read) for path, read in _object_reads(owner, code, names)]
     return reads
-
-
-def _plain(value) -> bool:
-    """A value compared at every call: a number, string, flag or None (or a tuple of
-    them) equal to itself (not NaN, which would never compare equal)."""
-    plain = isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
-    return plain and value == value
 
 
 def _hooks_mark(hooks: dict) -> tuple:
@@ -133,7 +126,7 @@ class ModuleState:
         # eager calls between steps change them, no configuration does.
         volatile = set(volatile)
         self.attribute_keys = [(name, m, vars(m), key) for name, m in modules for key, value in vars(m).items()
-                               if key != "training" and _plain(value) and (name, key) not in volatile]
+                               if key != "training" and is_plain(value) and (name, key) not in volatile]
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
         hooked = torch.nn.modules.module
         self.hook_dicts = [(f"the {key.strip('_').replace('_', ' ')} of module {name or 'model'!r} "

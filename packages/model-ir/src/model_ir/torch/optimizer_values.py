@@ -15,23 +15,19 @@ import contextlib
 
 import torch
 
+from model_ir.torch.plain_values import is_plain
+
 #: flags torch sets on an optimizer at its first step (the learning-rate scheduler's
 #: "step() was called" mark, a one-time warning): not part of the update
 _TORCH_FLAGS = frozenset({"_opt_called", "_warned_capturable_if_run_uncaptured"})
-
-
-def _plain(value) -> bool:
-    if isinstance(value, tuple):
-        return all(_plain(v) for v in value)
-    return isinstance(value, (bool, int, float, str)) or value is None
 
 
 def python_values(optimizer: torch.optim.Optimizer) -> dict[str, object]:
     """The optimizer's plain values (numbers, strings, flags, tuples of them) by where
     they live: ``param_groups[i]['key']`` and its attributes ``.key``."""
     values = {f"param_groups[{i}][{k!r}]": v for i, g in enumerate(optimizer.param_groups)
-              for k, v in g.items() if k != "params" and _plain(v)}
-    values.update({f".{k}": v for k, v in vars(optimizer).items() if k not in _TORCH_FLAGS and _plain(v)})
+              for k, v in g.items() if k != "params" and is_plain(v)}
+    values.update({f".{k}": v for k, v in vars(optimizer).items() if k not in _TORCH_FLAGS and is_plain(v)})
     return values
 
 
@@ -39,13 +35,13 @@ def restore_python_values(optimizer: torch.optim.Optimizer, values: dict[str, ob
     """Put back the values :func:`python_values` read (an entry or attribute the step
     added is removed)."""
     for i, g in enumerate(optimizer.param_groups):
-        for k in [k for k, v in g.items() if k != "params" and _plain(v)]:
+        for k in [k for k, v in g.items() if k != "params" and is_plain(v)]:
             key = f"param_groups[{i}][{k!r}]"
             if key in values:
                 g[k] = values[key]
             else:
                 del g[k]
-    for k in [k for k, v in vars(optimizer).items() if k not in _TORCH_FLAGS and _plain(v)]:
+    for k in [k for k, v in vars(optimizer).items() if k not in _TORCH_FLAGS and is_plain(v)]:
         if f".{k}" in values:
             setattr(optimizer, k, values[f".{k}"])
         else:
