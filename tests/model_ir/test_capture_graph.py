@@ -402,9 +402,55 @@ class _StoredActivations(torch.nn.Module):
 
 def test_tensors_a_forward_keeps_in_containers_are_named_in_a_warning():
     model = _StoredActivations()
-    with pytest.warns(UserWarning, match=r"keeps tensors in Python containers \(_StoredActivations.acts;") as seen:
+    with pytest.warns(UserWarning, match=r"keep tensors in Python \(_StoredActivations.acts;") as seen:
         capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    assert [w.filename for w in seen if "containers" in str(w.message)] == [__file__]
+    assert [w.filename for w in seen if "keep tensors" in str(w.message)] == [__file__]
+
+
+_FEATURES: dict = {}  # filled by a forward hook below (a global, as feature-extraction scripts keep it)
+
+
+class _SavedOutputs:
+    """A hook object that keeps what it sees (torchvision's feature extraction recipes)."""
+
+    def __init__(self):
+        self.outputs = []
+
+    def __call__(self, module, args, out):
+        self.outputs.append(out)
+
+
+def test_tensors_hooks_and_the_loss_keep_outside_the_model_are_named_in_a_warning():
+    """Activations a hook keeps in a global, a hook object's list or a closure's list,
+    and a loss that logs a tensor: each holds a fake tensor of the capture after it (and
+    no step puts a real one there); the warning names where. Hooks that keep nothing
+    (a gradient hook that scales) are not named."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    model, saver, norms, logged = mlp(4, 2), _SavedOutputs(), [], []
+    model[0].register_forward_hook(lambda module, args, out: _FEATURES.__setitem__("hidden", out.detach()))
+    model[1].register_forward_hook(saver)
+    model[0].weight.register_hook(lambda g: norms.append(g.norm()))
+    model[2].weight.register_hook(lambda g: g * 0.5)
+
+    def loss_fn(out):
+        logged.append(out.detach())
+        return out.square().mean()
+
+    try:
+        with pytest.warns(UserWarning, match="keep tensors in Python") as seen:
+            capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=loss_fn)
+        message = next(str(w.message) for w in seen if "keep tensors" in str(w.message))
+        assert "_FEATURES (a global of" in message and "self.outputs (of _SavedOutputs.__call__)" in message
+        assert "norms (a variable of" in message and "logged (a variable of" in message
+        assert all(isinstance(t, FakeTensor) for t in [_FEATURES["hidden"], *saver.outputs, *norms, *logged])
+    finally:
+        _FEATURES.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = mlp(4, 2)
+        clean[0].weight.register_hook(lambda g: g * 0.5)
+        capture(clean, torch.randn(3, 4), optimizer=torch.optim.SGD(clean.parameters(), lr=0.1))
 
 
 def test_values_read_into_python_for_nothing_are_named_in_a_warning():

@@ -395,3 +395,49 @@ def test_function_reads_follow_partials_methods_and_decorators():
     trainer.alpha = 0.25
     assert [read() for read in reads.values()] == [0.25]
     assert function_reads(print) == [] and function_reads(None) == []
+
+
+class _GradientScale:
+    """A gradient hook object whose factor the loop changes."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, grad):
+        return grad * self.factor
+
+
+HOOK_SCALE = 1.0  # read by the forward hook of the test below, changed by its loop
+
+
+@pytest.mark.parametrize("hook", ["forward hook", "gradient hook"])
+def test_a_number_a_hook_reads_replans_when_the_loop_changes_it(hook):
+    """Hooks are traced into the step as the loss is: a Python number one reads (a global
+    a forward hook scales by, the factor of a gradient-hook object) is a constant of the
+    plan. Before, a change left the step scaling by the traced one, silently; now it asks
+    for a plan of its own, and the steps stay eager's."""
+    global HOOK_SCALE
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)  # deepcopy drops tensor hooks: both get theirs below
+    scale = _GradientScale(1.0)
+    for m in (model, ref):
+        if hook == "forward hook":
+            m[1].register_forward_hook(lambda module, args, out: out * HOOK_SCALE)
+        else:
+            m[0].weight.register_hook(scale)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), time_limit=0.5)
+    shown = {"forward hook": "global 'HOOK_SCALE' read by", "gradient hook": r"self.factor \(read by _GradientScale"}
+    try:
+        for i in range(3):
+            HOOK_SCALE = scale.factor = 1.0 / (i + 1)
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+            replans = [str(w.message) for w in seen if issubclass(w.category, ReplanWarning)]
+            assert len(replans) == (1 if i else 0) and all(re.search(shown[hook], r) for r in replans), replans
+        assert_same_state(model, opt, ref, ref_opt, stateful=False)
+    finally:
+        HOOK_SCALE = 1.0

@@ -3,7 +3,7 @@
 A step is traced once: each module's mode, its plain Python attributes (``Dropout.p``,
 ``BatchNorm.eps``, Hugging Face's ``gradient_checkpointing``) and its hooks become
 constants of the captured ops, and so do the plain values the loss function, the
-``before_step`` function and the modules' ``forward`` read from their closures, module
+``before_step`` function, the modules' ``forward`` and the hooks read from their closures, module
 globals and, for a method, its object, one level into the dicts and objects found there
 (``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``).
 Changing one later does not change the step, where it would change eager's next call,
@@ -13,38 +13,18 @@ so a call after such a change asks for a new plan
 
 from __future__ import annotations
 
-import functools
 import types
 from collections.abc import Callable
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from model_ir.torch.function_scope import (
+    GLOBAL_MODULE_HOOKS, MODULE_HOOKS, code_names, code_strings, hook_functions, unwrap_callable,
+)
 from model_ir.torch.plain_values import is_plain
 
-#: The hook dicts of every module, and those torch runs for all modules.
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks")
 _ABSENT = object()
-
-
-def _code_names(code: types.CodeType) -> set[str]:
-    """The global names ``code`` and the functions defined in it may read."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
-
-
-def _code_strings(code: types.CodeType) -> set[str]:
-    """The string constants of ``code`` and the functions defined in it (dict keys)."""
-    strings = {c for c in code.co_consts if isinstance(c, str)}
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            strings |= _code_strings(const)
-    return strings
 
 
 def _object_reads(obj, code: types.CodeType, names: set[str]) -> list[tuple[str, Callable[[], object]]]:
@@ -54,7 +34,7 @@ def _object_reads(obj, code: types.CodeType, names: set[str]) -> list[tuple[str,
     model's)."""
     if isinstance(obj, dict):
         return [(f"[{key!r}]", lambda key=key: obj.get(key, _ABSENT))
-                for key in sorted(_code_strings(code)) if key in obj and is_plain(obj[key])]
+                for key in sorted(code_strings(code)) if key in obj and is_plain(obj[key])]
     attributes = getattr(obj, "__dict__", None)
     if not isinstance(attributes, dict) or isinstance(obj, (torch.nn.Module, torch.Tensor, types.ModuleType, type,
                                                             types.FunctionType)):
@@ -69,17 +49,14 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
     finds there (their entries the code indexes with a constant, their attributes it
     names), and for a method, of its object (``self.alpha``); a ``partial``'s function,
     and the function a decorator wraps (``__wrapped__``) too."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    owner = getattr(fn, "__self__", None)
-    fn = getattr(fn, "__func__", fn)
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    fn, owner = unwrap_callable(fn)
+    if fn is None:
         return []
+    code = fn.__code__
     wrapped = getattr(fn, "__wrapped__", None)
     reads = function_reads(wrapped) if wrapped is not None and wrapped is not fn else []
     where = getattr(fn, "__qualname__", "?")
-    names = _code_names(code)
+    names = code_names(code)
     for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
         try:
             value = cell.cell_contents
@@ -130,15 +107,15 @@ class ModuleState:
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
         hooked = torch.nn.modules.module
         self.hook_dicts = [(f"the {key.strip('_').replace('_', ' ')} of module {name or 'model'!r} "
-                            f"({type(m).__name__})", getattr(m, key)) for name, m in modules for key in _HOOKS
+                            f"({type(m).__name__})", getattr(m, key)) for name, m in modules for key in MODULE_HOOKS
                            if isinstance(getattr(m, key, None), dict)]
         self.hook_dicts += [(f"the global module {key.strip('_').removeprefix('global_').replace('_', ' ')}",
-                             getattr(hooked, key)) for key in _GLOBAL_HOOKS
+                             getattr(hooked, key)) for key in GLOBAL_MODULE_HOOKS
                             if isinstance(getattr(hooked, key, None), dict)]
         self.hook_marks = [_hooks_mark(d) for _, d in self.hook_dicts]
         forwards = dict.fromkeys(type(m).forward for _, m in modules)
-        self.reads = [r for fn in [*functions, *forwards] if fn is not None and not isinstance(fn, torch.nn.Module)
-                      for r in function_reads(fn)]
+        self.reads = [r for fn in dict.fromkeys([*functions, *forwards, *hook_functions(model)])
+                      if fn is not None and not isinstance(fn, torch.nn.Module) for r in function_reads(fn)]
         self.read_values = [read() for _, read in self.reads]
         self.hooked = [i for i, (n, _) in enumerate(self.hook_marks) if n]  # a removal shows there only
         self.next_hook_id = RemovableHandle.next_id

@@ -15,6 +15,7 @@ in place by the graph itself.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 import itertools
@@ -39,6 +40,7 @@ from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, dropping_log_records, warn_user
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
+from model_ir.torch.function_scope import hook_functions, scope_values
 from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
     SCALER_TENSORS,
@@ -735,10 +737,10 @@ def trace_step(
                   "tensor operations only, so they keep the values they had before the capture, where every "
                   "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
                   "update it")
-    kept = _traced_tensors_kept(model)
+    kept = _traced_tensors_kept(model, [loss_fn, before_step, *hook_functions(model)])
     if kept:
-        warn_user(f"the model's forward keeps tensors in Python containers ({', '.join(kept[:3])}"
-                  f"{', ...' if len(kept) > 3 else ''}; activations a hook stores, say): they hold the capture's "
+        warn_user(f"the model's forward, its hooks or the loss keep tensors in Python ({', '.join(kept[:5])}"
+                  f"{', ...' if len(kept) > 5 else ''}; activations a hook stores, say): they hold the capture's "
                   "fake tensors, and an optimized step runs no Python, so no step puts its tensors there; "
                   "return what you need from the model (return_outputs=True) or from before_step")
 
@@ -852,19 +854,36 @@ def _equal_plain(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _traced_tensors_kept(model: torch.nn.Module) -> list[str]:
-    """``Module.attribute`` of each list, tuple, dict or set attribute of the model's
-    modules that holds a fake tensor of the trace (appended or stored by the forward)."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
+def _traced_tensors_kept(model: torch.nn.Module, functions) -> list[str]:
+    """Where a fake tensor of the trace was left behind: ``Module.attribute`` of each
+    container attribute of the model's modules that holds one (appended or stored by the
+    forward), and each variable, global or object attribute of ``functions`` (the loss,
+    ``before_step``, the hooks) that is one or holds one (``features[name] = output``)."""
     found = []
     for m in model.modules():
         for key, value in vars(m).items():
-            if isinstance(value, (list, tuple, dict, set)) and not key.startswith("_") and any(
-                    isinstance(t, FakeTensor) for t in pytree.tree_leaves(list(value) if isinstance(value, set)
-                                                                          else value)):
+            if isinstance(value, _CONTAINERS) and not key.startswith("_") and _holds_fake_tensor(value):
                 found.append(f"{type(m).__name__}.{key}")
-    return found
+    for fn in dict.fromkeys(f for f in functions if f is not None):
+        found += [where for where, value in scope_values(fn)
+                  if isinstance(value, (torch.Tensor, *_CONTAINERS)) and _holds_fake_tensor(value)]
+    return list(dict.fromkeys(found))
+
+
+_CONTAINERS = (list, tuple, dict, set, collections.deque)
+
+
+def _holds_fake_tensor(value, depth: int = 3) -> bool:
+    """Whether ``value`` is a fake tensor or holds one, ``depth`` containers deep (a
+    dict of lists of outputs), looking at the first thousand items of each."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if isinstance(value, FakeTensor):
+        return True
+    if depth == 0 or not isinstance(value, _CONTAINERS):
+        return False
+    items = value.values() if isinstance(value, dict) else value
+    return any(_holds_fake_tensor(v, depth - 1) for v in itertools.islice(items, 1000))
 
 
 def _warn_values_read_into_python(gm: fx.GraphModule, optimizer_start: str | None) -> None:
