@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import subprocess
 import sys
 import warnings
@@ -451,6 +452,43 @@ def test_tensors_hooks_and_the_loss_keep_outside_the_model_are_named_in_a_warnin
         clean = mlp(4, 2)
         clean[0].weight.register_hook(lambda g: g * 0.5)
         capture(clean, torch.randn(3, 4), optimizer=torch.optim.SGD(clean.parameters(), lr=0.1))
+
+
+class _PythonCoinDepth(torch.nn.Module):
+    """Stochastic depth with Python's coin, as hand-written blocks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(x if self.training and random.random() < 0.5 else x + self.a(x))
+
+
+@pytest.mark.parametrize("where", ["random in forward", "numpy in loss"])
+def test_python_random_draws_are_refused_and_the_generators_left_as_they_were(where):
+    """A number drawn by Python (stochastic depth's coin, mixup's lam from np.random.beta)
+    was drawn once at capture and the step repeated it at every call, silently; the
+    capture now refuses, naming the generator and the ways out, and consumes nothing
+    from the user's seeded streams."""
+    import numpy as np
+
+    random.seed(3)
+    np.random.seed(3)
+    expected = random.random(), np.random.random()
+    random.seed(3)
+    np.random.seed(3)
+    if where == "random in forward":
+        model, loss_fn, generator = _PythonCoinDepth(), None, "Python's random module"
+    else:
+        model, generator = mlp(4, 2), "numpy.random"
+
+        def loss_fn(out):
+            lam = float(np.random.beta(0.4, 0.4))
+            return lam * out.square().mean() + (1 - lam) * out.abs().mean()
+    with pytest.raises(CaptureError, match=rf"draws random numbers from {generator}, .* draw them with torch"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=loss_fn)
+    assert (random.random(), np.random.random()) == expected
 
 
 def test_values_read_into_python_for_nothing_are_named_in_a_warning():

@@ -59,6 +59,7 @@ from model_ir.torch.hyper_parameters import (
     tensor_hyper_parameters_as_floats,
 )
 from model_ir.torch.optimizer_values import changed_python_value, python_counter_error, python_values
+from model_ir.torch.python_random import refusing_python_random
 from model_ir.torch.python_releases import ReleaseRecorder
 from model_ir.torch.specs import TensorSpec
 from model_ir.torch.step_guards import ValuedReads, valued_reads
@@ -710,8 +711,8 @@ def trace_step(
     if not train:
         model.eval()
     try:
-        with kernels(), mode, _quiet_meta_failures(), constant_decisions(), pairing_replayed_draws() as draws, \
-                valued_reads(reads, step_counts):
+        with refusing_python_random(type(model).__name__), kernels(), mode, _quiet_meta_failures(), \
+                constant_decisions(), pairing_replayed_draws() as draws, valued_reads(reads, step_counts):
             gm = make_fx(step, tracing_mode="real")(*flat)
     except Exception as exc:
         error = exc if isinstance(exc, CaptureError) else capture_error(exc, model)
