@@ -4,6 +4,8 @@ their last use, or copied into the arena right after their op (``make_plan``'s
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -207,15 +209,23 @@ def test_copied_into_copies_bytes_and_keeps_a_result_larger_than_its_slot():
 
     arena = torch.zeros(64, dtype=torch.uint8)
     base = torch.arange(6, dtype=torch.float32)
-    view = base[1:5:2]  # strided, offset: the whole storage is copied, the view kept
+    view = base[1:5:2]  # strided, offset: the storage up to its last element is copied, the view kept
     grad, none, other = _copied_into((view, None, base), [arena[16:48], None, None], "op")
     assert none is None and other is base
     assert grad.untyped_storage().data_ptr() == arena.untyped_storage().data_ptr()
     assert torch.equal(grad, view) and grad.stride() == view.stride()
-    assert torch.equal(arena[16:40].view(torch.float32), base)
+    assert torch.equal(arena[16:32].view(torch.float32), base[:4]) and not arena[32:].any()
     with pytest.warns(RuntimeWarning, match="op conv returned a result of 24 bytes, more than the 16"):
         kept = _copied_into(base, [arena[:16]], "conv")
     assert kept is base
+    # A reduced loss keeps the storage its kernel resized for the unreduced one (binary
+    # cross-entropy at 32x64: 8 KiB): its 4 bytes go to its slot.
+    loss = torch.ops.aten.binary_cross_entropy(torch.rand(32, 64), torch.rand(32, 64))
+    assert loss.untyped_storage().nbytes() == 32 * 64 * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copied = _copied_into(loss, [arena[48:52]], "binary_cross_entropy")
+    assert torch.equal(copied, loss) and copied.untyped_storage().data_ptr() == arena.untyped_storage().data_ptr()
 
 
 def test_a_first_block_stops_growing_requests_from_leaving_a_segment_each():

@@ -245,3 +245,80 @@ def test_cuda_tables_name_real_operators():
     assert variant is not None
     s = variant.overload._schema
     assert f"{s.name}.{s.overload_name}" in BROKEN_OUT["cuda"]
+
+
+def _loss_calls(reduction: int) -> dict[str, tuple]:
+    """A call of each aten loss operator (forward and backward) with ``reduction``, by name."""
+    x, t, y = torch.randn(16, 32), torch.rand(16, 32), torch.randint(0, 32, (16,))
+    p, img, labels = x.sigmoid(), torch.randn(4, 8, 6, 6).log_softmax(1), torch.randint(0, 8, (4, 6, 6))
+    multi = torch.full((16, 32), -1, dtype=torch.long)
+    multi[:, :2] = torch.tensor([3, 7])
+    grad = torch.randn(16, 32) if reduction == 0 else torch.tensor(1.0)
+    per_row = torch.randn(16) if reduction == 0 else torch.tensor(1.0)
+    per_pixel = torch.randn(4, 6, 6) if reduction == 0 else torch.tensor(1.0)
+    _, is_target = aten.multilabel_margin_loss_forward(x, multi, reduction)
+    _, weight = aten.nll_loss_forward(x.log_softmax(1), y, None, reduction, -100)
+    _, weight2d = aten.nll_loss2d_forward(img, labels, None, reduction, -100)
+    return {
+        "binary_cross_entropy": (p, t, t, reduction),
+        "binary_cross_entropy_backward": (grad, p, t, t, reduction),
+        "huber_loss": (x, t, reduction, 0.5), "huber_loss_backward": (grad, x, t, reduction, 0.5),
+        "mse_loss": (x, t, reduction), "mse_loss_backward": (grad, x, t, reduction),
+        "smooth_l1_loss": (x, t, reduction, 0.5), "smooth_l1_loss_backward": (grad, x, t, reduction, 0.5),
+        "multi_margin_loss": (x, y, 1, 1.0, None, reduction),
+        "multi_margin_loss_backward": (per_row if reduction == 0 else grad, x, y, 1, 1.0, None, reduction),
+        "multilabel_margin_loss": (x, multi, reduction), "multilabel_margin_loss_forward": (x, multi, reduction),
+        "multilabel_margin_loss_backward": (per_row, x, multi, reduction, is_target),
+        "nll_loss": (x.log_softmax(1), y, None, reduction),
+        "nll_loss_forward": (x.log_softmax(1), y, None, reduction, -100),
+        "nll_loss_backward": (per_row, x.log_softmax(1), y, None, reduction, -100, weight),
+        "nll_loss2d": (img, labels, None, reduction), "nll_loss2d_forward": (img, labels, None, reduction, -100),
+        "nll_loss2d_backward": (per_pixel, img, labels, None, reduction, -100, weight2d),
+    }
+
+
+def _reduction_operators() -> list[torch._ops.OpOverload]:
+    """Every functional aten operator that takes a loss ``reduction``."""
+    found = []
+    for qualified in sorted(torch._C._dispatch_get_all_op_names()):
+        name, _, overload = qualified.removeprefix("aten::").partition(".")
+        op = getattr(getattr(aten, name, None), overload or "default", None) if qualified.startswith("aten::") else None
+        arguments = op._schema.arguments if op is not None else ()
+        if any(a.name == "reduction" for a in arguments) and not any(
+                a.alias_info is not None and a.alias_info.is_write for a in arguments):
+            found.append(op)
+    return found
+
+
+@pytest.mark.parametrize("reduction", [0, 1, 2], ids=["none", "mean", "sum"])
+def test_out_overloads_the_arena_calls_for_losses_write_their_slot_only(reduction):
+    """Some loss kernels use ``out`` as scratch (resized to the input's shape for the
+    unreduced loss): with an arena slot that overwrote the buffers after it (PyTorch's
+    VAE example trained on a wrong loss) or grew the arena mid-step. Every aten loss
+    operator whose out overload the arena executor calls (``usable_out_variant``) writes
+    its slot only, with the functional call's bits, and leaves the slot as shaped; the
+    loss operators are found from the schemas, so one a new torch adds needs a case here."""
+    import warnings
+
+    from model_runtime.lowering import usable_out_variant
+
+    calls = _loss_calls(reduction)
+    used = [op for op in _reduction_operators() if not isinstance(usable_out_variant(op, "cpu"), str)]
+    assert used and all(op._schema.name.removeprefix("aten::") in calls for op in used), used
+    for op in used:
+        args = calls[op._schema.name.removeprefix("aten::")]
+        variant = usable_out_variant(op, "cpu")
+        expected = op(*args)
+        expected = list(expected) if isinstance(expected, tuple) else [expected]
+        pad = 4 * max(a.numel() for a in args if isinstance(a, torch.Tensor))
+        buffers = [torch.randn(2 * pad + e.numel()).to(e.dtype) for e in expected]
+        before = [b.clone() for b in buffers]
+        slots = [b[pad:pad + e.numel()].view(e.shape) for b, e in zip(buffers, expected)]
+        call_args, call_kwargs = out_call_arguments(variant, named_arguments(op, args, {}), slots)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "An output with one or more elements was resized"
+            variant.overload(*call_args, **call_kwargs)
+        for buffer, old, slot, e in zip(buffers, before, slots, expected):
+            assert slot.shape == e.shape and torch.equal(slot, e), op
+            end = pad + e.numel()
+            assert torch.equal(buffer[:pad], old[:pad]) and torch.equal(buffer[end:], old[end:]), op

@@ -415,25 +415,35 @@ def _allocate_and_free(nbytes: int, device: str) -> None:
 def _copied_into(result, regions: Sequence[torch.Tensor | None], op_id: str):
     """A fallback's ``result`` (a tensor, or a tuple or list of them and None) with each
     element that has a region (1-D ``uint8`` arena slot) replaced by the same view of
-    that region, after copying its storage there byte for byte. A result larger than
-    its slot (a kernel that allocates more than the capture said) stays where it is,
-    with a warning: right values, more memory than planned."""
+    that region, after copying the bytes of its storage it spans there. (A reduced loss
+    keeps the storage its kernel resized for the unreduced one: 4 of its bytes are the
+    result.) A result that spans more than its slot (a kernel that allocates more than
+    the capture said) stays where it is, with a warning: right values, more memory than
+    planned."""
     def into(t, region):
         if region is None:
             return t
-        nbytes = storage_bytes(t)
+        nbytes = _spanned_bytes(t)
         if nbytes > region.numel():
             warnings.warn(f"op {op_id} returned a result of {nbytes} bytes, more than the {region.numel()} bytes "
                           "its capture showed: it stays outside the arena, which the plan's figures do not count",
                           RuntimeWarning, stacklevel=2)
             return t
         raw = torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage())
-        region[:nbytes].copy_(raw)
+        region[:nbytes].copy_(raw[:nbytes])
         return _view_in(region, t)
 
     if isinstance(result, torch.Tensor):
         return into(result, regions[0])
     return type(result)(into(t, r) for t, r in zip(result, regions, strict=True))
+
+
+def _spanned_bytes(t: torch.Tensor) -> int:
+    """Bytes of ``t``'s storage from its start to the end of ``t``'s last element."""
+    if t.numel() == 0:
+        return t.storage_offset() * t.element_size()
+    last = t.storage_offset() + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+    return (last + 1) * t.element_size()
 
 
 def _view_in(region: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
