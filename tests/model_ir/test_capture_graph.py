@@ -259,6 +259,34 @@ def test_clipping_that_checks_the_norm_gets_a_hint():
         capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), before_step=clip)
 
 
+def _one_hot_loss(out, y):
+    return (out - torch.nn.functional.one_hot(y).float()).square().mean()
+
+
+def _bincount_loss(out, y):
+    return torch.nn.functional.cross_entropy(out, y, weight=1.0 / (torch.bincount(y, minlength=2).float() + 1))
+
+
+def _gaussian_loss(out, y):
+    return torch.nn.functional.gaussian_nll_loss(out[:, 0], y.float(), out[:, 1].exp())
+
+
+@pytest.mark.parametrize("loss_fn, hint", [
+    (_one_hot_loss, r"\(_one_hot_loss\); one_hot without num_classes reads the largest label: pass num_classes="),
+    (_bincount_loss, r"\(_bincount_loss\); bincount's length is the largest value plus one: count with one_hot"),
+    (_gaussian_loss, r"\(_gaussian_loss\); gaussian_nll_loss checks that var has no negative entry"),
+], ids=["one_hot", "bincount", "gaussian_nll_loss"])
+def test_losses_that_read_label_values_get_a_hint(loss_fn, hint):
+    """One-hot targets without num_classes, class weights counted per batch, the Gaussian
+    NLL's variance check: each reads a value; the error names the user's line and the
+    way out (one that torch's own code reads with no frame of its own: by the call in that
+    line)."""
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(CaptureError, match=hint):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=loss_fn,
+                targets=(torch.tensor([0, 1, 1]),))
+
+
 def test_a_packed_sequence_gets_a_hint():
     with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(forward\); an RNN given a PackedSequence "
                                            r".*run it on the padded batch instead"):

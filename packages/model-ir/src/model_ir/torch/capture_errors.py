@@ -53,13 +53,36 @@ _HINTS = {
 }
 
 
+#: (torch source, function) -> what to do when that function reads a tensor's value
+_FUNCTION_HINTS = {
+    (os.path.join("nn", "functional.py"), "gaussian_nll_loss"):
+        "gaussian_nll_loss checks that var has no negative entry, a value: compute the loss by hand, "
+        "0.5 * (var.clamp(min=eps).log() + (input - target) ** 2 / var.clamp(min=eps)) and its mean",
+}
+#: a call in the user's failing line -> what to do (torch code that reads a value with no
+#: frame of its own: an operator's decomposition)
+_CALL_HINTS = {
+    "one_hot(": "one_hot without num_classes reads the largest label: pass num_classes=",
+    "bincount(": "bincount's length is the largest value plus one: count with one_hot(y, num_classes).sum(0) or "
+                 "torch.zeros(num_classes).index_add_(0, y, torch.ones_like(y, dtype=torch.float))",
+}
+
+
 def _hint(exc: BaseException) -> str:
     """``"; <what to do>"`` when the value was read by torch code with a known workaround."""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
         path = os.path.relpath(os.path.abspath(frame.filename), _TORCH_DIR)
+        hint = _FUNCTION_HINTS.get((path, frame.name))
+        if hint:
+            return f"; {hint}"
         for source, hint in _HINTS.items():
             if path.startswith(source):
                 return f"; {hint}"
+    for frame in reversed(frames):
+        path = os.path.abspath(frame.filename)
+        if not (frame.filename.startswith("<") or path.startswith((_TORCH_DIR, _OWN_DIR))):
+            return next((f"; {hint}" for call, hint in _CALL_HINTS.items() if call in (frame.line or "")), "")
     return ""
 
 
