@@ -441,3 +441,22 @@ def test_a_number_a_hook_reads_replans_when_the_loop_changes_it(hook):
         assert_same_state(model, opt, ref, ref_opt, stateful=False)
     finally:
         HOOK_SCALE = 1.0
+
+
+class _UnhashableScale(_GradientScale):
+    __hash__ = None  # as a dataclass with eq=True: hooks need not be hashable
+
+    def __eq__(self, other):
+        return isinstance(other, _UnhashableScale) and other.factor == self.factor
+
+
+def test_an_unhashable_hook_object_is_fine():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3))
+    ref = copy.deepcopy(model)
+    for m in (model, ref):
+        m[0].weight.register_hook(_UnhashableScale(0.5))
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), time_limit=0.5)
+    assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))

@@ -114,7 +114,7 @@ class ModuleState:
                             if isinstance(getattr(hooked, key, None), dict)]
         self.hook_marks = [_hooks_mark(d) for _, d in self.hook_dicts]
         forwards = dict.fromkeys(type(m).forward for _, m in modules)
-        self.reads = [r for fn in dict.fromkeys([*functions, *forwards, *hook_functions(model)])
+        self.reads = [r for fn in {id(f): f for f in [*functions, *forwards, *hook_functions(model)]}.values()
                       if fn is not None and not isinstance(fn, torch.nn.Module) for r in function_reads(fn)]
         self.read_values = [read() for _, read in self.reads]
         self.hooked = [i for i, (n, _) in enumerate(self.hook_marks) if n]  # a removal shows there only

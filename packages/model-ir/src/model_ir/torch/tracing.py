@@ -865,7 +865,7 @@ def _traced_tensors_kept(model: torch.nn.Module, functions) -> list[str]:
         for key, value in vars(m).items():
             if isinstance(value, _CONTAINERS) and not key.startswith("_") and _holds_fake_tensor(value):
                 found.append(f"{type(m).__name__}.{key}")
-    for fn in dict.fromkeys(f for f in functions if f is not None):
+    for fn in {id(f): f for f in functions if f is not None}.values():  # hooks may be unhashable
         found += [where for where, value in scope_values(fn)
                   if isinstance(value, (torch.Tensor, *_CONTAINERS)) and _holds_fake_tensor(value)]
     return list(dict.fromkeys(found))
