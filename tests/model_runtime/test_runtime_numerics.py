@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from model_ir.testing.torch_models import (  # noqa: E402
     assert_same_state,
-    TransformerBlock, eager_step, mlp, random_topological_order, small_cnn,
+    TransformerBlock, channels_last_cnn, eager_step, mlp, random_topological_order, small_cnn,
 )
 from model_ir import Plan, Schedule  # noqa: E402
 from model_runtime import make_plan, optimize  # noqa: E402
@@ -69,6 +69,15 @@ def test_cnn_batchnorm_adam(executor):
     if executor == "arena":
         # Batch-norm running statistics are model buffers updated in place by the step.
         assert step.program.out_ops > 0
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_channels_last_cnn_with_1x1_maps(executor):
+    # Its (N, C, 1, 1) tensors have strides eager's kernels choose (model_ir.torch.eager_strides):
+    # with the traced ones the arena's convolution backward summed channels-last (last bits off).
+    compare(channels_last_cnn, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+            lambda: torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last), executor,
+            loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 10, (4,)),))
 
 
 @pytest.mark.parametrize("model", ["cnn", "transformer"])

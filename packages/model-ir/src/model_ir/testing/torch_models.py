@@ -28,6 +28,19 @@ def small_cnn(channels: int = 8, classes: int = 10) -> nn.Module:
     )
 
 
+def channels_last_cnn(channels: int = 16, classes: int = 10) -> nn.Module:
+    """A channels-last CNN on 3x8x8 images whose later layers see 1x1 maps (global
+    pooling, then 1x1 convolutions with batch norm and a sigmoid gate): tensors of shape
+    ``(N, C, 1, 1)``, whose strides along the size-1 dimensions eager kernels choose."""
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(channels, 2 * channels, 1), nn.BatchNorm2d(2 * channels), nn.ReLU(),
+        nn.Conv2d(2 * channels, channels, 1), nn.BatchNorm2d(channels), nn.Sigmoid(),
+        nn.Flatten(), nn.Linear(channels, classes),
+    ).to(memory_format=torch.channels_last)
+
+
 class TransformerBlock(nn.Module):
     """A pre-norm transformer block with dropout: attention (split into q/k/v with
     ``chunk``) and an MLP, each with a residual connection."""

@@ -38,6 +38,7 @@ from model_ir.torch.checkpoint_rng import mark_replayed_draws, pairing_replayed_
 from model_ir.torch.constant_decisions import constant_decisions
 from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
+from model_ir.torch.eager_strides import EagerStridesFakeMode
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, dropping_log_records, warn_user
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
 from model_ir.torch.function_scope import hook_functions, scope_values
@@ -471,7 +472,8 @@ def trace_step(
     # Plain tensor attributes of the model (not parameters or buffers) become constants.
     # Ops whose output shape depends on values (nonzero, boolean indexing) fail where
     # the user's code calls them, not later on the graph's unknown sizes.
-    mode = FakeTensorMode(shape_env=ShapeEnv(allow_dynamic_output_shape_ops=False), allow_non_fake_inputs=True)
+    # Results get the strides eager's kernels give them (model_ir.torch.eager_strides).
+    mode = EagerStridesFakeMode(shape_env=ShapeEnv(allow_dynamic_output_shape_ops=False), allow_non_fake_inputs=True)
     # Optimizers read their step counter with .item(); an unbacked float keeps that
     # value symbolic, so the Python arithmetic on it becomes part of the graph.
     mode.allow_scalar_outputs = True

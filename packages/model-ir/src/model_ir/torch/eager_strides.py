@@ -1,0 +1,140 @@
+"""The strides eager kernels give their results, where PyTorch's fake tensors differ.
+
+Along a dimension of size 1 a tensor's stride is a free choice: ``(N, C, 1, 1)`` after
+global pooling or in a squeeze-excite block is both contiguous and channels-last
+contiguous. Eager kernels and the meta functions that fake tensors run choose
+differently there: TensorIterator's fast path and CPU batch and layer norm make such a
+result plainly contiguous, where the meta functions keep the input's channels-last
+strides (and the other way round for a batch-norm backward whose gradient and input
+disagree). The bytes are the same; what differs is how later kernels read them: a
+convolution or batch-norm backward given channels-last strides takes its channels-last
+path and sums in another order. The arena executor hands every kernel an output slot
+with the traced strides, so ResNet, MobileNet and EfficientNet trained channels-last
+on 32x32 images drifted from eager from their second step (last bits).
+
+:class:`EagerStridesFakeMode`, the fake mode capture traces with, asks the real kernel:
+where a fake result has a dimension of size 1, it runs the op on tiny CPU stand-ins
+(every dimension longer than 1 cut to 2, strides in the same order) and gives the
+result the strides the kernel chose. Only ops whose tensors all shrink alike qualify
+(elementwise ops, batch norm); on another device than the CPU, only the elementwise
+ones, whose stride choice (TensorIterator's) is the same on every device; seeded random
+ops never (a real draw would move the generator).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch._prims_common import is_non_overlapping_and_dense_or_false
+from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch.utils import _pytree as pytree
+
+_aten = torch.ops.aten
+
+#: Layer norm's results are contiguous whatever its input's strides (layer_norm.cpp),
+#: where the meta function keeps the input's: the one kind of op with a shape argument.
+_LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
+
+
+def contiguous_strides(shape) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
+
+
+def _qualifies(func, device_type: str) -> bool:
+    schema = func._schema
+    if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
+        return False
+    if torch.Tag.nondeterministic_seeded in func.tags:
+        return False
+    if any("list[" in str(a.type).lower() and "int" in str(a.type).lower() for a in schema.arguments):
+        return False  # shapes, dimensions, kernel sizes: cut tensors would not fit them
+    return device_type == "cpu" or torch.Tag.pointwise in func.tags
+
+
+def _cut(shape) -> tuple[int, ...]:
+    return tuple(min(int(s), 2) for s in shape)
+
+
+def _stand_in(t: torch.Tensor) -> torch.Tensor | None:
+    """A CPU tensor shaped ``_cut(t.shape)`` whose strides are ordered as ``t``'s (None:
+    ``t`` overlaps itself or has gaps, which a cut cannot keep)."""
+    expanded = [d for d in range(t.dim()) if t.stride(d) == 0 and t.shape[d] > 1]
+    if not expanded and not is_non_overlapping_and_dense_or_false(t):
+        return None
+    shape = _cut(t.shape)
+    strides = tuple(
+        0 if d in expanded else math.prod(shape[e] for e in range(t.dim())
+                                          if e not in expanded and t.stride(e) < t.stride(d))
+        for d in range(t.dim()))
+    extent = 1 + sum((s - 1) * st for s, st in zip(shape, strides))
+    return torch.ones(extent, dtype=t.dtype).as_strided(shape, strides)
+
+
+def _has_free_strides(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.numel() > 1 and 1 in t.shape
+
+
+def eager_result_strides(func, args, kwargs, out) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+    """``(result, strides)`` for each result of ``func(*args, **kwargs)`` (``out``) that
+    eager's kernel lays out otherwise than its fake tensor (see the module's docstring)."""
+    results = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    if not any(_has_free_strides(t) for t in results):
+        return []
+    device = results[0].device.type
+    if func in _LAYER_NORMS:
+        first = out[0]  # the output, or the input's gradient (None when not asked for)
+        if not isinstance(first, torch.Tensor) or device != "cpu":
+            return []
+        wanted = contiguous_strides(first.shape)
+        return [(first, wanted)] if first.stride() != wanted and first.is_contiguous() else []
+    if not _qualifies(func, device):
+        return []
+    flat, spec = pytree.tree_flatten((args, kwargs))
+    stand_ins = []
+    for x in flat:
+        if isinstance(x, torch.Tensor):
+            x = _stand_in(x)
+            if x is None:
+                return []
+        stand_ins.append(x)
+    stand_args, stand_kwargs = pytree.tree_unflatten(stand_ins, spec)
+    try:
+        with unset_fake_temporarily(), torch.no_grad():
+            real = [t for t in pytree.tree_leaves(func(*stand_args, **stand_kwargs)) if isinstance(t, torch.Tensor)]
+    except Exception:  # noqa: BLE001 - an op the stand-ins do not suit keeps the fake strides
+        return []
+    if len(real) != len(results) or any(r.shape != _cut(t.shape) for r, t in zip(real, results)):
+        return []
+    changed = []
+    for r, t in zip(real, results):
+        if not (_has_free_strides(t) and is_non_overlapping_and_dense_or_false(t)
+                and is_non_overlapping_and_dense_or_false(r)):
+            continue
+        # The real result's dimension order, back on the full sizes.
+        wanted = tuple(math.prod(t.shape[e] for e in range(t.dim()) if r.stride(e) < r.stride(d))
+                       for d in range(t.dim()))
+        if wanted != t.stride() and _dense(t.shape, wanted):
+            changed.append((t, wanted))
+    return changed
+
+
+def _dense(shape, strides) -> bool:
+    with unset_fake_temporarily():
+        return is_non_overlapping_and_dense_or_false(torch.empty_strided(shape, strides, device="meta"))
+
+
+class EagerStridesFakeMode(FakeTensorMode):
+    """A fake mode whose results have the strides eager's kernels give them where the
+    meta functions choose others (:func:`eager_result_strides`)."""
+
+    def dispatch(self, func, types, args=(), kwargs=None):
+        out = super().dispatch(func, types, args, kwargs)
+        for t, strides in eager_result_strides(func, args, kwargs or {}, out):
+            super().dispatch(_aten.as_strided_.default, types, (t, t.shape, strides, t.storage_offset()), {})
+        return out

@@ -1,0 +1,85 @@
+"""The captured graph's tensors have the strides eager's kernels give them, also along
+dimensions of size 1, where the meta functions of fake tensors choose otherwise
+(model_ir.torch.eager_strides): every executor lays results out as the graph says, and
+later kernels (a convolution's backward) sum in another order on other strides."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import fx, nn  # noqa: E402
+
+from model_ir.testing.torch_models import channels_last_cnn  # noqa: E402
+from model_ir.torch import capture_step  # noqa: E402
+from model_ir.torch.eager_strides import contiguous_strides, eager_result_strides  # noqa: E402
+
+
+def strides_unlike_eager(model, batch, target, optimizer) -> list[str]:
+    """The nodes whose result, replayed on real tensors, has other strides than traced."""
+    loss_fn = nn.functional.cross_entropy
+    captured = capture_step(model, batch, loss_fn=loss_fn, optimizer=optimizer, targets=(target,))
+    tensors = captured.bind(model, optimizer, batch, (target,))
+    unlike = []
+
+    class Replay(fx.Interpreter):
+        def run_node(self, node):
+            result = super().run_node(node)
+            traced = node.meta.get("val")
+            listed = [(v if isinstance(v, (tuple, list)) else [v]) for v in (result, traced)]
+            for real, fake in zip(*listed):
+                if isinstance(real, torch.Tensor) and isinstance(fake, torch.Tensor) and real.stride() != fake.stride():
+                    unlike.append(f"{node.target}: eager {real.stride()}, traced {fake.stride()}")
+            return result
+
+    with torch.no_grad():  # the replay updates the parameters in place, as the step does
+        Replay(captured.module).run(*tensors)
+    return unlike
+
+
+class LayerNormOverChannels(nn.Module):
+    """ConvNeXt's channels-last layer norm on a 1x1 map: (N, 1, 1, C) tensors."""
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 8)
+        self.norm = nn.LayerNorm(channels)
+        self.head = nn.Linear(channels, 10)
+
+    def forward(self, x):
+        y = self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head(y.flatten(1))
+
+
+@pytest.mark.parametrize("make_model,channels_last", [(channels_last_cnn, True), (LayerNormOverChannels, False)])
+def test_results_have_the_strides_of_eager_kernels(make_model, channels_last):
+    torch.manual_seed(0)
+    model = make_model()
+    batch = torch.randn(4, 3, 8, 8)
+    if channels_last:
+        batch = batch.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert strides_unlike_eager(model, batch, torch.randint(0, 10, (4,)), optimizer) == []
+
+
+def test_random_ops_are_not_run_to_find_strides():
+    model = nn.Sequential(channels_last_cnn(), nn.Dropout(0.5))
+    batch = torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last)
+    state = torch.get_rng_state()
+    capture_step(model, batch)
+    assert torch.equal(torch.get_rng_state(), state)
+    x = torch.randn(2, 8, 1, 1).to(memory_format=torch.channels_last)
+    out = torch.ops.aten.native_dropout.default(x, 0.5, True)
+    assert eager_result_strides(torch.ops.aten.native_dropout.default, (x, 0.5, True), {}, out) == []
+
+
+def test_what_eager_kernels_do_with_free_strides():
+    x = torch.randn(2, 8, 1, 1).to(memory_format=torch.channels_last)
+    assert x.stride() != contiguous_strides(x.shape)
+    sigmoid = torch.ops.aten.sigmoid.default
+    # TensorIterator's fast path makes a contiguous result of contiguous operands ...
+    fake_like = torch.empty_strided(x.shape, x.stride())
+    assert [s for _, s in eager_result_strides(sigmoid, (x,), {}, fake_like)] == [contiguous_strides(x.shape)]
+    # ... and clone keeps its input's strides (memory_format=preserve_format).
+    assert eager_result_strides(torch.ops.aten.clone.default, (x,), {}, fake_like) == []
