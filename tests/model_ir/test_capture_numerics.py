@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from model_ir.testing.torch_models import (
     assert_same_state,
     TransformerBlock,
+    channels_last_cnn,
     eager_step,
     mlp,
     random_topological_order,
@@ -40,6 +41,17 @@ def _compare(make_model, make_opt, make_batch, *, steps=2, loss_fn=None, order_s
         assert_same_state(model, opt, ref, ref_opt)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "the step changed nothing"
     return captured
+
+
+@pytest.mark.parametrize("order_seed", [None, 1])
+def test_channels_last_cnn_with_1x1_maps_bitwise(order_seed):
+    # Strides eager's kernels choose along size-1 dimensions, and a residual's gradient sum
+    # eager runs in place, laid out as its first gradient (model_ir.torch.eager_strides):
+    # otherwise a convolution's backward sums in another order.
+    target = torch.randint(0, 10, (4,))
+    _compare(channels_last_cnn, lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9),
+             lambda: torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last),
+             loss_fn=lambda out: torch.nn.functional.cross_entropy(out, target), order_seed=order_seed)
 
 
 def test_mlp_sgd_momentum_bitwise():

@@ -13,11 +13,14 @@ from torch import fx, nn  # noqa: E402
 
 from model_ir.testing.torch_models import channels_last_cnn  # noqa: E402
 from model_ir.torch import capture_step  # noqa: E402
+from model_ir.simulator import EAGER_IN_PLACE  # noqa: E402
 from model_ir.torch.eager_strides import contiguous_strides, eager_result_strides  # noqa: E402
+from model_ir.torch.gradient_accumulation import add_as_in_place  # noqa: E402
 
 
 def strides_unlike_eager(model, batch, target, optimizer) -> list[str]:
-    """The nodes whose result, replayed on real tensors, has other strides than traced."""
+    """The nodes whose result, replayed on real tensors as eager runs them (the gradient
+    sums it runs in place laid out as their first gradient), has other strides than traced."""
     loss_fn = nn.functional.cross_entropy
     captured = capture_step(model, batch, loss_fn=loss_fn, optimizer=optimizer, targets=(target,))
     tensors = captured.bind(model, optimizer, batch, (target,))
@@ -25,7 +28,10 @@ def strides_unlike_eager(model, batch, target, optimizer) -> list[str]:
 
     class Replay(fx.Interpreter):
         def run_node(self, node):
-            result = super().run_node(node)
+            if node.meta.get(EAGER_IN_PLACE):
+                result = add_as_in_place(*self.fetch_args_kwargs_from_env(node)[0])
+            else:
+                result = super().run_node(node)
             traced = node.meta.get("val")
             listed = [(v if isinstance(v, (tuple, list)) else [v]) for v in (result, traced)]
             for real, fake in zip(*listed):
@@ -83,3 +89,14 @@ def test_what_eager_kernels_do_with_free_strides():
     assert [s for _, s in eager_result_strides(sigmoid, (x,), {}, fake_like)] == [contiguous_strides(x.shape)]
     # ... and clone keeps its input's strides (memory_format=preserve_format).
     assert eager_result_strides(torch.ops.aten.clone.default, (x,), {}, fake_like) == []
+
+
+def test_gradient_sums_eager_runs_in_place_keep_the_first_gradients_strides():
+    torch.manual_seed(0)
+    model = channels_last_cnn()
+    captured = capture_step(model, torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last),
+                            optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    in_place = [n for n in captured.module.graph.nodes if n.meta.get(EAGER_IN_PLACE)]
+    assert in_place  # the residual block's input gradient
+    for n in in_place:
+        assert n.meta["val"].stride() == n.args[0].meta["val"].stride(), n

@@ -39,6 +39,7 @@ from torch import fx
 from model_ir.graph import Graph
 from model_ir.plan import Schedule, order_indices
 from model_ir.recompute import RERUN_WITHOUT_WRITES, RngReplays, instance_id
+from model_ir.torch.gradient_accumulation import add_as_in_place
 from model_ir.torch.rng_replay import draw_device, restore_rng, save_rng, swap_rng
 from model_ir.torch.storage_graph import without_statistics
 from model_ir.simulator import EAGER_IN_PLACE, validate_order
@@ -198,8 +199,9 @@ class _Builder:
             now = self.g.call_function(swap_rng, (self.rng_states[replay],))
         if self.slots is None or not fresh:
             value = self.copy_call(source)
-            if self.eager_sums and op.meta.get(EAGER_IN_PLACE):
-                value.target = torch.ops.aten.add_.Tensor  # autograd's sum, into the first gradient
+            if op.meta.get(EAGER_IN_PLACE):
+                # Autograd's sum, into the first gradient, or out of place laid out as it.
+                value.target = torch.ops.aten.add_.Tensor if self.eager_sums else add_as_in_place
         else:
             value = self.emit_into_slots(op, source)
         if replay:

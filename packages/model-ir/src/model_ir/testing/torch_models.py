@@ -28,14 +28,27 @@ def small_cnn(channels: int = 8, classes: int = 10) -> nn.Module:
     )
 
 
+class _Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.conv(x))
+
+
 def channels_last_cnn(channels: int = 16, classes: int = 10) -> nn.Module:
     """A channels-last CNN on 3x8x8 images whose later layers see 1x1 maps (global
-    pooling, then 1x1 convolutions with batch norm and a sigmoid gate): tensors of shape
-    ``(N, C, 1, 1)``, whose strides along the size-1 dimensions eager kernels choose."""
+    pooling, then 1x1 convolutions with batch norm, a residual block on a batch norm's
+    output as MobileNet's, and a sigmoid gate): tensors of shape ``(N, C, 1, 1)``, whose
+    strides along the size-1 dimensions eager kernels choose, and a gradient sum eager
+    runs in place, laid out as the gradient it sums into."""
     return nn.Sequential(
         nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
-        nn.Conv2d(channels, 2 * channels, 1), nn.BatchNorm2d(2 * channels), nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 1), nn.BatchNorm2d(2 * channels),
+        _Residual(2 * channels),
         nn.Conv2d(2 * channels, channels, 1), nn.BatchNorm2d(channels), nn.Sigmoid(),
         nn.Flatten(), nn.Linear(channels, classes),
     ).to(memory_format=torch.channels_last)

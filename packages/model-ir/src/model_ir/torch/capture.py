@@ -109,23 +109,29 @@ def capture_step(
         check_scaler(scaler, optimizer, train)
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
-    def trace(lift: bool):
+    def trace(lift: bool, in_place_sums: frozenset[int] = frozenset()):
         # The trace runs the optimizer's step() on fake tensors: its Python counters are put back.
         with kept_python_values(optimizer):
             return trace_step(model, example_inputs, loss_fn=loss_fn, optimizer=optimizer, train=train,
                               targets=targets, before_step=before_step, return_outputs=return_outputs, device=device,
                               lift_hyper_parameters=lift, autocast=autocast, return_grads=return_grads and train,
-                              accumulation_steps=accumulation_steps, scaler=scaler)
+                              accumulation_steps=accumulation_steps, scaler=scaler, in_place_sums=in_place_sums)
 
+    lift = True
     try:
-        traced = trace(True)
+        traced = trace(lift)
     except LiftedHyperParametersError as e:
         # Only a failure of the update with its hyper-parameters as inputs (an optimizer
         # whose step branches on one in a way the sign does not decide): capture again with
         # them as constants (a change then needs a new capture). Any other failure (input
         # shapes, the loss, sizes) was raised at once. Said only once that capture worked.
-        traced = trace(False)
+        lift = False
+        traced = trace(lift)
         log.warning("the optimizer's hyper-parameters stay constants of the captured step (%s)", e)
+    if traced.sums_laid_out_otherwise:
+        # A gradient sum eager runs in place keeps its first gradient's strides, which the
+        # later kernels read (model_ir.torch.eager_strides): traced again, knowing which.
+        traced = trace(lift, traced.in_place_sums)
     if functional_inplace and train:
         functionalize_forward_writes(traced.module, traced.backward_start)
         keep_dropout_masks(traced.module, traced.backward_start)

@@ -19,6 +19,12 @@ result the strides the kernel chose. Only ops whose tensors all shrink alike qua
 (elementwise ops, batch norm); on another device than the CPU, only the elementwise
 ones, whose stride choice (TensorIterator's) is the same on every device; seeded random
 ops never (a real draw would move the generator).
+
+Where a tensor feeds several ops, eager's autograd engine sums the gradients reaching
+it, often in place into the first (:mod:`model_ir.torch.gradient_accumulation`): that
+sum is laid out as that gradient, where TensorIterator's out-of-place sum may choose
+other strides. Capture traces once, marks the sums eager runs in place, and where one
+was laid out otherwise traces again with :attr:`EagerStridesFakeMode.in_place_sums`.
 """
 
 from __future__ import annotations
@@ -133,8 +139,27 @@ class EagerStridesFakeMode(FakeTensorMode):
     """A fake mode whose results have the strides eager's kernels give them where the
     meta functions choose others (:func:`eager_result_strides`)."""
 
+    #: Ordinals, in trace order, of the autograd engine's gradient sums eager runs in
+    #: place: laid out as their first gradient.
+    in_place_sums: frozenset[int] = frozenset()
+    #: Whether the engine is summing gradients now (set by
+    #: :func:`model_ir.torch.gradient_accumulation.marking_accumulations`), and how many
+    #: sums it has traced.
+    summing: bool = False
+    sums: int = 0
+
     def dispatch(self, func, types, args=(), kwargs=None):
         out = super().dispatch(func, types, args, kwargs)
+        if self.summing and func is _aten.add.Tensor:
+            self.sums += 1
+            first = args[0]
+            if (self.sums - 1 in self.in_place_sums and first.shape == out.shape and first.dtype == out.dtype
+                    and is_non_overlapping_and_dense_or_false(first) and first.stride() != out.stride()):
+                self._restride(types, out, first.stride())
+            return out
         for t, strides in eager_result_strides(func, args, kwargs or {}, out):
-            super().dispatch(_aten.as_strided_.default, types, (t, t.shape, strides, t.storage_offset()), {})
+            self._restride(types, t, strides)
         return out
+
+    def _restride(self, types, t: torch.Tensor, strides) -> None:
+        super().dispatch(_aten.as_strided_.default, types, (t, t.shape, tuple(strides), t.storage_offset()), {})

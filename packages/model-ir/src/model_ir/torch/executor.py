@@ -17,8 +17,9 @@ from torch import fx
 
 from model_ir.plan import Schedule, order_indices
 from model_ir.recompute import RERUN_WITHOUT_WRITES, RngReplays, instance_owners
-from model_ir.simulator import simulate_indices, validate_order
+from model_ir.simulator import EAGER_IN_PLACE, simulate_indices, validate_order
 from model_ir.torch.errors import ExecutionError
+from model_ir.torch.gradient_accumulation import add_as_in_place
 from model_ir.torch.rng_replay import draw_device, replaying, save_rng
 from model_ir.torch.storage_graph import without_statistics
 
@@ -139,8 +140,10 @@ def execute(
             if op_id in replays.saved and runs[op_id] == 1:
                 rng_states[op_id] = save_rng(draw_device(node))
             source = replays.source(graph.ops[i], runs[op_id])
+            # A gradient sum eager runs in place is laid out as eager leaves it.
+            target = add_as_in_place if graph.ops[i].meta.get(EAGER_IN_PLACE) else node.target
             with replaying(rng_states[source]) if source else contextlib.nullcontext():
-                result = node.target(*args, **kwargs)
+                result = target(*args, **kwargs)
             env[op_id] = list(result) if isinstance(result, tuple) else result
             del args, kwargs, result
             if on_op is not None:

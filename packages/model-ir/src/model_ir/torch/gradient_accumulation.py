@@ -58,17 +58,20 @@ def engine_sums(root: torch.Tensor, start: Callable[[], None], stop: Callable[[]
 
 
 @contextlib.contextmanager
-def marking_accumulations(root: torch.Tensor):
+def marking_accumulations(root: torch.Tensor, summing: Callable[[bool], None] = lambda now: None):
     """Inside, a ``root.backward()`` traces each of the engine's gradient sums inside a
-    ``torch.profiler.record_function(ACCUMULATE)`` region (:func:`engine_sums`)."""
+    ``torch.profiler.record_function(ACCUMULATE)`` region (:func:`engine_sums`), and
+    calls ``summing(True)`` when a region opens, ``summing(False)`` when it closes."""
     opened: list = []
 
     def start():
         if not opened:
             opened.append(torch.ops.profiler._record_function_enter_new(ACCUMULATE, None))
+            summing(True)
 
     def stop():
         if opened:
+            summing(False)
             torch.ops.profiler._record_function_exit._RecordFunction(opened.pop())
 
     with engine_sums(root, start, stop):
@@ -120,3 +123,20 @@ def mark_in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> int:
         n.meta[EAGER_IN_PLACE] = True
         marked += 1
     return marked
+
+
+def in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> tuple[frozenset[int], bool]:
+    """The ordinals, in trace order among the sums of ``sums``, of those eager runs in
+    place (marked by :func:`mark_in_place_sums`), and whether one of them was traced laid
+    out otherwise than its first gradient, as eager's ``old.add_(new)`` leaves it."""
+    adds = [n for n in gm.graph.nodes if n.name in sums and n.target is torch.ops.aten.add.Tensor]
+    marked = [n for n in adds if n.meta.get(EAGER_IN_PLACE)]
+    elsewhere = any(n.meta["val"].stride() != n.args[0].meta["val"].stride() for n in marked)
+    return frozenset(k for k, n in enumerate(adds) if n.meta.get(EAGER_IN_PLACE)), elsewhere
+
+
+def add_as_in_place(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``old + new`` in a new tensor laid out as ``old``, as eager's in-place sum
+    ``old.add_(new)`` leaves it (an out-of-place ``add`` may choose other strides)."""
+    out = torch.empty_strided(old.shape, old.stride(), dtype=old.dtype, device=old.device)
+    return torch.add(old, new, out=out)

@@ -41,6 +41,7 @@ from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.eager_strides import EagerStridesFakeMode
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, dropping_log_records, warn_user
 from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
+from model_ir.torch.gradient_accumulation import in_place_sums as sums_in_place
 from model_ir.torch.function_scope import hook_functions, scope_values
 from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
@@ -136,6 +137,10 @@ class TracedStep:
     #: eval mode: storage -> the last node traced before eager PyTorch would free it
     #: (Python dropped its last tensor; see :mod:`model_ir.torch.python_releases`)
     released_after: Mapping[StorageWeakRef, str] = attrs.field(factory=dict)
+    #: the ordinals of the gradient sums eager runs in place, and whether one of them was
+    #: traced laid out otherwise than eager leaves it (see :mod:`model_ir.torch.eager_strides`)
+    in_place_sums: frozenset[int] = frozenset()
+    sums_laid_out_otherwise: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -410,6 +415,7 @@ def trace_step(
     return_grads: bool = False,
     accumulation_steps: int = 1,
     scaler: torch.amp.GradScaler | None = None,
+    in_place_sums: frozenset[int] = frozenset(),
 ) -> TracedStep:
     """Trace one step of ``model`` on ``example_inputs`` under fake tensors.
 
@@ -474,6 +480,7 @@ def trace_step(
     # the user's code calls them, not later on the graph's unknown sizes.
     # Results get the strides eager's kernels give them (model_ir.torch.eager_strides).
     mode = EagerStridesFakeMode(shape_env=ShapeEnv(allow_dynamic_output_shape_ops=False), allow_non_fake_inputs=True)
+    mode.in_place_sums = in_place_sums  # of an earlier trace (TracedStep.in_place_sums)
     # Optimizers read their step counter with .item(); an unbacked float keeps that
     # value symbolic, so the Python arithmetic on it becomes part of the graph.
     mode.allow_scalar_outputs = True
@@ -654,7 +661,7 @@ def trace_step(
             # read the same traced parameters as the forward, not the model's real ones
             # (constants of the graph, outside its dependencies and memory).
             rebound = _reparametrize_module(model, {**params, **buffers}, tie_weights=True)
-            with marking_accumulations(root), rebound:
+            with marking_accumulations(root, lambda now: setattr(mode, "summing", now)), rebound:
                 root.backward()
             losses.append(loss.detach())
         found_inf = None
@@ -762,6 +769,7 @@ def trace_step(
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
     _warn_values_read_into_python(gm, optimizer_start)
     mark_in_place_sums(gm, sums)
+    marked_sums, sums_elsewhere = sums_in_place(gm, sums)
     found_inf = _node_of(gm, found_inf_tensor[0]) if found_inf_tensor else None
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
@@ -772,7 +780,7 @@ def trace_step(
                       before_step_outputs=before_step_structure[0][0] if before_step_structure else 0,
                       before_step_structure=before_step_structure[0][1] if before_step_structure else None,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
-                      released_after=released)
+                      released_after=released, in_place_sums=marked_sums, sums_laid_out_otherwise=sums_elsewhere)
 
 
 def _drop_unused_fresh_state(gm: fx.GraphModule, slots: list[InputSlot], fresh: set[int]) -> list[InputSlot]:
