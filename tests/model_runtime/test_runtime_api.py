@@ -65,7 +65,7 @@ def test_changed_input_shape_asks_to_reoptimize():
     assert "(4, 16)" in str(info.value) and "(8, 16)" in str(info.value)
     with pytest.raises(ReoptimizeError, match="float64"):
         step(torch.randn(8, 16, dtype=torch.float64))
-    with pytest.raises(ReoptimizeError, match="structured"):
+    with pytest.raises(ReoptimizeError, match=re.escape("the call is step(*, *), the step was optimized for step(*)")):
         step(torch.randn(8, 16), torch.randn(8, 16))
 
 
@@ -271,6 +271,33 @@ def test_a_call_without_the_loss_targets_says_how_to_pass_them():
                                                     r"step\(x, targets=\(y,\)\)"):
             call()
     assert len(step.plans) == 1 and step(x, targets=(y,)).dim() == 0
+
+
+def test_a_batch_passed_packed_says_how_to_unpack_it():
+    """optimize() takes the example as the model's arguments (a tuple positional, a dict by
+    keyword), the step as the model does: ``step(batch)`` is answered with
+    ``step(**batch)`` before any new plan (it failed in the forward with torch's TypeError)."""
+    from model_runtime import RuntimeLayerError
+
+    model = _TwoInputs()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = {"x": torch.randn(5, 8), "y": torch.randn(5, 6)}
+    step = optimize(model, batch, optimizer=opt, time_limit=0.5)
+    with pytest.raises(RuntimeLayerError, match=re.escape("called as step({'x': *, 'y': *}), the batch's items "
+                                                          "packed in one dict; it takes them as the model does, "
+                                                          "step(x=*, y=*)") + ".*call step\\(\\*\\*batch\\)"):
+        step(batch)
+    pair = (batch["x"], batch["y"])
+    bilinear = nn.Bilinear(8, 6, 4)
+    positional = optimize(bilinear, pair, optimizer=torch.optim.SGD(bilinear.parameters(), lr=0.1), time_limit=0.5)
+    with pytest.raises(RuntimeLayerError, match=r"step\(\[\*, \*\]\).*step\(\*, \*\).*call step\(\*batch\)"):
+        positional(list(pair))
+    assert len(step.plans) == len(positional.plans) == 1
+    assert step(**batch).dim() == positional(*pair).dim() == 0
+    # Another structure: the error writes both calls out.
+    with pytest.raises(ReoptimizeError, match=re.escape("the call is step(*, y=*), the step was optimized for "
+                                                        "step(x=*, y=*)")):
+        step(batch["x"], y=batch["y"])
 
 
 def test_third_party_executor_through_the_hook():

@@ -28,6 +28,8 @@ from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
 from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     changed_constant,
+    describe_call,
+    describe_structure,
     flatten_batch,
     gradient_hooks,
     input_requires_grad_error,
@@ -277,14 +279,15 @@ class Binder:
         leaves, spec = flatten_batch((tuple(args), dict(kwargs)))
         if spec != self.step.inputs_spec:
             raise ReoptimizeError(
-                f"the inputs are structured as {spec}, the step was optimized for {self.step.inputs_spec}; "
-                "pass the same arguments as the example inputs"
+                f"the call is {describe_call(spec)}, the step was optimized for {describe_call(self.step.inputs_spec)} "
+                "(* a tensor or value); pass the same arguments as the example inputs"
             )
         targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
         tleaves, tspec = flatten_batch(targets)
         if tspec != self.step.targets_spec:
             raise ReoptimizeError(
-                f"the targets are structured as {tspec}, the step was optimized for {self.step.targets_spec}"
+                f"the targets are {describe_structure(tspec)}, the step was optimized for "
+                f"{describe_structure(self.step.targets_spec)} (* a tensor or value)"
             )
         changed = (changed_constant(leaves, self.step.inputs_constants)
                    or changed_constant(tleaves, self.step.targets_constants, "target"))

@@ -20,6 +20,7 @@ from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_ir.torch.errors import warn_user
+from model_ir.torch.tracing import describe_call, flatten_batch
 from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
@@ -171,6 +172,9 @@ class OptimizedStep:
                 except ReoptimizeError:
                     pass
         args, kwargs, targets = calls[0]
+        packed = self._packed_batch(args, kwargs)
+        if packed:
+            raise RuntimeLayerError(packed)
         if self._replan is None:
             raise reason
         if self._trains() and not targets and any(v.train and v.captured.targets_spec.num_leaves
@@ -189,6 +193,21 @@ class OptimizedStep:
         variant = self._replan(kwargs if kwargs else args, targets, [v.plan for v in self.variants])
         self.variants.append(variant)
         return variant, variant._bind_call(calls)
+
+    def _packed_batch(self, args: tuple, kwargs: dict) -> str | None:
+        """What to say of ``step(batch)`` where the step takes the batch's items as its
+        arguments, as ``optimize`` unpacked the example (``model(*batch)``,
+        ``model(**batch)``): not a reason for a plan of its own (None: not that)."""
+        if kwargs or len(args) != 1 or not isinstance(args[0], (tuple, list, dict)):
+            return None
+        batch = args[0]
+        unpacked = flatten_batch(((), dict(batch)) if isinstance(batch, dict) else (tuple(batch), {}))[1]
+        if not any(unpacked == v.captured.inputs_spec for v in self.variants):
+            return None
+        star = "**" if isinstance(batch, dict) else "*"
+        return (f"the step is called as {describe_call(flatten_batch((args, {}))[1])}, the batch's items packed in "
+                f"one {type(batch).__name__}; it takes them as the model does, {describe_call(unpacked)} "
+                f"(* a tensor or value): call step({star}batch)")
 
     def _check_autocast(self) -> None:
         """A call inside ``torch.autocast`` would cast the captured aten ops again (the

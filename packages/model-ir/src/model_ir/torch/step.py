@@ -17,7 +17,7 @@ from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
 from model_ir.torch.optimizer_values import kept_python_values
 from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
-    InputSlot, OutputStructure, changed_constant, flatten_batch, split_example_inputs,
+    InputSlot, OutputStructure, changed_constant, describe_call, flatten_batch, split_example_inputs,
 )
 
 
@@ -133,7 +133,8 @@ class CapturedStep:
         args, kwargs = split_example_inputs(inputs) if inputs is not None else ((), {})
         leaves, spec = flatten_batch((args, kwargs))
         if inputs is not None and spec != self.inputs_spec:
-            raise ExecutionError(f"inputs are structured as {spec}, the step was captured with {self.inputs_spec}")
+            raise ExecutionError(f"the inputs are passed as {describe_call(spec)}, the step was captured for "
+                                 f"{describe_call(self.inputs_spec)} (* a tensor or value)")
         tleaves, tspec = flatten_batch(tuple(targets) if isinstance(targets, (tuple, list)) else (targets,))
         changed = ((inputs is not None and changed_constant(leaves, self.inputs_constants))
                    or (tspec == self.targets_spec and changed_constant(tleaves, self.targets_constants, "target")))

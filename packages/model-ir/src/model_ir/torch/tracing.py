@@ -221,6 +221,31 @@ def flatten_batch(value) -> tuple[list, Any]:
     return pytree.tree_flatten(value, is_leaf=lambda x: isinstance(x, TensorSpec))
 
 
+def describe_structure(spec) -> str:
+    """A flattened value's structure (a pytree ``TreeSpec``) as Python writes the value,
+    ``*`` for each leaf: ``(*, [*, *])``, ``{'x': *}``."""
+    if spec.is_leaf():
+        return "*"
+    kids = [describe_structure(c) for c in spec.children()]
+    if spec.type is tuple:
+        return "(" + ", ".join(kids) + ("," if len(kids) == 1 else "") + ")"
+    if spec.type is list:
+        return "[" + ", ".join(kids) + "]"
+    if spec.type is dict:
+        return "{" + ", ".join(f"{k!r}: {v}" for k, v in zip(spec.context, kids)) + "}"
+    name = getattr(spec.context, "__name__", None) or getattr(spec.type, "__name__", str(spec.type))
+    return f"{name}(" + ", ".join(kids) + ")"
+
+
+def describe_call(spec, name: str = "step") -> str:
+    """The call passing inputs flattened as ``spec`` (``(args, kwargs)``, see
+    :func:`flatten_batch`), ``*`` for each tensor or value: ``step(*, mask=*)``."""
+    args, kwargs = spec.children()
+    parts = [describe_structure(a) for a in args.children()]
+    parts += [f"{k}={describe_structure(v)}" for k, v in zip(kwargs.context, kwargs.children())]
+    return f"{name}(" + ", ".join(parts) + ")"
+
+
 def constant_leaves(leaves) -> tuple[tuple[int, Any], ...]:
     """``(position, value)`` of the non-tensor leaves of flattened inputs or targets
     (flags, scales, ...): the traced step holds them as constants."""
