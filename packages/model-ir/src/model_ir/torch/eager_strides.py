@@ -1,4 +1,4 @@
-"""The strides eager kernels give their results, where PyTorch's fake tensors differ.
+"""The strides and dtypes eager kernels give their results, where fake tensors differ.
 
 Along a dimension of size 1 a tensor's stride is a free choice: ``(N, C, 1, 1)`` after
 global pooling or in a squeeze-excite block is both contiguous and channels-last
@@ -18,7 +18,10 @@ where a fake result has a dimension of size 1, it runs the op on tiny CPU stand-
 result the strides the kernel chose. Only ops whose tensors all shrink alike qualify
 (elementwise ops, batch norm); on another device than the CPU, only the elementwise
 ones, whose stride choice (TensorIterator's) is the same on every device; seeded random
-ops never (a real draw would move the generator).
+ops never (a real draw would move the generator). The same stand-ins run where an op's
+floating-point inputs mix dtypes (autocast's bf16 activations with fp32 batch-norm
+weights: CPU batch norm saves fp32 statistics where the meta function says bf16, so the
+plan counted half their bytes), and results get eager's dtype too.
 
 Where a tensor feeds several ops, eager's autograd engine sums the gradients reaching
 it, often in place into the first (:mod:`model_ir.torch.gradient_accumulation`): that
@@ -56,7 +59,7 @@ def _qualifies(func, device_type: str) -> bool:
     schema = func._schema
     if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
         return False
-    if torch.Tag.nondeterministic_seeded in func.tags:
+    if torch.Tag.nondeterministic_seeded in func.tags or any("Generator" in str(a.type) for a in schema.arguments):
         return False
     if any("list[" in str(a.type).lower() and "int" in str(a.type).lower() for a in schema.arguments):
         return False  # shapes, dimensions, kernel sizes: cut tensors would not fit them
@@ -79,26 +82,37 @@ def _stand_in(t: torch.Tensor) -> torch.Tensor | None:
                                           if e not in expanded and t.stride(e) < t.stride(d))
         for d in range(t.dim()))
     extent = 1 + sum((s - 1) * st for s, st in zip(shape, strides))
-    return torch.ones(extent, dtype=t.dtype).as_strided(shape, strides)
+    # Ones where values are data, zeros where they may be indices (always in range).
+    fill = torch.ones if t.is_floating_point() or t.is_complex() else torch.zeros
+    return fill(extent, dtype=t.dtype).as_strided(shape, strides)
 
 
 def _has_free_strides(t) -> bool:
     return isinstance(t, torch.Tensor) and t.numel() > 1 and 1 in t.shape
 
 
-def eager_result_strides(func, args, kwargs, out) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
-    """``(result, strides)`` for each result of ``func(*args, **kwargs)`` (``out``) that
-    eager's kernel lays out otherwise than its fake tensor (see the module's docstring)."""
+def _mixed_floats(args, kwargs) -> bool:
+    """Floating-point tensor arguments of more than one dtype (autocast's bf16 activations
+    with fp32 batch-norm weights)."""
+    return len({t.dtype for t in pytree.tree_leaves((args, kwargs))
+                if isinstance(t, torch.Tensor) and t.is_floating_point()}) > 1
+
+
+def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple[int, ...]]]:
+    """``(k, dtype, strides)`` for each tensor result of ``func(*args, **kwargs)`` (the
+    ``k``-th of ``out``'s tensors) to which eager's kernel gives another dtype or layout
+    than its fake tensor has (see the module's docstring)."""
     results = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-    if not any(_has_free_strides(t) for t in results):
+    mixed = _mixed_floats(args, kwargs)
+    if not results or not (mixed or any(_has_free_strides(t) for t in results)):
         return []
     device = results[0].device.type
     if func in _LAYER_NORMS:
         first = out[0]  # the output, or the input's gradient (None when not asked for)
-        if not isinstance(first, torch.Tensor) or device != "cpu":
+        if not isinstance(first, torch.Tensor) or device != "cpu" or not first.is_contiguous():
             return []
         wanted = contiguous_strides(first.shape)
-        return [(first, wanted)] if first.stride() != wanted and first.is_contiguous() else []
+        return [(0, first.dtype, wanted)] if first.stride() != wanted else []
     if not _qualifies(func, device):
         return []
     flat, spec = pytree.tree_flatten((args, kwargs))
@@ -113,20 +127,22 @@ def eager_result_strides(func, args, kwargs, out) -> list[tuple[torch.Tensor, tu
     try:
         with unset_fake_temporarily(), torch.no_grad():
             real = [t for t in pytree.tree_leaves(func(*stand_args, **stand_kwargs)) if isinstance(t, torch.Tensor)]
-    except Exception:  # noqa: BLE001 - an op the stand-ins do not suit keeps the fake strides
+    except Exception:  # noqa: BLE001 - an op the stand-ins do not suit keeps the fake results
         return []
     if len(real) != len(results) or any(r.shape != _cut(t.shape) for r, t in zip(real, results)):
         return []
     changed = []
-    for r, t in zip(real, results):
-        if not (_has_free_strides(t) and is_non_overlapping_and_dense_or_false(t)
+    for k, (r, t) in enumerate(zip(real, results)):
+        strides = t.stride()
+        if (_has_free_strides(t) and is_non_overlapping_and_dense_or_false(t)
                 and is_non_overlapping_and_dense_or_false(r)):
-            continue
-        # The real result's dimension order, back on the full sizes.
-        wanted = tuple(math.prod(t.shape[e] for e in range(t.dim()) if r.stride(e) < r.stride(d))
-                       for d in range(t.dim()))
-        if wanted != t.stride() and _dense(t.shape, wanted):
-            changed.append((t, wanted))
+            # The real result's dimension order, back on the full sizes.
+            wanted = tuple(math.prod(t.shape[e] for e in range(t.dim()) if r.stride(e) < r.stride(d))
+                           for d in range(t.dim()))
+            if _dense(t.shape, wanted):
+                strides = wanted
+        if strides != t.stride() or r.dtype != t.dtype:
+            changed.append((k, r.dtype, strides))
     return changed
 
 
@@ -137,7 +153,7 @@ def _dense(shape, strides) -> bool:
 
 class EagerStridesFakeMode(FakeTensorMode):
     """A fake mode whose results have the strides eager's kernels give them where the
-    meta functions choose others (:func:`eager_result_strides`)."""
+    meta functions choose others, and the dtypes (:func:`eager_results`)."""
 
     #: Ordinals, in trace order, of the autograd engine's gradient sums eager runs in
     #: place: laid out as their first gradient.
@@ -157,9 +173,19 @@ class EagerStridesFakeMode(FakeTensorMode):
                     and is_non_overlapping_and_dense_or_false(first) and first.stride() != out.stride()):
                 self._restride(types, out, first.stride())
             return out
-        for t, strides in eager_result_strides(func, args, kwargs or {}, out):
-            self._restride(types, t, strides)
-        return out
+        changes = eager_results(func, args, kwargs or {}, out)
+        if not changes:
+            return out
+        leaves, spec = pytree.tree_flatten(out)
+        positions = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor)]
+        for k, dtype, strides in changes:
+            t = leaves[positions[k]]
+            if dtype == t.dtype:
+                self._restride(types, t, strides)
+            else:  # a fresh result (qualifying ops alias nothing): made anew with eager's dtype
+                leaves[positions[k]] = super().dispatch(_aten.empty_strided.default, types, (t.shape, strides),
+                                                        {"dtype": dtype, "device": t.device})
+        return pytree.tree_unflatten(leaves, spec)
 
     def _restride(self, types, t: torch.Tensor, strides) -> None:
         super().dispatch(_aten.as_strided_.default, types, (t, t.shape, tuple(strides), t.storage_offset()), {})
