@@ -48,17 +48,18 @@ def unlike_eager(model, batch, target, optimizer, autocast=None) -> list[str]:
 
 
 class LayerNormOverChannels(nn.Module):
-    """ConvNeXt's channels-last layer norm on a 1x1 map: (N, 1, 1, C) tensors."""
+    """ConvNeXt's and Swin's layer norm over the channels of a permuted map: on a 1x1 map
+    (kernel 8), (N, 1, 1, C) tensors; on a 6x6 map (kernel 3), a non-contiguous input."""
 
-    def __init__(self, channels: int = 16):
+    def __init__(self, channels: int = 16, kernel: int = 8):
         super().__init__()
-        self.conv = nn.Conv2d(3, channels, 8)
+        self.conv = nn.Conv2d(3, channels, kernel)
         self.norm = nn.LayerNorm(channels)
         self.head = nn.Linear(channels, 10)
 
     def forward(self, x):
         y = self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.head(y.flatten(1))
+        return self.head(y.mean((2, 3)))
 
 
 @pytest.mark.parametrize("make_model,channels_last", [(channels_last_cnn, True), (LayerNormOverChannels, False)])
@@ -72,14 +73,17 @@ def test_results_have_the_strides_of_eager_kernels(make_model, channels_last):
     assert unlike_eager(model, batch, torch.randint(0, 10, (4,)), optimizer) == []
 
 
-def test_batch_norm_statistics_under_autocast_are_float32_as_eager_keeps_them():
-    # CPU batch norm of bf16 activations with fp32 weights saves fp32 statistics (the meta
-    # function said bf16: the arena's fallback found more bytes than planned).
+@pytest.mark.parametrize("make_model", [small_cnn, LayerNormOverChannels, lambda: LayerNormOverChannels(kernel=3)])
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_norms_give_eager_layouts_and_dtypes(make_model, autocast):
+    # CPU batch and layer norm of bf16 activations with fp32 weights save fp32 statistics
+    # (the meta functions said bf16: the arena's fallback found more bytes than planned);
+    # layer norm's output and input gradient are contiguous for a permuted input.
     torch.manual_seed(0)
-    model = small_cnn()
+    model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     assert unlike_eager(model, torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)), optimizer,
-                        autocast=torch.bfloat16) == []
+                        autocast=autocast) == []
 
 
 def test_random_ops_are_not_run_to_find_strides():

@@ -41,8 +41,10 @@ from torch.utils import _pytree as pytree
 
 _aten = torch.ops.aten
 
-#: Layer norm's results are contiguous whatever its input's strides (layer_norm.cpp),
-#: where the meta function keeps the input's: the one kind of op with a shape argument.
+#: Layer norm's first result (the output, the input's gradient) is contiguous whatever
+#: its input's strides, and its statistics are fp32 for a bf16/fp16 input with fp32
+#: weights (CPU, layer_norm.cpp), where the meta function keeps the input's strides and
+#: dtype: rules, as its shape argument keeps stand-ins from being cut.
 _LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
 
 
@@ -103,16 +105,14 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
     ``k``-th of ``out``'s tensors) to which eager's kernel gives another dtype or layout
     than its fake tensor has (see the module's docstring)."""
     results = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-    mixed = _mixed_floats(args, kwargs)
-    if not results or not (mixed or any(_has_free_strides(t) for t in results)):
+    if not results:
         return []
     device = results[0].device.type
+    mixed = _mixed_floats(args, kwargs)
     if func in _LAYER_NORMS:
-        first = out[0]  # the output, or the input's gradient (None when not asked for)
-        if not isinstance(first, torch.Tensor) or device != "cpu" or not first.is_contiguous():
-            return []
-        wanted = contiguous_strides(first.shape)
-        return [(0, first.dtype, wanted)] if first.stride() != wanted else []
+        return _layer_norm_results(func, out, mixed) if device == "cpu" else []
+    if not (mixed or any(_has_free_strides(t) for t in results)):
+        return []
     if not _qualifies(func, device):
         return []
     flat, spec = pytree.tree_flatten((args, kwargs))
@@ -143,6 +143,17 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
                 strides = wanted
         if strides != t.stride() or r.dtype != t.dtype:
             changed.append((k, r.dtype, strides))
+    return changed
+
+
+def _layer_norm_results(func, out, mixed: bool) -> list[tuple[int, torch.dtype, tuple[int, ...]]]:
+    changed = []
+    first = out[0]  # the output, or the input's gradient (None when not asked for)
+    if isinstance(first, torch.Tensor) and first.stride() != contiguous_strides(first.shape):
+        changed.append((0, first.dtype, contiguous_strides(first.shape)))
+    if func is _aten.native_layer_norm.default and mixed:
+        changed += [(k, torch.float32, out[k].stride()) for k in (1, 2)
+                    if out[k].dtype in (torch.bfloat16, torch.float16)]
     return changed
 
 
