@@ -19,12 +19,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from model_ir.torch.function_scope import (
-    GLOBAL_MODULE_HOOKS, MODULE_HOOKS, code_names, code_strings, hook_functions, unwrap_callable,
-)
+from model_ir.torch.function_scope import ABSENT as _ABSENT
+from model_ir.torch.function_scope import GLOBAL_MODULE_HOOKS, MODULE_HOOKS, code_strings, hook_functions, scopes
 from model_ir.torch.plain_values import is_plain
-
-_ABSENT = object()
 
 
 def _object_reads(obj, code: types.CodeType, names: set[str]) -> list[tuple[str, Callable[[], object]]]:
@@ -49,33 +46,17 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
     finds there (their entries the code indexes with a constant, their attributes it
     names), and for a method, of its object (``self.alpha``); a ``partial``'s function,
     and the function a decorator wraps (``__wrapped__``) too."""
-    fn, owner = unwrap_callable(fn)
-    if fn is None:
-        return []
-    code = fn.__code__
-    wrapped = getattr(fn, "__wrapped__", None)
-    reads = function_reads(wrapped) if wrapped is not None and wrapped is not fn else []
-    where = getattr(fn, "__qualname__", "?")
-    names = code_names(code)
-    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            value = cell.cell_contents
-        except ValueError:  # not bound yet
-            continue
-        if is_plain(value):
-            reads.append((f"variable {name!r} of {where}", lambda cell=cell: cell.cell_contents))
-        else:
-            reads += [(f"{name}{path} (a variable of {where})", read)
-                      for path, read in _object_reads(value, code, names)]
-    scope = fn.__globals__
-    for name in sorted(n for n in names if n in scope and not n.startswith("__")):
-        if is_plain(scope[name]):
-            reads.append((f"global {name!r} read by {where}", lambda name=name: scope.get(name, _ABSENT)))
-        else:
-            reads += [(f"{name}{path} (a global read by {where})", read)
-                      for path, read in _object_reads(scope[name], code, names)]
-    if owner is not None:
-        reads += [(f"self{path} (read by {where})", read) for path, read in _object_reads(owner, code, names)]
+    reads = []
+    for s in scopes(fn):
+        for kind, name, read in s.reads:
+            value, how = read(), ("of" if kind == "variable" else "read by")
+            if is_plain(value):
+                reads.append((f"{kind} {name!r} {how} {s.where}", read))
+            else:
+                reads += [(f"{name}{path} (a {kind} {how} {s.where})", object_read)
+                          for path, object_read in _object_reads(value, s.code, s.names)]
+        if s.owner is not None:
+            reads += [(f"self{path} (read by {s.where})", read) for path, read in _object_reads(s.owner, s.code, s.names)]
     return reads
 
 

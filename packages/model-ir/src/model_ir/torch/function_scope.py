@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import functools
 import types
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
+
+#: What a read gives for a global deleted since.
+ABSENT = object()
 
 
 def code_names(code: types.CodeType) -> set[str]:
@@ -49,29 +54,54 @@ def unwrap_callable(fn) -> tuple[types.FunctionType | None, object]:
     return function, owner if not isinstance(owner, types.ModuleType) else None
 
 
-def scope_values(fn) -> list[tuple[str, object]]:
-    """``(where, value)`` for each value ``fn`` can reach now outside its arguments: its
-    closure variables, the module globals its code names, and the attributes of its
-    object it names (``self.features``); also for the function a decorator wraps."""
+class Scope(NamedTuple):
+    """What one function reaches: ``reads`` has ``(kind, name, read)`` for each closure
+    variable bound now (kind ``"variable"``) and each module global its code names
+    (``"global"``), ``read()`` giving its value at the time; ``owner`` is a method's or a
+    callable object's object (None), ``names`` the names its code may read."""
+
+    where: str
+    code: types.CodeType
+    names: set[str]
+    owner: object
+    reads: list[tuple[str, str, Callable[[], object]]]
+
+
+def scopes(fn) -> list[Scope]:
+    """The scope of ``fn`` (see :func:`unwrap_callable`), after those of the functions
+    a decorator wraps (``__wrapped__``)."""
     function, owner = unwrap_callable(fn)
     if function is None:
         return []
     wrapped = getattr(function, "__wrapped__", None)
-    found = scope_values(wrapped) if wrapped is not None and wrapped is not function else []
-    where = getattr(function, "__qualname__", "?")
+    found = scopes(wrapped) if wrapped is not None and wrapped is not function else []
     code = function.__code__
     names = code_names(code)
+    reads = []
     for name, cell in zip(code.co_freevars, function.__closure__ or ()):
         try:
-            found.append((f"{name} (a variable of {where})", cell.cell_contents))
+            cell.cell_contents
         except ValueError:  # not bound yet
             continue
+        reads.append(("variable", name, lambda cell=cell: cell.cell_contents))
     scope = function.__globals__
-    found += [(f"{name} (a global of {where})", scope[name]) for name in sorted(names)
-              if name in scope and not name.startswith("__")]
-    attributes = getattr(owner, "__dict__", None)
-    if isinstance(attributes, dict) and not isinstance(owner, (torch.nn.Module, type)):
-        found += [(f"self.{name} (of {where})", attributes[name]) for name in sorted(names) if name in attributes]
+    reads += [("global", name, lambda name=name: scope.get(name, ABSENT))
+              for name in sorted(names) if name in scope and not name.startswith("__")]
+    found.append(Scope(getattr(function, "__qualname__", "?"), code, names, owner, reads))
+    return found
+
+
+def scope_values(fn) -> list[tuple[str, object]]:
+    """``(where, value)`` for each value ``fn`` can reach now outside its arguments: its
+    closure variables, the module globals its code names, and the attributes of its
+    object it names (``self.features``); also for the function a decorator wraps."""
+    found = []
+    for s in scopes(fn):
+        found += [(f"{name} (a {kind} of {s.where})", read()) for kind, name, read in s.reads]
+        attributes = getattr(s.owner, "__dict__", None)
+        if isinstance(attributes, dict) and not isinstance(s.owner, (torch.nn.Module, type)):
+            found += [(f"self.{name} (of {s.where})", attributes[name]) for name in sorted(s.names)
+                      if name in attributes]
     return found
 
 
