@@ -14,7 +14,7 @@ from torch import fx, nn  # noqa: E402
 from model_ir.testing.torch_models import channels_last_cnn, small_cnn  # noqa: E402
 from model_ir.torch import capture_step  # noqa: E402
 from model_ir.simulator import EAGER_IN_PLACE  # noqa: E402
-from model_ir.torch.eager_strides import contiguous_strides, eager_results  # noqa: E402
+from model_ir.torch.eager_strides import EagerStridesFakeMode, contiguous_strides, eager_results  # noqa: E402
 from model_ir.torch.gradient_accumulation import add_as_in_place  # noqa: E402
 
 
@@ -84,6 +84,21 @@ def test_norms_give_eager_layouts_and_dtypes(make_model, autocast):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     assert unlike_eager(model, torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)), optimizer,
                         autocast=autocast) == []
+
+
+def test_gradient_sums_out_of_place_get_the_strides_of_eager_add():
+    # The sums eager runs out of place are laid out as an out-of-place add, by TensorIterator.
+    x = torch.randn(2, 8, 1, 1).to(memory_format=torch.channels_last)
+    mode = EagerStridesFakeMode()
+    with mode:
+        fake = mode.from_tensor(x)
+        mode.summing = True
+        out_of_place = fake + fake
+        mode.in_place_sums = frozenset({1})
+        in_place = fake + fake
+        mode.summing = False
+    assert out_of_place.stride() == (x + x).stride() == contiguous_strides(x.shape)
+    assert in_place.stride() == x.stride()
 
 
 def test_random_ops_are_not_run_to_find_strides():

@@ -180,10 +180,11 @@ class EagerStridesFakeMode(FakeTensorMode):
         if self.summing and func is _aten.add.Tensor:
             self.sums += 1
             first = args[0]
-            if (self.sums - 1 in self.in_place_sums and first.shape == out.shape and first.dtype == out.dtype
-                    and is_non_overlapping_and_dense_or_false(first) and first.stride() != out.stride()):
-                self._restride(types, out, first.stride())
-            return out
+            if self.sums - 1 in self.in_place_sums:  # eager's old.add_(new): old's layout
+                if (first.shape == out.shape and first.dtype == out.dtype
+                        and is_non_overlapping_and_dense_or_false(first) and first.stride() != out.stride()):
+                    self._restride(types, out, first.stride())
+                return out
         changes = eager_results(func, args, kwargs or {}, out)
         if not changes:
             return out
