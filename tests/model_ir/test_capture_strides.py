@@ -5,6 +5,9 @@ later kernels (a convolution's backward) sum in another order on other strides."
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -99,6 +102,23 @@ def test_gradient_sums_out_of_place_get_the_strides_of_eager_add():
         mode.summing = False
     assert out_of_place.stride() == (x + x).stride() == contiguous_strides(x.shape)
     assert in_place.stride() == x.stride()
+
+
+def test_a_second_trace_for_in_place_sums_warns_nothing_again(monkeypatch):
+    capture_module = sys.modules["model_ir.torch.capture"]  # the package's `capture` is the function
+    traces = []
+    trace_step = capture_module.trace_step
+    monkeypatch.setattr(capture_module, "trace_step", lambda *a, **k: traces.append(k) or trace_step(*a, **k))
+    kept = []
+    model = channels_last_cnn()
+    model[0].register_forward_hook(lambda module, inputs, output: kept.append(output))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        capture_step(model, torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last),
+                     optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    # Traced twice (a sum eager runs in place was laid out otherwise), warned once.
+    assert [bool(k["in_place_sums"]) for k in traces] == [False, True]
+    assert [str(w.message).count("keep tensors in Python") for w in seen] == [1]
 
 
 def test_random_ops_are_not_run_to_find_strides():

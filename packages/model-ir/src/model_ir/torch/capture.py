@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -131,7 +132,9 @@ def capture_step(
     if traced.sums_laid_out_otherwise:
         # A gradient sum eager runs in place keeps its first gradient's strides, which the
         # later kernels read (model_ir.torch.eager_strides): traced again, knowing which.
-        traced = trace(lift, traced.in_place_sums)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the first trace said it all
+            traced = trace(lift, traced.in_place_sums)
     if functional_inplace and train:
         functionalize_forward_writes(traced.module, traced.backward_start)
         keep_dropout_masks(traced.module, traced.backward_start)
