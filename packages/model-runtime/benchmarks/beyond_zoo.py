@@ -11,7 +11,7 @@ what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
 Small configurations of Hugging Face transformers and torchvision models (one with
 Hugging Face's own gradient checkpointing, dropout recomputed, one with a frozen
-backbone, one channels-last),
+backbone, two channels-last, one of them on 32x32 images),
 an LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
 and unused parameters, and nine of the optimizers torch ships. A failure is reported on its line; the others go on.
 
@@ -223,6 +223,8 @@ CASES = {
         lambda: {"input_ids": (ids := torch.randint(0, 128, (2, 16))), "labels": ids})),
     "convnext_tiny": _vision("convnext_tiny"),
     "resnet18-channels-last": _vision("resnet18", channels_last=True),
+    # 32x32 images: 1x1 maps, whose strides eager's kernels choose (model_ir.torch.eager_strides)
+    "mobilenet_v2-channels-last-32px": _vision("mobilenet_v2", size=32, channels_last=True),
     "swin_t": _vision("swin_t"),
     "densenet121": _vision("densenet121"),
     "lstm": _small(_LSTM, lambda: torch.randint(0, 50, (4, 10)), classes=5),
