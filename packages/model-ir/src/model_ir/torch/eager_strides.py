@@ -33,6 +33,7 @@ was laid out otherwise traces again with :attr:`EagerStridesFakeMode.in_place_su
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch._prims_common import is_non_overlapping_and_dense_or_false
@@ -125,7 +126,10 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
         stand_ins.append(x)
     stand_args, stand_kwargs = pytree.tree_unflatten(stand_ins, spec)
     try:
-        with unset_fake_temporarily(), torch.no_grad():
+        # The traced op already has autocast's dtypes; a kernel's warning is the trace's to give.
+        with unset_fake_temporarily(), torch.no_grad(), torch.autocast("cpu", enabled=False), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             real = [t for t in pytree.tree_leaves(func(*stand_args, **stand_kwargs)) if isinstance(t, torch.Tensor)]
     except Exception:  # noqa: BLE001 - an op the stand-ins do not suit keeps the fake results
         return []
