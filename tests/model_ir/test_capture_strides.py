@@ -1,7 +1,8 @@
-"""The captured graph's tensors have the strides eager's kernels give them, also along
-dimensions of size 1, where the meta functions of fake tensors choose otherwise
-(model_ir.torch.eager_strides): every executor lays results out as the graph says, and
-later kernels (a convolution's backward) sum in another order on other strides."""
+"""The captured graph's tensors have the strides and dtypes eager's kernels give them,
+also along dimensions of size 1 and under autocast, where the meta functions of fake
+tensors choose otherwise (model_ir.torch.eager_strides): every executor lays results out
+as the graph says, later kernels (a convolution's backward) sum in another order on
+other strides, and a result of another dtype has other bytes than planned."""
 
 from __future__ import annotations
 
