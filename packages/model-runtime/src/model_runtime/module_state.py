@@ -56,7 +56,8 @@ def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
                 reads += [(f"{name}{path} (a {kind} {how} {s.where})", object_read)
                           for path, object_read in _object_reads(value, s.code, s.names)]
         if s.owner is not None:
-            reads += [(f"self{path} (read by {s.where})", read) for path, read in _object_reads(s.owner, s.code, s.names)]
+            reads += [(f"self{path} (read by {s.where})", object_read)
+                      for path, object_read in _object_reads(s.owner, s.code, s.names)]
     return reads
 
 

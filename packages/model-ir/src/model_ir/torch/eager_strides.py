@@ -36,7 +36,7 @@ import math
 import warnings
 
 import torch
-from torch._prims_common import is_non_overlapping_and_dense_or_false
+from torch._prims_common import is_non_overlapping_and_dense_or_false, make_contiguous_strides_for
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
 
@@ -47,15 +47,6 @@ _aten = torch.ops.aten
 #: weights (CPU, layer_norm.cpp), where the meta function keeps the input's strides and
 #: dtype: rules, as its shape argument keeps stand-ins from being cut.
 _LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
-
-
-def contiguous_strides(shape) -> tuple[int, ...]:
-    """The strides of a contiguous tensor of ``shape``."""
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(int(size), 1)
-    return tuple(reversed(strides))
 
 
 def _qualifies(func, device_type: str) -> bool:
@@ -94,11 +85,10 @@ def _has_free_strides(t) -> bool:
     return isinstance(t, torch.Tensor) and t.numel() > 1 and 1 in t.shape
 
 
-def _mixed_floats(args, kwargs) -> bool:
-    """Floating-point tensor arguments of more than one dtype (autocast's bf16 activations
-    with fp32 batch-norm weights)."""
-    return len({t.dtype for t in pytree.tree_leaves((args, kwargs))
-                if isinstance(t, torch.Tensor) and t.is_floating_point()}) > 1
+def _mixed_floats(flat) -> bool:
+    """Floating-point tensors of more than one dtype among the flattened arguments
+    (autocast's bf16 activations with fp32 batch-norm weights)."""
+    return len({t.dtype for t in flat if isinstance(t, torch.Tensor) and t.is_floating_point()}) > 1
 
 
 def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple[int, ...]]]:
@@ -109,14 +99,14 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
     if not results:
         return []
     device = results[0].device.type
-    mixed = _mixed_floats(args, kwargs)
+    flat, spec = pytree.tree_flatten((args, kwargs))
+    mixed = _mixed_floats(flat)
     if func in _LAYER_NORMS:
         return _layer_norm_results(func, out, mixed) if device == "cpu" else []
     if not (mixed or any(_has_free_strides(t) for t in results)):
         return []
     if not _qualifies(func, device):
         return []
-    flat, spec = pytree.tree_flatten((args, kwargs))
     stand_ins = []
     for x in flat:
         if isinstance(x, torch.Tensor):
@@ -153,8 +143,8 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
 def _layer_norm_results(func, out, mixed: bool) -> list[tuple[int, torch.dtype, tuple[int, ...]]]:
     changed = []
     first = out[0]  # the output, or the input's gradient (None when not asked for)
-    if isinstance(first, torch.Tensor) and first.stride() != contiguous_strides(first.shape):
-        changed.append((0, first.dtype, contiguous_strides(first.shape)))
+    if isinstance(first, torch.Tensor) and first.stride() != make_contiguous_strides_for(first.shape):
+        changed.append((0, first.dtype, make_contiguous_strides_for(first.shape)))
     if func is _aten.native_layer_norm.default and mixed:
         changed += [(k, torch.float32, out[k].stride()) for k in (1, 2)
                     if out[k].dtype in (torch.bfloat16, torch.float16)]
@@ -183,8 +173,8 @@ class EagerStridesFakeMode(FakeTensorMode):
         out = super().dispatch(func, types, args, kwargs)
         if self.summing and func is _aten.add.Tensor:
             self.sums += 1
-            first = args[0]
             if self.sums - 1 in self.in_place_sums:  # eager's old.add_(new): old's layout
+                first = args[0]
                 if (first.shape == out.shape and first.dtype == out.dtype
                         and is_non_overlapping_and_dense_or_false(first) and first.stride() != out.stride()):
                     self._restride(types, out, first.stride())

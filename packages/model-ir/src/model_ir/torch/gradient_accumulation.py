@@ -125,14 +125,14 @@ def mark_in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> int:
     return marked
 
 
-def in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> tuple[frozenset[int], bool]:
+def in_place_sum_ordinals(gm: fx.GraphModule, sums: frozenset[str]) -> tuple[frozenset[int], bool]:
     """The ordinals, in trace order among the sums of ``sums``, of those eager runs in
     place (marked by :func:`mark_in_place_sums`), and whether one of them was traced laid
     out otherwise than its first gradient, as eager's ``old.add_(new)`` leaves it."""
     adds = [n for n in gm.graph.nodes if n.name in sums and n.target is torch.ops.aten.add.Tensor]
-    marked = [n for n in adds if n.meta.get(EAGER_IN_PLACE)]
-    elsewhere = any(n.meta["val"].stride() != n.args[0].meta["val"].stride() for n in marked)
-    return frozenset(k for k, n in enumerate(adds) if n.meta.get(EAGER_IN_PLACE)), elsewhere
+    marked = {k: n for k, n in enumerate(adds) if n.meta.get(EAGER_IN_PLACE)}
+    elsewhere = any(n.meta["val"].stride() != n.args[0].meta["val"].stride() for n in marked.values())
+    return frozenset(marked), elsewhere
 
 
 def add_as_in_place(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:

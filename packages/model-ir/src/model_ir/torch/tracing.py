@@ -40,8 +40,9 @@ from model_ir.torch.cuda_autocast import cuda_autocast_policy
 from model_ir.torch.cuda_kernels import emulate_cuda
 from model_ir.torch.eager_strides import EagerStridesFakeMode
 from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, dropping_log_records, warn_user
-from model_ir.torch.gradient_accumulation import ACCUMULATE, mark_in_place_sums, marking_accumulations
-from model_ir.torch.gradient_accumulation import in_place_sums as sums_in_place
+from model_ir.torch.gradient_accumulation import (
+    ACCUMULATE, in_place_sum_ordinals, mark_in_place_sums, marking_accumulations,
+)
 from model_ir.torch.function_scope import hook_functions, scope_values
 from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
@@ -794,7 +795,7 @@ def trace_step(
     backward_start, optimizer_start = _strip_profiler_nodes(gm, train)
     _warn_values_read_into_python(gm, optimizer_start)
     mark_in_place_sums(gm, sums)
-    marked_sums, sums_elsewhere = sums_in_place(gm, sums)
+    marked_sums, sums_elsewhere = in_place_sum_ordinals(gm, sums)
     found_inf = _node_of(gm, found_inf_tensor[0]) if found_inf_tensor else None
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
