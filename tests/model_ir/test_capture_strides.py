@@ -17,7 +17,7 @@ from torch import fx, nn  # noqa: E402
 from torch._prims_common import make_contiguous_strides_for as contiguous_strides  # noqa: E402
 
 from model_ir.testing.torch_models import channels_last_cnn, small_cnn  # noqa: E402
-from model_ir.torch import capture_step  # noqa: E402
+from model_ir.torch import capture, capture_step  # noqa: E402
 from model_ir.simulator import EAGER_IN_PLACE  # noqa: E402
 from model_ir.torch.eager_strides import EagerStridesFakeMode, eager_results  # noqa: E402
 from model_ir.torch.gradient_accumulation import add_as_in_place  # noqa: E402
@@ -159,3 +159,45 @@ def test_gradient_sums_eager_runs_in_place_keep_the_first_gradients_strides():
     assert in_place  # the residual block's input gradient
     for n in in_place:
         assert n.meta["val"].stride() == n.args[0].meta["val"].stride(), n
+
+
+class _TwoLSTMs(nn.Module):
+    """Two LSTM layers whose workspaces differ: the first's input is wider than its hidden
+    state, which oneDNN's workspace grows with."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.head = nn.LSTM(40, 16, num_layers=2, batch_first=True), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def test_onednn_lstm_workspaces_are_sized_as_onednn_sizes_them():
+    """oneDNN's LSTM layer returns in training a workspace whose meta kernel says 0 bytes:
+    the plan left it out and the arena executor kept it outside the arena. The graph gives
+    each layer's workspace the bytes the real kernel returns; eval has none."""
+    model, x = _TwoLSTMs(), torch.randn(3, 7, 40)
+    real = []
+
+    class Record(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args, kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.mkldnn_rnn_layer.default:
+                real.append(out[3].numel() * out[3].element_size())
+            return out
+
+    with Record():
+        model(x)
+    if not real:
+        pytest.skip("this torch build runs CPU LSTMs without oneDNN")
+    assert len(real) == 2 and real[0] > real[1] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing said about unsized results
+        graph = capture(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    layers = [op for op in graph.ops if op.target == "aten.mkldnn_rnn_layer.default"]
+    assert [graph.buffer(op.outputs[-1]).size for op in layers] == real
+    assert "unsized_results" not in graph.meta
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "unsized_results" not in capture(model.eval(), x, train=False).meta

@@ -28,12 +28,22 @@ it, often in place into the first (:mod:`model_ir.torch.gradient_accumulation`):
 sum is laid out as that gradient, where TensorIterator's out-of-place sum may choose
 other strides. Capture traces once, marks the sums eager runs in place, and where one
 was laid out otherwise traces again with :attr:`EagerStridesFakeMode.in_place_sums`.
+
+Sizes too, where the meta function cannot know them: oneDNN's LSTM layer (CPU) returns,
+in training, the workspace its backward reads, sized by oneDNN (page-rounded parts that
+grow with the sequence and batch lengths and the larger of the input and hidden sizes);
+its meta kernel says 0 bytes, so the plan left it out and the arena executor kept it
+outside the arena, with a warning. Capture asks oneDNN: the layer runs once on zeros of
+the traced shapes (:func:`onednn_workspace_bytes`; one layer's weights and activations
+for a moment, once per distinct layer).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch._prims_common import is_non_overlapping_and_dense_or_false, make_contiguous_strides_for
@@ -47,6 +57,33 @@ _aten = torch.ops.aten
 #: weights (CPU, layer_norm.cpp), where the meta function keeps the input's strides and
 #: dtype: rules, as its shape argument keeps stand-ins from being cut.
 _LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
+
+
+#: oneDNN's LSTM layer and the position of the workspace among its results.
+_ONEDNN_RNN, _WORKSPACE = _aten.mkldnn_rnn_layer.default, 3
+
+
+class _Zeros(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def onednn_workspace_bytes(args) -> int:
+    """Bytes of the workspace oneDNN's LSTM layer returns in training for
+    ``aten.mkldnn_rnn_layer`` arguments ``args`` (tensors, fake or real; 0 if this build
+    returns none)."""
+    return _workspace_bytes(tuple(_Zeros(tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor)
+                                  else tuple(a) if isinstance(a, list) else a for a in args))
+
+
+@functools.lru_cache(maxsize=64)
+def _workspace_bytes(key: tuple) -> int:
+    args = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, _Zeros) else list(a) if isinstance(a, tuple) else a
+            for a in key]
+    # With grad enabled, as eager's forward runs it: under no_grad it returns no workspace.
+    with unset_fake_temporarily(), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        workspace = _ONEDNN_RNN(*args)[_WORKSPACE]
+    return workspace.numel() * workspace.element_size() if isinstance(workspace, torch.Tensor) else 0
 
 
 def _qualifies(func, device_type: str) -> bool:
@@ -171,6 +208,8 @@ class EagerStridesFakeMode(FakeTensorMode):
 
     def dispatch(self, func, types, args=(), kwargs=None):
         out = super().dispatch(func, types, args, kwargs)
+        if func is _ONEDNN_RNN:
+            return self._sized_workspace(types, args, kwargs or {}, out)
         if self.summing and func is _aten.add.Tensor:
             self.sums += 1
             if self.sums - 1 in self.in_place_sums:  # eager's old.add_(new): old's layout
@@ -192,6 +231,20 @@ class EagerStridesFakeMode(FakeTensorMode):
                 leaves[positions[k]] = super().dispatch(_aten.empty_strided.default, types, (t.shape, strides),
                                                         {"dtype": dtype, "device": t.device})
         return pytree.tree_unflatten(leaves, spec)
+
+    def _sized_workspace(self, types, args, kwargs, out):
+        workspace = out[_WORKSPACE]
+        bound = _ONEDNN_RNN._schema
+        values = list(args) + [kwargs[a.name] for a in bound.arguments[len(args):] if a.name in kwargs]
+        if (not isinstance(workspace, torch.Tensor) or workspace.numel() or workspace.device.type != "cpu"
+                or len(values) != len(bound.arguments) or not values[-1]):  # none, sized already, or eval
+            return out
+        nbytes = onednn_workspace_bytes(values)
+        if not nbytes:
+            return out
+        sized = super().dispatch(_aten.empty.memory_format, types, ((nbytes,),),
+                                 {"dtype": torch.uint8, "device": workspace.device})
+        return (*out[:_WORKSPACE], sized, *out[_WORKSPACE + 1:])
 
     def _restride(self, types, t: torch.Tensor, strides) -> None:
         super().dispatch(_aten.as_strided_.default, types, (t, t.shape, tuple(strides), t.storage_offset()), {})

@@ -171,8 +171,9 @@ def _check_replayed_draws(node: fx.Node) -> None:
 
 
 #: Results whose meta kernel says 0 bytes in training while the real kernel allocates
-#: them, sized by its library when it runs: oneDNN's LSTM workspace (CPU), cuDNN's RNN
-#: reserve (CUDA, "TODO: Query cudnnGetRNNTrainingReserveSize" in torch's meta kernel).
+#: them, sized by its library when it runs: oneDNN's LSTM workspace (CPU; capture asks
+#: oneDNN, model_ir.torch.eager_strides), cuDNN's RNN reserve (CUDA, "TODO: Query
+#: cudnnGetRNNTrainingReserveSize" in torch's meta kernel).
 UNSIZED_RESULTS = {"aten::mkldnn_rnn_layer": 3, "aten::_cudnn_rnn": 3}
 
 
