@@ -326,7 +326,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown case {unknown[0]!r}")
     torch.set_num_threads(1)  # steadier step times; bitwise results do not depend on it
-    # capture's and the arena's warnings (the LSTM's unmodelled workspace shows as its ratio)
+    # capture's and the arena's warnings (a case whose memory is not modelled shows as its ratio)
     warnings.simplefilter("ignore")
     rows, failed = [], 0
     print(f"{'case':36s} {'executor':8s} {'bitwise':8s} {'plan s':>7s} {'measured B':>12s} {'planned B':>12s} "
