@@ -150,6 +150,21 @@ def test_what_eager_kernels_do_with_free_strides():
     assert eager_results(torch.ops.aten.clone.default, (x,), {}, fake_like) == []
 
 
+@pytest.mark.parametrize("op, scalars", [("hardtanh_backward", (0.0, 6.0)), ("hardswish_backward", ()),
+                                         ("hardsigmoid_backward", ()), ("softplus_backward", (1.0, 20.0))])
+def test_mixed_layouts_follow_eager_kernels(op, scalars):
+    """A gradient in one memory format and the activation in another (ReLU6's backward
+    after global pooling in a channels-last MobileNet): the kernel follows the gradient,
+    these ops' meta functions the activation."""
+    func = getattr(torch.ops.aten, op).default
+    grad, x = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)
+    for args in [(grad, x, *scalars), (grad.to(memory_format=torch.channels_last), x.contiguous(), *scalars)]:
+        eager = func(*args)
+        with EagerStridesFakeMode() as mode:
+            traced = func(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args))
+        assert traced.stride() == eager.stride() == args[0].stride(), (op, traced.stride(), eager.stride())
+
+
 def test_gradient_sums_eager_runs_in_place_keep_the_first_gradients_strides():
     torch.manual_seed(0)
     model = channels_last_cnn()

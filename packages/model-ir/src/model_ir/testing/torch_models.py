@@ -42,10 +42,11 @@ def channels_last_cnn(channels: int = 16, classes: int = 10) -> nn.Module:
     """A channels-last CNN on 3x8x8 images whose later layers see 1x1 maps (global
     pooling, then 1x1 convolutions with batch norm, a residual block on a batch norm's
     output as MobileNet's, and a sigmoid gate): tensors of shape ``(N, C, 1, 1)``, whose
-    strides along the size-1 dimensions eager kernels choose, and a gradient sum eager
-    runs in place, laid out as the gradient it sums into."""
+    strides along the size-1 dimensions eager kernels choose, a gradient sum eager runs
+    in place, laid out as the gradient it sums into, and MobileNet's in-place ReLU6 before
+    the pooling, whose backward gets a contiguous gradient and a channels-last input."""
     return nn.Sequential(
-        nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+        nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU6(inplace=True),
         nn.AdaptiveAvgPool2d(1),
         nn.Conv2d(channels, 2 * channels, 1), nn.BatchNorm2d(2 * channels),
         _Residual(2 * channels),

@@ -21,7 +21,11 @@ ones, whose stride choice (TensorIterator's) is the same on every device; seeded
 ops never (a real draw would move the generator). The same stand-ins run where an op's
 floating-point inputs mix dtypes (autocast's bf16 activations with fp32 batch-norm
 weights: CPU batch norm saves fp32 statistics where the meta function says bf16, so the
-plan counted half their bytes), and results get eager's dtype too.
+plan counted half their bytes), and results get eager's dtype too. And where arguments
+shaped as a result come in different memory formats (a contiguous gradient from global
+pooling meets a channels-last activation in ReLU6's backward): TensorIterator follows
+the first, where the meta functions of ``hardtanh_backward``, ``hardswish_backward``,
+``elu_backward``, ``softplus_backward``, ... follow the activation.
 
 Where a tensor feeds several ops, eager's autograd engine sums the gradients reaching
 it, often in place into the first (:mod:`model_ir.torch.gradient_accumulation`): that
@@ -122,6 +126,20 @@ def _has_free_strides(t) -> bool:
     return isinstance(t, torch.Tensor) and t.numel() > 1 and 1 in t.shape
 
 
+def _dimension_order(t: torch.Tensor) -> tuple[int, ...]:
+    """``t``'s dimensions longer than 1, outermost (largest stride) first."""
+    return tuple(sorted((d for d in range(t.dim()) if t.shape[d] > 1), key=lambda d: (-t.stride(d), d)))
+
+
+def _mixed_layouts(flat, results) -> bool:
+    """Arguments shaped as a result but laid out in different dimension orders (a
+    gradient in one memory format, the activation in another): eager's kernel follows
+    one of them, TensorIterator's choice, where some meta functions follow the other
+    (``hardtanh_backward``, ``hardswish_backward``, ``elu_backward``, ...)."""
+    shapes = {t.shape for t in results if t.dim() > 1}
+    return len({_dimension_order(t) for t in flat if isinstance(t, torch.Tensor) and t.shape in shapes}) > 1
+
+
 def _mixed_floats(flat) -> bool:
     """Floating-point tensors of more than one dtype among the flattened arguments
     (autocast's bf16 activations with fp32 batch-norm weights)."""
@@ -140,7 +158,8 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
     mixed = _mixed_floats(flat)
     if func in _LAYER_NORMS:
         return _layer_norm_results(func, out, mixed) if device == "cpu" else []
-    if not (mixed or any(_has_free_strides(t) for t in results)):
+    layouts = _mixed_layouts(flat, results)
+    if not (mixed or layouts or any(_has_free_strides(t) for t in results)):
         return []
     if not _qualifies(func, device):
         return []
@@ -165,7 +184,7 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
     changed = []
     for k, (r, t) in enumerate(zip(real, results)):
         strides = t.stride()
-        if (_has_free_strides(t) and is_non_overlapping_and_dense_or_false(t)
+        if ((layouts or _has_free_strides(t)) and is_non_overlapping_and_dense_or_false(t)
                 and is_non_overlapping_and_dense_or_false(r)):
             # The real result's dimension order, back on the full sizes.
             wanted = tuple(math.prod(t.shape[e] for e in range(t.dim()) if r.stride(e) < r.stride(d))
