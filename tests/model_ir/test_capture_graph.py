@@ -343,6 +343,16 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
                                            r"the model"):
         capture(model, torch.randn(2, 4), loss_fn=loss,
                 optimizer=torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1))
+    # ... or one it reads (uncertainty weighting's log-variances), or a module it calls
+    log_vars = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(CaptureError, match=r"holds log_vars \(a variable of .*\), which the loss function reads.*"
+                                           r"put the loss in the model"):
+        capture(model, torch.randn(2, 4), loss_fn=lambda out: (out * log_vars.exp()).sum(),
+                optimizer=torch.optim.SGD([*model.parameters(), log_vars], lr=0.1))
+    with pytest.raises(CaptureError, match=r"holds parameter 'bias' of loss \(a variable of .*\), which the loss "
+                                           r"function calls"):
+        capture(model, torch.randn(2, 4), loss_fn=lambda out: loss(out).sum(),
+                optimizer=torch.optim.SGD([*model.parameters(), loss.bias], lr=0.1))
     with pytest.raises(CaptureError, match="example_inputs"):
         capture(model, 3)
     with pytest.raises(CaptureError, match=r"wrapped by torch.compile.*model._orig_mod"):

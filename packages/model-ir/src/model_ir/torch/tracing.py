@@ -285,6 +285,30 @@ def tensor_leaves(value) -> list[torch.Tensor]:
     return []
 
 
+def _foreign_parameter_error(p: torch.Tensor, loss_fn) -> CaptureError:
+    """The error for a tensor the optimizer holds that is not a parameter of the model,
+    naming it where the loss function holds or reads it (a learnable temperature, the
+    log-variances of uncertainty weighting, ArcFace's class centres)."""
+    where = None
+    if isinstance(loss_fn, torch.nn.Module):
+        where = next((f"parameter {n!r} of the loss function ({type(loss_fn).__name__})"
+                      for n, q in loss_fn.named_parameters() if q is p), None)
+    for what, value in scope_values(loss_fn) if loss_fn is not None and where is None else ():
+        if value is p:
+            where = f"{what}, which the loss function reads"
+        elif isinstance(value, torch.nn.Module):
+            where = next((f"parameter {n!r} of {what}, which the loss function calls"
+                          for n, q in value.named_parameters() if q is p), None)
+        if where is not None:
+            break
+    if where is not None:
+        return CaptureError(f"the optimizer holds {where}; capture takes the model's parameters only: put the loss "
+                            "in the model (a module holding both whose forward returns the loss, optimized with "
+                            "loss_fn=None)")
+    return CaptureError(f"the optimizer holds a parameter of shape {tuple(p.shape)} that is not a parameter of the "
+                        "model; build the optimizer from model.parameters()")
+
+
 def default_loss(output) -> torch.Tensor:
     """The loss used when no ``loss_fn`` is given: ``output["loss"]`` when the model
     returns a mapping with a loss tensor (a Hugging Face model given ``labels``, read as
@@ -541,19 +565,9 @@ def trace_step(
                                "(LBFGS: as many times as its line search decides); a step of one forward and one "
                                "backward pass is what capture takes: choose another optimizer")
         opt_params = [p for g in optimizer.param_groups for p in g["params"]]
-        for p in opt_params:
-            if id(p) not in by_id:
-                loss_params = dict(loss_fn.named_parameters()) if isinstance(loss_fn, torch.nn.Module) else {}
-                owner = next((n for n, q in loss_params.items() if q is p), None)
-                if owner is not None:
-                    raise CaptureError(
-                        f"the optimizer holds parameter {owner!r} of the loss function ({type(loss_fn).__name__}); "
-                        "capture takes the model's parameters only: put the loss in the model (a module holding "
-                        "both whose forward returns the loss, optimized with loss_fn=None)")
-                raise CaptureError(
-                    f"the optimizer holds a parameter of shape {tuple(p.shape)} that is not a parameter "
-                    "of the model; build the optimizer from model.parameters()"
-                )
+        stray = next((p for p in opt_params if id(p) not in by_id), None)
+        if stray is not None:
+            raise _foreign_parameter_error(stray, loss_fn)
         fake_by_real = {id(p): by_id[id(p)] for p in opt_params}
         missing = [p for p in opt_params if p.requires_grad and not optimizer.state.get(p)]
         init_state = {}
