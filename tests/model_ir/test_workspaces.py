@@ -389,3 +389,37 @@ def test_embedding_backward_workspace(tokens, rows, dtype, sms, expected):
     size = embedding_backward_workspace_bytes(g, g.ops[1])
     assert size == -(-expected // 512) * 512 and embedding_backward_workspace_bytes(g, g.ops[0]) == 0
     assert transient_workspaces(g) == ({"emb_bwd": size} if size else {})
+
+
+def test_cpu_kernel_temporaries_recorded_at_capture_come_first():
+    """A capture records each CPU kernel's temporaries from its arguments' layouts
+    (model_ir.torch.cpu_temporaries): a batch norm backward recorded at 0 bytes (its
+    gradient and input in different memory formats) has none, a convolution its copies."""
+    from model_ir.workspaces import CPU_BATCH_NORM_BACKWARD, CPU_TEMPORARY, cpu_kernel_temporaries
+
+    buffers = [Buffer("x", 4096, shape=(2, 8, 8, 8)), Buffer("gx", 4096, shape=(2, 8, 8, 8)),
+               Buffer("gw", 32, shape=(8,)), Buffer("y", 4096, shape=(2, 8, 8, 8))]
+    ops = [Op("make", outputs=["x"]),
+           Op("bnb", inputs=["x"], outputs=["gx", "gw"], target=CPU_BATCH_NORM_BACKWARD, meta={CPU_TEMPORARY: 0}),
+           Op("conv", inputs=["gx"], outputs=["y"], target="aten.convolution.default", meta={CPU_TEMPORARY: 2304})]
+    assert cpu_kernel_temporaries(Graph(buffers, ops, meta={"device": "cpu"})) == {"conv": 2304}
+
+
+def test_capture_records_the_temporaries_of_layouts():
+    torch = pytest.importorskip("torch")
+    from model_ir.testing.torch_models import channels_last_cnn
+    from model_ir.torch import capture
+    from model_ir.workspaces import CPU_TEMPORARY
+
+    torch.manual_seed(0)
+    model = channels_last_cnn()
+    graph = capture(model, torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last),
+                    optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    recorded = {op.target: [] for op in graph.ops if CPU_TEMPORARY in op.meta}
+    for op in graph.ops:
+        if CPU_TEMPORARY in op.meta:
+            recorded[op.target].append(op.meta[CPU_TEMPORARY])
+    # channels-last weight gradients converted; the first batch norm's gradient comes contiguous
+    assert all(b > 0 for b in recorded["aten.convolution_backward.default"])
+    assert recorded["aten.native_batch_norm_backward.default"][-1] == 0
+    assert set(recorded["aten.convolution.default"]) == {0}  # input and weights channels-last: no copy

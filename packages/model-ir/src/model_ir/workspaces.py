@@ -552,22 +552,29 @@ def on_allocator_clock(graph: Graph, step: Sequence[Lifetime]) -> list[Lifetime]
 
 #: CPU kernels known to allocate a temporary they free before returning.
 CPU_BATCH_NORM_BACKWARD = "aten.native_batch_norm_backward.default"
+#: ``Op.meta`` key: bytes the op's CPU kernel allocates and frees within its call, known
+#: at capture from its arguments' layouts (``model_ir.torch.cpu_temporaries``).
+CPU_TEMPORARY = "cpu_temporary_bytes"
 
 
 def cpu_kernel_temporaries(graph) -> dict[str, int]:
     """Op id -> bytes a CPU kernel allocates and frees within its call, for a graph
-    captured for the CPU (empty otherwise). Only one is known: batch norm's backward
-    (``batch_norm_backward_cpu_template``) allocates its input gradient, and allocates it
-    again when input and gradient are contiguous, dropping the first (torch.profiler,
-    torch 2.15: resnet18's CPU step holds one more input gradient at each batch norm
-    backward). Not added by :func:`with_workspaces`: the CPU captures are checked against
-    the storages ops return (``model_ir.testing.live_memory``), which never see it; the
-    arena executor's plan counts it beside the arena (``model_runtime.beside_arena``)."""
+    captured for the CPU (empty otherwise): what capture recorded in
+    ``meta[CPU_TEMPORARY]`` (oneDNN's convolutions copying arguments laid out otherwise
+    than they work, batch norm's backward allocating its input gradient twice; see
+    ``model_ir.torch.cpu_temporaries``). A graph saved without that meta counts the batch
+    norm backwards' input gradient (the contiguous case). Not added by
+    :func:`with_workspaces`: the CPU captures are checked against the storages ops return
+    (``model_ir.testing.live_memory``), which never see them; the arena executor's plan
+    counts them beside the arena (``model_runtime.beside_arena``)."""
     if graph.meta.get("device") not in (None, "cpu"):
         return {}
     out = {}
     for op in graph.ops:
-        if op.target == CPU_BATCH_NORM_BACKWARD and op.outputs:
+        if CPU_TEMPORARY in op.meta:
+            if op.meta[CPU_TEMPORARY]:
+                out[op.id] = int(op.meta[CPU_TEMPORARY])
+        elif op.target == CPU_BATCH_NORM_BACKWARD and op.outputs:
             grad_input = graph.buffer(op.outputs[0])
             if grad_input.shape is not None and len(grad_input.shape) >= 2:
                 out[op.id] = grad_input.size

@@ -28,9 +28,11 @@ from torch.utils import _pytree as pytree
 from model_ir.graph import Buffer, Graph, Op
 from model_ir.recompute import RANDOM, REPLAYS_DRAWS_OF, REPLAYS_RNG, RERUN_WITHOUT_WRITES
 from model_ir.simulator import EAGER_IN_PLACE
+from model_ir.workspaces import CPU_TEMPORARY
 from model_ir.torch.checkpoint_rng import UNPAIRED_REPLAY
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.cpu_temporaries import kernel_temporaries
 from model_ir.torch.rng_replay import replayable
 from model_ir.torch.tracing import TracedStep
 
@@ -372,6 +374,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             meta={"node": node.name, "phase": phase, **({"skipped_if_inf": True} if skippable else {}),
                   **({RERUN_WITHOUT_WRITES: True} if _writes_only_statistics(node) else {}),
                   **_random_meta(node, bool(written_ids)), **_reduction_meta(node),
+                  **({CPU_TEMPORARY: temporary} if traced.device == "cpu"
+                     and (temporary := kernel_temporaries(node)) is not None else {}),
                   **({EAGER_IN_PLACE: node_buffers[node.args[0].name][0]} if node.meta.get(EAGER_IN_PLACE) else {})},
         ))
         op_nodes[node.name] = [node.name]

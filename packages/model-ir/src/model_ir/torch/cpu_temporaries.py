@@ -1,0 +1,87 @@
+"""What CPU kernels allocate and free within their call, in bytes, from their arguments' layouts.
+
+oneDNN's convolutions: a CPU convolution that PyTorch runs with oneDNN
+(``torch._C._select_conv_backend``: ``Mkldnn``) works in one memory format, channels-last
+where its input or its weight suggests channels-last, else contiguous
+(``mkldnn_conv_use_channels_last``, aten/src/ATen/native/mkldnn/Conv.cpp). It copies each
+argument that is not laid out so (``input.contiguous(memory_format)``, the weight, in the
+backward the output's gradient too), and a channels-last backward computes the weight's
+gradient contiguous, then converts it (``.to(ChannelsLast)``). ConvNeXt's downsampling
+layers (a channels-last input, a contiguous weight) copy their weight in the forward and
+twice in the backward; a channels-last ResNet's backward copies its weight gradient.
+
+Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
+gradient, and allocates it again, dropping the first, when input and output gradient
+are both dense in one memory format (its ``all_contiguous`` path); a channels-last
+MobileNet's first batch norm, whose gradient comes contiguous from global pooling, takes
+the other path.
+
+Measured with torch.profiler (torch 2.15): each op's allocations, to the byte. The plan
+counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+from torch._prims_common import suggest_memory_format
+
+_aten = torch.ops.aten
+_CHANNELS_LAST = (torch.channels_last, torch.channels_last_3d)
+
+
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def kernel_temporaries(node: fx.Node) -> int | None:
+    """Bytes the CPU kernel of ``node`` allocates and frees within its call (traced
+    values in ``node.meta["val"]``); None for an op none is known of."""
+    if node.target is _aten.native_batch_norm_backward.default:
+        return _batch_norm_backward(node)
+    if node.target in (_aten.convolution.default, _aten.convolution_backward.default):
+        return _convolution_copies(node)
+    return None
+
+
+def _values(node: fx.Node) -> list:
+    return [a.meta.get("val") if isinstance(a, fx.Node) else a for a in node.args]
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Dense in the contiguous or the channels-last memory format (``is_contiguous`` of
+    batch_norm_backward_cpu_template)."""
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    return t.is_contiguous() or (channels_last is not None and t.is_contiguous(memory_format=channels_last))
+
+
+def _batch_norm_backward(node: fx.Node) -> int:
+    grad_out, x, *_, output_mask = _values(node)
+    if not (isinstance(x, torch.Tensor) and isinstance(grad_out, torch.Tensor)) or x.dim() < 2 or not output_mask[0]:
+        return 0
+    same = _dense(x) and _dense(grad_out) and suggest_memory_format(x) == suggest_memory_format(grad_out)
+    return _bytes(x) if same else 0
+
+
+def _convolution_copies(node: fx.Node) -> int:
+    vals = _values(node)
+    backward = node.target is _aten.convolution_backward.default
+    grad_output, (x, weight, bias), rest = (vals[0], vals[1:4], vals[4:]) if backward else (None, vals[:3], vals[3:])
+    stride, padding, dilation, transposed, output_padding, groups = rest[:6]
+    if transposed or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
+        return 0
+    bias_sizes = bias if backward else None
+    bias = None if backward else bias
+    backend = torch._C._select_conv_backend(x, weight, bias, stride, padding, dilation, transposed, output_padding,
+                                            groups, bias_sizes)
+    if backend != torch._C._ConvBackend.Mkldnn:
+        return 0
+    channels_last = torch.float64 not in (x.dtype, weight.dtype) and (
+        suggest_memory_format(x) in _CHANNELS_LAST or suggest_memory_format(weight) in _CHANNELS_LAST)
+    memory_format = (torch.channels_last if x.dim() == 4 else torch.channels_last_3d) if channels_last \
+        else torch.contiguous_format
+    copied = [t for t in (grad_output, x, weight) if isinstance(t, torch.Tensor)]
+    total = sum(_bytes(t) for t in copied if not t.is_contiguous(memory_format=memory_format))
+    if backward and channels_last and any(rest[6][1:]):  # the weight's gradient, converted
+        total += _bytes(weight)
+    return total
