@@ -14,7 +14,7 @@ from model_ir.torch.cuda_kernels import cpu_only_kernels
 from model_ir.torch.errors import LiftedHyperParametersError, warn_user
 from model_ir.torch.flops import annotate_flops
 from model_ir.torch.dropout_masks import keep_dropout_masks
-from model_ir.torch.functional_inplace import functionalize_forward_writes
+from model_ir.torch.functional_inplace import drop_redundant_clones, functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
 from model_ir.torch.optimizer_values import kept_python_values
 from model_ir.torch.step import CapturedStep
@@ -137,6 +137,7 @@ def capture_step(
             traced = trace(lift, traced.in_place_sums)
     if functional_inplace and train:
         functionalize_forward_writes(traced.module, traced.backward_start)
+        drop_redundant_clones(traced.module)
         keep_dropout_masks(traced.module, traced.backward_start)
     cpu_kernels = cpu_only_kernels(traced.module) if traced.emulated else []
     if cpu_kernels:

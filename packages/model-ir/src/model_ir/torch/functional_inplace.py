@@ -12,7 +12,9 @@ is still alive, where eager wrote ``x`` in place.
 Only writes whose target is safe to redirect are rewritten: a forward-pass op with a
 functional overload of the same name without the trailing underscore and the same
 arguments, writing a buffer that a forward op produced and that no other node views
-(every alias of it would also need redirecting).
+(every alias of it would also need redirecting). Then the clones autograd made of such
+a write's input for the backward (``SiLU(inplace=True)``) are that input itself:
+:func:`drop_redundant_clones`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,48 @@ def _functional(target):
     if args != [a.name for a in schema.arguments]:
         return None
     return overload
+
+
+def drop_redundant_clones(gm: fx.GraphModule) -> int:
+    """Make every node that reads ``y = clone(x)`` read ``x`` itself where neither is
+    written in place anywhere in the graph (nor any view of them), and ``y`` is laid out
+    as ``x``; returns how many clones were dropped.
+
+    Autograd clones the input of an in-place op whose backward needs it
+    (``SiLU(inplace=True)``: ``x.clone()`` saved, then ``x.silu_()``). Once
+    :func:`functionalize_forward_writes` has made the write functional, nothing
+    overwrites ``x``: the clone is a second copy of the same values, alive through the
+    backward pass next to ``x``'s other results. Reading ``x`` instead keeps the same
+    bytes for the backward and lets a memory budget recompute the activation
+    (``silu(x)``) from an input that is alive anyway (EfficientNet-B0)."""
+    written = set()
+    for node in gm.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op != "call_function" or schema is None:
+            continue
+        values = {**dict(zip((a.name for a in schema.arguments), node.args)), **node.kwargs}
+        written.update(_storage(values[a.name]) for a in schema.arguments
+                       if a.alias_info is not None and a.alias_info.is_write
+                       and isinstance(values.get(a.name), fx.Node))
+    dropped = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.clone.default:
+            continue
+        source = node.args[0]
+        copy, original = node.meta.get("val"), getattr(source, "meta", {}).get("val")
+        if (source.op != "call_function" or not isinstance(copy, torch.Tensor) or not isinstance(original, torch.Tensor)
+                or (copy.shape, copy.stride(), copy.dtype) != (original.shape, original.stride(), original.dtype)
+                or copy.storage_offset() != 0 or original.storage_offset() != 0
+                or _storage(node) in written or _storage(source) in written
+                or any(user.op == "output" for user in node.users)):
+            continue
+        node.replace_all_uses_with(source)
+        gm.graph.erase_node(node)
+        dropped += 1
+    if dropped:
+        gm.graph.lint()
+        gm.recompile()
+    return dropped
 
 
 def _view_form(target):
