@@ -52,8 +52,8 @@ def _functional(target):
 
 def drop_redundant_clones(gm: fx.GraphModule) -> int:
     """Make every node that reads ``y = clone(x)`` read ``x`` itself where neither is
-    written in place anywhere in the graph (nor any view of them), and ``y`` is laid out
-    as ``x``; returns how many clones were dropped.
+    written in place anywhere in the graph (nor any view of them), ``y`` is laid out as
+    ``x`` and ``x`` spans its whole storage; returns how many clones were dropped.
 
     Autograd clones the input of an in-place op whose backward needs it
     (``SiLU(inplace=True)``: ``x.clone()`` saved, then ``x.silu_()``). Once
@@ -80,6 +80,8 @@ def drop_redundant_clones(gm: fx.GraphModule) -> int:
         if (source.op != "call_function" or not isinstance(copy, torch.Tensor) or not isinstance(original, torch.Tensor)
                 or (copy.shape, copy.stride(), copy.dtype) != (original.shape, original.stride(), original.dtype)
                 or copy.storage_offset() != 0 or original.storage_offset() != 0
+                # a view of a larger storage: reading it would keep all of it alive
+                or original.untyped_storage().nbytes() != copy.untyped_storage().nbytes()
                 or _storage(node) in written or _storage(source) in written
                 or any(user.op == "output" for user in node.users)):
             continue
