@@ -253,10 +253,10 @@ class EagerStridesFakeMode(FakeTensorMode):
 
     def _sized_workspace(self, types, args, kwargs, out):
         workspace = out[_WORKSPACE]
-        bound = _ONEDNN_RNN._schema
-        values = list(args) + [kwargs[a.name] for a in bound.arguments[len(args):] if a.name in kwargs]
+        schema = _ONEDNN_RNN._schema
+        values = list(args) + [kwargs[a.name] for a in schema.arguments[len(args):] if a.name in kwargs]
         if (not isinstance(workspace, torch.Tensor) or workspace.numel() or workspace.device.type != "cpu"
-                or len(values) != len(bound.arguments) or not values[-1]):  # none, sized already, or eval
+                or len(values) != len(schema.arguments) or not values[-1]):  # none, sized already, or eval
             return out
         nbytes = onednn_workspace_bytes(values)
         if not nbytes:
