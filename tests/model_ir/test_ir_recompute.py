@@ -166,6 +166,19 @@ def test_attention_without_dropout_may_be_recomputed(p):
         assert drawn and not any(i in allowed for i in drawn)
 
 
+def runs_as_eager(step, model, opt, ref, ref_opt, make_batch, steps: int = 3) -> None:
+    """``step.run`` (the captured graph) gives eager's losses and state, bitwise."""
+    import torch
+
+    from model_ir.testing.torch_models import assert_same_state, eager_step
+
+    for _ in range(steps):
+        x = make_batch()
+        (loss,) = step.run(model, opt, x)
+        assert torch.equal(loss, eager_step(ref, ref_opt, x))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
 def test_in_place_activations_become_functional_under_a_budget():
     """ReLU(inplace=True) after batch norm blocks recomputing the batch norm; captured
     with functional_inplace, the step has relu instead of relu_, more recomputable ops,
@@ -173,7 +186,7 @@ def test_in_place_activations_become_functional_under_a_budget():
     torch = pytest.importorskip("torch")
     import copy
 
-    from model_ir.testing.torch_models import assert_same_state, eager_step, small_cnn
+    from model_ir.testing.torch_models import small_cnn
     from model_ir.torch import capture_step
 
     torch.manual_seed(0)
@@ -189,11 +202,7 @@ def test_in_place_activations_become_functional_under_a_budget():
     assert any(op.target == "aten.relu.default" for op in forward)
     assert step.graph.meta["functional_inplace"] is True
     assert len(recomputable_ops(step.graph)) > len(recomputable_ops(plain.graph))
-    for _ in range(3):
-        x = torch.randn(4, 3, 16, 16)
-        (loss,) = step.run(model, opt, x)
-        assert torch.equal(loss, eager_step(ref, ref_opt, x))
-    assert_same_state(model, opt, ref, ref_opt)
+    runs_as_eager(step, model, opt, ref, ref_opt, lambda: torch.randn(4, 3, 16, 16))
 
 
 def test_dropout_keeps_a_boolean_mask_under_a_budget():
@@ -330,7 +339,6 @@ def test_clones_of_in_place_inputs_are_dropped_once_the_write_is_functional():
     torch = pytest.importorskip("torch")
     import copy
 
-    from model_ir.testing.torch_models import assert_same_state, eager_step
     from model_ir.torch import capture_step
 
     nn = torch.nn
@@ -346,11 +354,7 @@ def test_clones_of_in_place_inputs_are_dropped_once_the_write_is_functional():
     assert sum(op.target == "aten.clone.default" for op in plain.graph.ops) == 2  # eager's saved inputs
     step = capture_step(model, x, optimizer=opt, functional_inplace=True)
     assert not any(op.target == "aten.clone.default" for op in step.graph.ops)
-    for _ in range(3):
-        x = torch.randn(4, 3, 8, 8)
-        (loss,) = step.run(model, opt, x)
-        assert torch.equal(loss, eager_step(ref, ref_opt, x))
-    assert_same_state(model, opt, ref, ref_opt)
+    runs_as_eager(step, model, opt, ref, ref_opt, lambda: torch.randn(4, 3, 8, 8))
 
 
 def test_clones_that_differ_from_their_source_are_kept():
