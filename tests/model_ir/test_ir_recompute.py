@@ -359,8 +359,8 @@ def test_clones_of_in_place_inputs_are_dropped_once_the_write_is_functional():
 
 def test_clones_that_differ_from_their_source_are_kept():
     """A clone is dropped only where it is its source: not where either is written in
-    place (directly or through a view), laid out otherwise, a graph input's, or a view's
-    of a larger storage (which reading it would keep alive)."""
+    place (directly, through a view or in a list of tensors), laid out otherwise, a graph
+    input's, or a view's of a larger storage (which reading it would keep alive)."""
     torch = pytest.importorskip("torch")
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -376,12 +376,15 @@ def test_clones_that_differ_from_their_source_are_kept():
         other_layout = d.clone(memory_format=torch.channels_last)
         of_input = x.clone()
         part = (x * 6)[:1].clone()  # its source is a view of a larger storage
-        return same + 1, written, source_written + c, other_layout + 1, of_input + 1, part + 1
+        e = x * 7
+        listed = e.clone()
+        torch._foreach_mul_([e], 2.0)  # written as an element of a list (gradient clipping)
+        return same + 1, written, source_written + c, other_layout + 1, of_input + 1, part + 1, listed + e
 
     gm = make_fx(f, tracing_mode="fake")(torch.randn(2, 3, 4, 4))
     clones = [n for n in gm.graph.nodes if n.target is torch.ops.aten.clone.default]
     sources = [n.args[0].name for n in clones]
-    assert len(clones) == 6
+    assert len(clones) == 7
     assert drop_redundant_clones(gm) == 1
     kept = [n.args[0].name for n in gm.graph.nodes if n.target is torch.ops.aten.clone.default]
     assert kept == sources[1:]  # a's clone went

@@ -406,6 +406,8 @@ def test_cpu_kernel_temporaries_recorded_at_capture_come_first():
 
 
 def test_capture_records_the_temporaries_of_layouts():
+    import collections
+
     torch = pytest.importorskip("torch")
     from model_ir.testing.torch_models import channels_last_cnn
     from model_ir.torch import capture
@@ -415,7 +417,7 @@ def test_capture_records_the_temporaries_of_layouts():
     model = channels_last_cnn()
     graph = capture(model, torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last),
                     optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    recorded = {op.target: [] for op in graph.ops if CPU_TEMPORARY in op.meta}
+    recorded = collections.defaultdict(list)
     for op in graph.ops:
         if CPU_TEMPORARY in op.meta:
             recorded[op.target].append(op.meta[CPU_TEMPORARY])

@@ -26,6 +26,8 @@ import torch
 from torch import fx
 from torch._prims_common import suggest_memory_format
 
+from model_ir.torch.node_args import arg_values
+
 _aten = torch.ops.aten
 _CHANNELS_LAST = (torch.channels_last, torch.channels_last_3d)
 
@@ -44,8 +46,10 @@ def kernel_temporaries(node: fx.Node) -> int | None:
     return None
 
 
-def _values(node: fx.Node) -> list:
-    return [a.meta.get("val") if isinstance(a, fx.Node) else a for a in node.args]
+def _values(node: fx.Node) -> dict:
+    """``node``'s arguments by schema name, traced values for its input nodes."""
+    return {arg.name: v.meta.get("val") if isinstance(v, fx.Node) else v
+            for _, arg, v in arg_values(node, node.target._schema)}
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -56,32 +60,32 @@ def _dense(t: torch.Tensor) -> bool:
 
 
 def _batch_norm_backward(node: fx.Node) -> int:
-    grad_out, x, *_, output_mask = _values(node)
-    if not (isinstance(x, torch.Tensor) and isinstance(grad_out, torch.Tensor)) or x.dim() < 2 or not output_mask[0]:
+    v = _values(node)
+    grad_out, x = v["grad_out"], v["input"]
+    if not (isinstance(x, torch.Tensor) and isinstance(grad_out, torch.Tensor)) or x.dim() < 2 \
+            or not v["output_mask"][0]:
         return 0
     same = _dense(x) and _dense(grad_out) and suggest_memory_format(x) == suggest_memory_format(grad_out)
     return _bytes(x) if same else 0
 
 
 def _convolution_copies(node: fx.Node) -> int:
-    vals = _values(node)
+    v = _values(node)
     backward = node.target is _aten.convolution_backward.default
-    grad_output, (x, weight, bias), rest = (vals[0], vals[1:4], vals[4:]) if backward else (None, vals[:3], vals[3:])
-    stride, padding, dilation, transposed, output_padding, groups = rest[:6]
-    if transposed or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
+    x, weight = v["input"], v["weight"]
+    if v["transposed"] or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
         return 0
-    bias_sizes = bias if backward else None
-    bias = None if backward else bias
-    backend = torch._C._select_conv_backend(x, weight, bias, stride, padding, dilation, transposed, output_padding,
-                                            groups, bias_sizes)
+    backend = torch._C._select_conv_backend(x, weight, None if backward else v["bias"], v["stride"], v["padding"],
+                                            v["dilation"], v["transposed"], v["output_padding"], v["groups"],
+                                            v["bias_sizes"] if backward else None)
     if backend != torch._C._ConvBackend.Mkldnn:
         return 0
     channels_last = torch.float64 not in (x.dtype, weight.dtype) and (
         suggest_memory_format(x) in _CHANNELS_LAST or suggest_memory_format(weight) in _CHANNELS_LAST)
     memory_format = (torch.channels_last if x.dim() == 4 else torch.channels_last_3d) if channels_last \
         else torch.contiguous_format
-    copied = [t for t in (grad_output, x, weight) if isinstance(t, torch.Tensor)]
+    copied = [t for t in (v.get("grad_output"), x, weight) if isinstance(t, torch.Tensor)]
     total = sum(_bytes(t) for t in copied if not t.is_contiguous(memory_format=memory_format))
-    if backward and channels_last and any(rest[6][1:]):  # the weight's gradient, converted
+    if backward and channels_last and any(v["output_mask"][1:]):  # the weight's gradient, converted
         total += _bytes(weight)
     return total

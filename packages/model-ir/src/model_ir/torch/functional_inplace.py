@@ -24,6 +24,7 @@ from torch import fx
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from model_ir.torch.checkpoint_rng import replayed_draws
+from model_ir.torch.node_args import written_nodes
 
 
 def _functional(target):
@@ -62,15 +63,7 @@ def drop_redundant_clones(gm: fx.GraphModule) -> int:
     backward pass next to ``x``'s other results. Reading ``x`` instead keeps the same
     bytes for the backward and lets a memory budget recompute the activation
     (``silu(x)``) from an input that is alive anyway (EfficientNet-B0)."""
-    written = set()
-    for node in gm.graph.nodes:
-        schema = getattr(node.target, "_schema", None)
-        if node.op != "call_function" or schema is None:
-            continue
-        values = {**dict(zip((a.name for a in schema.arguments), node.args)), **node.kwargs}
-        written.update(_storage(values[a.name]) for a in schema.arguments
-                       if a.alias_info is not None and a.alias_info.is_write
-                       and isinstance(values.get(a.name), fx.Node))
+    written = {_storage(w) for node in gm.graph.nodes if node.op == "call_function" for w in written_nodes(node)}
     dropped = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target is not torch.ops.aten.clone.default:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import attrs
 import torch
@@ -32,6 +32,7 @@ from model_ir.workspaces import CPU_TEMPORARY
 from model_ir.torch.checkpoint_rng import UNPAIRED_REPLAY
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
+from model_ir.torch.node_args import UNANNOTATED_WRITES, arg_values, written_nodes
 from model_ir.torch.cpu_temporaries import kernel_temporaries
 from model_ir.torch.rng_replay import replayable
 from model_ir.torch.tracing import TracedStep
@@ -40,14 +41,6 @@ from model_ir.torch.tracing import TracedStep
 _METADATA_OPS = {
     "aten::sym_size", "aten::sym_stride", "aten::sym_numel", "aten::sym_storage_offset",
     "aten::size", "aten::stride", "aten::numel", "aten::dim",
-}
-
-#: Operators that write arguments their schema does not annotate as written:
-#: (positional index of the written argument, ...), written when ``training`` is true.
-_UNANNOTATED_WRITES = {
-    "aten::native_batch_norm": ((3, 4), 5),
-    "aten::cudnn_batch_norm": ((3, 4), 5),
-    "aten::miopen_batch_norm": ((3, 4), 5),
 }
 
 #: Kind of a produced buffer by the phase of its producer.
@@ -80,47 +73,21 @@ def _round(nbytes: int, granularity: int) -> int:
     return -(-nbytes // granularity) * granularity
 
 
-def _arg_values(node: fx.Node, schema) -> Iterable[tuple[int, object, object]]:
-    for i, arg in enumerate(schema.arguments):
-        if i < len(node.args):
-            yield i, arg, node.args[i]
-        elif arg.name in node.kwargs:
-            yield i, arg, node.kwargs[arg.name]
-
-
-def _written_nodes(node: fx.Node) -> list[fx.Node]:
-    """Input nodes whose tensors ``node`` writes, from its schema (and known exceptions)."""
-    schema = getattr(node.target, "_schema", None)
-    if schema is None:
-        return []
-    written: list[fx.Node] = []
-    values = {i: v for i, _, v in _arg_values(node, schema)}
-    for i, arg, value in _arg_values(node, schema):
-        if arg.alias_info is not None and arg.alias_info.is_write:
-            written += [n for n in pytree.tree_leaves(value) if isinstance(n, fx.Node)]
-    extra = _UNANNOTATED_WRITES.get(schema.name)
-    if extra is not None:
-        positions, training = extra
-        if values.get(training):
-            written += [values[p] for p in positions if isinstance(values.get(p), fx.Node)]
-    return written
-
-
 def _writes_only_statistics(node: fx.Node) -> bool:
     """A batch norm in training mode: it writes its running statistics, which its
     outputs do not depend on (see :func:`without_statistics`)."""
     schema = getattr(node.target, "_schema", None)
-    extra = _UNANNOTATED_WRITES.get(getattr(schema, "name", None))
+    extra = UNANNOTATED_WRITES.get(getattr(schema, "name", None))
     if extra is None:
         return False
-    values = {i: v for i, _, v in _arg_values(node, schema)}
+    values = {i: v for i, _, v in arg_values(node, schema)}
     return bool(values.get(extra[1]))
 
 
 def without_statistics(node: fx.Node) -> tuple[tuple, dict]:
     """``node``'s arguments with the running statistics left out (None): the rerun of a
     training-mode batch norm gives the same outputs and leaves the statistics alone."""
-    positions, _ = _UNANNOTATED_WRITES[node.target._schema.name]
+    positions, _ = UNANNOTATED_WRITES[node.target._schema.name]
     args = list(node.args)
     kwargs = dict(node.kwargs)
     names = [a.name for a in node.target._schema.arguments]
@@ -147,7 +114,7 @@ def _draws_random(node: fx.Node) -> bool:
     if not _is_rng(node.target):
         return False
     schema = node.target._schema
-    values = {arg.name: value for _, arg, value in _arg_values(node, schema)}
+    values = {arg.name: value for _, arg, value in arg_values(node, schema)}
     has_p = any(arg.name == "dropout_p" for arg in schema.arguments)
     return not (has_p and values.get("dropout_p", 0.0) == 0.0)
 
@@ -186,7 +153,7 @@ def unsized_results(module: fx.GraphModule) -> list[str]:
         name = getattr(getattr(node.target, "_schema", None), "name", None)
         if node.op != "call_function" or name not in UNSIZED_RESULTS:
             continue
-        train = {arg.name: value for _, arg, value in _arg_values(node, node.target._schema)}.get("train")
+        train = {arg.name: value for _, arg, value in arg_values(node, node.target._schema)}.get("train")
         val = node.meta.get("val")
         result = val[UNSIZED_RESULTS[name]] if isinstance(val, (tuple, list)) else None
         if train and isinstance(result, torch.Tensor) and result.numel() == 0:
@@ -201,7 +168,7 @@ def _random_meta(node: fx.Node, writes: bool) -> dict:
         return {}
     if REPLAYS_DRAWS_OF in node.meta:  # checkpointed dropout (model_ir.torch.checkpoint_rng): runs once
         return {RANDOM: True, REPLAYS_DRAWS_OF: node.meta[REPLAYS_DRAWS_OF]}
-    values = {arg.name: value for _, arg, value in _arg_values(node, node.target._schema)}
+    values = {arg.name: value for _, arg, value in arg_values(node, node.target._schema)}
     return {RANDOM: True, **({} if writes or not replayable(node, values.get("generator")) else {REPLAYS_RNG: True})}
 
 
@@ -217,7 +184,7 @@ def _reduction_meta(node: fx.Node) -> dict:
     schema = getattr(node.target, "_schema", None)
     if getattr(schema, "name", None) not in _REDUCTIONS:
         return {}
-    values = {arg.name: value for _, arg, value in _arg_values(node, schema)}
+    values = {arg.name: value for _, arg, value in arg_values(node, schema)}
     x = values.get("self")
     x = x.meta.get("val") if isinstance(x, fx.Node) else None
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -313,7 +280,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             if buffer_of(t) is None and ref not in seen:
                 seen.add(ref)
                 fresh.append((k, t))
-        written = _written_nodes(node)
+        written = written_nodes(node)
         target = node.target
         schema_name = getattr(getattr(target, "_schema", None), "name", None)
         is_aten_op = isinstance(target, torch._ops.OpOverload)
