@@ -180,9 +180,9 @@ class _TwoLSTMs(nn.Module):
     """Two LSTM layers whose workspaces differ: the first's input is wider than its hidden
     state, which oneDNN's workspace grows with."""
 
-    def __init__(self):
+    def __init__(self, hidden: int = 16):
         super().__init__()
-        self.lstm, self.head = nn.LSTM(40, 16, num_layers=2, batch_first=True), nn.Linear(16, 3)
+        self.lstm, self.head = nn.LSTM(40, hidden, num_layers=2, batch_first=True), nn.Linear(hidden, 3)
 
     def forward(self, x):
         return self.head(self.lstm(x)[0][:, -1])
@@ -216,3 +216,19 @@ def test_onednn_lstm_workspaces_are_sized_as_onednn_sizes_them():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "unsized_results" not in capture(model.eval(), x, train=False).meta
+
+
+def test_sizing_onednn_workspaces_copies_no_weights():
+    """Sizing a workspace runs the layer once: on the model's own weights, where zeros of
+    their shapes made planning allocate one layer's weights beyond what it keeps."""
+    from model_ir.testing.live_memory import peak_allocated_during
+    from model_ir.torch import eager_strides
+
+    eager_strides._workspace_sizes.clear()  # sized afresh, whatever ran before
+    model, x = _TwoLSTMs(512), torch.randn(1, 4, 40)
+    weights = sum(p.numel() * p.element_size() for n, p in model.lstm.named_parameters() if n.endswith("_l1"))
+    peak, graph = peak_allocated_during(
+        lambda: capture(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    if not any(op.target == "aten.mkldnn_rnn_layer.default" for op in graph.ops):
+        pytest.skip("this torch build runs CPU LSTMs without oneDNN")
+    assert weights > 8 * 2**20 and peak < 2**20

@@ -37,14 +37,14 @@ Sizes too, where the meta function cannot know them: oneDNN's LSTM layer (CPU) r
 in training, the workspace its backward reads, sized by oneDNN (page-rounded parts that
 grow with the sequence and batch lengths and the larger of the input and hidden sizes);
 its meta kernel says 0 bytes, so the plan left it out and the arena executor kept it
-outside the arena, with a warning. Capture asks oneDNN: the layer runs once on zeros of
-the traced shapes (:func:`onednn_workspace_bytes`; one layer's weights and activations
-for a moment, once per distinct layer).
+outside the arena, with a warning. Capture asks oneDNN: the layer runs once on the
+model's own weights (:attr:`EagerStridesFakeMode.real_tensors`) and zeros of the traced
+shapes for the rest (:func:`onednn_workspace_bytes`; one layer's activations for a
+moment, once per distinct layer; zero weights too where the model has none, meta).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import NamedTuple
@@ -53,6 +53,7 @@ import torch
 from torch._prims_common import is_non_overlapping_and_dense_or_false, make_contiguous_strides_for
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
+from torch.utils.weak import WeakIdKeyDictionary
 
 _aten = torch.ops.aten
 
@@ -72,21 +73,34 @@ class _Zeros(NamedTuple):
     dtype: torch.dtype
 
 
-def onednn_workspace_bytes(args) -> int:
+#: Workspace bytes by the layer's argument shapes and flags (the size depends on nothing else).
+_workspace_sizes: dict[tuple, int] = {}
+
+
+def onednn_workspace_bytes(args, real=None) -> int:
     """Bytes of the workspace oneDNN's LSTM layer returns in training for
     ``aten.mkldnn_rnn_layer`` arguments ``args`` (tensors, fake or real; 0 if this build
-    returns none)."""
-    return _workspace_bytes(tuple(_Zeros(tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor)
-                                  else tuple(a) if isinstance(a, list) else a for a in args))
+    returns none). ``real`` maps a fake argument to the real tensor it stands for (the
+    model's weights): the layer runs on those, so that sizing allocates no copy of them."""
+    key = tuple(_Zeros(tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else tuple(a) if isinstance(a, list)
+                else a for a in args)
+    if key not in _workspace_sizes:
+        _workspace_sizes[key] = _workspace_bytes(args, real if real is not None else {})
+    return _workspace_sizes[key]
 
 
-@functools.lru_cache(maxsize=64)
-def _workspace_bytes(key: tuple) -> int:
-    args = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, _Zeros) else list(a) if isinstance(a, tuple) else a
-            for a in key]
+def _workspace_bytes(args, real) -> int:
+    def value(a):
+        if not isinstance(a, torch.Tensor):
+            return list(a) if isinstance(a, tuple) else a
+        r = real.get(a)
+        usable = (r is not None and r.shape == a.shape and r.dtype == a.dtype and r.device.type == "cpu"
+                  and r.stride() == a.stride())
+        return r.detach() if usable else torch.zeros(a.shape, dtype=a.dtype)
+
     # With grad enabled, as eager's forward runs it: under no_grad it returns no workspace.
     with unset_fake_temporarily(), torch.enable_grad(), torch.autocast("cpu", enabled=False):
-        workspace = _ONEDNN_RNN(*args)[_WORKSPACE]
+        workspace = _ONEDNN_RNN(*[value(a) for a in args])[_WORKSPACE]
     return workspace.numel() * workspace.element_size() if isinstance(workspace, torch.Tensor) else 0
 
 
@@ -225,6 +239,17 @@ class EagerStridesFakeMode(FakeTensorMode):
     summing: bool = False
     sums: int = 0
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: The real tensor each fake made by :meth:`fake_of` stands for.
+        self.real_tensors = WeakIdKeyDictionary()
+
+    def fake_of(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s fake (``from_tensor``, static shapes), remembering ``t`` behind it."""
+        f = self.from_tensor(t, static_shapes=True)
+        self.real_tensors[f] = t
+        return f
+
     def dispatch(self, func, types, args=(), kwargs=None):
         out = super().dispatch(func, types, args, kwargs)
         if func is _ONEDNN_RNN:
@@ -258,7 +283,7 @@ class EagerStridesFakeMode(FakeTensorMode):
         if (not isinstance(workspace, torch.Tensor) or workspace.numel() or workspace.device.type != "cpu"
                 or len(values) != len(schema.arguments) or not values[-1]):  # none, sized already, or eval
             return out
-        nbytes = onednn_workspace_bytes(values)
+        nbytes = onednn_workspace_bytes(values, self.real_tensors)
         if not nbytes:
             return out
         sized = super().dispatch(_aten.empty.memory_format, types, ((nbytes,),),

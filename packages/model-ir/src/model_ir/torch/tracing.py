@@ -26,7 +26,6 @@ from typing import Any
 import attrs
 import torch
 from torch import fx
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -343,7 +342,7 @@ def loss_among_outputs(output) -> str | None:
 # -- fake copies ---------------------------------------------------------------------
 
 
-def _fake(mode: FakeTensorMode, t, requires_grad: bool = False, *, host: bool = False) -> torch.Tensor:
+def _fake(mode: EagerStridesFakeMode, t, requires_grad: bool = False, *, host: bool = False) -> torch.Tensor:
     """A fake tensor with ``t``'s shape, strides, dtype and storage size (no data);
     ``host``: a CPU stand-in whatever ``t``'s device (for :func:`emulate_cuda`)."""
     if isinstance(t, TensorSpec):
@@ -354,7 +353,7 @@ def _fake(mode: FakeTensorMode, t, requires_grad: bool = False, *, host: bool = 
         with mode:
             f = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
     else:
-        f = mode.from_tensor(t.detach(), static_shapes=True)
+        f = mode.fake_of(t.detach())
     if requires_grad:
         f.requires_grad_(True)
     return f
