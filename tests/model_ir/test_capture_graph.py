@@ -301,6 +301,19 @@ def test_data_dependent_shape_names_the_operator():
         capture(Nonzero(), torch.randn(2, 4))
 
 
+def test_ctc_loss_says_it_is_not_supported():
+    """Its result's shape follows the longest target length: not the generic advice to mask."""
+    model = torch.nn.Linear(4, 5)
+
+    def ctc(out, target):
+        return torch.nn.functional.ctc_loss(out.log_softmax(-1), target, [6] * 2, [3, 2])
+
+    with pytest.raises(CaptureError, match=r"_ctc_loss.default has an output shape .*; ctc_loss sizes its alignment "
+                                           r"table by the longest target length.*not supported"):
+        capture(model, torch.randn(6, 2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=ctc,
+                targets=(torch.randint(1, 5, (2, 3)),))
+
+
 class BoolMask(DataDependent):
     def forward(self, x):
         y = self.lin(x)

@@ -58,6 +58,9 @@ _FUNCTION_HINTS = {
     (os.path.join("nn", "functional.py"), "gaussian_nll_loss"):
         "gaussian_nll_loss checks that var has no negative entry, a value: compute the loss by hand, "
         "0.5 * (var.clamp(min=eps).log() + (input - target) ** 2 / var.clamp(min=eps)) and its mean",
+    (os.path.join("nn", "functional.py"), "ctc_loss"):
+        "ctc_loss sizes its alignment table by the longest target length, a value (of target_lengths, also when "
+        "given as ints): capture cannot plan it, a CTC loss is not supported",
 }
 #: a call in the user's failing line -> what to do (torch code that reads a value with no
 #: frame of its own: an operator's decomposition)
