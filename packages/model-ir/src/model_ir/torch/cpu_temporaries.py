@@ -16,11 +16,18 @@ are both dense in one memory format (its ``all_contiguous`` path); a channels-la
 MobileNet's first batch norm, whose gradient comes contiguous from global pooling, takes
 the other path.
 
+Losses computed in ATen's ``Loss.cpp`` take unreduced losses of the input's size
+``n`` bytes as temporaries: Huber reduced, ``n``; binary cross-entropy with logits
+``2n`` (``3n`` reduced; with ``pos_weight``, ``n`` more and its broadcast weight); soft
+margin's backward ``3n``.
+
 Measured with torch.profiler (torch 2.15): each op's allocations, to the byte. The plan
 counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import fx
@@ -43,7 +50,31 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _batch_norm_backward(node)
     if node.target in (_aten.convolution.default, _aten.convolution_backward.default):
         return _convolution_copies(node)
+    if node.target in _LOSS_TEMPORARIES:
+        return _loss_temporaries(node)
     return None
+
+
+#: Loss kernels' temporaries: (unreduced losses, more when reduced), in inputs' sizes.
+_LOSS_TEMPORARIES = {
+    _aten.huber_loss.default: (0, 1),
+    _aten.binary_cross_entropy_with_logits.default: (2, 1),
+    _aten.soft_margin_loss_backward.default: (3, 0),
+}
+
+
+def _loss_temporaries(node: fx.Node) -> int:
+    v = _values(node)
+    x, target = v["self"], v["target"]
+    if not (isinstance(x, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return 0
+    n = math.prod(torch.broadcast_shapes(x.shape, target.shape)) * x.element_size()
+    unreduced, reduced = _LOSS_TEMPORARIES[node.target]
+    total = (unreduced + (reduced if v.get("reduction", 1) else 0)) * n  # the schemas default to mean
+    pos_weight = v.get("pos_weight")
+    if isinstance(pos_weight, torch.Tensor):  # (pos_weight - 1) and its product with the target
+        total += _bytes(pos_weight) + n
+    return total
 
 
 def _values(node: fx.Node) -> dict:
