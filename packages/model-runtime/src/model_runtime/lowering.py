@@ -23,6 +23,7 @@ import attrs
 import torch
 from torch import fx
 
+from model_ir.torch.cpu_temporaries import out_overload_copies
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_runtime.out_variants import OutVariant, find_out_variant, named_arguments, qualified_name
 from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal
@@ -126,6 +127,9 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
         return Lowering("fallback", "returns some results in host memory")
     if target._schema.name in GRAD_MODE_RESULTS:
         return Lowering("fallback", "returns some results only with autograd enabled")
+    if device_type == "cpu" and out_overload_copies(node):
+        return Lowering("fallback", "its CPU out= kernel computes into a temporary, then copies (an input not "
+                                    "channels-last)")
     val = node.meta.get("val")
     elems = result_elements(val)
     tensors = [val] if elems is None else elems

@@ -21,7 +21,13 @@ Losses computed in ATen's ``Loss.cpp`` take unreduced losses of the input's size
 ``2n`` (``3n`` reduced; with ``pos_weight``, ``n`` more and its broadcast weight); soft
 margin's backward ``3n``.
 
-Measured with torch.profiler (torch 2.15): each op's allocations, to the byte. The plan
+2-D nearest and bilinear upsampling (``F.interpolate``) of an input that is not
+channels-last takes a temporary of the input's size, and its out= overload computes
+into a temporary result too, then copies it into ``out`` (:func:`out_overload_copies`:
+the arena executor runs the functional op instead, so that result is a fallback the
+plan places). UNet decoders and FPNs upsample so.
+
+Measured with torch.profiler (torch 2.15 and 2.11): each op's allocations, to the byte. The plan
 counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
 """
 
@@ -52,7 +58,28 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _convolution_copies(node)
     if node.target in _LOSS_TEMPORARIES:
         return _loss_temporaries(node)
+    if node.target in _UPSAMPLE_2D:
+        return _upsample_copy(node)
     return None
+
+
+def out_overload_copies(node: fx.Node) -> bool:
+    """Whether the CPU kernel of ``node``'s out= overload computes its result into a
+    temporary, then copies it into ``out``."""
+    return node.target in _UPSAMPLE_2D and _upsample_copy(node) > 0
+
+
+_UPSAMPLE_2D = frozenset({
+    _aten.upsample_nearest2d.default, _aten.upsample_nearest2d.vec, _aten._upsample_nearest_exact2d.default,
+    _aten._upsample_nearest_exact2d.vec, _aten.upsample_bilinear2d.default, _aten.upsample_bilinear2d.vec,
+})
+
+
+def _upsample_copy(node: fx.Node) -> int:
+    x = node.args[0].meta.get("val") if node.args and isinstance(node.args[0], fx.Node) else None
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
+        return 0
+    return _bytes(x)
 
 
 #: Loss kernels' temporaries: (unreduced losses, more when reduced), in inputs' sizes.
