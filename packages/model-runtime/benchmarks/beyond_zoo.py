@@ -11,8 +11,8 @@ what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
 Small configurations of Hugging Face transformers and torchvision models (one with
 Hugging Face's own gradient checkpointing, dropout recomputed, one with a frozen
-backbone, two channels-last, one of them on 32x32 images),
-an LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
+backbone, two channels-last, one of them on 32x32 images, a segmentation model's
+bilinear upsampling and 2-D cross-entropy), a variational autoencoder (MSE and KL), an LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
 and unused parameters, and nine of the optimizers torch ships. A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
@@ -77,6 +77,42 @@ def _vision(name: str, size: int = 64, channels_last: bool = False):
             model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
         return model, (x,), F.cross_entropy, (_labels(2, 10),)
     return build
+
+
+def _segmentation(name: str, size: int = 64):
+    def build():
+        from torchvision.models import segmentation
+
+        model = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=5)
+        return (model, (torch.randn(2, 3, size, size),), lambda out, t: F.cross_entropy(out["out"], t),
+                (torch.randint(0, 5, (2, size, size)),))
+    return build
+
+
+class _VAE(nn.Module):
+    """A variational autoencoder: reparameterized samples in training, the mean in eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mu, self.logvar = nn.Linear(64, 32), nn.Linear(32, 8), nn.Linear(32, 8)
+        self.dec = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 64))
+
+    def forward(self, x):
+        h = F.relu(self.enc(x))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return self.dec(z), mu, logvar
+
+
+def _vae_loss(out, x):
+    """Reconstruction (summed squared error) plus the KL divergence to the unit Gaussian."""
+    reconstruction, mu, logvar = out
+    return F.mse_loss(reconstruction, x, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def _vae():
+    x = torch.randn(16, 64)
+    return _VAE(), (x,), _vae_loss, (x,)  # the input is its own target
 
 
 def _hf_checkpointing(build):
@@ -227,6 +263,8 @@ CASES = {
     "mobilenet_v2-channels-last-32px": _vision("mobilenet_v2", size=32, channels_last=True),
     "swin_t": _vision("swin_t"),
     "densenet121": _vision("densenet121"),
+    "lraspp_mobilenet_v3_large": _segmentation("lraspp_mobilenet_v3_large"),
+    "vae": _vae,
     "lstm": _small(_LSTM, lambda: torch.randint(0, 50, (4, 10)), classes=5),
     "bigru": _small(_BiGRU, lambda: torch.randint(0, 50, (4, 10)), classes=5),
     "checkpointed": _small(_Checkpointed, lambda: torch.randn(4, 16)),
