@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from model_ir import Lifetime
 from model_ir.plan import order_indices
-from model_ir.recompute import instance_owners
+from model_ir.recompute import RngReplays, instance_owners
 from model_ir.workspaces import on_allocator_clock
 from model_place import lifetimes_from_graph, live_bytes_peak, simulate_training_steps
 from model_place.caching_allocator import pool_of, round_size
@@ -68,15 +70,16 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     recorded); ``step``: what :func:`model_ir.workspaces.transient_workspaces` gives
     (cuDNN's convolution workspaces, the split reductions' staging buffers, the
     attention and embedding backward's temporaries), each alive while its op runs. On
-    the CPU, ``step``: the temporaries of :func:`model_ir.workspaces.cpu_kernel_temporaries`."""
+    the CPU, ``step``: the temporaries of :func:`model_ir.workspaces.cpu_kernel_temporaries`
+    and the generator states kept for replayed draws (:func:`rng_state_lifetimes`)."""
     from model_ir.workspaces import (cpu_kernel_temporaries, cublas_threads, graph_cublas_workspace_bytes,
                                      transient_workspaces)
 
     idx = order_indices(graph, order)
     if graph.meta.get("device") != "cuda":
         sizes = cpu_kernel_temporaries(graph)
-        return [], [Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
-                    for t, i in enumerate(idx) if graph.ops[i].id in sizes]
+        return [], [*(Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
+                      for t, i in enumerate(idx) if graph.ops[i].id in sizes), *rng_state_lifetimes(graph, idx)]
     cublas = cublas_threads(graph, eager=False) * graph_cublas_workspace_bytes(graph)
     kept = [Lifetime("workspace:cublas", 0, len(idx) + 1, cublas)] if cublas else []
     if graph.meta.get("workspaces"):  # model-bench's graphs hold them as buffers already (with_workspaces)
@@ -85,6 +88,31 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     step = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
             for t, i in enumerate(idx) if graph.ops[i].id in sizes]
     return kept, step
+
+
+def rng_state_lifetimes(graph, idx: Sequence[int]) -> list[Lifetime]:
+    """The CPU generator states an executor holds to replay draws in the order of op
+    positions ``idx`` (:mod:`model_ir.torch.rng_replay`; the Mersenne twister's 5 KiB
+    each): one kept from its op's first run to the last run that replays it, and one
+    swapped out while each replay runs. (A CUDA generator's state is host memory.)"""
+    replays = RngReplays(graph, idx)
+    if not replays.saved:
+        return []
+    size = torch.default_generator.get_state().nbytes
+    runs: dict[str, int] = {}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    lts = []
+    for t, i in enumerate(idx):
+        op = graph.ops[i]
+        runs[op.id] = runs.get(op.id, 0) + 1
+        if op.id in replays.saved and runs[op.id] == 1:
+            first[op.id] = t
+        source = replays.source(op, runs[op.id])
+        if source:
+            last[source] = t
+            lts.append(Lifetime(f"rng_state:{op.id}@{t}", t, t + 1, size))
+    return lts + [Lifetime(f"rng_state:{op}", t, last.get(op, t) + 1, size) for op, t in first.items()]
 
 
 def step_outputs(graph) -> frozenset[str]:
