@@ -232,3 +232,24 @@ def test_sizing_onednn_workspaces_copies_no_weights():
     if not any(op.target == "aten.mkldnn_rnn_layer.default" for op in graph.ops):
         pytest.skip("this torch build runs CPU LSTMs without oneDNN")
     assert weights > 8 * 2**20 and peak < 2**20
+
+
+@pytest.mark.parametrize("loss", ["mse_loss", "smooth_l1_loss", "l1_loss"])
+def test_reduced_losses_keep_the_storage_of_their_unreduced_loss(loss):
+    """CPU's MSE and smooth L1 (also BCE, soft margin) return the reduced loss on a storage
+    of the unreduced one (the kernel reduces in place), where the meta kernel says 4
+    bytes: the loss buffer has the kernel's size; L1 reduces into a fresh scalar. Not
+    applied where CUDA is emulated (CUDA's storage unmeasured)."""
+    model, x, t = nn.Linear(32, 32), torch.randn(64, 32), torch.randn(64, 32)
+    real = getattr(nn.functional, loss)(model(x), t).untyped_storage().nbytes()
+    assert real == (64 * 32 * 4 if loss != "l1_loss" else 4)
+
+    def loss_buffer(**kw):
+        graph = capture(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                        loss_fn=getattr(nn.functional, loss), targets=(t,), granularity=1, **kw)
+        return next(b.size for b in graph.buffers if b.output)
+
+    assert loss_buffer() == real
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert loss_buffer(device="cuda") == 4

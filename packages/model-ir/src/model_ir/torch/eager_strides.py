@@ -247,6 +247,9 @@ class EagerStridesFakeMode(FakeTensorMode):
     #: sums it has traced.
     summing: bool = False
     sums: int = 0
+    #: Whether the CPU tensors stand for CUDA ones (:func:`model_ir.torch.cuda_kernels.emulate_cuda`):
+    #: the CPU kernels' storage sizes are not CUDA's.
+    emulating_cuda: bool = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -305,7 +308,7 @@ class EagerStridesFakeMode(FakeTensorMode):
         schema = func._schema
         values = {a.name: v for a, v in zip(schema.arguments, args)} | kwargs
         self_, target = values.get("self"), values.get("target")
-        if (not isinstance(out, torch.Tensor) or out.device.type != "cpu" or out.dim()
+        if (self.emulating_cuda or not isinstance(out, torch.Tensor) or out.device.type != "cpu" or out.dim()
                 or values.get("reduction", 1) == 0 or not isinstance(self_, torch.Tensor)):
             return out
         shape = torch.broadcast_shapes(self_.shape, target.shape) if isinstance(target, torch.Tensor) else self_.shape

@@ -530,6 +530,7 @@ def trace_step(
     # Results get the strides eager's kernels give them (model_ir.torch.eager_strides).
     mode = EagerStridesFakeMode(shape_env=ShapeEnv(allow_dynamic_output_shape_ops=False), allow_non_fake_inputs=True)
     mode.in_place_sums = in_place_sums  # of an earlier trace (TracedStep.in_place_sums)
+    mode.emulating_cuda = emulated
     # Optimizers read their step counter with .item(); an unbacked float keeps that
     # value symbolic, so the Python arithmetic on it becomes part of the graph.
     mode.allow_scalar_outputs = True
