@@ -414,6 +414,35 @@ def test_attributes_a_forward_sets_are_put_back_after_the_capture(train):
         capture(quiet, torch.randn(2, 4), train=train)
 
 
+class _LazyHooks(torch.nn.Module):
+    """Installs a forward hook at its first call, behind a flag, as Hugging Face's output
+    capturing does (Segformer's decoder reads the hidden states its hooks collect)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if not getattr(self, "_hooked", False):
+            self.lin.register_forward_hook(lambda module, args, out: out * 2)
+            self._hooked = True
+        return self.lin(x)
+
+
+def test_hooks_a_forward_installs_are_taken_off_with_its_flag():
+    """Capture puts the flag back, and so the hook: kept, the next eager call installed a
+    second one (Segformer then failed on a shape)."""
+    import copy
+
+    model, x = _LazyHooks(), torch.randn(2, 4)
+    fresh = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the flag is named: no step sets it
+        capture(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert not model.lin._forward_hooks and not hasattr(model, "_hooked")
+    assert torch.equal(model(x), fresh(x))
+
+
 class _LazyMask(torch.nn.Module):
     """Registers a buffer on first use, as some attention code caches its causal mask."""
 

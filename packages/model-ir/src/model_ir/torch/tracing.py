@@ -861,17 +861,20 @@ _REGISTRIES = ("_parameters", "_buffers", "_modules")
 
 
 def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict, dict]]:
-    """Each module's name, attributes and the entries of its registries, to put back
-    after the trace (see :func:`_restore_module_attributes`)."""
-    return [(name, m, dict(vars(m)), {key: dict(getattr(m, key)) for key in _REGISTRIES})
+    """Each module's name, attributes and the entries of its registries and hook dicts,
+    to put back after the trace (see :func:`_restore_module_attributes`)."""
+    return [(name, m, dict(vars(m)), {key: dict(value) for key, value in vars(m).items()
+                                      if key in _REGISTRIES or ("_hooks" in key and isinstance(value, dict))})
             for name, m in model.named_modules()]
 
 
 def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dict]]) -> list[tuple[str, str]]:
-    """Undo what the trace bound on the user's modules: the ``training`` flags, and
+    """Undo what the trace bound on the user's modules: the ``training`` flags,
     attributes a forward set, such as a cache of fake tensors (``self._cos = ...``) that
-    would break the model's next eager call. In-place changes to objects (a list a
-    forward appends to) are not undone.
+    would break the model's next eager call, and the hooks it registered (Hugging Face's
+    output capturing installs its hooks at the first call, behind a flag put back here:
+    kept, the next eager call installed them twice and its decoder got each hidden state
+    twice). Other in-place changes to objects (a list a forward appends to) are not undone.
 
     Returns ``(module name, attribute)`` for each plain Python value (number, string,
     flag) the forward set or changed, ``training`` aside: state that eager changes at
