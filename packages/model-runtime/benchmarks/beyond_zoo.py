@@ -11,9 +11,11 @@ what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder
 ``beside_arena_bytes`` for ``arena`` (the arena itself exists before the step).
 Small configurations of Hugging Face transformers and torchvision models (one with
 Hugging Face's own gradient checkpointing, dropout recomputed, one with a frozen
-backbone, two channels-last, one of them on 32x32 images, a segmentation model's
-bilinear upsampling and 2-D cross-entropy), a variational autoencoder (MSE and KL), an LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``, parametrizations, frozen
-and unused parameters, and nine of the optimizers torch ships. A failure is reported on its line; the others go on.
+backbone, two channels-last, one of them on 32x32 images, two segmentation models:
+bilinear upsampling and 2-D cross-entropy), a variational autoencoder (MSE and KL), an
+LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``,
+parametrizations, frozen and unused parameters, and nine of the optimizers torch ships.
+A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
 
@@ -253,6 +255,11 @@ CASES = {
         "CLIPModel",
         lambda: {"input_ids": torch.randint(0, 128, (2, 8)), "pixel_values": torch.randn(2, 3, 32, 32),
                  "return_loss": True}),
+    "segformer": _hf(lambda t: t.SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+        decoder_hidden_size=32, num_labels=4, patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2]),
+        "SegformerForSemanticSegmentation",
+        lambda: {"pixel_values": torch.randn(2, 3, 32, 32), "labels": torch.randint(0, 4, (2, 32, 32))}),
     "llama+hf-checkpointing": _hf_checkpointing(_lm("Llama", **_DECODER)),
     "gpt2+hf-checkpointing": _hf_checkpointing(_hf(
         lambda t: t.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4), "GPT2LMHeadModel",

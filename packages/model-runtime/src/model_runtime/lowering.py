@@ -128,8 +128,8 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     if target._schema.name in GRAD_MODE_RESULTS:
         return Lowering("fallback", "returns some results only with autograd enabled")
     if device_type == "cpu" and out_overload_copies(node):
-        return Lowering("fallback", "its CPU out= kernel computes into a temporary, then copies (an input not "
-                                    "channels-last)")
+        return Lowering("fallback", "its CPU out= kernel takes temporaries the functional one does not "
+                                    "(model_ir.torch.cpu_temporaries.out_overload_copies)")
     val = node.meta.get("val")
     elems = result_elements(val)
     tensors = [val] if elems is None else elems

@@ -25,7 +25,8 @@ margin's backward ``3n``.
 channels-last takes a temporary of the input's size, and its out= overload computes
 into a temporary result too, then copies it into ``out`` (:func:`out_overload_copies`:
 the arena executor runs the functional op instead, so that result is a fallback the
-plan places). UNet decoders and FPNs upsample so.
+plan places). UNet decoders and FPNs upsample so. Layer norm copies an input (and in
+the backward an output gradient) that is not contiguous; softmax's out= overload too.
 
 Measured with torch.profiler (torch 2.15 and 2.11): each op's allocations, to the byte. The plan
 counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
@@ -60,13 +61,35 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _loss_temporaries(node)
     if node.target in _UPSAMPLE_2D:
         return _upsample_copy(node)
+    if node.target in _LAYER_NORMS:
+        v = _values(node)
+        return sum(_bytes(t) for t in (v.get("grad_out"), v["input"])
+                   if isinstance(t, torch.Tensor) and not t.is_contiguous())
     return None
 
 
 def out_overload_copies(node: fx.Node) -> bool:
-    """Whether the CPU kernel of ``node``'s out= overload computes its result into a
-    temporary, then copies it into ``out``."""
+    """Whether the CPU kernel of ``node``'s out= overload takes temporaries the
+    functional one does not: upsampling computes into one, then copies, and its backward
+    copies gradients laid out otherwise than the slot (the functional one follows the
+    output gradient's layout); softmax copies an input that is not contiguous (the
+    functional kernel computes in that copy, its result)."""
+    if node.target in _UPSAMPLE_2D_BACKWARD:
+        return True
+    if node.target in _SOFTMAXES:
+        x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+        return isinstance(x, torch.Tensor) and not x.is_contiguous()
     return node.target in _UPSAMPLE_2D and _upsample_copy(node) > 0
+
+
+_SOFTMAXES = frozenset({_aten._softmax.default, _aten._log_softmax.default})
+_UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
+                                   _aten._upsample_nearest_exact2d_backward.default,
+                                   _aten.upsample_bilinear2d_backward.default})
+
+#: Layer norm makes its input contiguous, and in the backward its output's gradient too
+#: (a transformer on a convolution's flattened, transposed map: Segformer, ViT's stem).
+_LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
 
 
 _UPSAMPLE_2D = frozenset({
