@@ -431,13 +431,13 @@ class _LazyHooks(torch.nn.Module):
 
 def test_hooks_a_forward_installs_are_taken_off_with_its_flag():
     """Capture puts the flag back, and so the hook: kept, the next eager call installed a
-    second one (Segformer then failed on a shape)."""
+    second one (Segformer then failed on a shape). No warning: the flag goes with the hooks."""
     import copy
 
     model, x = _LazyHooks(), torch.randn(2, 4)
     fresh = copy.deepcopy(model)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the flag is named: no step sets it
+        warnings.simplefilter("error")  # the hooks' installation flag is no state the step should set
         capture(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert not model.lin._forward_hooks and not hasattr(model, "_hooked")
     assert torch.equal(model(x), fresh(x))

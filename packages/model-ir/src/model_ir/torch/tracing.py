@@ -878,18 +878,21 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dic
 
     Returns ``(module name, attribute)`` for each plain Python value (number, string,
     flag) the forward set or changed, ``training`` aside: state that eager changes at
-    every call and an optimized step, which runs tensor operations only, never does."""
-    changed = []
+    every call and an optimized step, which runs tensor operations only, never does. A
+    flag the forward set where it registered hooks is their installation mark, put back
+    with them: not such state."""
+    changed, hooked, flags = [], False, []
     for name, m, before, registries in saved:
         for key, entries in registries.items():  # a buffer registered by the traced forward is a fake tensor
             registry = getattr(m, key)
             if registry.keys() != entries.keys() or any(registry[k] is not v for k, v in entries.items()):
+                hooked = hooked or "_hooks" in key
                 registry.clear()
                 registry.update(entries)
         now = vars(m)
         for key in [k for k in now if k not in before]:
             if isinstance(now[key], _PLAIN):
-                changed.append((name, key))
+                (flags if now[key] is True else changed).append((name, key))
             del now[key]
         for key, value in before.items():
             current = now.get(key, _ABSENT)
@@ -897,7 +900,7 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dic
                 if key != "training" and isinstance(current, _PLAIN) and not _equal_plain(current, value):
                     changed.append((name, key))
                 now[key] = value
-    return changed
+    return changed if hooked else changed + flags
 
 
 _ABSENT = object()
