@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from model_ir import Lifetime
 from model_ir.plan import order_indices
 from model_ir.recompute import RngReplays, instance_owners
@@ -98,6 +96,8 @@ def rng_state_lifetimes(graph, idx: Sequence[int]) -> list[Lifetime]:
     replays = RngReplays(graph, idx)
     if not replays.saved:
         return []
+    import torch  # here: the CLI loads this module without torch
+
     size = torch.default_generator.get_state().nbytes
     runs: dict[str, int] = {}
     first: dict[str, int] = {}
