@@ -314,6 +314,41 @@ def test_ctc_loss_says_it_is_not_supported():
                 targets=(torch.randint(1, 5, (2, 3)),))
 
 
+class _LayerDrop(torch.nn.Module):
+    """Hugging Face's LayerDrop, as wav2vec2 (``skip_the_layer``) and BART (``< self.layerdrop``) write it."""
+
+    def __init__(self, bart: bool):
+        super().__init__()
+        self.layers, self.layerdrop, self.bart = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(2)), 0.1, bart
+
+    def forward(self, x):
+        for layer in self.layers:
+            if self.bart:
+                if self.training and self.layerdrop > 0.0:
+                    dropout_probability = torch.rand([])
+                    if dropout_probability < self.layerdrop:
+                        continue
+                x = layer(x)
+            else:
+                skip_the_layer = False
+                if self.training and self.layerdrop > 0.0:
+                    skip_the_layer = torch.rand([]) < self.layerdrop
+                if not skip_the_layer:
+                    x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize("bart", [False, True])
+def test_layerdrop_gets_a_hint(bart):
+    """Wav2Vec2's default config drops layers at random (layerdrop=0.1): the way out is named."""
+    model = _LayerDrop(bart)
+    with pytest.raises(CaptureError, match=r"test_capture_graph.py:\d+ \(forward\); LayerDrop skips a layer.*"
+                                           r"rate to 0"):
+        capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    model.layerdrop = 0.0
+    capture(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
 class BoolMask(DataDependent):
     def forward(self, x):
         y = self.lin(x)

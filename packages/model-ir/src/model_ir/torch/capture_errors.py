@@ -62,10 +62,17 @@ _FUNCTION_HINTS = {
         "ctc_loss sizes its alignment table by the longest target length, a value (of target_lengths, also when "
         "given as ints): capture cannot plan it, a CTC loss is not supported",
 }
-#: a call in the user's failing line -> what to do (torch code that reads a value with no
-#: frame of its own: an operator's decomposition)
+
+_LAYERDROP = ("LayerDrop skips a layer when a random number falls below its rate, a branch on a value no captured "
+              "step can take: set the rate to 0 (Hugging Face: config.layerdrop, encoder_layerdrop, "
+              "decoder_layerdrop), as fine-tuning often does")
+#: a call or name in the failing line outside torch (the user's code or a library's) -> what
+#: to do (torch code that reads a value with no frame of its own: an operator's decomposition)
 _CALL_HINTS = {
     "one_hot(": "one_hot without num_classes reads the largest label: pass num_classes=",
+    # Hugging Face's LayerDrop: `if not skip_the_layer` (wav2vec2, HuBERT), `< self.layerdrop` (BART, Whisper)
+    "skip_the_layer": _LAYERDROP,
+    "layerdrop": _LAYERDROP,
     "bincount(": "bincount's length is the largest value plus one: count with one_hot(y, num_classes).sum(0) or "
                  "torch.zeros(num_classes).index_add_(0, y, torch.ones_like(y, dtype=torch.float))",
 }
