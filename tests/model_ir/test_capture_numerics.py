@@ -187,6 +187,37 @@ def test_init_optimizer_state_matches_a_fresh_optimizer():
         assert not st["exp_avg"].any() and not st["exp_avg_sq"].any()
 
 
+class _Averaging(torch.optim.SGD):
+    """Keeps a running average of each parameter, started at its value: state that
+    depends on the parameter, which no stand-in can make."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    state = self.state[p]
+                    if "average" not in state:
+                        state["average"] = p.detach().clone()
+                    state["average"].lerp_(p, 0.1)
+
+
+def test_init_optimizer_state_is_the_first_steps_in_the_parameters_layout():
+    """torch's optimizers get their state from a stand-in (no temporaries), laid out as
+    the parameter (channels-last here, as eager's zeros_like); an optimizer of the user's
+    from a real zero-gradient step, so state made from the parameter's values is right."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(conv.parameters(), lr=0.1)
+    init_optimizer_state(opt)
+    assert opt.state[conv.weight]["exp_avg"].stride() == conv.weight.stride() != (36, 9, 3, 1)
+    assert not opt.state[conv.weight]["exp_avg_sq"].any() and float(opt.state[conv.weight]["step"]) == 0.0
+    averaging = _Averaging(conv.parameters(), lr=0.1)
+    init_optimizer_state(averaging)
+    assert torch.equal(averaging.state[conv.weight]["average"], conv.weight)
+
+
 @pytest.mark.parametrize("make", [
     lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
     lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),

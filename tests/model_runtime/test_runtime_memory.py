@@ -161,15 +161,22 @@ def test_planning_allocates_only_the_arena():
     assert peak >= step.plan.figures["arena_bytes"]  # the harness does see the arena
 
 
-def test_planning_with_optimizer_state_adds_the_state_and_one_parameter():
-    """The optimizer state a first step creates is the step's own memory; creating it
-    costs one parameter's gradient and saved copy at a time, not the whole model."""
-    model, opt, x = _planning_case(0.9)
-    params = list(model.parameters())
-    largest = max(p.numel() * p.element_size() for p in params)
-    state = sum(p.numel() * p.element_size() for p in params)  # one momentum buffer each
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "adamw", "nadam", "rmsprop"])
+def test_planning_with_optimizer_state_adds_only_the_state(optimizer):
+    """The optimizer state a first step creates is the step's own memory, and creating it
+    costs nothing more: it is made from a zero-gradient step on a stand-in (it used to
+    cost one parameter's gradient, saved copy and update temporaries at a time: four
+    times the largest parameter with Adam, 4 MiB here)."""
+    torch.manual_seed(0)
+    model, x = mlp(1024, 3), torch.randn(64, 1024)
+    opt = {"sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+           "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3), "nadam": lambda p: torch.optim.NAdam(p, lr=1e-3),
+           "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3)}[optimizer](model.parameters())
     peak, step = peak_allocated_during(lambda: optimize(model, x, optimizer=opt, time_limit=0.5))
-    assert peak <= step.plan.figures["arena_bytes"] + state + 2 * largest + 2**20
+    state = sum(t.untyped_storage().nbytes() for s in opt.state.values() for t in s.values()
+                if isinstance(t, torch.Tensor))
+    assert state >= sum(p.numel() * p.element_size() for p in model.parameters())  # a buffer per parameter
+    assert peak <= step.plan.figures["arena_bytes"] + state + 2**20, (peak, step.plan.figures["arena_bytes"], state)
 
 
 def test_kernel_mismatches_finds_none_on_cpu_and_reports_a_wrong_capture():

@@ -220,11 +220,15 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
     three steps bitwise). A state tensor of more than one element that a zero gradient changes
     would not be restored. Parameters that already have state are not touched.
 
-    Memory: one parameter at a time, smallest first, so the only temporaries are one
-    parameter's zero gradient and saved copy; when the smallest parameter of a param
-    group gets no state tensor (plain SGD) the group is left at that, so an optimizer
-    without state costs no memory here (planning must not allocate what the step
-    does not keep).
+    Memory: torch's own optimizers take that step on a two-element stand-in of each
+    parameter and get the parameter's state tensors filled with the stand-in's constant
+    values (:func:`_init_from_stand_in`), so planning allocates the state and nothing
+    more (it used to take four times the largest parameter with Adam: its zero gradient,
+    saved copy and the update's temporaries). Other optimizers: one parameter at a time,
+    smallest first, so the only temporaries are one parameter's zero gradient, saved copy
+    and update. When the smallest parameter of a param group gets no state tensor (plain
+    SGD) the group is left at that, so an optimizer without state costs no memory here
+    (planning must not allocate what the step does not keep).
 
     Raises :class:`ExecutionError` for SGD with momentum and ``dampening`` when a
     parameter has no momentum buffer yet: eager's first step copies the gradient
@@ -269,6 +273,44 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
 
 
 def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
+    """``p``'s initial state: from a stand-in (:func:`_init_from_stand_in`) where it can
+    be, else by :func:`_step_one`."""
+    if not _init_from_stand_in(optimizer, p):
+        _step_one(optimizer, p)
+
+
+def _init_from_stand_in(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> bool:
+    """For torch's own optimizers: :func:`_step_one` on a stand-in of ``p`` (two distinct
+    elements of its dtype and device, in its place in its param group), then each state
+    tensor of the stand-in's shape made for ``p`` in ``p``'s layout (as
+    ``zeros_like(p, memory_format=torch.preserve_format)``) and filled with its value,
+    scalars as made. False, and nothing kept, when some state tensor is of another shape
+    or not one value throughout (it depends on the parameter's values)."""
+    if not type(optimizer).__module__.startswith("torch.optim") or not p.is_floating_point() or p.numel() <= 2:
+        return False
+    group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
+    i = next(k for k, q in enumerate(group["params"]) if q is p)
+    stand_in = torch.nn.Parameter(torch.arange(1, 3, dtype=p.dtype, device=p.device))
+    group["params"][i] = stand_in
+    try:
+        _step_one(optimizer, stand_in)
+    finally:
+        group["params"][i] = p
+    if stand_in not in optimizer.state:  # no state (plain SGD), as for p
+        return True
+    made = optimizer.state.pop(stand_in)
+    state = {}
+    for key, value in made.items():
+        if isinstance(value, torch.Tensor) and value.dim():
+            if value.shape != stand_in.shape or not bool((value == value[0]).all()):
+                return False
+            value = torch.empty_like(p, dtype=value.dtype, memory_format=torch.preserve_format).fill_(value[0])
+        state[key] = value
+    optimizer.state[p] = state
+    return True
+
+
+def _step_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
     """One ``step()`` with a zero gradient for ``p`` only; ``p`` restored, and the state's
     scalars (counters, NAdam's ``mu_product``, ...) put back to the values the step
     created them with: a zero gradient leaves moment buffers at their start, not
