@@ -218,6 +218,24 @@ def test_init_optimizer_state_is_the_first_steps_in_the_parameters_layout():
     assert torch.equal(averaging.state[conv.weight]["average"], conv.weight)
 
 
+def test_init_optimizer_state_keeps_state_shaped_otherwise():
+    """Adafactor factors a matrix's second moment into a row and a column: state of
+    another shape than the parameter, which the stand-in (of the parameter's rank) shows;
+    it got a parameter-shaped 'variance' from a one-dimensional stand-in."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 8)
+    opt, eager = torch.optim.Adafactor(model.parameters(), lr=1e-2), copy.deepcopy(model)
+    reference = torch.optim.Adafactor(eager.parameters(), lr=1e-2)
+    init_optimizer_state(opt)
+    for p in eager.parameters():
+        p.grad = torch.zeros_like(p)
+    reference.step()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        made, first = opt.state[p], reference.state[q]
+        assert sorted(made) == sorted(first)
+        assert all(made[k].shape == first[k].shape for k in made if isinstance(made[k], torch.Tensor))
+
+
 @pytest.mark.parametrize("make", [
     lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
     lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),

@@ -280,17 +280,19 @@ def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
 
 
 def _init_from_stand_in(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> bool:
-    """For torch's own optimizers: :func:`_step_one` on a stand-in of ``p`` (two distinct
-    elements of its dtype and device, in its place in its param group), then each state
-    tensor of the stand-in's shape made for ``p`` in ``p``'s layout (as
-    ``zeros_like(p, memory_format=torch.preserve_format)``) and filled with its value,
-    scalars as made. False, and nothing kept, when some state tensor is of another shape
-    or not one value throughout (it depends on the parameter's values)."""
-    if not type(optimizer).__module__.startswith("torch.optim") or not p.is_floating_point() or p.numel() <= 2:
+    """For torch's own optimizers: :func:`_step_one` on a stand-in of ``p`` (``p``'s
+    dtype, device and number of dimensions, each of size 2, distinct values; in ``p``'s
+    place in its param group), then each state tensor of the stand-in's shape made for
+    ``p`` in ``p``'s layout (as ``zeros_like(p, memory_format=torch.preserve_format)``)
+    and filled with its value, scalars as made. False, and nothing kept, when some state
+    tensor is of another shape (Adafactor's factored moments) or not one value throughout
+    (it depends on the parameter's values)."""
+    size = 2 ** p.dim()
+    if not type(optimizer).__module__.startswith("torch.optim") or not p.is_floating_point() or p.numel() <= size:
         return False
     group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
     i = next(k for k, q in enumerate(group["params"]) if q is p)
-    stand_in = torch.nn.Parameter(torch.arange(1, 3, dtype=p.dtype, device=p.device))
+    stand_in = torch.nn.Parameter(torch.arange(1, size + 1, dtype=p.dtype, device=p.device).reshape((2,) * p.dim()))
     group["params"][i] = stand_in
     try:
         _step_one(optimizer, stand_in)
@@ -302,9 +304,10 @@ def _init_from_stand_in(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> bo
     state = {}
     for key, value in made.items():
         if isinstance(value, torch.Tensor) and value.dim():
-            if value.shape != stand_in.shape or not bool((value == value[0]).all()):
+            first = value.flatten()[0]
+            if value.shape != stand_in.shape or not bool((value == first).all()):
                 return False
-            value = torch.empty_like(p, dtype=value.dtype, memory_format=torch.preserve_format).fill_(value[0])
+            value = torch.empty_like(p, dtype=value.dtype, memory_format=torch.preserve_format).fill_(first)
         state[key] = value
     optimizer.state[p] = state
     return True
