@@ -212,6 +212,15 @@ def test_steady_cpu_step_allocates_beyond_the_arena_what_the_plan_says(fallback_
     assert abs(beyond - f["beside_arena_bytes"]) <= 1024, (beyond, f["beside_arena_bytes"])
 
 
+def _steady_step_memory(step, executor: str, *args, **kwargs) -> tuple[int, int]:
+    """``(measured, planned)``: what a steady step (the second) allocates beyond what exists
+    (torch.profiler memory events), and what the plan says lies beside the arena
+    (``arena``) or is the transient memory (``reorder``)."""
+    step(*args, **kwargs)
+    measured, _ = peak_allocated_during(lambda: step(*args, **kwargs))
+    return measured, step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+
+
 class _Downsampling(torch.nn.Module):
     """ConvNeXt's downsampling: a layer norm over the channels of a permuted map, then a
     2x2 stride-2 convolution whose input is channels-last and whose weight is not."""
@@ -243,9 +252,7 @@ def test_steady_cpu_step_counts_the_kernels_temporaries_of_its_layouts(model, ex
         net, x = _Downsampling(), torch.randn(4, 3, 32, 32)
     step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_fn=lambda out: out.sum(),
                     time_limit=0.5, executor=executor)
-    step(x)
-    beyond, _ = peak_allocated_during(lambda: step(x))
-    planned = step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    beyond, planned = _steady_step_memory(step, executor, x)
     assert abs(beyond - planned) <= 1024, (beyond, planned)
 
 
@@ -273,9 +280,7 @@ def test_steady_cpu_step_counts_what_loss_kernels_hold(loss, executor):
     net, x, t = torch.nn.Linear(32, 32), torch.randn(64, 32), torch.randn(64, 32)
     step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_fn=_LOSSES[loss],
                     targets=(t,), time_limit=0.5, executor=executor)
-    step(x, targets=(t,))
-    beyond, _ = peak_allocated_during(lambda: step(x, targets=(t,)))
-    planned = step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    beyond, planned = _steady_step_memory(step, executor, x, targets=(t,))
     assert abs(beyond - planned) <= 256, (beyond, planned)
 
 
@@ -306,9 +311,7 @@ def test_steady_cpu_step_counts_the_upsampling_copies(mode, layout, executor):
     # A dense output gradient (a sum's is expanded, which the backward copies: not modelled).
     step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
                     loss_fn=lambda out: (out * out).mean(), time_limit=0.5, executor=executor)
-    step(x)
-    beyond, _ = peak_allocated_during(lambda: step(x))
-    planned = step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    beyond, planned = _steady_step_memory(step, executor, x)
     assert abs(beyond - planned) <= 256, (beyond, planned)
 
 
@@ -340,9 +343,7 @@ def test_steady_cpu_step_counts_layer_norm_and_softmax_copies(executor):
     net, x, labels = _SegmentationHead(), torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
     step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
                     loss_fn=torch.nn.functional.cross_entropy, targets=(labels,), time_limit=0.5, executor=executor)
-    step(x, targets=(labels,))
-    beyond, _ = peak_allocated_during(lambda: step(x, targets=(labels,)))
-    planned = step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    beyond, planned = _steady_step_memory(step, executor, x, targets=(labels,))
     # Layer norm's backward sums its weight gradients in per-thread buffers (bytes): not modelled.
     assert abs(beyond - planned) <= 1024, (beyond, planned)
 
@@ -370,9 +371,7 @@ def test_steady_cpu_step_counts_the_generator_states_of_replayed_dropout(executo
     net, x = _CheckpointedDropout(), torch.randn(2, 16)
     step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_fn=lambda out: out.sum(),
                     time_limit=0.5, executor=executor)
-    step(x)
-    beyond, _ = peak_allocated_during(lambda: step(x))
-    planned = step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    beyond, planned = _steady_step_memory(step, executor, x)
     assert beyond > 4 * 5000 and abs(beyond - planned) <= 256, (beyond, planned)
 
 

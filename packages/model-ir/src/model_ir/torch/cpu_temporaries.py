@@ -77,12 +77,16 @@ def out_overload_copies(node: fx.Node) -> bool:
     if node.target in _UPSAMPLE_2D_BACKWARD:
         return True
     if node.target in _SOFTMAXES:
-        x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+        x = _first_input(node)
         return isinstance(x, torch.Tensor) and not x.is_contiguous()
     return node.target in _UPSAMPLE_2D and _upsample_copy(node) > 0
 
 
 _SOFTMAXES = frozenset({_aten._softmax.default, _aten._log_softmax.default})
+_UPSAMPLE_2D = frozenset({
+    _aten.upsample_nearest2d.default, _aten.upsample_nearest2d.vec, _aten._upsample_nearest_exact2d.default,
+    _aten._upsample_nearest_exact2d.vec, _aten.upsample_bilinear2d.default, _aten.upsample_bilinear2d.vec,
+})
 _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
                                    _aten._upsample_nearest_exact2d_backward.default,
                                    _aten.upsample_bilinear2d_backward.default})
@@ -92,14 +96,13 @@ _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
 _LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
 
 
-_UPSAMPLE_2D = frozenset({
-    _aten.upsample_nearest2d.default, _aten.upsample_nearest2d.vec, _aten._upsample_nearest_exact2d.default,
-    _aten._upsample_nearest_exact2d.vec, _aten.upsample_bilinear2d.default, _aten.upsample_bilinear2d.vec,
-})
+def _first_input(node: fx.Node):
+    """The traced value of ``node``'s first argument (``self`` or ``input`` by overload)."""
+    return node.args[0].meta.get("val") if node.args and isinstance(node.args[0], fx.Node) else None
 
 
 def _upsample_copy(node: fx.Node) -> int:
-    x = node.args[0].meta.get("val") if node.args and isinstance(node.args[0], fx.Node) else None
+    x = _first_input(node)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
         return 0
     return _bytes(x)

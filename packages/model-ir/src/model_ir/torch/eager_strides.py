@@ -312,9 +312,10 @@ class EagerStridesFakeMode(FakeTensorMode):
                 or values.get("reduction", 1) == 0 or not isinstance(self_, torch.Tensor)):
             return out
         shape = torch.broadcast_shapes(self_.shape, target.shape) if isinstance(target, torch.Tensor) else self_.shape
-        if math.prod(shape) <= 1:
+        numel = math.prod(shape)
+        if numel <= 1:
             return out
-        unreduced = super().dispatch(_aten.empty.memory_format, types, ((math.prod(shape),),),
+        unreduced = super().dispatch(_aten.empty.memory_format, types, ((numel,),),
                                      {"dtype": out.dtype, "device": out.device})
         return super().dispatch(_aten.as_strided.default, types, (unreduced, (), ()), {})
 

@@ -220,8 +220,8 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
     three steps bitwise). A state tensor of more than one element that a zero gradient changes
     would not be restored. Parameters that already have state are not touched.
 
-    Memory: torch's own optimizers take that step on a two-element stand-in of each
-    parameter and get the parameter's state tensors filled with the stand-in's constant
+    Memory: torch's own optimizers take that step on a small stand-in of each
+    parameter (its rank, each dimension 2) and get the parameter's state tensors filled with the stand-in's constant
     values (:func:`_init_from_stand_in`), so planning allocates the state and nothing
     more (it used to take four times the largest parameter with Adam: its zero gradient,
     saved copy and the update's temporaries). Other optimizers: one parameter at a time,
