@@ -9,6 +9,11 @@ backward the output's gradient too), and a channels-last backward computes the w
 gradient contiguous, then converts it (``.to(ChannelsLast)``). ConvNeXt's downsampling
 layers (a channels-last input, a contiguous weight) copy their weight in the forward and
 twice in the backward; a channels-last ResNet's backward copies its weight gradient.
+oneDNN's backward-data primitive, which makes a convolution's input gradient and a
+transposed convolution's output, writes a strided (stride > 1), ungrouped, undilated NCHW
+result in a layout of its own; ``mkldnn_to_dense`` then copies it contiguous: a ResNet's
+downsampling and a DCGAN generator's upsampling take one more result-sized temporary
+(measured on AVX2 and AVX-512 x86; oneDNN's SSE4.1 kernels write NCHW directly).
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
@@ -153,16 +158,27 @@ def _batch_norm_backward(node: fx.Node) -> int:
     return _bytes(x) if same else 0
 
 
+def _onednn(backend, transposed: bool) -> bool:
+    """Whether a CPU convolution of ``backend`` (``torch._C._select_conv_backend``) runs on oneDNN.
+    torch's Python enum has no ``MkldnnTranspose`` (its binding names ``MpsTranspose,``
+    instead): a transposed CPU convolution that is none of the others is oneDNN's."""
+    backends = torch._C._ConvBackend
+    if not transposed:
+        return backend == backends.Mkldnn
+    return backend not in (backends.SlowTranspose2d, backends.SlowTranspose3d, backends.Empty, backends.MkldnnEmpty,
+                           backends.Overrideable)
+
+
 def _convolution_copies(node: fx.Node) -> int:
     v = _values(node)
     backward = node.target is _aten.convolution_backward.default
-    x, weight = v["input"], v["weight"]
-    if v["transposed"] or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
+    x, weight, transposed = v["input"], v["weight"], v["transposed"]
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
         return 0
     backend = torch._C._select_conv_backend(x, weight, None if backward else v["bias"], v["stride"], v["padding"],
                                             v["dilation"], v["transposed"], v["output_padding"], v["groups"],
                                             v["bias_sizes"] if backward else None)
-    if backend != torch._C._ConvBackend.Mkldnn:
+    if not _onednn(backend, transposed):
         return 0
     channels_last = torch.float64 not in (x.dtype, weight.dtype) and (
         suggest_memory_format(x) in _CHANNELS_LAST or suggest_memory_format(weight) in _CHANNELS_LAST)
@@ -172,4 +188,10 @@ def _convolution_copies(node: fx.Node) -> int:
     total = sum(_bytes(t) for t in copied if not t.is_contiguous(memory_format=memory_format))
     if backward and channels_last and any(v["output_mask"][1:]):  # the weight's gradient, converted
         total += _bytes(weight)
+    # oneDNN's backward-data primitive (a convolution's input gradient, a transposed
+    # convolution's output) writes a strided, ungrouped, undilated NCHW result in a layout
+    # of its own, which mkldnn_to_dense then copies contiguous.
+    data = backward != transposed and (not backward or v["output_mask"][0])
+    if data and not channels_last and v["groups"] == 1 and set(v["dilation"]) == {1} and max(v["stride"]) > 1:
+        total += _bytes(x if backward else node.meta["val"])
     return total
