@@ -32,6 +32,9 @@ into a temporary result too, then copies it into ``out`` (:func:`out_overload_co
 the arena executor runs the functional op instead, so that result is a fallback the
 plan places). UNet decoders and FPNs upsample so. Layer norm copies an input (and in
 the backward an output gradient) that is not contiguous; softmax's out= overload too.
+CPU flash attention (``scaled_dot_product_attention``) takes per-thread score tiles,
+and its backward copies an output gradient laid out (batch, head, query, dim): one of
+``nn.MultiheadAttention``'s (torchvision's ViT), not one of Hugging Face's.
 
 Measured with torch.profiler (torch 2.15 and 2.11): each op's allocations, to the byte. The plan
 counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
@@ -66,6 +69,8 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _loss_temporaries(node)
     if node.target in _UPSAMPLE_2D:
         return _upsample_copy(node)
+    if node.target in _FLASH_ATTENTIONS:
+        return _flash_attention_buffers(node)
     if node.target in _LAYER_NORMS:
         v = _values(node)
         return sum(_bytes(t) for t in (v.get("grad_out"), v["input"])
@@ -99,6 +104,32 @@ _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
 #: Layer norm makes its input contiguous, and in the backward its output's gradient too
 #: (a transformer on a convolution's flattened, transposed map: Segformer, ViT's stem).
 _LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
+
+
+_FLASH_ATTENTIONS = frozenset({_aten._scaled_dot_product_flash_attention_for_cpu.default,
+                               _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
+
+
+def _flash_attention_buffers(node: fx.Node) -> int | None:
+    """The per-thread tiles of ATen's CPU flash attention (FlashAttentionKernel.cpp), in
+    the accumulation type, from ``torch.get_num_threads()`` at capture: forward, scores,
+    row max and sum, and an output tile; backward, scores and their gradient, one row
+    sum, and a copy of an output gradient not laid out (batch, query, head, dim). None for
+    reduced types (they pack keys and values besides: not measured)."""
+    v = _values(node)
+    q, k = v["query"], v["key"]
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)) or q.dim() != 4 \
+            or q.dtype not in (torch.float32, torch.float64):
+        return None
+    queries, keys, head_dim, size = q.shape[2], k.shape[2], q.shape[3], q.element_size()
+    q_split = min(256 if queries >= 768 else 64 if queries >= 192 else 32, queries)
+    kv_split = min(512, keys)
+    threads = torch.get_num_threads()
+    if node.target is _aten._scaled_dot_product_flash_attention_for_cpu.default:
+        return threads * (q_split * kv_split + 2 * q_split + q_split * head_dim) * size
+    grad_out = v["grad_out"]
+    copy = 0 if grad_out.transpose(1, 2).is_contiguous() else _bytes(grad_out)
+    return copy + (threads * 2 * q_split * kv_split + q_split) * size
 
 
 def _first_input(node: fx.Node):
