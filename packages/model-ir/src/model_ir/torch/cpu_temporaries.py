@@ -32,6 +32,7 @@ into a temporary result too, then copies it into ``out`` (:func:`out_overload_co
 the arena executor runs the functional op instead, so that result is a fallback the
 plan places). UNet decoders and FPNs upsample so. Layer norm copies an input (and in
 the backward an output gradient) that is not contiguous; softmax's out= overload too.
+MKL's inverse real FFT over several dimensions takes three input-sized temporaries.
 CPU flash attention (``scaled_dot_product_attention``) takes per-thread score tiles,
 and its backward copies an output gradient laid out (batch, head, query, dim): one of
 ``nn.MultiheadAttention``'s (torchvision's ViT), not one of Hugging Face's.
@@ -69,6 +70,8 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _loss_temporaries(node)
     if node.target in _UPSAMPLE_2D:
         return _upsample_copy(node)
+    if node.target in _FFTS:
+        return _fft_temporaries(node)
     if node.target in _FLASH_ATTENTIONS:
         return _flash_attention_buffers(node)
     if node.target in _LAYER_NORMS:
@@ -80,11 +83,11 @@ def kernel_temporaries(node: fx.Node) -> int | None:
 
 def out_overload_copies(node: fx.Node) -> bool:
     """Whether the CPU kernel of ``node``'s out= overload takes temporaries the
-    functional one does not: upsampling computes into one, then copies, and its backward
-    copies gradients laid out otherwise than the slot (the functional one follows the
-    output gradient's layout); softmax copies an input that is not contiguous (the
-    functional kernel computes in that copy, its result)."""
-    if node.target in _UPSAMPLE_2D_BACKWARD:
+    functional one does not: upsampling and MKL's FFTs compute into one, then copy, and
+    upsampling's backward copies gradients laid out otherwise than the slot (the
+    functional one follows the output gradient's layout); softmax copies an input that
+    is not contiguous (the functional kernel computes in that copy, its result)."""
+    if node.target in _UPSAMPLE_2D_BACKWARD or node.target in _FFTS:
         return True
     if node.target in _SOFTMAXES:
         x = _first_input(node)
@@ -130,6 +133,28 @@ def _flash_attention_buffers(node: fx.Node) -> int | None:
     grad_out = v["grad_out"]
     copy = 0 if grad_out.transpose(1, 2).is_contiguous() else _bytes(grad_out)
     return copy + (threads * 2 * q_split * kv_split + q_split) * size
+
+
+_FFTS = frozenset({_aten._fft_r2c.default, _aten._fft_c2c.default, _aten._fft_c2r.default})
+
+
+def _fft_temporaries(node: fx.Node) -> int | None:
+    """MKL's FFTs (``SpectralOps.cpp``): a transform over the trailing dimensions takes
+    none, except an inverse real one over several (``irfft2``, a Fourier neural
+    operator's): a complex-to-complex pass over the leading ones, a copy it permutes,
+    and the copy that MKL's complex-to-real pass overwrites, three of the input's size;
+    over other dimensions a copy of the input. Measured for complex64 (complex128 takes
+    more); None for the rest, and without MKL (pocketfft)."""
+    v = _values(node)
+    x, dims = v["self"], v["dim"]
+    if not isinstance(x, torch.Tensor) or not torch.backends.mkl.is_available():
+        return None
+    trailing = sorted(d % x.dim() for d in dims) == list(range(x.dim() - len(dims), x.dim()))
+    if node.target is not _aten._fft_c2r.default:
+        return 0 if trailing else _bytes(x)
+    if not trailing or x.dtype != torch.complex64:
+        return None
+    return 3 * _bytes(x) if len(dims) > 1 else 0
 
 
 def _first_input(node: fx.Node):
