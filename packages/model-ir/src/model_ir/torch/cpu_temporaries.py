@@ -70,6 +70,8 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _loss_temporaries(node)
     if node.target in _UPSAMPLE_2D:
         return _upsample_copy(node)
+    if node.target in _MATRIX_PRODUCTS:
+        return _gemm_copies(node)
     if node.target in _FFTS:
         return _fft_temporaries(node)
     if node.target in _FLASH_ATTENTIONS:
@@ -133,6 +135,40 @@ def _flash_attention_buffers(node: fx.Node) -> int | None:
     grad_out = v["grad_out"]
     copy = 0 if grad_out.transpose(1, 2).is_contiguous() else _bytes(grad_out)
     return copy + (threads * 2 * q_split * kv_split + q_split) * size
+
+
+_MATRIX_PRODUCTS = frozenset({_aten.mm.default, _aten.addmm.default})
+
+
+def _gemm_copies(node: fx.Node) -> int:
+    """The copies ``addmm_impl_cpu_`` (LinearAlgebra.cpp) makes before its BLAS call:
+    each factor whose strides BLAS cannot take (no unit stride, or a leading dimension
+    too short: an expanded gradient, the backward of ``out.sum()``) is cloned contiguous,
+    and so is a result laid out so (never a traced one)."""
+    v = _values(node)
+    m1, m2 = (v["self"], v["mat2"]) if node.target is _aten.mm.default else (v["mat1"], v["mat2"])
+    result = node.meta.get("val")
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in (m1, m2, result)):
+        return 0
+    (rows, cols), (row_stride, col_stride) = result.shape, result.stride()
+    total = 0
+    if row_stride == 1 and (cols == 1 or col_stride >= max(1, rows)):
+        swapped = False
+    elif col_stride == 1 and (rows == 1 or row_stride >= max(1, cols)):
+        swapped, m1, m2 = True, m2, m1
+    else:
+        swapped, total = False, _bytes(result)
+    m, n = (cols, rows) if swapped else (rows, cols)
+    k = m1.shape[0 if swapped else 1]
+    inner, outer = (1, 0) if swapped else (0, 1)  # m1's and m2's stride indices BLAS reads
+
+    def usable(t: torch.Tensor, first: int, second: int) -> bool:
+        st = t.stride()
+        return (st[inner] == 1 and st[outer] >= max(1, first)) or (st[outer] == 1 and st[inner] >= max(1, second))
+
+    total += 0 if usable(m1, m, k) else _bytes(m1)
+    total += 0 if usable(m2, k, n) else _bytes(m2)
+    return total
 
 
 _FFTS = frozenset({_aten._fft_r2c.default, _aten._fft_c2c.default, _aten._fft_c2r.default})
