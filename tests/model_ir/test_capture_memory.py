@@ -283,3 +283,19 @@ def test_profiler_peak_counts_a_temporary_freed_inside_an_op_once():
 
     peak, _ = peak_allocated_during(twice)
     assert nbytes <= peak <= 2 * nbytes  # torch 2.15: 2x (a torch without the temporary: 1x)
+
+
+def test_exact_profiler_peak_counts_what_a_kernel_frees_in_its_own_frame():
+    """A matrix product clones a factor BLAS cannot read (an expanded one) after making
+    its result and frees the clone before it returns: the exact peak is result and clone,
+    allocation by allocation; the per-operator view nets the clone against the product's
+    own frees and sees only the larger of the two."""
+    from model_ir.testing.live_memory import exact_peak_allocated_during, peak_allocated_during
+
+    expanded, w = torch.ones(()).expand(64, 128), torch.randn(128, 32)
+    clone, result = 64 * 128 * 4, 64 * 32 * 4
+    kept = []
+    exact, _ = exact_peak_allocated_during(lambda: kept.append(torch.mm(expanded, w)))
+    per_op, _ = peak_allocated_during(lambda: kept.append(torch.mm(expanded, w)))
+    assert exact == clone + result
+    assert per_op == clone

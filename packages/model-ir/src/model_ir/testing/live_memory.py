@@ -14,6 +14,11 @@ inputs and outputs alive while it runs, everything freed after its last use), so
 graph captured with ``granularity=1`` the two must be equal op by op. Not counted on
 either side: temporaries a kernel allocates and frees internally, and allocator
 rounding (both sides round each storage up to the same ``granularity``).
+
+Those temporaries are measured with torch.profiler's memory events:
+:func:`exact_peak_allocated_during` follows every allocation and free, and
+:func:`peak_allocated_during` the per-operator totals, which net out what a kernel
+frees in its own frame.
 """
 
 from __future__ import annotations
@@ -232,6 +237,12 @@ def peak_allocated_during(fn):
     too many on resnet18's CPU step at batch 8, one per batch norm backward.) The
     running sum, in time order, is the memory ``fn`` holds beyond what existed before.
     Fake and meta tensors allocate nothing and do not count.
+
+    Within an operator this sees only each event's net bytes: a buffer a kernel
+    allocates and frees in its own frame (oneDNN's blocked-layout copies of a
+    convolution's operands and results, MKL's FFT intermediates) nets out, and
+    temporaries a child op frees before the next is allocated count together.
+    :func:`exact_peak_allocated_during` follows every allocation instead.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -249,6 +260,25 @@ def peak_allocated_during(fn):
         changes.append((e.time_range.end, e.cpu_memory_usage - allocated))
     current = peak = 0
     for _, delta in sorted(changes, key=lambda c: c[0]):
+        current += delta
+        peak = max(peak, current)
+    return peak, result
+
+
+def exact_peak_allocated_during(fn):
+    """``(peak, result)`` as :func:`peak_allocated_during`, from every allocation and free
+    of the CPU allocator in time order (the profiler's raw ``[memory]`` instant events),
+    inside operators too: the exact peak of new CPU bytes, what a kernel takes and frees
+    within its call included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    cpu = torch._C._autograd.DeviceType.CPU
+    changes = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                      if e.name() == "[memory]" and e.device_type() == cpu), key=lambda c: c[0])
+    current = peak = 0
+    for _, delta in changes:
         current += delta
         peak = max(peak, current)
     return peak, result
