@@ -22,9 +22,9 @@ MobileNet's first batch norm, whose gradient comes contiguous from global poolin
 the other path.
 
 Losses computed in ATen's ``Loss.cpp`` take unreduced losses of the input's size
-``n`` bytes as temporaries: Huber reduced, ``n``; binary cross-entropy with logits
-``2n`` (``3n`` reduced; with ``pos_weight``, ``n`` more and its broadcast weight); soft
-margin's backward ``3n``.
+``n`` bytes as temporaries (measured allocation by allocation): MSE, smooth L1 and
+Huber reduced, ``n``; binary cross-entropy with logits ``n`` (``2n`` reduced; with
+``pos_weight``, its broadcast weight more); soft margin's backward ``2n``.
 
 2-D nearest and bilinear upsampling (``F.interpolate``) of an input that is not
 channels-last takes a temporary of the input's size, and its out= overload computes
@@ -208,9 +208,11 @@ def _upsample_copy(node: fx.Node) -> int:
 
 #: Loss kernels' temporaries: (unreduced losses, more when reduced), in inputs' sizes.
 _LOSS_TEMPORARIES = {
+    _aten.mse_loss.default: (0, 1),
+    _aten.smooth_l1_loss.default: (0, 1),
     _aten.huber_loss.default: (0, 1),
-    _aten.binary_cross_entropy_with_logits.default: (2, 1),
-    _aten.soft_margin_loss_backward.default: (3, 0),
+    _aten.binary_cross_entropy_with_logits.default: (1, 1),
+    _aten.soft_margin_loss_backward.default: (2, 0),
 }
 
 
@@ -223,8 +225,8 @@ def _loss_temporaries(node: fx.Node) -> int:
     unreduced, reduced = _LOSS_TEMPORARIES[node.target]
     total = (unreduced + (reduced if v.get("reduction", 1) else 0)) * n  # the schemas default to mean
     pos_weight = v.get("pos_weight")
-    if isinstance(pos_weight, torch.Tensor):  # (pos_weight - 1) and its product with the target
-        total += _bytes(pos_weight) + n
+    if isinstance(pos_weight, torch.Tensor):  # pos_weight - 1
+        total += _bytes(pos_weight)
     return total
 
 
