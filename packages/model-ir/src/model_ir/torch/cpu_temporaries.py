@@ -37,8 +37,16 @@ CPU flash attention (``scaled_dot_product_attention``) takes per-thread score ti
 and its backward copies an output gradient laid out (batch, head, query, dim): one of
 ``nn.MultiheadAttention``'s (torchvision's ViT), not one of Hugging Face's.
 
-Measured with torch.profiler (torch 2.15 and 2.11): each op's allocations, to the byte. The plan
-counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
+Measured with torch.profiler (torch 2.15 and 2.11). The losses, BLAS's clones, flash
+attention and the FFTs were measured allocation by allocation
+(:func:`model_ir.testing.live_memory.exact_peak_allocated_during`); the convolution,
+batch norm, upsampling and layer norm rules per operator
+(:func:`~model_ir.testing.live_memory.peak_allocated_during`), which nets out what a
+kernel frees in its own frame. Allocation by allocation, oneDNN's convolutions take
+more than these rules say: they reorder their operands into oneDNN's blocked layout
+(channels padded to its block) and compute their results in it beside the dense
+copies, with a scratchpad; not modelled yet. The plan counts these temporaries beside
+the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
 """
 
 from __future__ import annotations
