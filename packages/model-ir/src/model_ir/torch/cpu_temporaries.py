@@ -27,10 +27,13 @@ Huber reduced, ``n``; binary cross-entropy with logits ``n`` (``2n`` reduced; wi
 ``pos_weight``, its broadcast weight more); soft margin's backward ``2n``.
 
 2-D nearest and bilinear upsampling (``F.interpolate``) of an input that is not
-channels-last takes a temporary of the input's size, and its out= overload computes
-into a temporary result too, then copies it into ``out`` (:func:`out_overload_copies`:
-the arena executor runs the functional op instead, so that result is a fallback the
-plan places). UNet decoders and FPNs upsample so. Layer norm copies an input (and in
+channels-last takes temporaries of the input's and the output's size, and its out=
+overload computes into a temporary result too, then copies it into ``out``
+(:func:`out_overload_copies`: the arena executor runs the functional op instead, so that
+result is a fallback the plan places). UNet decoders and FPNs upsample so. Its backward
+copies an output gradient dense in neither memory format (a channel slice of a
+concatenation's gradient), and computes a channels-last input gradient in a contiguous
+temporary. Layer norm copies an input (and in
 the backward an output gradient) that is not contiguous; softmax's out= overload too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries.
 CPU flash attention (``scaled_dot_product_attention``) takes per-thread score tiles,
@@ -39,8 +42,8 @@ and its backward copies an output gradient laid out (batch, head, query, dim): o
 
 Measured with torch.profiler (torch 2.15 and 2.11). The losses, BLAS's clones, flash
 attention and the FFTs were measured allocation by allocation
-(:func:`model_ir.testing.live_memory.exact_peak_allocated_during`); the convolution,
-batch norm, upsampling and layer norm rules per operator
+(:func:`model_ir.testing.live_memory.exact_peak_allocated_during`), and so were
+upsampling, batch norm and layer norm; the convolution rules per operator
 (:func:`~model_ir.testing.live_memory.peak_allocated_during`), which nets out what a
 kernel frees in its own frame. Allocation by allocation, oneDNN's convolutions take
 more than these rules say: they reorder their operands into oneDNN's blocked layout
@@ -78,6 +81,8 @@ def kernel_temporaries(node: fx.Node) -> int | None:
         return _loss_temporaries(node)
     if node.target in _UPSAMPLE_2D:
         return _upsample_copy(node)
+    if node.target in _UPSAMPLE_2D_BACKWARD:
+        return _upsample_backward_copies(node)
     if node.target in _MATRIX_PRODUCTS:
         return _gemm_copies(node)
     if node.target in _FFTS:
@@ -211,7 +216,17 @@ def _upsample_copy(node: fx.Node) -> int:
     x = _first_input(node)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
         return 0
-    return _bytes(x)
+    return _bytes(x) + _bytes(node.meta["val"])
+
+
+def _upsample_backward_copies(node: fx.Node) -> int:
+    """The functional backward copies an output gradient dense in neither memory format
+    (a channel slice of a concatenation's gradient: FPN and Segformer decoders), and
+    computes a channels-last input gradient in a contiguous temporary."""
+    grad, result = _first_input(node), node.meta.get("val")
+    if not isinstance(grad, torch.Tensor) or grad.dim() != 4 or _dense(grad):
+        return 0
+    return _bytes(grad) + (_bytes(result) if suggest_memory_format(grad) == torch.channels_last else 0)
 
 
 #: Loss kernels' temporaries: (unreduced losses, more when reduced), in inputs' sizes.
