@@ -278,7 +278,8 @@ def test_steady_cpu_step_counts_the_kernels_temporaries_of_its_layouts(model, ex
     convolution's input gradient and a strided transposed convolution's output are copied
     once made (before: 149644 bytes measured beside the arena, 84160 planned; the
     generator 24584, 12416); a channels-last transposed convolution converts its weight's
-    gradient."""
+    gradient. Per operator: allocation by allocation, oneDNN's blocked-layout buffers
+    come on top (not modelled yet)."""
     torch.manual_seed(0)
     if model == "channels-last":
         net, x = channels_last_cnn(32), torch.randn(8, 3, 16, 16).to(memory_format=torch.channels_last)
