@@ -73,27 +73,8 @@ def _bytes(t: torch.Tensor) -> int:
 def kernel_temporaries(node: fx.Node) -> int | None:
     """Bytes the CPU kernel of ``node`` allocates and frees within its call (traced
     values in ``node.meta["val"]``); None for an op none is known of."""
-    if node.target is _aten.native_batch_norm_backward.default:
-        return _batch_norm_backward(node)
-    if node.target in (_aten.convolution.default, _aten.convolution_backward.default):
-        return _convolution_copies(node)
-    if node.target in _LOSS_TEMPORARIES:
-        return _loss_temporaries(node)
-    if node.target in _UPSAMPLE_2D:
-        return _upsample_copy(node)
-    if node.target in _UPSAMPLE_2D_BACKWARD:
-        return _upsample_backward_copies(node)
-    if node.target in _MATRIX_PRODUCTS:
-        return _gemm_copies(node)
-    if node.target in _FFTS:
-        return _fft_temporaries(node)
-    if node.target in _FLASH_ATTENTIONS:
-        return _flash_attention_buffers(node)
-    if node.target in _LAYER_NORMS:
-        v = _values(node)
-        return sum(_bytes(t) for t in (v.get("grad_out"), v["input"])
-                   if isinstance(t, torch.Tensor) and not t.is_contiguous())
-    return None
+    rule = _RULES.get(node.target)
+    return rule(node) if rule is not None else None
 
 
 def out_overload_copies(node: fx.Node) -> bool:
@@ -207,6 +188,12 @@ def _fft_temporaries(node: fx.Node) -> int | None:
     return 2 * _bytes(x) if len(dims) > 1 else 0
 
 
+def _layer_norm_copies(node: fx.Node) -> int:
+    v = _values(node)
+    return sum(_bytes(t) for t in (v.get("grad_out"), v["input"])
+               if isinstance(t, torch.Tensor) and not t.is_contiguous())
+
+
 def _first_input(node: fx.Node):
     """The traced value of ``node``'s first argument (``self`` or ``input`` by overload)."""
     return node.args[0].meta.get("val") if node.args and isinstance(node.args[0], fx.Node) else None
@@ -313,3 +300,17 @@ def _convolution_copies(node: fx.Node) -> int:
     if data and not channels_last and v["groups"] == 1 and set(v["dilation"]) == {1} and max(v["stride"]) > 1:
         total += _bytes(x if backward else node.meta["val"])
     return total
+
+
+#: Each op's rule (:func:`kernel_temporaries`).
+_RULES = {target: rule for targets, rule in (
+    ({_aten.native_batch_norm_backward.default}, _batch_norm_backward),
+    ({_aten.convolution.default, _aten.convolution_backward.default}, _convolution_copies),
+    (_LOSS_TEMPORARIES, _loss_temporaries),
+    (_UPSAMPLE_2D, _upsample_copy),
+    (_UPSAMPLE_2D_BACKWARD, _upsample_backward_copies),
+    (_MATRIX_PRODUCTS, _gemm_copies),
+    (_FFTS, _fft_temporaries),
+    (_FLASH_ATTENTIONS, _flash_attention_buffers),
+    (_LAYER_NORMS, _layer_norm_copies),
+) for target in targets}
