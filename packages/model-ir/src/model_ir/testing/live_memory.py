@@ -244,10 +244,7 @@ def peak_allocated_during(fn):
     temporaries a child op frees before the next is allocated count together.
     :func:`exact_peak_allocated_during` follows every allocation instead.
     """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = fn()
+    prof, result = _profiled(fn)
     changes = []
     for e in prof.events():
         if e.cpu_parent is not None:
@@ -258,11 +255,7 @@ def peak_allocated_during(fn):
         allocated = _allocated_within(e)
         changes.append((e.time_range.start, allocated))
         changes.append((e.time_range.end, e.cpu_memory_usage - allocated))
-    current = peak = 0
-    for _, delta in sorted(changes, key=lambda c: c[0]):
-        current += delta
-        peak = max(peak, current)
-    return peak, result
+    return _running_peak(changes), result
 
 
 def exact_peak_allocated_during(fn):
@@ -270,18 +263,29 @@ def exact_peak_allocated_during(fn):
     of the CPU allocator in time order (the profiler's raw ``[memory]`` instant events),
     inside operators too: the exact peak of new CPU bytes, what a kernel takes and frees
     within its call included."""
+    prof, result = _profiled(fn)
+    cpu = torch._C._autograd.DeviceType.CPU
+    return _running_peak((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                         if e.name() == "[memory]" and e.device_type() == cpu), result
+
+
+def _profiled(fn):
+    """``(profile, result)``: ``fn()`` run under torch.profiler with CPU memory events."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
-    cpu = torch._C._autograd.DeviceType.CPU
-    changes = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                      if e.name() == "[memory]" and e.device_type() == cpu), key=lambda c: c[0])
+    return prof, result
+
+
+def _running_peak(changes) -> int:
+    """The peak of the running sum of ``(time, bytes)`` changes, in time order (ties in the
+    order given), from 0."""
     current = peak = 0
-    for _, delta in changes:
+    for _, delta in sorted(changes, key=lambda c: c[0]):
         current += delta
         peak = max(peak, current)
-    return peak, result
+    return peak
 
 
 def _allocated_within(event) -> int:

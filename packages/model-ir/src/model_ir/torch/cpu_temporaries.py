@@ -33,8 +33,8 @@ overload computes into a temporary result too, then copies it into ``out``
 result is a fallback the plan places). UNet decoders and FPNs upsample so. Its backward
 copies an output gradient dense in neither memory format (a channel slice of a
 concatenation's gradient), and computes a channels-last input gradient in a contiguous
-temporary. Layer norm copies an input (and in
-the backward an output gradient) that is not contiguous; softmax's out= overload too.
+temporary. Layer norm copies an input (and in the backward an output gradient) that is
+not contiguous; softmax's out= overload too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries.
 CPU flash attention (``scaled_dot_product_attention``) takes per-thread score tiles,
 and its backward copies an output gradient laid out (batch, head, query, dim): one of
@@ -281,7 +281,7 @@ def _convolution_copies(node: fx.Node) -> int:
     if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
         return 0
     backend = torch._C._select_conv_backend(x, weight, None if backward else v["bias"], v["stride"], v["padding"],
-                                            v["dilation"], v["transposed"], v["output_padding"], v["groups"],
+                                            v["dilation"], transposed, v["output_padding"], v["groups"],
                                             v["bias_sizes"] if backward else None)
     if not _onednn(backend, transposed):
         return 0
