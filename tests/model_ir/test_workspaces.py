@@ -421,7 +421,8 @@ def test_capture_records_the_temporaries_of_layouts():
     for op in graph.ops:
         if CPU_TEMPORARY in op.meta:
             recorded[op.target].append(op.meta[CPU_TEMPORARY])
-    # channels-last weight gradients converted; the first batch norm's gradient comes contiguous
-    assert all(b > 0 for b in recorded["aten.convolution_backward.default"])
+    # the first batch norm's gradient comes contiguous; oneDNN's convolutions, measured at
+    # capture, take scratchpads even with input and weights channels-last (no copy)
     assert recorded["aten.native_batch_norm_backward.default"][-1] == 0
-    assert set(recorded["aten.convolution.default"]) == {0}  # input and weights channels-last: no copy
+    assert recorded["aten.convolution.default"] and recorded["aten.convolution_backward.default"]
+    assert all(b > 0 for b in recorded["aten.convolution.default"] + recorded["aten.convolution_backward.default"])

@@ -175,12 +175,17 @@ def test_a_cuda_plan_counts_the_library_workspaces_beside_the_arena(monkeypatch)
     assert workspace_lifetimes(with_workspaces(plan.graph), plan.schedule) == (kept, [])
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1024:2")
     assert [lt.size for lt in workspace_lifetimes(plan.graph, plan.schedule)[0]] == [2 * MiB]
-    # no library workspace; batch norm backward's second input gradient, and BLAS's clones of
-    # the classifier's expanded output gradient (the default loss sums the output)
+    # no library workspace; batch norm backward's second input gradient, BLAS's clones of
+    # the classifier's expanded output gradient (the default loss sums the output), and the
+    # convolutions' temporaries (measured at capture)
     cpu = plan_for("cpu")
     kept, step = workspace_lifetimes(cpu.graph, cpu.schedule)
-    assert kept == [] and sorted(lt.size for lt in step) == [4 * 10 * 4] * 2 + [4 * 8 * 16 * 16 * 4] * 2
-    assert cpu.figures["library_workspace_bytes"] == 4 * 8 * 16 * 16 * 4
+    convolutions = [lt.size for lt in step if cpu.graph.op(lt.id.split(":")[1].split("@")[0]).target.startswith(
+        "aten.convolution")]
+    assert len(convolutions) == 4 and all(convolutions)
+    others = sorted(lt.size for lt in step if lt.size not in convolutions)
+    assert kept == [] and others == [4 * 10 * 4] * 2 + [4 * 8 * 16 * 16 * 4] * 2
+    assert cpu.figures["library_workspace_bytes"] >= 4 * 8 * 16 * 16 * 4
 
 
 def test_optimize_takes_where_fallback_results_live():

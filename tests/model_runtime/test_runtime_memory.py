@@ -196,19 +196,23 @@ def test_kernel_mismatches_finds_none_on_cpu_and_reports_a_wrong_capture():
 
 @pytest.mark.parametrize("fallback_results", ["outside", "copied"])
 def test_steady_cpu_step_allocates_beyond_the_arena_what_the_plan_says(fallback_results):
-    """torch.profiler memory events of a steady step on the CPU: beyond the arena, the
-    fallbacks' results (left outside, or the copies' temporaries) and the batch norm
-    backward's second input gradient, as the plan's ``beside_arena_bytes`` says (up to
-    the 64-byte rounding of its buffers)."""
+    """torch.profiler memory events of a steady step on the CPU, allocation by allocation:
+    beyond the arena, the fallbacks' results (left outside, or the copies' temporaries),
+    the batch norm backward's second input gradient and oneDNN's convolution buffers, as
+    the plan's ``beside_arena_bytes`` says (up to the 64-byte rounding of its buffers;
+    before the convolutions were measured at capture, 1582092 bytes measured and 1048768
+    planned)."""
     torch.manual_seed(0)
     model = small_cnn()
     x = torch.randn(8, 3, 32, 32)
     step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5,
                     executor="arena", fallback_results=fallback_results)
     step(x)
-    beyond, _ = peak_allocated_during(lambda: step(x))
+    beyond, _ = exact_peak_allocated_during(lambda: step(x))
     f = step.figures()
-    assert f["library_workspace_bytes"] == 8 * 8 * 32 * 32 * 4  # one batch norm input gradient
+    # Not one batch norm input gradient (8 * 8 * 32 * 32 * 4) any more: the convolutions'
+    # blocked-layout buffers are larger (measured at capture).
+    assert f["library_workspace_bytes"] > 8 * 8 * 32 * 32 * 4
     assert abs(beyond - f["beside_arena_bytes"]) <= 1024, (beyond, f["beside_arena_bytes"])
 
 
@@ -278,8 +282,9 @@ def test_steady_cpu_step_counts_the_kernels_temporaries_of_its_layouts(model, ex
     convolution's input gradient and a strided transposed convolution's output are copied
     once made (before: 149644 bytes measured beside the arena, 84160 planned; the
     generator 24584, 12416); a channels-last transposed convolution converts its weight's
-    gradient. Per operator: allocation by allocation, oneDNN's blocked-layout buffers
-    come on top (not modelled yet)."""
+    gradient. Those were per operator; allocation by allocation, oneDNN's blocked-layout
+    buffers and scratchpads come on top, now measured at capture (before: 28 to 47 KiB
+    more measured than planned in 8 of these 10 cases)."""
     torch.manual_seed(0)
     if model == "channels-last":
         net, x = channels_last_cnn(32), torch.randn(8, 3, 16, 16).to(memory_format=torch.channels_last)
@@ -291,7 +296,7 @@ def test_steady_cpu_step_counts_the_kernels_temporaries_of_its_layouts(model, ex
         net, x = _Downsampling(), torch.randn(4, 3, 32, 32)
     step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_fn=lambda out: out.sum(),
                     time_limit=0.5, executor=executor)
-    beyond, planned = _steady_step_memory(step, executor, x)
+    beyond, planned = _steady_step_memory(step, executor, x, exact=True)
     assert abs(beyond - planned) <= 1024, (beyond, planned)
 
 

@@ -1,19 +1,10 @@
 """What CPU kernels allocate and free within their call, in bytes, from their arguments' layouts.
 
-oneDNN's convolutions: a CPU convolution that PyTorch runs with oneDNN
-(``torch._C._select_conv_backend``: ``Mkldnn``) works in one memory format, channels-last
-where its input or its weight suggests channels-last, else contiguous
-(``mkldnn_conv_use_channels_last``, aten/src/ATen/native/mkldnn/Conv.cpp). It copies each
-argument that is not laid out so (``input.contiguous(memory_format)``, the weight, in the
-backward the output's gradient too), and a channels-last backward computes the weight's
-gradient contiguous, then converts it (``.to(ChannelsLast)``). ConvNeXt's downsampling
-layers (a channels-last input, a contiguous weight) copy their weight in the forward and
-twice in the backward; a channels-last ResNet's backward copies its weight gradient.
-oneDNN's backward-data primitive, which makes a convolution's input gradient and a
-transposed convolution's output, writes a strided (stride > 1), ungrouped, undilated NCHW
-result in a layout of its own; ``mkldnn_to_dense`` then copies it contiguous: a ResNet's
-downsampling and a DCGAN generator's upsampling take one more result-sized temporary
-(measured on AVX2 and AVX-512 x86; oneDNN's SSE4.1 kernels write NCHW directly).
+Convolutions are measured, not ruled: each distinct call runs once at capture
+(:mod:`model_ir.torch.kernel_probes`). oneDNN copies arguments laid out otherwise than it
+works, reorders operands into its blocked layout (channels padded to the block of the
+CPU's instruction set), computes results in it beside the dense copies and takes
+scratchpads sized by the thread count; the slow (THNN) convolution takes column buffers.
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
@@ -40,16 +31,9 @@ CPU flash attention (``scaled_dot_product_attention``) takes per-thread score ti
 and its backward copies an output gradient laid out (batch, head, query, dim): one of
 ``nn.MultiheadAttention``'s (torchvision's ViT), not one of Hugging Face's.
 
-Measured with torch.profiler (torch 2.15 and 2.11). The losses, BLAS's clones, flash
-attention and the FFTs were measured allocation by allocation
-(:func:`model_ir.testing.live_memory.exact_peak_allocated_during`), and so were
-upsampling, batch norm and layer norm; the convolution rules per operator
-(:func:`~model_ir.testing.live_memory.peak_allocated_during`), which nets out what a
-kernel frees in its own frame. Allocation by allocation, oneDNN's convolutions take
-more than these rules say: they reorder their operands into oneDNN's blocked layout
-(channels padded to its block) and compute their results in it beside the dense
-copies, with a scratchpad; not modelled yet. The plan counts these temporaries beside
-the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
+The rules were measured with torch.profiler (torch 2.15 and 2.11), allocation by
+allocation (:func:`model_ir.testing.live_memory.exact_peak_allocated_during`). The plan
+counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel_temporaries`).
 """
 
 from __future__ import annotations
@@ -60,10 +44,10 @@ import torch
 from torch import fx
 from torch._prims_common import suggest_memory_format
 
+from model_ir.torch.kernel_probes import known_temporaries
 from model_ir.torch.node_args import arg_values
 
 _aten = torch.ops.aten
-_CHANNELS_LAST = (torch.channels_last, torch.channels_last_3d)
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -263,49 +247,29 @@ def _batch_norm_backward(node: fx.Node) -> int:
     return _bytes(x) if same else 0
 
 
-def _onednn(backend, transposed: bool) -> bool:
-    """Whether a CPU convolution of ``backend`` (``torch._C._select_conv_backend``) runs on oneDNN.
-    torch's Python enum has no ``MkldnnTranspose`` (its binding names ``MpsTranspose,``
-    instead): a transposed CPU convolution that is none of the others is oneDNN's."""
-    backends = torch._C._ConvBackend
-    if not transposed:
-        return backend == backends.Mkldnn
-    return backend not in (backends.SlowTranspose2d, backends.SlowTranspose3d, backends.Empty, backends.MkldnnEmpty,
-                           backends.Overrideable)
+#: Convolutions, whose temporaries are measured (:mod:`model_ir.torch.kernel_probes`).
+MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default})
 
 
-def _convolution_copies(node: fx.Node) -> int:
-    v = _values(node)
-    backward = node.target is _aten.convolution_backward.default
-    x, weight, transposed = v["input"], v["weight"], v["transposed"]
-    if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in (x, weight)):
-        return 0
-    backend = torch._C._select_conv_backend(x, weight, None if backward else v["bias"], v["stride"], v["padding"],
-                                            v["dilation"], transposed, v["output_padding"], v["groups"],
-                                            v["bias_sizes"] if backward else None)
-    if not _onednn(backend, transposed):
-        return 0
-    channels_last = torch.float64 not in (x.dtype, weight.dtype) and (
-        suggest_memory_format(x) in _CHANNELS_LAST or suggest_memory_format(weight) in _CHANNELS_LAST)
-    memory_format = (torch.channels_last if x.dim() == 4 else torch.channels_last_3d) if channels_last \
-        else torch.contiguous_format
-    copied = [t for t in (v.get("grad_output"), x, weight) if isinstance(t, torch.Tensor)]
-    total = sum(_bytes(t) for t in copied if not t.is_contiguous(memory_format=memory_format))
-    if backward and channels_last and any(v["output_mask"][1:]):  # the weight's gradient, converted
-        total += _bytes(weight)
-    # oneDNN's backward-data primitive (a convolution's input gradient, a transposed
-    # convolution's output) writes a strided, ungrouped, undilated NCHW result in a layout
-    # of its own, which mkldnn_to_dense then copies contiguous.
-    data = backward != transposed and (not backward or v["output_mask"][0])
-    if data and not channels_last and v["groups"] == 1 and set(v["dilation"]) == {1} and max(v["stride"]) > 1:
-        total += _bytes(x if backward else node.meta["val"])
-    return total
+def measured_calls(nodes) -> list[tuple[object, list]]:
+    """``(op, argument values)`` of each of ``nodes`` whose temporaries are measured, for
+    :func:`model_ir.torch.kernel_probes.measure_calls`."""
+    return [(n.target, _schema_values(n)) for n in nodes if n.op == "call_function" and n.target in MEASURED]
+
+
+def _schema_values(node: fx.Node) -> list:
+    values = _values(node)
+    return [values.get(a.name, a.default_value) for a in node.target._schema.arguments]
+
+
+def _measured(node: fx.Node) -> int | None:
+    return known_temporaries(node.target, _schema_values(node))
 
 
 #: Each op's rule (:func:`kernel_temporaries`).
 _RULES = {target: rule for targets, rule in (
     ({_aten.native_batch_norm_backward.default}, _batch_norm_backward),
-    ({_aten.convolution.default, _aten.convolution_backward.default}, _convolution_copies),
+    (MEASURED, _measured),
     (_LOSS_TEMPORARIES, _loss_temporaries),
     (_UPSAMPLE_2D, _upsample_copy),
     (_UPSAMPLE_2D_BACKWARD, _upsample_backward_copies),

@@ -33,7 +33,8 @@ from model_ir.torch.checkpoint_rng import UNPAIRED_REPLAY
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.node_args import UNANNOTATED_WRITES, arg_values, written_nodes
-from model_ir.torch.cpu_temporaries import kernel_temporaries
+from model_ir.torch.cpu_temporaries import kernel_temporaries, measured_calls
+from model_ir.torch.kernel_probes import measure_calls
 from model_ir.torch.rng_replay import replayable
 from model_ir.torch.tracing import TracedStep
 
@@ -212,6 +213,8 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     """
     check_granularity(granularity)
     gm = traced.module
+    if traced.device == "cpu":
+        measure_calls(measured_calls(gm.graph.nodes))  # capture measured most already, on the model's weights
     slot_of = {s.placeholder: s for s in traced.slots}
     storage_buffer: dict[StorageWeakRef, str] = {}
     nodes_by_name = {n.name: n for n in gm.graph.nodes}

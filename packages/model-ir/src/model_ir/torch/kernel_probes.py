@@ -1,0 +1,148 @@
+"""What a CPU kernel allocates and frees within its call, measured by running it once.
+
+Some kernels' temporaries follow more than their arguments' layouts. oneDNN's
+convolutions reorder their operands into its blocked layout (channels padded to the
+block of the CPU's instruction set), compute their results in it beside the dense
+copies, and take scratchpads sized by the thread count; the slow (THNN) convolution
+unfolds its input into column buffers. On a grid of 160 small configurations the
+backward alone made 117 distinct sequences of allocations (AVX-512, 2 threads), and
+another instruction set makes others: no rule written from the arguments follows them.
+So capture measures them: each distinct call runs once on zeros of the traced shapes and
+strides (on the model's own weights where the caller has them), under torch.profiler's
+memory events, and its temporary is the peak of the running sum of its allocations and
+frees less what it keeps (its results). One call's arguments, results and temporaries
+are allocated for a moment, once per distinct call and thread count.
+
+torch.profiler cannot nest (a second session cancels the first one's trace): under a
+running profiler the calls are measured in a child process (``python -m
+model_ir.torch.kernel_probes``), which sees the same instruction set and thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+#: Measured temporaries by call (:func:`call_key`).
+_measured: dict[str, int] = {}
+
+
+def call_key(func, values) -> str:
+    """The call of aten overload ``func`` on argument ``values`` (one per schema argument,
+    tensors fake or real) as JSON: what a child process needs to make it again, and the
+    cache key (with the thread count, which sizes oneDNN's scratchpads)."""
+    def spec(v):
+        if isinstance(v, torch.Tensor):
+            return {"shape": list(v.shape), "stride": list(v.stride()), "dtype": str(v.dtype).removeprefix("torch.")}
+        if isinstance(v, (list, tuple)):
+            return [spec(x) for x in v]
+        return v
+
+    return json.dumps([func._schema.name, func._overloadname, [spec(v) for v in values], torch.get_num_threads()])
+
+
+def schema_values(func, args, kwargs) -> list:
+    """``func``'s arguments in schema order, defaults filled in."""
+    return [args[i] if i < len(args) else kwargs.get(a.name, a.default_value)
+            for i, a in enumerate(func._schema.arguments)]
+
+
+def measured_temporaries(func, values, real: Mapping | None = None) -> int | None:
+    """Bytes the CPU kernel of ``func`` allocates and frees within its call on
+    ``values`` (:func:`schema_values`), measured once per distinct call; ``real`` maps a
+    fake argument to the real tensor it stands for (a weight: no copy is made). None
+    under a running profiler: :func:`measure_calls` measures those in a child process."""
+    key = call_key(func, values)
+    if key not in _measured:
+        if torch._C._autograd._profiler_enabled():
+            return None
+        _measured[key] = _measure(func, [_real(v, real or {}) for v in values])
+    return _measured[key]
+
+
+def measure_calls(calls: Iterable[tuple[object, list]]) -> None:
+    """Measure the ``(func, values)`` calls not measured yet: here, or all in one child
+    process under a running profiler."""
+    missing = {}
+    for func, values in calls:
+        if measured_temporaries(func, values) is None:
+            missing[call_key(func, values)] = None
+    if not missing:
+        return
+    try:
+        done = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(list(missing)), text=True,
+                              capture_output=True, check=True, timeout=600)
+        _measured.update(zip(missing, json.loads(done.stdout.splitlines()[-1])))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        warnings.warn(f"could not measure {len(missing)} CPU kernels' temporaries in a child process "
+                      f"(a profiler is running): the plan leaves them out ({e})", stacklevel=2)
+
+
+def known_temporaries(func, values) -> int | None:
+    """What :func:`measured_temporaries` measured for this call, None if it did not."""
+    return _measured.get(call_key(func, values))
+
+
+def _real(v, real: Mapping):
+    """A real CPU tensor for argument ``v``: ``real[v]`` where it fits, else zeros of
+    ``v``'s shape, strides and dtype."""
+    if isinstance(v, (list, tuple)):
+        return [_real(x, real) for x in v]
+    if not isinstance(v, torch.Tensor):
+        return v
+    r = real.get(v)
+    with unset_fake_temporarily():
+        if r is not None and r.device.type == "cpu" and (r.shape, r.stride(), r.dtype) == (v.shape, v.stride(),
+                                                                                          v.dtype):
+            return r.detach()
+        return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).zero_()
+
+
+def _measure(func, values) -> int:
+    """The peak of new CPU bytes while ``func(*values)`` runs, less what its results hold
+    (the profiler's raw memory events, in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cpu = torch._C._autograd.DeviceType.CPU
+    with unset_fake_temporarily(), torch.no_grad(), torch.autocast("cpu", enabled=False):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            result = func(*values)
+        del result
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type() == cpu)
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak - current
+
+
+def _from_spec(spec):
+    if isinstance(spec, dict):
+        return torch.empty_strided(spec["shape"], spec["stride"], dtype=getattr(torch, spec["dtype"])).zero_()
+    if isinstance(spec, list):
+        return [_from_spec(s) for s in spec]
+    return spec
+
+
+def _main() -> None:
+    """Measure the calls given as a JSON list of :func:`call_key` on stdin; print their
+    temporaries as a JSON list."""
+    out = []
+    for key in json.loads(sys.stdin.read()):
+        name, overload, specs, threads = json.loads(key)
+        torch.set_num_threads(threads)
+        namespace, op = name.split("::")
+        func = getattr(getattr(getattr(torch.ops, namespace), op), overload or "default")
+        out.append(_measure(func, [_from_spec(s) for s in specs]))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,96 @@
+"""Measuring CPU kernels' temporaries by running each distinct call once (model_ir.torch.kernel_probes)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from model_ir.testing.live_memory import exact_peak_allocated_during  # noqa: E402
+from model_ir.torch import kernel_probes  # noqa: E402
+
+_conv, _conv_backward = torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default
+
+
+def _calls(channels_last: bool):
+    """A 3x3 convolution's forward and backward calls (channels multiples of oneDNN's blocks)."""
+    torch.manual_seed(0)
+    x, w = torch.randn(4, 32, 16, 16), torch.randn(32, 32, 3, 3)
+    if channels_last:
+        x, w = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    forward = [x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1]
+    grad = torch.randn_like(_conv(*forward))
+    return [(_conv, forward), (_conv_backward, [grad, x, w, [32], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                [True, True, True]])]
+
+
+def _storage_bytes(out) -> int:
+    out = out if isinstance(out, tuple) else (out,)
+    return sum(t.untyped_storage().nbytes() for t in out if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_calls_temporaries_are_what_it_allocates_beyond_its_results(channels_last):
+    """The measured temporary of a convolution is the exact peak of its call (every
+    allocation and free) less its results: oneDNN's blocked-layout buffers, which no rule
+    from the arguments' layouts saw (a contiguous NCHW forward copies no argument)."""
+    kernel_probes._measured.clear()
+    for func, values in _calls(channels_last):
+        kept = []
+        peak, _ = exact_peak_allocated_during(lambda: kept.append(func(*values)))
+        expected = peak - _storage_bytes(kept[0])
+        assert kernel_probes.measured_temporaries(func, values) == expected
+        assert expected > 0
+
+
+def test_each_distinct_call_is_measured_once(monkeypatch):
+    """Per call and thread count (oneDNN sizes its scratchpads by the threads)."""
+    kernel_probes._measured.clear()
+    runs = []
+    measure = kernel_probes._measure
+    monkeypatch.setattr(kernel_probes, "_measure", lambda func, values: runs.append(func) or measure(func, values))
+    (func, values), _ = _calls(False)
+    first = kernel_probes.measured_temporaries(func, values)
+    assert kernel_probes.measured_temporaries(func, [v.clone() if isinstance(v, torch.Tensor) else v
+                                                     for v in values]) == first
+    assert len(runs) == 1
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        kernel_probes.measured_temporaries(func, values)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(runs) == 2
+
+
+def test_under_a_running_profiler_calls_are_measured_in_a_child_process():
+    """torch.profiler cannot nest: a second session would cancel the user's trace. Under
+    one, the calls are measured in a child process, to the same bytes, and the user's
+    trace keeps its events."""
+    calls = _calls(False)
+    kernel_probes._measured.clear()
+    here = [kernel_probes.measured_temporaries(f, v) for f, v in calls]
+    kernel_probes._measured.clear()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        assert kernel_probes.measured_temporaries(*calls[0]) is None
+        kernel_probes.measure_calls(calls)
+        torch.zeros(1000)
+    assert [kernel_probes.known_temporaries(f, v) for f, v in calls] == here
+    assert any(e.name() == "[memory]" for e in prof.profiler.kineto_results.events())
+
+
+def test_a_call_on_fakes_runs_on_the_weights_they_stand_for(monkeypatch):
+    """Capture measures on the model's own weights (no copy of them) and zeros of the
+    traced shapes and strides for the rest."""
+    kernel_probes._measured.clear()
+    given = []
+    monkeypatch.setattr(kernel_probes, "_measure", lambda func, values: given.append(values) or 0)
+    (func, values), _ = _calls(True)
+    weight = values[1]
+    with FakeTensorMode() as mode:
+        fakes = [mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for v in values]
+        assert kernel_probes.measured_temporaries(func, fakes, {fakes[1]: weight}) == 0
+    (x, w, *_), = given
+    assert w is not weight and w.data_ptr() == weight.data_ptr()  # detached, not copied
+    assert not isinstance(x, type(fakes[0])) and x.stride() == values[0].stride() and not x.any()
