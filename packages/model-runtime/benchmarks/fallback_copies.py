@@ -8,8 +8,8 @@ or ``auto`` (``optimize(..., fallback_results=)``), and which executor
    temporaries, the step outputs, cuBLAS's and cuDNN's workspaces), and persistent +
    the reorder and the program executors' transient memory, MiB; the executor ``auto``
    picks.
-2. Measured on this CPU (torch.profiler memory events): what a steady step allocates
-   beyond the arena, against the plan's ``beside_arena_bytes``, and the step time of
+2. Measured on this CPU (torch.profiler memory events, allocation by allocation): what a
+   steady step allocates beyond the arena, against the plan's ``beside_arena_bytes``, and the step time of
    all copied against all outside (interleaved rounds, median).
 
     uv run python packages/model-runtime/benchmarks/fallback_copies.py
@@ -28,7 +28,7 @@ import time
 import torch
 
 from model_bench.zoo import build_case
-from model_ir.testing.live_memory import peak_allocated_during
+from model_ir.testing.live_memory import exact_peak_allocated_during
 from model_ir.torch import capture_step, init_optimizer_state
 from model_runtime import make_plan, optimize
 from model_runtime.beside_arena import least_memory_executor
@@ -96,7 +96,7 @@ def measured_cpu(spec: str, time_limit: float, rounds: int) -> dict:
             if r:  # the first round warms up
                 times[way].append(time.perf_counter() - start)
     for way, step in steps.items():
-        beyond, _ = peak_allocated_during(lambda step=step: step(*case.inputs, targets=targets))
+        beyond, _ = exact_peak_allocated_during(lambda step=step: step(*case.inputs, targets=targets))
         f = step.figures()
         row[way] = {"arena_bytes": f["arena_bytes"], "beside_arena_bytes": f["beside_arena_bytes"],
                     "measured_beyond_arena_bytes": beyond, "fallback_copied_bytes": f["fallback_copied_bytes"],

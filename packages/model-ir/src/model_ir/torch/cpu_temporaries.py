@@ -5,6 +5,7 @@ Convolutions are measured, not ruled: each distinct call runs once at capture
 works, reorders operands into its blocked layout (channels padded to the block of the
 CPU's instruction set), computes results in it beside the dense copies and takes
 scratchpads sized by the thread count; the slow (THNN) convolution takes column buffers.
+oneDNN's LSTM layers are measured too (weights reordered, scratchpads).
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
@@ -247,8 +248,10 @@ def _batch_norm_backward(node: fx.Node) -> int:
     return _bytes(x) if same else 0
 
 
-#: Convolutions, whose temporaries are measured (:mod:`model_ir.torch.kernel_probes`).
-MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default})
+#: Ops whose temporaries are measured (:mod:`model_ir.torch.kernel_probes`): convolutions
+#: and oneDNN's LSTM layers.
+MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default,
+                      _aten.mkldnn_rnn_layer.default, _aten.mkldnn_rnn_layer_backward.default})
 
 
 def measured_calls(nodes) -> list[tuple[object, list]]:

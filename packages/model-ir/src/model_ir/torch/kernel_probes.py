@@ -32,6 +32,10 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 #: Measured temporaries by call (:func:`call_key`).
 _measured: dict[str, int] = {}
 
+#: Ops a step runs with grad enabled (on inputs that require none), as eager's forward
+#: does: oneDNN's LSTM layer returns the workspace its backward reads only so.
+_GRAD_MODE_RESULTS = frozenset({torch.ops.aten.mkldnn_rnn_layer.default})
+
 
 def call_key(func, values) -> str:
     """The call of aten overload ``func`` on argument ``values`` (one per schema argument,
@@ -110,7 +114,8 @@ def _measure(func, values) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     cpu = torch._C._autograd.DeviceType.CPU
-    with unset_fake_temporarily(), torch.no_grad(), torch.autocast("cpu", enabled=False):
+    grad_mode = torch.enable_grad() if func in _GRAD_MODE_RESULTS else torch.no_grad()
+    with unset_fake_temporarily(), grad_mode, torch.autocast("cpu", enabled=False):
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             result = func(*values)
         del result
