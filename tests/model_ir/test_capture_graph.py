@@ -164,11 +164,16 @@ def test_specs_fake_and_meta_models_need_no_real_memory():
     assert len({len(g.ops) for g in graphs}) == 1
 
 
-def test_capture_leaves_model_and_optimizer_untouched():
-    model = mlp(8, 2)
+@pytest.mark.parametrize("make_model", [lambda: mlp(8, 2), small_cnn], ids=["mlp", "cnn"])
+def test_capture_leaves_model_and_optimizer_untouched(make_model):
+    """Nor do the kernels capture runs to measure their temporaries on the model's own
+    weights (a batch norm's running statistics, which it updates, were: 2026-12-03)."""
+    torch.manual_seed(0)
+    model = make_model()
     opt = torch.optim.Adam(model.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    capture(model, torch.randn(4, 8), optimizer=opt)
+    capture(model, torch.randn(4, 8) if isinstance(model[0], torch.nn.Linear) else torch.randn(4, 3, 8, 8),
+            optimizer=opt)
     assert not opt.state and all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert opt.param_groups[0]["params"][0] is model[0].weight

@@ -30,13 +30,29 @@ def _storage_bytes(out) -> int:
     return sum(t.untyped_storage().nbytes() for t in out if isinstance(t, torch.Tensor))
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_a_calls_temporaries_are_what_it_allocates_beyond_its_results(channels_last):
-    """The measured temporary of a convolution is the exact peak of its call (every
-    allocation and free) less its results: oneDNN's blocked-layout buffers, which no rule
-    from the arguments' layouts saw (a contiguous NCHW forward copies no argument)."""
+def _others():
+    """Calls of the other measured ops: statistics and gradients reduced in per-thread
+    buffers, a softmax over the channels of a channels-last map, a roll over two
+    dimensions."""
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 32, 16, 16), torch.randn(32)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, 32).contiguous()
+    _, mean, rstd = torch.ops.aten.native_layer_norm(rows, [32], w, w, 1e-5)
+    aten = torch.ops.aten
+    return [(aten.native_batch_norm.default, [x, w, w, torch.zeros(32), torch.ones(32), True, 0.1, 1e-5]),
+            (aten.native_layer_norm_backward.default, [rows, rows, [32], mean, rstd, w, w, [True, True, True]]),
+            (aten._log_softmax.default, [x.contiguous(memory_format=torch.channels_last), 1, False]),
+            (aten.roll.default, [x, [2, 2], [2, 3]])]
+
+
+@pytest.mark.parametrize("calls", ["nchw", "channels-last", "others"])
+def test_a_calls_temporaries_are_what_it_allocates_beyond_its_results(calls):
+    """The measured temporary of a call is the exact peak of its call (every allocation
+    and free) less its results: oneDNN's blocked-layout buffers, which no rule from the
+    arguments' layouts saw (a contiguous NCHW forward copies no argument), per-thread
+    buffers, a roll's intermediate."""
     kernel_probes._measured.clear()
-    for func, values in _calls(channels_last):
+    for func, values in _others() if calls == "others" else _calls(calls == "channels-last"):
         kept = []
         peak, _ = exact_peak_allocated_during(lambda: kept.append(func(*values)))
         expected = peak - _storage_bytes(kept[0])

@@ -177,13 +177,13 @@ def test_a_cuda_plan_counts_the_library_workspaces_beside_the_arena(monkeypatch)
     assert [lt.size for lt in workspace_lifetimes(plan.graph, plan.schedule)[0]] == [2 * MiB]
     # no library workspace; batch norm backward's second input gradient, BLAS's clones of
     # the classifier's expanded output gradient (the default loss sums the output), and the
-    # convolutions' temporaries (measured at capture)
+    # convolutions' and batch norms' temporaries (measured at capture)
     cpu = plan_for("cpu")
     kept, step = workspace_lifetimes(cpu.graph, cpu.schedule)
-    convolutions = [lt.size for lt in step if cpu.graph.op(lt.id.split(":")[1].split("@")[0]).target.startswith(
-        "aten.convolution")]
-    assert len(convolutions) == 4 and all(convolutions)
-    others = sorted(lt.size for lt in step if lt.size not in convolutions)
+    measured = {"aten.convolution.default", "aten.convolution_backward.default", "aten.native_batch_norm.default"}
+    targets = [(cpu.graph.op(lt.id.split(":")[1].split("@")[0]).target, lt.size) for lt in step]
+    assert sorted(t for t, size in targets if t in measured and size) == sorted([*measured] * 2)
+    others = sorted(size for t, size in targets if t not in measured)
     assert kept == [] and others == [4 * 10 * 4] * 2 + [4 * 8 * 16 * 16 * 4] * 2
     assert cpu.figures["library_workspace_bytes"] >= 4 * 8 * 16 * 16 * 4
 

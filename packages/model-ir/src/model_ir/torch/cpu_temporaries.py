@@ -1,11 +1,15 @@
-"""What CPU kernels allocate and free within their call, in bytes, from their arguments' layouts.
+"""What CPU kernels allocate and free within their call, in bytes: measured, or by rules
+from their arguments' layouts.
 
-Convolutions are measured, not ruled: each distinct call runs once at capture
-(:mod:`model_ir.torch.kernel_probes`). oneDNN copies arguments laid out otherwise than it
-works, reorders operands into its blocked layout (channels padded to the block of the
-CPU's instruction set), computes results in it beside the dense copies and takes
-scratchpads sized by the thread count; the slow (THNN) convolution takes column buffers.
-oneDNN's LSTM layers are measured too (weights reordered, scratchpads).
+Measured (:data:`MEASURED`: each distinct call runs once at capture,
+:mod:`model_ir.torch.kernel_probes`), where no rule follows the kernel: oneDNN's
+convolutions copy arguments laid out otherwise than they work, reorder operands into
+oneDNN's blocked layout (channels padded to the block of the CPU's instruction set),
+compute results in it beside the dense copies and take scratchpads sized by the thread
+count; the slow (THNN) convolution takes column buffers; oneDNN's LSTM layers reorder
+their weights; batch norm's statistics and layer norm's backward reduce in per-thread
+buffers; a softmax over another dimension than the last takes a temporary; ``roll`` over
+several dimensions rolls one dimension after another, each into a temporary.
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
@@ -25,8 +29,8 @@ overload computes into a temporary result too, then copies it into ``out``
 result is a fallback the plan places). UNet decoders and FPNs upsample so. Its backward
 copies an output gradient dense in neither memory format (a channel slice of a
 concatenation's gradient), and computes a channels-last input gradient in a contiguous
-temporary. Layer norm copies an input (and in the backward an output gradient) that is
-not contiguous; softmax's out= overload too.
+temporary. Layer norm copies an input that is not contiguous; softmax's out= overload
+too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries.
 CPU flash attention (``scaled_dot_product_attention``) takes per-thread score tiles,
 and its backward copies an output gradient laid out (batch, head, query, dim): one of
@@ -66,8 +70,8 @@ def out_overload_copies(node: fx.Node) -> bool:
     """Whether the CPU kernel of ``node``'s out= overload takes temporaries the
     functional one does not: upsampling and MKL's FFTs compute into one, then copy, and
     upsampling's backward copies gradients laid out otherwise than the slot (the
-    functional one follows the output gradient's layout); softmax copies an input that
-    is not contiguous (the functional kernel computes in that copy, its result)."""
+    functional one follows the output gradient's layout); softmax's copies an input that
+    is not contiguous (the functional kernel's temporaries are measured, :data:`MEASURED`)."""
     if node.target in _UPSAMPLE_2D_BACKWARD or node.target in _FFTS:
         return True
     if node.target in _SOFTMAXES:
@@ -85,9 +89,6 @@ _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
                                    _aten._upsample_nearest_exact2d_backward.default,
                                    _aten.upsample_bilinear2d_backward.default})
 
-#: Layer norm makes its input contiguous, and in the backward its output's gradient too
-#: (a transformer on a convolution's flattened, transposed map: Segformer, ViT's stem).
-_LAYER_NORMS = frozenset({_aten.native_layer_norm.default, _aten.native_layer_norm_backward.default})
 
 
 _FLASH_ATTENTIONS = frozenset({_aten._scaled_dot_product_flash_attention_for_cpu.default,
@@ -173,10 +174,11 @@ def _fft_temporaries(node: fx.Node) -> int | None:
     return 2 * _bytes(x) if len(dims) > 1 else 0
 
 
-def _layer_norm_copies(node: fx.Node) -> int:
-    v = _values(node)
-    return sum(_bytes(t) for t in (v.get("grad_out"), v["input"])
-               if isinstance(t, torch.Tensor) and not t.is_contiguous())
+def _layer_norm_copy(node: fx.Node) -> int:
+    """Layer norm makes an input that is not contiguous contiguous (a transformer on a
+    convolution's flattened, transposed map: Segformer, ViT's stem)."""
+    x = _values(node)["input"]
+    return _bytes(x) if isinstance(x, torch.Tensor) and not x.is_contiguous() else 0
 
 
 def _first_input(node: fx.Node):
@@ -227,7 +229,7 @@ def _loss_temporaries(node: fx.Node) -> int:
 
 def _values(node: fx.Node) -> dict:
     """``node``'s arguments by schema name, traced values for its input nodes."""
-    return {arg.name: v.meta.get("val") if isinstance(v, fx.Node) else v
+    return {arg.name: fx.node.map_arg(v, lambda n: n.meta.get("val"))
             for _, arg, v in arg_values(node, node.target._schema)}
 
 
@@ -249,9 +251,13 @@ def _batch_norm_backward(node: fx.Node) -> int:
 
 
 #: Ops whose temporaries are measured (:mod:`model_ir.torch.kernel_probes`): convolutions
-#: and oneDNN's LSTM layers.
+#: and oneDNN's LSTM layers; batch norm (training statistics) and layer norm's backward,
+#: which reduce in per-thread buffers; softmaxes over a dimension other than the last;
+#: roll over several dimensions (one roll after another: Swin's shifted windows).
 MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default,
-                      _aten.mkldnn_rnn_layer.default, _aten.mkldnn_rnn_layer_backward.default})
+                      _aten.mkldnn_rnn_layer.default, _aten.mkldnn_rnn_layer_backward.default,
+                      _aten.native_batch_norm.default, _aten.native_layer_norm_backward.default,
+                      _aten._softmax.default, _aten._log_softmax.default, _aten.roll.default})
 
 
 def measured_calls(nodes) -> list[tuple[object, list]]:
@@ -279,5 +285,5 @@ _RULES = {target: rule for targets, rule in (
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
     (_FLASH_ATTENTIONS, _flash_attention_buffers),
-    (_LAYER_NORMS, _layer_norm_copies),
+    ({_aten.native_layer_norm.default}, _layer_norm_copy),
 ) for target in targets}

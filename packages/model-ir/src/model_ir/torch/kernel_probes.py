@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
+from model_ir.torch.node_args import UNANNOTATED_WRITES
+
 #: Measured temporaries by call (:func:`call_key`).
 _measured: dict[str, int] = {}
 
@@ -60,13 +62,18 @@ def schema_values(func, args, kwargs) -> list:
 def measured_temporaries(func, values, real: Mapping | None = None) -> int | None:
     """Bytes the CPU kernel of ``func`` allocates and frees within its call on
     ``values`` (:func:`schema_values`), measured once per distinct call; ``real`` maps a
-    fake argument to the real tensor it stands for (a weight: no copy is made). None
+    fake argument to the real tensor it stands for (a weight: no copy is made; never one
+    the op writes). None
     under a running profiler: :func:`measure_calls` measures those in a child process."""
     key = call_key(func, values)
     if key not in _measured:
         if torch._C._autograd._profiler_enabled():
             return None
-        _measured[key] = _measure(func, [_real(v, real or {}) for v in values])
+        # Arguments the op may write (batch norm's running statistics) are zeros, never the model's.
+        written = UNANNOTATED_WRITES.get(func._schema.name, ((),))[0]
+        _measured[key] = _measure(func, [
+            _real(v, {} if i in written or (a.alias_info is not None and a.alias_info.is_write) else real or {})
+            for i, (v, a) in enumerate(zip(values, func._schema.arguments))])
     return _measured[key]
 
 
@@ -113,11 +120,12 @@ def _measure(func, values) -> int:
     (the profiler's raw memory events, in time order)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cpu = torch._C._autograd.DeviceType.CPU
+    cpu, arguments = torch._C._autograd.DeviceType.CPU, func._schema.arguments
     grad_mode = torch.enable_grad() if func in _GRAD_MODE_RESULTS else torch.no_grad()
     with unset_fake_temporarily(), grad_mode, torch.autocast("cpu", enabled=False):
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            result = func(*values)
+            result = func(*[v for v, a in zip(values, arguments) if not a.kwarg_only],
+                          **{a.name: v for v, a in zip(values, arguments) if a.kwarg_only})
         del result
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]" and e.device_type() == cpu)
