@@ -110,3 +110,15 @@ def test_a_call_on_fakes_runs_on_the_weights_they_stand_for(monkeypatch):
     (x, w, *_), = given
     assert w is not weight and w.data_ptr() == weight.data_ptr()  # detached, not copied
     assert not isinstance(x, type(fakes[0])) and x.stride() == values[0].stride() and not x.any()
+
+
+def test_a_call_that_fails_is_left_out_with_a_warning():
+    """A kernel that cannot run on the traced shapes (here a convolution whose weight does
+    not fit its input) leaves its temporaries unknown; capture goes on."""
+    kernel_probes._measured.clear()
+    (func, values), _ = _calls(False)
+    values = [values[0], torch.randn(32, 16, 3, 3), *values[2:]]
+    with pytest.warns(UserWarning, match="could not run aten.convolution.default"):
+        assert kernel_probes.measured_temporaries(func, values) is None
+    assert kernel_probes.known_temporaries(func, values) is None
+    kernel_probes.measure_calls([(func, values)])  # measured once: not again, nor in a child process

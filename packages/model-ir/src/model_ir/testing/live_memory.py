@@ -31,6 +31,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from model_ir.torch.kernel_probes import raw_memory_events, running_peak
+
 
 class StorageTracker(TorchDispatchMode):
     """Tracks every storage created by an aten op (and any registered tensor) by weak reference."""
@@ -255,7 +257,7 @@ def peak_allocated_during(fn):
         allocated = _allocated_within(e)
         changes.append((e.time_range.start, allocated))
         changes.append((e.time_range.end, e.cpu_memory_usage - allocated))
-    return _running_peak(changes), result
+    return running_peak(changes)[0], result
 
 
 def exact_peak_allocated_during(fn):
@@ -264,9 +266,7 @@ def exact_peak_allocated_during(fn):
     inside operators too: the exact peak of new CPU bytes, what a kernel takes and frees
     within its call included."""
     prof, result = _profiled(fn)
-    cpu = torch._C._autograd.DeviceType.CPU
-    return _running_peak((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                         if e.name() == "[memory]" and e.device_type() == cpu), result
+    return running_peak(raw_memory_events(prof))[0], result
 
 
 def _profiled(fn):
@@ -276,16 +276,6 @@ def _profiled(fn):
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     return prof, result
-
-
-def _running_peak(changes) -> int:
-    """The peak of the running sum of ``(time, bytes)`` changes, in time order (ties in the
-    order given), from 0."""
-    current = peak = 0
-    for _, delta in sorted(changes, key=lambda c: c[0]):
-        current += delta
-        peak = max(peak, current)
-    return peak
 
 
 def _allocated_within(event) -> int:

@@ -21,6 +21,7 @@ model_ir.torch.kernel_probes``), which sees the same instruction set and thread 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -50,7 +51,8 @@ def call_key(func, values) -> str:
             return [spec(x) for x in v]
         return v
 
-    return json.dumps([func._schema.name, func._overloadname, [spec(v) for v in values], torch.get_num_threads()])
+    return json.dumps([func._schema.name, func._overloadname, [spec(v) for v in values], torch.get_num_threads()],
+                      default=repr)
 
 
 def schema_values(func, args, kwargs) -> list:
@@ -63,18 +65,16 @@ def measured_temporaries(func, values, real: Mapping | None = None) -> int | Non
     """Bytes the CPU kernel of ``func`` allocates and frees within its call on
     ``values`` (:func:`schema_values`), measured once per distinct call; ``real`` maps a
     fake argument to the real tensor it stands for (a weight: no copy is made; never one
-    the op writes). None
-    under a running profiler: :func:`measure_calls` measures those in a child process."""
+    the op writes). None if the call failed, or under a running profiler (then
+    :func:`measure_calls` measures it in a child process)."""
     key = call_key(func, values)
-    if key not in _measured:
-        if torch._C._autograd._profiler_enabled():
-            return None
+    if key not in _measured and not torch._C._autograd._profiler_enabled():
         # Arguments the op may write (batch norm's running statistics) are zeros, never the model's.
         written = UNANNOTATED_WRITES.get(func._schema.name, ((),))[0]
         _measured[key] = _measure(func, [
             _real(v, {} if i in written or (a.alias_info is not None and a.alias_info.is_write) else real or {})
             for i, (v, a) in enumerate(zip(values, func._schema.arguments))])
-    return _measured[key]
+    return _measured.get(key)
 
 
 def measure_calls(calls: Iterable[tuple[object, list]]) -> None:
@@ -82,13 +82,15 @@ def measure_calls(calls: Iterable[tuple[object, list]]) -> None:
     process under a running profiler."""
     missing = {}
     for func, values in calls:
-        if measured_temporaries(func, values) is None:
-            missing[call_key(func, values)] = None
+        measured_temporaries(func, values)
+        if (key := call_key(func, values)) not in _measured:
+            missing[key] = None
     if not missing:
         return
-    try:
+    try:  # the child imports what this process does
         done = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(list(missing)), text=True,
-                              capture_output=True, check=True, timeout=600)
+                              capture_output=True, check=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
         _measured.update(zip(missing, json.loads(done.stdout.splitlines()[-1])))
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
         warnings.warn(f"could not measure {len(missing)} CPU kernels' temporaries in a child process "
@@ -115,25 +117,43 @@ def _real(v, real: Mapping):
         return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).zero_()
 
 
-def _measure(func, values) -> int:
+def _measure(func, values) -> int | None:
     """The peak of new CPU bytes while ``func(*values)`` runs, less what its results hold
-    (the profiler's raw memory events, in time order)."""
+    (the profiler's raw memory events, in time order); None, with a warning, if it fails."""
     from torch.profiler import ProfilerActivity, profile
 
-    cpu, arguments = torch._C._autograd.DeviceType.CPU, func._schema.arguments
+    arguments = func._schema.arguments
     grad_mode = torch.enable_grad() if func in _GRAD_MODE_RESULTS else torch.no_grad()
-    with unset_fake_temporarily(), grad_mode, torch.autocast("cpu", enabled=False):
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            result = func(*[v for v, a in zip(values, arguments) if not a.kwarg_only],
-                          **{a.name: v for v, a in zip(values, arguments) if a.kwarg_only})
-        del result
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type() == cpu)
+    try:
+        with unset_fake_temporarily(), grad_mode, torch.autocast("cpu", enabled=False):
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                result = func(*[v for v, a in zip(values, arguments) if not a.kwarg_only],
+                              **{a.name: v for v, a in zip(values, arguments) if a.kwarg_only})
+            del result
+    except RuntimeError as e:
+        warnings.warn(f"could not run {func} to measure its CPU temporaries: the plan leaves them out ({e})",
+                      stacklevel=3)
+        return None
+    peak, final = running_peak(raw_memory_events(prof))
+    return peak - final
+
+
+def raw_memory_events(prof) -> list[tuple[int, int]]:
+    """``(time, bytes)`` of every allocation (positive) and free of the CPU allocator that
+    profile ``prof`` recorded (its raw ``[memory]`` instant events, inside operators too)."""
+    cpu = torch._C._autograd.DeviceType.CPU
+    return [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == cpu]
+
+
+def running_peak(changes) -> tuple[int, int]:
+    """``(peak, final)`` of the running sum of ``(time, bytes)`` changes in time order (ties
+    in the order given), from 0."""
     current = peak = 0
-    for _, delta in events:
+    for _, delta in sorted(changes, key=lambda c: c[0]):
         current += delta
         peak = max(peak, current)
-    return peak - current
+    return peak, current
 
 
 def _from_spec(spec):
