@@ -122,3 +122,19 @@ def test_a_call_that_fails_is_left_out_with_a_warning():
         assert kernel_probes.measured_temporaries(func, values) is None
     assert kernel_probes.known_temporaries(func, values) is None
     kernel_probes.measure_calls([(func, values)])  # measured once: not again, nor in a child process
+
+
+def test_matrix_products_are_measured_in_reduced_precision_only():
+    """In fp32 BLAS's copies follow a rule (``cpu_temporaries._gemm_copies``); in bf16 and
+    fp16 oneDNN converts and reorders the operands, which only a measurement follows."""
+    from model_ir.torch.cpu_temporaries import measures
+
+    mm = torch.ops.aten.mm.default
+    for dtype, measured in ((torch.float32, False), (torch.bfloat16, True), (torch.float16, True)):
+        values = [torch.randn(64, 32).to(dtype), torch.randn(32, 48).to(dtype)]
+        assert measures(mm, values) is measured
+    kernel_probes._measured.clear()
+    values = [torch.randn(64, 32, dtype=torch.bfloat16), torch.randn(48, 32, dtype=torch.bfloat16).t()]
+    kept = []
+    peak, _ = exact_peak_allocated_during(lambda: kept.append(mm(*values)))
+    assert kernel_probes.measured_temporaries(mm, values) == peak - _storage_bytes(kept[0])

@@ -9,7 +9,10 @@ compute results in it beside the dense copies and take scratchpads sized by the 
 count; the slow (THNN) convolution takes column buffers; oneDNN's LSTM layers reorder
 their weights; batch norm's statistics and layer norm's backward reduce in per-thread
 buffers; a softmax over another dimension than the last takes a temporary; ``roll`` over
-several dimensions rolls one dimension after another, each into a temporary.
+several dimensions rolls one dimension after another, each into a temporary; CPU flash
+attention (``scaled_dot_product_attention``) takes per-thread score tiles (and packs
+keys and values in bf16 and fp16), and its backward copies an output gradient laid out
+(batch, head, query, dim).
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
@@ -32,9 +35,6 @@ concatenation's gradient), and computes a channels-last input gradient in a cont
 temporary. Layer norm copies an input that is not contiguous; softmax's out= overload
 too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries.
-CPU flash attention (``scaled_dot_product_attention``) takes per-thread score tiles,
-and its backward copies an output gradient laid out (batch, head, query, dim): one of
-``nn.MultiheadAttention``'s (torchvision's ViT), not one of Hugging Face's.
 
 The rules were measured with torch.profiler (torch 2.15 and 2.11), allocation by
 allocation (:func:`model_ir.testing.live_memory.exact_peak_allocated_during`). The plan
@@ -62,6 +62,8 @@ def _bytes(t: torch.Tensor) -> int:
 def kernel_temporaries(node: fx.Node) -> int | None:
     """Bytes the CPU kernel of ``node`` allocates and frees within its call (traced
     values in ``node.meta["val"]``); None for an op none is known of."""
+    if node.target in MEASURABLE and measures(node.target, values := _schema_values(node)):
+        return known_temporaries(node.target, values)
     rule = _RULES.get(node.target)
     return rule(node) if rule is not None else None
 
@@ -89,32 +91,6 @@ _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
                                    _aten._upsample_nearest_exact2d_backward.default,
                                    _aten.upsample_bilinear2d_backward.default})
 
-
-
-_FLASH_ATTENTIONS = frozenset({_aten._scaled_dot_product_flash_attention_for_cpu.default,
-                               _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
-
-
-def _flash_attention_buffers(node: fx.Node) -> int | None:
-    """The per-thread tiles of ATen's CPU flash attention (FlashAttentionKernel.cpp), in
-    the accumulation type, from ``torch.get_num_threads()`` at capture: forward, scores,
-    row max and sum, and an output tile; backward, scores and their gradient, one row
-    sum, and a copy of an output gradient not laid out (batch, query, head, dim). None for
-    reduced types (they pack keys and values besides: not measured)."""
-    v = _values(node)
-    q, k = v["query"], v["key"]
-    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)) or q.dim() != 4 \
-            or q.dtype not in (torch.float32, torch.float64):
-        return None
-    queries, keys, head_dim, size = q.shape[2], k.shape[2], q.shape[3], q.element_size()
-    q_split = min(256 if queries >= 768 else 64 if queries >= 192 else 32, queries)
-    kv_split = min(512, keys)
-    threads = torch.get_num_threads()
-    if node.target is _aten._scaled_dot_product_flash_attention_for_cpu.default:
-        return threads * (q_split * kv_split + 2 * q_split + q_split * head_dim) * size
-    grad_out = v["grad_out"]
-    copy = 0 if grad_out.transpose(1, 2).is_contiguous() else _bytes(grad_out)
-    return copy + (threads * 2 * q_split * kv_split + q_split) * size
 
 
 _MATRIX_PRODUCTS = frozenset({_aten.mm.default, _aten.addmm.default})
@@ -253,17 +229,32 @@ def _batch_norm_backward(node: fx.Node) -> int:
 #: Ops whose temporaries are measured (:mod:`model_ir.torch.kernel_probes`): convolutions
 #: and oneDNN's LSTM layers; batch norm (training statistics) and layer norm's backward,
 #: which reduce in per-thread buffers; softmaxes over a dimension other than the last;
-#: roll over several dimensions (one roll after another: Swin's shifted windows).
+#: roll over several dimensions (one roll after another: Swin's shifted windows); CPU
+#: flash attention (per-thread tiles; keys and values packed in bf16 and fp16). Their
+#: rules, if any, stand for the rest (:func:`kernel_temporaries`).
 MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default,
                       _aten.mkldnn_rnn_layer.default, _aten.mkldnn_rnn_layer_backward.default,
                       _aten.native_batch_norm.default, _aten.native_layer_norm_backward.default,
-                      _aten._softmax.default, _aten._log_softmax.default, _aten.roll.default})
+                      _aten._softmax.default, _aten._log_softmax.default, _aten.roll.default,
+                      _aten._scaled_dot_product_flash_attention_for_cpu.default,
+                      _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
+#: Ops measured in reduced precision (bf16, fp16), where oneDNN's matrix products convert
+#: and reorder their operands and reductions accumulate in fp32; rules hold in fp32 and fp64.
+_MEASURED_REDUCED = frozenset({*_MATRIX_PRODUCTS, _aten.bmm.default, _aten.mean.dim})
+MEASURABLE = MEASURED | _MEASURED_REDUCED
+
+
+def measures(func, values) -> bool:
+    """Whether capture measures the temporaries of op ``func`` on argument ``values``."""
+    return func in MEASURED or (func in _MEASURED_REDUCED and any(
+        isinstance(v, torch.Tensor) and v.dtype in (torch.bfloat16, torch.float16) for v in values))
 
 
 def measured_calls(nodes) -> list[tuple[object, list]]:
     """``(op, argument values)`` of each of ``nodes`` whose temporaries are measured, for
     :func:`model_ir.torch.kernel_probes.measure_calls`."""
-    return [(n.target, _schema_values(n)) for n in nodes if n.op == "call_function" and n.target in MEASURED]
+    calls = [(n.target, _schema_values(n)) for n in nodes if n.op == "call_function" and n.target in MEASURABLE]
+    return [(func, values) for func, values in calls if measures(func, values)]
 
 
 def _schema_values(node: fx.Node) -> list:
@@ -271,19 +262,13 @@ def _schema_values(node: fx.Node) -> list:
     return [values.get(a.name, a.default_value) for a in node.target._schema.arguments]
 
 
-def _measured(node: fx.Node) -> int | None:
-    return known_temporaries(node.target, _schema_values(node))
-
-
 #: Each op's rule (:func:`kernel_temporaries`).
 _RULES = {target: rule for targets, rule in (
     ({_aten.native_batch_norm_backward.default}, _batch_norm_backward),
-    (MEASURED, _measured),
     (_LOSS_TEMPORARIES, _loss_temporaries),
     (_UPSAMPLE_2D, _upsample_copy),
     (_UPSAMPLE_2D_BACKWARD, _upsample_backward_copies),
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
-    (_FLASH_ATTENTIONS, _flash_attention_buffers),
     ({_aten.native_layer_norm.default}, _layer_norm_copy),
 ) for target in targets}

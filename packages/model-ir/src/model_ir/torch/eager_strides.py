@@ -59,7 +59,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
 from torch.utils.weak import WeakIdKeyDictionary
 
-from model_ir.torch.cpu_temporaries import MEASURED
+from model_ir.torch.cpu_temporaries import MEASURABLE, measures
 from model_ir.torch.kernel_probes import measured_temporaries, schema_values
 
 _aten = torch.ops.aten
@@ -267,9 +267,10 @@ class EagerStridesFakeMode(FakeTensorMode):
 
     def dispatch(self, func, types, args=(), kwargs=None):
         out = super().dispatch(func, types, args, kwargs)
-        if func in MEASURED and not self.emulating_cuda:
-            # Measured now, while the model's weights are at hand (no copy of them).
-            measured_temporaries(func, schema_values(func, args, kwargs or {}), self.real_tensors)
+        if func in MEASURABLE and not self.emulating_cuda:
+            values = schema_values(func, args, kwargs or {})
+            if measures(func, values):  # measured now, while the model's weights are at hand (no copy of them)
+                measured_temporaries(func, values, self.real_tensors)
         if func is _ONEDNN_RNN:
             return self._sized_workspace(types, args, kwargs or {}, out)
         if func in _REDUCED_IN_PLACE:
