@@ -133,8 +133,24 @@ def test_matrix_products_are_measured_in_reduced_precision_only():
     for dtype, measured in ((torch.float32, False), (torch.bfloat16, True), (torch.float16, True)):
         values = [torch.randn(64, 32).to(dtype), torch.randn(32, 48).to(dtype)]
         assert measures(mm, values) is measured
+        assert not measures(mm, [v.to("meta") for v in values])  # nor off the CPU (a capture for CUDA)
     kernel_probes._measured.clear()
     values = [torch.randn(64, 32, dtype=torch.bfloat16), torch.randn(48, 32, dtype=torch.bfloat16).t()]
     kept = []
     peak, _ = exact_peak_allocated_during(lambda: kept.append(mm(*values)))
     assert kernel_probes.measured_temporaries(mm, values) == peak - _storage_bytes(kept[0])
+
+
+def test_a_capture_for_cuda_measures_nothing_on_the_cpu():
+    """CUDA's kernels are not the CPU's: a capture for CUDA (here emulated on this CPU)
+    runs no kernel to measure, and records no CPU temporaries."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_ir.torch import capture_step
+    from model_ir.workspaces import CPU_TEMPORARY
+
+    kernel_probes._measured.clear()
+    torch.manual_seed(0)
+    model = small_cnn()
+    graph = capture_step(model, torch.randn(4, 3, 16, 16), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         device="cuda").graph
+    assert not kernel_probes._measured and not any(CPU_TEMPORARY in op.meta for op in graph.ops)

@@ -561,8 +561,9 @@ def cpu_kernel_temporaries(graph) -> dict[str, int]:
     """Op id -> bytes a CPU kernel allocates and frees within its call, for a graph
     captured for the CPU (empty otherwise): what capture recorded in
     ``meta[CPU_TEMPORARY]`` (convolutions' buffers, measured at capture; batch norm's
-    backward allocating its input gradient twice; see ``model_ir.torch.cpu_temporaries``). A graph saved without that meta counts the batch
-    norm backwards' input gradient (the contiguous case). Not added by
+    backward allocating its input gradient twice; see ``model_ir.torch.cpu_temporaries``).
+    A graph saved without that meta counts the batch norm backwards' input gradient (the
+    contiguous case). Not added by
     :func:`with_workspaces`: the CPU captures are checked against the storages ops return
     (``model_ir.testing.live_memory``), which never see them; the arena executor's plan
     counts them beside the arena (``model_runtime.beside_arena``)."""

@@ -91,8 +91,6 @@ _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
                                    _aten._upsample_nearest_exact2d_backward.default,
                                    _aten.upsample_bilinear2d_backward.default})
 
-
-
 _MATRIX_PRODUCTS = frozenset({_aten.mm.default, _aten.addmm.default})
 
 
@@ -245,9 +243,13 @@ MEASURABLE = MEASURED | _MEASURED_REDUCED
 
 
 def measures(func, values) -> bool:
-    """Whether capture measures the temporaries of op ``func`` on argument ``values``."""
-    return func in MEASURED or (func in _MEASURED_REDUCED and any(
-        isinstance(v, torch.Tensor) and v.dtype in (torch.bfloat16, torch.float16) for v in values))
+    """Whether capture measures the temporaries of op ``func`` on argument ``values``: CPU
+    tensors only (a CUDA capture never runs its kernels on the CPU)."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors or any(t.device.type != "cpu" for t in tensors):
+        return False
+    return func in MEASURED or (func in _MEASURED_REDUCED and any(t.dtype in (torch.bfloat16, torch.float16)
+                                                                  for t in tensors))
 
 
 def measured_calls(nodes) -> list[tuple[object, list]]:
