@@ -163,3 +163,18 @@ def test_copied_fallbacks_on_cuda_give_the_same_steps():
         torch.backends.cudnn.deterministic = deterministic
     assert losses["outside"] == losses["copied"]
     assert len(set(losses["copied"])) > 1
+
+
+def test_a_cuda_capture_runs_no_cpu_kernel_to_measure():
+    """CPU kernels' temporaries are measured at capture by running each distinct call on
+    the CPU (``model_ir.torch.kernel_probes``); a capture on the GPU measures none."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_ir.torch import kernel_probes
+    from model_runtime import optimize
+
+    kernel_probes._measured.clear()
+    torch.manual_seed(0)
+    model = small_cnn().cuda()
+    step = optimize(model, torch.randn(4, 3, 16, 16, device="cuda"),
+                    optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5)
+    assert step.plan.graph.meta.get("device") == "cuda" and not kernel_probes._measured
