@@ -154,3 +154,23 @@ def test_a_capture_for_cuda_measures_nothing_on_the_cpu():
     graph = capture_step(model, torch.randn(4, 3, 16, 16), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                          device="cuda").graph
     assert not kernel_probes._measured and not any(CPU_TEMPORARY in op.meta for op in graph.ops)
+
+
+@pytest.mark.parametrize("made", ["fake", "meta"])
+def test_a_model_planned_without_its_memory_is_not_measured(made):
+    """A model built under FakeTensorMode or on the meta device is planned without its
+    memory (``benchmarks/capture_1b.py``: a billion parameters): running its kernels
+    would allocate real activations, so capture measures none (it used to fail on the
+    fake one)."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_ir.torch import TensorSpec, capture_step
+
+    kernel_probes._measured.clear()
+    if made == "fake":
+        with FakeTensorMode():
+            model = small_cnn()
+    else:
+        with torch.device("meta"):
+            model = small_cnn()
+    step = capture_step(model, TensorSpec((4, 3, 16, 16)), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert step.graph.ops and not kernel_probes._measured

@@ -253,6 +253,8 @@ class EagerStridesFakeMode(FakeTensorMode):
     #: Whether the CPU tensors stand for CUDA ones (:func:`model_ir.torch.cuda_kernels.emulate_cuda`):
     #: the CPU kernels' storage sizes are not CUDA's.
     emulating_cuda: bool = False
+    #: Whether to measure the CPU kernels' temporaries (:attr:`model_ir.torch.tracing.TracedStep.measures_kernels`).
+    measures_kernels: bool = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -267,7 +269,7 @@ class EagerStridesFakeMode(FakeTensorMode):
 
     def dispatch(self, func, types, args=(), kwargs=None):
         out = super().dispatch(func, types, args, kwargs)
-        if func in MEASURABLE and not self.emulating_cuda:
+        if func in MEASURABLE and self.measures_kernels:
             values = schema_values(func, args, kwargs or {})
             if measures(func, values):  # measured now, while the model's weights are at hand (no copy of them)
                 measured_temporaries(func, values, self.real_tensors)

@@ -213,7 +213,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     """
     check_granularity(granularity)
     gm = traced.module
-    if traced.device == "cpu":
+    if traced.measures_kernels:
         measure_calls(measured_calls(gm.graph.nodes))  # capture measured most already, on the model's weights
     slot_of = {s.placeholder: s for s in traced.slots}
     storage_buffer: dict[StorageWeakRef, str] = {}

@@ -114,6 +114,10 @@ class TracedStep:
     #: the device the step was traced for, and whether its CUDA kernels were emulated on the CPU
     device: str = "cpu"
     emulated: bool = False
+    #: whether capture measured the CPU kernels' temporaries (:mod:`model_ir.torch.kernel_probes`):
+    #: a model of real CPU tensors only, neither fake nor meta (whose calls would allocate
+    #: activations the user never meant to: a model planned without its memory)
+    measures_kernels: bool = False
     #: the optimizer hyper-parameters that are inputs of the step, in slot order
     hyper_parameters: tuple = ()
     #: ``return_grads``: the parameters whose gradients the step returns last, in that order
@@ -544,6 +548,9 @@ def trace_step(
                            "them their shapes")
     # requires_grad as the real parameter's, in eval too (traced under no_grad): some
     # kernels choose by it, e.g. matmul folding a batched input into one mm.
+    mode.measures_kernels = not emulated and all(
+        type(t) in (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer) and t.device.type == "cpu"
+        for _, t in [*named_params, *named_buffers])
     fparams = {n: _fake(mode, p, p.requires_grad, host=emulated) for n, p in named_params}
     fbuffers = {n: _fake(mode, b, host=emulated) for n, b in named_buffers}
     if train:
@@ -814,7 +821,8 @@ def trace_step(
     return TracedStep(gm, tuple(slots), train, backward_start, optimizer_start, inputs_spec, targets_spec, grads,
                       constant_leaves(batch_leaves), constant_leaves(target_leaves),
                       return_outputs=bool(structure), outputs_structure=structure[0] if structure else None,
-                      device=device, emulated=emulated, hyper_parameters=hyper,
+                      device=device, emulated=emulated, measures_kernels=mode.measures_kernels,
+                      hyper_parameters=hyper,
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
                       python_state=tuple(dict.fromkeys(python_state)), guards=guards,
                       before_step_outputs=before_step_structure[0][0] if before_step_structure else 0,
