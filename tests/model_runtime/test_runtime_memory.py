@@ -302,6 +302,31 @@ def test_steady_cpu_step_counts_the_kernels_temporaries_of_its_layouts(model, ex
     assert abs(beyond - planned) <= 1024, (beyond, planned)
 
 
+def test_a_cpu_step_run_with_other_threads_than_measured_warns():
+    """oneDNN sizes its scratchpads by the thread count, which the plan's measured
+    temporaries hold for: a step run with another count warns once (its memory may differ)."""
+    import warnings
+
+    from model_runtime import MemoryWarning
+
+    torch.manual_seed(0)
+    net, x = small_cnn(), torch.randn(4, 3, 16, 16)
+    step = optimize(net, x, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), time_limit=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MemoryWarning)
+        step(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        with pytest.warns(MemoryWarning, match=f"measured with {threads} threads"):
+            step(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MemoryWarning)
+            step(x)  # once
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _Encoder(torch.nn.Module):
     """A transformer encoder layer (``nn.MultiheadAttention``: CPU flash attention)."""
 

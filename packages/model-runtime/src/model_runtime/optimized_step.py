@@ -64,7 +64,8 @@ AUTO_EXECUTOR = "auto"
 
 class MemoryWarning(UserWarning):
     """``optimize(executor="auto")`` found no executor that holds less than eager PyTorch
-    (simulated, CUDA): the step runs, with the lesser of the two."""
+    (simulated, CUDA): the step runs, with the lesser of the two. Also: a CPU step run
+    with another thread count than its plan's kernels were measured with."""
 
 
 class ReplanWarning(UserWarning):
@@ -122,6 +123,7 @@ class OptimizedStep:
         self.max_plans = max_plans
         self.variants: list[OptimizedStep] = [self]
         self._last = self
+        self._threads_warned = False
         self.before_step_result = None
 
     @property
@@ -219,6 +221,21 @@ class OptimizedStep:
                 "pass autocast=torch.bfloat16 (or torch.float16 with scaler=) to model_runtime.optimize, which "
                 "captures the forward pass and the loss under autocast as the AMP recipe runs them")
 
+    def _check_threads(self) -> None:
+        """The plan's CPU kernel temporaries were measured with the thread count of
+        capture (oneDNN sizes its scratchpads by it): a step run with another count may
+        take other memory than the plan says. Warned once."""
+        from model_ir.torch.kernel_probes import MEASURED_THREADS
+
+        measured = self.plan.graph.meta.get(MEASURED_THREADS)
+        if measured is None or measured == torch.get_num_threads() or self._threads_warned:
+            return
+        self._threads_warned = True
+        warnings.warn(f"the plan's CPU kernel temporaries were measured with {measured} threads and the step runs "
+                      f"with {torch.get_num_threads()} (torch.set_num_threads): oneDNN's scratchpads follow the "
+                      "thread count, so the step may take other memory than the plan says; optimize() again with "
+                      "the thread count it will run with", MemoryWarning, stacklevel=3)
+
     def _trains(self) -> bool:
         """Whether a call now runs a training step (the model's mode, when the step follows it)."""
         return self.model.training if self._follow_mode else self.train
@@ -237,6 +254,7 @@ class OptimizedStep:
     def __call__(self, *args, targets=(), **kwargs):
         self._check_autocast()
         self._check_grad_mode()
+        self._check_threads()
         if self.captured.accumulation_steps > 1:
             raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
@@ -260,6 +278,7 @@ class OptimizedStep:
         """
         self._check_autocast()
         self._check_grad_mode()
+        self._check_threads()
         from model_ir.torch.tracing import split_example_inputs
 
         targets = [()] * len(batches) if targets is None else list(targets)

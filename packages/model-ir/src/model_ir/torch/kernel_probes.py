@@ -34,6 +34,8 @@ from model_ir.torch.node_args import UNANNOTATED_WRITES
 
 #: Measured temporaries by call (:func:`call_key`).
 _measured: dict[str, int] = {}
+#: ``Graph.meta`` key: the CPU thread count the kernels' temporaries were measured with.
+MEASURED_THREADS = "cpu_threads_measured"
 
 #: Ops a step runs with grad enabled (on inputs that require none), as eager's forward
 #: does: oneDNN's LSTM layer returns the workspace its backward reads only so.

@@ -34,7 +34,7 @@ from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_ir.torch.errors import CaptureError
 from model_ir.torch.node_args import UNANNOTATED_WRITES, arg_values, written_nodes
 from model_ir.torch.cpu_temporaries import kernel_temporaries, measured_calls
-from model_ir.torch.kernel_probes import measure_calls
+from model_ir.torch.kernel_probes import MEASURED_THREADS, measure_calls
 from model_ir.torch.rng_replay import replayable
 from model_ir.torch.tracing import TracedStep
 
@@ -378,7 +378,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         ops=tuple(ops),
         name=name,
         meta={"frontend": "torch", "granularity": granularity, "train": traced.train, "keep_grads": keep_grads,
-              **(meta or {})},
+              **({MEASURED_THREADS: torch.get_num_threads()} if traced.measures_kernels else {}), **(meta or {})},
     )
     return StorageMap(
         graph=graph,
