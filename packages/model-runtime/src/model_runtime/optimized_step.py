@@ -20,6 +20,7 @@ from model_ir.plan import Plan
 from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_ir.torch.errors import warn_user
+from model_ir.torch.kernel_probes import MEASURED_THREADS
 from model_ir.torch.tracing import describe_call, flatten_batch
 from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
 from model_runtime.binding import Binder
@@ -225,8 +226,6 @@ class OptimizedStep:
         """The plan's CPU kernel temporaries were measured with the thread count of
         capture (oneDNN sizes its scratchpads by it): a step run with another count may
         take other memory than the plan says. Warned once."""
-        from model_ir.torch.kernel_probes import MEASURED_THREADS
-
         measured = self.plan.graph.meta.get(MEASURED_THREADS)
         if measured is None or measured == torch.get_num_threads() or self._threads_warned:
             return

@@ -60,7 +60,7 @@ from torch.utils import _pytree as pytree
 from torch.utils.weak import WeakIdKeyDictionary
 
 from model_ir.torch.cpu_temporaries import MEASURABLE, measures
-from model_ir.torch.kernel_probes import measured_temporaries, schema_values
+from model_ir.torch.kernel_probes import measured_temporaries, real_or_zeros, schema_values
 
 _aten = torch.ops.aten
 
@@ -102,17 +102,9 @@ def onednn_workspace_bytes(args, real=None) -> int:
 
 
 def _workspace_bytes(args, real) -> int:
-    def value(a):
-        if not isinstance(a, torch.Tensor):
-            return list(a) if isinstance(a, tuple) else a
-        r = real.get(a)
-        usable = (r is not None and r.shape == a.shape and r.dtype == a.dtype and r.device.type == "cpu"
-                  and r.stride() == a.stride())
-        return r.detach() if usable else torch.zeros(a.shape, dtype=a.dtype)
-
     # With grad enabled, as eager's forward runs it: under no_grad it returns no workspace.
     with unset_fake_temporarily(), torch.enable_grad(), torch.autocast("cpu", enabled=False):
-        workspace = _ONEDNN_RNN(*[value(a) for a in args])[_WORKSPACE]
+        workspace = _ONEDNN_RNN(*[real_or_zeros(a, real) for a in args])[_WORKSPACE]
     return workspace.numel() * workspace.element_size() if isinstance(workspace, torch.Tensor) else 0
 
 

@@ -74,7 +74,7 @@ def measured_temporaries(func, values, real: Mapping | None = None) -> int | Non
         # Arguments the op may write (batch norm's running statistics) are zeros, never the model's.
         written = UNANNOTATED_WRITES.get(func._schema.name, ((),))[0]
         _measured[key] = _measure(func, [
-            _real(v, {} if i in written or (a.alias_info is not None and a.alias_info.is_write) else real or {})
+            real_or_zeros(v, {} if i in written or (a.alias_info is not None and a.alias_info.is_write) else real or {})
             for i, (v, a) in enumerate(zip(values, func._schema.arguments))])
     return _measured.get(key)
 
@@ -104,11 +104,12 @@ def known_temporaries(func, values) -> int | None:
     return _measured.get(call_key(func, values))
 
 
-def _real(v, real: Mapping):
-    """A real CPU tensor for argument ``v``: ``real[v]`` where it fits, else zeros of
-    ``v``'s shape, strides and dtype."""
+def real_or_zeros(v, real: Mapping):
+    """Argument ``v`` (a fake tensor, a list of them, or a value) made real on the CPU:
+    ``real[v]`` where it fits (the model's own weight, detached), else zeros of ``v``'s
+    shape, strides and dtype."""
     if isinstance(v, (list, tuple)):
-        return [_real(x, real) for x in v]
+        return [real_or_zeros(x, real) for x in v]
     if not isinstance(v, torch.Tensor):
         return v
     r = real.get(v)
@@ -116,7 +117,11 @@ def _real(v, real: Mapping):
         if r is not None and r.device.type == "cpu" and (r.shape, r.stride(), r.dtype) == (v.shape, v.stride(),
                                                                                           v.dtype):
             return r.detach()
-        return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).zero_()
+        return _zeros(v.shape, v.stride(), v.dtype)
+
+
+def _zeros(shape, stride, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty_strided(shape, stride, dtype=dtype).zero_()
 
 
 def _measure(func, values) -> int | None:
@@ -160,7 +165,7 @@ def running_peak(changes) -> tuple[int, int]:
 
 def _from_spec(spec):
     if isinstance(spec, dict):
-        return torch.empty_strided(spec["shape"], spec["stride"], dtype=getattr(torch, spec["dtype"])).zero_()
+        return _zeros(spec["shape"], spec["stride"], getattr(torch, spec["dtype"]))
     if isinstance(spec, list):
         return [_from_spec(s) for s in spec]
     return spec
