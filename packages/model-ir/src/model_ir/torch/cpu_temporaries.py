@@ -35,6 +35,8 @@ concatenation's gradient), and computes a channels-last input gradient in a cont
 temporary. Layer norm copies an input that is not contiguous; softmax's out= overload
 too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries.
+The embedding and its backward, and the softmax backwards, make strided arguments
+contiguous; copying a transposed matrix into a contiguous one takes a 60x60 tile.
 
 The rules were measured with torch.profiler (torch 2.15 and 2.11), allocation by
 allocation (:func:`model_ir.testing.live_memory.exact_peak_allocated_during`). The plan
@@ -177,6 +179,65 @@ def _upsample_backward_copies(node: fx.Node) -> int:
     return _bytes(grad) + (_bytes(result) if suggest_memory_format(grad) == torch.channels_last else 0)
 
 
+#: ATen's CPU copy of a transposed matrix into a contiguous one goes through a tile
+#: of this many elements (``copy_same_type_transpose_``, ``Copy.cpp``).
+_TRANSPOSE_TILE = 60 * 60
+
+
+def _transpose_tile(src, dst_dtype=None) -> int:
+    """Bytes of the tile a contiguous copy of ``src`` takes: a transposed contiguous
+    matrix of at least one tile's elements, copied into its own dtype."""
+    if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.numel() < _TRANSPOSE_TILE \
+            or src.stride() != (1, src.size(0)) or (dst_dtype is not None and dst_dtype != src.dtype):
+        return 0
+    return _TRANSPOSE_TILE * src.element_size()
+
+
+def _contiguous_copies(*tensors) -> int:
+    """Peak bytes of making each of ``tensors`` contiguous in turn, the copies kept:
+    each that is not contiguous is copied (through a tile, :func:`_transpose_tile`)."""
+    held = peak = 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and not t.is_contiguous():
+            peak = max(peak, held + _bytes(t) + _transpose_tile(t))
+            held += _bytes(t)
+    return peak
+
+
+def _copy_tile(node: fx.Node) -> int:
+    """A copy (``clone``, ``_to_copy``, ``copy_``) of a transposed matrix into a
+    contiguous result of its dtype takes the tile."""
+    v, result = _values(node), node.meta.get("val")
+    src = v.get("src", v.get("self"))
+    if not isinstance(result, torch.Tensor) or not result.is_contiguous():
+        return 0
+    return _transpose_tile(src, result.dtype)
+
+
+def _embedding_copies(node: fx.Node) -> int:
+    """``embedding`` flattens strided indices into a copy (through the tile), which
+    ``index_select`` reads as it fills the result."""
+    indices, result = _values(node)["indices"], node.meta.get("val")
+    if not isinstance(indices, torch.Tensor) or indices.is_contiguous() or not isinstance(result, torch.Tensor):
+        return 0
+    return _bytes(indices) + max(_transpose_tile(indices) - _bytes(result), 0)
+
+
+def _embedding_backward_copies(node: fx.Node) -> int:
+    """``embedding_dense_backward_cpu`` makes its indices and then its output gradient
+    contiguous (T5's relative-position bias: a permuted gradient); nothing else, even
+    with ``scale_grad_by_freq`` (measured at 15 to 3M elements, int32 and int64 indices)."""
+    v = _values(node)
+    return _contiguous_copies(v["indices"], v["grad_output"])
+
+
+def _softmax_backward_copies(node: fx.Node) -> int:
+    """The softmax backwards make the output gradient (expanded after ``out.sum()``)
+    and the output contiguous."""
+    v = _values(node)
+    return _contiguous_copies(v["grad_output"], v["output"])
+
+
 #: Loss kernels' temporaries: (unreduced losses, more when reduced), in inputs' sizes.
 _LOSS_TEMPORARIES = {
     _aten.mse_loss.default: (0, 1),
@@ -273,4 +334,8 @@ _RULES = {target: rule for targets, rule in (
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
     ({_aten.native_layer_norm.default}, _layer_norm_copy),
+    ({_aten.embedding.default}, _embedding_copies),
+    ({_aten.embedding_dense_backward.default}, _embedding_backward_copies),
+    ({_aten._softmax_backward_data.default, _aten._log_softmax_backward_data.default}, _softmax_backward_copies),
+    ({_aten.clone.default, _aten._to_copy.default, _aten.copy_.default, _aten.copy.default}, _copy_tile),
 ) for target in targets}

@@ -1,0 +1,64 @@
+"""The rules of ``model_ir.torch.cpu_temporaries`` against what CPU kernels allocate."""
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from model_ir.testing.live_memory import exact_peak_allocated_during
+from model_ir.torch.cpu_temporaries import kernel_temporaries
+
+aten = torch.ops.aten
+
+
+def _indices(rows, cols, transposed=False):
+    g = torch.Generator().manual_seed(0)
+    if transposed:
+        return torch.randint(0, 100, (cols, rows), generator=g).t()
+    return torch.randint(0, 100, (rows, cols), generator=g)
+
+
+#: name -> (one aten call, its arguments)
+CALLS = {
+    "clone-transposed": (lambda x: aten.clone(x, memory_format=torch.contiguous_format),
+                         lambda: (torch.randn(90, 70).t(),)),
+    "clone-transposed-bf16": (lambda x: aten.clone(x, memory_format=torch.contiguous_format),
+                              lambda: (torch.randn(90, 70, dtype=torch.bfloat16).t(),)),
+    "clone-transposed-below-a-tile": (lambda x: aten.clone(x, memory_format=torch.contiguous_format),
+                                      lambda: (torch.randn(50, 50).t(),)),
+    "clone-permuted": (lambda x: aten.clone(x, memory_format=torch.contiguous_format),
+                       lambda: (torch.randn(8, 60, 70).permute(2, 0, 1),)),
+    "to-copy-transposed-indices": (lambda x: aten._to_copy(x, memory_format=torch.contiguous_format),
+                                   lambda: (_indices(64, 64, transposed=True),)),
+    "to-copy-converting": (lambda x: aten._to_copy(x, dtype=torch.float64, memory_format=torch.contiguous_format),
+                           lambda: (torch.randn(90, 70).t(),)),
+    "embedding-transposed-indices": (lambda w, i: aten.embedding(w, i),
+                                     lambda: (torch.randn(100, 1), _indices(64, 64, transposed=True))),
+    "embedding-transposed-indices-wide": (lambda w, i: aten.embedding(w, i),
+                                          lambda: (torch.randn(100, 32), _indices(64, 64, transposed=True))),
+    "embedding-backward-permuted": (
+        lambda g, i: aten.embedding_dense_backward(g, i, 100, -1, False),
+        lambda: (torch.randn(64, 64, 8).permute(1, 0, 2), _indices(64, 64, transposed=True))),
+    "embedding-backward-transposed-rows": (
+        lambda g, i: aten.embedding_dense_backward(g, i, 100, 3, True),
+        lambda: (torch.randn(64, 4000).t(), _indices(1, 4000)[0])),
+    "softmax-backward-expanded": (
+        lambda g, y: aten._softmax_backward_data(g, y, -1, torch.float32),
+        lambda: (torch.ones(()).expand(4, 8, 64), torch.randn(4, 8, 64).softmax(-1))),
+    "log-softmax-backward-transposed": (
+        lambda g, y: aten._log_softmax_backward_data(g, y, 0, torch.float32),
+        lambda: (torch.randn(100, 80).t(), torch.randn(100, 80).t())),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_rule_is_what_the_kernel_allocates_and_frees(name):
+    """Each rule gives the exact peak of the call's allocations less its result,
+    allocation by allocation (torch.profiler's raw memory events)."""
+    torch.set_num_threads(2)
+    fn, make = CALLS[name]
+    args = make()
+    traced = make_fx(fn, tracing_mode="fake")(*args)
+    (node,) = [n for n in traced.graph.nodes if n.op == "call_function"]
+    peak, result = exact_peak_allocated_during(lambda: fn(*args))
+    measured = peak - result.untyped_storage().nbytes()
+    assert kernel_temporaries(node) == measured
