@@ -31,7 +31,8 @@ def test_optional_fields_round_trip(tmp_path):
     data["buffers"][0].update(kind="activation", dtype="float32", shape=[2, 3], meta={"node": "relu"})
     data["ops"][0].update(target="aten.relu.default", meta={"node": "relu", "x": [1]})
     data["meta"] = {"source": "test", "granularity": 512, "device": None, "cuda_capability": [9, 0],
-                    "flops": {"total": 10, "forward": 2.5}, "train": True, "arena_fallbacks": ["a"]}
+                    "flops": {"total": 10, "forward": 2.5}, "train": True, "arena_fallbacks": ["a"],
+                    "arena_temporaries": {"relu": 64}}
     data["ops"][1]["meta"] = {"phase": "backward", "flops": 4, "reduction": {
         "shape": [2, 3], "strides": [3, 1], "dims": None, "dtype": "float32"}}
     g = load_graph(write(tmp_path, data))
@@ -81,6 +82,7 @@ def mutate(path, value):
         (mutate(["meta"], {"cuda_sm_count": 0}), "meta.cuda_sm_count: expected a positive integer"),
         (mutate(["meta"], {"flops": {"total": -1}}), "meta.flops: expected an object of non-negative numbers"),
         (mutate(["meta"], {"arena_fallbacks": "x"}), "meta.arena_fallbacks: expected a list of buffer ids"),
+        (mutate(["meta"], {"arena_temporaries": {"relu": -1}}), "meta.arena_temporaries: expected an object of op ids"),
         (mutate(["meta"], {"device": 0}), "meta.device: expected a string or null"),
         (mutate(["meta"], {"train": "yes"}), "meta.train: expected true or false"),
         (mutate(["ops", 0, "meta"], {"flops": 1.5}), r"ops\[0\].meta.flops: expected a non-negative integer"),

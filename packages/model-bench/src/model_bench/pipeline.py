@@ -20,7 +20,8 @@ from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 from model_ir.cli_values import AUTOCAST
-from model_ir.workspaces import WORKSPACE_KIND, on_allocator_clock, with_workspaces, without_workspaces
+from model_ir.workspaces import (ARENA_TEMPORARIES, WORKSPACE_KIND, on_allocator_clock, with_workspaces,
+                                 without_workspaces)
 from model_runtime.beside_arena import held_by, least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
     allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator,
@@ -131,7 +132,9 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
     it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``).
     ``meta["arena_fallbacks"]``: the buffers model-runtime's arena executor leaves to
     PyTorch's allocator on ``device`` (the results of its fallback ops, see
-    ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`.
+    ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`, and
+    ``meta["arena_temporaries"]`` what its rewrites of some ops take instead of their
+    kernels (``model_runtime.lowering.rewrite_temporaries``).
     ``autocast``: an ``AUTOCAST`` name (mixed precision) or None."""
     try:
         from model_ir.torch import capture_step
@@ -142,10 +145,13 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
                             granularity=granularity, device=device, functional_inplace=for_recompute,
                             autocast=autocast_dtype(autocast))
     graph = captured.graph
-    from model_runtime.lowering import fallback_buffers  # imports torch, as the capture does
+    from model_runtime.lowering import fallback_buffers, rewrite_temporaries  # imports torch, as the capture does
 
-    fallbacks = sorted(fallback_buffers(captured, graph.meta.get("device") or device))
-    return with_workspaces(attrs.evolve(graph, meta={**graph.meta, "arena_fallbacks": fallbacks}))
+    on = graph.meta.get("device") or device
+    meta = {**graph.meta, "arena_fallbacks": sorted(fallback_buffers(captured, on))}
+    if temporaries := rewrite_temporaries(captured, on):
+        meta[ARENA_TEMPORARIES] = temporaries
+    return with_workspaces(attrs.evolve(graph, meta=meta))
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,

@@ -78,6 +78,8 @@ _GRAPH_META = {
     "cuda_sm_count": (_positive_int, "a positive integer"),
     "flops": (_flops_object, "an object of non-negative numbers"),
     "arena_fallbacks": (_str_list, "a list of buffer ids"),
+    "arena_temporaries": (lambda v: isinstance(v, dict) and all(_count(n) for n in v.values()),
+                          "an object of op ids to non-negative integers (bytes)"),
     **dict.fromkeys(("device", "frontend", "kernels", "mode", "model", "optimizer", "workspaces"), _STR_OR_NULL),
     **dict.fromkeys(("train", "keep_grads", "return_outputs"), _BOOL),
 }

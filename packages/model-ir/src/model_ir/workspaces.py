@@ -581,6 +581,12 @@ def cpu_kernel_temporaries(graph) -> dict[str, int]:
     return out
 
 
+#: ``Graph.meta`` key: op id -> bytes an executor's own code for that op allocates and
+#: frees in place of the op's kernel (model-runtime's arena executor rewrites some ops:
+#: ``model_runtime.lowering.rewrite_temporaries``).
+ARENA_TEMPORARIES = "arena_temporaries"
+
+
 #: ``Buffer.kind`` of the workspace buffers :func:`with_workspaces` adds.
 WORKSPACE_KIND = "workspace"
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from model_ir import Lifetime
 from model_ir.plan import order_indices
 from model_ir.recompute import RngReplays, instance_owners
-from model_ir.workspaces import on_allocator_clock
+from model_ir.workspaces import ARENA_TEMPORARIES, on_allocator_clock
 from model_place import lifetimes_from_graph, live_bytes_peak, simulate_training_steps
 from model_place.caching_allocator import pool_of, round_size
 
@@ -60,7 +60,7 @@ def copy_lifetimes(graph, order, alignment: int, copied) -> list[Lifetime]:
     return lts
 
 
-def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
+def workspace_lifetimes(graph, order, *, arena: bool = False) -> tuple[list[Lifetime], list[Lifetime]]:
     """``(kept, step)``: the memory the libraries take from PyTorch's allocator beside the
     arena in a planned step (:mod:`model_ir.workspaces`). On CUDA, ``kept``: one cuBLAS
     workspace, kept from the first matmul on (a planned step runs every op on the calling
@@ -69,20 +69,24 @@ def workspace_lifetimes(graph, order) -> tuple[list[Lifetime], list[Lifetime]]:
     (cuDNN's convolution workspaces, the split reductions' staging buffers, the
     attention and embedding backward's temporaries), each alive while its op runs. On
     the CPU, ``step``: the temporaries of :func:`model_ir.workspaces.cpu_kernel_temporaries`
-    and the generator states kept for replayed draws (:func:`rng_state_lifetimes`)."""
+    and the generator states kept for replayed draws (:func:`rng_state_lifetimes`).
+    ``arena``: as the arena executor runs the step, whose rewrite of an op may take other
+    temporaries than its kernel (``graph.meta[ARENA_TEMPORARIES]``, recorded by
+    ``optimize()``: those stand in for the kernel's)."""
     from model_ir.workspaces import (cpu_kernel_temporaries, cublas_threads, graph_cublas_workspace_bytes,
                                      transient_workspaces)
 
     idx = order_indices(graph, order)
+    rewritten = graph.meta.get(ARENA_TEMPORARIES) or {} if arena else {}
     if graph.meta.get("device") != "cuda":
-        sizes = cpu_kernel_temporaries(graph)
+        sizes = {**cpu_kernel_temporaries(graph), **rewritten}
         return [], [*(Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
                       for t, i in enumerate(idx) if graph.ops[i].id in sizes), *rng_state_lifetimes(graph, idx)]
     cublas = cublas_threads(graph, eager=False) * graph_cublas_workspace_bytes(graph)
     kept = [Lifetime("workspace:cublas", 0, len(idx) + 1, cublas)] if cublas else []
     if graph.meta.get("workspaces"):  # model-bench's graphs hold them as buffers already (with_workspaces)
         return kept, []
-    sizes = transient_workspaces(graph)
+    sizes = {**transient_workspaces(graph), **rewritten}
     step = [Lifetime(f"workspace:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
             for t, i in enumerate(idx) if graph.ops[i].id in sizes]
     return kept, step
@@ -147,7 +151,7 @@ def fallback_figures(graph, order, alignment: int, fallbacks, copied, device_typ
     copied = frozenset(copied) & frozenset(fallbacks)
     unplaced = frozenset(fallbacks) - copied
     lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
-    workspaces = workspace_lifetimes(graph, order)
+    workspaces = workspace_lifetimes(graph, order, arena=True)
     figures = unplaced_figures(graph, order, alignment, unplaced, lifetimes)
     copies = copy_lifetimes(graph, order, alignment, copied)
     figures["fallback_copied_bytes"] = sum(graph.buffer(b).size for b in copied)
@@ -320,7 +324,7 @@ def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str, *
         return frozenset()
     size = {op: sum(graph.buffer(b).size for b in bs) for op, bs in groups.items()}
     everything = lifetimes_from_graph(graph, order, alignment=alignment)
-    workspaces = workspace_lifetimes(graph, order)
+    workspaces = workspace_lifetimes(graph, order, arena=True)
     # Each threshold's bound (no allocator holds less than its live peak) comes cheap;
     # the allocator is replayed best bound first, until no bound can beat the best
     # cost: the answer of trying them all, in a fifth of the replays on gpt2 and OPT.
@@ -350,6 +354,8 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     instead of what the allocator reserves for it (never less: it holds them all)."""
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
+    if workspaces is None:
+        workspaces = workspace_lifetimes(graph, order, arena=True)
     owner = instance_owners_of(graph, order)
     unplaced = frozenset(fallbacks) - frozenset(copied)
     outputs = step_outputs(graph)

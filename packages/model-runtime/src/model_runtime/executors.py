@@ -9,7 +9,7 @@ import torch
 from model_ir.plan import Plan, order_indices
 from model_ir.recompute import extra_instances
 from model_runtime.errors import RuntimeLayerError
-from model_runtime.lowering import fallback_buffers
+from model_runtime.lowering import fallback_buffers, rewrite_temporaries
 from model_runtime.program import CompiledProgram, build_program, eager_holds
 
 
@@ -131,6 +131,11 @@ class ArenaExecutor:
         """Transient buffers PyTorch's allocator makes for this executor: its fallbacks'
         results (left there, or copied into the arena when the plan places them)."""
         return fallback_buffers(step, torch.device(device).type)
+
+    def temporaries(self, step, device) -> dict[str, int]:
+        """Op id -> bytes its rewrite takes for a moment, for the ops whose rewrite
+        allocates otherwise than their kernel (the plan counts these instead)."""
+        return rewrite_temporaries(step, torch.device(device).type)
 
 
 def builtin_executors() -> list:

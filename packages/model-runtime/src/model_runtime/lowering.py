@@ -26,7 +26,7 @@ from torch import fx
 from model_ir.torch.cpu_temporaries import out_overload_copies
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_runtime.out_variants import OutVariant, find_out_variant, named_arguments, qualified_name
-from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal
+from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal, rewrite_scratch
 
 #: Out overloads that must not be called with arena slots, by device type:
 #: ``cudnn_batch_norm.out`` (a native CUDA kernel since torch 2.4) replaces its
@@ -174,6 +174,26 @@ def usable_out_variant(target: torch._ops.OpOverload, device_type: str) -> OutVa
     if not variant.native:
         return f"{variant.overload} is a generated wrapper (computes, then copies)"
     return variant
+
+
+def rewrite_temporaries(step, device_type: str) -> dict[str, int]:
+    """Op id -> bytes of the temporaries the arena executor's rewrite of that op takes
+    (:func:`model_runtime.slot_writes.rewrite_scratch`: ``_safe_softmax``'s row maxima
+    and their mask), for the ops it rewrites with some: they stand in for what the op's
+    own kernel would take (ATen's ``_safe_softmax`` masks every element)."""
+    graph = step.graph
+    outputs = {b.id for b in graph.buffers if b.output}
+    nodes = {n.name: n for n in step.module.graph.nodes}
+    found = {}
+    for op in graph.ops:
+        node = nodes[op.id]
+        fresh = [b for b in op.outputs if b not in outputs]
+        if not fresh or node.target not in REWRITES or lower(step, op, node, device_type, outputs).kind != "rewrite":
+            continue
+        scratch = rewrite_scratch(node.target, node.meta["val"], named_arguments(node.target, node.args, node.kwargs))
+        if scratch:
+            found[op.id] = sum(scratch)
+    return found
 
 
 def fallback_buffers(step, device_type: str) -> frozenset[str]:

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 
+import attrs
 import torch
 import torch.utils._pytree as pytree
 
@@ -22,6 +23,7 @@ from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_ir.torch.errors import warn_user
 from model_ir.torch.kernel_probes import MEASURED_THREADS
 from model_ir.torch.tracing import describe_call, flatten_batch
+from model_ir.workspaces import ARENA_TEMPORARIES
 from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
@@ -554,13 +556,17 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     # An executor may leave some transient buffers to PyTorch's allocator (the arena's
     # fallbacks): the plan must know them before placing.
     unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()
+    graph = captured.graph
+    # and what its own code takes for some ops, instead of their kernels
+    if temporaries := getattr(chosen, "temporaries", lambda *_: None)(captured, device):
+        graph = attrs.evolve(graph, meta={**graph.meta, ARENA_TEMPORARIES: temporaries})
     expandable = expandable_segments(device)
 
     def fitted(saved) -> Plan:
         """``saved`` (a plan or its path) checked to be made for this very step."""
         saved = load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved
         # "auto" runs a plan without placement with the reorder executor; one with a placement must be valid.
-        return check_saved_plan(saved, captured.graph,
+        return check_saved_plan(saved, graph,
                                 needs_placement=saved.placement is not None if auto else chosen.needs_placement,
                                 alignment=device_alignment(device.type), unplaced=unplaced,
                                 device_type=device.type, copies_unplaced=copies, expandable_segments=expandable)
@@ -571,7 +577,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     elif plan is not None:
         plan = fitted(plan)
     if plan is None:
-        plan = make_plan(captured.graph, device_type=device.type, placement=chosen.needs_placement,
+        plan = make_plan(graph, device_type=device.type, placement=chosen.needs_placement,
                          time_limit=time_limit, schedule_method=schedule_method, place_method=place_method,
                          unplaced=unplaced, memory_budget=memory_budget,
                          fallback_results=fallback_results if copies else "outside", expandable_segments=expandable,

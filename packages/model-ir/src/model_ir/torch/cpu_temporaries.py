@@ -294,7 +294,8 @@ def _batch_norm_backward(node: fx.Node) -> int:
 MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default,
                       _aten.mkldnn_rnn_layer.default, _aten.mkldnn_rnn_layer_backward.default,
                       _aten.native_batch_norm.default, _aten.native_layer_norm_backward.default,
-                      _aten._softmax.default, _aten._log_softmax.default, _aten.roll.default,
+                      _aten._softmax.default, _aten._log_softmax.default, _aten._safe_softmax.default,
+                      _aten.roll.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
 #: Ops measured in reduced precision (bf16, fp16), where oneDNN's matrix products convert
