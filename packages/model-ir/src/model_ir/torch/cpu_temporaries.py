@@ -286,16 +286,20 @@ def _batch_norm_backward(node: fx.Node) -> int:
 
 
 #: Ops whose temporaries are measured (:mod:`model_ir.torch.kernel_probes`): convolutions
-#: and oneDNN's LSTM layers; batch norm (training statistics) and layer norm's backward,
-#: which reduce in per-thread buffers; softmaxes over a dimension other than the last;
-#: roll over several dimensions (one roll after another: Swin's shifted windows); CPU
-#: flash attention (per-thread tiles; keys and values packed in bf16 and fp16). Their
-#: rules, if any, stand for the rest (:func:`kernel_temporaries`).
+#: and oneDNN's LSTM layers; batch norm (training statistics; the backward of a map whose
+#: layout is both formats, a 1x1 one, too) and layer norm's backward, which reduce in
+#: per-thread buffers; softmaxes over a dimension other than the last, and attention's
+#: ``_safe_softmax`` (a mask of every score); roll over several dimensions (one roll
+#: after another: Swin's shifted windows); GELU's backward of a gradient laid out
+#: otherwise than its input (two copies); sort; CPU flash attention (per-thread tiles;
+#: keys and values packed in bf16 and fp16). Their rules, if any, stand for the rest
+#: (:func:`kernel_temporaries`).
 MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.default,
                       _aten.mkldnn_rnn_layer.default, _aten.mkldnn_rnn_layer_backward.default,
-                      _aten.native_batch_norm.default, _aten.native_layer_norm_backward.default,
+                      _aten.native_batch_norm.default, _aten.native_batch_norm_backward.default,
+                      _aten.native_layer_norm_backward.default,
                       _aten._softmax.default, _aten._log_softmax.default, _aten._safe_softmax.default,
-                      _aten.roll.default,
+                      _aten.roll.default, _aten.gelu_backward.default, _aten.sort.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
 #: Ops measured in reduced precision (bf16, fp16), where oneDNN's matrix products convert
