@@ -98,15 +98,32 @@ def format_run(f: dict[str, Any]) -> str:
     opt = "optimal" if f["schedule_optimal"] else f"gap {fmt_percent(f['schedule_gap'], 2)}"
     popt = "optimal" if f["placement_optimal"] else f"gap {fmt_percent(f['placement_gap'], 2)}"
     secs = ", ".join(f"{k} {v:.2f}" for k, v in f["stage_seconds"].items())
-    fused = [] if f.get("mode") == "eval" else [  # an eval step has no optimizer to fuse
-        f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}; reserved "
-        f"{fmt_bytes(f['optimizer_in_backward_reserved_bytes'])}, "
-        f"{fmt_bytes(f['optimizer_in_backward_reserved_expandable_bytes'])} with expandable segments"]
+    if f.get("device") == "cpu":  # the CPU: PyTorch's allocator holds the live bytes
+        fused = [] if f.get("mode") == "eval" else [
+            f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}"]
+        eager = [f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}: what PyTorch's CPU allocator "
+                 "holds (it frees each tensor when it dies; no caching allocator)"]
+        reorder = [f"  reorder executor        peak {fmt_bytes(f['reorder_reserved_bytes'])} (the optimized order "
+                   "with PyTorch's allocator, no arena)"]
+        plan = (f"{fmt_percent(-f['saving_vs_reserved'])} vs eager peak, {fmt_percent(-f['saving_vs_strongest'])} "
+                f"vs the strongest baseline")
+    else:
+        fused = [] if f.get("mode") == "eval" else [  # an eval step has no optimizer to fuse
+            f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}; reserved "
+            f"{fmt_bytes(f['optimizer_in_backward_reserved_bytes'])}, "
+            f"{fmt_bytes(f['optimizer_in_backward_reserved_expandable_bytes'])} with expandable segments"]
+        eager = [f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}; reserved by the caching "
+                 f"allocator {fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments), "
+                 f"{fmt_bytes(f['eager_reserved_expandable_bytes'])} with expandable segments"]
+        reorder = [f"  reorder executor        reserved {fmt_bytes(f['reorder_reserved_bytes'])}, "
+                   f"{fmt_bytes(f['reorder_reserved_expandable_bytes'])} with expandable segments (the optimized "
+                   "order with PyTorch's allocator, no arena)"]
+        plan = (f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved, "
+                f"{fmt_percent(-f['saving_vs_expandable'])} vs expandable segments, "
+                f"{fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline")
     return "\n".join([
         f"{head}: {f['ops']} ops, {f['buffers']} buffers,{params} persistent {fmt_bytes(f['persistent_bytes'])}",
-        f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}; reserved by the caching allocator "
-        f"{fmt_bytes(f['eager_reserved_bytes'])} ({f['eager_segments']} segments), "
-        f"{fmt_bytes(f['eager_reserved_expandable_bytes'])} with expandable segments",
+        *eager,
         *fused,
         f"  optimized order         peak {fmt_bytes(f['optimized_peak_bytes'])} "
         f"({fmt_percent(-f['peak_saving'])} vs eager peak) [{f['schedule_method']}"
@@ -115,14 +132,10 @@ def format_run(f: dict[str, Any]) -> str:
         f"  placement               arena {fmt_bytes(f['arena_bytes'])} for a transient peak of "
         f"{fmt_bytes(f['optimized_transient_peak_bytes'])}: fragmentation {fmt_percent(f['fragmentation'], 2)} "
         f"[{f['placement_method']}], {popt}",
-        f"  reorder executor        reserved {fmt_bytes(f['reorder_reserved_bytes'])}, "
-        f"{fmt_bytes(f['reorder_reserved_expandable_bytes'])} with expandable segments (the optimized order "
-        "with PyTorch's allocator, no arena)",
+        *reorder,
         f"  plan memory             {fmt_bytes(f['optimized_total_bytes'])} (persistent + arena"
         f"{' + cuBLAS workspace ' + fmt_bytes(f['workspace_bytes']) if f.get('workspace_bytes') else ''}): "
-        f"{fmt_percent(-f['saving_vs_reserved'])} vs eager reserved, {fmt_percent(-f['saving_vs_expandable'])} vs "
-        f"expandable segments, {fmt_percent(-f['saving_vs_strongest'])} vs the strongest baseline "
-        f"({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "
+        f"{plan} ({f['strongest_baseline']}); best possible {fmt_percent(-f['best_possible_saving_vs_strongest'])} "
         "(lower bound)",
         *_runtime_lines(f),
         *_budget_lines(f),
@@ -141,9 +154,11 @@ def _runtime_lines(f: dict[str, Any]) -> list[str]:
         source = f.get(f"runtime_order{suffix}", "scheduler")
         return "" if source == "scheduler" else f", {source} order"
 
+    expandable = "" if f.get("device") == "cpu" else (  # the CPU has no expandable segments
+        f", {fmt_bytes(f['runtime_total_expandable_bytes'])} with expandable segments "
+        f"({f['runtime_executor_expandable']}{order('_expandable')})")
     return [f"  optimize() (simulated)  {fmt_bytes(f['runtime_total_bytes'])} with the {f['runtime_executor']} "
-            f"executor{order('')}, {fmt_bytes(f['runtime_total_expandable_bytes'])} with expandable segments "
-            f"({f['runtime_executor_expandable']}{order('_expandable')}): "
+            f"executor{order('')}{expandable}: "
             f"{fmt_percent(-f['runtime_saving_vs_strongest'])} vs the strongest "
             "baseline (persistent + what the executor holds, fallbacks and workspaces included)"]
 

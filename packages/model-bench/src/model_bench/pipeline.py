@@ -197,6 +197,14 @@ def plan_workspace_bytes(graph: Graph) -> int:
     return workspace_bytes(graph.meta.get("device"), threads=cublas_threads(graph, eager=False))
 
 
+def holds_live_bytes(graph: Graph) -> bool:
+    """Whether PyTorch's allocator on the device ``graph`` was captured for holds only the
+    live bytes: the CPU allocator frees each tensor when it dies (no caching allocator,
+    no segments, nothing for expandable segments to change), so every baseline there is
+    its order's live peak."""
+    return graph.meta.get("device") == "cpu"
+
+
 def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = False) -> int:
     """What PyTorch's caching allocator reserves running the plan's ``order`` with
     model-runtime's ``reorder`` executor (no arena), simulated in its steady state:
@@ -207,7 +215,10 @@ def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = F
     the eager baselines, and the first block the executor starts each step with); for
     others, the caching allocator simulated as for the eager baselines. Against the H200
     (7 models, both settings, measured before the executor had a first block) reserved
-    was within 1% with expandable segments (model-bench README)."""
+    was within 1% with expandable segments (model-bench README). On the CPU
+    (:func:`holds_live_bytes`), the order's live peak."""
+    if holds_live_bytes(graph):
+        return simulate(graph, list(order)).peak_bytes
     if graph.meta.get("device") != "cuda":
         kept, step = allocator_steps(graph, order, eager=False)
         return simulate_training_steps(kept, step, expandable_segments=expandable_segments).reserved_bytes
@@ -268,21 +279,28 @@ BASELINES = {
 
 def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
     """Figures of every eager baseline (bytes), and the strongest (least reserved) of them.
+    On the CPU (:func:`holds_live_bytes`) each baseline holds its order's live peak.
 
     ``eager_allocator``: :func:`simulate_eager_allocator` of ``graph`` if the caller has it
     already (it is the first baseline)."""
     fused = optimizer_in_backward_order(graph)
     fused_profile = simulate(graph, fused, eager=True)
-    program, fused_steps = allocator_steps(graph), allocator_steps(graph, fused)
-    if eager_allocator is None:
-        eager_allocator = simulate_training_steps(*program)
-    reserved = {
-        "eager": eager_allocator.reserved_bytes,
-        "eager-expandable": simulate_training_steps(*program, expandable_segments=True).reserved_bytes,
-        "optimizer-in-backward": simulate_training_steps(*fused_steps).reserved_bytes,
-        "optimizer-in-backward-expandable":
-            simulate_training_steps(*fused_steps, expandable_segments=True).reserved_bytes,
-    }
+    if holds_live_bytes(graph):
+        eager_peak = simulate(graph, eager=True).peak_bytes
+        reserved = {"eager": eager_peak, "eager-expandable": eager_peak,
+                    "optimizer-in-backward": fused_profile.peak_bytes,
+                    "optimizer-in-backward-expandable": fused_profile.peak_bytes}
+    else:
+        program, fused_steps = allocator_steps(graph), allocator_steps(graph, fused)
+        if eager_allocator is None:
+            eager_allocator = simulate_training_steps(*program)
+        reserved = {
+            "eager": eager_allocator.reserved_bytes,
+            "eager-expandable": simulate_training_steps(*program, expandable_segments=True).reserved_bytes,
+            "optimizer-in-backward": simulate_training_steps(*fused_steps).reserved_bytes,
+            "optimizer-in-backward-expandable":
+                simulate_training_steps(*fused_steps, expandable_segments=True).reserved_bytes,
+        }
     strongest = min(reserved, key=lambda k: (reserved[k], list(BASELINES).index(k)))
     return {
         "eager_reserved_expandable_bytes": reserved["eager-expandable"],
@@ -369,9 +387,9 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         allocator = simulate_eager_allocator(graph)
         transient_allocator = simulate_training_steps((), on_allocator_clock(graph, eager.lifetimes))
         baselines = eager_baselines(graph, allocator)
-    progress.say(f"  eager peak {_gib(eager.peak_bytes)}, reserved (caching allocator) "
-                 f"{_gib(allocator.reserved_bytes)}; strongest baseline {baselines['strongest_baseline']} "
-                 f"{_gib(baselines['strongest_baseline_bytes'])}")
+    cached = "" if holds_live_bytes(graph) else f", reserved (caching allocator) {_gib(allocator.reserved_bytes)}"
+    progress.say(f"  eager peak {_gib(eager.peak_bytes)}{cached}; strongest baseline "
+                 f"{baselines['strongest_baseline']} {_gib(baselines['strongest_baseline_bytes'])}")
     with progress.stage("schedule", seconds):
         sched, optimized = schedule_graph(graph, settings, progress)
     progress.say(f"  optimized peak {_gib(optimized.peak_bytes)}, lower bound {_gib(sched.lower_bound_bytes)}")
@@ -386,6 +404,8 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         runtime = runtime_figures(graph, settings)
     persistent = graph.persistent_bytes
     workspace = plan_workspace_bytes(graph)
+    live = holds_live_bytes(graph)  # the CPU: eager holds its live peak, no caching allocator
+    reserved = eager.peak_bytes if live else allocator.reserved_bytes
     total = persistent + placement.arena_bytes + workspace
     # The order's lower bound holds for every order, hence for every plan; the
     # placement's bound only for this order. So "order plus placement" is bounded by
@@ -408,10 +428,10 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "eager_workspace_bytes": sum(eager_workspaces(graph)),
         "eager_peak_bytes": eager.peak_bytes,
         "eager_transient_peak_bytes": eager.transient_peak_bytes,
-        "eager_reserved_bytes": allocator.reserved_bytes,
-        "eager_allocated_peak_bytes": allocator.allocated_peak_bytes,
-        "eager_transient_reserved_bytes": transient_allocator.reserved_bytes,
-        "eager_segments": len(allocator.segments),
+        "eager_reserved_bytes": reserved,
+        "eager_allocated_peak_bytes": eager.peak_bytes if live else allocator.allocated_peak_bytes,
+        "eager_transient_reserved_bytes": eager.transient_peak_bytes if live else transient_allocator.reserved_bytes,
+        "eager_segments": None if live else len(allocator.segments),
         **baselines,
         "optimized_peak_bytes": optimized.peak_bytes,
         "optimized_transient_peak_bytes": optimized.transient_peak_bytes,
@@ -433,8 +453,8 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "reorder_reserved_bytes": reorder[False],
         "reorder_reserved_expandable_bytes": reorder[True],
         **runtime,
-        "saving_vs_reserved": 1 - total / allocator.reserved_bytes if allocator.reserved_bytes else 0.0,
-        "best_possible_saving_vs_reserved": _saving(plan_lower, allocator.reserved_bytes),
+        "saving_vs_reserved": _saving(total, reserved),
+        "best_possible_saving_vs_reserved": _saving(plan_lower, reserved),
         "saving_vs_expandable": _saving(total, baselines["eager_reserved_expandable_bytes"]),
         "saving_vs_strongest": _saving(total, baselines["strongest_baseline_bytes"]),
         "best_possible_saving_vs_strongest": _saving(plan_lower, baselines["strongest_baseline_bytes"]),
