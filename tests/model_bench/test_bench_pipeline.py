@@ -119,6 +119,8 @@ def test_a_cpu_steps_baselines_are_its_orders_live_peaks(training_graph):
     assert f["saving_vs_reserved"] == pytest.approx(1 - f["optimized_total_bytes"] / f["eager_peak_bytes"])
     report = format_run(f)
     assert "segments" not in report and "reserved" not in report and "no caching allocator" in report
+    # a graph whose kernels were not run (a model on meta) says its temporaries come from rules only
+    assert "rules only" in report and "rules only" not in format_run({**f, "cpu_threads_measured": 2})
 
 
 def test_an_order_of_the_same_peak_is_placed_when_the_first_does_not_pack(monkeypatch):

@@ -102,7 +102,10 @@ def format_run(f: dict[str, Any]) -> str:
         fused = [] if f.get("mode") == "eval" else [
             f"  optimizer in backward   peak {fmt_bytes(f['optimizer_in_backward_peak_bytes'])}"]
         eager = [f"  eager (program order)   peak {fmt_bytes(f['eager_peak_bytes'])}: what PyTorch's CPU allocator "
-                 "holds (it frees each tensor when it dies; no caching allocator)"]
+                 "holds (it frees each tensor when it dies; no caching allocator)"
+                 + ("" if f.get("cpu_threads_measured") else
+                    "; kernels' temporaries by rules only (a model on meta runs no kernel: oneDNN's convolution "
+                    "buffers are left out; optimize() on the real model measures them)")]
         reorder = [f"  reorder executor        peak {fmt_bytes(f['reorder_reserved_bytes'])} (the optimized order "
                    "with PyTorch's allocator, no arena)"]
         plan = (f"{fmt_percent(-f['saving_vs_reserved'])} vs eager peak, {fmt_percent(-f['saving_vs_strongest'])} "

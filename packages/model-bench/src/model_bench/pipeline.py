@@ -422,6 +422,7 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         "buffers": len(graph.buffers),
         "device": graph.meta.get("device"),
         "kernels": graph.meta.get("kernels"),
+        "cpu_threads_measured": graph.meta.get("cpu_threads_measured"),
         "persistent_bytes": persistent,
         "workspace_bytes": workspace,
         "conv_workspace_bytes": sum(b.size for b in graph.buffers if b.kind == WORKSPACE_KIND),

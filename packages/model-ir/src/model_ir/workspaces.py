@@ -563,10 +563,10 @@ def cpu_kernel_temporaries(graph) -> dict[str, int]:
     ``meta[CPU_TEMPORARY]`` (convolutions' buffers, measured at capture; batch norm's
     backward allocating its input gradient twice; see ``model_ir.torch.cpu_temporaries``).
     A graph saved without that meta counts the batch norm backwards' input gradient (the
-    contiguous case). Not added by
-    :func:`with_workspaces`: the CPU captures are checked against the storages ops return
-    (``model_ir.testing.live_memory``), which never see them; the arena executor's plan
-    counts them beside the arena (``model_runtime.beside_arena``)."""
+    contiguous case). :func:`with_workspaces` makes them buffers of a graph captured for
+    the CPU (model-bench's figures); the CPU captures themselves are checked against the
+    storages ops return (``model_ir.testing.live_memory``), which never see them, and the
+    arena executor's plan counts them beside the arena (``model_runtime.beside_arena``)."""
     if graph.meta.get("device") not in (None, "cpu"):
         return {}
     out = {}
@@ -592,19 +592,21 @@ WORKSPACE_KIND = "workspace"
 
 
 def with_workspaces(graph: Graph) -> Graph:
-    """``graph`` with the workspace of each call that takes one (:func:`transient_workspaces`)
-    as one more output of that op, buffer ``workspace:<op id>`` of kind ``workspace`` that
-    no op reads; unchanged when there is none (e.g. off CUDA) or they are there already."""
-    sizes = transient_workspaces(graph)
+    """``graph`` with the workspace of each call that takes one (:func:`transient_workspaces`;
+    captured for the CPU, the kernels' temporaries of :func:`cpu_kernel_temporaries`) as
+    one more output of that op, buffer ``workspace:<op id>`` of kind ``workspace`` that no
+    op reads; unchanged when there is none or they are there already."""
+    cpu = graph.meta.get("device") == "cpu"
+    sizes = cpu_kernel_temporaries(graph) if cpu else transient_workspaces(graph)
     if not sizes or graph.meta.get("workspaces"):
         return graph
     buffers = [*graph.buffers,
                *(Buffer(f"workspace:{op_id}", size, kind=WORKSPACE_KIND) for op_id, size in sizes.items())]
     ops = [attrs.evolve(op, outputs=(*op.outputs, f"workspace:{op.id}")) if op.id in sizes else op
            for op in graph.ops]
-    return attrs.evolve(graph, buffers=buffers, ops=ops,
-                        meta={**graph.meta, "workspaces": "cuDNN convolutions, split reductions, attention and "
-                                                            "embedding backward (model_ir.workspaces)"})
+    what = ("CPU kernels' temporaries (model_ir.torch.cpu_temporaries)" if cpu else
+            "cuDNN convolutions, split reductions, attention and embedding backward (model_ir.workspaces)")
+    return attrs.evolve(graph, buffers=buffers, ops=ops, meta={**graph.meta, "workspaces": what})
 
 
 def without_workspaces(graph: Graph) -> Graph:

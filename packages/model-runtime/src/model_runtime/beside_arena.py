@@ -79,7 +79,8 @@ def workspace_lifetimes(graph, order, *, arena: bool = False) -> tuple[list[Life
     idx = order_indices(graph, order)
     rewritten = graph.meta.get(ARENA_TEMPORARIES) or {} if arena else {}
     if graph.meta.get("device") != "cuda":
-        sizes = {**cpu_kernel_temporaries(graph), **rewritten}
+        # model-bench's CPU graphs hold the kernels' temporaries as buffers already (with_workspaces)
+        sizes = {} if graph.meta.get("workspaces") else {**cpu_kernel_temporaries(graph), **rewritten}
         return [], [*(Lifetime(f"temporary:{graph.ops[i].id}@{t}", t, t + 1, sizes[graph.ops[i].id])
                       for t, i in enumerate(idx) if graph.ops[i].id in sizes), *rng_state_lifetimes(graph, idx)]
     cublas = cublas_threads(graph, eager=False) * graph_cublas_workspace_bytes(graph)

@@ -65,8 +65,10 @@ def kernel_temporaries(node: fx.Node) -> int | None:
     """Bytes the CPU kernel of ``node`` allocates and frees within its call (traced
     values in ``node.meta["val"]``); None for an op none is known of."""
     if node.target in MEASURABLE and measures(node.target, values := _schema_values(node)):
-        return known_temporaries(node.target, values)
-    rule = _RULES.get(node.target)
+        known = known_temporaries(node.target, values)
+        if known is not None:
+            return known
+    rule = _RULES.get(node.target)  # and for a call not measured (a model on meta, a call that failed)
     return rule(node) if rule is not None else None
 
 
