@@ -11,7 +11,8 @@ So capture measures them: each distinct call runs once on zeros of the traced sh
 strides (on the model's own weights where the caller has them), under torch.profiler's
 memory events, and its temporary is the peak of the running sum of its allocations and
 frees less what it keeps (its results). One call's arguments, results and temporaries
-are allocated for a moment, once per distinct call and thread count.
+are allocated for a moment, once per distinct call and thread count, and handed back to
+the operating system at once (:func:`release_freed_memory`).
 
 torch.profiler cannot nest (a second session cancels the first one's trace): under a
 running profiler the calls are measured in a child process (``python -m
@@ -20,6 +21,7 @@ model_ir.torch.kernel_probes``), which sees the same instruction set and thread 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -76,6 +78,7 @@ def measured_temporaries(func, values, real: Mapping | None = None) -> int | Non
         _measured[key] = _measure(func, [
             real_or_zeros(v, {} if i in written or (a.alias_info is not None and a.alias_info.is_write) else real or {})
             for i, (v, a) in enumerate(zip(values, func._schema.arguments))])
+        release_freed_memory()
     return _measured.get(key)
 
 
@@ -97,6 +100,21 @@ def measure_calls(calls: Iterable[tuple[object, list]]) -> None:
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
         warnings.warn(f"could not measure {len(missing)} CPU kernels' temporaries in a child process "
                       f"(a profiler is running): the plan leaves them out ({e})", stacklevel=2)
+
+
+def release_freed_memory() -> None:
+    """Hand what the measured calls freed back to the operating system (glibc's
+    ``malloc_trim``; nothing where the C library has none). glibc keeps freed chunks below
+    its mmap threshold, which rises to 32 MiB as larger chunks are freed, for the process
+    to reuse, for good: the CPU's counterpart of CUDA's caching allocator keeping what
+    planning reserved. Once per call, so that one call's freed memory is not kept while the
+    next allocates beside it (resnet18 b8 train, whose arena is 91 MiB: VmRSS grew by 262 MiB
+    during ``optimize(executor="reorder")`` and kept all of it; with this, a peak of 124 MiB
+    and 58 kept, 45 with every call measured in a child process; capture 0.1-0.2 s slower
+    of 3)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def known_temporaries(func, values) -> int | None:
