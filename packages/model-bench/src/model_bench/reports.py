@@ -117,6 +117,25 @@ def _order_note(r: Mapping[str, Any]) -> str:
 SAVINGS = ("saving_vs_reserved", "saving_vs_expandable", "saving_vs_strongest", "best_possible_saving_vs_strongest")
 
 
+#: What a CPU row (``device`` "cpu") does not show: PyTorch's CPU allocator frees each
+#: tensor when it dies, so its "reserved" figures are the live peaks (no caching allocator,
+#: nothing for expandable segments to change).
+_CACHING_ONLY = frozenset({"eager_reserved_bytes", "eager_reserved_expandable_bytes", "saving_vs_expandable"})
+
+
+def _shown(r: Mapping[str, Any], key: str):
+    """``r[key]`` as the table shows it: None where the row has none, or where it means a
+    caching allocator the row's device does not have."""
+    return None if r.get("device") == "cpu" and key in _CACHING_ONLY else r.get(key)
+
+
+def _fused_cell(r: Mapping[str, Any]) -> str:
+    """The optimizer fused into backward: reserved with expandable segments, its peak on the CPU."""
+    if r.get("device") == "cpu":
+        return f"{fmt_bytes(r.get('optimizer_in_backward_peak_bytes'))} (peak)"
+    return fmt_bytes(r.get("optimizer_in_backward_reserved_expandable_bytes"))
+
+
 def _mode(r: Mapping[str, Any]) -> str:
     """A row's mode, with its autocast dtype when it ran under one."""
     return f"{r.get('mode')}, {r['autocast']} autocast" if r.get("autocast") else str(r.get("mode"))
@@ -149,11 +168,11 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
             continue
         lines.append(
             f"| {r['model']} | {mode} | {r['batch_size']} | {fmt_bytes(r['eager_peak_bytes'])} | "
-            f"{fmt_bytes(r['eager_reserved_bytes'])} | {fmt_bytes(r.get('eager_reserved_expandable_bytes'))} | "
-            f"{fmt_bytes(r.get('optimizer_in_backward_reserved_expandable_bytes'))} | "
+            f"{fmt_bytes(_shown(r, 'eager_reserved_bytes'))} | "
+            f"{fmt_bytes(_shown(r, 'eager_reserved_expandable_bytes'))} | {_fused_cell(r)} | "
             f"{fmt_bytes(r['optimized_peak_bytes'])}{_order_note(r)} | {fmt_bytes(r['lower_bound_bytes'])} | "
             f"{fmt_bytes(r['optimized_total_bytes'])} | "
-            + " | ".join(fmt_percent(r.get(k)) for k in SAVINGS)
+            + " | ".join(fmt_percent(_shown(r, k)) for k in SAVINGS)
             + f" | {_runtime_cell(r)} | {fmt_percent(r.get('runtime_saving_vs_strongest'))} | {r['seconds']:.1f} |")
     for mode in ("train", "eval"):
         ok = [r for r in results if not r.get("error") and r.get("mode") == mode]
@@ -178,7 +197,7 @@ def _runtime_cell(r: Mapping[str, Any]) -> str:
 
 def _average(runs: Sequence[Mapping[str, Any]], key: str) -> float | None:
     """The mean of ``key`` over ``runs``; None if a run lacks it (a results file from an older version)."""
-    values = [r[key] for r in runs if r.get(key) is not None]
+    values = [_shown(r, key) for r in runs if _shown(r, key) is not None]
     return sum(values) / len(values) if values and len(values) == len(runs) else None
 
 
@@ -193,7 +212,9 @@ LEGEND = (
     "placement can save more). optimize(): what model-runtime's `optimize()` would hold (simulated): persistent "
     "bytes + what its default executor (`arena`, `reorder` or `program`, named) holds, the arena executor's fallbacks "
     "(cuDNN convolutions, ...) and the libraries' workspaces included, with the better allocator setting; the "
-    "plan's figures assume every buffer in the arena. Seconds: capture to plan, imports excluded.\n"
+    "plan's figures assume every buffer in the arena. Seconds: capture to plan, imports excluded. A step captured "
+    "for the CPU (`--device cpu`) shows no reserved bytes: PyTorch's CPU allocator frees each tensor when it dies, "
+    "so every baseline there is its order's live peak, and its savings are against those peaks.\n"
 )
 
 
