@@ -623,7 +623,33 @@ def test_steady_cpu_step_counts_onednn_lstm_layers_temporaries(executor):
     if not any(op.target == "aten.mkldnn_rnn_layer.default" for op in step.plan.graph.ops):
         pytest.skip("this torch build runs CPU LSTMs without oneDNN")
     beyond, planned = _steady_step_memory(step, executor, x, exact=True)
-    assert abs(beyond - planned) <= 1024, (beyond, planned)
+    # within the 64-byte rounding of the plan's buffers; the arena's slots are one storage,
+    # in which oneDNN's backward copies cx (492 bytes above the plan before it was counted)
+    assert 0 <= planned - beyond <= 64, (beyond, planned)
+
+
+def test_onednn_lstm_layers_bias_gradients_are_two_storages():
+    """oneDNN's LSTM backward (CPU) returns ``bias_ih``'s and ``bias_hh``'s gradients in
+    two storages where its meta kernel returns one tensor twice: captured as one, eager's
+    gradient accumulation copied the other and the real kernel's second one was outside
+    the plan (512 bytes per layer measured above the simulated timeline). Only on a miss
+    of FakeTensorMode's cache: a hit makes each result anew."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    FakeTensorMode.cache_clear()
+    torch.manual_seed(0)
+    net, x = _Recurrent(), torch.randint(0, 50, (4, 10))
+    step = optimize(net, x, optimizer=torch.optim.AdamW(net.parameters(), lr=1e-3), loss_fn=lambda out: out.sum(),
+                    time_limit=0.5, executor="reorder", granularity=1)
+    graph = step.plan.graph
+    targets = [op.target for op in graph.ops]
+    if "aten.mkldnn_rnn_layer_backward.default" not in targets:
+        pytest.skip("this torch build runs CPU LSTMs without oneDNN")
+    assert "aten.new_empty_strided.default" not in targets  # no copy eager does not make
+    grads = {b.meta["grad_of"]: b.id for b in graph.buffers if b.meta.get("grad_of")}
+    assert grads["lstm.bias_ih_l1"] != grads["lstm.bias_hh_l1"]
+    m = measure(step, x)
+    assert list(m.timeline) == list(simulate(graph, step.plan.schedule).timeline)
 
 
 class _ShiftedWindows(torch.nn.Module):

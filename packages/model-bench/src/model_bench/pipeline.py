@@ -134,7 +134,7 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
     PyTorch's allocator on ``device`` (the results of its fallback ops, see
     ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`, and
     ``meta["arena_temporaries"]`` what its rewrites of some ops take instead of their
-    kernels (``model_runtime.lowering.rewrite_temporaries``).
+    kernels (``model_runtime.lowering.arena_temporaries``).
     ``autocast``: an ``AUTOCAST`` name (mixed precision) or None."""
     try:
         from model_ir.torch import capture_step
@@ -145,11 +145,11 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
                             granularity=granularity, device=device, functional_inplace=for_recompute,
                             autocast=autocast_dtype(autocast))
     graph = captured.graph
-    from model_runtime.lowering import fallback_buffers, rewrite_temporaries  # imports torch, as the capture does
+    from model_runtime.lowering import arena_temporaries, fallback_buffers  # imports torch, as the capture does
 
     on = graph.meta.get("device") or device
     meta = {**graph.meta, "arena_fallbacks": sorted(fallback_buffers(captured, on))}
-    if temporaries := rewrite_temporaries(captured, on):
+    if temporaries := arena_temporaries(captured, on):
         meta[ARENA_TEMPORARIES] = temporaries
     return with_workspaces(attrs.evolve(graph, meta=meta))
 

@@ -9,7 +9,7 @@ import torch
 from model_ir.plan import Plan, order_indices
 from model_ir.recompute import extra_instances
 from model_runtime.errors import RuntimeLayerError
-from model_runtime.lowering import fallback_buffers, rewrite_temporaries
+from model_runtime.lowering import arena_temporaries, fallback_buffers
 from model_runtime.program import CompiledProgram, build_program, eager_holds
 
 
@@ -133,9 +133,10 @@ class ArenaExecutor:
         return fallback_buffers(step, torch.device(device).type)
 
     def temporaries(self, step, device) -> dict[str, int]:
-        """Op id -> bytes its rewrite takes for a moment, for the ops whose rewrite
-        allocates otherwise than their kernel (the plan counts these instead)."""
-        return rewrite_temporaries(step, torch.device(device).type)
+        """Op id -> bytes its rewrite (or its kernel, on arguments in the arena's one
+        storage) takes for a moment, for the ops that allocate otherwise than capture
+        measured (the plan counts these instead)."""
+        return arena_temporaries(step, torch.device(device).type)
 
 
 def builtin_executors() -> list:

@@ -24,6 +24,7 @@ import torch
 from torch import fx
 
 from model_ir.torch.cpu_temporaries import out_overload_copies
+from model_ir.workspaces import CPU_TEMPORARY
 from model_ir.torch.cuda_kernels import HOST_RESULTS
 from model_runtime.out_variants import OutVariant, find_out_variant, named_arguments, qualified_name
 from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal, rewrite_scratch
@@ -194,6 +195,43 @@ def rewrite_temporaries(step, device_type: str) -> dict[str, int]:
         if scratch:
             found[op.id] = sum(scratch)
     return found
+
+
+#: oneDNN's LSTM backward (CPU) and the positions of ``hx`` and ``cx`` among its arguments.
+_ONEDNN_RNN_BACKWARD, _HX, _CX = "aten.mkldnn_rnn_layer_backward.default", 5, 6
+
+
+def shared_storage_temporaries(step, device_type: str) -> dict[str, int]:
+    """Op id -> bytes of the temporaries an op's kernel takes when its arguments sit in one
+    storage, as the arena's slots do, for the ops whose kernel then takes more than
+    capture measured on separate tensors: oneDNN's LSTM backward copies ``cx`` when it
+    shares ``hx``'s storage (measured on torch 2.11 and 2.15; an LSTM's arena step held
+    492 bytes above its plan)."""
+    if device_type != "cpu":
+        return {}
+    graph = step.graph
+    outside = fallback_buffers(step, device_type)
+    in_arena = {b.id for b in graph.buffers if not b.persistent and b.id not in outside}
+    nodes = {n.name: n for n in step.module.graph.nodes}
+    found = {}
+    for op in graph.ops:
+        if op.target != _ONEDNN_RNN_BACKWARD or CPU_TEMPORARY not in op.meta:
+            continue
+        states = nodes[op.id].args[_HX:_CX + 1]
+        if len(states) < 2 or not all(isinstance(a, fx.Node) for a in states):
+            continue
+        buffers = {step.node_buffers.get(a.name, (None,))[0] for a in states}
+        cx = states[1].meta.get("val")
+        if len(buffers) == 2 and buffers <= in_arena and isinstance(cx, torch.Tensor):
+            found[op.id] = int(op.meta[CPU_TEMPORARY]) + cx.numel() * cx.element_size()
+    return found
+
+
+def arena_temporaries(step, device_type: str) -> dict[str, int]:
+    """Op id -> bytes the arena executor's run of that op takes for a moment, for the ops
+    that take otherwise than their kernel on separate tensors (what the plan counts
+    instead of the kernel's): :func:`shared_storage_temporaries`, :func:`rewrite_temporaries`."""
+    return {**shared_storage_temporaries(step, device_type), **rewrite_temporaries(step, device_type)}
 
 
 def fallback_buffers(step, device_type: str) -> frozenset[str]:

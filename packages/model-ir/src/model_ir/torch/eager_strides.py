@@ -41,6 +41,12 @@ outside the arena, with a warning. Capture asks oneDNN: the layer runs once on t
 model's own weights (:attr:`EagerStridesFakeMode.real_tensors`) and zeros of the traced
 shapes for the rest (:func:`onednn_workspace_bytes`; one layer's activations for a
 moment, once per distinct layer; zero weights too where the model has none, meta).
+Its backward returns the bias gradient twice (for ``bias_ih`` and ``bias_hh``), two
+storages where the meta kernel returns one tensor twice (on a miss of FakeTensorMode's
+cache; a hit makes each result anew): eager's gradient accumulation then took one and
+copied the other, a copy eager does not make, and the real kernel's second bias gradient
+was outside the plan (an LSTM's reorder step measured 492 bytes above its plan, torch
+2.11 and 2.15): capture gives it its own storage.
 And storage: CPU's MSE, smooth L1, binary cross-entropy and soft margin losses, reduced
 (mean or sum), return their 0-dim loss on a storage that holds the unreduced loss (the
 kernel computes it there, then reduces in place): the step's loss holds that many bytes
@@ -78,6 +84,8 @@ _REDUCED_IN_PLACE = frozenset({_aten.mse_loss.default, _aten.smooth_l1_loss.defa
 
 #: oneDNN's LSTM layer and the position of the workspace among its results.
 _ONEDNN_RNN, _WORKSPACE = _aten.mkldnn_rnn_layer.default, 3
+#: Its backward and the positions of its two bias gradients (``bias_ih``'s, ``bias_hh``'s).
+_ONEDNN_RNN_BACKWARD, _BIAS_GRADS = _aten.mkldnn_rnn_layer_backward.default, (3, 4)
 
 
 class _Zeros(NamedTuple):
@@ -267,6 +275,8 @@ class EagerStridesFakeMode(FakeTensorMode):
                 measured_temporaries(func, values, self.real_tensors)
         if func is _ONEDNN_RNN:
             return self._sized_workspace(types, args, kwargs or {}, out)
+        if func is _ONEDNN_RNN_BACKWARD:
+            return self._own_bias_grads(types, out)
         if func in _REDUCED_IN_PLACE:
             return self._unreduced_storage(func, types, args, kwargs or {}, out)
         if self.summing and func is _aten.add.Tensor:
@@ -304,6 +314,15 @@ class EagerStridesFakeMode(FakeTensorMode):
         sized = super().dispatch(_aten.empty.memory_format, types, ((nbytes,),),
                                  {"dtype": torch.uint8, "device": workspace.device})
         return (*out[:_WORKSPACE], sized, *out[_WORKSPACE + 1:])
+
+    def _own_bias_grads(self, types, out):
+        first, second = (out[i] for i in _BIAS_GRADS)
+        if not (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor) and second.device.type == "cpu"
+                and first.untyped_storage()._cdata == second.untyped_storage()._cdata):
+            return out
+        own = super().dispatch(_aten.empty_strided.default, types, (second.shape, second.stride()),
+                               {"dtype": second.dtype, "device": second.device})
+        return (*out[:_BIAS_GRADS[1]], own, *out[_BIAS_GRADS[1] + 1:])
 
     def _unreduced_storage(self, func, types, args, kwargs, out):
         schema = func._schema
