@@ -31,11 +31,17 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch.utils import _pytree as pytree
 
 from model_ir.torch.node_args import UNANNOTATED_WRITES
 
 #: Measured temporaries by call (:func:`call_key`).
 _measured: dict[str, int] = {}
+#: Bytes the calls measured since :func:`release_freed_memory` last ran allocated (at least).
+_untrimmed = 0
+#: Handed back once this many are: trimming after each small call costs the page faults
+#: of allocating anew (densenet121's capture about 10% slower).
+_TRIM_BYTES = 8 << 20
 #: ``Graph.meta`` key: the CPU thread count the kernels' temporaries were measured with.
 MEASURED_THREADS = "cpu_threads_measured"
 
@@ -71,6 +77,7 @@ def measured_temporaries(func, values, real: Mapping | None = None) -> int | Non
     fake argument to the real tensor it stands for (a weight: no copy is made; never one
     the op writes). None if the call failed, or under a running profiler (then
     :func:`measure_calls` measures it in a child process)."""
+    global _untrimmed
     key = call_key(func, values)
     if key not in _measured and not torch._C._autograd._profiler_enabled():
         # Arguments the op may write (batch norm's running statistics) are zeros, never the model's.
@@ -78,7 +85,10 @@ def measured_temporaries(func, values, real: Mapping | None = None) -> int | Non
         _measured[key] = _measure(func, [
             real_or_zeros(v, {} if i in written or (a.alias_info is not None and a.alias_info.is_write) else real or {})
             for i, (v, a) in enumerate(zip(values, func._schema.arguments))])
-        release_freed_memory()
+        _untrimmed += (_measured[key] or 0) + sum(t.numel() * t.element_size() for t in pytree.tree_leaves(values)
+                                                  if isinstance(t, torch.Tensor))
+        if _untrimmed >= _TRIM_BYTES:
+            release_freed_memory()
     return _measured.get(key)
 
 
@@ -90,6 +100,8 @@ def measure_calls(calls: Iterable[tuple[object, list]]) -> None:
         measured_temporaries(func, values)
         if (key := call_key(func, values)) not in _measured:
             missing[key] = None
+    if _untrimmed:
+        release_freed_memory()
     if not missing:
         return
     try:  # the child imports what this process does
@@ -107,11 +119,13 @@ def release_freed_memory() -> None:
     ``malloc_trim``; nothing where the C library has none). glibc keeps freed chunks below
     its mmap threshold, which rises to 32 MiB as larger chunks are freed, for the process
     to reuse, for good: the CPU's counterpart of CUDA's caching allocator keeping what
-    planning reserved. Once per call, so that one call's freed memory is not kept while the
-    next allocates beside it (resnet18 b8 train, whose arena is 91 MiB: VmRSS grew by 262 MiB
-    during ``optimize(executor="reorder")`` and kept all of it; with this, a peak of 124 MiB
-    and 58 kept, 45 with every call measured in a child process; capture 0.1-0.2 s slower
-    of 3)."""
+    planning reserved. After every few MiB of calls, so that their freed memory is not kept
+    while the next allocate beside it, and at the end of a capture (:func:`measure_calls`):
+    resnet18 b8 train, whose arena is 91 MiB, grew VmRSS by 262 MiB during
+    ``optimize(executor="reorder")`` and kept all of it; with this, a peak of 124 MiB and
+    58 kept (45 with every call measured in a child process)."""
+    global _untrimmed
+    _untrimmed = 0
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
