@@ -24,8 +24,8 @@ import torch
 from torch import fx
 
 from model_ir.torch.cpu_temporaries import out_overload_copies
-from model_ir.workspaces import CPU_TEMPORARY
 from model_ir.torch.cuda_kernels import HOST_RESULTS
+from model_ir.workspaces import CPU_TEMPORARY
 from model_runtime.out_variants import OutVariant, find_out_variant, named_arguments, qualified_name
 from model_runtime.slot_writes import REWRITES, foreach_inplace_twin, rewrite_refusal, rewrite_scratch
 

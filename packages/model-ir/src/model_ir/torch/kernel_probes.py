@@ -12,7 +12,8 @@ strides (on the model's own weights where the caller has them), under torch.prof
 memory events, and its temporary is the peak of the running sum of its allocations and
 frees less what it keeps (its results). One call's arguments, results and temporaries
 are allocated for a moment, once per distinct call and thread count, and handed back to
-the operating system at once (:func:`release_freed_memory`).
+the operating system after every few MiB of calls and at the end of capture
+(:func:`release_freed_memory`).
 
 torch.profiler cannot nest (a second session cancels the first one's trace): under a
 running profiler the calls are measured in a child process (``python -m
