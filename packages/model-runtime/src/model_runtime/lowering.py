@@ -207,16 +207,15 @@ def shared_storage_temporaries(step, device_type: str) -> dict[str, int]:
     capture measured on separate tensors: oneDNN's LSTM backward copies ``cx`` when it
     shares ``hx``'s storage (measured on torch 2.11 and 2.15; an LSTM's arena step held
     492 bytes above its plan)."""
-    if device_type != "cpu":
-        return {}
     graph = step.graph
+    ops = [op for op in graph.ops if op.target == _ONEDNN_RNN_BACKWARD and CPU_TEMPORARY in op.meta]
+    if device_type != "cpu" or not ops:  # no lowering of the whole graph for nothing
+        return {}
     outside = fallback_buffers(step, device_type)
     in_arena = {b.id for b in graph.buffers if not b.persistent and b.id not in outside}
     nodes = {n.name: n for n in step.module.graph.nodes}
     found = {}
-    for op in graph.ops:
-        if op.target != _ONEDNN_RNN_BACKWARD or CPU_TEMPORARY not in op.meta:
-            continue
+    for op in ops:
         states = nodes[op.id].args[_HX:_CX + 1]
         if len(states) < 2 or not all(isinstance(a, fx.Node) for a in states):
             continue

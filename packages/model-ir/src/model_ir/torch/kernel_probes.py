@@ -38,7 +38,8 @@ from model_ir.torch.node_args import UNANNOTATED_WRITES
 
 #: Measured temporaries by call (:func:`call_key`).
 _measured: dict[str, int] = {}
-#: Bytes the calls measured since :func:`release_freed_memory` last ran allocated (at least).
+#: Bytes the calls measured since :func:`release_freed_memory` last ran took, about (their
+#: arguments and temporaries).
 _untrimmed = 0
 #: Handed back once this many are: trimming after each small call costs the page faults
 #: of allocating anew (densenet121's capture about 10% slower).
