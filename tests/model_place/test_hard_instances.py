@@ -71,7 +71,7 @@ def test_dives_are_deterministic_and_stop_at_the_goal_and_below_the_cutoff():
 @needs_search
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_dives_close_small_zero_slack_instances(seed):
-    """The exact search's decisions time out on these (README); a few thousand dives tile them."""
+    """The exact search's decisions time out on these (docs/benchmarks.md); a few thousand dives tile them."""
     lts = zero_slack_instance(60, seed=seed)
     arena, offsets, dives, _ = skyline_dives(lts, cutoff=1 << 30, goal=1 << 20, time_limit=20, seed=seed)
     validate_placement(lts, offsets, arena)

@@ -61,7 +61,7 @@ def test_any_placement_of_the_merged_buffers_places_the_originals(lts):
 
 def test_the_exact_search_closes_zero_slack_instances_through_the_merged_one():
     """Cut from a 1 MiB rectangle: the bisection and the dives alone ended at 1.14x the
-    bound on this one after 60 s (package README); merged, it packs at the bound."""
+    bound on this one after 60 s (package docs/benchmarks.md); merged, it packs at the bound."""
     lts = zero_slack_instance(400, seed=1)
     r = place(lts, method="auto", time_limit=10)
     assert r.arena_bytes == r.lower_bound_bytes == 1 << 20 and r.optimal

@@ -32,7 +32,7 @@ def test_step_time_benchmark_prints_ratios(monkeypatch, capsys):
 
 
 def test_gpu_matrix_renders_the_committed_h200_results():
-    """The README's measured table is rendered from the committed results file."""
+    """The measured table of docs/measured-gpu.md is rendered from the committed results file."""
     matrix = _load("benchmarks/gpu_matrix.py")
     text = matrix.render(str(ROOT / "benchmarks" / "results" / "h200-torch2.11-2026-11-30.json"))
     assert "NVIDIA H200" in text and "| alexnet b32 | expandable |" in text
@@ -40,7 +40,7 @@ def test_gpu_matrix_renders_the_committed_h200_results():
 
 
 def test_gpu_graphs_renders_the_committed_h200_results():
-    """The README's CUDA-graph tables come from the committed results file."""
+    """The CUDA-graph tables of docs/measured-gpu.md come from the committed results file."""
     graphs = _load("benchmarks/gpu_graphs.py")
     text = graphs.render([str(ROOT / "benchmarks" / "results" / "h200-torch2.11-2026-11-30-graphs.json")])
     assert "NVIDIA H200" in text and "| vit_b_16 b1 | 22.27 | 15.36 | 8.23 | 25.55 | 8.43 |" in text

@@ -13,7 +13,8 @@
 #   runtime.json       model-runtime's benchmarks/gpu_matrix.py (55% of the budget): eager and
 #                      optimize()'s executors (auto first, then reorder, arena, program) on the main
 #                      training steps with both allocator settings, auto and arena over the zoo, step
-#                      times; `gpu_matrix.py render runtime.json` prints the README's tables;
+#                      times; `gpu_matrix.py render runtime.json` prints the tables of
+#                      model-runtime's docs/measured-gpu.md;
 #                      auto with the default allocator on alexnet b32 and bert-base b1 records the
 #                      allocator's events of the whole run (the largest training misses of
 #                      runtime_backtest.py, which then checks the runs of this file).

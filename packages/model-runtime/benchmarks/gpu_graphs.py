@@ -18,7 +18,7 @@ records of ``gpu_matrix.py`` (``kind``, ``spec``, ``alloc``, ``result``). Then
 
     uv run python packages/model-runtime/benchmarks/gpu_graphs.py render results.json
 
-prints the Markdown tables the model-runtime README shows.
+prints the Markdown tables of model-runtime's docs/measured-gpu.md.
 """
 
 from __future__ import annotations

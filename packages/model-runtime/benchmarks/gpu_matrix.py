@@ -20,7 +20,7 @@ of the budget is spent. Then
 
     uv run python packages/model-runtime/benchmarks/gpu_matrix.py render results.json
 
-prints the Markdown tables the model-runtime README shows.
+prints the Markdown tables of model-runtime's docs/measured-gpu.md.
 """
 
 from __future__ import annotations

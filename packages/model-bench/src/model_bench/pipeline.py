@@ -215,8 +215,8 @@ def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = F
     the eager baselines, and the first block the executor starts each step with); for
     others, the caching allocator simulated as for the eager baselines. Against the H200
     (7 models, both settings, measured before the executor had a first block) reserved
-    was within 1% with expandable segments (model-bench README). On the CPU
-    (:func:`holds_live_bytes`), the order's live peak."""
+    was within 1% with expandable segments (model-bench's docs/simulated-vs-measured.md).
+    On the CPU (:func:`holds_live_bytes`), the order's live peak."""
     if holds_live_bytes(graph):
         return simulate(graph, list(order)).peak_bytes
     if graph.meta.get("device") != "cuda":

@@ -1,6 +1,6 @@
 """Reading and writing graphs (``model-ir/1``) and plans (``model-plan/1``) as JSON.
 
-The schema is documented in ``packages/model-ir/README.md``. Load errors name the
+The schema is documented in ``packages/model-ir/docs/format.md``. Load errors name the
 file, the field (e.g. ``ops[3].inputs[1]``) and the problem.
 """
 

@@ -4,7 +4,7 @@ An alternative exact method (extra ``model-place[cpsat]``). Each buffer is a
 rectangle with a fixed time side and a free memory offset; CP-SAT minimises the
 arena (or decides a capacity), warm-started from the best heuristic placement,
 and its objective bound raises the proven lower bound. Measured slower than the
-canonical search on the MiniMalloc suite (see the package README).
+canonical search on the MiniMalloc suite (see the package's docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ of all dives is kept. It is a heuristic (no proof beyond the live-bytes bound), 
 for instances on which the exact search's decisions time out: on zero-slack
 instances (:mod:`model_place.hard_instances`) they close those of 170 buffers in a
 fraction of a second, where the bisection ends 7-14% above the bound after 60 s, and
-end at 1.14-1.22x on 1,000-2,400 buffers (the bisection: 1.23-1.25x; package README).
+end at 1.14-1.22x on 1,000-2,400 buffers (the bisection: 1.23-1.25x; package docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from model_sched.schedulers import Problem
 DEFAULT_TIME_LIMIT = 60.0
 #: Backends tried, in order, by methods that need a MILP solver when none is named. CP-SAT
 #: proved all whole 20- to 40-op random graphs optimal within 0.9 s where HiGHS needed
-#: 1.4 s to over 30 s (README, "Back ends"); HiGHS is the fallback, always installed.
+#: 1.4 s to over 30 s (docs/measured.md, "Back ends"); HiGHS is the fallback, always installed.
 DEFAULT_SOLVERS = ("cpsat", "highs")
 DEFAULT_SOLVER = "highs"
 

@@ -66,7 +66,7 @@ class ScheduleMilp:
 
 
 #: Whole-graph models beyond this many ``y`` columns are refused: they take minutes
-#: to build and no backend proves anything on them (README, "Back ends").
+#: to build and no backend proves anything on them (docs/measured.md, "Back ends").
 MAX_MILP_COLUMNS = 100_000
 
 
