@@ -12,7 +12,10 @@ buffers; a softmax over another dimension than the last takes a temporary; ``rol
 several dimensions rolls one dimension after another, each into a temporary; CPU flash
 attention (``scaled_dot_product_attention``) takes per-thread score tiles (and packs
 keys and values in bf16 and fp16), and its backward copies an output gradient laid out
-(batch, head, query, dim).
+(batch, head, query, dim); ``EmbeddingBag``'s backward sorts the indices beside index-sized
+buffers (in max mode it gathers the non-empty bags), its forward takes per-bag scratch:
+neither depends on the indices' values, and the probe's bags are all non-empty (the most
+max mode gathers).
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
@@ -302,6 +305,8 @@ MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.defa
                       _aten.native_layer_norm_backward.default,
                       _aten._softmax.default, _aten._log_softmax.default, _aten._safe_softmax.default,
                       _aten.roll.default, _aten.gelu_backward.default, _aten.sort.default,
+                      _aten._embedding_bag.default, _aten._embedding_bag_forward_only.default,
+                      _aten._embedding_bag_backward.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
 #: Ops measured in reduced precision (bf16, fp16), where oneDNN's matrix products convert

@@ -50,6 +50,10 @@ MEASURED_THREADS = "cpu_threads_measured"
 #: Ops a step runs with grad enabled (on inputs that require none), as eager's forward
 #: does: oneDNN's LSTM layer returns the workspace its backward reads only so.
 _GRAD_MODE_RESULTS = frozenset({torch.ops.aten.mkldnn_rnn_layer.default})
+#: Arguments a kernel sizes its temporaries by the values of, given as ones rather than
+#: zeros: ``EmbeddingBag``'s max-mode backward gathers the bags whose ``bag_size`` is
+#: nonzero (every bag of a 2-D input; zeros would make every bag empty and measure nothing).
+_ONES = {"aten::_embedding_bag_backward": frozenset({"bag_size"})}
 
 
 def call_key(func, values) -> str:
@@ -164,9 +168,12 @@ def _measure(func, values) -> int | None:
     from torch.profiler import ProfilerActivity, profile
 
     arguments = func._schema.arguments
+    ones = _ONES.get(func._schema.name, ())
     grad_mode = torch.enable_grad() if func in _GRAD_MODE_RESULTS else torch.no_grad()
     try:
         with unset_fake_temporarily(), grad_mode, torch.autocast("cpu", enabled=False):
+            values = [torch.ones_like(v) if a.name in ones and isinstance(v, torch.Tensor) else v
+                      for v, a in zip(values, arguments)]
             with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
                 result = func(*[v for v, a in zip(values, arguments) if not a.kwarg_only],
                               **{a.name: v for v, a in zip(values, arguments) if a.kwarg_only})
