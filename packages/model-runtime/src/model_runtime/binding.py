@@ -73,6 +73,7 @@ class Binder:
         self.state_refs: list[tuple[int, int, str]] = []  # (position, position of its parameter, key)
         self.batch_slots: list[tuple[int, str, int, int]] = []  # (position, kind, leaf index, micro-batch)
         self.hyper_slots: list[tuple[int, Any]] = []  # (position, HyperParameter)
+        self.hyper_inputs: dict[int, torch.Tensor] = {}  # position -> the float's tensor, kept across calls
         self.scaler_slots: list[tuple[int, int]] = []  # (position, index in SCALER_TENSORS)
         position_of = {s.name: i for i, s in enumerate(step.inputs) if s.kind == "parameter"}
         for pos, slot in enumerate(step.inputs):
@@ -241,13 +242,20 @@ class Binder:
                     )
 
     def hyper_parameter_tensors(self, tensors: list) -> None:
-        """Put the current value of every lifted hyper-parameter into ``tensors``."""
+        """Put the current value of every lifted hyper-parameter into ``tensors``: a float
+        into one tensor kept from call to call, filled in place, so that it is persistent as
+        the plan counts it (not 8 bytes allocated per call beside the arena)."""
         for pos, hp in self.hyper_slots:
             value = hp.read(self.optimizer)
             problem = hp.problem(value)
             if problem:
                 raise ReoptimizeError(problem)
-            tensors[pos] = hp.as_input(value)
+            if hp.kind == "tensor":
+                tensors[pos] = value
+            elif (held := self.hyper_inputs.get(pos)) is None:
+                tensors[pos] = self.hyper_inputs[pos] = hp.as_input(value)
+            else:
+                tensors[pos] = held.fill_(value)
 
     def bind(self, args: Sequence, kwargs: dict, targets) -> list:
         """The step's input tensors for a call ``step(*args, targets=targets, **kwargs)``."""

@@ -12,7 +12,8 @@ buffers; a softmax over another dimension than the last takes a temporary; ``rol
 several dimensions rolls one dimension after another, each into a temporary; CPU flash
 attention (``scaled_dot_product_attention``) takes per-thread score tiles (and packs
 keys and values in bf16 and fp16), and its backward copies an output gradient laid out
-(batch, head, query, dim); ``EmbeddingBag``'s backward sorts the indices beside index-sized
+(batch, head, query, dim); ``nn.Bilinear``'s ``_trilinear`` runs a matrix product per output
+feature into a temporary; ``EmbeddingBag``'s backward sorts the indices beside index-sized
 buffers (in max mode it gathers the non-empty bags), its forward takes per-bag scratch:
 neither depends on the indices' values, and the probe's bags are all non-empty (the most
 max mode gathers).
@@ -37,7 +38,8 @@ copies an output gradient dense in neither memory format (a channel slice of a
 concatenation's gradient), and computes a channels-last input gradient in a contiguous
 temporary. Layer norm copies an input that is not contiguous; softmax's out= overload
 too.
-MKL's inverse real FFT over several dimensions takes two input-sized temporaries.
+MKL's inverse real FFT over several dimensions takes two input-sized temporaries; the
+magnitude (``abs``) of a complex tensor, a spectrogram's, one of the input's size.
 The embedding and its backward, and the softmax backwards, make strided arguments
 contiguous; copying a transposed matrix into a contiguous one takes a 60x60 tile.
 
@@ -165,6 +167,14 @@ def _layer_norm_copy(node: fx.Node) -> int:
 def _first_input(node: fx.Node):
     """The traced value of ``node``'s first argument (``self`` or ``input`` by overload)."""
     return node.args[0].meta.get("val") if node.args and isinstance(node.args[0], fx.Node) else None
+
+
+def _complex_abs(node: fx.Node) -> int:
+    """``abs`` of a complex tensor (``unary_op_impl_with_complex_to_float_out``,
+    UnaryOps.cpp) runs complex to complex into a temporary of the input's size, then copies
+    its real part into the result; its out= overload too."""
+    x = _first_input(node)
+    return x.numel() * x.element_size() if isinstance(x, torch.Tensor) and x.is_complex() else 0
 
 
 def _upsample_copy(node: fx.Node) -> int:
@@ -306,7 +316,7 @@ MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.defa
                       _aten._softmax.default, _aten._log_softmax.default, _aten._safe_softmax.default,
                       _aten.roll.default, _aten.gelu_backward.default, _aten.sort.default,
                       _aten._embedding_bag.default, _aten._embedding_bag_forward_only.default,
-                      _aten._embedding_bag_backward.default,
+                      _aten._embedding_bag_backward.default, _aten._trilinear.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
 #: Ops measured in reduced precision (bf16, fp16), where oneDNN's matrix products convert
@@ -345,6 +355,7 @@ _RULES = {target: rule for targets, rule in (
     (_UPSAMPLE_2D_BACKWARD, _upsample_backward_copies),
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
+    ({_aten.abs.default}, _complex_abs),
     ({_aten.native_layer_norm.default}, _layer_norm_copy),
     ({_aten.embedding.default}, _embedding_copies),
     ({_aten.embedding_dense_backward.default}, _embedding_backward_copies),
