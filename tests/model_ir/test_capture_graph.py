@@ -415,6 +415,11 @@ def test_bad_loss_and_foreign_optimizer_parameters_are_clear_errors():
                 optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(CaptureError, match=r"wrapped by DataParallel.*silently diverge"):
         capture(torch.nn.DataParallel(model), torch.randn(2, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        scripted = torch.nn.Sequential(torch.jit.script(torch.nn.Linear(4, 4)))
+    with pytest.raises(CaptureError, match=r"0 is a TorchScript module .*the Python module it was made from"):
+        capture(scripted, torch.randn(2, 4), optimizer=torch.optim.SGD(scripted.parameters(), lr=0.1))
 
 
 class _CachingForward(torch.nn.Module):

@@ -855,6 +855,11 @@ def _check_wrapper(model: torch.nn.Module) -> None:
     if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
         raise CaptureError("the model is wrapped by torch.compile, whose code cannot be traced again: pass the "
                            "module it compiles (model._orig_mod), whose step is then planned and run as is")
+    scripted = next((name or "the model" for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)),
+                    None)
+    if scripted is not None:
+        raise CaptureError(f"{scripted} is a TorchScript module (torch.jit.script or torch.jit.trace), whose compiled "
+                           "code capture cannot trace: pass the Python module it was made from")
     wrapper = type(model).__name__
     if wrapper in ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel"):
         raise CaptureError(f"the model is wrapped by {wrapper}, whose work across devices (replicas, the "
