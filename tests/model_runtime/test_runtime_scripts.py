@@ -31,6 +31,20 @@ def test_step_time_benchmark_prints_ratios(monkeypatch, capsys):
     assert all(v > 0 for v in row["median_seconds"].values())
 
 
+def test_beyond_zoo_checks_a_case_bitwise_and_against_its_plan(tmp_path):
+    """beyond_zoo.py on one small case: both executors bitwise eager's, the steady step
+    allocation by allocation within its plan (the JSON the README's figures come from)."""
+    bench = _load("benchmarks/beyond_zoo.py")
+    out, threads = tmp_path / "rows.json", torch.get_num_threads()
+    try:
+        assert bench.main(["distillation", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # main() runs on one
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["executor"] for r in rows] == ["reorder", "arena"] and all(r["bitwise"] for r in rows)
+    assert all(0 <= r["planned_bytes"] - r["exact_measured_bytes"] <= 128 for r in rows), rows
+
+
 def test_gpu_matrix_renders_the_committed_h200_results():
     """The measured table of docs/measured-gpu.md is rendered from the committed results file."""
     matrix = _load("benchmarks/gpu_matrix.py")

@@ -12,12 +12,17 @@ what already exists) against the plan: ``reorder_transient_bytes`` for ``reorder
 per operator (``measured_bytes``: nets out what a kernel frees in its own frame) and
 allocation by allocation (``exact_measured_bytes``, oneDNN's blocked-layout buffers
 included).
-Small configurations of Hugging Face transformers and torchvision models (one with
-Hugging Face's own gradient checkpointing, dropout recomputed, one with a frozen
-backbone, two channels-last, one of them on 32x32 images, two segmentation models:
-bilinear upsampling and 2-D cross-entropy), a variational autoencoder (MSE and KL), an
-LSTM, a bidirectional GRU, activation checkpointing, ``torch.autograd.Function``,
-parametrizations, frozen and unused parameters, and nine of the optimizers torch ships.
+Small configurations of Hugging Face transformers (decoders, encoders with padded
+batches, encoder-decoders, CLIP, wav2vec2) and torchvision models (one with Hugging
+Face's own gradient checkpointing, dropout recomputed, one with a frozen backbone, two
+channels-last, one of them on 32x32 images, three segmentation models: bilinear
+upsampling and 2-D cross-entropy), a variational autoencoder (MSE and KL), an LSTM, a
+bidirectional GRU, activation checkpointing (and reentrant), ``torch.autograd.Function``,
+parametrizations, frozen and unused parameters, the patterns of other workloads (a
+recommender's ``EmbeddingBag``, an STFT spectrogram, distillation from a frozen
+teacher, MoCo's momentum encoder and queue, a spatial transformer, style transfer, 3-D
+convolution, ``unfold``/``fold`` and ``nn.Bilinear``, pure bf16 training), and nine of
+the optimizers torch ships.
 A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
@@ -222,6 +227,166 @@ _BERT_PADDED = _hf(lambda t: t.BertConfig(vocab_size=128, hidden_size=32, num_hi
                             "attention_mask": torch.tensor([[1] * 7 + [0] * 5, [1] * 12]),
                             "labels": torch.tensor([0, 1])})
 
+class _Recommender(nn.Module):
+    """Pooled embeddings (``EmbeddingBag``, mean) into a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.bag, self.head = nn.EmbeddingBag(100, 16, mode="mean"), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.bag(x))
+
+
+class _Spectrogram(nn.Module):
+    """An STFT's magnitude (the ``abs`` of a complex tensor) into a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(81, 3)
+        self.register_buffer("window", torch.hann_window(16))
+
+    def forward(self, x):
+        return self.head(torch.stft(x, 16, 8, window=self.window, return_complex=True).abs().flatten(1)[:, :81])
+
+
+class _Distillation(nn.Module):
+    """A student trained against a frozen teacher kept in eval mode (batch norm's running
+    statistics read, never updated), run under ``no_grad``."""
+
+    def __init__(self):
+        super().__init__()
+        self.teacher = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+        self.teacher.requires_grad_(False)
+        self.student = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, x):
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        return torch.stack([self.student(x), teacher])
+
+
+def _distillation_loss(out, y):
+    student, teacher = out
+    return F.cross_entropy(student, y) + F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1),
+                                                  reduction="batchmean")
+
+
+class _MomentumQueue(nn.Module):
+    """MoCo's contrastive step: a key encoder updated as a moving average of the query
+    encoder and a queue buffer written in the forward pass, both under ``no_grad``."""
+
+    def __init__(self):
+        super().__init__()
+        self.query, self.key = nn.Linear(16, 8), nn.Linear(16, 8)
+        self.key.requires_grad_(False)
+        self.register_buffer("queue", torch.randn(8, 32))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        q = F.normalize(self.query(x), dim=1)
+        with torch.no_grad():
+            for pk, pq in zip(self.key.parameters(), self.query.parameters()):
+                pk.mul_(0.99).add_(pq.detach(), alpha=0.01)
+            k = F.normalize(self.key(x), dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.clone()], 1) / 0.07
+        with torch.no_grad():
+            self.queue[:, :4] = k[:4].T
+            self.pointer += 1
+        return logits
+
+
+class _SpatialTransformer(nn.Module):
+    """A spatial transformer: ``affine_grid`` and ``grid_sample`` before a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.localization, self.head = nn.Linear(3 * 8 * 8, 6), nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        grid = F.affine_grid(self.localization(x.flatten(1)).view(-1, 2, 3), x.shape, align_corners=False)
+        return self.head(F.grid_sample(x, grid, align_corners=False)).mean((2, 3))
+
+
+class _StyleTransfer(nn.Module):
+    """A strided convolution, instance norm and a transposed convolution, MSE to the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.norm, self.up = nn.InstanceNorm2d(8, affine=True), nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(F.relu(self.norm(self.down(x))))
+
+
+class _Video(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv3d(3, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool3d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+class _Patches(nn.Module):
+    """``unfold`` / ``fold`` (im2col, col2im), ``nn.Bilinear`` and hardswish."""
+
+    def __init__(self):
+        super().__init__()
+        self.bilinear, self.proj = nn.Bilinear(12, 12, 4), nn.Linear(12, 12)
+
+    def forward(self, x):
+        patches = F.unfold(x, 2, stride=2).transpose(1, 2)
+        h = self.proj(patches)
+        folded = F.fold(h.transpose(1, 2), x.shape[-2:], 2, stride=2)
+        return self.bilinear(patches.mean(1), h.mean(1)) + F.hardswish(folded).mean()
+
+
+class _ReentrantCheckpointed(nn.Module):
+    """``torch.utils.checkpoint`` with ``use_reentrant=True`` (the old default)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(16, 16), nn.GELU()) for _ in range(3))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=True)
+        return self.head(x)
+
+
+def _style_transfer():
+    x = torch.randn(2, 3, 16, 16)
+    return _StyleTransfer(), (x,), F.mse_loss, (x,)  # the input is its own target
+
+
+def _custom(model, x, loss_fn, targets):
+    return lambda: (model(), (x(),), loss_fn, targets())
+
+
+def _bf16():
+    """Pure bf16 training (weights and activations, no autocast), the loss in fp32."""
+    model = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 3)).to(torch.bfloat16)
+    return model, (torch.randn(4, 16, dtype=torch.bfloat16),), lambda out, y: F.cross_entropy(out.float(), y), \
+        (_labels(4, 3),)
+
+
+def _classifier(model_class: str, build_config, **config):
+    """A Hugging Face sequence classifier on a padded batch of two."""
+    return _hf(lambda t: getattr(t, build_config)(**config), model_class,
+               lambda: {"input_ids": torch.randint(1, 100, (2, 12)),
+                        "attention_mask": torch.tensor([[1] * 9 + [0] * 3, [1] * 12]), "labels": torch.tensor([0, 1])})
+
+
+_ENCODER = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
 #: name -> () -> (model, inputs, loss_fn, targets)
 CASES = {
     "llama": _lm("Llama", **_DECODER),
@@ -274,12 +439,41 @@ CASES = {
     "swin_t": _vision("swin_t"),
     "densenet121": _vision("densenet121"),
     "lraspp_mobilenet_v3_large": _segmentation("lraspp_mobilenet_v3_large"),
+    "shufflenet_v2_x0_5": _vision("shufflenet_v2_x0_5"),
+    "regnet_y_400mf": _vision("regnet_y_400mf"),
+    "mobilenet_v3_small": _vision("mobilenet_v3_small"),
+    "efficientnet_v2_s": _vision("efficientnet_v2_s"),
+    "deeplabv3_mobilenet_v3_large": _segmentation("deeplabv3_mobilenet_v3_large"),
+    "phi": _lm("Phi", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+    "gemma2": _lm("Gemma2", head_dim=16, **_DECODER),
+    "falcon": _lm("Falcon", hidden_size=64, num_hidden_layers=2, num_attention_heads=4),
+    "bloom": _lm("Bloom", hidden_size=64, n_layer=2, n_head=4),
+    "albert": _classifier("AlbertForSequenceClassification", "AlbertConfig", embedding_size=16, **_ENCODER),
+    "deberta-v2": _classifier("DebertaV2ForSequenceClassification", "DebertaV2Config",
+                              problem_type="single_label_classification", **_ENCODER),
+    "wav2vec2": _hf(lambda t: t.Wav2Vec2Config(
+        vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, mask_time_prob=0.0, layerdrop=0.0, num_labels=3),
+        "Wav2Vec2ForSequenceClassification",
+        lambda: {"input_values": torch.randn(2, 400), "labels": torch.tensor([0, 2])}),
     "vae": _vae,
     "lstm": _small(_LSTM, lambda: torch.randint(0, 50, (4, 10)), classes=5),
     "bigru": _small(_BiGRU, lambda: torch.randint(0, 50, (4, 10)), classes=5),
     "checkpointed": _small(_Checkpointed, lambda: torch.randn(4, 16)),
     "autograd-function+parametrizations": _small(_Custom, lambda: torch.randn(4, 16)),
     "frozen+unused-parameters": _small(_PartlyUsed, lambda: torch.randn(4, 16)),
+    "recommender-embedding-bag": _small(_Recommender, lambda: torch.randint(0, 100, (4, 5))),
+    "spectrogram": _small(_Spectrogram, lambda: torch.randn(4, 64)),
+    "distillation": _custom(_Distillation, lambda: torch.randn(8, 16), _distillation_loss, lambda: (_labels(8, 3),)),
+    "momentum-queue": _custom(_MomentumQueue, lambda: torch.randn(8, 16), F.cross_entropy,
+                              lambda: (torch.zeros(8, dtype=torch.long),)),
+    "spatial-transformer": _small(_SpatialTransformer, lambda: torch.randn(4, 3, 8, 8), classes=4),
+    "style-transfer": _style_transfer,
+    "conv3d": _small(_Video, lambda: torch.randn(4, 3, 4, 8, 8)),
+    "unfold-fold-bilinear": _small(_Patches, lambda: torch.randn(4, 3, 8, 8), classes=4),
+    "reentrant-checkpoint": _small(_ReentrantCheckpointed, lambda: torch.randn(4, 16)),
+    "bf16": _bf16,
 }
 
 #: name -> params -> optimizer, each run on the ``checkpointed`` model
