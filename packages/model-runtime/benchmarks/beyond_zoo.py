@@ -211,9 +211,10 @@ class _PartlyUsed(nn.Module):
         return self.body(F.gelu(self.frozen(x)))
 
 
-def _small(make_model, make_input, classes: int = 3):
+def _small(make_model, make_input, classes: int = 3, loss_fn=F.cross_entropy, make_targets=None):
+    """A model of ours on one input; targets: 4 labels of ``classes`` unless ``make_targets``."""
     def build():
-        return make_model(), (make_input(),), F.cross_entropy, (_labels(4, classes),)
+        return make_model(), (make_input(),), loss_fn, (make_targets() if make_targets else (_labels(4, classes),))
     return build
 
 
@@ -367,10 +368,6 @@ def _style_transfer():
     return _StyleTransfer(), (x,), F.mse_loss, (x,)  # the input is its own target
 
 
-def _custom(model, x, loss_fn, targets):
-    return lambda: (model(), (x(),), loss_fn, targets())
-
-
 def _bf16():
     """Pure bf16 training (weights and activations, no autocast), the loss in fp32."""
     model = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 3)).to(torch.bfloat16)
@@ -465,9 +462,10 @@ CASES = {
     "frozen+unused-parameters": _small(_PartlyUsed, lambda: torch.randn(4, 16)),
     "recommender-embedding-bag": _small(_Recommender, lambda: torch.randint(0, 100, (4, 5))),
     "spectrogram": _small(_Spectrogram, lambda: torch.randn(4, 64)),
-    "distillation": _custom(_Distillation, lambda: torch.randn(8, 16), _distillation_loss, lambda: (_labels(8, 3),)),
-    "momentum-queue": _custom(_MomentumQueue, lambda: torch.randn(8, 16), F.cross_entropy,
-                              lambda: (torch.zeros(8, dtype=torch.long),)),
+    "distillation": _small(_Distillation, lambda: torch.randn(8, 16), loss_fn=_distillation_loss,
+                           make_targets=lambda: (_labels(8, 3),)),
+    "momentum-queue": _small(_MomentumQueue, lambda: torch.randn(8, 16),
+                             make_targets=lambda: (torch.zeros(8, dtype=torch.long),)),
     "spatial-transformer": _small(_SpatialTransformer, lambda: torch.randn(4, 3, 8, 8), classes=4),
     "style-transfer": _style_transfer,
     "conv3d": _small(_Video, lambda: torch.randn(4, 3, 4, 8, 8)),

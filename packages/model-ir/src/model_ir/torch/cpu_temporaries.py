@@ -15,8 +15,8 @@ keys and values in bf16 and fp16), and its backward copies an output gradient la
 (batch, head, query, dim); ``nn.Bilinear``'s ``_trilinear`` runs a matrix product per output
 feature into a temporary; ``EmbeddingBag``'s backward sorts the indices beside index-sized
 buffers (in max mode it gathers the non-empty bags), its forward takes per-bag scratch:
-neither depends on the indices' values, and the probe's bags are all non-empty (the most
-max mode gathers).
+neither depends on the indices' values, and the probe makes every bag non-empty (max
+mode's gather at its largest).
 
 Batch norm's backward (``batch_norm_backward_cpu_template``) allocates its input
 gradient, and allocates it again, dropping the first, when input and output gradient
