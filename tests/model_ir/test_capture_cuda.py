@@ -87,6 +87,20 @@ def test_optimizers_left_to_their_default_run_foreach_as_on_cuda():
                                                                            device="cuda")))
 
 
+
+def test_adam_with_a_tensor_learning_rate_stays_off_foreach_as_on_cuda():
+    """torch does not turn foreach on for Adam's tensor learning rate unless capturable
+    (its foreach kernel refuses one); SGD's goes foreach. Both capture for CUDA."""
+    model, x = mlp(16, 2), torch.randn(4, 16)
+    for cls in (torch.optim.Adam, torch.optim.AdamW):
+        opt = cls(model.parameters(), lr=torch.tensor(1e-3))
+        assert not any(t.startswith("aten._foreach_") for t in targets(capture(model, x, optimizer=opt,
+                                                                               device="cuda")))
+        assert opt.param_groups[0]["foreach"] is None
+    sgd = torch.optim.SGD(model.parameters(), lr=torch.tensor(0.1), momentum=0.9)
+    assert any(t.startswith("aten._foreach_") for t in targets(capture(model, x, optimizer=sgd, device="cuda")))
+
+
 class LSTMHead(nn.Module):
     def __init__(self):
         super().__init__()

@@ -67,6 +67,19 @@ def test_resnet18_tensor_learning_rate_cosine_annealing():
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
 
 
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_adam_tensor_learning_rate_is_float32_arithmetic_as_in_eager(executor):
+    """Adam computes ``lr / bias_correction`` on a tensor learning rate in float32: the
+    step hands the optimizer the tensor itself (read as a float64, the update differed
+    from eager's in the last bit)."""
+    torch.manual_seed(0)
+    opt = train_both(
+        TransformerBlock(32, 4, dropout=0.1), lambda m: torch.optim.Adam(m.parameters(), lr=torch.tensor(1e-3)),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10), lambda: torch.randn(4, 16, 32),
+        executor=executor)
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+
+
 def test_transformer_block_adamw_linear_warmup():
     torch.manual_seed(0)
     train_both(

@@ -166,6 +166,13 @@ def _softmax(op):
     return softmax
 
 
+def _adam_tensor_lr(optimizer: torch.optim.Optimizer, group: dict) -> bool:
+    """Whether CUDA's Adam keeps ``group`` off foreach: torch does not turn foreach on for
+    a tensor learning rate unless ``capturable`` (``torch.optim.adam.adam``)."""
+    return (isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) and isinstance(group.get("lr"), torch.Tensor)
+            and not group.get("capturable"))
+
+
 @contextlib.contextmanager
 def emulate_cuda(optimizer: torch.optim.Optimizer | None = None, *, sdpa: str | None = None,
                  prefer_cudnn_sdpa: bool = False):
@@ -178,7 +185,8 @@ def emulate_cuda(optimizer: torch.optim.Optimizer | None = None, *, sdpa: str | 
     if sdpa is not None and sdpa not in SDPA_BACKENDS:
         raise ValueError(f"unknown SDPA backend {sdpa!r}; choose one of {', '.join(SDPA_BACKENDS)}")
     groups = [g for g in (optimizer.param_groups if optimizer is not None else [])
-              if g.get("foreach", False) is None and not g.get("fused") and not g.get("differentiable")]
+              if g.get("foreach", False) is None and not g.get("fused") and not g.get("differentiable")
+              and not _adam_tensor_lr(optimizer, g)]
     kernels = [("scaled_dot_product_attention", _sdpa(sdpa, prefer_cudnn_sdpa)), ("dropout", _dropout),
                ("_batch_norm_impl_index", _batch_norm_impl_index), ("softmax.int", _softmax(aten._softmax)),
                ("log_softmax.int", _softmax(aten._log_softmax))]

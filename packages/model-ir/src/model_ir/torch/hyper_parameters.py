@@ -10,11 +10,11 @@ the step:
   tracing, so the optimizer's arithmetic on it (``-lr``, ``lr / bias_correction``, ...)
   is recorded as symbolic scalar arithmetic and computed from the new value at every
   call, with the same float64 operations as eager;
-- a 0-dim tensor (``SGD(params, lr=torch.tensor(0.01))``, which schedulers update in
-  place) is passed as itself and read the same way. The optimizer then computes with a
-  float where eager computes with the tensor: the same bits for SGD (``alpha=-lr``),
-  possibly not in the last bit for optimizers that do tensor arithmetic on it first
-  (Adam's ``lr / bias_correction`` in float32 when not ``capturable``).
+- a 0-dim tensor (``Adam(params, lr=torch.tensor(0.01))``, which schedulers update in
+  place) is passed as itself and handed to the optimizer as the tensor it is: Adam's
+  ``lr / bias_correction`` is then float32 tensor arithmetic, as in eager, and where a
+  number is expected (``alpha=-lr``) torch reads it with ``.item()``, which the trace
+  records. (Read as a float, Adam's update differed from eager's in the last bit.)
 
 The optimizer's code branches on some of them (``if weight_decay != 0``,
 ``if momentum > 0``); the trace asserts each float's sign (``torch._check``), which
@@ -106,13 +106,9 @@ def example_input(hp: HyperParameter, optimizer: torch.optim.Optimizer) -> torch
 
 def read_symbolic(hps: Sequence[HyperParameter], tensors: Sequence[torch.Tensor]) -> list:
     """While tracing: the hyper-parameters' values read from ``tensors`` (the step's inputs)
-    as symbolic floats, each with its captured sign asserted.
-
-    Tensors too are read as floats: an optimizer that passes a tensor where a number is
-    expected (``alpha=-lr``) converts it implicitly, which tracing cannot follow. Read
-    them once at the start of the step: an update that depends on a value read after the
-    backward pass could not move into it when the order is optimized."""
-    return [_symbolic(t, hp.sign) for hp, t in zip(hps, tensors)]
+    as symbolic floats, each with its captured sign asserted, read once at the start of
+    the step; 0-dim tensor hyper-parameters stay the tensors (see the module docstring)."""
+    return [t if hp.kind == "tensor" else _symbolic(t, hp.sign) for hp, t in zip(hps, tensors)]
 
 
 @contextlib.contextmanager
