@@ -39,7 +39,9 @@ concatenation's gradient), and computes a channels-last input gradient in a cont
 temporary. Layer norm copies an input that is not contiguous; softmax's out= overload
 too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries; the
-magnitude (``abs``) of a complex tensor, a spectrogram's, one of the input's size.
+magnitude (``abs``) of a complex tensor, a spectrogram's, one of the input's size. The
+matrix exponential (an orthogonal parametrization's) up to 12 matrices of its result's
+size, by the norm of its input.
 The embedding and its backward, and the softmax backwards, make strided arguments
 contiguous; copying a transposed matrix into a contiguous one takes a 60x60 tile.
 
@@ -175,6 +177,20 @@ def _complex_abs(node: fx.Node) -> int:
     its real part into the result; its out= overload too."""
     x = _first_input(node)
     return x.numel() * x.element_size() if isinstance(x, torch.Tensor) and x.is_complex() else 0
+
+
+def _matrix_exp_temporaries(node: fx.Node) -> int:
+    """``linalg.matrix_exp`` (``mexp``, LinearAlgebra.cpp; its backward runs it on a 2n x 2n
+    block matrix) on one matrix picks the degree of its Taylor polynomial by the matrix's
+    norm: at degree 18 (norms above about 0.1) it takes matrices of 12 times the result's
+    bytes, fewer at lower degrees. The rule takes the most, since the norm of a weight
+    changes between steps. A batch computes degree 18 for all, 10 times the result. Both
+    take a few bytes per matrix more (norms, indices)."""
+    x = _first_input(node)
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[-1] <= 1:
+        return 0  # 1x1: exp
+    batch = x.numel() // (x.shape[-1] * x.shape[-2])
+    return (12 if batch == 1 else 10) * _bytes(x) + 32 * batch + 64
 
 
 def _upsample_copy(node: fx.Node) -> int:
@@ -356,6 +372,7 @@ _RULES = {target: rule for targets, rule in (
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
     ({_aten.abs.default}, _complex_abs),
+    ({_aten.linalg_matrix_exp.default}, _matrix_exp_temporaries),
     ({_aten.native_layer_norm.default}, _layer_norm_copy),
     ({_aten.embedding.default}, _embedding_copies),
     ({_aten.embedding_dense_backward.default}, _embedding_backward_copies),
