@@ -120,3 +120,35 @@ def test_a_mask_given_as_input_stays_in_the_graph():
     step = capture_step(model, inputs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                         loss_fn=lambda out: out.last_hidden_state.sum())
     assert _masks(step, 2, 12)
+
+
+class _Decoder(torch.nn.Module):
+    """``nn.TransformerDecoder`` given a causal mask built in ``forward`` (or passed in), no
+    ``tgt_is_causal``: torch compares the mask with a causal one to decide it."""
+
+    def __init__(self):
+        super().__init__()
+        layer = torch.nn.TransformerDecoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.decoder = torch.nn.TransformerDecoder(layer, 1)
+
+    def forward(self, tgt, memory, mask=None):
+        if mask is None:
+            mask = torch.triu(torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool), 1)
+        return self.decoder(tgt, memory, tgt_mask=mask)
+
+
+def test_torch_transformer_decides_a_constant_mask_causal_as_eager():
+    """The mask built from ``torch.ones(...).triu()`` is compared on real tensors (the
+    trace used to fail on the value); one passed in gets an error that names the fix."""
+    from model_ir.torch import CaptureError
+
+    torch.manual_seed(0)
+    model, tgt, memory = _Decoder(), torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = capture_step(model, (tgt, memory), optimizer=opt, loss_fn=lambda out: out.sum())
+    reference = model(tgt, memory).sum()
+    (loss,) = step.run(model, opt, (tgt, memory))
+    assert torch.equal(loss, reference)
+    mask = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    with pytest.raises(CaptureError, match=r"pass is_causal=True \(tgt_is_causal=True\) when the mask is causal"):
+        capture_step(model, (tgt, memory, mask), optimizer=opt, loss_fn=lambda out: out.sum())

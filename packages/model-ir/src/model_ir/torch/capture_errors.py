@@ -58,6 +58,9 @@ _FUNCTION_HINTS = {
     (os.path.join("nn", "functional.py"), "gaussian_nll_loss"):
         "gaussian_nll_loss checks that var has no negative entry, a value: compute the loss by hand, "
         "0.5 * (var.clamp(min=eps).log() + (input - target) ** 2 / var.clamp(min=eps)) and its mean",
+    (os.path.join("nn", "modules", "transformer.py"), "_detect_is_causal_mask"):
+        "nn.TransformerEncoder and nn.TransformerDecoder compare a mask given without is_causal with a causal "
+        "mask, values of an input: pass is_causal=True (tgt_is_causal=True) when the mask is causal, False when not",
     (os.path.join("nn", "functional.py"), "ctc_loss"):
         "ctc_loss sizes its alignment table by the longest target length, a value (of target_lengths, also when "
         "given as ints): capture cannot plan it, a CTC loss is not supported",

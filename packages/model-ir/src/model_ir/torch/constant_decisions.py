@@ -1,7 +1,7 @@
 """Deciding, during a trace, what eager PyTorch decides on values no input changes.
 
-Some library code branches on tensor values. Hugging Face transformers builds an
-attention mask only when it must: with real tensors it checks whether the position ids
+Some library code branches on tensor values (:data:`MASKING_CHECKS`). Hugging Face
+transformers builds an attention mask only when it must: with real tensors it checks whether the position ids
 are packed sequences and whether the padding mask pads anything, and when neither,
 passes no mask and ``is_causal=True`` to scaled-dot-product attention. On fake tensors
 it cannot look (``is_tracing`` is true for them), so it always builds the mask: a
@@ -35,8 +35,14 @@ from torch.utils._python_dispatch import _disable_current_modes
 #: read position ids and padding masks, never activations.
 MAX_FOLDED_NUMEL = 1 << 20
 
-#: ``transformers.masking_utils`` functions that branch on tensor values.
-MASKING_CHECKS = ("find_packed_sequence_indices", "_ignore_causal_mask_sdpa", "_ignore_bidirectional_mask_sdpa")
+#: module -> its functions that branch on tensor values: transformers' mask checks, and
+#: torch's ``nn.TransformerEncoder`` / ``Decoder`` comparing a mask given without
+#: ``is_causal`` to a causal one (a mask the model builds from ``torch.ones(...).triu()``)
+MASKING_CHECKS = {
+    "transformers.masking_utils": ("find_packed_sequence_indices", "_ignore_causal_mask_sdpa",
+                                   "_ignore_bidirectional_mask_sdpa"),
+    "torch.nn.modules.transformer": ("_detect_is_causal_mask",),
+}
 
 
 def fold(t: torch.Tensor) -> torch.Tensor | None:
@@ -120,16 +126,15 @@ def decided_on_constants(check):
 
 @contextlib.contextmanager
 def constant_decisions():
-    """For the duration of a trace, transformers' mask checks (:data:`MASKING_CHECKS`)
-    decide as eager does on tensors computed from constants. Nothing is patched when
-    ``transformers.masking_utils`` is not imported (older transformers decide without
-    looking at fake tensors' kind)."""
-    module = sys.modules.get("transformers.masking_utils")
-    originals = {name: getattr(module, name) for name in MASKING_CHECKS if hasattr(module, name)} if module else {}
-    for name, check in originals.items():
+    """For the duration of a trace, the mask checks of :data:`MASKING_CHECKS` decide as
+    eager does on tensors computed from constants. Nothing is patched in a module not
+    imported (older transformers decide without looking at fake tensors' kind)."""
+    originals = [(module, name, getattr(module, name)) for module_name, names in MASKING_CHECKS.items()
+                 if (module := sys.modules.get(module_name)) is not None for name in names if hasattr(module, name)]
+    for module, name, check in originals:
         setattr(module, name, decided_on_constants(check))
     try:
         yield
     finally:
-        for name, check in originals.items():
+        for module, name, check in originals:
             setattr(module, name, check)
