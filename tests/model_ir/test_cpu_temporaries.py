@@ -47,6 +47,15 @@ CALLS = {
     "softmax-backward-expanded": (
         lambda g, y: aten._softmax_backward_data(g, y, -1, torch.float32),
         lambda: (torch.ones(()).expand(4, 8, 64), torch.randn(4, 8, 64).softmax(-1))),
+    "upsample-linear1d": (lambda x: aten.upsample_linear1d(x, [13], True),
+                          lambda: (torch.randn(2, 3, 5, dtype=torch.float64),)),
+    "upsample-bicubic2d-channels-last-bf16": (
+        lambda x: aten.upsample_bicubic2d(x, [7, 9], False),
+        lambda: (torch.randn(2, 3, 5, 6, dtype=torch.bfloat16).to(memory_format=torch.channels_last),)),
+    "upsample-trilinear3d": (lambda x: aten.upsample_trilinear3d(x, [6, 10, 3], False),
+                             lambda: (torch.randn(2, 3, 4, 5, 6),)),
+    "upsample-nearest-exact3d": (lambda x: aten._upsample_nearest_exact3d(x, [8, 2, 12]),
+                                 lambda: (torch.randn(1, 2, 4, 5, 6),)),
     "log-softmax-backward-transposed": (
         lambda g, y: aten._log_softmax_backward_data(g, y, 0, torch.float32),
         lambda: (torch.randn(100, 80).t(), torch.randn(100, 80).t())),

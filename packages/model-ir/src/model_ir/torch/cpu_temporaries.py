@@ -29,8 +29,10 @@ Losses computed in ATen's ``Loss.cpp`` take unreduced losses of the input's size
 Huber reduced, ``n``; binary cross-entropy with logits ``n`` (``2n`` reduced; with
 ``pos_weight``, its broadcast weight more); soft margin's backward ``2n``.
 
-2-D nearest and bilinear upsampling (``F.interpolate``) of an input that is not
-channels-last takes temporaries of the input's and the output's size, and its out=
+Upsampling in 1-D and 3-D, and bicubic in 2-D, computes indices and weights for each
+output position of each spatial dimension. 2-D nearest and bilinear upsampling
+(``F.interpolate``) of an input that is not channels-last takes temporaries of the
+input's and the output's size, and its out=
 overload computes into a temporary result too, then copies it into ``out``
 (:func:`out_overload_copies`: the arena executor runs the functional op instead, so that
 result is a fallback the plan places). UNet decoders and FPNs upsample so. Its backward
@@ -101,6 +103,13 @@ _UPSAMPLE_2D = frozenset({
 _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
                                    _aten._upsample_nearest_exact2d_backward.default,
                                    _aten.upsample_bilinear2d_backward.default})
+
+#: Upsampling kernels that interpolate one spatial dimension at a time -> the input
+#: positions (taps) each output position reads (:func:`_upsample_indices`)
+_UPSAMPLE_TAPS = {getattr(getattr(_aten, name), overload): taps for name, taps in (
+    ("upsample_linear1d", 2), ("upsample_nearest1d", 1), ("_upsample_nearest_exact1d", 1), ("upsample_bicubic2d", 4),
+    ("upsample_trilinear3d", 2), ("upsample_nearest3d", 1), ("_upsample_nearest_exact3d", 1),
+) for overload in ("default", "vec")}
 
 _MATRIX_PRODUCTS = frozenset({_aten.mm.default, _aten.addmm.default})
 
@@ -198,6 +207,16 @@ def _upsample_copy(node: fx.Node) -> int:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
         return 0
     return _bytes(x) + _bytes(node.meta["val"])
+
+
+def _upsample_indices(node: fx.Node) -> int:
+    """Upsampling that interpolates one spatial dimension at a time
+    (``compute_indices_weights_*``, UpSampleKernel.cpp) computes, for each output position
+    of each dimension, an int64 index and a weight of the input's dtype per tap."""
+    x, out = _first_input(node), node.meta.get("val")
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return 0
+    return sum(out.shape[2:]) * _UPSAMPLE_TAPS[node.target] * (8 + x.element_size())
 
 
 def _upsample_backward_copies(node: fx.Node) -> int:
@@ -369,6 +388,7 @@ _RULES = {target: rule for targets, rule in (
     (_LOSS_TEMPORARIES, _loss_temporaries),
     (_UPSAMPLE_2D, _upsample_copy),
     (_UPSAMPLE_2D_BACKWARD, _upsample_backward_copies),
+    (_UPSAMPLE_TAPS, _upsample_indices),
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
     ({_aten.abs.default}, _complex_abs),
