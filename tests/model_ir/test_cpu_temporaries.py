@@ -56,6 +56,12 @@ CALLS = {
                              lambda: (torch.randn(2, 3, 4, 5, 6),)),
     "upsample-nearest-exact3d": (lambda x: aten._upsample_nearest_exact3d(x, [8, 2, 12]),
                                  lambda: (torch.randn(1, 2, 4, 5, 6),)),
+    "kthvalue": (lambda x: aten.kthvalue(x, 3, 1), lambda: (torch.randn(8, 16, 5),)),
+    "kthvalue-float64-last-dim": (lambda x: aten.kthvalue(x, 2, -1), lambda: (torch.randn(8, 16, 5, dtype=torch.float64),)),
+    "median-all": (lambda x: aten.median(x), lambda: (torch.randn(8, 16, 5),)),
+    "median-last-dim": (lambda x: aten.median.dim(x, -1), lambda: (torch.randn(8, 16, 5),)),
+    "median-first-dim": (lambda x: aten.median.dim(x, 0), lambda: (torch.randn(8, 16, 5),)),
+    "nanmedian-transposed-last-dim": (lambda x: aten.nanmedian.dim(x, -1), lambda: (torch.randn(16, 8).t(),)),
     "log-softmax-backward-transposed": (
         lambda g, y: aten._log_softmax_backward_data(g, y, 0, torch.float32),
         lambda: (torch.randn(100, 80).t(), torch.randn(100, 80).t())),

@@ -43,7 +43,8 @@ too.
 MKL's inverse real FFT over several dimensions takes two input-sized temporaries; the
 magnitude (``abs``) of a complex tensor, a spectrogram's, one of the input's size. The
 matrix exponential (an orthogonal parametrization's) up to 12 matrices of its result's
-size, by the norm of its input.
+size, by the norm of its input. ``kthvalue`` and ``median`` select in copies of their
+input.
 The embedding and its backward, and the softmax backwards, make strided arguments
 contiguous; copying a transposed matrix into a contiguous one takes a 60x60 tile.
 
@@ -200,6 +201,22 @@ def _matrix_exp_temporaries(node: fx.Node) -> int:
         return 0  # 1x1: exp
     batch = x.numel() // (x.shape[-1] * x.shape[-2])
     return (12 if batch == 1 else 10) * _bytes(x) + 32 * batch + 64
+
+
+def _selection_copies(node: fx.Node) -> int:
+    """Selection by quickselect works on copies: ``kthvalue`` copies the input's values
+    and an int64 index per element (Sorting.cpp), whatever the dimension; ``median`` and
+    ``nanmedian`` of all elements copy the values, along a dimension only when that
+    dimension, moved last, is not contiguous."""
+    values = _values(node)
+    x = values.get("self")
+    if not isinstance(x, torch.Tensor):
+        return 0
+    if node.target in (_aten.kthvalue.default, _aten.kthvalue.values):
+        return x.numel() * (x.element_size() + 8)
+    if "dim" in values and x.dim() > 0 and x.movedim(values["dim"], -1).is_contiguous():
+        return 0
+    return _bytes(x)
 
 
 def _upsample_copy(node: fx.Node) -> int:
@@ -393,6 +410,8 @@ _RULES = {target: rule for targets, rule in (
     (_FFTS, _fft_temporaries),
     ({_aten.abs.default}, _complex_abs),
     ({_aten.linalg_matrix_exp.default}, _matrix_exp_temporaries),
+    ({_aten.kthvalue.default, _aten.kthvalue.values, _aten.median.default, _aten.median.dim, _aten.median.dim_values,
+      _aten.nanmedian.default, _aten.nanmedian.dim, _aten.nanmedian.dim_values}, _selection_copies),
     ({_aten.native_layer_norm.default}, _layer_norm_copy),
     ({_aten.embedding.default}, _embedding_copies),
     ({_aten.embedding_dense_backward.default}, _embedding_backward_copies),
