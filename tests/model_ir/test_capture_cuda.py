@@ -101,6 +101,64 @@ def test_adam_with_a_tensor_learning_rate_stays_off_foreach_as_on_cuda():
     assert any(t.startswith("aten._foreach_") for t in targets(capture(model, x, optimizer=sgd, device="cuda")))
 
 
+
+def _host_inputs(graph) -> dict[str, int]:
+    """Input buffers a CUDA step keeps on the host, by kind and key (``optimizer_state:step``)."""
+    found = {}
+    for b in graph.buffers:
+        if b.meta.get("host") and b.kind in ("optimizer_state", "hyper_parameter"):
+            assert b.size == 0, b.id
+            key = f"{b.kind}:{b.id.rsplit('/', 1)[-1]}"
+            found[key] = found.get(key, 0) + 1
+    return found
+
+
+def test_state_and_hyper_parameters_a_cuda_step_keeps_on_the_host_take_no_device_bytes():
+    """Lifted hyper-parameters are float64 CPU tensors; Adam keeps its step counts on the
+    host unless capturable or fused, NAdam its mu_product too: no device bytes (the
+    emulated capture counted 512 each, about 74 KiB for GPT-2 with Adam). The moments
+    and momentum buffers are device memory."""
+    model, x = mlp(16, 2), torch.randn(4, 16)
+    n = sum(1 for p in model.parameters())
+    for make, host in (
+        (lambda ps: torch.optim.Adam(ps, lr=1e-3),
+         {"optimizer_state:step": n, **{f"hyper_parameter:{k}": 1 for k in ("lr", "betas.0", "betas.1", "eps")}}),
+        (lambda ps: torch.optim.NAdam(ps), {"optimizer_state:step": n, "optimizer_state:mu_product": n,
+                                            **{f"hyper_parameter:{k}": 1 for k in
+                                               ("lr", "betas.0", "betas.1", "eps", "momentum_decay")}}),
+        (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), {"hyper_parameter:lr": 1, "hyper_parameter:momentum": 1}),
+    ):
+        opt = make(model.parameters())
+        cuda, cpu = capture(model, x, optimizer=opt, device="cuda"), capture(model, x, optimizer=opt)
+        assert _host_inputs(cuda) == host and not _host_inputs(cpu)
+        moments = [b for b in cuda.buffers if b.kind == "optimizer_state" and not b.meta.get("host")]
+        assert moments and all(b.size > 0 for b in moments)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fused optimizer's hyper-parameters stay constants
+        fused = capture(model, x, optimizer=torch.optim.AdamW(model.parameters(), fused=True), device="cuda")
+    assert not _host_inputs(fused)  # fused: step counts on the device
+    # capturable (as CUDA graphs need): traced on the CPU stand-ins, step counts on the device
+    capturable = capture(model, x, optimizer=torch.optim.Adam(model.parameters(), capturable=True), device="cuda")
+    assert "optimizer_state:step" not in _host_inputs(capturable)
+    assert any(t.startswith("aten._foreach_") for t in targets(capturable))
+
+
+@pytest.mark.gpu
+def test_an_emulated_capture_keeps_on_the_host_what_a_gpu_capture_does():
+    """On a GPU (``uv run pytest -m gpu``): the inputs an emulated capture marks as host
+    memory are the CPU tensors of a capture on the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    torch.manual_seed(0)
+    model, x = mlp(16, 2), torch.randn(4, 16)
+    for make in (lambda ps: torch.optim.Adam(ps, lr=1e-3), lambda ps: torch.optim.NAdam(ps),
+                 lambda ps: torch.optim.Adam(ps, lr=1e-3, capturable=True)):
+        emulated = _host_inputs(capture(model, x, optimizer=make(model.parameters()), device="cuda"))
+        gpu_model = mlp(16, 2).cuda()
+        native = _host_inputs(capture(gpu_model, x.cuda(), optimizer=make(gpu_model.parameters())))
+        assert emulated == native
+
+
 class LSTMHead(nn.Module):
     def __init__(self):
         super().__init__()

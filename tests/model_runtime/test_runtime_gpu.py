@@ -178,3 +178,32 @@ def test_a_cuda_capture_runs_no_cpu_kernel_to_measure():
     step = optimize(model, torch.randn(4, 3, 16, 16, device="cuda"),
                     optimizer=torch.optim.SGD(model.parameters(), lr=0.1), time_limit=0.5)
     assert step.plan.graph.meta.get("device") == "cuda" and not kernel_probes._measured
+
+
+def test_a_cpu_scalar_of_a_cuda_step_stays_on_the_host():
+    """An op of a CUDA step whose result is a CPU tensor (a scalar the model computes on
+    the host) runs outside the CUDA arena, and its buffer takes no device bytes; the
+    step's Adam counts and hyper-parameters are host memory too."""
+    import copy
+
+    from model_ir.testing.torch_models import eager_step
+    from model_runtime import optimize
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.lin(x) * (torch.full((), 3.0) * 0.5).to(x.device)
+
+    torch.manual_seed(0)
+    model = Scaled().cuda()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.Adam(m.parameters(), lr=1e-3) for m in (model, ref))
+    x = torch.randn(4, 8, device="cuda")
+    step = optimize(model, x, optimizer=opt, executor="arena", time_limit=1)
+    host = [b for b in step.plan.graph.buffers if b.meta.get("host")]
+    assert {b.kind for b in host} >= {"optimizer_state", "hyper_parameter"} and all(b.size == 0 for b in host)
+    for _ in range(3):
+        assert torch.equal(step(x), eager_step(ref, ref_opt, (x,)))

@@ -134,6 +134,8 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     val = node.meta.get("val")
     elems = result_elements(val)
     tensors = [val] if elems is None else elems
+    if device_type == "cuda" and any(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in tensors):
+        return Lowering("fallback", "returns a result in host memory (a CPU scalar of the step)")
     bufs = element_buffers(step, node)
     fresh = set(op.outputs)
     if not (all(isinstance(v, torch.Tensor) for v in tensors)

@@ -17,7 +17,13 @@ C++ and from other composites, such as ``nn.MultiheadAttention``, are covered):
 - ``dropout`` -> ``native_dropout`` (a bool mask) in training;
 - ``softmax``/``log_softmax`` of fp16 with ``dtype=float32`` -> the fused half-to-float kernel;
 - optimizers built with ``foreach=None`` run their foreach kernels, as they do on CUDA
-  (under fake tensors PyTorch's default check fails and picks the for-loop path).
+  (under fake tensors PyTorch's default check fails and picks the for-loop path), except
+  Adam's with a tensor learning rate, which torch leaves off foreach unless
+  ``capturable``; ``capturable`` optimizers accept the CPU stand-ins as a device of theirs.
+
+The optimizer state a CUDA step keeps in host memory (Adam's step counts unless
+``capturable`` or ``fused``) is learned by creating it for fake CUDA parameters, which
+needs no driver (``model_ir.torch.tracing``); the graph gives it no device bytes.
 
 A capture with ``autocast=`` also casts by CUDA's autocast policy instead of CPU's
 (:mod:`model_ir.torch.cuda_autocast`: LayerNorm, softmax, sums, ... in float32).
@@ -33,7 +39,9 @@ cuDNN attention first with cuDNN > 9.15); ``sdpa=`` forces a backend.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import sys
 import warnings
 
 import torch
@@ -198,7 +206,30 @@ def emulate_cuda(optimizer: torch.optim.Optimizer | None = None, *, sdpa: str | 
         for g in groups:
             g["foreach"] = True
         try:
-            yield
+            with _capturable_on_the_stand_ins():
+                yield
         finally:
             for g in groups:
                 g["foreach"] = None
+
+
+@contextlib.contextmanager
+def _capturable_on_the_stand_ins():
+    """torch's ``capturable`` optimizers (Adam, NAdam, ... as CUDA graphs need them)
+    assert that their parameters are on a device that supports it: the CPU stand-ins of
+    CUDA tensors pass too, so that the update is traced as CUDA runs it."""
+    name = "_get_capturable_supported_devices"
+    modules = [m for key, m in list(sys.modules.items())
+               if key.startswith("torch.optim.") and callable(getattr(m, name, None))]
+    originals = [(m, getattr(m, name)) for m in modules]
+    for m, original in originals:
+        setattr(m, name, functools.partial(_with_cpu, original))
+    try:
+        yield
+    finally:
+        for m, original in originals:
+            setattr(m, name, original)
+
+
+def _with_cpu(devices, *args, **kwargs) -> list[str]:
+    return [*devices(*args, **kwargs), "cpu"]

@@ -202,6 +202,13 @@ def check_granularity(granularity) -> None:
         raise CaptureError(f"granularity must be an integer number of bytes >= 1, got {granularity!r}")
 
 
+def _host_tensor(traced: TracedStep, t: torch.Tensor) -> bool:
+    """Whether ``t``, of a step traced on a CUDA device, lies in host memory (a CPU
+    scalar among CUDA tensors). An emulated trace's tensors are all CPU stand-ins: its
+    host tensors are the inputs it marks (``InputSlot.host``) and :data:`HOST_RESULTS`."""
+    return traced.device == "cuda" and not traced.emulated and t.device.type == "cpu"
+
+
 def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str = "step",
                       keep_grads: bool = False, meta: Mapping | None = None) -> StorageMap:
     """The storage-level :class:`Graph` of ``traced``; buffer sizes are storage bytes
@@ -258,15 +265,18 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
             t = node.meta["val"]
             slot = slot_of[node.name]
             bid = buffer_of(t) or new_buffer(
-                f"{slot.kind}:{slot.name}", t, kind=slot.kind, persistent=True, meta={"node": node.name},
+                f"{slot.kind}:{slot.name}", t, host=slot.host, kind=slot.kind, persistent=True,
+                meta={"node": node.name, **({"host": True} if slot.host else {})},
             )
             node_buffers[node.name] = (bid,)
             continue
         if node.op == "get_attr":
             t = getattr(gm, node.target)
             if isinstance(t, torch.Tensor):
+                host = _host_tensor(traced, t)
                 bid = buffer_of(t) or new_buffer(
-                    f"constant:{node.target}", t, kind="constant", persistent=True, meta={"node": node.name},
+                    f"constant:{node.target}", t, host=host, kind="constant", persistent=True,
+                    meta={"node": node.name, **({"host": True} if host else {})},
                 )
                 node_buffers[node.name] = (bid,)
             folded.add(node.name)
@@ -320,7 +330,7 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         for k, t in fresh:
             bid = node.name if len(fresh) == 1 else f"{node.name}.{k}"
             # 0 device bytes, kept as a buffer for the ops that read it
-            host = StorageWeakRef(t.untyped_storage()) in on_host
+            host = StorageWeakRef(t.untyped_storage()) in on_host or _host_tensor(traced, t)
             out_ids.append(new_buffer(bid, t, host=host, kind=_PHASE_KIND[phase], persistent=False,
                                       meta={"node": node.name, **({"host": True} if host else {})}))
         after = set(deps)

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 import torch
 from torch import fx
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -82,11 +83,14 @@ class InputSlot:
     ``"scale"`` / ``"growth_tracker"`` for a ``GradScaler``'s tensors, or
     ``"inputs[i]"`` / ``"targets[i]"`` for the i-th tensor leaf of the example inputs /
     loss targets (flattened with ``torch.utils._pytree``).
+    ``host``: a step for CUDA keeps this tensor in host memory, no device bytes (the
+    lifted hyper-parameters; Adam's step counts unless ``capturable`` or ``fused``).
     """
 
     kind: str
     name: str
     placeholder: str = ""
+    host: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -421,6 +425,29 @@ def optimizer_bound_to(optimizer: torch.optim.Optimizer, param_map: Mapping[int,
         optimizer.state = saved_state
 
 
+def _host_state_keys(optimizer: torch.optim.Optimizer) -> list[frozenset[str]]:
+    """Per param group of ``optimizer``: the keys of the state it keeps in host memory
+    for parameters on CUDA (Adam's ``step`` unless ``capturable`` or ``fused``, NAdam's
+    ``mu_product``; none of ASGD's). Learned, without a GPU, by creating its state for a
+    one-element fake CUDA parameter per group: what an update after that does not matter
+    (ASGD's reads a value and fails)."""
+    groups = optimizer.param_groups
+    fresh = defaultdict(dict)
+    with tensor_hyper_parameters_as_floats(optimizer), FakeTensorMode(allow_non_fake_inputs=True):
+        fakes = {id(p): torch.empty(1, dtype=p.dtype, device="cuda") for g in groups for p in g["params"]}
+        probes = [next((fakes[id(p)] for p in g["params"] if p.requires_grad), None) for g in groups]
+        for p in probes:
+            if p is not None:
+                p.grad = torch.zeros_like(p)
+        try:
+            with optimizer_bound_to(optimizer, fakes, fresh), torch.no_grad():
+                optimizer.step()
+        except Exception:  # noqa: BLE001 - the state made before the update is what counts
+            pass
+    return [frozenset(k for k, v in fresh.get(p, {}).items() if isinstance(v, torch.Tensor) and v.device.type == "cpu")
+            if p is not None else frozenset() for p in probes]
+
+
 def _initial_fake_state(mode, optimizer, fake_params: Mapping[int, torch.Tensor], todo: set[int]):
     """The optimizer state a first ``step()`` creates for the parameters ``todo`` (ids
     of real parameters), as fake tensors.
@@ -587,6 +614,9 @@ def trace_step(
             except Exception as exc:  # ASGD, Adafactor branch on state values; LBFGS needs a closure
                 raise CaptureError(f"{capture_error(exc, model)} (in {type(optimizer).__name__}.step(), run "
                                    "once on fake tensors to learn the shapes of its state)") from exc
+        # Emulated: the state a CUDA run keeps on the host, learned; traced on CUDA: its device.
+        host_keys = _host_state_keys(optimizer) if emulated else None
+        group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         for p in opt_params:
             real_state = optimizer.state.get(p)
             entries = []
@@ -594,7 +624,9 @@ def trace_step(
             for key, value in source.items():
                 if isinstance(value, torch.Tensor):
                     f = _fake(mode, value, host=emulated) if real_state else value
-                    slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}"))
+                    host = key in host_keys[group_of[id(p)]] if emulated else (device == "cuda" and
+                                                                                f.device.type == "cpu")
+                    slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}", host=host))
                     flat.append(f)
                     if key == "step" and value.numel() == 1:  # read after its increment (step_guards)
                         step_counts[id(f)] = (name_of[id(p)], float(value) + 1 if real_state else 1.0)
@@ -608,8 +640,9 @@ def trace_step(
         fake_by_real = {}
     hyper = lifted_hyper_parameters(optimizer) if optimizer is not None and train and lift_hyper_parameters else ()
     for hp in hyper:
-        slots.append(InputSlot("hyper_parameter", hp.name))
-        flat.append(_fake(mode, example_input(hp, optimizer), host=emulated))
+        example = example_input(hp, optimizer)  # a float's: a float64 CPU tensor
+        slots.append(InputSlot("hyper_parameter", hp.name, host=device == "cuda" and example.device.type == "cpu"))
+        flat.append(_fake(mode, example, host=emulated))
     scaler_constants = None
     if scaler is not None:
         check_scaler(scaler, optimizer, train)
