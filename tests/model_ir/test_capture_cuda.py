@@ -126,7 +126,8 @@ def test_state_and_hyper_parameters_a_cuda_step_keeps_on_the_host_take_no_device
         (lambda ps: torch.optim.NAdam(ps), {"optimizer_state:step": n, "optimizer_state:mu_product": n,
                                             **{f"hyper_parameter:{k}": 1 for k in
                                                ("lr", "betas.0", "betas.1", "eps", "momentum_decay")}}),
-        (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), {"hyper_parameter:lr": 1, "hyper_parameter:momentum": 1}),
+        (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+         {"hyper_parameter:lr": 1, "hyper_parameter:momentum": 1}),
     ):
         opt = make(model.parameters())
         cuda, cpu = capture(model, x, optimizer=opt, device="cuda"), capture(model, x, optimizer=opt)
