@@ -104,6 +104,24 @@ def test_a_cuda_plan_simulates_the_allocator_setting_it_runs_with():
             assert f["reorder_transient_bytes"] == plain
 
 
+def test_an_emulated_cuda_step_leaves_only_cuda_only_kernels_results_to_the_allocator():
+    """The arena executor's fallbacks on a step captured for CUDA here (CPU stand-ins):
+    cuDNN's kernels, never the matrix products, elementwise and foreach ops whose
+    stand-ins are CPU tensors (a check of the results' device made every op a fallback
+    of the simulated executor)."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_ir.torch import capture_step
+    from model_runtime.lowering import fallback_buffers
+
+    model = small_cnn()
+    cap = capture_step(model, torch.randn(4, 3, 16, 16), optimizer=torch.optim.Adam(model.parameters()),
+                       device="cuda", granularity=512)
+    producers = {b: op.target for op in cap.graph.ops for b in op.outputs}
+    left = {producers[b] for b in fallback_buffers(cap, "cuda")}
+    assert "aten.cudnn_batch_norm.default" in left
+    assert not any(t.startswith(("aten.addmm", "aten.mm", "aten.threshold_backward", "aten._foreach")) for t in left)
+
+
 def test_a_plan_that_holds_more_than_eager_says_so():
     from model_runtime.beside_arena import above_eager, held_by
 

@@ -134,9 +134,9 @@ def lower(step, op, node: fx.Node, device_type: str, output_buffers) -> Lowering
     val = node.meta.get("val")
     elems = result_elements(val)
     tensors = [val] if elems is None else elems
-    if device_type == "cuda" and any(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in tensors):
-        return Lowering("fallback", "returns a result in host memory (a CPU scalar of the step)")
     bufs = element_buffers(step, node)
+    if device_type == "cuda" and any(b is not None and step.graph.buffer(b).meta.get("host") for b in bufs):
+        return Lowering("fallback", "returns a result in host memory (a CPU scalar of the step)")
     fresh = set(op.outputs)
     if not (all(isinstance(v, torch.Tensor) for v in tensors)
             and all(b is not None and b in fresh and b not in output_buffers for b in bufs)
