@@ -44,7 +44,8 @@ MKL's inverse real FFT over several dimensions takes two input-sized temporaries
 magnitude (``abs``) of a complex tensor, a spectrogram's, one of the input's size. The
 matrix exponential (an orthogonal parametrization's) up to 12 matrices of its result's
 size, by the norm of its input. ``kthvalue`` and ``median`` select in copies of their
-input.
+input. Elementwise kernels copy an operand of another dtype than the common one into it
+(a float times a bool mask, a bf16 residual added to fp32).
 The embedding and its backward, and the softmax backwards, make strided arguments
 contiguous; copying a transposed matrix into a contiguous one takes a 60x60 tile.
 
@@ -55,6 +56,7 @@ counts these temporaries beside the arena (:func:`model_ir.workspaces.cpu_kernel
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -104,6 +106,25 @@ _UPSAMPLE_2D = frozenset({
 _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
                                    _aten._upsample_nearest_exact2d_backward.default,
                                    _aten.upsample_bilinear2d_backward.default})
+
+#: Elementwise ops whose CPU TensorIterator casts each tensor operand of another dtype
+#: than the common one to it first (:func:`_promoted_copies`): functional, in-place and
+#: out= overloads (the arena executor calls the out= ones).
+_PROMOTING = frozenset(
+    getattr(getattr(_aten, name), overload)
+    for names, overloads in (
+        (("add", "sub", "mul", "div", "remainder", "fmod", "copysign", "xlogy", "lerp", "eq", "ne", "lt", "le", "gt",
+          "ge"), ("Tensor", "out")),
+        (("add_", "sub_", "mul_", "div_", "remainder_", "fmod_", "copysign_", "lerp_"), ("Tensor",)),
+        (("maximum", "minimum", "fmax", "fmin", "addcmul", "addcdiv", "logaddexp", "atan2", "hypot"), ("default", "out")),
+        (("addcmul_", "addcdiv_", "atan2_", "hypot_"), ("default",)),
+        (("pow",), ("Tensor_Tensor", "Tensor_Tensor_out")), (("where",), ("self", "self_out")),
+        (("clamp",), ("Tensor", "Tensor_out")), (("div",), ("Tensor_mode", "out_mode")),
+    )
+    for name in names for overload in overloads if hasattr(getattr(_aten, name, None), overload)
+)
+#: their operands that are cast (``where``'s condition is not)
+_PROMOTED_OPERANDS = ("self", "other", "tensor1", "tensor2", "exponent", "end", "weight", "min", "max")
 
 #: Upsampling kernels that interpolate one spatial dimension at a time -> the input
 #: positions (taps) each output position reads (:func:`_upsample_indices`)
@@ -224,6 +245,21 @@ def _upsample_copy(node: fx.Node) -> int:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
         return 0
     return _bytes(x) + _bytes(node.meta["val"])
+
+
+def _promoted_copies(node: fx.Node) -> int:
+    """CPU elementwise kernels (TensorIterator's ``promote_inputs_to_common_dtype``) copy
+    each operand whose dtype is not the common one into a tensor of the common dtype:
+    a float times a bool mask, a bf16 residual added to an fp32 stream, integers divided.
+    The common dtype is the result's, or the operands' promotion for a comparison."""
+    values, out = _values(node), node.meta.get("val")
+    operands = [v for k in _PROMOTED_OPERANDS if isinstance(v := values.get(k), torch.Tensor)]
+    if not isinstance(out, torch.Tensor) or not operands:
+        return 0
+    common = out.dtype
+    if common == torch.bool and node.target._schema.name.split("::")[-1] in ("eq", "ne", "lt", "le", "gt", "ge"):
+        common = functools.reduce(torch.promote_types, (t.dtype for t in operands))
+    return sum(t.numel() * common.itemsize for t in operands if t.dtype != common)
 
 
 def _upsample_indices(node: fx.Node) -> int:
@@ -406,6 +442,7 @@ _RULES = {target: rule for targets, rule in (
     (_UPSAMPLE_2D, _upsample_copy),
     (_UPSAMPLE_2D_BACKWARD, _upsample_backward_copies),
     (_UPSAMPLE_TAPS, _upsample_indices),
+    (_PROMOTING, _promoted_copies),
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
     ({_aten.abs.default}, _complex_abs),
