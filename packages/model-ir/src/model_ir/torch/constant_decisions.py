@@ -1,9 +1,10 @@
 """Deciding, during a trace, what eager PyTorch decides on values no input changes.
 
 Some library code branches on tensor values (:data:`MASKING_CHECKS`). Hugging Face
-transformers builds an attention mask only when it must: with real tensors it checks whether the position ids
-are packed sequences and whether the padding mask pads anything, and when neither,
-passes no mask and ``is_causal=True`` to scaled-dot-product attention. On fake tensors
+transformers builds an attention mask only when it must: with real tensors it checks
+whether the position ids are packed sequences and whether the padding mask pads
+anything, and when neither, passes no mask and ``is_causal=True`` to scaled-dot-product
+attention. On fake tensors
 it cannot look (``is_tracing`` is true for them), so it always builds the mask: a
 captured GPT-2 step held a ``(batch, 1, seq, seq)`` mask and its float copy in
 every layer, and ran attention with a bias, where the eager step holds none (the H200

@@ -264,9 +264,10 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
         if node.op == "placeholder":
             t = node.meta["val"]
             slot = slot_of[node.name]
+            host = slot.host or _host_tensor(traced, t)
             bid = buffer_of(t) or new_buffer(
-                f"{slot.kind}:{slot.name}", t, host=slot.host, kind=slot.kind, persistent=True,
-                meta={"node": node.name, **({"host": True} if slot.host else {})},
+                f"{slot.kind}:{slot.name}", t, host=host, kind=slot.kind, persistent=True,
+                meta={"node": node.name, **({"host": True} if host else {})},
             )
             node_buffers[node.name] = (bid,)
             continue
