@@ -21,8 +21,11 @@ bidirectional GRU, activation checkpointing (and reentrant), ``torch.autograd.Fu
 parametrizations, frozen and unused parameters, the patterns of other workloads (a
 recommender's ``EmbeddingBag``, an STFT spectrogram, distillation from a frozen
 teacher, MoCo's momentum encoder and queue, a spatial transformer, style transfer, 3-D
-convolution, ``unfold``/``fold`` and ``nn.Bilinear``, pure bf16 training), and nine of
-the optimizers torch ships.
+convolution, ``unfold``/``fold`` and ``nn.Bilinear``, pure bf16 training, a diffusion
+UNet, torch's ``nn.TransformerDecoder``, orthogonal and spectral-norm parametrizations,
+1-D/3-D/bicubic upsampling, selection ops (``topk``, ``kthvalue``, ``median``, ...), graph
+message passing, a WaveNet, rotary embeddings by complex multiplication), and ten
+optimizers torch ships (Adam with a tensor learning rate among them).
 A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 import warnings
@@ -363,6 +367,152 @@ class _ReentrantCheckpointed(nn.Module):
         return self.head(x)
 
 
+class _Diffusion(nn.Module):
+    """A small UNet denoiser: sinusoidal timestep embedding, GroupNorm, a transposed
+    convolution and a skip connection; trained to predict the noise it adds."""
+
+    def __init__(self):
+        super().__init__()
+        self.time = nn.Linear(16, 16)
+        self.down1, self.norm1 = nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.down2, self.norm2 = nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GroupNorm(4, 32)
+        self.up, self.out = nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), nn.Conv2d(32, 3, 3, padding=1)
+
+    def forward(self, x):
+        t = torch.arange(x.shape[0], dtype=torch.float32)
+        freqs = torch.exp(-math.log(10000) * torch.arange(8) / 8)
+        emb = torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], -1)
+        noise = torch.randn_like(x) if self.training else torch.zeros_like(x)
+        h1 = F.silu(self.norm1(self.down1(x + noise))) + self.time(emb)[:, :, None, None]
+        h2 = F.silu(self.norm2(self.down2(h1)))
+        return self.out(torch.cat([self.up(h2), h1], 1)), noise
+
+
+def _denoising_loss(out, _):
+    prediction, noise = out
+    return F.mse_loss(prediction, noise)
+
+
+class _Decoder(nn.Module):
+    """``nn.TransformerDecoder`` with a causal mask built in ``forward`` (torch compares it
+    with a causal one) and a padding mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(30, 32), nn.Linear(32, 30)
+        layer = nn.TransformerDecoderLayer(32, 4, 64, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, 2)
+
+    def forward(self, tgt, memory):
+        causal = torch.triu(torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool), 1)
+        h = self.decoder(self.embed(tgt), memory, tgt_mask=causal, tgt_key_padding_mask=tgt == 0)
+        return self.head(h).flatten(0, 1)
+
+
+def _decoder():
+    tgt = torch.tensor([[5, 3, 2, 0, 0], [1, 2, 3, 4, 5]])
+    return _Decoder(), (tgt, torch.randn(2, 6, 32)), F.cross_entropy, (torch.randint(0, 30, (10,)),)
+
+
+class _Orthogonal(nn.Module):
+    """Orthogonal (matrix exponential) and spectral-norm parametrizations."""
+
+    def __init__(self):
+        super().__init__()
+        self.orthogonal = nn.utils.parametrizations.orthogonal(nn.Linear(16, 16))
+        self.spectral = nn.utils.parametrizations.spectral_norm(nn.Linear(16, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(F.leaky_relu(self.spectral(F.leaky_relu(self.orthogonal(x)))))
+
+
+class _Interpolations(nn.Module):
+    """Trilinear, nearest-exact 3-D, bicubic 2-D and linear 1-D upsampling."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv3d(2, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = F.interpolate(self.conv(x), scale_factor=2, mode="trilinear")
+        y = F.interpolate(y, size=(3, 5, 5), mode="nearest-exact")
+        z = F.interpolate(y.mean(2), scale_factor=1.5, mode="bicubic", align_corners=True)
+        w = F.interpolate(y.mean((2, 3)), scale_factor=2, mode="linear")
+        return self.head(z.mean((2, 3)) + w.mean(2))
+
+
+class _Selection(nn.Module):
+    """topk, sort, cummax, logcumsumexp, bucketize, median, kthvalue and gather."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.head = nn.Linear(16, 16), nn.Linear(8, 4)
+        self.register_buffer("edges", torch.linspace(-1, 1, 5))
+
+    def forward(self, x):
+        y = self.proj(x)
+        top, idx = y.topk(8, dim=-1)
+        ordered = torch.sort(y, dim=-1, descending=True)[0]
+        z = (top + ordered[:, :8] + torch.cummax(y, -1)[0][:, 8:] + 0.1 * torch.logcumsumexp(y, -1)[:, :8]
+             + torch.bucketize(y.detach(), self.edges)[:, :8] + y.median(-1, keepdim=True).values
+             + y.kthvalue(3, -1, keepdim=True).values + torch.gather(y, 1, idx))
+        return self.head(torch.where(z > 0, z, 0.1 * z))
+
+
+class _MessagePassing(nn.Module):
+    """A graph network layer: messages gathered along fixed edges, ``index_add_``."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("edges", torch.randint(0, 10, (2, 30), generator=torch.Generator().manual_seed(1)))
+        self.message, self.head = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        src, dst = self.edges
+        h = self.message(x)
+        degree = torch.zeros(x.shape[0]).scatter_add_(0, dst, torch.ones(dst.shape[0])).clamp(min=1)
+        return self.head(F.relu(torch.zeros_like(h).index_add_(0, dst, h[src]) / degree[:, None] + h))
+
+
+class _WaveNet(nn.Module):
+    """Dilated causal 1-D convolutions with gated activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = nn.Conv1d(1, 16, 1), nn.Conv1d(16, 8, 1)
+        self.layers = nn.ModuleList(nn.Conv1d(16, 32, 2, dilation=d) for d in (1, 2, 4))
+
+    def forward(self, x):
+        h = self.inp(x)
+        for i, conv in enumerate(self.layers):
+            a, b = conv(F.pad(h, (2 ** i, 0))).chunk(2, 1)
+            h = h + torch.tanh(a) * torch.sigmoid(b)
+        return self.out(h)
+
+
+class _ComplexRotary(nn.Module):
+    """Rotary position embedding by complex multiplication (``view_as_complex``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.q, self.k = nn.Embedding(50, 32), nn.Linear(32, 32), nn.Linear(32, 32)
+        self.v, self.head = nn.Linear(32, 32), nn.Linear(32, 50)
+        freqs = 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8))
+        self.register_buffer("rotation", torch.polar(torch.ones(10, 4), torch.outer(torch.arange(10).float(), freqs)))
+
+    def rotate(self, x):
+        b, n, _ = x.shape
+        pairs = torch.view_as_complex(x.reshape(b, n, 4, -1, 2))
+        return torch.view_as_real(pairs * self.rotation[None, :n, :, None]).flatten(2)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        q, k = self.rotate(self.q(h)), self.rotate(self.k(h))
+        a = F.scaled_dot_product_attention(q[:, None], k[:, None], self.v(h)[:, None], is_causal=True)[:, 0]
+        return self.head(a).flatten(0, 1)
+
+
 def _style_transfer():
     x = torch.randn(2, 3, 16, 16)
     return _StyleTransfer(), (x,), F.mse_loss, (x,)  # the input is its own target
@@ -472,6 +622,16 @@ CASES = {
     "unfold-fold-bilinear": _small(_Patches, lambda: torch.randn(4, 3, 8, 8), classes=4),
     "reentrant-checkpoint": _small(_ReentrantCheckpointed, lambda: torch.randn(4, 16)),
     "bf16": _bf16,
+    "diffusion-unet": _small(_Diffusion, lambda: torch.randn(2, 3, 8, 8), loss_fn=_denoising_loss),
+    "torch-transformer-decoder": _decoder,
+    "orthogonal-spectral-norm": _small(_Orthogonal, lambda: torch.randn(4, 16)),
+    "interpolations": _small(_Interpolations, lambda: torch.randn(2, 2, 3, 4, 4),
+                             make_targets=lambda: (_labels(2, 3),)),
+    "selection-ops": _small(_Selection, lambda: torch.randn(8, 16), make_targets=lambda: (_labels(8, 4),)),
+    "message-passing": _small(_MessagePassing, lambda: torch.randn(10, 8), make_targets=lambda: (_labels(10, 3),)),
+    "wavenet": _small(_WaveNet, lambda: torch.randn(2, 1, 32), make_targets=lambda: (torch.randint(0, 8, (2, 32)),)),
+    "complex-rotary": _small(_ComplexRotary, lambda: torch.randint(0, 50, (2, 10)),
+                             make_targets=lambda: (torch.randint(0, 50, (20,)),)),
 }
 
 #: name -> params -> optimizer, each run on the ``checkpointed`` model
@@ -485,6 +645,7 @@ OPTIMIZERS = {
     "adamw-fused": lambda p: O.AdamW(p, lr=0.01, fused=True),
     "adadelta": lambda p: O.Adadelta(p),
     "rprop": lambda p: O.Rprop(p, lr=0.01),
+    "adam-tensor-lr": lambda p: O.Adam(p, lr=torch.tensor(0.01)),
 }
 
 
