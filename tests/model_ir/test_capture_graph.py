@@ -459,6 +459,28 @@ def test_attributes_a_forward_sets_are_put_back_after_the_capture(train):
         capture(quiet, torch.randn(2, 4), train=train)
 
 
+def test_a_tensor_attribute_the_forward_replaces_is_named_in_a_warning():
+    """Pruning's pre-hook sets ``module.weight = weight_orig * weight_mask`` at every
+    call: an optimized step computes it inside its plan, so the attribute keeps the
+    tensor it held before the capture, and a warning says so. A cache the forward
+    creates (none before) is no such attribute."""
+    import torch.nn.utils.prune as prune
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    before = model[0].weight
+    with pytest.warns(UserWarning, match=r"sets tensor attributes of its modules \(Linear.weight;"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert model[0].weight is before
+    cached = _CachingForward()
+    cached.forward = lambda x: cached.lin(x + cached.__dict__.setdefault("table", torch.sin(cached.freq)))
+    del cached.table  # a tensor the forward caches, absent before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        capture(cached, torch.randn(2, 4), train=False)
+
+
 class _LazyHooks(torch.nn.Module):
     """Installs a forward hook at its first call, behind a flag, as Hugging Face's output
     capturing does (Segformer's decoder reads the hidden states its hooks collect)."""

@@ -811,7 +811,7 @@ def trace_step(
             raise
         raise error from exc
     finally:
-        python_state = _restore_module_attributes(attributes)
+        python_state, tensor_state = _restore_module_attributes(attributes)
         for p in fparams.values():
             p.grad = None
     if loss_output and loss_output[0]:
@@ -827,6 +827,13 @@ def trace_step(
                   "tensor operations only, so they keep the values they had before the capture, where every "
                   "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
                   "update it")
+    if tensor_state:
+        modules = dict(model.named_modules())
+        names = ", ".join(dict.fromkeys(f"{type(modules[m]).__name__}.{key}" for m, key in tensor_state))
+        warn_user(f"the model's forward sets tensor attributes of its modules ({names}; pruning's masked weight "
+                  "is one): an optimized step computes them inside its plan and leaves each attribute with the "
+                  "tensor it held before the capture, where every eager call replaces it; compute them again "
+                  "to read them (pruning: weight_orig * weight_mask)")
     kept = _traced_tensors_kept(model, [loss_fn, before_step, *hook_functions(model)])
     if kept:
         warn_user(f"the model's forward, its hooks or the loss keep tensors in Python ({', '.join(kept[:5])}"
@@ -914,7 +921,8 @@ def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Modul
             for name, m in model.named_modules()]
 
 
-def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dict]]) -> list[tuple[str, str]]:
+def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dict]],
+                               ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Undo what the trace bound on the user's modules: the ``training`` flags,
     attributes a forward set, such as a cache of fake tensors (``self._cos = ...``) that
     would break the model's next eager call, and the hooks it registered (Hugging Face's
@@ -926,8 +934,10 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dic
     flag) the forward set or changed, ``training`` aside: state that eager changes at
     every call and an optimized step, which runs tensor operations only, never does. A
     flag the forward set where it registered hooks is their installation mark, put back
-    with them: not such state."""
-    changed, hooked, flags = [], False, []
+    with them: not such state. And, second, for each tensor attribute the forward
+    replaced (pruning's ``weight``, recomputed by its pre-hook): a new attribute is a
+    cache of the trace's, but one held before the capture is what a user reads."""
+    changed, hooked, flags, tensors = [], False, [], []
     for name, m, before, registries in saved:
         for key, entries in registries.items():  # a buffer registered by the traced forward is a fake tensor
             registry = getattr(m, key)
@@ -945,8 +955,10 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dic
             if current is not value:
                 if key != "training" and isinstance(current, _PLAIN) and not _equal_plain(current, value):
                     changed.append((name, key))
+                if isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor):
+                    tensors.append((name, key))
                 now[key] = value
-    return changed if hooked else changed + flags
+    return (changed if hooked else changed + flags), tensors
 
 
 _ABSENT = object()
