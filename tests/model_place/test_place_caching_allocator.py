@@ -220,3 +220,30 @@ def test_training_steps_reach_a_fixed_point(kept, step, expandable_segments):
         again = simulate_caching_allocator(held + copies, expandable_segments=expandable_segments)
         assert again.reserved_bytes == r.reserved_bytes
     assert set(r.offsets) == {x.id for x in kept} | {x.id for x in step}
+
+
+@settings(max_examples=150, deadline=None)
+@given(mixed_lifetimes(), mixed_lifetimes(), st.booleans(), st.integers(1, 8))
+def test_training_steps_are_the_replay_of_every_step_from_the_start(kept, step, expandable_segments, max_steps):
+    """The allocator goes on from step to step: the same figures and last step's
+    addresses as replaying the kept buffers and all the steps from scratch, step count
+    by step count, until one reserves nothing new (how it was computed before)."""
+    from model_place import simulate_training_steps
+
+    kept = kept[:3]
+    r = simulate_training_steps(kept, step, expandable_segments=expandable_segments, max_steps=max_steps)
+    span, previous = max(x.end for x in step) + 1, None
+    for steps in range(1, max_steps + 1):
+        copies = [lt(f"{k}:{i}", x.start + k * span, x.end + k * span, x.size)
+                  for k in range(steps) for i, x in enumerate(step)]
+        held = [lt(f"kept:{i}", 0, steps * span, x.size) for i, x in enumerate(kept)]
+        want = simulate_caching_allocator(held + copies, expandable_segments=expandable_segments)
+        if want.reserved_bytes == previous:
+            break
+        previous = want.reserved_bytes
+    names = {f"kept:{i}": x.id for i, x in enumerate(kept)} | {f"{steps - 1}:{i}": x.id for i, x in enumerate(step)}
+    assert r.steps == steps
+    assert (r.reserved_bytes, r.allocated_peak_bytes, r.requested_peak_bytes, r.segments) == \
+        (want.reserved_bytes, want.allocated_peak_bytes, want.requested_peak_bytes, want.segments)
+    for field in ("offsets", "block_bytes", "segment_of"):
+        assert getattr(r, field) == {names[n]: v for n, v in getattr(want, field).items() if n in names}, field

@@ -135,25 +135,24 @@ def simulate_training_steps(kept: Sequence[Lifetime], step: Sequence[Lifetime], 
     Replaying the eager traces measured on the H200 this way reproduces their
     ``max_memory_reserved`` (bert-base and r3d_18 at batch 32 reserve 11% more from their
     second step on than in their first). The result's offsets are the last step's (and
-    ``kept``'s) under the ids given; ``steps`` says how many steps were replayed."""
+    ``kept``'s) under the ids given; ``steps`` says how many steps were replayed. The
+    allocator goes on from one step to the next (the same as replaying the steps from
+    the start each time, in one pass)."""
     kept, step = check_lifetimes(kept), check_lifetimes(step)
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, not {max_steps}")
-    span = max((lt.end for lt in step), default=0) + 1
+    replay = _Replay(expandable_segments)
+    for i, lt in enumerate(kept):  # allocated first, freed after every step
+        replay.allocate(lt, ("kept", i))
+    events = _events(step)
     previous = None
     for steps in range(1, max_steps + 1):
-        copies = [Lifetime(f"{k}:{i}", lt.start + k * span, lt.end + k * span, lt.size)
-                  for k in range(steps) for i, lt in enumerate(step)]
-        held = [Lifetime(f"kept:{i}", 0, steps * span, lt.size) for i, lt in enumerate(kept)]
-        result = simulate_caching_allocator(held + copies, expandable_segments=expandable_segments)
-        if result.reserved_bytes == previous:
+        replay.run(step, events)
+        if replay.reserved == previous:
             break
-        previous = result.reserved_bytes
-    names = {f"kept:{i}": lt.id for i, lt in enumerate(kept)}
-    names.update({f"{steps - 1}:{i}": lt.id for i, lt in enumerate(step)})
-    return attrs.evolve(result, offsets={names[n]: v for n, v in result.offsets.items() if n in names},
-                        block_bytes={names[n]: v for n, v in result.block_bytes.items() if n in names},
-                        segment_of={names[n]: v for n, v in result.segment_of.items() if n in names}, steps=steps)
+        previous = replay.reserved
+    return attrs.evolve(replay.result([(("kept", i), lt) for i, lt in enumerate(kept)]
+                                      + [((None, i), lt) for i, lt in enumerate(step)]), steps=steps)
 
 
 class _Block:
@@ -260,60 +259,86 @@ def simulate_caching_allocator(lifetimes: Sequence[Lifetime], *,
                                expandable_segments: bool = False) -> CachingAllocatorResult:
     """Replay ``lifetimes`` through the caching allocator; see the module docstring."""
     lifetimes = check_lifetimes(lifetimes)
-    events = []
-    for i, lt in enumerate(lifetimes):
-        if lt.size:
-            events.append((lt.start, 1, i))
-            events.append((lt.end, 0, i))
-    events.sort()
-    pools = {name: _Pool(name, expandable_segments) for name in ("small", "large")}
-    segments: list[Segment] = []
-    reserved = allocated = requested = 0
-    allocated_peak = requested_peak = 0
-    held: dict[int, _Block] = {}
-    offsets: dict[str, int] = {lt.id: 0 for lt in lifetimes}
-    block_bytes: dict[str, int] = {lt.id: 0 for lt in lifetimes}
-    segment_of: dict[str, int] = {lt.id: -1 for lt in lifetimes}
+    replay = _Replay(expandable_segments)
+    replay.run(lifetimes, _events(lifetimes))
+    return replay.result([((None, i), lt) for i, lt in enumerate(lifetimes)])
 
-    for _, kind, i in events:
-        lt = lifetimes[i]
-        if kind == 0:
-            block = held.pop(i)
-            allocated -= block.size
-            requested -= lt.size
-            pools[block.pool].release(block)
-            continue
+
+def _events(lifetimes: Sequence[Lifetime]) -> list[tuple[int, int, int]]:
+    """``(time, 0: free | 1: allocate, index)`` of the lifetimes that take memory, in
+    replay order: frees of a time before its allocations, then input order."""
+    return sorted((t, kind, i) for i, lt in enumerate(lifetimes) if lt.size
+                  for t, kind in ((lt.start, 1), (lt.end, 0)))
+
+
+class _Replay:
+    """The allocator's state while it serves requests: pools, segments and counters."""
+
+    def __init__(self, expandable: bool):
+        self.expandable = expandable
+        self.pools = {name: _Pool(name, expandable) for name in ("small", "large")}
+        self.segments: list[Segment] = []
+        self.reserved = self.allocated = self.requested = 0
+        self.allocated_peak = self.requested_peak = 0
+        self.held: dict[tuple, _Block] = {}
+        #: request key -> (address in its pool's space, block bytes, segment index)
+        self.placed: dict[tuple, tuple[int, int, int]] = {}
+
+    def run(self, lifetimes: Sequence[Lifetime], events) -> None:
+        """Serve ``events`` (:func:`_events` of ``lifetimes``), keyed ``(None, index)``."""
+        for _, kind, i in events:
+            if kind:
+                self.allocate(lifetimes[i], (None, i))
+            else:
+                self.free(lifetimes[i], (None, i))
+
+    def free(self, lt: Lifetime, key: tuple) -> None:
+        block = self.held.pop(key)
+        self.allocated -= block.size
+        self.requested -= lt.size
+        self.pools[block.pool].release(block)
+
+    def allocate(self, lt: Lifetime, key: tuple) -> None:
+        if not lt.size:
+            return
         size = round_size(lt.size)
-        pool = pools[pool_of(size)]
+        pool = self.pools[pool_of(size)]
         block = pool.best_fit(size)
-        if block is None and expandable_segments:
+        if block is None and self.expandable:
             block, grown = pool.grow(size)
-            reserved += grown
+            self.reserved += grown
         elif block is None:
             seg = segment_size(size)
-            block = _Block(reserved, seg, pool.name, len(segments))
-            segments.append(Segment(reserved, seg, pool.name))
+            block = _Block(self.reserved, seg, pool.name, len(self.segments))
+            self.segments.append(Segment(self.reserved, seg, pool.name))
             pool.by_addr[block.addr] = block
-            reserved += seg
+            self.reserved += seg
         pool.split(block, size)
         block.free = False
-        held[i] = block
-        offsets[lt.id], block_bytes[lt.id], segment_of[lt.id] = block.addr, block.size, block.segment
-        allocated += block.size
-        requested += lt.size
-        allocated_peak = max(allocated_peak, allocated)
-        requested_peak = max(requested_peak, requested)
-    if expandable_segments:
-        # one segment per pool that mapped pages: the large pool's first, then the small pool's
-        base = {"large": 0, "small": pools["large"].mapped}
-        for name in ("large", "small"):
-            if pools[name].mapped:
-                segments.append(Segment(base[name], pools[name].mapped, name))
-        index = {seg.pool: k for k, seg in enumerate(segments)}
-        for lt in lifetimes:
-            if lt.size:
+        self.held[key] = block
+        self.placed[key] = (block.addr, block.size, block.segment)
+        self.allocated += block.size
+        self.requested += lt.size
+        self.allocated_peak = max(self.allocated_peak, self.allocated)
+        self.requested_peak = max(self.requested_peak, self.requested)
+
+    def result(self, requests: Sequence[tuple[tuple, Lifetime]]) -> CachingAllocatorResult:
+        """The figures so far, with the last placement of each of ``requests`` (key, lifetime)."""
+        segments = list(self.segments)
+        base, index = {"large": 0, "small": 0}, {}
+        if self.expandable:
+            # one segment per pool that mapped pages: the large pool's first, then the small pool's
+            base["small"] = self.pools["large"].mapped
+            for name in ("large", "small"):
+                if self.pools[name].mapped:
+                    segments.append(Segment(base[name], self.pools[name].mapped, name))
+            index = {seg.pool: k for k, seg in enumerate(segments)}
+        offsets, block_bytes, segment_of = {}, {}, {}
+        for key, lt in requests:
+            addr, nbytes, segment = self.placed.get(key, (0, 0, -1))
+            if self.expandable and lt.size:
                 name = pool_of(round_size(lt.size))
-                offsets[lt.id] += base[name]
-                segment_of[lt.id] = index[name]
-    return CachingAllocatorResult(reserved, allocated_peak, requested_peak, offsets, block_bytes, segment_of,
-                                  tuple(segments))
+                addr, segment = addr + base[name], index[name]
+            offsets[lt.id], block_bytes[lt.id], segment_of[lt.id] = addr, nbytes, segment
+        return CachingAllocatorResult(self.reserved, self.allocated_peak, self.requested_peak, offsets, block_bytes,
+                                      segment_of, tuple(segments))
