@@ -247,3 +247,18 @@ def test_training_steps_are_the_replay_of_every_step_from_the_start(kept, step, 
         (want.reserved_bytes, want.allocated_peak_bytes, want.requested_peak_bytes, want.segments)
     for field in ("offsets", "block_bytes", "segment_of"):
         assert getattr(r, field) == {names[n]: v for n, v in getattr(want, field).items() if n in names}, field
+
+
+@settings(max_examples=150, deadline=None)
+@given(mixed_lifetimes(), mixed_lifetimes(), st.booleans())
+def test_the_reserved_lower_bound_is_never_above_a_replay(held, step, expandable_segments):
+    """Per pool, the blocks alive together rounded up to the pool's unit: no replay
+    reserves less, with the held buffers kept first, or as requests of the step."""
+    from model_place import simulate_training_steps
+    from model_place.caching_allocator import reserved_lower_bound
+
+    held, kept = held[:3], [lt(f"k{i}", x.start, 17, x.size) for i, x in enumerate(held[3:6])]
+    bound = reserved_lower_bound(held, [*kept, *step], expandable_segments=expandable_segments)
+    for k, s in (([*held, *kept], step), (held, [*kept, *step])):
+        assert bound <= simulate_training_steps(k, s, expandable_segments=expandable_segments).reserved_bytes
+    assert bound >= sum(round_size(x.size) for x in held if x.size)

@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 from model_ir import Lifetime
 
-from model_place.lifetimes import check_lifetimes
+from model_place.lifetimes import check_lifetimes, live_bytes_peak
 
 MIN_BLOCK = 512
 SMALL_SIZE = 1 << 20
@@ -253,6 +253,25 @@ class _Pool:
                     self.last = block
         self.by_addr[block.addr] = block
         self.give(block)
+
+
+def reserved_lower_bound(held: Sequence[Lifetime], step: Sequence[Lifetime], *,
+                         expandable_segments: bool = False) -> int:
+    """Bytes below which no replay of ``step`` beside ``held`` (allocated before it and
+    kept throughout) reserves, without replaying it: per pool, the blocks alive together
+    at the step's peak (requests rounded as the allocator rounds them), rounded up to
+    what the pool reserves in (2 MiB; expandable segments map the large pool in pages of
+    20 MiB). Holds for :func:`simulate_training_steps` with ``held`` and ``kept`` (kept
+    lifetimes given in ``step`` with their times), whatever else its steps allocate."""
+    bound = 0
+    for pool in ("small", "large"):
+        def rounded(lts):
+            return [Lifetime(lt.id, lt.start, lt.end, r) for lt in lts
+                    if lt.size and pool_of(r := round_size(lt.size)) == pool]
+        peak = sum(lt.size for lt in rounded(held)) + live_bytes_peak(rounded(step))
+        unit = EXPANDABLE_PAGE[pool] if expandable_segments else ROUND_LARGE
+        bound += unit * -(-peak // unit)
+    return bound
 
 
 def simulate_caching_allocator(lifetimes: Sequence[Lifetime], *,

@@ -20,7 +20,7 @@ from model_ir.plan import order_indices
 from model_ir.recompute import RngReplays, instance_owners
 from model_ir.workspaces import ARENA_TEMPORARIES, on_allocator_clock
 from model_place import lifetimes_from_graph, live_bytes_peak, simulate_training_steps
-from model_place.caching_allocator import pool_of, round_size
+from model_place.caching_allocator import pool_of, reserved_lower_bound, round_size
 
 
 def instance_owners_of(graph, order) -> dict[str, str]:
@@ -257,6 +257,19 @@ def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: s
     return reserved - sum(lt.size for lt in held), warm
 
 
+def _beside_bound(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
+                  workspaces=None, *, expandable: bool = False) -> int:
+    """A lower bound of :func:`_beside_arena`'s bytes without replaying the allocator:
+    on CUDA, what it must reserve to hold the persistent buffers and every request alive
+    together, pool by pool (:func:`model_place.caching_allocator.reserved_lower_bound`),
+    less the persistent bytes; elsewhere the exact figure, the live peak."""
+    if device_type != "cuda":
+        return beside_live_bytes(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
+    step, kept = _beside_requests(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
+    held = [Lifetime(f"persistent:{b.id}", 0, 1, b.size) for b in graph.buffers if b.persistent and b.size]
+    return reserved_lower_bound(held, [*kept, *step], expandable_segments=expandable) - sum(lt.size for lt in held)
+
+
 def beside_live_bytes(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
                       workspaces=None) -> int:
     """The most bytes that lie beside the arena at a time for the results ``unplaced``,
@@ -333,7 +346,7 @@ def fallback_copies(graph, order, alignment: int, fallbacks, device_type: str, *
     for rank, threshold in enumerate(sorted(set(size.values())) + [float("inf")]):
         copied = frozenset(b for op, bs in groups.items() if size[op] < threshold for b in bs)
         bound = fallback_cost(graph, order, alignment, fallbacks, copied, device_type, everything, workspaces,
-                              bound_only=True)
+                              expandable=expandable, bound_only=True)
         tried.append(((bound, sum(graph.buffer(b).size for b in copied), rank), copied))
     best = None
     for (bound, nbytes, rank), copied in sorted(tried, key=lambda t: t[0]):
@@ -351,8 +364,7 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     """What :func:`fallback_copies` minimises (bytes): the arena's bound (the peak of its
     live bytes) with the results ``copied`` placed and the other ``fallbacks`` not, plus
     what both take beside it (:func:`_beside_arena`). ``bound_only``: a lower bound of
-    it without replaying the allocator, the live peak of what lies beside the arena
-    instead of what the allocator reserves for it (never less: it holds them all)."""
+    it without replaying the allocator (:func:`_beside_bound`)."""
     if lifetimes is None:
         lifetimes = lifetimes_from_graph(graph, order, alignment=alignment)
     if workspaces is None:
@@ -363,8 +375,8 @@ def fallback_cost(graph, order, alignment: int, fallbacks, copied, device_type: 
     arena = live_bytes_peak(lt for lt in lifetimes if owner.get(lt.id, lt.id) not in outputs | unplaced)
     copies = copy_lifetimes(graph, order, alignment, copied)
     if bound_only:
-        return arena + beside_live_bytes(graph, order, alignment, outputs | unplaced, copies, device_type, lifetimes,
-                                         workspaces)
+        return arena + _beside_bound(graph, order, alignment, outputs | unplaced, copies, device_type, lifetimes,
+                                     workspaces, expandable=expandable)
     return arena + _beside_arena(graph, order, alignment, outputs | unplaced, copies,
                                  device_type, lifetimes, workspaces, expandable=expandable)[0]
 
