@@ -481,6 +481,28 @@ def test_a_tensor_attribute_the_forward_replaces_is_named_in_a_warning():
         capture(cached, torch.randn(2, 4), train=False)
 
 
+def test_optimizer_step_hooks_do_not_run_at_capture_and_are_named_in_a_warning():
+    """Capture calls ``step()`` on fake tensors: a step hook (an EMA update of the real
+    model) ran twice there, and never in an optimized step. Now none runs at capture,
+    a warning says the step will not call them, and they are all back afterwards."""
+    calls = []
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    try:
+        with pytest.warns(UserWarning, match=r"the optimizer has step hooks \(2, .*pass a pre-hook's as before_step"):
+            capture(model, torch.randn(3, 4), optimizer=opt)
+        assert calls == []
+        model(torch.randn(3, 4)).sum().backward()
+        opt.step()
+        assert calls == ["pre", "post"]
+    finally:
+        handle.remove()
+
+
 class _LazyHooks(torch.nn.Module):
     """Installs a forward hook at its first call, behind a flag, as Hugging Face's output
     capturing does (Segformer's decoder reads the hidden states its hooks collect)."""

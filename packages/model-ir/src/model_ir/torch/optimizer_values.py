@@ -71,6 +71,43 @@ def kept_python_values(optimizer: torch.optim.Optimizer | None):
             restore_python_values(optimizer, values)
 
 
+#: Where torch keeps the hooks ``Optimizer.step`` runs: ``torch.optim.optimizer``'s
+#: (``register_optimizer_step_pre_hook``, ...) and each optimizer's own.
+_GLOBAL_HOOKS = ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
+_OWN_HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+
+
+@contextlib.contextmanager
+def step_hooks_off(optimizer: torch.optim.Optimizer | None):
+    """Run the body with ``optimizer``'s step hooks, and the global ones, out of the way
+    (put back whatever happens): capture calls ``step()`` on fake tensors, where a hook
+    would run its Python work (an EMA update of the real model) once per call."""
+    import torch.optim.optimizer as module
+
+    registries = [getattr(module, name, {}) for name in _GLOBAL_HOOKS]
+    if optimizer is not None:
+        registries += [getattr(optimizer, name, {}) for name in _OWN_HOOKS]
+    saved = [dict(r) for r in registries]
+    for r in registries:
+        r.clear()
+    try:
+        yield
+    finally:
+        for r, entries in zip(registries, saved):
+            r.clear()
+            r.update(entries)
+
+
+def step_hook_count(optimizer: torch.optim.Optimizer | None) -> int:
+    """How many step hooks would run around ``optimizer.step()`` (its own and the global ones)."""
+    import torch.optim.optimizer as module
+
+    found = sum(len(getattr(module, name, {})) for name in _GLOBAL_HOOKS)
+    if optimizer is not None:
+        found += sum(len(getattr(optimizer, name, {})) for name in _OWN_HOOKS)
+    return found
+
+
 def python_counter_error(optimizer: torch.optim.Optimizer, change: str) -> str:
     """The capture error for an update that changed a plain Python value."""
     return (f"{type(optimizer).__name__}.step() changes a Python value ({change}): a captured step runs tensor "
