@@ -265,10 +265,10 @@ def reserved_lower_bound(held: Sequence[Lifetime], step: Sequence[Lifetime], *,
     lifetimes given in ``step`` with their times), whatever else its steps allocate."""
     bound = 0
     for pool in ("small", "large"):
-        def rounded(lts):
-            return [Lifetime(lt.id, lt.start, lt.end, r) for lt in lts
+        requests = [Lifetime(lt.id, lt.start, lt.end, r) for lt in step
                     if lt.size and pool_of(r := round_size(lt.size)) == pool]
-        peak = sum(lt.size for lt in rounded(held)) + live_bytes_peak(rounded(step))
+        peak = sum(r for lt in held if lt.size and pool_of(r := round_size(lt.size)) == pool)
+        peak += live_bytes_peak(requests)
         unit = EXPANDABLE_PAGE[pool] if expandable_segments else ROUND_LARGE
         bound += unit * -(-peak // unit)
     return bound

@@ -252,9 +252,14 @@ def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: s
     if device_type != "cuda":
         return beside_live_bytes(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces), 0
     step, kept = _beside_requests(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
-    held = [Lifetime(f"persistent:{b.id}", 0, 1, b.size) for b in graph.buffers if b.persistent and b.size]
+    held = _persistent_lifetimes(graph)
     reserved, warm = caching_reserve(step, kept, held=held, expandable=expandable)
     return reserved - sum(lt.size for lt in held), warm
+
+
+def _persistent_lifetimes(graph) -> list[Lifetime]:
+    """The persistent buffers as the allocator sees them on CUDA: allocated before the step, never freed."""
+    return [Lifetime(f"persistent:{b.id}", 0, 1, b.size) for b in graph.buffers if b.persistent and b.size]
 
 
 def _beside_bound(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
@@ -266,7 +271,7 @@ def _beside_bound(graph, order, alignment: int, unplaced, copies, device_type: s
     if device_type != "cuda":
         return beside_live_bytes(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
     step, kept = _beside_requests(graph, order, alignment, unplaced, copies, device_type, lifetimes, workspaces)
-    held = [Lifetime(f"persistent:{b.id}", 0, 1, b.size) for b in graph.buffers if b.persistent and b.size]
+    held = _persistent_lifetimes(graph)
     return reserved_lower_bound(held, [*kept, *step], expandable_segments=expandable) - sum(lt.size for lt in held)
 
 

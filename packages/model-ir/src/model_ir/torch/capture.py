@@ -110,8 +110,8 @@ def capture_step(
         check_scaler(scaler, optimizer, train)
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
-    if train and step_hook_count(optimizer):
-        warn_user(f"the optimizer has step hooks ({step_hook_count(optimizer)}, register_step_pre_hook / "
+    if train and (hooks := step_hook_count(optimizer)):
+        warn_user(f"the optimizer has step hooks ({hooks}, register_step_pre_hook / "
                   "register_step_post_hook, its own or global): an optimized step runs the update it traced "
                   "without them, and capture does not call them; call a post-hook's work after each step (an EMA "
                   "update), pass a pre-hook's as before_step")

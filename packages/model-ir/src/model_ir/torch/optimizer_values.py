@@ -82,11 +82,7 @@ def step_hooks_off(optimizer: torch.optim.Optimizer | None):
     """Run the body with ``optimizer``'s step hooks, and the global ones, out of the way
     (put back whatever happens): capture calls ``step()`` on fake tensors, where a hook
     would run its Python work (an EMA update of the real model) once per call."""
-    import torch.optim.optimizer as module
-
-    registries = [getattr(module, name, {}) for name in _GLOBAL_HOOKS]
-    if optimizer is not None:
-        registries += [getattr(optimizer, name, {}) for name in _OWN_HOOKS]
+    registries = _hook_registries(optimizer)
     saved = [dict(r) for r in registries]
     for r in registries:
         r.clear()
@@ -100,12 +96,17 @@ def step_hooks_off(optimizer: torch.optim.Optimizer | None):
 
 def step_hook_count(optimizer: torch.optim.Optimizer | None) -> int:
     """How many step hooks would run around ``optimizer.step()`` (its own and the global ones)."""
+    return sum(len(r) for r in _hook_registries(optimizer))
+
+
+def _hook_registries(optimizer: torch.optim.Optimizer | None) -> list[dict]:
+    """The dicts of step hooks ``optimizer.step()`` runs: the global ones, then its own."""
     import torch.optim.optimizer as module
 
-    found = sum(len(getattr(module, name, {})) for name in _GLOBAL_HOOKS)
+    registries = [getattr(module, name, {}) for name in _GLOBAL_HOOKS]
     if optimizer is not None:
-        found += sum(len(getattr(optimizer, name, {})) for name in _OWN_HOOKS)
-    return found
+        registries += [getattr(optimizer, name, {}) for name in _OWN_HOOKS]
+    return registries
 
 
 def python_counter_error(optimizer: torch.optim.Optimizer, change: str) -> str:

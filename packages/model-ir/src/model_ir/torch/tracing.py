@@ -83,8 +83,9 @@ class InputSlot:
     ``"scale"`` / ``"growth_tracker"`` for a ``GradScaler``'s tensors, or
     ``"inputs[i]"`` / ``"targets[i]"`` for the i-th tensor leaf of the example inputs /
     loss targets (flattened with ``torch.utils._pytree``).
-    ``host``: a step for CUDA keeps this tensor in host memory, no device bytes (the
-    lifted hyper-parameters; Adam's step counts unless ``capturable`` or ``fused``).
+    ``host``: a step emulated for CUDA (CPU stand-ins of every tensor) would keep this one
+    in host memory, no device bytes (the lifted hyper-parameters; Adam's step counts
+    unless ``capturable`` or ``fused``); a step traced on a GPU tells by the device.
     """
 
     kind: str
@@ -614,7 +615,7 @@ def trace_step(
             except Exception as exc:  # ASGD, Adafactor branch on state values; LBFGS needs a closure
                 raise CaptureError(f"{capture_error(exc, model)} (in {type(optimizer).__name__}.step(), run "
                                    "once on fake tensors to learn the shapes of its state)") from exc
-        # Emulated: the state a CUDA run keeps on the host, learned; traced on CUDA: its device.
+        # Emulated: the state a CUDA run keeps on the host, learned (traced on a GPU: by device).
         host_keys = _host_state_keys(optimizer) if emulated else None
         group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         for p in opt_params:
@@ -624,8 +625,7 @@ def trace_step(
             for key, value in source.items():
                 if isinstance(value, torch.Tensor):
                     f = _fake(mode, value, host=emulated) if real_state else value
-                    host = key in host_keys[group_of[id(p)]] if emulated else (device == "cuda" and
-                                                                                f.device.type == "cpu")
+                    host = emulated and key in host_keys[group_of[id(p)]]
                     slots.append(InputSlot("optimizer_state", f"{name_of[id(p)]}/{key}", host=host))
                     flat.append(f)
                     if key == "step" and value.numel() == 1:  # read after its increment (step_guards)
@@ -641,7 +641,7 @@ def trace_step(
     hyper = lifted_hyper_parameters(optimizer) if optimizer is not None and train and lift_hyper_parameters else ()
     for hp in hyper:
         example = example_input(hp, optimizer)  # a float's: a float64 CPU tensor
-        slots.append(InputSlot("hyper_parameter", hp.name, host=device == "cuda" and example.device.type == "cpu"))
+        slots.append(InputSlot("hyper_parameter", hp.name, host=emulated and example.device.type == "cpu"))
         flat.append(_fake(mode, example, host=emulated))
     scaler_constants = None
     if scaler is not None:
@@ -820,20 +820,16 @@ def trace_step(
                   "loss_fn the step's loss is the sum of every floating output; pass "
                   f"loss_fn=lambda out: {found.replace('output', 'out')} to train on that one")
     if python_state:
-        modules = dict(model.named_modules())
-        names = [f"{type(modules[m]).__name__}.{key}" for m, key in python_state]
-        names = ", ".join(dict.fromkeys(names[:3])) + (", ..." if len(names) > 3 else "")
-        warn_user(f"the model's forward changes Python attributes ({names}): an optimized step runs the traced "
-                  "tensor operations only, so they keep the values they had before the capture, where every "
-                  "eager call changes them; keep such state in a tensor (register_buffer) for the step to "
-                  "update it")
+        warn_user(f"the model's forward changes Python attributes ({_attribute_names(model, python_state)}): an "
+                  "optimized step runs the traced tensor operations only, so they keep the values they had before "
+                  "the capture, where every eager call changes them; keep such state in a tensor (register_buffer) "
+                  "for the step to update it")
     if tensor_state:
-        modules = dict(model.named_modules())
-        names = ", ".join(dict.fromkeys(f"{type(modules[m]).__name__}.{key}" for m, key in tensor_state))
-        warn_user(f"the model's forward sets tensor attributes of its modules ({names}; pruning's masked weight "
-                  "is one): an optimized step computes them inside its plan and leaves each attribute with the "
-                  "tensor it held before the capture, where every eager call replaces it; compute them again "
-                  "to read them (pruning: weight_orig * weight_mask)")
+        warn_user(f"the model's forward sets tensor attributes of its modules "
+                  f"({_attribute_names(model, tensor_state)}; pruning's masked weight is one): an optimized step "
+                  "computes them inside its plan and leaves each attribute with the tensor it held before the "
+                  "capture, where every eager call replaces it; compute them again to read them (pruning: "
+                  "weight_orig * weight_mask)")
     kept = _traced_tensors_kept(model, [loss_fn, before_step, *hook_functions(model)])
     if kept:
         warn_user(f"the model's forward, its hooks or the loss keep tensors in Python ({', '.join(kept[:5])}"
@@ -919,6 +915,13 @@ def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Modul
     return [(name, m, dict(vars(m)), {key: dict(value) for key, value in vars(m).items()
                                       if key in _REGISTRIES or ("_hooks" in key and isinstance(value, dict))})
             for name, m in model.named_modules()]
+
+
+def _attribute_names(model: torch.nn.Module, pairs: list[tuple[str, str]]) -> str:
+    """``Class.attribute`` of the first three distinct ``(module name, attribute)`` pairs, for a warning."""
+    modules = dict(model.named_modules())
+    names = list(dict.fromkeys(f"{type(modules[m]).__name__}.{key}" for m, key in pairs))
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dict]],
