@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from model_ir import graph_from_dict, graph_to_dict, simulate
 from model_ir.frontends import load
 from model_ir.testing.torch_models import TransformerBlock, mlp, small_cnn
-from model_ir.torch import CaptureError, TensorSpec, capture, capture_step
+from model_ir.torch import CaptureError, TensorSpec, capture, capture_step, init_optimizer_state
 
 
 class SplitModel(torch.nn.Module):
@@ -481,10 +481,12 @@ def test_a_tensor_attribute_the_forward_replaces_is_named_in_a_warning():
         capture(cached, torch.randn(2, 4), train=False)
 
 
-def test_optimizer_step_hooks_do_not_run_at_capture_and_are_named_in_a_warning():
+def test_optimizer_step_hooks_do_not_run_at_capture_and_pre_hooks_are_named_in_a_warning():
     """Capture calls ``step()`` on fake tensors: a step hook (an EMA update of the real
-    model) ran twice there, and never in an optimized step. Now none runs at capture,
-    a warning says the step will not call them, and they are all back afterwards."""
+    model) ran twice there. Now none runs at capture, nor while the optimizer's state is
+    made; a warning says an optimized step will not call the pre-hooks (it calls the
+    post-hooks: ``test_optimizer_step_post_hooks_run_after_each_optimized_update_as_in_eager``),
+    and they are all back afterwards."""
     calls = []
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -493,8 +495,10 @@ def test_optimizer_step_hooks_do_not_run_at_capture_and_are_named_in_a_warning()
 
     handle = register_optimizer_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
     try:
-        with pytest.warns(UserWarning, match=r"the optimizer has step hooks \(2, .*pass a pre-hook's as before_step"):
+        with pytest.warns(UserWarning, match=r"the optimizer has step pre-hooks \(1, .*pre-hook's work on the "
+                          "gradients as before_step"):
             capture(model, torch.randn(3, 4), optimizer=opt)
+        init_optimizer_state(opt)
         assert calls == []
         model(torch.randn(3, 4)).sum().backward()
         opt.step()

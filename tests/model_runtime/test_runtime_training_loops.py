@@ -457,6 +457,9 @@ def test_cnn_fp16_autocast_with_grad_scaler_skips_an_inf_step(executor, clip):
         return torch.amp.GradScaler("cpu", init_scale=2.0 ** 24, backoff_factor=2.0 ** -12, growth_interval=2)
 
     scaler, ref_scaler = make_scaler(), make_scaler()
+    updates = {id(opt): 0, id(ref_opt): 0}  # a step post-hook runs after updates only, as eager's
+    for o in (opt, ref_opt):
+        o.register_step_post_hook(lambda o, args, kwargs: updates.__setitem__(id(o), updates[id(o)] + 1))
     clip_fn = (lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0)) if clip else None
     y = torch.randint(0, 10, (4,))
     step = optimize(model, torch.randn(4, 3, 16, 16), optimizer=opt, loss_fn=torch.nn.functional.cross_entropy,
@@ -477,10 +480,53 @@ def test_cnn_fp16_autocast_with_grad_scaler_skips_an_inf_step(executor, clip):
         assert torch.equal(scaler._scale, ref_scaler._scale) and torch.equal(scaler._growth_tracker,
                                                                              ref_scaler._growth_tracker), i
         scales.append(scaler.get_scale())
+        assert updates[id(opt)] == updates[id(ref_opt)] == i, (i, updates)  # none at the skipped step 0
         if ref_opt.state:  # eager creates Adam's (zero) state at its first update, not at a skipped one
             assert_same_state(model, opt, ref, ref_opt)
     assert scales[0] == 2.0 ** 12 and scales[-1] > scales[0]  # backed off once, then grew
     assert any(float(s["step"]) > 0 for s in opt.state.values())
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_optimizer_step_post_hooks_run_after_each_optimized_update_as_in_eager(executor):
+    """A step post-hook keeping an exponential moving average of the weights (and one
+    registered globally after ``optimize``) runs after every optimized update, with
+    ``step()``'s arguments, seeing the updated parameters: the average is bitwise
+    eager's. Before, the optimized step never called them."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    averages, calls = {}, []
+
+    def ema(optimizer, args, kwargs):
+        calls.append((optimizer, args, kwargs))
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                averages.setdefault((id(optimizer), id(p)), p.detach().clone()).lerp_(p.detach(), 0.1)
+
+    for o in (opt, ref_opt):
+        o.register_step_post_hook(ema)
+    y = torch.randint(0, 10, (4,))
+    step = optimize(model, torch.randn(4, 3, 16, 16), optimizer=opt, loss_fn=torch.nn.functional.cross_entropy,
+                    targets=(y,), executor=executor, time_limit=2)
+    assert calls == [] and averages == {}  # capture calls no hook
+    handle = register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append("global"))
+    try:
+        for i in range(3):
+            x = torch.randn(4, 3, 16, 16)
+            assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, torch.nn.functional.cross_entropy,
+                                                                  (y,)))
+            assert calls[-4:] == [(opt, (opt,), {}), "global", (ref_opt, (ref_opt,), {}), "global"], i
+    finally:
+        handle.remove()
+    assert_same_state(model, opt, ref, ref_opt)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(averages[id(opt), id(p)], averages[id(ref_opt), id(q)])
+    assert not torch.equal(averages[id(opt), id(next(model.parameters()))], next(model.parameters()))
 
 
 def test_grad_scaler_misuse_is_refused():

@@ -22,6 +22,7 @@ from model_ir.plugins import provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_ir.torch.errors import warn_user
 from model_ir.torch.kernel_probes import MEASURED_THREADS
+from model_ir.torch.optimizer_values import post_hooks, run_post_hooks
 from model_ir.torch.tracing import describe_call, flatten_batch
 from model_ir.workspaces import ARENA_TEMPORARIES
 from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
@@ -261,7 +262,7 @@ class OptimizedStep:
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
         step, tensors = self._variant_for([(args, kwargs, targets)])
         self._last = step
-        outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
+        outputs = self._run_step(step, tensors)
         if step.train:
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
@@ -299,8 +300,21 @@ class OptimizedStep:
                                   "dtypes (pad them, or run a short last batch as an update of its own)")
         step, tensors = self._variant_for(calls)
         self._last = step
-        outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
+        outputs = self._run_step(step, tensors)
         return tuple(outputs[:step.captured.accumulation_steps])
+
+    def _run_step(self, step: OptimizedStep, tensors: list) -> list:
+        """Run ``step`` (gradients into ``.grad`` with ``set_grads``, ``before_step``'s
+        result kept); its other outputs. Then, as eager's ``optimizer.step()`` after its
+        update, the optimizer's step post-hooks (an EMA of the weights, a log), read at
+        each call as eager does; none after an update the GradScaler skipped (a non-finite
+        gradient: its scale backed off), as ``scaler.step`` then skips ``step()``."""
+        hooks = step.train and self.optimizer is not None and post_hooks(self.optimizer)
+        scale = self.scaler.get_scale() if hooks and self.scaler is not None else None
+        outputs = self._before_step_result(step, step._set_grads(step._run(tensors)))
+        if hooks and (scale is None or self.scaler.get_scale() >= scale):
+            run_post_hooks(self.optimizer)
+        return outputs
 
     def _before_step_result(self, step: OptimizedStep, outputs: list) -> list:
         """Keep what ``before_step`` returned in :attr:`before_step_result`; the other outputs."""
@@ -458,7 +472,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     and that its order and placement are valid. ``before_step(params)`` runs between
     backward and the optimizer update and is captured with the step (``params``:
     parameter name to tensor with ``.grad`` set; e.g. gradient clipping,
-    ``lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0)``).
+    ``lambda ps: torch.nn.utils.clip_grad_norm_(ps.values(), 1.0)``). The optimizer's
+    step post-hooks run after each update, as eager's ``step()`` runs them; its pre-hooks
+    cannot (a warning says so).
     ``return_outputs=True``: a training step returns ``(loss, outputs)``, ``outputs``
     being the model's output of that step's forward pass (detached), structured like
     the eager model's (a tensor, a tuple, list or dict of tensors; non-tensor leaves

@@ -16,7 +16,7 @@ from model_ir.torch.flops import annotate_flops
 from model_ir.torch.dropout_masks import keep_dropout_masks
 from model_ir.torch.functional_inplace import drop_redundant_clones, functionalize_forward_writes
 from model_ir.torch.grad_scaler import check_scaler
-from model_ir.torch.optimizer_values import kept_python_values, step_hook_count, step_hooks_off
+from model_ir.torch.optimizer_values import kept_python_values, pre_hook_count, step_hooks_off
 from model_ir.torch.step import CapturedStep
 from model_ir.torch.storage_graph import build_storage_map, check_granularity, unsized_results
 from model_ir.torch.tracing import trace_step
@@ -110,11 +110,10 @@ def capture_step(
         check_scaler(scaler, optimizer, train)
     started = time.perf_counter()
     log.info("capturing %s (%s step)", type(model).__name__, "training" if train else "inference")
-    if train and (hooks := step_hook_count(optimizer)):
-        warn_user(f"the optimizer has step hooks ({hooks}, register_step_pre_hook / "
-                  "register_step_post_hook, its own or global): an optimized step runs the update it traced "
-                  "without them, and capture does not call them; call a post-hook's work after each step (an EMA "
-                  "update), pass a pre-hook's as before_step")
+    if train and (hooks := pre_hook_count(optimizer)):
+        warn_user(f"the optimizer has step pre-hooks ({hooks}, register_step_pre_hook, its own or global): an "
+                  "optimized step runs the update it traced without them (it never stops between backward and "
+                  "update), and capture does not call them; pass a pre-hook's work on the gradients as before_step")
 
     def trace(lift: bool, in_place_sums: frozenset[int] = frozenset()):
         # The trace runs the optimizer's step() on fake tensors: its Python counters are put

@@ -94,19 +94,32 @@ def step_hooks_off(optimizer: torch.optim.Optimizer | None):
             r.update(entries)
 
 
-def step_hook_count(optimizer: torch.optim.Optimizer | None) -> int:
-    """How many step hooks would run around ``optimizer.step()`` (its own and the global ones)."""
-    return sum(len(r) for r in _hook_registries(optimizer))
+def pre_hook_count(optimizer: torch.optim.Optimizer | None) -> int:
+    """How many step pre-hooks would run before ``optimizer.step()``'s update (its own and the global ones)."""
+    pre, _, own_pre, _ = _hook_registries(optimizer)
+    return len(pre) + len(own_pre)
+
+
+def post_hooks(optimizer: torch.optim.Optimizer) -> list:
+    """The step post-hooks ``optimizer.step()`` calls after its update, in its order: its own, then the global ones."""
+    _, post, _, own_post = _hook_registries(optimizer)
+    return [*own_post.values(), *post.values()]
+
+
+def run_post_hooks(optimizer: torch.optim.Optimizer) -> None:
+    """Call ``optimizer``'s step post-hooks as ``Optimizer.step`` does after an update
+    (``hook(optimizer, (optimizer,), {})``): an optimized step updates without ``step()``."""
+    for hook in post_hooks(optimizer):
+        hook(optimizer, (optimizer,), {})
 
 
 def _hook_registries(optimizer: torch.optim.Optimizer | None) -> list[dict]:
-    """The dicts of step hooks ``optimizer.step()`` runs: the global ones, then its own."""
+    """The dicts of step hooks ``optimizer.step()`` runs: the global pre- and post-hooks,
+    then its own (empty without an optimizer)."""
     import torch.optim.optimizer as module
 
-    registries = [getattr(module, name, {}) for name in _GLOBAL_HOOKS]
-    if optimizer is not None:
-        registries += [getattr(optimizer, name, {}) for name in _OWN_HOOKS]
-    return registries
+    return [*(getattr(module, name, {}) for name in _GLOBAL_HOOKS),
+            *(getattr(optimizer, name, {}) for name in _OWN_HOOKS)]
 
 
 def python_counter_error(optimizer: torch.optim.Optimizer, change: str) -> str:

@@ -14,7 +14,7 @@ from model_ir.graph import Graph
 from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
-from model_ir.torch.optimizer_values import kept_python_values
+from model_ir.torch.optimizer_values import kept_python_values, step_hooks_off
 from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     InputSlot, OutputStructure, changed_constant, describe_call, flatten_batch, split_example_inputs,
@@ -251,7 +251,9 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
             )
     saved_grads = {id(p): p.grad for p in params}
     saved_decay = [g.get("weight_decay") for g in optimizer.param_groups]
-    with kept_python_values(optimizer):  # a counter the real step() bumps (capture refuses such updates)
+    # A counter the real step() bumps is put back (capture refuses such updates); the
+    # step hooks (an EMA of the weights) must not see these state-making steps.
+    with kept_python_values(optimizer), step_hooks_off(optimizer):
         try:
             for p in params:
                 p.grad = None
