@@ -574,6 +574,34 @@ def test_steady_cpu_step_counts_safe_softmaxs_masks_as_each_executor_runs_it(tra
     assert abs(beyond - planned) <= 1024, (beyond, planned)
 
 
+class _TransposedScores(torch.nn.Module):
+    """Attention's softmax of transposed scores (``_safe_softmax`` of a strided input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(32, 32)
+
+    def forward(self, x):
+        scores = self.proj(x) @ x.transpose(1, 2)
+        return torch.ops.aten._safe_softmax(scores.transpose(1, 2), -1) @ x
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_steady_cpu_step_counts_the_softmax_copy_of_strided_scores_in_the_arena(train):
+    """The arena executor's ``_safe_softmax`` rewrite runs ``_softmax.out``, whose CPU
+    kernel copies a strided input contiguous first: the plan counts that copy (now 32768
+    bytes measured beside the arena, 33408 planned: the row maxima are counted beside the
+    copy, which is freed before them). Before: 32768 measured, 640 planned in eval."""
+    torch.manual_seed(0)
+    net, x = _TransposedScores().train(train), torch.randn(2, 64, 32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1) if train else None
+    step = optimize(net, x, optimizer=opt, loss_fn=(lambda out: out.sum()) if train else None, time_limit=0.5,
+                    executor="arena")
+    assert all(f.target != "aten._safe_softmax.default" for f in step.fallbacks)  # rewritten
+    beyond, planned = _steady_step_memory(step, "arena", x, exact=True)
+    assert abs(beyond - planned) <= 1024, (beyond, planned)
+
+
 class _TransposedGelu(torch.nn.Module):
     """Whisper's stem: GELU, then a transpose, so that its output gradient comes laid out
     otherwise than its input."""

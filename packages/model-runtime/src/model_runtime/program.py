@@ -294,11 +294,11 @@ class _Builder:
             regions = [self.slot(node, k, b, raw=True) if f else None for k, (b, f) in enumerate(zip(bufs, fresh))]
             return self.g.call_function(_copied_into, (value, regions, op.id))
         bufs = element_buffers(self.step, node)
-        named = named_arguments(target, node.args, node.kwargs)
-        named = {k: fx.node.map_arg(v, self.lookup) for k, v in named.items()}
+        captured = named_arguments(target, node.args, node.kwargs)  # nodes with their traced values
+        named = {k: fx.node.map_arg(v, self.lookup) for k, v in captured.items()}
         self.out_ops += 1
         if how.kind == "rewrite":
-            scratch = rewrite_scratch(target, node.meta["val"], named)
+            scratch = rewrite_scratch(target, node.meta["val"], captured)
             if scratch:
                 self.scratch[op.id] = sum(-(-n // self.granularity) * self.granularity for n in scratch)
             return REWRITES[target](self.g, named, self.slot(node, 0, bufs[0]))

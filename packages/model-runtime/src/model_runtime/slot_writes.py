@@ -170,10 +170,15 @@ def _value(arg):
 
 def rewrite_scratch(op: torch._ops.OpOverload, result: torch.Tensor, named: Mapping[str, Any]) -> tuple[int, ...]:
     """Bytes of each temporary storage the rewrite of ``op`` allocates (and frees before
-    the next op: FX drops a value after its last use) for a call returning ``result``."""
+    the next op: FX drops a value after its last use) for a call returning ``result``
+    (``named``'s values may be FX nodes with ``meta["val"]``)."""
     if op is aten._safe_softmax.default:
         rows = result.numel() // max(result.shape[named["dim"]], 1) if result.dim() else 1
-        return (rows * result.element_size(), rows)  # the row maxima and their bool mask
+        scores = _value(named["self"])
+        # the CPU softmax kernel works on a contiguous copy of a strided input (measured; CUDA's taken alike)
+        copy = (scores.numel() * scores.element_size(),) \
+            if isinstance(scores, torch.Tensor) and not scores.is_contiguous() else ()
+        return (*copy, rows * result.element_size(), rows)  # and the row maxima and their bool mask
     return ()
 
 
