@@ -77,6 +77,28 @@ CALLS = {
 }
 
 
+@pytest.mark.parametrize("size", [[4, 3, 16, 12], [2, 1, 8, 9, 10], [1, 1, 1, 33], [1, 1, 33, 1], [1, 1, 3, 3],
+                                  [1, 1, 1, 1], [1, 1, 50, 1, 1]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_rule_is_its_base_grid(size, dtype, align_corners):
+    """``affine_grid_generator`` (one op at capture, which traces in real mode; its
+    backward is traced as its ops) takes its base grid of homogeneous coordinates, and
+    without ``align_corners`` the scaled coordinates of an axis where they outgrow the
+    result (within 4 bytes)."""
+    torch.set_num_threads(2)
+    theta = torch.randn(size[0], len(size) - 2, len(size) - 1, dtype=dtype)
+
+    def fn(t):
+        return aten.affine_grid_generator(t, size, align_corners)
+
+    traced = make_fx(fn, tracing_mode="real")(theta)
+    (node,) = [n for n in traced.graph.nodes if isinstance(n.target, torch._ops.OpOverload)]
+    peak, result = exact_peak_allocated_during(lambda: fn(theta))
+    measured = peak - result.untyped_storage().nbytes()
+    assert measured <= kernel_temporaries(node) <= measured + 4
+
+
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_rule_is_what_the_kernel_allocates_and_frees(name):
     """Each rule gives the exact peak of the call's allocations less its result,

@@ -45,7 +45,8 @@ magnitude (``abs``) of a complex tensor, a spectrogram's, one of the input's siz
 matrix exponential (an orthogonal parametrization's) up to 12 matrices of its result's
 size, by the norm of its input. ``kthvalue`` and ``median`` select in copies of their
 input. Elementwise kernels copy an operand of another dtype than the common one into it
-(a float times a bool mask, a bf16 residual added to fp32).
+(a float times a bool mask, a bf16 residual added to fp32). ``affine_grid`` builds a
+base grid of homogeneous coordinates, 1.5 times its 2-D result.
 The embedding and its backward, and the softmax backwards, make strided arguments
 contiguous; copying a transposed matrix into a contiguous one takes a 60x60 tile.
 
@@ -238,6 +239,24 @@ def _selection_copies(node: fx.Node) -> int:
     if "dim" in values and x.dim() > 0 and x.movedim(values["dim"], -1).is_contiguous():
         return 0
     return _bytes(x)
+
+
+def _affine_grid_base(node: fx.Node) -> int:
+    """``affine_grid_generator`` builds the base grid, every output position's homogeneous
+    coordinates (``N x *spatial x (dims + 1)``), and multiplies it by theta
+    (AffineGridGenerator.cpp). Without ``align_corners``, each axis's coordinates are
+    scaled in three temporaries (and two numbers) before the result is allocated: they
+    show where they outgrow it (a single row of positions). Exact within 4 bytes; its
+    backward is traced as the ops it is made of."""
+    values = _values(node)
+    theta, size = values.get("theta"), values.get("size")
+    if not isinstance(theta, torch.Tensor) or not isinstance(size, (list, tuple)) or len(size) < 3:
+        return 0
+    positions, item = math.prod(int(n) for n in (size[0], *size[2:])), theta.element_size()
+    base, result = positions * (len(size) - 1) * item, positions * (len(size) - 2) * item
+    longest = max(int(n) for n in size[2:])  # an axis of one position is not scaled
+    scaling = 0 if values.get("align_corners") or longest < 2 else 3 * longest * item + 16
+    return base + max(0, scaling - result)
 
 
 def _upsample_copy(node: fx.Node) -> int:
@@ -446,6 +465,7 @@ _RULES = {target: rule for targets, rule in (
     (_MATRIX_PRODUCTS, _gemm_copies),
     (_FFTS, _fft_temporaries),
     ({_aten.abs.default}, _complex_abs),
+    ({_aten.affine_grid_generator.default}, _affine_grid_base),
     ({_aten.linalg_matrix_exp.default}, _matrix_exp_temporaries),
     ({_aten.kthvalue.default, _aten.kthvalue.values, _aten.median.default, _aten.median.dim, _aten.median.dim_values,
       _aten.nanmedian.default, _aten.nanmedian.dim, _aten.nanmedian.dim_values}, _selection_copies),
