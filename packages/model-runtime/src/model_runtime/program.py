@@ -188,7 +188,7 @@ class _Builder:
         if skippable and self.finite is None:
             found_inf = self.need(self.nodes[self.step.found_inf])
             self.finite = self.g.call_function(_all_finite, (found_inf,))
-        mark = next(reversed(self.g.nodes)) if skippable else None
+        mark = next(iter(reversed(self.g.nodes))) if skippable else None  # torch 2.11: not an iterator
         source = node
         if self.runs[op.id] > 1 and op.meta.get(RERUN_WITHOUT_WRITES):
             source = _rerun_node(node)  # batch norm again: the running statistics are not updated twice
