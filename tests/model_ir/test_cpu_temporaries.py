@@ -71,6 +71,17 @@ CALLS = {
                     lambda: (torch.randn(8, 32) > 0, torch.randn(8, 32), torch.randn(8, 32).bfloat16())),
     "addcdiv-mixed": (lambda a, b, c: aten.addcdiv(a, b, c),
                       lambda: (torch.randn(8, 32).double(), torch.randn(8, 32), torch.randn(8, 32).bfloat16())),
+    # a number for a tensor operand (an optimizer's p.mul_(1 - lr * wd)) is wrapped as a
+    # 0-dim float64/int64 tensor, then cast to the common dtype
+    "mul-by-a-float": (lambda a: aten.mul.Tensor(a, 0.5), lambda: (torch.randn(16, 4),)),
+    "add-an-int-to-bf16": (lambda a: aten.add.Tensor(a, 1), lambda: (torch.randn(16, 4).bfloat16(),)),
+    "add-an-int-to-int64": (lambda a: aten.add.Tensor(a, 1), lambda: (torch.arange(64).view(16, 4),)),
+    "mul-complex-by-a-float": (lambda a: aten.mul.Tensor(a, 2.0), lambda: (torch.randn(16, 4, dtype=torch.cfloat),)),
+    "mul-scalar": (lambda a: aten.mul.Scalar(a, 0.5), lambda: (torch.randn(16, 4),)),
+    "sub-scalar-float64": (lambda a: aten.sub.Scalar(a, 1), lambda: (torch.randn(16, 4, dtype=torch.float64),)),
+    "eq-scalar-ints-to-a-float": (lambda a: aten.eq.Scalar(a, 0.5), lambda: (torch.arange(64).view(16, 4),)),
+    "div-scalar-ints": (lambda a: aten.div.Scalar(a, 2.0), lambda: (torch.arange(64).view(16, 4),)),
+    "add-scalar-to-bools": (lambda a: aten.add.Scalar(a, 1), lambda: (torch.randn(16, 4) > 0,)),
     "log-softmax-backward-transposed": (
         lambda g, y: aten._log_softmax_backward_data(g, y, 0, torch.float32),
         lambda: (torch.randn(100, 80).t(), torch.randn(100, 80).t())),

@@ -110,13 +110,16 @@ _UPSAMPLE_2D_BACKWARD = frozenset({_aten.upsample_nearest2d_backward.default,
 
 #: Elementwise ops whose CPU TensorIterator casts each tensor operand of another dtype
 #: than the common one to it first (:func:`_promoted_copies`): functional, in-place and
-#: out= overloads (the arena executor calls the out= ones).
+#: out= overloads (the arena executor calls the out= ones); the ``Scalar`` overloads wrap
+#: their number as a tensor, which is cast too.
 _PROMOTING = frozenset(
     getattr(getattr(_aten, name), overload)
     for names, overloads in (
         (("add", "sub", "mul", "div", "remainder", "fmod", "copysign", "xlogy", "lerp", "eq", "ne", "lt", "le", "gt",
           "ge"), ("Tensor", "out")),
         (("add_", "sub_", "mul_", "div_", "remainder_", "fmod_", "copysign_", "lerp_"), ("Tensor",)),
+        (("add", "sub", "mul", "div", "eq", "ne", "lt", "le", "gt", "ge", "add_", "sub_", "mul_", "div_"),
+         ("Scalar",)),
         (("maximum", "minimum", "fmax", "fmin", "addcmul", "addcdiv", "logaddexp", "atan2", "hypot"), ("default", "out")),
         (("addcmul_", "addcdiv_", "atan2_", "hypot_"), ("default",)),
         (("pow",), ("Tensor_Tensor", "Tensor_Tensor_out")), (("where",), ("self", "self_out")),
@@ -270,15 +273,36 @@ def _promoted_copies(node: fx.Node) -> int:
     """CPU elementwise kernels (TensorIterator's ``promote_inputs_to_common_dtype``) copy
     each operand whose dtype is not the common one into a tensor of the common dtype:
     a float times a bool mask, a bf16 residual added to an fp32 stream, integers divided.
-    The common dtype is the result's, or the operands' promotion for a comparison."""
+    A number given for a tensor operand (``p.mul_(1 - lr * wd)`` in an optimizer, with
+    its hyper-parameters traced as numbers) is first wrapped as a 0-dim float64 (int64,
+    bool, complex128) tensor, cast too. The common dtype is the result's, or for a
+    comparison the operands' promotion, a number's kind included (``torch.result_type``)."""
     values, out = _values(node), node.meta.get("val")
     operands = [v for k in _PROMOTED_OPERANDS if isinstance(v := values.get(k), torch.Tensor)]
+    numbers = [n for k in _PROMOTED_OPERANDS if (n := _number_kind(values.get(k))) is not None]
     if not isinstance(out, torch.Tensor) or not operands:
         return 0
     common = out.dtype
-    if common == torch.bool and node.target._schema.name.split("::")[-1] in ("eq", "ne", "lt", "le", "gt", "ge"):
+    if common == torch.bool and node.target._schema.name.split("::")[-1].rstrip("_") in _COMPARISONS:
         common = functools.reduce(torch.promote_types, (t.dtype for t in operands))
-    return sum(t.numel() * common.itemsize for t in operands if t.dtype != common)
+        for number in numbers:
+            common = torch.result_type(torch.empty((), dtype=common), number)
+    copies = sum(t.numel() * common.itemsize for t in operands if t.dtype != common)
+    wrapped = [_WRAPPED[type(n)] for n in numbers]
+    return copies + sum(d.itemsize + (common.itemsize if d != common else 0) for d in wrapped)
+
+
+_COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+#: the dtype of the tensor a number is wrapped in (``wrapped_scalar_tensor``), by its kind
+_WRAPPED = {bool: torch.bool, int: torch.int64, float: torch.float64, complex: torch.complex128}
+
+
+def _number_kind(value) -> bool | int | float | complex | None:
+    """A number of ``value``'s kind (symbolic ones included), None for anything else."""
+    for symbolic, kind in ((torch.SymBool, bool), (torch.SymInt, int), (torch.SymFloat, float)):
+        if isinstance(value, symbolic):
+            return kind(1)
+    return value if isinstance(value, (bool, int, float, complex)) else None
 
 
 def _upsample_indices(node: fx.Node) -> int:
