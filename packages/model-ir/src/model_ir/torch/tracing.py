@@ -43,6 +43,7 @@ from model_ir.torch.errors import CaptureError, LiftedHyperParametersError, drop
 from model_ir.torch.gradient_accumulation import (
     ACCUMULATE, in_place_sum_ordinals, mark_in_place_sums, marking_accumulations,
 )
+from model_ir.torch.decided_draws import decided_draws
 from model_ir.torch.function_scope import hook_functions, scope_values
 from model_ir.torch.functional_inplace import views_for_metadata_writes
 from model_ir.torch.grad_scaler import (
@@ -801,7 +802,8 @@ def trace_step(
         model.eval()
     try:
         with refusing_python_random(type(model).__name__), kernels(), mode, _quiet_meta_failures(), \
-                constant_decisions(), pairing_replayed_draws() as draws, valued_reads(reads, step_counts):
+                constant_decisions(), pairing_replayed_draws() as draws, valued_reads(reads, step_counts), \
+                decided_draws():
             gm = make_fx(step, tracing_mode="real")(*flat)
     except Exception as exc:
         error = exc if isinstance(exc, CaptureError) else capture_error(exc, model)
