@@ -82,6 +82,11 @@ _REDUCED_IN_PLACE = frozenset({_aten.mse_loss.default, _aten.smooth_l1_loss.defa
                                _aten.binary_cross_entropy.default, _aten.soft_margin_loss.default})
 
 
+#: Grouped matrix products (Hugging Face's mixture-of-experts layers): torch 2.11's meta
+#: function takes bf16 only, where its CPU kernel takes every float dtype.
+_GROUPED_MM = getattr(_aten, "_grouped_mm", None)
+_GROUPED_MM = getattr(_GROUPED_MM, "default", None)
+
 #: oneDNN's LSTM layer and the position of the workspace among its results.
 _ONEDNN_RNN, _WORKSPACE = _aten.mkldnn_rnn_layer.default, 3
 #: Its backward and the positions of its two bias gradients (``bias_ih``'s, ``bias_hh``'s).
@@ -268,6 +273,8 @@ class EagerStridesFakeMode(FakeTensorMode):
         return f
 
     def dispatch(self, func, types, args=(), kwargs=None):
+        if func is _GROUPED_MM and _GROUPED_MM is not None:
+            return self._grouped_mm(func, types, args, kwargs or {})
         out = super().dispatch(func, types, args, kwargs)
         if func in MEASURABLE and self.measures_kernels:
             values = schema_values(func, args, kwargs or {})
@@ -300,6 +307,24 @@ class EagerStridesFakeMode(FakeTensorMode):
                 leaves[positions[k]] = super().dispatch(_aten.empty_strided.default, types, (t.shape, strides),
                                                         {"dtype": dtype, "device": t.device})
         return pytree.tree_unflatten(leaves, spec)
+
+    def _grouped_mm(self, func, types, args, kwargs):
+        """A grouped product of float operands the meta function refuses (torch 2.11: bf16
+        only; the CPU kernel takes them): its shape from bf16 stand-ins, contiguous in the
+        operands' dtype (``out_dtype``'s if given), as the CPU kernel makes it."""
+        try:
+            return super().dispatch(func, types, args, kwargs)
+        except RuntimeError as e:
+            a, b = args[:2]
+            if "BF16" not in str(e) or a.device.type != "cpu" or not (a.is_floating_point() and b.is_floating_point()):
+                raise
+        stand_ins = [super(EagerStridesFakeMode, self).dispatch(
+            _aten.empty_strided.default, types, (t.shape, t.stride()), {"dtype": torch.bfloat16, "device": t.device})
+            for t in (a, b)]
+        out_dtype = args[4] if len(args) > 4 else kwargs.get("out_dtype")
+        shaped = super().dispatch(func, types, (*stand_ins, *args[2:4]), {**kwargs, "out_dtype": None})
+        dtype = out_dtype or a.dtype
+        return super().dispatch(_aten.empty.memory_format, types, (shaped.shape,), {"dtype": dtype, "device": a.device})
 
     def _sized_workspace(self, types, args, kwargs, out):
         workspace = out[_WORKSPACE]
