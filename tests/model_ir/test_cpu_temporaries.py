@@ -82,6 +82,10 @@ CALLS = {
     "eq-scalar-ints-to-a-float": (lambda a: aten.eq.Scalar(a, 0.5), lambda: (torch.arange(64).view(16, 4),)),
     "div-scalar-ints": (lambda a: aten.div.Scalar(a, 2.0), lambda: (torch.arange(64).view(16, 4),)),
     "add-scalar-to-bools": (lambda a: aten.add.Scalar(a, 1), lambda: (torch.randn(16, 4) > 0,)),
+    "rsub-scalar-bf16": (lambda a: aten.rsub.Scalar(a, 1), lambda: (torch.randn(16, 4).bfloat16(),)),
+    "pow-of-a-number": (lambda a: aten.pow.Scalar(2.0, a), lambda: (torch.randn(16, 4),)),
+    "floor-divide-scalar": (lambda a: aten.floor_divide.Scalar(a, 2), lambda: (torch.randn(16, 4),)),
+    "bitwise-or-scalar-int32": (lambda a: aten.bitwise_or.Scalar(a, 1), lambda: (torch.arange(64, dtype=torch.int32),)),
     "log-softmax-backward-transposed": (
         lambda g, y: aten._log_softmax_backward_data(g, y, 0, torch.float32),
         lambda: (torch.randn(100, 80).t(), torch.randn(100, 80).t())),
