@@ -127,6 +127,10 @@ def capture_error(exc: BaseException, model) -> CaptureError:
         hint = _hint(exc) or ("; a step's shapes must follow from its inputs' shapes: keep the full shape and "
                               "mask instead (torch.where(mask, x, 0), x * mask) where the code selects elements "
                               "(nonzero, x[mask], masked_select, unique)")
+    elif "argument of type: <class 'torch._C.Generator'>" in text:
+        what = ("a random op is given a torch.Generator of its own, which this torch's graph tracing cannot hold "
+                f"as an argument (torch {torch.__version__.split('+')[0]}; torch 2.15 traces it): draw from the "
+                "global generator (seeded with torch.manual_seed), or use a newer torch")
     elif "UnsupportedOperator" in name or "fake impl" in text.lower() or "NotImplemented" in name:
         op = op or _operator_in_text(text)
         what = (
