@@ -24,8 +24,12 @@ teacher, MoCo's momentum encoder and queue, a spatial transformer, style transfe
 convolution, ``unfold``/``fold`` and ``nn.Bilinear``, pure bf16 training, a diffusion
 UNet, torch's ``nn.TransformerDecoder``, orthogonal and spectral-norm parametrizations,
 1-D/3-D/bicubic upsampling, selection ops (``topk``, ``kthvalue``, ``median``, ...), graph
-message passing, a WaveNet, rotary embeddings by complex multiplication), and ten
-optimizers torch ships (Adam with a tensor learning rate among them).
+message passing, a WaveNet, rotary embeddings by complex multiplication, a gradient
+penalty (a backward of a backward), LoRA, weight norm, ``nn.MultiheadAttention``'s
+weights over padded keys, PReLU/RReLU/channel dropout/stochastic depth/pixel shuffle/
+max-pool indices/Gumbel noise/``cdist``, complex weights, noise from a module's own
+generator, the nested-tensor ``TransformerEncoder``), and fourteen optimizer set-ups
+torch ships (Adam with a tensor learning rate, decoupled RAdam, maximizing Adam among them).
 A failure is reported on its line; the others go on.
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json]
@@ -513,6 +517,126 @@ class _ComplexRotary(nn.Module):
         return self.head(a).flatten(0, 1)
 
 
+class _GradientPenalty(nn.Module):
+    """A penalty on the norm of the output's gradient with respect to the input (WGAN-GP,
+    physics-informed losses): ``autograd.grad(create_graph=True)`` in training, so the
+    backward differentiates a backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 3)
+
+    def forward(self, x):
+        if not self.training:
+            return self.b(torch.tanh(self.a(x)))
+        x = x.clone().requires_grad_(True)
+        out = self.b(torch.tanh(self.a(x)))
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        return out + grad.norm(dim=1, keepdim=True)
+
+
+class _LoRA(nn.Module):
+    """A frozen linear layer with a trained low-rank update (LoRA, dropout on its input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.base, self.head = nn.Linear(16, 16).requires_grad_(False), nn.Linear(16, 3)
+        self.down, self.up = nn.Parameter(torch.randn(4, 16) * 0.1), nn.Parameter(torch.zeros(16, 4))
+
+    def forward(self, x):
+        return self.head(self.base(x) + F.dropout(x, 0.1, self.training) @ self.down.t() @ self.up.t() * 2.0)
+
+
+class _WeightNorm(nn.Module):
+    """``nn.utils.parametrizations.weight_norm``: the weight recomputed from its direction
+    and magnitude at every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.utils.parametrizations.weight_norm(nn.Linear(16, 32)), nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.b(F.gelu(self.a(x)))
+
+
+class _AttentionWeights(nn.Module):
+    """``nn.MultiheadAttention`` over padded tokens (``key_padding_mask``, dropout) whose
+    averaged attention weights the head reads too."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(50, 16), nn.Linear(16, 3)
+        self.attention = nn.MultiheadAttention(16, 4, dropout=0.1, batch_first=True)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        out, weights = self.attention(h, h, h, key_padding_mask=ids == 0, need_weights=True)
+        return self.head(out.mean(1) + weights.mean((1, 2)).unsqueeze(1))
+
+
+class _Layers(nn.Module):
+    """PReLU, RReLU, channel dropout, stochastic depth, pixel shuffle, adaptive max pooling
+    with indices, Gumbel-softmax noise (in training) and ``cdist``."""
+
+    def __init__(self):
+        from torchvision.ops import StochasticDepth
+
+        super().__init__()
+        self.conv, self.prelu, self.rrelu = nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(), nn.RReLU()
+        self.drop, self.depth, self.shuffle = nn.Dropout2d(0.2), StochasticDepth(0.3, "row"), nn.PixelShuffle(2)
+        self.conv2, self.head = nn.Conv2d(2, 4, 3), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.drop(self.rrelu(self.prelu(self.conv(x))))
+        h = self.shuffle(h + self.depth(h))
+        h, _ = F.adaptive_max_pool2d(self.conv2(h), 2, return_indices=True)
+        if self.training:
+            h = h + F.gumbel_softmax(h, tau=0.5, dim=1)
+        return self.head(h.mean((2, 3)) + torch.cdist(h.flatten(2), h.flatten(2)).mean((1, 2)).unsqueeze(1))
+
+
+class _ComplexWeights(nn.Module):
+    """A complex-valued weight (the optimizer updates it as pairs of reals)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.head = nn.Parameter(torch.randn(16, 8, dtype=torch.cfloat) * 0.1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head((x.to(torch.cfloat) @ self.weight).abs())
+
+
+class _OwnGenerator(nn.Module):
+    """Input noise drawn from the module's own ``torch.Generator``, not the global one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.generator = nn.Linear(16, 3), torch.Generator().manual_seed(1)
+
+    def forward(self, x):
+        return self.lin(x + 0.1 * torch.randn(x.shape, generator=self.generator)) if self.training else self.lin(x)
+
+
+class _NestedEncoder(nn.Module):
+    """``nn.TransformerEncoder`` with ``enable_nested_tensor`` over padded tokens (its
+    nested-tensor fast path is for inference without autograd)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(50, 16), nn.Linear(16, 3)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 2,
+                                             enable_nested_tensor=True)
+
+    def forward(self, ids):
+        return self.head(self.encoder(self.embed(ids), src_key_padding_mask=ids == 0).mean(1))
+
+
+def _padded_ids():
+    ids = torch.randint(1, 50, (4, 6))
+    ids[1, 4:], ids[2, 3:] = 0, 0
+    return ids
+
+
 def _style_transfer():
     x = torch.randn(2, 3, 16, 16)
     return _StyleTransfer(), (x,), F.mse_loss, (x,)  # the input is its own target
@@ -632,6 +756,14 @@ CASES = {
     "wavenet": _small(_WaveNet, lambda: torch.randn(2, 1, 32), make_targets=lambda: (torch.randint(0, 8, (2, 32)),)),
     "complex-rotary": _small(_ComplexRotary, lambda: torch.randint(0, 50, (2, 10)),
                              make_targets=lambda: (torch.randint(0, 50, (20,)),)),
+    "gradient-penalty": _small(_GradientPenalty, lambda: torch.randn(4, 16)),
+    "lora": _small(_LoRA, lambda: torch.randn(4, 16)),
+    "weight-norm": _small(_WeightNorm, lambda: torch.randn(4, 16)),
+    "attention-padding-weights": _small(_AttentionWeights, _padded_ids),
+    "layers": _small(_Layers, lambda: torch.randn(2, 3, 8, 8), make_targets=lambda: (_labels(2, 4),)),
+    "complex-weights": _small(_ComplexWeights, lambda: torch.randn(4, 16)),
+    "own-generator": _small(_OwnGenerator, lambda: torch.randn(4, 16)),
+    "nested-tensor-encoder": _small(_NestedEncoder, _padded_ids),
 }
 
 #: name -> params -> optimizer, each run on the ``checkpointed`` model
@@ -646,6 +778,10 @@ OPTIMIZERS = {
     "adadelta": lambda p: O.Adadelta(p),
     "rprop": lambda p: O.Rprop(p, lr=0.01),
     "adam-tensor-lr": lambda p: O.Adam(p, lr=torch.tensor(0.01)),
+    "radam-decoupled": lambda p: O.RAdam(p, lr=0.01, decoupled_weight_decay=True, weight_decay=0.01),
+    "adam-maximize": lambda p: O.Adam(p, lr=0.01, maximize=True),
+    "adagrad-lr-decay": lambda p: O.Adagrad(p, lr=0.1, lr_decay=0.01, weight_decay=0.1),
+    "adamw-amsgrad-foreach": lambda p: O.AdamW(p, lr=0.01, amsgrad=True, foreach=True),
 }
 
 
