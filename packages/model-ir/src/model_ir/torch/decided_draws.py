@@ -22,14 +22,11 @@ from torch.overrides import TorchFunctionMode
 
 #: uniform draws in [0, 1)
 _DRAWS = frozenset({torch.rand, torch.rand_like})
-#: comparison -> (draw, bound) -> the answer at every call, or None
-_COMPARISONS = {}
-for _names, _compare in ((("lt", "__lt__"), operator.lt), (("le", "__le__"), operator.le),
-                         (("gt", "__gt__"), operator.gt), (("ge", "__ge__"), operator.ge)):
-    for _name in _names:
-        for _owner in (torch.Tensor, torch):
-            if hasattr(_owner, _name):
-                _COMPARISONS[getattr(_owner, _name)] = _compare
+#: torch function -> the comparison it makes
+_COMPARISONS = {getattr(owner, name): compare
+                for names, compare in ((("lt", "__lt__"), operator.lt), (("le", "__le__"), operator.le),
+                                       (("gt", "__gt__"), operator.gt), (("ge", "__ge__"), operator.ge))
+                for name in names for owner in (torch.Tensor, torch) if hasattr(owner, name)}
 
 
 def decided(compare, bound: float) -> bool | None:

@@ -84,8 +84,7 @@ _REDUCED_IN_PLACE = frozenset({_aten.mse_loss.default, _aten.smooth_l1_loss.defa
 
 #: Grouped matrix products (Hugging Face's mixture-of-experts layers): torch 2.11's meta
 #: function takes bf16 only, where its CPU kernel takes every float dtype.
-_GROUPED_MM = getattr(_aten, "_grouped_mm", None)
-_GROUPED_MM = getattr(_GROUPED_MM, "default", None)
+_GROUPED_MM = getattr(getattr(_aten, "_grouped_mm", None), "default", None)
 
 #: oneDNN's LSTM layer and the position of the workspace among its results.
 _ONEDNN_RNN, _WORKSPACE = _aten.mkldnn_rnn_layer.default, 3
@@ -273,7 +272,7 @@ class EagerStridesFakeMode(FakeTensorMode):
         return f
 
     def dispatch(self, func, types, args=(), kwargs=None):
-        if func is _GROUPED_MM and _GROUPED_MM is not None:
+        if func is _GROUPED_MM:  # never None: func is an operator
             return self._grouped_mm(func, types, args, kwargs or {})
         out = super().dispatch(func, types, args, kwargs)
         if func in MEASURABLE and self.measures_kernels:
@@ -318,7 +317,7 @@ class EagerStridesFakeMode(FakeTensorMode):
             a, b = args[:2]
             if "BF16" not in str(e) or a.device.type != "cpu" or not (a.is_floating_point() and b.is_floating_point()):
                 raise
-        stand_ins = [super(EagerStridesFakeMode, self).dispatch(
+        stand_ins = [super(EagerStridesFakeMode, self).dispatch(  # (a comprehension has no bare super())
             _aten.empty_strided.default, types, (t.shape, t.stride()), {"dtype": torch.bfloat16, "device": t.device})
             for t in (a, b)]
         out_dtype = args[4] if len(args) > 4 else kwargs.get("out_dtype")
