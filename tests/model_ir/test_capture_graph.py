@@ -299,6 +299,16 @@ def test_a_packed_sequence_gets_a_hint():
         capture(_PackedLSTM(), (torch.randn(3, 5, 4), torch.tensor([5, 3, 2])))
 
 
+def test_quantization_aware_training_says_it_is_not_supported():
+    """FakeQuantize branches on its flags, buffer values: named at the user's call, with the reason."""
+    from torch.ao.quantization import FakeQuantize
+
+    model = torch.nn.Sequential(FakeQuantize(), torch.nn.Linear(4, 2))
+    with pytest.raises(CaptureError, match=r"data-dependent operation.*; torch.ao.quantization's fake quantization "
+                                           r"branches on values of its buffers .*not supported"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
 def test_data_dependent_shape_names_the_operator():
     # named where the user's forward calls it, with the way out
     with pytest.raises(CaptureError, match=r"aten.nonzero.default has an output shape that depends on tensor values "

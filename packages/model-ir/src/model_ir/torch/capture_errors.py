@@ -48,6 +48,9 @@ _HINTS = {
     os.path.join("nn", "utils", "clip_grad.py"): "clip_grad_norm_(error_if_nonfinite=True) checks the norm's value: "
                                                  "leave it False and look at the norm the step keeps "
                                                  "(return it from before_step: step.before_step_result)",
+    os.path.join("ao", "quantization", ""): "torch.ao.quantization's fake quantization branches on values of its "
+                                            "buffers (observer_enabled, fake_quant_enabled) and of the ranges it "
+                                            "observes: quantization-aware training is not supported",
     os.path.join("nn", "modules", "rnn.py"): _PACKED_HINT,
     os.path.join("nn", "utils", "rnn.py"): _PACKED_HINT,
 }
