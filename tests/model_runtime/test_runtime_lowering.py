@@ -111,6 +111,8 @@ def test_every_rewrite_has_a_case():
 def _check_rewrite(op, device: str) -> None:
     args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in REWRITE_CASES[op]]
     kwargs = REWRITE_KWARGS.get(op, {})
+    if not any(isinstance(a, torch.Tensor) for a in args):  # a factory: made on the device too
+        kwargs = {**kwargs, "device": torch.device(device)}
     torch.manual_seed(0)  # random ops (bernoulli): the same draws both ways
     expected = op(*args, **kwargs)
     g = fx.Graph()
