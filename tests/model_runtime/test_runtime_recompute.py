@@ -202,6 +202,21 @@ def test_an_impossible_budget_is_one_clear_error():
                  memory_budget=1024, time_limit=2)
 
 
+def test_a_budget_the_search_ran_out_of_time_on_says_so():
+    """A feasible budget missed because the time limit ended the search is not reported as
+    if no plan could meet it: the error names the time limit (densenet121 fits half-way
+    to its bound in 30 s, not in 5); an impossible budget's error does not."""
+    torch.manual_seed(0)
+    model = TransformerBlock(32, 4)
+    make_opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    _, _, budget = budget_between(model, torch.randn(4, 16, 32), make_opt, 0.5)
+    with pytest.raises(BudgetError, match=r"stopped at its time_limit of 0.001 s, a longer one may find a plan"):
+        optimize(model, torch.randn(4, 16, 32), optimizer=make_opt(model), memory_budget=budget, time_limit=0.001)
+    with pytest.raises(BudgetError) as e:
+        optimize(model, torch.randn(4, 16, 32), optimizer=make_opt(model), memory_budget=1024, time_limit=0.001)
+    assert "time_limit" not in str(e.value)
+
+
 def test_run_command_with_a_budget(capsys):
     from model_ir.cli import main
 

@@ -30,7 +30,7 @@ from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
 from model_runtime.planning import (
-    ORDER_EXECUTORS, check_fallback_results, check_saved_plan, device_alignment, make_plan,
+    DEFAULT_TIME_LIMIT, ORDER_EXECUTORS, check_fallback_results, check_saved_plan, device_alignment, make_plan,
 )
 from model_runtime.program import CompiledProgram
 
@@ -600,10 +600,15 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                          executors=ORDER_EXECUTORS if auto else (chosen_name,))
         if memory_budget is not None and not plan.figures["fits_budget"]:
             f = plan.figures
+            limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
+            # A budget above the bound that the search ran out of time on may yet be met (a large graph's
+            # recomputation search takes tens of seconds): say so, rather than suggest it is impossible.
+            more_time = (f"; the search stopped at its time_limit of {limit:g} s, a longer one may find a plan"
+                         if memory_budget >= f["lower_bound_bytes"] and f["schedule_seconds"] >= 0.9 * limit else "")
             raise BudgetError(
                 f"no plan found keeps the peak under memory_budget={human_bytes(memory_budget)}: the best peaks "
                 f"at {human_bytes(f['peak_bytes'])}, and no plan of this step, with any recomputation, peaks below "
-                f"{human_bytes(f['lower_bound_bytes'])}")
+                f"{human_bytes(f['lower_bound_bytes'])}{more_time}")
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)
