@@ -45,6 +45,23 @@ def test_beyond_zoo_checks_a_case_bitwise_and_against_its_plan(tmp_path):
     assert all(0 <= r["planned_bytes"] - r["exact_measured_bytes"] <= 128 for r in rows), rows
 
 
+def test_beyond_zoo_under_a_budget_recomputes_and_stays_within_it(tmp_path):
+    """--budget-share: the step planned under a budget half-way to the recomputation bound
+    fits it by recomputing, is bitwise eager's and allocates no more than planned."""
+    bench = _load("benchmarks/beyond_zoo.py")
+    out, threads = tmp_path / "rows.json", torch.get_num_threads()
+    try:
+        assert bench.main(["layers", "--executors", "reorder", "--budget-share", "0.5", "--json", str(out)]) == 0
+        with pytest.raises(SystemExit):
+            bench.main(["layers", "--budget-share", "1.5"])
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["fits"] and row["bitwise"] and row["recomputed_ops"] > 0, row
+    assert row["bound_bytes"] <= row["peak_bytes"] <= row["budget_bytes"] < row["unbudgeted_peak_bytes"], row
+    assert 0.99 * row["planned_bytes"] <= row["exact_measured_bytes"] <= row["planned_bytes"], row
+
+
 def test_gpu_matrix_renders_the_committed_h200_results():
     """The measured table of docs/measured-gpu.md is rendered from the committed results file."""
     matrix = _load("benchmarks/gpu_matrix.py")
