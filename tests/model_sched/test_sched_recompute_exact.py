@@ -169,6 +169,57 @@ def test_large_graphs_get_the_greedy_with_a_note():
     assert simulate(g, r.order).peak_bytes == r.peak_bytes
 
 
+def rerun_before_a_write() -> Graph:
+    """``a`` is read by ``h`` only after ``w`` writes ``f``'s input in place, and ``g``
+    (ordered after ``f``, as RNG ops are) needs room while ``a`` is held: at 12 B, ``f``
+    must rerun after ``g`` and before ``w``, earlier than ``a``'s next use, where the
+    greedy inserts reruns."""
+    return Graph([Buffer("x", 4), Buffer("a", 8), Buffer("t", 8)],
+                 [Op("f", inputs=["x"], outputs=["a"], meta={"flops": 100}),
+                  Op("g", inputs=["x"], outputs=["t"], after=["f"]),
+                  Op("w", mutates=["x"], after=["f"]),
+                  Op("h", inputs=["x", "a"])], name="rerun-before-a-write")
+
+
+def test_recompute_falls_back_on_the_exact_model_where_the_greedy_cannot_fit():
+    g = rerun_before_a_write()
+    assert simulate(g).peak_bytes == 20 and working_set_bound(g) == 12
+    greedy = fit_budget(g, range(4), 12)
+    assert not greedy.fits and greedy.peak_bytes == 20
+    notes = []
+    r = schedule(g, method="recompute", memory_budget=12, time_limit=10, progress=lambda p: notes.append(p.stage))
+    assert r.fits_budget and r.peak_bytes == 12 and r.source == "recompute-exact"
+    assert r.order == ("f", "g", "f", "w", "h") and r.recompute_flops == 100
+    assert any(s.startswith("recompute-exact: optimal") for s in notes)
+    assert schedule(g, memory_budget=12, time_limit=10).fits_budget  # auto under a budget is recompute
+
+
+def test_recompute_without_the_exact_model_says_why(monkeypatch):
+    import model_sched.recompute_exact
+    from model_sched.errors import SolverUnavailableError
+    from model_sched.solvers import CpSatBackend
+
+    g = rerun_before_a_write()
+    notes = []
+
+    def run():
+        notes.clear()
+        return schedule(g, method="recompute", memory_budget=12, time_limit=5, progress=lambda p: notes.append(p.stage))
+
+    monkeypatch.setattr(model_sched.recompute_exact, "MAX_EXACT_OPS", 3)
+    r = run()
+    assert not r.fits_budget and r.peak_bytes == 20
+    assert "recompute: the greedy cannot fit; 4 ops > 3, no exact search" in notes
+    monkeypatch.undo()
+
+    def missing(self):
+        raise SolverUnavailableError("solver 'cpsat' needs the Python package 'ortools'")
+
+    monkeypatch.setattr(CpSatBackend, "available", missing)
+    r = run()
+    assert not r.fits_budget and any("no exact search (solver 'cpsat' needs" in s for s in notes)
+
+
 def test_a_time_limit_returns_a_checked_answer_with_its_bound():
     g = layered_graph(MAX_EXACT_OPS, seed=3)
     order = list(range(len(g.ops)))

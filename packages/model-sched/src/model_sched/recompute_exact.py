@@ -72,8 +72,12 @@ from model_ir.recompute import op_flops, recomputable_ops, recompute_flops
 from model_ir.simulator import simulate_indices, validate_order, working_set_bound
 from model_sched.recompute import drop_unread_recomputations
 
-#: Graphs with more ops get the greedy only from the ``recompute-exact`` scheduler.
-MAX_EXACT_OPS = 40
+#: Graphs with more ops get the greedy only, from ``recompute-exact`` and ``recompute``
+#: (whose greedy falls back on the model when it cannot fit). Measured on the budgeted
+#: beyond-the-zoo steps (benchmarks/beyond_zoo.py --budget-share 0.5, 2 cores): CP-SAT
+#: fits 70-183-op steps the greedy cannot within 3-31 s, and finds nothing for 486- and
+#: 737-op ones in 30 s; the model builds in under 0.5 s at 737 ops.
+MAX_EXACT_OPS = 250
 #: Runs per recomputable op the model allows by default (one recomputation).
 DEFAULT_MAX_RUNS = 2
 #: CP-SAT workers by default: with 2, its portfolio leaves out the LP worker whose bound
@@ -658,13 +662,22 @@ class RecomputeExact:
                 control.offer(inner.best_order, inner.best_source, inner.best_peak, inner.best_flops)
         if control.best_peak <= budget and len(control.best_order) == n:
             return  # fits without recomputation: nothing to pay
-        hints = [control.best_order] if control.best_order is not None else []
-        control.report(f"recompute-exact: CP-SAT on {n} ops, at most {DEFAULT_MAX_RUNS} runs per op "
-                       "(more where the warm start has them)")
-        fit = fit_budget_exact(problem.graph, budget, time_limit=control.remaining(), hints=hints)
-        control.offer(list(fit.order), self.name, fit.peak_bytes, fit.recompute_flops)
-        bound = "none fits" if fit.flops_lower_bound is None else f">= {fit.flops_lower_bound} FLOPs"
-        control.report(f"recompute-exact: {fit.status} in {fit.seconds:.2f} s, {fit.recompute_flops} FLOPs "
-                       f"recomputed, bound {bound} (orders with at most {fit.max_runs} runs per op)")
-        if fit.interrupted:
-            raise KeyboardInterrupt  # Ctrl-C stopped the solver: the caller keeps the best so far
+        solve_exact(problem, control)
+
+
+def solve_exact(problem, control) -> None:
+    """:func:`fit_budget_exact` on ``problem`` under its budget with the time ``control``
+    has left, warm-started by its best order: offers the answer (source
+    ``recompute-exact``) and reports how it ended. Ctrl-C during the solve is raised
+    again once the best order so far is offered."""
+    n = len(problem.graph.ops)
+    hints = [control.best_order] if control.best_order is not None else []
+    control.report(f"recompute-exact: CP-SAT on {n} ops, at most {DEFAULT_MAX_RUNS} runs per op "
+                   "(more where the warm start has them)")
+    fit = fit_budget_exact(problem.graph, problem.memory_budget, time_limit=control.remaining(), hints=hints)
+    control.offer(list(fit.order), RecomputeExact.name, fit.peak_bytes, fit.recompute_flops)
+    bound = "none fits" if fit.flops_lower_bound is None else f">= {fit.flops_lower_bound} FLOPs"
+    control.report(f"recompute-exact: {fit.status} in {fit.seconds:.2f} s, {fit.recompute_flops} FLOPs "
+                   f"recomputed, bound {bound} (orders with at most {fit.max_runs} runs per op)")
+    if fit.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C stopped the solver: the caller keeps the best so far

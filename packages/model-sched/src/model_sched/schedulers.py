@@ -16,13 +16,16 @@ from model_ir.graph import Graph
 from model_sched import greedy
 from model_sched.bounds import ForcedBound, ancestor_masks, descendant_masks
 from model_sched.cut_bound import raise_bound_by_cuts
+from model_sched.errors import SolverUnavailableError
 from model_sched.control import SolveControl
 from model_sched.liveness import Liveness, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
 from model_sched.moves import improve_by_moves
-from model_sched.recompute_exact import RecomputeExact
+from model_sched import recompute_exact
+from model_sched.recompute_exact import MAX_EXACT_OPS, RecomputeExact, solve_exact
 from model_sched.search import SearchOutcome, SearchRun
+from model_sched.solvers import CpSatBackend
 from model_sched.target import deferrable_tails, improve_by_targets
 
 #: Seconds of ``auto``'s first turn for each of its methods; each round doubles them.
@@ -307,7 +310,8 @@ class Auto:
 class Recompute:
     name = "recompute"
     help = ("fits --budget: the best order auto finds in half the time, then recomputations "
-            "(greedy, cheapest FLOPs per byte) until the peak fits")
+            "(greedy, cheapest FLOPs per byte) until the peak fits; where the greedy cannot, "
+            f"'recompute-exact''s CP-SAT model in the time left (graphs up to {MAX_EXACT_OPS} ops)")
     #: share of the time the order search gets before recomputation starts
     ORDER_SHARE = 0.5
 
@@ -339,6 +343,20 @@ class Recompute:
         bases = [b for k, b in enumerate(bases) if b is not None and b not in bases[:k]]
         fit = fit_budget_from(problem.graph, bases, budget, time_limit=control.remaining())
         control.offer(list(fit.order), "recompute", fit.peak_bytes, fit.recompute_flops)
+        if fit.fits or control.expired():
+            return
+        # The greedy only inserts reruns into a fixed order; a budget can need the order
+        # changed around them too (a weight's update moved before the activations it frees).
+        n, most = len(problem.graph.ops), recompute_exact.MAX_EXACT_OPS
+        if n > most:
+            control.report(f"recompute: the greedy cannot fit; {n} ops > {most}, no exact search")
+            return
+        try:
+            CpSatBackend().available()
+        except SolverUnavailableError as e:
+            control.report(f"recompute: the greedy cannot fit; no exact search ({e})")
+            return
+        solve_exact(problem, control)
 
 
 BUILTIN_SCHEDULERS = (PROGRAM, OPTIMIZER_IN_BACKWARD, LPMF, BFS, DFS, Greedy(), Search(), Milp(), Lns(), Auto(),
