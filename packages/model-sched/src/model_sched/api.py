@@ -98,7 +98,9 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
 
     ``memory_budget`` (bytes, persistent buffers included): the peak the answer must
     stay under. ``auto`` then means ``recompute``, which runs ops again (recomputation)
-    when no order alone fits; the best answer is the one that fits with the fewest
+    when no order alone fits (a greedy, then, where it cannot fit a graph of at most
+    :data:`~model_sched.recompute_exact.MAX_EXACT_OPS` ops, the exact model of
+    ``recompute-exact`` in the time left); the best answer is the one that fits with the fewest
     recomputed FLOPs. The result says whether it fits (``fits_budget``), what the
     recomputations cost (``recompute_flops``) and, as lower bound, the least any plan
     with recomputation can peak at (the working sets plus the buffers no recomputation

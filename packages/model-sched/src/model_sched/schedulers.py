@@ -13,16 +13,15 @@ from functools import cached_property
 import attrs
 
 from model_ir.graph import Graph
-from model_sched import greedy
+from model_sched import greedy, recompute_exact
 from model_sched.bounds import ForcedBound, ancestor_masks, descendant_masks
 from model_sched.cut_bound import raise_bound_by_cuts
-from model_sched.errors import SolverUnavailableError
 from model_sched.control import SolveControl
+from model_sched.errors import SolverUnavailableError
 from model_sched.liveness import Liveness, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
 from model_sched.moves import improve_by_moves
-from model_sched import recompute_exact
 from model_sched.recompute_exact import MAX_EXACT_OPS, RecomputeExact, solve_exact
 from model_sched.search import SearchOutcome, SearchRun
 from model_sched.solvers import CpSatBackend
@@ -311,7 +310,7 @@ class Recompute:
     name = "recompute"
     help = ("fits --budget: the best order auto finds in half the time, then recomputations "
             "(greedy, cheapest FLOPs per byte) until the peak fits; where the greedy cannot, "
-            f"'recompute-exact''s CP-SAT model in the time left (graphs up to {MAX_EXACT_OPS} ops)")
+            f"the CP-SAT model of 'recompute-exact' in the time left (graphs up to {MAX_EXACT_OPS} ops)")
     #: share of the time the order search gets before recomputation starts
     ORDER_SHARE = 0.5
 
