@@ -51,11 +51,14 @@ def test_beyond_zoo_under_a_budget_recomputes_and_stays_within_it(tmp_path):
     bench = _load("benchmarks/beyond_zoo.py")
     out, threads = tmp_path / "rows.json", torch.get_num_threads()
     try:
-        assert bench.main(["layers", "--executors", "reorder", "--budget-share", "0.5", "--json", str(out)]) == 0
-        with pytest.raises(SystemExit):
-            bench.main(["layers", "--budget-share", "1.5"])
+        assert bench.main(["layers", "--executors", "reorder", "--budget-share", "0.5", "--time-limit", "3",
+                           "--json", str(out)]) == 0
+        for bad in (["--budget-share", "1.5"], ["--time-limit", "0"]):
+            with pytest.raises(SystemExit):
+                bench.main(["layers", *bad])
     finally:
         torch.set_num_threads(threads)
+    assert json.loads(out.read_text())["time_limit"] == 3
     (row,) = json.loads(out.read_text())["rows"]
     assert row["fits"] and row["bitwise"] and row["recomputed_ops"] > 0, row
     assert row["bound_bytes"] <= row["peak_bytes"] <= row["budget_bytes"] < row["unbudgeted_peak_bytes"], row

@@ -791,12 +791,13 @@ OPTIMIZERS = {
 }
 
 
-def run_case(name: str, executor: str, budget_share: float | None = None) -> dict:
+def run_case(name: str, executor: str, budget_share: float | None = None, time_limit: float = 5) -> dict:
     """One case with one executor: bitwise check and the steady step's memory. With
     ``budget_share``, the step is planned under a memory budget that share of the way
     from the lower bound of any plan with recomputation up to the peak of the plan
     without (captured as under a budget: in-place activations functional); a case no
-    plan fits comes back with ``fits: False`` and the planner's reason."""
+    plan fits comes back with ``fits: False`` and the planner's reason. ``time_limit``:
+    seconds each plan's solvers get."""
     if name in CASES:
         build, make_opt = CASES[name], (lambda p: O.AdamW(p, lr=1e-3))
     else:
@@ -811,13 +812,13 @@ def run_case(name: str, executor: str, budget_share: float | None = None) -> dic
     if budget_share is not None:
         # Under a budget (any budget), the plan's lower bound is that of any plan with recomputation.
         unbudgeted = optimize(model, inputs, optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
-                              time_limit=5, memory_budget=1 << 62).plan.figures
+                              time_limit=time_limit, memory_budget=1 << 62).plan.figures
         bound = unbudgeted["lower_bound_bytes"]
         budget = bound + int(budget_share * (unbudgeted["peak_bytes"] - bound))
     started = time.perf_counter()
     try:
         step = optimize(model, inputs, optimizer=opt, loss_fn=loss_fn, targets=targets, executor=executor,
-                        time_limit=5, memory_budget=budget)
+                        time_limit=time_limit, memory_budget=budget)
     except BudgetError as e:
         return {"bitwise": None, "fits": False, "why": str(e).splitlines()[0]}
     planning = time.perf_counter() - started
@@ -887,12 +888,15 @@ def main(argv=None) -> int:
                         help="plan each training step under a memory budget this share of the way from the lower "
                              "bound of any plan with recomputation to the peak of the plan without; cases no plan "
                              "fits are reported, not failed")
+    parser.add_argument("--time-limit", type=float, default=5.0, help="seconds each plan's solvers get (default 5)")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES and c not in OPTIMIZERS]
     if unknown:
         parser.error(f"unknown case {unknown[0]!r}")
     if args.budget_share is not None and not 0 < args.budget_share < 1:
         parser.error(f"--budget-share must lie between 0 and 1, got {args.budget_share}")
+    if not args.time_limit > 0:
+        parser.error(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     torch.set_num_threads(1)  # steadier step times; bitwise results do not depend on it
     # capture's and the arena's warnings (a case whose memory is not modelled shows as its ratio)
     warnings.simplefilter("ignore")
@@ -902,7 +906,7 @@ def main(argv=None) -> int:
     for name in args.cases or [*CASES, *OPTIMIZERS]:
         for executor in args.executors.split(","):
             try:
-                row = run_case(name, executor, args.budget_share)
+                row = run_case(name, executor, args.budget_share, args.time_limit)
             except Exception as e:  # noqa: BLE001 - reported on its line, the others go on
                 row = {"bitwise": False, "why": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
             rows.append({"case": name, "executor": executor, **row})
@@ -922,7 +926,8 @@ def main(argv=None) -> int:
                      "recomputed" if "budget_bytes" in row else ""), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "budget_share": args.budget_share, "rows": rows}, f, indent=1)
+            json.dump({"torch": torch.__version__, "budget_share": args.budget_share, "time_limit": args.time_limit,
+                       "rows": rows}, f, indent=1)
     return 1 if failed else 0
 
 
