@@ -291,6 +291,17 @@ def test_exact_is_valid_and_never_worse_than_the_greedy(g, share):
         assert exact.fits_budget and exact.recompute_flops <= r.recompute_flops
 
 
+@given(costed_graphs(), st.floats(0.0, 1.0))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_recompute_fits_every_budget_the_exact_model_fits(g, share):
+    bound = working_set_bound(g)
+    budget = bound + int(share * (simulate(g).peak_bytes - bound))
+    exact = fit_budget_exact(g, budget, time_limit=20, workers=1)
+    r = schedule(g, method="recompute", memory_budget=budget, time_limit=20)
+    assert simulate(g, r.order).peak_bytes == r.peak_bytes
+    assert r.fits_budget == exact.fits
+
+
 @st.composite
 def training_chains(draw):
     """A forward chain of 2 to 4 ops (random sizes and FLOPs, some reading an earlier
