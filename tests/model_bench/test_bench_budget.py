@@ -52,6 +52,21 @@ def test_schedule_and_bench_a_graph_under_a_budget(tmp_path, capsys):
     assert code == 0 and "memory budget" in out and "recomputes" in out
 
 
+def test_bench_says_when_the_exact_search_proves_a_budget_unreachable(tmp_path, capsys):
+    from model_ir.testing.examples import two_gradients
+
+    path = tmp_path / "g.json"
+    save_graph(two_gradients(1 << 10), path)  # no plan under 32 KiB, working sets 24 KiB
+    code, out, err = run(["bench", "--graph", str(path), "--budget", "28KiB", "--out", str(tmp_path / "b"),
+                          "--json", "--quiet", "--time-limit", "20"], capsys)
+    assert code == 0, err
+    f = json.loads(out)
+    assert not f["fits_budget"] and f["no_fit_within_runs"] == 2
+    code, out, err = run(["bench", "--graph", str(path), "--budget", "28KiB", "--out", str(tmp_path / "c"),
+                          "--quiet", "--time-limit", "20"], capsys)
+    assert code == 0 and "does NOT fit" in out and "no plan running each op at most 2 times fits it (proven)" in out
+
+
 def test_bad_budgets_are_one_line_errors(tmp_path, capsys):
     path = tmp_path / "chain.json"
     save_graph(chain_graph(), path)

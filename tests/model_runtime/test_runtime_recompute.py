@@ -217,6 +217,22 @@ def test_a_budget_the_search_ran_out_of_time_on_says_so():
     assert "time_limit" not in str(e.value)
 
 
+def test_a_budget_the_exact_search_proves_unreachable_says_so():
+    """Fused AdamW updates every parameter in one op, so every gradient is alive while the
+    last is made: half-way from the working-set bound to the peak, no plan fits, and the
+    exact search proves it for plans running each op at most twice; the error says so."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 3))
+    make_opt = lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)  # noqa: E731
+    x, y = torch.randn(4, 16), torch.randint(0, 3, (4,))
+    kw = dict(loss_fn=torch.nn.functional.cross_entropy, targets=(y,))
+    _, _, budget = budget_between(model, (x,), make_opt, 0.5, memory_budget=1 << 62, **kw)
+    with pytest.raises(BudgetError, match=r"no plan running each op at most 2 times fits it either \(proven by the "
+                                          r"exact search\)") as e:
+        optimize(model, (x,), optimizer=make_opt(model), memory_budget=budget, time_limit=30, **kw)
+    assert "time_limit" not in str(e.value)
+
+
 def test_run_command_with_a_budget(capsys):
     from model_ir.cli import main
 

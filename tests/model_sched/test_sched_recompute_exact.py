@@ -291,6 +291,25 @@ def test_exact_is_valid_and_never_worse_than_the_greedy(g, share):
         assert exact.fits_budget and exact.recompute_flops <= r.recompute_flops
 
 
+def test_a_budget_the_exact_model_proves_unreachable_is_reported(tmp_path, capsys):
+    from model_ir.cli import main
+    from model_ir.json_format import save_graph
+
+    from model_ir.testing.examples import two_gradients
+
+    g = two_gradients()
+    assert working_set_bound(g) == 24 and simulate(g).peak_bytes == 32
+    r = schedule(g, memory_budget=28, time_limit=20)
+    assert not r.fits_budget and r.no_fit_within_runs == 2 and r.to_dict()["no_fit_within_runs"] == 2
+    assert schedule(g, method="recompute-exact", memory_budget=28, time_limit=20).no_fit_within_runs == 2
+    r = schedule(g, memory_budget=32, time_limit=20)
+    assert r.fits_budget and r.no_fit_within_runs is None
+    save_graph(g, tmp_path / "g.json")
+    assert main(["schedule", str(tmp_path / "g.json"), "--budget", "28", "--time-limit", "20", "--quiet"]) == 0
+    assert "does NOT fit" in (out := capsys.readouterr().out)
+    assert "no plan running each op at most 2 times fits it (proven)" in out
+
+
 @given(costed_graphs(), st.floats(0.0, 1.0))
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_recompute_fits_every_budget_the_exact_model_fits(g, share):

@@ -177,7 +177,9 @@ def _budget_lines(f: dict[str, Any]) -> list[str]:
             + ("" if f.get("recompute_flops_lower_bound") is None or not f["recompute_flops"]
                else f", no plan fitting it fewer than {f['recompute_flops_lower_bound']:.3g}"))
     return [f"  memory budget           {fmt_bytes(f['memory_budget'])}: the plan {fits}; {cost}; no order "
-            f"without recomputation peaks below {fmt_bytes(f['reorder_lower_bound_bytes'])}"]
+            f"without recomputation peaks below {fmt_bytes(f['reorder_lower_bound_bytes'])}"
+            + ("" if f.get("no_fit_within_runs") is None else
+               f"; no plan running each op at most {f['no_fit_within_runs']} times fits it (proven)")]
 
 
 def _measured_lines(f: dict[str, Any]) -> list[str]:

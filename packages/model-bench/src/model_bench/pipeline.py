@@ -476,8 +476,9 @@ def budget_figures(graph: Graph, sched) -> dict[str, Any]:
     """What planning under a memory budget cost (bytes, FLOPs from the capture's
     ``torch.utils.flop_counter`` counts): the budget, whether the plan fits it, the
     recomputed ops and FLOPs, those FLOPs per FLOP of the step and of its forward
-    pass, the FLOPs no plan fitting the budget goes below (None when not computed) and
-    the bytes no order without recomputation goes below."""
+    pass, the FLOPs no plan fitting the budget goes below (None when not computed), the
+    bytes no order without recomputation goes below, and the runs per op within which
+    no plan fits (None unless the exact model proved it)."""
     flops = graph.meta.get("flops") or {}
     return {
         "memory_budget": sched.memory_budget,
@@ -488,6 +489,7 @@ def budget_figures(graph: Graph, sched) -> dict[str, Any]:
         "recompute_forward_ratio": _ratio(sched.recompute_flops, flops.get("forward", 0)),
         "recompute_flops_lower_bound": sched.recompute_flops_lower_bound,
         "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
+        "no_fit_within_runs": sched.no_fit_within_runs,
         "step_flops": flops.get("total"),
     }
 

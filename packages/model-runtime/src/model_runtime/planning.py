@@ -208,8 +208,9 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     order may recompute ops to keep its peak under it (see :func:`model_sched.schedule`);
     the figures then add ``memory_budget``, ``fits_budget``, ``recomputed_ops``,
     ``recompute_flops``, ``recompute_overhead`` (recomputed FLOPs per FLOP of the
-    step) and ``reorder_lower_bound_bytes``, and ``lower_bound_bytes`` is the bound of
-    any plan with recomputation.
+    step), ``reorder_lower_bound_bytes`` and ``no_fit_within_runs`` (see
+    :class:`model_sched.ScheduleResult`), and ``lower_bound_bytes`` is the bound of any
+    plan with recomputation.
     ``expandable_segments`` (CUDA): what lies in PyTorch's caching allocator is simulated
     with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (figure
     ``expandable_segments``), as the step will run.
@@ -259,6 +260,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             "recomputed_ops": sched.recomputed_ops, "recompute_flops": sched.recompute_flops,
             "recompute_overhead": sched.recompute_flops / total if total else None,
             "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
+            "no_fit_within_runs": sched.no_fit_within_runs,
         })
     placed = None
     if result is not None:

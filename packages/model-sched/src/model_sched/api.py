@@ -170,5 +170,5 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
         persistent_bytes=graph.persistent_bytes, memory_budget=memory_budget, recompute_flops=flops,
         recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=control.bound,
-        recompute_flops_lower_bound=flops_bound,
+        recompute_flops_lower_bound=flops_bound, no_fit_within_runs=control.no_fit_within_runs,
     )

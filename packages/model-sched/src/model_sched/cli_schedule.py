@@ -74,7 +74,9 @@ class ScheduleCommand:
                   + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs"
                   + ("" if result.recompute_flops_lower_bound is None or not result.recompute_flops
                      else f" (no plan fitting it recomputes fewer than {result.recompute_flops_lower_bound:.3g})")
-                  + f"; no order without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}")
+                  + f"; no order without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}"
+                  + ("" if result.no_fit_within_runs is None else
+                     f"; no plan running each op at most {result.no_fit_within_runs} times fits it (proven)"))
         note = " (interrupted: best so far)" if result.interrupted else ""
         print(f"time:            {result.seconds:.2f} s{note}")
         if args.output is not None:

@@ -45,6 +45,9 @@ class SolveControl:
         self.bound = 0
         self.interrupted = False
         self.sources: dict[str, int] = {}
+        #: the exact model proved that no order running each op at most this many times
+        #: fits the budget (None: nothing proven)
+        self.no_fit_within_runs: int | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

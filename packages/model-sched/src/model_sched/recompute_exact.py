@@ -676,6 +676,8 @@ def solve_exact(problem, control) -> None:
                    "(more where the warm start has them)")
     fit = fit_budget_exact(problem.graph, problem.memory_budget, time_limit=control.remaining(), hints=hints)
     control.offer(list(fit.order), RecomputeExact.name, fit.peak_bytes, fit.recompute_flops)
+    if fit.status == "infeasible":
+        control.no_fit_within_runs = fit.max_runs
     bound = "none fits" if fit.flops_lower_bound is None else f">= {fit.flops_lower_bound} FLOPs"
     control.report(f"recompute-exact: {fit.status} in {fit.seconds:.2f} s, {fit.recompute_flops} FLOPs "
                    f"recomputed, bound {bound} (orders with at most {fit.max_runs} runs per op)")

@@ -23,6 +23,9 @@ class ScheduleResult:
     a budget under the latter proves that recomputation is needed.
     ``recompute_flops_lower_bound``: no plan fitting the budget recomputes fewer FLOPs
     (None when not computed: no fit, or a graph too large for the bound).
+    ``no_fit_within_runs``: the exact model proved that no plan running each op at most
+    that many times fits the budget (None when nothing was proven); plans running some
+    op more often are not ruled out.
     """
 
     order: tuple[str, ...] = attrs.field(converter=tuple)
@@ -40,6 +43,7 @@ class ScheduleResult:
     recomputed_ops: int = 0
     reorder_lower_bound_bytes: int | None = None
     recompute_flops_lower_bound: int | None = None
+    no_fit_within_runs: int | None = None
 
     @property
     def fits_budget(self) -> bool | None:
@@ -86,6 +90,7 @@ class ScheduleResult:
             **({"memory_budget": self.memory_budget, "fits_budget": self.fits_budget,
                 "recompute_flops": self.recompute_flops, "recomputed_ops": self.recomputed_ops,
                 "reorder_lower_bound_bytes": self.reorder_lower_bound_bytes,
-                "recompute_flops_lower_bound": self.recompute_flops_lower_bound}
+                "recompute_flops_lower_bound": self.recompute_flops_lower_bound,
+                "no_fit_within_runs": self.no_fit_within_runs}
                if self.memory_budget is not None else {}),
         }

@@ -51,6 +51,19 @@ def training_chain(n: int = 4, *, size: int = 100, small: int = 1, persistent: i
     return Graph(buffers, ops, name="chain", meta={"flops": {"total": total, "forward": forward}})
 
 
+def two_gradients(scale: int = 1) -> Graph:
+    """A fused optimizer's shape: op ``v`` reads both gradients, each made from the
+    activation ``a``, so the first stays alive while the second is made: every plan,
+    with any recomputation, peaks at ``32 * scale`` bytes at least, while every op's
+    working set (persistent ``x`` included) fits in ``24 * scale``."""
+    from model_ir.graph import Buffer, Op
+
+    return Graph([Buffer("x", 4 * scale, persistent=True), Buffer("a", 8 * scale), Buffer("g1", 10 * scale),
+                  Buffer("g2", 10 * scale)],
+                 [Op("f", inputs=["x"], outputs=["a"], meta={"flops": 10}), Op("p1", inputs=["a"], outputs=["g1"]),
+                  Op("p2", inputs=["a"], outputs=["g2"]), Op("v", inputs=["g1", "g2"])], name="two-gradients")
+
+
 def random_topological_order(graph: Graph, seed: int = 0) -> list[str]:
     """A random valid op order (each step picks a random ready op)."""
     rng = random.Random(seed)
