@@ -224,8 +224,14 @@ def _steady_step_memory(step, executor: str, *args, exact: bool = False, **kwarg
     ``exact``), and what the plan says lies beside the arena (``arena``) or is the
     transient memory (``reorder``)."""
     step(*args, **kwargs)
-    measured, _ = (exact_peak_allocated_during if exact else peak_allocated_during)(lambda: step(*args, **kwargs))
-    return measured, step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    measure = exact_peak_allocated_during if exact else peak_allocated_during
+    measured, _ = measure(lambda: step(*args, **kwargs))
+    planned = step.figures()["beside_arena_bytes" if executor == "arena" else "reorder_transient_bytes"]
+    if measured == 0 and planned > 0:
+        # Once in a CI run (torch 2.15, 40 reruns clean) the profiler recorded no memory event
+        # at all; a wrong plan reads 0 again on the next steady step, a lost profile does not.
+        measured, _ = measure(lambda: step(*args, **kwargs))
+    return measured, planned
 
 
 class _Downsampling(torch.nn.Module):
