@@ -34,9 +34,9 @@ A failure is reported on its line; the others go on.
 
 With ``--budget-share S`` (0 < S < 1) every training step is planned under a memory
 budget S of the way from the lower bound of any plan with recomputation up to the peak
-of the plan without (``optimize(..., memory_budget=...)``, 5 s per solver), and then
+of the plan without (``optimize(..., memory_budget=...)``), and then
 checked as above (the eval step aside); a case no plan found fits is reported as such,
-not failed.
+not failed. ``--time-limit`` sets the seconds each plan's solvers get (default 5).
 
     uv run python packages/model-runtime/benchmarks/beyond_zoo.py [CASE ...] [--json OUT.json] [--budget-share S]
 

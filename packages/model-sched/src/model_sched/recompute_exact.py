@@ -75,7 +75,7 @@ from model_sched.recompute import drop_unread_recomputations
 #: Graphs with more ops get the greedy only, from ``recompute-exact`` and ``recompute``
 #: (whose greedy falls back on the model when it cannot fit). Measured on the budgeted
 #: beyond-the-zoo steps (benchmarks/beyond_zoo.py --budget-share 0.5, 2 cores): CP-SAT
-#: fits 70-183-op steps the greedy cannot within 3-31 s, and finds nothing for 486- and
+#: fits 53-183-op steps the greedy cannot within 2-31 s, and finds nothing for 486- and
 #: 737-op ones in 30 s; the model builds in under 0.5 s at 737 ops.
 MAX_EXACT_OPS = 250
 #: Runs per recomputable op the model allows by default (one recomputation).

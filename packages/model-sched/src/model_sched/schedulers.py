@@ -22,7 +22,7 @@ from model_sched.liveness import Liveness, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
 from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
 from model_sched.moves import improve_by_moves
-from model_sched.recompute_exact import MAX_EXACT_OPS, RecomputeExact, solve_exact
+from model_sched.recompute_exact import RecomputeExact, solve_exact
 from model_sched.search import SearchOutcome, SearchRun
 from model_sched.solvers import CpSatBackend
 from model_sched.target import deferrable_tails, improve_by_targets
@@ -310,7 +310,8 @@ class Recompute:
     name = "recompute"
     help = ("fits --budget: the best order auto finds in half the time, then recomputations "
             "(greedy, cheapest FLOPs per byte) until the peak fits; where the greedy cannot, "
-            f"the CP-SAT model of 'recompute-exact' in the time left (graphs up to {MAX_EXACT_OPS} ops)")
+            "the CP-SAT model of 'recompute-exact' in the time left "
+            f"(graphs up to {recompute_exact.MAX_EXACT_OPS} ops)")
     #: share of the time the order search gets before recomputation starts
     ORDER_SHARE = 0.5
 
