@@ -207,3 +207,51 @@ def test_fit_budget_from_with_no_time_left_returns_its_start():
     order = list(range(len(g.ops)))
     fit = fit_budget_from(g, [order], simulate_indices(g, order).peak_bytes - 150, time_limit=0.0)
     assert fit.order == tuple(order) and not fit.fits
+
+
+@st.composite
+def orders_with_reruns(draw):
+    """A random graph, an order of it with the reruns a few greedy moves make, and a step."""
+    from model_ir.testing.strategies import graphs as make_graphs
+
+    g = draw(make_graphs(min_ops=2, max_ops=14))
+    order, _, bound, _ = program_order_budget(g, 0.0)
+    moves = draw(st.integers(0, 4))
+    order = list(fit_budget(g, order, bound, max_moves=moves).order)
+    return g, order, draw(st.integers(0, len(order) - 1))
+
+
+@given(orders_with_reruns())
+@settings(max_examples=300, deadline=None)
+def test_a_moves_timeline_is_the_simulators(case):
+    """The greedy ranks its moves by a timeline updated from the current order's
+    instances instead of simulating each candidate: it must be the simulator's."""
+    from model_ir.simulator import timeline_indices
+    from model_sched.recompute import _shortlist, _State, _timeline_with, _writers
+
+    g, order, t = case
+    state, timeline = _State(g, order), timeline_indices(g, order)
+    for _, at, chain, _ in _shortlist(g, _writers(g), state, t, 1, set()):
+        assert _timeline_with(g, state, timeline, at, chain) == list(timeline_indices(g, order[:at] + chain + order[at:]))
+
+
+@given(orders_with_reruns())
+@settings(max_examples=300, deadline=None)
+def test_a_chain_no_limit_stopped_is_the_deepest_searchs(case):
+    """The greedy skips the deeper chain searches when no depth or expansion limit
+    stopped the shallower one: that one must then be what the deepest search finds."""
+    from model_sched.recompute import CHAIN_DEPTHS, MAX_CHAIN, _chain, _State, _writers
+
+    g, order, t = case
+    state, writers = _State(g, order), _writers(g)
+    for k, b in enumerate(state.buf):
+        p, later = g.producer[b], [u for u in state.uses[k] if u > t]
+        if p is None or not later or not state.start[k] <= t < state.end[k]:
+            continue
+        deepest = _chain(g, writers, state, p, later[0], t, MAX_CHAIN)
+        for depth in CHAIN_DEPTHS:
+            chain = _chain(g, writers, state, p, later[0], t, depth)
+            assert (chain is None) == (deepest is None)
+            if chain is None or not chain[2]:
+                assert chain is None or chain[:2] == deepest[:2]
+                break

@@ -70,44 +70,47 @@ class BudgetFit:
 
 
 class _State:
-    """One order's instances: who is alive where, who reads what (rebuilt per move)."""
+    """One order's instances: who is alive where, who reads what (rebuilt per move, so
+    written for speed: one pass, no per-step maps)."""
 
     def __init__(self, graph: Graph, order: list[int]):
         self.order = order
         uses, outputs = op_buffer_positions(graph)
-        self.first: dict[int, int] = {}  # op -> step of its first run
+        first: dict[int, int] = {}  # op -> step of its first run
         # instance k: buffer, start, end (exclusive), use steps
-        self.by_buffer: dict[int, list[int]] = {}  # buffer -> its instances, oldest first
-        self.buf: list[int] = []
-        self.start: list[int] = []
-        self.uses: list[list[int]] = []
-        self.instance_of: list[dict[int, int]] = [{} for _ in order]  # step -> buffer -> instance read
+        by_buffer: dict[int, list[int]] = {}  # buffer -> its instances, oldest first
+        buf: list[int] = []
+        start: list[int] = []
+        use_steps: list[list[int]] = []
         latest: dict[int, int] = {}
-        self.outputs: list[list[int]] = []  # step -> instances made
+        made_at: list[list[int]] = []  # step -> instances made
         for t, i in enumerate(order):
-            self.first.setdefault(i, t)
-            reads = self.instance_of[t]
+            if i not in first:
+                first[i] = t
             for bi in uses[i]:
                 k = latest.get(bi)
-                if k is None:
-                    k = latest[bi] = self._new(bi, 0)
-                self.uses[k].append(t)
-                reads[bi] = k
+                if k is None:  # a graph input: alive from the start
+                    k = latest[bi] = len(buf)
+                    by_buffer.setdefault(bi, []).append(k)
+                    buf.append(bi)
+                    start.append(0)
+                    use_steps.append([t])
+                else:
+                    use_steps[k].append(t)
             made = []
             for bi in outputs[i]:
-                latest[bi] = self._new(bi, t)
-                made.append(latest[bi])
-            self.outputs.append(made)
+                k = latest[bi] = len(buf)
+                by_buffer.setdefault(bi, []).append(k)
+                buf.append(bi)
+                start.append(t)
+                use_steps.append([])
+                made.append(k)
+            made_at.append(made)
+        self.first, self.by_buffer, self.buf, self.start, self.uses = first, by_buffer, buf, start, use_steps
+        self.outputs = made_at
         n = len(order)
         self.end = [(n if graph.buffers[b].output else (u[-1] if u else s) + 1)
-                    for b, s, u in zip(self.buf, self.start, self.uses)]
-
-    def _new(self, bi: int, start: int) -> int:
-        self.by_buffer.setdefault(bi, []).append(len(self.buf))
-        self.buf.append(bi)
-        self.start.append(start)
-        self.uses.append([])
-        return len(self.buf) - 1
+                    for b, s, u in zip(buf, start, use_steps)]
 
     def alive(self, k: int, t: int) -> bool:
         return self.start[k] <= t < self.end[k]
@@ -151,7 +154,7 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
         excess = _excess(timeline, budget)
         for key, at, chain, cost in shortlist:
             candidate = order[:at] + chain + order[at:]
-            new = timeline_indices(graph, candidate)
+            new = _timeline_with(graph, state, timeline, at, chain)
             new_peak = max(new)
             gain = excess - _excess(new, budget)
             if new_peak > peak or gain <= 0:
@@ -174,6 +177,62 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     flops = recompute_flops(graph, order)
     return BudgetFit(tuple(order), peak, budget, bound, flops, len(order) - len(graph.ops),
                      peak <= budget, time.perf_counter() - started, reason)
+
+
+def _timeline_with(graph: Graph, state: _State, timeline: Sequence[int], at: int, chain: list[int]) -> list[int]:
+    """``timeline_indices(graph, state.order[:at] + chain + state.order[at:])`` from the
+    instances of ``state.order`` and its ``timeline``: only the instances the chain reads
+    (stretched to their read) or makes again (cut at their last use before ``at``; the
+    chain's instance takes their later uses) change, the rest shift by the chain's
+    length. Linear in the steps, as a simulation, but without rebuilding every instance."""
+    uses, outputs = op_buffer_positions(graph)
+    sizes = graph.sizes
+    shift = len(chain)
+    # Steps of the chain: what was alive across step ``at``, not what ``at`` makes.
+    gap = timeline[at] - sum(sizes[state.buf[k]] for k in state.outputs[at])
+    new = [*timeline[:at], *([gap] * shift), *timeline[at:]]
+    stretched: dict[int, int] = {}  # instance read by the chain -> end (exclusive, new steps)
+    made: dict[int, list[int]] = {}  # buffer -> [start, last read] of the chain's instance
+    for j, i in enumerate(chain):
+        step = at + j
+        for bi in uses[i]:
+            if bi in made:
+                made[bi][1] = step
+            else:
+                k = _latest_before(state, bi, at)
+                stretched[k] = max(stretched.get(k, 0), step + 1)
+        for bi in outputs[i]:
+            made[bi] = [step, step]
+    diff: dict[int, int] = {}
+
+    def move(start: int, old_end: int, new_end: int, size: int) -> None:
+        if new_end != old_end:
+            diff[old_end] = diff.get(old_end, 0) + size
+            diff[new_end] = diff.get(new_end, 0) - size
+
+    def shifted(end: int) -> int:
+        return end if end <= at else end + shift
+
+    for bi, (start, last) in made.items():
+        k = _latest_before(state, bi, at)  # the instance the chain's one replaces from ``at`` on
+        before = [u for u in state.uses[k] if u < at]
+        later = [u for u in state.uses[k] if u >= at]
+        end = max(before[-1] + 1 if before else state.start[k] + 1, stretched.pop(k, 0))
+        move(state.start[k], shifted(state.end[k]), end, sizes[bi])
+        last = later[-1] + shift if later else last
+        diff[start] = diff.get(start, 0) + sizes[bi]
+        diff[last + 1] = diff.get(last + 1, 0) - sizes[bi]
+    for k, end in stretched.items():
+        old = shifted(state.end[k])
+        move(state.start[k], old, max(old, end), sizes[state.buf[k]])
+    live = 0
+    points = sorted(diff)
+    for a, b in zip(points, points[1:]):
+        live += diff[a]
+        if live:
+            for t in range(a, min(b, len(new))):
+                new[t] += live
+    return new
 
 
 def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float | None) -> tuple[list[int], int]:
@@ -240,11 +299,11 @@ def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
     allowed = recomputable_ops(graph)
     producer = graph.producer
     sizes = graph.sizes
-    at_t = set(state.instance_of[t].values()) | set(state.outputs[t])
+    made_at_t = set(state.outputs[t])
     closing, partial = [], []
     for k in range(len(state.buf)):
-        if not state.alive(k, t) or k in at_t:
-            continue
+        if not state.alive(k, t) or k in made_at_t or t in state.uses[k]:
+            continue  # dead at t, or in the working set of step t
         b = state.buf[k]
         p = producer[b]
         if p is None or p not in allowed or graph.buffers[b].output:
@@ -257,31 +316,34 @@ def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
         # A short chain keeps the inputs it needs alive; a long one makes them again too.
         for depth in CHAIN_DEPTHS:
             chain = _chain(graph, writers, state, p, at, t, depth)
-            if chain is None or tuple(chain[0]) in seen:
-                continue
-            ops, extra = chain
-            seen.add(tuple(ops))
+            if chain is None:
+                break  # refused for the producer itself, at any depth
+            ops, extra, cut = chain
             key = (b, state.order[at], tuple(ops))
             saving = sizes[b] - extra
-            if key in banned or saving <= 0:
-                continue
-            cost = sum(op_flops(graph, i) + sum(sizes[graph.buffer_index[o]] for o in graph.ops[i].outputs)
-                       for i in ops)
-            move = (key, at, ops, cost)
-            if saving >= excess:
-                closing.append((cost, move))
-            else:
-                partial.append((-saving / (cost + 1), move))
+            if key[2] not in seen and key not in banned and saving > 0:
+                cost = sum(op_flops(graph, i) + sum(sizes[graph.buffer_index[o]] for o in graph.ops[i].outputs)
+                           for i in ops)
+                move = (key, at, ops, cost)
+                if saving >= excess:
+                    closing.append((cost, move))
+                else:
+                    partial.append((-saving / (cost + 1), move))
+            seen.add(key[2])
+            if not cut:
+                break  # no limit stopped this chain: a deeper search makes the same one
     closing.sort(key=lambda x: x[0])
     partial.sort(key=lambda x: x[0])
     return [m for _, m in closing[:SHORTLIST]] + [m for _, m in partial[:SHORTLIST]]
 
 
 def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, at: int,
-           t: int, max_depth: int = MAX_CHAIN) -> tuple[list[int], int] | None:
+           t: int, max_depth: int = MAX_CHAIN) -> tuple[list[int], int, bool] | None:
     """The ops to run just before step ``at`` to make op ``p``'s outputs again (``p``
-    last, producers of inputs that are gone by then first), and the bytes of inputs
-    whose lifetime this extends across step ``t``; None when not allowed."""
+    last, producers of inputs that are gone by then first), the bytes of inputs whose
+    lifetime this extends across step ``t``, and whether ``max_depth`` or the expansions
+    left stopped it from trying a producer (else a larger ``max_depth`` gives the same
+    chain); None when not allowed."""
     allowed = recomputable_ops(graph)
     sizes = graph.sizes
     index = graph.buffer_index
@@ -292,6 +354,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
     # same ops exponentially often.
     rejected: set[int] = set()
     tries = [EXPANSIONS_PER_CHAIN * max_depth]
+    cut = [False]
 
     def need(i: int, depth: int) -> int | None:
         """Plan op ``i`` (and what it needs); the bytes stretched over ``t``, or None."""
@@ -300,7 +363,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
         extra = 0
         for b in graph.ops[i].inputs:
             bi = index[b]
-            if _written_between(writers, state, b, state.first[i], at):
+            if b in writers and _written_between(writers, state, b, state.first[i], at):
                 return None
             if graph.buffers[bi].persistent or bi in planned:
                 continue
@@ -312,7 +375,9 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
             # Keeping it alive until the chain runs costs its bytes at t if it died before t.
             keep = sizes[bi] if state.end[k] <= t else 0
             q = graph.producer[bi]
-            if keep and q is not None and q in allowed and depth < max_depth and q not in rejected and tries[0] > 0:
+            if keep and q is not None and q in allowed and q not in rejected and (depth >= max_depth or tries[0] <= 0):
+                cut[0] = True
+            elif keep and q is not None and q in allowed and q not in rejected:
                 tries[0] -= 1
                 mark, made = len(ops), set(planned)
                 sub = need(q, depth + 1)
@@ -328,7 +393,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
         return extra
 
     extra = need(p, 1)
-    return None if extra is None else (ops, extra)
+    return None if extra is None else (ops, extra, cut[0])
 
 
 def _latest_before(state: _State, bi: int, at: int) -> int | None:
