@@ -232,7 +232,8 @@ def test_a_moves_timeline_is_the_simulators(case):
     g, order, t = case
     state, timeline = _State(g, order), timeline_indices(g, order)
     for _, at, chain, _ in _shortlist(g, _writers(g), state, t, 1, set()):
-        assert _timeline_with(g, state, timeline, at, chain) == list(timeline_indices(g, order[:at] + chain + order[at:]))
+        simulated = timeline_indices(g, order[:at] + chain + order[at:])
+        assert _timeline_with(g, state, timeline, at, chain) == list(simulated)
 
 
 @given(orders_with_reruns())
