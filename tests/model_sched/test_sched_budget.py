@@ -227,13 +227,29 @@ def test_a_moves_timeline_is_the_simulators(case):
     """The greedy ranks its moves by a timeline updated from the current order's
     instances instead of simulating each candidate: it must be the simulator's."""
     from model_ir.simulator import timeline_indices
-    from model_sched.recompute import _shortlist, _State, _timeline_with, _writers
+    from model_sched.recompute import _shortlist, _State, _timeline_with
 
     g, order, t = case
     state, timeline = _State(g, order), timeline_indices(g, order)
-    for _, at, chain, _ in _shortlist(g, _writers(g), state, t, 1, set()):
+    for _, at, chain, _ in _shortlist(g, state, t, 1, set()):
         simulated = timeline_indices(g, order[:at] + chain + order[at:])
         assert _timeline_with(g, state, timeline, at, chain) == list(simulated)
+
+
+@given(orders_with_reruns())
+@settings(max_examples=300, deadline=None)
+def test_a_dropped_reruns_timeline_is_the_simulators(case):
+    """Dropping the reruns a fitting order does not need tries each one on a timeline
+    updated from the order's instances instead of a simulation: it must be the simulator's."""
+    from model_ir.recompute import recomputations
+    from model_ir.simulator import timeline_indices
+    from model_sched.recompute import _State, _timeline_without
+
+    g, order, _ = case
+    state, timeline = _State(g, order), timeline_indices(g, order)
+    for at, _ in recomputations(order):
+        simulated = timeline_indices(g, order[:at] + order[at + 1:])
+        assert _timeline_without(g, state, timeline, at) == list(simulated)
 
 
 @given(orders_with_reruns())
@@ -241,17 +257,17 @@ def test_a_moves_timeline_is_the_simulators(case):
 def test_a_chain_no_limit_stopped_is_the_deepest_searchs(case):
     """The greedy skips the deeper chain searches when no depth or expansion limit
     stopped the shallower one: that one must then be what the deepest search finds."""
-    from model_sched.recompute import CHAIN_DEPTHS, MAX_CHAIN, _chain, _State, _writers
+    from model_sched.recompute import CHAIN_DEPTHS, MAX_CHAIN, _chain, _State
 
     g, order, t = case
-    state, writers = _State(g, order), _writers(g)
+    state = _State(g, order)
     for k, b in enumerate(state.buf):
         p, later = g.producer[b], [u for u in state.uses[k] if u > t]
         if p is None or not later or not state.start[k] <= t < state.end[k]:
             continue
-        deepest = _chain(g, writers, state, p, later[0], t, MAX_CHAIN)
+        deepest = _chain(g, state, p, later[0], t, MAX_CHAIN)
         for depth in CHAIN_DEPTHS:
-            chain = _chain(g, writers, state, p, later[0], t, depth)
+            chain = _chain(g, state, p, later[0], t, depth)
             assert (chain is None) == (deepest is None)
             if chain is None or not chain[2]:
                 assert chain is None or chain[:2] == deepest[:2]

@@ -69,6 +69,36 @@ class BudgetFit:
     reason: str = ""
 
 
+@attrs.frozen
+class _OpFacts:
+    """What the greedy reads of each op at every move, computed once per graph."""
+
+    allowed: frozenset[int]  # ops that may run again (model_ir.recompute)
+    cost: list[int]  # a rerun's cost: FLOPs plus the bytes it writes
+    # per op, its inputs as (buffer position, persistent, written in place by some op)
+    inputs: list[tuple[tuple[int, bool, bool], ...]]
+    writers: dict[int, list[int]]  # buffer position -> the ops writing it in place
+    output: list[bool]  # per buffer position: a graph output, alive to the end
+
+
+def _op_facts(graph: Graph) -> _OpFacts:
+    cached = graph.__dict__.get("_recompute_op_facts")
+    if cached is None:
+        index, sizes = graph.buffer_index, graph.sizes
+        writers: dict[int, list[int]] = {}
+        for w, op in enumerate(graph.ops):
+            for b in op.mutates:
+                writers.setdefault(index[b], []).append(w)
+        persistent = [b.persistent for b in graph.buffers]
+        cached = graph.__dict__["_recompute_op_facts"] = _OpFacts(
+            allowed=recomputable_ops(graph),
+            cost=[op_flops(graph, i) + sum(sizes[index[o]] for o in op.outputs) for i, op in enumerate(graph.ops)],
+            inputs=[tuple((index[b], persistent[index[b]], index[b] in writers) for b in op.inputs)
+                    for op in graph.ops],
+            writers=writers, output=[b.output for b in graph.buffers])
+    return cached
+
+
 class _State:
     """One order's instances: who is alive where, who reads what (rebuilt per move, so
     written for speed: one pass, no per-step maps)."""
@@ -109,8 +139,8 @@ class _State:
         self.first, self.by_buffer, self.buf, self.start, self.uses = first, by_buffer, buf, start, use_steps
         self.outputs = made_at
         n = len(order)
-        self.end = [(n if graph.buffers[b].output else (u[-1] if u else s) + 1)
-                    for b, s, u in zip(buf, start, use_steps)]
+        output = _op_facts(graph).output
+        self.end = [(n if output[b] else (u[-1] if u else s) + 1) for b, s, u in zip(buf, start, use_steps)]
 
     def alive(self, k: int, t: int) -> bool:
         return self.start[k] <= t < self.end[k]
@@ -134,7 +164,6 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
         reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
                   "largest op's inputs and outputs)")
     banned: set[tuple] = set()  # (buffer, insertion op, ops) moves that made things worse
-    writers = _writers(graph)
     moves = 0
     limit = max_moves if max_moves is not None else 8 * len(graph.ops)
     while not reason and peak > budget:
@@ -146,7 +175,7 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
             break
         state = _State(graph, order)
         t = timeline.index(peak)
-        shortlist = _shortlist(graph, writers, state, t, peak - budget, banned)
+        shortlist = _shortlist(graph, state, t, peak - budget, banned)
         if not shortlist:
             reason = "no buffer alive at the peak can be recomputed to lower it"
             break
@@ -235,6 +264,43 @@ def _timeline_with(graph: Graph, state: _State, timeline: Sequence[int], at: int
     return new
 
 
+def _timeline_without(graph: Graph, state: _State, timeline: Sequence[int], at: int) -> list[int]:
+    """``timeline_indices(graph, order)`` for ``state.order`` without the rerun at step
+    ``at``, from its instances and ``timeline``: the rerun's instances go, their later
+    uses read the instance before (stretched to them), the instances it read may end
+    earlier; the rest shift back by one step after ``at``."""
+    uses = op_buffer_positions(graph)[0]
+    sizes, output, n = graph.sizes, _op_facts(graph).output, len(state.order)
+    diff: dict[int, int] = {}  # old step -> bytes alive from there on, added
+
+    def add(lo: int, hi: int, size: int) -> None:  # ``size`` bytes more over steps [lo, hi)
+        if lo < hi and size:
+            diff[lo] = diff.get(lo, 0) + size
+            diff[hi] = diff.get(hi, 0) - size
+
+    for k in state.outputs[at]:
+        size = sizes[state.buf[k]]
+        add(at, state.end[k], -size)
+        if state.uses[k]:  # (an unread one stretches nothing)
+            before = _latest_before(state, state.buf[k], at)
+            add(state.end[before], state.end[k], size)
+    for bi in set(uses[state.order[at]]):
+        k = _latest_before(state, bi, at)
+        left = [u for u in state.uses[k] if u != at]
+        end = n if output[bi] else (left[-1] if left else state.start[k]) + 1
+        add(end, state.end[k], -sizes[bi])
+    new = list(timeline)
+    live = 0
+    points = sorted(diff)
+    for a, b in zip(points, points[1:]):
+        live += diff[a]
+        if live:
+            for t in range(a, min(b, n)):
+                new[t] += live
+    del new[at]
+    return new
+
+
 def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float | None) -> tuple[list[int], int]:
     """``order`` without the recomputations it does not need: reruns whose outputs nobody
     reads, then, costliest first, every rerun with FLOPs whose removal keeps the peak
@@ -243,15 +309,18 @@ def _drop_needless(graph: Graph, order: list[int], budget: int, deadline: float 
     op writes (recomputable ops' outputs are never written in place)."""
     order = drop_unread_recomputations(graph, order)
     costly = sorted({i for _, i in recomputations(order) if op_flops(graph, i)}, key=lambda i: -op_flops(graph, i))
+    state, timeline = None, timeline_indices(graph, order)
     for i in costly:
         at = len(order)
         while deadline is None or time.perf_counter() < deadline:
             at = max((t for t in range(at) if order[t] == i), default=-1)
             if at <= order.index(i):  # the first run is no recomputation
                 break
-            candidate = order[:at] + order[at + 1:]
-            if max(timeline_indices(graph, candidate)) <= budget:
-                order = candidate
+            if state is None:  # of the current order, rebuilt after a drop (most tries keep the rerun)
+                state = _State(graph, order)
+            new = _timeline_without(graph, state, timeline, at)
+            if max(new) <= budget:
+                order, state, timeline = order[:at] + order[at + 1:], None, new
     order = drop_unread_recomputations(graph, order)  # dropping a rerun can leave the reruns feeding it unread
     return order, max(timeline_indices(graph, order), default=graph.persistent_bytes)
 
@@ -291,12 +360,12 @@ def _excess(timeline: Sequence[int], budget: int) -> int:
     return sum(x - budget for x in timeline if x > budget)
 
 
-def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: int, excess: int,
+def _shortlist(graph: Graph, state: _State, t: int, excess: int,
                banned: set) -> list[tuple[tuple, int, list[int], int]]:
     """The moves worth simulating at peak step ``t``: ``(key, insertion step, ops to
     insert, cost)``, the :data:`SHORTLIST` cheapest that close the gap there on their
     own and the :data:`SHORTLIST` freeing the most bytes per cost."""
-    allowed = recomputable_ops(graph)
+    facts = _op_facts(graph)
     producer = graph.producer
     sizes = graph.sizes
     made_at_t = set(state.outputs[t])
@@ -306,7 +375,7 @@ def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
             continue  # dead at t, or in the working set of step t
         b = state.buf[k]
         p = producer[b]
-        if p is None or p not in allowed or graph.buffers[b].output:
+        if p is None or p not in facts.allowed or facts.output[b]:
             continue
         later = [u for u in state.uses[k] if u > t]
         if not later:
@@ -315,15 +384,14 @@ def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
         seen = set()
         # A short chain keeps the inputs it needs alive; a long one makes them again too.
         for depth in CHAIN_DEPTHS:
-            chain = _chain(graph, writers, state, p, at, t, depth)
+            chain = _chain(graph, state, p, at, t, depth)
             if chain is None:
                 break  # refused for the producer itself, at any depth
             ops, extra, cut = chain
             key = (b, state.order[at], tuple(ops))
             saving = sizes[b] - extra
             if key[2] not in seen and key not in banned and saving > 0:
-                cost = sum(op_flops(graph, i) + sum(sizes[graph.buffer_index[o]] for o in graph.ops[i].outputs)
-                           for i in ops)
+                cost = sum(facts.cost[i] for i in ops)
                 move = (key, at, ops, cost)
                 if saving >= excess:
                     closing.append((cost, move))
@@ -337,16 +405,16 @@ def _shortlist(graph: Graph, writers: dict[str, list[int]], state: _State, t: in
     return [m for _, m in closing[:SHORTLIST]] + [m for _, m in partial[:SHORTLIST]]
 
 
-def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, at: int,
-           t: int, max_depth: int = MAX_CHAIN) -> tuple[list[int], int, bool] | None:
+def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
+           max_depth: int = MAX_CHAIN) -> tuple[list[int], int, bool] | None:
     """The ops to run just before step ``at`` to make op ``p``'s outputs again (``p``
     last, producers of inputs that are gone by then first), the bytes of inputs whose
     lifetime this extends across step ``t``, and whether ``max_depth`` or the expansions
     left stopped it from trying a producer (else a larger ``max_depth`` gives the same
     chain); None when not allowed."""
-    allowed = recomputable_ops(graph)
-    sizes = graph.sizes
-    index = graph.buffer_index
+    facts = _op_facts(graph)
+    allowed, sizes, producer = facts.allowed, graph.sizes, graph.producer
+    outputs = op_buffer_positions(graph)[1]
     ops: list[int] = []
     planned: set[int] = set()  # buffers the chain makes itself
     # Producers already found not worth running again, and how many more may be tried:
@@ -361,11 +429,10 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
         if state.first.get(i, at) >= at:
             return None
         extra = 0
-        for b in graph.ops[i].inputs:
-            bi = index[b]
-            if b in writers and _written_between(writers, state, b, state.first[i], at):
+        for bi, persistent, written in facts.inputs[i]:
+            if written and _written_between(facts.writers[bi], state, state.first[i], at):
                 return None
-            if graph.buffers[bi].persistent or bi in planned:
+            if persistent or bi in planned:
                 continue
             k = _latest_before(state, bi, at)
             if k is None:
@@ -374,7 +441,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
                 continue  # alive there anyway
             # Keeping it alive until the chain runs costs its bytes at t if it died before t.
             keep = sizes[bi] if state.end[k] <= t else 0
-            q = graph.producer[bi]
+            q = producer[bi]
             if keep and q is not None and q in allowed and q not in rejected and (depth >= max_depth or tries[0] <= 0):
                 cut[0] = True
             elif keep and q is not None and q in allowed and q not in rejected:
@@ -389,7 +456,7 @@ def _chain(graph: Graph, writers: dict[str, list[int]], state: _State, p: int, a
                 rejected.add(q)
             extra += keep
         ops.append(i)
-        planned.update(index[o] for o in graph.ops[i].outputs)
+        planned.update(outputs[i])
         return extra
 
     extra = need(p, 1)
@@ -405,18 +472,9 @@ def _latest_before(state: _State, bi: int, at: int) -> int | None:
     return best
 
 
-def _written_between(writers: dict[str, list[int]], state: _State, b: str, lo: int, hi: int) -> bool:
-    """Whether an op writing buffer ``b`` runs between steps ``lo`` and ``hi``."""
-    return any(lo < state.first.get(w, -1) < hi for w in writers.get(b, ()))
-
-
-def _writers(graph: Graph) -> dict[str, list[int]]:
-    """For each buffer written in place, the ops writing it."""
-    out: dict[str, list[int]] = {}
-    for w, op in enumerate(graph.ops):
-        for b in op.mutates:
-            out.setdefault(b, []).append(w)
-    return out
+def _written_between(writers: list[int], state: _State, lo: int, hi: int) -> bool:
+    """Whether one of ``writers`` (ops writing a buffer in place) runs between steps ``lo`` and ``hi``."""
+    return any(lo < state.first.get(w, -1) < hi for w in writers)
 
 
 def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *,
@@ -468,7 +526,8 @@ def _cheapen(graph: Graph, order: list[int], budget: int, deadline: float | None
     refits = CHEAPEN_REFITS_PER_OP * len(set(i for _, i in recomputations(order))) + 8
     while (deadline is None or time.perf_counter() < deadline) and refits > 0:
         refits -= 1
-        costly = [i for i in dict.fromkeys(i for _, i in recomputations(order)) if op_flops(graph, i) and i not in tried]
+        costly = [i for i in dict.fromkeys(i for _, i in recomputations(order))
+                  if op_flops(graph, i) and i not in tried]
         if not costly:
             break
         i = max(costly, key=lambda i: op_flops(graph, i))
