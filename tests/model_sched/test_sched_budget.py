@@ -272,3 +272,27 @@ def test_a_chain_no_limit_stopped_is_the_deepest_searchs(case):
             if chain is None or not chain[2]:
                 assert chain is None or chain[:2] == deepest[:2]
                 break
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_the_greedy_leaves_no_cycles_and_the_collector_as_it_was(collector_on):
+    """The greedy pauses Python's cycle collector (full collections walk every object of
+    the process, a loaded model's included): it must then make no reference cycles, which
+    only the collector frees, and leave the collector on or off as it found it."""
+    import gc
+
+    from model_sched.recompute import fit_budget_from
+
+    g = training_chain(12, size=1 << 10, flops=lambda k: 10 * (k + 1))
+    order, _, bound, _ = program_order_budget(g, 0.0)
+    gc.collect()
+    gc.disable()
+    try:
+        fit = fit_budget_from(g, [order], bound + 1, time_limit=5)
+        assert fit.recomputed_ops > 0  # the search ran
+        assert gc.collect() == 0  # nothing unreachable was left for the collector
+        (gc.enable if collector_on else gc.disable)()
+        fit_budget(g, order, bound + 1, time_limit=5)
+        assert gc.isenabled() == collector_on
+    finally:
+        gc.enable()

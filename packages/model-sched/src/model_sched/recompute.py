@@ -25,6 +25,8 @@ alive while it runs; a budget under it gets an answer that says so.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from collections.abc import Sequence
 
@@ -46,6 +48,21 @@ SHORTLIST = 6
 EXPANSIONS_PER_CHAIN = 4
 #: Refits the local search (:func:`_cheapen`) may make, per op its first answer reruns.
 CHEAPEN_REFITS_PER_OP = 2
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused():
+    """Python's cycle collector off (as it was, after): the greedy makes no reference
+    cycles, but the instance lists it keeps for a move outlive young collections, and the
+    full collections that then follow walk every object of the process (with a model and
+    transformers loaded, about 3x the greedy's own time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @attrs.frozen
@@ -146,6 +163,7 @@ class _State:
         return self.start[k] <= t < self.end[k]
 
 
+@_cycle_collector_paused()
 def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: float | None = None,
                max_moves: int | None = None) -> BudgetFit:
     """An order of ``graph`` with recomputations whose peak is at most ``budget`` bytes,
@@ -460,6 +478,9 @@ def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
         return extra
 
     extra = need(p, 1)
+    # The recursive closure refers to itself: unbound, it is freed now rather than left to
+    # the cycle collector (which, over many calls, cost the search more than the search).
+    need = None  # noqa: F841
     return None if extra is None else (ops, extra, cut[0])
 
 
@@ -477,6 +498,7 @@ def _written_between(writers: list[int], state: _State, lo: int, hi: int) -> boo
     return any(lo < state.first.get(w, -1) < hi for w in writers)
 
 
+@_cycle_collector_paused()
 def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *,
                     time_limit: float | None = None, targets: int = 4) -> BudgetFit:
     """:func:`fit_budget` from each of ``bases`` (orders of op positions): aiming at
