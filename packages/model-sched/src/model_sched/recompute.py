@@ -272,14 +272,19 @@ def _timeline_with(graph: Graph, state: _State, timeline: Sequence[int], at: int
     for k, end in stretched.items():
         old = shifted(state.end[k])
         move(state.start[k], old, max(old, end), sizes[state.buf[k]])
+    _add_diff(new, diff)
+    return new
+
+
+def _add_diff(timeline: list[int], diff: dict[int, int]) -> None:
+    """Add to ``timeline`` the bytes ``diff`` gives (step -> change from there on), in place."""
     live = 0
     points = sorted(diff)
     for a, b in zip(points, points[1:]):
         live += diff[a]
         if live:
-            for t in range(a, min(b, len(new))):
-                new[t] += live
-    return new
+            for t in range(a, min(b, len(timeline))):
+                timeline[t] += live
 
 
 def _timeline_without(graph: Graph, state: _State, timeline: Sequence[int], at: int) -> list[int]:
@@ -308,13 +313,7 @@ def _timeline_without(graph: Graph, state: _State, timeline: Sequence[int], at: 
         end = n if output[bi] else (left[-1] if left else state.start[k]) + 1
         add(end, state.end[k], -sizes[bi])
     new = list(timeline)
-    live = 0
-    points = sorted(diff)
-    for a, b in zip(points, points[1:]):
-        live += diff[a]
-        if live:
-            for t in range(a, min(b, n)):
-                new[t] += live
+    _add_diff(new, diff)
     del new[at]
     return new
 
