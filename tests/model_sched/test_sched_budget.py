@@ -135,6 +135,43 @@ def test_recomputation_starts_from_updates_right_after_their_gradients():
     assert r.fits_budget and simulate(g, r.order).peak_bytes == r.peak_bytes <= 400
 
 
+def test_a_weight_decay_run_early_does_not_block_recomputing_the_forward_pass():
+    """AdamW decays each weight in place (``w.mul_(1 - lr * wd)``) before its update; that
+    op frees and allocates nothing, so the best order may run it right after the forward
+    pass's last read of ``w``, and then no forward op reading ``w`` could run again. The
+    greedy moves it to just before the update: the cheapest rerun fits, as without it."""
+    from model_ir import Op
+
+    plain = chain()
+    ops = list(plain.ops)
+    ops.insert(len(ops) - 1, Op("decay", mutates=["w"]))  # in the optimizer step, before the update
+    g = Graph(plain.buffers, ops, name="chain+decay", meta=plain.meta)
+    early = [g.op_index[o] for o in ("f0", "f1", "f2", "f3", "decay", "b3", "b2", "b1", "b0", "update")]
+    validate_order(g, early)
+    peak = simulate_indices(g, early).peak_bytes
+    fit = fit_budget(g, early, peak - 100)
+    assert fit.fits and fit.recomputed_ops == 1 and fit.recompute_flops == 1000  # f0 again, as in chain()
+    assert fit.order.index(g.op_index["decay"]) == len(fit.order) - 2  # just before the update
+    validate_order(g, list(fit.order))
+
+
+@given(graphs(max_ops=10), st.randoms(use_true_random=False))
+@settings(max_examples=150, deadline=None)
+def test_deferring_neutral_writes_keeps_the_order_valid_and_its_peak(g, rnd):
+    """Any valid order, its neutral writes deferred: still valid, the same ops, the same peak."""
+    from itertools import islice
+
+    from model_ir.testing.strategies import topological_orders
+    from model_sched.recompute import _defer_neutral_writes
+
+    orders = list(islice(topological_orders(g), 50))
+    order = orders[rnd.randrange(len(orders))]
+    deferred = _defer_neutral_writes(g, list(order))
+    validate_order(g, deferred)
+    assert sorted(deferred) == sorted(order)
+    assert simulate_indices(g, deferred).peak_bytes == simulate_indices(g, list(order)).peak_bytes
+
+
 def test_bad_budgets_are_refused():
     g = chain()
     with pytest.raises(SchedError, match="memory budget must be >= 0"):

@@ -1,8 +1,10 @@
 """Fitting a memory budget by recomputation: run ops again instead of keeping their
 outputs alive (activation checkpointing, planned op by op).
 
-:func:`fit_budget` starts from an order and, while its peak exceeds the budget, takes
-the step at the peak and frees one buffer that is alive there but not used: the
+:func:`fit_budget` starts from an order (its in-place writes of persistent buffers that
+touch nothing else, such as AdamW's weight decay, moved just before the ops depending
+on them, where they no longer keep forward ops from running again) and, while its peak
+exceeds the budget, takes the step at the peak and frees one buffer that is alive there but not used: the
 buffer's producer (and, when its inputs are gone by then, their producers, up to
 :data:`MAX_CHAIN` ops; or none of them, keeping those inputs alive instead) runs
 again just before the buffer's next use. Of these moves it simulates a short list,
@@ -177,6 +179,11 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     validate_order(graph, order)
     timeline = timeline_indices(graph, order)
     peak = max(timeline, default=graph.persistent_bytes)
+    if peak > budget:  # an order that fits is left as it is
+        deferred = _defer_neutral_writes(graph, order)
+        later = timeline_indices(graph, deferred) if deferred != order else timeline
+        if max(later, default=peak) <= peak:  # never raised: the moved ops touch no transient byte
+            order, timeline = deferred, later
     reason = ""
     if bound > budget:
         reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
@@ -224,6 +231,42 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     flops = recompute_flops(graph, order)
     return BudgetFit(tuple(order), peak, budget, bound, flops, len(order) - len(graph.ops),
                      peak <= budget, time.perf_counter() - started, reason)
+
+
+def _defer_neutral_writes(graph: Graph, order: list[int]) -> list[int]:
+    """``order`` with each op that writes persistent buffers in place and touches no other
+    (AdamW's decoupled weight decay, ``param.mul_(1 - lr * wd)``) moved to just before the
+    first op that depends on it. Such an op frees and allocates nothing, so no order puts
+    it anywhere in particular; but where it runs early, right after the forward pass's
+    last read of its parameter, no forward op reading that parameter may run again before
+    the update (the rerun would read the decayed weights). Late, they may."""
+    index, persistent = graph.buffer_index, [b.persistent for b in graph.buffers]
+    neutral = {i for i, op in enumerate(graph.ops)
+               if op.mutates and not op.outputs and all(persistent[index[b]] for b in op.uses)}
+    if not neutral:
+        return order
+    predecessors = graph.predecessors
+    pending: dict[int, None] = {}  # deferred ops, in their order
+    out: list[int] = []
+
+    def flush(w: int) -> None:
+        del pending[w]
+        for q in predecessors[w]:
+            if q in pending:
+                flush(q)
+        out.append(w)
+
+    for i in order:
+        if i in neutral and i not in pending:
+            pending[i] = None
+            continue
+        for q in predecessors[i]:
+            if q in pending:
+                flush(q)
+        out.append(i)
+    while pending:
+        flush(next(iter(pending)))
+    return out
 
 
 def _timeline_with(graph: Graph, state: _State, timeline: Sequence[int], at: int, chain: list[int]) -> list[int]:
