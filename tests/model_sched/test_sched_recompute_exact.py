@@ -20,8 +20,8 @@ from .test_sched_budget import chain
 pytest.importorskip("ortools")
 
 from model_sched.recompute_exact import (  # noqa: E402
-    MAX_EXACT_OPS, drop_unread_recomputations, fit_budget_exact, recompute_bytes, recompute_flops_lower_bound,
-    recompute_lower_bound,
+    MAX_EXACT_OPS, drop_unread_recomputations, fit_budget_exact, outputs_bound, recompute_bytes,
+    recompute_flops_lower_bound, recompute_lower_bound,
 )
 
 
@@ -105,6 +105,37 @@ def test_exact_equals_brute_force_on_tiny_graphs(g):
 def test_the_recompute_bound_counts_what_no_recomputation_frees():
     g = with_kept_input(chain(2))  # "kept" is alive at every op, whatever runs again
     assert recompute_lower_bound(g) == working_set_bound(g) + 50
+
+
+def test_a_large_graphs_bound_counts_the_step_outputs_made_before_each_op():
+    """Past RECOMPUTE_BOUND_OPS the bound is the working sets and the step outputs alone:
+    chain(2)'s gradient g0 (1 B) is a step output, but only the update runs after the op
+    making it, and reads it; a loss (150 B, made after the forward pass) is alive across
+    every backward op, so b0 (a0, g1 and g0: 102 B) peaks with it. So is the bound tight on
+    mobilenet_v3_small's AdamW step, whose largest update runs while the loss is alive
+    (23217984 B, the plan's peak, where the working sets alone said 23217920)."""
+    from model_sched import api
+
+    g = chain(2)
+    assert outputs_bound(g) == working_set_bound(g)
+    ops = [Op("b1", inputs=["a1", "l"], outputs=["g1"]) if op.id == "b1" else op for op in g.ops]
+    ops.insert(2, Op("loss", inputs=["a1"], outputs=["l"]))  # the backward pass starts from it
+    lossy = Graph([*g.buffers, Buffer("l", 150, output=True)], ops, name="chain+loss", meta=g.meta)
+    assert outputs_bound(lossy) == lossy.persistent_bytes + 102 + 150 == recompute_lower_bound(lossy)
+    assert outputs_bound(lossy) > working_set_bound(lossy)
+    assert api.recompute_bounds(lossy)[0] == recompute_lower_bound(lossy)
+    limit, api.RECOMPUTE_BOUND_OPS = api.RECOMPUTE_BOUND_OPS, 2
+    try:
+        assert api.recompute_bounds(lossy) == (outputs_bound(lossy), None)
+    finally:
+        api.RECOMPUTE_BOUND_OPS = limit
+
+
+@given(graphs(max_ops=10))
+@settings(max_examples=150, deadline=None)
+def test_the_outputs_bound_lies_between_the_working_sets_and_the_recompute_bound(g):
+    assert working_set_bound(g) <= outputs_bound(g) <= recompute_lower_bound(g)
+    assert outputs_bound(g) <= simulate(g).peak_bytes
 
 
 def test_exact_beats_the_greedy_on_a_chain():

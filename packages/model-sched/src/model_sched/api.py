@@ -10,7 +10,7 @@ from model_ir.graph import Graph
 from model_ir.errors import ScheduleError
 from model_ir.plugins import invalid_answer, provider, providers
 from model_ir.recompute import recompute_flops
-from model_ir.simulator import simulate_indices, validate_order, working_set_bound
+from model_ir.simulator import simulate_indices, validate_order
 from model_sched.bounds import forced_bound
 from model_sched.control import Progress, SolveControl
 from model_sched.errors import SchedError
@@ -68,10 +68,11 @@ def recompute_bounds(graph: Graph, budget: int | None = None) -> tuple[int, int 
     """Lower bounds of any plan with recomputation: its peak (bytes) and, with a
     ``budget``, the FLOPs a plan fitting it recomputes (None without a budget, when none
     fits, or for a graph too large for these quadratic bounds, whose peak bound is then
-    the working sets alone)."""
+    the working sets and the step outputs alone)."""
+    from model_sched.recompute_exact import outputs_bound, recompute_lower_bounds
+
     if len(graph.ops) > RECOMPUTE_BOUND_OPS:
-        return working_set_bound(graph), None
-    from model_sched.recompute_exact import recompute_lower_bounds
+        return outputs_bound(graph), None
 
     return recompute_lower_bounds(graph, budget)
 
@@ -105,7 +106,7 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     recomputations cost (``recompute_flops``) and, as lower bound, the least any plan
     with recomputation can peak at (the working sets plus the buffers no recomputation
     can make again, :func:`~model_sched.recompute_exact.recompute_lower_bound`, up to
-    :data:`RECOMPUTE_BOUND_OPS` ops; the working sets alone above),
+    :data:`RECOMPUTE_BOUND_OPS` ops; above, the working sets and the step outputs alone),
     next to the least any order without it can (``reorder_lower_bound_bytes``).
     """
     check_graph(graph)

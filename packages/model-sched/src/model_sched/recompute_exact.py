@@ -462,6 +462,30 @@ def recompute_lower_bound(graph: Graph) -> int:
     return recompute_lower_bounds(graph)[0]
 
 
+def outputs_bound(graph: Graph) -> int:
+    """The part of :func:`recompute_lower_bound` a large graph affords: at each op, its
+    working set plus the step outputs made before it in every order (by its ancestors,
+    or graph inputs), alive to the end whatever runs again (a training step's loss).
+    Linear in the graph per distinct set of outputs an op follows."""
+    index, sizes = graph.buffer_index, graph.sizes
+    outputs = [bi for bi, b in enumerate(graph.buffers) if b.output and not b.persistent and sizes[bi]]
+    bit = {bi: 1 << k for k, bi in enumerate(outputs)}
+    always = sum(bit[bi] for bi in outputs if graph.producer[bi] is None)
+    made = [0] * len(graph.ops)  # per op, the outputs its strict ancestors make (a bitset)
+    total: dict[int, int] = {}
+    best = 0
+    for v, op in enumerate(graph.ops):  # ops are in a topological program order
+        for p in graph.predecessors[v]:
+            made[v] |= made[p] | sum(bit.get(index[b], 0) for b in graph.ops[p].outputs)
+        ws = {index[b] for b in op.uses} | {index[b] for b in op.outputs}
+        ws = {bi for bi in ws if not graph.buffers[bi].persistent}
+        alive = (made[v] | always) & ~sum(bit.get(bi, 0) for bi in ws)
+        if alive not in total:
+            total[alive] = sum(sizes[bi] for bi in outputs if alive & bit[bi])
+        best = max(best, sum(sizes[bi] for bi in ws) + total[alive])
+    return graph.persistent_bytes + best
+
+
 def recompute_flops_lower_bound(graph: Graph, budget: int) -> int | None:
     """Lower bound on the FLOPs any plan fitting ``budget`` bytes recomputes (None when
     no plan fits). While op ``v`` first runs, the buffers alive across it in every order
