@@ -15,6 +15,12 @@ arguments, writing a buffer that a forward op produced and that no other node vi
 (every alias of it would also need redirecting). Then the clones autograd made of such
 a write's input for the backward (``SiLU(inplace=True)``) are that input itself:
 :func:`drop_redundant_clones`.
+
+A write into a piece of a buffer stays (the CPU GRU's gates, ``r_h.add_(r_i).sigmoid_()``
+on side-by-side pieces of one matmul's output): its functional form would lay the piece
+out without the gaps around it, and CPU kernels loop over such a buffer otherwise, with
+other rounding (sigmoid's vector and scalar loops differ), so the step would no longer
+be eager's, bitwise.
 """
 
 from __future__ import annotations
