@@ -163,6 +163,26 @@ def test_planning_allocates_only_the_arena():
     assert peak >= step.plan.figures["arena_bytes"]  # the harness does see the arena
 
 
+def test_planning_under_a_budget_allocates_only_the_arena():
+    """Under a memory budget the capture makes in-place activations functional and keeps
+    dropout's masks, all on fake tensors, and the budget is met by rerunning ops: the
+    planning still takes no real memory but the arena (AdamW's state exists by then)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(inplace=True), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(256, 256), torch.nn.ReLU(inplace=True), torch.nn.Linear(256, 10))
+    opt, x = torch.optim.AdamW(model.parameters(), lr=1e-3), torch.randn(1024, 64)  # activations dominate
+    plain = optimize(model, x, optimizer=opt, time_limit=1, executor="arena", memory_budget=1 << 62).plan.figures
+    budget = plain["lower_bound_bytes"] + (plain["peak_bytes"] - plain["lower_bound_bytes"]) // 2
+    del plain
+    gc.collect()
+    peak, step = peak_allocated_during(lambda: optimize(model, x, optimizer=opt, time_limit=1, executor="arena",
+                                                        memory_budget=budget))
+    figures = step.plan.figures
+    assert figures["fits_budget"] and figures["recomputed_ops"] > 0
+    assert peak <= figures["arena_bytes"] + 2**20, (peak, figures["arena_bytes"])
+    assert peak >= figures["arena_bytes"]
+
+
 @pytest.mark.parametrize("optimizer", ["sgd-momentum", "adamw", "nadam", "rmsprop"])
 def test_planning_with_optimizer_state_adds_only_the_state(optimizer):
     """The optimizer state a first step creates is the step's own memory, and creating it
