@@ -356,3 +356,26 @@ def test_deferring_neutral_writes_keeps_reruns_valid(case):
     assert sorted(deferred) == sorted(order)
     if not _unused_inputs(g):
         assert simulate_indices(g, deferred).peak_bytes == simulate_indices(g, order).peak_bytes
+
+
+def test_the_first_start_gets_three_quarters_of_the_time(monkeypatch):
+    """fit_budget_from gives the best order three quarters of its time, each later start
+    half of what is left, the last all of it (a large step's greedy is slow but steady
+    from the best order)."""
+    from model_sched import recompute
+
+    limits = []
+    real = recompute.fit_budget
+
+    def recorded(graph, order, budget, *, time_limit=None, max_moves=None):
+        limits.append(time_limit)
+        return real(graph, order, budget, max_moves=0)  # no move: none fits, every start is tried
+
+    monkeypatch.setattr(recompute, "fit_budget", recorded)
+    g = chain()
+    order = list(range(len(g.ops)))
+    fit = recompute.fit_budget_from(g, [order] * 3, simulate_indices(g, order).peak_bytes - 100,
+                                    time_limit=100.0, targets=1)
+    assert not fit.fits and len(limits) == 3
+    # Each start returned at once: the second gets half of the 100 s left, the last all of it.
+    assert 74 < limits[0] <= 75 and 49 < limits[1] <= 50 and 99 < limits[2] <= 100
