@@ -3,11 +3,11 @@ outputs alive (activation checkpointing, planned op by op).
 
 :func:`fit_budget` starts from an order (its in-place writes of persistent buffers that
 touch nothing else, such as AdamW's weight decay, moved just before the ops depending
-on them, where they no longer keep forward ops from running again) and, while its peak
-exceeds the budget, takes the step at the peak and frees one buffer that is alive there but not used: the
-buffer's producer (and, when its inputs are gone by then, their producers, up to
-:data:`MAX_CHAIN` ops; or none of them, keeping those inputs alive instead) runs
-again just before the buffer's next use. Of these moves it simulates a short list,
+on them, where they no longer keep forward ops from running again) and, while its
+peak exceeds the budget, takes the step at the peak and frees one buffer that is alive
+there but not used: the buffer's producer (and, when its inputs are gone by then, their
+producers, up to :data:`MAX_CHAIN` ops; or none of them, keeping those inputs alive
+instead) runs again just before the buffer's next use. Of these moves it simulates a short list,
 the cheapest that close the gap at that step and those freeing the most bytes per
 unit of cost, and keeps the one removing the most bytes above the budget (summed
 over all steps) per unit of cost, whether it closes the gap or not; a move that
@@ -242,8 +242,8 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
 def _defer_neutral_writes(graph: Graph, order: list[int]) -> list[int]:
     """``order`` with each op that writes persistent buffers in place and touches no other
     (AdamW's decoupled weight decay, ``param.mul_(1 - lr * wd)``) moved to just before the
-    first op that depends on it. Such an op frees and allocates nothing, so no order puts
-    it anywhere in particular; but where it runs early, right after the forward pass's
+    first op that depends on it. Such an op frees and allocates nothing, so the order
+    search may leave it anywhere; but where it runs early, right after the forward pass's
     last read of its parameter, no forward op reading that parameter may run again before
     the update (the rerun would read the decayed weights). Late, they may."""
     index, persistent = graph.buffer_index, [b.persistent for b in graph.buffers]
