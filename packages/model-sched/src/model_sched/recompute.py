@@ -7,10 +7,10 @@ on them, where they no longer keep forward ops from running again) and, while it
 peak exceeds the budget, takes the step at the peak and frees one buffer that is alive
 there but not used: the buffer's producer (and, when its inputs are gone by then, their
 producers, up to :data:`MAX_CHAIN` ops; or none of them, keeping those inputs alive
-instead) runs again just before the buffer's next use. Of these moves it simulates a short list,
-the cheapest that close the gap at that step and those freeing the most bytes per
-unit of cost, and keeps the one removing the most bytes above the budget (summed
-over all steps) per unit of cost, whether it closes the gap or not; a move that
+instead) runs again just before the buffer's next use. Of these moves it simulates a
+short list, the cheapest that close the gap at that step and those freeing the most
+bytes per unit of cost, and keeps the one removing the most bytes above the budget
+(summed over all steps) per unit of cost, whether it closes the gap or not; a move that
 raises the peak or removes nothing is not tried again. Cost is the recomputed ops'
 FLOPs (``meta["flops"]``) plus the bytes they write (a memory-bound op is not
 free); the answer reports the FLOPs alone. Once the order fits, the reruns it does
@@ -104,6 +104,8 @@ class _OpFacts:
     inputs: list[tuple[tuple[int, bool, bool], ...]]
     writers: dict[int, list[int]]  # buffer position -> the ops writing it in place
     output: list[bool]  # per buffer position: a graph output, alive to the end
+    # ops writing persistent buffers in place and touching no other (see _defer_neutral_writes)
+    neutral: frozenset[int]
 
 
 def _op_facts(graph: Graph) -> _OpFacts:
@@ -120,7 +122,9 @@ def _op_facts(graph: Graph) -> _OpFacts:
             cost=[op_flops(graph, i) + sum(sizes[index[o]] for o in op.outputs) for i, op in enumerate(graph.ops)],
             inputs=[tuple((index[b], persistent[index[b]], index[b] in writers) for b in op.inputs)
                     for op in graph.ops],
-            writers=writers, output=[b.output for b in graph.buffers])
+            writers=writers, output=[b.output for b in graph.buffers],
+            neutral=frozenset(i for i, op in enumerate(graph.ops)
+                              if op.mutates and not op.outputs and all(persistent[index[b]] for b in op.uses)))
     return cached
 
 
@@ -246,9 +250,7 @@ def _defer_neutral_writes(graph: Graph, order: list[int]) -> list[int]:
     search may leave it anywhere; but where it runs early, right after the forward pass's
     last read of its parameter, no forward op reading that parameter may run again before
     the update (the rerun would read the decayed weights). Late, they may."""
-    index, persistent = graph.buffer_index, [b.persistent for b in graph.buffers]
-    neutral = {i for i, op in enumerate(graph.ops)
-               if op.mutates and not op.outputs and all(persistent[index[b]] for b in op.uses)}
+    neutral = _op_facts(graph).neutral
     if not neutral:
         return order
     predecessors = graph.predecessors

@@ -471,15 +471,17 @@ def outputs_bound(graph: Graph) -> int:
     outputs = [bi for bi, b in enumerate(graph.buffers) if b.output and not b.persistent and sizes[bi]]
     bit = {bi: 1 << k for k, bi in enumerate(outputs)}
     always = sum(bit[bi] for bi in outputs if graph.producer[bi] is None)
-    made = [0] * len(graph.ops)  # per op, the outputs its strict ancestors make (a bitset)
+    made = [0] * len(graph.ops)  # per op, the outputs it or its ancestors make (a bitset)
     total: dict[int, int] = {}
     best = 0
     for v, op in enumerate(graph.ops):  # ops are in a topological program order
+        before = 0  # made by its strict ancestors
         for p in graph.predecessors[v]:
-            made[v] |= made[p] | sum(bit.get(index[b], 0) for b in graph.ops[p].outputs)
+            before |= made[p]
+        made[v] = before | sum(bit.get(index[b], 0) for b in op.outputs)
         ws = {index[b] for b in op.uses} | {index[b] for b in op.outputs}
         ws = {bi for bi in ws if not graph.buffers[bi].persistent}
-        alive = (made[v] | always) & ~sum(bit.get(bi, 0) for bi in ws)
+        alive = (before | always) & ~sum(bit.get(bi, 0) for bi in ws)
         if alive not in total:
             total[alive] = sum(sizes[bi] for bi in outputs if alive & bit[bi])
         best = max(best, sum(sizes[bi] for bi in ws) + total[alive])
