@@ -458,7 +458,8 @@ def recompute_lower_bound(graph: Graph) -> int:
     recomputation: at each op, its working set plus the buffers that are alive across
     it in every order and that no recomputation can make again (made by an op the IR
     never reruns, graph inputs, step outputs). At least
-    :func:`~model_ir.simulator.working_set_bound`."""
+    :func:`~model_ir.simulator.working_set_bound`, and raised by the minimum cuts of
+    :mod:`model_sched.recompute_cut` (which ops ran before, what a rerun needs)."""
     return recompute_lower_bounds(graph)[0]
 
 
@@ -510,7 +511,20 @@ def recompute_lower_bounds(graph: Graph, budget: int | None = None) -> tuple[int
             at_v = _flops_to_free(graph, graph.persistent_bytes + fixed - budget, movable)
             fits = at_v is not None
             flops = max(flops, at_v or 0)
-    return max(graph.persistent_bytes + most, working_set_bound(graph)), (flops if fits else None)
+    bound = _cut_bound(graph, max(graph.persistent_bytes + most, working_set_bound(graph)))
+    return bound, (flops if fits and bound <= budget else None)
+
+
+def _cut_bound(graph: Graph, floor: int) -> int:
+    """:func:`~model_sched.recompute_cut.recompute_cut_bound`, once per graph (each
+    budget's solve asks for it)."""
+    from model_sched.recompute_cut import recompute_cut_bound
+
+    cached = graph.__dict__.get("_recompute_cut_bound")
+    if cached is None or cached[0] != floor:
+        cached = (floor, recompute_cut_bound(graph, floor))
+        graph.__dict__["_recompute_cut_bound"] = cached
+    return cached[1]
 
 
 def _flops_to_free(graph: Graph, excess: int, movable: list[tuple[int, int]]) -> int | None:
