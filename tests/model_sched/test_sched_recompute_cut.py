@@ -1,6 +1,8 @@
 """The recomputation cut bound (model_sched.recompute_cut): never above a valid plan's
 peak, tight where the per-op bounds are not."""
 
+import sys
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -83,3 +85,11 @@ def test_the_cut_bound_is_never_above_an_order_with_reruns(case):
     bound = recompute_lower_bound(g)
     assert bound <= simulate_indices(g, order).peak_bytes
     assert bound == recompute_cut_bound(g, bound)  # the floor given is kept or raised
+
+
+def test_without_ortools_or_on_large_graphs_the_given_bound_stands(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ortools.graph.python.max_flow", None)  # its import fails
+    assert recompute_cut_bound(two_updates(), 123) == 123
+    monkeypatch.undo()
+    monkeypatch.setattr(recompute_cut, "MAX_CUT_OPS", 7)  # two_updates has 8
+    assert recompute_cut_bound(two_updates(), 123) == 123
