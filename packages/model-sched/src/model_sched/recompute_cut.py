@@ -128,7 +128,9 @@ class _Network:
             elif graph.buffers[bi].output or p not in allowed:
                 arc(2 + p, b_in, self.inf)
             else:
-                inputs = {index[c] for c in graph.ops[p].uses}
+                # A rerun reads p's inputs; what p writes in place (batch norm's running
+                # statistics, rerun without writes) its outputs do not depend on.
+                inputs = {index[c] for c in graph.ops[p].inputs}
                 for w in sorted(set().union(*(writers.get(ci, ()) for ci in inputs))):
                     if desc[p] >> w & 1:  # writes after p's first run
                         arc(2 + w, b_in, self.inf)
