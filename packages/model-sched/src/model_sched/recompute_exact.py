@@ -34,8 +34,8 @@ The model, for ``T`` = the most runs allowed:
   ``v`` made and a descendant reads is alive unless its producer runs again after
   ``v``; a knapsack constraint per op on those bytes lets the LP bound the FLOPs a
   budget needs (:func:`_forced_at`). Before any solve, a budget under
-  :func:`recompute_lower_bound` (the same bytes whose producers never rerun) is
-  answered ``below-bound``;
+  :func:`recompute_lower_bound` (the same bytes whose producers never rerun, raised
+  by :mod:`model_sched.recompute_cut`'s minimum cuts) is answered ``below-bound``;
 - *objective*: ``sum(flops_i * W + bytes_i)`` over present recomputations, ``W`` one
   more than the most bytes they could write (lexicographic; when that product would
   pass 2**62 the bytes are dropped and the objective is FLOPs alone).
