@@ -3,7 +3,7 @@ op, and per pair of unordered ops.
 
 :func:`~model_sched.recompute_exact.recompute_lower_bound` counts, while op ``v`` first
 runs, the buffers alive across it in every order that no rerun can make again. Two
-things it leaves out decide small training steps (SGD with Nesterov, Adagrad):
+things it leaves out decide small training steps (Adagrad's, below):
 
 - *which ops ran before* ``v``: ops unordered with ``v`` may run before or after it
   (as in :mod:`model_sched.cut_bound`, without recomputation);
@@ -48,8 +48,11 @@ Needs OR-Tools (its C++ max-flow; the ``cpsat`` extra); without it, or above
 
 from __future__ import annotations
 
+import numpy as np  # this module is imported on first use (recompute_exact._cut_bound)
+
 from model_ir.graph import Graph
 from model_ir.recompute import recomputable_ops
+from model_sched.cut_bound import _flags
 
 #: Most ops of a graph the cuts are tried on (one max-flow per op, two per pair).
 MAX_CUT_OPS = 1500
@@ -93,7 +96,6 @@ class _Network:
     """The cut network of a graph, built once; each bound sets the arcs of its op."""
 
     def __init__(self, graph: Graph):
-        import numpy as np
         from ortools.graph.python.max_flow import SimpleMaxFlow
 
         from model_sched.recompute_exact import _ancestors, _descendants
@@ -149,13 +151,10 @@ class _Network:
         self.last_arc = np.array([arc(2 + q, 1, 0) for q in range(n)])  # op -> sink: runs after
         self.flow = SimpleMaxFlow()
         self.flow.add_arcs_with_capacity(np.array(tails), np.array(heads), np.array(caps, dtype=np.int64))
-        self.np = np
 
-    def not_before(self, v: int):
-        """The ops that are not ancestors of ``v`` (an array)."""
-        np, n = self.np, len(self.graph.ops)
-        raw = np.frombuffer(self.anc[v].to_bytes((n + 7) // 8, "little"), dtype=np.uint8)
-        return np.flatnonzero(np.unpackbits(raw, bitorder="little")[:n] == 0)
+    def not_before(self, v: int) -> list[int]:
+        """The ops that are not ancestors of ``v``."""
+        return [u for u, ancestor in enumerate(_flags(self.anc[v], len(self.graph.ops))) if not ancestor]
 
     def ordered(self, u: int, w: int) -> bool:
         return bool(self.anc[u] >> w & 1 or self.anc[w] >> u & 1)
@@ -163,7 +162,7 @@ class _Network:
     def at(self, v: int, late=None) -> int:
         """The bound while ``v`` first runs, with the ops ``late`` (not ancestors of
         ``v``) first running after it."""
-        np, g = self.np, self.graph
+        g = self.graph
         index = g.buffer_index
         ws = {index[b] for b in g.ops[v].uses} | {index[b] for b in g.ops[v].outputs}
         ws_bytes = sum(g.sizes[bi] for bi in ws if not g.buffers[bi].persistent)
