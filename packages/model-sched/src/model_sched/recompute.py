@@ -482,7 +482,9 @@ def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
     chain); None when not allowed."""
     facts = _op_facts(graph)
     allowed, sizes, producer = facts.allowed, graph.sizes, graph.producer
+    inputs, writers = facts.inputs, facts.writers
     outputs = op_buffer_positions(graph)[1]
+    first, end, start, by_buffer = state.first, state.end, state.start, state.by_buffer
     ops: list[int] = []
     planned: set[int] = set()  # buffers the chain makes itself
     # Producers already found not worth running again, and how many more may be tried:
@@ -492,36 +494,44 @@ def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
     tries = [EXPANSIONS_PER_CHAIN * max_depth]
     cut = [False]
 
+    # (Written for speed, as _State: the search runs millions of times on a large step.)
     def need(i: int, depth: int) -> int | None:
         """Plan op ``i`` (and what it needs); the bytes stretched over ``t``, or None."""
-        if state.first.get(i, at) >= at:
+        lo = first.get(i, at)
+        if lo >= at:
             return None
         extra = 0
-        for bi, persistent, written in facts.inputs[i]:
-            if written and _written_between(facts.writers[bi], state, state.first[i], at):
-                return None
+        for bi, persistent, written in inputs[i]:
+            if written and any(lo < first.get(w, -1) < at for w in writers[bi]):
+                return None  # written in place since op i first ran: a rerun would read other values
             if persistent or bi in planned:
                 continue
-            k = _latest_before(state, bi, at)
+            k = None  # the instance of ``bi`` made last before step ``at`` (instances oldest first)
+            for kk in by_buffer.get(bi, ()):
+                if start[kk] >= at:
+                    break
+                k = kk
             if k is None:
                 return None
-            if state.end[k] > at:
+            if end[k] > at:
                 continue  # alive there anyway
             # Keeping it alive until the chain runs costs its bytes at t if it died before t.
-            keep = sizes[bi] if state.end[k] <= t else 0
+            keep = sizes[bi] if end[k] <= t else 0
             q = producer[bi]
-            if keep and q is not None and q in allowed and q not in rejected and (depth >= max_depth or tries[0] <= 0):
-                cut[0] = True
-            elif keep and q is not None and q in allowed and q not in rejected:
-                tries[0] -= 1
-                mark, made = len(ops), set(planned)
-                sub = need(q, depth + 1)
-                if sub is not None and sub < keep:
-                    extra += sub
-                    continue
-                del ops[mark:]  # keeping the input is cheaper, or its producer cannot run again
-                planned.intersection_update(made)
-                rejected.add(q)
+            if keep and q is not None and q in allowed and q not in rejected:
+                if depth >= max_depth or tries[0] <= 0:
+                    cut[0] = True
+                else:
+                    tries[0] -= 1
+                    mark = len(ops)
+                    sub = need(q, depth + 1)
+                    if sub is not None and sub < keep:
+                        extra += sub
+                        continue
+                    for j in ops[mark:]:  # keeping the input is cheaper, or its producer cannot run again
+                        planned.difference_update(outputs[j])
+                    del ops[mark:]
+                    rejected.add(q)
             extra += keep
         ops.append(i)
         planned.update(outputs[i])
@@ -541,11 +551,6 @@ def _latest_before(state: _State, bi: int, at: int) -> int | None:
         if state.start[k] < at:
             best = k
     return best
-
-
-def _written_between(writers: list[int], state: _State, lo: int, hi: int) -> bool:
-    """Whether one of ``writers`` (ops writing a buffer in place) runs between steps ``lo`` and ``hi``."""
-    return any(lo < state.first.get(w, -1) < hi for w in writers)
 
 
 @_cycle_collector_paused()
