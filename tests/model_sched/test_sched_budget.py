@@ -255,6 +255,31 @@ def test_fit_budget_from_with_no_time_left_returns_its_start():
     assert fit.order == tuple(order) and not fit.fits
 
 
+def test_fit_budget_from_goes_on_from_a_run_that_ran_out_of_time(monkeypatch):
+    """A run stopped by its time limit is continued from where it stopped, so the moves add
+    up: here each run may make one move (standing in for a slow greedy on a large step) and
+    the budget needs three. Restarting from the base (or at lower aims) never gets past one."""
+    import attrs
+
+    import model_sched.recompute as recompute
+
+    real = recompute.fit_budget
+
+    def one_move_then_out_of_time(graph, order, budget, *, time_limit=None, max_moves=None):
+        fit = real(graph, order, budget, time_limit=time_limit, max_moves=1)
+        return attrs.evolve(fit, reason="time limit") if fit.reason.startswith("stopped after") else fit
+
+    monkeypatch.setattr(recompute, "fit_budget", one_move_then_out_of_time)
+    g = training_chain(8, size=100)
+    order = list(range(len(g.ops)))
+    budget = simulate_indices(g, order).peak_bytes - 300
+    assert not one_move_then_out_of_time(g, order, budget).fits
+    fit = recompute.fit_budget_from(g, [order], budget, time_limit=60)
+    assert fit.fits and fit.recomputed_ops == real(g, order, budget).recomputed_ops == 3
+    validate_order(g, list(fit.order))
+    assert simulate_indices(g, list(fit.order)).peak_bytes == fit.peak_bytes <= budget
+
+
 @st.composite
 def orders_with_reruns(draw):
     """A random graph, an order of it with the reruns a few greedy moves make, and a step."""

@@ -51,10 +51,10 @@ EXPANSIONS_PER_CHAIN = 4
 #: Refits the local search (:func:`_cheapen`) may make, per op its first answer reruns.
 CHEAPEN_REFITS_PER_OP = 2
 #: Share of the time :func:`fit_budget_from` gives its first run (the best order at the
-#: budget itself; each later run gets half of what is left). A large step's greedy is
-#: slow but steady: efficientnet_v2_s's half-way budget (6041 ops) takes 1.8 s from the
-#: best order, on the edge of half the 3.6 s that optimize()'s 5 s leave after the order
-#: search; the other starts, each with half as long again, ended further off.
+#: budget itself; each later run gets half of what is left, a run going on from one that
+#: ran out of time all of it). A large step's greedy is slow but steady: efficientnet_v2_s's
+#: half-way budget (6041 ops) takes 1.8 s from the best order, half the 3.6 s that
+#: optimize()'s 5 s leave after the order search; other starts, with less time, end further off.
 FIRST_RUN_SHARE = 0.75
 
 
@@ -561,24 +561,34 @@ def fit_budget_from(graph: Graph, bases: Sequence[Sequence[int]], budget: int, *
     to the working-set bound each (the greedy is not monotone in its target: a tighter
     one can find a plan a looser one misses). Returns the answer that fits ``budget`` with
     the fewest recomputed FLOPs, else the one with the lowest peak; a fitting answer is
-    then made cheaper in the time left (:func:`_cheapen`)."""
+    then made cheaper in the time left (:func:`_cheapen`). A run that runs out of time
+    is continued from where it stopped, before any other base is tried (efficientnet_v2_s's
+    half-way budget: fits in 2 s instead of 3)."""
     started = time.perf_counter()
     bound = working_set_bound(graph)
     aims = [budget]
     while len(aims) < targets and aims[-1] > bound:
         aims.append(max(bound, (aims[-1] + bound) // 2))
     best: BudgetFit | None = None
-    runs = [(base, aim) for aim in aims for base in bases]  # every base at the budget first
-    for k, (base, aim) in enumerate(runs):
+    # (start order, aim, whether it goes on from a run that ran out of time); every base at the budget first
+    runs = [(base, aim, False) for aim in aims for base in bases]
+    k = -1
+    while (k := k + 1) < len(runs):
+        base, aim, going_on = runs[k]
         if aim != budget and best is not None and best.fits:
             break  # lower aims only rescue a budget no base met
         left = None if time_limit is None else time_limit - (time.perf_counter() - started)
         if left is not None and left <= 0 and best is not None:
             break  # (the first run always happens: with no time left it returns its start)
         # The first runs matter most (the best order, the budget itself): half of what is left
-        # each, three quarters for the very first.
-        share = 1.0 if k == len(runs) - 1 else FIRST_RUN_SHARE if k == 0 else 0.5
+        # each, three quarters for the very first; a continuation, all of it.
+        share = 1.0 if k == len(runs) - 1 or going_on else FIRST_RUN_SHARE if k == 0 else 0.5
         fit = fit_budget(graph, base, aim, time_limit=None if left is None else left * share)
+        if fit.reason == "time limit" and fit.peak_bytes > budget:
+            # Stopped short of the budget while still lowering the peak: going on from there gets
+            # further than starting again from another base with less time (a large step's greedy
+            # is slow but steady); the other bases get what a continuation that gets stuck leaves.
+            runs.insert(k + 1, (list(fit.order), aim, True))
         fits = fit.peak_bytes <= budget
         fit = attrs.evolve(fit, budget_bytes=budget, fits=fits, reason="" if fits else fit.reason)
         if best is None or _better(fit, best):
