@@ -83,7 +83,7 @@ def test_buffers_kinds_and_persistence():
     # every parameter is updated in place, after every earlier reader of it
     for b in kinds["parameter"]:
         bi = g.buffer_index[b.id]
-        writers = [u for u in g.users[bi] if b.id in g.ops[u].mutates]
+        writers = g.writers[bi]
         assert writers, b.id
         readers = [u for u in g.users[bi] if u < writers[0]]
         assert readers and all(r in g.predecessors[writers[0]] for r in readers)

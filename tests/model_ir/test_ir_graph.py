@@ -17,6 +17,15 @@ def test_chain_dependencies():
     assert g.successors == ((1,), (2,), ())
     assert g.producer == (0, 1, 2)
     assert g.users == ((1,), (2,), ())
+    assert g.writers == ((), (), ())
+
+
+def test_writers_are_the_in_place_writers_of_each_buffer_in_program_order():
+    g = Graph([Buffer("w", 4, persistent=True), Buffer("t", 4)],
+              [Op("read", inputs=["w"], outputs=["t"]), Op("scale", mutates=["w"]),
+               Op("add", inputs=["t"], mutates=["w"])])
+    assert g.writers == ((1, 2), ())
+    assert g.users == ((0, 1, 2), (2,))
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,15 @@ class Graph:
         return tuple(tuple(u) for u in users)
 
     @cached_property
+    def writers(self) -> tuple[tuple[int, ...], ...]:
+        """For each buffer (by position), the ops that write it in place, in program order."""
+        writers: list[list[int]] = [[] for _ in self.buffers]
+        for i, op in enumerate(self.ops):
+            for b in op.mutates:
+                writers[self.buffer_index[b]].append(i)
+        return tuple(tuple(w) for w in writers)
+
+    @cached_property
     def sizes(self) -> tuple[int, ...]:
         return tuple(b.size for b in self.buffers)
 

@@ -108,10 +108,6 @@ def validate_order(graph: Graph, order: Sequence[int]) -> None:
 
 def _validate_recomputations(graph: Graph, step: list[int], again: list[tuple[int, int]]) -> None:
     allowed = recomputable_ops(graph)
-    writers: dict[str, list[int]] = {}
-    for w, op in enumerate(graph.ops):
-        for b in op.mutates:
-            writers.setdefault(b, []).append(w)
     for t, i in again:
         op = graph.ops[i]
         if i not in allowed:
@@ -120,7 +116,7 @@ def _validate_recomputations(graph: Graph, step: list[int], again: list[tuple[in
                 "draws no random numbers it cannot replay may run again (a recomputation)"
             )
         for b in op.inputs:
-            for w in writers.get(b, ()):
+            for w in graph.writers[graph.buffer_index[b]]:
                 if step[i] < step[w] < t:
                     raise ScheduleError(
                         f"schedule recomputes op {op.id!r} after op {graph.ops[w].id!r} wrote its input {b!r}: "

@@ -102,7 +102,6 @@ class _OpFacts:
     cost: list[int]  # a rerun's cost: FLOPs plus the bytes it writes
     # per op, its inputs as (buffer position, persistent, written in place by some op)
     inputs: list[tuple[tuple[int, bool, bool], ...]]
-    writers: dict[int, list[int]]  # buffer position -> the ops writing it in place
     output: list[bool]  # per buffer position: a graph output, alive to the end
     # ops writing persistent buffers in place and touching no other (see _defer_neutral_writes)
     neutral: frozenset[int]
@@ -111,18 +110,14 @@ class _OpFacts:
 def _op_facts(graph: Graph) -> _OpFacts:
     cached = graph.__dict__.get("_recompute_op_facts")
     if cached is None:
-        index, sizes = graph.buffer_index, graph.sizes
-        writers: dict[int, list[int]] = {}
-        for w, op in enumerate(graph.ops):
-            for b in op.mutates:
-                writers.setdefault(index[b], []).append(w)
+        index, sizes, writers = graph.buffer_index, graph.sizes, graph.writers
         persistent = [b.persistent for b in graph.buffers]
         cached = graph.__dict__["_recompute_op_facts"] = _OpFacts(
             allowed=recomputable_ops(graph),
             cost=[op_flops(graph, i) + sum(sizes[index[o]] for o in op.outputs) for i, op in enumerate(graph.ops)],
-            inputs=[tuple((index[b], persistent[index[b]], index[b] in writers) for b in op.inputs)
+            inputs=[tuple((index[b], persistent[index[b]], bool(writers[index[b]])) for b in op.inputs)
                     for op in graph.ops],
-            writers=writers, output=[b.output for b in graph.buffers],
+            output=[b.output for b in graph.buffers],
             neutral=frozenset(i for i, op in enumerate(graph.ops)
                               if op.mutates and not op.outputs and all(persistent[index[b]] for b in op.uses)))
     return cached
@@ -482,9 +477,9 @@ def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
     chain); None when not allowed."""
     facts = _op_facts(graph)
     allowed, sizes, producer = facts.allowed, graph.sizes, graph.producer
-    inputs, writers = facts.inputs, facts.writers
+    inputs, writers = facts.inputs, graph.writers
     outputs = op_buffer_positions(graph)[1]
-    first, end, start, by_buffer = state.first, state.end, state.start, state.by_buffer
+    first, end = state.first, state.end
     ops: list[int] = []
     planned: set[int] = set()  # buffers the chain makes itself
     # Producers already found not worth running again, and how many more may be tried:
@@ -506,11 +501,7 @@ def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
                 return None  # written in place since op i first ran: a rerun would read other values
             if persistent or bi in planned:
                 continue
-            k = None  # the instance of ``bi`` made last before step ``at`` (instances oldest first)
-            for kk in by_buffer.get(bi, ()):
-                if start[kk] >= at:
-                    break
-                k = kk
+            k = _latest_before(state, bi, at)
             if k is None:
                 return None
             if end[k] > at:
@@ -547,9 +538,10 @@ def _chain(graph: Graph, state: _State, p: int, at: int, t: int,
 def _latest_before(state: _State, bi: int, at: int) -> int | None:
     """The instance of buffer ``bi`` made last before step ``at``."""
     best = None
-    for k in state.by_buffer.get(bi, ()):
-        if state.start[k] < at:
-            best = k
+    for k in state.by_buffer.get(bi, ()):  # oldest first
+        if state.start[k] >= at:
+            break
+        best = k
     return best
 
 

@@ -119,10 +119,6 @@ class _Network:
 
         self.size_arc = {bi: arc(node[bi], node[bi] + 1, sizes[bi]) for bi in relevant}
         self.written_by: dict[int, list[int]] = {}  # op -> its arcs source -> in(b), opened at that op
-        writers: dict[int, set[int]] = {}
-        for w, op in enumerate(graph.ops):
-            for b in op.mutates:
-                writers.setdefault(index[b], set()).add(w)
         for bi in relevant:
             b_in, p = node[bi], graph.producer[bi]
             if p is None:
@@ -133,7 +129,7 @@ class _Network:
                 # A rerun reads p's inputs; what p writes in place (batch norm's running
                 # statistics, rerun without writes) its outputs do not depend on.
                 inputs = {index[c] for c in graph.ops[p].inputs}
-                for w in sorted(set().union(*(writers.get(ci, ()) for ci in inputs))):
+                for w in sorted(set().union(*(graph.writers[ci] for ci in inputs))):
                     if desc[p] >> w & 1:  # writes after p's first run
                         arc(2 + w, b_in, self.inf)
                         self.written_by.setdefault(w, []).append(arc(0, b_in, 0))

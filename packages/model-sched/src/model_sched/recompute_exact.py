@@ -277,15 +277,11 @@ class _Model:
         """A recomputation of op ``i`` runs before any in-place writer of its inputs that
         runs after ``i`` first does (hazard edges order every writer with ``i``)."""
         g = self.graph
-        writers: dict[str, list[int]] = {}
-        for w, op in enumerate(g.ops):
-            for b in op.mutates:
-                writers.setdefault(b, []).append(w)
         for r, (i, c) in enumerate(self.runs):
             if c == 0:
                 continue
             for b in g.ops[i].inputs:
-                for w in writers.get(b, ()):
+                for w in g.writers[g.buffer_index[b]]:
                     if anc[i] >> w & 1:
                         continue  # wrote it before the first run: every run reads the same
                     if anc[w] >> i & 1:
