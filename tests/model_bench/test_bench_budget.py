@@ -65,6 +65,10 @@ def test_bench_says_when_the_exact_search_proves_a_budget_unreachable(tmp_path, 
     code, out, err = run(["bench", "--graph", str(path), "--budget", "28KiB", "--out", str(tmp_path / "c"),
                           "--quiet", "--time-limit", "20"], capsys)
     assert code == 0 and "does NOT fit" in out and "no plan running each op at most 2 times fits it (proven)" in out
+    assert "below the lower bound" not in out
+    code, out, err = run(["bench", "--graph", str(path), "--budget", "20KiB", "--out", str(tmp_path / "d"),
+                          "--quiet", "--time-limit", "5"], capsys)
+    assert code == 0 and "does NOT fit" in out and "the budget is below the lower bound" in out
 
 
 def test_bad_budgets_are_one_line_errors(tmp_path, capsys):

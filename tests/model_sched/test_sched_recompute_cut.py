@@ -54,6 +54,7 @@ def test_whichever_update_runs_first_keeps_what_the_other_needs(monkeypatch):
     monkeypatch.undo()
     fit = schedule(g, memory_budget=17472, time_limit=10)
     assert fit.fits_budget and fit.peak_bytes == fit.lower_bound_bytes == 17472
+    assert fit.reorder_lower_bound_bytes == 17472  # forced liveness alone: 16448
     miss = fit_budget_exact(g, 17471, time_limit=10)
     assert not miss.fits and miss.status == "below-bound" and miss.lower_bound_bytes == 17472
 

@@ -339,6 +339,10 @@ def test_a_budget_the_exact_model_proves_unreachable_is_reported(tmp_path, capsy
     assert main(["schedule", str(tmp_path / "g.json"), "--budget", "28", "--time-limit", "20", "--quiet"]) == 0
     assert "does NOT fit" in (out := capsys.readouterr().out)
     assert "no plan running each op at most 2 times fits it (proven)" in out
+    assert "below the lower bound" not in out  # 28 B is above it (24 B): nothing proves every plan misses
+    assert main(["schedule", str(tmp_path / "g.json"), "--budget", "23", "--time-limit", "20", "--quiet"]) == 0
+    assert "does NOT fit" in (out := capsys.readouterr().out)
+    assert "it is below the lower bound: no plan fits it, with any recomputation" in out
 
 
 @given(costed_graphs(), st.floats(0.0, 1.0))

@@ -171,6 +171,8 @@ def _budget_lines(f: dict[str, Any]) -> list[str]:
     if f.get("memory_budget") is None:
         return []
     fits = "fits" if f["fits_budget"] else "does NOT fit (the lowest peak found is reported)"
+    if f["memory_budget"] < f["lower_bound_bytes"]:
+        fits += ": the budget is below the lower bound, no plan fits it with any recomputation"
     cost = (f"recomputes {f['recomputed_ops']} ops, {f['recompute_flops']:.3g} FLOPs"
             + (f" ({fmt_percent(f['recompute_overhead'])} of the step, {f['recompute_forward_ratio']:.2f}x "
                "its forward pass)" if f.get("recompute_overhead") is not None else "")

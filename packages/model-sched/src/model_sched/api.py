@@ -147,7 +147,8 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     recomputes = len(order) > lv.n_ops
     # Without recomputation the forced-liveness bound holds; with it, the working sets
     # plus what no recomputation can make again (quadratic: small graphs only), and the
-    # FLOPs bound of a budget some plan meets.
+    # FLOPs bound of a budget some plan meets. A bound on every plan bounds the orders
+    # without recomputation too (reorder_lower_bound_bytes is the larger of the two).
     bound, flops_bound = (control.bound, None) if memory_budget is None else recompute_bounds(
         graph, memory_budget if control.best_peak <= memory_budget else None)
     try:
@@ -170,6 +171,6 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         lower_bound_bytes=bound, seconds=control.elapsed(), method=method,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
         persistent_bytes=graph.persistent_bytes, memory_budget=memory_budget, recompute_flops=flops,
-        recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=control.bound,
+        recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=max(control.bound, bound),
         recompute_flops_lower_bound=flops_bound, no_fit_within_runs=control.no_fit_within_runs,
     )

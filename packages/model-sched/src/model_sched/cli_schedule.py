@@ -71,6 +71,8 @@ class ScheduleCommand:
         if result.memory_budget is not None:
             print(f"memory budget:   {human_bytes(result.memory_budget)}: "
                   + ("fits" if result.fits_budget else "does NOT fit (the lowest peak found is shown)")
+                  + ("; it is below the lower bound: no plan fits it, with any recomputation"
+                     if result.memory_budget < result.lower_bound_bytes else "")
                   + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs"
                   + ("" if result.recompute_flops_lower_bound is None or not result.recompute_flops
                      else f" (no plan fitting it recomputes fewer than {result.recompute_flops_lower_bound:.3g})")

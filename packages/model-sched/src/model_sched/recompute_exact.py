@@ -696,6 +696,7 @@ class RecomputeExact:
                 control.sources[source] = min(p, control.sources.get(source, p))
             if inner.best_order is not None:
                 control.offer(inner.best_order, inner.best_source, inner.best_peak, inner.best_flops)
+            control.raise_bound(inner.bound, "reorder bound")
         if control.best_peak <= budget and len(control.best_order) == n:
             return  # fits without recomputation: nothing to pay
         solve_exact(problem, control)

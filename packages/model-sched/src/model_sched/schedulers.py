@@ -330,6 +330,7 @@ class Recompute:
                 control.sources[source] = min(p, control.sources.get(source, p))
             if inner.best_order is not None:
                 control.offer(inner.best_order, inner.best_source, inner.best_peak)
+            control.raise_bound(inner.bound, "reorder bound")  # what the search proved of orders
         budget = problem.memory_budget
         if budget is None or control.best_peak <= budget:
             return
