@@ -56,7 +56,15 @@ def test_bench_json_and_every_output_file(tmp_path, capsys):
     assert results["format"] == "model-bench/1" and results["results"][0] == f
     rows = list(csv.DictReader((out_dir / "results.csv").open()))
     assert rows[0]["model"] == "tiny-cnn" and int(rows[0]["arena_bytes"]) == f["arena_bytes"]
-    assert "| tiny-cnn | train | 4 |" in (out_dir / "summary.md").read_text()
+    summary = (out_dir / "summary.md").read_text()
+    assert "| tiny-cnn | train | 4 |" in summary
+    assert "the memory figures above are simulated" in summary and "Measured with" not in summary
+    # The legend's formulas (plan memory and best possible include the library workspace)
+    # give the table's figures.
+    assert "arena + the libraries' workspace" in summary and "1 - (lower bound + workspace)" in summary
+    assert f["optimized_total_bytes"] == f["persistent_bytes"] + f["arena_bytes"] + f["workspace_bytes"]
+    assert f["best_possible_saving_vs_strongest"] == pytest.approx(
+        1 - (f["lower_bound_bytes"] + f["workspace_bytes"]) / f["strongest_baseline_bytes"])
 
 
 def test_bench_text_report(tmp_path, capsys):

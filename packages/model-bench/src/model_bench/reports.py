@@ -207,9 +207,10 @@ LEGEND = (
     "into backward (`register_post_accumulate_grad_hook`, one optimizer per parameter) with "
     "`expandable_segments:True`. Strongest: the least reserved of the four eager baselines (program order or "
     "fused optimizer, default allocator or expandable segments). Optimized peak: change against the eager peak, "
-    "`opt.` when equal to its lower bound (proven optimal). Plan memory = persistent bytes + arena. "
-    "Saving = 1 - plan memory / baseline; best possible = 1 - lower bound / strongest baseline (no order and "
-    "placement can save more). optimize(): what model-runtime's `optimize()` would hold (simulated): persistent "
+    "`opt.` when equal to its lower bound (proven optimal). Plan memory = persistent bytes + arena + the "
+    "libraries' workspace (cuBLAS's, estimated per device, `workspace_bytes` in results.json; none on the CPU), "
+    "as the eager baselines hold theirs. Saving = 1 - plan memory / baseline; best possible = 1 - (lower bound "
+    "+ workspace) / strongest baseline (no order and placement can save more). optimize(): what model-runtime's `optimize()` would hold (simulated): persistent "
     "bytes + what its default executor (`arena`, `reorder` or `program`, named) holds, the arena executor's fallbacks "
     "(cuDNN convolutions, ...) and the libraries' workspaces included, with the better allocator setting; the "
     "plan's figures assume every buffer in the arena. Seconds: capture to plan, imports excluded. A step captured "
@@ -309,8 +310,9 @@ def markdown_summary(results: Sequence[Mapping[str, Any]], *, title: str = "mode
     """The summary file: the table, what the columns mean and where it was measured."""
     env = environment()
     parts = [f"# {title}\n\n", results_block(results),
-             f"\nMeasured with torch {env.get('torch', '?')}, Python {env['python']}, {env.get('cpus', '?')} CPUs, "
-             f"{env['date']}.\n"]
+             f"\nRun with torch {env.get('torch', '?')}, Python {env['python']}, {env.get('cpus', '?')} CPUs, "
+             f"{env['date']}: the memory figures above are simulated (a measured table, where there is one, "
+             "names its GPU); the seconds are measured on this machine.\n"]
     return "".join(parts)
 
 
