@@ -10,7 +10,7 @@ from model_ir.graph import Graph
 from model_ir.errors import ScheduleError
 from model_ir.plugins import invalid_answer, provider, providers
 from model_ir.recompute import recompute_flops
-from model_ir.simulator import simulate_indices, validate_order
+from model_ir.simulator import simulate_indices, validate_order, working_set_bound
 from model_sched.bounds import forced_bound
 from model_sched.control import Progress, SolveControl
 from model_sched.errors import SchedError
@@ -136,7 +136,9 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     control = SolveControl(lv, None if math.isinf(time_limit) else time_limit, progress, memory_budget)
     try:
         forced = forced_bound(lv)
-        control.raise_bound(forced.bytes, "forced-liveness bound")
+        control.raise_order_bound(forced.bytes, "forced-liveness bound")
+        if memory_budget is not None:  # a bound of every plan, recomputing ones too (the strong one comes last)
+            control.raise_bound(working_set_bound(graph), "working-set bound")
         sched.run(Problem(graph, lv, forced, memory_budget), control, backend)
     except KeyboardInterrupt:
         control.interrupted = True
@@ -147,8 +149,8 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
     recomputes = len(order) > lv.n_ops
     # Without recomputation the forced-liveness bound holds; with it, the working sets
     # plus what no recomputation can make again (quadratic: small graphs only), and the
-    # FLOPs bound of a budget some plan meets. A bound on every plan bounds the orders
-    # without recomputation too (reorder_lower_bound_bytes is the larger of the two).
+    # FLOPs bound of a budget some plan meets. A bound of every plan bounds the orders
+    # without recomputation too (reorder_lower_bound_bytes: the largest of them).
     bound, flops_bound = (control.bound, None) if memory_budget is None else recompute_bounds(
         graph, memory_budget if control.best_peak <= memory_budget else None)
     try:
@@ -157,8 +159,9 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         if simulated != control.best_peak:
             raise SchedError(f"{control.best_source} reported a peak of {control.best_peak} B, "
                              f"the simulator measures {simulated} B")
-        if (bound if recomputes else control.bound) > simulated:
-            raise SchedError(f"lower bound {control.bound} B exceeds the peak {simulated} B "
+        claimed = bound if recomputes else max(control.bound, control.order_bound)
+        if claimed > simulated:
+            raise SchedError(f"lower bound {claimed} B exceeds the peak {simulated} B "
                              f"of a valid order (from {control.best_source})")
         flops = recompute_flops(graph, order)
         if recomputes and flops != control.best_flops:
@@ -171,6 +174,6 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         lower_bound_bytes=bound, seconds=control.elapsed(), method=method,
         source=control.best_source, candidates=dict(control.sources), interrupted=control.interrupted,
         persistent_bytes=graph.persistent_bytes, memory_budget=memory_budget, recompute_flops=flops,
-        recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=max(control.bound, bound),
+        recomputed_ops=len(order) - lv.n_ops, reorder_lower_bound_bytes=max(control.bound, control.order_bound, bound),
         recompute_flops_lower_bound=flops_bound, no_fit_within_runs=control.no_fit_within_runs,
     )

@@ -29,6 +29,9 @@ class SolveControl:
     (Ctrl-C) anywhere still leaves the best order found so far. With a
     ``memory_budget`` (bytes), the best order is one that fits it with the fewest
     recomputed FLOPs (ties: the lower peak), else the one with the lowest peak.
+    ``bound`` holds for every answer offered: under a budget, plans that recompute too,
+    so a bound proven only for orders without recomputation goes to ``order_bound``
+    (:meth:`raise_order_bound`).
     """
 
     def __init__(self, lv: Liveness, time_limit: float | None = None,
@@ -43,6 +46,7 @@ class SolveControl:
         self.best_flops = 0
         self.memory_budget = memory_budget
         self.bound = 0
+        self.order_bound = 0  # the least any order without recomputation peaks at
         self.interrupted = False
         self.sources: dict[str, int] = {}
         #: the exact model proved that no order running each op at most this many times
@@ -91,6 +95,13 @@ class SolveControl:
         if bound > self.bound:
             self.bound = bound
             self.report(stage)
+
+    def raise_order_bound(self, bound: int, stage: str = "bound") -> None:
+        """A bound proven for orders without recomputation: the answer's bound, except
+        under a budget, where a plan that recomputes can peak below it."""
+        self.order_bound = max(self.order_bound, bound)
+        if self.memory_budget is None:
+            self.raise_bound(bound, stage)
 
     def report(self, stage: str) -> None:
         if self.progress is not None and self.best_peak is not None:

@@ -688,7 +688,8 @@ class RecomputeExact:
         remaining = control.remaining()
         inner = SolveControl(problem.lv, None if remaining is None else remaining * self.GREEDY_SHARE,
                              control.progress, budget)
-        inner.raise_bound(control.bound, "forced-liveness bound")
+        inner.raise_bound(control.bound, "bound")
+        inner.raise_order_bound(control.order_bound)
         try:
             Recompute().run(problem, inner, solver)
         finally:
@@ -696,7 +697,8 @@ class RecomputeExact:
                 control.sources[source] = min(p, control.sources.get(source, p))
             if inner.best_order is not None:
                 control.offer(inner.best_order, inner.best_source, inner.best_peak, inner.best_flops)
-            control.raise_bound(inner.bound, "reorder bound")
+            control.raise_bound(inner.bound, "bound")
+            control.raise_order_bound(inner.order_bound, "order bound")
         if control.best_peak <= budget and len(control.best_order) == n:
             return  # fits without recomputation: nothing to pay
         solve_exact(problem, control)

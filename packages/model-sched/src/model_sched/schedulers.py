@@ -321,7 +321,7 @@ class Recompute:
         remaining = control.remaining()
         inner = SolveControl(problem.lv, None if remaining is None else remaining * self.ORDER_SHARE,
                              control.progress)
-        inner.raise_bound(control.bound, "forced-liveness bound")
+        inner.raise_bound(max(control.bound, control.order_bound), "forced-liveness bound")
         try:
             Auto().run(attrs.evolve(problem, memory_budget=None), inner, solver)
         finally:
@@ -330,7 +330,7 @@ class Recompute:
                 control.sources[source] = min(p, control.sources.get(source, p))
             if inner.best_order is not None:
                 control.offer(inner.best_order, inner.best_source, inner.best_peak)
-            control.raise_bound(inner.bound, "reorder bound")  # what the search proved of orders
+            control.raise_order_bound(inner.bound, "order bound")  # what the search proved of orders
         budget = problem.memory_budget
         if budget is None or control.best_peak <= budget:
             return
