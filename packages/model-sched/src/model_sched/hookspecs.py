@@ -34,7 +34,9 @@ class Scheduler(Protocol):
     (``problem.graph``, ``problem.lv``: ops are indices ``0..lv.n_ops-1`` in program
     order) and offers orders, as lists of those indices, with
     ``control.offer(order, source)`` and lower bounds (bytes) with
-    ``control.raise_bound``; it stops when ``control.expired()``. It returns nothing:
+    ``control.raise_bound`` (a bound proven only for orders without recomputation, under
+    a ``problem.memory_budget``, with ``control.raise_order_bound``); it stops when
+    ``control.expired()``. It returns nothing:
     :func:`model_sched.schedule` keeps the best order offered, validates it and
     recomputes its peak. ``solver`` is the chosen backend, or None (set
     ``needs_solver = True`` to always get one)."""
