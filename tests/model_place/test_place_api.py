@@ -107,6 +107,19 @@ def test_heuristic_with_capacity_reports_over_capacity_or_infeasible():
     assert place(L, method="none", capacity=16).status == "over_capacity"
     assert place(L, method="none", capacity=15).status == "infeasible"  # below the bound
     assert place(L, method="none", capacity=24).status == "feasible"
+    short = place(L, capacity=15)  # the exact placer's arena is the bound, 16 B, above the capacity
+    assert (short.status, short.arena_bytes, short.lower_bound_bytes, short.optimal) == ("infeasible", 16, 16, False)
+
+
+def test_a_placer_without_time_places_no_worse_than_no_reuse():
+    """With no time left the exact placer answers with the O(n log n) layout: the caching
+    allocator's 512-byte blocks made eight small buffers take 2049 B, five times no reuse."""
+    lts = [Lifetime(f"b{i}", i, i + 2, 50 + i) for i in range(8)]
+    plain = place(lts, method="none").arena_bytes
+    for method in ("exact", "auto"):
+        r = place(lts, method=method, time_limit=0)
+        assert r.arena_bytes <= plain, method
+        assert place(lts, method=method, time_limit=0, capacity=plain).status != "over_capacity"
 
 
 def test_third_party_placer_is_found_by_name():

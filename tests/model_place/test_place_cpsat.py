@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 
 from model_place import place, validate_placement
+from model_place.lifetimes import live_bytes_peak
 from model_place.testing import brute_force_arena, lifetime_sets
 
 pytest.importorskip("ortools")
@@ -19,4 +20,7 @@ def test_cpsat_is_optimal_and_decides(lts):
     validate_placement(lts, r.offsets, r.arena_bytes)
     assert r.arena_bytes == best and r.optimal
     if best:
-        assert place(lts, method="cpsat", capacity=best - 1, time_limit=20).status == "infeasible"
+        short = place(lts, method="cpsat", capacity=best - 1, time_limit=20)
+        assert short.status == "infeasible" and not short.optimal
+        # A capacity below the live bytes' peak keeps the bound at that peak (it was set to capacity + 1).
+        assert short.lower_bound_bytes >= live_bytes_peak(lts)

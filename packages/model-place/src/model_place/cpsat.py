@@ -41,7 +41,7 @@ def cpsat_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     sized = [lt for lt in lifetimes if lt.size]
     target = best_arena if capacity is None else min(capacity, best_arena)
     if capacity is not None and capacity < lb:
-        lb = capacity + 1
+        pass  # proven too small already: the live-bytes peak exceeds it
     elif sized and lb < best_arena and (capacity is None or best_arena > capacity):
         m = cp_model.CpModel()
         top = m.NewIntVar(lb, target, "arena")

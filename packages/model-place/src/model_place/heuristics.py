@@ -142,10 +142,13 @@ def best_heuristic(lifetimes: Sequence[Lifetime], deadline: float | None = None)
 
 
 def _fast_placement(lifetimes: Sequence[Lifetime]) -> dict[str, int]:
-    """A valid placement in O(n log n): the caching allocator's (its blocks are 512-byte
-    aligned), or no reuse when a buffer needs a larger alignment."""
+    """A valid placement in O(n log n): the smaller of the caching allocator's (its
+    blocks are 512-byte aligned) and no reuse; no reuse when a buffer needs a larger
+    alignment."""
     from model_place.caching_allocator import simulate_caching_allocator
 
+    plain = no_reuse(lifetimes)
     if any(512 % lt.alignment for lt in lifetimes):
-        return no_reuse(lifetimes)
-    return dict(simulate_caching_allocator(lifetimes).offsets)
+        return plain
+    # Its 512-byte blocks can cost more than no reuse at all on small buffers.
+    return _smallest(lifetimes, [dict(simulate_caching_allocator(lifetimes).offsets), plain])

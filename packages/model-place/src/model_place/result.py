@@ -41,8 +41,9 @@ class PlacementResult:
 
     @property
     def optimal(self) -> bool:
-        """True only when the arena equals the proven lower bound."""
-        return self.arena_bytes == self.lower_bound_bytes
+        """True only when the arena equals the proven lower bound and fits the capacity."""
+        fits = self.capacity is None or self.arena_bytes <= self.capacity
+        return fits and self.arena_bytes == self.lower_bound_bytes
 
     @property
     def gap(self) -> float:
