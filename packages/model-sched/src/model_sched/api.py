@@ -14,7 +14,7 @@ from model_ir.simulator import simulate_indices, validate_order, working_set_bou
 from model_sched.bounds import forced_bound
 from model_sched.control import Progress, SolveControl
 from model_sched.errors import SchedError
-from model_sched.liveness import liveness, peak
+from model_sched.liveness import liveness
 from model_sched.result import ScheduleResult
 from model_sched.schedulers import Problem
 
@@ -142,7 +142,7 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         sched.run(Problem(graph, lv, forced, memory_budget), control, backend)
     except KeyboardInterrupt:
         control.interrupted = True
-    eager = peak(lv, range(lv.n_ops))
+    eager = simulate_indices(graph, range(lv.n_ops), eager=True).peak_bytes  # as model-bench's eager baseline
     if control.best_order is None:
         control.offer(list(range(lv.n_ops)), "program")
     order = control.best_order

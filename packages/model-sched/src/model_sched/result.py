@@ -12,6 +12,8 @@ import attrs
 class ScheduleResult:
     """An order of op ids and its figures (bytes include persistent buffers; seconds wall clock).
 
+    ``eager_peak_bytes``: program order freed as eager PyTorch frees (the simulator's
+    ``eager=True``, as model-bench's eager baseline).
     ``optimal`` is claimed only when ``peak_bytes == lower_bound_bytes``. ``gap`` is
     ``(peak - bound) / peak``. ``source`` names the algorithm that found the order;
     ``candidates`` maps each algorithm tried to the best peak it reached.
