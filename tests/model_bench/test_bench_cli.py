@@ -119,6 +119,25 @@ def test_capture_command(tmp_path, capsys):
     assert (tmp_path / "b" / "tiny-mlp-train-b2" / "plan.json").exists()
 
 
+def test_an_infinite_time_limit_is_written_as_standard_json(tmp_path, capsys):
+    """``--time-limit inf`` is accepted; the figures, printed and in results.json, said
+    ``Infinity``, which is not JSON (other parsers reject the file)."""
+    from model_ir import save_graph
+    from model_ir.testing.examples import training_chain
+
+    path = tmp_path / "g.json"
+    save_graph(training_chain(3), path)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+
+    code, out, err = run(["bench", "--graph", str(path), "--out", str(tmp_path / "b"), "--json", "--quiet",
+                          "--no-artifacts", "--time-limit", "inf"], capsys)
+    assert code == 0, err
+    assert strict(out)["time_limit"] == "inf"
+    assert strict((tmp_path / "b" / "results.json").read_text())["results"][0]["time_limit"] == "inf"
+
+
 def test_a_graph_captured_for_eval_is_reported_as_eval(tmp_path, capsys):
     """A graph from model_ir.torch.capture(train=False) has no bench mode: it is an eval
     step (no optimizer-in-backward line); null labels fall back to the graph's name."""
@@ -265,3 +284,10 @@ def test_bench_never_overwrites_its_input_graph(tmp_path, capsys):
     code, _, err = run(["bench", "--graph", str(path), "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 2 and "would overwrite the input graph" in err
     assert path.read_bytes() == before
+    # Nor with a report's name (only graph.json was checked: results.json was replaced).
+    named = tmp_path / "results.json"
+    named.write_bytes(before)
+    for extra in ([], ["--no-artifacts"]):
+        code, _, err = run(["bench", "--graph", str(named), "--out", str(tmp_path), "--quiet", *extra], capsys)
+        assert code == 2 and "would overwrite the input graph" in err
+        assert named.read_bytes() == before

@@ -14,7 +14,7 @@ from model_ir.cli_values import AUTOCAST, seconds, whole_number
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES, BenchSettings
 from model_bench.progress import Progress
-from model_bench.reports import fmt_bytes, fmt_percent
+from model_bench.reports import fmt_bytes, fmt_percent, to_json
 from model_bench.sweep import SUITE_BATCH_SIZES, SUITE_MODES
 
 DEFAULT_OUT = "bench-out"
@@ -335,7 +335,7 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
                         progress=progress, on_run=show, title=title, measure=args.measure)
     out = Path(args.out)
     if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else {"results": results, "out": str(out)}))
+        print(to_json(results[0] if len(results) == 1 else {"results": results, "out": str(out)}))
     else:
         print(f"reports written to {out}/ (results.json, results.csv, summary.md, results_table.md)")
     return 1 if any(r.get("error") for r in results) else 0
@@ -361,9 +361,9 @@ def run_suite(args) -> int:
 
 
 def run_graph_file(args) -> int:
-    from model_bench.artifacts import run_label, write_artifacts
+    from model_bench.artifacts import ARTIFACTS, run_label, write_artifacts
     from model_bench.pipeline import analyze_graph
-    from model_bench.reports import write_reports
+    from model_bench.reports import REPORTS, write_reports
     from model_ir.frontends import load_file
 
     if args.modes or args.batch_sizes:
@@ -386,13 +386,15 @@ def run_graph_file(args) -> int:
                                **({"autocast": graph.meta["autocast"]} if graph.meta.get("autocast") else {})})
     figures = dict(run.figures)
     out = Path(args.out)
+    run_dir = out / run_label(figures)
+    written = [out / name for name in REPORTS.values()]
+    written += [] if args.no_artifacts else [run_dir / name for name in ARTIFACTS.values()]
+    if any(path.resolve() == Path(args.graph).resolve() for path in written):
+        raise BenchError(f"--out {out} would overwrite the input graph {args.graph}; choose another directory")
     if not args.no_artifacts:
-        run_dir = out / run_label(figures)
-        if (run_dir / "graph.json").resolve() == Path(args.graph).resolve():
-            raise BenchError(f"--out {out} would overwrite the input graph {args.graph}; choose another directory")
         write_artifacts(run, run_dir)
     write_reports([figures], out)
-    print(json.dumps(figures) if args.json else format_run(figures))
+    print(to_json(figures) if args.json else format_run(figures))
     return 0
 
 
@@ -414,7 +416,7 @@ def run_max_batch(args) -> int:
     result = max_batch(args.model, budget, mode=args.mode, settings=settings, limit=args.limit,
                        measure=measure, progress=progress, recompute=args.recompute)
     if args.json:
-        print(json.dumps(result))
+        print(to_json(result))
         return 0
     amp = f" under {result['autocast']} autocast" if result.get("autocast") else ""
     print(f"{args.model} {args.mode}{amp} within {fmt_bytes(budget)} (batch sizes up to {args.limit}):")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,10 +52,26 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def to_json(data: Any, **kwargs) -> str:
+    """``json.dumps`` of ``data`` as standard JSON: a float that is not finite (``--time-limit
+    inf``) is written as the string ``"inf"``, ``"-inf"`` or ``"nan"`` (Python's ``Infinity``
+    is not JSON: other parsers reject the file)."""
+    def finite(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return str(x)
+        if isinstance(x, Mapping):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(data), allow_nan=False, **kwargs)
+
+
 def write_results_json(results: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     data = {"format": RESULTS_FORMAT, "environment": environment(), "results": [dict(r) for r in results]}
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(to_json(data, indent=1) + "\n")
     return path
 
 
@@ -316,13 +333,18 @@ def markdown_summary(results: Sequence[Mapping[str, Any]], *, title: str = "mode
     return "".join(parts)
 
 
+#: the files :func:`write_reports` writes
+REPORTS = {"json": "results.json", "csv": "results.csv", "summary": "summary.md", "table": "results_table.md"}
+
+
 def write_reports(results: Sequence[Mapping[str, Any]], out_dir: str | Path, *, title: str = "model-opt bench"
                   ) -> dict[str, Path]:
-    """Write ``results.json``, ``results.csv``, ``summary.md`` and ``results_table.md`` in ``out_dir``."""
+    """Write the files of :data:`REPORTS` in ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(markdown_summary(results, title=title))
-    (out / "results_table.md").write_text(results_block(results))
-    return {"json": write_results_json(results, out / "results.json"),
-            "csv": write_results_csv(results, out / "results.csv"),
-            "summary": out / "summary.md", "table": out / "results_table.md"}
+    paths = {k: out / v for k, v in REPORTS.items()}
+    paths["summary"].write_text(markdown_summary(results, title=title))
+    paths["table"].write_text(results_block(results))
+    write_results_json(results, paths["json"])
+    write_results_csv(results, paths["csv"])
+    return paths
