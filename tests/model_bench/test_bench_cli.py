@@ -8,6 +8,7 @@ import pytest
 
 from model_bench.artifacts import ARTIFACTS
 from model_bench.cli_bench import format_run
+from model_bench.pipeline import BenchSettings, run_bench
 from model_ir import load_graph, load_plan, simulate
 from model_ir.cli import main
 
@@ -265,6 +266,11 @@ def test_max_batch_simulated(capsys):
     sb = r["strongest_baseline_max_batch_size"]
     assert eb <= sb <= 64 and probes[sb]["strongest_bytes"] <= 3 * 2**20
     assert all(p["strongest_bytes"] <= p["eager_bytes"] for p in r["probes"] if "eager_bytes" in p)
+    # The CPU has no caching allocator: eager holds its live peak (it was sized as CUDA's
+    # 2 MiB segments), as bench reports it.
+    assert "live peak" in r["eager_source"] and "live peak" in r["strongest_baseline_source"]
+    settings = BenchSettings(device="cpu", time_limit=2)
+    assert probes[eb]["eager_bytes"] == run_bench("tiny-cnn", "train", eb, settings).figures["eager_peak_bytes"]
     # optimized is what optimize() holds (its executor, what lies beside the arena); the
     # plan (every buffer in the arena) is searched on its own
     assert r["optimized_source"].startswith("simulated (what optimize() holds")
@@ -291,3 +297,23 @@ def test_bench_never_overwrites_its_input_graph(tmp_path, capsys):
         code, _, err = run(["bench", "--graph", str(named), "--out", str(tmp_path), "--quiet", *extra], capsys)
         assert code == 2 and "would overwrite the input graph" in err
         assert named.read_bytes() == before
+
+
+def test_max_batch_text_names_each_gain_in_one_parenthesis(monkeypatch, capsys):
+    """Where eager fits no batch (gain None) the line read "largest batch 16, 1.00x the
+    strongest baseline)", with no opening parenthesis."""
+    from model_bench import max_batch
+
+    result = {"model": "m", "mode": "train", "memory_bytes": 1, "limit": 16, "eager_source": "e",
+              "strongest_baseline_source": "s", "optimized_source": "o", "eager_max_batch_size": 0,
+              "strongest_baseline_max_batch_size": 16, "optimized_max_batch_size": 16, "gain": None,
+              "gain_vs_strongest": 1.0, "plan_max_batch_size": None}
+    monkeypatch.setattr(max_batch, "max_batch", lambda *a, **k: result)
+    code, out, err = run(["bench", "max-batch", "--model", "tiny-mlp", "--memory", "1MiB", "--measure", "never",
+                          "--quiet"], capsys)
+    assert code == 0, err
+    assert "largest batch 16 (1.00x the strongest baseline)" in out
+    result.update(eager_max_batch_size=8, gain=2.0, gain_vs_strongest=None)
+    code, out, err = run(["bench", "max-batch", "--model", "tiny-mlp", "--memory", "1MiB", "--measure", "never",
+                          "--quiet"], capsys)
+    assert "largest batch 16 (2.00x eager)" in out

@@ -424,9 +424,8 @@ def run_max_batch(args) -> int:
     print(f"  strongest eager baseline, {result['strongest_baseline_source']}: largest batch "
           f"{result['strongest_baseline_max_batch_size']}")
     print(f"  optimized, {result['optimized_source']}: largest batch {result['optimized_max_batch_size']}"
-          + (f"  ({result['gain']:.2f}x eager" if result["gain"] else "")
-          + (f", {result['gain_vs_strongest']:.2f}x the strongest baseline)" if result["gain_vs_strongest"]
-             else ")" if result["gain"] else ""))
+          + (f" ({', '.join(gains)})" if (gains := [f"{result[k]:.2f}x {name}" for k, name in (
+              ("gain", "eager"), ("gain_vs_strongest", "the strongest baseline")) if result[k]]) else ""))
     if result.get("plan_max_batch_size") is not None:
         print(f"  optimized plan, {result['plan_source']}: largest batch {result['plan_max_batch_size']}")
     if args.recompute:

@@ -5,7 +5,7 @@ longer fits, then bisects. Each probe captures the step at that batch size (fake
 tensors: no real memory) and computes
 
 - eager: the memory the caching allocator reserves in program order with its
-  default setting, and the strongest eager baseline (the least of program order or
+  default setting (on the CPU, which has none, the live peak), and the strongest eager baseline (the least of program order or
   the optimizer fused into backward, default allocator or expandable segments;
   :func:`model_bench.pipeline.eager_baselines`), simulated; or, with ``measure``,
   ``torch.cuda.max_memory_reserved`` of real eager steps on the GPU with the
@@ -35,11 +35,12 @@ from collections.abc import Callable
 from typing import Any
 
 from model_bench.errors import BenchError
-from model_ir import cli_values
+from model_ir import cli_values, simulate
 from model_bench.pipeline import (
     BenchSettings,
     capture_model,
     eager_baselines,
+    holds_live_bytes,
     place_order,
     plan_workspace_bytes,
     runtime_figures,
@@ -134,9 +135,10 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
             p["strongest_baseline"] = "eager-expandable"
         else:
             g = graph(b)
-            allocator = simulate_eager_allocator(g)
+            # The CPU's allocator frees each tensor when it dies: eager holds its live peak.
+            allocator = None if holds_live_bytes(g) else simulate_eager_allocator(g)
             baselines = eager_baselines(g, allocator)
-            p["eager_bytes"] = allocator.reserved_bytes
+            p["eager_bytes"] = simulate(g, eager=True).peak_bytes if allocator is None else allocator.reserved_bytes
             p["strongest_bytes"] = baselines["strongest_baseline_bytes"]
             p["strongest_baseline"] = baselines["strongest_baseline"]
         progress.say(f"batch {b}: eager {p['eager_bytes']} bytes, strongest baseline ({p['strongest_baseline']}) "
@@ -206,8 +208,11 @@ def max_batch(model: str, memory_bytes: int, *, mode: str = "train", settings: B
         "limit": limit, "eager_max_batch_size": eager_b, "strongest_baseline_max_batch_size": strongest_b,
         "optimized_max_batch_size": optimized_b,
         "eager_source": ("measured (CUDA, default allocator, fresh process)" if measure
+                         else "simulated (live peak: the CPU has no caching allocator)" if settings.device == "cpu"
                          else "simulated (caching allocator, default setting)"),
         "strongest_baseline_source": ("measured (CUDA, expandable segments, fresh process)" if measure else
+                                      "simulated (the lesser live peak of program order / optimizer in backward)"
+                                      if settings.device == "cpu" else
                                       "simulated (least of program order / optimizer in backward, default / "
                                       "expandable segments)"),
         "optimized_source": ("measured (CUDA, optimize()'s default executor, expandable segments, fresh process)"
