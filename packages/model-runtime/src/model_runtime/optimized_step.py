@@ -391,9 +391,11 @@ class OptimizedStep:
                              f"({human_bytes(f.get('fallback_copied_bytes', 0))}; at most "
                              f"{human_bytes(f.get('fallback_copy_bytes', 0))} beside it at a time)")
             if copied < len(fb):
+                reserved = human_bytes(f.get("unplaced_caching_allocator_bytes", 0))
+                # (the CPU's allocator holds the live bytes: no caching allocator there)
+                caching = f", caching allocator (simulated) {reserved}" if self.device.type == "cuda" else ""
                 lines.append(f"    results of {len(fb) - copied} left to PyTorch's allocator until their last use "
-                             f"(live peak {human_bytes(f.get('unplaced_live_peak_bytes', 0))}, caching allocator "
-                             f"(simulated) {human_bytes(f.get('unplaced_caching_allocator_bytes', 0))})")
+                             f"(live peak {human_bytes(f.get('unplaced_live_peak_bytes', 0))}{caching})")
             counts: dict[str, int] = {}
             for x in fb:
                 counts[x.target] = counts.get(x.target, 0) + 1
@@ -411,6 +413,10 @@ class OptimizedStep:
         if "eager_reserved_bytes" in f:
             setting = ", expandable segments" if f.get("expandable_segments") else ""
             head, eager = f"reserved (simulated{setting})", f["eager_reserved_bytes"]
+        elif "program_transient_bytes" in f:
+            # eager's order and frees with the kernels' temporaries, as the executors' figures
+            # have them (eager_peak_bytes leaves those out: the program executor read +16%)
+            head, eager = "live bytes at the peak (simulated)", f["persistent_bytes"] + f["program_transient_bytes"]
         else:
             head, eager = "live bytes at the peak (simulated)", f["eager_peak_bytes"]
         cells = [f"{name} executor {human_bytes(nbytes)} ({_change(nbytes, eager)}"
