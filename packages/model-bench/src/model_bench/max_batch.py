@@ -5,8 +5,9 @@ longer fits, then bisects. Each probe captures the step at that batch size (fake
 tensors: no real memory) and computes
 
 - eager: the memory the caching allocator reserves in program order with its
-  default setting (on the CPU, which has none, the live peak), and the strongest eager baseline (the least of program order or
-  the optimizer fused into backward, default allocator or expandable segments;
+  default setting (on the CPU, which has none, the live peak), and the strongest
+  eager baseline (the least of program order or the optimizer fused into backward,
+  default allocator or expandable segments;
   :func:`model_bench.pipeline.eager_baselines`), simulated; or, with ``measure``,
   ``torch.cuda.max_memory_reserved`` of real eager steps on the GPU with the
   default allocator and with expandable segments, each in a fresh process (an
