@@ -118,6 +118,23 @@ def test_plan_round_trip_and_graph_inside_plan(tmp_path):
     assert load_graph(p) == g  # a plan file is accepted wherever a graph is
 
 
+def test_a_placed_plan_with_recomputations_round_trips(tmp_path):
+    """The arena executor places each later instance of a recomputed buffer apart
+    (``a0@2``); loading such a plan failed with "names no buffer of the graph", so no
+    placed plan made under a memory budget could be reused."""
+    from model_ir.testing.examples import training_chain
+
+    g = training_chain(2)
+    order = Schedule(("f0", "f1", "b1", "f0", "b0", "update"))
+    plan = Plan(g, order, Placement({"a0": 0, "a1": 100, "g1": 200, "a0@2": 0, "g0": 201}, 300))
+    p = tmp_path / "plan.json"
+    save_plan(plan, p)
+    assert load_plan(p).placement.offsets == plan.placement.offsets
+    save_plan(Plan(g, order, Placement({"a0@3": 0}, 300)), p)  # f0 runs twice only
+    with pytest.raises(FormatError, match="offsets.a0@3: names no buffer of the graph nor an instance"):
+        load_plan(p)
+
+
 def test_saving_over_an_existing_file_names_the_argument_not_the_cli_option(tmp_path):
     g = load_graph(write(tmp_path, DIAMOND))
     p = tmp_path / "plan.json"

@@ -13,6 +13,7 @@ from model_ir import simulate  # noqa: E402
 from model_ir.recompute import recomputations  # noqa: E402
 from model_ir.testing.live_memory import measure_live_bytes  # noqa: E402
 from model_ir.testing.torch_models import TransformerBlock, assert_same_state, eager_step  # noqa: E402
+from model_ir.errors import ModelOptError  # noqa: E402
 from model_runtime import BudgetError, optimize  # noqa: E402
 
 
@@ -261,3 +262,84 @@ def test_batch_norm_is_recomputed_without_updating_its_statistics_twice(executor
     order = [graph.op_index[o] for o in step.plan.schedule.order]
     again = {graph.ops[i].target for _, i in recomputations(order)}
     assert "aten.native_batch_norm.default" in again, again
+
+
+def _dropout_mlp():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 4))
+    return model, torch.randn(512, 16), lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+
+
+def test_a_plan_made_under_a_budget_is_reused_from_its_file(tmp_path):
+    """A placed plan with recomputations round-trips (its later instances, ``b@2``, are
+    placed apart: loading it failed), and is reused with or without memory_budget= (the
+    step is captured recomputable, as when it was made: without the budget it was
+    refused as "made for another step"); its run is bitwise eager's."""
+    from model_ir import save_plan
+
+    model, x, make_opt = _dropout_mlp()
+    _, _, budget = budget_between(model, x, make_opt, 0.5, memory_budget=1 << 62)
+    made = copy.deepcopy(model)
+    step = optimize(made, x, optimizer=make_opt(made), executor="arena", time_limit=2, memory_budget=budget)
+    assert step.plan.figures["recomputed_ops"] > 0 and any("@" in k for k in step.plan.placement.offsets)
+    path = tmp_path / "plan.json"
+    save_plan(step.plan, path)
+    for kwargs in ({}, {"memory_budget": budget}):
+        reused, ref = copy.deepcopy(model), copy.deepcopy(model)
+        opt, ref_opt = make_opt(reused), make_opt(ref)
+        again = optimize(reused, x, optimizer=opt, executor="arena", plan=path, **kwargs)
+        assert again.plan.schedule == step.plan.schedule and again.plan.placement == step.plan.placement
+        if kwargs:
+            f = again.plan.figures
+            assert f["memory_budget"] == budget and f["fits_budget"] and f["recomputed_ops"] > 0
+        for i in range(2):
+            torch.manual_seed(i)
+            loss = again(x)
+            torch.manual_seed(i)
+            assert torch.equal(loss, eager_step(ref, ref_opt, x))
+        assert_same_state(reused, opt, ref, ref_opt)
+    # A budget the saved plan's peak is above is refused, not ignored.
+    with pytest.raises(BudgetError, match="the plan given peaks at .* above memory_budget"):
+        optimize(model, x, optimizer=make_opt(model), plan=path, memory_budget=step.plan.figures["peak_bytes"] - 1)
+
+
+@pytest.mark.parametrize("budget, error", [(-1, "must be >= 0 bytes"), ("abc", "expected a number of bytes"),
+                                           (1.5, "expected a number of bytes"), (True, "expected a number of bytes")])
+def test_a_bad_budget_is_refused_with_a_plan_too(tmp_path, budget, error):
+    from model_ir import save_plan
+
+    model, x, make_opt = _dropout_mlp()
+    path = tmp_path / "plan.json"
+    made = copy.deepcopy(model)
+    save_plan(optimize(made, x, optimizer=make_opt(made), time_limit=1).plan, path)
+    for plan in (None, path):
+        with pytest.raises(ModelOptError, match=error):
+            optimize(model, x, optimizer=make_opt(model), plan=plan, memory_budget=budget, time_limit=1)
+
+
+def test_the_program_executor_refuses_a_budget():
+    """It runs eager's order: the recomputations the plan held never ran, and its
+    figures said recomputed_ops=3 of a step that measured 28780 B above the budget."""
+    model, x, make_opt = _dropout_mlp()
+    with pytest.raises(ModelOptError, match="the program executor runs eager's order"):
+        optimize(model, x, optimizer=make_opt(model), executor="program", memory_budget=1 << 30)
+
+
+def test_an_executor_holding_more_than_the_budget_says_so():
+    """The budget bounds the simulated peak of the step's buffers; the executors hold the
+    kernels' temporaries (and the arena its fallbacks' results) beside them. Where that
+    goes above the budget, a MemoryWarning says by how much, not a silent miss."""
+    from model_ir.testing.torch_models import small_cnn
+    from model_runtime import MemoryWarning
+    from model_runtime.beside_arena import held_by
+
+    torch.manual_seed(0)
+    model, x = small_cnn(), torch.randn(8, 3, 32, 32)
+    make_opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    _, _, budget = budget_between(model, x, make_opt, 0.9)
+    with pytest.warns(MemoryWarning, match="bounds the peak of the step's buffers") as seen:
+        step = optimize(model, x, optimizer=make_opt(model), executor="arena", time_limit=2, memory_budget=budget)
+    f = step.plan.figures
+    assert f["fits_budget"] and f["persistent_bytes"] + held_by(f, "arena") > budget
+    assert f"{f['persistent_bytes'] + held_by(f, 'arena') - budget} bytes lower" in str(seen[0].message)

@@ -17,6 +17,7 @@ from model_ir.errors import FormatError, GraphError, ScheduleError
 from model_ir.graph import MAX_TOTAL_BYTES, Buffer, Graph, Op
 from model_ir.output_files import write_output
 from model_ir.plan import Placement, Plan, Schedule, order_indices
+from model_ir.recompute import instance_owners
 from model_ir.simulator import validate_order
 
 GRAPH_FORMAT = "model-ir/1"
@@ -392,17 +393,20 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> Plan:
     graph = graph_from_dict(r.get(data, "graph", "top level", dict), f"{source}: graph")
     schedule = Schedule(r.str_list(data, "order", "top level"))
     try:
-        validate_order(graph, order_indices(graph, schedule))
+        order = order_indices(graph, schedule)
+        validate_order(graph, order)
     except ScheduleError as e:
         raise FormatError(f"{source}: order: {e}") from None
     placement = None
     if "offsets" in data:
         offsets = r.get(data, "offsets", "top level", dict)
+        # a recomputed buffer's later instances are placed apart (``b@2``: model_ir.recompute)
+        instances = instance_owners(graph, order) if len(order) > len(graph.ops) else {}
         for k, v in offsets.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise r.fail(f"offsets.{k}", f"expected a non-negative integer, got {_show(v)}")
-            if k not in graph.buffer_index:
-                raise r.fail(f"offsets.{k}", "names no buffer of the graph")
+            if k not in graph.buffer_index and k not in instances:
+                raise r.fail(f"offsets.{k}", "names no buffer of the graph nor an instance the order recomputes")
         arena_bytes = r.get(data, "arena_bytes", "top level", int)
         if arena_bytes < 0:
             raise r.fail("arena_bytes", f"must be >= 0, got {arena_bytes}")

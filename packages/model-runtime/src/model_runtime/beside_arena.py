@@ -237,6 +237,23 @@ def above_eager(figures, executor: str) -> str | None:
             "no plan found here holds less than eager for this step")
 
 
+def above_budget(figures, executor: str) -> str | None:
+    """Why ``executor`` running a plan that fits its ``memory_budget`` (the simulated
+    peak of the step's buffers) would hold more (one line), or None when it would not
+    (or the figures cannot say)."""
+    held, budget = held_by(figures, executor), figures.get("memory_budget")
+    if held is None or budget is None or not figures.get("fits_budget"):
+        return None
+    total = figures["persistent_bytes"] + held
+    if total <= budget:
+        return None
+    what = "reserve" if figures.get("eager_reserved_bytes") is not None else "hold"
+    fallbacks = " and the fallbacks' results" if executor == "arena" else ""
+    return (f"memory_budget={budget} bytes bounds the peak of the step's buffers ({figures['peak_bytes']}); the "
+            f"{executor} executor would {what} {total} bytes (simulated): the libraries' workspaces, the kernels' "
+            f"temporaries{fallbacks} lie beside them; a budget about {total - budget} bytes lower leaves room for them")
+
+
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,
                   workspaces=None, *, expandable: bool = False) -> tuple[int, int]:
     """``(bytes, warm)``: what the device holds beside the arena for the results

@@ -25,7 +25,7 @@ from model_ir.torch.kernel_probes import MEASURED_THREADS
 from model_ir.torch.optimizer_values import post_hooks, run_post_hooks
 from model_ir.torch.tracing import describe_call, flatten_batch
 from model_ir.workspaces import ARENA_TEMPORARIES
-from model_runtime.beside_arena import CHOICES, above_eager, held_by, least_memory_executor
+from model_runtime.beside_arena import CHOICES, above_budget, above_eager, held_by, least_memory_executor
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
@@ -515,7 +515,12 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     under it, at the fewest recomputed FLOPs it finds; ``step.plan.figures`` say what
     it costs (``recompute_flops``, ``recompute_overhead``). A recomputed random op
     (dropout) replays its first run's draws, so results stay bitwise eager's. Raises :class:`BudgetError`,
-    with the best peak found and the lower bound of any plan, when none fits.
+    with the best peak found and the lower bound of any plan, when none fits. The executor
+    holds the libraries' workspaces and the kernels' temporaries (the arena executor also
+    its fallbacks' results) beside the planned buffers: a :class:`MemoryWarning` says when
+    that goes above the budget, and by how much (``step.figures()`` has each figure). Not
+    with ``executor="program"`` (eager's order). A plan made under a budget and saved is
+    reused by ``plan=`` with or without ``memory_budget`` (with it, its peak must fit).
     ``cuda_graph=True`` (CUDA): the step is recorded as a CUDA graph on its second call
     and replayed from then on, one launch instead of one per op (see
     :mod:`model_runtime.cuda_graphs` for what it costs and refuses); recorded again when
@@ -535,6 +540,14 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     _check_flags(train=train, return_outputs=return_outputs, set_grads=set_grads, cuda_graph=cuda_graph)
     _check_max_plans(max_plans)
     _check_plan_argument(plan)
+    _check_budget(memory_budget, executor)
+    # Saved plans are read now: one made under a budget needs the step captured as it was (recomputable).
+    if isinstance(plan, (list, tuple)):
+        plan = [load_plan(p) if isinstance(p, (str, os.PathLike)) else p for p in plan]
+    elif isinstance(plan, (str, os.PathLike)):
+        plan = load_plan(plan)
+    given = plan if isinstance(plan, list) else [] if plan is None else [plan]
+    functional = memory_budget is not None or any(p.graph.meta.get("functional_inplace") for p in given)
     device = model_device(model)
     if torch.is_autocast_enabled(device.type):
         raise RuntimeLayerError("model_runtime.optimize is called inside torch.autocast: call it outside, with "
@@ -564,7 +577,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         return_grads=set_grads and train, accumulation_steps=accumulation_steps,
         scaler=scaler if train else None,
         # Under a budget, the forward pass is made recomputable (in-place activations functional, dropout masks).
-        functional_inplace=memory_budget is not None,
+        functional_inplace=functional,
     )
     log.info("captured %s: %d ops, %d buffers (%.2f s)", captured.graph.name, len(captured.graph.ops),
              len(captured.graph.buffers), time.perf_counter() - t0)
@@ -588,10 +601,15 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         """``saved`` (a plan or its path) checked to be made for this very step."""
         saved = load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved
         # "auto" runs a plan without placement with the reorder executor; one with a placement must be valid.
-        return check_saved_plan(saved, graph,
-                                needs_placement=saved.placement is not None if auto else chosen.needs_placement,
-                                alignment=device_alignment(device.type), unplaced=unplaced,
-                                device_type=device.type, copies_unplaced=copies, expandable_segments=expandable)
+        checked = check_saved_plan(saved, graph,
+                                   needs_placement=saved.placement is not None if auto else chosen.needs_placement,
+                                   alignment=device_alignment(device.type), unplaced=unplaced,
+                                   device_type=device.type, copies_unplaced=copies, expandable_segments=expandable,
+                                   memory_budget=memory_budget)
+        if memory_budget is not None and not checked.figures["fits_budget"]:
+            raise BudgetError(f"the plan given peaks at {human_bytes(checked.figures['peak_bytes'])}, above "
+                              f"memory_budget={human_bytes(memory_budget)}; optimize without plan= to make one")
+        return checked
 
     candidates = list(plan) if isinstance(plan, (list, tuple)) else None
     if candidates is not None:
@@ -631,6 +649,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         worse = above_eager(plan.figures, pick)
         if worse:
             warnings.warn(worse, MemoryWarning, stacklevel=2)
+    over = above_budget(plan.figures, pick if auto else chosen_name)
+    if over:
+        warnings.warn(over, MemoryWarning, stacklevel=2)
     shared = _arena_to_share(chosen, _REPLANNING.get(), device, cuda_graph)
     program = chosen.build(captured, plan, device=device, **shared)
     log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
@@ -682,7 +703,7 @@ def _first_fitting(candidates: Sequence, fitted: Callable) -> Plan | None:
     for candidate in candidates:
         try:
             return fitted(candidate)
-        except ReoptimizeError:
+        except (ReoptimizeError, BudgetError):  # made for another step, or above the budget
             continue
     return None
 
@@ -722,6 +743,20 @@ def _check_max_plans(max_plans) -> None:
 #: What ``optimize(plan=...)`` takes, for messages.
 PLAN_ARGUMENT = ("a model_ir.Plan, the path of a saved plan (str or os.PathLike), a list or tuple of these "
                  "(e.g. step.plans), or None")
+
+
+def _check_budget(memory_budget, executor) -> None:
+    """Raise unless ``memory_budget`` is None or a number of bytes an executor can keep to."""
+    if memory_budget is None:
+        return
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int):
+        raise WrongTypeError(f"memory_budget: expected a number of bytes (an int) or None, "
+                             f"got {describe(memory_budget)}")
+    if memory_budget < 0:
+        raise RuntimeLayerError(f"memory_budget must be >= 0 bytes, got {memory_budget}")
+    if executor == "program":
+        raise RuntimeLayerError("memory_budget: the program executor runs eager's order, without the recomputations "
+                                "a budget plans; use executor='auto', 'reorder' or 'arena'")
 
 
 def _check_plan_argument(plan) -> None:

@@ -288,13 +288,14 @@ def _structure(graph) -> tuple:
 
 def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int, unplaced=frozenset(),
                      device_type: str = "cpu", copies_unplaced: bool = True,
-                     expandable_segments: bool = False) -> Plan:
+                     expandable_segments: bool = False, memory_budget: int | None = None) -> Plan:
     """``plan`` re-targeted to ``graph`` (the step captured now), after checking that
     it was made for the same step and that its order (and placement, when
     ``needs_placement``) are valid for it. Raises :class:`ReoptimizeError` otherwise.
     ``unplaced``: the executor's fallback results; with ``copies_unplaced``, those of
     an op the placement places are copied into the arena (see :func:`make_plan`, also
-    for ``expandable_segments``)."""
+    for ``expandable_segments``). With ``memory_budget``, the figures say whether its
+    peak fits it (``fits_budget``) and what its recomputations cost."""
     if _structure(plan.graph) != _structure(graph):
         raise ReoptimizeError(
             f"the saved plan was made for another step ({len(plan.graph.ops)} ops, {len(plan.graph.buffers)} "
@@ -320,10 +321,16 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
             placement = None  # this executor does not use it: dropped, not reported
     # The saved figures are not trusted (the file may come from another tool, or have
     # been edited): every figure is recomputed from the graph, the order and the offsets.
-    return Plan(graph, plan.schedule, placement,
-                {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced, copied=copied,
-                                     device_type=device_type, expandable_segments=expandable_segments),
-                 **bound_figures(graph, plan.schedule, lts if placement is not None else None)})
+    figures = {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced, copied=copied,
+                                   device_type=device_type, expandable_segments=expandable_segments),
+               **bound_figures(graph, plan.schedule, lts if placement is not None else None)}
+    if memory_budget is not None:
+        total = graph.meta.get("flops", {}).get("total", 0)
+        flops = figures.get("recompute_flops", 0)
+        figures.update(memory_budget=memory_budget, fits_budget=figures["peak_bytes"] <= memory_budget,
+                       recomputed_ops=figures.get("recomputed_ops", 0), recompute_flops=flops,
+                       recompute_overhead=flops / total if total else None)
+    return Plan(graph, plan.schedule, placement, figures)
 
 
 def check_saved_placement(lts, placement, alignment: int) -> None:
