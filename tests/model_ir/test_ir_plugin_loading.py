@@ -177,3 +177,179 @@ def test_an_entry_point_naming_a_built_in_module_leaves_it_registered(install_pl
     assert line == ("model-opt: warning: plugin copycat (copycat-dist 0.1.0) is broken and was skipped: ValueError: "
                     "model_sched.plugins is already registered, as plugin model_sched (uninstall it, or set "
                     f"{DISABLE_AUTOLOAD}=1)")
+
+
+@pytest.mark.parametrize("module_source, message", [
+    ("import sys\nsys.exit('needs a license server')\n", "SystemExit: needs a license server"),
+    ("import argparse\nargparse.ArgumentParser(prog='someplugin').parse_args(['--nope'])\n", "SystemExit: 2"),
+], ids=["exits-at-import", "parses-argv-at-import"])
+def test_a_plugin_exiting_at_import_is_skipped_not_fatal(install_plugin, capsys, module_source, message):
+    """A plugin module calling sys.exit (or argparse on the command's own argv) at import
+    ended every command, --help included, with its status."""
+    install_plugin("exit-dist", {"exiter": "exit_plugin"}, {"exit_plugin": module_source})
+    assert_layers_work()
+    [line] = [w for w in warnings(capsys.readouterr().err) if "exiter" in w]
+    assert "plugin exiter (exit-dist 0.1.0) is broken and was skipped" in line and message in line
+
+
+NAMES = '''
+from model_ir.hookspecs import hookimpl
+
+class Odd:
+    help = "cuts peak memory by 30% on transformers"
+    def load(self, source, **options):
+        raise AssertionError("not called")
+
+class RaisingName(Odd):
+    @property
+    def name(self):
+        raise RuntimeError("no name yet")
+
+class Percent(Odd):
+    name = "csv%"
+    suffixes = 5  # not a string nor a list of them
+
+class Exiting(Odd):
+    name = "exiting"
+    def load(self, source, **options):
+        raise SystemExit(1)
+
+@hookimpl
+def model_opt_frontends():
+    return [RaisingName(), Percent(), Exiting()]
+'''
+
+
+def test_odd_providers_leave_every_command_working(install_plugin, capsys, diamond_file, tmp_path):
+    """A provider whose name raises, a name with '%' (argparse %-formats help texts), a
+    frontend whose suffixes are not strings, and one that calls sys.exit: each broke
+    every command (or, for the last, made it exit 1 with no message)."""
+    from model_ir.cli import main
+    from model_ir.errors import PluginFailedError
+    from model_ir.frontends import frontend_for
+
+    install_plugin("odd-dist", {"odd": "odd_plugin"}, {"odd_plugin": NAMES})
+    found = providers("model_opt_frontends")
+    assert "csv%" in found and "exiting" in found and "json" in found
+    assert frontend_for(diamond_file) == "json"  # the malformed suffixes are ignored
+    err = capsys.readouterr().err
+    assert "whose name raised RuntimeError: no name yet; skipped" in err
+    assert "frontend csv%: its suffixes are not a string or a list of them" in err
+    assert main(["info", str(diamond_file)]) == 0
+    with pytest.raises(SystemExit) as done:
+        main(["info", "--help"])
+    assert done.value.code == 0 and "csv%" in capsys.readouterr().out
+    with pytest.raises(PluginFailedError, match="plugin odd .* failed: SystemExit: 1"):
+        load(diamond_file, frontend="exiting")
+
+
+def test_a_name_clash_between_plugins_goes_to_the_first_distribution_whatever_trylast_says(install_plugin, capsys):
+    """docs/plugins.md: the first distribution in alphabetical order wins; a hookimpl
+    marked trylast (or tryfirst) moved the other one ahead."""
+    source = '''
+from model_ir.hookspecs import hookimpl
+
+class Frontend:
+    name = "dup"
+    def __init__(self, who):
+        self.who = who
+
+@hookimpl({marker})
+def model_opt_frontends():
+    return [Frontend({who!r})]
+'''
+    install_plugin("aaa-dist", {"aaa": "aaa_plugin"}, {"aaa_plugin": source.format(marker="", who="aaa")})
+    install_plugin("zzz-dist", {"zzz": "zzz_plugin"},
+                   {"zzz_plugin": source.format(marker="trylast=True", who="zzz")})
+    assert providers("model_opt_frontends")["dup"].who == "aaa"
+    assert "plugin zzz (zzz-dist 0.1.0): model_opt_frontends provider 'dup' is ignored" in capsys.readouterr().err
+
+
+ANSWERS = '''
+from model_ir.hookspecs import hookimpl
+
+class Command:
+    name = "weird"
+    help = "returns no exit status"
+    def add_arguments(self, parser):
+        pass
+    def run(self, args):
+        return "ok"
+
+class Bounder:
+    name = "bounder"
+    help = "a recomputing plan, and a bound of orders no order meets"
+    def run(self, problem, control, solver=None):
+        from model_ir.plan import order_indices
+        from model_ir.recompute import recompute_flops
+        from model_ir.simulator import simulate_indices
+        g = problem.graph
+        order = order_indices(g, ["f0", "f1", "b1", "f0", "b0", "update"])
+        control.offer(order, self.name, simulate_indices(g, order).peak_bytes, recompute_flops(g, order))
+        control.raise_order_bound(10 ** 12)
+
+class Executor:
+    name = "none-exec"
+    needs_placement = False
+    def build(self, captured, plan, **kwargs):
+        return None
+
+class Model:
+    name = "tuple-model"
+    description = "builds a tuple"
+    def build(self, mode, batch_size, **kwargs):
+        return (1, 2)
+
+@hookimpl
+def model_opt_cli_commands():
+    return [Command()]
+
+@hookimpl
+def model_opt_schedulers():
+    return [Bounder()]
+'''
+
+LAYERED = {"model_sched": "", "model_runtime": '''
+@hookimpl
+def model_opt_executors():
+    return [Executor()]
+''', "model_bench": '''
+@hookimpl
+def model_opt_models():
+    return [Model()]
+'''}
+
+
+def test_a_plugin_s_answer_of_the_wrong_kind_names_the_plugin(install_plugin, capsys):
+    """A command whose run() returns no int, a scheduler claiming a bound of orders above
+    program order's peak, an executor whose build() returns None and a zoo model whose
+    build() returns a tuple: each was a bare traceback (int('ok'), an AttributeError deep
+    in the runtime) or, for the bound, printed as a fact; now exit 4 naming the plugin."""
+    from model_ir.cli import main
+    from model_ir.errors import PluginFailedError
+
+    source = ANSWERS + "".join(extra for layer, extra in LAYERED.items() if installed(layer))
+    install_plugin("answers-dist", {"answers": "answers_plugin"}, {"answers_plugin": source})
+    assert main(["weird"]) == 4
+    assert "command weird: run() returned str 'ok', not an exit status (int)" in capsys.readouterr().err
+    if installed("model_sched"):
+        from model_ir.testing.examples import training_chain
+        from model_sched import schedule
+
+        with pytest.raises(PluginFailedError, match=r"plugin answers .*scheduler 'bounder' gave an invalid answer: "
+                                                    r"lower bound of orders 1000000000000 B exceeds"):
+            schedule(training_chain(2), method="bounder", memory_budget=10 ** 6, time_limit=1)
+    if installed("model_runtime"):
+        import torch
+
+        from model_runtime import optimize
+
+        model = torch.nn.Linear(4, 2)
+        with pytest.raises(PluginFailedError, match="executor 'none-exec' gave an invalid answer: build"):
+            optimize(model, torch.randn(2, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     executor="none-exec", time_limit=1)
+    if installed("model_bench"):
+        from model_bench.zoo import build_case
+
+        with pytest.raises(PluginFailedError, match="model 'tuple-model' gave an invalid answer: build"):
+            build_case("tuple-model", "train", 1)

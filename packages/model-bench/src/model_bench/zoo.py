@@ -16,7 +16,7 @@ import attrs
 
 from model_bench.errors import BenchError
 from model_bench.optimizers import check_optimizer, make_optimizer
-from model_ir.plugins import provider, providers
+from model_ir.plugins import invalid_answer, provider, providers
 
 MODES = ("train", "eval")
 HOOK = "model_opt_models"
@@ -105,7 +105,12 @@ def build_case(name: str, mode: str = "train", batch_size: int = 1, *, optimizer
     check_mode(mode)
     check_batch_size(batch_size)
     check_optimizer(optimizer)
-    return get_model(name).build(mode, batch_size, optimizer=optimizer, device=device)
+    factory = get_model(name)
+    case = factory.build(mode, batch_size, optimizer=optimizer, device=device)
+    if not isinstance(case, ModelCase):
+        error = BenchError(f"build() returned a {type(case).__name__}, not a model_bench.zoo.ModelCase")
+        raise invalid_answer(factory, f"model {name!r}", error)
+    return case
 
 
 class ZooModel:

@@ -13,11 +13,22 @@ import os
 import re
 import sys
 
-from model_ir.errors import ModelOptError, UsageError
+from model_ir.errors import ModelOptError, PluginFailedError, UsageError
 from model_ir.plugins import plugin_manager, providers
 
 #: The distributions of the layers, in dependency order (``--version``).
 LAYERS = ("model-ir", "model-sched", "model-place", "model-runtime", "model-bench")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, except that a help text it cannot %-format (a plugin's "saves 30%", or a
+    provider named ``top5%`` in a list of names) is shown as it is instead of failing."""
+
+    def _expand_help(self, action):
+        try:
+            return super()._expand_help(action)
+        except (TypeError, ValueError, KeyError):
+            return action.help
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -29,6 +40,7 @@ class CommandParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(
             r"^-([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
@@ -101,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        status = int(args._run(args) or 0)
+        status = args._run(args) or 0
+        if not isinstance(status, int):  # a command plugin's run() gave something else than an exit status
+            raise PluginFailedError(f"command {args.command}: run() returned {type(status).__name__} "
+                                    f"{status!r}, not an exit status (int)")
         # Flush here so that a reader that went away (`| head`) is noticed inside the try.
         if sys.stdout is not None:
             sys.stdout.flush()

@@ -11,7 +11,7 @@ import os
 from model_ir.errors import GraphError, PluginError
 from model_ir.graph import Graph
 from model_ir.json_format import load_graph
-from model_ir.plugins import invalid_answer, provider, providers
+from model_ir.plugins import invalid_answer, plugin_manager, provider, providers
 
 #: The frontend of a file whose suffix no frontend declares.
 DEFAULT_FRONTEND = "json"
@@ -37,9 +37,14 @@ def load(source, *, frontend: str = "json", **options) -> Graph:
     return graph
 
 
-def _suffixes(frontend) -> tuple[str, ...]:
-    declared = getattr(frontend, "suffixes", ())
-    return (declared,) if isinstance(declared, str) else tuple(declared)
+def _suffixes(name: str, frontend) -> tuple[str, ...]:
+    try:
+        declared = getattr(frontend, "suffixes", ())
+        return (declared,) if isinstance(declared, str) else tuple(declared)
+    except (Exception, SystemExit) as exc:  # one plugin's mistake must not stop every graph file being read
+        plugin_manager().report(f"frontend {name}: its suffixes are not a string or a list of them "
+                                f"({type(exc).__name__}: {exc}); ignored")
+        return ()
 
 
 def frontend_for(path: str | os.PathLike) -> str:
@@ -48,7 +53,8 @@ def frontend_for(path: str | os.PathLike) -> str:
     file_name = os.path.basename(os.fspath(path)).lower()
     matches: dict[str, int] = {}
     for name, frontend in providers("model_opt_frontends").items():
-        lengths = [len(s) for s in _suffixes(frontend) if isinstance(s, str) and s and file_name.endswith(s.lower())]
+        lengths = [len(s) for s in _suffixes(name, frontend)
+                   if isinstance(s, str) and s and file_name.endswith(s.lower())]
         if lengths:
             matches[name] = max(lengths)
     if not matches:

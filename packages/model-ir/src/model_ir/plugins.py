@@ -108,7 +108,7 @@ def load_entry_point(pm: ModelOptPluginManager, ep: importlib.metadata.EntryPoin
             raise ValueError(f"{ep.value} is already registered, as plugin {pm.get_name(plugin)}")
         pm.register(plugin, name=ep.name)
         _add_hookspecs_of(pm, plugin)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # (a module parsing sys.argv at import exits)
         # pluggy's validation error names the plugin at fault: this one, or an earlier
         # one whose hook has a wrong argument, found when this one added its specs.
         culprit = exc.plugin if isinstance(exc, pluggy.PluginValidationError) else plugin
@@ -172,7 +172,7 @@ class PluginProvider:
                 return value(*args, **kwargs)
             except ModelOptError:
                 raise  # an error the plugin meant to report, with its own exit status
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit(1) would read as the command's own status
                 raise PluginFailedError(f"plugin {self.plugin_origin} failed: {_error(exc)}") from exc
 
         return call
@@ -206,13 +206,17 @@ def providers(hook: str, reserved: Iterable[str] = ()) -> dict[str, Any]:
         raise PluginError(f"no plugin defines the hook {hook!r}; is the layer that owns it installed?")
     owner: dict[str, str] = {name: "model-opt" for name in reserved}
     found: dict[str, Any] = {}
-    impls = sorted(caller.get_hookimpls(), key=lambda impl: not pm.is_builtin(impl.plugin))
+    # The project's own first, then by load order (distribution name): not pluggy's call
+    # order, which a plugin's tryfirst/trylast would let it jump.
+    loaded = {name: k for k, name in enumerate(pm.distributions)}
+    impls = sorted(caller.get_hookimpls(), key=lambda impl: (not pm.is_builtin(impl.plugin),
+                                                             loaded.get(pm.get_name(impl.plugin), len(loaded))))
     for impl in impls:
         who = pm.describe(impl.plugin)
         builtin = pm.is_builtin(impl.plugin)
         try:
             result = impl.function()  # provider hooks take no arguments
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             pm.report(f"plugin {who}: {hook} failed and its providers are skipped: {_error(exc)}")
             continue
         if result is None:
@@ -221,7 +225,11 @@ def providers(hook: str, reserved: Iterable[str] = ()) -> dict[str, Any]:
             pm.report(f"plugin {who}: {hook} returned a {type(result).__name__}, not a list of providers; skipped")
             continue
         for p in result:
-            name = getattr(p, "name", None)
+            try:
+                name = getattr(p, "name", None)
+            except (Exception, SystemExit) as exc:
+                pm.report(f"plugin {who}: {hook} returned a provider whose name raised {_error(exc)}; skipped")
+                continue
             if not isinstance(name, str) or not name:
                 pm.report(f"plugin {who}: {hook} returned a provider without a name (a {type(p).__name__}); skipped")
             elif name in owner:

@@ -13,7 +13,7 @@ import time
 
 from model_ir.cli_values import AUTOCAST, autocast_name, byte_size, seconds, whole_number
 from model_ir.errors import ModelOptError
-from model_ir.plugins import provider
+from model_ir.plugins import invalid_answer, provider
 from model_runtime.errors import RuntimeLayerError
 
 
@@ -59,7 +59,12 @@ def _run_model(name, *, batch_size, mode, optimizer, executor, steps, time_limit
 
     from model_runtime.optimized_step import optimize
 
-    case = provider("model_opt_models", name, "model").build(mode, batch_size, optimizer=optimizer, device=device)
+    factory = provider("model_opt_models", name, "model")
+    case = factory.build(mode, batch_size, optimizer=optimizer, device=device)
+    if not all(hasattr(case, a) for a in ("model", "inputs", "target", "loss_fn", "optimizer")):
+        error = RuntimeLayerError(f"build() returned a {type(case).__name__}, not a case with model, inputs, target, "
+                                  "loss_fn and optimizer (model_bench.zoo.ModelCase)")
+        raise invalid_answer(factory, f"model {name!r}", error)
     train = mode == "train"
     dtype = getattr(torch, autocast) if autocast else None
     targets = (case.target,) if train and case.target is not None else ()

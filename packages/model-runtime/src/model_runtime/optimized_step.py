@@ -18,7 +18,7 @@ from model_ir.errors import WrongTypeError
 from model_ir.formatting import human_bytes
 from model_ir.json_format import load_plan
 from model_ir.plan import Plan
-from model_ir.plugins import provider
+from model_ir.plugins import invalid_answer, provider
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_ir.torch.errors import warn_user
 from model_ir.torch.kernel_probes import MEASURED_THREADS
@@ -654,6 +654,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         warnings.warn(over, MemoryWarning, stacklevel=2)
     shared = _arena_to_share(chosen, _REPLANNING.get(), device, cuda_graph)
     program = chosen.build(captured, plan, device=device, **shared)
+    if not isinstance(program, CompiledProgram):
+        error = RuntimeLayerError(f"build() returned a {type(program).__name__}, not a model_runtime CompiledProgram")
+        raise invalid_answer(chosen, f"executor {pick if auto else chosen_name!r}", error)
     log.info("compiled for executor %s (%.2f s)", program.executor, time.perf_counter() - t0)
 
     def replan(example, new_targets, plans):

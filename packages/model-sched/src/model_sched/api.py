@@ -163,6 +163,10 @@ def schedule(graph: Graph, *, method: str = "auto", solver: str | None = None,
         if claimed > simulated:
             raise SchedError(f"lower bound {claimed} B exceeds the peak {simulated} B "
                              f"of a valid order (from {control.best_source})")
+        program = simulate_indices(graph, range(lv.n_ops)).peak_bytes  # an order without recomputation
+        if control.order_bound > program:
+            raise SchedError(f"lower bound of orders {control.order_bound} B exceeds the peak {program} B of "
+                             "program order")
         flops = recompute_flops(graph, order)
         if recomputes and flops != control.best_flops:
             raise SchedError(f"{control.best_source} reported {control.best_flops} recomputed FLOPs, "

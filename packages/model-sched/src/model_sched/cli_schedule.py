@@ -12,6 +12,7 @@ from model_ir.frontends import load_file
 from model_ir.json_format import save_plan
 from model_ir.output_files import check_output
 from model_ir.plan import Plan, Schedule
+from model_ir.plugins import providers
 from model_sched.api import schedule, scheduler_names
 from model_sched.control import Progress
 from model_sched.result import ScheduleResult
@@ -39,7 +40,8 @@ class ScheduleCommand:
         add_frontend_argument(parser)
         parser.add_argument("--method", default="auto",
                             help=f"scheduler: {', '.join(scheduler_names())} (default auto)")
-        parser.add_argument("--solver", default=None, help="MILP backend: highs, cpsat or gurobi")
+        parser.add_argument("--solver", default=None,
+                            help=f"MILP backend: {', '.join(sorted(providers('model_opt_solvers')))}")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None, metavar="S",
                             help="seconds before returning the best order so far (default 60, inf for none)")
         parser.add_argument("--budget", type=byte_size(), default=None, metavar="SIZE",
