@@ -9,6 +9,7 @@ same way. Every answer is validated before :func:`place` returns it.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -21,8 +22,8 @@ from model_place.caching_allocator import simulate_caching_allocator
 from model_place.errors import PlaceError, PlacementError
 from model_place.exact import SEARCH_UNAVAILABLE, exact_placement, search_available
 from model_place.heuristics import best_fit, best_heuristic, greedy_by_size, no_reuse
-from model_place.lifetimes import check_lifetimes
-from model_place.result import PlacementResult, make_result
+from model_place.lifetimes import check_lifetimes, live_bytes_peak
+from model_place.result import STATUSES, PlacementResult, make_result, status_for
 from model_place.skyline import SkylinePlacer
 from model_place.validation import validate_placement
 
@@ -132,7 +133,10 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
     methods; 60 s when None).
     ``progress`` receives a :class:`~model_place.exact.SearchProgress` after each
     decision of a placer that reports progress (``exact``; others ignore it).
-    The answer is validated: :class:`~model_place.errors.PlacementError` otherwise.
+    The answer is validated: :class:`~model_place.errors.PlacementError` otherwise. A
+    third-party placer's status, capacity and method are model-place's own, recomputed
+    from its offsets, arena and lower bound (:func:`checked_plugin_result`); an invalid
+    answer of a plugin raises :class:`~model_ir.errors.PluginFailedError` naming it.
     """
     lifetimes = check_lifetimes(lifetimes)
     check_type(method, str, "method", "a placer name")
@@ -159,9 +163,49 @@ def place(lifetimes: Iterable[Lifetime], *, method: str = "auto", capacity: int 
         result = placer.place(lifetimes, capacity=capacity, time_limit=time_limit, **kwargs)
         if not isinstance(result, PlacementResult):
             raise PlacementError(f"it returned a {type(result).__name__}, not a PlacementResult")
-        if type(placer).__module__ != __name__:
+        if getattr(placer, "plugin_origin", None) is not None:
+            result = checked_plugin_result(lifetimes, result, name, capacity)
+        elif type(placer).__module__ != __name__:
             # The built-in placers answer through make_result, which validates (2 s per 100k).
             validate_placement(lifetimes, result.offsets, result.arena_bytes)
     except PlacementError as e:
         raise invalid_answer(placer, f"placer {name!r}", e) from None
     return result
+
+
+def checked_plugin_result(lifetimes: Sequence[Lifetime], result: PlacementResult, name: str,
+                          capacity: int | None) -> PlacementResult:
+    """A third-party placer's ``result`` rebuilt from what can be checked: its offsets,
+    arena, lower bound and time are validated; its status, capacity and method are
+    model-place's own (those of :func:`~model_place.result.make_result`), from the
+    ``capacity`` asked. Raises :class:`PlacementError` for an invalid answer.
+
+    A lower bound below the peak of live bytes is raised to it (that much is proven for
+    any placement); one above the plugin's own arena, a status model-place does not know,
+    or ``infeasible`` for a placement that fits the capacity asked are invalid answers.
+    """
+    offsets, arena = result.offsets, result.arena_bytes
+    if not isinstance(offsets, Mapping):
+        raise PlacementError(f"offsets must be a mapping of buffer ids to bytes, got a {type(offsets).__name__}")
+    validate_placement(lifetimes, offsets, arena)
+    bound = result.lower_bound_bytes
+    if isinstance(bound, bool) or not isinstance(bound, int):
+        raise PlacementError(f"lower bound must be a whole number of bytes, got {bound!r}")
+    if bound > arena:
+        raise PlacementError(f"lower bound {bound} bytes exceeds its own arena of {arena} bytes")
+    if result.status not in STATUSES:
+        raise PlacementError(f"status {result.status!r} is none of {', '.join(STATUSES)}")
+    fits = capacity is None or arena <= capacity
+    if result.status == "infeasible" and fits:
+        within = "no capacity was asked" if capacity is None else f"it fits the capacity of {capacity} bytes"
+        raise PlacementError(f"status 'infeasible' for a placement of {arena} bytes, but {within}")
+    seconds = result.seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise PlacementError(f"seconds must be a non-negative number, got {seconds!r}")
+    details = result.details
+    if not isinstance(details, Mapping):
+        raise PlacementError(f"details must be a mapping, got a {type(details).__name__}")
+    # A valid placement's arena holds every set of buffers alive together: bound <= arena still.
+    bound = max(bound, live_bytes_peak(lifetimes))
+    return PlacementResult(dict(offsets), arena, bound, status_for(arena, bound, capacity), float(seconds),
+                           name, capacity, dict(details))

@@ -20,7 +20,8 @@ for CP-SAT.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -258,3 +259,57 @@ def solution_from_order(m: ScheduleMilp, lv: Liveness, order: Sequence[int]) -> 
 def peak_bytes_of_units(m: ScheduleMilp, units: float) -> int:
     """Bytes (persistent included) of a value of the peak column; rounded up for bounds."""
     return m.persistent_bytes + int(math.ceil(units - 1e-6)) * m.unit
+
+
+#: Relative slack allowed between a solver's bound and the objective of its solution.
+OBJECTIVE_TOLERANCE = 1e-6
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_outcome(m: ScheduleMilp, outcome: object) -> tuple[float, ...] | None:
+    """The solution of ``outcome``, a backend's answer for ``m``, as a tuple (None if it
+    found none); :class:`SchedError` unless ``outcome`` is a
+    :class:`~model_sched.solvers.SolveOutcome` with ``values`` None or one finite number
+    per column, ``objective`` None or finite, and ``bound`` a number below infinity (any
+    order is a solution) and not above the objective, reported or of its ``values``."""
+    from model_sched.solvers import SolveOutcome  # solvers imports this module
+
+    if not isinstance(outcome, SolveOutcome):
+        raise SchedError(f"solve returned a {type(outcome).__name__}, not a SolveOutcome")
+    values, objective, bound = outcome.values, outcome.objective, outcome.bound
+    if not _number(bound) or math.isnan(bound) or bound == math.inf:
+        raise SchedError(f"its bound must be a number below infinity (any order is a solution), got {bound!r}")
+    if objective is not None and not (_number(objective) and math.isfinite(objective)):
+        raise SchedError(f"its objective must be a finite number or None, got {objective!r}")
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes, Mapping)) or not (hasattr(values, "__len__") and hasattr(values, "__getitem__")):
+        raise SchedError(f"its values must be a sequence of numbers or None, got a {type(values).__name__}")
+    values = tuple(values)
+    n = m.program.n_vars
+    if len(values) != n:
+        raise SchedError(f"it returned {len(values)} values for a program of {n} columns")
+    for j, x in enumerate(values):
+        if not (_number(x) and math.isfinite(x)):
+            raise SchedError(f"its value of column {j} is {x!r}, not a finite number")
+    achieved = math.fsum(c * values[j] for j, c in enumerate(m.program.objective) if c)
+    for what, top in (("the objective of its values", achieved), ("the objective it reported", objective)):
+        if top is not None and bound > top + OBJECTIVE_TOLERANCE * max(1.0, abs(top)):
+            raise SchedError(f"its bound {bound} exceeds {what}, {top}")
+    return values
+
+
+def check_order(lv: Liveness, order: Sequence[int]) -> None:
+    """:class:`SchedError` unless ``order`` (read from a solution) runs each op after its
+    predecessors: a solution breaking the model's precedence rows encodes no valid order."""
+    step = [0] * lv.n_ops
+    for t, v in enumerate(order):
+        step[v] = t
+    for v in range(lv.n_ops):
+        for u in lv.preds[v]:
+            if step[u] > step[v]:
+                raise SchedError(f"its values run op {v} before op {u}, which it depends on "
+                                 "(they break the model's precedence constraints)")

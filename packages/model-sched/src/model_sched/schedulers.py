@@ -13,14 +13,16 @@ from functools import cached_property
 import attrs
 
 from model_ir.graph import Graph
+from model_ir.plugins import invalid_answer
 from model_sched import greedy, recompute_exact
 from model_sched.bounds import ForcedBound, ancestor_masks, descendant_masks
 from model_sched.cut_bound import raise_bound_by_cuts
 from model_sched.control import SolveControl
-from model_sched.errors import SolverUnavailableError
-from model_sched.liveness import Liveness, timeline
+from model_sched.errors import SchedError, SolverUnavailableError
+from model_sched.liveness import Liveness, peak, timeline
 from model_sched.lns import improve_by_windows, milp_window_solver, search_window_solver
-from model_sched.milp import build_milp, order_from_solution, peak_bytes_of_units, solution_from_order
+from model_sched.milp import (build_milp, check_order, check_outcome, order_from_solution, peak_bytes_of_units,
+                              solution_from_order)
 from model_sched.moves import improve_by_moves
 from model_sched.recompute_exact import RecomputeExact, solve_exact
 from model_sched.search import SearchOutcome, SearchRun
@@ -145,18 +147,46 @@ class Search:
 
 
 def run_milp(problem: Problem, control: SolveControl, backend) -> None:
-    """Whole-graph MILP with ``backend``, warm-started from the incumbent."""
+    """Whole-graph MILP with ``backend``, warm-started from the incumbent.
+
+    The backend's answer is checked before it is used (:func:`milp_answer`): a wrong one
+    is the backend's invalid answer, naming its plugin if it has one, not the scheduler's.
+    """
     lv = problem.lv
     m = build_milp(lv)
     hint = solution_from_order(m, lv, control.best_order)
     res = backend.solve(m.program, time_limit=control.remaining(), hint=hint)
-    if res.values is not None:
-        order = order_from_solution(m, res.values)
+    order, bound = milp_answer(m, lv, control, backend, res)
+    if order is not None:
         control.offer(order, f"milp-{backend.name}")
-    if res.bound > 0:
-        control.raise_bound(peak_bytes_of_units(m, res.bound), f"milp-{backend.name}")
-    if getattr(res, "interrupted", False):
+    if bound > 0:
+        control.raise_bound(bound, f"milp-{backend.name}")
+    if res.interrupted:
         raise KeyboardInterrupt  # Ctrl-C stopped the solver: the caller keeps the best so far
+
+
+def milp_answer(m, lv: Liveness, control: SolveControl, backend, res) -> tuple[list[int] | None, int]:
+    """The order (None if none) and the bound (bytes) of ``backend``'s outcome ``res`` for
+    ``m``, checked: a :class:`~model_sched.solvers.SolveOutcome` with sane fields
+    (:func:`~model_sched.milp.check_outcome`), values encoding a valid order, and a bound
+    not above the peak of that order nor of the incumbent (each is a solution). Otherwise
+    :func:`~model_ir.plugins.invalid_answer` names the solver (and its plugin: exit 4)."""
+    try:
+        values = check_outcome(m, res)
+        order = None if values is None else order_from_solution(m, values)
+        peaks = []
+        if order is not None:
+            check_order(lv, order)
+            peaks.append((peak(lv, order), "the order its values encode"))
+        if control.best_order is not None and len(control.best_order) == lv.n_ops:
+            peaks.append((control.best_peak, f"the order from {control.best_source}"))
+        bound = peak_bytes_of_units(m, res.bound) if res.bound > 0 else 0
+        for top, which in peaks:
+            if bound > top:
+                raise SchedError(f"its bound {res.bound} ({bound} B) exceeds the peak {top} B of {which}")
+    except SchedError as e:
+        raise invalid_answer(backend, f"solver {backend.name!r}", e) from None
+    return order, bound
 
 
 class Milp:
