@@ -80,6 +80,29 @@ def test_adam_tensor_learning_rate_is_float32_arithmetic_as_in_eager(executor):
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
 
 
+def test_fused_sgd_with_momentum_follows_a_schedule():
+    """A fused optimizer's learning rate is a constant of its step: each change is a new
+    plan. Fused SGD with momentum clears a one-time flag at its first step
+    (_need_device_dtype_check_for_fused), which capture took for a Python counter: the
+    second plan failed with a CaptureError."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    ref = copy.deepcopy(model)
+    make = lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, fused=True)  # noqa: E731
+    opt, ref_opt = make(model), make(ref)
+    scheds = [torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5) for o in (opt, ref_opt)]
+    x = torch.randn(4, 8)
+    step = optimize(model, x, optimizer=opt, time_limit=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the new plans' ReplanWarning
+        for i in range(3):
+            assert torch.equal(step(x), eager_step(ref, ref_opt, x)), i
+            for s in scheds:
+                s.step()
+    assert_same_state(model, opt, ref, ref_opt)
+    assert len(step.plans) == 3
+
+
 def test_transformer_block_adamw_linear_warmup():
     torch.manual_seed(0)
     train_both(

@@ -18,8 +18,10 @@ import torch
 from model_ir.torch.plain_values import is_plain
 
 #: flags torch sets on an optimizer at its first step (the learning-rate scheduler's
-#: "step() was called" mark, a one-time warning): not part of the update
-_TORCH_FLAGS = frozenset({"_opt_called", "_warned_capturable_if_run_uncaptured"})
+#: "step() was called" mark, a one-time warning, fused SGD's one-time device and dtype
+#: check): not part of the update
+_TORCH_FLAGS = frozenset({"_opt_called", "_warned_capturable_if_run_uncaptured",
+                          "_need_device_dtype_check_for_fused"})
 
 
 def python_values(optimizer: torch.optim.Optimizer) -> dict[str, object]:
