@@ -160,3 +160,11 @@ def test_a_builtin_backends_invalid_answer_names_it_with_its_own_status(monkeypa
     with pytest.raises(SchedError, match="solver 'highs' gave an invalid answer: its bound") as caught:
         schedule(G, method="milp", solver="highs", time_limit=5)
     assert not isinstance(caught.value, PluginFailedError) and caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("name, message", [("test-dict", "solve returned a dict, not a SolveOutcome"),
+                                           ("test-nan-value", "its value of column 0 is nan")])
+def test_a_window_solver_s_invalid_answer_names_it_too(solvers, name, message):
+    """lns solves windows of the order with the backend: its answers are checked as milp's."""
+    with pytest.raises(PluginFailedError, match=rf"solver '{name}' gave an invalid answer: {message}"):
+        schedule(G, method="lns", solver=name, time_limit=5)

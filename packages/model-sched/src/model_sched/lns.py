@@ -15,9 +15,11 @@ import random
 import time
 from collections.abc import Callable
 
+from model_ir.plugins import invalid_answer
 from model_sched.control import SolveControl
+from model_sched.errors import SchedError
 from model_sched.liveness import Liveness, peak, timeline
-from model_sched.milp import build_milp, order_from_solution, solution_from_order
+from model_sched.milp import build_milp, check_order, check_outcome, order_from_solution, solution_from_order
 from model_sched.search import exact_search
 from model_sched.windows import positions, window
 
@@ -43,11 +45,17 @@ def milp_window_solver(backend) -> WindowSolver:
         limit = None if deadline is None else max(0.01, deadline - time.perf_counter())
         hint = solution_from_order(m, sub, list(range(sub.n_ops)))
         res = backend.solve(m.program, time_limit=limit, hint=hint)
-        if getattr(res, "interrupted", False):
+        try:  # as run_milp checks a whole graph's: a wrong answer names the backend (and its plugin)
+            values = check_outcome(m, res)
+            order = None if values is None else order_from_solution(m, values)
+            if order is not None:
+                check_order(sub, order)
+        except SchedError as e:
+            raise invalid_answer(backend, f"solver {backend.name!r}", e) from None
+        if res.interrupted:
             raise KeyboardInterrupt  # Ctrl-C stopped the solver: the incumbent stands
-        if res.values is None:
+        if order is None:
             return None, res.optimal
-        order = order_from_solution(m, res.values)
         return (order if peak(sub, order) < upper else None), res.optimal
 
     return solve
