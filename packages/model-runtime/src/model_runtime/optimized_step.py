@@ -598,8 +598,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     expandable = expandable_segments(device)
 
     def fitted(saved) -> Plan:
-        """``saved`` (a plan or its path) checked to be made for this very step."""
-        saved = load_plan(saved) if isinstance(saved, (str, os.PathLike)) else saved
+        """``saved`` (a plan, its file read above) checked to be made for this very step."""
         # "auto" runs a plan without placement with the reorder executor; one with a placement must be valid.
         checked = check_saved_plan(saved, graph,
                                    needs_placement=saved.placement is not None if auto else chosen.needs_placement,
@@ -752,9 +751,7 @@ def _check_budget(memory_budget, executor) -> None:
     """Raise unless ``memory_budget`` is None or a number of bytes an executor can keep to."""
     if memory_budget is None:
         return
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int):
-        raise WrongTypeError(f"memory_budget: expected a number of bytes (an int) or None, "
-                             f"got {describe(memory_budget)}")
+    check_type(memory_budget, int, "memory_budget", "a number of bytes (an int) or None")
     if memory_budget < 0:
         raise RuntimeLayerError(f"memory_budget must be >= 0 bytes, got {memory_budget}")
     if executor == "program":

@@ -254,14 +254,10 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
         "order_source": source,
     })
     if memory_budget is not None:
-        total = graph.meta.get("flops", {}).get("total", 0)
-        figures.update({
-            "memory_budget": memory_budget, "fits_budget": sched.fits_budget,
-            "recomputed_ops": sched.recomputed_ops, "recompute_flops": sched.recompute_flops,
-            "recompute_overhead": sched.recompute_flops / total if total else None,
-            "reorder_lower_bound_bytes": sched.reorder_lower_bound_bytes,
-            "no_fit_within_runs": sched.no_fit_within_runs,
-        })
+        figures.update(_budget_figures(graph, memory_budget, sched.fits_budget, sched.recomputed_ops,
+                                      sched.recompute_flops),
+                       reorder_lower_bound_bytes=sched.reorder_lower_bound_bytes,
+                       no_fit_within_runs=sched.no_fit_within_runs)
     placed = None
     if result is not None:
         figures.update(fallback_figures(graph, order, alignment, unplaced, copied, device_type,
@@ -325,12 +321,17 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
                                    device_type=device_type, expandable_segments=expandable_segments),
                **bound_figures(graph, plan.schedule, lts if placement is not None else None)}
     if memory_budget is not None:
-        total = graph.meta.get("flops", {}).get("total", 0)
-        flops = figures.get("recompute_flops", 0)
-        figures.update(memory_budget=memory_budget, fits_budget=figures["peak_bytes"] <= memory_budget,
-                       recomputed_ops=figures.get("recomputed_ops", 0), recompute_flops=flops,
-                       recompute_overhead=flops / total if total else None)
+        figures.update(_budget_figures(graph, memory_budget, figures["peak_bytes"] <= memory_budget,
+                                      figures.get("recomputed_ops", 0), figures.get("recompute_flops", 0)))
     return Plan(graph, plan.schedule, placement, figures)
+
+
+def _budget_figures(graph, memory_budget: int, fits: bool, recomputed_ops: int, flops: int) -> dict:
+    """A plan's figures under ``memory_budget``: whether it fits, its recomputations and
+    their FLOPs per FLOP of the step (None when the capture counted none)."""
+    total = graph.meta.get("flops", {}).get("total", 0)
+    return {"memory_budget": memory_budget, "fits_budget": fits, "recomputed_ops": recomputed_ops,
+            "recompute_flops": flops, "recompute_overhead": flops / total if total else None}
 
 
 def check_saved_placement(lts, placement, alignment: int) -> None:
