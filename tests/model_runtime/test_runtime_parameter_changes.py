@@ -314,7 +314,7 @@ class _WeightedLoss(nn.Module):
         return F.cross_entropy(out, y) + self.weight * out.pow(2).mean()
 
 
-@pytest.mark.parametrize("where", ["global", "closure", "loss module", "dict", "namespace"])
+@pytest.mark.parametrize("where", ["global", "closure", "loss module", "dict", "namespace", "list"])
 def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
     """β-annealing as loops write it: the loss reads a Python number the loop changes
     (a module global, a variable of the enclosing function, a loss module's attribute).
@@ -324,12 +324,13 @@ def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
     global KL_WEIGHT
     weight = 0.0
     loss_module = _WeightedLoss()
-    box, args = {"weight": 0.0}, types.SimpleNamespace(weight=0.0, epoch=0)
+    box, args, weights = {"weight": 0.0}, types.SimpleNamespace(weight=0.0, epoch=0), [0.0, 1.0]
     loss_fn = {"global": _global_weighted_loss,
                "closure": lambda out, y: F.cross_entropy(out, y) + weight * out.pow(2).mean(),
                "loss module": loss_module,
                "dict": lambda out, y: F.cross_entropy(out, y) + box["weight"] * out.pow(2).mean(),
-               "namespace": lambda out, y: F.cross_entropy(out, y) + args.weight * out.pow(2).mean()}[where]
+               "namespace": lambda out, y: F.cross_entropy(out, y) + args.weight * out.pow(2).mean(),
+               "list": lambda out, y: F.cross_entropy(out, y) + weights[0] * out.pow(2).mean()}[where]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     ref = copy.deepcopy(model)
@@ -338,11 +339,13 @@ def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
     step = optimize(model, x, optimizer=opt, loss_fn=loss_fn, targets=(y,), executor="arena", time_limit=0.5)
     shown = {"global": "global 'KL_WEIGHT' read by _global_weighted_loss", "closure": "variable 'weight' of",
              "loss module": "attribute 'weight' of module 'loss_fn' \\(_WeightedLoss\\)",
-             "dict": r"box\['weight'\] \(a variable of ", "namespace": r"args.weight \(a variable of "}[where]
+             "dict": r"box\['weight'\] \(a variable of ", "namespace": r"args.weight \(a variable of ",
+             "list": r"weights\[0\] \(a variable of "}[where]
     try:
         for i in range(3):
-            KL_WEIGHT = weight = loss_module.weight = box["weight"] = args.weight = 0.5 * i
+            KL_WEIGHT = weight = loss_module.weight = box["weight"] = args.weight = weights[0] = 0.5 * i
             args.epoch += 1  # not read by the loss: no new plan
+            weights[1] += 1  # not read either
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always")
                 got = step(x, targets=(y,))
@@ -355,6 +358,71 @@ def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
         assert len(step.plans) == 3
     finally:
         KL_WEIGHT = 0.0
+
+
+CLASS_WEIGHTS = torch.ones(3)  # rebound by the test below, read by _globally_weighted_loss
+
+
+def _globally_weighted_loss(out, y):
+    return F.cross_entropy(out, y, weight=CLASS_WEIGHTS)
+
+
+@pytest.mark.parametrize("where", ["loss module buffer", "model attribute", "global", "closure dict"])
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_tensor_rebound_where_the_step_reads_it_replans_and_stays_eager(where, executor):
+    """A tensor the step reads that is neither a parameter nor a buffer of the model (a
+    loss module's class weights, a tensor attribute of a module, a global or an entry of a
+    closure's dict) is held by the step itself: a change made in place is followed
+    without a new plan, and a new tensor bound in its place (before: silently ignored,
+    the step kept the old one) asks for a plan of its own, named in the warning."""
+    global CLASS_WEIGHTS
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    model.scale = torch.tensor(1.0)
+    model.register_forward_hook(lambda m, args, out: out * m.scale)
+    ref = copy.deepcopy(model)  # the hook with it
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    CLASS_WEIGHTS = torch.ones(3)
+    loss_module, config = nn.CrossEntropyLoss(weight=torch.ones(3)), {"weight": torch.ones(3)}
+    loss_fn = {"loss module buffer": loss_module, "model attribute": F.cross_entropy,
+               "global": _globally_weighted_loss,
+               "closure dict": lambda out, y: F.cross_entropy(out, y, weight=config["weight"])}[where]
+
+    def rebind(value):
+        global CLASS_WEIGHTS
+        if where == "model attribute":
+            model.scale = ref.scale = torch.tensor(value)
+        else:
+            CLASS_WEIGHTS = loss_module.weight = config["weight"] = torch.tensor([1.0, value, 3.0])
+
+    shown = {"loss module buffer": r"buffer 'weight' of module 'loss_fn' \(CrossEntropyLoss\)",
+             "model attribute": r"tensor attribute 'scale' of module 'model' \(Sequential\)",
+             "global": "global 'CLASS_WEIGHTS' read by _globally_weighted_loss",
+             "closure dict": r"config\['weight'\] \(a variable of "}[where]
+    step = optimize(model, x, optimizer=opt, loss_fn=loss_fn, targets=(y,), executor=executor, time_limit=0.5)
+    try:
+        for i in range(4):
+            if i == 1:  # in place: the step's own tensor changes, no new plan
+                for t in {"loss module buffer": [loss_module.weight], "model attribute": [model.scale, ref.scale],
+                          "global": [CLASS_WEIGHTS], "closure dict": [config["weight"]]}[where]:
+                    t.fill_(2.0)
+            elif i > 1:
+                rebind(0.5 * i)
+            # Tensors the step does not read: rebinding them is no reason for a plan.
+            model.unread, config["unread"], loss_module.unread = (torch.tensor(float(i)),) * 3
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                got = step(x, targets=(y,))
+            assert torch.equal(got, eager_step(ref, ref_opt, x, loss_fn, (y,)))
+            replans = [str(w.message) for w in seen if issubclass(w.category, ReplanWarning)]
+            assert len(replans) == (i > 1), replans
+            if replans:
+                assert re.search(rf"{shown}.* is another tensor than the one the step was planned with", replans[0])
+        assert_same_state(model, opt, ref, ref_opt)
+        assert len(step.plans) == 3
+    finally:
+        CLASS_WEIGHTS = torch.ones(3)
 
 
 def test_function_reads_follow_partials_methods_and_decorators():

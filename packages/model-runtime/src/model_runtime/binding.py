@@ -36,7 +36,7 @@ from model_ir.torch.tracing import (
     post_accumulate_grad_hook_error,
 )
 from model_runtime.errors import ReoptimizeError, RuntimeLayerError
-from model_runtime.module_state import ModuleState
+from model_runtime.module_state import ModuleState, graph_constants
 
 
 def _owner(model: torch.nn.Module, qualified: str) -> tuple[torch.nn.Module, str]:
@@ -110,7 +110,8 @@ class Binder:
         self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
         # Read now, as the step was just captured with them: a training step keeps each
         # module's own mode (a frozen BatchNorm in eval, a whole model trained in eval).
-        self.module_state = ModuleState(model, modes=step.train, volatile=step.python_state, functions=functions)
+        self.module_state = ModuleState(model, modes=step.train, volatile=step.python_state, functions=functions,
+                                        constants=graph_constants(step.module))
 
     def check_guards(self) -> None:
         """A call where the optimizer's update would branch otherwise than at capture (on

@@ -4,8 +4,12 @@ A step is traced once: each module's mode, its plain Python attributes (``Dropou
 ``BatchNorm.eps``, Hugging Face's ``gradient_checkpointing``) and its hooks become
 constants of the captured ops, and so do the plain values the loss function, the
 ``before_step`` function, the modules' ``forward`` and the hooks read from their closures, module
-globals and, for a method, its object, one level into the dicts and objects found there
-(``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``).
+globals and, for a method, its object, one level into the dicts, lists and objects found there
+(``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``, ``max_norm[0]``).
+So does each tensor that is neither a parameter nor a buffer of the model and that the
+step reads where those values are read, or as a module attribute (a loss module's class
+``weight``, ``self.scale = torch.tensor(...)``): the step holds that very tensor, so it
+follows changes made in place, not another tensor bound in its place.
 Changing one later does not change the step, where it would change eager's next call,
 so a call after such a change asks for a new plan
 (:class:`~model_runtime.errors.ReoptimizeError`, which the step turns into a replan).
@@ -13,52 +17,81 @@ so a call after such a change asks for a new plan
 
 from __future__ import annotations
 
+import functools
+import operator
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
 from model_ir.torch.function_scope import ABSENT as _ABSENT
-from model_ir.torch.function_scope import GLOBAL_MODULE_HOOKS, MODULE_HOOKS, code_strings, hook_functions, scopes
+from model_ir.torch.function_scope import (
+    GLOBAL_MODULE_HOOKS,
+    MODULE_HOOKS,
+    code_indexes,
+    code_strings,
+    hook_functions,
+    scopes,
+)
 from model_ir.torch.plain_values import is_plain
 
 
-def _object_reads(obj, code: types.CodeType, names: set[str]) -> list[tuple[str, Callable[[], object]]]:
-    """``(path, read)`` for the plain entries of a dict the code indexes with a constant
-    (``['beta']``), or the plain attributes of an object the code names (``.beta``);
-    modules, classes and tensors aside (a module's attributes are checked with the
-    model's)."""
+def _object_reads(obj, code: types.CodeType, names: set[str], kept: Callable[[object], bool],
+                  ) -> list[tuple[str, Callable[[], object]]]:
+    """``(path, read)`` for the ``kept`` entries of a dict the code indexes with a
+    constant (``['beta']``), of a list or tuple it indexes with one (``[0]``), or the
+    ``kept`` attributes of an object the code names (``.beta``); modules, classes and
+    tensors aside (a module's attributes are checked with the model's)."""
     if isinstance(obj, dict):
         return [(f"[{key!r}]", lambda key=key: obj.get(key, _ABSENT))
-                for key in sorted(code_strings(code)) if key in obj and is_plain(obj[key])]
+                for key in sorted(code_strings(code)) if key in obj and kept(obj[key])]
+    if isinstance(obj, (list, tuple)):
+        return [(f"[{i}]", lambda i=i: obj[i] if -len(obj) <= i < len(obj) else _ABSENT)
+                for i in sorted(code_indexes(code)) if -len(obj) <= i < len(obj) and kept(obj[i])]
     attributes = getattr(obj, "__dict__", None)
     if not isinstance(attributes, dict) or isinstance(obj, (torch.nn.Module, torch.Tensor, types.ModuleType, type,
                                                             types.FunctionType)):
         return []
     return [(f".{name}", lambda name=name: attributes.get(name, _ABSENT))
-            for name in sorted(names) if name in attributes and is_plain(attributes[name])]
+            for name in sorted(names) if name in attributes and kept(attributes[name])]
 
 
-def function_reads(fn) -> list[tuple[str, Callable[[], object]]]:
+def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callable[[], object]]]:
     """``(what, read)`` for each plain value ``fn`` reads from its closure or its module's
-    globals (``read()`` gives the value now), one level into the dicts and objects it
-    finds there (their entries the code indexes with a constant, their attributes it
+    globals (``read()`` gives the value now), one level into the dicts, lists and objects
+    it finds there (their entries the code indexes with a constant, their attributes it
     names), and for a method, of its object (``self.alpha``); a ``partial``'s function,
-    and the function a decorator wraps (``__wrapped__``) too."""
+    and the function a decorator wraps (``__wrapped__``) too. Also for each tensor found
+    there whose ``id`` is in ``tensors`` (the step's constants)."""
+    def kept(value) -> bool:
+        return id(value) in tensors if isinstance(value, torch.Tensor) else is_plain(value)
+
     reads = []
     for s in scopes(fn):
         for kind, name, read in s.reads:
             value, how = read(), ("of" if kind == "variable" else "read by")
-            if is_plain(value):
-                reads.append((f"{kind} {name!r} {how} {s.where}", read))
+            if isinstance(value, torch.Tensor) or is_plain(value):
+                if kept(value):
+                    reads.append((f"{kind} {name!r} {how} {s.where}", read))
             else:
                 reads += [(f"{name}{path} (a {kind} {how} {s.where})", object_read)
-                          for path, object_read in _object_reads(value, s.code, s.names)]
+                          for path, object_read in _object_reads(value, s.code, s.names, kept)]
         if s.owner is not None:
             reads += [(f"self{path} (read by {s.where})", object_read)
-                      for path, object_read in _object_reads(s.owner, s.code, s.names)]
+                      for path, object_read in _object_reads(s.owner, s.code, s.names, kept)]
     return reads
+
+
+def graph_constants(gm: torch.fx.GraphModule) -> set[int]:
+    """The ``id`` of each tensor ``gm`` holds as a constant (``get_attr``): tensors of the
+    user's the trace read that are not inputs of the step."""
+    return {id(t) for n in gm.graph.nodes if n.op == "get_attr"
+            for t in [operator.attrgetter(n.target)(gm)] if isinstance(t, torch.Tensor)}
+
+
+def _shown(value) -> str:
+    return "deleted" if value is _ABSENT else repr(value)
 
 
 def _hooks_mark(hooks: dict) -> tuple:
@@ -69,12 +102,15 @@ def _hooks_mark(hooks: dict) -> tuple:
 class ModuleState:
     """The state of ``model``'s modules a step was captured with: their modes (``modes``:
     for a training step, which keeps each module's own; an eval step puts all in eval),
-    plain attributes and hooks. :meth:`changed` costs one pass over them in list
+    plain attributes, hooks, the values its functions read and the tensors of all these
+    the step holds (``constants``: the ``id`` of each, :func:`graph_constants`).
+    :meth:`changed` costs one pass over them in list
     comprehensions (GPT-2: 160 modes and 730 attributes), and a look at
     the hooks only when one was registered anywhere since (``RemovableHandle.next_id``)
     or the modules had some."""
 
-    def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=(), functions=()):
+    def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=(), functions=(),
+                 constants: Collection[int] = ()):
         # A loss module counts as one of the model's (its attributes: a focal loss's gamma).
         modules = list(model.named_modules()) + [
             (f"loss_fn.{n}".rstrip("."), m) for f in functions if isinstance(f, torch.nn.Module)
@@ -87,6 +123,14 @@ class ModuleState:
         self.attribute_keys = [(name, m, vars(m), key) for name, m in modules for key, value in vars(m).items()
                                if key != "training" and is_plain(value) and (name, key) not in volatile]
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
+        # The tensors of theirs the step holds (``constants``: ids of its graph's tensors),
+        # a loss module's buffers and parameters among them: checked by identity.
+        self.tensor_reads = [(f"{kind} {key!r} of module {name or 'model'!r} ({type(m).__name__})",
+                              functools.partial(d.get, key, _ABSENT))
+                             for name, m in modules
+                             for kind, d in [("tensor attribute", vars(m)), ("buffer", m._buffers),
+                                             ("parameter", m._parameters)]
+                             for key, value in d.items() if isinstance(value, torch.Tensor) and id(value) in constants]
         hooked = torch.nn.modules.module
         self.hook_dicts = [(f"the {key.strip('_').replace('_', ' ')} of module {name or 'model'!r} "
                             f"({type(m).__name__})", getattr(m, key)) for name, m in modules for key in MODULE_HOOKS
@@ -96,8 +140,11 @@ class ModuleState:
                             if isinstance(getattr(hooked, key, None), dict)]
         self.hook_marks = [_hooks_mark(d) for _, d in self.hook_dicts]
         forwards = dict.fromkeys(type(m).forward for _, m in modules)
-        self.reads = [r for fn in {id(f): f for f in [*functions, *forwards, *hook_functions(model)]}.values()
-                      if fn is not None and not isinstance(fn, torch.nn.Module) for r in function_reads(fn)]
+        reads = [r for fn in {id(f): f for f in [*functions, *forwards, *hook_functions(model)]}.values()
+                 if fn is not None and not isinstance(fn, torch.nn.Module) for r in function_reads(fn, constants)]
+        self.tensor_reads += [(what, read) for what, read in reads if isinstance(read(), torch.Tensor)]
+        self.tensors = [read() for _, read in self.tensor_reads]
+        self.reads = [(what, read) for what, read in reads if not isinstance(read(), torch.Tensor)]
         self.read_values = [read() for _, read in self.reads]
         self.hooked = [i for i, (n, _) in enumerate(self.hook_marks) if n]  # a removal shows there only
         self.next_hook_id = RemovableHandle.next_id
@@ -113,16 +160,22 @@ class ModuleState:
             for (name, module, d, key), value in zip(self.attribute_keys, self.attributes):
                 now = d.get(key, _ABSENT)
                 if now != value:
-                    shown = "deleted" if now is _ABSENT else repr(now)
-                    return (f"attribute {key!r} of module {name or 'model'!r} ({type(module).__name__}) is {shown}, "
-                            f"the step was planned with {value!r}")
+                    return (f"attribute {key!r} of module {name or 'model'!r} ({type(module).__name__}) is "
+                            f"{_shown(now)}, the step was planned with {value!r}")
         if [read() for _, read in self.reads] != self.read_values:
             for (what, read), value in zip(self.reads, self.read_values):
                 now = read()
                 if now != value:
-                    shown = "deleted" if now is _ABSENT else repr(now)
-                    return (f"{what} is {shown}, the step was planned with {value!r} (a value that changes at every "
-                            "step is better passed as a tensor: a 0-dim tensor input or target)")
+                    return (f"{what} is {_shown(now)}, the step was planned with {value!r} (a value that changes "
+                            "at every step is better passed as a tensor: a 0-dim tensor input or target)")
+        now = [read() for _, read in self.tensor_reads]
+        if any(map(operator.is_not, now, self.tensors)):
+            for (what, _), now, then in zip(self.tensor_reads, now, self.tensors):
+                if now is not then:
+                    shown = "deleted" if now is _ABSENT else "another tensor than the one the step was planned with"
+                    return (f"{what} is {shown} (the step holds the tensor it was captured with: a change made in "
+                            "place, such as .copy_(), keeps the plan; a tensor that changes at every step is better "
+                            "passed as an input or target)")
         registered = RemovableHandle.next_id
         for i in range(len(self.hook_dicts)) if registered != self.next_hook_id else self.hooked:
             if _hooks_mark(self.hook_dicts[i][1]) != self.hook_marks[i]:

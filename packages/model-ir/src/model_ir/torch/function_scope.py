@@ -8,6 +8,7 @@ hooks); what they read there becomes a constant of the step, and what they store
 
 from __future__ import annotations
 
+import dis
 import functools
 import types
 from collections.abc import Callable
@@ -35,6 +36,17 @@ def code_strings(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             strings |= code_strings(const)
     return strings
+
+
+def code_indexes(code: types.CodeType) -> set[int]:
+    """The integer constants of ``code`` and the functions defined in it (list indexes:
+    ``max_norm[0]``), from its instructions, where Python 3.14 keeps small ones."""
+    indexes = {i.argval for i in dis.get_instructions(code)
+               if i.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(i.argval) is int}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            indexes |= code_indexes(const)
+    return indexes
 
 
 def unwrap_callable(fn) -> tuple[types.FunctionType | None, object]:
