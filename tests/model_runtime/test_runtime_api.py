@@ -146,7 +146,7 @@ def test_keyword_inputs_and_loss_targets(executor):
 def test_builtin_executors_are_plugins_and_unknown_names_are_clear():
     found = providers("model_opt_executors")
     assert {"reorder", "arena"} <= set(found)
-    with pytest.raises(PluginError, match="unknown executor 'nope'.*arena.*reorder"):
+    with pytest.raises(PluginError, match="unknown executor 'nope'.*arena, auto, program, reorder"):
         _mlp_step("nope")
 
 
@@ -310,6 +310,37 @@ def test_third_party_executor_through_the_hook():
         step(torch.randn(8, 16))
     finally:
         pm.unregister(plugin)
+
+
+class _AutoImpostor(_CountingExecutor):
+    name = "auto"
+
+    def build(self, step, plan, *, device, on_op=None):
+        raise AssertionError("a plugin took optimize()'s own choice")
+
+
+class _AutoPlugin:
+    @hookimpl
+    def model_opt_executors(self):
+        return [_AutoImpostor()]
+
+
+def test_a_plugin_executor_named_auto_is_reported_and_ignored(capsys):
+    """``auto`` is optimize()'s own choice among the executors: a plugin's of that name
+    (before: listed as available, never chosen) is reported as a clash and ignored."""
+    pm = plugin_manager()
+    plugin = _AutoPlugin()
+    pm.register(plugin)
+    try:
+        _, _, step = _mlp_step("auto")
+        step(torch.randn(8, 16))
+        assert step.executor in ("reorder", "arena", "program")
+        with pytest.raises(PluginError, match=r"unknown executor 'nope'; available: arena, auto, program, reorder$"):
+            _mlp_step("nope")
+    finally:
+        pm.unregister(plugin)
+    assert "model_opt_executors provider 'auto' is ignored: model-opt already provides that name" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize("executor", ["reorder", "arena"])

@@ -241,10 +241,12 @@ def providers(hook: str, reserved: Iterable[str] = ()) -> dict[str, Any]:
     return found
 
 
-def provider(hook: str, name: str, what: str) -> Any:
-    """The provider called ``name`` of ``hook``; ``what`` names the family in errors."""
-    found = providers(hook)
+def provider(hook: str, name: str, what: str, reserved: Iterable[str] = ()) -> Any:
+    """The provider called ``name`` of ``hook``; ``what`` names the family in errors
+    (``reserved``: as for :func:`providers`, names the caller handles itself)."""
+    found = providers(hook, reserved)
     try:
         return found[name]
     except KeyError:
-        raise PluginError(f"unknown {what} {name!r}; available: {', '.join(sorted(found)) or 'none'}") from None
+        names = ", ".join(sorted([*found, *reserved])) or "none"
+        raise PluginError(f"unknown {what} {name!r}; available: {names}") from None

@@ -238,7 +238,7 @@ def _run_measure(args) -> int:
     import sys
 
     from model_runtime.measured_runs import ALLOC_CONFS, executor_of, measure_model, render_measurement
-    from model_runtime.optimized_step import AUTO_EXECUTOR
+    from model_runtime.executors import AUTO_EXECUTOR, executor_named
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
@@ -252,7 +252,7 @@ def _run_measure(args) -> int:
         raise RuntimeLayerError("--variants: name at least one, e.g. eager,reorder,arena")
     for v in variants:
         if v != "eager" and executor_of(v)[0] != AUTO_EXECUTOR:
-            provider("model_opt_executors", executor_of(v)[0], "executor")  # a clear error for an unknown one
+            executor_named(executor_of(v)[0])  # a clear error for an unknown one
     provider("model_opt_models", args.model, "model")
     graphed = [v for v in variants if executor_of(v)[1]]
     _check_device(args.device, f"--variants {graphed[0]}" if graphed else None)

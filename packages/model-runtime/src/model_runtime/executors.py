@@ -7,10 +7,21 @@ from __future__ import annotations
 import torch
 
 from model_ir.plan import Plan, order_indices
+from model_ir.plugins import provider
 from model_ir.recompute import extra_instances
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import arena_temporaries, fallback_buffers
 from model_runtime.program import CompiledProgram, build_program, eager_holds
+
+
+#: The executor name optimize() resolves itself (to the one of least simulated memory).
+AUTO_EXECUTOR = "auto"
+
+
+def executor_named(name: str):
+    """The ``model_opt_executors`` provider called ``name``; a plugin's named ``auto`` is
+    reported and ignored (``auto`` is optimize()'s choice among the others)."""
+    return provider("model_opt_executors", name, "executor", reserved=(AUTO_EXECUTOR,))
 
 
 def transient_buffers(graph) -> list:

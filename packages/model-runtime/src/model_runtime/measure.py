@@ -18,8 +18,8 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 
-from model_ir.plugins import provider
 from model_ir.testing.live_memory import StorageTracker
+from model_runtime.executors import executor_named
 from model_runtime.lowering import storage_bytes
 
 
@@ -74,7 +74,7 @@ def measure(step, *args, targets=(), **kwargs) -> Measurement:
         created[op_id] = sum(tracker.new)
         tracker.new.clear()
 
-    executor = provider("model_opt_executors", step.executor, "executor")
+    executor = executor_named(step.executor)
     program = executor.build(step.captured, step.plan, device=step.device, on_op=on_op)
     for t in tensors:
         tracker.track(t)
@@ -132,7 +132,7 @@ def kernel_mismatches(step, *args, targets=(), **kwargs) -> list[dict]:
                 found.append({"op": op_id, "target": str(node.target), "index": k, "captured": want, "real": got})
 
     tensors = step.bind(*args, targets=targets, **kwargs)
-    executor = provider("model_opt_executors", "reorder", "executor")
+    executor = executor_named("reorder")
     program = executor.build(step.captured, step.plan, device=step.device, on_op=on_op)
     program.run(tensors)
     return found

@@ -18,7 +18,7 @@ from model_ir.errors import WrongTypeError
 from model_ir.formatting import human_bytes
 from model_ir.json_format import load_plan
 from model_ir.plan import Plan
-from model_ir.plugins import invalid_answer, provider
+from model_ir.plugins import invalid_answer
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
 from model_ir.torch.errors import warn_user
 from model_ir.torch.kernel_probes import MEASURED_THREADS
@@ -29,6 +29,7 @@ from model_runtime.beside_arena import CHOICES, above_budget, above_eager, held_
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
+from model_runtime.executors import AUTO_EXECUTOR, executor_named
 from model_runtime.planning import (
     DEFAULT_TIME_LIMIT, ORDER_EXECUTORS, check_fallback_results, check_saved_plan, device_alignment, make_plan,
 )
@@ -63,7 +64,6 @@ MAX_PLANS = 8
 
 #: ``optimize(executor=...)``'s default: the arena, reorder or program executor,
 #: whichever the plan's figures say holds least (:func:`least_memory_executor`).
-AUTO_EXECUTOR = "auto"
 
 
 class MemoryWarning(UserWarning):
@@ -563,7 +563,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     # "auto" plans for the arena and may run the plan with the reorder executor instead.
     auto = executor == AUTO_EXECUTOR and not cuda_graph and fallback_results != "copied"
     chosen_name = "arena" if executor == AUTO_EXECUTOR else executor
-    chosen = provider("model_opt_executors", chosen_name, "executor")
+    chosen = executor_named(chosen_name)
     copies = getattr(chosen, "copies_unplaced", False)
     if fallback_results == "copied" and not copies:
         raise RuntimeLayerError(f"fallback_results='copied': executor {executor!r} does not copy results into an "
@@ -644,7 +644,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         choices = [c for c in CHOICES if (plan.placement is not None or c != "arena")
                    and (memory_budget is None or c != "program")]
         pick = least_memory_executor(plan.figures, tuple(choices))
-        chosen = provider("model_opt_executors", pick, "executor")
+        chosen = executor_named(pick)
         worse = above_eager(plan.figures, pick)
         if worse:
             warnings.warn(worse, MemoryWarning, stacklevel=2)
