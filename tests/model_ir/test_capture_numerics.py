@@ -292,6 +292,23 @@ def test_init_optimizer_state_puts_back_the_scalars_a_step_created():
         assert float(opt.state[p]["mu_product"]) == 1.0 and float(opt.state[p]["step"]) == 0.0
 
 
+def test_reseed_optimizer_state_only_where_a_hyper_parameter_changed_and_no_step_ran():
+    from model_ir.torch.step import reseed_optimizer_state, seed_values
+
+    model = mlp(8, 2)
+    params = list(model.parameters())
+    opt = torch.optim.Rprop(params, lr=torch.tensor(0.1))
+    init_optimizer_state(opt)
+    seeded = seed_values(opt)
+    assert reseed_optimizer_state(opt, params, seeded) == []  # nothing changed
+    opt.param_groups[0]["lr"].fill_(0.02)  # in place: a tensor lr's value is what counts
+    stepped = params[0]
+    opt.state[stepped]["step"] += 1  # as if a step had run from its state: kept
+    assert reseed_optimizer_state(opt, params, seeded) == params[1:]
+    assert all(bool((opt.state[p]["step_size"] == 0.02).all()) for p in params[1:])
+    assert bool((opt.state[stepped]["step_size"] == 0.1).all())
+
+
 def test_sgd_dampening_without_momentum_state_is_a_clear_error():
     # eager's first SGD step copies the gradient into the momentum buffer undampened;
     # a steady-state step from a zero buffer would scale it by (1 - dampening)

@@ -414,6 +414,33 @@ def test_gradient_accumulation_with_a_warmup_from_zero_plans_again():
     assert [p.graph.meta["accumulation_steps"] for p in step.plans] == [2, 2]
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_state_seeded_by_the_learning_rate_follows_a_schedule_made_after_optimize(accumulate):
+    """Rprop's step sizes start at ``lr`` when eager's first ``step()`` creates its state.
+    optimize() creates that state earlier (for the step to update it from its first call),
+    and a LambdaLR made after optimize() scales ``lr`` at once: the state is made again
+    at the first call, from the ``lr`` of then (before: the step sizes started from the
+    ``lr`` of optimize() and the updates differed from eager's). A change after the
+    first call touches no state, as in eager."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.Rprop(m.parameters(), lr=1e-2) for m in (model, ref))
+    loss_fn = torch.nn.functional.cross_entropy
+    micro = 2 if accumulate else 1
+    step = optimize(model, torch.randn(8, 16), optimizer=opt, loss_fn=loss_fn, targets=(torch.randint(0, 4, (8,)),),
+                    accumulation_steps=micro, time_limit=2)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.1 * (s + 1)) for o in (opt, ref_opt)]
+    for i in range(3):
+        batches, targets = [torch.randn(8, 16) for _ in range(micro)], [(torch.randint(0, 4, (8,)),)] * micro
+        losses = step.accumulate(batches, targets) if accumulate else (step(batches[0], targets=targets[0]),)
+        expected = _eager_accumulated(ref, ref_opt, loss_fn, batches, targets)
+        assert all(torch.equal(a, b) for a, b in zip(losses, expected)), i
+        for sched in scheds:
+            sched.step()
+    assert_same_state(model, opt, ref, ref_opt)
+
+
 @pytest.mark.parametrize("executor", ["reorder", "arena"])
 def test_cnn_with_batch_norm_under_bf16_autocast(executor):
     """BatchNorm under autocast takes a bf16 input with fp32 weights, which CPU's

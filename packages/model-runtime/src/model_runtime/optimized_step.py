@@ -20,6 +20,7 @@ from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import invalid_answer
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
+from model_ir.torch.step import reseed_optimizer_state, seed_values
 from model_ir.torch.errors import warn_user
 from model_ir.torch.kernel_probes import MEASURED_THREADS
 from model_ir.torch.optimizer_values import post_hooks, run_post_hooks
@@ -105,7 +106,8 @@ class OptimizedStep:
 
     def __init__(self, model, optimizer, captured: CapturedStep, plan: Plan, program: CompiledProgram,
                  device: torch.device, *, replan: Callable | None = None, follow_mode: bool = False,
-                 max_plans: int = MAX_PLANS, scaler=None, cuda_graph: bool = False, functions=()):
+                 max_plans: int = MAX_PLANS, scaler=None, cuda_graph: bool = False, functions=(),
+                 seeded: tuple[list, list] | None = None):
         self.model = model
         self.optimizer = optimizer
         self.captured = captured
@@ -129,6 +131,8 @@ class OptimizedStep:
         self._last = self
         self._threads_warned = False
         self.before_step_result = None
+        # (parameters, hyper-parameters): the optimizer state optimize() created, until a call ran from it
+        self._seeded = seeded
 
     @property
     def executor(self) -> str:
@@ -260,9 +264,11 @@ class OptimizedStep:
         if self.captured.accumulation_steps > 1:
             raise ReoptimizeError(f"this step accumulates gradients over {self.captured.accumulation_steps} "
                                   "micro-batches: call step.accumulate([batch, ...], targets=[...])")
+        self._reseed()
         step, tensors = self._variant_for([(args, kwargs, targets)])
         self._last = step
         outputs = self._run_step(step, tensors)
+        self._seeded = None
         if step.train:
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
@@ -298,10 +304,20 @@ class OptimizedStep:
             raise ReoptimizeError(f"micro-batch {odd} is shaped otherwise than micro-batch 0 ({shapes[odd]} vs "
                                   f"{shapes[0]}): the micro-batches of one update must have the same shapes and "
                                   "dtypes (pad them, or run a short last batch as an update of its own)")
+        self._reseed()
         step, tensors = self._variant_for(calls)
         self._last = step
         outputs = self._run_step(step, tensors)
+        self._seeded = None
         return tuple(outputs[:step.captured.accumulation_steps])
+
+    def _reseed(self) -> None:
+        """Before the first call runs: the optimizer state optimize() created (eager's
+        first ``step()`` would create it) made again if the hyper-parameters it starts
+        from changed since (a ``LambdaLR`` made after ``optimize`` scales ``lr``, which
+        Rprop's step sizes start from), as eager's first step would see them."""
+        if self._seeded is not None and self.optimizer is not None:
+            reseed_optimizer_state(self.optimizer, *self._seeded)
 
     def _run_step(self, step: OptimizedStep, tensors: list) -> list:
         """Run ``step`` (gradients into ``.grad`` with ``set_grads``, ``before_step``'s
@@ -583,11 +599,15 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              len(captured.graph.buffers), time.perf_counter() - t0)
     if train and optimizer is not None and not set_grads:
         _warn_parameters_outside(model, optimizer, captured.gradients)
+    seeded = None
     if optimizer is not None and train:
         # Create the optimizer's lazy state now, so the step updates it from the first call:
         # for the parameters whose update the step holds (eager creates none for the others).
         named = dict(model.named_parameters())
-        init_optimizer_state(optimizer, [named[n] for n in captured.stateful_parameters()])
+        stateful = [named[n] for n in captured.stateful_parameters()]
+        fresh = [p for p in stateful if not optimizer.state.get(p)]
+        seeded = (fresh, seed_values(optimizer)) if fresh else None
+        init_optimizer_state(optimizer, stateful)
     # An executor may leave some transient buffers to PyTorch's allocator (the arena's
     # fallbacks): the plan must know them before placing.
     unplaced = chosen.unplaced(captured, device) if hasattr(chosen, "unplaced") else frozenset()
@@ -675,7 +695,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     follow_mode = not train_given
     step = OptimizedStep(model, optimizer if train else None, captured, plan, program, device, replan=replan,
                          follow_mode=follow_mode, max_plans=max_plans, scaler=scaler if train else None,
-                         cuda_graph=cuda_graph, functions=(loss_fn, before_step) if train else ())
+                         cuda_graph=cuda_graph, functions=(loss_fn, before_step) if train else (),
+                         seeded=seeded)
     return step
 
 

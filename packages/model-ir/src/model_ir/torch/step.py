@@ -274,6 +274,41 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[torc
                 p.grad = saved_grads[id(p)]
 
 
+def seed_values(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each param group's hyper-parameters (the keys of the optimizer's ``defaults``;
+    tensors copied): what the state :func:`init_optimizer_state` creates may start from
+    (Rprop's step sizes are ``lr``, ASGD's ``eta`` too)."""
+    return [{k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in g.items()
+             if k in optimizer.defaults} for g in optimizer.param_groups]
+
+
+def _same_values(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    def same(x, y) -> bool:
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
+        return x == y or x is y
+
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(same(x[k], y[k]) for k in x) for x, y in zip(a, b))
+
+
+def reseed_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                           seeded_with: list[dict[str, Any]]) -> list[torch.Tensor]:
+    """Create again the state of ``params`` that :func:`init_optimizer_state` created
+    when the hyper-parameters were ``seeded_with`` (:func:`seed_values` then), if they
+    changed since and no step ran from that state (its ``step`` counter still 0): eager's
+    first ``step()`` creates it with the values of that moment (a ``LambdaLR`` made after
+    ``init_optimizer_state`` scales ``lr`` at once, which Rprop's step sizes start from).
+    Returns the parameters whose state was made again."""
+    if _same_values(seed_values(optimizer), seeded_with):
+        return []
+    untouched = [p for p in params if "step" in optimizer.state.get(p, {})
+                 and float(optimizer.state[p]["step"]) == 0]
+    for p in untouched:
+        del optimizer.state[p]
+    init_optimizer_state(optimizer, untouched)
+    return untouched
+
+
 def _init_one(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> None:
     """``p``'s initial state: from a stand-in (:func:`_init_from_stand_in`) where it can
     be, else by :func:`_step_one`."""
