@@ -79,3 +79,23 @@ def test_script_updates_a_readme_from_a_suite_directory(tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "nope.md"), str(tmp_path / "suite")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": "model-bench/1"}', "results: expected a list of objects"),
+    ('{"format": "model-bench/1", "results": 5}', "results: expected a list of objects"),
+    ('{"format": "model-bench/1", "results": [5]}', "results: expected a list of objects"),
+    (b'\xff\xfe{', "cannot read"),
+    ('{"format": "other"}', "not a model-bench/1 results file"),
+])
+def test_a_bad_results_file_is_a_bench_error(tmp_path, text, message):
+    """The results file the README's tables are made from: a damaged one names the
+    problem (before: a KeyError, TypeError or UnicodeDecodeError traceback)."""
+    from model_bench.reports import load_results
+
+    path = tmp_path / "results.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(BenchError, match=message):
+        load_results(path)
+    with pytest.raises(BenchError, match="is a directory"):
+        load_results(tmp_path)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from model_ir import (FormatError, Placement, Plan, Schedule, load_graph, load_plan, program_order,
+from model_ir import (FormatError, Placement, Plan, Schedule, load_graph, load_plan, plan_to_dict, program_order,
                       save_graph, save_plan, simulate)
 
 from model_ir.testing.examples import diamond_json
@@ -31,8 +31,8 @@ def test_optional_fields_round_trip(tmp_path):
     data["buffers"][0].update(kind="activation", dtype="float32", shape=[2, 3], meta={"node": "relu"})
     data["ops"][0].update(target="aten.relu.default", meta={"node": "relu", "x": [1]})
     data["meta"] = {"source": "test", "granularity": 512, "device": None, "cuda_capability": [9, 0],
-                    "flops": {"total": 10, "forward": 2.5}, "train": True, "arena_fallbacks": ["a"],
-                    "arena_temporaries": {"relu": 64}}
+                    "flops": {"total": 10, "forward": 2.5}, "train": True, "arena_fallbacks": ["t1"],
+                    "arena_temporaries": {"A": 64}}
     data["ops"][1]["meta"] = {"phase": "backward", "flops": 4, "reduction": {
         "shape": [2, 3], "strides": [3, 1], "dims": None, "dtype": "float32"}}
     g = load_graph(write(tmp_path, data))
@@ -90,6 +90,16 @@ def mutate(path, value):
         (mutate(["ops", 0, "meta"], {"reduction": {"shape": [], "strides": [], "dims": [0], "dtype": "float32"}}),
          r"ops\[0\].meta.reduction: expected an object"),
         (mutate(["buffers", 0, "meta"], {"released_after": 3}), r"buffers\[0\].meta.released_after: expected an op id"),
+        (mutate(["buffers", 0, "shape"], [2, -1]), r"buffers\[0\].shape: expected a list of non-negative integers"),
+        (mutate(["ops", 1, "meta"], {"eager_in_place": [1]}), r"ops\[1\].meta.eager_in_place: expected a buffer id"),
+        # ids the layers look up name a buffer or op of the graph (before: a KeyError in
+        # the arena's planning, a TypeError in the simulator, or silently ignored)
+        (mutate(["meta"], {"arena_fallbacks": ["t1", "zz"]}), 'meta.arena_fallbacks: names no buffer of the graph: "zz"'),
+        (mutate(["meta"], {"arena_temporaries": {"Z": 1}}), 'meta.arena_temporaries: names no op of the graph: "Z"'),
+        (mutate(["buffers", 0, "meta"], {"released_after": "Z"}),
+         r'buffers\[0\].meta.released_after: names no op of the graph: "Z"'),
+        (mutate(["ops", 1, "meta"], {"eager_in_place": "zz"}),
+         r'ops\[1\].meta.eager_in_place: names no buffer of the graph: "zz"'),
     ],
 )
 def test_malformed_graphs_name_file_and_field(tmp_path, data, message):
@@ -130,9 +140,9 @@ def test_a_placed_plan_with_recomputations_round_trips(tmp_path):
     p = tmp_path / "plan.json"
     save_plan(plan, p)
     assert load_plan(p).placement.offsets == plan.placement.offsets
-    save_plan(Plan(g, order, Placement({"a0@3": 0}, 300)), p)  # f0 runs twice only
+    bad = write(tmp_path, plan_to_dict(Plan(g, order, Placement({"a0@3": 0}, 300))), "bad.json")  # f0 runs twice
     with pytest.raises(FormatError, match="offsets.a0@3: names no buffer of the graph nor an instance"):
-        load_plan(p)
+        load_plan(bad)
 
 
 def test_saving_over_an_existing_file_names_the_argument_not_the_cli_option(tmp_path):
@@ -148,17 +158,39 @@ def test_saving_over_an_existing_file_names_the_argument_not_the_cli_option(tmp_
     assert load_plan(p).schedule == program_order(g)
 
 
-def test_plan_with_invalid_order_is_rejected(tmp_path):
+@pytest.mark.parametrize("schedule, placement, message", [
+    (("B", "A"), None, "order: schedule runs op 'B' before op 'A'"),
+    (("A", "B"), Placement({"t1": 0}, -1), "arena_bytes: must be >= 0"),
+    (("A", "B"), Placement({"t1": 2**70}, 2**71), r"offsets.t1: expected a non-negative integer below 2\*\*62"),
+    # before: accepted at load (checked only when optimize() reused the plan)
+    (("A", "B"), Placement({"t1": 0, "loss": 8}, 12), r"offsets: buffers 't1' and 'loss' are alive together"),
+    (("A", "B"), Placement({"t1": 0}, 6), r"offsets: buffer 't1': \[0, 10\) does not fit the arena of 6 bytes"),
+    (("A", "B"), Placement({"t1": 0, "w": 16}, 200), "offsets.w: a persistent buffer, which lives outside the arena"),
+])
+def test_invalid_plans_are_refused_at_load_and_never_saved(tmp_path, schedule, placement, message):
+    """What load_plan refuses, save_plan refuses too, before writing: a good file is not
+    replaced by one that cannot be loaded again (before: written, then refused)."""
     g = load_graph(write(tmp_path, DIAMOND))
+    bad = Plan(g, Schedule(schedule), placement)
+    with pytest.raises(FormatError, match=message):
+        load_plan(write(tmp_path, plan_to_dict(bad), "bad.json"))
     p = tmp_path / "plan.json"
-    save_plan(Plan(g, Schedule(("B", "A"))), p)
-    with pytest.raises(FormatError, match="order: schedule runs op 'B' before op 'A'"):
-        load_plan(p)
+    save_plan(Plan(g, program_order(g), Placement({"t1": 0, "loss": 16}, 20)), p)
+    good = p.read_text()
+    with pytest.raises(FormatError, match=f"the plan to save: {message}"):
+        save_plan(bad, p)
+    assert p.read_text() == good
 
 
-def test_plan_with_negative_arena_is_rejected(tmp_path):
+def test_graphs_and_plans_json_cannot_hold_are_refused_before_writing(tmp_path):
+    import attrs
+
     g = load_graph(write(tmp_path, DIAMOND))
-    p = tmp_path / "plan.json"
-    save_plan(Plan(g, program_order(g), Placement({"t1": 0}, -1)), p)
-    with pytest.raises(FormatError, match="arena_bytes: must be >= 0"):
-        load_plan(p)
+    p = tmp_path / "g.json"
+    save_graph(g, p)
+    good = p.read_text()
+    with pytest.raises(FormatError, match="the graph to save has a value JSON cannot hold: .*set"):
+        save_graph(attrs.evolve(g, meta={"tags": {1, 2}}), p)
+    with pytest.raises(FormatError, match="the graph to save: meta.granularity: expected a positive integer"):
+        save_graph(attrs.evolve(g, meta={"granularity": 0}), p)
+    assert p.read_text() == good

@@ -24,3 +24,14 @@ def test_cpsat_is_optimal_and_decides(lts):
         assert short.status == "infeasible" and not short.optimal
         # A capacity below the live bytes' peak keeps the bound at that peak (it was set to capacity + 1).
         assert short.lower_bound_bytes >= live_bytes_peak(lts)
+
+
+def test_cpsat_refuses_lifetimes_beyond_64_bit_integers():
+    """Alignments the CSV reader accepts (< 2**62 each) whose arena passes 2**63: a clear
+    PlaceError, as the exact search gives (before: a TypeError from OR-Tools' Domain)."""
+    from model_ir import Lifetime
+    from model_place.errors import PlaceError
+
+    lts = [Lifetime(k, 0, 2, 10, 2**62 - 1) for k in "abc"]
+    with pytest.raises(PlaceError, match="placer 'cpsat' works in 64-bit integers"):
+        place(lts, method="cpsat", time_limit=5)

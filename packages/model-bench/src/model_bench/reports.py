@@ -15,6 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from model_ir.errors import FormatError
+from model_ir.json_format import read_json
+
 RESULTS_FORMAT = "model-bench/1"
 
 #: CSV columns, in order (figures not listed here are in the JSON only).
@@ -81,14 +84,15 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise BenchError(f"{path}: not JSON ({e})") from None
+        data = read_json(path)
+    except FormatError as e:
+        raise BenchError(str(e)) from None
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise BenchError(f"{path}: not a {RESULTS_FORMAT} results file")
-    return list(data["results"])
+    results = data.get("results")
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise BenchError(f"{path}: results: expected a list of objects (one per run)")
+    return list(results)
 
 
 def write_results_csv(results: Sequence[Mapping[str, Any]], path: str | Path) -> Path:

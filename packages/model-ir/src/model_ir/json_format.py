@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ from model_ir.errors import FormatError, GraphError, ScheduleError
 from model_ir.graph import MAX_TOTAL_BYTES, Buffer, Graph, Op
 from model_ir.output_files import write_output
 from model_ir.plan import Placement, Plan, Schedule, order_indices
-from model_ir.recompute import instance_owners
-from model_ir.simulator import validate_order
+from model_ir.placement_check import placement_problem
+from model_ir.simulator import EAGER_IN_PLACE, simulate_indices, validate_order
 
 GRAPH_FORMAT = "model-ir/1"
 PLAN_FORMAT = "model-plan/1"
@@ -86,6 +86,7 @@ _GRAPH_META = {
 }
 _OP_META = {
     "phase": (lambda v: isinstance(v, str), "a string"),
+    EAGER_IN_PLACE: (lambda v: isinstance(v, str), "a buffer id"),
     "flops": (_count, "a non-negative integer"),
     "folded": (_str_list, "a list of node names"),
     "reduction": (_reduction, 'an object {"shape": [...], "strides": [as many], "dims": [dims of the shape] '
@@ -242,8 +243,8 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
         if size > MAX_TOTAL_BYTES:
             raise r.fail(f"{w}.size", f"must be < 2**62 bytes (4 EiB), got {size}")
         shape = r.get(b, "shape", w, (list, type(None)), None)
-        if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise r.fail(f"{w}.shape", "expected a list of integers")
+        if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise r.fail(f"{w}.shape", "expected a list of non-negative integers")
         buffers.append(
             Buffer(
                 id=r.get(b, "id", w, str),
@@ -273,7 +274,7 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
             )
         )
     try:
-        return Graph(
+        graph = Graph(
             buffers=buffers,
             ops=ops,
             name=r.get(data, "name", "top level", str, "graph"),
@@ -281,6 +282,24 @@ def graph_from_dict(data: Any, source: str = "<graph>") -> Graph:
         )
     except GraphError as e:
         raise FormatError(f"{source}: invalid graph: {e}") from None
+    _check_meta_references(graph, r)
+    return graph
+
+
+def _check_meta_references(graph: Graph, r: _Reader) -> None:
+    """The ids the layers look up from ``meta`` fields name a buffer or op of the graph
+    (an unknown one failed deep inside a command, or was silently ignored)."""
+    for where, ids, index, what in [
+        ("meta.arena_fallbacks", graph.meta.get("arena_fallbacks", ()), graph.buffer_index, "buffer"),
+        ("meta.arena_temporaries", graph.meta.get("arena_temporaries", {}), graph.op_index, "op"),
+        *((f"buffers[{k}].meta.released_after", [b.meta["released_after"]], graph.op_index, "op")
+          for k, b in enumerate(graph.buffers) if "released_after" in b.meta),
+        *((f"ops[{k}].meta.{EAGER_IN_PLACE}", [o.meta[EAGER_IN_PLACE]], graph.buffer_index, "buffer")
+          for k, o in enumerate(graph.ops) if EAGER_IN_PLACE in o.meta),
+    ]:
+        unknown = next((i for i in ids if i not in index), None)
+        if unknown is not None:
+            raise r.fail(where, f"names no {what} of the graph: {_show(unknown)}")
 
 
 def graph_to_dict(graph: Graph) -> dict[str, Any]:
@@ -362,10 +381,22 @@ def write_json(data: Any, path: str | os.PathLike[str], *, overwrite: bool = Tru
     write_output(path, json.dumps(data, indent=1) + "\n", overwrite=overwrite)
 
 
+def _checked_text(data: dict[str, Any], parse: Callable[[Any, str], Any], what: str) -> str:
+    """``data`` as JSON text, after the checks its loader makes (``parse``): a file
+    written here loads again, and a bad object never replaces a good file."""
+    try:
+        text = json.dumps(data, indent=1) + "\n"
+    except (TypeError, ValueError) as e:  # a set or a numpy number in meta or figures
+        raise FormatError(f"the {what} to save has a value JSON cannot hold: {e}") from None
+    parse(json.loads(text), f"the {what} to save")
+    return text
+
+
 def save_graph(graph: Graph, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """Write ``graph`` as ``model-ir/1`` JSON (atomically; an existing file is replaced
-    unless ``overwrite`` is False)."""
-    write_json(graph_to_dict(check_graph(graph)), path, overwrite=overwrite)
+    unless ``overwrite`` is False), after the checks :func:`load_graph` makes."""
+    text = _checked_text(graph_to_dict(check_graph(graph)), graph_from_dict, "graph")
+    write_output(path, text, overwrite=overwrite)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -397,19 +428,27 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> Plan:
         validate_order(graph, order)
     except ScheduleError as e:
         raise FormatError(f"{source}: order: {e}") from None
+    try:  # each instance of a recomputed buffer has its own lifetime (``b@2``: model_ir.recompute)
+        lifetimes = simulate_indices(graph, order).lifetimes
+    except ScheduleError as e:
+        raise FormatError(f"{source}: order: {e}") from None
     placement = None
-    if "offsets" in data:
+    if "offsets" in data or "arena_bytes" in data:
         offsets = r.get(data, "offsets", "top level", dict)
-        # a recomputed buffer's later instances are placed apart (``b@2``: model_ir.recompute)
-        instances = instance_owners(graph, order) if len(order) > len(graph.ops) else {}
+        placeable = {lt.id for lt in lifetimes}
         for k, v in offsets.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise r.fail(f"offsets.{k}", f"expected a non-negative integer, got {_show(v)}")
-            if k not in graph.buffer_index and k not in instances:
-                raise r.fail(f"offsets.{k}", "names no buffer of the graph nor an instance the order recomputes")
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < MAX_TOTAL_BYTES:
+                raise r.fail(f"offsets.{k}", f"expected a non-negative integer below 2**62, got {_show(v)}")
+            if k not in placeable:
+                raise r.fail(f"offsets.{k}", "names no buffer of the graph nor an instance the order recomputes"
+                             if k not in graph.buffer_index else "a persistent buffer, which lives outside the arena")
         arena_bytes = r.get(data, "arena_bytes", "top level", int)
-        if arena_bytes < 0:
-            raise r.fail("arena_bytes", f"must be >= 0, got {arena_bytes}")
+        if not 0 <= arena_bytes < MAX_TOTAL_BYTES:
+            raise r.fail("arena_bytes", f"must be >= 0 and below 2**62, got {arena_bytes}")
+        # The buffers it places (an executor may leave some to PyTorch's allocator) fit and never overlap.
+        problem = placement_problem([lt for lt in lifetimes if lt.id in offsets], offsets, arena_bytes)
+        if problem:
+            raise r.fail("offsets", problem)
         placement = Placement(offsets, arena_bytes)
     return Plan(graph, schedule, placement, r.free_form(data, "figures", "top level"))
 
@@ -420,5 +459,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
 
 def save_plan(plan: Plan, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """Write ``plan`` as ``model-plan/1`` JSON (atomically; an existing file is replaced
-    unless ``overwrite`` is False)."""
-    write_json(plan_to_dict(check_type(plan, Plan, "plan", "a model_ir.Plan")), path, overwrite=overwrite)
+    unless ``overwrite`` is False), after the checks :func:`load_plan` makes (a valid
+    order; offsets that fit the arena and never overlap)."""
+    text = _checked_text(plan_to_dict(check_type(plan, Plan, "plan", "a model_ir.Plan")), plan_from_dict, "plan")
+    write_output(path, text, overwrite=overwrite)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from model_ir import Lifetime
 
 from model_place.errors import PlaceError
-from model_place.exact import DEFAULT_TIME_LIMIT
+from model_place.exact import DEFAULT_TIME_LIMIT, INT64_MAX
 from model_place.heuristics import best_heuristic
 from model_place.lifetimes import check_lifetimes, live_bytes_peak
 from model_place.result import PlacementResult, make_result
@@ -43,6 +43,12 @@ def cpsat_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
     if capacity is not None and capacity < lb:
         pass  # proven too small already: the live-bytes peak exceeds it
     elif sized and lb < best_arena and (capacity is None or best_arena > capacity):
+        # CP-SAT's domains are signed 64-bit: an offset plus a size must stay inside them
+        if (target + max(lt.size for lt in sized) + max(lt.alignment for lt in sized) > INT64_MAX
+                or any(not -INT64_MAX <= t <= INT64_MAX for lt in sized for t in (lt.start, lt.end))):
+            raise PlaceError("placer 'cpsat' works in 64-bit integers: the arena, sizes and alignments must add "
+                             "up to less than 2**63 bytes and every step fit in 64 bits; use a heuristic method "
+                             "(best-fit) for these lifetimes")
         m = cp_model.CpModel()
         top = m.NewIntVar(lb, target, "arena")
         xs, times, mems = [], [], []

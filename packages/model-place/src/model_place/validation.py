@@ -1,13 +1,12 @@
 """Checking a placement: every buffer inside the arena, aligned, and no two buffers
-alive at the same time overlapping in memory."""
+alive at the same time overlapping in memory (:mod:`model_ir.placement_check`)."""
 
 from __future__ import annotations
 
-import bisect
-import heapq
 from collections.abc import Mapping, Sequence
 
 from model_ir import Lifetime
+from model_ir.placement_check import placement_problem
 
 from model_place.errors import PlacementError
 
@@ -18,45 +17,9 @@ def validate_placement(lifetimes: Sequence[Lifetime], offsets: Mapping[str, int]
     ``offsets`` maps each buffer id to its byte offset; ``arena_bytes`` is the
     arena size claimed for the placement.
     """
-    if isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 0:
-        raise PlacementError(f"arena size must be a non-negative integer, got {arena_bytes!r}")
-    ids = {lt.id for lt in lifetimes}
-    extra = sorted(set(offsets) - ids)
-    if extra:
-        raise PlacementError(f"placement names unknown buffer {extra[0]!r}")
-    for lt in lifetimes:
-        if lt.id not in offsets:
-            raise PlacementError(f"buffer {lt.id!r} has no offset")
-        off = offsets[lt.id]
-        if isinstance(off, bool) or not isinstance(off, int) or off < 0:
-            raise PlacementError(f"buffer {lt.id!r}: offset must be a non-negative integer, got {off!r}")
-        if off % lt.alignment:
-            raise PlacementError(f"buffer {lt.id!r}: offset {off} is not a multiple of its alignment {lt.alignment}")
-        if off + lt.size > arena_bytes:
-            raise PlacementError(
-                f"buffer {lt.id!r}: [{off}, {off + lt.size}) does not fit the arena of {arena_bytes} bytes")
-    # Sweep over time. The buffers alive when one starts are disjoint in memory (else an
-    # error was raised), so sorted by offset only its two neighbours can overlap it:
-    # O(n log n), where checking every live pair took seconds on 100k buffers.
-    order = sorted((lt for lt in lifetimes if lt.size), key=lambda lt: (lt.start, lt.end))
-    by_id = {lt.id: lt for lt in order}
-    alive: list[tuple[int, int, str]] = []  # (offset, end offset, id), sorted
-    expiry: list[tuple[int, int]] = []  # (end step, offset) of the alive buffers
-    for lt in order:
-        while expiry and expiry[0][0] <= lt.start:
-            _, off = heapq.heappop(expiry)
-            del alive[bisect.bisect_left(alive, (off,))]
-        lo, hi = offsets[lt.id], offsets[lt.id] + lt.size
-        k = bisect.bisect_left(alive, (lo,))
-        for j in (k - 1, k):
-            if 0 <= j < len(alive) and lo < alive[j][1] and alive[j][0] < hi:
-                a = by_id[alive[j][2]]
-                raise PlacementError(
-                    f"buffers {a.id!r} and {lt.id!r} are alive together (steps "
-                    f"[{max(a.start, lt.start)}, {min(a.end, lt.end)})) and overlap in memory: "
-                    f"[{alive[j][0]}, {alive[j][1]}) and [{lo}, {hi})")
-        alive.insert(k, (lo, hi, lt.id))
-        heapq.heappush(expiry, (lt.end, lo))
+    problem = placement_problem(lifetimes, offsets, arena_bytes)
+    if problem is not None:
+        raise PlacementError(problem)
 
 
 def arena_of(lifetimes: Sequence[Lifetime], offsets: Mapping[str, int]) -> int:
