@@ -170,6 +170,14 @@ def test_a_graph_captured_for_eval_is_reported_as_eval(tmp_path, capsys):
     (["bench", "--model", "tiny-mlp", "--scheduler", "magic", "--quiet"], "unknown scheduler 'magic'"),
     (["bench", "--model", "tiny-mlp", "--placer", "magic", "--quiet"], "unknown placer 'magic'"),
     (["bench", "max-batch", "--model", "tiny-mlp", "--memory", "lots"], "cannot read memory size 'lots'"),
+    # bench's own options before a subcommand: refused (before: ignored, or replaced by the subcommand's defaults)
+    (["bench", "--out", "mine", "suite", "--models", "tiny-mlp"],
+     "bench: --out is given before 'suite', where it does nothing: the options of 'suite' go after it"),
+    (["bench", "--model", "tiny-mlp", "suite"], "--model is given before 'suite'"),
+    (["bench", "--graph", "g.json", "max-batch", "--model", "tiny-mlp", "--memory", "1MiB"],
+     "--graph is given before 'max-batch'"),
+    (["bench", "--scheduler", "bogus", "max-batch", "--model", "tiny-mlp", "--memory", "1MiB"],
+     "--scheduler is given before 'max-batch'"),
     (["capture", "--model", "nope", "-o", "x.json"], "unknown model 'nope'"),
     # Beyond 64-bit sizes: refused before any import; a batch whose sizes overflow when built.
     (["capture", "--model", "tiny-mlp", "--batch-size=99999999999999999999", "--device", "cpu", "-o", "x.json"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from model_bench.errors import BenchError
+from model_ir.cli import SubcommandsAction
 from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import AUTOCAST, seconds, whole_number
 from model_bench.optimizers import OPTIMIZERS
@@ -239,7 +240,7 @@ class BenchCommand:
                             help="also run eager, reorder and arena steps on the CUDA GPU (each in a fresh process, "
                                  "default allocator and expandable segments) and report measured memory")
         parser.add_argument("--list", action="store_true", help="list the zoo's models and exit")
-        sub = parser.add_subparsers(dest="bench_command", metavar="{max-batch,suite}")
+        sub = parser.add_subparsers(dest="bench_command", metavar="{max-batch,suite}", action=SubcommandsAction)
         mb = sub.add_parser("max-batch", help="largest batch size within a memory budget, eager vs optimized")
         mb.add_argument("--model", required=True, metavar="NAME", help="zoo model (see bench --list)")
         mb.add_argument("--mode", default="train", metavar="MODE", help="train (default) or eval")
@@ -258,6 +259,7 @@ class BenchCommand:
         su.add_argument("--batch-sizes", action="append", metavar="B,...", help="default: 1,32")
         su.add_argument("--out", default=f"{DEFAULT_OUT}/suite", metavar="DIR",
                         help=f"output directory (default {DEFAULT_OUT}/suite/)")
+        su.add_argument("--budget", metavar="SIZE", help="memory budget of each plan's peak (see bench --budget)")
         su.add_argument("--artifacts", action="store_true", help="also write each run's graph, plan, plots, snapshots")
         su.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         su.add_argument("--measure", action="store_true", help="also measure every run on the CUDA GPU (see bench)")
@@ -338,7 +340,7 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
         print(to_json(results[0] if len(results) == 1 else {"results": results, "out": str(out)}))
     else:
         print(f"reports written to {out}/ (results.json, results.csv, summary.md, results_table.md)")
-    return 1 if any(r.get("error") for r in results) else 0
+    return 1 if any(r.get("error") or r.get("fits_budget") is False for r in results) else 0
 
 
 def check_cuda(flag: str) -> None:
@@ -395,7 +397,7 @@ def run_graph_file(args) -> int:
         write_artifacts(run, run_dir)
     write_reports([figures], out)
     print(to_json(figures) if args.json else format_run(figures))
-    return 0
+    return 1 if figures.get("fits_budget") is False else 0
 
 
 def run_max_batch(args) -> int:

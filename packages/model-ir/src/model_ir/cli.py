@@ -51,6 +51,21 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(f"{where}{message} (see model-opt {command + ' ' if command else ''}--help)")
 
 
+class SubcommandsAction(argparse._SubParsersAction):
+    """Subcommands (``parser.add_subparsers(action=SubcommandsAction)``) that refuse the
+    parent command's options given before them (``bench --out DIR suite``): argparse
+    would let the subcommand's defaults replace them, or leave them unread, silently."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for action in parser._actions:
+            if (action.option_strings and action.dest not in (argparse.SUPPRESS, self.dest)
+                    and getattr(namespace, action.dest, action.default) != action.default):
+                name = values[0]
+                parser.error(f"{action.option_strings[0]} is given before {name!r}, where it does nothing: the "
+                             f"options of {name!r} go after it")
+        super().__call__(parser, namespace, values, option_string)
+
+
 class VersionAction(argparse.Action):
     """``--version``: the version of each installed layer, one per line (looked up
     only when asked, to keep every other call fast)."""

@@ -44,9 +44,10 @@ class ScheduleCommand:
                             help=f"MILP backend: {', '.join(sorted(providers('model_opt_solvers')))}")
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None, metavar="S",
                             help="seconds before returning the best order so far (default 60, inf for none)")
-        parser.add_argument("--budget", type=byte_size(), default=None, metavar="SIZE",
+        parser.add_argument("--budget", type=byte_size(1), default=None, metavar="SIZE",
                             help="memory budget of the peak (e.g. 2GiB): recompute ops (run them again) when no "
-                                 "order alone fits, at the fewest recomputed FLOPs found")
+                                 "order alone fits, at the fewest recomputed FLOPs found; exit status 1 when no "
+                                 "plan fits it (proven), 3 when none was found, with nothing written")
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -58,11 +59,12 @@ class ScheduleCommand:
         graph = load_file(args.graph, args.frontend)
         result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
                           progress=None if args.quiet else _print_progress, memory_budget=args.budget)
-        if args.output is not None:
+        exit_status = _budget_status(result)
+        if args.output is not None and exit_status == 0:
             save_plan(plan_of(graph, result), args.output, overwrite=args.force)
         if args.json:
             print(json.dumps(result.to_dict()))
-            return 0
+            return exit_status
         print(f"graph {graph.name}: {len(graph.ops)} ops, method {result.method} (best order from {result.source})")
         print(f"eager peak:      {human_bytes(result.eager_peak_bytes)}")
         print(f"optimized peak:  {human_bytes(result.peak_bytes)}")
@@ -84,5 +86,16 @@ class ScheduleCommand:
         note = " (interrupted: best so far)" if result.interrupted else ""
         print(f"time:            {result.seconds:.2f} s{note}")
         if args.output is not None:
-            print(f"plan written to  {args.output}")
+            print(f"plan written to  {args.output}" if exit_status == 0 else f"nothing written to {args.output}: "
+                  "the plan does not fit the budget")
+        return exit_status
+
+
+def _budget_status(result) -> int:
+    """As ``model-opt place`` with a capacity: 0 without a budget or when the plan fits
+    it, 1 when no plan fits it (proven: below the lower bound, or by the exact search),
+    3 when none that fits was found and none is proven impossible."""
+    if result.memory_budget is None or result.fits_budget:
         return 0
+    proven = result.memory_budget < result.lower_bound_bytes or result.no_fit_within_runs is not None
+    return 1 if proven else 3
