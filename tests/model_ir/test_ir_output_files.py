@@ -1,6 +1,7 @@
 """Output files (issue 14, item 7): special files refused, existing files kept without
 --force, symlinks written through, atomic writes with unique temporary names."""
 
+import json
 import os
 import stat
 
@@ -131,3 +132,19 @@ def test_schedule_refuses_empty_and_existing_output(tmp_path, capsys):
     assert "pass --force" in capsys.readouterr().err and out.read_text() == "keep me"
     assert main(["schedule", str(src), "-o", str(out), "--quiet", "--force"]) == 0
     assert '"model-plan/1"' in out.read_text()
+
+
+@pytest.mark.needs("model_sched", "model_bench")
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be created")
+def test_a_folder_where_no_file_can_be_created_is_refused_before_the_work(capsys, tmp_path):
+    """Before: found only when writing, after a capture or a solve of up to a minute."""
+    with pytest.raises(FormatError, match=r"^-o /proc/model-opt-test.json: cannot write: "):
+        check_output("/proc/model-opt-test.json", flag="-o")
+    from model_ir.testing.examples import diamond_json
+
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps(diamond_json()))
+    assert main(["schedule", str(graph), "-o", "/proc/model-opt-test.json", "--quiet"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert main(["bench", "--graph", str(graph), "--out", "/proc/model-opt-test", "--quiet"]) == 2
+    assert "--out /proc/model-opt-test: cannot write" in capsys.readouterr().err

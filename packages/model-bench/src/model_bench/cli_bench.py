@@ -12,6 +12,8 @@ from model_bench.errors import BenchError
 from model_ir.cli import SubcommandsAction
 from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import AUTOCAST, seconds, whole_number
+from model_ir.errors import FormatError
+from model_ir.output_files import check_writable
 from model_bench.optimizers import OPTIMIZERS
 from model_bench.pipeline import DEVICES, BenchSettings
 from model_bench.progress import Progress
@@ -298,6 +300,10 @@ def check_out_dir(path: str, flag: str = "--out") -> None:
         if not os.path.isdir(above):
             where = "" if above == p else f"{above} "
             raise BenchError(f"{flag} {path}: {where}is not a directory; name an output directory")
+        try:  # the reports' folder, or the one it is made in: writable before the first run
+            check_writable(str(above), f"{flag} {path}")
+        except FormatError as e:
+            raise BenchError(str(e)) from None
         return
 
 

@@ -5,7 +5,8 @@ The rules every command follows (README, "Command line"):
 - an existing file is kept unless the command is given ``--force``: the check runs
   before any work, so a long solve never ends in a refusal;
 - a path that exists and is not a regular file (a directory, device, FIFO or socket)
-  is refused, with or without ``--force``;
+  is refused, with or without ``--force``, and so is one in a folder where no file can
+  be created (a read-only folder), before the work too;
 - a symlink is written through: its target gets the new contents and the link stays;
 - the contents go to a uniquely named temporary file in the target's directory that
   is then renamed over the target, so an interrupted write (even ``kill -9``) leaves
@@ -46,6 +47,7 @@ def check_output(path: str | os.PathLike[str], *, force: bool = False,
         parent = os.path.dirname(target)
         if not os.path.isdir(parent):
             raise FormatError(f"{label}: cannot write: no such directory {parent!r}") from None
+        check_writable(parent, label)
         return target
     except OSError as e:
         raise FormatError(f"{label}: cannot check the path: {e.strerror or e}") from None
@@ -63,7 +65,20 @@ def check_output(path: str | os.PathLike[str], *, force: bool = False,
             raise FormatError(f"{label}: is the input file {os.fspath(source)!r}; choose another path")
     if not force:
         raise FormatError(f"{label}: file exists; pass {force_name} to replace it")
+    check_writable(os.path.dirname(target), label)
     return target
+
+
+def check_writable(directory: str, label: str) -> None:
+    """Raise :class:`FormatError` (``label: cannot write: why``) unless a file can be
+    created in ``directory``: found before the work, not after (a read-only folder,
+    ``/proc``)."""
+    try:
+        tmp, fd = _create_temp(directory, "check")
+    except OSError as e:
+        raise FormatError(f"{label}: cannot write: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def write_output(path: str | os.PathLike[str], data: str | bytes, *, overwrite: bool = True,
