@@ -179,6 +179,8 @@ def test_a_graph_captured_for_eval_is_reported_as_eval(tmp_path, capsys):
     (["bench", "--scheduler", "bogus", "max-batch", "--model", "tiny-mlp", "--memory", "1MiB"],
      "--scheduler is given before 'max-batch'"),
     (["capture", "--model", "nope", "-o", "x.json"], "unknown model 'nope'"),
+    (["capture", "--model", "tiny-mlp", "--mode", "eval", "--optimizer", "adam", "-o", "x.json"],
+     "--optimizer adam: an eval step runs no optimizer"),
     # Beyond 64-bit sizes: refused before any import; a batch whose sizes overflow when built.
     (["capture", "--model", "tiny-mlp", "--batch-size=99999999999999999999", "--device", "cpu", "-o", "x.json"],
      "batch size 99999999999999999999 is too large"),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from hypothesis import given, settings
-from model_ir import Buffer, Graph, Op, load_plan, save_graph, save_plan, simulate
+from model_ir import Buffer, Graph, Op, Plan, load_plan, program_order, save_graph, save_plan, simulate
 from model_ir.errors import ModelOptError
 
 from model_place import parse_lifetimes_csv, read_lifetimes_csv, validate_placement
@@ -269,3 +269,24 @@ def test_csv_with_a_byte_order_mark(tmp_path):
     src = tmp_path / "bom.csv"
     src.write_bytes(b"\xef\xbb\xbf" + CSV.encode())
     assert read_lifetimes_csv(src) == parse_lifetimes_csv(CSV)
+
+
+def test_options_and_files_place_would_ignore_or_misread_are_refused(tmp_path, capsys):
+    """--schedule orders a graph; given with a CSV or a plan it did nothing (exit 0);
+    a JSON file that is no object was reported as "format is None"."""
+    src = tmp_path / "in.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", tmp_path / "o.csv", "--schedule", "lpmf"]) == 2
+    assert "--schedule lpmf: orders the ops of a graph, and a CSV's lifetimes are placed as they are" in \
+        capsys.readouterr().out
+    g = Graph([Buffer("a", 8), Buffer("b", 8, output=True)],
+              [Op("A", outputs=["a"]), Op("B", inputs=["a"], outputs=["b"])])
+    plan = tmp_path / "p.json"
+    save_plan(Plan(g, program_order(g)), plan)
+    assert run([plan, "-o", tmp_path / "o.json", "--schedule", "program"]) == 2
+    assert "a plan is placed under its own order; drop --schedule" in capsys.readouterr().out
+    assert run([plan, "-o", tmp_path / "o.json"]) == 0
+    listed = tmp_path / "list.json"
+    listed.write_text("[1]")
+    assert run([listed, "-o", tmp_path / "o2.json"]) == 2
+    assert "JSON object, got list" in capsys.readouterr().out

@@ -165,6 +165,10 @@ def test_conflicting_plan_options_are_refused(tmp_path, capsys):
         (["--plan", plan, "--budget", "1KiB"], "--budget plans the step under a memory budget; --plan"),
         (["--measure", "--plan", plan], "--plan and --save-plan with --measure"),
         (["--measure", "--save-plan", plan], "--plan and --save-plan with --measure"),
+        # options that did nothing, silently (before: exit 0)
+        (["--variants", "bogus"], "--variants names what --measure runs; add --measure"),
+        (["--allocators", "expandable"], "--allocators names what --measure runs"),
+        (["--mode", "eval", "--optimizer", "adam"], "--optimizer adam: an eval step runs no optimizer"),
     ]:
         assert main(["run", "tiny-mlp", "--batch-size", "2", *argv]) == 2
         err = capsys.readouterr().err

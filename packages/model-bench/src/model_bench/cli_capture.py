@@ -20,7 +20,7 @@ class CaptureCommand:
         parser.add_argument("--model", required=True, metavar="NAME", help="zoo model (model-opt bench --list)")
         parser.add_argument("--mode", default="train", help="train (default) or eval")
         parser.add_argument("--batch-size", type=whole_number(1), default=1, metavar="B", help="batch size (default 1)")
-        parser.add_argument("--optimizer", default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
+        parser.add_argument("--optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default sgd; train only)")
         parser.add_argument("--granularity", type=whole_number(1), default=512, metavar="BYTES",
                             help="round storage sizes up to this allocation granularity (default 512, CUDA's)")
         parser.add_argument("--device", default="cuda", choices=DEVICES,
@@ -36,12 +36,13 @@ class CaptureCommand:
         from model_ir import save_graph, simulate
         from model_ir.formatting import human_bytes
 
-        from model_bench.optimizers import check_optimizer
+        from model_bench.optimizers import check_optimizer, optimizer_for_mode
         from model_bench.zoo import check_batch_size, check_mode, get_model
 
         get_model(args.model)
         check_mode(args.mode)
         check_batch_size(args.batch_size)
+        args.optimizer = optimizer_for_mode(args.optimizer, args.mode)
         check_optimizer(args.optimizer)
         check_output(args.output, force=args.force, flag="-o")  # before a capture of minutes
         out = Path(args.output)

@@ -41,3 +41,12 @@ def check_optimizer(name: str) -> str:
 def make_optimizer(name: str, parameters: Iterable):
     """A ``torch.optim`` optimizer called ``name`` over ``parameters``."""
     return _factories()[check_optimizer(name)](list(parameters))
+
+
+def optimizer_for_mode(optimizer: str | None, mode: str) -> str:
+    """The optimizer a command runs (``sgd`` when none is named); one named for an eval
+    step, which has none, is refused rather than ignored."""
+    if optimizer is not None and mode == "eval":
+        raise BenchError(f"--optimizer {optimizer}: an eval step runs no optimizer (forward pass only); "
+                         "drop --optimizer, or use --mode train")
+    return optimizer or "sgd"

@@ -66,12 +66,13 @@ def _schedule_for(graph, name: str, time_limit: float | None = None) -> Schedule
     return Schedule(result.order)
 
 
-def read_input(path: str, frontend: str | None, schedule: str, time_limit: float | None = None,
+def read_input(path: str, frontend: str | None, schedule: str | None, time_limit: float | None = None,
                interrupted: list | None = None) -> tuple[Plan | None, list]:
     """The plan (None for a CSV) and the lifetimes to place: a MiniMalloc CSV (``.csv``,
     or any file not JSON), a graph or plan JSON, or a graph file ``frontend`` reads
     (default: the frontend declaring the file's suffix). A graph is placed under the
-    ``schedule`` order (a scheduler gets ``time_limit`` seconds), a plan under its own.
+    ``schedule`` order (default program order; a scheduler gets ``time_limit`` seconds), a
+    plan under its own (``schedule`` given for a plan or a CSV: :class:`PlaceError`).
     When Ctrl-C stops the scheduler, its best order so far is used and True is appended
     to ``interrupted`` (if given)."""
     if frontend is None and not path.lower().endswith(".csv"):
@@ -79,11 +80,17 @@ def read_input(path: str, frontend: str | None, schedule: str, time_limit: float
         if frontend == "json" and not _is_json(path):
             frontend = None
     if frontend is None:
+        _no_schedule(schedule, "a CSV's lifetimes are placed as they are")
         return None, read_lifetimes_csv(path)
+    given, schedule = schedule, schedule or "program"
     if frontend == "json":
         data = read_json(path)
-        fmt = data.get("format") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON object, got "
+                              f"{type(data).__name__}")
+        fmt = data.get("format")
         if fmt == PLAN_FORMAT:
+            _no_schedule(given, "a plan is placed under its own order")
             plan = plan_from_dict(data, path)
         elif fmt == GRAPH_FORMAT:
             graph = graph_from_dict(data, path)
@@ -94,6 +101,11 @@ def read_input(path: str, frontend: str | None, schedule: str, time_limit: float
         graph = load_file(path, frontend)
         plan = Plan(graph, _ordered(graph, schedule, time_limit, interrupted))
     return plan, lifetimes_from_graph(plan.graph, plan.schedule)
+
+
+def _no_schedule(schedule: str | None, why: str) -> None:
+    if schedule is not None:
+        raise PlaceError(f"--schedule {schedule}: orders the ops of a graph, and {why}; drop --schedule")
 
 
 def _ordered(graph, schedule: str, time_limit: float | None, interrupted: list | None) -> Schedule:
@@ -140,9 +152,9 @@ class PlaceCommand:
         parser.add_argument("--time-limit", type=seconds(allow_zero=True), default=None,
                             help="seconds for the whole command (default: 60 for exact methods): a --schedule "
                                  "scheduler gets half, the placer the rest; the best placement so far is kept")
-        parser.add_argument("--schedule", default="program",
-                            help="for a graph: op order to place under (program, or a model-sched "
-                                 "scheduler name); a plan's own order is used otherwise")
+        parser.add_argument("--schedule", default=None,
+                            help="for a graph: op order to place under (program, the default, or a model-sched "
+                                 "scheduler name); a plan is placed under its own order, a CSV as its lifetimes")
         parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
     def run(self, args) -> int:

@@ -150,7 +150,8 @@ class RunCommand:
                             help="batch size (default 8)")
         parser.add_argument("--mode", choices=("train", "eval"), default="train",
                             help="train (default: forward, loss, backward, update) or eval (forward only)")
-        parser.add_argument("--optimizer", default="sgd", help="optimizer name understood by the zoo (default sgd)")
+        parser.add_argument("--optimizer", default=None,
+                            help="optimizer name understood by the zoo (default sgd; train only)")
         parser.add_argument("--executor", default="auto",
                             help="auto (default: arena, reorder or program, whichever the plan says holds "
                                  "least), arena, reorder, program, or a plugin's")
@@ -176,9 +177,9 @@ class RunCommand:
                                  "max_memory_allocated/reserved) and step times next to the plan; a failed "
                                  "variant is reported and the others go on; exit status 1 when every variant "
                                  "failed")
-        parser.add_argument("--allocators", default="default,expandable",
+        parser.add_argument("--allocators", default=None,
                             help="with --measure: allocator settings to run (default,expandable)")
-        parser.add_argument("--variants", default="eager,reorder,arena",
+        parser.add_argument("--variants", default=None,
                             help="with --measure: eager and executor names to run (default eager,reorder,arena; "
                                  "auto: the one the plan says holds less); EXECUTOR+graph replays that executor's "
                                  "step as a CUDA graph")
@@ -195,6 +196,14 @@ class RunCommand:
         if not args.model:
             raise RuntimeLayerError("name a zoo model: model-opt run MODEL (or --model MODEL); "
                                     "model-opt bench --list lists them")
+        if args.optimizer is not None and args.mode == "eval":
+            raise RuntimeLayerError(f"--optimizer {args.optimizer}: an eval step runs no optimizer (forward pass "
+                                    "only); drop --optimizer, or use --mode train")
+        args.optimizer = args.optimizer or "sgd"
+        given = [flag for flag, value in (("--allocators", args.allocators), ("--variants", args.variants))
+                 if value is not None]
+        if given and not args.measure:
+            raise RuntimeLayerError(f"{given[0]} names what --measure runs; add --measure (or drop {given[0]})")
         if args.plan is not None and args.budget is not None:
             raise RuntimeLayerError("--budget plans the step under a memory budget; --plan reuses a saved plan "
                                     "as it is: give one of them")
@@ -242,12 +251,12 @@ def _run_measure(args) -> int:
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
-    allocs = tuple(a for a in args.allocators.split(",") if a)
+    allocs = tuple(a for a in (args.allocators or "default,expandable").split(",") if a)
     unknown = [a for a in allocs if a not in ALLOC_CONFS]
     if unknown or not allocs:
         raise RuntimeLayerError(f"--allocators: unknown setting {unknown[0] if unknown else '(none)'!r}; "
                                 f"choose from {', '.join(ALLOC_CONFS)}")
-    variants = tuple(v for v in args.variants.split(",") if v)
+    variants = tuple(v for v in (args.variants or "eager,reorder,arena").split(",") if v)
     if not variants:
         raise RuntimeLayerError("--variants: name at least one, e.g. eager,reorder,arena")
     for v in variants:
