@@ -833,6 +833,18 @@ def test_torch_frontend_provider():
     assert g == capture(model, torch.randn(2, 8), granularity=1)
 
 
+def test_the_torch_frontend_given_a_file_says_what_it_reads(tmp_path, capsys):
+    """Every command's --frontend offers torch, which captures a model object: given a
+    file, it said "needs example_inputs=...", which no command line can pass."""
+    from model_ir.cli import main
+
+    path = tmp_path / "g.json"
+    path.write_text("{}")
+    assert main(["info", str(path), "--frontend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "the torch frontend captures a torch.nn.Module from Python" in err and "model-opt capture" in err
+
+
 def test_model_ir_does_not_import_torch():
     # (other layers' plugins may import torch; model-ir's own, the torch frontend included, must not)
     code = ("import sys, model_ir, model_ir.builtin_plugins, model_ir.frontends; "

@@ -43,8 +43,8 @@ def test_run_report_save_and_reuse_plan(tmp_path, capsys):
     assert main(["run", "tiny-cnn", "--batch-size", "2", "--steps", "1", "--executor", "reorder",
                  "--plan", str(plan)]) == 0
     assert main(["run", "tiny-cnn", "--batch-size", "4", "--steps", "1", "--executor", "reorder",
-                 "--plan", str(plan)]) == 2  # another batch size: another step
-    assert "another step" in capsys.readouterr().err
+                 "--plan", str(plan)]) == 2  # another batch size: another step, and where it differs
+    assert "another step (buffer 'input:inputs[0]': size 6144 B in the plan, 12288 B now)" in capsys.readouterr().err
 
 
 def test_run_unknown_model_and_bad_steps(capsys):

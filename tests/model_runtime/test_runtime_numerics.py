@@ -256,7 +256,7 @@ def test_checkpointed_dropout_replays_its_draws(executor, use_reentrant, budget)
         free = optimize(twin, x, optimizer=torch.optim.AdamW(twin.parameters(), lr=1e-2), time_limit=1).figures()
         kwargs["memory_budget"] = int(free["persistent_bytes"] + 0.8 * (free["peak_bytes"] - free["persistent_bytes"]))
     if budget and executor == "program":  # eager's order: it would not run the plan's recomputations
-        with pytest.raises(ModelOptError, match="the program executor runs eager's order"):
+        with pytest.raises(ModelOptError, match="with the program executor: it runs eager's order"):
             optimize(model, x, optimizer=opt, executor=executor, **kwargs)
         return
     # The budgeted solve ends in about 0.5 s; 1 s was once too short on a loaded machine.

@@ -322,7 +322,7 @@ def test_the_program_executor_refuses_a_budget():
     """It runs eager's order: the recomputations the plan held never ran, and its
     figures said recomputed_ops=3 of a step that measured 28780 B above the budget."""
     model, x, make_opt = _dropout_mlp()
-    with pytest.raises(ModelOptError, match="the program executor runs eager's order"):
+    with pytest.raises(ModelOptError, match="with the program executor: it runs eager's order"):
         optimize(model, x, optimizer=make_opt(model), executor="program", memory_budget=1 << 30)
 
 

@@ -87,6 +87,13 @@ class TorchFrontend:
             from model_ir.errors import PluginError
 
             raise PluginError(f"the torch frontend needs PyTorch: pip install 'model-ir[torch]' ({exc})") from None
+        if isinstance(source, (str, os.PathLike)):
+            from model_ir.errors import PluginError
+
+            raise PluginError("the torch frontend captures a torch.nn.Module from Python "
+                              "(model_ir.frontends.load(model, frontend='torch', example_inputs=...)) and reads no "
+                              f"file such as {os.fspath(source)!r}: capture a zoo model with model-opt capture "
+                              "--model NAME, or give a model-ir/1 graph file")
         if "example_inputs" not in options:
             from model_ir.errors import PluginError
 

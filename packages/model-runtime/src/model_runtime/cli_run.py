@@ -251,12 +251,14 @@ def _run_measure(args) -> int:
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
-    allocs = tuple(a for a in (args.allocators or "default,expandable").split(",") if a)
+    allocators = "default,expandable" if args.allocators is None else args.allocators
+    allocs = tuple(a for a in allocators.split(",") if a)
     unknown = [a for a in allocs if a not in ALLOC_CONFS]
     if unknown or not allocs:
         raise RuntimeLayerError(f"--allocators: unknown setting {unknown[0] if unknown else '(none)'!r}; "
                                 f"choose from {', '.join(ALLOC_CONFS)}")
-    variants = tuple(v for v in (args.variants or "eager,reorder,arena").split(",") if v)
+    named = "eager,reorder,arena" if args.variants is None else args.variants
+    variants = tuple(v for v in named.split(",") if v)
     if not variants:
         raise RuntimeLayerError("--variants: name at least one, e.g. eager,reorder,arena")
     for v in variants:

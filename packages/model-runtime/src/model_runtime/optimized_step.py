@@ -649,7 +649,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
             more_time = (f"; the search stopped at its time_limit of {limit:g} s, a longer one may find a plan"
                          if memory_budget >= f["lower_bound_bytes"] and f["schedule_seconds"] >= 0.9 * limit else "")
             raise BudgetError(
-                f"no plan found keeps the peak under memory_budget={human_bytes(memory_budget)}: the best peaks "
+                f"no plan found keeps the peak under the memory budget of {human_bytes(memory_budget)}: the best peaks "
                 f"at {human_bytes(f['peak_bytes'])}, and no plan of this step, with any recomputation, peaks below "
                 f"{human_bytes(f['lower_bound_bytes'])}{more_time}"
                 + ("" if f.get("no_fit_within_runs") is None else
@@ -776,8 +776,8 @@ def _check_budget(memory_budget, executor) -> None:
     if memory_budget < 0:
         raise RuntimeLayerError(f"memory_budget must be >= 0 bytes, got {memory_budget}")
     if executor == "program":
-        raise RuntimeLayerError("memory_budget: the program executor runs eager's order, without the recomputations "
-                                "a budget plans; use executor='auto', 'reorder' or 'arena'")
+        raise RuntimeLayerError("a memory budget with the program executor: it runs eager's order, without the "
+                                "recomputations a budget plans; use the executor auto, reorder or arena")
 
 
 def _check_plan_argument(plan) -> None:

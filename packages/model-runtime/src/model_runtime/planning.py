@@ -282,6 +282,23 @@ def _structure(graph) -> tuple:
     return buffers, ops
 
 
+def _first_difference(saved, graph) -> str:
+    """Where ``saved`` (a plan's graph) first differs from ``graph`` (the step now), in words."""
+    (saved_buffers, saved_ops), (buffers, ops) = _structure(saved), _structure(graph)
+    for a, b in zip(saved_buffers, buffers):
+        if a != b:
+            if a[0] != b[0]:
+                return f"its buffer {a[0]!r} is {b[0]!r} in this step"
+            what = ", ".join(f"{name} {x}{unit} in the plan, {y}{unit} now" for name, unit, x, y in
+                             zip(("size", "persistent", "output"), (" B", "", ""), a[1:], b[1:]) if x != y)
+            return f"buffer {a[0]!r}: {what}"
+    if len(saved_buffers) != len(buffers) or len(saved_ops) != len(ops):
+        return (f"{len(saved.ops)} ops and {len(saved.buffers)} buffers; this step has {len(graph.ops)} ops and "
+                f"{len(graph.buffers)} buffers")
+    a, b = next((a, b) for a, b in zip(saved_ops, ops) if a != b)
+    return f"its op {a[0]!r} reads or writes other buffers than op {b[0]!r} of this step"
+
+
 def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int, unplaced=frozenset(),
                      device_type: str = "cpu", copies_unplaced: bool = True,
                      expandable_segments: bool = False, memory_budget: int | None = None) -> Plan:
@@ -294,15 +311,13 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
     peak fits it (``fits_budget``) and what its recomputations cost."""
     if _structure(plan.graph) != _structure(graph):
         raise ReoptimizeError(
-            f"the saved plan was made for another step ({len(plan.graph.ops)} ops, {len(plan.graph.buffers)} "
-            f"buffers; this step has {len(graph.ops)} ops, {len(graph.buffers)} buffers, or other sizes): "
-            "the model, batch shape, optimizer, autocast or granularity differ; optimize without plan= to make a "
-            "new one"
+            f"the saved plan was made for another step ({_first_difference(plan.graph, graph)}): the model, batch "
+            "shape, optimizer, autocast or granularity differ; make a new plan (without plan= or --plan)"
         )
     validate_order(graph, order_indices(graph, plan.schedule))
     if needs_placement and plan.placement is None:
         raise ReoptimizeError("the saved plan has no placement, which this executor needs; "
-                              "optimize without plan= to make one")
+                              "make a plan without plan= (or --plan)")
     placement = plan.placement
     # The fallbacks the placement places (all of an op's results) are copied into the arena.
     placed = set(placement.offsets) if placement is not None and copies_unplaced else set()
