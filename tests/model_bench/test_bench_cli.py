@@ -169,7 +169,9 @@ def test_a_graph_captured_for_eval_is_reported_as_eval(tmp_path, capsys):
     (["bench"], "name a model with --model NAME"),
     (["bench", "--model", "tiny-mlp", "--scheduler", "magic", "--quiet"], "unknown scheduler 'magic'"),
     (["bench", "--model", "tiny-mlp", "--placer", "magic", "--quiet"], "unknown placer 'magic'"),
-    (["bench", "max-batch", "--model", "tiny-mlp", "--memory", "lots"], "cannot read memory size 'lots'"),
+    (["bench", "max-batch", "--model", "tiny-mlp", "--memory", "lots"], "--memory: cannot read memory size 'lots'"),
+    (["bench", "--model", "tiny-mlp", "--budget", "0"], "--budget: memory size must be positive, got '0'"),
+    (["bench", "--model", "tiny-mlp", "--batch-sizes", "1,,2"], "an empty value in the list '1,,2'"),
     # bench's own options before a subcommand: refused (before: ignored, or replaced by the subcommand's defaults)
     (["bench", "--out", "mine", "suite", "--models", "tiny-mlp"],
      "bench: --out is given before 'suite', where it does nothing: the options of 'suite' go after it"),

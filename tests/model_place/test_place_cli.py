@@ -290,3 +290,18 @@ def test_options_and_files_place_would_ignore_or_misread_are_refused(tmp_path, c
     listed.write_text("[1]")
     assert run([listed, "-o", tmp_path / "o2.json"]) == 2
     assert "JSON object, got list" in capsys.readouterr().out
+
+
+def test_an_output_named_for_the_other_format_is_refused(tmp_path, capsys):
+    """place writes a CSV's placement as CSV and a graph's as a plan JSON; an -o name
+    saying otherwise got that content silently (before: a CSV in out.json)."""
+    src = tmp_path / "in.csv"
+    src.write_text(CSV)
+    assert run([src, "-o", tmp_path / "out.json"]) == 2
+    assert "place writes a CSV for this input" in capsys.readouterr().out
+    graph = tmp_path / "g.json"
+    save_graph(Graph([Buffer("a", 8), Buffer("b", 8, output=True)],
+                     [Op("A", outputs=["a"]), Op("B", inputs=["a"], outputs=["b"])]), graph)
+    assert run([graph, "-o", tmp_path / "out.csv"]) == 2
+    assert "name the output" in capsys.readouterr().out and not (tmp_path / "out.csv").exists()
+    assert run([graph, "-o", tmp_path / "out.plan"]) == 0  # another name is the user's choice

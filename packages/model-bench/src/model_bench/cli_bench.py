@@ -27,7 +27,10 @@ DEFAULT_DEVICE = "cuda"
 
 def _split(values: list[str] | None) -> list[str]:
     """``["a,b", "c"]`` -> ``["a", "b", "c"]``: lists accept commas and spaces."""
-    return [v for item in values or () for v in item.split(",") if v]
+    out = [v.strip() for item in values or () for v in item.split(",")]
+    if "" in out and any(out):  # "1,,2": a value left out by mistake, not a list of two
+        raise BenchError(f"an empty value in the list {','.join(values)!r}; separate values with one comma")
+    return [v for v in out if v]
 
 
 def _list(values: list[str] | None, flag: str) -> list[str] | None:
@@ -47,7 +50,7 @@ def _batch_sizes(values: list[str] | None) -> list[int]:
         try:
             out.append(int(v))
         except ValueError:
-            raise BenchError(f"batch size must be a positive integer, got {v!r}") from None
+            raise BenchError(f"--batch-sizes: batch size must be a positive integer, got {v!r}") from None
     return out
 
 
@@ -79,7 +82,7 @@ def settings_from(args) -> BenchSettings:
     if budget is not None:
         from model_bench.max_batch import parse_bytes
 
-        budget = parse_bytes(budget)
+        budget = parse_bytes(budget, "--budget")
     return check_settings(BenchSettings(scheduler=args.scheduler, placer=args.placer, solver=args.solver,
                                         time_limit=args.time_limit, optimizer=args.optimizer or DEFAULT_OPTIMIZER,
                                         device=args.device or DEFAULT_DEVICE, memory_budget=budget,

@@ -50,14 +50,16 @@ from model_bench.pipeline import (
 )
 from model_bench.progress import Progress
 
-def parse_bytes(text: str) -> int:
-    """``"16GiB"`` -> bytes (:func:`model_ir.cli_values.parse_bytes`), at least one byte."""
+def parse_bytes(text: str, flag: str = "--memory") -> int:
+    """``"16GiB"`` -> bytes (:func:`model_ir.cli_values.parse_bytes`), at least one byte;
+    errors name ``flag``."""
     try:
         value = cli_values.parse_bytes(text)
     except ValueError:
-        raise BenchError(f"cannot read memory size {text!r}; write e.g. 16GiB, 500MiB, 16GB or 1073741824") from None
+        raise BenchError(f"{flag}: cannot read memory size {text!r}; write e.g. 16GiB, 500MiB, 16GB or "
+                         "1073741824") from None
     if value <= 0:
-        raise BenchError(f"memory size must be positive, got {text!r}")
+        raise BenchError(f"{flag}: memory size must be positive, got {text!r}")
     return value
 
 

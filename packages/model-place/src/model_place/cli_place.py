@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 
@@ -103,6 +104,15 @@ def read_input(path: str, frontend: str | None, schedule: str | None, time_limit
     return plan, lifetimes_from_graph(plan.graph, plan.schedule)
 
 
+def _check_output_suffix(output: str, writes: str) -> None:
+    """The output is written in the input's kind (a CSV's placement as CSV, a graph's or
+    plan's as a plan): an ``-o`` name saying the other is refused, not silently misnamed."""
+    suffix = os.path.splitext(output)[1].lower()
+    if (suffix, writes) in ((".json", "a CSV"), (".csv", "a model-plan/1 JSON")):
+        raise PlaceError(f"-o {output}: place writes {writes} for this input, the placement of its own kind; "
+                         f"name the output {os.path.splitext(output)[0]}{'.csv' if writes == 'a CSV' else '.json'}")
+
+
 def _no_schedule(schedule: str | None, why: str) -> None:
     if schedule is not None:
         raise PlaceError(f"--schedule {schedule}: orders the ops of a graph, and {why}; drop --schedule")
@@ -168,6 +178,7 @@ class PlaceCommand:
         # placer what is left.
         scheduler_limit = None if args.time_limit is None else args.time_limit / 2
         plan, lifetimes = read_input(args.input, args.frontend, args.schedule, scheduler_limit, interrupted)
+        _check_output_suffix(args.output, "a model-plan/1 JSON" if plan is not None else "a CSV")
         time_limit = args.time_limit
         if time_limit is not None and not math.isinf(time_limit):
             time_limit = max(0.0, time_limit - (time.perf_counter() - t0))
