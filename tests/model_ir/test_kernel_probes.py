@@ -1,6 +1,7 @@
 """Measuring CPU kernels' temporaries by running each distinct call once (model_ir.torch.kernel_probes)."""
 
 import ctypes
+import os
 import subprocess
 import sys
 import warnings
@@ -224,3 +225,18 @@ def test_the_probes_hand_what_they_freed_back_to_the_system():
     done = subprocess.run([sys.executable, "-c", _RSS_AFTER_PROBES], capture_output=True, text=True, check=True)
     kept = int(done.stdout.split()[-1])
     assert kept < 8 * 2**20, kept / 2**20  # one call's arguments and results alone: 2 x 19 MiB
+
+
+def test_the_cpu_memory_profile_keeps_stderr_quiet_but_for_the_profiled_code():
+    """Kineto wrote "USDT: ... profiler_start/stop" (and, without a GPU, "ERROR: ...
+    gpuGetDeviceCount failed") to stderr at every probe: noise in every command's output."""
+    code = ("import os, torch\n"
+            "from model_ir.torch.kernel_probes import cpu_memory_profile, raw_memory_events\n"
+            "with cpu_memory_profile() as prof:\n"
+            "    x = torch.ones(1000) + 1\n"
+            "    os.write(2, b'from the profiled code\\n')\n"
+            "assert raw_memory_events(prof)\n")
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "from the profiled code\n"

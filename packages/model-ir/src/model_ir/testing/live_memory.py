@@ -31,7 +31,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from model_ir.torch.kernel_probes import raw_memory_events, running_peak
+from model_ir.torch.kernel_probes import cpu_memory_profile, raw_memory_events, running_peak
 
 
 class StorageTracker(TorchDispatchMode):
@@ -271,9 +271,7 @@ def exact_peak_allocated_during(fn):
 
 def _profiled(fn):
     """``(profile, result)``: ``fn()`` run under torch.profiler with CPU memory events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with cpu_memory_profile() as prof:
         result = fn()
     return prof, result
 

@@ -22,6 +22,7 @@ model_ir.torch.kernel_probes``), which sees the same instruction set and thread 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -162,11 +163,42 @@ def _zeros(shape, stride, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty_strided(shape, stride, dtype=dtype).zero_()
 
 
+@contextlib.contextmanager
+def cpu_memory_profile():
+    """torch.profiler with CPU memory events, without the lines Kineto writes to stderr
+    as it starts and stops (``USDT: ... profiler_start``, and on a machine without a GPU
+    ``ERROR: ... gpuGetDeviceCount failed``): noise in every command that measures kernels.
+    What the profiled code writes to stderr is kept."""
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # read when Kineto starts: no ERROR lines
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():
+        prof.__enter__()
+    try:
+        yield prof
+    finally:
+        with _stderr_silenced():
+            prof.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 (where C++ code writes) sent to the null device, then restored."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _measure(func, values) -> int | None:
     """The peak of new CPU bytes while ``func(*values)`` runs, less what its results hold
     (the profiler's raw memory events, in time order); None, with a warning, if it fails."""
-    from torch.profiler import ProfilerActivity, profile
-
     arguments = func._schema.arguments
     ones = _ONES.get(func._schema.name, ())
     grad_mode = torch.enable_grad() if func in _GRAD_MODE_RESULTS else torch.no_grad()
@@ -174,7 +206,7 @@ def _measure(func, values) -> int | None:
         with unset_fake_temporarily(), grad_mode, torch.autocast("cpu", enabled=False):
             values = [torch.ones_like(v) if a.name in ones and isinstance(v, torch.Tensor) else v
                       for v, a in zip(values, arguments)]
-            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            with cpu_memory_profile() as prof:
                 result = func(*[v for v, a in zip(values, arguments) if not a.kwarg_only],
                               **{a.name: v for v, a in zip(values, arguments) if a.kwarg_only})
             del result
