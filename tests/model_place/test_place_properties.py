@@ -3,6 +3,8 @@ optimal (checked by brute force) and never worse than any heuristic."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -77,3 +79,33 @@ def test_empty_and_zero_sized(method):
     r = place(lts, method=method)
     validate_placement(lts, r.offsets, r.arena_bytes)
     assert r.offsets["z"] == 0
+
+
+SEARCHES = ["auto", "exact", "skyline"] + (["cpsat"] if importlib.util.find_spec("ortools") else [])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lifetime_sets(min_size=1, max_size=12, alignments=(1, 2, 4, 8)), st.sampled_from(SEARCHES))
+def test_every_search_through_place_is_valid_bounded_and_never_worse_than_the_heuristics(lts, method):
+    """auto, skyline and cpsat through place() (before: auto's and skyline's answers were
+    not validated there, and never-worse was checked without alignments)."""
+    r = place(lts, method=method, time_limit=1)
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert r.arena_bytes >= r.lower_bound_bytes >= live_bytes_peak(lts)
+    assert r.optimal == (r.arena_bytes == r.lower_bound_bytes)
+    assert r.arena_bytes <= min(place(lts, method=h).arena_bytes for h in HEURISTICS[:3]), method
+
+
+@FAST
+@given(lifetime_sets(min_size=1, max_size=6, max_bytes=12, alignments=(1, 2, 4)),
+       st.sampled_from([m for m in SEARCHES if m != "exact"]))
+def test_decision_mode_of_every_search_fits_the_optimum_and_any_heuristic_arena(lts, method):
+    best = brute_force_arena(lts)
+    heuristic = min(place(lts, method=h).arena_bytes for h in HEURISTICS[:3])
+    for capacity in [heuristic] if method == "skyline" else [best, heuristic]:  # skyline is a heuristic
+        r = place(lts, method=method, capacity=capacity, time_limit=5)
+        validate_placement(lts, r.offsets, r.arena_bytes)
+        assert r.fits and r.arena_bytes <= capacity, (method, capacity, r.status)
+    if method != "skyline" and best > 0:
+        r = place(lts, method=method, capacity=best - 1, time_limit=5)
+        assert r.status == "infeasible" and not r.fits and r.lower_bound_bytes >= live_bytes_peak(lts)

@@ -295,6 +295,30 @@ def costed_graphs(draw, max_ops: int = 8):
     return Graph(g.buffers, ops, name=g.name)
 
 
+@given(costed_graphs(max_ops=5), st.floats(-0.1, 1.0))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_recompute_bounds_and_answers_against_brute_force_on_random_graphs(g, share):
+    """On random graphs (before: four hand-made ones): the recompute bound is at most every
+    plan's peak, the FLOP bound at most the cheapest fitting plan's, the exact model finds
+    that plan, and both schedulers fit every budget some plan fits."""
+    plans = brute_force(g)
+    best_peak = min(p for p, _, _ in plans)
+    ws = working_set_bound(g)
+    budget = max(0, ws + int(share * (simulate(g).peak_bytes - ws)))
+    assert recompute_lower_bound(g) <= best_peak
+    cheapest = min((f for p, f, _ in plans if p <= budget), default=None)
+    if cheapest is None:
+        return
+    lower = recompute_flops_lower_bound(g, budget)
+    assert lower is not None and lower <= cheapest
+    fit = fit_budget_exact(g, budget, max_runs=2, time_limit=20, workers=1)
+    assert fit.fits and fit.recompute_flops == cheapest
+    for method in ("recompute", "recompute-exact"):
+        r = schedule(g, method=method, memory_budget=budget, time_limit=20)
+        assert r.fits_budget and r.lower_bound_bytes <= best_peak, method
+    assert r.recompute_flops <= cheapest  # recompute-exact: optimal among plans running ops at most twice
+
+
 def runs_per_op(order) -> int:
     return max((list(order).count(i) for i in set(order)), default=1)
 
