@@ -330,7 +330,8 @@ def test_a_loss_weight_annealed_in_python_replans_and_stays_eager(where):
                "loss module": loss_module,
                "dict": lambda out, y: F.cross_entropy(out, y) + box["weight"] * out.pow(2).mean(),
                "namespace": lambda out, y: F.cross_entropy(out, y) + args.weight * out.pow(2).mean(),
-               "list": lambda out, y: F.cross_entropy(out, y) + weights[0] * out.pow(2).mean()}[where]
+               # softmax(1): a constant 1 that indexes nothing (weights[1] changes below, unread)
+               "list": lambda out, y: F.cross_entropy(out, y) + weights[0] * out.softmax(1).pow(2).mean()}[where]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     ref = copy.deepcopy(model)
@@ -423,6 +424,63 @@ def test_a_tensor_rebound_where_the_step_reads_it_replans_and_stays_eager(where,
         assert len(step.plans) == 3
     finally:
         CLASS_WEIGHTS = torch.ones(3)
+
+
+def test_a_criterion_a_lambda_calls_is_followed_as_a_loss_module():
+    """loss_fn=lambda out, y: criterion(out, y): the criterion's class weights replaced and
+    its plain attributes changed ask for new plans, as for loss_fn=criterion (before: not
+    followed, and the loss silently kept the old weights)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    criterion = nn.CrossEntropyLoss(weight=torch.ones(3))
+    loss_fn = lambda out, y: criterion(out, y)  # noqa: E731
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=loss_fn, targets=(y,), time_limit=0.5)
+    changes = [None, lambda: setattr(criterion, "weight", torch.tensor([1.0, 2.0, 3.0])),
+               lambda: setattr(criterion, "reduction", "sum")]
+    shown = [None, r"buffer 'weight' of module 'criterion' \(CrossEntropyLoss\) is another tensor",
+             r"attribute 'reduction' of module 'criterion' \(CrossEntropyLoss\) is 'sum'"]
+    for change, message in zip(changes, shown):
+        if change is not None:
+            change()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            got = step(x, targets=(y,))
+        assert torch.equal(got, eager_step(ref, ref_opt, x, loss_fn, (y,)))
+        replans = [str(w.message) for w in seen if issubclass(w.category, ReplanWarning)]
+        assert len(replans) == (message is not None) and (message is None or re.search(message, replans[0]))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+class _Masking(nn.Module):
+    """Reads its mask, then replaces it with an equal one at every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.mask = torch.ones(3)
+
+    def forward(self, x):
+        out = self.fc(x) * self.mask
+        self.mask = torch.ones(3)
+        return out
+
+
+def test_a_tensor_the_forward_replaces_itself_is_no_reason_to_replan():
+    """The capture warns of it; eager calls between steps replace it, no configuration
+    does: no new plan at each step (and no ReoptimizeError after max_plans)."""
+    torch.manual_seed(0)
+    model = _Masking()
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    with pytest.warns(UserWarning, match="sets tensor attributes"):
+        step = optimize(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=F.cross_entropy,
+                        targets=(y,), time_limit=0.5, max_plans=1)
+    for _ in range(3):
+        step(x, targets=(y,))
+        model(x)  # an eager call: a new mask tensor
+    assert len(step.plans) == 1
 
 
 def test_function_reads_follow_partials_methods_and_decorators():

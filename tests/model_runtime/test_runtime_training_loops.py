@@ -414,8 +414,8 @@ def test_gradient_accumulation_with_a_warmup_from_zero_plans_again():
     assert [p.graph.meta["accumulation_steps"] for p in step.plans] == [2, 2]
 
 
-@pytest.mark.parametrize("accumulate", [False, True])
-def test_state_seeded_by_the_learning_rate_follows_a_schedule_made_after_optimize(accumulate):
+@pytest.mark.parametrize("accumulate, eval_first", [(False, False), (True, False), (False, True)])
+def test_state_seeded_by_the_learning_rate_follows_a_schedule_made_after_optimize(accumulate, eval_first):
     """Rprop's step sizes start at ``lr`` when eager's first ``step()`` creates its state.
     optimize() creates that state earlier (for the step to update it from its first call),
     and a LambdaLR made after optimize() scales ``lr`` at once: the state is made again
@@ -431,6 +431,13 @@ def test_state_seeded_by_the_learning_rate_follows_a_schedule_made_after_optimiz
     step = optimize(model, torch.randn(8, 16), optimizer=opt, loss_fn=loss_fn, targets=(torch.randint(0, 4, (8,)),),
                     accumulation_steps=micro, time_limit=2)
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.1 * (s + 1)) for o in (opt, ref_opt)]
+    if eval_first:  # a validation pass before training: no update, the state stays to be made
+        model.eval()
+        with pytest.warns(UserWarning, match="planning a new step"):
+            step(torch.randn(8, 16))
+        model.train()
+        for sched in scheds:
+            sched.step()
     for i in range(3):
         batches, targets = [torch.randn(8, 16) for _ in range(micro)], [(torch.randint(0, 4, (8,)),)] * micro
         losses = step.accumulate(batches, targets) if accumulate else (step(batches[0], targets=targets[0]),)

@@ -362,11 +362,12 @@ def test_a_budget_the_exact_model_proves_unreachable_is_reported(tmp_path, capsy
     r = schedule(g, memory_budget=32, time_limit=20)
     assert r.fits_budget and r.no_fit_within_runs is None
     save_graph(g, tmp_path / "g.json")
-    # exit status 1, as place's for a capacity proven infeasible, and no plan written
-    # (before: 0, and the plan that misses the budget written as if it met it)
+    # exit status 3 (none found; the proof covers two runs per op, not every plan) and 1
+    # below the lower bound, as place's for a capacity, and no plan written (before: 0,
+    # and the plan that misses the budget written as if it met it)
     plan = tmp_path / "plan.json"
     assert main(["schedule", str(tmp_path / "g.json"), "--budget", "28", "--time-limit", "20", "--quiet",
-                 "-o", str(plan)]) == 1
+                 "-o", str(plan)]) == 3
     assert "does NOT fit" in (out := capsys.readouterr().out)
     assert "no plan running each op at most 2 times fits it (proven)" in out
     assert "below the lower bound" not in out  # 28 B is above it (24 B): nothing proves every plan misses

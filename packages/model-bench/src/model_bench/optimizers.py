@@ -49,4 +49,4 @@ def optimizer_for_mode(optimizer: str | None, mode: str) -> str:
     if optimizer is not None and mode == "eval":
         raise BenchError(f"--optimizer {optimizer}: an eval step runs no optimizer (forward pass only); "
                          "drop --optimizer, or use --mode train")
-    return optimizer or "sgd"
+    return "sgd" if optimizer is None else optimizer

@@ -76,10 +76,7 @@ def read_input(path: str, frontend: str | None, schedule: str | None, time_limit
     plan under its own (``schedule`` given for a plan or a CSV: :class:`PlaceError`).
     When Ctrl-C stops the scheduler, its best order so far is used and True is appended
     to ``interrupted`` (if given)."""
-    if frontend is None and not path.lower().endswith(".csv"):
-        frontend = frontend_for(path)
-        if frontend == "json" and not _is_json(path):
-            frontend = None
+    frontend = input_frontend(path, frontend)
     if frontend is None:
         _no_schedule(schedule, "a CSV's lifetimes are placed as they are")
         return None, read_lifetimes_csv(path)
@@ -102,6 +99,15 @@ def read_input(path: str, frontend: str | None, schedule: str | None, time_limit
         graph = load_file(path, frontend)
         plan = Plan(graph, _ordered(graph, schedule, time_limit, interrupted))
     return plan, lifetimes_from_graph(plan.graph, plan.schedule)
+
+
+def input_frontend(path: str, frontend: str | None) -> str | None:
+    """The frontend that reads ``path`` (None: a MiniMalloc CSV, ``.csv`` or any file not JSON)."""
+    if frontend is None and not path.lower().endswith(".csv"):
+        frontend = frontend_for(path)
+        if frontend == "json" and not _is_json(path):
+            frontend = None
+    return frontend
 
 
 def _check_output_suffix(output: str, writes: str) -> None:
@@ -177,8 +183,10 @@ class PlaceCommand:
         # One budget for the whole command: a --schedule scheduler gets half of it, the
         # placer what is left.
         scheduler_limit = None if args.time_limit is None else args.time_limit / 2
+        # before a --schedule solve: the output is of the input's kind
+        _check_output_suffix(args.output, "a CSV" if input_frontend(args.input, args.frontend) is None
+                             else "a model-plan/1 JSON")
         plan, lifetimes = read_input(args.input, args.frontend, args.schedule, scheduler_limit, interrupted)
-        _check_output_suffix(args.output, "a model-plan/1 JSON" if plan is not None else "a CSV")
         time_limit = args.time_limit
         if time_limit is not None and not math.isinf(time_limit):
             time_limit = max(0.0, time_limit - (time.perf_counter() - t0))

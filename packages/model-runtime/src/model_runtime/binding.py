@@ -110,7 +110,8 @@ class Binder:
         self.parameter_refs = {step.inputs[pos].name: (owner, attr) for pos, owner, attr in self.module_refs}
         # Read now, as the step was just captured with them: a training step keeps each
         # module's own mode (a frozen BatchNorm in eval, a whole model trained in eval).
-        self.module_state = ModuleState(model, modes=step.train, volatile=step.python_state, functions=functions,
+        self.module_state = ModuleState(model, modes=step.train, volatile=step.python_state + step.tensor_state,
+                                        functions=functions,
                                         constants=graph_constants(step.module))
 
     def check_guards(self) -> None:

@@ -199,7 +199,7 @@ class RunCommand:
         if args.optimizer is not None and args.mode == "eval":
             raise RuntimeLayerError(f"--optimizer {args.optimizer}: an eval step runs no optimizer (forward pass "
                                     "only); drop --optimizer, or use --mode train")
-        args.optimizer = args.optimizer or "sgd"
+        args.optimizer = "sgd" if args.optimizer is None else args.optimizer
         given = [flag for flag, value in (("--allocators", args.allocators), ("--variants", args.variants))
                  if value is not None]
         if given and not args.measure:

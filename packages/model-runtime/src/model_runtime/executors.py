@@ -14,7 +14,8 @@ from model_runtime.lowering import arena_temporaries, fallback_buffers
 from model_runtime.program import CompiledProgram, build_program, eager_holds
 
 
-#: The executor name optimize() resolves itself (to the one of least simulated memory).
+#: ``optimize(executor=...)``'s default: the arena, reorder or program executor,
+#: whichever the plan's figures say holds least (model_runtime.beside_arena.least_memory_executor).
 AUTO_EXECUTOR = "auto"
 
 

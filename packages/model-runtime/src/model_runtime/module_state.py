@@ -9,7 +9,9 @@ globals and, for a method, its object, one level into the dicts, lists and objec
 So does each tensor that is neither a parameter nor a buffer of the model and that the
 step reads where those values are read, or as a module attribute (a loss module's class
 ``weight``, ``self.scale = torch.tensor(...)``): the step holds that very tensor, so it
-follows changes made in place, not another tensor bound in its place.
+follows changes made in place, not another tensor bound in its place. A module the
+functions reach (a ``criterion`` a lambda calls, a distillation teacher) counts as a
+loss module: its modes, attributes, hooks and tensors are checked as the model's.
 Changing one later does not change the step, where it would change eager's next call,
 so a call after such a change asks for a new plan
 (:class:`~model_runtime.errors.ReoptimizeError`, which the step turns into a replan).
@@ -32,6 +34,7 @@ from model_ir.torch.function_scope import (
     code_indexes,
     code_strings,
     hook_functions,
+    scope_values,
     scopes,
 )
 from model_ir.torch.plain_values import is_plain
@@ -83,6 +86,22 @@ def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callabl
     return reads
 
 
+def _reached_modules(functions, known: set[int]) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, module)`` for the modules ``functions`` reach from their closures, globals
+    or objects (``criterion``, ``self.teacher``) and their submodules, those in ``known``
+    (ids) aside; named as the functions name them."""
+    found = []
+    for fn in functions:
+        for where, value in scope_values(fn):
+            if isinstance(value, torch.nn.Module) and id(value) not in known:
+                label = where.split(" ", 1)[0]
+                for name, m in value.named_modules():
+                    if id(m) not in known:
+                        known.add(id(m))
+                        found.append((f"{label}.{name}".rstrip("."), m))
+    return found
+
+
 def graph_constants(gm: torch.fx.GraphModule) -> set[int]:
     """The ``id`` of each tensor ``gm`` holds as a constant (``get_attr``): tensors of the
     user's the trace read that are not inputs of the step."""
@@ -111,14 +130,18 @@ class ModuleState:
 
     def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=(), functions=(),
                  constants: Collection[int] = ()):
-        # A loss module counts as one of the model's (its attributes: a focal loss's gamma).
+        # A loss module counts as one of the model's (its attributes: a focal loss's gamma),
+        # and so does a module the functions reach (a criterion a lambda calls, a teacher).
         modules = list(model.named_modules()) + [
             (f"loss_fn.{n}".rstrip("."), m) for f in functions if isinstance(f, torch.nn.Module)
             for n, m in f.named_modules()]
+        modules += _reached_modules([f for f in [*functions, *hook_functions(model)]
+                                     if f is not None and not isinstance(f, torch.nn.Module)],
+                                    {id(m) for _, m in modules})
         self.mode_modules = modules if modes else []
         self.modes = [m.training for _, m in self.mode_modules]
-        # ``volatile``: (module, attribute) the forward itself changes (a call counter):
-        # eager calls between steps change them, no configuration does.
+        # ``volatile``: (module, attribute) the forward itself changes (a call counter, a
+        # tensor it replaces): eager calls between steps change them, no configuration does.
         volatile = set(volatile)
         self.attribute_keys = [(name, m, vars(m), key) for name, m in modules for key, value in vars(m).items()
                                if key != "training" and is_plain(value) and (name, key) not in volatile]
@@ -130,7 +153,8 @@ class ModuleState:
                              for name, m in modules
                              for kind, d in [("tensor attribute", vars(m)), ("buffer", m._buffers),
                                              ("parameter", m._parameters)]
-                             for key, value in d.items() if isinstance(value, torch.Tensor) and id(value) in constants]
+                             for key, value in d.items() if isinstance(value, torch.Tensor) and id(value) in constants
+                             and (name, key) not in volatile]
         hooked = torch.nn.modules.module
         self.hook_dicts = [(f"the {key.strip('_').replace('_', ' ')} of module {name or 'model'!r} "
                             f"({type(m).__name__})", getattr(m, key)) for name, m in modules for key in MODULE_HOOKS

@@ -63,10 +63,6 @@ def expandable_segments(device: torch.device) -> bool:
 #: Plans one :class:`OptimizedStep` may make for new input shapes, modes or optimizer structures.
 MAX_PLANS = 8
 
-#: ``optimize(executor=...)``'s default: the arena, reorder or program executor,
-#: whichever the plan's figures say holds least (:func:`least_memory_executor`).
-
-
 class MemoryWarning(UserWarning):
     """``optimize(executor="auto")`` found no executor that holds less than eager PyTorch
     (simulated, CUDA): the step runs, with the lesser of the two. Also: a CPU step run
@@ -131,7 +127,7 @@ class OptimizedStep:
         self._last = self
         self._threads_warned = False
         self.before_step_result = None
-        # (parameters, hyper-parameters): the optimizer state optimize() created, until a call ran from it
+        # (parameters, hyper-parameters): the optimizer state optimize() created, until an update ran from it
         self._seeded = seeded
 
     @property
@@ -268,7 +264,8 @@ class OptimizedStep:
         step, tensors = self._variant_for([(args, kwargs, targets)])
         self._last = step
         outputs = self._run_step(step, tensors)
-        self._seeded = None
+        if step.train:  # an eval call (a validation pass first) leaves the state as it was
+            self._seeded = None
         if step.train:
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])

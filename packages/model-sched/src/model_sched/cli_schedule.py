@@ -47,7 +47,8 @@ class ScheduleCommand:
         parser.add_argument("--budget", type=byte_size(1), default=None, metavar="SIZE",
                             help="memory budget of the peak (e.g. 2GiB): recompute ops (run them again) when no "
                                  "order alone fits, at the fewest recomputed FLOPs found; exit status 1 when no "
-                                 "plan fits it (proven), 3 when none was found, with nothing written")
+                                 "plan fits it (below the lower bound), 3 when none was found, with nothing "
+                                 "written")
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the order as a model-plan/1 file")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -93,9 +94,9 @@ class ScheduleCommand:
 
 def _budget_status(result) -> int:
     """As ``model-opt place`` with a capacity: 0 without a budget or when the plan fits
-    it, 1 when no plan fits it (proven: below the lower bound, or by the exact search),
-    3 when none that fits was found and none is proven impossible."""
+    it, 1 when no plan fits it (proven: below the lower bound), 3 when none that fits was
+    found and none is proven impossible (the exact search's proof covers plans running
+    each op at most a few times, not all)."""
     if result.memory_budget is None or result.fits_budget:
         return 0
-    proven = result.memory_budget < result.lower_bound_bytes or result.no_fit_within_runs is not None
-    return 1 if proven else 3
+    return 1 if result.memory_budget < result.lower_bound_bytes else 3

@@ -199,6 +199,7 @@ def capture_step(
         returned_grads=traced.returned_grads,
         gradients=tuple(traced.grads),
         python_state=traced.python_state,
+        tensor_state=traced.tensor_state,
         guards=traced.guards,
         before_step_outputs=traced.before_step_outputs,
         before_step_structure=traced.before_step_structure,

@@ -39,10 +39,13 @@ def code_strings(code: types.CodeType) -> set[str]:
 
 
 def code_indexes(code: types.CodeType) -> set[int]:
-    """The integer constants of ``code`` and the functions defined in it (list indexes:
-    ``max_norm[0]``), from its instructions, where Python 3.14 keeps small ones."""
-    indexes = {i.argval for i in dis.get_instructions(code)
-               if i.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(i.argval) is int}
+    """The integer constants ``code`` and the functions defined in it index with
+    (``max_norm[0]``, ``xs[-1]``; not ``softmax(1)``), from its instructions, where Python
+    3.14 keeps small integers."""
+    instructions = list(dis.get_instructions(code))
+    indexes = {i.argval for i, then in zip(instructions, instructions[1:])
+               if i.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(i.argval) is int
+               and (then.opname == "BINARY_SUBSCR" or (then.opname == "BINARY_OP" and then.argrepr == "[]"))}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             indexes |= code_indexes(const)

@@ -66,6 +66,9 @@ class CapturedStep:
     #: ``(module name, attribute)`` of the plain Python values the traced forward changed
     #: (a call counter), restored after the trace: no step changes them, every eager call does
     python_state: tuple[tuple[str, str], ...] = ()
+    #: ``(module name, attribute)`` of the tensor attributes the traced forward replaced
+    #: (pruning's ``weight``), restored after the trace: every eager call replaces them
+    tensor_state: tuple[tuple[str, str], ...] = ()
     #: the branches the update took on its step count or hyper-parameters
     #: (:class:`~model_ir.torch.step_guards.Guard`): each call must take them too
     guards: tuple = ()

@@ -135,6 +135,9 @@ class TracedStep:
     #: ``(module name, attribute)`` of the plain Python values the traced forward changed
     #: (a call counter: eager changes them at every call, the step never)
     python_state: tuple[tuple[str, str], ...] = ()
+    #: ``(module name, attribute)`` of the tensor attributes the traced forward replaced
+    #: (pruning's ``weight``), put back after the trace
+    tensor_state: tuple[tuple[str, str], ...] = ()
     #: the branches the update took on its step count or hyper-parameters (:mod:`model_ir.torch.step_guards`)
     guards: tuple = ()
     #: micro-batches per optimizer update (their batch slots are named ``micro<k>/...``)
@@ -862,7 +865,8 @@ def trace_step(
                       device=device, emulated=emulated, measures_kernels=mode.measures_kernels,
                       hyper_parameters=hyper,
                       returned_grads=tuple(returned_grads), accumulation_steps=accumulation_steps,
-                      python_state=tuple(dict.fromkeys(python_state)), guards=guards,
+                      python_state=tuple(dict.fromkeys(python_state)),
+                      tensor_state=tuple(dict.fromkeys(tensor_state)), guards=guards,
                       before_step_outputs=before_step_structure[0][0] if before_step_structure else 0,
                       before_step_structure=before_step_structure[0][1] if before_step_structure else None,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
