@@ -240,3 +240,20 @@ def test_the_cpu_memory_profile_keeps_stderr_quiet_but_for_the_profiled_code():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "from the profiled code\n"
+    # without any stderr (2>&-), from threads (one at a time moves fd 2), leaving the environment as it was
+    code = ("import os, sys, threading, torch\n"
+            "from model_ir.torch.kernel_probes import cpu_memory_profile\n"
+            "def work():\n"
+            "    for _ in range(3):\n"
+            "        with cpu_memory_profile():\n"
+            "            torch.ones(10) + 1\n"
+            "threads = [threading.Thread(target=work) for _ in range(3)]\n"
+            "[t.start() for t in threads]; [t.join() for t in threads]\n"
+            "assert 'KINETO_LOG_LEVEL' not in os.environ\n"
+            "os.write(2, b'stderr works\\n') if sys.argv[1] == 'open' else None\n")
+    proc = subprocess.run([sys.executable, "-c", code, "open"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stderr == "stderr works\n", proc.stderr
+    proc = subprocess.run([sys.executable, "-c", code, "closed"], stdout=subprocess.PIPE, stderr=None, text=True,
+                          timeout=120, env=env, pass_fds=(), close_fds=True,
+                          preexec_fn=lambda: os.close(2))
+    assert proc.returncode == 0

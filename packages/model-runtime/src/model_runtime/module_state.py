@@ -10,8 +10,8 @@ So does each tensor that is neither a parameter nor a buffer of the model and th
 step reads where those values are read, or as a module attribute (a loss module's class
 ``weight``, ``self.scale = torch.tensor(...)``): the step holds that very tensor, so it
 follows changes made in place, not another tensor bound in its place. A module the
-functions reach (a ``criterion`` a lambda calls, a distillation teacher) counts as a
-loss module: its modes, attributes, hooks and tensors are checked as the model's.
+functions reach (a ``criterion`` a lambda calls, a distillation teacher) has its modes,
+hooks and tensors checked as the model's, not its plain attributes (a metric's counter).
 Changing one later does not change the step, where it would change eager's next call,
 so a call after such a change asks for a new plan
 (:class:`~model_runtime.errors.ReoptimizeError`, which the step turns into a replan).
@@ -36,6 +36,7 @@ from model_ir.torch.function_scope import (
     hook_functions,
     scope_values,
     scopes,
+    unwrap_callable,
 )
 from model_ir.torch.plain_values import is_plain
 
@@ -86,15 +87,34 @@ def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callabl
     return reads
 
 
+def _reachable(fn) -> list[tuple[str, object]]:
+    """``(name, value)`` of what ``fn`` reaches outside its arguments
+    (:func:`~model_ir.torch.function_scope.scope_values`), and the arguments a ``partial``
+    binds, its defaults and, for a method of a module (a Lightning module's
+    ``training_step``), the module itself."""
+    found = [(where.split(" ", 1)[0], value) for where, value in scope_values(fn)]
+    while isinstance(fn, functools.partial):
+        found += [(f"argument {k}", v) for k, v in enumerate(fn.args)] + list(fn.keywords.items())
+        fn = fn.func
+    for s in scopes(fn):
+        if isinstance(s.owner, torch.nn.Module):
+            found.append(("self", s.owner))
+    function = unwrap_callable(fn)[0]
+    if function is not None:
+        code, defaults = function.__code__, function.__defaults__ or ()
+        found += list(zip(code.co_varnames[code.co_argcount - len(defaults):code.co_argcount], defaults))
+        found += list((function.__kwdefaults__ or {}).items())
+    return found
+
+
 def _reached_modules(functions, known: set[int]) -> list[tuple[str, torch.nn.Module]]:
-    """``(name, module)`` for the modules ``functions`` reach from their closures, globals
-    or objects (``criterion``, ``self.teacher``) and their submodules, those in ``known``
-    (ids) aside; named as the functions name them."""
+    """``(name, module)`` for the modules ``functions`` reach (:func:`_reachable`:
+    ``criterion``, ``self.teacher``, a ``partial``'s ``teacher=``) and their submodules,
+    those in ``known`` (ids) aside; named as the functions name them."""
     found = []
     for fn in functions:
-        for where, value in scope_values(fn):
+        for label, value in _reachable(fn):
             if isinstance(value, torch.nn.Module) and id(value) not in known:
-                label = where.split(" ", 1)[0]
                 for name, m in value.named_modules():
                     if id(m) not in known:
                         known.add(id(m))
@@ -130,26 +150,27 @@ class ModuleState:
 
     def __init__(self, model: torch.nn.Module, *, modes: bool, volatile=(), functions=(),
                  constants: Collection[int] = ()):
-        # A loss module counts as one of the model's (its attributes: a focal loss's gamma),
-        # and so does a module the functions reach (a criterion a lambda calls, a teacher).
-        modules = list(model.named_modules()) + [
+        # A loss module counts as one of the model's (its attributes: a focal loss's gamma).
+        owned = list(model.named_modules()) + [
             (f"loss_fn.{n}".rstrip("."), m) for f in functions if isinstance(f, torch.nn.Module)
             for n, m in f.named_modules()]
-        modules += _reached_modules([f for f in [*functions, *hook_functions(model)]
-                                     if f is not None and not isinstance(f, torch.nn.Module)],
-                                    {id(m) for _, m in modules})
+        # A module the functions reach (a criterion a lambda calls, a teacher): its modes,
+        # hooks and the tensors the step holds; not its plain attributes, which a metric or
+        # a counter changes at every call without the step reading them.
+        modules = owned + _reached_modules([f for f in [*functions, *hook_functions(model)]
+                                            if f is not None and not isinstance(f, torch.nn.Module)],
+                                           {id(m) for _, m in owned})
         self.mode_modules = modules if modes else []
         self.modes = [m.training for _, m in self.mode_modules]
         # ``volatile``: (module, attribute) the forward itself changes (a call counter, a
         # tensor it replaces): eager calls between steps change them, no configuration does.
         volatile = set(volatile)
-        self.attribute_keys = [(name, m, vars(m), key) for name, m in modules for key, value in vars(m).items()
+        self.attribute_keys = [(name, m, vars(m), key) for name, m in owned for key, value in vars(m).items()
                                if key != "training" and is_plain(value) and (name, key) not in volatile]
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
         # The tensors of theirs the step holds (``constants``: ids of its graph's tensors),
         # a loss module's buffers and parameters among them: checked by identity.
-        self.tensor_reads = [(f"{kind} {key!r} of module {name or 'model'!r} ({type(m).__name__})",
-                              functools.partial(d.get, key, _ABSENT))
+        self.tensor_slots = [(f"{kind} {key!r} of module {name or 'model'!r} ({type(m).__name__})", d, key)
                              for name, m in modules
                              for kind, d in [("tensor attribute", vars(m)), ("buffer", m._buffers),
                                              ("parameter", m._parameters)]
@@ -166,12 +187,15 @@ class ModuleState:
         forwards = dict.fromkeys(type(m).forward for _, m in modules)
         reads = [r for fn in {id(f): f for f in [*functions, *forwards, *hook_functions(model)]}.values()
                  if fn is not None and not isinstance(fn, torch.nn.Module) for r in function_reads(fn, constants)]
-        self.tensor_reads += [(what, read) for what, read in reads if isinstance(read(), torch.Tensor)]
-        self.tensors = [read() for _, read in self.tensor_reads]
+        self.tensor_reads = [(what, read) for what, read in reads if isinstance(read(), torch.Tensor)]
+        self.tensors = self._tensors_now()
         self.reads = [(what, read) for what, read in reads if not isinstance(read(), torch.Tensor)]
         self.read_values = [read() for _, read in self.reads]
         self.hooked = [i for i, (n, _) in enumerate(self.hook_marks) if n]  # a removal shows there only
         self.next_hook_id = RemovableHandle.next_id
+
+    def _tensors_now(self) -> list:
+        return [d.get(key, _ABSENT) for _, d, key in self.tensor_slots] + [read() for _, read in self.tensor_reads]
 
     def changed(self) -> str | None:
         """What changed since the capture (one line), or None."""
@@ -192,9 +216,10 @@ class ModuleState:
                 if now != value:
                     return (f"{what} is {_shown(now)}, the step was planned with {value!r} (a value that changes "
                             "at every step is better passed as a tensor: a 0-dim tensor input or target)")
-        now = [read() for _, read in self.tensor_reads]
+        now = self._tensors_now()
         if any(map(operator.is_not, now, self.tensors)):
-            for (what, _), now, then in zip(self.tensor_reads, now, self.tensors):
+            whats = [what for what, _, _ in self.tensor_slots] + [what for what, _ in self.tensor_reads]
+            for what, now, then in zip(whats, now, self.tensors):
                 if now is not then:
                     shown = "deleted" if now is _ABSENT else "another tensor than the one the step was planned with"
                     return (f"{what} is {shown} (the step holds the tensor it was captured with: a change made in "

@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 
@@ -171,9 +172,8 @@ def cpu_memory_profile():
     What the profiled code writes to stderr is kept."""
     from torch.profiler import ProfilerActivity, profile
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # read when Kineto starts: no ERROR lines
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _stderr_silenced():
+    with _stderr_silenced(), _environment("KINETO_LOG_LEVEL", "5"):  # read as Kineto starts: no ERROR lines
         prof.__enter__()
     try:
         yield prof
@@ -182,18 +182,46 @@ def cpu_memory_profile():
             prof.__exit__(None, None, None)
 
 
+#: One thread at a time moves file descriptor 2 (two interleaved would leave it muted).
+_STDERR_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _stderr_silenced():
-    """File descriptor 2 (where C++ code writes) sent to the null device, then restored."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    """File descriptor 2 (where C++ code writes) sent to the null device, then restored;
+    Python warnings raised meanwhile are shown after."""
+    with _STDERR_LOCK, warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (started with 2>&-): nothing to silence
+            saved = None
+        try:
+            if saved is not None:
+                with open(os.devnull, "w") as null:
+                    os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+    for w in raised:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """``os.environ[name]`` set to ``value`` unless the user set it, then put back."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        os.environ.pop(name, None)
 
 
 def _measure(func, values) -> int | None:
