@@ -827,6 +827,33 @@ def test_user_mistakes_with_an_optimizer_raise_at_once_without_the_retry_warning
     assert not _retry_warnings(caplog)
 
 
+COUNTER = torch.zeros((), dtype=torch.long)  # a real tensor the loss below counts calls in
+
+
+def test_the_trace_leaves_the_real_tensors_it_writes_as_they_were():
+    """An op on real tensors alone runs for real in the fake mode: a global counter, or a
+    teacher's BatchNorm num_batches_tracked, counted one call at every capture. The step
+    itself still writes them, once per call, as eager does."""
+    from model_ir.torch import capture_step
+
+    model = mlp(8, 2)
+    x = torch.randn(4, 8)
+    y = torch.randn(model(x).shape)
+    teacher = torch.nn.BatchNorm1d(y.shape[1])
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+
+    def loss_fn(out, y):
+        COUNTER.add_(1)
+        return torch.nn.functional.mse_loss(out, teacher(y))
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    captured = capture_step(model, x, loss_fn=loss_fn, targets=(y,), optimizer=optimizer)
+    assert int(COUNTER) == 0
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    captured.run(model, optimizer, x, targets=(y,))
+    assert int(COUNTER) == 1 and int(teacher.num_batches_tracked) == 1
+
+
 def test_torch_frontend_provider():
     model = mlp(8, 2)
     g = load(model, frontend="torch", example_inputs=torch.randn(2, 8), granularity=1)

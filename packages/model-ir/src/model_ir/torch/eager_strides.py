@@ -61,7 +61,7 @@ from typing import NamedTuple
 
 import torch
 from torch._prims_common import is_non_overlapping_and_dense_or_false, make_contiguous_strides_for
-from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -264,6 +264,25 @@ class EagerStridesFakeMode(FakeTensorMode):
         super().__init__(*args, **kwargs)
         #: The real tensor each fake made by :meth:`fake_of` stands for.
         self.real_tensors = WeakIdKeyDictionary()
+        #: id -> (real tensor, its value before the trace wrote it): see :meth:`restore_real_writes`.
+        self.real_writes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _save_real_writes(self, func, args, kwargs) -> None:
+        """An op on real tensors alone runs for real in a fake mode: a teacher's BatchNorm
+        ``num_batches_tracked.add_(1)`` counted a batch at every capture. Save each real
+        tensor such an op writes, once, for :meth:`restore_real_writes`."""
+        for a, v in zip(func._schema.arguments, schema_values(func, args, kwargs)):
+            if (a.alias_info is not None and a.alias_info.is_write and isinstance(v, torch.Tensor)
+                    and not isinstance(v, FakeTensor) and id(v) not in self.real_writes):
+                with unset_fake_temporarily(), torch.no_grad():
+                    self.real_writes[id(v)] = (v, v.detach().clone())
+
+    def restore_real_writes(self) -> None:
+        """Put back the values the trace wrote into real tensors (after the trace)."""
+        with unset_fake_temporarily(), torch.no_grad():
+            for t, before in self.real_writes.values():
+                t.copy_(before)
+        self.real_writes.clear()
 
     def fake_of(self, t: torch.Tensor) -> torch.Tensor:
         """``t``'s fake (``from_tensor``, static shapes), remembering ``t`` behind it."""
@@ -274,6 +293,8 @@ class EagerStridesFakeMode(FakeTensorMode):
     def dispatch(self, func, types, args=(), kwargs=None):
         if func is _GROUPED_MM:  # never None: func is an operator
             return self._grouped_mm(func, types, args, kwargs or {})
+        if func._schema.is_mutable:
+            self._save_real_writes(func, args, kwargs or {})
         out = super().dispatch(func, types, args, kwargs)
         if func in MEASURABLE and self.measures_kernels:
             values = schema_values(func, args, kwargs or {})

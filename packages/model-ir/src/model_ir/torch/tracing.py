@@ -816,6 +816,7 @@ def trace_step(
             raise
         raise error from exc
     finally:
+        mode.restore_real_writes()
         python_state, tensor_state = _restore_module_attributes(attributes)
         for p in fparams.values():
             p.grad = None
