@@ -94,7 +94,8 @@ def mutate(path, value):
         (mutate(["ops", 1, "meta"], {"eager_in_place": [1]}), r"ops\[1\].meta.eager_in_place: expected a buffer id"),
         # ids the layers look up name a buffer or op of the graph (before: a KeyError in
         # the arena's planning, a TypeError in the simulator, or silently ignored)
-        (mutate(["meta"], {"arena_fallbacks": ["t1", "zz"]}), 'meta.arena_fallbacks: names no buffer of the graph: "zz"'),
+        (mutate(["meta"], {"arena_fallbacks": ["t1", "zz"]}),
+         'meta.arena_fallbacks: names no buffer of the graph: "zz"'),
         (mutate(["meta"], {"arena_temporaries": {"Z": 1}}), 'meta.arena_temporaries: names no op of the graph: "Z"'),
         (mutate(["buffers", 0, "meta"], {"released_after": "Z"}),
          r'buffers\[0\].meta.released_after: names no op of the graph: "Z"'),

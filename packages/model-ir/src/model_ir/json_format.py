@@ -375,12 +375,6 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
     return graph_from_dict(data, str(path))
 
 
-def write_json(data: Any, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
-    """Write JSON atomically (see :mod:`model_ir.output_files`); ``overwrite`` False keeps
-    an existing file (:class:`FormatError`)."""
-    write_output(path, json.dumps(data, indent=1) + "\n", overwrite=overwrite)
-
-
 def _checked_text(data: dict[str, Any], parse: Callable[[Any, str], Any], what: str) -> str:
     """``data`` as JSON text, after the checks its loader makes (``parse``): a file
     written here loads again, and a bad object never replaces a good file."""
@@ -426,9 +420,7 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> Plan:
     try:
         order = order_indices(graph, schedule)
         validate_order(graph, order)
-    except ScheduleError as e:
-        raise FormatError(f"{source}: order: {e}") from None
-    try:  # each instance of a recomputed buffer has its own lifetime (``b@2``: model_ir.recompute)
+        # each instance of a recomputed buffer has its own lifetime (``b@2``: model_ir.recompute)
         lifetimes = simulate_indices(graph, order).lifetimes
     except ScheduleError as e:
         raise FormatError(f"{source}: order: {e}") from None

@@ -110,13 +110,15 @@ def input_frontend(path: str, frontend: str | None) -> str | None:
     return frontend
 
 
-def _check_output_suffix(output: str, writes: str) -> None:
+def _check_output_suffix(output: str, csv: bool) -> None:
     """The output is written in the input's kind (a CSV's placement as CSV, a graph's or
     plan's as a plan): an ``-o`` name saying the other is refused, not silently misnamed."""
-    suffix = os.path.splitext(output)[1].lower()
-    if (suffix, writes) in ((".json", "a CSV"), (".csv", "a model-plan/1 JSON")):
+    stem, suffix = os.path.splitext(output)
+    wanted, other = (".csv", ".json") if csv else (".json", ".csv")
+    if suffix.lower() == other:
+        writes = "a CSV" if csv else "a model-plan/1 JSON"
         raise PlaceError(f"-o {output}: place writes {writes} for this input, the placement of its own kind; "
-                         f"name the output {os.path.splitext(output)[0]}{'.csv' if writes == 'a CSV' else '.json'}")
+                         f"name the output {stem}{wanted}")
 
 
 def _no_schedule(schedule: str | None, why: str) -> None:
@@ -184,8 +186,7 @@ class PlaceCommand:
         # placer what is left.
         scheduler_limit = None if args.time_limit is None else args.time_limit / 2
         # before a --schedule solve: the output is of the input's kind
-        _check_output_suffix(args.output, "a CSV" if input_frontend(args.input, args.frontend) is None
-                             else "a model-plan/1 JSON")
+        _check_output_suffix(args.output, csv=input_frontend(args.input, args.frontend) is None)
         plan, lifetimes = read_input(args.input, args.frontend, args.schedule, scheduler_limit, interrupted)
         time_limit = args.time_limit
         if time_limit is not None and not math.isinf(time_limit):

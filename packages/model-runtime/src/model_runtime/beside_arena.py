@@ -249,7 +249,7 @@ def above_budget(figures, executor: str) -> str | None:
         return None
     what = "reserve" if figures.get("eager_reserved_bytes") is not None else "hold"
     fallbacks = " and the fallbacks' results" if executor == "arena" else ""
-    return (f"memory_budget={budget} bytes bounds the peak of the step's buffers ({figures['peak_bytes']}); the "
+    return (f"the memory budget of {budget} bytes bounds the peak of the step's buffers ({figures['peak_bytes']}); the "
             f"{executor} executor would {what} {total} bytes (simulated): the libraries' workspaces, the kernels' "
             f"temporaries{fallbacks} lie beside them; a budget about {total - budget} bytes lower leaves room for them")
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
+from model_ir.torch.plain_values import same_value
 from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     changed_constant,
@@ -48,15 +49,6 @@ def _owner(model: torch.nn.Module, qualified: str) -> tuple[torch.nn.Module, str
 
 
 _MISSING = object()
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - incomparable values are different
-        return a is b
 
 
 class Binder:
@@ -237,7 +229,7 @@ class Binder:
         for i, (g, items) in enumerate(zip(groups, self.hyper)):
             for k, v in items:
                 now = g.get(k, _MISSING)
-                if now is not v and not _same(now, v):
+                if now is not v and not same_value(now, v):
                     raise ReoptimizeError(
                         f"optimizer hyper-parameter {k!r} of param group {i} changed from {v!r} to "
                         f"{now!r}; the optimized step holds it as a constant"

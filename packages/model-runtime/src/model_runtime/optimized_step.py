@@ -20,10 +20,10 @@ from model_ir.json_format import load_plan
 from model_ir.plan import Plan
 from model_ir.plugins import invalid_answer
 from model_ir.torch import CapturedStep, capture_step, init_optimizer_state
-from model_ir.torch.step import reseed_optimizer_state, seed_values
 from model_ir.torch.errors import warn_user
 from model_ir.torch.kernel_probes import MEASURED_THREADS
 from model_ir.torch.optimizer_values import post_hooks, run_post_hooks
+from model_ir.torch.step import reseed_optimizer_state, seed_values
 from model_ir.torch.tracing import describe_call, flatten_batch
 from model_ir.workspaces import ARENA_TEMPORARIES
 from model_runtime.beside_arena import CHOICES, above_budget, above_eager, held_by, least_memory_executor
@@ -264,9 +264,8 @@ class OptimizedStep:
         step, tensors = self._variant_for([(args, kwargs, targets)])
         self._last = step
         outputs = self._run_step(step, tensors)
-        if step.train:  # an eval call (a validation pass first) leaves the state as it was
-            self._seeded = None
         if step.train:
+            self._seeded = None  # an update ran from the state (an eval call leaves it to be made again)
             if step.captured.return_outputs:
                 return outputs[0], step.captured.model_outputs(outputs[1:])
             return outputs[0]

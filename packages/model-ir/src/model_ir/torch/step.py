@@ -15,6 +15,7 @@ from model_ir.plan import Schedule
 from model_ir.torch.errors import ExecutionError
 from model_ir.torch.grad_scaler import SCALER_TENSORS, scaler_tensors
 from model_ir.torch.optimizer_values import kept_python_values, step_hooks_off
+from model_ir.torch.plain_values import same_value
 from model_ir.torch.step_guards import failed_guard
 from model_ir.torch.tracing import (
     InputSlot, OutputStructure, changed_constant, describe_call, flatten_batch, split_example_inputs,
@@ -286,12 +287,8 @@ def seed_values(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
 
 
 def _same_values(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
-    def same(x, y) -> bool:
-        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
-            return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
-        return x == y or x is y
-
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(same(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(same_value(x[k], y[k]) for k in x)
+                                    for x, y in zip(a, b))
 
 
 def reseed_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
