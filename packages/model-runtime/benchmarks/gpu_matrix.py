@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,10 +59,13 @@ def run(path: str, budget: float) -> int:
 
     t0 = time.time()
     results: list[dict] = []
+    guard = threading.Lock()  # the matrix's threads append and rewrite the file one at a time
 
-    def save():
-        with open(path, "w") as f:
-            json.dump(results, f)
+    def save(record: dict):
+        with guard:
+            results.append(record)
+            with open(path, "w") as f:
+                json.dump(results, f)
 
     jobs = [("matrix", _spec(m, "train", b, v, 5, 2), a)
             for group in MATRIX_VARIANTS for m, b in MAIN for a in ("default", "expandable") for v in group]
@@ -78,10 +82,12 @@ def run(path: str, budget: float) -> int:
         kind, spec, alloc = job
         left = t0 + 0.55 * budget - time.time()
         r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(150, left))
-        results.append({"kind": kind, "spec": spec, "alloc": alloc, "result": r})
-        save()
-        print(kind, spec["model"], spec["mode"], spec["batch_size"], spec["variant"], alloc,
-              r.get("error", "ok").strip().splitlines()[-1][:160], flush=True)
+        save({"kind": kind, "spec": spec, "alloc": alloc, "result": r})
+        # one write per line: print's separate writes of its arguments interleave across the threads
+        line = " ".join(map(str, (kind, spec["model"], spec["mode"], spec["batch_size"], spec["variant"], alloc,
+                                  r.get("error", "ok").strip().splitlines()[-1][:160])))
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     with ThreadPoolExecutor(14) as pool:
         list(pool.map(work, jobs))
@@ -92,8 +98,7 @@ def run(path: str, budget: float) -> int:
                 break
             spec = _spec(m, "train", b, v, 20, 3)
             r = spawn_variant(spec, "expandable", timeout=min(90, left))
-            results.append({"kind": "time", "spec": spec, "alloc": "expandable", "result": r})
-            save()
+            save({"kind": "time", "spec": spec, "alloc": "expandable", "result": r})
     return 0
 
 
