@@ -191,3 +191,31 @@ def test_gpu_calibration_script_names_zoo_models_only(tmp_path):
     traced = {(r["spec"]["model"], r["spec"]["batch_size"], r["spec"]["variant"], r["alloc"])
               for r in runtime if r["spec"].get("memory_trace") == "all"}
     assert traced == {("alexnet", 32, "auto", "default"), ("bert-base", 1, "auto", "default")}
+
+
+def test_eager_on_gpu_script_runs_again_alone_a_case_out_of_memory_beside_others(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from model_runtime import measured_runs
+
+    path = Path(__file__).parents[2] / "packages" / "model-bench" / "scripts" / "eager_on_gpu.py"
+    spec = importlib.util.spec_from_file_location("eager_on_gpu_under_test", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls = []
+
+    def spawn(spec, alloc, timeout):
+        calls.append(spec["model"])
+        if spec["model"] == "tiny-cnn" and calls.count("tiny-cnn") == 1:
+            return {"error": "exit status 1: torch.OutOfMemoryError: CUDA out of memory."}
+        return {"max_reserved_bytes": 7}
+
+    monkeypatch.setattr(measured_runs, "spawn_variant", spawn)
+    out = tmp_path / "eager.json"
+    assert script.main([str(out), "tiny-mlp:train:2:default", "tiny-cnn:eval:4:expandable"]) == 0
+    got = {r["spec"]["model"]: r for r in json.loads(out.read_text())}
+    assert sorted(calls) == ["tiny-cnn", "tiny-cnn", "tiny-mlp"]
+    assert got["tiny-cnn"]["result"] == {"max_reserved_bytes": 7} and got["tiny-cnn"]["alone"]
+    assert "alone" not in got["tiny-mlp"]

@@ -203,3 +203,36 @@ def test_runtime_backtest_names_a_bad_results_file(tmp_path, capsys):
     (tmp_path / "empty.json").write_text("[]")
     assert bt.main([str(tmp_path / "empty.json")]) == 0
     assert "no completed run" in capsys.readouterr().out
+
+
+def test_gpu_matrix_runs_again_alone_what_ran_out_of_memory_beside_others(tmp_path, monkeypatch):
+    """The matrix runs 14 children on one GPU at a time: a run out of device memory beside
+    them is run again alone (an H100 holds fewer gpt2 b32 steps than the H200), keeping its
+    failure only when the run alone fails too; every case is recorded once, the file whole."""
+    from model_runtime import measured_runs
+
+    matrix = _load("benchmarks/gpu_matrix.py")
+    calls: list[tuple] = []
+
+    def spawn(spec, alloc, timeout):
+        key = (spec["model"], spec["mode"], spec["batch_size"], spec["variant"], alloc)
+        calls.append(key)
+        if spec["model"] == "gpt2" and spec["batch_size"] == 32 and calls.count(key) == 1:
+            return {"error": "exit status 1: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB"}
+        if spec["model"] == "vgg16" and spec["mode"] == "eval":
+            return {"error": "exit status 1: RuntimeError: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"}
+        return {"max_reserved_bytes": 1}
+
+    monkeypatch.setattr(measured_runs, "spawn_variant", spawn)
+    out = tmp_path / "runtime.json"
+    assert matrix.run(str(out), 1000) == 0
+    records = json.loads(out.read_text())
+    keys = [(r["kind"], r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"], r["spec"]["variant"],
+             r["alloc"]) for r in records]
+    assert len(keys) == len(set(keys))
+    gpt2 = [r for r in records if r["spec"]["model"] == "gpt2" and r["spec"]["batch_size"] == 32]
+    assert gpt2 and all(r["result"] == {"max_reserved_bytes": 1} and r["alone"] for r in gpt2)
+    vgg = [r for r in records if r["spec"]["model"] == "vgg16" and r["spec"]["mode"] == "eval"]
+    assert vgg and all("CUBLAS_STATUS_ALLOC_FAILED" in r["result"]["error"] and r["alone"] for r in vgg)
+    assert not any(r.get("alone") for r in records if r["spec"]["model"] not in ("gpt2", "vgg16"))
+    assert measured_runs.out_of_memory({"error": "killed by signal 11"}) is False

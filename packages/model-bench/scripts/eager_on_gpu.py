@@ -15,7 +15,8 @@ the model is built (with ``memory_trace_step_starts``), to see which segments th
 steps create. ``--autocast bf16`` runs every case's forward pass and loss under
 ``torch.autocast`` (the spec's ``autocast``). OUT.json holds the records of model-runtime's
 ``benchmarks/gpu_matrix.py`` (``kind``, ``spec``, ``alloc``, ``result``), written after
-every run.
+every run. A case out of device memory beside the others runs again alone at the end
+(its record says ``alone``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--autocast", choices=tuple(AUTOCAST), default=None, help="mixed precision (the AMP recipe)")
     args = p.parse_intermixed_args(argv)  # cases may follow the options
     from model_bench.sweep import MEASURED_MODELS
-    from model_runtime.measured_runs import ALLOC_CONFS, spawn_variant
+    from model_runtime.measured_runs import ALLOC_CONFS, out_of_memory, spawn_variant
 
     cases = []
     for text in args.cases or [f"{m}:eval:32:default" for m in MEASURED_MODELS]:
@@ -63,23 +64,35 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     guard = threading.Lock()
 
-    def work(case):
+    crowded: list[tuple] = []  # (case, its failure): out of device memory beside other runs, to run alone
+
+    def work(case, crowded_out=None):
         model, mode, batch, alloc, variant = case
         spec = {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
                 "variant": variant, "steps": 5, "warmup": 2,
                 "memory_trace": "all" if args.trace_all else args.trace,
                 **({"autocast": AUTOCAST[args.autocast]} if args.autocast else {})}
         left = t0 + args.budget - time.time()
-        r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(180, left))
-        with guard:
-            results.append({"kind": "zoo", "spec": spec, "alloc": alloc, "result": r})
-            with open(args.out, "w") as f:
-                json.dump(results, f)
+        if left >= 15:
+            r = spawn_variant(spec, alloc, timeout=min(180, left))
+        else:  # a run crowded out keeps its failure when no time is left to run it alone
+            r = crowded_out or {"error": "skipped: out of time"}
+        if out_of_memory(r) and crowded_out is None and args.parallel > 1:
+            crowded.append((case, r))
+            r = {"error": "out of device memory beside other runs: to run again alone"}
+        else:
+            with guard:
+                alone = {"alone": True} if crowded_out is not None else {}
+                results.append({"kind": "zoo", "spec": spec, "alloc": alloc, "result": r} | alone)
+                with open(args.out, "w") as f:
+                    json.dump(results, f)
         print(f"{time.time() - t0:5.0f}s {model} {mode} b{batch} {alloc} {variant}: "
               f"{(r.get('error') or 'failed').strip().splitlines()[-1][:160] if 'error' in r else 'ok'}", flush=True)
 
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(work, cases))
+    for case, failure in crowded:
+        work(case, failure)
     return 0
 
 

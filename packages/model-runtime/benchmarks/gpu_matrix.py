@@ -16,7 +16,8 @@ Runs (on a GPU machine, from the repository root):
 
 Every run is a fresh process (``model_runtime.measured_runs``); 1 and 2 run 14 at a time
 (memory counters are per process; their times are not used), in that order until 55%
-of the budget is spent. Then
+of the budget is spent; a run out of device memory beside the others runs again alone
+after them (its record says ``alone``). Then
 
     uv run python packages/model-runtime/benchmarks/gpu_matrix.py render results.json
 
@@ -55,17 +56,17 @@ def _spec(model, mode, batch, variant, steps, warmup):
 
 def run(path: str, budget: float) -> int:
     from model_bench.sweep import MEASURED_MODELS
-    from model_runtime.measured_runs import spawn_variant
+    from model_runtime.measured_runs import out_of_memory, spawn_variant
 
     t0 = time.time()
-    results: list[dict] = []
-    guard = threading.Lock()  # the matrix's threads append and rewrite the file one at a time
+    results: dict[int, dict] = {}  # by job number: the file lists the runs in the order they were started
+    guard = threading.Lock()  # the matrix's threads rewrite the file one at a time
 
-    def save(record: dict):
+    def save(number: int, record: dict):
         with guard:
-            results.append(record)
+            results[number] = record
             with open(path, "w") as f:
-                json.dump(results, f)
+                json.dump([results[k] for k in sorted(results)], f)
 
     jobs = [("matrix", _spec(m, "train", b, v, 5, 2), a)
             for group in MATRIX_VARIANTS for m, b in MAIN for a in ("default", "expandable") for v in group]
@@ -78,11 +79,21 @@ def run(path: str, budget: float) -> int:
             if not (mode == "train" and (m, b) in MAIN):
                 jobs += [("zoo", _spec(m, mode, b, v, 2, 1), "default") for v in ("eager", *ZOO_VARIANTS)]
 
-    def work(job):
-        kind, spec, alloc = job
+    crowded: list[tuple] = []  # (job, its failure): out of device memory beside other runs, to run alone
+
+    def work(numbered, crowded_out=None):
+        number, (kind, spec, alloc) = numbered
         left = t0 + 0.55 * budget - time.time()
-        r = {"error": "skipped: out of time"} if left < 15 else spawn_variant(spec, alloc, timeout=min(150, left))
-        save({"kind": kind, "spec": spec, "alloc": alloc, "result": r})
+        if left >= 15:
+            r = spawn_variant(spec, alloc, timeout=min(150, left))
+        else:  # a run crowded out keeps its failure when no time is left to run it alone
+            r = crowded_out or {"error": "skipped: out of time"}
+        if out_of_memory(r) and crowded_out is None:
+            crowded.append((numbered, r))
+            r = {"error": "out of device memory beside other runs: to run again alone"}
+        else:
+            alone = {"alone": True} if crowded_out is not None else {}
+            save(number, {"kind": kind, "spec": spec, "alloc": alloc, "result": r} | alone)
         # one write per line: print's separate writes of its arguments interleave across the threads
         line = " ".join(map(str, (kind, spec["model"], spec["mode"], spec["batch_size"], spec["variant"], alloc,
                                   r.get("error", "ok").strip().splitlines()[-1][:160])))
@@ -90,7 +101,9 @@ def run(path: str, budget: float) -> int:
         sys.stdout.flush()
 
     with ThreadPoolExecutor(14) as pool:
-        list(pool.map(work, jobs))
+        list(pool.map(work, enumerate(jobs)))
+    for numbered, failure in crowded:
+        work(numbered, failure)
     for m, b in TIMED:
         for v in TIMED_VARIANTS:
             left = t0 + budget - time.time()
@@ -98,7 +111,7 @@ def run(path: str, budget: float) -> int:
                 break
             spec = _spec(m, "train", b, v, 20, 3)
             r = spawn_variant(spec, "expandable", timeout=min(90, left))
-            save({"kind": "time", "spec": spec, "alloc": "expandable", "result": r})
+            save(len(results), {"kind": "time", "spec": spec, "alloc": "expandable", "result": r})
     return 0
 
 

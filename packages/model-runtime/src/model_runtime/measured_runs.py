@@ -214,6 +214,19 @@ def spawn_variant(spec: dict, alloc: str, *, timeout: float = 600.0, env: dict |
     return {"error": f"{status}: {tail}"}
 
 
+#: Signs in a child's output that the device ran out of memory (cuBLAS and cuDNN fail
+#: their handle's allocation with their own status).
+_OUT_OF_MEMORY = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                  "CUDNN_STATUS_NOT_INITIALIZED")
+
+
+def out_of_memory(result: dict) -> bool:
+    """Whether a :func:`spawn_variant` result is a failure for want of device memory.
+    Children run side by side share one GPU, so such a run is worth repeating alone."""
+    error = result.get("error") or ""
+    return any(sign.lower() in error.lower() for sign in _OUT_OF_MEMORY)
+
+
 def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optimizer: str = "sgd",
                   device: str = "cuda", variants=("eager", "reorder", "arena"), allocs=("default", "expandable"),
                   steps: int = 10, warmup: int = 3, time_limit: float | None = None, progress=None,
