@@ -630,3 +630,114 @@ def test_an_unhashable_hook_object_is_fine():
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), time_limit=0.5)
     assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+
+
+@pytest.mark.parametrize("how", ["l2 penalty", "second forward", "clip model.parameters()"])
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_loss_or_before_step_reading_the_model_trains_as_in_eager(how, executor):
+    """The loss and before_step may reach the model themselves: an L2 penalty over
+    model.parameters(), a consistency term that runs the model again, clipping
+    model.parameters() (before: the real parameters were constants of the step, their
+    gradients and the clipping silently lost)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    def loss_of(m):
+        if how == "l2 penalty":
+            return lambda out, t: F.cross_entropy(out, t) + 0.5 * sum(p.pow(2).sum() for p in m.parameters())
+        if how == "second forward":
+            return lambda out, t: F.cross_entropy(out, t) + (m(x.flip(0)) - out.flip(0)).pow(2).mean()
+        return F.cross_entropy
+
+    def clip_of(m):
+        return (lambda grads: nn.utils.clip_grad_norm_(m.parameters(), 0.01)) if how.startswith("clip") else None
+
+    step = optimize(model, x, optimizer=opt, loss_fn=loss_of(model), targets=(y,), executor=executor,
+                    before_step=clip_of(model), time_limit=0.5)
+    for _ in range(3):
+        got = step(x, targets=(y,))
+        assert torch.equal(got, eager_step(ref, ref_opt, x, loss_of(ref), (y,), before_step=clip_of(ref)))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_a_parameter_the_loss_holds_outside_the_model_is_refused():
+    """A list made from model.parameters() before optimize() and read by the loss: the
+    step would take those tensors as constants without their gradients; refused, naming
+    the parameter, and the model's gradients are left as they were."""
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    from model_ir.torch import CaptureError
+
+    with pytest.raises(CaptureError, match="reads parameter 'weight' of the model through a reference held"):
+        optimize(model, x, optimizer=opt, targets=(y,), time_limit=0.5,
+                 loss_fn=lambda out, t: F.cross_entropy(out, t) + sum(p.pow(2).sum() for p in params))
+    assert model.weight.grad is None and model.bias.grad is None
+
+
+SCALE = 1.0  # read by _scaled, which a forward below calls
+
+
+def _scaled(h):
+    return h * SCALE
+
+
+class _Reads(nn.Module):
+    scale = 1.0  # a class attribute, changed on the class
+
+    def __init__(self, where):
+        super().__init__()
+        self.where, self.linear = where, nn.Linear(6, 3)
+        self.cfg, self.flags, self.opts = types.SimpleNamespace(scale=1.0), [1.0], {"scale": 1.0}
+
+    def forward(self, x):
+        h = self.linear(x)
+        return {"object": lambda: h * self.cfg.scale, "list": lambda: h * self.flags[0],
+                "dict": lambda: h * self.opts["scale"], "class": lambda: h * self.scale,
+                "helper": lambda: _scaled(h)}[self.where]()
+
+
+@pytest.mark.parametrize("where", ["object", "list", "dict", "class", "helper"])
+def test_a_number_the_forward_reads_through_its_module_replans_when_the_loop_changes_it(where):
+    """What a forward reads through its module one level down (self.cfg.scale, a
+    Hugging Face config's entries), a class attribute, or a global read by a helper of
+    its own Python module: changed by the loop, a new plan (before: the old value, silently)."""
+    global SCALE
+    torch.manual_seed(0)
+    model = _Reads(where)
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor="arena",
+                    time_limit=0.5)
+    shown = {"object": r"self.cfg.scale \(of module 'model'", "list": r"self.flags\[0\] \(of module 'model'",
+             "dict": r"self.opts\['scale'\] \(of module 'model'", "class": "class attribute 'scale' of module",
+             "helper": "global 'SCALE' read by _scaled"}[where]
+    try:
+        for i in range(3):
+            value = 1.0 + i  # changed where this forward reads it only: the others are checked too
+            if where == "helper":
+                SCALE = value
+            elif where == "class":
+                _Reads.scale = value
+            for m in (model, ref):
+                if where == "object":
+                    m.cfg.scale = value
+                elif where == "list":
+                    m.flags[0] = value
+                elif where == "dict":
+                    m.opts["scale"] = value
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                got = step(x, targets=(y,))
+            assert torch.equal(got, eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+            replans = [str(w.message) for w in seen if issubclass(w.category, ReplanWarning)]
+            assert len(replans) == (1 if i else 0) and all(re.search(shown, r) for r in replans), replans
+        assert_same_state(model, opt, ref, ref_opt)
+    finally:
+        SCALE = _Reads.scale = 1.0

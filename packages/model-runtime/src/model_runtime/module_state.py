@@ -5,7 +5,10 @@ A step is traced once: each module's mode, its plain Python attributes (``Dropou
 constants of the captured ops, and so do the plain values the loss function, the
 ``before_step`` function, the modules' ``forward`` and the hooks read from their closures, module
 globals and, for a method, its object, one level into the dicts, lists and objects found there
-(``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``, ``max_norm[0]``).
+(``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``, ``max_norm[0]``);
+so do the functions of their own Python module they call (:func:`with_helpers`) and, for a
+module's ``forward``, what the module holds one level down and its class attributes
+(:func:`module_reads`: ``self.cfg.scale``).
 So does each tensor that is neither a parameter nor a buffer of the model and that the
 step reads where those values are read, or as a module attribute (a loss module's class
 ``weight``, ``self.scale = torch.tensor(...)``): the step holds that very tensor, so it
@@ -19,7 +22,9 @@ so a call after such a change asks for a new plan
 
 from __future__ import annotations
 
+import collections
 import functools
+import inspect
 import operator
 import types
 from collections.abc import Callable, Collection
@@ -85,6 +90,52 @@ def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callabl
             reads += [(f"self{path} (read by {s.where})", object_read)
                       for path, object_read in _object_reads(s.owner, s.code, s.names, kept)]
     return reads
+
+
+def module_reads(modules, tensors: Collection[int] = ()) -> list[tuple[str, Callable[[], object]]]:
+    """``(what, read)`` for the values of its own a module's ``forward`` reads beyond its
+    plain attributes (checked with the model's): one level into the dicts, lists and
+    objects it holds and names (``self.cfg.scale``, ``self.flags[0]``, ``self.opts["p"]``,
+    a Hugging Face module's ``self.config.*``), and the plain class attributes it names
+    that its instance does not hold (``self.scale`` set on the class). Each value once,
+    however many modules share it (one config)."""
+    def kept(value) -> bool:
+        return id(value) in tensors if isinstance(value, torch.Tensor) else is_plain(value)
+
+    found: dict[tuple[int, str], tuple[str, Callable[[], object]]] = {}
+    for name, m in modules:
+        label = f"module {name or 'model'!r} ({type(m).__name__})"
+        attributes, cls = vars(m), type(m)
+        for s in scopes(cls.forward):
+            for key in sorted(s.names):
+                value = attributes.get(key, _ABSENT)
+                if value is _ABSENT:
+                    static = inspect.getattr_static(cls, key, _ABSENT)
+                    if is_plain(static):
+                        found.setdefault((id(cls), key), (f"class attribute {key!r} of {label}",
+                                                          functools.partial(inspect.getattr_static, cls, key, _ABSENT)))
+                elif not (kept(value) or isinstance(value, torch.Tensor)):  # plain ones: with the model's
+                    for path, read in _object_reads(value, s.code, s.names, kept):
+                        found.setdefault((id(value), path), (f"self.{key}{path} (of {label})", read))
+    return list(found.values())
+
+
+def with_helpers(functions) -> list:
+    """``functions`` (Nones and modules aside), then the plain functions they reach that
+    are defined in their own module (a forward's ``helper(h)`` that reads a global), and
+    those such helpers reach, each once."""
+    found: dict[int, object] = {}
+    todo = collections.deque(f for f in functions if f is not None and not isinstance(f, torch.nn.Module))
+    while todo:
+        fn = todo.popleft()
+        if id(fn) in found:
+            continue
+        found[id(fn)] = fn
+        function = unwrap_callable(fn)[0]
+        home = getattr(function, "__module__", None)
+        todo.extend(value for s in scopes(fn) for _, _, read in s.reads for value in [read()]
+                    if isinstance(value, types.FunctionType) and value.__module__ == home)
+    return list(found.values())
 
 
 def _reachable(fn) -> list[tuple[str, object]]:
@@ -185,8 +236,9 @@ class ModuleState:
                             if isinstance(getattr(hooked, key, None), dict)]
         self.hook_marks = [_hooks_mark(d) for _, d in self.hook_dicts]
         forwards = dict.fromkeys(type(m).forward for _, m in modules)
-        reads = [r for fn in {id(f): f for f in [*functions, *forwards, *hook_functions(model)]}.values()
-                 if fn is not None and not isinstance(fn, torch.nn.Module) for r in function_reads(fn, constants)]
+        reads = [r for fn in with_helpers([*functions, *forwards, *hook_functions(model)])
+                 for r in function_reads(fn, constants)]
+        reads += module_reads(owned, constants)
         self.tensor_reads = [(what, read) for what, read in reads if isinstance(read(), torch.Tensor)]
         self.tensors = self._tensors_now()
         self.reads = [(what, read) for what, read in reads if not isinstance(read(), torch.Tensor)]

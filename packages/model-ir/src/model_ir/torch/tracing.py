@@ -719,6 +719,15 @@ def trace_step(
         for hp, value in zip(hyper, hyper_values):
             reads.value(value, ("hyper", hp.name), float(hp.read(optimizer)))
         scale, growth_tracker = (next(it), next(it)) if scaler_constants is not None else (None, None)
+
+        def traced_model():
+            # The model's attributes hold the traced parameters and buffers while the
+            # loss, the backward (which reruns checkpointed forward code) and before_step
+            # run: code there reads them (an L2 penalty over model.parameters(), a second
+            # call of the model, clipping model.parameters()), and the real ones would be
+            # constants of the graph, outside its gradients, dependencies and memory.
+            return _reparametrize_module(model, {**params, **buffers}, tie_weights=True)
+
         losses = []
         for _ in range(accumulation_steps):
             leaves = [next(it) if _is_leaf_tensor(x) else x for x in batch_leaves]
@@ -733,7 +742,8 @@ def trace_step(
                 return tensor_leaves(out)
             with mixed_precision():
                 out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
-                loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
+                with traced_model():
+                    loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
             if loss_fn is None and not losses:
                 loss_output.append(loss_among_outputs(out))
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -741,11 +751,7 @@ def trace_step(
             if not loss.requires_grad:
                 raise CaptureError("the loss does not require grad: no parameter of the model influences it")
             root = loss * scale if scale is not None else loss
-            # Backward reruns checkpointed forward code (torch.utils.checkpoint): it must
-            # read the same traced parameters as the forward, not the model's real ones
-            # (constants of the graph, outside its dependencies and memory).
-            rebound = _reparametrize_module(model, {**params, **buffers}, tie_weights=True)
-            with marking_accumulations(root, lambda now: setattr(mode, "summing", now)), rebound:
+            with marking_accumulations(root, lambda now: setattr(mode, "summing", now)), traced_model():
                 root.backward()
             losses.append(loss.detach())
         found_inf = None
@@ -754,7 +760,8 @@ def trace_step(
                 found_inf = unscale_grads(optimizer, scale)
         reported = []
         if before_step is not None:
-            result = before_step(params)
+            with traced_model():
+                result = before_step(params)
             if result is not None and tensor_leaves(result):
                 reported, reported_structure = flatten_outputs(result)
                 before_step_structure.append((len(reported), reported_structure))
@@ -801,6 +808,7 @@ def trace_step(
     # backward does (a frozen BatchNorm in eval, or a whole model trained in eval mode);
     # every module's flag is restored after.
     attributes = _module_attributes(model)
+    real_grads = [(p, p.grad) for _, p in named_params]  # a held reference's gradient is traced into .grad
     if not train:
         model.eval()
     try:
@@ -820,6 +828,14 @@ def trace_step(
         python_state, tensor_state = _restore_module_attributes(attributes)
         for p in fparams.values():
             p.grad = None
+        for p, grad in real_grads:
+            p.grad = grad
+    held = _parameters_held_as_constants(gm, name_of) if train else []
+    if held:
+        raise CaptureError(f"the step reads parameter {held[0]!r} of the model through a reference held outside "
+                           "it (a list made from model.parameters() before optimize(), say): the optimized step "
+                           "would take it as a constant, without its gradient; read the parameters through the "
+                           "model where the step runs (model.parameters(), model.weight)")
     if loss_output and loss_output[0]:
         found = loss_output[0]
         warn_user(f"the model returns several tensors and {found} is a single number, a loss it computed? Without "
@@ -872,6 +888,14 @@ def trace_step(
                       before_step_structure=before_step_structure[0][1] if before_step_structure else None,
                       scaler=scaler_constants, found_inf=found_inf, skipped_if_inf=skipped,
                       released_after=released, in_place_sums=marked_sums, sums_laid_out_otherwise=sums_elsewhere)
+
+
+def _parameters_held_as_constants(gm: fx.GraphModule, name_of: Mapping[int, str]) -> list[str]:
+    """The model's trainable parameters that ``gm`` holds as constants: the traced step
+    read the real tensor (a reference the loss or before_step kept), not the traced one."""
+    constants = (getattr(gm, n.target, None) for n in gm.graph.nodes if n.op == "get_attr")
+    return list(dict.fromkeys(name_of[id(t)] for t in constants
+                              if isinstance(t, torch.Tensor) and id(t) in name_of and t.requires_grad))
 
 
 def _drop_unused_fresh_state(gm: fx.GraphModule, slots: list[InputSlot], fresh: set[int]) -> list[InputSlot]:
