@@ -1,7 +1,7 @@
 """Memory budgets: schedule(memory_budget=...) and the recomputation greedy."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from model_ir import Buffer, Graph, Op, simulate, working_set_bound
@@ -64,6 +64,22 @@ def test_a_budget_under_the_working_sets_is_refused_with_the_bound():
     assert r.fits_budget is False and r.lower_bound_bytes == bound > r.memory_budget
     fit = fit_budget(g, list(range(len(g.ops))), bound - 1)
     assert not fit.fits and "no order fits" in fit.reason
+    # the lowest peak found is shown: what the greedy reaches aiming at the bound itself
+    at_bound = fit_budget(g, list(range(len(g.ops))), bound)
+    assert fit.peak_bytes == at_bound.peak_bytes < simulate(g).peak_bytes and fit.recomputed_ops
+
+
+@given(graphs(max_ops=12), st.integers(1, 4096))
+@settings(max_examples=80, deadline=None)
+def test_a_budget_below_the_bound_gets_the_lowest_peak_the_greedy_finds(g, under):
+    """Below the working-set bound nothing fits, and the answer is the greedy's aiming
+    at the bound (before: the start order, with no recomputation tried)."""
+    order, bound = list(range(len(g.ops))), working_set_bound(g)
+    assume(bound > 1)
+    fit = fit_budget(g, order, bound - min(under, bound - 1), max_moves=50)
+    at_bound = fit_budget(g, order, bound, max_moves=50)
+    assert not fit.fits and "no order fits" in fit.reason
+    assert fit.order == at_bound.order and fit.peak_bytes == at_bound.peak_bytes >= bound
 
 
 def test_the_cheapest_recomputation_is_chosen():

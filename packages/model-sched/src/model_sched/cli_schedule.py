@@ -79,7 +79,7 @@ class ScheduleCommand:
                   + ("; it is below the lower bound: no plan fits it, with any recomputation"
                      if result.memory_budget < result.lower_bound_bytes else "")
                   + f"; {result.recomputed_ops} recomputed ops, {result.recompute_flops:.3g} FLOPs"
-                  + ("" if result.recompute_flops_lower_bound is None or not result.recompute_flops
+                  + ("" if not result.recompute_flops_lower_bound or not result.recompute_flops  # 0: says nothing
                      else f" (no plan fitting it recomputes fewer than {result.recompute_flops_lower_bound:.3g})")
                   + f"; no order without recomputation peaks below {human_bytes(result.reorder_lower_bound_bytes)}"
                   + ("" if result.no_fit_within_runs is None else

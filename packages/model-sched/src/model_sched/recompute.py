@@ -22,7 +22,8 @@ while searching, :func:`~model_ir.simulator.simulate_indices` for the answer).
 Recomputation is only allowed where the IR allows it (:mod:`model_ir.recompute`).
 No order, with or without recomputation, goes below
 :func:`model_ir.simulator.working_set_bound`: every op needs its inputs and outputs
-alive while it runs; a budget under it gets an answer that says so.
+alive while it runs; a budget under it gets an answer that says so, with the lowest
+peak the greedy reaches aiming at the bound itself.
 """
 
 from __future__ import annotations
@@ -184,19 +185,18 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
     validate_order(graph, order)
     timeline = timeline_indices(graph, order)
     peak = max(timeline, default=graph.persistent_bytes)
-    if peak > budget:  # an order that fits is left as it is
+    # Below the bound no order fits: aim at the bound, for the lowest peak the greedy finds.
+    aim = max(budget, bound)
+    if peak > aim:  # an order that fits is left as it is
         deferred = _defer_neutral_writes(graph, order)
         later = timeline_indices(graph, deferred) if deferred != order else timeline
         if max(later, default=peak) <= peak:  # never raised: the moved ops touch no transient byte
             order, timeline = deferred, later
     reason = ""
-    if bound > budget:
-        reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
-                  "largest op's inputs and outputs)")
     banned: set[tuple] = set()  # (buffer, insertion op, ops) moves that made things worse
     moves = 0
     limit = max_moves if max_moves is not None else 8 * len(graph.ops)
-    while not reason and peak > budget:
+    while not reason and peak > aim:
         if deadline is not None and time.perf_counter() >= deadline:
             reason = "time limit"
             break
@@ -205,31 +205,34 @@ def fit_budget(graph: Graph, order: Sequence[int], budget: int, *, time_limit: f
             break
         state = _State(graph, order)
         t = timeline.index(peak)
-        shortlist = _shortlist(graph, state, t, peak - budget, banned)
+        shortlist = _shortlist(graph, state, t, peak - aim, banned)
         if not shortlist:
             reason = "no buffer alive at the peak can be recomputed to lower it"
             break
         best = None  # (fits, -gain per cost or cost, ...)
-        excess = _excess(timeline, budget)
+        excess = _excess(timeline, aim)
         for key, at, chain, cost in shortlist:
             candidate = order[:at] + chain + order[at:]
             new = _timeline_with(graph, state, timeline, at, chain)
             new_peak = max(new)
-            gain = excess - _excess(new, budget)
+            gain = excess - _excess(new, aim)
             if new_peak > peak or gain <= 0:
                 banned.add(key)
                 continue
             # Bytes above the budget removed per unit of cost, closing the gap or not: a cheap
             # partial move beats an expensive one that closes it (more cheap ones may follow).
-            rank = (-gain / (cost + 1), new_peak > budget)
+            rank = (-gain / (cost + 1), new_peak > aim)
             if best is None or rank < best[0]:
                 best = (rank, candidate, new, new_peak)
         if best is None:
             continue  # every move tried made things worse: they are banned, look again
         _, order, timeline, peak = best
         moves += 1
-    if peak <= budget:
-        order, peak = _drop_needless(graph, order, budget, deadline)
+    if peak <= aim:
+        order, peak = _drop_needless(graph, order, aim, deadline)
+    if bound > budget:
+        reason = (f"no order fits: op working sets need at least {bound} B (persistent buffers plus the "
+                  "largest op's inputs and outputs)")
     validate_order(graph, order)
     profile = simulate_indices(graph, order)  # the one simulator's figure, as every answer's
     assert profile.peak_bytes == peak
