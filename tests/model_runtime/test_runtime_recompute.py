@@ -304,6 +304,31 @@ def test_a_plan_made_under_a_budget_is_reused_from_its_file(tmp_path):
         optimize(model, x, optimizer=make_opt(model), plan=path, memory_budget=step.plan.figures["peak_bytes"] - 1)
 
 
+def test_a_plan_made_without_a_budget_is_reused_under_one_it_fits(tmp_path):
+    """The step is captured as the saved plan was made (not recomputable): before, any
+    budget made it recomputable and the plan was refused as "made for another step"."""
+    from model_ir import save_plan
+
+    model, x, make_opt = _dropout_mlp()
+    made = copy.deepcopy(model)
+    step = optimize(made, x, optimizer=make_opt(made), executor="arena", time_limit=1)
+    path = tmp_path / "plan.json"
+    save_plan(step.plan, path)
+    peak = step.plan.figures["peak_bytes"]
+    reused, ref = copy.deepcopy(model), copy.deepcopy(model)
+    opt, ref_opt = make_opt(reused), make_opt(ref)
+    again = optimize(reused, x, optimizer=opt, executor="arena", plan=path, memory_budget=peak + (1 << 20))
+    assert again.plan.schedule == step.plan.schedule and again.plan.figures["fits_budget"]
+    for i in range(2):
+        torch.manual_seed(i)
+        loss = again(x)
+        torch.manual_seed(i)
+        assert torch.equal(loss, eager_step(ref, ref_opt, x))
+    assert_same_state(reused, opt, ref, ref_opt)
+    with pytest.raises(BudgetError, match="the plan given peaks at .* above memory_budget"):
+        optimize(model, x, optimizer=make_opt(model), plan=path, memory_budget=peak - 1)
+
+
 @pytest.mark.parametrize("budget, error", [(-1, "must be >= 0 bytes"), ("abc", "expected a number of bytes"),
                                            (1.5, "expected a number of bytes"), (True, "expected a number of bytes")])
 def test_a_bad_budget_is_refused_with_a_plan_too(tmp_path, budget, error):

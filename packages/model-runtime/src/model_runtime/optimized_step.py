@@ -532,7 +532,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     its fallbacks' results) beside the planned buffers: a :class:`MemoryWarning` says when
     that goes above the budget, and by how much (``step.figures()`` has each figure). Not
     with ``executor="program"`` (eager's order). A plan made under a budget and saved is
-    reused by ``plan=`` with or without ``memory_budget`` (with it, its peak must fit).
+    reused by ``plan=`` with or without ``memory_budget`` (with it, its peak must fit), and so
+    is one made without a budget (the step is captured as each plan was made).
     ``cuda_graph=True`` (CUDA): the step is recorded as a CUDA graph on its second call
     and replayed from then on, one launch instead of one per op (see
     :mod:`model_runtime.cuda_graphs` for what it costs and refuses); recorded again when
@@ -553,13 +554,15 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     _check_max_plans(max_plans)
     _check_plan_argument(plan)
     _check_budget(memory_budget, executor)
-    # Saved plans are read now: one made under a budget needs the step captured as it was (recomputable).
+    # Saved plans are read now: the step is captured as they were (recomputable when made under a budget,
+    # not when made without one, even if a budget is given now: their peak is checked against it).
     if isinstance(plan, (list, tuple)):
         plan = [load_plan(p) if isinstance(p, (str, os.PathLike)) else p for p in plan]
     elif isinstance(plan, (str, os.PathLike)):
         plan = load_plan(plan)
     given = plan if isinstance(plan, list) else [] if plan is None else [plan]
-    functional = memory_budget is not None or any(p.graph.meta.get("functional_inplace") for p in given)
+    functional = (any(p.graph.meta.get("functional_inplace") for p in given) if given
+                  else memory_budget is not None)
     device = model_device(model)
     if torch.is_autocast_enabled(device.type):
         raise RuntimeLayerError("model_runtime.optimize is called inside torch.autocast: call it outside, with "
@@ -656,8 +659,9 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
              time.perf_counter() - t0)
     if auto:
         # a saved plan without placement runs in PyTorch's allocator; under a memory
-        # budget, in the planned order (the program executor's is eager's, unbudgeted)
-        choices = [c for c in CHOICES if (plan.placement is not None or c != "arena")
+        # budget, in the planned order (the program executor's is eager's, unbudgeted);
+        # on the CPU (the live peak) no arena holds less than reorder, a tie included
+        choices = [c for c in CHOICES if (plan.placement is not None and device.type != "cpu" or c != "arena")
                    and (memory_budget is None or c != "program")]
         pick = least_memory_executor(plan.figures, tuple(choices))
         chosen = executor_named(pick)
