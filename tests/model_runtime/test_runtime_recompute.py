@@ -211,11 +211,12 @@ def test_a_budget_the_search_ran_out_of_time_on_says_so():
     model = TransformerBlock(32, 4)
     make_opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
     _, _, budget = budget_between(model, torch.randn(4, 16, 32), make_opt, 0.5)
-    with pytest.raises(BudgetError, match=r"stopped at its time_limit of 0.001 s, a longer one may find a plan"):
+    with pytest.raises(BudgetError, match=r"stopped at its time_limit of 0.001 s, a longer one may find a plan") as e:
         optimize(model, torch.randn(4, 16, 32), optimizer=make_opt(model), memory_budget=budget, time_limit=0.001)
+    assert e.value.exit_code == 3  # the CLI's: none found, none proven impossible (as schedule and place)
     with pytest.raises(BudgetError) as e:
         optimize(model, torch.randn(4, 16, 32), optimizer=make_opt(model), memory_budget=1024, time_limit=0.001)
-    assert "time_limit" not in str(e.value)
+    assert "time_limit" not in str(e.value) and e.value.exit_code == 1  # below the bound: proven
 
 
 def test_a_budget_the_exact_search_proves_unreachable_says_so():
@@ -231,7 +232,7 @@ def test_a_budget_the_exact_search_proves_unreachable_says_so():
     with pytest.raises(BudgetError, match=r"no plan running each op at most 2 times fits it either \(proven by the "
                                           r"exact search\)") as e:
         optimize(model, (x,), optimizer=make_opt(model), memory_budget=budget, time_limit=30, **kw)
-    assert "time_limit" not in str(e.value)
+    assert "time_limit" not in str(e.value) and e.value.exit_code == 3  # proven for two runs per op, not all
 
 
 def test_run_command_with_a_budget(capsys):
@@ -243,7 +244,8 @@ def test_run_command_with_a_budget(capsys):
     out = capsys.readouterr().out
     assert "memory budget 500.00 KiB" in out and "bitwise equal to eager: yes" in out
     assert " 0 ops recomputed" not in out and "ops recomputed" in out
-    assert main(["run", "tiny-mlp", "--batch-size", "64", "--budget", "1KiB", "--time-limit", "2"]) == 2
+    # below the lower bound: exit status 1 (proven), as schedule and place (it was 2, a user mistake's)
+    assert main(["run", "tiny-mlp", "--batch-size", "64", "--budget", "1KiB", "--time-limit", "2"]) == 1
     assert "no plan of this step, with any recomputation, peaks below" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from model_bench.errors import BenchError
 from model_ir.cli import SubcommandsAction
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import AUTOCAST, seconds, whole_number
+from model_ir.cli_values import AUTOCAST, budget_status, seconds, whole_number
 from model_ir.errors import FormatError
 from model_ir.output_files import check_writable
 from model_bench.optimizers import OPTIMIZERS
@@ -406,7 +406,9 @@ def run_graph_file(args) -> int:
         write_artifacts(run, run_dir)
     write_reports([figures], out)
     print(to_json(figures) if args.json else format_run(figures))
-    return 1 if figures.get("fits_budget") is False else 0
+    if figures.get("memory_budget") is None:
+        return 0
+    return budget_status(figures["memory_budget"], figures["fits_budget"], figures["lower_bound_bytes"])
 
 
 def run_max_batch(args) -> int:

@@ -93,3 +93,13 @@ def seconds(*, allow_zero: bool) -> Callable[[str], float]:
         return value
 
     return convert
+
+
+def budget_status(budget: int | None, fits: bool, lower_bound: int) -> int:
+    """The exit status of a command planning under a memory budget, as ``model-opt place``
+    with a capacity: 0 without a budget or when the plan fits it, 1 when no plan fits it
+    (proven: below the lower bound), 3 when none that fits was found and none is proven
+    impossible (an exact search's proof covers plans running each op a few times, not all)."""
+    if budget is None or fits:
+        return 0
+    return 1 if budget < lower_bound else 3

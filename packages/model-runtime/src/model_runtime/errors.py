@@ -17,4 +17,13 @@ class ReoptimizeError(RuntimeLayerError, ValueError):
 
 class BudgetError(RuntimeLayerError):
     """No plan found keeps the step's peak under the memory budget asked for; the
-    message gives the best peak found and the lower bound of any plan."""
+    message gives the best peak found and the lower bound of any plan. The CLI exits
+    with :func:`model_ir.cli_values.budget_status`: 1 when no plan fits (``proven``:
+    below the lower bound), else 3."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, proven: bool = False):
+        super().__init__(message)
+        if proven:
+            self.exit_code = 1

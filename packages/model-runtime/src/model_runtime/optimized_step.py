@@ -653,7 +653,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
                 f"{human_bytes(f['lower_bound_bytes'])}{more_time}"
                 + ("" if f.get("no_fit_within_runs") is None else
                    f"; no plan running each op at most {f['no_fit_within_runs']} times fits it either (proven by "
-                   "the exact search)"))
+                   "the exact search)"), proven=memory_budget < f["lower_bound_bytes"])
     log.info("planned: peak %d B (eager %d B), arena %s B (%.2f s)", plan.figures.get("peak_bytes", -1),
              plan.figures.get("eager_peak_bytes", -1), plan.figures.get("arena_bytes", "n/a"),
              time.perf_counter() - t0)

@@ -6,7 +6,7 @@ import json
 import sys
 
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import byte_size, seconds
+from model_ir.cli_values import budget_status, byte_size, seconds
 from model_ir.formatting import human_bytes, percent
 from model_ir.frontends import load_file
 from model_ir.json_format import save_plan
@@ -93,10 +93,5 @@ class ScheduleCommand:
 
 
 def _budget_status(result) -> int:
-    """As ``model-opt place`` with a capacity: 0 without a budget or when the plan fits
-    it, 1 when no plan fits it (proven: below the lower bound), 3 when none that fits was
-    found and none is proven impossible (the exact search's proof covers plans running
-    each op at most a few times, not all)."""
-    if result.memory_budget is None or result.fits_budget:
-        return 0
-    return 1 if result.memory_budget < result.lower_bound_bytes else 3
+    """:func:`model_ir.cli_values.budget_status` of a schedule result."""
+    return budget_status(result.memory_budget, result.fits_budget, result.lower_bound_bytes)
