@@ -90,3 +90,20 @@ def test_closed_stdout_exits_quietly(diamond_file):
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141
     assert err == b""
+
+
+def test_info_gives_the_eager_peak_that_bench_and_schedule_report(tmp_path, capsys):
+    """A buffer eager PyTorch frees later than its last use (Python holds it: released_after):
+    info's eager peak counts it as bench's and schedule's eager peak do (it printed only the
+    peak freeing at last use, and a user compared it with bench's)."""
+    from model_ir import Buffer, Graph, Op, save_graph
+
+    g = Graph(buffers=(Buffer("a", 100, meta={"released_after": "C"}), Buffer("b", 10), Buffer("c", 50, output=True)),
+              ops=(Op("A", (), ("a",)), Op("B", ("a",), ("b",)), Op("C", ("b",), ("c",))), name="held")
+    path = tmp_path / "held.json"
+    save_graph(g, path)
+    code, out, _ = run(["info", str(path), "--json"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["peak_bytes"] == 110 and info["eager_peak_bytes"] == 160
+    code, out, _ = run(["info", str(path)], capsys)
+    assert "eager peak:            160 B" in out

@@ -164,8 +164,10 @@ def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sg
     # Imports (torch, torchvision, transformers) take seconds on a cold start and are
     # no part of the model's cost: timed as their own stage, left out of the total.
     with progress.stage("import", seconds):
-        import torch  # noqa: F401
+        import torch
+        import torch._dynamo  # noqa: F401  (an optimizer's first use imports it: 5 s cold, in build)
 
+        import model_ir.torch  # noqa: F401  (capture's imports: torch's fake tensors, sympy)
         from model_bench.zoo import get_model
 
         warm_up = getattr(get_model(name), "warm_up", None)

@@ -106,15 +106,15 @@ def write_results_csv(results: Sequence[Mapping[str, Any]], path: str | Path) ->
 
 
 def fmt_bytes(n: int | None) -> str:
-    """GiB with 4 decimals from 100 MiB up (MODeL's precision), else MiB or KiB with 1 decimal."""
+    """GiB with 4 decimals from 100 MiB up (MODeL's precision), else MiB or KiB with 1
+    decimal, 2 below 10 (1.4 MiB hid a 4% gap between a peak and its bound)."""
     if n is None:
         return "-"
     if abs(n) >= 100 * 1024**2:
         return f"{n / 1024**3:.4f} GiB"
-    if abs(n) >= 1024**2:
-        return f"{n / 1024**2:.1f} MiB"
-    if abs(n) >= 1024:
-        return f"{n / 1024:.1f} KiB"
+    for unit, size in (("MiB", 1024**2), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.{1 if abs(n) >= 10 * size else 2}f} {unit}"
     return f"{n} B"
 
 

@@ -20,6 +20,8 @@ def graph_info(graph) -> dict:
         "persistent_bytes": graph.persistent_bytes,
         "peak_bytes": profile.peak_bytes,
         "transient_peak_bytes": profile.transient_peak_bytes,
+        # freed when eager PyTorch frees them (released_after): bench's and schedule's eager peak
+        "eager_peak_bytes": simulate(graph, eager=True).peak_bytes,
         "working_set_bound_bytes": working_set_bound(graph),
     }
 
@@ -42,6 +44,8 @@ class InfoCommand:
         print(f"graph {info['name']}: {info['ops']} ops, {info['buffers']} buffers")
         print(f"persistent:            {human_bytes(info['persistent_bytes'])}")
         print(f"peak (program order):  {human_bytes(info['peak_bytes'])}"
-              f"  (transient {human_bytes(info['transient_peak_bytes'])})")
+              f"  (transient {human_bytes(info['transient_peak_bytes'])}; each buffer freed after its last use)")
+        print(f"eager peak:            {human_bytes(info['eager_peak_bytes'])}  (program order, buffers freed when "
+              "eager PyTorch frees them: bench's and schedule's eager peak)")
         print(f"largest op working set bound: {human_bytes(info['working_set_bound_bytes'])}")
         return 0

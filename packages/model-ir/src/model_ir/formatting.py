@@ -15,8 +15,9 @@ def human_bytes(n: int | float) -> str:
     return f"{value:.2f} {unit} ({int(n)} B)"
 
 
-def percent(part: float, whole: float) -> str:
-    """Signed percentage change of ``part`` against ``whole``."""
+def share_of(part: float, whole: float, what: str) -> str:
+    """``part`` as a share of ``whole``: ``'1.1% of the eager peak'`` (a saving stated as
+    the positive amount it is, where a signed change read as memory going up)."""
     if not whole:
-        return "n/a"
-    return f"{100.0 * (part - whole) / whole:+.1f}%"
+        return f"n/a (no {what})"
+    return f"{100.0 * part / whole:.1f}% of the {what}"

@@ -7,7 +7,7 @@ import sys
 
 from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import budget_status, byte_size, seconds
-from model_ir.formatting import human_bytes, percent
+from model_ir.formatting import human_bytes, share_of
 from model_ir.frontends import load_file
 from model_ir.json_format import save_plan
 from model_ir.output_files import check_output
@@ -70,7 +70,7 @@ class ScheduleCommand:
         print(f"eager peak:      {human_bytes(result.eager_peak_bytes)}")
         print(f"optimized peak:  {human_bytes(result.peak_bytes)}")
         print(f"saving:          {human_bytes(result.saving_bytes)} "
-              f"({percent(result.peak_bytes, result.eager_peak_bytes)})")
+              f"({share_of(result.saving_bytes, result.eager_peak_bytes, 'eager peak')})")
         status = "optimal" if result.optimal else f"gap {100 * result.gap:.2f}%"
         print(f"lower bound:     {human_bytes(result.lower_bound_bytes)} ({status})")
         if result.memory_budget is not None:
