@@ -183,6 +183,14 @@ def test_a_graph_captured_for_eval_is_reported_as_eval(tmp_path, capsys):
     (["capture", "--model", "nope", "-o", "x.json"], "unknown model 'nope'"),
     (["capture", "--model", "tiny-mlp", "--mode", "eval", "--optimizer", "adam", "-o", "x.json"],
      "--optimizer adam: an eval step runs no optimizer"),
+    # as capture and run (before: accepted, the optimizer silently ignored); a sweep with train steps takes it
+    (["bench", "--model", "tiny-mlp", "--mode", "eval", "--optimizer", "adam"],
+     "--optimizer adam: an eval step runs no optimizer"),
+    (["bench", "suite", "--modes", "eval", "--optimizer", "adam"], "--optimizer adam: an eval step runs no optimizer"),
+    (["bench", "max-batch", "--model", "tiny-mlp", "--mode", "eval", "--optimizer", "adam", "--memory", "1GiB"],
+     "--optimizer adam: an eval step runs no optimizer"),
+    (["schedule", "g.json", "-o", "plan.csv"], "-o plan.csv: schedule writes a model-plan/1 JSON; name the output "
+     "plan.json"),
     # Beyond 64-bit sizes: refused before any import; a batch whose sizes overflow when built.
     (["capture", "--model", "tiny-mlp", "--batch-size=99999999999999999999", "--device", "cpu", "-o", "x.json"],
      "batch size 99999999999999999999 is too large"),

@@ -154,7 +154,7 @@ def test_measure_fails_when_every_variant_failed(capsys, monkeypatch):
     for variants in (",", ""):
         assert main(["run", "tiny-mlp", "--measure", "--variants", variants]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("model-opt: error: --variants: name at least one") and err.count("\n") == 1
+        assert err.startswith("model-opt: error: --variants: the list is empty") and err.count("\n") == 1
 
 
 def test_conflicting_plan_options_are_refused(tmp_path, capsys):
@@ -179,6 +179,19 @@ def test_conflicting_plan_options_are_refused(tmp_path, capsys):
 def test_measure_rejects_an_unknown_allocator_setting(capsys):
     assert main(["run", "tiny-cnn", "--measure", "--allocators", "bogus"]) == 2
     assert "--allocators" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, error", [
+    ("--variants", "eager,,arena", "--variants: an empty value in the list 'eager,,arena'"),
+    ("--variants", "eager,eager", "--variants: 'eager' is named twice"),
+    ("--allocators", ",", "--allocators: the list is empty"),
+    ("--allocators", "default,default", "--allocators: 'default' is named twice")])
+def test_measure_lists_are_checked_as_bench_checks_its_lists(flag, value, error, capsys):
+    """A value left out or named twice is refused (each variant is one entry of the
+    results: a second would have replaced the first), as bench refuses '1,,2'."""
+    assert main(["run", "tiny-cnn", "--measure", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert error in err and err.count("\n") == 1, err
 
 
 def test_run_takes_the_model_as_bench_and_capture_do(capsys):

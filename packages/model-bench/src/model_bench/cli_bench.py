@@ -11,7 +11,7 @@ from typing import Any
 from model_bench.errors import BenchError
 from model_ir.cli import SubcommandsAction
 from model_ir.cli_frontend import add_frontend_argument
-from model_ir.cli_values import AUTOCAST, budget_status, seconds, whole_number
+from model_ir.cli_values import AUTOCAST, budget_status, comma_list, seconds, whole_number
 from model_ir.errors import FormatError
 from model_ir.output_files import check_writable
 from model_bench.optimizers import OPTIMIZERS
@@ -25,28 +25,9 @@ DEFAULT_OPTIMIZER = "sgd"
 DEFAULT_DEVICE = "cuda"
 
 
-def _split(values: list[str] | None) -> list[str]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]``: lists accept commas and spaces."""
-    out = [v.strip() for item in values or () for v in item.split(",")]
-    if "" in out and any(out):  # "1,,2": a value left out by mistake, not a list of two
-        raise BenchError(f"an empty value in the list {','.join(values)!r}; separate values with one comma")
-    return [v for v in out if v]
-
-
-def _list(values: list[str] | None, flag: str) -> list[str] | None:
-    """:func:`_split` of a list option: None when it is not given (its default applies);
-    a given list that names nothing (``--modes ,``) is refused."""
-    if values is None:
-        return None
-    out = _split(values)
-    if not out:
-        raise BenchError(f"{flag}: the list is empty; name at least one value (e.g. {flag} A,B)")
-    return out
-
-
 def _batch_sizes(values: list[str] | None) -> list[int]:
     out = []
-    for v in _list(values, "--batch-sizes") or ():
+    for v in comma_list(values, "--batch-sizes") or ():
         try:
             out.append(int(v))
         except ValueError:
@@ -283,10 +264,10 @@ class BenchCommand:
             if args.measure:
                 raise BenchError("--measure runs zoo models; a graph file has no model to run")
             return run_graph_file(args)
-        models = _split(args.models)
+        models = comma_list(args.models, "--models") or []
         if not models:
             raise BenchError("name a model with --model NAME (see model-opt bench --list) or a graph with --graph")
-        modes = _list(args.modes, "--modes") or ["train"]
+        modes = comma_list(args.modes, "--modes") or ["train"]
         batch_sizes = _batch_sizes(args.batch_sizes) or [1]
         return run_models(args, models, modes, batch_sizes, artifacts=not args.no_artifacts)
 
@@ -334,6 +315,7 @@ def run_models(args, models: list[str], modes: list[str], batch_sizes: list[int]
     check_out_dir(args.out)
     settings = settings_from(args)
     check_sweep(models, modes, batch_sizes)
+    _check_optimizer_mode(args.optimizer, modes)
     if args.measure:
         check_cuda("--measure")
     progress = Progress(quiet=args.quiet)
@@ -365,8 +347,8 @@ def check_cuda(flag: str) -> None:
 def run_suite(args) -> int:
     from model_bench.sweep import suite_models
 
-    models = _list(args.models, "--models") or suite_models()
-    modes = _list(args.modes, "--modes") or list(SUITE_MODES)
+    models = comma_list(args.models, "--models") or suite_models()
+    modes = comma_list(args.modes, "--modes") or list(SUITE_MODES)
     batch_sizes = _batch_sizes(args.batch_sizes) or list(SUITE_BATCH_SIZES)
     return run_models(args, models, modes, batch_sizes, artifacts=args.artifacts, title="model-opt bench suite")
 
@@ -411,6 +393,13 @@ def run_graph_file(args) -> int:
     return budget_status(figures["memory_budget"], figures["fits_budget"], figures["lower_bound_bytes"])
 
 
+def _check_optimizer_mode(optimizer: str | None, modes: list[str]) -> None:
+    """As capture and run: an optimizer named for eval steps only would be silently ignored."""
+    if optimizer is not None and set(modes) == {"eval"}:
+        raise BenchError(f"--optimizer {optimizer}: an eval step runs no optimizer (forward pass only); drop "
+                         "--optimizer, or add train to the modes")
+
+
 def run_max_batch(args) -> int:
     import importlib.util
 
@@ -418,6 +407,7 @@ def run_max_batch(args) -> int:
 
     budget = parse_bytes(args.memory)
     settings = settings_from(args)
+    _check_optimizer_mode(args.optimizer, [args.mode])
     measure = args.measure == "always"
     if args.measure == "auto" and importlib.util.find_spec("torch") is not None:
         import torch

@@ -103,3 +103,25 @@ def budget_status(budget: int | None, fits: bool, lower_bound: int) -> int:
     if budget is None or fits:
         return 0
     return 1 if budget < lower_bound else 3
+
+
+def comma_list(values: str | list[str] | None, flag: str, *, distinct: bool = False) -> list[str] | None:
+    """``"a,b"`` or ``["a,b", "c"]`` (an option given twice) -> ``["a", "b", "c"]``, spaces
+    stripped; None when not given (its default applies). Refused with a
+    :class:`~model_ir.errors.UsageError` naming ``flag``: an empty value (``1,,2``: one left
+    out by mistake), a list naming nothing (``,``) and, with ``distinct``, a value named twice."""
+    from model_ir.errors import UsageError
+
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    out = [v.strip() for item in items for v in item.split(",")]
+    if "" in out and any(out):
+        raise UsageError(f"{flag}: an empty value in the list {','.join(items)!r}; separate values with one comma")
+    out = [v for v in out if v]
+    if not out:
+        raise UsageError(f"{flag}: the list is empty; name at least one value (e.g. {flag} A,B)")
+    twice = next((v for k, v in enumerate(out) if v in out[:k]), None)
+    if distinct and twice is not None:
+        raise UsageError(f"{flag}: {twice!r} is named twice")
+    return out

@@ -11,7 +11,7 @@ import json
 import statistics
 import time
 
-from model_ir.cli_values import AUTOCAST, autocast_name, byte_size, seconds, whole_number
+from model_ir.cli_values import AUTOCAST, autocast_name, byte_size, comma_list, seconds, whole_number
 from model_ir.errors import ModelOptError
 from model_ir.plugins import invalid_answer, provider
 from model_runtime.errors import RuntimeLayerError
@@ -251,16 +251,12 @@ def _run_measure(args) -> int:
 
     if args.steps < 1:
         raise RuntimeLayerError(f"--steps must be >= 1, got {args.steps}")
-    allocators = "default,expandable" if args.allocators is None else args.allocators
-    allocs = tuple(a for a in allocators.split(",") if a)
+    # each measured once: a setting or variant named twice would be one entry of the results
+    allocs = tuple(comma_list(args.allocators, "--allocators", distinct=True) or ALLOC_CONFS)
     unknown = [a for a in allocs if a not in ALLOC_CONFS]
-    if unknown or not allocs:
-        raise RuntimeLayerError(f"--allocators: unknown setting {unknown[0] if unknown else '(none)'!r}; "
-                                f"choose from {', '.join(ALLOC_CONFS)}")
-    named = "eager,reorder,arena" if args.variants is None else args.variants
-    variants = tuple(v for v in named.split(",") if v)
-    if not variants:
-        raise RuntimeLayerError("--variants: name at least one, e.g. eager,reorder,arena")
+    if unknown:
+        raise RuntimeLayerError(f"--allocators: unknown setting {unknown[0]!r}; choose from {', '.join(ALLOC_CONFS)}")
+    variants = tuple(comma_list(args.variants, "--variants", distinct=True) or ("eager", "reorder", "arena"))
     for v in variants:
         if v != "eager" and executor_of(v)[0] != AUTO_EXECUTOR:
             executor_named(executor_of(v)[0])  # a clear error for an unknown one

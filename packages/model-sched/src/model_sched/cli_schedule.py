@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import budget_status, byte_size, seconds
+from model_ir.errors import FormatError
 from model_ir.formatting import human_bytes, share_of
 from model_ir.frontends import load_file
 from model_ir.json_format import save_plan
@@ -56,6 +58,10 @@ class ScheduleCommand:
 
     def run(self, args) -> int:
         if args.output is not None:  # checked before a solve of up to a minute
+            stem, suffix = os.path.splitext(args.output)
+            if suffix.lower() == ".csv":  # as place refuses: not a plan silently misnamed
+                raise FormatError(f"-o {args.output}: schedule writes a model-plan/1 JSON; name the output "
+                                  f"{stem}.json")
             check_output(args.output, force=args.force, inputs=[args.graph], flag="-o")
         graph = load_file(args.graph, args.frontend)
         result = schedule(graph, method=args.method, solver=args.solver, time_limit=args.time_limit,
