@@ -99,3 +99,23 @@ def test_a_bad_results_file_is_a_bench_error(tmp_path, text, message):
         load_results(path)
     with pytest.raises(BenchError, match="is a directory"):
         load_results(tmp_path)
+
+
+def test_the_readme_table_is_the_committed_suite_results():
+    """The root README's results table is what its committed results file renders: every
+    figure of every row (the seconds aside, timed on the machine that ran it), so a table
+    edited by hand, or results changed without the table, fails here."""
+    from pathlib import Path
+
+    from model_bench.readme_results import table_from
+
+    root = Path(__file__).resolve().parents[2]
+    committed = root / "packages" / "model-bench" / "benchmarks" / "results" / "suite" / "results-2026-12-07.json"
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("<!-- results:start -->"):readme.index("<!-- results:end -->")]
+
+    def rows(text):
+        return [line.rsplit("|", 2)[0] for line in text.splitlines() if line.startswith("| ")]
+
+    assert str(committed.relative_to(root)) in block
+    assert rows(block) == rows(table_from(committed)) and len(rows(block)) > 80
