@@ -57,6 +57,21 @@ def test_absurd_offset_is_one_line(saved_plan, tmp_path, capsys):
     assert err.startswith("model-opt: error: ") and err.count("\n") == 1
 
 
+def test_a_plan_placing_every_buffer_says_what_it_is(saved_plan, tmp_path, capsys):
+    """A placement of every buffer of the graph (as `model-opt place` writes) places one
+    this step keeps outside its arena: the error says so, and which plans are reused
+    (it said "placement names unknown buffer" of a buffer the graph has)."""
+    placed = set(saved_plan["offsets"])
+    outside = next(b["id"] for b in saved_plan["graph"]["buffers"] if b["id"] not in placed and not b.get("persistent"))
+    offsets = {**saved_plan["offsets"], outside: saved_plan["arena_bytes"]}
+    path = edited(tmp_path, saved_plan, offsets=offsets, arena_bytes=saved_plan["arena_bytes"] + 4096)
+    capsys.readouterr()
+    assert main([*RUN, "--plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"the saved plan places buffer {outside!r}, which this step keeps outside its arena" in err
+    assert "model-opt run --save-plan" in err and err.count("\n") == 1
+
+
 def test_edited_figures_are_not_displayed(saved_plan, tmp_path, capsys):
     figures = dict(saved_plan["figures"], lower_bound_bytes=7, arena_lower_bound_bytes=7, peak_bytes=7,
                    schedule_gap=0.5)

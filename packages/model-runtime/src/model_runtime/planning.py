@@ -354,6 +354,12 @@ def check_saved_placement(lts, placement, alignment: int) -> None:
     arena lifetimes ``lts`` on a device aligning to ``alignment`` bytes, in an arena no
     larger than every buffer side by side (a larger one is a damaged or edited file,
     and would ask the device for absurd amounts of memory)."""
+    extra = sorted(set(placement.offsets) - {lt.id for lt in lts})
+    if extra:  # placement checks say "unknown buffer" of a buffer the graph has
+        raise ReoptimizeError(f"the saved plan places buffer {extra[0]!r}, which this step keeps outside its arena "
+                              "(or which is not of this step): a placement of every buffer, as `model-opt place` "
+                              "writes, is not a plan the runtime reuses; reuse one saved with `model-opt run "
+                              "--save-plan` or model_ir.save_plan(step.plan), or plan anew")
     try:
         validate_placement(lts, placement.offsets, placement.arena_bytes)
     except ModelOptError as exc:
