@@ -98,3 +98,18 @@ def test_validation_agrees_with_checking_every_pair(seed):
             validate_placement(lts, offsets, arena)
     else:
         validate_placement(lts, offsets, arena)
+
+
+def test_the_place_command_says_when_ctrl_c_ended_the_search(capsys):
+    """As schedule prints '(interrupted: best so far)': a placement Ctrl-C cut short is
+    not reported as a search that ran to its time limit."""
+    from model_place.cli_place import PlaceCommand
+    from model_place.result import PlacementResult
+
+    def report(details):
+        result = PlacementResult({"a": 0}, 512, 512, "found", 0.5, "exact", details=details)
+        PlaceCommand._report(result, 1, "out.csv")
+        return capsys.readouterr().out
+
+    assert "status found (interrupted: best so far)" in report({"stopped": "interrupted"})
+    assert "interrupted" not in report({"stopped": "timeout"})

@@ -219,9 +219,11 @@ class PlaceCommand:
 
     @staticmethod
     def _report(result: PlacementResult, buffers: int, written: str | None) -> None:
+        # as schedule says it: Ctrl-C ended the search, its best placement is the answer
+        note = " (interrupted: best so far)" if result.details.get("stopped") == "interrupted" else ""
         print(f"{result.method}: {buffers} buffers, arena {human_bytes(result.arena_bytes)}, "
               f"lower bound {human_bytes(result.lower_bound_bytes)}, gap {100 * result.gap:.2f}%, "
-              f"{result.seconds:.3f} s, status {result.status}")
+              f"{result.seconds:.3f} s, status {result.status}{note}")
         if written:
             print(f"wrote {written}")
         elif result.status == "infeasible":
