@@ -273,6 +273,16 @@ def _dropout_mlp():
     return model, torch.randn(512, 16), lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
 
 
+def _two_steps_as_eager(step, model, opt, ref, ref_opt, x):
+    """Two calls of ``step`` bitwise eager's on ``ref``, dropout's draws seeded alike."""
+    for i in range(2):
+        torch.manual_seed(i)
+        loss = step(x)
+        torch.manual_seed(i)
+        assert torch.equal(loss, eager_step(ref, ref_opt, x))
+    assert_same_state(model, opt, ref, ref_opt)
+
+
 def test_a_plan_made_under_a_budget_is_reused_from_its_file(tmp_path):
     """A placed plan with recomputations round-trips (its later instances, ``b@2``, are
     placed apart: loading it failed), and is reused with or without memory_budget= (the
@@ -295,12 +305,7 @@ def test_a_plan_made_under_a_budget_is_reused_from_its_file(tmp_path):
         if kwargs:
             f = again.plan.figures
             assert f["memory_budget"] == budget and f["fits_budget"] and f["recomputed_ops"] > 0
-        for i in range(2):
-            torch.manual_seed(i)
-            loss = again(x)
-            torch.manual_seed(i)
-            assert torch.equal(loss, eager_step(ref, ref_opt, x))
-        assert_same_state(reused, opt, ref, ref_opt)
+        _two_steps_as_eager(again, reused, opt, ref, ref_opt, x)
     # A budget the saved plan's peak is above is refused, not ignored.
     with pytest.raises(BudgetError, match="the plan given peaks at .* above memory_budget"):
         optimize(model, x, optimizer=make_opt(model), plan=path, memory_budget=step.plan.figures["peak_bytes"] - 1)
@@ -321,12 +326,7 @@ def test_a_plan_made_without_a_budget_is_reused_under_one_it_fits(tmp_path):
     opt, ref_opt = make_opt(reused), make_opt(ref)
     again = optimize(reused, x, optimizer=opt, executor="arena", plan=path, memory_budget=peak + (1 << 20))
     assert again.plan.schedule == step.plan.schedule and again.plan.figures["fits_budget"]
-    for i in range(2):
-        torch.manual_seed(i)
-        loss = again(x)
-        torch.manual_seed(i)
-        assert torch.equal(loss, eager_step(ref, ref_opt, x))
-    assert_same_state(reused, opt, ref, ref_opt)
+    _two_steps_as_eager(again, reused, opt, ref, ref_opt, x)
     with pytest.raises(BudgetError, match="the plan given peaks at .* above memory_budget"):
         optimize(model, x, optimizer=make_opt(model), plan=path, memory_budget=peak - 1)
 
