@@ -56,6 +56,10 @@ CALLS = {
                              lambda: (torch.randn(2, 3, 4, 5, 6),)),
     "upsample-nearest-exact3d": (lambda x: aten._upsample_nearest_exact3d(x, [8, 2, 12]),
                                  lambda: (torch.randn(1, 2, 4, 5, 6),)),
+    # repeat's index tensors, 32 bytes per dimension of its result (a strided input too)
+    "repeat-1d": (lambda x: aten.repeat(x, [3]), lambda: (torch.randn(5),)),
+    "repeat-2d-strided": (lambda x: aten.repeat(x, [1, 2]), lambda: (torch.randn(512, 16)[:, :4],)),
+    "repeat-adds-dimensions": (lambda x: aten.repeat(x, [2, 1, 2, 1]), lambda: (torch.randn(3, 4, 5),)),
     "kthvalue": (lambda x: aten.kthvalue(x, 3, 1), lambda: (torch.randn(8, 16, 5),)),
     "kthvalue-float64-last-dim": (lambda x: aten.kthvalue(x, 2, -1),
                                   lambda: (torch.randn(8, 16, 5, dtype=torch.float64),)),
