@@ -26,7 +26,6 @@ import json
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from model_ir.cli_values import AUTOCAST
 
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--autocast", choices=tuple(AUTOCAST), default=None, help="mixed precision (the AMP recipe)")
     args = p.parse_intermixed_args(argv)  # cases may follow the options
     from model_bench.sweep import MEASURED_MODELS
-    from model_runtime.measured_runs import ALLOC_CONFS, out_of_memory, spawn_variant
+    from model_runtime.measured_runs import ALLOC_CONFS, side_by_side, spawn_variant
 
     cases = []
     for text in args.cases or [f"{m}:eval:32:default" for m in MEASURED_MODELS]:
@@ -64,35 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     guard = threading.Lock()
 
-    crowded: list[tuple] = []  # (case, its failure): out of device memory beside other runs, to run alone
-
-    def work(case, crowded_out=None):
+    def spec_of(case):
         model, mode, batch, alloc, variant = case
-        spec = {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
+        return {"model": model, "mode": mode, "batch_size": batch, "optimizer": "sgd", "device": "cuda",
                 "variant": variant, "steps": 5, "warmup": 2,
                 "memory_trace": "all" if args.trace_all else args.trace,
                 **({"autocast": AUTOCAST[args.autocast]} if args.autocast else {})}
+
+    def run(case):
         left = t0 + args.budget - time.time()
-        if left >= 15:
-            r = spawn_variant(spec, alloc, timeout=min(180, left))
-        else:  # a run crowded out keeps its failure when no time is left to run it alone
-            r = crowded_out or {"error": "skipped: out of time"}
-        if out_of_memory(r) and crowded_out is None and args.parallel > 1:
-            crowded.append((case, r))
-            r = {"error": "out of device memory beside other runs: to run again alone"}
-        else:
-            with guard:
-                alone = {"alone": True} if crowded_out is not None else {}
-                results.append({"kind": "zoo", "spec": spec, "alloc": alloc, "result": r} | alone)
-                with open(args.out, "w") as f:
-                    json.dump(results, f)
+        return spawn_variant(spec_of(case), case[3], timeout=min(180, left)) if left >= 15 else None
+
+    def record(case, r, alone):
+        model, mode, batch, alloc, variant = case
+        with guard:
+            results.append({"kind": "zoo", "spec": spec_of(case), "alloc": alloc, "result": r}
+                           | ({"alone": True} if alone else {}))
+            with open(args.out, "w") as f:
+                json.dump(results, f)
         print(f"{time.time() - t0:5.0f}s {model} {mode} b{batch} {alloc} {variant}: "
               f"{(r.get('error') or 'failed').strip().splitlines()[-1][:160] if 'error' in r else 'ok'}", flush=True)
 
-    with ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(work, cases))
-    for case, failure in crowded:
-        work(case, failure)
+    side_by_side(cases, run, record, parallel=args.parallel)
     return 0
 
 

@@ -31,7 +31,6 @@ import json
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 MAIN = [("alexnet", 32), ("vgg16", 32), ("vit_b_16", 1), ("bert-base", 1), ("gpt2", 1), ("resnet18", 32),
         ("mobilenet_v2", 32)]
@@ -56,7 +55,7 @@ def _spec(model, mode, batch, variant, steps, warmup):
 
 def run(path: str, budget: float) -> int:
     from model_bench.sweep import MEASURED_MODELS
-    from model_runtime.measured_runs import out_of_memory, spawn_variant
+    from model_runtime.measured_runs import side_by_side, spawn_variant
 
     t0 = time.time()
     results: dict[int, dict] = {}  # by job number: the file lists the runs in the order they were started
@@ -79,31 +78,21 @@ def run(path: str, budget: float) -> int:
             if not (mode == "train" and (m, b) in MAIN):
                 jobs += [("zoo", _spec(m, mode, b, v, 2, 1), "default") for v in ("eager", *ZOO_VARIANTS)]
 
-    crowded: list[tuple] = []  # (job, its failure): out of device memory beside other runs, to run alone
-
-    def work(numbered, crowded_out=None):
-        number, (kind, spec, alloc) = numbered
+    def run_job(numbered):
+        _, (_, spec, alloc) = numbered
         left = t0 + 0.55 * budget - time.time()
-        if left >= 15:
-            r = spawn_variant(spec, alloc, timeout=min(150, left))
-        else:  # a run crowded out keeps its failure when no time is left to run it alone
-            r = crowded_out or {"error": "skipped: out of time"}
-        if out_of_memory(r) and crowded_out is None:
-            crowded.append((numbered, r))
-            r = {"error": "out of device memory beside other runs: to run again alone"}
-        else:
-            alone = {"alone": True} if crowded_out is not None else {}
-            save(number, {"kind": kind, "spec": spec, "alloc": alloc, "result": r} | alone)
+        return spawn_variant(spec, alloc, timeout=min(150, left)) if left >= 15 else None
+
+    def record(numbered, r, alone):
+        number, (kind, spec, alloc) = numbered
+        save(number, {"kind": kind, "spec": spec, "alloc": alloc, "result": r} | ({"alone": True} if alone else {}))
         # one write per line: print's separate writes of its arguments interleave across the threads
         line = " ".join(map(str, (kind, spec["model"], spec["mode"], spec["batch_size"], spec["variant"], alloc,
                                   r.get("error", "ok").strip().splitlines()[-1][:160])))
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    with ThreadPoolExecutor(14) as pool:
-        list(pool.map(work, enumerate(jobs)))
-    for numbered, failure in crowded:
-        work(numbered, failure)
+    side_by_side(list(enumerate(jobs)), run_job, record, parallel=14)
     for m, b in TIMED:
         for v in TIMED_VARIANTS:
             left = t0 + budget - time.time()

@@ -14,7 +14,7 @@ from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import AUTOCAST, budget_status, comma_list, seconds, whole_number
 from model_ir.errors import FormatError
 from model_ir.output_files import check_writable
-from model_bench.optimizers import OPTIMIZERS
+from model_bench.optimizers import OPTIMIZERS, optimizer_for_mode
 from model_bench.pipeline import DEVICES, BenchSettings
 from model_bench.progress import Progress
 from model_bench.reports import fmt_bytes, fmt_percent, to_json
@@ -395,9 +395,8 @@ def run_graph_file(args) -> int:
 
 def _check_optimizer_mode(optimizer: str | None, modes: list[str]) -> None:
     """As capture and run: an optimizer named for eval steps only would be silently ignored."""
-    if optimizer is not None and set(modes) == {"eval"}:
-        raise BenchError(f"--optimizer {optimizer}: an eval step runs no optimizer (forward pass only); drop "
-                         "--optimizer, or add train to the modes")
+    if set(modes) == {"eval"}:
+        optimizer_for_mode(optimizer, "eval")
 
 
 def run_max_batch(args) -> int:

@@ -227,6 +227,33 @@ def out_of_memory(result: dict) -> bool:
     return any(sign.lower() in error.lower() for sign in _OUT_OF_MEMORY)
 
 
+#: The result of a run no time was left for.
+OUT_OF_TIME = {"error": "skipped: out of time"}
+
+
+def side_by_side(jobs, run, record, *, parallel: int) -> None:
+    """``run(job)`` for each of ``jobs``, ``parallel`` at a time (a :func:`spawn_variant`
+    result, or None when no time is left for it), then ``record(job, result, alone)``
+    once for each. A run out of device memory beside the others (:func:`out_of_memory`)
+    runs again alone after them (``alone``), keeping its first failure when no time is
+    left for that: one GPU holds fewer large steps side by side than it measures alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    crowded: list = []  # (job, its failure)
+
+    def first(job) -> None:
+        result = run(job)
+        if result is not None and parallel > 1 and out_of_memory(result):
+            crowded.append((job, result))
+        else:
+            record(job, result or OUT_OF_TIME, False)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(first, jobs))
+    for job, failure in crowded:
+        record(job, run(job) or failure, True)
+
+
 def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optimizer: str = "sgd",
                   device: str = "cuda", variants=("eager", "reorder", "arena"), allocs=("default", "expandable"),
                   steps: int = 10, warmup: int = 3, time_limit: float | None = None, progress=None,

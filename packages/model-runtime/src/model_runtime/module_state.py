@@ -103,10 +103,13 @@ def module_reads(modules, tensors: Collection[int] = ()) -> list[tuple[str, Call
         return id(value) in tensors if isinstance(value, torch.Tensor) else is_plain(value)
 
     found: dict[tuple[int, str], tuple[str, Callable[[], object]]] = {}
+    forwards: dict[type, list] = {}  # the scopes of each class's forward (GPT-2: 160 modules, 13 classes)
     for name, m in modules:
         label = f"module {name or 'model'!r} ({type(m).__name__})"
         attributes, cls = vars(m), type(m)
-        for s in scopes(cls.forward):
+        if cls not in forwards:
+            forwards[cls] = scopes(cls.forward)
+        for s in forwards[cls]:
             for key in sorted(s.names):
                 value = attributes.get(key, _ABSENT)
                 if value is _ABSENT:
@@ -114,7 +117,7 @@ def module_reads(modules, tensors: Collection[int] = ()) -> list[tuple[str, Call
                     if is_plain(static):
                         found.setdefault((id(cls), key), (f"class attribute {key!r} of {label}",
                                                           functools.partial(inspect.getattr_static, cls, key, _ABSENT)))
-                elif not (kept(value) or isinstance(value, torch.Tensor)):  # plain ones: with the model's
+                elif not (is_plain(value) or isinstance(value, torch.Tensor)):  # those: with the model's
                     for path, read in _object_reads(value, s.code, s.names, kept):
                         found.setdefault((id(value), path), (f"self.{key}{path} (of {label})", read))
     return list(found.values())
