@@ -1,6 +1,7 @@
 """Loading graph and plan JSON: the issue's example loads; every malformed file names its field."""
 
 import json
+import os
 
 import pytest
 
@@ -115,6 +116,11 @@ def test_not_json_and_missing_file(tmp_path):
         load_graph(write(tmp_path, "{nope"))
     with pytest.raises(FormatError, match="no such file"):
         load_graph(tmp_path / "missing.json")
+    with pytest.raises(FormatError, match="is a directory, expected a file"):
+        load_graph(tmp_path)
+    if os.path.exists("/dev/null"):  # a device (/dev/zero would never end) is not read
+        with pytest.raises(FormatError, match="/dev/null: is a device, expected a file"):
+            load_graph("/dev/null")
 
 
 def test_plan_round_trip_and_graph_inside_plan(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -187,6 +188,52 @@ def test_plan_json_keeps_its_order_and_figures(tmp_path):
     plan = load_plan(out)
     assert plan.schedule == order and plan.figures["peak_bytes"] == 123
     validate_placement(simulate(g, order).lifetimes, plan.placement.offsets, plan.placement.arena_bytes)
+
+
+def _pipe(tmp_path, name: str, text: str):
+    """A named pipe fed ``text`` once by a thread, as the shell's ``<(zcat in.csv.gz)``.
+    A reader opening it again gets an empty file, not a hang: the thread ends each
+    later open at once, for 10 seconds."""
+    import errno
+    import threading
+    import time
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+
+    def feed():
+        fifo.write_text(text)
+        for _ in range(200):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a reader is waiting: end of file
+            except OSError as e:
+                if e.errno not in (errno.ENXIO, errno.ENOENT):
+                    raise
+            time.sleep(0.05)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return fifo
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_input_from_a_pipe_is_read_once(tmp_path):
+    # The kind of a file named neither .csv nor .json is told by its first characters:
+    # reading those, then the file again, lost them from a pipe ("empty file").
+    assert run([_pipe(tmp_path, "csv-pipe", CSV), "-o", tmp_path / "o.csv"]) == 0
+    lines = (tmp_path / "o.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0] == "id,lower,upper,size,offset"
+    save_graph(_graph(), tmp_path / "g.json")
+    graph_text = (tmp_path / "g.json").read_text()
+    assert run([_pipe(tmp_path, "graph-pipe", graph_text), "-o", tmp_path / "p.json"]) == 0
+    plan = load_plan(tmp_path / "p.json")
+    assert plan.schedule.order == tuple(op.id for op in _graph().ops) and plan.placement.arena_bytes > 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_a_device_is_refused_not_read(tmp_path, capsys):
+    # /dev/zero would never end; /dev/null, a device too, is safe to get wrong here
+    assert run(["/dev/null", "-o", tmp_path / "o.csv"]) == 2
+    assert "/dev/null: is a device, expected a file" in capsys.readouterr().out
 
 
 def test_bad_json_exits_2(tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -338,33 +339,46 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
     return out
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file, turning I/O and syntax problems into :class:`FormatError`.
-
-    A UTF-8 byte order mark is skipped. Nesting too deep for Python's parser and
-    integers of more than 4300 digits are syntax errors here; the readers of each
-    format check the rest (lone surrogates, depth of free-form fields).
-    """
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of file ``path`` (UTF-8; a byte order mark, as editors on Windows write,
+    skipped), read once: a pipe (``<(zcat graph.json.gz)``) cannot be read again. I/O
+    problems, and a device (``/dev/zero`` never ends), are :class:`FormatError`."""
     check_type(path, (str, os.PathLike), "path", "a file path (str or os.PathLike)")
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8-sig")  # editors on Windows write a BOM
+        if stat.S_ISCHR(mode := p.stat().st_mode) or stat.S_ISBLK(mode):
+            raise FormatError(f"{p}: is a device, expected a file")
+        return p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise FormatError(f"{p}: no such file") from None
     except IsADirectoryError:
-        raise FormatError(f"{p}: is a directory, expected a JSON file") from None
+        raise FormatError(f"{p}: is a directory, expected a file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{p}: cannot read: {e}") from None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """Parse JSON ``text`` read from ``source``, syntax problems as :class:`FormatError`.
+
+    Nesting too deep for Python's parser and integers of more than 4300 digits are
+    syntax errors here; the readers of each format check the rest (lone surrogates,
+    depth of free-form fields).
+    """
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         msg = e.msg.removesuffix(" at")  # "Unterminated string starting at", then the place
-        raise FormatError(f"{p}: not valid JSON: {msg} at line {e.lineno} column {e.colno}") from None
+        raise FormatError(f"{source}: not valid JSON: {msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
-        raise FormatError(f"{p}: not valid JSON: arrays or objects nested too deeply") from None
+        raise FormatError(f"{source}: not valid JSON: arrays or objects nested too deeply") from None
     except ValueError as e:  # Python's limit on integer literals (4300 digits)
-        raise FormatError(f"{p}: not valid JSON: a number has more than 4300 digits ({e.__class__.__name__})") from None
-    return data
+        raise FormatError(f"{source}: not valid JSON: a number has more than 4300 digits "
+                          f"({e.__class__.__name__})") from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file (:func:`read_text`, then :func:`parse_json`)."""
+    return parse_json(read_text(path), str(Path(path)))
 
 
 def load_graph(path: str | os.PathLike[str]) -> Graph:

@@ -15,31 +15,22 @@ import os
 import sys
 import time
 
-from model_ir import FormatError, Plan, Schedule, program_order
+from model_ir import FormatError, Graph, Lifetime, Plan, Schedule, program_order
 from model_ir.cli_frontend import add_frontend_argument
 from model_ir.cli_values import byte_size, seconds
 from model_ir.formatting import human_bytes
 from model_ir.frontends import frontend_for, load_file
 from model_ir.output_files import check_output
-from model_ir.json_format import GRAPH_FORMAT, PLAN_FORMAT, graph_from_dict, plan_from_dict, read_json, save_plan
+from model_ir.json_format import (GRAPH_FORMAT, PLAN_FORMAT, graph_from_dict, parse_json, plan_from_dict,
+                                  read_text, save_plan)
 
-from model_place.csv_format import read_lifetimes_csv, write_placement_csv
+from model_place.csv_format import parse_lifetimes_csv, read_lifetimes_csv, write_placement_csv
 from model_place.errors import PlaceError
 from model_place.lifetimes import lifetimes_from_graph
 from model_place.placers import place, placer_names
 from model_place.result import PlacementResult
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
-
-
-def _is_json(path: str) -> bool:
-    if path.lower().endswith(".json"):
-        return True
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read(64).lstrip().startswith("{")
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 class ScheduleInterrupted(Exception):
@@ -67,47 +58,48 @@ def _schedule_for(graph, name: str, time_limit: float | None = None) -> Schedule
     return Schedule(result.order)
 
 
-def read_input(path: str, frontend: str | None, schedule: str | None, time_limit: float | None = None,
-               interrupted: list | None = None) -> tuple[Plan | None, list]:
-    """The plan (None for a CSV) and the lifetimes to place: a MiniMalloc CSV (``.csv``,
-    or any file not JSON), a graph or plan JSON, or a graph file ``frontend`` reads
-    (default: the frontend declaring the file's suffix). A graph is placed under the
-    ``schedule`` order (default program order; a scheduler gets ``time_limit`` seconds), a
-    plan under its own (``schedule`` given for a plan or a CSV: :class:`PlaceError`).
-    When Ctrl-C stops the scheduler, its best order so far is used and True is appended
-    to ``interrupted`` (if given)."""
-    frontend = input_frontend(path, frontend)
-    if frontend is None:
+def load_input(path: str, frontend: str | None) -> Plan | Graph | tuple[Lifetime, ...]:
+    """What ``path`` holds: a plan or a graph (JSON, or a file ``frontend`` reads; default:
+    the frontend declaring the file's suffix), or a MiniMalloc CSV's lifetimes (``.csv``,
+    or a file neither ``.json`` nor a JSON object inside). Read once: a pipe (``<(zcat g.json.gz)``)
+    cannot be read again."""
+    if frontend is None and path.lower().endswith(".csv"):
+        return read_lifetimes_csv(path)
+    sniff = frontend is None and not path.lower().endswith(".json")
+    frontend = frontend or frontend_for(path)
+    if frontend != "json":
+        return load_file(path, frontend)
+    text = read_text(path)
+    if sniff and not text.lstrip().startswith("{"):
+        return parse_lifetimes_csv(text, path)
+    data = parse_json(text, path)
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON object, got "
+                          f"{type(data).__name__}")
+    fmt = data.get("format")
+    if fmt == PLAN_FORMAT:
+        return plan_from_dict(data, path)
+    if fmt == GRAPH_FORMAT:
+        return graph_from_dict(data, path)
+    raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON file, format is {fmt!r}")
+
+
+def ordered_input(loaded: Plan | Graph | tuple[Lifetime, ...], schedule: str | None,
+                  time_limit: float | None = None, interrupted: list | None = None) -> tuple[Plan | None, list]:
+    """The plan (None for a CSV) and the lifetimes to place, from :func:`load_input`'s
+    result: a graph is placed under the ``schedule`` order (default program order; a
+    scheduler gets ``time_limit`` seconds), a plan under its own (``schedule`` given for a
+    plan or a CSV: :class:`PlaceError`). When Ctrl-C stops the scheduler, its best order
+    so far is used and True is appended to ``interrupted`` (if given)."""
+    if isinstance(loaded, tuple):
         _no_schedule(schedule, "a CSV's lifetimes are placed as they are")
-        return None, read_lifetimes_csv(path)
-    given, schedule = schedule, schedule or "program"
-    if frontend == "json":
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON object, got "
-                              f"{type(data).__name__}")
-        fmt = data.get("format")
-        if fmt == PLAN_FORMAT:
-            _no_schedule(given, "a plan is placed under its own order")
-            plan = plan_from_dict(data, path)
-        elif fmt == GRAPH_FORMAT:
-            graph = graph_from_dict(data, path)
-            plan = Plan(graph, _ordered(graph, schedule, time_limit, interrupted))
-        else:
-            raise FormatError(f"{path}: expected a {GRAPH_FORMAT!r} or {PLAN_FORMAT!r} JSON file, format is {fmt!r}")
+        return None, list(loaded)
+    if isinstance(loaded, Plan):
+        _no_schedule(schedule, "a plan is placed under its own order")
+        plan = loaded
     else:
-        graph = load_file(path, frontend)
-        plan = Plan(graph, _ordered(graph, schedule, time_limit, interrupted))
+        plan = Plan(loaded, _ordered(loaded, schedule or "program", time_limit, interrupted))
     return plan, lifetimes_from_graph(plan.graph, plan.schedule)
-
-
-def input_frontend(path: str, frontend: str | None) -> str | None:
-    """The frontend that reads ``path`` (None: a MiniMalloc CSV, ``.csv`` or any file not JSON)."""
-    if frontend is None and not path.lower().endswith(".csv"):
-        frontend = frontend_for(path)
-        if frontend == "json" and not _is_json(path):
-            frontend = None
-    return frontend
 
 
 def _check_output_suffix(output: str, csv: bool) -> None:
@@ -185,9 +177,10 @@ class PlaceCommand:
         # One budget for the whole command: a --schedule scheduler gets half of it, the
         # placer what is left.
         scheduler_limit = None if args.time_limit is None else args.time_limit / 2
+        loaded = load_input(args.input, args.frontend)
         # before a --schedule solve: the output is of the input's kind
-        _check_output_suffix(args.output, csv=input_frontend(args.input, args.frontend) is None)
-        plan, lifetimes = read_input(args.input, args.frontend, args.schedule, scheduler_limit, interrupted)
+        _check_output_suffix(args.output, csv=isinstance(loaded, tuple))
+        plan, lifetimes = ordered_input(loaded, args.schedule, scheduler_limit, interrupted)
         time_limit = args.time_limit
         if time_limit is not None and not math.isinf(time_limit):
             time_limit = max(0.0, time_limit - (time.perf_counter() - t0))

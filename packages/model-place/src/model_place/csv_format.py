@@ -17,6 +17,7 @@ from pathlib import Path
 
 from model_ir import FormatError, Lifetime
 from model_ir.graph import MAX_TOTAL_BYTES
+from model_ir.json_format import read_text
 from model_ir.output_files import write_output
 
 REQUIRED = ("id", "lower", "upper", "size")
@@ -89,14 +90,7 @@ def parse_lifetimes_csv(text: str, source: str = "<csv>") -> tuple[Lifetime, ...
 
 def read_lifetimes_csv(path: str | os.PathLike[str]) -> tuple[Lifetime, ...]:
     """Read a MiniMalloc CSV file (see :func:`parse_lifetimes_csv`)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # tolerate a byte order mark
-    except FileNotFoundError:
-        raise FormatError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(f"{p}: cannot read: {e}") from None
-    return parse_lifetimes_csv(text, str(p))
+    return parse_lifetimes_csv(read_text(path), str(Path(path)))
 
 
 def format_placement_csv(lifetimes: Sequence[Lifetime], offsets: Mapping[str, int]) -> str:
