@@ -72,6 +72,25 @@ def test_bench_says_when_the_exact_search_proves_a_budget_unreachable(tmp_path, 
     assert code == 1 and "does NOT fit" in out and "the budget is below the lower bound" in out
 
 
+@pytest.mark.parametrize("budget, status", [(99, 1), (100, 3), (150, 0)])
+def test_one_zoo_run_exits_on_its_budget_as_a_graph_file_does(tmp_path, capsys, monkeypatch, budget, status):
+    # 1 below the lower bound, 3 above it when no plan that fits was found; a single model
+    # run said 1 for both (a sweep's exit stays 1 for any miss)
+    from model_bench import sweep
+
+    def one_run(models, *args, **kw):
+        return [{"model": m, "memory_budget": budget, "fits_budget": budget >= 150, "lower_bound_bytes": 100}
+                for m in models]
+
+    monkeypatch.setattr(sweep, "run_sweep", one_run)
+    code, _, err = run(["bench", "--model", "tiny-mlp", "--budget", str(budget), "--json", "--quiet",
+                        "--out", str(tmp_path)], capsys)
+    assert code == status, err
+    code, _, err = run(["bench", "--models", "tiny-mlp,tiny-cnn", "--budget", str(budget), "--json", "--quiet",
+                        "--out", str(tmp_path)], capsys)
+    assert code == (status and 1), err
+
+
 def test_bad_budgets_are_one_line_errors(tmp_path, capsys):
     path = tmp_path / "chain.json"
     save_graph(chain_graph(), path)
