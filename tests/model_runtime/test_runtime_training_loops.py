@@ -80,6 +80,48 @@ def test_adam_tensor_learning_rate_is_float32_arithmetic_as_in_eager(executor):
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
 
 
+class _NumpySchedule:
+    """``param_group["lr"] = schedule[it]`` from a NumPy array, as DINO's and MoCo's loops do."""
+
+    def __init__(self, optimizer):
+        np = pytest.importorskip("numpy")
+        self.optimizer, self.values, self.it = optimizer, np.cos(np.linspace(0, 1.5, 8)) * 1e-2, 0
+        self.step()
+
+    def step(self):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.values[self.it]
+        self.it += 1
+
+
+@pytest.mark.parametrize("make", [lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                                  lambda m: torch.optim.Adam(m.parameters(), lr=0.1)], ids=["sgd", "adam"])
+def test_a_numpy_float64_learning_rate_is_a_float(make):
+    # numpy.float64 is a float: it was lifted as one, then its sign check subtracted NumPy
+    # booleans (a TypeError inside optimize())
+    torch.manual_seed(0)
+    opt = train_both(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)), make,
+                     _NumpySchedule, lambda: torch.randn(4, 8), executor="reorder")
+    assert type(opt.param_groups[0]["lr"]).__module__ == "numpy"
+
+
+def test_a_numpy_float32_learning_rate_is_refused_not_rounded_otherwise():
+    """Eager Adam divides a ``numpy.float32`` learning rate in float32 (NumPy's rules):
+    lifted as a float64 input, or held with the step counter symbolic, the update
+    differed from eager's in the last bit, silently."""
+    np = pytest.importorskip("numpy")
+    from model_ir.torch.errors import CaptureError
+
+    model = torch.nn.Linear(8, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=np.float32(1e-3))
+    with pytest.raises(CaptureError, match=r"'lr' is a numpy.float32 .*float\(lr\)"):
+        optimize(model, torch.randn(4, 8), optimizer=opt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.param_groups[0]["momentum"] = np.float32(0.9)
+    with pytest.raises(CaptureError, match="'momentum' is a numpy.float32"):
+        optimize(model, torch.randn(4, 8), optimizer=opt)
+
+
 def test_fused_sgd_with_momentum_follows_a_schedule():
     """A fused optimizer's learning rate is a constant of its step: each change is a new
     plan. Fused SGD with momentum clears a one-time flag at its first step

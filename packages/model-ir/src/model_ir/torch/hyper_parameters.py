@@ -81,7 +81,22 @@ def _is_float(value) -> bool:
 
 
 def _sign(value: float) -> int:
+    value = float(value)  # NumPy's float64 (a float) compares to NumPy booleans, which do not subtract
     return (value > 0) - (value < 0)
+
+
+def _check_not_narrow_numpy(key: str, value) -> None:
+    """Refuse a NumPy float of another precision than Python's (``np.float32(0.01)``):
+    eager's arithmetic on it is NumPy's, in that precision (Adam's ``lr / bias_correction``
+    rounded to float32), which the captured step's float64 inputs would not reproduce
+    bitwise. NumPy's float64 is a float: it is lifted as one."""
+    if (type(value).__module__ == "numpy" and not isinstance(value, float)
+            and getattr(getattr(value, "dtype", None), "kind", "") == "f"):
+        from model_ir.torch.errors import CaptureError
+
+        raise CaptureError(f"the optimizer's {key!r} is a numpy.{type(value).__name__} ({value!r}): eager computes "
+                           "with it in that precision, which the optimized step would not reproduce bitwise; "
+                           f"give a Python float (float({key})) or a 0-dim tensor (torch.tensor({key}))")
 
 
 def lifted_hyper_parameters(optimizer: torch.optim.Optimizer) -> tuple[HyperParameter, ...]:
@@ -90,6 +105,8 @@ def lifted_hyper_parameters(optimizer: torch.optim.Optimizer) -> tuple[HyperPara
     for i, group in enumerate(optimizer.param_groups):
         for key in optimizer.defaults:
             value = group.get(key)
+            for v in value if isinstance(value, tuple) else (value,):
+                _check_not_narrow_numpy(key, v)
             if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad:
                 out.append(HyperParameter(i, key, None, "tensor", _sign(value.item())))
             elif _is_float(value):
@@ -153,6 +170,8 @@ def tensor_hyper_parameters_as_floats(optimizer: torch.optim.Optimizer) -> Itera
     for group in optimizer.param_groups:
         for key in optimizer.defaults:
             value = group.get(key)
+            for v in value if isinstance(value, tuple) else (value,):
+                _check_not_narrow_numpy(key, v)
             if isinstance(value, torch.Tensor) and value.dim() == 0:
                 saved.append((group, key, value))
                 group[key] = value.item()
