@@ -8,7 +8,9 @@ globals and, for a method, its object, one level into the dicts, lists and objec
 (``beta * kl`` with ``beta`` annealed by the loop, ``cfg["beta"]``, ``args.beta``, ``max_norm[0]``);
 so do the functions of their own Python module they call (:func:`with_helpers`) and, for a
 module's ``forward``, what the module holds one level down and its class attributes
-(:func:`module_reads`: ``self.cfg.scale``).
+(:func:`module_reads`: ``self.cfg.scale``). The trace inlined the submodules, the
+function attributes and the modules and functions those functions call (a global
+``criterion``): another bound in the place of one (:func:`is_callee`) changes the step.
 So does each tensor that is neither a parameter nor a buffer of the model and that the
 step reads where those values are read, or as a module attribute (a loss module's class
 ``weight``, ``self.scale = torch.tensor(...)``): the step holds that very tensor, so it
@@ -83,6 +85,8 @@ def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callabl
             if isinstance(value, torch.Tensor) or is_plain(value):
                 if kept(value):
                     reads.append((f"{kind} {name!r} {how} {s.where}", read))
+            elif is_callee(value):  # a criterion or function rebound later changes eager's next call
+                reads.append((f"{kind} {name!r} {how} {s.where}", read))
             else:
                 reads += [(f"{name}{path} (a {kind} {how} {s.where})", object_read)
                           for path, object_read in _object_reads(value, s.code, s.names, kept)]
@@ -90,6 +94,21 @@ def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callabl
             reads += [(f"self{path} (read by {s.where})", object_read)
                       for path, object_read in _object_reads(s.owner, s.code, s.names, kept)]
     return reads
+
+
+def is_callee(value) -> bool:
+    """A module or function the step's code calls: held by identity, as the trace inlined
+    the one it found (another bound in its place would change eager's next call)."""
+    return isinstance(value, (torch.nn.Module, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                              functools.partial))
+
+
+def _shown_pair(now, then) -> tuple[str, str]:
+    """``now`` and ``then`` for a message: plain values as themselves, a module or a
+    function by its kind (a model's repr is pages long)."""
+    if is_plain(then) or now is _ABSENT:
+        return _shown(now), repr(then)
+    return f"another {type(now).__name__}", f"the {type(then).__name__} it held"
 
 
 def module_reads(modules, tensors: Collection[int] = ()) -> list[tuple[str, Callable[[], object]]]:
@@ -222,6 +241,18 @@ class ModuleState:
         self.attribute_keys = [(name, m, vars(m), key) for name, m in owned for key, value in vars(m).items()
                                if key != "training" and is_plain(value) and (name, key) not in volatile]
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
+        # Their submodules and the functions they hold (``self.act = F.gelu``, a ``forward``
+        # patched on the instance), by identity: the trace inlined the ones it found.
+        self.callee_keys = [(f"{'submodule' if d is m._modules else 'attribute'} {key!r} of module "
+                             f"{name or 'model'!r} ({type(m).__name__})", d, key)
+                            for name, m in owned for d in (m._modules, vars(m)) for key, value in d.items()
+                            if (d is m._modules or is_callee(value)) and (name, key) not in volatile]
+        self.callee_keys += [(f"attribute 'forward' of module {name or 'model'!r} ({type(m).__name__})", vars(m),
+                              "forward") for name, m in owned if "forward" not in vars(m)]
+        self._callee_dicts = [d for _, d, _ in self.callee_keys]
+        self._callee_names = [key for _, _, key in self.callee_keys]
+        self._absent = [_ABSENT] * len(self.callee_keys)
+        self.callees = self._callees_now()
         # The tensors of theirs the step holds (``constants``: ids of its graph's tensors),
         # a loss module's buffers and parameters among them: checked by identity.
         self.tensor_slots = [(f"{kind} {key!r} of module {name or 'model'!r} ({type(m).__name__})", d, key)
@@ -249,6 +280,9 @@ class ModuleState:
         self.hooked = [i for i, (n, _) in enumerate(self.hook_marks) if n]  # a removal shows there only
         self.next_hook_id = RemovableHandle.next_id
 
+    def _callees_now(self) -> list:
+        return list(map(dict.get, self._callee_dicts, self._callee_names, self._absent))
+
     def _tensors_now(self) -> list:
         return [d.get(key, _ABSENT) for _, d, key in self.tensor_slots] + [read() for _, read in self.tensor_reads]
 
@@ -265,10 +299,19 @@ class ModuleState:
                 if now != value:
                     return (f"attribute {key!r} of module {name or 'model'!r} ({type(module).__name__}) is "
                             f"{_shown(now)}, the step was planned with {value!r}")
+        callees = self._callees_now()
+        if any(map(operator.is_not, callees, self.callees)):
+            what, now, then = next((what, now, then) for (what, _, _), now, then in
+                                   zip(self.callee_keys, callees, self.callees) if now is not then)
+            shown, held = _shown_pair(now, then) if then is not _ABSENT else (f"a {type(now).__name__}", "none")
+            return f"{what} is {shown}, the step was planned with {held}"
         if [read() for _, read in self.reads] != self.read_values:
             for (what, read), value in zip(self.reads, self.read_values):
                 now = read()
                 if now != value:
+                    if is_callee(value):
+                        shown, held = _shown_pair(now, value)
+                        return f"{what} is {shown}, the step was planned with {held}"
                     return (f"{what} is {_shown(now)}, the step was planned with {value!r} (a value that changes "
                             "at every step is better passed as a tensor: a 0-dim tensor input or target)")
         now = self._tensors_now()
