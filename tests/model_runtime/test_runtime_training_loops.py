@@ -38,7 +38,7 @@ def train_both(model, make_optimizer, make_scheduler, make_batch, *, executor="a
         ref_sched.step()
         lrs.append(float(opt.param_groups[0]["lr"]))
     assert_same_state(model, opt, ref, ref_opt)
-    assert step.plan is plan and len(set(lrs)) == steps  # every step had another learning rate, one plan
+    assert step.plan is plan and len(step.plans) == 1 and len(set(lrs)) == steps  # another rate each step
     return opt
 
 
@@ -120,6 +120,28 @@ def test_a_numpy_float32_learning_rate_is_refused_not_rounded_otherwise():
     opt.param_groups[0]["momentum"] = np.float32(0.9)
     with pytest.raises(CaptureError, match="'momentum' is a numpy.float32"):
         optimize(model, torch.randn(4, 8), optimizer=opt)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3, foreach=True),
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3, foreach=False),
+    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+    lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=1e-3, foreach=True),
+    lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.9, centered=True, weight_decay=1e-3, foreach=True),
+    lambda p: torch.optim.Adadelta(p, lr=1.0, foreach=True),
+    lambda p: torch.optim.Rprop(p, lr=1e-2, foreach=True),
+], ids=["sgd-foreach", "sgd", "adam", "adagrad-lr-decay", "rmsprop", "adadelta", "rprop"])
+def test_a_schedule_needs_one_plan_with_a_size_one_dimension(make):
+    """A parameter with a size-1 dimension (a 1-output head, a 1x1 convolution, ViT's class
+    token) has results whose strides eager's kernel decides: capture ran it on stand-ins,
+    passing the symbolic hyper-parameters along (``alpha=weight_decay``, Adagrad's
+    ``-lr / (1 + (step - 1) * lr_decay)``), which pinned their values: each new learning
+    rate, and each Adagrad step, was a new plan, then ``ReoptimizeError`` at the ninth."""
+    torch.manual_seed(0)
+    train_both(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)),
+               lambda m: make(m.parameters()), lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 0.9 ** e),
+               lambda: torch.randn(4, 8), loss_fn=torch.nn.functional.mse_loss, make_targets=lambda: torch.randn(4, 1),
+               executor="reorder")
 
 
 def test_fused_sgd_with_momentum_follows_a_schedule():

@@ -176,6 +176,25 @@ def _mixed_floats(flat) -> bool:
     return len({t.dtype for t in flat if isinstance(t, torch.Tensor) and t.is_floating_point()}) > 1
 
 
+#: A symbolic number's kind and the plain number of that kind a stand-in call takes for it.
+_SYMBOLIC_NUMBERS = ((torch.SymBool, True), (torch.SymInt, 1), (torch.SymFloat, 1.0))
+
+
+def _plain_number(x):
+    """``x``, or for a symbolic number (a lifted hyper-parameter or step count read with
+    ``.item()``: ``alpha=weight_decay`` of a foreach optimizer's ``_foreach_add``, Adagrad's
+    ``-lr / (1 + (step - 1) * lr_decay)`` list) a plain number of its kind. The real kernel
+    would read the symbol's value, and reading it pins the captured value as a guard of the
+    step (``Eq(weight_decay, 0.001)``): capture then held the hyper-parameters as constants,
+    and a scheduler's change, or Adagrad's next step count, needed a new plan. A result's
+    dtype and strides follow the number's kind only; a shape that follows its value differs
+    from the traced one and is dropped below."""
+    for symbolic, plain in _SYMBOLIC_NUMBERS:
+        if isinstance(x, symbolic):
+            return plain
+    return x
+
+
 def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple[int, ...]]]:
     """``(k, dtype, strides)`` for each tensor result of ``func(*args, **kwargs)`` (the
     ``k``-th of ``out``'s tensors) to which eager's kernel gives another dtype or layout
@@ -199,7 +218,7 @@ def eager_results(func, args, kwargs, out) -> list[tuple[int, torch.dtype, tuple
             x = _stand_in(x)
             if x is None:
                 return []
-        stand_ins.append(x)
+        stand_ins.append(_plain_number(x))
     stand_args, stand_kwargs = pytree.tree_unflatten(stand_ins, spec)
     try:
         # The traced op already has autocast's dtypes; a kernel's warning is the trace's to give.
