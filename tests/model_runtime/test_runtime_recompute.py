@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 
@@ -18,13 +19,17 @@ from model_runtime import BudgetError, optimize  # noqa: E402
 
 
 def budget_between(model, example, make_opt, share, **kw):
-    """The budget ``share`` of the way from the working-set bound to the no-recompute peak."""
+    """The budget ``share`` of the way from the working-set bound to the no-recompute peak,
+    both of the graph a budget bounds (the kernels' temporaries in it)."""
     from model_ir import working_set_bound
+
+    from model_runtime.planning import budget_graph
 
     probe = copy.deepcopy(model)
     step = optimize(probe, example, optimizer=make_opt(probe), executor="reorder", time_limit=2, **kw)
     g = step.plan.graph
-    low, high = working_set_bound(g), step.plan.figures["peak_bytes"]
+    bounded = budget_graph(g)
+    low, high = working_set_bound(bounded), simulate(bounded, step.plan.schedule).peak_bytes
     return g, high, low + int(share * (high - low))
 
 
@@ -82,7 +87,7 @@ def test_transformer_block_with_dropout_under_a_budget(executor):
     torch.manual_seed(0)
     step = train_with_budget(TransformerBlock(32, 4, dropout=0.1),
                              lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
-                             lambda: torch.randn(4, 16, 32), 0.2, executor=executor)
+                             lambda: torch.randn(4, 16, 32), 0.4, executor=executor)
     assert_dropout_replayed(step, at_least=1)
 
 
@@ -171,7 +176,7 @@ def test_bert_tiny_under_a_budget():
     case = build_case("bert-tiny", "train", 2, device="cpu")
     assert case.model.training
     step = train_with_budget(case.model, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
-                             lambda: tuple(case.inputs), 0.5, executor="arena", loss_fn=case.loss_fn,
+                             lambda: tuple(case.inputs), 0.7, executor="arena", loss_fn=case.loss_fn,
                              make_targets=lambda: case.target)
     assert_dropout_replayed(step, at_least=1)
 
@@ -365,8 +370,44 @@ def test_an_executor_holding_more_than_the_budget_says_so():
     model, x = small_cnn(), torch.randn(8, 3, 32, 32)
     make_opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
     _, _, budget = budget_between(model, x, make_opt, 0.9)
-    with pytest.warns(MemoryWarning, match="bounds the peak of the step's buffers") as seen:
+    with pytest.warns(MemoryWarning, match="bounds the simulated peak of the step") as seen:
         step = optimize(model, x, optimizer=make_opt(model), executor="arena", time_limit=2, memory_budget=budget)
     f = step.plan.figures
     assert f["fits_budget"] and f["persistent_bytes"] + held_by(f, "arena") > budget
     assert f"{f['persistent_bytes'] + held_by(f, 'arena') - budget} bytes lower" in str(seen[0].message)
+
+
+@pytest.mark.parametrize("share", [0.9, 0.7, 0.6])
+def test_a_plan_that_fits_its_budget_holds_no_more_with_the_kernels_temporaries(share):
+    """On the CPU, convolution's and batch norm's backward kernels take temporaries the
+    graph's buffers do not show (3 MiB here). The budget bounded the buffers alone: at 0.6
+    of the peak the plan "fit" by recomputing 21% of the FLOPs, and the reorder executor
+    held 10.8 MB against a 7.7 MB budget, as at 0.9 with no recomputation. The budget now
+    bounds the peak with them: a plan that fits holds no more (simulated; the executor's
+    figure is the profiler's within 64 bytes), one that cannot is a BudgetError."""
+    from model_runtime import BudgetError, MemoryWarning
+    from model_runtime.beside_arena import held_by
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.Dropout(0.2),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(32, 10))
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    make_opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)  # noqa: E731
+    probe = copy.deepcopy(model)
+    free = optimize(probe, x, optimizer=make_opt(probe), loss_fn=torch.nn.functional.cross_entropy, targets=(y,),
+                    executor="reorder", time_limit=2)
+    budget = int(share * free.plan.figures["peak_bytes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MemoryWarning)
+        try:
+            step = optimize(model, x, optimizer=make_opt(model), loss_fn=torch.nn.functional.cross_entropy,
+                            targets=(y,), executor="reorder", time_limit=4, memory_budget=budget)
+        except BudgetError as e:
+            assert share < 0.7 and e.exit_code == 1, e  # proven: below the lower bound
+            return
+    f = step.figures()
+    assert f["fits_budget"] and f["peak_bytes"] <= budget
+    assert f["persistent_bytes"] + held_by(f, "reorder") <= budget

@@ -591,13 +591,19 @@ ARENA_TEMPORARIES = "arena_temporaries"
 WORKSPACE_KIND = "workspace"
 
 
-def with_workspaces(graph: Graph) -> Graph:
+def with_workspaces(graph: Graph, temporaries: dict[str, int] | None = None) -> Graph:
     """``graph`` with the workspace of each call that takes one (:func:`transient_workspaces`;
     captured for the CPU, the kernels' temporaries of :func:`cpu_kernel_temporaries`) as
     one more output of that op, buffer ``workspace:<op id>`` of kind ``workspace`` that no
-    op reads; unchanged when there is none or they are there already."""
+    op reads (alive while the op runs; each run of a recomputed op makes its own instance);
+    unchanged when there is none or they are there already. ``temporaries``: op id ->
+    bytes an executor's own code may take for that op instead of its kernel's
+    (:data:`ARENA_TEMPORARIES`), counted where larger."""
     cpu = graph.meta.get("device") == "cpu"
     sizes = cpu_kernel_temporaries(graph) if cpu else transient_workspaces(graph)
+    for op_id, size in (temporaries or {}).items():
+        if size > sizes.get(op_id, 0):
+            sizes[op_id] = int(size)
     if not sizes or graph.meta.get("workspaces"):
         return graph
     buffers = [*graph.buffers,

@@ -239,7 +239,7 @@ def above_eager(figures, executor: str) -> str | None:
 
 def above_budget(figures, executor: str) -> str | None:
     """Why ``executor`` running a plan that fits its ``memory_budget`` (the simulated
-    peak of the step's buffers) would hold more (one line), or None when it would not
+    peak of the step's buffers and its kernels' temporaries) would hold more (one line), or None when it would not
     (or the figures cannot say)."""
     held, budget = held_by(figures, executor), figures.get("memory_budget")
     if held is None or budget is None or not figures.get("fits_budget"):
@@ -248,10 +248,11 @@ def above_budget(figures, executor: str) -> str | None:
     if total <= budget:
         return None
     what = "reserve" if figures.get("eager_reserved_bytes") is not None else "hold"
-    fallbacks = " and the fallbacks' results" if executor == "arena" else ""
-    return (f"the memory budget of {budget} bytes bounds the peak of the step's buffers ({figures['peak_bytes']}); the "
-            f"{executor} executor would {what} {total} bytes (simulated): the libraries' workspaces, the kernels' "
-            f"temporaries{fallbacks} lie beside them; a budget about {total - budget} bytes lower leaves room for them")
+    fallbacks = "the fallbacks' results, " if executor == "arena" else ""
+    return (f"the memory budget of {budget} bytes bounds the simulated peak of the step ({figures['peak_bytes']}: its "
+            f"buffers and the kernels' temporaries); the {executor} executor would {what} {total} bytes (simulated): "
+            f"{fallbacks}the libraries' lasting workspaces and the allocator's rounding lie beside them; a budget "
+            f"about {total - budget} bytes lower leaves room for them")
 
 
 def _beside_arena(graph, order, alignment: int, unplaced, copies, device_type: str, lifetimes=None,

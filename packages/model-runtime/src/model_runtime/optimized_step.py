@@ -521,16 +521,17 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
     scaler's scale and growth tracker updated in place; an update with a non-finite
     gradient is skipped, decided by one ``.item()`` as in eager. The plan's figures
     assume the update runs.
-    ``memory_budget`` (bytes; the simulator's peak, persistent buffers included): the
-    plan may run forward ops again in the backward pass (recomputation, as activation
+    ``memory_budget`` (bytes; the simulator's peak, persistent buffers and the kernels'
+    temporaries and per-call workspaces included: :func:`model_runtime.planning.budget_graph`):
+    the plan may run forward ops again in the backward pass (recomputation, as activation
     checkpointing does, chosen op by op together with the order) to keep the peak
     under it, at the fewest recomputed FLOPs it finds; ``step.plan.figures`` say what
     it costs (``recompute_flops``, ``recompute_overhead``). A recomputed random op
-    (dropout) replays its first run's draws, so results stay bitwise eager's. Raises :class:`BudgetError`,
-    with the best peak found and the lower bound of any plan, when none fits. The executor
-    holds the libraries' workspaces and the kernels' temporaries (the arena executor also
-    its fallbacks' results) beside the planned buffers: a :class:`MemoryWarning` says when
-    that goes above the budget, and by how much (``step.figures()`` has each figure). Not
+    (dropout) replays its first run's draws, so results stay bitwise eager's. Raises
+    :class:`BudgetError`, with the best peak found and the lower bound of any plan, when
+    none fits. What else the executor holds beside the planned buffers (cuBLAS's
+    workspace, the arena executor's fallbacks' results): a :class:`MemoryWarning` says
+    when that goes above the budget, and by how much (``step.figures()`` has each figure). Not
     with ``executor="program"`` (eager's order). A plan made under a budget and saved is
     reused by ``plan=`` with or without ``memory_budget`` (with it, its peak must fit), and so
     is one made without a budget (the step is captured as each plan was made).

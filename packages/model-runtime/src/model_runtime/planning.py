@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from model_ir import Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
+import attrs
+
+from model_ir import Buffer, Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
 from model_ir.plan import order_indices
-from model_ir.recompute import recompute_flops
+from model_ir.recompute import REPLAYS_DRAWS_OF, REPLAYS_RNG, recompute_flops
+from model_ir.workspaces import ARENA_TEMPORARIES, with_workspaces
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.beside_arena import (
     caching_allocator_bytes, fallback_copies, fallback_cost, fallback_figures, fallback_groups, instance_owners_of,
@@ -86,6 +89,28 @@ def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], 
         return order, placement
     again = place_order(other, left())
     return (other, again) if again.arena_bytes < placement.arena_bytes else (order, placement)
+
+
+def budget_graph(graph):
+    """The graph a plan under a memory budget is scheduled and checked on: ``graph`` with
+    what each call takes for its duration beside the step's buffers (the CPU kernels'
+    temporaries, CUDA's per-call library workspaces, and the arena executor's own
+    temporaries where larger: ``meta[ARENA_TEMPORARIES]``) as one more output of its op
+    (:func:`model_ir.workspaces.with_workspaces`), so that the peak the budget bounds is
+    what the executors hold, every run of a recomputed op holding its own. Off CUDA, the
+    generator states an executor keeps to replay a recomputed random op's draws
+    (``beside_arena.rng_state_lifetimes``: at most one per such op and one swapped out)
+    are held throughout, as one persistent buffer ``rng_states`` (their bound: which
+    are kept depends on the order). The op ids are the same: its orders are ``graph``'s."""
+    planned = with_workspaces(graph, graph.meta.get(ARENA_TEMPORARIES))
+    replayed = {op.id for op in graph.ops if op.meta.get(REPLAYS_RNG)}
+    replayed |= {op.meta[REPLAYS_DRAWS_OF] for op in graph.ops if REPLAYS_DRAWS_OF in op.meta}
+    if not replayed or graph.meta.get("device") == "cuda":  # a CUDA generator's state is host memory
+        return planned
+    import torch  # here: the CLI loads this module without torch
+
+    size = (len(replayed) + 1) * torch.default_generator.get_state().nbytes
+    return attrs.evolve(planned, buffers=[*planned.buffers, Buffer("rng_states", size, persistent=True)])
 
 
 #: How :func:`make_plan` may hold the fallbacks' results (see :func:`fallback_figures`).
@@ -221,7 +246,9 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     check_fallback_results(fallback_results)
     expandable = expandable_segments and device_type == "cuda"
     limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
-    sched = schedule(graph, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
+    # Under a budget the scheduler (and its recomputation search) sees the kernels' temporaries.
+    planned = graph if memory_budget is None else budget_graph(graph)
+    sched = schedule(planned, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
     alignment = device_alignment(device_type)
     result = None
     place_start = time.perf_counter()
@@ -240,7 +267,7 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
             graph, sched, lambda o, seconds: place(arena_lifetimes(graph, o, alignment, leave_out),
                                                    method=place_method, time_limit=seconds), limit, order)
     figures = simulated_figures(graph, order, None, alignment, device_type=device_type,
-                                expandable_segments=expandable)
+                                expandable_segments=expandable, planned=planned)
     # The simulator is the reference: the order's peak is recomputed, never trusted.
     if figures["peak_bytes"] != sched.peak_bytes:
         raise RuntimeLayerError(f"internal error: the scheduler reports a peak of {sched.peak_bytes} bytes, "
@@ -332,9 +359,11 @@ def check_saved_plan(plan: Plan, graph, *, needs_placement: bool, alignment: int
             placement = None  # this executor does not use it: dropped, not reported
     # The saved figures are not trusted (the file may come from another tool, or have
     # been edited): every figure is recomputed from the graph, the order and the offsets.
+    planned = graph if memory_budget is None else budget_graph(graph)
     figures = {**simulated_figures(graph, plan.schedule, placement, alignment, unplaced, copied=copied,
-                                   device_type=device_type, expandable_segments=expandable_segments),
-               **bound_figures(graph, plan.schedule, lts if placement is not None else None)}
+                                   device_type=device_type, expandable_segments=expandable_segments,
+                                   planned=planned),
+               **bound_figures(planned, plan.schedule, lts if placement is not None else None)}
     if memory_budget is not None:
         figures.update(_budget_figures(graph, memory_budget, figures["peak_bytes"] <= memory_budget,
                                       figures.get("recomputed_ops", 0), figures.get("recompute_flops", 0)))
@@ -397,14 +426,17 @@ def bound_figures(graph, order, lts=None) -> dict:
 
 
 def simulated_figures(graph, order, placement, alignment: int, unplaced=frozenset(), *, copied=frozenset(),
-                      device_type: str = "cpu", expandable_segments: bool = False) -> dict:
+                      device_type: str = "cpu", expandable_segments: bool = False, planned=None) -> dict:
     """The figures of a plan the simulator recomputes (bytes): a saved plan's own are
     not trusted (it may come from another tool, or have been edited). ``unplaced``,
     ``copied``: the executor's fallback results and those copied into the arena
-    (:func:`fallback_figures`); ``expandable_segments``: see :func:`make_plan`."""
+    (:func:`fallback_figures`); ``expandable_segments``: see :func:`make_plan`.
+    ``planned``: the graph the peaks are simulated on (under a budget
+    :func:`budget_graph`, the kernels' temporaries included), ``graph`` when None."""
     expandable = expandable_segments and device_type == "cuda"
-    peak = simulate(graph, order).peak_bytes
-    eager = simulate(graph, eager=True).peak_bytes
+    planned = graph if planned is None else planned
+    peak = simulate(planned, order).peak_bytes
+    eager = simulate(planned, eager=True).peak_bytes
     figures = {
         "ops": len(graph.ops),
         "buffers": len(graph.buffers),
