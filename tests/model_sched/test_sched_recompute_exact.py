@@ -253,6 +253,24 @@ def test_recompute_without_the_exact_model_says_why(monkeypatch):
     assert not r.fits_budget and any("no exact search (solver 'cpsat' needs" in s for s in notes)
 
 
+def test_a_budget_below_the_bound_is_not_searched(monkeypatch):
+    # proven impossible before any search: the greedy and CP-SAT (which spent the whole
+    # time left on alexnet at its persistent bytes) are not run
+    import model_sched.recompute
+    import model_sched.schedulers
+
+    def never(*args, **kwargs):
+        raise AssertionError("searched a budget below the lower bound")
+
+    monkeypatch.setattr(model_sched.recompute, "fit_budget_from", never)
+    monkeypatch.setattr(model_sched.schedulers, "solve_exact", never)
+    g = rerun_before_a_write()
+    notes = []
+    r = schedule(g, method="recompute", memory_budget=11, time_limit=5, progress=lambda p: notes.append(p.stage))
+    assert not r.fits_budget and r.lower_bound_bytes == 12 and r.peak_bytes == 20
+    assert "recompute: the budget is below the lower bound of any plan (12 B); no search" in notes
+
+
 def test_a_time_limit_returns_a_checked_answer_with_its_bound():
     g = layered_graph(MAX_EXACT_OPS, seed=3)
     order = list(range(len(g.ops)))

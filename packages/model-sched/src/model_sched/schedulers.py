@@ -366,6 +366,12 @@ class Recompute:
             return
         if control.expired():
             return
+        from model_sched.api import recompute_bounds
+
+        bound = recompute_bounds(problem.graph)[0]
+        if budget < bound:  # proven: no plan fits, so no search (CP-SAT would spend the time left)
+            control.report(f"recompute: the budget is below the lower bound of any plan ({bound} B); no search")
+            return
         # Bases: the best order (it often keeps the peak's step lowest), eager's with each
         # update right after its gradient (recomputation can move the peak to the end of the
         # backward pass, where an order that updates late keeps every gradient), eager's.
