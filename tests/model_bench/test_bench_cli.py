@@ -120,6 +120,26 @@ def test_capture_command(tmp_path, capsys):
     assert (tmp_path / "b" / "tiny-mlp-train-b2" / "plan.json").exists()
 
 
+def test_capture_recomputable_gives_schedule_budget_the_graph_bench_budget_plans(tmp_path, capsys):
+    # capture wrote the plain step only: schedule --budget on it could not recompute
+    # in-place activations, and its bound was above bench --budget's for the same model
+    pytest.importorskip("transformers")
+    bounds = {}
+    for flag in ([], ["--recomputable"]):
+        path = tmp_path / f"g{len(flag)}.json"
+        code, out, err = run(["capture", "--model", "bert-tiny", "--batch-size", "2", "--device", "cpu", "-o",
+                              str(path), "--quiet", *flag], capsys)
+        assert code == 0, err
+        g = load_graph(path)
+        assert g.meta.get("functional_inplace", False) is bool(flag)
+        assert any(op.target == "aten.ne.Scalar" for op in g.ops) is bool(flag)  # dropout's kept masks
+        code, out, err = run(["schedule", str(path), "--budget", "1", "--json", "--quiet", "--time-limit", "1"],
+                             capsys)
+        assert code == 1, err
+        bounds[bool(flag)] = json.loads(out)["lower_bound_bytes"]
+    assert bounds[True] < bounds[False]  # bert-tiny b2: 610816 vs 639488 B
+
+
 def test_an_infinite_time_limit_is_written_as_standard_json(tmp_path, capsys):
     """``--time-limit inf`` is accepted; the figures, printed and in results.json, said
     ``Infinity``, which is not JSON (other parsers reject the file)."""

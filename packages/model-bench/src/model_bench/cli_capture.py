@@ -27,6 +27,10 @@ class CaptureCommand:
                             help="the device whose kernels the graph records (default cuda, emulated without a GPU)")
         parser.add_argument("--autocast", default=None, choices=tuple(AUTOCAST),
                             help="mixed precision: the forward pass and the loss under torch.autocast with this dtype")
+        parser.add_argument("--recomputable", action="store_true",
+                            help="the forward pass made recomputable (in-place activations functional, dropout "
+                                 "masks kept), as bench --budget and optimize(memory_budget=) capture it: the graph "
+                                 "for schedule --budget")
         parser.add_argument("-o", "--output", required=True, metavar="FILE", help="graph JSON file to write")
         parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
         parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -49,7 +53,7 @@ class CaptureCommand:
         progress = Progress(quiet=args.quiet, prefix=f"[{args.model}] ")
         _, graph = capture_model(args.model, args.mode, args.batch_size, optimizer=args.optimizer,
                                  granularity=args.granularity, device=args.device, progress=progress, seconds={},
-                                 autocast=args.autocast)
+                                 autocast=args.autocast, for_recompute=args.recomputable)
         save_graph(graph, out, overwrite=args.force)
         peak = simulate(graph).peak_bytes
         print(f"wrote {out}: {len(graph.ops)} ops, {len(graph.buffers)} buffers, "
