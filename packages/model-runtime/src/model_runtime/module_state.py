@@ -106,9 +106,9 @@ def is_callee(value) -> bool:
 def _shown_pair(now, then) -> tuple[str, str]:
     """``now`` and ``then`` for a message: plain values as themselves, a module or a
     function by its kind (a model's repr is pages long)."""
-    if is_plain(then) or now is _ABSENT:
+    if is_plain(then):
         return _shown(now), repr(then)
-    return f"another {type(now).__name__}", f"the {type(then).__name__} it held"
+    return _shown(now) if now is _ABSENT else f"another {type(now).__name__}", f"the {type(then).__name__} it held"
 
 
 def module_reads(modules, tensors: Collection[int] = ()) -> list[tuple[str, Callable[[], object]]]:

@@ -318,7 +318,8 @@ def _foreign_parameter_error(p: torch.Tensor, loss_fn) -> CaptureError:
                             "in the model (a module holding both whose forward returns the loss, optimized with "
                             "loss_fn=None)")
     return CaptureError(f"the optimizer holds a parameter of shape {tuple(p.shape)} that is not a parameter of the "
-                        "model; build the optimizer from model.parameters()")
+                        "model (a submodule replaced since the optimizer was made?); build the optimizer from "
+                        "model.parameters()")
 
 
 def default_loss(output) -> torch.Tensor:
