@@ -293,7 +293,7 @@ def test_under_a_memory_budget_auto_keeps_the_planned_order(monkeypatch):
     monkeypatch.setattr(optimized_step, "least_memory_executor",
                         lambda figures, choices: seen.append(choices) or real(figures, choices))
     step, x = _cnn_step()
-    budget = step.plan.figures["peak_bytes"]
+    budget = 2 * step.plan.figures["peak_bytes"]  # room for the kernels' temporaries, which a budget counts
     _cnn_step(memory_budget=budget)
     assert seen == [("reorder", "program"), ("reorder",)]  # on the CPU never the arena
 
