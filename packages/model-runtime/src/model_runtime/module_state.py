@@ -106,6 +106,8 @@ def is_callee(value) -> bool:
 def _shown_pair(now, then) -> tuple[str, str]:
     """``now`` and ``then`` for a message: plain values as themselves, a module or a
     function by its kind (a model's repr is pages long)."""
+    if then is _ABSENT:  # an attribute the module did not hold (a ``forward`` patched on since)
+        return f"a {type(now).__name__}", "none"
     if is_plain(then):
         return _shown(now), repr(then)
     return _shown(now) if now is _ABSENT else f"another {type(now).__name__}", f"the {type(then).__name__} it held"
@@ -303,7 +305,7 @@ class ModuleState:
         if any(map(operator.is_not, callees, self.callees)):
             what, now, then = next((what, now, then) for (what, _, _), now, then in
                                    zip(self.callee_keys, callees, self.callees) if now is not then)
-            shown, held = _shown_pair(now, then) if then is not _ABSENT else (f"a {type(now).__name__}", "none")
+            shown, held = _shown_pair(now, then)
             return f"{what} is {shown}, the step was planned with {held}"
         if [read() for _, read in self.reads] != self.read_values:
             for (what, read), value in zip(self.reads, self.read_values):

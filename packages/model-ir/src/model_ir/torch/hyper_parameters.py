@@ -32,6 +32,8 @@ from collections.abc import Iterator, Sequence
 import attrs
 import torch
 
+from model_ir.torch.errors import CaptureError
+
 
 @attrs.frozen
 class HyperParameter:
@@ -92,8 +94,6 @@ def _check_not_narrow_numpy(key: str, value) -> None:
     bitwise. NumPy's float64 is a float: it is lifted as one."""
     if (type(value).__module__ == "numpy" and not isinstance(value, float)
             and getattr(getattr(value, "dtype", None), "kind", "") == "f"):
-        from model_ir.torch.errors import CaptureError
-
         raise CaptureError(f"the optimizer's {key!r} is a numpy.{type(value).__name__} ({value!r}): eager computes "
                            "with it in that precision, which the optimized step would not reproduce bitwise; "
                            f"give a Python float (float({key})) or a 0-dim tensor (torch.tensor({key}))")
