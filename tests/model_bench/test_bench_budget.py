@@ -126,3 +126,9 @@ def test_bench_under_a_budget_plans_the_step_optimize_runs():
     assert not any(op.target == "aten.ne.Scalar" for op in plain.graph.ops)
     assert any(op.target == "aten.ne.Scalar" and op.meta["phase"] == "forward" for op in run.graph.ops)
     assert run.figures["fits_budget"]
+    # and bounds what optimize()'s budget does: the generator states kept to replay
+    # dropout, and the arena's temporaries where larger than the kernels'.
+    sizes = {b.id: b.size for b in run.graph.buffers}
+    assert "rng_states" in sizes and "rng_states" not in {b.id for b in plain.graph.buffers}
+    temporaries = run.graph.meta.get("arena_temporaries") or {}
+    assert temporaries and all(sizes[f"workspace:{op}"] >= n for op, n in temporaries.items())

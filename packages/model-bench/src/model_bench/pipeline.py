@@ -129,7 +129,10 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
     """Capture one training (or eval) step of ``case`` as a storage-level graph, with
     ``device``'s kernels and, for CUDA, cuDNN's convolution workspaces as buffers
     (:func:`model_ir.workspaces.with_workspaces`). ``for_recompute``: as ``optimize(memory_budget=...)`` captures
-    it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``).
+    it, with the forward pass made recomputable (``capture_step(functional_inplace=True)``) and
+    what a budget bounds (:func:`model_runtime.planning.budget_graph`: the arena executor's
+    temporaries where larger than the kernels', and off CUDA the generator states kept to
+    replay a recomputed random op, so eager's figures count them too: a few KiB).
     ``meta["arena_fallbacks"]``: the buffers model-runtime's arena executor leaves to
     PyTorch's allocator on ``device`` (the results of its fallback ops, see
     ``model_runtime.lowering.fallback_buffers``), for :func:`runtime_figures`, and
@@ -151,7 +154,12 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
     meta = {**graph.meta, "arena_fallbacks": sorted(fallback_buffers(captured, on))}
     if temporaries := arena_temporaries(captured, on):
         meta[ARENA_TEMPORARIES] = temporaries
-    return with_workspaces(attrs.evolve(graph, meta=meta))
+    graph = attrs.evolve(graph, meta=meta)
+    if for_recompute:  # the graph optimize(memory_budget=...) plans: what its executors hold, bounded
+        from model_runtime.planning import budget_graph
+
+        return budget_graph(graph)
+    return with_workspaces(graph)
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
