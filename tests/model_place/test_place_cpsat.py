@@ -35,3 +35,26 @@ def test_cpsat_refuses_lifetimes_beyond_64_bit_integers():
     lts = [Lifetime(k, 0, 2, 10, 2**62 - 1) for k in "abc"]
     with pytest.raises(PlaceError, match="placer 'cpsat' works in 64-bit integers"):
         place(lts, method="cpsat", time_limit=5)
+
+
+def test_ctrl_c_stops_cpsat_with_its_best_placement_so_far():
+    """Ctrl-C during the CP-SAT search: its best placement, reported as interrupted (before:
+    a KeyboardInterrupt out of ``Solve``, or, with CP-SAT's own SIGINT handler, a stop
+    reported as if the time limit had run out)."""
+    import _thread
+    import threading
+    import time
+
+    from model_place.hard_instances import zero_slack_instance
+
+    lts = zero_slack_instance(150, seed=1)  # CP-SAT does not close it within the limit
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        r = place(lts, method="cpsat", time_limit=60)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 20 and r.details["stopped"] == "interrupted"
+    validate_placement(lts, r.offsets, r.arena_bytes)
+    assert not r.optimal and r.lower_bound_bytes <= r.arena_bytes

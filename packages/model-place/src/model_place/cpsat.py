@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from model_ir import Lifetime
+from model_ir.interrupts import call_interruptibly
 
 from model_place.errors import PlaceError
 from model_place.exact import DEFAULT_TIME_LIMIT, INT64_MAX
@@ -71,8 +72,11 @@ def cpsat_placement(lifetimes: Sequence[Lifetime], *, capacity: int | None = Non
         limit = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
         solver.parameters.max_time_in_seconds = max(0.0, limit - (time.perf_counter() - t0))
         solver.parameters.num_workers = workers
-        status = solver.Solve(m)
+        solver.parameters.catch_sigint_signal = False  # CP-SAT's own handler stops it without a trace
+        status, interrupted = call_interruptibly(lambda: solver.Solve(m), solver.StopSearch)
         details["cpsat_status"] = solver.StatusName(status)
+        if interrupted:  # Ctrl-C: the best placement and bound so far stand
+            details["stopped"] = "interrupted"
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             offs = {lt.id: solver.Value(x) for lt, x in zip(sized, xs)}
             offs.update({lt.id: 0 for lt in lifetimes if not lt.size})

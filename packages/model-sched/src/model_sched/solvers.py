@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
+
+from model_ir.interrupts import call_interruptibly, wait_interruptibly
 
 from model_sched.errors import SolverUnavailableError
 from model_sched.milp import LinearProgram
@@ -34,28 +35,10 @@ class SolveOutcome:
     interrupted: bool = False
 
 
-def _wait_interruptibly(done: Callable[[float], bool], cancel: Callable[[], None]) -> bool:
-    """Wait until ``done(timeout)`` is true; on Ctrl-C call ``cancel`` (once) and keep
-    waiting for the solver to stop. Returns whether Ctrl-C was pressed.
-
-    A solver running in C++ on the calling thread keeps Python's SIGINT handler from
-    running until it returns; solving on a worker thread while this thread waits lets
-    KeyboardInterrupt arrive at once and stop the solve with its best solution so far."""
-    interrupted = False
-    while True:
-        try:
-            if done(0.1):
-                return interrupted
-        except KeyboardInterrupt:
-            if not interrupted:
-                interrupted = True
-                cancel()
-
-
 def solve_cpsat(model, *, time_limit: float | None, workers: int):
     """Solve a CP-SAT ``model`` on a worker thread, so that Ctrl-C stops the search with
-    its best solution (see :func:`_wait_interruptibly`); returns ``(solver, status,
-    interrupted)``."""
+    its best solution (:func:`model_ir.interrupts.call_interruptibly`); returns
+    ``(solver, status, interrupted)``."""
     from ortools.sat.python import cp_model
 
     solver = cp_model.CpSolver()
@@ -64,23 +47,8 @@ def solve_cpsat(model, *, time_limit: float | None, workers: int):
     solver.parameters.num_workers = workers
     # CP-SAT's own SIGINT handler stops the search but leaves no trace of it
     solver.parameters.catch_sigint_signal = False
-    done: list = []
-    finished = threading.Event()  # not Thread.join: a KeyboardInterrupt inside join()
-    # can leave is_alive() false while the thread still runs (CPython < 3.13)
-
-    def work() -> None:
-        try:
-            done.append(solver.Solve(model))
-        except BaseException as e:  # re-raised on the calling thread
-            done.append(e)
-        finally:
-            finished.set()
-
-    threading.Thread(target=work, daemon=True).start()
-    interrupted = _wait_interruptibly(finished.wait, solver.StopSearch)
-    if isinstance(done[0], BaseException):
-        raise done[0]
-    return solver, done[0], interrupted
+    status, interrupted = call_interruptibly(lambda: solver.Solve(model), solver.StopSearch)
+    return solver, status, interrupted
 
 
 def _missing(name: str, extra: str | None, module: str) -> SolverUnavailableError:
@@ -146,7 +114,7 @@ class HighsBackend:
         # HiGHS's interrupt callbacks) instead of waiting for the time limit
         h.HandleUserInterrupt = True
         h.startSolve()
-        interrupted = _wait_interruptibly(lambda t: h.wait(t)[0], h.cancelSolve)
+        interrupted = wait_interruptibly(lambda t: h.wait(t)[0], h.cancelSolve)
         status = h.getModelStatus()
         info = h.getInfo()
         values = None
