@@ -20,14 +20,13 @@ from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 from model_ir.cli_values import AUTOCAST
-from model_ir.workspaces import (ARENA_TEMPORARIES, WORKSPACE_KIND, on_allocator_clock, with_workspaces,
-                                 without_workspaces)
-from model_runtime.beside_arena import held_by, least_memory_executor, reorder_figures
+from model_ir.workspaces import ARENA_TEMPORARIES, WORKSPACE_KIND, on_allocator_clock, with_workspaces
+from model_runtime.beside_arena import auto_choices, held_by, least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
     allocator_steps, eager_step_lifetimes, eager_workspaces, simulate_eager_allocator,
 )
 from model_place import simulate_training_steps
-from model_runtime.planning import device_alignment, make_plan
+from model_runtime.planning import budget_graph, device_alignment, make_plan, unbudgeted
 
 
 #: The devices a step can be captured for.
@@ -155,11 +154,8 @@ def capture_case(case: ModelCase, *, granularity: int = 512, device: str = "cuda
     if temporaries := arena_temporaries(captured, on):
         meta[ARENA_TEMPORARIES] = temporaries
     graph = attrs.evolve(graph, meta=meta)
-    if for_recompute:  # the graph optimize(memory_budget=...) plans: what its executors hold, bounded
-        from model_runtime.planning import budget_graph
-
-        return budget_graph(graph)
-    return with_workspaces(graph)
+    # for recomputation, the graph optimize(memory_budget=...) plans: what its executors hold, bounded
+    return budget_graph(graph) if for_recompute else with_workspaces(graph)
 
 
 def capture_model(name: str, mode: str, batch_size: int, *, optimizer: str = "sgd", granularity: int = 512,
@@ -232,7 +228,7 @@ def reorder_reserved_bytes(graph: Graph, order, *, expandable_segments: bool = F
     if graph.meta.get("device") != "cuda":
         kept, step = allocator_steps(graph, order, eager=False)
         return simulate_training_steps(kept, step, expandable_segments=expandable_segments).reserved_bytes
-    base = without_workspaces(graph)
+    base = unbudgeted(graph)
     figures = reorder_figures(base, order, device_alignment("cuda"), "cuda", expandable=expandable_segments)
     return base.persistent_bytes + figures["reorder_transient_bytes"]
 
@@ -248,22 +244,30 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     workspaces, in PyTorch's allocator), or the reorder or program executor's transient
     memory.
     Unlike the plan (``optimized_total_bytes``, every buffer in the arena), it counts
-    what cannot be in the arena, step outputs included. Empty for a
-    graph without ``meta["arena_fallbacks"]`` (:func:`capture_case` records them) and
-    under a memory budget."""
+    what cannot be in the arena, step outputs included. Under a memory budget, the plan
+    ``optimize(memory_budget=...)`` makes (``graph`` from :func:`capture_case` with
+    ``for_recompute``). Empty for a graph without ``meta["arena_fallbacks"]``
+    (:func:`capture_case` records them)."""
     fallbacks = graph.meta.get("arena_fallbacks")
-    if fallbacks is None or settings.memory_budget is not None:
+    if fallbacks is None:
         return {}
-    base = without_workspaces(graph)
+    base = unbudgeted(graph)
     device = graph.meta.get("device") or "cpu"
-    out: dict[str, Any] = {}
-    for expandable, suffix in ((False, ""), (True, "_expandable")):
+    choices = auto_choices(device, budget=settings.memory_budget is not None)
+
+    def held(expandable: bool) -> tuple[str, str, int]:
         f = make_plan(base, device_type=device, unplaced=frozenset(fallbacks), time_limit=settings.time_limit,
-                      expandable_segments=expandable).figures
-        executor = least_memory_executor(f)
+                      expandable_segments=expandable, memory_budget=settings.memory_budget).figures
+        executor = least_memory_executor(f, choices)
+        return executor, f.get("order_source", "scheduler"), base.persistent_bytes + held_by(f, executor)
+
+    default = held(False)
+    out: dict[str, Any] = {}
+    for suffix, (executor, order, total) in (("", default),
+                                             ("_expandable", held(True) if device == "cuda" else default)):
         out[f"runtime_executor{suffix}"] = executor
-        out[f"runtime_order{suffix}"] = f.get("order_source", "scheduler")
-        out[f"runtime_total{suffix}_bytes"] = base.persistent_bytes + held_by(f, executor)
+        out[f"runtime_order{suffix}"] = order
+        out[f"runtime_total{suffix}_bytes"] = total
     return out
 
 

@@ -201,6 +201,15 @@ def _all_beside(graph, order, alignment: int, device_type: str, lifetimes=None, 
 CHOICES = ("arena", "reorder", "program")
 
 
+def auto_choices(device_type: str, *, placed: bool = True, budget: bool = False) -> tuple[str, ...]:
+    """Those of :data:`CHOICES` that ``executor="auto"`` picks from for a plan on
+    ``device_type``: the arena only for a plan with a placement (``placed``) and off the
+    CPU (there, the live peak, no arena holds less than reorder, a tie included), the
+    program executor only without a memory budget (it runs eager's order, unbudgeted)."""
+    return tuple(c for c in CHOICES if (c != "arena" or placed and device_type != "cpu")
+                 and (c != "program" or not budget))
+
+
 def least_memory_executor(figures, choices: Sequence[str] = CHOICES) -> str:
     """The executor of ``choices`` that the plan's figures say holds the least memory
     beside the persistent buffers (:func:`held_by`), the first on a tie or when the

@@ -26,7 +26,8 @@ from model_ir.torch.optimizer_values import post_hooks, run_post_hooks
 from model_ir.torch.step import reseed_optimizer_state, seed_values
 from model_ir.torch.tracing import describe_call, flatten_batch
 from model_ir.workspaces import ARENA_TEMPORARIES
-from model_runtime.beside_arena import CHOICES, above_budget, above_eager, held_by, least_memory_executor
+from model_runtime.beside_arena import (CHOICES, above_budget, above_eager, auto_choices, held_by,
+                                       least_memory_executor)
 from model_runtime.binding import Binder
 from model_runtime.cuda_graphs import CudaRecorder, GraphedRun, device_blocker, graph_blockers
 from model_runtime.errors import BudgetError, ReoptimizeError, RuntimeLayerError
@@ -662,9 +663,8 @@ def optimize(model: torch.nn.Module, example_inputs, *, loss_fn: Callable | None
         # a saved plan without placement runs in PyTorch's allocator; under a memory
         # budget, in the planned order (the program executor's is eager's, unbudgeted);
         # on the CPU (the live peak) no arena holds less than reorder, a tie included
-        choices = [c for c in CHOICES if (plan.placement is not None and device.type != "cpu" or c != "arena")
-                   and (memory_budget is None or c != "program")]
-        pick = least_memory_executor(plan.figures, tuple(choices))
+        choices = auto_choices(device.type, placed=plan.placement is not None, budget=memory_budget is not None)
+        pick = least_memory_executor(plan.figures, choices)
         chosen = executor_named(pick)
         worse = above_eager(plan.figures, pick)
         if worse:

@@ -10,7 +10,7 @@ import attrs
 from model_ir import Buffer, Lifetime, ModelOptError, Plan, Schedule, simulate, validate_order
 from model_ir.plan import order_indices
 from model_ir.recompute import REPLAYS_DRAWS_OF, REPLAYS_RNG, recompute_flops
-from model_ir.workspaces import ARENA_TEMPORARIES, with_workspaces
+from model_ir.workspaces import ARENA_TEMPORARIES, with_workspaces, without_workspaces
 from model_place import lifetimes_from_graph, live_bytes_peak, place, validate_placement
 from model_runtime.beside_arena import (
     caching_allocator_bytes, fallback_copies, fallback_cost, fallback_figures, fallback_groups, instance_owners_of,
@@ -110,7 +110,21 @@ def budget_graph(graph):
     import torch  # here: the CLI loads this module without torch
 
     size = (len(replayed) + 1) * torch.default_generator.get_state().nbytes
-    return attrs.evolve(planned, buffers=[*planned.buffers, Buffer("rng_states", size, persistent=True)])
+    return attrs.evolve(planned, buffers=[*planned.buffers, Buffer(RNG_STATES, size, persistent=True)])
+
+
+#: The buffer of the generator states :func:`budget_graph` adds.
+RNG_STATES = "rng_states"
+
+
+def unbudgeted(graph):
+    """``graph`` as :func:`make_plan` takes it: without what :func:`budget_graph` (or
+    :func:`model_ir.workspaces.with_workspaces`) added, the executors' figures counting
+    those themselves (``model_runtime.beside_arena``)."""
+    graph = without_workspaces(graph)
+    if RNG_STATES not in graph.buffer_index:
+        return graph
+    return attrs.evolve(graph, buffers=[b for b in graph.buffers if b.id != RNG_STATES])
 
 
 #: How :func:`make_plan` may hold the fallbacks' results (see :func:`fallback_figures`).
