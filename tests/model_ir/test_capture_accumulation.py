@@ -71,6 +71,20 @@ class Wide(nn.Module):
         return (h * self.s1).sum() + (h * self.s2).sum()
 
 
+class Symmetric(nn.Module):
+    """``h + h.T``: h's two gradients are one tensor and its transposed view, which keeps
+    the first's storage alive: eager sums them out of place (marked in place, the
+    program executor ran ``g.add_(g.T)``, an error: input and output overlap)."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.a = nn.Linear(width, width)
+
+    def forward(self, x):
+        h = self.a(x)
+        return h + h.T
+
+
 def cases():
     torch.manual_seed(0)
     x = torch.randn(16, 64)
@@ -80,6 +94,7 @@ def cases():
         (torch.randint(0, 97, (40,)),)
     yield "fanout", Fanout(), (torch.randn(8, 48),), None, ()
     yield "wide", Wide(), (torch.randn(64, 16),), None, ()
+    yield "symmetric", Symmetric(), (torch.randn(16, 16),), nn.functional.cross_entropy, (torch.randint(0, 16, (16,)),)
 
 
 def eager_sums(model, inputs, loss_fn, targets) -> collections.Counter:
@@ -106,7 +121,7 @@ def test_captured_sums_are_in_place_where_eagers_are(name, model, inputs, loss_f
     assert captured == eager_sums(model, inputs, loss_fn, targets)
     # residual: the last sum's first gradient is out.sum()'s, expanded (not dense): out of place
     expected = {"residual": {"aten.add.Tensor": 1, "aten.add_.Tensor": 1}, "tied": {"aten.add.Tensor": 1},
-                "fanout": {"aten.add_.Tensor": 2}, "wide": {"aten.add_.Tensor": 1}}
+                "fanout": {"aten.add_.Tensor": 2}, "wide": {"aten.add_.Tensor": 1}, "symmetric": {"aten.add.Tensor": 1}}
     assert dict(captured) == expected[name]
     for op in sums:  # eager writes a sum in place into its first input, the gradient that came first
         if EAGER_IN_PLACE in op.meta:

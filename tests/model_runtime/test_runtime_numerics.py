@@ -155,6 +155,41 @@ def test_as_strided_offsets_count_from_the_buffer(executor):
         assert any(offsets.get(b, 0) > 0 for b in bases), "every as_strided base at offset 0: the test is vacuous"
 
 
+class _QR(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.b(torch.linalg.qr(self.a(x).reshape(-1, 4, 4))[0].flatten(1))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_qr_in_the_arena(executor):
+    """``linalg_qr.out`` with Q and R in one storage (arena slots) left R unwritten: the
+    arena step's loss was NaN from its second step (lowering.BROKEN_OUT)."""
+    compare(_QR, lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), lambda: torch.randn(4, 16), executor,
+            loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 3, (4,)),))
+
+
+class _Symmetric(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = self.a(x)
+        return h + h.T
+
+
+@pytest.mark.parametrize("executor", [*EXECUTORS, "program"])
+def test_a_gradient_summed_with_its_own_transpose(executor):
+    """``h + h.T``: h's gradients are g and a view of g, summed out of place by eager;
+    marked in place, the program executor ran ``g.add_(g.T)`` and raised."""
+    compare(_Symmetric, lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), lambda: torch.randn(16, 16), executor,
+            loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 16, (16,)),))
+
+
 class _LSTMClassifier(torch.nn.Module):
     def __init__(self):
         super().__init__()

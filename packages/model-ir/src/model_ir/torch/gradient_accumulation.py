@@ -120,6 +120,9 @@ def mark_in_place_sums(gm: fx.GraphModule, sums: frozenset[str]) -> int:
         storage = StorageWeakRef(first.untyped_storage())
         if storage in inputs or any(p > position[n] for p in readers[storage]):
             continue
+        added = n.args[1]
+        if isinstance(added, fx.Node) and _storage(added) == storage:
+            continue  # ``new`` is a view of ``old`` (``h + h.T``): it holds the storage, eager sums out of place
         n.meta[EAGER_IN_PLACE] = True
         marked += 1
     return marked
