@@ -90,6 +90,14 @@ CALLS = {
     "pow-of-a-number": (lambda a: aten.pow.Scalar(2.0, a), lambda: (torch.randn(16, 4),)),
     "floor-divide-scalar": (lambda a: aten.floor_divide.Scalar(a, 2), lambda: (torch.randn(16, 4),)),
     "bitwise-or-scalar-int32": (lambda a: aten.bitwise_or.Scalar(a, 1), lambda: (torch.arange(64, dtype=torch.int32),)),
+    # reductions of bools or integers cast a copy of the input to the result's dtype (int64)
+    "sum-of-a-bool-mask": (lambda m: aten.sum(m), lambda: (torch.randn(64, 64) > 0,)),
+    "sum-dim-of-a-bool-mask": (lambda m: aten.sum.dim_IntList(m, [1]), lambda: (torch.randn(16, 64, 8) > 0,)),
+    "cumsum-int32": (lambda a: aten.cumsum(a, 1), lambda: (torch.arange(512, dtype=torch.int32).view(8, 64),)),
+    "cumsum-float": (lambda a: aten.cumsum(a, 1), lambda: (torch.randn(8, 64),)),
+    "prod-dim-int32": (lambda a: aten.prod.dim_int(a, 0), lambda: (torch.arange(512, dtype=torch.int32).view(8, 64),)),
+    "count-nonzero-dim": (lambda a: aten.count_nonzero.dim_IntList(a, [0]), lambda: (torch.randn(32, 16),)),
+    "count-nonzero-dim-bool": (lambda a: aten.count_nonzero.dim_IntList(a, [1]), lambda: (torch.randn(32, 16) > 0,)),
     "log-softmax-backward-transposed": (
         lambda g, y: aten._log_softmax_backward_data(g, y, 0, torch.float32),
         lambda: (torch.randn(100, 80).t(), torch.randn(100, 80).t())),

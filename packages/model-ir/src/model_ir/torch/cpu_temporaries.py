@@ -422,6 +422,36 @@ def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or (channels_last is not None and t.is_contiguous(memory_format=channels_last))
 
 
+#: Reductions whose CPU kernel casts its input to the result's dtype first when the two differ
+#: (a bool or integer input summed as int64, ``sum(dtype=)``): a copy of the input in that dtype.
+_CASTING_REDUCTIONS = frozenset({
+    _aten.sum.default, _aten.sum.dim_IntList, _aten.sum.IntList_out, _aten.cumsum.default, _aten.cumsum.out,
+    _aten.cumprod.default, _aten.cumprod.out, _aten.prod.default, _aten.prod.dim_int, _aten.prod.int_out,
+})
+
+
+def _reduction_cast(node: fx.Node) -> int:
+    """A reduction of a tensor of another dtype than its result (``(mask).sum()``: bool to
+    int64; ``cumsum`` of int32 position ids) reduces a copy of its input cast to the result's
+    dtype (measured: ``sum`` of a 64x64 bool mask takes 32 KiB beside its 512-byte result)."""
+    x, out = _first_input(node), node.meta.get("val")
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor)) or x.dtype == out.dtype:
+        return 0
+    return x.numel() * out.element_size()
+
+
+def _count_nonzero_copies(node: fx.Node) -> int:
+    """``count_nonzero`` over dimensions sums ``self != 0`` (a bool mask, unless ``self``
+    is one) as int64, a copy of the mask (measured; over every dimension it has a kernel
+    of its own, which takes none)."""
+    x = _first_input(node)
+    if not isinstance(x, torch.Tensor):
+        return 0
+    return x.numel() * (8 + (x.dtype != torch.bool))
+
+
 def _repeat_indices(node: fx.Node) -> int:
     """``repeat`` computes the permutation of its result's dimensions in small int64
     tensors (two ``arange``s, their sum, a ``cat``): 32 bytes per dimension, alive with
@@ -457,7 +487,14 @@ MEASURED = frozenset({_aten.convolution.default, _aten.convolution_backward.defa
                       _aten._embedding_bag.default, _aten._embedding_bag_forward_only.default,
                       _aten._embedding_bag_backward.default, _aten._trilinear.default,
                       _aten._scaled_dot_product_flash_attention_for_cpu.default,
-                      _aten._scaled_dot_product_flash_attention_for_cpu_backward.default})
+                      _aten._scaled_dot_product_flash_attention_for_cpu_backward.default,
+                      # composite kernels that allocate and free inside their call: logsumexp's
+                      # max/shifted copy, scatter_reduce's counts and copies, LAPACK's workspaces
+                      _aten.logsumexp.default, _aten.scatter_reduce.two, _aten.linalg_inv_ex.default,
+                      _aten._linalg_svd.default, _aten.linalg_pinv.atol_rtol_tensor,
+                      _aten.linalg_pinv.atol_rtol_float,
+                      # tril/triu copy a non-contiguous input (an expanded sum() gradient) first
+                      _aten.tril.default, _aten.triu.default, _aten.masked_scatter_backward.default})
 #: Ops measured in reduced precision (bf16, fp16), where oneDNN's matrix products convert
 #: and reorder their operands and reductions accumulate in fp32; rules hold in fp32 and fp64.
 _MEASURED_REDUCED = frozenset({*_MATRIX_PRODUCTS, _aten.bmm.default, _aten.mean.dim})
@@ -507,4 +544,6 @@ _RULES = {target: rule for targets, rule in (
     ({_aten._softmax_backward_data.default, _aten._log_softmax_backward_data.default}, _softmax_backward_copies),
     ({_aten.clone.default, _aten._to_copy.default, _aten.copy_.default, _aten.copy.default}, _copy_tile),
     ({_aten.repeat.default}, _repeat_indices),
+    (_CASTING_REDUCTIONS, _reduction_cast),
+    ({_aten.count_nonzero.dim_IntList}, _count_nonzero_copies),
 ) for target in targets}
