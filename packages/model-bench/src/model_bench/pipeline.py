@@ -20,6 +20,7 @@ from model_bench.progress import Progress
 from model_bench.zoo import ModelCase, build_case
 from model_ir import Graph, Lifetime, MemoryProfile, Placement, Plan, Schedule, simulate
 from model_ir.cli_values import AUTOCAST
+from model_ir.simulator import without_held_gradients
 from model_ir.workspaces import ARENA_TEMPORARIES, WORKSPACE_KIND, on_allocator_clock, with_workspaces
 from model_runtime.beside_arena import auto_choices, held_by, least_memory_executor, reorder_figures
 from model_runtime.eager_allocator import (  # noqa: F401 - the eager baselines' simulation, re-exported
@@ -298,14 +299,15 @@ def eager_baselines(graph: Graph, eager_allocator=None) -> dict[str, Any]:
     ``eager_allocator``: :func:`simulate_eager_allocator` of ``graph`` if the caller has it
     already (it is the first baseline)."""
     fused = optimizer_in_backward_order(graph)
-    fused_profile = simulate(graph, fused, eager=True)
+    fused_graph = without_held_gradients(graph)  # each hook sets p.grad = None after its update
+    fused_profile = simulate(fused_graph, fused, eager=True)
     if holds_live_bytes(graph):
         eager_peak = simulate(graph, eager=True).peak_bytes
         reserved = {"eager": eager_peak, "eager-expandable": eager_peak,
                     "optimizer-in-backward": fused_profile.peak_bytes,
                     "optimizer-in-backward-expandable": fused_profile.peak_bytes}
     else:
-        program, fused_steps = allocator_steps(graph), allocator_steps(graph, fused)
+        program, fused_steps = allocator_steps(graph), allocator_steps(fused_graph, fused)
         if eager_allocator is None:
             eager_allocator = simulate_training_steps(*program)
         reserved = {

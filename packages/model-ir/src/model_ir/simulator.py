@@ -17,7 +17,8 @@ the live bytes while each op runs, the peak, and simple lower bounds. Rules:
   names one of its inputs writes its result into that input's memory when it is the
   input's last use (autograd sums two gradients in place, see
   :mod:`model_ir.torch.gradient_accumulation`): the input's lifetime runs on to the
-  result's last use and the result's takes no bytes.
+  result's last use and the result's takes no bytes. Captured, a gradient is held that
+  way to the end of the step, as ``.grad`` is (:func:`without_held_gradients`).
   Plans free at the last use and may run such an op either way; eager baselines are
   simulated this way.
 """
@@ -37,6 +38,22 @@ from model_ir.recompute import instance_id, recomputable_ops
 
 #: Op meta key: the input buffer eager PyTorch writes the op's (same-sized) result into.
 EAGER_IN_PLACE = "eager_in_place"
+
+
+def without_held_gradients(graph: Graph) -> Graph:
+    """``graph`` with no gradient (buffer ``meta["grad_of"]``) held past its last reader
+    in eager's simulation, for the eager runs that keep no ``.grad``: the optimizer step
+    fused into backward (its hook sets ``p.grad = None`` after each update) and
+    model-runtime's program executor. Capture has eager's training loop hold each one to
+    the end of the step (``meta["released_after"]``, the last op)."""
+    last = graph.ops[-1].id if graph.ops else None
+    held = [b for b in graph.buffers if "grad_of" in b.meta and b.meta.get("released_after") == last]
+    if not held:
+        return graph
+    ids = {b.id for b in held}
+    buffers = [attrs.evolve(b, meta={k: v for k, v in b.meta.items() if k != "released_after"}) if b.id in ids else b
+               for b in graph.buffers]
+    return attrs.evolve(graph, buffers=buffers)
 
 
 @attrs.frozen

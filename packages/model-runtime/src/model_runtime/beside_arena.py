@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from model_ir import Lifetime
 from model_ir.plan import order_indices
 from model_ir.recompute import RngReplays, instance_owners
+from model_ir.simulator import without_held_gradients
 from model_ir.workspaces import ARENA_TEMPORARIES, on_allocator_clock
 from model_place import lifetimes_from_graph, live_bytes_peak, simulate_training_steps
 from model_place.caching_allocator import pool_of, reserved_lower_bound, round_size
@@ -182,11 +183,19 @@ def program_figures(graph, alignment: int, device_type: str, *, expandable: bool
     """What the ``program`` executor (eager's order and frees, see
     :func:`model_runtime.executors.build_program_order`) takes from PyTorch's allocator,
     as :func:`reorder_figures` for the reorder executor: ``program_transient_bytes`` and
-    its first block ``program_warm_block_bytes``."""
+    its first block ``program_warm_block_bytes``. It sets no ``.grad``: each gradient is
+    freed after its last reader, where eager's training loop holds it in ``.grad`` to the
+    end of the step (``eager_transient_bytes``, the same way)."""
     order = [op.id for op in graph.ops]
-    eager = lifetimes_from_graph(graph, order, alignment=alignment, eager=True)
-    reserved, warm = _all_beside(graph, order, alignment, device_type, eager, expandable=expandable)
-    return {"program_transient_bytes": reserved, "program_warm_block_bytes": warm}
+
+    def held(g) -> tuple[int, int]:
+        eager = lifetimes_from_graph(g, order, alignment=alignment, eager=True)
+        return _all_beside(g, order, alignment, device_type, eager, expandable=expandable)
+
+    program = without_held_gradients(graph)
+    reserved, warm = held(program)
+    return {"program_transient_bytes": reserved, "program_warm_block_bytes": warm,
+            "eager_transient_bytes": reserved if program is graph else held(graph)[0]}
 
 
 def _all_beside(graph, order, alignment: int, device_type: str, lifetimes=None, *,

@@ -9,6 +9,7 @@ import torch
 from model_ir.plan import Plan, order_indices
 from model_ir.plugins import provider
 from model_ir.recompute import extra_instances
+from model_ir.simulator import without_held_gradients
 from model_runtime.errors import RuntimeLayerError
 from model_runtime.lowering import arena_temporaries, fallback_buffers
 from model_runtime.program import CompiledProgram, build_program, eager_holds
@@ -44,11 +45,12 @@ def build_program_order(step, plan: Plan, *, device: torch.device, on_op=None) -
     order: program order, each buffer freed after its last use or, when Python held it
     longer in eager (eval: a forward method's locals), when eager frees it; on CUDA the
     step starts with the first block the plan's figures choose for it
-    (``program_warm_block_bytes``); gradients summed in place where eager sums them so."""
+    (``program_warm_block_bytes``); gradients summed in place where eager sums them so,
+    and freed after their last reader (it sets no ``.grad``, which eager holds)."""
     graph = step.graph
     return build_program(step, [op.id for op in graph.ops], executor="program", device_type=device.type,
                          on_op=on_op, warm_block=_warm_block(plan, device, "program_warm_block_bytes"),
-                         holds=eager_holds(graph), eager_sums=True)
+                         holds=eager_holds(without_held_gradients(graph)), eager_sums=True)
 
 
 def _warm_block(plan: Plan, device: torch.device, figure: str = "warm_block_bytes") -> tuple[int, str] | None:

@@ -428,8 +428,10 @@ class OptimizedStep:
             head, eager = f"reserved (simulated{setting})", f["eager_reserved_bytes"]
         elif "program_transient_bytes" in f:
             # eager's order and frees with the kernels' temporaries, as the executors' figures
-            # have them (eager_peak_bytes leaves those out: the program executor read +16%)
-            head, eager = "live bytes at the peak (simulated)", f["persistent_bytes"] + f["program_transient_bytes"]
+            # have them (eager_peak_bytes leaves those out: the program executor read +16%),
+            # and .grad held to the end of the step (a plan saved before has no such figure)
+            transient = f.get("eager_transient_bytes", f["program_transient_bytes"])
+            head, eager = "live bytes at the peak (simulated)", f["persistent_bytes"] + transient
         else:
             head, eager = "live bytes at the peak (simulated)", f["eager_peak_bytes"]
         cells = [f"{name} executor {human_bytes(nbytes)} ({_change(nbytes, eager)}"

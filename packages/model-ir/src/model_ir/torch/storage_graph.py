@@ -380,6 +380,12 @@ def build_storage_map(traced: TracedStep, *, granularity: int = 512, name: str =
     for bid, op_id in _python_releases(gm, traced.released_after, storage_buffer, ops).items():
         if not buffers[bid]["persistent"] and not buffers[bid].get("output"):
             buffers[bid]["meta"] = {**buffers[bid]["meta"], "released_after": op_id}
+    # Eager's training loop holds each gradient in ``.grad`` until ``zero_grad()``, after the
+    # step: its optimizer's temporaries come on top of every gradient (Adam's: an MLP's
+    # eager step measured 1.5x the peak of gradients freed after their last reader).
+    for b in buffers.values():
+        if ops and "grad_of" in b["meta"] and not b.get("output") and "released_after" not in b["meta"]:
+            b["meta"] = {**b["meta"], "released_after": ops[-1].id}
 
     _attribute_folded(gm, folded, op_nodes)
     ops = [attrs.evolve(op, meta={**op.meta, "folded": list(op_nodes[op.id][1:])}) if len(op_nodes[op.id]) > 1 else op
