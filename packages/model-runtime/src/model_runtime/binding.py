@@ -51,6 +51,11 @@ def _owner(model: torch.nn.Module, qualified: str) -> tuple[torch.nn.Module, str
 _MISSING = object()
 
 
+def _layout(t) -> tuple | None:
+    """What a captured step assumes of a persistent tensor besides its identity."""
+    return (t.dtype, t.device, t.shape, t.stride()) if isinstance(t, torch.Tensor) else None
+
+
 class Binder:
     """Produces the flat tensor list of a captured step from ``(model, optimizer, batch)``."""
 
@@ -90,6 +95,7 @@ class Binder:
         self.hyper = [[(k, g[k]) for k in optimizer.defaults if k in g and (i, k) not in lifted]
                       for i, g in enumerate(groups)]
         self.persistent: list[Any] = [None] * len(step.inputs)
+        self._layout: list[Any] = [None] * len(step.inputs)
         self.device = device
         params = [(pos, step.inputs[pos].name, getattr(owner, attr)) for pos, owner, attr in self.module_refs
                   if step.inputs[pos].kind == "parameter"]
@@ -172,12 +178,17 @@ class Binder:
                 "cannot find a parameter, buffer or optimizer state tensor the step was optimized with "
                 "(was the model or optimizer rebuilt? then call model_runtime.optimize with the new ones)"
             ) from None
-        if any(map(operator.is_not, new, old)):
+        # Checked even when it is the same object: Module._apply (model.double(), .half(),
+        # .to(memory_format=torch.channels_last), .to(device)) and `p.data = ...` keep the
+        # Parameter and swap its dtype, device, shape or strides underneath.
+        layout = list(map(_layout, new))
+        if layout != self._layout or any(map(operator.is_not, new, old)):
             for pos, (t, before) in enumerate(zip(new, old)):
-                if t is not before:
+                if t is not before or layout[pos] != self._layout[pos]:
                     slot = self.step.inputs[pos]
                     self._check(pos, t, f"{slot.kind} {slot.name!r}")
             self.persistent = new
+            self._layout = layout
         return new
 
     def check_parameters(self, tensors: list) -> None:

@@ -345,6 +345,14 @@ class OptimizedStep:
         params = dict(self.model.named_parameters())
         for name, grad in zip(names, outputs[len(outputs) - len(names):]):
             params[name].grad = grad
+        if self.optimizer is not None:
+            # As eager's optimizer.zero_grad() (set_to_none) before backward: a parameter of the
+            # optimizer that gets no gradient in this step (frozen since) holds none, not an old one.
+            returned = {id(params[name]) for name in names}
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if id(p) not in returned:
+                        p.grad = None
         return outputs[:len(outputs) - len(names)]
 
     def figures(self) -> dict:
