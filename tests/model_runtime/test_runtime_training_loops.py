@@ -80,6 +80,32 @@ def test_adam_tensor_learning_rate_is_float32_arithmetic_as_in_eager(executor):
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
 
 
+class _BetaSchedule:
+    """Changes Adam's tensor betas in place (one) and by a new tuple (the other), and its lr."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        group = self.optimizer.param_groups[0]
+        b1, b2 = group["betas"]
+        b1.mul_(0.99)
+        group["betas"] = (b1, torch.tensor(float(b2) * 0.999))
+        group["lr"] *= 0.9
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_adam_tensor_betas_train_as_in_eager(executor):
+    """``Adam(betas=(tensor, tensor))``, 0-dim tensors as the docs allow: lifted as inputs
+    of the step like a tensor learning rate, changed in place or replaced (before: refused
+    with an internal PendingUnbackedSymbolNotFound message)."""
+    torch.manual_seed(0)
+    train_both(
+        TransformerBlock(32, 4, dropout=0.1),
+        lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, betas=(torch.tensor(0.9), torch.tensor(0.999))),
+        _BetaSchedule, lambda: torch.randn(4, 16, 32), executor=executor)
+
+
 class _NumpySchedule:
     """``param_group["lr"] = schedule[it]`` from a NumPy array, as DINO's and MoCo's loops do."""
 

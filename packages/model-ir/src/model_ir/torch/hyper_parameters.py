@@ -82,6 +82,10 @@ def _is_float(value) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+def _is_scalar_tensor(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
+
+
 def _sign(value: float) -> int:
     value = float(value)  # NumPy's float64 (a float) compares to NumPy booleans, which do not subtract
     return (value > 0) - (value < 0)
@@ -111,8 +115,10 @@ def lifted_hyper_parameters(optimizer: torch.optim.Optimizer) -> tuple[HyperPara
                 out.append(HyperParameter(i, key, None, "tensor", _sign(value.item())))
             elif _is_float(value):
                 out.append(HyperParameter(i, key, None, "float", _sign(value)))
-            elif isinstance(value, tuple) and value and all(_is_float(v) for v in value):
-                out += [HyperParameter(i, key, k, "float", _sign(v)) for k, v in enumerate(value)]
+            elif isinstance(value, tuple) and value and all(_is_float(v) or _is_scalar_tensor(v) for v in value):
+                # Adam(betas=(torch.tensor(0.9), torch.tensor(0.999))): each element lifted as what it is
+                out += [HyperParameter(i, key, k, "tensor", _sign(v.item())) if isinstance(v, torch.Tensor)
+                        else HyperParameter(i, key, k, "float", _sign(v)) for k, v in enumerate(value)]
     return tuple(out)
 
 
@@ -175,6 +181,9 @@ def tensor_hyper_parameters_as_floats(optimizer: torch.optim.Optimizer) -> Itera
             if isinstance(value, torch.Tensor) and value.dim() == 0:
                 saved.append((group, key, value))
                 group[key] = value.item()
+            elif isinstance(value, tuple) and any(_is_scalar_tensor(v) for v in value):
+                saved.append((group, key, value))
+                group[key] = tuple(v.item() if _is_scalar_tensor(v) else v for v in value)
     try:
         yield
     finally:
