@@ -868,3 +868,65 @@ def test_set_grads_leaves_no_old_gradient_on_a_parameter_frozen_later():
         warnings.simplefilter("ignore", ReplanWarning)
         _compare(model, opt, ref, ref_opt, step, 1)
     assert model[0].weight.grad is None and model[2].weight.grad is not None
+
+
+class _OptionalMask(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+        self.register_buffer("mask", None)
+
+    def forward(self, x):
+        if self.mask is not None:
+            x = x * self.mask
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_a_buffer_registered_as_none_and_set_later_replans(executor):
+    """``register_buffer("mask", None)`` and a forward that tests it: set to a tensor
+    after optimize(), eager's branch changes, and the step replans (before: it kept the
+    unmasked trace, a loss of 1.277 for eager's 1.392)."""
+    torch.manual_seed(0)
+    model = _OptionalMask()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (model, ref))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    step = optimize(model, x, optimizer=opt, loss_fn=F.cross_entropy, targets=(y,), executor=executor,
+                    time_limit=0.5)
+    assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+    mask = torch.rand(6)
+    for m in (model, ref):
+        m.mask = mask.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReplanWarning)
+        assert torch.equal(step(x, targets=(y,)), eager_step(ref, ref_opt, x, F.cross_entropy, (y,)))
+    assert_same_state(model, opt, ref, ref_opt)
+    assert len(step.plans) == 2
+
+
+def test_a_hugging_face_attention_implementation_switched_later_replans():
+    """``model.set_attn_implementation("eager")`` after optimize(): the forward reads
+    ``config._attn_implementation``, a property over another attribute, which the step
+    follows (before: it kept SDPA while eager switched, and the parameters differed)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                                      num_key_value_heads=1, intermediate_size=64, vocab_size=100,
+                                      max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config).train()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (model, ref))
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    step = optimize(model, {"input_ids": ids, "labels": ids}, optimizer=opt, time_limit=1)
+    for m in (model, ref):
+        m.set_attn_implementation("eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = step(input_ids=ids, labels=ids)
+    ref_opt.zero_grad()
+    expected = ref(input_ids=ids, labels=ids).loss
+    expected.backward()
+    ref_opt.step()
+    assert torch.equal(loss, expected.detach()) and len(step.plans) == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters()))

@@ -64,8 +64,19 @@ def _object_reads(obj, code: types.CodeType, names: set[str], kept: Callable[[ob
     if not isinstance(attributes, dict) or isinstance(obj, (torch.nn.Module, torch.Tensor, types.ModuleType, type,
                                                             types.FunctionType)):
         return []
-    return [(f".{name}", lambda name=name: attributes.get(name, _ABSENT))
-            for name in sorted(names) if name in attributes and kept(attributes[name])]
+    reads = [(f".{name}", lambda name=name: attributes.get(name, _ABSENT))
+             for name in sorted(names) if name in attributes and kept(attributes[name])]
+    # A property the code names reads what the instance holds under another name (Hugging Face's
+    # config._attn_implementation returns _attn_implementation_internal): read through it.
+    for name in sorted(names):
+        if name not in attributes and isinstance(inspect.getattr_static(type(obj), name, None), property):
+            try:
+                value = getattr(obj, name)
+            except Exception:  # noqa: BLE001 - a property that cannot be read now is not one the step read
+                continue
+            if kept(value):
+                reads.append((f".{name}", lambda name=name: getattr(obj, name, _ABSENT)))
+    return reads
 
 
 def function_reads(fn, tensors: Collection[int] = ()) -> list[tuple[str, Callable[[], object]]]:
@@ -242,6 +253,10 @@ class ModuleState:
         volatile = set(volatile)
         self.attribute_keys = [(name, m, vars(m), key) for name, m in owned for key, value in vars(m).items()
                                if key != "training" and is_plain(value) and (name, key) not in volatile]
+        # A buffer or parameter registered as None (``register_buffer("mask", None)``) that the
+        # forward tests (``if self.mask is not None``): set to a tensor later, eager's branch changes.
+        self.attribute_keys += [(name, m, d, key) for name, m in owned for d in (m._buffers, m._parameters)
+                                for key, value in d.items() if value is None and (name, key) not in volatile]
         self.attributes = [d[key] for _, _, d, key in self.attribute_keys]
         # Their submodules and the functions they hold (``self.act = F.gelu``, a ``forward``
         # patched on the instance), by identity: the trace inlined the ones it found.
