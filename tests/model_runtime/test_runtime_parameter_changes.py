@@ -930,3 +930,44 @@ def test_a_hugging_face_attention_implementation_switched_later_replans():
     ref_opt.step()
     assert torch.equal(loss, expected.detach()) and len(step.plans) == 2
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters()))
+
+
+class _RebindsABuffer(nn.Module):
+    """A functional running mean: the forward rebinds its buffer at every call."""
+
+    def __init__(self, lazy: bool = False):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+        self.register_buffer("ema", None if lazy else torch.zeros(6))
+
+    def forward(self, x):
+        if self.ema is None:
+            self.ema = x.mean(0).detach().clone()
+        self.ema = 0.9 * self.ema + 0.1 * x.mean(0).detach()
+        return self.lin(x - self.ema)
+
+
+@pytest.mark.parametrize("executor", ["reorder", "arena"])
+def test_a_buffer_the_forward_rebinds_is_updated_as_in_eager(executor):
+    """``self.ema = 0.9 * self.ema + ...`` on a registered buffer: the step writes the new
+    value into the buffer, as eager's module holds it from then on (before: the trace's
+    rebinding was dropped without a word, and the buffer never moved)."""
+    torch.manual_seed(0)
+    model = _RebindsABuffer()
+    ref = copy.deepcopy(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    step = optimize(model, torch.randn(8, 6), optimizer=opt, loss_fn=F.cross_entropy,
+                    targets=(torch.randint(0, 3, (8,)),), executor=executor, time_limit=0.5)
+    for seed in range(3):
+        _compare(model, opt, ref, ref_opt, step, seed)
+    assert torch.equal(model.ema, ref.ema) and model.ema.abs().sum() > 0
+
+
+def test_a_buffer_the_forward_creates_from_none_is_warned_of():
+    """A buffer registered as None that the forward sets at its first call: the step
+    cannot follow it and says so, as for a plain attribute the forward sets."""
+    torch.manual_seed(0)
+    model = _RebindsABuffer(lazy=True)
+    with pytest.warns(UserWarning, match=r"sets tensor attributes of its modules \(_RebindsABuffer\.ema"):
+        optimize(model, torch.randn(8, 6), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                 loss_fn=F.cross_entropy, targets=(torch.randint(0, 3, (8,)),), time_limit=0.5)

@@ -737,12 +737,18 @@ def trace_step(
             tgts = pytree.tree_unflatten(tleaves, targets_spec)
             if not train:
                 with torch.no_grad(), mixed_precision(), ReleaseRecorder() as recorder:
-                    out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+                    bound = {**params, **buffers}
+                    out = torch.func.functional_call(model, bound, call_args, call_kwargs)
+                    _write_back_rebound_buffers(bound, buffers)
+                    del bound
                 recorder.close()
                 released.update(recorder.released)
                 return tensor_leaves(out)
             with mixed_precision():
-                out = torch.func.functional_call(model, {**params, **buffers}, call_args, call_kwargs)
+                bound = {**params, **buffers}
+                out = torch.func.functional_call(model, bound, call_args, call_kwargs)
+                _write_back_rebound_buffers(bound, buffers)
+                del bound
                 with traced_model():
                     loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
             if loss_fn is None and not losses:
@@ -941,6 +947,24 @@ def _check_wrapper(model: torch.nn.Module) -> None:
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
 
 
+def _write_back_rebound_buffers(bound: dict, buffers: dict) -> None:
+    """A forward that rebinds a buffer (``self.ema = 0.9 * self.ema + ...``) leaves the new
+    tensor in ``bound`` (``functional_call`` writes it back there), where eager's module
+    holds it from then on: the step copies it into the buffer, as an in-place update would."""
+    for key, old in buffers.items():
+        new = bound.get(key, old)
+        if new is old:
+            continue
+        if not isinstance(new, torch.Tensor) or new.shape != old.shape or new.dtype != old.dtype:
+            raise CaptureError(f"the forward replaces buffer {key!r} by "
+                               + (f"a tensor of shape {tuple(new.shape)} {new.dtype}" if isinstance(new, torch.Tensor)
+                                  else f"a {type(new).__name__}")
+                               + f" (it was {tuple(old.shape)} {old.dtype}): an optimized step updates buffers in "
+                               "place; update it in place (self.buf.copy_(...)) or keep its shape and dtype")
+        with torch.no_grad():
+            old.copy_(new)
+
+
 def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict, dict]]:
     """Each module's name, attributes and the entries of its registries and hook dicts,
     to put back after the trace (see :func:`_restore_module_attributes`)."""
@@ -978,6 +1002,8 @@ def _restore_module_attributes(saved: list[tuple[str, torch.nn.Module, dict, dic
             registry = getattr(m, key)
             if registry.keys() != entries.keys() or any(registry[k] is not v for k, v in entries.items()):
                 hooked = hooked or "_hooks" in key
+                if key == "_buffers":  # a buffer the forward rebinds (self.ema = ...) or sets from None
+                    tensors += [(name, k) for k, v in registry.items() if entries.get(k, _ABSENT) is not v]
                 registry.clear()
                 registry.update(entries)
         now = vars(m)
