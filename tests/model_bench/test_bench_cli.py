@@ -324,12 +324,18 @@ def test_max_batch_simulated(capsys):
         assert probes[pb + 1]["plan_bytes"] is None or probes[pb + 1]["plan_bytes"] > 3 * 2**20
 
 
-def test_bench_never_overwrites_its_input_graph(tmp_path, capsys):
+def test_bench_never_overwrites_its_input_graph(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "tiny-mlp-train-b2"
     run_dir.mkdir()
     path = run_dir / "graph.json"
     assert run(["capture", "--model", "tiny-mlp", "--batch-size", "2", "-o", str(path), "--quiet"], capsys)[0] == 0
     before = path.read_bytes()
+    import model_bench.pipeline as pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("analysed before refusing (before: 65 s of scheduling, then refused)")
+
+    monkeypatch.setattr(pipeline, "analyze_graph", no_work)
     code, _, err = run(["bench", "--graph", str(path), "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 2 and "would overwrite the input graph" in err
     assert path.read_bytes() == before
@@ -360,3 +366,29 @@ def test_max_batch_text_names_each_gain_in_one_parenthesis(monkeypatch, capsys):
     code, out, err = run(["bench", "max-batch", "--model", "tiny-mlp", "--memory", "1MiB", "--measure", "never",
                           "--quiet"], capsys)
     assert "largest batch 16 (2.00x eager)" in out
+
+
+def test_batch_sizes_take_ascii_digits_only(tmp_path, capsys):
+    """As the README says and run's --batch-size does: int() alone read "1_0" as 10 and
+    the digits of other scripts ("\u0663" as 3)."""
+    for value in ("1_0", "\u0663,2"):
+        code, _, err = run(["bench", "--model", "tiny-mlp", "--batch-sizes", value, "--out", str(tmp_path),
+                            "--quiet", "--no-artifacts"], capsys)
+        assert code == 2 and "batch size must be a positive integer" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_in_a_solver_stops_the_sweep_with_its_reports(tmp_path, capsys, monkeypatch):
+    """The scheduler turns Ctrl-C into its best order so far (schedule_interrupted): the
+    sweep writes the reports of the runs so far and stops, as interrupted (before: it went
+    on solving the runtime figures, then the next model, and exited 1 without a word)."""
+    import attrs
+
+    import model_sched
+
+    real = model_sched.schedule
+    monkeypatch.setattr(model_sched, "schedule", lambda *a, **k: attrs.evolve(real(*a, **k), interrupted=True))
+    code, _, err = run(["bench", "--models", "tiny-mlp,tiny-cnn", "--batch-size", "2", "--device", "cpu",
+                        "--time-limit", "1", "--out", str(tmp_path), "--quiet", "--no-artifacts"], capsys)
+    assert code == 130 and "interrupted" in err
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["model"] for r in results] == ["tiny-mlp"] and results[0]["schedule_interrupted"]

@@ -124,6 +124,18 @@ def test_measure_runs_each_variant_in_a_fresh_process(capsys):
     assert result["first_loss_equal"]["default"] == {"auto": True, "program": True}
 
 
+def test_measure_without_eager_says_nothing_of_equality(monkeypatch):
+    """With no eager variant to compare with (not asked for, or failed) the first losses'
+    equality is unknown: it said False, printed "NO" (not bitwise eager's)."""
+    import model_runtime.measured_runs as measured_runs
+
+    monkeypatch.setattr(measured_runs, "spawn_variant", lambda spec, alloc: {"losses": ["0x1p+0"]})
+    got = measured_runs.measure_model("tiny-mlp", variants=("reorder", "arena"), allocs=("default",), device="cpu")
+    assert got["first_loss_equal"] == {"default": {}}
+    got = measured_runs.measure_model("tiny-mlp", variants=("eager", "arena"), allocs=("default",), device="cpu")
+    assert got["first_loss_equal"] == {"default": {"arena": True}}
+
+
 def test_measure_reports_a_crashed_variant_and_goes_on():
     """A variant that dies (here: an unknown model inside the child) is an error entry,
     not the end of the report."""
@@ -169,6 +181,8 @@ def test_conflicting_plan_options_are_refused(tmp_path, capsys):
         (["--variants", "bogus"], "--variants names what --measure runs; add --measure"),
         (["--allocators", "expandable"], "--allocators names what --measure runs"),
         (["--mode", "eval", "--optimizer", "adam"], "--optimizer adam: an eval step runs no optimizer"),
+        (["--measure", "--executor", "arena"], "--executor arena with --measure: name the variants instead"),
+        (["--measure", "--compare-eager"], "--compare-eager with --measure: the eager variant is the comparison"),
     ]:
         assert main(["run", "tiny-mlp", "--batch-size", "2", *argv]) == 2
         err = capsys.readouterr().err

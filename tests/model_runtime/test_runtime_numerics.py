@@ -418,3 +418,19 @@ def test_gradient_clipping_before_the_update(executor):
         x = torch.randn(8, 16)
         assert torch.equal(step(x), eager_step(ref, ref_opt, x, before_step=clip))
         assert_same_state(model, opt, ref, ref_opt)
+
+
+def test_ctrl_c_in_the_scheduler_stops_planning(monkeypatch):
+    """The scheduler turns Ctrl-C into its best order so far (``interrupted``): planning
+    stops there (before: ``run --budget`` went on and reported that no plan fits)."""
+    import attrs
+
+    import model_runtime.planning as planning
+
+    model = mlp(8, 2)
+    step = optimize(model, torch.randn(4, 8), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    time_limit=0.5)
+    real = planning.schedule
+    monkeypatch.setattr(planning, "schedule", lambda *a, **k: attrs.evolve(real(*a, **k), interrupted=True))
+    with pytest.raises(KeyboardInterrupt):
+        make_plan(step.captured.graph, time_limit=0.5)

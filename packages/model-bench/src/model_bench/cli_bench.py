@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ DEFAULT_DEVICE = "cuda"
 def _batch_sizes(values: list[str] | None) -> list[int]:
     out = []
     for v in comma_list(values, "--batch-sizes") or ():
-        try:
-            out.append(int(v))
-        except ValueError:
-            raise BenchError(f"--batch-sizes: batch size must be a positive integer, got {v!r}") from None
+        # ASCII digits only (README, as run's and capture's --batch-size): int() alone also
+        # reads "1_0" as 10 and the digits of other scripts
+        if not re.fullmatch(r"[+-]?[0-9]{1,40}", v, re.ASCII):
+            raise BenchError(f"--batch-sizes: batch size must be a positive integer, got {v!r}")
+        out.append(int(v))
     return out
 
 
@@ -373,21 +375,22 @@ def run_graph_file(args) -> int:
     seconds: dict[str, float] = {}
     with progress.stage("load", seconds):
         graph = load_file(args.graph, args.frontend)
-    run = analyze_graph(graph, settings_from(args), progress=progress, seconds=seconds,
-                        extra={"model": graph.meta.get("model") or graph.name,
-                               # a graph captured for eval without a bench mode is reported as eval
-                               "mode": graph.meta.get("mode") or ("eval" if graph.meta.get("train") is False
-                                                                  else "graph"),
-                               "batch_size": graph.meta.get("batch_size") or 0,
-                               "optimizer": graph.meta.get("optimizer"),
-                               **({"autocast": graph.meta["autocast"]} if graph.meta.get("autocast") else {})})
-    figures = dict(run.figures)
+    extra = {"model": graph.meta.get("model") or graph.name,
+             # a graph captured for eval without a bench mode is reported as eval
+             "mode": graph.meta.get("mode") or ("eval" if graph.meta.get("train") is False else "graph"),
+             "batch_size": graph.meta.get("batch_size") or 0,
+             "optimizer": graph.meta.get("optimizer"),
+             **({"autocast": graph.meta["autocast"]} if graph.meta.get("autocast") else {})}
+    # The files this run writes are known before the analysis (the run's folder is named by
+    # ``extra``): an --out that would overwrite the input is refused before any work.
     out = Path(args.out)
-    run_dir = out / run_label(figures)
+    run_dir = out / run_label(extra)
     written = [out / name for name in REPORTS.values()]
     written += [] if args.no_artifacts else [run_dir / name for name in ARTIFACTS.values()]
     if any(path.resolve() == Path(args.graph).resolve() for path in written):
         raise BenchError(f"--out {out} would overwrite the input graph {args.graph}; choose another directory")
+    run = analyze_graph(graph, settings_from(args), progress=progress, seconds=seconds, extra=extra)
+    figures = dict(run.figures)
     if not args.no_artifacts:
         write_artifacts(run, run_dir)
     write_reports([figures], out)

@@ -417,7 +417,8 @@ def analyze_graph(graph: Graph, settings: BenchSettings = BenchSettings(), *, pr
         reorder = {setting: reorder_reserved_bytes(graph, order, expandable_segments=setting)
                    for setting in (False, True)}
     with progress.stage("runtime", seconds):
-        runtime = runtime_figures(graph, settings)
+        # Ctrl-C stopped the scheduler (its best order is kept): no further solving for this run
+        runtime = {} if sched.interrupted else runtime_figures(graph, settings)
     persistent = graph.persistent_bytes
     workspace = plan_workspace_bytes(graph)
     live = holds_live_bytes(graph)  # the CPU: eager holds its live peak, no caching allocator

@@ -104,5 +104,9 @@ def run_sweep(models: Sequence[str], modes: Sequence[str], batch_sizes: Sequence
             on_run(figures, run)
         if out_dir is not None:
             write_reports(results, out_dir, title=title)
+        if figures.get("schedule_interrupted"):
+            # Ctrl-C reached a solver (which keeps its best answer instead of raising): the
+            # sweep stops here, with the reports of the runs so far written.
+            raise KeyboardInterrupt
     progress.prefix = ""
     return results

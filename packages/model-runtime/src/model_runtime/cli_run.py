@@ -214,6 +214,12 @@ class RunCommand:
             if args.cuda_graph:
                 raise RuntimeLayerError("--cuda-graph with --measure: name the variants instead, e.g. "
                                         "--variants eager,arena,arena+graph")
+            if args.executor != "auto":
+                raise RuntimeLayerError(f"--executor {args.executor} with --measure: name the variants instead, "
+                                        f"e.g. --variants eager,{args.executor}")
+            if args.compare_eager:
+                raise RuntimeLayerError("--compare-eager with --measure: the eager variant is the comparison "
+                                        "(--variants eager,...)")
             return _run_measure(args)
 
         if args.save_plan is not None:  # checked before running the model

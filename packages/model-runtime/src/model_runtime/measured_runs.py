@@ -262,7 +262,8 @@ def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optim
 
     Returns ``{"model", "mode", "batch_size", "optimizer", "device", "runs": {alloc:
     {variant: figures or {"error": ...}}}, "first_loss_equal": {alloc: {variant: bool}}}``
-    (whether the first step's loss is bitwise eager's, per optimized variant).
+    (whether the first step's loss is bitwise eager's, per optimized variant; empty
+    without an eager run to compare with).
     ``memory_budget`` (bytes): the optimized variants plan under it (recomputation).
     ``autocast`` (``bfloat16``, a torch dtype's name): every variant runs its forward
     pass and loss under ``torch.autocast`` with it.
@@ -288,8 +289,9 @@ def measure_model(model: str, *, mode: str = "train", batch_size: int = 8, optim
     equal = {}
     for alloc, by_variant in runs.items():
         ref = by_variant.get("eager", {}).get("losses")
-        equal[alloc] = {v: bool(ref) and r.get("losses", [None])[0] == ref[0]
-                        for v, r in by_variant.items() if v != "eager" and "losses" in r}
+        # no eager run to compare with (not asked for, or failed): unknown, not "different"
+        equal[alloc] = {} if not ref else {v: r.get("losses", [None])[0] == ref[0]
+                                           for v, r in by_variant.items() if v != "eager" and "losses" in r}
     return {**base, "runs": runs, "first_loss_equal": equal}
 
 

@@ -263,6 +263,8 @@ def make_plan(graph, *, device_type: str = "cpu", placement: bool = True, time_l
     # Under a budget the scheduler (and its recomputation search) sees the kernels' temporaries.
     planned = graph if memory_budget is None else budget_graph(graph)
     sched = schedule(planned, method=schedule_method, time_limit=limit, memory_budget=memory_budget)
+    if sched.interrupted:  # the scheduler turned Ctrl-C into "best so far": the caller asked to stop
+        raise KeyboardInterrupt
     alignment = device_alignment(device_type)
     result = None
     place_start = time.perf_counter()
