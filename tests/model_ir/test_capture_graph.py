@@ -951,3 +951,26 @@ def test_cuda_training_step_without_cuda_is_a_clear_error():
         model = torch.nn.Linear(4, 4, device="cuda")
     with pytest.raises(CaptureError, match="needs a machine with CUDA"):
         capture(model, TensorSpec((2, 4), device="cuda"))
+
+
+def test_differentiating_torch_prod_is_warned_of():
+    """Eager's backward of torch.prod divides by each factor when none is zero and runs
+    the zero-safe formula otherwise; a trace cannot look, so the step always runs the
+    zero-safe one: gradients 1e-13 off eager's, said in a warning (eval: nothing to say)."""
+
+    class Product(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.prod(torch.sigmoid(self.lin(x)), 1)
+
+    model, x = Product(), torch.randn(4, 8)
+    with pytest.warns(UserWarning, match="the step differentiates torch.prod"):
+        capture_step(model, x, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        capture_step(model, x, train=False)
+        plain = mlp(8, 2)
+        capture_step(plain, x, optimizer=torch.optim.SGD(plain.parameters(), lr=0.1))
