@@ -140,3 +140,14 @@ def test_bench_under_a_budget_plans_the_step_optimize_runs():
         assert run.figures[f"runtime_executor{suffix}"] == "reorder"
         assert run.figures[f"runtime_total{suffix}_bytes"] <= run.figures["memory_budget"]
     assert run.figures["recomputed_ops"] and plain.figures["runtime_total_bytes"] > budget
+
+
+def test_bench_says_nothing_optimize_would_hold_under_a_budget_no_plan_fits():
+    """optimize(memory_budget=...) raises BudgetError when no plan fits: bench's runtime
+    figures (the report's optimize() column) are absent then (they said 69 KiB with the
+    reorder executor for tiny-cnn under a budget below its bound)."""
+    from model_bench.pipeline import BenchSettings, run_bench
+
+    f = run_bench("tiny-cnn", "train", 2, BenchSettings(time_limit=1, device="cpu", memory_budget=35328)).figures
+    assert not f["fits_budget"] and f["memory_budget"] < f["lower_bound_bytes"]
+    assert "runtime_total_bytes" not in f and "runtime_saving_vs_strongest" not in f

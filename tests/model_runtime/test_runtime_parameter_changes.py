@@ -822,7 +822,7 @@ class _EmbeddingNorm(nn.Module):
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
-@pytest.mark.parametrize("convert", ["double", "channels-last"])
+@pytest.mark.parametrize("convert", ["double", "channels-last", "channels-last-1x1"])
 def test_a_model_converted_in_place_replans_and_stays_eager(convert, executor):
     """``model.double()`` and ``model.to(memory_format=torch.channels_last)`` keep each
     Parameter and swap its data (``Module._apply``): the step checks the dtype and strides
@@ -833,8 +833,9 @@ def test_a_model_converted_in_place_replans_and_stays_eager(convert, executor):
     if convert == "double":
         model = _EmbeddingNorm()
         x, y = torch.randint(0, 20, (8, 5)), torch.randint(0, 4, (8,))
-    else:
-        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+    else:  # a 1x1 convolution's weight made channels-last changes only strides of size-1 dimensions
+        k = 1 if convert.endswith("1x1") else 3
+        model = nn.Sequential(nn.Conv2d(3, 8, k, padding=k // 2), nn.ReLU(), nn.Conv2d(8, 8, k, padding=k // 2),
                               nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4))
         x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2,))
     ref = copy.deepcopy(model)
@@ -947,13 +948,29 @@ class _RebindsABuffer(nn.Module):
         return self.lin(x - self.ema)
 
 
+class _ScalesThenRebinds(nn.Module):
+    """Multiplies by its buffer (autograd saves it for the backward), then rebinds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+        self.register_buffer("ema", torch.full((3,), 2.0))
+
+    def forward(self, x):
+        h = self.lin(x) * self.ema
+        self.ema = 0.5 * self.ema + 0.25
+        return h
+
+
 @pytest.mark.parametrize("executor", ["reorder", "arena"])
-def test_a_buffer_the_forward_rebinds_is_updated_as_in_eager(executor):
+@pytest.mark.parametrize("make", [_RebindsABuffer, _ScalesThenRebinds], ids=["running-mean", "saved-then-rebound"])
+def test_a_buffer_the_forward_rebinds_is_updated_as_in_eager(make, executor):
     """``self.ema = 0.9 * self.ema + ...`` on a registered buffer: the step writes the new
-    value into the buffer, as eager's module holds it from then on (before: the trace's
-    rebinding was dropped without a word, and the buffer never moved)."""
+    value into the buffer at its end, as eager's module holds it from then on (before: the
+    trace's rebinding was dropped without a word, and the buffer never moved; written
+    right after the forward, it overwrote the value autograd saved for the backward)."""
     torch.manual_seed(0)
-    model = _RebindsABuffer()
+    model = make()
     ref = copy.deepcopy(model)
     opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
     step = optimize(model, torch.randn(8, 6), optimizer=opt, loss_fn=F.cross_entropy,

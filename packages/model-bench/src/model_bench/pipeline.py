@@ -248,7 +248,7 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     what cannot be in the arena, step outputs included. Under a memory budget, the plan
     ``optimize(memory_budget=...)`` makes (``graph`` from :func:`capture_case` with
     ``for_recompute``). Empty for a graph without ``meta["arena_fallbacks"]``
-    (:func:`capture_case` records them)."""
+    (:func:`capture_case` records them) and when no plan fits the budget."""
     fallbacks = graph.meta.get("arena_fallbacks")
     if fallbacks is None:
         return {}
@@ -256,16 +256,20 @@ def runtime_figures(graph: Graph, settings: BenchSettings) -> dict[str, Any]:
     device = graph.meta.get("device") or "cpu"
     choices = auto_choices(device, budget=settings.memory_budget is not None)
 
-    def held(expandable: bool) -> tuple[str, str, int]:
+    def held(expandable: bool) -> tuple[str, str, int] | None:
         f = make_plan(base, device_type=device, unplaced=frozenset(fallbacks), time_limit=settings.time_limit,
                       expandable_segments=expandable, memory_budget=settings.memory_budget).figures
+        if not f.get("fits_budget", True):  # optimize() raises BudgetError: it holds nothing
+            return None
         executor = least_memory_executor(f, choices)
         return executor, f.get("order_source", "scheduler"), base.persistent_bytes + held_by(f, executor)
 
     default = held(False)
+    expandable = held(True) if device == "cuda" and default is not None else default
+    if default is None or expandable is None:
+        return {}
     out: dict[str, Any] = {}
-    for suffix, (executor, order, total) in (("", default),
-                                             ("_expandable", held(True) if device == "cuda" else default)):
+    for suffix, (executor, order, total) in (("", default), ("_expandable", expandable)):
         out[f"runtime_executor{suffix}"] = executor
         out[f"runtime_order{suffix}"] = order
         out[f"runtime_total{suffix}_bytes"] = total

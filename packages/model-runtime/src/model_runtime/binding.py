@@ -133,7 +133,11 @@ class Binder:
         if changed:
             raise ReoptimizeError(changed)
 
-    def _check(self, pos: int, t, what: str) -> None:
+    def _check(self, pos: int, t, what: str, *, exact_strides: bool = False) -> None:
+        """Raise :class:`ReoptimizeError` unless ``t`` is laid out as the step's slot ``pos``
+        was captured: strides compared where a dimension has more than one element, or all
+        of them (``exact_strides``: a persistent tensor, whose captured views and kernels
+        took them all; a 1x1 convolution's weight made channels-last differs only there)."""
         want = self.expected[pos]
         if not isinstance(t, torch.Tensor):
             raise ReoptimizeError(f"{what} must be a tensor, got {type(t).__name__}")
@@ -145,7 +149,7 @@ class Binder:
                 f"{tuple(want.shape)} {want.dtype} on {want.device}"
             )
         # The captured ops (views above all) assume the example's memory layout.
-        if any(n > 1 and a != b for n, a, b in zip(t.shape, t.stride(), want.stride())):
+        if any((exact_strides or n > 1) and a != b for n, a, b in zip(t.shape, t.stride(), want.stride())):
             raise ReoptimizeError(
                 f"{what} has strides {t.stride()}, the step was optimized for {tuple(want.stride())} "
                 "(another memory layout, e.g. a transposed or sliced tensor); pass a tensor laid out like "
@@ -186,7 +190,7 @@ class Binder:
             for pos, (t, before) in enumerate(zip(new, old)):
                 if t is not before or layout[pos] != self._layout[pos]:
                     slot = self.step.inputs[pos]
-                    self._check(pos, t, f"{slot.kind} {slot.name!r}")
+                    self._check(pos, t, f"{slot.kind} {slot.name!r}", exact_strides=True)
             self.persistent = new
             self._layout = layout
         return new

@@ -712,6 +712,7 @@ def trace_step(
         it = iter(tensors)
         params = {n: next(it) for n in fparams}
         buffers = {n: next(it) for n in fbuffers}
+        rebound: dict[str, torch.Tensor] = {}  # buffers the forward rebinds: the step's own, written at its end
         state = defaultdict(dict)
         for pid, entries in state_layout:
             state[fake_by_real[pid]] = {k: (next(it) if isinstance(v, torch.Tensor) else v) for k, v in entries}
@@ -739,7 +740,8 @@ def trace_step(
                 with torch.no_grad(), mixed_precision(), ReleaseRecorder() as recorder:
                     bound = {**params, **buffers}
                     out = torch.func.functional_call(model, bound, call_args, call_kwargs)
-                    _write_back_rebound_buffers(bound, buffers)
+                    _rebind_buffers(bound, buffers, rebound)
+                    _write_back_buffers(buffers, rebound)
                     del bound
                 recorder.close()
                 released.update(recorder.released)
@@ -747,7 +749,7 @@ def trace_step(
             with mixed_precision():
                 bound = {**params, **buffers}
                 out = torch.func.functional_call(model, bound, call_args, call_kwargs)
-                _write_back_rebound_buffers(bound, buffers)
+                _rebind_buffers(bound, buffers, rebound)
                 del bound
                 with traced_model():
                     loss = loss_fn(out, *tgts) if loss_fn is not None else default_loss(out)
@@ -801,6 +803,7 @@ def trace_step(
                             f"{type(optimizer).__name__} replaced its state tensor {k!r} instead of updating "
                             "it in place; such optimizers cannot be captured"
                         )
+        _write_back_buffers(buffers, rebound)
         for p in params.values():
             p.grad = None
         returned_grads.extend(grads if return_grads else ())
@@ -949,11 +952,14 @@ def _check_wrapper(model: torch.nn.Module) -> None:
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
 
 
-def _write_back_rebound_buffers(bound: dict, buffers: dict) -> None:
+def _rebind_buffers(bound: dict, buffers: dict, rebound: dict) -> None:
     """A forward that rebinds a buffer (``self.ema = 0.9 * self.ema + ...``) leaves the new
     tensor in ``bound`` (``functional_call`` writes it back there), where eager's module
-    holds it from then on: the step copies it into the buffer, as an in-place update would."""
-    for key, old in buffers.items():
+    holds it from then on: ``buffers`` takes it, for what reads the buffer later in the
+    step (the loss, the next micro-batch), and ``rebound`` (key -> the step's buffer) keeps
+    the buffer the step copies it into at its end (:func:`_write_back_buffers`; not now:
+    autograd may have saved the old value for the backward)."""
+    for key, old in list(buffers.items()):
         new = bound.get(key, old)
         if new is old:
             continue
@@ -963,8 +969,15 @@ def _write_back_rebound_buffers(bound: dict, buffers: dict) -> None:
                                   else f"a {type(new).__name__}")
                                + f" (it was {tuple(old.shape)} {old.dtype}): an optimized step updates buffers in "
                                "place; update it in place (self.buf.copy_(...)) or keep its shape and dtype")
-        with torch.no_grad():
-            old.copy_(new)
+        rebound.setdefault(key, old)
+        buffers[key] = new
+
+
+def _write_back_buffers(buffers: dict, rebound: dict) -> None:
+    """Copy what the step's forward passes rebound each buffer of ``rebound`` to into it."""
+    with torch.no_grad():
+        for key, original in rebound.items():
+            original.copy_(buffers[key].detach())
 
 
 def _module_attributes(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, dict, dict]]:
