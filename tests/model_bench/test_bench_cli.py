@@ -368,13 +368,19 @@ def test_max_batch_text_names_each_gain_in_one_parenthesis(monkeypatch, capsys):
     assert "largest batch 16 (2.00x eager)" in out
 
 
-def test_batch_sizes_take_ascii_digits_only(tmp_path, capsys):
+def test_sweep_lists_take_ascii_digits_and_name_each_run_once(tmp_path, capsys):
     """As the README says and run's --batch-size does: int() alone read "1_0" as 10 and
     the digits of other scripts ("\u0663" as 3)."""
     for value in ("1_0", "\u0663,2"):
         code, _, err = run(["bench", "--model", "tiny-mlp", "--batch-sizes", value, "--out", str(tmp_path),
                             "--quiet", "--no-artifacts"], capsys)
         assert code == 2 and "batch size must be a positive integer" in err and err.count("\n") == 1
+    # nor one run twice (it wrote the same run twice into the results)
+    for argv, needle in ((["--model", "tiny-mlp", "--batch-sizes", "2,02"], "--batch-sizes: 2 is named twice"),
+                         (["--models", "tiny-mlp,tiny-mlp"], "--models: 'tiny-mlp' is named twice"),
+                         (["--model", "tiny-mlp", "--modes", "train,train"], "--modes: 'train' is named twice")):
+        code, _, err = run(["bench", *argv, "--out", str(tmp_path), "--quiet", "--no-artifacts"], capsys)
+        assert code == 2 and needle in err and err.count("\n") == 1, err
 
 
 def test_ctrl_c_in_a_solver_stops_the_sweep_with_its_reports(tmp_path, capsys, monkeypatch):

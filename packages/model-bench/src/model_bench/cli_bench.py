@@ -33,6 +33,8 @@ def _batch_sizes(values: list[str] | None) -> list[int]:
         # reads "1_0" as 10 and the digits of other scripts
         if not re.fullmatch(r"[+-]?[0-9]{1,40}", v, re.ASCII):
             raise BenchError(f"--batch-sizes: batch size must be a positive integer, got {v!r}")
+        if int(v) in out:  # each run once: a repeat wrote the same run twice into the results
+            raise BenchError(f"--batch-sizes: {int(v)} is named twice")
         out.append(int(v))
     return out
 
@@ -266,10 +268,10 @@ class BenchCommand:
             if args.measure:
                 raise BenchError("--measure runs zoo models; a graph file has no model to run")
             return run_graph_file(args)
-        models = comma_list(args.models, "--models") or []
+        models = comma_list(args.models, "--models", distinct=True) or []
         if not models:
             raise BenchError("name a model with --model NAME (see model-opt bench --list) or a graph with --graph")
-        modes = comma_list(args.modes, "--modes") or ["train"]
+        modes = comma_list(args.modes, "--modes", distinct=True) or ["train"]
         batch_sizes = _batch_sizes(args.batch_sizes) or [1]
         return run_models(args, models, modes, batch_sizes, artifacts=not args.no_artifacts)
 
@@ -353,8 +355,8 @@ def check_cuda(flag: str) -> None:
 def run_suite(args) -> int:
     from model_bench.sweep import suite_models
 
-    models = comma_list(args.models, "--models") or suite_models()
-    modes = comma_list(args.modes, "--modes") or list(SUITE_MODES)
+    models = comma_list(args.models, "--models", distinct=True) or suite_models()
+    modes = comma_list(args.modes, "--modes", distinct=True) or list(SUITE_MODES)
     batch_sizes = _batch_sizes(args.batch_sizes) or list(SUITE_BATCH_SIZES)
     return run_models(args, models, modes, batch_sizes, artifacts=args.artifacts, title="model-opt bench suite")
 
