@@ -223,7 +223,8 @@ def _average(runs: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 
 LEGEND = (
-    "Eager peak: live bytes in program order. Reserved: what PyTorch's caching allocator reserves (simulated): "
+    "Eager peak: live bytes in program order, each gradient held in `.grad` to the end of the step. "
+    "Reserved: what PyTorch's caching allocator reserves (simulated): "
     "program order with the default setting and with `expandable_segments:True`, and the optimizer step fused "
     "into backward (`register_post_accumulate_grad_hook`, one optimizer per parameter) with "
     "`expandable_segments:True`. Strongest: the least reserved of the four eager baselines (program order or "
