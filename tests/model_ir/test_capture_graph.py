@@ -245,6 +245,12 @@ def test_an_optimizer_branching_on_its_state_is_named_with_a_hint():
     with pytest.raises(CaptureError, match=r"data-dependent.* at torch/optim/asgd.py:\d+ \(_\w+_asgd\); this "
                                            r"optimizer's update branches on values of its state"):
         capture(model, torch.randn(3, 4), optimizer=torch.optim.ASGD(model.parameters()))
+    # SGD(momentum=tensor) branches on the momentum's value: the hint says to pass a float
+    # (it only recommended SGD, the optimizer at hand)
+    with pytest.raises(CaptureError, match=r"at torch/optim/sgd.py.*\(SGD's momentum, weight_decay: `if momentum "
+                                           r"!= 0`\): pass that one as a float"):
+        capture(model, torch.randn(3, 4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1,
+                                                                    momentum=torch.tensor(0.9)))
 
 
 class _PackedLSTM(torch.nn.Module):

@@ -44,7 +44,9 @@ _HINTS = {
                                                   "a value: give it a momentum",
     os.path.join("optim", ""): "this optimizer's update branches on values of its state or parameters (ASGD's "
                                "averaging, Adafactor's parameter scale): choose one whose update does not (SGD, Adam, "
-                               "AdamW, NAdam, RAdam, RMSprop, Adagrad, ...)",
+                               "AdamW, NAdam, RAdam, RMSprop, Adagrad, ...); or on a hyper-parameter given as a "
+                               "tensor (SGD's momentum, weight_decay: `if momentum != 0`): pass that one as a float "
+                               "(a tensor lr or betas is fine)",
     os.path.join("nn", "utils", "clip_grad.py"): "clip_grad_norm_(error_if_nonfinite=True) checks the norm's value: "
                                                  "leave it False and look at the norm the step keeps "
                                                  "(return it from before_step: step.before_step_result)",
