@@ -398,3 +398,9 @@ def test_ctrl_c_in_a_solver_stops_the_sweep_with_its_reports(tmp_path, capsys, m
     assert code == 130 and "interrupted" in err
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert [r["model"] for r in results] == ["tiny-mlp"] and results[0]["schedule_interrupted"]
+
+
+def test_list_with_a_model_is_refused(capsys):
+    """``bench --list --model X`` listed every model and ran none, silently."""
+    code, _, err = run(["bench", "--list", "--model", "tiny-mlp"], capsys)
+    assert code == 2 and "--list lists every zoo model and runs none" in err and err.count("\n") == 1

@@ -261,6 +261,8 @@ class BenchCommand:
         if args.bench_command == "suite":
             return run_suite(args)
         if args.list:
+            if args.models or args.graph:  # it ran nothing and said nothing of them
+                raise BenchError("--list lists every zoo model and runs none; drop --model/--graph or --list")
             return list_models(args.json)
         if args.frontend and not args.graph:
             raise BenchError("--frontend says how to read a --graph FILE; name one")
