@@ -187,7 +187,8 @@ def test_a_gradient_summed_with_its_own_transpose(executor):
     """``h + h.T``: h's gradients are g and a view of g, summed out of place by eager;
     marked in place, the program executor ran ``g.add_(g.T)`` and raised."""
     compare(_Symmetric, lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
-            lambda: torch.randn(16, 16), executor, loss_fn=torch.nn.functional.cross_entropy, make_targets=lambda: (torch.randint(0, 16, (16,)),))
+            lambda: torch.randn(16, 16), executor, loss_fn=torch.nn.functional.cross_entropy,
+            make_targets=lambda: (torch.randint(0, 16, (16,)),))
 
 
 class _LSTMClassifier(torch.nn.Module):
