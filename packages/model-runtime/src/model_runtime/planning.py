@@ -91,6 +91,10 @@ def place_scheduled(graph, sched, place_order: Callable[[Sequence[str], float], 
     return (other, again) if again.arena_bytes < placement.arena_bytes else (order, placement)
 
 
+#: The buffer of the generator states :func:`budget_graph` adds.
+RNG_STATES = "rng_states"
+
+
 def budget_graph(graph):
     """The graph a plan under a memory budget is scheduled and checked on: ``graph`` with
     what each call takes for its duration beside the step's buffers (the CPU kernels'
@@ -111,10 +115,6 @@ def budget_graph(graph):
 
     size = (len(replayed) + 1) * torch.default_generator.get_state().nbytes
     return attrs.evolve(planned, buffers=[*planned.buffers, Buffer(RNG_STATES, size, persistent=True)])
-
-
-#: The buffer of the generator states :func:`budget_graph` adds.
-RNG_STATES = "rng_states"
 
 
 def unbudgeted(graph):

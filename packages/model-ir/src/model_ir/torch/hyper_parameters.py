@@ -111,7 +111,7 @@ def lifted_hyper_parameters(optimizer: torch.optim.Optimizer) -> tuple[HyperPara
             value = group.get(key)
             for v in value if isinstance(value, tuple) else (value,):
                 _check_not_narrow_numpy(key, v)
-            if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad:
+            if _is_scalar_tensor(value):
                 out.append(HyperParameter(i, key, None, "tensor", _sign(value.item())))
             elif _is_float(value):
                 out.append(HyperParameter(i, key, None, "float", _sign(value)))
